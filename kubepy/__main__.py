@@ -1,0 +1,3 @@
+from kubepy.cli import main
+
+raise SystemExit(main())
