@@ -8,6 +8,7 @@ Error tree::
     ├── Forbidden         403 Forbidden
     ├── NotFound          404 NotFound
     ├── MethodNotAllowed  405 MethodNotAllowed
+    ├── NotAcceptable     406 NotAcceptable
     ├── AlreadyExists     409 AlreadyExists
     ├── Conflict          409 Conflict
     ├── Gone              410 Expired
@@ -84,6 +85,10 @@ class Gone(APIError):
 
 class RequestTooLarge(APIError):
     code, reason = 413, "RequestEntityTooLarge"
+
+
+class NotAcceptable(APIError):
+    code, reason = 406, "NotAcceptable"
 
 
 class UnsupportedMedia(APIError):

@@ -1,0 +1,132 @@
+"""TLS material and the admin kubeconfig, made once on the API server's first start.
+
+Files in the data dir: ``ca.crt``/``ca.key`` (the cluster CA),
+``apiserver.crt``/``apiserver.key`` (serving certificate signed by it),
+``admin.kubeconfig``. Existing files are reused, so restarts keep trust.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+_VALIDITY = dt.timedelta(days=3650)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    # Written then renamed so a crash never leaves half a key behind.
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def ensure_ca(data_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    crt, key = data_dir / "ca.crt", data_dir / "ca.key"
+    if crt.exists() and key.exists():
+        loaded = serialization.load_pem_private_key(key.read_bytes(), None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        return x509.load_pem_x509_certificate(crt.read_bytes()), loaded
+    pkey = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubepy-ca")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pkey.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(pkey, hashes.SHA256())
+    )
+    _write_private(key, _key_pem(pkey))
+    _write_private(crt, cert.public_bytes(serialization.Encoding.PEM))
+    return cert, pkey
+
+
+def _sans(extra: list[str]) -> list[x509.GeneralName]:
+    names = {"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+             "kubernetes.default.svc.cluster.local", socket.gethostname()}
+    ips = {"127.0.0.1", "::1"}
+    for item in extra:
+        try:
+            ipaddress.ip_address(item)
+            ips.add(item)
+        except ValueError:
+            names.add(item)
+    out: list[x509.GeneralName] = [x509.DNSName(n) for n in sorted(names)]
+    out += [x509.IPAddress(ipaddress.ip_address(i)) for i in sorted(ips)]
+    return out
+
+
+def ensure_serving_cert(data_dir: Path, sans: list[str]) -> tuple[Path, Path]:
+    """Serving cert for every name in ``sans`` (plus the usual ones). Re-issued
+    when a requested SAN is missing from the existing certificate."""
+    crt, key = data_dir / "apiserver.crt", data_dir / "apiserver.key"
+    wanted = _sans(sans)
+    if crt.exists() and key.exists():
+        cert = x509.load_pem_x509_certificate(crt.read_bytes())
+        have = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        if all(n in have for n in wanted):
+            return crt, key
+    ca_cert, ca_key = ensure_ca(data_dir)
+    pkey = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(pkey.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.SubjectAlternativeName(wanted), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_private(key, _key_pem(pkey))
+    _write_private(crt, cert.public_bytes(serialization.Encoding.PEM))
+    return crt, key
+
+
+def kubeconfig(*, server: str, ca_pem: bytes, token: str, user: str = "admin", cluster: str = "kubepy") -> dict:
+    import base64
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {
+            "server": server,
+            "certificate-authority-data": base64.b64encode(ca_pem).decode(),
+        }}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
+        "current-context": cluster,
+    }
+
+
+def write_kubeconfig(path: Path, config: dict) -> None:
+    _write_private(path, yaml.safe_dump(config, sort_keys=False).encode())

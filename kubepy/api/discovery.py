@@ -1,0 +1,102 @@
+"""Discovery documents: /version, /api, /api/v1, /apis, /apis/<group>[/<version>]."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from typing import Any
+
+from kubepy import __version__
+from kubepy.api.registry import RESOURCES, VERBS, Resource, group_versions
+
+# The Kubernetes API level kubepy answers as; kubectl warns beyond ±1 minor.
+KUBE_MAJOR, KUBE_MINOR = "1", "36"
+
+
+def version_info() -> dict[str, Any]:
+    return {
+        "major": KUBE_MAJOR,
+        "minor": KUBE_MINOR,
+        "gitVersion": f"v{KUBE_MAJOR}.{KUBE_MINOR}.0+kubepy.{__version__}",
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": f"python{sys.version_info.major}.{sys.version_info.minor}",
+        "compiler": "cpython",
+        "platform": f"linux/{'amd64' if platform.machine() == 'x86_64' else platform.machine()}",
+    }
+
+
+def api_versions(server_address: str) -> dict[str, Any]:
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    }
+
+
+def _group_doc(group: str, versions: list[str]) -> dict[str, Any]:
+    gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
+
+
+def api_group_list() -> dict[str, Any]:
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [_group_doc(g, vs) for g, vs in group_versions().items()],
+    }
+
+
+def api_group(group: str) -> dict[str, Any] | None:
+    versions = group_versions().get(group)
+    if not versions:
+        return None
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group_doc(group, versions)}
+
+
+_SUBRESOURCE = {
+    # name: (kind, group, version, verbs)
+    "status": (None, None, None, ["get", "patch", "update"]),
+    "scale": ("Scale", "autoscaling", "v1", ["get", "patch", "update"]),
+    "binding": ("Binding", None, None, ["create"]),
+    "log": (None, None, None, ["get"]),
+    "exec": ("PodExecOptions", None, None, ["create", "get"]),
+    "finalize": (None, None, None, ["update"]),
+}
+
+
+def _resource_entries(r: Resource) -> list[dict[str, Any]]:
+    main: dict[str, Any] = {
+        "name": r.plural,
+        "singularName": r.kind.lower(),
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": VERBS,
+    }
+    if r.short_names:
+        main["shortNames"] = list(r.short_names)
+    if r.categories:
+        main["categories"] = list(r.categories)
+    out = [main]
+    for sub in r.subresources:
+        kind, group, version, verbs = _SUBRESOURCE[sub]
+        entry: dict[str, Any] = {"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
+                                 "kind": kind or r.kind, "verbs": verbs}
+        if group:
+            entry["group"], entry["version"] = group, version
+        out.append(entry)
+    return out
+
+
+def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
+    rs = [r for r in RESOURCES if r.group == group and r.version == version]
+    if not rs:
+        return None
+    gv = f"{group}/{version}" if group else version
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": gv,
+        "resources": [e for r in rs for e in _resource_entries(r)],
+    }

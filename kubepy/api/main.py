@@ -1,0 +1,79 @@
+"""``kubepy apiserver``: open the store, serve HTTPS, write the admin kubeconfig."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from kubepy.api import auth, certs
+from kubepy.api.server import APIServer, ServerConfig
+from kubepy.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+def client_address(config: ServerConfig) -> str:
+    """The address a client on this host should use."""
+    if config.advertise_address:
+        return config.advertise_address
+    if config.bind_address in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return config.bind_address
+
+
+def write_admin_kubeconfig(config: ServerConfig) -> Path:
+    tokens = auth.load_or_create_static_tokens(config.data_dir)
+    host = client_address(config)
+    server = f"https://{'[' + host + ']' if ':' in host else host}:{config.port}"
+    ca_pem = (config.data_dir / "ca.crt").read_bytes()
+    path = config.data_dir / "admin.kubeconfig"
+    certs.write_kubeconfig(path, certs.kubeconfig(server=server, ca_pem=ca_pem,
+                                                  token=auth.token_for(tokens, group=auth.MASTERS)))
+    return path
+
+
+def tls_context(config: ServerConfig) -> ssl.SSLContext:
+    sans = [client_address(config), socket.getfqdn(), *config.tls_sans]
+    if config.bind_address not in ("0.0.0.0", "::", ""):
+        sans.append(config.bind_address)
+    crt, key = certs.ensure_serving_cert(config.data_dir, sans)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(crt, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> None:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    ctx = tls_context(config)
+    store = open_store(config.store_url, data_dir=str(config.data_dir))
+    server = APIServer(store, config)
+    await server.start()
+    kubeconfig = write_admin_kubeconfig(config)
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.bind_address, config.port, ssl_context=ctx, backlog=1024,
+                       reuse_address=True)
+    await site.start()
+    log.info("serving address=%s port=%d store=%s kubeconfig=%s", config.bind_address, config.port,
+             config.store_url, kubeconfig)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await server.stop()
+        await runner.cleanup()
+        await store.close()

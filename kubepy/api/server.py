@@ -1,0 +1,935 @@
+"""The Kubernetes-compatible HTTP API (aiohttp): routing, content
+negotiation, authentication and authorization, list/watch, patch,
+server-side Tables, discovery and OpenAPI.
+
+Object semantics live in ``storage.py``; watch fan-out in
+``watchcache.py``. Only this package talks to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import multidict
+import yaml
+from aiohttp import web
+
+from kubepy.api import auth, discovery, errors, objects, openapi, patch, selectors, tables
+from kubepy.api.registry import RESOURCES, Resource, by_plural, lookup
+from kubepy.api.storage import DeleteOptions, Storage, store_error
+from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache, WatchEvent
+from kubepy.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 3 * 1024 * 1024
+BOOKMARK_INTERVAL = 10.0
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+NODE_TOKEN_PREFIX = "/registry/kubepy.io/nodetokens/"
+_PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version"}
+_JSON_TYPES = {"application/json", ""}
+_YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml"}
+_PATCH_TYPES = {
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+}
+
+USER_KEY = web.AppKey("user", auth.User)
+
+
+@dataclass
+class ServerConfig:
+    data_dir: Path
+    bind_address: str = "0.0.0.0"
+    port: int = 6443
+    store_url: str = "sqlite"
+    service_cidr: str = "10.96.0.0/12"
+    node_port_range: tuple[int, int] = (30000, 32767)
+    advertise_address: str | None = None
+    tls_sans: list[str] = field(default_factory=list)
+    compaction_interval: float = 300.0
+    event_ttl: float = 3600.0
+
+
+# -- request parsing -------------------------------------------------------
+@dataclass
+class Target:
+    resource: Resource
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+def parse_target(group: str, version: str, parts: list[str]) -> Target:
+    """The resource a path under /api/v1 or /apis/<g>/<v> names."""
+    def res(plural: str) -> Resource:
+        r = lookup(group, version, plural)
+        if r is None:
+            raise errors.NotFound(f"the server could not find the requested resource ({plural})")
+        return r
+
+    if len(parts) >= 3 and parts[0] == "namespaces":
+        r = res(parts[2])
+        if not r.namespaced:
+            raise errors.NotFound(f"the server could not find the requested resource ({parts[2]})")
+        name = parts[3] if len(parts) > 3 else None
+        sub = parts[4] if len(parts) > 4 else None
+        if len(parts) > 5:
+            raise errors.NotFound("the server could not find the requested resource")
+        return Target(r, parts[1], name, sub)
+    if not parts or len(parts) > 3:
+        raise errors.NotFound("the server could not find the requested resource")
+    r = res(parts[0])
+    name = parts[1] if len(parts) > 1 else None
+    sub = parts[2] if len(parts) > 2 else None
+    if name is not None and r.namespaced:
+        raise errors.NotFound(f"the server could not find the requested resource ({parts[0]} is namespaced)")
+    return Target(r, None, name, sub)
+
+
+async def read_body(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise errors.RequestTooLarge("the request body is larger than the 3 MiB limit")
+    chunks, size = [], 0
+    while True:
+        chunk = await request.content.read(65536)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise errors.RequestTooLarge("the request body is larger than the 3 MiB limit")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    # No Content-Type at all (the official Python client sends none) means JSON.
+    ctype = request.content_type if "Content-Type" in request.headers else ""
+    if not raw.strip():
+        raise errors.BadRequest("the request body is empty")
+    if ctype in _YAML_TYPES:
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise errors.BadRequest(f"the body is not valid YAML: {e}") from e
+    if ctype in _JSON_TYPES or ctype in _PATCH_TYPES or ctype.endswith("+json"):
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise errors.BadRequest(f"the body is not valid JSON: {e}") from e
+    if "protobuf" in ctype:
+        raise errors.UnsupportedMedia("protobuf is not supported; send application/json")
+    raise errors.UnsupportedMedia(f"the content type {ctype!r} is not supported")
+
+
+def wants_table(request: web.Request) -> str | None:
+    """The meta.k8s.io version of Table the client asked for, if any."""
+    for part in request.headers.get("Accept", "").split(","):
+        params = dict(p.strip().split("=", 1) for p in part.split(";")[1:] if "=" in p)
+        if params.get("as") == "Table" and params.get("g", "meta.k8s.io") == "meta.k8s.io":
+            return params.get("v", "v1")
+    return None
+
+
+def is_dry_run(request: web.Request) -> bool:
+    values = request.query.getall("dryRun", [])
+    for v in values:
+        if v != "All":
+            raise errors.BadRequest(f"unsupported dryRun value {v!r}: only All is supported")
+    return bool(values)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
+                        content_type="application/json", headers=headers)
+
+
+def success_status(details: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+    if details:
+        body["details"] = details
+    return body
+
+
+def _int_param(request: web.Request, name: str) -> int | None:
+    v = request.query.get(name)
+    if v in (None, ""):
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise errors.BadRequest(f"{name} must be an integer, got {v!r}") from None
+
+
+# -- the server ------------------------------------------------------------
+class APIServer:
+    def __init__(self, store: Store, config: ServerConfig) -> None:
+        self.store = store
+        self.config = config
+        self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
+        self.authn = auth.TokenAuthenticator()
+        self.caches: dict[str, WatchCache] = {r.plural: WatchCache(store, r.prefix) for r in RESOURCES}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = False
+
+    # -- lifecycle --------------------------------------------------------
+    async def start(self) -> None:
+        openapi.warm()
+        for token, user in auth.load_or_create_static_tokens(self.config.data_dir).items():
+            self.authn.add(token, user)
+        await self._load_node_tokens()
+        await self.storage.load_allocations()
+        for cache in self.caches.values():
+            await cache.start()
+        await self._bootstrap_objects()
+        self._tasks.append(asyncio.create_task(self._compactor()))
+        self._tasks.append(asyncio.create_task(self._event_reaper()))
+        self._tasks.append(asyncio.create_task(self._observe_services()))
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        for cache in self.caches.values():
+            await cache.stop()
+
+    async def _bootstrap_objects(self) -> None:
+        """Default namespaces and the ``kubernetes`` Service, as a fresh cluster has."""
+        ns = by_plural("namespaces")
+        for name in DEFAULT_NAMESPACES:
+            try:
+                await self.storage.create(ns, None, {"metadata": {"name": name}})
+                log.info("created namespace=%s reason=bootstrap", name)
+            except errors.AlreadyExists:
+                pass
+        svc = by_plural("services")
+        try:
+            await self.storage.create(svc, "default", {
+                "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"clusterIP": self.storage.allocator.first_ip, "type": "ClusterIP",
+                         "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                                    "targetPort": self.config.port}]},
+            })
+        except errors.AlreadyExists:
+            pass
+        addr = self.config.advertise_address
+        if addr:
+            ep = by_plural("endpoints")
+            body = {"metadata": {"name": "kubernetes"}, "subsets": [{
+                "addresses": [{"ip": addr}],
+                "ports": [{"name": "https", "port": self.config.port, "protocol": "TCP"}]}]}
+            try:
+                await self.storage.create(ep, "default", body)
+            except errors.AlreadyExists:
+                await self.storage.update(ep, "default", "kubernetes", lambda o: {**o, "subsets": body["subsets"]})
+
+    async def _load_node_tokens(self) -> None:
+        page = await self.store.range(NODE_TOKEN_PREFIX)
+        for kv in page.kvs:
+            name = kv.key[len(NODE_TOKEN_PREFIX):]
+            self.authn.add(json.loads(kv.value)["token"], _node_user(name))
+
+    async def _compactor(self) -> None:
+        """Keeps about one interval of history, as Kubernetes does."""
+        previous = await self.store.current_revision()
+        while True:
+            await asyncio.sleep(self.config.compaction_interval)
+            try:
+                current = await self.store.current_revision()
+                if previous > 0:
+                    await self.store.compact(previous)
+                    for cache in self.caches.values():
+                        cache.compacted(previous)
+                    log.info("compacted revision=%d", previous)
+                previous = current
+            except StoreError as e:
+                log.warning("compaction failed err=%s", e)
+
+    async def _event_reaper(self) -> None:
+        """Events expire after --event-ttl, as in Kubernetes."""
+        events = by_plural("events")
+        while True:
+            await asyncio.sleep(min(60.0, self.config.event_ttl))
+            cutoff = objects.now().timestamp() - self.config.event_ttl
+            try:
+                items, _, _ = await self.storage.list(events, None)
+                for ev in items:
+                    stamp = ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"].get("creationTimestamp")
+                    if stamp and objects.parse_time(stamp).timestamp() < cutoff:
+                        try:
+                            await self.storage.delete(events, ev["metadata"]["namespace"], ev["metadata"]["name"],
+                                                      DeleteOptions())
+                        except errors.NotFound:
+                            pass
+            except errors.APIError as e:
+                log.warning("event expiry failed err=%s", e.message)
+
+    async def _observe_services(self) -> None:
+        """Keeps the allocator's view current with writes it did not make."""
+        sub = self.caches["services"].subscribe(after=self.caches["services"].last_revision, matches=lambda o: True)
+        assert sub is not None
+        try:
+            while True:
+                ev = await sub.queue.get()
+                if ev is None:
+                    await self.storage.load_allocations()
+                    sub = self.caches["services"].subscribe(after=self.caches["services"].last_revision,
+                                                            matches=lambda o: True)
+                    assert sub is not None
+                    continue
+                m = ev.obj["metadata"]
+                key = by_plural("services").key(m.get("namespace"), m["name"])
+                self.storage.allocator.observe(key, None if ev.type == "DELETED" else ev.obj)
+        finally:
+            sub.close()
+
+    # -- aiohttp wiring ---------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors_mw, self._auth_mw], client_max_size=MAX_BODY)
+        r = app.router
+        r.add_get("/healthz", self.health)
+        r.add_get("/livez", self.health)
+        r.add_get("/readyz", self.readyz)
+        r.add_get("/version", lambda req: _json_async(discovery.version_info()))
+        r.add_get("/api", self.api_versions)
+        r.add_get("/apis", lambda req: _json_async(discovery.api_group_list()))
+        r.add_get("/openapi/v2", self.openapi_v2)
+        r.add_get("/openapi/v3", self.openapi_v3)
+        r.add_get("/openapi/v3/{path:.+}", self.openapi_v3)
+        r.add_post("/kubepy/v1/join", self.join)
+        r.add_route("*", "/api/{version}", self.core_root)
+        r.add_route("*", "/api/{version}/{tail:.*}", self.core)
+        r.add_route("*", "/apis/{group}", self.group_root)
+        r.add_route("*", "/apis/{group}/{version}", self.group_version_root)
+        r.add_route("*", "/apis/{group}/{version}/{tail:.*}", self.grouped)
+        return app
+
+    @web.middleware
+    async def _errors_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.monotonic()
+        try:
+            resp = await handler(request)
+        except errors.APIError as e:
+            resp = json_response(e.status(), e.code)
+        except web.HTTPException as e:
+            if e.status == 404:
+                err: errors.APIError = errors.NotFound("the server could not find the requested resource")
+            elif e.status == 405:
+                err = errors.MethodNotAllowed(f"the server does not allow this method on the requested resource")
+            elif e.status == 413:
+                err = errors.RequestTooLarge("the request body is larger than the 3 MiB limit")
+            else:
+                raise
+            resp = json_response(err.status(), err.code)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("internal error method=%s path=%s", request.method, request.path)
+            err = errors.InternalError("an internal error occurred; see the API server log")
+            resp = json_response(err.status(), err.code)
+        if request.method != "GET" or resp.status >= 400:
+            user = request.get(USER_KEY)
+            log.info("request method=%s path=%s status=%d user=%s ms=%.1f", request.method, request.path,
+                     resp.status, user.name if user else "-", (time.monotonic() - started) * 1000)
+        return resp
+
+    @web.middleware
+    async def _auth_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        user = self.authn.authenticate(request.headers.get("Authorization"))
+        if user is None:
+            if request.path in _PUBLIC_PATHS:
+                return await handler(request)
+            raise errors.Unauthorized("Unauthorized")
+        request[USER_KEY] = user
+        if user.is_bootstrap and request.path not in ("/kubepy/v1/join", "/version", "/api", "/apis"):
+            raise errors.Forbidden(f'User "{user.name}" may only join nodes')
+        return await handler(request)
+
+    # -- simple endpoints -------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if not self.ready:
+            return web.Response(text="not ready: starting", status=503)
+        try:
+            await self.store.current_revision()
+        except StoreError as e:
+            return web.Response(text=f"not ready: store: {e}", status=503)
+        return web.Response(text="ok")
+
+    async def api_versions(self, request: web.Request) -> web.Response:
+        host = request.host or f"{self.config.bind_address}:{self.config.port}"
+        return json_response(discovery.api_versions(host))
+
+    async def openapi_v2(self, request: web.Request) -> web.Response:
+        accept = request.headers.get("Accept", "*/*")
+        if "json" not in accept and "*/*" not in accept:
+            # kubectl asks for v2 only as protobuf, and only when v3 failed.
+            raise errors.NotAcceptable("/openapi/v2 is served as application/json only; use /openapi/v3")
+        body, etag = openapi.openapi_v2_json()
+        return web.Response(body=body, content_type="application/json", headers={"ETag": f'"{etag}"'})
+
+    async def openapi_v3(self, request: web.Request) -> web.Response:
+        path = request.match_info.get("path")
+        if not path:
+            return json_response(openapi.openapi_v3_index())
+        found = openapi.openapi_v3_json(path)
+        if found is None:
+            raise errors.NotFound(f"no OpenAPI document for {path}")
+        body, digest = found
+        headers = {"ETag": f'"{digest}"'}
+        if request.query.get("hash") == digest:
+            headers["Cache-Control"] = "public, immutable"
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    async def join(self, request: web.Request) -> web.Response:
+        """Hands a node its own token in exchange for the bootstrap token."""
+        user = request[USER_KEY]
+        if not (user.is_bootstrap or user.is_admin):
+            raise errors.Forbidden(f'User "{user.name}" cannot join nodes')
+        body = await read_body(request)
+        name = body.get("nodeName") if isinstance(body, dict) else None
+        from kubepy.api.validation import is_dns1123_subdomain  # noqa: PLC0415 (one use)
+        if not isinstance(name, str) or is_dns1123_subdomain(name):
+            raise errors.BadRequest("nodeName must be a valid DNS-1123 subdomain")
+        key = NODE_TOKEN_PREFIX + name
+        try:
+            kv = await self.store.get(key)
+            if kv is None:
+                token = auth.new_token()
+                try:
+                    await self.store.create(key, json.dumps({"token": token}).encode())
+                    log.info("issued node token node=%s by=%s", name, user.name)
+                except errors.APIError:
+                    raise
+                except StoreError:
+                    kv = await self.store.get(key)
+                    token = json.loads(kv.value)["token"] if kv else token
+            else:
+                token = json.loads(kv.value)["token"]
+        except StoreError as e:
+            raise store_error(e) from e
+        self.authn.add(token, _node_user(name))
+        return json_response({"kind": "NodeToken", "apiVersion": "kubepy.io/v1", "nodeName": name,
+                              "user": auth.NODE_PREFIX + name, "token": token}, 201)
+
+    async def core_root(self, request: web.Request) -> web.Response:
+        doc = discovery.api_resource_list("", request.match_info["version"])
+        if doc is None or request.method != "GET":
+            raise errors.NotFound("the server could not find the requested resource")
+        return json_response(doc)
+
+    async def group_root(self, request: web.Request) -> web.Response:
+        doc = discovery.api_group(request.match_info["group"])
+        if doc is None or request.method != "GET":
+            raise errors.NotFound("the server could not find the requested resource")
+        return json_response(doc)
+
+    async def group_version_root(self, request: web.Request) -> web.Response:
+        doc = discovery.api_resource_list(request.match_info["group"], request.match_info["version"])
+        if doc is None or request.method != "GET":
+            raise errors.NotFound("the server could not find the requested resource")
+        return json_response(doc)
+
+    async def core(self, request: web.Request) -> web.StreamResponse:
+        return await self.dispatch(request, "", request.match_info["version"])
+
+    async def grouped(self, request: web.Request) -> web.StreamResponse:
+        return await self.dispatch(request, request.match_info["group"], request.match_info["version"])
+
+    # -- resource dispatch ------------------------------------------------
+    async def dispatch(self, request: web.Request, group: str, version: str) -> web.StreamResponse:
+        parts = [p for p in request.match_info["tail"].split("/") if p]
+        if parts and parts[0] == "watch":  # legacy /watch/ paths
+            parts = parts[1:]
+            request = request.clone(rel_url=request.rel_url.update_query({"watch": "true"}))
+        t = parse_target(group, version, parts)
+        m = request.method
+        if t.subresource:
+            return await self.subresource(request, t)
+        if t.name is None:
+            if m == "GET":
+                if request.query.get("watch") in ("1", "true", "True"):
+                    return await self.watch(request, t)
+                return await self.list(request, t)
+            if m == "POST":
+                return await self.create(request, t)
+            if m == "DELETE":
+                return await self.delete_collection(request, t)
+        else:
+            if m == "GET":
+                return await self.get(request, t)
+            if m == "PUT":
+                return await self.update(request, t)
+            if m == "PATCH":
+                return await self.patch(request, t)
+            if m == "DELETE":
+                return await self.delete(request, t)
+        raise errors.MethodNotAllowed(f"{m} is not supported on this path")
+
+    def authorize(self, request: web.Request, verb: str, t: Target, *, name: str | None = None,
+                  existing: dict[str, Any] | None = None) -> None:
+        why = auth.authorize(request[USER_KEY], verb=verb, resource=t.resource.plural, namespace=t.namespace,
+                             name=name if name is not None else t.name, subresource=t.subresource,
+                             existing=existing)
+        if why:
+            raise errors.Forbidden(why)
+
+    def _respond(self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200,
+                 warnings: list[str] | None = None) -> web.Response:
+        headers = None
+        if warnings:
+            headers = multidict.CIMultiDict(("Warning", openapi.warning_header(w)) for w in warnings)
+        tv = wants_table(request)
+        if tv:
+            return json_response(self._table(t.resource, [obj], tv, request, {"resourceVersion": obj["metadata"].get("resourceVersion", "")}), status, headers)
+        return json_response(obj, status, headers)
+
+    def _table(self, res: Resource, items: list[dict[str, Any]], version: str, request: web.Request,
+               list_meta: dict[str, Any]) -> dict[str, Any]:
+        include = request.query.get("includeObject", "Metadata")
+        now = objects.now()
+        rows = []
+        for o in items:
+            row: dict[str, Any] = {"cells": tables.table_row_cells(res.plural, o, now=now)}
+            if include == "Object":
+                row["object"] = o
+            elif include != "None":
+                row["object"] = objects.partial_metadata(o, f"meta.k8s.io/{version}")
+            rows.append(row)
+        return {"kind": "Table", "apiVersion": f"meta.k8s.io/{version}", "metadata": list_meta,
+                "columnDefinitions": tables.table_columns(res.plural), "rows": rows}
+
+    def _matcher(self, request: web.Request, t: Target) -> Any:
+        """A predicate from labelSelector/fieldSelector (and the URL's namespace), or None."""
+        ls_text, fs_text = request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
+        ls = selectors.parse_label_selector(ls_text) if ls_text.strip() else None
+        allowed = selectors.allowed_fields(t.resource.plural)
+        fs = selectors.parse_field_selector(fs_text, allowed=allowed) if fs_text.strip() else None
+        ns = t.namespace
+        plural = t.resource.plural
+        if ls is None and fs is None and not ns:
+            return None
+
+        def matches(obj: dict[str, Any]) -> bool:
+            m = obj.get("metadata") or {}
+            if ns and m.get("namespace") != ns:
+                return False
+            if ls is not None and not ls.matches(m.get("labels") or {}):
+                return False
+            return fs is None or fs.matches(selectors.object_fields(plural, obj))
+        return matches
+
+    # -- verbs ------------------------------------------------------------
+    async def get(self, request: web.Request, t: Target) -> web.Response:
+        self.authorize(request, "get", t)
+        obj = await self.storage.get(t.resource, t.namespace, t.name or "")
+        return self._respond(request, t, obj)
+
+    async def list(self, request: web.Request, t: Target) -> web.Response:
+        self.authorize(request, "list", t)
+        matches = self._matcher(request, t)
+        # The namespace is already the key prefix; selectors filter the rest.
+        limit = _int_param(request, "limit") or 0
+        rv = request.query.get("resourceVersion", "")
+        revision = 0
+        if rv and request.query.get("resourceVersionMatch") == "Exact":
+            revision = _parse_rv(rv)
+        items, read_rev, token = await self.storage.list(
+            t.resource, t.namespace, matches=matches, limit=limit,
+            continue_token=request.query.get("continue") or None, revision=revision)
+        list_meta: dict[str, Any] = {"resourceVersion": str(read_rev)}
+        if token:
+            list_meta["continue"] = token
+        tv = wants_table(request)
+        if tv:
+            return json_response(self._table(t.resource, items, tv, request, list_meta))
+        return json_response({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
+                              "metadata": list_meta, "items": items})
+
+    async def create(self, request: web.Request, t: Target) -> web.Response:
+        body = await read_body(request)
+        obj = self._check_body(t, body)
+        self.authorize(request, "create", t, name=(obj.get("metadata") or {}).get("name"))
+        warnings = self._field_validation(request, t, obj)
+        created = await self.storage.create(t.resource, t.namespace, obj, dry_run=is_dry_run(request))
+        return self._respond(request, t, created, 201, warnings)
+
+    def _check_body(self, t: Target, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise errors.BadRequest("the body must be a JSON or YAML object")
+        res = t.resource
+        api_version, kind = body.get("apiVersion"), body.get("kind")
+        if kind not in (None, "", res.kind):
+            raise errors.BadRequest(f"the kind of the object ({kind}) does not match the URL ({res.kind})")
+        if api_version not in (None, "", res.api_version):
+            raise errors.BadRequest(
+                f"the apiVersion of the object ({api_version}) does not match the URL ({res.api_version})")
+        meta = body.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise errors.BadRequest("metadata must be an object")
+        if res.namespaced and isinstance(meta, dict) and meta.get("namespace") not in (None, "", t.namespace):
+            raise errors.BadRequest("the namespace of the provided object does not match the namespace sent on the request")
+        if res.namespaced and not t.namespace:
+            raise errors.NotFound(f"{res.plural} must be created in a namespace (use /namespaces/<ns>/{res.plural})")
+        return body
+
+    def _field_validation(self, request: web.Request, t: Target, obj: dict[str, Any], *,
+                          patched: bool = False) -> list[str]:
+        """fieldValidation=Strict rejects unknown fields; Warn (the default) reports them."""
+        mode = request.query.get("fieldValidation", "Warn")
+        if mode not in ("Strict", "Warn", "Ignore"):
+            raise errors.BadRequest(f"fieldValidation must be one of Strict, Warn, Ignore (got {mode!r})")
+        if mode == "Ignore":
+            return []
+        unknown = openapi.unknown_fields(t.resource.api_version, t.resource.kind, obj)
+        if not unknown:
+            return []
+        if mode == "Warn":
+            return openapi.unknown_field_warnings(unknown)
+        if patched:
+            # What Kubernetes answers for a patch whose result has unknown fields.
+            raise errors.Invalid("", "", [{"reason": "FieldValueInvalid", "field": "patch",
+                                           "message": openapi.strict_decoding_error(unknown)}])
+        raise errors.BadRequest(openapi.strict_decoding_message(t.resource.kind, t.resource.version, unknown))
+
+    async def update(self, request: web.Request, t: Target) -> web.Response:
+        body = await read_body(request)
+        obj = self._check_body(t, body)
+        name = t.name or ""
+        existing = await self.storage.get(t.resource, t.namespace, name)
+        self.authorize(request, "update", t, existing=existing)
+        warnings = self._field_validation(request, t, obj)
+        rv = (obj.get("metadata") or {}).get("resourceVersion") or None
+        updated = await self.storage.update(t.resource, t.namespace, name, lambda old: copy.deepcopy(obj),
+                                            precondition_rv=rv, dry_run=is_dry_run(request))
+        return self._respond(request, t, updated, 200, warnings)
+
+    async def patch(self, request: web.Request, t: Target, *, subresource: str | None = None) -> web.Response:
+        ctype = request.content_type
+        if ctype == "application/apply-patch+yaml":
+            raise errors.UnsupportedMedia(
+                "server-side apply is not supported by kubepy; use client-side `kubectl apply` (the default)")
+        if ctype not in _PATCH_TYPES:
+            raise errors.UnsupportedMedia(f"the patch content type {ctype!r} is not supported; use one of "
+                                          + ", ".join(sorted(_PATCH_TYPES)))
+        body = await read_body(request)
+        name = t.name or ""
+        existing = await self.storage.get(t.resource, t.namespace, name)
+        self.authorize(request, "patch", t, existing=existing)
+        res = t.resource
+        rv = body.get("metadata", {}).get("resourceVersion") if isinstance(body, dict) and isinstance(body.get("metadata"), dict) else None
+        warnings: list[str] = []
+
+        def mutate(old: dict[str, Any]) -> dict[str, Any]:
+            new = _apply_patch(ctype, old, body, res)
+            warnings[:] = self._field_validation(request, t, new, patched=True)
+            return new
+
+        updated = await self.storage.update(res, t.namespace, name, mutate, precondition_rv=rv,
+                                            subresource=subresource, dry_run=is_dry_run(request))
+        return self._respond(request, t, updated, 200, warnings)
+
+    async def delete(self, request: web.Request, t: Target) -> web.Response:
+        name = t.name or ""
+        existing = await self.storage.get(t.resource, t.namespace, name)
+        self.authorize(request, "delete", t, existing=existing)
+        opts = await self._delete_options(request)
+        obj = await self.storage.delete(t.resource, t.namespace, name, opts)
+        return json_response(obj, 200)
+
+    async def _delete_options(self, request: web.Request) -> DeleteOptions:
+        body: dict[str, Any] = {}
+        if request.can_read_body:
+            raw = await request.content.read(MAX_BODY + 1)
+            if raw.strip():
+                try:
+                    body = json.loads(raw)
+                except ValueError as e:
+                    raise errors.BadRequest(f"DeleteOptions are not valid JSON: {e}") from e
+                if not isinstance(body, dict):
+                    raise errors.BadRequest("DeleteOptions must be an object")
+        grace = body.get("gracePeriodSeconds")
+        if grace is None:
+            grace = _int_param(request, "gracePeriodSeconds")
+        policy = body.get("propagationPolicy") or request.query.get("propagationPolicy")
+        if body.get("orphanDependents") is True or request.query.get("orphanDependents") == "true":
+            policy = policy or "Orphan"
+        if policy not in (None, "Background", "Foreground", "Orphan"):
+            raise errors.BadRequest(f"propagationPolicy must be Background, Foreground or Orphan (got {policy!r})")
+        pre = body.get("preconditions") or {}
+        dry = body.get("dryRun") or request.query.getall("dryRun", [])
+        if dry and dry != ["All"]:
+            raise errors.BadRequest("unsupported dryRun value: only All is supported")
+        try:
+            grace = int(grace) if grace is not None else None
+        except (TypeError, ValueError):
+            raise errors.BadRequest("gracePeriodSeconds must be an integer") from None
+        return DeleteOptions(grace_period=grace, propagation=policy, precondition_uid=pre.get("uid"),
+                             precondition_rv=pre.get("resourceVersion"), dry_run=bool(dry))
+
+    async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
+        self.authorize(request, "deletecollection", t)
+        opts = await self._delete_options(request)
+        items, _, _ = await self.storage.list(t.resource, t.namespace, matches=self._matcher(request, t))
+        deleted = []
+        for obj in items:
+            m = obj["metadata"]
+            try:
+                deleted.append(await self.storage.delete(t.resource, m.get("namespace"), m["name"], opts))
+            except errors.NotFound:
+                pass
+        cur = await self.store.current_revision()
+        return json_response({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
+                              "metadata": {"resourceVersion": str(cur)}, "items": deleted})
+
+    # -- subresources -----------------------------------------------------
+    async def subresource(self, request: web.Request, t: Target) -> web.Response:
+        sub, res, m = t.subresource, t.resource, request.method
+        if sub not in res.subresources:
+            raise errors.NotFound(f"the server could not find the requested resource ({res.plural}/{sub})")
+        name = t.name or ""
+        if sub == "status":
+            if m == "GET":
+                return await self.get(request, Target(res, t.namespace, name, None))
+            if m == "PUT":
+                body = self._check_body(t, await read_body(request))
+                existing = await self.storage.get(res, t.namespace, name)
+                self.authorize(request, "update", t, existing=existing)
+                rv = (body.get("metadata") or {}).get("resourceVersion") or None
+                updated = await self.storage.update(res, t.namespace, name, lambda old: copy.deepcopy(body),
+                                                    precondition_rv=rv, subresource="status",
+                                                    dry_run=is_dry_run(request))
+                return json_response(updated)
+            if m == "PATCH":
+                return await self.patch(request, t, subresource="status")
+        elif sub == "binding" and m == "POST":
+            return await self.bind(request, t)
+        elif sub == "scale":
+            return await self.scale(request, t)
+        elif sub == "finalize" and m == "PUT":
+            return await self.finalize_namespace(request, t)
+        elif sub in ("log", "exec"):
+            self.authorize(request, "get", t)
+            await self.storage.get(res, t.namespace, name)
+            raise errors.ServiceUnavailable(f"pods/{sub} needs a kubelet connection, which this API server does not have yet")
+        raise errors.MethodNotAllowed(f"{m} is not supported on {res.plural}/{sub}")
+
+    async def bind(self, request: web.Request, t: Target) -> web.Response:
+        body = await read_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("target"), dict) or not body["target"].get("name"):
+            raise errors.Invalid("Binding", t.name or "", [
+                {"reason": "FieldValueRequired", "message": "Required value", "field": "target.name"}])
+        self.authorize(request, "create", t)
+        node = body["target"]["name"]
+        name = t.name or ""
+
+        def assign(pod: dict[str, Any]) -> dict[str, Any]:
+            spec = pod.setdefault("spec", {})
+            if pod["metadata"].get("deletionTimestamp"):
+                raise errors.Conflict(f"pod {name} is being deleted, cannot be assigned to a host")
+            if spec.get("nodeName"):
+                raise errors.Conflict(f"pod {name} is already assigned to node \"{spec['nodeName']}\"")
+            spec["nodeName"] = node
+            conds = [c for c in (pod.get("status") or {}).get("conditions", []) if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                          "lastTransitionTime": objects.rfc3339(objects.now())})
+            pod.setdefault("status", {})["conditions"] = conds
+            return pod
+
+        # Binding writes spec and status together, which no other path may do.
+        await self.storage.update(t.resource, t.namespace, name, assign, subresource="binding",
+                                  dry_run=is_dry_run(request))
+        log.info("bound pod=%s/%s node=%s", t.namespace, name, node)
+        return json_response(success_status(), 201)
+
+    async def scale(self, request: web.Request, t: Target) -> web.Response:
+        res, name, m = t.resource, t.name or "", request.method
+        obj = await self.storage.get(res, t.namespace, name)
+        if m == "GET":
+            self.authorize(request, "get", t)
+            return json_response(_scale_of(obj))
+        if m not in ("PUT", "PATCH"):
+            raise errors.MethodNotAllowed(f"{m} is not supported on {res.plural}/scale")
+        self.authorize(request, "update" if m == "PUT" else "patch", t, existing=obj)
+        ctype = request.content_type
+        body = await read_body(request)
+        if m == "PATCH" and ctype not in _PATCH_TYPES:
+            raise errors.UnsupportedMedia(f"the patch content type {ctype!r} is not supported")
+        rv = body.get("metadata", {}).get("resourceVersion") if isinstance(body, dict) and isinstance(body.get("metadata"), dict) else None
+
+        def set_replicas(cur: dict[str, Any]) -> dict[str, Any]:
+            scale = _scale_of(cur)
+            new_scale = body if m == "PUT" else _apply_patch(ctype, scale, body, None)
+            replicas = (new_scale.get("spec") or {}).get("replicas", 0) if isinstance(new_scale, dict) else None
+            if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+                raise errors.Invalid("Scale", name, [{"reason": "FieldValueInvalid", "field": "spec.replicas",
+                                                      "message": f"Invalid value: {replicas!r}: must be greater than or equal to 0"}])
+            cur.setdefault("spec", {})["replicas"] = replicas
+            return cur
+
+        updated = await self.storage.update(res, t.namespace, name, set_replicas, precondition_rv=rv,
+                                            dry_run=is_dry_run(request))
+        return json_response(_scale_of(updated))
+
+    async def finalize_namespace(self, request: web.Request, t: Target) -> web.Response:
+        body = self._check_body(t, await read_body(request))
+        self.authorize(request, "update", t)
+        finalizers = (body.get("spec") or {}).get("finalizers") or []
+        name = t.name or ""
+        ns = await self.storage.get(t.resource, None, name)
+        if not finalizers and ns["metadata"].get("deletionTimestamp") and not ns["metadata"].get("finalizers"):
+            await self.storage.delete(t.resource, None, name, DeleteOptions())
+            ns.setdefault("spec", {})["finalizers"] = []
+            return json_response(ns)
+
+        def set_finalizers(cur: dict[str, Any]) -> dict[str, Any]:
+            cur.setdefault("spec", {})["finalizers"] = finalizers
+            return cur
+        return json_response(await self.storage.update(t.resource, None, name, set_finalizers))
+
+    # -- watch ------------------------------------------------------------
+    async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        self.authorize(request, "watch", t)
+        matches = self._matcher(request, t) or (lambda o: True)
+        rv = request.query.get("resourceVersion", "")
+        send_initial = request.query.get("sendInitialEvents") == "true"
+        bookmarks = request.query.get("allowWatchBookmarks") == "true"
+        timeout = _int_param(request, "timeoutSeconds")
+        tv = wants_table(request)
+        cache = self.caches[t.resource.plural]
+
+        initial: list[dict[str, Any]] = []
+        if rv in ("", "0") or send_initial:
+            # Kubernetes: no RV (or 0) means "the current state, then changes".
+            initial, after, _ = await self.storage.list(t.resource, t.namespace, matches=matches,
+                                                        revision=0 if rv in ("", "0") else _parse_rv(rv))
+        else:
+            after = _parse_rv(rv)
+        sub: Subscription | None = cache.subscribe(after=after, matches=matches)
+        if sub is None:
+            sub = StoreSubscription(self.store, t.resource.list_prefix(t.namespace), after=after, matches=matches)
+
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        deadline = time.monotonic() + timeout if timeout else None
+        first_table = True
+
+        def frame(kind: str, obj: dict[str, Any]) -> bytes:
+            nonlocal first_table
+            if tv and kind != "ERROR" and kind != "BOOKMARK":
+                table = self._table(t.resource, [obj], tv, request, {"resourceVersion": obj["metadata"].get("resourceVersion", "")})
+                if not first_table:
+                    table["columnDefinitions"] = []
+                first_table = False
+                obj = table
+            return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+        def bookmark(rev: int, extra: dict[str, str] | None = None) -> bytes:
+            meta: dict[str, Any] = {"resourceVersion": str(rev)}
+            if extra:
+                meta["annotations"] = extra
+            return frame("BOOKMARK", {"kind": t.resource.kind, "apiVersion": t.resource.api_version, "metadata": meta})
+
+        try:
+            for obj in initial:
+                await resp.write(frame("ADDED", obj))
+            if send_initial and bookmarks:
+                await resp.write(bookmark(after, {"k8s.io/initial-events-end": "true"}))
+            last_sent = after
+            while True:
+                wait = BOOKMARK_INTERVAL if bookmarks else None
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    wait = min(wait, left) if wait else left
+                try:
+                    ev = await asyncio.wait_for(sub.queue.get(), wait) if wait else await sub.queue.get()
+                except asyncio.TimeoutError:
+                    if bookmarks and sub.queue.empty() and isinstance(sub, Subscription) and not isinstance(sub, StoreSubscription):
+                        rev = max(cache.last_revision, last_sent)
+                        await resp.write(bookmark(rev))
+                    continue
+                if ev is None:
+                    gone = errors.Gone(f"too old resource version: {after} ({cache.complete_from - 1})"
+                                       if getattr(sub, "compacted", True) else "the watch was ended; re-list")
+                    await resp.write(json.dumps({"type": "ERROR", "object": gone.status()}).encode() + b"\n")
+                    break
+                last_sent = ev.revision
+                await resp.write(frame(ev.type, ev.obj))
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            sub.close()
+        try:
+            await resp.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return resp
+
+
+# -- helpers ---------------------------------------------------------------
+def _node_user(name: str) -> auth.User:
+    return auth.User(auth.NODE_PREFIX + name, (auth.NODES,))
+
+
+async def _json_async(body: Any) -> web.Response:
+    return json_response(body)
+
+
+def _parse_rv(rv: str) -> int:
+    try:
+        value = int(rv)
+    except ValueError:
+        raise errors.BadRequest(f"invalid resource version {rv!r}") from None
+    if value < 0:
+        raise errors.BadRequest(f"invalid resource version {rv!r}")
+    return value
+
+
+def _apply_patch(ctype: str, obj: dict[str, Any], body: Any, res: Resource | None) -> dict[str, Any]:
+    try:
+        if ctype == "application/json-patch+json":
+            out = patch.apply_json_patch(obj, body)
+        elif ctype == "application/merge-patch+json":
+            out = patch.apply_merge_patch(obj, body)
+        else:
+            if not isinstance(body, dict):
+                raise errors.BadRequest("a strategic merge patch must be a JSON object")
+            api_version = res.api_version if res else "autoscaling/v1"
+            kind = res.kind if res else "Scale"
+            out = patch.apply_strategic_merge_patch(obj, body, api_version=api_version, kind=kind)
+    except patch.PatchError as e:
+        if e.code == 400:
+            raise errors.BadRequest(f"the patch is malformed: {e.message}") from e
+        raise errors.Invalid(res.kind if res else "Scale", obj.get("metadata", {}).get("name", ""), [
+            {"reason": "FieldValueInvalid", "message": e.message, "field": "patch"}]) from e
+    if not isinstance(out, dict):
+        raise errors.BadRequest("the patch did not produce an object")
+    return out
+
+
+def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    m = obj["metadata"]
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in m},
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                   "selector": objects.label_selector_string((obj.get("spec") or {}).get("selector"))},
+    }

@@ -1,0 +1,446 @@
+"""Object semantics on top of the key-value store (Kubernetes' generic registry).
+
+What happens to an object on create, update, delete, list: metadata
+(uid, creationTimestamp, generation, generateName), defaulting and
+validation, status/spec separation, optimistic concurrency, graceful and
+finalizer-guarded deletion, ClusterIP/NodePort allocation, dry runs.
+HTTP lives in ``server.py``; this module speaks dicts and APIErrors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kubepy.api import errors, objects, validation
+from kubepy.api.allocator import AllocationError, ServiceAllocator
+from kubepy.api.registry import Resource, by_plural
+from kubepy.store import (
+    CompactedError,
+    ConflictError,
+    KeyExistsError,
+    KeyNotFoundError,
+    KeyValue,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+Mutator = Callable[[dict[str, Any]], dict[str, Any]]
+Matcher = Callable[[dict[str, Any]], bool]
+
+_UPDATE_RETRIES = 16
+_LIST_CHUNK = 500
+
+
+@dataclass
+class DeleteOptions:
+    grace_period: int | None = None
+    propagation: str | None = None  # Background | Foreground | Orphan
+    precondition_uid: str | None = None
+    precondition_rv: str | None = None
+    dry_run: bool = False
+
+
+def _conflict(res: Resource, name: str) -> errors.Conflict:
+    return errors.Conflict(
+        f'Operation cannot be fulfilled on {res.plural}{"." + res.group if res.group else ""} "{name}": '
+        "the object has been modified; please apply your changes to the latest version and try again",
+        details={"name": name, "group": res.group, "kind": res.plural},
+    )
+
+
+def not_found(res: Resource, name: str) -> errors.NotFound:
+    qual = f"{res.plural}.{res.group}" if res.group else res.plural
+    return errors.NotFound(f'{qual} "{name}" not found', details={"name": name, "group": res.group, "kind": res.plural})
+
+
+def store_error(e: StoreError) -> errors.APIError:
+    if isinstance(e, StoreUnavailableError):
+        return errors.ServiceUnavailable(f"storage is unavailable: {e}")
+    if isinstance(e, CompactedError):
+        return errors.Gone(f"too old resource version: {e}")
+    return errors.InternalError(f"storage error: {e}")
+
+
+class Storage:
+    def __init__(self, store: Store, *, service_cidr: str = "10.96.0.0/12",
+                 node_port_range: tuple[int, int] = (30000, 32767)) -> None:
+        self.store = store
+        self.allocator = ServiceAllocator(service_cidr, node_port_range)
+        # Allocation reads then writes the allocator's view: one at a time.
+        self._alloc_lock = asyncio.Lock()
+
+    async def load_allocations(self) -> None:
+        services = by_plural("services")
+        start: str | None = None
+        while True:
+            page = await self.store.range(services.prefix, start=start, limit=_LIST_CHUNK)
+            for kv in page.kvs:
+                self.allocator.observe(kv.key, json.loads(kv.value))
+            if not page.more:
+                return
+            start = page.kvs[-1].key + "\x00"
+
+    # -- reads ------------------------------------------------------------
+    async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any]:
+        try:
+            kv = await self.store.get(res.key(namespace, name))
+        except StoreError as e:
+            raise store_error(e) from e
+        if kv is None:
+            raise not_found(res, name)
+        return objects.decode(kv)
+
+    async def list(self, res: Resource, namespace: str | None, *, matches: Matcher | None = None,
+                   limit: int = 0, continue_token: str | None = None,
+                   revision: int = 0) -> tuple[list[dict[str, Any]], int, str | None]:
+        """(items, revision read at, continue token or None)."""
+        prefix = res.list_prefix(namespace)
+        start: str | None = None
+        if continue_token:
+            revision, start = _decode_continue(continue_token, prefix)
+        items: list[dict[str, Any]] = []
+        read_rev = revision
+        last_key: str | None = None
+        while True:
+            want = _LIST_CHUNK if matches or not limit else min(_LIST_CHUNK, limit - len(items))
+            try:
+                page = await self.store.range(prefix, start=start, limit=want, revision=read_rev)
+            except CompactedError as e:
+                if continue_token:
+                    raise errors.Gone(
+                        "The provided continue parameter is too old to display a consistent list result. "
+                        "You can start a new list without the continue parameter.") from e
+                raise errors.Gone(f"too old resource version: {revision} ({e.compact_revision})") from e
+            except StoreError as e:
+                raise store_error(e) from e
+            read_rev = page.revision
+            for kv in page.kvs:
+                obj = objects.decode(kv)
+                last_key = kv.key
+                if matches is None or matches(obj):
+                    items.append(obj)
+                    if limit and len(items) >= limit:
+                        break
+            full = bool(limit) and len(items) >= limit
+            if full:
+                # More remain if this page had keys after last_key or the store has more.
+                more = page.more or (page.kvs and page.kvs[-1].key != last_key)
+                token = _encode_continue(read_rev, last_key + "\x00") if more and last_key else None
+                return items, read_rev, token
+            if not page.more or not page.kvs:
+                return items, read_rev, None
+            start = page.kvs[-1].key + "\x00"
+
+    # -- create -----------------------------------------------------------
+    async def create(self, res: Resource, namespace: str | None, obj: dict[str, Any], *,
+                     dry_run: bool = False) -> dict[str, Any]:
+        m = objects.meta(obj)
+        if res.namespaced:
+            m["namespace"] = namespace
+            await self._check_namespace_open(namespace or "")
+        else:
+            m.pop("namespace", None)
+        if not m.get("name") and m.get("generateName"):
+            m["name"] = objects.generate_name(str(m["generateName"]))
+        for k in ("resourceVersion", "uid", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields",
+                  "selfLink"):
+            m.pop(k, None)
+        m["uid"] = objects.new_uid()
+        m["creationTimestamp"] = objects.rfc3339(objects.now())
+        if "spec" in obj or res.has_spec_generation:
+            m["generation"] = 1
+        obj["apiVersion"], obj["kind"] = res.api_version, res.kind
+        _prepare_create(res, obj)
+        validation.default_object(res.plural, obj)
+        validation.validate_object(res.plural, obj)
+        key = res.key(namespace, m["name"])
+        if res.plural == "services":
+            async with self._alloc_lock:
+                self._allocate(res, key, obj, None)
+                return await self._write_create(res, key, obj, dry_run)
+        return await self._write_create(res, key, obj, dry_run)
+
+    async def _write_create(self, res: Resource, key: str, obj: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+        name = obj["metadata"]["name"]
+        if dry_run:
+            if await self._exists(key):
+                raise _already_exists(res, name)
+            return obj
+        try:
+            kv = await self.store.create(key, objects.encode(obj))
+        except KeyExistsError as e:
+            raise _already_exists(res, name) from e
+        except StoreError as e:
+            raise store_error(e) from e
+        if res.plural == "services":
+            self.allocator.observe(key, obj)
+        obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
+        return obj
+
+    async def _exists(self, key: str) -> bool:
+        try:
+            return await self.store.get(key) is not None
+        except StoreError as e:
+            raise store_error(e) from e
+
+    async def _check_namespace_open(self, namespace: str) -> None:
+        if not namespace:
+            raise errors.BadRequest("the namespace of the object must be set")
+        ns_res = by_plural("namespaces")
+        try:
+            kv = await self.store.get(ns_res.key(None, namespace))
+        except StoreError as e:
+            raise store_error(e) from e
+        if kv is None:
+            raise not_found(ns_res, namespace)
+        ns = json.loads(kv.value)
+        if (ns.get("metadata") or {}).get("deletionTimestamp"):
+            raise errors.Forbidden(
+                f"unable to create new content in namespace {namespace} because it is being terminated",
+                details={"name": namespace, "kind": "namespaces"})
+
+    def _allocate(self, res: Resource, key: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        try:
+            self.allocator.assign(key, obj, old)
+        except AllocationError as e:
+            raise errors.Invalid(res.kind, obj["metadata"].get("name", ""), [
+                {"reason": "FieldValueInvalid", "message": str(e), "field": e.field}]) from e
+
+    # -- update -----------------------------------------------------------
+    async def update(self, res: Resource, namespace: str | None, name: str, mutate: Mutator, *,
+                     precondition_rv: str | None = None, subresource: str | None = None,
+                     dry_run: bool = False) -> dict[str, Any]:
+        """Read, ``mutate(copy)``, write if unchanged since the read, retry.
+
+        With ``precondition_rv`` (a resourceVersion the client sent) a
+        concurrent change is the client's 409, not a retry."""
+        key = res.key(namespace, name)
+        for _ in range(_UPDATE_RETRIES):
+            try:
+                kv = await self.store.get(key)
+            except StoreError as e:
+                raise store_error(e) from e
+            if kv is None:
+                raise not_found(res, name)
+            old = objects.decode(kv)
+            if precondition_rv and precondition_rv != old["metadata"]["resourceVersion"]:
+                raise _conflict(res, name)
+            new = mutate(copy.deepcopy(old))
+            new = self._merge_update(res, old, new, subresource)
+            if new == old:
+                return old  # a no-op write keeps the resourceVersion, as Kubernetes does
+            if res.plural == "services" and subresource is None:
+                async with self._alloc_lock:
+                    self._allocate(res, key, new, old)
+                    result = await self._write_update(res, key, kv, old, new, dry_run)
+            else:
+                result = await self._write_update(res, key, kv, old, new, dry_run)
+            if result is not None:
+                return result
+            if precondition_rv:
+                raise _conflict(res, name)
+        raise errors.Conflict(f"too many concurrent writes to {res.plural} {name!r}; try again")
+
+    def _merge_update(self, res: Resource, old: dict[str, Any], new: dict[str, Any],
+                      subresource: str | None) -> dict[str, Any]:
+        """Carry over what a client may not change and validate the result."""
+        nm, om = objects.meta(new), old["metadata"]
+        if nm.get("name") not in (None, om["name"]):
+            raise errors.BadRequest(f"the name of the object ({nm.get('name')}) does not match the name on the URL ({om['name']})")
+        if res.namespaced and nm.get("namespace") not in (None, "", om.get("namespace")):
+            raise errors.BadRequest("the namespace of the object does not match the namespace on the request")
+        new["apiVersion"], new["kind"] = res.api_version, res.kind
+        if subresource == "binding":
+            return new  # the binding mutator sets spec.nodeName and the condition itself
+        if subresource == "status":
+            # Only status moves; everything else stays as stored.
+            status = new.get("status")
+            new = copy.deepcopy(old)
+            if status is None:
+                new.pop("status", None)
+            else:
+                new["status"] = status
+            return new
+        for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation",
+                  "namespace", "name"):
+            if k in om:
+                nm[k] = om[k]
+            else:
+                nm.pop(k, None)
+        nm.pop("managedFields", None)
+        nm["resourceVersion"] = om["resourceVersion"]
+        if res.has_status:
+            if "status" in old:
+                new["status"] = old["status"]
+            else:
+                new.pop("status", None)
+        validation.default_object(res.plural, new)
+        validation.validate_object(res.plural, new, old=old)
+        if "spec" in new and new.get("spec") != old.get("spec"):
+            nm["generation"] = int(om.get("generation") or 0) + 1
+        return new
+
+    async def _write_update(self, res: Resource, key: str, kv: KeyValue, old: dict[str, Any],
+                            new: dict[str, Any], dry_run: bool) -> dict[str, Any] | None:
+        """The written object, or None when someone wrote in between."""
+        # Removing the last finalizer from an object being deleted deletes it.
+        finalize = bool(old["metadata"].get("deletionTimestamp")) and bool(old["metadata"].get("finalizers")) \
+            and not new["metadata"].get("finalizers") and not _awaits_kubelet(res, new)
+        if dry_run:
+            return new
+        try:
+            if finalize:
+                deleted = await self.store.delete(key, revision=kv.mod_revision)
+                new["metadata"]["resourceVersion"] = str(deleted.mod_revision)
+                self._forget(res, key)
+                log.info("deleted resource=%s key=%s reason=finalized", res.plural, key)
+                return new
+            written = await self.store.update(key, objects.encode(new), revision=kv.mod_revision)
+        except (ConflictError, KeyNotFoundError):
+            return None
+        except StoreError as e:
+            raise store_error(e) from e
+        if res.plural == "services":
+            self.allocator.observe(key, new)
+        new["metadata"]["resourceVersion"] = str(written.mod_revision)
+        return new
+
+    def _forget(self, res: Resource, key: str) -> None:
+        if res.plural == "services":
+            self.allocator.observe(key, None)
+
+    # -- delete -----------------------------------------------------------
+    async def delete(self, res: Resource, namespace: str | None, name: str,
+                     opts: DeleteOptions) -> dict[str, Any]:
+        key = res.key(namespace, name)
+        for _ in range(_UPDATE_RETRIES):
+            try:
+                kv = await self.store.get(key)
+            except StoreError as e:
+                raise store_error(e) from e
+            if kv is None:
+                raise not_found(res, name)
+            obj = objects.decode(kv)
+            m = obj["metadata"]
+            if opts.precondition_uid and opts.precondition_uid != m.get("uid"):
+                raise errors.Conflict(f"Precondition failed: UID in precondition: {opts.precondition_uid}, "
+                                      f"UID in object meta: {m.get('uid')}")
+            if opts.precondition_rv and opts.precondition_rv != m.get("resourceVersion"):
+                raise _conflict(res, name)
+            marked = _mark_for_deletion(res, obj, opts)
+            if marked is None:
+                if opts.dry_run:
+                    return obj
+                try:
+                    deleted = await self.store.delete(key, revision=kv.mod_revision)
+                except (ConflictError, KeyNotFoundError):
+                    continue
+                except StoreError as e:
+                    raise store_error(e) from e
+                self._forget(res, key)
+                obj["metadata"]["resourceVersion"] = str(deleted.mod_revision)
+                log.info("deleted resource=%s key=%s", res.plural, key)
+                return obj
+            if marked == obj or opts.dry_run:
+                return marked
+            try:
+                written = await self.store.update(key, objects.encode(marked), revision=kv.mod_revision)
+            except (ConflictError, KeyNotFoundError):
+                continue
+            except StoreError as e:
+                raise store_error(e) from e
+            marked["metadata"]["resourceVersion"] = str(written.mod_revision)
+            log.info("marked for deletion resource=%s key=%s grace=%s finalizers=%s", res.plural, key,
+                     marked["metadata"].get("deletionGracePeriodSeconds"),
+                     ",".join(marked["metadata"].get("finalizers") or []) or "-")
+            return marked
+        raise errors.Conflict(f"too many concurrent writes to {res.plural} {name!r}; try again")
+
+
+def _already_exists(res: Resource, name: str) -> errors.AlreadyExists:
+    qual = f"{res.plural}.{res.group}" if res.group else res.plural
+    return errors.AlreadyExists(f'{qual} "{name}" already exists',
+                                details={"name": name, "group": res.group, "kind": res.plural})
+
+
+def _prepare_create(res: Resource, obj: dict[str, Any]) -> None:
+    """Status a client may not set on create, as Kubernetes' strategies do."""
+    if res.plural in ("pods", "deployments", "replicasets"):
+        obj.pop("status", None)
+    elif res.plural == "services":
+        obj["status"] = {"loadBalancer": {}}
+    elif res.plural == "namespaces":
+        obj["status"] = {"phase": "Active"}
+
+
+def _awaits_kubelet(res: Resource, obj: dict[str, Any]) -> bool:
+    """A bound, still-running pod is deleted by its kubelet once its
+    containers have stopped (graceful deletion), not by the API server."""
+    if res.plural != "pods":
+        return False
+    phase = (obj.get("status") or {}).get("phase")
+    return bool((obj.get("spec") or {}).get("nodeName")) and phase not in ("Succeeded", "Failed") \
+        and int(obj["metadata"].get("deletionGracePeriodSeconds") or 0) > 0
+
+
+def _mark_for_deletion(res: Resource, obj: dict[str, Any], opts: DeleteOptions) -> dict[str, Any] | None:
+    """The object as marked for deletion, or None to delete it now."""
+    m = obj["metadata"]
+    finalizers = list(m.get("finalizers") or [])
+    if opts.propagation == "Foreground" and "foregroundDeletion" not in finalizers:
+        finalizers.append("foregroundDeletion")
+    elif opts.propagation == "Orphan" and "orphan" not in finalizers:
+        finalizers.append("orphan")
+    grace = 0
+    if res.plural == "pods":
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        bound_and_running = bool(spec.get("nodeName")) and status.get("phase") not in ("Succeeded", "Failed")
+        if bound_and_running:
+            grace = opts.grace_period if opts.grace_period is not None else int(
+                spec.get("terminationGracePeriodSeconds", 30))
+            grace = max(grace, 0)
+            if m.get("deletionGracePeriodSeconds") is not None:
+                grace = min(grace, int(m["deletionGracePeriodSeconds"]))
+    is_namespace = res.plural == "namespaces"
+    if not finalizers and grace == 0 and not is_namespace:
+        return None
+    marked = copy.deepcopy(obj)
+    mm = marked["metadata"]
+    if finalizers:
+        mm["finalizers"] = finalizers
+    when = objects.now() + dt.timedelta(seconds=grace)
+    if not mm.get("deletionTimestamp") or grace < int(mm.get("deletionGracePeriodSeconds") or 0):
+        mm["deletionTimestamp"] = objects.rfc3339(when)
+    mm["deletionGracePeriodSeconds"] = grace
+    if is_namespace:
+        marked.setdefault("status", {})["phase"] = "Terminating"
+        if not (marked.get("spec") or {}).get("finalizers") and not finalizers:
+            return None
+    return marked
+
+
+def _encode_continue(revision: int, start: str) -> str:
+    raw = json.dumps({"v": "kubepy/1", "rv": revision, "start": start}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_continue(token: str, prefix: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        rev, start = int(data["rv"]), str(data["start"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise errors.BadRequest(f"continue key is not valid: {e}") from e
+    if not start.startswith(prefix):
+        raise errors.BadRequest("continue key is not valid: it belongs to another list")
+    return rev, start

@@ -1,0 +1,227 @@
+"""Watch fan-out: one store watch per resource, shared by every API watcher.
+
+The cache keeps the last ``capacity`` events of its resource so that a
+client resuming from a recent resourceVersion is served from memory. A
+client asking for something older gets a direct store watch (which the
+store may refuse as compacted: the API answers 410 Gone). Events are
+decoded once here and shared read-only by all subscribers.
+
+What must stay true: a subscriber sees every event with revision greater
+than the one it asked for, exactly once, in revision order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kubepy.store import CompactedError, Event, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+# A subscriber whose queue grows past this is too slow to keep: it is ended
+# (the client re-watches) rather than letting the server's memory grow.
+MAX_PENDING = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: str  # ADDED | MODIFIED | DELETED
+    obj: dict[str, Any]
+    prev: dict[str, Any] | None
+    revision: int
+
+
+def decode(value: bytes, revision: int) -> dict[str, Any]:
+    obj = json.loads(value)
+    obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
+    return obj
+
+
+def to_watch_event(ev: Event) -> WatchEvent:
+    prev = decode(ev.prev.value, ev.prev.mod_revision) if ev.prev else None
+    if ev.type == "DELETE":
+        return WatchEvent("DELETED", decode(ev.kv.value, ev.kv.mod_revision), prev, ev.kv.mod_revision)
+    kind = "ADDED" if ev.prev is None else "MODIFIED"
+    return WatchEvent(kind, decode(ev.kv.value, ev.kv.mod_revision), prev, ev.kv.mod_revision)
+
+
+# matches(obj) -> bool; decides what one subscriber sees.
+Matcher = Callable[[dict[str, Any]], bool]
+
+
+class Subscription:
+    """A queue of events for one API watcher, filtered by its selectors.
+
+    An object that stops matching is sent as DELETED, one that starts
+    matching as ADDED, as Kubernetes does for selector watches."""
+
+    def __init__(self, *, after: int, matches: Matcher) -> None:
+        self.after = after
+        self.matches = matches
+        self.queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
+        self.closed = False
+        self._on_close: Callable[[], None] | None = None
+
+    def offer(self, ev: WatchEvent) -> None:
+        if self.closed or ev.revision <= self.after:
+            return
+        now = self.matches(ev.obj)
+        before = ev.prev is not None and self.matches(ev.prev)
+        if ev.type == "DELETED":
+            out = ev if now else None
+        elif now and before:
+            out = ev
+        elif now:
+            out = WatchEvent("ADDED", ev.obj, ev.prev, ev.revision)
+        elif before:
+            out = WatchEvent("DELETED", ev.obj, ev.prev, ev.revision)
+        else:
+            out = None
+        if out is None:
+            return
+        if self.queue.qsize() >= MAX_PENDING:
+            log.warning("watch subscriber too slow, ending it pending=%d", self.queue.qsize())
+            self.end()
+            return
+        self.queue.put_nowait(out)
+
+    def end(self) -> None:
+        """Ends the stream with an expiry: the client must re-list."""
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+    def close(self) -> None:
+        self.closed = True
+        if self._on_close:
+            self._on_close()
+            self._on_close = None
+
+
+class WatchCache:
+    def __init__(self, store: Store, prefix: str, *, capacity: int = 10_000) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.capacity = capacity
+        self.buffer: collections.deque[WatchEvent] = collections.deque()
+        self.complete_from = 0  # every event with revision >= this is in buffer
+        self.last_revision = 0
+        self.subscribers: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        rev = await self.store.current_revision()
+        self.last_revision = rev
+        self.complete_from = rev + 1
+        self._task = asyncio.create_task(self._run(), name=f"watchcache:{self.prefix}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for sub in list(self.subscribers):
+            sub.end()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                stream = self.store.watch(self.prefix, start_revision=self.last_revision + 1)
+                self.ready.set()
+                async for ev in stream:
+                    self._dispatch(to_watch_event(ev))
+                    backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except CompactedError as e:
+                # We fell behind compaction: history is gone, so every
+                # subscriber must re-list. Start again from now.
+                log.warning("watch cache compacted prefix=%s rev=%d", self.prefix, e.compact_revision)
+                self._reset(await self._safe_current_revision())
+            except StoreError as e:
+                log.warning("watch cache store error prefix=%s err=%s backoff=%.1fs", self.prefix, e, backoff)
+            except Exception:
+                log.exception("watch cache failed prefix=%s", self.prefix)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _safe_current_revision(self) -> int:
+        try:
+            return await self.store.current_revision()
+        except StoreError:
+            return self.last_revision
+
+    def _reset(self, revision: int) -> None:
+        self.buffer.clear()
+        self.last_revision = revision
+        self.complete_from = revision + 1
+        for sub in list(self.subscribers):
+            sub.end()
+        self.subscribers.clear()
+
+    def _dispatch(self, ev: WatchEvent) -> None:
+        if ev.revision <= self.last_revision and self.buffer:
+            return  # already seen (a store watch restarted from an older point)
+        if len(self.buffer) >= self.capacity:
+            old = self.buffer.popleft()
+            self.complete_from = old.revision + 1
+        self.buffer.append(ev)
+        self.last_revision = ev.revision
+        for sub in list(self.subscribers):
+            sub.offer(ev)
+
+    def compacted(self, revision: int) -> None:
+        """The store forgot history at or below ``revision``; so do we, so a
+        watch from there is 410 Gone whether or not memory still had it."""
+        while self.buffer and self.buffer[0].revision <= revision:
+            self.buffer.popleft()
+        self.complete_from = max(self.complete_from, revision + 1)
+
+    def subscribe(self, *, after: int, matches: Matcher) -> Subscription | None:
+        """Events with revision > ``after``; None when they are no longer in
+        memory (the caller falls back to a store watch)."""
+        if after + 1 < self.complete_from:
+            return None
+        sub = Subscription(after=after, matches=matches)
+        # Replay and registration happen with no await between them, so no
+        # event can fall in the gap.
+        for ev in self.buffer:
+            if ev.revision > after:
+                sub.offer(ev)
+        self.subscribers.add(sub)
+
+        def remove() -> None:
+            self.subscribers.discard(sub)
+
+        sub._on_close = remove
+        return sub
+
+
+class StoreSubscription(Subscription):
+    """A subscriber fed by its own store watch: for resourceVersions older
+    than the cache holds. Raises nothing; a compacted start ends the stream."""
+
+    def __init__(self, store: Store, prefix: str, *, after: int, matches: Matcher) -> None:
+        super().__init__(after=after, matches=matches)
+        self.compacted = False
+        self._task = asyncio.create_task(self._pump(store, prefix))
+        self._on_close = self._task.cancel
+
+    async def _pump(self, store: Store, prefix: str) -> None:
+        try:
+            async for ev in store.watch(prefix, start_revision=self.after + 1):
+                self.offer(to_watch_event(ev))
+        except CompactedError:
+            self.compacted = True
+        except StoreError as e:
+            log.warning("store watch failed prefix=%s err=%s", prefix, e)
+        self.end()

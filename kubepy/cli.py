@@ -1,0 +1,96 @@
+"""The ``kubepy`` command: one entry point, one subcommand per daemon or tool."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split("-", 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH, got {text!r}") from None
+    if not 0 < lo <= hi < 65536:
+        raise argparse.ArgumentTypeError(f"invalid port range {text!r}")
+    return lo, hi
+
+
+def _duration(text: str) -> float:
+    """Go-style durations as Kubernetes' flags take them: 300, 5m, 1h30m, 1.5s."""
+    import re
+
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 30s, 5m, 1h)")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def add_apiserver_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", required=True, type=Path, help="where state, certificates and admin.kubeconfig live")
+    p.add_argument("--bind-address", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=6443)
+    p.add_argument("--store", default="sqlite", help="sqlite (default) or etcd://HOST:PORT[,HOST:PORT]")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
+    p.add_argument("--service-node-port-range", type=_port_range, default=(30000, 32767))
+    p.add_argument("--advertise-address", default=None, help="address other hosts use to reach this API server")
+    p.add_argument("--tls-san", action="append", default=[], help="extra name or IP for the serving certificate")
+    p.add_argument("--etcd-compaction-interval", type=_duration, default=300.0,
+                   help="how often old revisions are compacted (e.g. 5m, 30s)")
+    p.add_argument("--event-ttl", type=_duration, default=3600.0, help="how long Events are kept (e.g. 1h)")
+
+
+def apiserver_config(args: argparse.Namespace):  # -> ServerConfig
+    from kubepy.api.server import ServerConfig
+
+    return ServerConfig(
+        data_dir=args.data_dir.resolve(), bind_address=args.bind_address, port=args.port, store_url=args.store,
+        service_cidr=args.service_cluster_ip_range, node_port_range=args.service_node_port_range,
+        advertise_address=args.advertise_address, tls_sans=args.tls_san,
+        compaction_interval=args.etcd_compaction_interval, event_ttl=args.event_ttl,
+    )
+
+
+def cmd_apiserver(args: argparse.Namespace) -> int:
+    from kubepy.api.main import serve
+
+    config = apiserver_config(args)
+    try:
+        asyncio.run(serve(config))
+    except OSError as e:
+        print(f"kubepy apiserver: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"kubepy apiserver: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubepy", description="A small, real Kubernetes for Linux hosts.")
+    parser.add_argument("--log-level", default="info")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("apiserver", help="run the Kubernetes API server")
+    add_apiserver_flags(p)
+    p.set_defaults(func=cmd_apiserver)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    return int(args.func(args) or 0)

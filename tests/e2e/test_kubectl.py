@@ -1,0 +1,178 @@
+"""The real kubectl against a real kubepy API server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.conftest import KUBECTL
+
+pytestmark = pytest.mark.slow
+
+MANIFEST = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports:
+        - containerPort: 80
+          name: http
+        resources:
+          requests:
+            cpu: 100m
+            memory: 64Mi
+          limits:
+            memory: 128Mi
+        readinessProbe:
+          httpGet:
+            path: /
+            port: http
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: NodePort
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+    targetPort: http
+"""
+
+
+def test_version_and_api_resources(apiserver):
+    out = apiserver.kubectl("version", "-o", "json").stdout
+    v = json.loads(out)
+    assert v["serverVersion"]["gitVersion"].startswith("v1.")
+    res = apiserver.kubectl("api-resources").stdout
+    for name in ("pods", "deployments", "replicasets", "services", "endpoints", "leases", "namespaces", "nodes"):
+        assert f"\n{name} " in "\n" + res or f"\n{name}  " in res, res
+    assert "deploy" in res and "apps/v1" in res and "coordination.k8s.io/v1" in res
+
+
+def test_apply_get_describe_delete(apiserver):
+    k = apiserver.kubectl
+    k("create", "namespace", "e2e-apply")
+    out = k("apply", "-n", "e2e-apply", "-f", "-", input=MANIFEST).stdout
+    assert "deployment.apps/web created" in out and "service/web created" in out, out
+    # Re-apply with a change goes through the strategic merge patch path.
+    out = k("apply", "-n", "e2e-apply", "-f", "-", input=MANIFEST.replace("replicas: 2", "replicas: 3")).stdout
+    assert "deployment.apps/web configured" in out and "service/web unchanged" in out, out
+    dep = json.loads(k("get", "-n", "e2e-apply", "deployment", "web", "-o", "json").stdout)
+    assert dep["spec"]["replicas"] == 3
+    assert dep["metadata"]["generation"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == "25%"
+    svc = json.loads(k("get", "-n", "e2e-apply", "svc", "web", "-o", "json").stdout)
+    assert svc["spec"]["clusterIP"].startswith("10.")
+    assert 30000 <= svc["spec"]["ports"][0]["nodePort"] <= 32767
+    table = k("get", "-n", "e2e-apply", "deploy,svc").stdout
+    assert "READY" in table and "UP-TO-DATE" in table and "0/3" in table, table
+    assert "NodePort" in table and f"80:{svc['spec']['ports'][0]['nodePort']}/TCP" in table, table
+    desc = k("describe", "-n", "e2e-apply", "deployment", "web").stdout
+    assert "RollingUpdate" in desc and "nginx:1.25" in desc, desc
+    out = k("delete", "-n", "e2e-apply", "-f", "-", input=MANIFEST).stdout
+    assert 'deployment.apps "web" deleted' in out, out
+    cp = k("get", "-n", "e2e-apply", "deployment", "web", check=False)
+    assert cp.returncode != 0 and "NotFound" in cp.stderr, cp.stderr
+
+
+def test_apply_rejects_unknown_field(apiserver):
+    bad = MANIFEST.split("---")[0].replace("containerPort: 80", "containerPort: 80\n          contanerPort: 81")
+    cp = apiserver.kubectl("apply", "-f", "-", input=bad, check=False)
+    assert cp.returncode != 0
+    assert "contanerPort" in cp.stderr, cp.stderr
+
+
+def test_invalid_object_is_422_with_field(apiserver):
+    bad = MANIFEST.split("---")[1].replace("port: 80", "port: 70000")
+    cp = apiserver.kubectl("apply", "-f", "-", input=bad, check=False)
+    assert cp.returncode != 0
+    assert "spec.ports[0].port" in cp.stderr, cp.stderr
+
+
+def test_label_annotate_patch_scale(apiserver):
+    k = apiserver.kubectl
+    k("apply", "-f", "-", input=MANIFEST.split("---")[0])
+    k("label", "deployment", "web", "tier=frontend")
+    k("annotate", "deployment", "web", "owner=team-a")
+    k("scale", "deployment", "web", "--replicas=5")
+    k("patch", "deployment", "web", "-p", '{"spec":{"template":{"spec":{"containers":[{"name":"nginx","image":"nginx:1.26"}]}}}}')
+    k("patch", "deployment", "web", "--type=json", "-p", '[{"op":"add","path":"/metadata/labels/extra","value":"yes"}]')
+    k("patch", "deployment", "web", "--type=merge", "-p", '{"metadata":{"annotations":{"merged":"true"}}}')
+    dep = json.loads(k("get", "deployment", "web", "-o", "json").stdout)
+    assert dep["metadata"]["labels"]["tier"] == "frontend"
+    assert dep["metadata"]["labels"]["extra"] == "yes"
+    assert dep["metadata"]["annotations"]["owner"] == "team-a"
+    assert dep["metadata"]["annotations"]["merged"] == "true"
+    assert dep["spec"]["replicas"] == 5
+    c = dep["spec"]["template"]["spec"]["containers"]
+    assert len(c) == 1 and c[0]["image"] == "nginx:1.26" and c[0]["ports"][0]["containerPort"] == 80
+    sel = k("get", "deployments", "-l", "tier=frontend", "-o", "name").stdout.split()
+    assert sel == ["deployment.apps/web"]
+    assert k("get", "deployments", "-l", "tier in (backend)", "-o", "name").stdout.strip() == ""
+    k("delete", "deployment", "web")
+
+
+def test_get_pods_watch_sees_change(apiserver):
+    k = apiserver.kubectl
+    k("run", "watched", "--image=busybox", "--restart=Never", "--", "sleep", "1000")
+    proc = subprocess.Popen([KUBECTL,
+                             "--kubeconfig", str(apiserver.kubeconfig), "get", "pods", "--watch",
+                             "--output-watch-events"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        k("label", "pod", "watched", "seen=yes")
+        k("delete", "pod", "watched", "--wait=false")
+        deadline = time.monotonic() + 15
+        lines: list[str] = []
+        while time.monotonic() < deadline and not any("DELETED" in l for l in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        text = "".join(lines)
+        assert "watched" in text and "MODIFIED" in text and "DELETED" in text, text
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_explain(apiserver):
+    out = apiserver.kubectl("explain", "pod.spec").stdout
+    assert "containers" in out and "restartPolicy" in out, out
+    out = apiserver.kubectl("explain", "deployment.spec.strategy").stdout
+    assert "rollingUpdate" in out, out
+
+
+def test_anonymous_is_401(apiserver):
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    ctx = ssl.create_default_context(cafile=str(apiserver.data_dir / "ca.crt"))
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{apiserver.url}/api/v1/pods", context=ctx, timeout=5)
+    assert e.value.code == 401
+    body = json.loads(e.value.read())
+    assert body["kind"] == "Status" and body["reason"] == "Unauthorized"
