@@ -73,7 +73,7 @@ def test_version_and_api_resources(apiserver):
 
 def test_apply_get_describe_delete(apiserver):
     k = apiserver.kubectl
-    k("create", "namespace", "e2e-apply")
+    k("apply", "-f", "-", input="apiVersion: v1\nkind: Namespace\nmetadata:\n  name: e2e-apply\n")
     out = k("apply", "-n", "e2e-apply", "-f", "-", input=MANIFEST).stdout
     assert "deployment.apps/web created" in out and "service/web created" in out, out
     # Re-apply with a change goes through the strategic merge patch path.
