@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from kubepy import __version__
-from kubepy.api.registry import RESOURCES, VERBS, Resource, group_versions
+from kubepy.resources import RESOURCES, VERBS, Resource, group_versions
 
 # The Kubernetes API level kubepy answers as; kubectl warns beyond ±1 minor.
 KUBE_MAJOR, KUBE_MINOR = "1", "36"

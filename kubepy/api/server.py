@@ -22,7 +22,7 @@ import yaml
 from aiohttp import web
 
 from kubepy.api import auth, discovery, errors, objects, openapi, patch, selectors, tables
-from kubepy.api.registry import RESOURCES, Resource, by_plural, lookup
+from kubepy.resources import RESOURCES, Resource, by_plural, lookup
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache, WatchEvent
 from kubepy.store import Store, StoreError

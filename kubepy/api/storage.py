@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from kubepy.api import errors, objects, validation
 from kubepy.api.allocator import AllocationError, ServiceAllocator
-from kubepy.api.registry import Resource, by_plural
+from kubepy.resources import Resource, by_plural
 from kubepy.store import (
     CompactedError,
     ConflictError,

@@ -1,8 +1,9 @@
-"""The kinds the API server serves: names, scope, subresources, store keys.
+"""The kinds kubepy serves: names, scope, subresources, store keys.
 
-Pure data. Everything that needs to know "is pods namespaced", "what is
-the list kind of deployments" or "which store prefix holds services" asks
-this module.
+Pure data shared by the API server and the client library: everything
+that needs to know "is pods namespaced", "what is the list kind of
+deployments", "what is the URL of a service" or "which store prefix holds
+services" asks this module.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ class Resource:
         if self.namespaced:
             return f"{self.prefix}{namespace}/{name}"
         return f"{self.prefix}{name}"
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        """The URL path of a collection, an object or a subresource."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
 
     def list_prefix(self, namespace: str | None) -> str:
         if self.namespaced and namespace:
