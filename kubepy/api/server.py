@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import multidict
 import yaml
@@ -24,7 +24,7 @@ from aiohttp import web
 from kubepy.api import auth, discovery, errors, objects, openapi, patch, selectors, tables
 from kubepy.resources import RESOURCES, Resource, by_plural, lookup
 from kubepy.api.storage import DeleteOptions, Storage, store_error
-from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache, WatchEvent
+from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
 from kubepy.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -326,7 +326,7 @@ class APIServer:
             if e.status == 404:
                 err: errors.APIError = errors.NotFound("the server could not find the requested resource")
             elif e.status == 405:
-                err = errors.MethodNotAllowed(f"the server does not allow this method on the requested resource")
+                err = errors.MethodNotAllowed("the server does not allow this method on the requested resource")
             elif e.status == 413:
                 err = errors.RequestTooLarge("the request body is larger than the 3 MiB limit")
             else:

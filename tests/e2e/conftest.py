@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.etcd import running_etcd
 
 KUBECTL = shutil.which("kubectl", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 
@@ -99,15 +102,21 @@ def stop_apiserver(srv: APIServerProcess) -> None:
             srv.proc.wait(5)
 
 
-@pytest.fixture(scope="module")
-def apiserver():
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
+def apiserver(request):
+    """A real API server per test module, once over each store backend."""
     tmp = Path(tempfile.mkdtemp(prefix="kubepy-test-"))
-    srv = start_apiserver(tmp)
-    try:
-        yield srv
-    finally:
-        stop_apiserver(srv)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        extra: list[str] = []
+        if request.param == "etcd":
+            endpoint = stack.enter_context(running_etcd())
+            extra = ["--store", "etcd://" + endpoint.removeprefix("http://")]
+        srv = start_apiserver(tmp, extra=extra)
+        try:
+            yield srv
+        finally:
+            stop_apiserver(srv)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

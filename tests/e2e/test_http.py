@@ -199,7 +199,7 @@ def test_watch_from_compacted_revision_is_410():
         for i in range(30):
             http("POST", "/api/v1/namespaces/default/configmaps", cm(f"c-{i}"))
         time.sleep(3)  # two compaction rounds pass
-        events = _watch_lines(http, f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1", 1)
+        events = _watch_lines(http, "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1", 1)
         assert events and events[0]["type"] == "ERROR", events
         assert events[0]["object"]["code"] == 410 and events[0]["object"]["reason"] == "Expired"
         code, body = http("GET", f"/api/v1/namespaces/default/configmaps?resourceVersion={first}&resourceVersionMatch=Exact")

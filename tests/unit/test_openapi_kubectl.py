@@ -10,7 +10,6 @@ to the user like real Kubernetes does.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import subprocess
