@@ -120,6 +120,8 @@ async def run(args: argparse.Namespace, url: str, token: str, ca: str, proc: psu
             lats.append(time.perf_counter() - t0)
         print(f"list {n} pods, first page of 500: {fmt_ms(lats)}")
 
+    print(f"server RSS after the lists: {rss():.0f} MiB")
+
     # Watch delivery: W watchers on one namespace, timestamps in the objects.
     status, body = await c.req("GET", "/api/v1/namespaces/bench-w/configmaps")
     rv = json.loads(body)["metadata"]["resourceVersion"]

@@ -547,17 +547,19 @@ class APIServer:
         revision = 0
         if rv and request.query.get("resourceVersionMatch") == "Exact":
             revision = _parse_rv(rv)
+        tv = wants_table(request)
         items, read_rev, token = await self.storage.list(
             t.resource, t.namespace, matches=matches, limit=limit,
-            continue_token=request.query.get("continue") or None, revision=revision)
+            continue_token=request.query.get("continue") or None, revision=revision, raw=not tv)
         list_meta: dict[str, Any] = {"resourceVersion": str(read_rev)}
         if token:
             list_meta["continue"] = token
-        tv = wants_table(request)
         if tv:
             return json_response(self._table(t.resource, items, tv, request, list_meta))
-        return json_response({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
-                              "metadata": list_meta, "items": items})
+        head = json.dumps({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
+                           "metadata": list_meta}, separators=(",", ":")).encode()
+        body = b"%s,\"items\":[%s]}" % (head[:-1], b",".join(items))
+        return web.Response(body=body, content_type="application/json")
 
     async def create(self, request: web.Request, t: Target) -> web.Response:
         body = await read_body(request)
@@ -870,7 +872,7 @@ class APIServer:
                     await resp.write(json.dumps({"type": "ERROR", "object": gone.status()}).encode() + b"\n")
                     break
                 last_sent = ev.revision
-                await resp.write(frame(ev.type, ev.obj))
+                await resp.write(frame(ev.type, ev.obj) if tv else ev.json_line())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from kubepy.api.objects import decode_bytes
 from kubepy.store import CompactedError, Event, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -28,26 +29,47 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 20_000
 
 
+class EncodedObject:
+    """An event's object as JSON bytes, encoded at most once however many
+    watchers send it (100 watchers must not mean 100 encodes)."""
+
+    __slots__ = ("obj", "_bytes")
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.obj = obj
+        self._bytes: bytes | None = None
+
+    def bytes(self) -> bytes:
+        if self._bytes is None:
+            self._bytes = json.dumps(self.obj, separators=(",", ":")).encode()
+        return self._bytes
+
+
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
     type: str  # ADDED | MODIFIED | DELETED
     obj: dict[str, Any]
     prev: dict[str, Any] | None
     revision: int
+    encoded: EncodedObject | None = None
+
+    def json_line(self) -> bytes:
+        enc = self.encoded or EncodedObject(self.obj)
+        return b'{"type":"%s","object":%s}\n' % (self.type.encode(), enc.bytes())
 
 
 def decode(value: bytes, revision: int) -> dict[str, Any]:
-    obj = json.loads(value)
-    obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
-    return obj
+    return decode_bytes(value, revision)
 
 
 def to_watch_event(ev: Event) -> WatchEvent:
     prev = decode(ev.prev.value, ev.prev.mod_revision) if ev.prev else None
+    obj = decode(ev.kv.value, ev.kv.mod_revision)
     if ev.type == "DELETE":
-        return WatchEvent("DELETED", decode(ev.kv.value, ev.kv.mod_revision), prev, ev.kv.mod_revision)
-    kind = "ADDED" if ev.prev is None else "MODIFIED"
-    return WatchEvent(kind, decode(ev.kv.value, ev.kv.mod_revision), prev, ev.kv.mod_revision)
+        kind = "DELETED"
+    else:
+        kind = "ADDED" if ev.prev is None else "MODIFIED"
+    return WatchEvent(kind, obj, prev, ev.kv.mod_revision, EncodedObject(obj))
 
 
 # matches(obj) -> bool; decides what one subscriber sees.
@@ -77,9 +99,9 @@ class Subscription:
         elif now and before:
             out = ev
         elif now:
-            out = WatchEvent("ADDED", ev.obj, ev.prev, ev.revision)
+            out = WatchEvent("ADDED", ev.obj, ev.prev, ev.revision, ev.encoded)
         elif before:
-            out = WatchEvent("DELETED", ev.obj, ev.prev, ev.revision)
+            out = WatchEvent("DELETED", ev.obj, ev.prev, ev.revision, ev.encoded)
         else:
             out = None
         if out is None:

@@ -1,0 +1,152 @@
+"""``WorkQueue``: keys waiting to be reconciled, and the workers that drain it.
+
+Kubernetes' work-queue contract: a key waiting is queued once however
+often it is added; a key being processed is never handed to a second
+worker - adding it marks it dirty and it is queued again on ``done``;
+failures requeue with per-key exponential backoff until ``forget``.
+Event handlers only ``add`` keys; ``run_workers`` calls ``reconcile(key)``.
+Talks to nothing outside the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+
+class QueueShutdown(Exception):
+    """The queue was shut down: workers stop."""
+
+
+class WorkQueue:
+    def __init__(self, *, base_delay: float = 0.05, max_delay: float = 60.0, name: str = "") -> None:
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.name = name
+        self._queue: deque[str] = deque()
+        self._dirty: set[str] = set()  # needs processing: queued, or to be queued when done
+        self._processing: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # add_after: one timer per key, the earliest
+        self._getters: list[asyncio.Future[None]] = []
+        self._shutting_down = False
+
+    def add(self, key: str) -> None:
+        if self._shutting_down or key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key in self._processing:
+            return
+        self._queue.append(key)
+        self._wake()
+
+    def add_after(self, key: str, delay: float) -> None:
+        if self._shutting_down:
+            return
+        if delay <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        timer = self._timers.get(key)
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def add_rate_limited(self, key: str) -> None:
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        self.add_after(key, min(self.base_delay * 2 ** failures, self.max_delay))
+
+    def forget(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+    def num_requeues(self, key: str) -> int:
+        return self._failures.get(key, 0)
+
+    async def get(self) -> str:
+        """The next key to process; the caller must call ``done(key)``."""
+        while True:
+            if self._shutting_down:
+                raise QueueShutdown(self.name)
+            if self._queue:
+                key = self._queue.popleft()
+                self._dirty.discard(key)
+                self._processing.add(key)
+                return key
+            waiter = asyncio.get_running_loop().create_future()
+            self._getters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._getters:
+                    self._getters.remove(waiter)
+
+    def done(self, key: str) -> None:
+        self._processing.discard(key)
+        if key in self._dirty and not self._shutting_down:
+            self._queue.append(key)
+            self._wake()
+
+    def shutdown(self) -> None:
+        self._shutting_down = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._wake()
+
+    @property
+    def is_shutting_down(self) -> bool:
+        return self._shutting_down
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def _fire(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def _wake(self) -> None:
+        # Wake every waiting getter; each re-checks the queue, so a getter
+        # cancelled after being woken cannot strand an item.
+        getters, self._getters = self._getters, []
+        for waiter in getters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+async def run_workers(queue: WorkQueue, reconcile: Callable[[str], Awaitable[None]], *, workers: int = 2,
+                      logger: logging.Logger | None = None) -> None:
+    """Drain ``queue`` with ``workers`` concurrent loops until it shuts down."""
+    logger = logger or log
+
+    async def worker() -> None:
+        while True:
+            try:
+                key = await queue.get()
+            except QueueShutdown:
+                return
+            try:
+                await reconcile(key)
+            except Exception as e:
+                logger.warning("reconcile failed queue=%s key=%s requeues=%d err=%s", queue.name, key,
+                               queue.num_requeues(key), f"{type(e).__name__}: {e}".replace("\n", " "))
+                queue.add_rate_limited(key)
+            else:
+                queue.forget(key)
+            finally:
+                queue.done(key)
+
+    tasks = [asyncio.create_task(worker(), name=f"worker-{queue.name}-{i}") for i in range(workers)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

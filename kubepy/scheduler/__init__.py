@@ -1,0 +1,1 @@
+"""kubepy's scheduler: the framework (``framework``) and its plugins (``plugins``)."""

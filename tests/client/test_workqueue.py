@@ -1,0 +1,146 @@
+"""WorkQueue and run_workers: dedupe, exclusivity, dirty re-queue, backoff, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from kubepy.client import QueueShutdown, WorkQueue, run_workers
+
+
+async def test_add_dedupes_waiting_keys():
+    q = WorkQueue()
+    q.add("a")
+    q.add("b")
+    q.add("a")
+    assert len(q) == 2
+    assert await q.get() == "a"
+    assert await q.get() == "b"
+    assert len(q) == 0
+
+
+async def test_key_in_processing_is_not_handed_out_twice_and_requeued_on_done():
+    q = WorkQueue()
+    q.add("a")
+    key = await q.get()
+    q.add("a")  # while processing: dirty, not queued
+    q.add("a")
+    assert len(q) == 0
+    second = asyncio.create_task(q.get())
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    q.done(key)
+    assert await asyncio.wait_for(second, 1) == "a"
+    q.done("a")
+    assert len(q) == 0
+
+
+async def test_done_without_dirty_does_not_requeue():
+    q = WorkQueue()
+    q.add("a")
+    q.done(await q.get())
+    assert len(q) == 0
+
+
+async def test_get_waits_for_add():
+    q = WorkQueue()
+    getter = asyncio.create_task(q.get())
+    await asyncio.sleep(0.01)
+    assert not getter.done()
+    q.add("x")
+    assert await asyncio.wait_for(getter, 1) == "x"
+
+
+async def test_rate_limited_backoff_grows_and_forget_resets():
+    q = WorkQueue(base_delay=0.01, max_delay=0.04)
+    delays = []
+    loop = asyncio.get_running_loop()
+    for _ in range(4):
+        start = loop.time()
+        q.add_rate_limited("k")
+        q.done(await asyncio.wait_for(q.get(), 1))
+        delays.append(loop.time() - start)
+    assert q.num_requeues("k") == 4
+    assert delays[0] >= 0.009 and delays[1] >= 0.019 and delays[2] >= 0.039
+    assert delays[3] < 0.04 + 0.03  # capped at max_delay
+    q.forget("k")
+    assert q.num_requeues("k") == 0
+    start = loop.time()
+    q.add_rate_limited("k")
+    await asyncio.wait_for(q.get(), 1)
+    assert loop.time() - start < 0.03
+
+
+async def test_add_after_orders_by_ready_time_and_keeps_earliest():
+    q = WorkQueue()
+    q.add_after("late", 0.06)
+    q.add_after("early", 0.02)
+    q.add_after("late", 0.5)  # a later request for a key already waiting earlier is ignored
+    assert len(q) == 0
+    assert await asyncio.wait_for(q.get(), 1) == "early"
+    assert await asyncio.wait_for(q.get(), 1) == "late"
+    q.add_after("now", 0)
+    assert len(q) == 1
+
+
+async def test_shutdown_wakes_getters_and_cancels_timers():
+    q = WorkQueue()
+    getter = asyncio.create_task(q.get())
+    await asyncio.sleep(0)
+    q.add_after("x", 10)
+    q.shutdown()
+    with pytest.raises(QueueShutdown):
+        await asyncio.wait_for(getter, 1)
+    with pytest.raises(QueueShutdown):
+        await q.get()
+    q.add("y")
+    assert len(q) == 0
+
+
+async def test_run_workers_never_runs_a_key_concurrently_and_retries_failures():
+    q = WorkQueue(base_delay=0.001)
+    running: set[str] = set()
+    seen: list[str] = []
+    failures = {"bad": 2}
+
+    async def reconcile(key: str) -> None:
+        assert key not in running, f"{key} handed out twice at once"
+        running.add(key)
+        try:
+            seen.append(key)
+            await asyncio.sleep(0.005)
+            q.add(key if len(seen) < 6 else "other")  # re-adds while processing
+            if failures.get(key):
+                failures[key] -= 1
+                raise RuntimeError("boom\nsecond line")
+        finally:
+            running.discard(key)
+
+    for key in ("a", "bad", "b"):
+        q.add(key)
+    workers = asyncio.create_task(run_workers(q, reconcile, workers=4))
+    for _ in range(200):
+        if failures["bad"] == 0 and len(seen) > 8:
+            break
+        await asyncio.sleep(0.01)
+    q.shutdown()
+    await asyncio.wait_for(workers, 2)
+    assert failures["bad"] == 0
+    assert seen.count("bad") >= 3
+
+
+async def test_run_workers_forgets_after_success():
+    q = WorkQueue(base_delay=0.001)
+    calls = []
+
+    async def reconcile(key: str) -> None:
+        calls.append(key)
+        if len(calls) < 3:
+            raise ValueError("not yet")
+        q.shutdown()
+
+    q.add("k")
+    await asyncio.wait_for(run_workers(q, reconcile, workers=1), 2)
+    assert calls == ["k", "k", "k"]
+    assert q.num_requeues("k") == 0
