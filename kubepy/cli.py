@@ -80,6 +80,37 @@ def cmd_apiserver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace):
+    from kubepy.lab.cluster import Cluster
+
+    return Cluster(args.name, args.state_dir)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    return _cluster(args).up(port=args.port, store=args.store)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    return _cluster(args).down()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return _cluster(args).status()
+
+
+def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    c = _cluster(args)
+    if not c.kubeconfig.exists():
+        print(f"no cluster named {args.name!r} (no {c.kubeconfig})", file=sys.stderr)
+        return 1
+    print(c.kubeconfig)
+    return 0
+
+
+def cmd_kubectl(args: argparse.Namespace) -> int:
+    return _cluster(args).kubectl(args.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubepy", description="A small, real Kubernetes for Linux hosts.")
     parser.add_argument("--log-level", default="info")
@@ -87,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apiserver", help="run the Kubernetes API server")
     add_apiserver_flags(p)
     p.set_defaults(func=cmd_apiserver)
+
+    from kubepy.lab.cluster import DEFAULT_NAME, DEFAULT_ROOT
+
+    def lab(name: str, help: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--name", default=DEFAULT_NAME, help="which lab cluster (several may coexist)")
+        p.add_argument("--state-dir", type=Path, default=DEFAULT_ROOT, help=argparse.SUPPRESS)
+        p.set_defaults(func=func)
+        return p
+
+    p = lab("up", "bring up a lab cluster on this host", cmd_up)
+    p.add_argument("--port", type=int, default=None, help="API server port (default 6443 or the next free one)")
+    p.add_argument("--store", default="sqlite", help="sqlite (default) or etcd://HOST:PORT")
+    lab("down", "stop a lab cluster and remove everything it made", cmd_down)
+    lab("status", "health of a lab cluster's components", cmd_status)
+    lab("kubeconfig", "print the path of a lab cluster's admin kubeconfig", cmd_kubeconfig)
+    p = lab("kubectl", "run the bundled kubectl against a lab cluster", cmd_kubectl)
+    p.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 

@@ -60,8 +60,8 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "CONTENT_TYPE",
-    "MAGIC",
     "KINDS",
+    "MAGIC",
     "SCHEMA",
     "SCHEMA_TEXT",
     "Field",
@@ -1384,7 +1384,7 @@ _ZERO: dict[str, Any] = {"string": "", "bytes": "", "int32": 0, "int64": 0, "boo
 # apimachinery special types
 # ---------------------------------------------------------------------------
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 def _timestamp(data: bytes, micro: bool, where: str) -> str | None:
@@ -1455,12 +1455,13 @@ def _special(t: str, data: bytes, where: str) -> Any:
     raise ProtobufError(f"{where}: no decoder for {t}")  # pragma: no cover
 
 
-def _is_zero_special(t: str, v: Any) -> bool:
-    if t == "IntOrString":
+def _is_zero(f: Field, v: Any) -> bool:
+    """Whether a decoded message/special value is its type's Go zero value."""
+    if f.type == "IntOrString":
         return v == 0 and not isinstance(v, str)
-    if t == "Quantity":
+    if f.type == "Quantity":
         return v in ("", "0")
-    return v is None or v == {}
+    return v is None or v == {}  # Time, MicroTime, FieldsV1, messages
 
 
 # ---------------------------------------------------------------------------
@@ -1541,9 +1542,7 @@ def _message(name: str, data: bytes, where: str) -> dict:
             v = _value(f, _LEN, b"".join(bytes(val) for _, val in values), here)
             if f.inline:
                 out.update(v)
-            elif f.pointer:
-                out[f.json] = v
-            elif not (_is_zero_special(f.type, v) if f.kind == "special" else not v):
+            elif f.pointer or not _is_zero(f, v):  # non-pointer zero value == unset
                 out[f.json] = v
     return out
 

@@ -21,7 +21,12 @@ from pathlib import Path
 import pytest
 
 from kubepy.api import protobuf
-from kubepy.api.protobuf import SCHEMA, ProtobufError, decode_k8s_protobuf, decode_message
+from kubepy.api.protobuf import (
+    SCHEMA,
+    ProtobufError,
+    decode_k8s_protobuf,
+    decode_message,
+)
 
 # ---------------------------------------------------------------------------
 # A tiny protobuf encoder (tests only)
@@ -502,7 +507,7 @@ def _kubectl(server: CaptureServer, tmp: Path, *args: str) -> subprocess.Complet
     env["HOME"] = str(tmp)
     cmd = [KUBECTL, "--server", f"http://127.0.0.1:{server.port}",
            "--cache-dir", str(tmp / "cache"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60, env=env)
 
 
 def _create(server, tmp, *args) -> tuple[str, dict]:
