@@ -21,7 +21,7 @@ import multidict
 import yaml
 from aiohttp import web
 
-from kubepy.api import auth, discovery, errors, objects, openapi, patch, selectors, tables
+from kubepy.api import auth, discovery, errors, objects, openapi, patch, protobuf, selectors, tables
 from kubepy.resources import RESOURCES, Resource, by_plural, lookup
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
@@ -122,8 +122,12 @@ async def read_body(request: web.Request) -> Any:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise errors.BadRequest(f"the body is not valid JSON: {e}") from e
-    if "protobuf" in ctype:
-        raise errors.UnsupportedMedia("protobuf is not supported; send application/json")
+    if protobuf.is_protobuf(ctype):
+        # kubectl's typed commands (create namespace/deployment/secret...) send protobuf.
+        try:
+            return protobuf.decode_k8s_protobuf(raw)
+        except protobuf.ProtobufError as e:
+            raise errors.BadRequest(f"cannot decode the protobuf body ({e}); send application/json instead") from e
     raise errors.UnsupportedMedia(f"the content type {ctype!r} is not supported")
 
 
@@ -654,15 +658,11 @@ class APIServer:
 
     async def _delete_options(self, request: web.Request) -> DeleteOptions:
         body: dict[str, Any] = {}
-        if request.can_read_body:
-            raw = await request.content.read(MAX_BODY + 1)
-            if raw.strip():
-                try:
-                    body = json.loads(raw)
-                except ValueError as e:
-                    raise errors.BadRequest(f"DeleteOptions are not valid JSON: {e}") from e
-                if not isinstance(body, dict):
-                    raise errors.BadRequest("DeleteOptions must be an object")
+        if request.can_read_body and request.content_length != 0:
+            parsed = await read_body(request) if await _has_body(request) else {}
+            if not isinstance(parsed, dict):
+                raise errors.BadRequest("DeleteOptions must be an object")
+            body = parsed
         grace = body.get("gracePeriodSeconds")
         if grace is None:
             grace = _int_param(request, "gracePeriodSeconds")
@@ -885,6 +885,17 @@ class APIServer:
 
 
 # -- helpers ---------------------------------------------------------------
+async def _has_body(request: web.Request) -> bool:
+    """True unless the body is empty (DELETE often carries none)."""
+    if request.content_length is not None:
+        return request.content_length > 0
+    chunk = await request.content.read(1)
+    if not chunk:
+        return False
+    request.content.unread_data(chunk)
+    return True
+
+
 def _node_user(name: str) -> auth.User:
     return auth.User(auth.NODE_PREFIX + name, (auth.NODES,))
 

@@ -73,7 +73,7 @@ def test_version_and_api_resources(apiserver):
 
 def test_apply_get_describe_delete(apiserver):
     k = apiserver.kubectl
-    k("apply", "-f", "-", input="apiVersion: v1\nkind: Namespace\nmetadata:\n  name: e2e-apply\n")
+    k("create", "namespace", "e2e-apply")
     out = k("apply", "-n", "e2e-apply", "-f", "-", input=MANIFEST).stdout
     assert "deployment.apps/web created" in out and "service/web created" in out, out
     # Re-apply with a change goes through the strategic merge patch path.
@@ -176,3 +176,24 @@ def test_anonymous_is_401(apiserver):
     assert e.value.code == 401
     body = json.loads(e.value.read())
     assert body["kind"] == "Status" and body["reason"] == "Unauthorized"
+
+
+def test_typed_create_commands(apiserver):
+    """These kubectl commands send protobuf bodies."""
+    k = apiserver.kubectl
+    k("create", "namespace", "typed")
+    k("create", "-n", "typed", "configmap", "c", "--from-literal=a=b")
+    k("create", "-n", "typed", "secret", "generic", "s", "--from-literal=p=q")
+    k("create", "-n", "typed", "deployment", "web", "--image=nginx:1.25", "--port=80", "--replicas=3")
+    k("create", "-n", "typed", "service", "nodeport", "web", "--tcp=80:8080", "--node-port=30081")
+    k("create", "-n", "typed", "serviceaccount", "robot")
+    cm = json.loads(k("get", "-n", "typed", "cm", "c", "-o", "json").stdout)
+    assert cm["data"] == {"a": "b"}
+    sec = json.loads(k("get", "-n", "typed", "secret", "s", "-o", "json").stdout)
+    assert sec["data"] == {"p": "cQ=="} and sec["type"] == "Opaque"
+    dep = json.loads(k("get", "-n", "typed", "deploy", "web", "-o", "json").stdout)
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.25"
+    svc = json.loads(k("get", "-n", "typed", "svc", "web", "-o", "json").stdout)
+    assert svc["spec"]["ports"][0]["nodePort"] == 30081 and svc["spec"]["ports"][0]["targetPort"] == 8080
+    assert k("get", "-n", "typed", "sa", "robot", "-o", "name").stdout.strip() == "serviceaccount/robot"
