@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from kubepy.api.selectors import Requirement, validate_label_key, validate_label_value
 from kubepy.scheduler.framework import (
@@ -108,8 +108,10 @@ class NodeReady:
     """
 
     name = "NodeReady"
-    _TAINTS = {key: Taint(key, "", "NoSchedule") for key in (TAINT_NOT_READY, TAINT_UNREACHABLE)}
-    _REJECT = {
+    _TAINTS: ClassVar[dict[str, Taint]] = {
+        key: Taint(key, "", "NoSchedule") for key in (TAINT_NOT_READY, TAINT_UNREACHABLE)
+    }
+    _REJECT: ClassVar[dict[str, Status]] = {
         key: Status(UNSCHEDULABLE_AND_UNRESOLVABLE, (untolerated_taint_reason(key, ""),)) for key in _TAINTS
     }
 
@@ -259,9 +261,9 @@ class NodeAffinity:
         for key, value in state.node_selector:
             if labels.get(key) != value:
                 return self._REJECT
-        if state.required is not None:
-            if not any(term is not None and term.matches(node_info) for term in state.required):
-                return self._REJECT
+        required = state.required
+        if required is not None and not any(t is not None and t.matches(node_info) for t in required):
+            return self._REJECT
         return OK
 
     def pre_score(self, pod: PodInfo, ctx: SchedulingContext) -> bool:
@@ -305,14 +307,20 @@ class NodeResourcesFit:
     name = "NodeResourcesFit"
 
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
-        reasons = []
-        if node_info.pod_count + 1 > node_info.allowed_pods:
-            reasons.append(REASON_TOO_MANY_PODS)
         want = pod.requests
         alloc = node_info.allocatable
-        if want.milli_cpu > 0 and want.milli_cpu > alloc.milli_cpu - node_info.requested_milli_cpu:
+        # The common case is a fit: test it without building anything.
+        too_many = node_info.pod_count >= node_info.allowed_pods
+        short_cpu = want.milli_cpu > 0 and want.milli_cpu > alloc.milli_cpu - node_info.requested_milli_cpu
+        short_mem = want.memory > 0 and want.memory > alloc.memory - node_info.requested_memory
+        if not (too_many or short_cpu or short_mem or want.scalars):
+            return OK
+        reasons = []
+        if too_many:
+            reasons.append(REASON_TOO_MANY_PODS)
+        if short_cpu:
             reasons.append("Insufficient cpu")
-        if want.memory > 0 and want.memory > alloc.memory - node_info.requested_memory:
+        if short_mem:
             reasons.append("Insufficient memory")
         for resource, amount in want.scalars.items():
             free = alloc.scalars.get(resource, 0) - node_info.requested_scalars.get(resource, 0)
@@ -339,9 +347,10 @@ class NodeResourcesLeastAllocated:
     def score(self, pod: PodInfo, node_info: NodeInfo, ctx: SchedulingContext) -> int:
         cpu, memory = pod.non_zero_requests
         alloc = node_info.allocatable
-        cpu_score = _least_requested(node_info.non_zero_milli_cpu + cpu, alloc.milli_cpu)
-        memory_score = _least_requested(node_info.non_zero_memory + memory, alloc.memory)
-        return (cpu_score + memory_score) // 2
+        return (
+            _least_requested(node_info.non_zero_milli_cpu + cpu, alloc.milli_cpu)
+            + _least_requested(node_info.non_zero_memory + memory, alloc.memory)
+        ) // 2
 
 
 class NodeResourcesBalancedAllocation:
@@ -357,17 +366,12 @@ class NodeResourcesBalancedAllocation:
     def score(self, pod: PodInfo, node_info: NodeInfo, ctx: SchedulingContext) -> int:
         want = pod.requests
         alloc = node_info.allocatable
-        fractions = [
-            min(1.0, (used + asked) / capacity)
-            for used, asked, capacity in (
-                (node_info.requested_milli_cpu, want.milli_cpu, alloc.milli_cpu),
-                (node_info.requested_memory, want.memory, alloc.memory),
-            )
-            if capacity
-        ]
+        if not alloc.milli_cpu or not alloc.memory:
+            return MAX_NODE_SCORE  # one resource or none: no deviation
+        cpu = min(1.0, (node_info.requested_milli_cpu + want.milli_cpu) / alloc.milli_cpu)
+        memory = min(1.0, (node_info.requested_memory + want.memory) / alloc.memory)
         # With two resources the standard deviation is half their distance.
-        std = abs(fractions[0] - fractions[1]) / 2 if len(fractions) == 2 else 0.0
-        return int((1 - std) * MAX_NODE_SCORE)
+        return int((1 - abs(cpu - memory) / 2) * MAX_NODE_SCORE)
 
 
 class SelectorSpread:
