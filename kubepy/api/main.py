@@ -56,7 +56,8 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> N
     server = APIServer(store, config)
     await server.start()
     kubeconfig = write_admin_kubeconfig(config)
-    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    # Watches are ended by server.stop(); nothing else should hold shutdown up for long.
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, config.bind_address, config.port, ssl_context=ctx, backlog=1024,
                        reuse_address=True)

@@ -179,6 +179,7 @@ class APIServer:
         self.authn = auth.TokenAuthenticator()
         self.caches: dict[str, WatchCache] = {r.plural: WatchCache(store, r.prefix) for r in RESOURCES}
         self._tasks: list[asyncio.Task[None]] = []
+        self._store_subs: set[StoreSubscription] = set()  # watches older than the caches hold
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------
@@ -207,6 +208,8 @@ class APIServer:
                 pass
         for cache in self.caches.values():
             await cache.stop()
+        for sub in list(self._store_subs):
+            sub.end()
 
     async def _bootstrap_objects(self) -> None:
         """Default namespaces and the ``kubernetes`` Service, as a fresh cluster has."""
@@ -823,6 +826,7 @@ class APIServer:
         sub: Subscription | None = cache.subscribe(after=after, matches=matches)
         if sub is None:
             sub = StoreSubscription(self.store, t.resource.list_prefix(t.namespace), after=after, matches=matches)
+            self._store_subs.add(sub)
 
         resp = web.StreamResponse(headers={"Content-Type": "application/json", "Cache-Control": "no-cache"})
         resp.enable_chunked_encoding()
@@ -877,6 +881,7 @@ class APIServer:
             pass
         finally:
             sub.close()
+            self._store_subs.discard(sub)  # type: ignore[arg-type]
         try:
             await resp.write_eof()
         except (ConnectionResetError, RuntimeError):

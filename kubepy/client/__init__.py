@@ -25,7 +25,14 @@ from kubepy.client.errors import (
     UnauthorizedError,
 )
 from kubepy.client.events import EventRecorder
-from kubepy.client.informer import Cache, Informer, by_namespace, by_node, by_owner, object_key
+from kubepy.client.informer import (
+    Cache,
+    Informer,
+    by_namespace,
+    by_node,
+    by_owner,
+    object_key,
+)
 from kubepy.client.workqueue import QueueShutdown, WorkQueue, run_workers
 
 __all__ = [

@@ -14,7 +14,7 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 
@@ -43,7 +43,7 @@ class Client:
     def from_kubeconfig(cls, path: str, *, user_agent: str = "kubepy") -> Client:
         return cls(ClientConfig.from_kubeconfig(path), user_agent=user_agent)
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -191,7 +191,10 @@ class Client:
                     if resp.status >= 400:
                         raise await _error(resp)
                     text = await resp.text()
-                    return json.loads(text) if text else None
+                    if not text:
+                        return None
+                    # Only a few subresources (pods/log) answer with plain text.
+                    return json.loads(text) if "json" in resp.content_type else text
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
                 if attempt + 1 < attempts and not isinstance(e, aiohttp.ClientConnectorError):
                     log.debug("retrying after reset method=%s path=%s err=%s", method, path, e)
@@ -228,7 +231,10 @@ async def _error(resp: aiohttp.ClientResponse) -> Exception:
 
 
 def _event(line: bytes) -> dict[str, Any]:
-    event: dict[str, Any] = json.loads(line)
+    try:
+        event: dict[str, Any] = json.loads(line)
+    except ValueError as e:
+        raise TransportError(f"malformed watch event: {line[:200]!r}") from e
     if event.get("type") == "ERROR":
         status = event.get("object") or {}
         raise error_from_status(int(status.get("code") or 500), status)  # 410 -> GoneError

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from kubepy.client.errors import NotFoundError
@@ -94,7 +94,7 @@ class EventRecorder:
                 }
                 created = await self.client.create("events", body, namespace=namespace)
                 self._remember(key, _Recorded(namespace, created["metadata"]["name"], 1, seen))
-            except Exception as e:  # an event is best effort; it must never hurt the caller
+            except Exception as e:  # noqa: BLE001 - an event is best effort; it must never hurt the caller
                 log.warning("event not recorded object=%s/%s reason=%s err=%s", involved["namespace"],
                             involved["name"], reason, e)
 
@@ -121,4 +121,4 @@ class EventRecorder:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -150,6 +150,7 @@ class Informer:
         self.resource_version = ""  # the newest we have seen, from a list, an event or a bookmark
         self._handlers: list[tuple[AddHandler | None, UpdateHandler | None, DeleteHandler | None]] = []
         self._synced = asyncio.Event()
+        self._watch_events = 0  # carried by the current (or last) watch stream
 
     def add_handler(self, on_add: AddHandler | None = None, on_update: UpdateHandler | None = None,
                     on_delete: DeleteHandler | None = None) -> None:
@@ -174,16 +175,26 @@ class Informer:
                     if need_list:
                         await self._list()
                         need_list = False
-                        backoff.reset()
-                    await self._watch(backoff)
+                    if await self._watch(backoff) == 0:
+                        # The server ended a stream that carried nothing: normal after
+                        # timeoutSeconds, but never spin if it does so at once.
+                        await backoff.sleep()
                 except GoneError as e:
                     log.info("watch expired, re-listing resource=%s rv=%s err=%s",
                              self.resource, self.resource_version, e.message)
+                    if need_list or self._watch_events == 0:
+                        await backoff.sleep()  # 410 again straight after a list: do not hammer the server
                     need_list = True
                 except (TransportError, APIStatusError) as e:
                     log.warning("%s failed resource=%s rv=%s retry_in=%.1fs err=%s",
                                 "list" if need_list else "watch", self.resource, self.resource_version,
                                 backoff.delay, e)
+                    await backoff.sleep()
+                except Exception:
+                    # A bug must not silently stop every consumer of this cache:
+                    # log it and start over from a fresh list.
+                    log.exception("informer error resource=%s retry_in=%.1fs", self.resource, backoff.delay)
+                    need_list = True
                     await backoff.sleep()
         finally:
             if resync is not None:
@@ -195,7 +206,7 @@ class Informer:
         items, rv = await self.client.list_all(self.resource, namespace=self.namespace,
                                                label_selector=self.label_selector,
                                                field_selector=self.field_selector)
-        old = {key: self.cache.get(key) for key in self.cache.keys()}
+        old = {object_key(obj): obj for obj in self.cache.list()}
         self.cache.replace(items)
         self.resource_version = rv
         log.info("listed resource=%s items=%d rv=%s", self.resource, len(items), rv)
@@ -210,19 +221,22 @@ class Informer:
             elif _rv(previous) != _rv(obj):
                 self._emit_update(previous, obj)
         for gone in old.values():
-            if gone is not None:
-                self._emit_delete(gone)
+            self._emit_delete(gone)
         self._synced.set()
 
-    async def _watch(self, backoff: _Backoff) -> None:
+    async def _watch(self, backoff: _Backoff) -> int:
+        """Watch until the stream ends; the number of events it carried."""
         timeout = random.randint(*WATCH_TIMEOUT_RANGE)
         events = self.client.watch(self.resource, namespace=self.namespace, resource_version=self.resource_version,
                                    label_selector=self.label_selector, field_selector=self.field_selector,
                                    timeout_seconds=timeout, allow_bookmarks=True)
+        self._watch_events = 0
         async with contextlib.aclosing(events):
             async for event in events:
+                self._watch_events += 1
                 backoff.reset()
                 self._handle(event)
+        return self._watch_events
 
     def _handle(self, event: dict[str, Any]) -> None:
         kind, obj = event.get("type"), event.get("object") or {}

@@ -134,7 +134,7 @@ async def run_workers(queue: WorkQueue, reconcile: Callable[[str], Awaitable[Non
                 return
             try:
                 await reconcile(key)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any failure is retried with backoff
                 logger.warning("reconcile failed queue=%s key=%s requeues=%d err=%s", queue.name, key,
                                queue.num_requeues(key), f"{type(e).__name__}: {e}".replace("\n", " "))
                 queue.add_rate_limited(key)

@@ -139,3 +139,12 @@ async def test_resync_calls_update_with_same_object():
     async with running(inf):
         await until(lambda: len(updates) >= 4)
     assert set(updates) == {(True, "a"), (True, "b")}
+
+
+async def test_persistent_gone_backs_off_instead_of_spinning():
+    gone = GoneError(410, "Expired", "too old", None)
+    client = FakeClient(lists=[([pod("a", 1)], "1")] * 50, watches=[[gone]] * 50)
+    inf = Informer(client, "pods")
+    async with running(inf):
+        await asyncio.sleep(0.5)
+    assert 2 <= client.list_calls <= 4  # 0.2s, then 0.4s between re-lists

@@ -255,7 +255,8 @@ async def test_informer_survives_apiserver_kill_and_restart(compact_while_away: 
                 srv.kill9()
 
                 extra = ["--etcd-compaction-interval", "1s"] if compact_while_away else []
-                interim = start_apiserver(tmp, extra=extra)
+                # Off the loop thread, so the informer keeps retrying meanwhile.
+                interim = await asyncio.to_thread(start_apiserver, tmp, extra=extra)
                 async with Client(ClientConfig.from_kubeconfig(interim.kubeconfig)) as c2:
                     await c2.delete("configmaps", "remove", namespace="default")
                     await c2.patch("configmaps", "change", {"data": {"v": "1"}}, namespace="default")
@@ -267,10 +268,10 @@ async def test_informer_survives_apiserver_kill_and_restart(compact_while_away: 
                             async with contextlib.aclosing(events):
                                 async for _ in events:
                                     pass
-                stop_apiserver(interim)
+                await asyncio.to_thread(stop_apiserver, interim)
                 assert not task.done()
 
-                srv = start_apiserver(tmp, port=srv.port)
+                srv = await asyncio.to_thread(start_apiserver, tmp, port=srv.port)
                 await until(lambda: "remove" in rec.deletes and "new" in rec.adds and "change" in rec.updates, 20)
                 assert sorted(inf.cache.keys()) == ["default/change", "default/keep", "default/new"]
                 assert inf.cache.get("default/change")["data"] == {"v": "1"}
