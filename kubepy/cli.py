@@ -49,6 +49,10 @@ def add_apiserver_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-node-port-range", type=_port_range, default=(30000, 32767))
     p.add_argument("--advertise-address", default=None, help="address other hosts use to reach this API server")
     p.add_argument("--tls-san", action="append", default=[], help="extra name or IP for the serving certificate")
+    p.add_argument("--default-not-ready-toleration-seconds", type=int, default=300,
+                   help="tolerationSeconds added to pods for the not-ready taint")
+    p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300,
+                   help="tolerationSeconds added to pods for the unreachable taint")
     p.add_argument("--etcd-compaction-interval", type=_duration, default=300.0,
                    help="how often old revisions are compacted (e.g. 5m, 30s)")
     p.add_argument("--event-ttl", type=_duration, default=3600.0, help="how long Events are kept (e.g. 1h)")
@@ -62,6 +66,8 @@ def apiserver_config(args: argparse.Namespace):  # -> ServerConfig
         service_cidr=args.service_cluster_ip_range, node_port_range=args.service_node_port_range,
         advertise_address=args.advertise_address, tls_sans=args.tls_san,
         compaction_interval=args.etcd_compaction_interval, event_ttl=args.event_ttl,
+        default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
+        default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
     )
 
 
@@ -78,6 +84,92 @@ def cmd_apiserver(args: argparse.Namespace) -> int:
         print(f"kubepy apiserver: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def add_controller_flags(p: argparse.ArgumentParser) -> None:
+    """Kubernetes' kube-controller-manager flag names."""
+    p.add_argument("--node-monitor-grace-period", type=_duration, default=40.0,
+                   help="how long a node may be silent before it is marked NotReady (default 40s)")
+    p.add_argument("--node-monitor-period", type=_duration, default=5.0)
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod addresses; each node gets a slice")
+    p.add_argument("--node-cidr-mask-size", type=int, default=24)
+    p.add_argument("--controllers", default="*", help="comma list: * for all, -name to disable one")
+    p.add_argument("--concurrent-syncs", type=int, default=4)
+
+
+def controller_config(args: argparse.Namespace):  # -> ControllerConfig
+    from kubepy.controllers.context import ControllerConfig
+
+    return ControllerConfig(
+        node_monitor_grace_period=args.node_monitor_grace_period, node_monitor_period=args.node_monitor_period,
+        default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
+        default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
+        cluster_cidr=args.cluster_cidr, node_cidr_mask_size=args.node_cidr_mask_size,
+        concurrent_syncs=args.concurrent_syncs, controllers=[c.strip() for c in args.controllers.split(",") if c.strip()],
+    )
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from kubepy.scheduler.scheduler import run_scheduler
+
+    return _run_async(run_scheduler(str(args.kubeconfig)))
+
+
+def cmd_controller_manager(args: argparse.Namespace) -> int:
+    from kubepy.controllers.manager import enabled_controllers, run_controller_manager
+
+    config = controller_config(args)
+    try:
+        enabled_controllers(config.controllers)
+    except ValueError as e:
+        print(f"kubepy controller-manager: {e}", file=sys.stderr)
+        return 2
+    return _run_async(run_controller_manager(str(args.kubeconfig), config))
+
+
+def _run_async(coro) -> int:
+    """Runs a daemon coroutine until SIGTERM/SIGINT, then cancels it cleanly."""
+    import signal
+
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_controlplane(args: argparse.Namespace) -> int:
+    from kubepy.controlplane import run_controlplane
+
+    data_dir = args.data_dir.resolve()
+    kubeconfig = str(data_dir / "admin.kubeconfig")
+    api = ["--log-level", args.log_level, "apiserver", "--data-dir", str(data_dir),
+           "--bind-address", args.bind_address, "--port", str(args.port), "--store", args.store,
+           "--service-cluster-ip-range", args.service_cluster_ip_range,
+           "--service-node-port-range", "%d-%d" % args.service_node_port_range,
+           "--etcd-compaction-interval", str(args.etcd_compaction_interval), "--event-ttl", str(args.event_ttl),
+           "--default-not-ready-toleration-seconds", str(args.default_not_ready_toleration_seconds),
+           "--default-unreachable-toleration-seconds", str(args.default_unreachable_toleration_seconds)]
+    if args.advertise_address:
+        api += ["--advertise-address", args.advertise_address]
+    for san in args.tls_san:
+        api += ["--tls-san", san]
+    sched = ["--log-level", args.log_level, "scheduler", "--kubeconfig", kubeconfig]
+    cm = ["--log-level", args.log_level, "controller-manager", "--kubeconfig", kubeconfig,
+          "--node-monitor-grace-period", str(args.node_monitor_grace_period),
+          "--node-monitor-period", str(args.node_monitor_period),
+          "--default-not-ready-toleration-seconds", str(args.default_not_ready_toleration_seconds),
+          "--default-unreachable-toleration-seconds", str(args.default_unreachable_toleration_seconds),
+          "--cluster-cidr", args.cluster_cidr, "--node-cidr-mask-size", str(args.node_cidr_mask_size),
+          "--controllers", args.controllers, "--concurrent-syncs", str(args.concurrent_syncs)]
+    return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port)
 
 
 def _cluster(args: argparse.Namespace):
@@ -118,6 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apiserver", help="run the Kubernetes API server")
     add_apiserver_flags(p)
     p.set_defaults(func=cmd_apiserver)
+
+    p = sub.add_parser("scheduler", help="run the scheduler")
+    p.add_argument("--kubeconfig", required=True, type=Path)
+    p.set_defaults(func=cmd_scheduler)
+
+    p = sub.add_parser("controller-manager", help="run the controllers")
+    p.add_argument("--kubeconfig", required=True, type=Path)
+    add_controller_flags(p)
+    p.add_argument("--default-not-ready-toleration-seconds", type=int, default=300)
+    p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300)
+    p.set_defaults(func=cmd_controller_manager)
+
+    p = sub.add_parser("controlplane", help="run API server, scheduler and controller manager, supervised")
+    add_apiserver_flags(p)
+    add_controller_flags(p)
+    p.set_defaults(func=cmd_controlplane)
 
     from kubepy.lab.cluster import DEFAULT_NAME, DEFAULT_ROOT
 

@@ -21,7 +21,7 @@ import multidict
 import yaml
 from aiohttp import web
 
-from kubepy.api import auth, discovery, errors, objects, openapi, patch, protobuf, selectors, tables
+from kubepy.api import auth, discovery, errors, objects, openapi, patch, protobuf, selectors, tables, validation
 from kubepy.resources import RESOURCES, Resource, by_plural, lookup
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
@@ -57,6 +57,8 @@ class ServerConfig:
     tls_sans: list[str] = field(default_factory=list)
     compaction_interval: float = 300.0
     event_ttl: float = 3600.0
+    default_not_ready_toleration_seconds: int = 300
+    default_unreachable_toleration_seconds: int = 300
 
 
 # -- request parsing -------------------------------------------------------
@@ -185,6 +187,8 @@ class APIServer:
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
         openapi.warm()
+        validation.set_default_toleration_seconds(not_ready=self.config.default_not_ready_toleration_seconds,
+                                                  unreachable=self.config.default_unreachable_toleration_seconds)
         for token, user in auth.load_or_create_static_tokens(self.config.data_dir).items():
             self.authn.add(token, user)
         await self._load_node_tokens()
@@ -408,8 +412,7 @@ class APIServer:
             raise errors.Forbidden(f'User "{user.name}" cannot join nodes')
         body = await read_body(request)
         name = body.get("nodeName") if isinstance(body, dict) else None
-        from kubepy.api.validation import is_dns1123_subdomain  # noqa: PLC0415 (one use)
-        if not isinstance(name, str) or is_dns1123_subdomain(name):
+        if not isinstance(name, str) or validation.is_dns1123_subdomain(name):
             raise errors.BadRequest("nodeName must be a valid DNS-1123 subdomain")
         key = NODE_TOKEN_PREFIX + name
         try:

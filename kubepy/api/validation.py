@@ -362,8 +362,14 @@ VOLUME_REQUIRED_FIELDS = (
 )
 ENV_VALUE_SOURCES = ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef", "fileKeyRef")
 
-DEFAULT_TOLERATION_SECONDS = 300
-DEFAULT_TOLERATION_KEYS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+# Kubernetes' DefaultTolerationSeconds admission; the API server's
+# --default-not-ready-toleration-seconds / --default-unreachable-toleration-seconds set them.
+DEFAULT_TOLERATION_SECONDS = {"node.kubernetes.io/not-ready": 300, "node.kubernetes.io/unreachable": 300}
+
+
+def set_default_toleration_seconds(*, not_ready: int, unreachable: int) -> None:
+    DEFAULT_TOLERATION_SECONDS["node.kubernetes.io/not-ready"] = not_ready
+    DEFAULT_TOLERATION_SECONDS["node.kubernetes.io/unreachable"] = unreachable
 
 # ---------------------------------------------------------------------------
 # Defaulting
@@ -465,10 +471,10 @@ def _default_pod_admission(spec: dict) -> None:
     if not isinstance(spec.get("tolerations"), list):
         spec["tolerations"] = []
     tolerations = spec["tolerations"]
-    for key in DEFAULT_TOLERATION_KEYS:
+    for key, seconds in DEFAULT_TOLERATION_SECONDS.items():
         if not _tolerates(tolerations, key):
             tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
-                                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS})
+                                "tolerationSeconds": seconds})
 
 
 def _requests_from_limits(container: dict) -> None:

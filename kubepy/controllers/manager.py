@@ -1,0 +1,92 @@
+"""``kubepy controller-manager``: runs every reconcile loop in one process.
+
+Controllers share one informer per resource; each has its own work queue.
+``--controllers`` takes Kubernetes' syntax: ``*`` for all, ``-name`` to
+turn one off, ``name`` to turn one on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import socket
+
+from kubepy.client import Client, ClientConfig, EventRecorder, TransportError
+from kubepy.controllers.context import ControllerConfig, ControllerContext, InformerFactory
+
+log = logging.getLogger(__name__)
+
+# name -> "module:Class"; imported only when enabled.
+CONTROLLERS = {
+    "replicaset": "kubepy.controllers.replicaset:ReplicaSetController",
+    "deployment": "kubepy.controllers.deployment:DeploymentController",
+    "endpoint": "kubepy.controllers.endpoints:EndpointsController",
+    "nodelifecycle": "kubepy.controllers.nodelifecycle:NodeLifecycleController",
+    "nodeipam": "kubepy.controllers.nodeipam:NodeIpamController",
+    "garbagecollector": "kubepy.controllers.garbagecollector:GarbageCollector",
+    "namespace": "kubepy.controllers.namespace:NamespaceController",
+    "serviceaccount": "kubepy.controllers.serviceaccount:ServiceAccountController",
+    "podgc": "kubepy.controllers.podgc:PodGCController",
+}
+
+
+def enabled_controllers(spec: list[str]) -> list[str]:
+    """Kubernetes' --controllers semantics over CONTROLLERS."""
+    names: list[str] = []
+    star = "*" in spec
+    for name in CONTROLLERS:
+        if f"-{name}" in spec:
+            continue
+        if star or name in spec:
+            names.append(name)
+    unknown = [s.lstrip("-") for s in spec if s != "*" and s.lstrip("-") not in CONTROLLERS]
+    if unknown:
+        raise ValueError(f"unknown controllers: {', '.join(unknown)} (known: {', '.join(CONTROLLERS)})")
+    return names
+
+
+def load(name: str) -> type:
+    module, cls = CONTROLLERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+async def _wait_for_api(client: Client) -> None:
+    delay = 0.2
+    while True:
+        try:
+            await client.get("namespaces", "default")
+            return
+        except TransportError as e:
+            log.info("waiting for the API server err=%s", e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def run_controller_manager(kubeconfig: str, config: ControllerConfig, *,
+                                 stop: asyncio.Event | None = None) -> None:
+    client = Client(ClientConfig.from_kubeconfig(kubeconfig), user_agent="kubepy-controller-manager")
+    try:
+        await _wait_for_api(client)
+        informers = InformerFactory(client)
+        recorder = EventRecorder(client, component="controller-manager", host=socket.gethostname())
+        ctx = ControllerContext(client=client, informers=informers, recorder=recorder, config=config)
+        controllers = [load(name)(ctx) for name in enabled_controllers(config.controllers)]
+        informers.start()
+        await informers.wait_synced()
+        log.info("controllers started names=%s", ",".join(c.name for c in controllers))
+        tasks = [asyncio.create_task(c.run(), name=f"controller:{c.name}") for c in controllers]
+        waiter = asyncio.create_task((stop or asyncio.Event()).wait())
+        try:
+            done, _ = await asyncio.wait({*tasks, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not waiter and t.exception():
+                    raise t.exception()  # a controller died: let the supervisor restart us
+        finally:
+            for t in [*tasks, waiter]:
+                t.cancel()
+            await asyncio.gather(*tasks, waiter, return_exceptions=True)
+            await informers.stop()
+            await recorder.flush()
+    finally:
+        await client.close()

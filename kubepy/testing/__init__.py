@@ -1,0 +1,1 @@
+"""Test utilities that ship with kubepy (like Kubernetes' kubemark)."""
