@@ -33,13 +33,14 @@ class HollowCluster:
     def __init__(self, client: Client, count: int, *, prefix: str = "hollow-", cpu: str = "4",
                  memory: str = "8Gi", max_pods: int = 110, lease_interval: float = 2.0,
                  run_pods: bool = True, is_ready: Callable[[dict[str, Any]], bool] = lambda pod: True,
-                 labels: dict[str, str] | None = None) -> None:
+                 ready_delay: float = 0.0, labels: dict[str, str] | None = None) -> None:
         self.client = client
         self.names = [f"{prefix}{i}" for i in range(count)]
         self.cpu, self.memory, self.max_pods = cpu, memory, max_pods
         self.lease_interval = lease_interval
         self.run_pods = run_pods
         self.is_ready = is_ready
+        self.ready_delay = ready_delay  # how long a container "starts" before it is ready
         self.labels = labels or {}
         self.heartbeating = set(self.names)
         self.pods = Informer(client, "pods")
@@ -160,6 +161,9 @@ class HollowCluster:
 
     async def _run(self, pod: dict[str, Any], node: str, ready: bool) -> None:
         meta = pod["metadata"]
+        if ready and self.ready_delay and (pod.get("status") or {}).get("phase") != "Running":
+            await self._run(pod, node, False)  # Running, not yet Ready
+            await asyncio.sleep(self.ready_delay)
         idx = self.names.index(node) if node in self.names else 0
         n = self._ips[meta["uid"]] = self._ips.get(meta["uid"], len(self._ips) + 1)
         now = _now()

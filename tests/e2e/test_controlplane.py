@@ -1,0 +1,255 @@
+"""The real control plane (three supervised processes) converging on hollow nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from kubepy.client import Client, ClientConfig
+from kubepy.testing.hollow import HollowCluster
+from tests.e2e.conftest import KUBECTL, free_port
+
+pytestmark = pytest.mark.slow
+
+NODES = 3
+
+
+class HollowThread:
+    """Hollow nodes on their own event loop, so blocking kubectl calls in the
+    test never stall their heartbeats."""
+
+    def __init__(self, kubeconfig: Path, **kw) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.kw = kw
+        self.kubeconfig = kubeconfig
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.cluster: HollowCluster = self.call(self._start())
+
+    def call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    async def _start(self) -> HollowCluster:
+        self.client = Client(ClientConfig.from_kubeconfig(self.kubeconfig))
+        cluster = HollowCluster(self.client, NODES, **self.kw)
+        await cluster.start()
+        return cluster
+
+    def stop_heartbeat(self, name: str) -> None:
+        self.loop.call_soon_threadsafe(self.cluster.stop_heartbeat, name)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self.cluster.stop()
+            await self.client.close()
+        try:
+            self.call(stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+
+
+class ControlPlane:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="kubepy-cp-"))
+        self.port = free_port()
+        self.log = open(self.dir / "controlplane.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubepy", "controlplane", "--data-dir", str(self.dir),
+             "--bind-address", "127.0.0.1", "--port", str(self.port),
+             "--node-monitor-grace-period", "3s", "--node-monitor-period", "0.5s",
+             "--default-not-ready-toleration-seconds", "2", "--default-unreachable-toleration-seconds", "2"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.kubeconfig = self.dir / "admin.kubeconfig"
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"controlplane exited:\n{self.tail()}")
+            if self.kubeconfig.exists() and self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"controlplane not ready:\n{self.tail()}")
+            time.sleep(0.2)
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join((self.dir / "controlplane.log").read_text(errors="replace").splitlines()[-n:])
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120):
+        cp = subprocess.run([KUBECTL, "--kubeconfig", str(self.kubeconfig), *args], input=input,
+                            capture_output=True, text=True, timeout=timeout)
+        if check and cp.returncode:
+            raise AssertionError(f"kubectl {' '.join(args)}: {cp.stderr}\n--- control plane log ---\n{self.tail()}")
+        return cp
+
+    def json(self, *args: str):
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def children(self) -> dict[str, psutil.Process]:
+        out = {}
+        for child in psutil.Process(self.proc.pid).children():
+            cmd = child.cmdline()
+            for name in ("apiserver", "scheduler", "controller-manager"):
+                if name in cmd:
+                    out[name] = child
+        return out
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for child in psutil.process_iter(["cmdline"]):  # nothing of ours may survive
+            if str(self.dir) in " ".join(child.info["cmdline"] or []):
+                child.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cp():
+    plane = ControlPlane()
+    hollow = None
+    try:
+        hollow = HollowThread(plane.kubeconfig, lease_interval=0.5, ready_delay=0.3,
+                              is_ready=lambda pod: "broken" not in json.dumps(pod["spec"]["containers"]))
+        plane.hollow = hollow
+        yield plane
+    finally:
+        if hollow:
+            hollow.close()
+        plane.close()
+
+
+def deployment(name: str, replicas: int, image: str = "web:1") -> str:
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  strategy:
+    rollingUpdate: {{maxSurge: 1, maxUnavailable: 1}}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+      - name: main
+        image: {image}
+        resources: {{requests: {{cpu: 100m, memory: 64Mi}}}}
+"""
+
+
+def ready_pods(cp: ControlPlane, app: str) -> list[dict]:
+    pods = cp.json("get", "pods", "-l", f"app={app}")["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))]
+
+
+def wait_for(cond, timeout: float = 60, what: str = "condition", cp: ControlPlane | None = None):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; last={last!r}\n{cp.tail() if cp else ''}")
+
+
+def test_nodes_registered_with_pod_cidrs(cp):
+    nodes = wait_for(lambda: [n for n in cp.json("get", "nodes")["items"] if n["spec"].get("podCIDR")]
+                     if len(cp.json("get", "nodes")["items"]) == NODES else None, what="pod CIDRs", cp=cp)
+    cidrs = [n["spec"]["podCIDR"] for n in nodes]
+    assert len(set(cidrs)) == NODES and all(c.startswith("10.244.") and c.endswith("/24") for c in cidrs)
+
+
+def test_deployment_converges_and_rolls_safely(cp):
+    cp.kubectl("apply", "-f", "-", input=deployment("web", 10))
+    wait_for(lambda: len(ready_pods(cp, "web")) == 10, what="10 ready pods", cp=cp)
+    nodes = {p["spec"]["nodeName"] for p in ready_pods(cp, "web")}
+    assert len(nodes) == NODES, f"pods should spread over all nodes, got {nodes}"
+    cp.kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+
+    cp.kubectl("set", "image", "deployment/web", "main=web:2")
+    low = 10
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        ready = ready_pods(cp, "web")
+        low = min(low, len(ready))
+        if len(ready) == 10 and all(p["spec"]["containers"][0]["image"] == "web:2" for p in ready):
+            break
+    assert low >= 9, f"ready pods fell to {low} during the rollout (maxUnavailable=1)"
+    cp.kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+    rs = cp.json("get", "rs", "-l", "app=web")["items"]
+    assert sorted(r["spec"]["replicas"] for r in rs) == [0, 10]
+
+    cp.kubectl("rollout", "undo", "deployment/web")
+    cp.kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+    dep = cp.json("get", "deployment", "web")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "web:1"
+    wait_for(lambda: len([p for p in ready_pods(cp, "web")
+                          if p["spec"]["containers"][0]["image"] == "web:1"]) == 10, what="undo", cp=cp)
+
+
+def test_unschedulable_pod_reports_why(cp):
+    cp.kubectl("run", "huge", "--image=web:1", "--restart=Never", "--overrides",
+               json.dumps({"spec": {"containers": [{"name": "huge", "image": "web:1",
+                                                    "resources": {"requests": {"cpu": "64"}}}]}}))
+    ev = wait_for(lambda: [e for e in cp.json("get", "events", "--field-selector",
+                                                "involvedObject.name=huge,reason=FailedScheduling")["items"]],
+                  what="FailedScheduling", cp=cp)
+    assert ev[0]["message"].startswith(f"0/{NODES} nodes are available: {NODES} Insufficient cpu."), ev[0]["message"]
+    pod = cp.json("get", "pod", "huge")
+    cond = next(c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled")
+    assert cond["status"] == "False" and cond["reason"] == "Unschedulable"
+    cp.kubectl("delete", "pod", "huge", "--wait=false")
+
+
+def test_killing_any_component_loses_nothing(cp):
+    cp.kubectl("apply", "-f", "-", input=deployment("sturdy", 4))
+    wait_for(lambda: len(ready_pods(cp, "sturdy")) == 4, what="4 ready", cp=cp)
+    rng = random.Random(7)
+    for name in ("scheduler", "controller-manager", "apiserver"):
+        before = cp.children()[name].pid
+        cp.kubectl("scale", "deployment/sturdy", f"--replicas={rng.randint(2, 7)}")
+        time.sleep(rng.uniform(0, 0.5))
+        cp.children()[name].kill()  # SIGKILL at a random moment of the scale
+        wait_for(lambda: name in cp.children() and cp.children()[name].pid != before,
+                 what=f"{name} restarted", cp=cp)
+    cp.kubectl("scale", "deployment/sturdy", "--replicas=5")
+    wait_for(lambda: cp.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, what="API back", cp=cp)
+    wait_for(lambda: len(ready_pods(cp, "sturdy")) == 5, timeout=90, what="5 ready after kills", cp=cp)
+    dep = cp.json("get", "deployment", "sturdy")
+    assert dep["status"].get("readyReplicas") == 5 or wait_for(
+        lambda: cp.json("get", "deployment", "sturdy")["status"].get("availableReplicas") == 5, cp=cp)
+
+
+def test_dead_node_pods_move(cp):
+    wait_for(lambda: len(ready_pods(cp, "web")) == 10, what="web ready", cp=cp)
+    victim = "hollow-0"
+    on_victim = [p for p in ready_pods(cp, "web") if p["spec"]["nodeName"] == victim]
+    assert on_victim, "the test needs pods on the victim node"
+    cp.hollow.stop_heartbeat(victim)
+    node = wait_for(lambda: (lambda n: n if any(t["key"] == "node.kubernetes.io/unreachable"
+                                                 for t in n["spec"].get("taints", [])) else None)(
+        cp.json("get", "node", victim)), timeout=30, what="unreachable taint", cp=cp)
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "Unknown"
+    wait_for(lambda: (lambda ps: len(ps) == 10 and all(p["spec"]["nodeName"] != victim for p in ps))(
+        ready_pods(cp, "web")), timeout=60, what="pods replaced off the dead node", cp=cp)
