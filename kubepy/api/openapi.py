@@ -994,6 +994,69 @@ def _walk(defs: dict[str, Any], schema: dict[str, Any], value: Any, path: str,
             _walk(defs, ap, v, f"{path}.{k}", out)
 
 
+_QUANTITY_REF = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+_JSON_TYPES = {"object": (dict,), "array": (list,), "string": (str,), "integer": (int,), "number": (int, float),
+               "boolean": (bool,)}
+
+
+def type_errors(api_version: str, kind: str, obj: dict[str, Any]) -> list[str]:
+    """Fields whose JSON type the schema cannot hold (``spec.containers[0].resources:
+    expected object, got array``): what Kubernetes' decoder refuses with a 400
+    before any validation. null is accepted anywhere, as Go decodes it to zero."""
+    docs = _get()
+    name = definition_for(api_version, kind)
+    if name is None or not isinstance(obj, dict):
+        return []
+    out: list[str] = []
+    _check_types(docs.defs, {"$ref": f"#/definitions/{name}"}, obj, "", out)
+    return out
+
+
+def _json_type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)
+
+
+def _check_types(defs: dict[str, Any], schema: dict[str, Any], value: Any, path: str, out: list[str]) -> None:
+    if value is None or len(out) >= 20:
+        return
+    while "$ref" in schema:
+        ref = schema["$ref"].rsplit("/", 1)[1]
+        if ref == _QUANTITY_REF:
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                out.append(f"{path.lstrip('.')}: expected a quantity (string or number), got {_json_type_name(value)}")
+            return
+        schema = defs.get(ref, {})
+    expected = schema.get("type")
+    if schema.get("format") == "int-or-string":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            out.append(f"{path.lstrip('.')}: expected an integer or string, got {_json_type_name(value)}")
+        return
+    if expected in _JSON_TYPES:
+        ok = isinstance(value, _JSON_TYPES[expected]) and not (expected != "boolean" and isinstance(value, bool))
+        if expected == "integer" and isinstance(value, float) and value.is_integer():
+            ok = True
+        if not ok:
+            out.append(f"{path.lstrip('.')}: expected {expected}, got {_json_type_name(value)}")
+            return
+    props = schema.get("properties")
+    if isinstance(value, dict):
+        if props is not None:
+            for k, v in value.items():
+                if k in props:
+                    _check_types(defs, props[k], v, f"{path}.{k}", out)
+        ap = schema.get("additionalProperties")
+        if isinstance(ap, dict):
+            for k, v in value.items():
+                _check_types(defs, ap, v, f"{path}[{k}]", out)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, v in enumerate(value):
+            _check_types(defs, schema["items"], v, f"{path}[{i}]", out)
+
+
 def strict_decoding_error(paths: list[str]) -> str:
     """``strict decoding error: unknown field "spec.foo", unknown field "x"``."""
     return "strict decoding error: " + ", ".join(

@@ -119,11 +119,15 @@ async def read_body(request: web.Request) -> Any:
             return yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise errors.BadRequest(f"the body is not valid YAML: {e}") from e
+        except RecursionError:
+            raise errors.BadRequest("the body is nested too deeply") from None
     if ctype in _JSON_TYPES or ctype in _PATCH_TYPES or ctype.endswith("+json"):
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise errors.BadRequest(f"the body is not valid JSON: {e}") from e
+        except RecursionError:
+            raise errors.BadRequest("the body is nested too deeply") from None
     if protobuf.is_protobuf(ctype):
         # kubectl's typed commands (create namespace/deployment/secret...) send protobuf.
         try:
@@ -604,6 +608,12 @@ class APIServer:
         mode = request.query.get("fieldValidation", "Warn")
         if mode not in ("Strict", "Warn", "Ignore"):
             raise errors.BadRequest(f"fieldValidation must be one of Strict, Warn, Ignore (got {mode!r})")
+        bad_types = openapi.type_errors(t.resource.api_version, t.resource.kind, obj)
+        if bad_types:
+            # Kubernetes' decoder refuses these before validation, whatever the mode.
+            kind = t.resource.kind
+            raise errors.BadRequest(f'{kind} in version "{t.resource.version}" cannot be handled as a {kind}: '
+                                    + "; ".join(bad_types))
         if mode == "Ignore":
             return []
         unknown = openapi.unknown_fields(t.resource.api_version, t.resource.kind, obj)
@@ -716,6 +726,7 @@ class APIServer:
                 body = self._check_body(t, await read_body(request))
                 existing = await self.storage.get(res, t.namespace, name)
                 self.authorize(request, "update", t, existing=existing)
+                self._field_validation(request, t, body)
                 rv = (body.get("metadata") or {}).get("resourceVersion") or None
                 updated = await self.storage.update(res, t.namespace, name, lambda old: copy.deepcopy(body),
                                                     precondition_rv=rv, subresource="status",

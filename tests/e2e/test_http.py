@@ -247,3 +247,39 @@ def test_kill_9_loses_nothing_committed():
     finally:
         stop_apiserver(srv)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_POD = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bad"},
+        "spec": {"containers": [{"name": "c", "image": "x"}]}}
+_C = _POD["spec"]["containers"][0]
+MALFORMED = {
+    "metadata is a list": {**_POD, "metadata": []},
+    "spec is a string": {**_POD, "spec": "x"},
+    "containers is a map": {**_POD, "spec": {"containers": {"name": "c"}}},
+    "label value is a number": {**_POD, "metadata": {"name": "bad", "labels": {"a": 1}}},
+    "name is a number": {**_POD, "metadata": {"name": 5}},
+    "container is a string": {**_POD, "spec": {"containers": ["x"]}},
+    "resources is a list": {**_POD, "spec": {"containers": [{**_C, "resources": [1]}]}},
+    "quantity is junk": {**_POD, "spec": {"containers": [{**_C, "resources": {"limits": {"cpu": "lots"}}}]}},
+    "ports is a string": {**_POD, "spec": {"containers": [{**_C, "ports": "80"}]}},
+    "env entry is null": {**_POD, "spec": {"containers": [{**_C, "env": [None]}]}},
+    "finalizers is a string": {**_POD, "metadata": {"name": "bad", "finalizers": "x"}},
+    "grace period is a string": {**_POD, "spec": {"containers": [_C], "terminationGracePeriodSeconds": "x"}},
+    "the body is a list": [1, 2],
+    "the body is null": None,
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_objects_are_4xx_and_stored_nowhere(apiserver, case):
+    http = HTTP(apiserver)
+    code, body = http("POST", "/api/v1/namespaces/default/pods", MALFORMED[case])
+    assert code in (400, 422), body
+    assert body["kind"] == "Status" and body["code"] == code
+    assert http("GET", "/api/v1/namespaces/default/pods/bad")[0] == 404
+
+
+def test_deeply_nested_body_is_400(apiserver):
+    code, body = HTTP(apiserver)("POST", "/api/v1/namespaces/default/pods",
+                                 raw=b'{"a":' * 20000 + b"1" + b"}" * 20000)
+    assert code == 400 and body["reason"] == "BadRequest"
