@@ -78,6 +78,9 @@ def parse_target(group: str, version: str, parts: list[str]) -> Target:
             raise errors.NotFound(f"the server could not find the requested resource ({plural})")
         return r
 
+    if len(parts) == 3 and parts[0] == "namespaces" and lookup(group, version, parts[2]) is None \
+            and group == "" and parts[2] in ("status", "finalize"):
+        return Target(res("namespaces"), None, parts[1], parts[2])  # a namespace's own subresource
     if len(parts) >= 3 and parts[0] == "namespaces":
         r = res(parts[2])
         if not r.namespaced:
@@ -808,16 +811,17 @@ class APIServer:
         self.authorize(request, "update", t)
         finalizers = (body.get("spec") or {}).get("finalizers") or []
         name = t.name or ""
-        ns = await self.storage.get(t.resource, None, name)
-        if not finalizers and ns["metadata"].get("deletionTimestamp") and not ns["metadata"].get("finalizers"):
-            await self.storage.delete(t.resource, None, name, DeleteOptions())
-            ns.setdefault("spec", {})["finalizers"] = []
-            return json_response(ns)
 
         def set_finalizers(cur: dict[str, Any]) -> dict[str, Any]:
             cur.setdefault("spec", {})["finalizers"] = finalizers
             return cur
-        return json_response(await self.storage.update(t.resource, None, name, set_finalizers))
+
+        ns = await self.storage.update(t.resource, None, name, set_finalizers)
+        if not finalizers and ns["metadata"].get("deletionTimestamp") and not ns["metadata"].get("finalizers"):
+            # The last spec finalizer of a terminating namespace is gone: so is the namespace.
+            await self.storage.delete(t.resource, None, name, DeleteOptions())
+            log.info("deleted namespace=%s reason=finalized", name)
+        return json_response(ns)
 
     # -- watch ------------------------------------------------------------
     async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:

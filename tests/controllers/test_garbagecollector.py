@@ -1,0 +1,168 @@
+"""Garbage collector: the dependent decision (pure) and background/foreground/orphan deletion live."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubepy.controllers.garbagecollector import (
+    Decision,
+    GarbageCollector,
+    OwnerState,
+    blocking_dependents,
+    decide_dependent,
+    resource_of_ref,
+    without_owner_refs,
+)
+from tests.controllers.conftest import controller_env, get_or_none
+
+A, D, F, U = OwnerState.ALIVE, OwnerState.ABSENT, OwnerState.DELETING_FOREGROUND, OwnerState.UNKNOWN
+
+
+@pytest.mark.parametrize("states, has_dependents, want", [
+    ({}, False, Decision("keep")),
+    ({"o1": A}, False, Decision("keep")),
+    ({"o1": U}, False, Decision("keep")),
+    ({"o1": D}, False, Decision("delete", policy="Background")),
+    ({"o1": D, "o2": D}, True, Decision("delete", policy="Background")),
+    ({"o1": A, "o2": D}, False, Decision("remove-refs", ("o2",))),
+    ({"o1": A, "o2": F}, False, Decision("remove-refs", ("o2",))),
+    ({"o1": F}, True, Decision("delete", policy="Foreground")),
+    ({"o1": F}, False, Decision("delete", policy="Background")),
+])
+def test_decide_dependent(states, has_dependents, want):
+    assert decide_dependent(states, has_dependents=has_dependents) == want
+
+
+def test_blocking_and_ref_helpers():
+    deps = [{"metadata": {"name": "a", "ownerReferences": [{"uid": "o", "blockOwnerDeletion": True}]}},
+            {"metadata": {"name": "b", "ownerReferences": [{"uid": "o"}]}},
+            {"metadata": {"name": "c", "ownerReferences": [{"uid": "x", "blockOwnerDeletion": True}]}}]
+    assert [d["metadata"]["name"] for d in blocking_dependents("o", deps)] == ["a"]
+    assert without_owner_refs({"metadata": {"ownerReferences": [{"uid": "o"}, {"uid": "p"}]}}, {"o"}) == [{"uid": "p"}]
+    assert resource_of_ref({"apiVersion": "apps/v1", "kind": "ReplicaSet"}).plural == "replicasets"
+    assert resource_of_ref({"apiVersion": "v1", "kind": "Pod"}).plural == "pods"
+    assert resource_of_ref({"apiVersion": "example.com/v1", "kind": "Widget"}) is None
+
+
+# -- against a real API server -------------------------------------------------------
+def replicaset(name):
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"rs": name}},
+                     "template": {"metadata": {"labels": {"rs": name}},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+
+
+def owned_pod(name, owner, *, kind="ReplicaSet", api_version="apps/v1", block=True):
+    ref = {"apiVersion": api_version, "kind": kind, "name": owner["metadata"]["name"],
+           "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": block}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "ownerReferences": [ref]},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+
+
+async def _pods(client, ns):
+    return sorted(p["metadata"]["name"] for p in (await client.list("pods", namespace=ns))["items"])
+
+
+@pytest.mark.slow
+async def test_background_deletion_removes_dependents(apiserver, namespace):
+    ns = namespace
+    async with controller_env(apiserver, GarbageCollector) as env:
+        c = env.client
+        rs = await c.create("replicasets", replicaset("bg"), namespace=ns)
+        other = await c.create("replicasets", replicaset("keep"), namespace=ns)
+        for i in range(3):
+            await c.create("pods", owned_pod(f"bg-{i}", rs), namespace=ns)
+        await c.create("pods", owned_pod("kept", other), namespace=ns)
+        # Two owners: when one goes, the pod stays and loses that reference.
+        shared = owned_pod("shared", rs)
+        shared["metadata"]["ownerReferences"].append({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "keep",
+                                                      "uid": other["metadata"]["uid"]})
+        await c.create("pods", shared, namespace=ns)
+        # An owner that never existed: the dependent is collected too.
+        ghost = owned_pod("ghost", {"metadata": {"name": "nope", "uid": "00000000-0000-0000-0000-000000000000"}})
+        await c.create("pods", ghost, namespace=ns)
+
+        await c.delete("replicasets", "bg", namespace=ns)
+
+        async def only_kept():
+            return await _pods(c, ns) == ["kept", "shared"]
+        await env.wait_for(only_kept)
+        refs = (await c.get("pods", "shared", namespace=ns))["metadata"]["ownerReferences"]
+        assert [r["name"] for r in refs] == ["keep"]
+
+        # A Deployment's ReplicaSets, and through them their pods.
+        dep = await c.create("deployments", {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "d"}},
+                     "template": {"metadata": {"labels": {"app": "d"}},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}, namespace=ns)
+        drs = replicaset("d-rs")
+        drs["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d",
+                                               "uid": dep["metadata"]["uid"], "controller": True,
+                                               "blockOwnerDeletion": True}]
+        drs = await c.create("replicasets", drs, namespace=ns)
+        await c.create("pods", owned_pod("d-pod", drs), namespace=ns)
+        await c.delete("deployments", "d", namespace=ns)
+
+        async def deployment_gone():
+            return await get_or_none(c, "replicasets", "d-rs", ns) is None and "d-pod" not in await _pods(c, ns)
+        await env.wait_for(deployment_gone)
+        assert await get_or_none(c, "replicasets", "keep", ns) is not None
+
+
+@pytest.mark.slow
+async def test_foreground_deletion_waits_for_dependents(apiserver, namespace):
+    ns = namespace
+    async with controller_env(apiserver, GarbageCollector) as env:
+        c = env.client
+        dep = await c.create("deployments", {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "fg"},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "fg"}},
+                     "template": {"metadata": {"labels": {"app": "fg"}},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}, namespace=ns)
+        rs = replicaset("fg-rs")
+        rs["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "fg",
+                                              "uid": dep["metadata"]["uid"], "controller": True,
+                                              "blockOwnerDeletion": True}]
+        rs = await c.create("replicasets", rs, namespace=ns)
+        # A pod with a finalizer of its own holds the whole chain.
+        held = owned_pod("fg-held", rs)
+        held["metadata"]["finalizers"] = ["example.com/hold"]
+        await c.create("pods", held, namespace=ns)
+        await c.create("pods", owned_pod("fg-pod", rs), namespace=ns)
+
+        await c.delete("deployments", "fg", namespace=ns, propagation_policy="Foreground")
+
+        async def rs_deleting():
+            got = await get_or_none(c, "replicasets", "fg-rs", ns)
+            return got and got["metadata"].get("deletionTimestamp") and "fg-pod" not in await _pods(c, ns)
+        await env.wait_for(rs_deleting)
+        live = await c.get("deployments", "fg", namespace=ns)
+        assert live["metadata"]["finalizers"] == ["foregroundDeletion"]
+        assert (await c.get("pods", "fg-held", namespace=ns))["metadata"].get("deletionTimestamp")
+
+        await c.patch("pods", "fg-held", {"metadata": {"finalizers": None}}, namespace=ns)
+
+        async def all_gone():
+            return (await get_or_none(c, "deployments", "fg", ns) is None
+                    and await get_or_none(c, "replicasets", "fg-rs", ns) is None)
+        await env.wait_for(all_gone)
+
+
+@pytest.mark.slow
+async def test_orphan_deletion_keeps_dependents(apiserver, namespace):
+    ns = namespace
+    async with controller_env(apiserver, GarbageCollector) as env:
+        c = env.client
+        rs = await c.create("replicasets", replicaset("orph"), namespace=ns)
+        for i in range(2):
+            await c.create("pods", owned_pod(f"orph-{i}", rs), namespace=ns)
+        await c.delete("replicasets", "orph", namespace=ns, propagation_policy="Orphan")
+
+        async def rs_gone():
+            return await get_or_none(c, "replicasets", "orph", ns) is None
+        await env.wait_for(rs_gone)
+        for i in range(2):
+            pod = await c.get("pods", f"orph-{i}", namespace=ns)
+            assert not pod["metadata"].get("ownerReferences")
+            assert not pod["metadata"].get("deletionTimestamp")
