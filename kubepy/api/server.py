@@ -30,6 +30,7 @@ from kubepy.store import Store, StoreError
 log = logging.getLogger(__name__)
 
 MAX_BODY = 3 * 1024 * 1024
+_STREAM_PAGE = 500
 BOOKMARK_INTERVAL = 10.0
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NODE_TOKEN_PREFIX = "/registry/kubepy.io/nodetokens/"
@@ -529,13 +530,15 @@ class APIServer:
         return {"kind": "Table", "apiVersion": f"meta.k8s.io/{version}", "metadata": list_meta,
                 "columnDefinitions": tables.table_columns(res.plural), "rows": rows}
 
-    def _matcher(self, request: web.Request, t: Target) -> Any:
-        """A predicate from labelSelector/fieldSelector (and the URL's namespace), or None."""
+    def _matcher(self, request: web.Request, t: Target, *, check_namespace: bool = False) -> Any:
+        """A predicate from labelSelector/fieldSelector, or None. Lists read only
+        the namespace's key prefix; a watch shares its resource's cache with
+        every namespace, so it also checks the namespace (``check_namespace``)."""
         ls_text, fs_text = request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
         ls = selectors.parse_label_selector(ls_text) if ls_text.strip() else None
         allowed = selectors.allowed_fields(t.resource.plural)
         fs = selectors.parse_field_selector(fs_text, allowed=allowed) if fs_text.strip() else None
-        ns = t.namespace
+        ns = t.namespace if check_namespace else None
         plural = t.resource.plural
         if ls is None and fs is None and not ns:
             return None
@@ -565,18 +568,49 @@ class APIServer:
         if rv and request.query.get("resourceVersionMatch") == "Exact":
             revision = _parse_rv(rv)
         tv = wants_table(request)
+        cont = request.query.get("continue") or None
+        if not tv and not limit:
+            return await self._stream_list(request, t, matches, cont, revision)
         items, read_rev, token = await self.storage.list(
-            t.resource, t.namespace, matches=matches, limit=limit,
-            continue_token=request.query.get("continue") or None, revision=revision, raw=not tv)
+            t.resource, t.namespace, matches=matches, limit=limit, continue_token=cont, revision=revision, raw=not tv)
         list_meta: dict[str, Any] = {"resourceVersion": str(read_rev)}
         if token:
             list_meta["continue"] = token
         if tv:
             return json_response(self._table(t.resource, items, tv, request, list_meta))
+        return web.Response(body=self._list_head(t, list_meta) + b",".join(items) + b"]}",
+                            content_type="application/json")
+
+    def _list_head(self, t: Target, list_meta: dict[str, Any]) -> bytes:
         head = json.dumps({"kind": t.resource.list_kind, "apiVersion": t.resource.api_version,
                            "metadata": list_meta}, separators=(",", ":")).encode()
-        body = b"%s,\"items\":[%s]}" % (head[:-1], b",".join(items))
-        return web.Response(body=body, content_type="application/json")
+        return head[:-1] + b',"items":['
+
+    async def _stream_list(self, request: web.Request, t: Target, matches: Any, cont: str | None,
+                           revision: int) -> web.StreamResponse:
+        """A whole list, read and sent a page at a time from one snapshot, so a
+        10,000-pod list never holds all 10,000 objects in memory at once."""
+        items, read_rev, token = await self.storage.list(t.resource, t.namespace, matches=matches, limit=_STREAM_PAGE,
+                                                         continue_token=cont, revision=revision, raw=True)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(self._list_head(t, {"resourceVersion": str(read_rev)}) + b",".join(items))
+        sent = bool(items)
+        while token:
+            try:
+                items, _, token = await self.storage.list(t.resource, t.namespace, matches=matches,
+                                                          limit=_STREAM_PAGE, continue_token=token, raw=True)
+            except errors.APIError as e:
+                # Too late for a Status: cut the response so the client sees a failed list.
+                log.warning("list aborted mid-stream resource=%s err=%s", t.resource.plural, e.message)
+                raise ConnectionResetError("list aborted") from e
+            if items:
+                await resp.write((b"," if sent else b"") + b",".join(items))
+                sent = True
+        await resp.write(b"]}")
+        await resp.write_eof()
+        return resp
 
     async def create(self, request: web.Request, t: Target) -> web.Response:
         body = await read_body(request)
@@ -826,7 +860,7 @@ class APIServer:
     # -- watch ------------------------------------------------------------
     async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
         self.authorize(request, "watch", t)
-        matches = self._matcher(request, t) or (lambda o: True)
+        matches = self._matcher(request, t, check_namespace=True) or (lambda o: True)
         rv = request.query.get("resourceVersion", "")
         send_initial = request.query.get("sendInitialEvents") == "true"
         bookmarks = request.query.get("allowWatchBookmarks") == "true"
