@@ -98,7 +98,12 @@ class ControlPlane:
     def children(self) -> dict[str, psutil.Process]:
         out = {}
         for child in psutil.Process(self.proc.pid).children():
-            cmd = child.cmdline()
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                cmd = child.cmdline()
+            except psutil.Error:
+                continue  # exited while we looked
             for name in ("apiserver", "scheduler", "controller-manager"):
                 if name in cmd:
                     out[name] = child
@@ -232,8 +237,8 @@ def test_killing_any_component_loses_nothing(cp):
         cp.children()[name].kill()  # SIGKILL at a random moment of the scale
         wait_for(lambda: name in cp.children() and cp.children()[name].pid != before,
                  what=f"{name} restarted", cp=cp)
-    cp.kubectl("scale", "deployment/sturdy", "--replicas=5")
     wait_for(lambda: cp.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, what="API back", cp=cp)
+    cp.kubectl("scale", "deployment/sturdy", "--replicas=5")
     wait_for(lambda: len(ready_pods(cp, "sturdy")) == 5, timeout=90, what="5 ready after kills", cp=cp)
     dep = cp.json("get", "deployment", "sturdy")
     assert dep["status"].get("readyReplicas") == 5 or wait_for(
