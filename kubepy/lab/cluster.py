@@ -7,7 +7,8 @@ plane's data dir holds its store, certificates and ``admin.kubeconfig``,
 sessions so they outlive the command; ``down`` stops exactly the pids
 recorded in ``cluster.json``.
 
-Today a lab cluster is its control plane; nodes (kubelet, kube-proxy,
+Today a lab cluster is its control plane (``kubepy controlplane``: API
+server, scheduler, controller manager); nodes (kubelet, kube-proxy,
 containerd in network namespaces) join it as those daemons land.
 """
 
@@ -77,12 +78,12 @@ class Cluster:
         self.logs.mkdir(exist_ok=True)
         state = ClusterState(self.name, port or (existing.port if existing else _free_port(6443)))
         try:
-            with step(f"control plane on port {state.port}"):
-                state.pids["apiserver"] = self._spawn(
-                    "apiserver", ["apiserver", "--data-dir", str(self.cp_dir), "--port", str(state.port),
-                                  "--store", store])
+            with step(f"control plane on port {state.port} (API server, scheduler, controller manager)"):
+                state.pids["controlplane"] = self._spawn(
+                    "controlplane", ["controlplane", "--data-dir", str(self.cp_dir), "--port", str(state.port),
+                                     "--store", store])
                 state.save(self.state_path)
-                self._wait_ready(state, "apiserver")
+                self._wait_ready(state, "controlplane")
         except StepFailed as e:
             print(f"\nkubepy up failed at {e.step!r}: {e.reason}\n{e.detail}", file=sys.stderr)
             self.down(quiet=True)
@@ -153,9 +154,13 @@ class Cluster:
         ok = True
         for daemon, pid in state.pids.items():
             alive = _pid_alive(pid)
-            healthy = alive and (daemon != "apiserver" or self._ready(state.port))
-            ok &= healthy
-            print(f" {'✓' if healthy else '✗'} {daemon:<20} pid {pid} {'running' if alive else 'not running'}")
+            ok &= alive
+            print(f" {'✓' if alive else '✗'} {daemon:<20} pid {pid} {'running' if alive else 'not running'}")
+            if daemon == "controlplane" and alive:
+                for name, child_pid in _children_by_role(pid).items():
+                    healthy = name != "apiserver" or self._ready(state.port)
+                    ok &= healthy
+                    print(f"   {'✓' if healthy else '✗'} {name:<18} pid {child_pid}")
         return 0 if ok else 1
 
     def _alive(self, state: ClusterState) -> bool:
@@ -176,6 +181,23 @@ class _nullctx:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _children_by_role(pid: int) -> dict[str, int]:
+    import psutil
+
+    out: dict[str, int] = {}
+    try:
+        for child in psutil.Process(pid).children():
+            cmd = child.cmdline()
+            for role in ("apiserver", "scheduler", "controller-manager"):
+                if role in cmd:
+                    out[role] = child.pid
+    except psutil.Error:
+        pass
+    for role in ("apiserver", "scheduler", "controller-manager"):
+        out.setdefault(role, 0)
+    return out
 
 
 def _pid_alive(pid: int) -> bool:
