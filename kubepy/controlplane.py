@@ -43,7 +43,8 @@ class Child:
         log.info("started child=%s pid=%d restarts=%d", self.name, self.proc.pid, self.restarts)
 
 
-def _apiserver_ready(data_dir: Path, port: int) -> bool:
+def apiserver_ready(data_dir: Path, port: int) -> bool:
+    """True once the API server whose data dir is ``data_dir`` answers /readyz on this host."""
     ca = data_dir / "ca.crt"
     if not ca.exists() or not (data_dir / "admin.kubeconfig").exists():
         return False
@@ -68,7 +69,7 @@ class Supervisor:
         api, *rest = self.children
         api.start()
         deadline = time.monotonic() + 60
-        while not _apiserver_ready(self.data_dir, self.port):
+        while not apiserver_ready(self.data_dir, self.port):
             if self.stopping:
                 return self._shutdown()
             if api.proc and api.proc.poll() is not None:

@@ -92,13 +92,17 @@ class Storage:
 
     # -- reads ------------------------------------------------------------
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any]:
+        return objects.decode(await self._read(res, res.key(namespace, name), name))
+
+    async def _read(self, res: Resource, key: str, name: str) -> KeyValue:
+        """The stored key-value of one object, or the API's 404."""
         try:
-            kv = await self.store.get(res.key(namespace, name))
+            kv = await self.store.get(key)
         except StoreError as e:
             raise store_error(e) from e
         if kv is None:
             raise not_found(res, name)
-        return objects.decode(kv)
+        return kv
 
     async def list(self, res: Resource, namespace: str | None, *, matches: Matcher | None = None,
                    limit: int = 0, continue_token: str | None = None,
@@ -231,12 +235,7 @@ class Storage:
         concurrent change is the client's 409, not a retry."""
         key = res.key(namespace, name)
         for _ in range(_UPDATE_RETRIES):
-            try:
-                kv = await self.store.get(key)
-            except StoreError as e:
-                raise store_error(e) from e
-            if kv is None:
-                raise not_found(res, name)
+            kv = await self._read(res, key, name)
             old = objects.decode(kv)
             if precondition_rv and precondition_rv != old["metadata"]["resourceVersion"]:
                 raise _conflict(res, name)
@@ -329,12 +328,7 @@ class Storage:
                      opts: DeleteOptions) -> dict[str, Any]:
         key = res.key(namespace, name)
         for _ in range(_UPDATE_RETRIES):
-            try:
-                kv = await self.store.get(key)
-            except StoreError as e:
-                raise store_error(e) from e
-            if kv is None:
-                raise not_found(res, name)
+            kv = await self._read(res, key, name)
             obj = objects.decode(kv)
             m = obj["metadata"]
             if opts.precondition_uid and opts.precondition_uid != m.get("uid"):

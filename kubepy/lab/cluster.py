@@ -19,14 +19,13 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kubepy.controlplane import apiserver_ready
 from kubepy.lab.steps import StepFailed, step
 
 DEFAULT_ROOT = Path("/var/lib/kubepy")
@@ -108,15 +107,7 @@ class Cluster:
         raise StepFailed(daemon, f"not ready after {timeout:.0f}s", self._tail(daemon))
 
     def _ready(self, port: int) -> bool:
-        ca = self.cp_dir / "ca.crt"
-        if not ca.exists() or not self.kubeconfig.exists():
-            return False
-        try:
-            ctx = ssl.create_default_context(cafile=str(ca))
-            with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", context=ctx, timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return apiserver_ready(self.cp_dir, port)
 
     def _tail(self, daemon: str, lines: int = 20) -> str:
         try:
