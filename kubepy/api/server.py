@@ -21,7 +21,7 @@ import multidict
 import yaml
 from aiohttp import web
 
-from kubepy.api import auth, discovery, errors, objects, openapi, patch, protobuf, selectors, tables, validation
+from kubepy.api import auth, discovery, errors, objects, openapi, patch, protobuf, proxy, selectors, tables, validation
 from kubepy.resources import RESOURCES, Resource, by_plural, lookup
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
@@ -751,7 +751,7 @@ class APIServer:
                               "metadata": {"resourceVersion": str(cur)}, "items": deleted})
 
     # -- subresources -----------------------------------------------------
-    async def subresource(self, request: web.Request, t: Target) -> web.Response:
+    async def subresource(self, request: web.Request, t: Target) -> web.StreamResponse:
         sub, res, m = t.subresource, t.resource, request.method
         if sub not in res.subresources:
             raise errors.NotFound(f"the server could not find the requested resource ({res.plural}/{sub})")
@@ -778,10 +778,28 @@ class APIServer:
         elif sub == "finalize" and m == "PUT":
             return await self.finalize_namespace(request, t)
         elif sub in ("log", "exec"):
-            self.authorize(request, "get", t)
-            await self.storage.get(res, t.namespace, name)
-            raise errors.ServiceUnavailable(f"pods/{sub} needs a kubelet connection, which this API server does not have yet")
+            # Kubernetes checks "create" on pods/exec even for the WebSocket GET.
+            self.authorize(request, "get" if sub == "log" else "create", t)
+            return await self._proxy_to_kubelet(request, t, sub)
         raise errors.MethodNotAllowed(f"{m} is not supported on {res.plural}/{sub}")
+
+    async def _proxy_to_kubelet(self, request: web.Request, t: Target, sub: str) -> web.StreamResponse:
+        """pods/log and pods/exec are served by the pod's kubelet; we relay them,
+        authenticating to the kubelet with that node's own token."""
+        pod = await self.storage.get(t.resource, t.namespace, t.name or "")
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        node, token = None, None
+        if node_name:
+            try:
+                node = await self.storage.get(by_plural("nodes"), None, node_name)
+            except errors.NotFound:
+                pass
+            try:
+                kv = await self.store.get(NODE_TOKEN_PREFIX + node_name)
+            except StoreError as e:
+                raise store_error(e) from e
+            token = json.loads(kv.value)["token"] if kv else None
+        return await proxy.proxy_pod_subresource(request, sub=sub, pod=pod, node=node, node_token=token)
 
     async def bind(self, request: web.Request, t: Target) -> web.Response:
         body = await read_body(request)
