@@ -1,0 +1,151 @@
+"""``KubeletConfig``: everything one kubelet needs to know, and its command-line flags.
+
+Flags are named like Kubernetes' kubelet flags where one exists:
+
+==================================== =============================== =========================================
+flag                                 field                           default
+==================================== =============================== =========================================
+``--hostname-override``              node_name                       the host name
+``--node-ip``                        node_ip                         (required)
+``--server``                         server                          taken from the kubeconfig
+``--kubeconfig``                     kubeconfig                      ROOT/kubelet.kubeconfig when it exists
+``--bootstrap-token``                bootstrap_token                 none (join: POST /kubepy/v1/join)
+``--ca-file`` (``--client-ca-file``) ca_file                         none
+``--root-dir``                       root_dir                        /var/lib/kubepy/kubelet
+``--pod-logs-dir``                   log_dir                         /var/log/kubepy/pods
+``--container-runtime-endpoint``     container_runtime_endpoint      /run/kubepy/containerd/containerd.sock
+``--containerd-namespace``           containerd_namespace            kubepy
+``--cgroup-root``                    cgroup_root                     kubepy (pods: /kubepy/<node>/pod<uid>)
+``--bridge``                         bridge                          cni0
+``--cluster-dns``                    cluster_dns                     10.96.0.10
+``--cluster-domain``                 cluster_domain                  cluster.local
+``--port``                           port                            10250 (the logs/exec server)
+``--node-status-update-frequency``   node_status_update_frequency    10s
+``--node-lease-duration-seconds``    lease_duration                  40
+``--node-lease-renew-interval``      lease_renew_interval            10s
+``--sync-frequency``                 sync_frequency                  10s (periodic resync of every pod)
+``--pod-infra-container-image``      pod_infra_container_image       docker.io/library/busybox:1.36
+``--max-pods``                       max_pods                        110
+``--image-pull-backoff-initial``     image_pull_backoff              10s (doubles to the max)
+``--crash-loop-backoff-max``         backoff_max                     5m (container restarts start at 10s)
+``--register-node``                  register_node                   true
+``--node-labels``                    node_labels                     none (k=v,k=v)
+==================================== =============================== =========================================
+
+The pod infra image must be in containerd's store (no registry is
+reachable on the development machines): the kubelet runs its ``sleep`` as
+the pod's sandbox process, which holds the pod's IPC and UTS namespaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["KubeletConfig", "add_kubelet_flags", "config_from_args", "parse_duration"]
+
+DEFAULT_ROOT = Path("/var/lib/kubepy/kubelet")
+DEFAULT_LOG_DIR = Path("/var/log/kubepy/pods")
+DEFAULT_ENDPOINT = "/run/kubepy/containerd/containerd.sock"
+DEFAULT_INFRA_IMAGE = "docker.io/library/busybox:1.36"
+
+
+@dataclass
+class KubeletConfig:
+    node_name: str = field(default_factory=lambda: socket.gethostname().lower())
+    node_ip: str = "127.0.0.1"
+    server: str | None = None
+    kubeconfig: Path | None = None
+    bootstrap_token: str | None = None
+    ca_file: Path | None = None
+    root_dir: Path = DEFAULT_ROOT
+    log_dir: Path = DEFAULT_LOG_DIR
+    container_runtime_endpoint: str = DEFAULT_ENDPOINT
+    containerd_namespace: str = "kubepy"
+    cgroup_root: str = "kubepy"
+    bridge: str = "cni0"
+    cluster_dns: str = "10.96.0.10"
+    cluster_domain: str = "cluster.local"
+    port: int = 10250
+    node_status_update_frequency: float = 10.0
+    lease_duration: int = 40
+    lease_renew_interval: float = 10.0
+    sync_frequency: float = 10.0
+    pod_infra_container_image: str = DEFAULT_INFRA_IMAGE
+    max_pods: int = 110
+    image_pull_backoff: float = 10.0
+    backoff_initial: float = 10.0
+    backoff_max: float = 300.0
+    register_node: bool = True
+    node_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def token_path(self) -> Path:
+        return self.root_dir / "kubelet.token"
+
+    @property
+    def own_kubeconfig(self) -> Path:
+        return self.root_dir / "kubelet.kubeconfig"
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.root_dir / "pods"
+
+    @property
+    def ipam_dir(self) -> Path:
+        return self.root_dir / "ipam"
+
+
+def parse_duration(text: str) -> float:
+    """``10s``, ``5m``, ``1h``, ``250ms`` or plain seconds."""
+    text = text.strip()
+    for suffix, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * mult
+    return float(text)
+
+
+def _labels(text: str) -> dict[str, str]:
+    out = {}
+    for item in filter(None, text.split(",")):
+        k, _, v = item.partition("=")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def add_kubelet_flags(p: argparse.ArgumentParser) -> None:
+    d = KubeletConfig()
+    p.add_argument("--hostname-override", dest="node_name", default=d.node_name)
+    p.add_argument("--node-ip", required=True)
+    p.add_argument("--server", default=None, help="API server URL (with --bootstrap-token)")
+    p.add_argument("--kubeconfig", type=Path, default=None)
+    p.add_argument("--bootstrap-token", default=None)
+    p.add_argument("--ca-file", "--client-ca-file", dest="ca_file", type=Path, default=None)
+    p.add_argument("--root-dir", type=Path, default=d.root_dir)
+    p.add_argument("--pod-logs-dir", dest="log_dir", type=Path, default=d.log_dir)
+    p.add_argument("--container-runtime-endpoint", default=d.container_runtime_endpoint)
+    p.add_argument("--containerd-namespace", default=d.containerd_namespace)
+    p.add_argument("--cgroup-root", default=d.cgroup_root)
+    p.add_argument("--bridge", default=d.bridge)
+    p.add_argument("--cluster-dns", default=d.cluster_dns)
+    p.add_argument("--cluster-domain", default=d.cluster_domain)
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--node-status-update-frequency", type=parse_duration, default=d.node_status_update_frequency)
+    p.add_argument("--node-lease-duration-seconds", dest="lease_duration", type=int, default=d.lease_duration)
+    p.add_argument("--node-lease-renew-interval", dest="lease_renew_interval", type=parse_duration,
+                   default=d.lease_renew_interval)
+    p.add_argument("--sync-frequency", type=parse_duration, default=d.sync_frequency)
+    p.add_argument("--pod-infra-container-image", default=d.pod_infra_container_image)
+    p.add_argument("--max-pods", type=int, default=d.max_pods)
+    p.add_argument("--image-pull-backoff-initial", dest="image_pull_backoff", type=parse_duration,
+                   default=d.image_pull_backoff)
+    p.add_argument("--crash-loop-backoff-max", dest="backoff_max", type=parse_duration, default=d.backoff_max)
+    p.add_argument("--register-node", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
+    p.add_argument("--node-labels", type=_labels, default={})
+
+
+def config_from_args(args: argparse.Namespace) -> KubeletConfig:
+    names = set(KubeletConfig.__dataclass_fields__)
+    return KubeletConfig(**{k: v for k, v in vars(args).items() if k in names})

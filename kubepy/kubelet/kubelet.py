@@ -1,0 +1,490 @@
+"""``kubepy kubelet``: makes the pods bound to this node real.
+
+``run_kubelet(config)`` connects to the API server (joining with a
+bootstrap token the first time: ``POST /kubepy/v1/join`` → a node token
+saved as ``ROOT/kubelet.token`` and ``ROOT/kubelet.kubeconfig``), registers
+the Node and keeps its Lease and status fresh (``node``), waits for
+``spec.podCIDR``, brings up the bridge, and then runs one ``PodWorker``
+(``pods``) per pod of this node, fed by:
+
+- a pod informer (``fieldSelector=spec.nodeName=<node>``): adds, updates
+  and deletions mark the pod's worker dirty;
+- configmap and secret informers: a change marks the pods using it dirty
+  (their volumes are rewritten atomically, ``..data`` scheme);
+- containerd's event stream (``ctr events``): an exit or OOM marks the
+  owning pod dirty at once;
+- a resync every ``sync_frequency`` (every pod dirty, orphans collected).
+
+On start the kubelet adopts what containerd runs (labels name the pod uid,
+container and restart count): a healthy pod keeps its containers. Anything
+of a pod that no longer exists (containers, pod netns and veth, cgroup,
+IPAM entry, pod dir) is removed. Stopping the kubelet leaves pods running.
+
+For the logs/exec server: ``Kubelet.runtime`` and ``Kubelet.locate``.
+The kubelet's own network namespace is the node's (the lab enters it with
+``nsenter --net=``): probes and the bridge live there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from pyroute2 import config as pyroute2_config
+
+from kubepy.client import Client, ClientConfig, EventRecorder, Informer
+from kubepy.kubelet.cgroups import PodCgroups
+from kubepy.kubelet.config import KubeletConfig, add_kubelet_flags, config_from_args
+from kubepy.kubelet.ipam import HostLocalIPAM
+from kubepy.kubelet.network import NodeNetwork
+from kubepy.kubelet.node import NodeAgent, machine_info
+from kubepy.kubelet.pods import (
+    LABEL_POD_UID,
+    Backoff,
+    PodWorker,
+)
+from kubepy.kubelet.runtime import (
+    ImageNotFound,
+    Runtime,
+    RuntimeError_,
+    normalize_image_ref,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Kubelet", "KubeletConfig", "connect", "main", "run_kubelet"]
+
+
+# -- connecting -----------------------------------------------------------------
+
+async def connect(config: KubeletConfig) -> Client:
+    """A client with this node's credentials (joining with the bootstrap token if needed)."""
+    for path in (config.kubeconfig, config.own_kubeconfig):
+        if path is not None and Path(path).exists():
+            return Client.from_kubeconfig(str(path), user_agent=f"kubepy-kubelet/{config.node_name}")
+    if not config.server:
+        raise SystemExit("kubelet: need --kubeconfig, or --server with --bootstrap-token")
+    ca = Path(config.ca_file).read_bytes() if config.ca_file else None
+    token = config.token_path.read_text().strip() if config.token_path.exists() else None
+    if token is None:
+        if not config.bootstrap_token:
+            raise SystemExit("kubelet: no kubeconfig, no saved node token and no --bootstrap-token")
+        ctx: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca.decode()) if ca else True
+        url = config.server.rstrip("/") + "/kubepy/v1/join"
+        async with aiohttp.ClientSession() as s, s.post(
+                url, json={"nodeName": config.node_name}, ssl=ctx,
+                headers={"Authorization": f"Bearer {config.bootstrap_token}"}) as resp:
+            body = await resp.text()
+            if resp.status >= 300:
+                raise SystemExit(f"kubelet: join failed ({resp.status}): {body}")
+            token = json.loads(body)["token"]
+        config.root_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(config.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        log.info("joined cluster node=%s server=%s", config.node_name, config.server)
+    cluster: dict[str, Any] = {"server": config.server}
+    if ca:
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": "kubelet",
+                  "clusters": [{"name": "kubepy", "cluster": cluster}],
+                  "users": [{"name": f"system:node:{config.node_name}", "user": {"token": token}}],
+                  "contexts": [{"name": "kubelet", "context": {"cluster": "kubepy",
+                                                                "user": f"system:node:{config.node_name}"}}]}
+    fd = os.open(config.own_kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(kubeconfig, f)
+    return Client(ClientConfig(server=config.server, token=token, ca_data=ca),
+                  user_agent=f"kubepy-kubelet/{config.node_name}")
+
+
+def make_runtime(config: KubeletConfig) -> Runtime:
+    """The runtime adapter; snapshotter and runc root as kubepy's Containerd chose them (if it made the socket)."""
+    state = Path(config.container_runtime_endpoint).parent
+    marker = state / "snapshotter"
+    snapshotter = marker.read_text().strip() if marker.exists() else None
+    runc_root = str(state / "runc") if (state / "config.toml").exists() else None
+    return Runtime(config.container_runtime_endpoint, namespace=config.containerd_namespace,
+                   snapshotter=snapshotter, runc_root=runc_root)
+
+
+async def containerd_version(socket: str, timeout: float = 60.0) -> str:
+    """``containerd://<version>``, waiting until containerd answers."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        proc = await asyncio.create_subprocess_exec("ctr", "--address", socket, "--timeout", "2s", "version",
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        if proc.returncode == 0:
+            server = out.decode().split("Server:", 1)[-1]
+            m = re.search(r"Version:\s*(\S+)", server)
+            return "containerd://" + (m.group(1).lstrip("v") if m else "unknown")
+        if loop.time() > deadline:
+            raise SystemExit(f"kubelet: containerd at {socket} not answering: {err.decode().strip()}")
+        await asyncio.sleep(0.5)
+
+
+# -- the kubelet -----------------------------------------------------------------
+
+def _refs(pod: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """(kind, namespace, name) of the configmaps and secrets a pod uses."""
+    ns = (pod.get("metadata") or {}).get("namespace", "")
+    spec = pod.get("spec") or {}
+    out: set[tuple[str, str, str]] = set()
+    for v in spec.get("volumes") or []:
+        if "configMap" in v:
+            out.add(("configmap", ns, v["configMap"].get("name", "")))
+        if "secret" in v:
+            out.add(("secret", ns, v["secret"].get("secretName", "")))
+    for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        for src in c.get("envFrom") or []:
+            if "configMapRef" in src:
+                out.add(("configmap", ns, src["configMapRef"].get("name", "")))
+            if "secretRef" in src:
+                out.add(("secret", ns, src["secretRef"].get("name", "")))
+        for e in c.get("env") or []:
+            vf = e.get("valueFrom") or {}
+            if "configMapKeyRef" in vf:
+                out.add(("configmap", ns, vf["configMapKeyRef"].get("name", "")))
+            if "secretKeyRef" in vf:
+                out.add(("secret", ns, vf["secretKeyRef"].get("name", "")))
+    return out
+
+
+class Kubelet:
+    """The node agent; see the module docstring."""
+
+    def __init__(self, config: KubeletConfig, client: Client, runtime: Runtime) -> None:
+        self.config = config
+        self.client = client
+        self.runtime = runtime
+        self.recorder = EventRecorder(client, component="kubelet", host=config.node_name)
+        from kubepy.kubelet.status import StatusWriter
+        self.status = StatusWriter(client)
+        self.backoff = Backoff(config.backoff_initial, config.backoff_max)
+        self.pull_backoff = Backoff(config.image_pull_backoff, config.backoff_max)
+        self.workers: dict[str, PodWorker] = {}
+        self.container_pod: dict[str, str] = {}
+        self._image_ids: dict[str, str] = {}
+        self._exit_waiters: dict[str, asyncio.Event] = {}
+        self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={config.node_name}")
+        self.configmaps = Informer(client, "configmaps")
+        self.secrets = Informer(client, "secrets")
+        self.cgroups = PodCgroups(config.cgroup_root, node=config.node_name)
+        info = machine_info()
+        self.node_alloc = {"cpu_milli": info["cpu"] * 1000, "memory": info["memory"]}
+        self.network: NodeNetwork | None = None
+        self.ipam: HostLocalIPAM | None = None
+        self.node: NodeAgent | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- lookups the workers use ------------------------------------------------------
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.configmaps.cache.get(f"{namespace}/{name}")
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.secrets.cache.get(f"{namespace}/{name}")
+
+    def image_id(self, image: str) -> str:
+        return self._image_ids.get(normalize_image_ref(image), "") if image else ""
+
+    async def ensure_image_ids(self, images: list[str]) -> None:
+        for image in images:
+            if not image:
+                continue
+            ref = normalize_image_ref(image)
+            if ref in self._image_ids:
+                continue
+            try:
+                info = await self.runtime.image_info(ref)
+            except (ImageNotFound, RuntimeError_):
+                continue
+            repo = ref.rsplit(":", 1)[0] if "@" not in ref else ref.split("@", 1)[0]
+            self._image_ids[ref] = f"{repo}@{info.digest}"
+
+    def _oom_file(self, uid: str) -> Path:
+        return self.config.pods_dir / uid / "oom-killed"
+
+    def oom_ids(self, uid: str) -> set[str]:
+        try:
+            return set(self._oom_file(uid).read_text().split())
+        except OSError:
+            return set()
+
+    def mark_oom(self, uid: str, cid: str) -> None:
+        if cid in self.oom_ids(uid):
+            return
+        path = self._oom_file(uid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(cid + "\n")
+        log.info("container oom killed uid=%s container=%s", uid, cid)
+
+    def cgroup_oom(self, uid: str, cid: str) -> bool:
+        """Did the kernel OOM-kill in this container's cgroup (read before runc removes it)?"""
+        try:
+            paths = self.cgroups.paths(uid)
+            if "memory" in paths:
+                text = (paths["memory"] / cid / "memory.oom_control").read_text()
+            else:
+                text = (paths["unified"] / cid / "memory.events").read_text()
+        except (OSError, ValueError, KeyError):
+            return False
+        m = re.search(r"^oom_kill (\d+)", text, re.MULTILINE)
+        return bool(m and int(m.group(1)) > 0)
+
+    async def wait_exit(self, cid: str, timeout: float) -> bool:
+        """Until the container's task exits (events, with a poll as fallback); False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        ev = self._exit_waiters.setdefault(cid, asyncio.Event())
+        try:
+            while True:
+                try:
+                    if await self.runtime.exit_status(cid) is not None:
+                        return True
+                except RuntimeError_:
+                    return True
+                left = deadline - loop.time()
+                if left <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(), min(left, 0.5))
+        finally:
+            self._exit_waiters.pop(cid, None)
+
+    def locate(self, namespace: str, pod: str, container: str,
+               previous: bool = False) -> tuple[str | None, str | None]:
+        """(container id, CRI log file) of a pod's container - the current instance or the one before.
+
+        Synchronous, from the kubelet's last view of the runtime; (None, None)
+        when the pod or container is unknown on this node.
+        """
+        obj = self.pods.cache.get(f"{namespace}/{pod}")
+        if obj is None:
+            return None, None
+        worker = self.workers.get(obj["metadata"]["uid"])
+        if worker is None:
+            return None, None
+        recs = [r for r in worker.records if r.name == container and r.kind != "sandbox"]
+        index = -2 if previous else -1
+        if len(recs) < -index:
+            return None, None
+        rec = recs[index]
+        log_path = str(worker.log_dir() / container / f"{rec.restart_count}.log")
+        return rec.id, log_path
+
+    # -- cleanup ------------------------------------------------------------------------
+    async def cleanup_pod(self, uid: str, *, log_dir: Path | None = None) -> None:
+        """Remove every trace of a pod on this node. Idempotent."""
+        for c in await self.runtime.list_containers(reap=False):
+            if c.labels.get(LABEL_POD_UID) == uid:
+                await self.runtime.remove(c.id)
+                self.container_pod.pop(c.id, None)
+        if self.network is not None:
+            await asyncio.to_thread(self.network.teardown_pod, uid)
+        await asyncio.to_thread(self.cgroups.remove, uid)
+        if self.ipam is not None:
+            await asyncio.to_thread(self.ipam.release, uid)
+        pod_dir = self.config.pods_dir / uid
+        await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+        if log_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, log_dir, True)
+        else:
+            for d in self.config.log_dir.glob(f"*_{uid}") if self.config.log_dir.exists() else []:
+                await asyncio.to_thread(shutil.rmtree, d, True)
+        log.info("pod cleaned up uid=%s", uid)
+
+    async def collect_orphans(self) -> None:
+        """Remove what belongs to pods that no longer exist (must run after the pod informer synced)."""
+        assert self.network is not None and self.ipam is not None
+        containers = await self.runtime.list_containers(reap=False)
+        nets = await asyncio.to_thread(self.network.list_pod_networks)
+        cgroups = await asyncio.to_thread(self.cgroups.list_pods)
+        ips = await asyncio.to_thread(self.ipam.allocations)
+        dirs = [d.name for d in self.config.pods_dir.iterdir()] if self.config.pods_dir.exists() else []
+        known = set(self.workers)   # taken after listing: a worker exists before anything of its pod
+        orphans = {c.labels[LABEL_POD_UID] for c in containers if c.labels.get(LABEL_POD_UID)} | \
+            {n.uid for n in nets if n.uid} | set(cgroups) | set(ips) | set(dirs)
+        for uid in sorted(orphans - known):
+            log.info("removing orphaned pod uid=%s", uid)
+            try:
+                await self.cleanup_pod(uid)
+            except Exception as e:  # noqa: BLE001 - try the others, and again at the next resync
+                log.warning("orphan cleanup failed uid=%s err=%s", uid, e)
+        for n in nets:
+            if not n.uid:
+                await asyncio.to_thread(self.network.teardown_pod, n)
+
+    def worker_done(self, worker: PodWorker) -> None:
+        if self.workers.get(worker.uid) is worker:
+            del self.workers[worker.uid]
+
+    # -- informer handlers -------------------------------------------------------------------
+    def _pod_event(self, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        worker = self.workers.get(uid)
+        if worker is None:
+            worker = PodWorker(self, uid, pod)
+            self.workers[uid] = worker
+            worker.start()
+        else:
+            worker.set_pod(pod)
+
+    def _pod_deleted(self, pod: dict[str, Any]) -> None:
+        worker = self.workers.get(pod["metadata"]["uid"])
+        if worker is not None:
+            worker.set_pod(None)
+
+    def _source_changed(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = (kind, meta.get("namespace", ""), meta.get("name", ""))
+        for w in self.workers.values():
+            if w.pod is not None and key in _refs(w.pod):
+                w.mark_dirty()
+
+    # -- loops ----------------------------------------------------------------------------
+    async def _runtime_events(self) -> None:
+        while True:
+            try:
+                async for ev in self.runtime.events():
+                    uid = self.container_pod.get(ev.container_id)
+                    if ev.kind == "oom" and uid:
+                        self.mark_oom(uid, ev.container_id)
+                    if ev.kind == "exit" and ev.exec_id is None:
+                        waiter = self._exit_waiters.get(ev.container_id)
+                        if waiter is not None:
+                            waiter.set()
+                    if uid and uid in self.workers and ev.kind in ("exit", "oom") and ev.exec_id is None:
+                        self.workers[uid].mark_dirty()
+            except Exception as e:  # noqa: BLE001 - containerd restarted: subscribe again
+                log.warning("runtime event stream failed err=%s", e)
+            await asyncio.sleep(1.0)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sync_frequency)
+            for w in list(self.workers.values()):
+                w.mark_dirty()
+            try:
+                await self.collect_orphans()
+            except Exception as e:  # noqa: BLE001
+                log.warning("orphan collection failed err=%s", e)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        c = self.config
+        for d in (c.root_dir, c.pods_dir, c.ipam_dir, c.log_dir):
+            Path(d).mkdir(parents=True, exist_ok=True)
+        version = await containerd_version(c.container_runtime_endpoint)
+        self.node = NodeAgent(self.client, c, runtime_version=version)
+        if c.register_node:
+            await self.node.register()
+        self._tasks.append(asyncio.create_task(self.node.run_lease(), name="kubelet:lease"))
+        self._tasks.append(asyncio.create_task(self.node.run_status(), name="kubelet:node-status"))
+        cidr = await _until(stop, self.node.wait_pod_cidr())
+        if cidr is None:
+            return await self.shutdown()
+        self.network = NodeNetwork(bridge=c.bridge, pod_cidr=cidr)
+        await asyncio.to_thread(self.network.ensure_bridge)
+        self.ipam = HostLocalIPAM(c.ipam_dir, cidr)
+        await asyncio.to_thread(self.cgroups.ensure_parent)
+        self._tasks.append(asyncio.create_task(self._runtime_events(), name="kubelet:runtime-events"))
+        for kind, inf in (("configmap", self.configmaps), ("secret", self.secrets)):
+            inf.add_handler(lambda o, k=kind: self._source_changed(k, o),
+                            lambda _old, o, k=kind: self._source_changed(k, o),
+                            lambda o, k=kind: self._source_changed(k, o))
+            self._tasks.append(asyncio.create_task(inf.run(), name=f"kubelet:{kind}s"))
+        await asyncio.gather(self.configmaps.wait_synced(), self.secrets.wait_synced())
+        self.pods.add_handler(self._pod_event, lambda _old, new: self._pod_event(new), self._pod_deleted)
+        self._tasks.append(asyncio.create_task(self.pods.run(), name="kubelet:pods"))
+        await self.pods.wait_synced()
+        await self.collect_orphans()
+        self.node.is_ready = True
+        await self.node.update_status()
+        log.info("kubelet ready node=%s pod_cidr=%s pods=%d", c.node_name, cidr, len(self.workers))
+        self._tasks.append(asyncio.create_task(self._resync(), name="kubelet:resync"))
+        await stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop the kubelet's loops and workers; pods keep running."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(w.stop() for w in list(self.workers.values())), return_exceptions=True)
+        await self.recorder.flush()
+        await self.client.close()
+        log.info("kubelet stopped node=%s", self.config.node_name)
+
+
+async def _until(stop: asyncio.Event, coro: Any) -> Any:
+    """``coro``'s result, or None when ``stop`` is set first."""
+    task = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        stopper.cancel()
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+async def run_kubelet(config: KubeletConfig, *, stop: asyncio.Event | None = None) -> None:
+    """Run the kubelet until ``stop`` is set (SIGTERM/SIGINT when run by ``main``)."""
+    stop = stop or asyncio.Event()
+    client = await connect(config)
+    kubelet = Kubelet(config, client, make_runtime(config))
+    await kubelet.run(stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="kubepy kubelet", description="kubepy's node agent")
+    add_kubelet_flags(p)
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = config_from_args(args)
+    pyroute2_config.disable_mp_signal = True   # forked pyroute2 helpers die of SIGTERM, as meant
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        main_pid = os.getpid()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            # Not loop.add_signal_handler: pyroute2 forks helpers (pod netns work)
+            # and stops them with SIGTERM; a forked child shares asyncio's wakeup
+            # fd, so the parent would read the child's signal as its own.
+            if os.getpid() != main_pid:
+                os._exit(128 + signum)
+            log.info("kubelet stopping signal=%s", signal.Signals(signum).name)
+            loop.call_soon_threadsafe(stop.set)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        await run_kubelet(config, stop=stop)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1086 @@
+"""One pod made real: ``PodWorker`` reconciles a pod against what containerd holds.
+
+Each pod bound to the node has one worker (an asyncio task) that sleeps
+until its pod is marked dirty (an informer event, a runtime exit/OOM
+event, a probe verdict, a timer or the periodic resync) and then runs
+``sync`` - level-triggered: it reads the runtime's containers of the pod
+(labels say which pod uid, container name and restart count) and does the
+next steps towards the pod spec. One slow pod never blocks another.
+
+``sync`` of a live pod: sandbox (IPAM address → pod netns and veth →
+pod cgroup → /etc files → volumes → the sandbox container), then init
+containers one at a time, each to exit 0, then the app containers;
+restarts per ``restartPolicy`` with Kubernetes' crash-loop back-off (10s
+doubling to 5 min, forgotten after 10 min without a restart); liveness
+and startup probe failures kill the container. A pod with a
+``deletionTimestamp`` (or gone from the API) is stopped gracefully
+(preStop exec hooks, SIGTERM, SIGKILL at the end of the grace period),
+then every trace is removed (containers and snapshots, netns, cgroup,
+IPAM entry, pod dir, logs) and the pod is finally deleted with
+``gracePeriodSeconds=0`` and a uid precondition.
+
+The sandbox is a container running the infra image's ``sleep`` (busybox:
+``--pod-infra-container-image``): it joins the pod netns and owns the
+pod's IPC and UTS namespaces (hostname); the other containers join them by
+``/proc/<sandbox pid>/ns/...``. If the sandbox dies, every container of the
+pod is removed and the pod starts again from its sandbox (as Kubernetes
+does when a sandbox changes). Each container keeps its own PID namespace.
+
+Pure pieces (unit-tested): ``Backoff``, ``resolve_env``, ``expand``,
+``should_restart``, ``container_id_for``, ``pod_resources``.
+
+Errors::
+
+    PodError
+     ├── ConfigError     CreateContainerConfigError: env/volume source missing
+     └── MountError      FailedMount: a volume could not be set up
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import logging
+import math
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubepy.api.quantity import bytes_value, cpu_millis
+from kubepy.client import ConflictError, NotFoundError
+from kubepy.kubelet.podfiles import write_pod_files
+from kubepy.kubelet.probes import LIVENESS, READINESS, STARTUP, ProbeWorker
+from kubepy.kubelet.runtime import (
+    CREATED,
+    PAUSED,
+    RUNNING,
+    STOPPED,
+    ContainerInfo,
+    ContainerSpec,
+    ImagePullError,
+    RuntimeError_,
+)
+from kubepy.kubelet.status import (
+    ContainerRecord,
+    ContainerView,
+    PodStatusInput,
+    build_pod_status,
+    is_terminal,
+    now_rfc3339,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Backoff",
+    "ConfigError",
+    "MountError",
+    "PodError",
+    "PodWorker",
+    "container_id_for",
+    "expand",
+    "pod_resources",
+    "record_from_info",
+    "resolve_env",
+    "should_restart",
+]
+
+LABEL_POD_UID = "io.kubernetes.pod.uid"
+LABEL_POD_NAME = "io.kubernetes.pod.name"
+LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
+LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
+LABEL_RESTART_COUNT = "io.kubernetes.container.restartCount"
+LABEL_KIND = "io.kubepy.container.kind"
+LABEL_CREATED_AT = "io.kubepy.created-at"
+LABEL_LOG_PATH = "io.kubernetes.container.logpath"
+SANDBOX_NAME = "POD"
+SANDBOX, INIT, APP = "sandbox", "init", "app"
+SANDBOX_COMMAND = ["sleep", "2147483647"]
+
+
+class PodError(Exception):
+    """Base of pod worker errors."""
+
+
+class ConfigError(PodError):
+    """A container's configuration cannot be resolved (CreateContainerConfigError)."""
+
+
+class MountError(PodError):
+    """A volume could not be set up (FailedMount)."""
+
+
+# -- pure helpers --------------------------------------------------------------
+
+class Backoff:
+    """Kubernetes' flowcontrol.Backoff keyed by string, on wall-clock seconds.
+
+    ``next`` is called when something is (re)started; ``remaining`` says how
+    long to wait after an event (a container's exit) before the next start.
+    An entry not updated for 2 × ``maximum`` is forgotten (so a container
+    that ran 10 minutes starts again at ``initial``).
+    """
+
+    def __init__(self, initial: float = 10.0, maximum: float = 300.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.initial, self.maximum, self.clock = initial, maximum, clock
+        self._entries: dict[str, tuple[float, float]] = {}   # key -> (delay, last update)
+
+    def _live(self, key: str, at: float) -> tuple[float, float] | None:
+        e = self._entries.get(key)
+        if e is None or at - e[1] > 2 * self.maximum:
+            return None
+        return e
+
+    def next(self, key: str) -> float:
+        now = self.clock()
+        e = self._live(key, now)
+        delay = self.initial if e is None else min(e[0] * 2, self.maximum)
+        self._entries[key] = (delay, now)
+        return delay
+
+    def get(self, key: str) -> float:
+        e = self._entries.get(key)
+        return e[0] if e else 0.0
+
+    def remaining(self, key: str, event_time: float) -> float:
+        e = self._live(key, event_time)
+        if e is None:
+            return 0.0
+        return max(0.0, e[0] - (self.clock() - event_time))
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def forget_prefix(self, prefix: str) -> None:
+        for k in [k for k in self._entries if k.startswith(prefix)]:
+            del self._entries[k]
+
+
+def should_restart(policy: str, exit_code: int | None) -> bool:
+    if policy == "Always":
+        return True
+    if policy == "OnFailure":
+        return exit_code != 0
+    return False
+
+
+_ID_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def container_id_for(namespace: str, pod: str, container: str) -> str:
+    """A readable, unique containerd id: ``<ns>_<pod>_<container>_<hex8>`` (≤ 76 chars)."""
+    parts = [_ID_BAD.sub("-", p).strip("._-")[:20] or "x" for p in (namespace, pod, container)]
+    return "_".join([*parts, secrets.token_hex(4)])
+
+
+def _parse_time(ts: str | None) -> float:
+    if not ts:
+        return time.time()
+    try:
+        text = ts.rstrip("Z")
+        if "." in text:
+            base, frac = text.split(".", 1)
+            text = f"{base}.{frac[:6]}"
+        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return time.time()
+
+
+def _precise_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: unknown references stay, ``$$`` escapes ``$``."""
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        return env[name] if name in env else m.group(0)
+    return _VAR.sub(sub, text)
+
+
+def _field_ref(path: str, pod: dict[str, Any], *, pod_ip: str, host_ip: str, node_name: str) -> str:
+    meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    simple = {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", ""),
+              "metadata.uid": meta.get("uid", ""), "spec.nodeName": spec.get("nodeName") or node_name,
+              "spec.serviceAccountName": spec.get("serviceAccountName", ""), "status.podIP": pod_ip,
+              "status.podIPs": pod_ip, "status.hostIP": host_ip, "status.hostIPs": host_ip}
+    if path in simple:
+        return simple[path]
+    m = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+    if m:
+        return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+    raise ConfigError(f"unsupported fieldRef fieldPath {path!r}")
+
+
+def _resource_field(ref: dict[str, Any], container: dict[str, Any], node_alloc: dict[str, int]) -> str:
+    resource = ref.get("resource", "")
+    section, _, what = resource.partition(".")
+    res = (container.get("resources") or {}).get(section) or {}
+    divisor = ref.get("divisor") or "1"
+    if what == "cpu":
+        milli = cpu_millis(res["cpu"]) if "cpu" in res else node_alloc.get("cpu_milli", 0)
+        return str(math.ceil(milli / max(1, cpu_millis(divisor))))
+    if what in ("memory", "ephemeral-storage"):
+        value = bytes_value(res[what]) if what in res else node_alloc.get(what, 0)
+        return str(math.ceil(value / max(1, bytes_value(divisor))))
+    raise ConfigError(f"unsupported resourceFieldRef resource {resource!r}")
+
+
+def _b64(value: str) -> str:
+    return base64.b64decode(value).decode(errors="replace")
+
+
+def resolve_env(container: dict[str, Any], pod: dict[str, Any], *, pod_ip: str, host_ip: str, node_name: str,
+                get_configmap: Callable[[str, str], dict[str, Any] | None],
+                get_secret: Callable[[str, str], dict[str, Any] | None],
+                node_alloc: dict[str, int] | None = None) -> dict[str, str]:
+    """The container's environment: ``envFrom`` then ``env`` (later wins), ``$(VAR)`` expanded."""
+    ns = (pod.get("metadata") or {}).get("namespace", "default")
+    env: dict[str, str] = {}
+    for src in container.get("envFrom") or []:
+        prefix = src.get("prefix") or ""
+        if "configMapRef" in src:
+            ref = src["configMapRef"]
+            cm = get_configmap(ns, ref.get("name", ""))
+            if cm is None:
+                if ref.get("optional"):
+                    continue
+                raise ConfigError(f'configmap "{ref.get("name")}" not found')
+            for k, v in (cm.get("data") or {}).items():
+                env[prefix + k] = v
+        elif "secretRef" in src:
+            ref = src["secretRef"]
+            sec = get_secret(ns, ref.get("name", ""))
+            if sec is None:
+                if ref.get("optional"):
+                    continue
+                raise ConfigError(f'secret "{ref.get("name")}" not found')
+            for k, v in (sec.get("data") or {}).items():
+                env[prefix + k] = _b64(v)
+    for item in container.get("env") or []:
+        name = item["name"]
+        if "valueFrom" not in item:
+            env[name] = expand(str(item.get("value") or ""), env)
+            continue
+        vf = item["valueFrom"] or {}
+        if "fieldRef" in vf:
+            env[name] = _field_ref(vf["fieldRef"].get("fieldPath", ""), pod, pod_ip=pod_ip, host_ip=host_ip,
+                                   node_name=node_name)
+        elif "resourceFieldRef" in vf:
+            env[name] = _resource_field(vf["resourceFieldRef"], container, node_alloc or {})
+        elif "configMapKeyRef" in vf or "secretKeyRef" in vf:
+            is_cm = "configMapKeyRef" in vf
+            ref = vf["configMapKeyRef" if is_cm else "secretKeyRef"]
+            kind = "configmap" if is_cm else "secret"
+            obj = (get_configmap if is_cm else get_secret)(ns, ref.get("name", ""))
+            if obj is None:
+                if ref.get("optional"):
+                    continue
+                raise ConfigError(f'{kind} "{ref.get("name")}" not found')
+            data = obj.get("data") or {}
+            if ref.get("key") not in data:
+                if ref.get("optional"):
+                    continue
+                raise ConfigError(f"couldn't find key {ref.get('key')} in "
+                                  f"{'ConfigMap' if is_cm else 'Secret'} {ns}/{ref.get('name')}")
+            env[name] = data[ref["key"]] if is_cm else _b64(data[ref["key"]])
+    return env
+
+
+@dataclass
+class PodResources:
+    cpu_request_milli: int = 0
+    cpu_limit_milli: int | None = None
+    memory_limit: int | None = None
+
+
+def pod_resources(spec: dict[str, Any]) -> PodResources:
+    """Pod-level cgroup values: sums over app containers, at least the largest init container.
+
+    A limit is set only when every container has one (otherwise the pod is unbounded)."""
+    def one(c: dict[str, Any]) -> tuple[int, int | None, int | None]:
+        r = c.get("resources") or {}
+        req, lim = r.get("requests") or {}, r.get("limits") or {}
+        cpu_req = cpu_millis(req["cpu"]) if "cpu" in req else (cpu_millis(lim["cpu"]) if "cpu" in lim else 0)
+        return (cpu_req, cpu_millis(lim["cpu"]) if "cpu" in lim else None,
+                bytes_value(lim["memory"]) if "memory" in lim else None)
+
+    apps = [one(c) for c in spec.get("containers") or []]
+    inits = [one(c) for c in spec.get("initContainers") or []]
+    req = sum(a[0] for a in apps)
+    cpu_lim = sum(a[1] for a in apps) if apps and all(a[1] is not None for a in apps) else None  # type: ignore[misc]
+    mem_lim = sum(a[2] for a in apps) if apps and all(a[2] is not None for a in apps) else None  # type: ignore[misc]
+    for i in inits:
+        req = max(req, i[0])
+        cpu_lim = None if cpu_lim is None or i[1] is None else max(cpu_lim, i[1])
+        mem_lim = None if mem_lim is None or i[2] is None else max(mem_lim, i[2])
+    return PodResources(req, cpu_lim, mem_lim)
+
+
+def record_from_info(info: ContainerInfo, oom_ids: set[str]) -> ContainerRecord | None:
+    labels = info.labels
+    if LABEL_POD_UID not in labels:
+        return None
+    running = info.status in (RUNNING, CREATED, PAUSED, "PAUSING")
+    return ContainerRecord(
+        id=info.id, name=labels.get(LABEL_CONTAINER_NAME, ""), kind=labels.get(LABEL_KIND, APP),
+        restart_count=int(labels.get(LABEL_RESTART_COUNT, "0") or 0), image=info.image,
+        created_at=labels.get(LABEL_CREATED_AT) or now_rfc3339(), running=running,
+        exit_code=None if running else info.exit_status,
+        finished_at=None if running else info.exited_at, oom_killed=info.id in oom_ids)
+
+
+# -- volumes ---------------------------------------------------------------------
+
+def write_atomic(target: Path, files: dict[str, tuple[bytes, int]]) -> bool:
+    """Kubernetes' AtomicWriter: files in ``..<ts>/``, ``..data`` → it, user paths → ``..data/<path>``.
+
+    Returns True when the content changed. Readers never see a half-written
+    set: the ``..data`` symlink is replaced with one rename.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    data_link = target / "..data"
+    if data_link.is_symlink():
+        current = target / os.readlink(data_link)
+        same = True
+        for rel, (content, mode) in files.items():
+            p = current / rel
+            try:
+                if p.read_bytes() != content or (p.stat().st_mode & 0o777) != mode:
+                    same = False
+                    break
+            except OSError:
+                same = False
+                break
+        if same:
+            existing = {str(p.relative_to(current)) for p in current.rglob("*") if p.is_file()}
+            if existing == set(files):
+                return False
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y_%m_%d_%H_%M_%S.%f")
+    ts_dir = target / f"..{stamp}{secrets.token_hex(2)}"
+    ts_dir.mkdir()
+    for rel, (content, mode) in files.items():
+        p = ts_dir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content)
+        p.chmod(mode)
+    tmp = target / "..data_tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(ts_dir.name)
+    os.replace(tmp, data_link)
+    tops = {rel.split("/", 1)[0] for rel in files}
+    for top in tops:
+        link = target / top
+        if not link.is_symlink():
+            link.symlink_to(f"..data/{top}")
+    for entry in target.iterdir():
+        if entry.name.startswith(".."):
+            if entry.name not in ("..data", ts_dir.name) and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_symlink() and entry.name not in tops:
+            entry.unlink()
+    return True
+
+
+def projection(source: dict[str, Any], data: dict[str, bytes], *, kind: str, name: str,
+               namespace: str) -> dict[str, tuple[bytes, int]]:
+    """Files of a configMap/secret volume (``items`` select and rename keys)."""
+    default_mode = int(source.get("defaultMode", 0o644))
+    items = source.get("items")
+    if not items:
+        return {k: (v, default_mode) for k, v in data.items()}
+    out = {}
+    for item in items:
+        key = item.get("key")
+        if key not in data:
+            if source.get("optional"):
+                continue
+            raise MountError(f'configmap references non-existent config key: {key}' if kind == "configmap"
+                             else f"references non-existent secret key: {key}")
+        out[str(item.get("path") or key).lstrip("/")] = (data[key], int(item.get("mode", default_mode)))
+    return out
+
+
+# -- the worker -------------------------------------------------------------------
+
+class PodWorker:
+    """Owns one pod (by uid) for its whole life on this node."""
+
+    def __init__(self, kubelet: Any, uid: str, pod: dict[str, Any] | None) -> None:
+        self.k = kubelet
+        self.uid = uid
+        self.pod = pod
+        self.dirty = asyncio.Event()
+        self.dirty.set()
+        self.records: list[ContainerRecord] = []
+        self.waiting: dict[str, tuple[str, str]] = {}
+        self.probes: dict[str, list[ProbeWorker]] = {}
+        self.sandbox_id: str | None = None
+        self.pod_ip: str | None = None
+        self.netns_path: str | None = None
+        self.start_time: str | None = None
+        self.kill_deadline: float | None = None
+        self.message: tuple[str, str] | None = None
+        self._wake_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._names = ("", "")
+        self.sandbox_pid: int | None = None
+        self.cgroup_path = ""
+        self.hostname = ""
+        self.etc_files: dict[str, Path] = {}
+        self.volume_paths: dict[str, Path] = {}
+        self._pulled_events: set[str] = set()
+        self._pull_failed_at: dict[str, float] = {}
+        if pod is not None:
+            self.set_pod(pod)
+            st = pod.get("status") or {}
+            self.pod_ip = st.get("podIP")
+            self.start_time = st.get("startTime")
+
+    def set_pod(self, pod: dict[str, Any] | None) -> None:
+        """The pod as the informer has it now (None: gone from the API)."""
+        self.pod = pod
+        if pod is not None:
+            meta = pod.get("metadata") or {}
+            self._names = (meta.get("namespace", ""), meta.get("name", ""))
+        self.mark_dirty()
+
+    # -- identity ----------------------------------------------------------
+    @property
+    def namespace(self) -> str:
+        return self._names[0]
+
+    @property
+    def name(self) -> str:
+        return self._names[1]
+
+    @property
+    def pod_dir(self) -> Path:
+        return Path(self.k.config.pods_dir) / self.uid
+
+    def log_dir(self) -> Path:
+        return Path(self.k.config.log_dir) / f"{self.namespace}_{self.name}_{self.uid}"
+
+    # -- scheduling --------------------------------------------------------
+    def mark_dirty(self) -> None:
+        self.dirty.set()
+
+    def wake_in(self, seconds: float) -> None:
+        at = time.monotonic() + max(0.05, seconds)
+        if self._wake_at <= time.monotonic() or at < self._wake_at:
+            self._wake_at = at
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"pod:{self.uid}")
+
+    async def stop(self) -> None:
+        """Stop working on the pod (the kubelet is shutting down); containers keep running."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._stop_probes()
+
+    async def _loop(self) -> None:
+        errors = 0
+        while True:
+            timeout = self._wake_at - time.monotonic() if self._wake_at else None
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.dirty.wait(), timeout)
+            self.dirty.clear()
+            self._wake_at = time.monotonic() + self.k.config.sync_frequency
+            try:
+                finished = await self.sync()
+                errors = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                errors += 1
+                delay = min(0.5 * 2 ** min(errors, 6), 10.0)
+                log.exception("pod sync failed pod=%s/%s uid=%s retry_in=%.1fs", self.namespace,
+                              self.name, self.uid, delay)
+                self.wake_in(delay)
+                continue
+            if finished:
+                self.k.worker_done(self)
+                return
+
+    # -- runtime view --------------------------------------------------------
+    async def snapshot(self) -> list[ContainerRecord]:
+        rt = self.k.runtime
+        infos = [i for i in await rt.list_containers(reap=False) if i.labels.get(LABEL_POD_UID) == self.uid]
+        reaped = False
+        for info in infos:
+            if info.status == STOPPED and info.exit_status is None:
+                if self.k.cgroup_oom(self.uid, info.id):
+                    self.k.mark_oom(self.uid, info.id)
+                with contextlib.suppress(RuntimeError_):
+                    await rt.exit_status(info.id)
+                reaped = True
+        if reaped:
+            infos = [i for i in await rt.list_containers() if i.labels.get(LABEL_POD_UID) == self.uid]
+        oom = self.k.oom_ids(self.uid)
+        recs = [r for r in (record_from_info(i, oom) for i in infos) if r is not None]
+        recs.sort(key=lambda r: (r.restart_count, r.created_at))
+        for r in recs:
+            self.k.container_pod[r.id] = self.uid
+        self.records = recs
+        return recs
+
+    def instances(self, name: str, kind: str) -> list[ContainerRecord]:
+        return [r for r in self.records if r.name == name and r.kind == kind]
+
+    def latest(self, name: str, kind: str) -> tuple[ContainerRecord | None, ContainerRecord | None]:
+        inst = self.instances(name, kind)
+        return (inst[-1] if inst else None, inst[-2] if len(inst) > 1 else None)
+
+    # -- events ------------------------------------------------------------------
+    def event(self, type_: str, reason: str, message: str) -> None:
+        if self.pod is None:
+            return
+        obj = {**self.pod, "kind": "Pod", "apiVersion": "v1"}
+        self.k.recorder.event(obj, type_, reason, message)
+
+    def _pod_ref(self) -> str:
+        return f"{self.name}_{self.namespace}({self.uid})"
+
+    # -- sync ---------------------------------------------------------------------
+    async def sync(self) -> bool:
+        """One reconcile pass; True when the pod is gone and the worker may end."""
+        pod = self.pod
+        if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return await self.terminate()
+        await self.snapshot()
+        base_status = self.k.status.last(self.uid) or pod.get("status") or {}
+        if is_terminal(base_status.get("phase")):
+            await self._stop_finished()
+            await self.write_status()
+            return False
+        if not self.start_time:
+            self.start_time = now_rfc3339()
+        self.message = None
+        if not await self.ensure_sandbox():
+            await self.write_status()
+            return False
+        if not await self.ensure_volumes():
+            await self.write_status()
+            return False
+        spec = pod.get("spec") or {}
+        policy = spec.get("restartPolicy", "Always")
+        initialized = True
+        for c in spec.get("initContainers") or []:
+            latest, _ = self.latest(c["name"], INIT)
+            if latest is not None and latest.running:
+                initialized = False
+                break
+            if latest is not None and latest.exit_code == 0:
+                self.waiting.pop(c["name"], None)
+                continue
+            initialized = False
+            if latest is None:
+                await self.start_container(c, INIT, 0)
+            elif policy != "Never":
+                await self.restart_with_backoff(c, INIT, latest)
+            break
+        if initialized:
+            for c in spec.get("containers") or []:
+                await self.reconcile_app_container(c, policy)
+        else:
+            for c in spec.get("containers") or []:
+                if self.latest(c["name"], APP)[0] is None:
+                    self.waiting[c["name"]] = ("PodInitializing", "")
+        await self.snapshot()
+        await self._sync_probes()
+        status = await self.write_status()
+        if is_terminal(status.get("phase")):
+            self.mark_dirty()   # tear down the sandbox of a finished pod
+        return False
+
+    async def reconcile_app_container(self, c: dict[str, Any], policy: str) -> None:
+        name = c["name"]
+        latest, _ = self.latest(name, APP)
+        if latest is None:
+            await self.start_container(c, APP, 0)
+            return
+        if latest.running:
+            self.waiting.pop(name, None)
+            failed = self._failed_probe(latest.id)
+            if failed:
+                self.event("Normal", "Killing", f"Container {name} failed {failed.lower()} probe, will be restarted")
+                await self._stop_probes(latest.id)
+                await self.kill_container(latest, self._grace(c, failed))
+                self.mark_dirty()
+            return
+        if should_restart(policy, latest.exit_code):
+            await self.restart_with_backoff(c, APP, latest)
+        else:
+            self.waiting.pop(name, None)
+
+    async def restart_with_backoff(self, c: dict[str, Any], kind: str, latest: ContainerRecord) -> None:
+        name = c["name"]
+        key = f"{self.uid}/{name}"
+        remaining = self.k.backoff.remaining(key, _parse_time(latest.finished_at))
+        if remaining > 0:
+            delay = int(self.k.backoff.get(key))
+            msg = f"back-off {_fmt_duration(delay)} restarting failed container={name} pod={self._pod_ref()}"
+            if self.waiting.get(name, ("",))[0] != "CrashLoopBackOff":
+                self.event("Warning", "BackOff", f"Back-off restarting failed container {name} in pod "
+                                                 f"{self._pod_ref()}")
+            self.waiting[name] = ("CrashLoopBackOff", msg)
+            self.wake_in(remaining)
+            return
+        self.k.backoff.next(key)
+        await self.start_container(c, kind, latest.restart_count + 1)
+
+    def _grace(self, c: dict[str, Any], probe_kind: str) -> float:
+        probe = c.get({"Liveness": "livenessProbe", "Startup": "startupProbe"}.get(probe_kind, ""), {}) or {}
+        if probe.get("terminationGracePeriodSeconds") is not None:
+            return float(probe["terminationGracePeriodSeconds"])
+        return float(((self.pod or {}).get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+
+    # -- sandbox ---------------------------------------------------------------------
+    def _host_network(self) -> bool:
+        return bool(((self.pod or {}).get("spec") or {}).get("hostNetwork"))
+
+    async def ensure_sandbox(self) -> bool:
+        k, pod = self.k, self.pod
+        assert pod is not None
+        sandboxes = [r for r in self.records if r.kind == SANDBOX]
+        live = next((r for r in reversed(sandboxes) if r.running), None)
+        if live is not None and live.id == self.sandbox_id:
+            return True
+        if live is None and sandboxes or (live is None and any(r.kind != SANDBOX for r in self.records)):
+            # The sandbox died (or vanished): start the pod again from a new one.
+            log.info("sandbox gone, recreating pod=%s/%s uid=%s", self.namespace, self.name, self.uid)
+            await self._stop_probes()
+            for r in self.records:
+                await k.runtime.remove(r.id)
+            self.records = []
+        spec, meta = pod.get("spec") or {}, pod["metadata"]
+        hostname = (spec.get("hostname") or meta["name"])[:63].rstrip("-.")
+        res = pod_resources(spec)
+        try:
+            if self._host_network():
+                self.pod_ip, self.netns_path = k.config.node_ip, None
+            else:
+                ip = await asyncio.to_thread(k.ipam.allocate, self.uid, name=f"{meta['namespace']}/{meta['name']}")
+                net = await asyncio.to_thread(k.network.setup_pod, namespace=meta["namespace"], name=meta["name"],
+                                              uid=self.uid, ip=ip)
+                self.pod_ip, self.netns_path = net.ip, net.netns_path
+            self.cgroup_path = await asyncio.to_thread(
+                k.cgroups.create, self.uid, cpu_request_milli=res.cpu_request_milli,
+                cpu_limit_milli=res.cpu_limit_milli, memory_limit_bytes=res.memory_limit)
+            self.etc_files = await asyncio.to_thread(
+                write_pod_files, self.pod_dir, hostname=hostname, pod_ip=self.pod_ip or "",
+                namespace=meta["namespace"], cluster_domain=k.config.cluster_domain,
+                dns_server=k.config.cluster_dns, dns_policy=spec.get("dnsPolicy", "ClusterFirst"),
+                host_aliases=spec.get("hostAliases") or [], dns_config=spec.get("dnsConfig"),
+                subdomain=spec.get("subdomain") or "")
+            self.hostname = hostname
+            if live is None:
+                image = k.config.pod_infra_container_image
+                if not await k.runtime.image_exists(image):
+                    raise PodError(f'pod infra image "{image}" is not present (import it; no pull is attempted)')
+                cid = container_id_for(meta["namespace"], meta["name"], "pause")
+                labels = self._labels(SANDBOX_NAME, SANDBOX, 0)
+                await k.runtime.run(ContainerSpec(
+                    id=cid, image=image, command=SANDBOX_COMMAND, netns_path=self.netns_path,
+                    uts_ns_path=f"/proc/{os.getpid()}/ns/uts" if self._host_network() else None,
+                    hostname=None if self._host_network() else hostname,
+                    cgroups_path=f"{self.cgroup_path}/{cid}", labels=labels))
+                k.container_pod[cid] = self.uid
+                log.info("sandbox started pod=%s/%s uid=%s container=%s ip=%s", self.namespace, self.name,
+                         self.uid, cid, self.pod_ip)
+                self.sandbox_id = cid
+                await self.snapshot()
+            else:
+                self.sandbox_id = live.id
+                log.info("sandbox adopted pod=%s/%s uid=%s container=%s ip=%s", self.namespace, self.name,
+                         self.uid, live.id, self.pod_ip)
+        except (RuntimeError_, PodError, OSError) as e:
+            self.sandbox_id = None
+            self.message = ("FailedCreatePodSandBox", str(e))
+            self.event("Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}")
+            log.warning("sandbox failed pod=%s/%s uid=%s err=%s", self.namespace, self.name, self.uid, e)
+            self.wake_in(5.0)
+            return False
+        self.sandbox_pid = await k.runtime.task_pid(self.sandbox_id)
+        return True
+
+    def _labels(self, name: str, kind: str, restart: int, log_path: str = "") -> dict[str, str]:
+        labels = {LABEL_POD_UID: self.uid, LABEL_POD_NAME: self.name, LABEL_POD_NAMESPACE: self.namespace,
+                  LABEL_CONTAINER_NAME: name, LABEL_RESTART_COUNT: str(restart), LABEL_KIND: kind,
+                  LABEL_CREATED_AT: _precise_now()}
+        if log_path:
+            labels[LABEL_LOG_PATH] = log_path
+        return labels
+
+    # -- volumes -----------------------------------------------------------------------
+    async def ensure_volumes(self) -> bool:
+        try:
+            self.volume_paths = await self._volumes()
+        except MountError as e:
+            self.message = None
+            for c in ((self.pod or {}).get("spec") or {}).get("containers") or []:
+                if self.latest(c["name"], APP)[0] is None:
+                    self.waiting[c["name"]] = ("ContainerCreating", "")
+            self.event("Warning", "FailedMount", str(e))
+            self.wake_in(2.0)
+            return False
+        return True
+
+    async def _volumes(self) -> dict[str, Path]:
+        pod = self.pod
+        assert pod is not None
+        ns = pod["metadata"]["namespace"]
+        out: dict[str, Path] = {}
+        base = self.pod_dir / "volumes"
+        for v in (pod.get("spec") or {}).get("volumes") or []:
+            name = v["name"]
+            if "hostPath" in v:
+                hp = v["hostPath"]
+                path, typ = Path(hp["path"]), hp.get("type") or ""
+                if typ == "DirectoryOrCreate":
+                    path.mkdir(parents=True, exist_ok=True)
+                elif typ == "FileOrCreate" and not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch()
+                elif typ in ("Directory", "File", "Socket", "CharDevice", "BlockDevice") and not path.exists():
+                    raise MountError(f'MountVolume.SetUp failed for volume "{name}" : hostPath type check '
+                                     f"failed: {path} does not exist")
+                out[name] = path
+            elif "configMap" in v or "secret" in v:
+                is_cm = "configMap" in v
+                src = v["configMap" if is_cm else "secret"]
+                obj_name = src.get("name" if is_cm else "secretName", "")
+                obj = (self.k.get_configmap if is_cm else self.k.get_secret)(ns, obj_name)
+                kind = "configmap" if is_cm else "secret"
+                if obj is None and not src.get("optional"):
+                    raise MountError(f'MountVolume.SetUp failed for volume "{name}" : {kind} "{obj_name}" not found')
+                data: dict[str, bytes] = {}
+                if obj is not None:
+                    if is_cm:
+                        data = {k: str(val).encode() for k, val in (obj.get("data") or {}).items()}
+                        data.update({k: base64.b64decode(val) for k, val in (obj.get("binaryData") or {}).items()})
+                    else:
+                        data = {k: base64.b64decode(val) for k, val in (obj.get("data") or {}).items()}
+                try:
+                    files = projection(src, data, kind=kind, name=obj_name, namespace=ns)
+                except MountError as e:
+                    raise MountError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from e
+                target = base / f"kubernetes.io~{'configmap' if is_cm else 'secret'}" / name
+                if await asyncio.to_thread(write_atomic, target, files):
+                    log.info("volume updated pod=%s/%s volume=%s source=%s/%s", ns, self.name, name, kind, obj_name)
+                out[name] = target
+            else:   # emptyDir (and anything else: a plain directory in the pod dir)
+                target = base / "kubernetes.io~empty-dir" / name
+                target.mkdir(parents=True, exist_ok=True)
+                target.chmod(0o777)
+                out[name] = target
+        return out
+
+    def _mounts(self, c: dict[str, Any]) -> list[tuple[str, str, bool]]:
+        mounts: list[tuple[str, str, bool]] = []
+        vols = {v["name"]: v for v in ((self.pod or {}).get("spec") or {}).get("volumes") or []}
+        taken = set()
+        for m in c.get("volumeMounts") or []:
+            host = self.volume_paths.get(m["name"])
+            if host is None:
+                raise ConfigError(f'volume "{m["name"]}" not found')
+            if m.get("subPath"):
+                host = host / m["subPath"].lstrip("/")
+                if not host.exists():
+                    host.mkdir(parents=True, exist_ok=True)
+            v = vols.get(m["name"]) or {}
+            ro = bool(m.get("readOnly")) or "configMap" in v or "secret" in v
+            mounts.append((str(host), m["mountPath"], ro))
+            taken.add(m["mountPath"])
+        for dest, host in self.etc_files.items():
+            if dest not in taken and not (dest == "/etc/hosts" and self._host_network()):
+                mounts.append((str(host), dest, False))
+        return mounts
+
+    # -- containers ----------------------------------------------------------------------
+    async def ensure_image(self, c: dict[str, Any]) -> bool:
+        k, name, image = self.k, c["name"], c.get("image", "")
+        policy = c.get("imagePullPolicy") or "IfNotPresent"
+        present = await k.runtime.image_exists(image)
+        if policy == "Never":
+            if not present:
+                msg = f'Container image "{image}" is not present with pull policy of Never'
+                self.waiting[name] = ("ErrImageNeverPull", msg)
+                self.event("Warning", "ErrImageNeverPull", msg)
+                self.wake_in(10.0)
+            return present
+        if policy == "IfNotPresent" and present:
+            if name not in self._pulled_events:
+                self._pulled_events.add(name)
+                self.event("Normal", "Pulled", f'Container image "{image}" already present on machine')
+            return True
+        key = f"image/{image}"
+        last_fail = self._pull_failed_at.get(image)
+        if last_fail is not None:
+            remaining = k.pull_backoff.remaining(key, last_fail)
+            if remaining > 0:
+                self.waiting[name] = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
+                self.event("Normal", "BackOff", f'Back-off pulling image "{image}"')
+                self.wake_in(remaining)
+                return False
+        self.event("Normal", "Pulling", f'Pulling image "{image}"')
+        t0 = time.monotonic()
+        try:
+            await k.runtime.pull(image)
+        except ImagePullError as e:
+            k.pull_backoff.next(key)
+            self._pull_failed_at[image] = time.time()
+            msg = f'Failed to pull image "{image}": {e.reason}'
+            self.waiting[name] = ("ErrImagePull", msg)
+            self.event("Warning", "Failed", msg)
+            self.event("Warning", "Failed", "Error: ErrImagePull")
+            self.wake_in(k.pull_backoff.get(key))
+            return False
+        self._pull_failed_at.pop(image, None)
+        k.pull_backoff.forget(key)
+        self.event("Normal", "Pulled", f'Successfully pulled image "{image}" in {time.monotonic() - t0:.3f}s')
+        return True
+
+    async def start_container(self, c: dict[str, Any], kind: str, restart: int) -> bool:
+        k, pod, name = self.k, self.pod, c["name"]
+        assert pod is not None
+        if not await self.ensure_image(c):
+            return False
+        try:
+            env = resolve_env(c, pod, pod_ip=self.pod_ip or "", host_ip=k.config.node_ip,
+                              node_name=k.config.node_name, get_configmap=k.get_configmap,
+                              get_secret=k.get_secret, node_alloc=k.node_alloc)
+            env.setdefault("HOSTNAME", self.hostname)
+            command = [expand(a, env) for a in c.get("command") or []] or None
+            args = [expand(a, env) for a in c.get("args") or []] or None
+            mounts = self._mounts(c)
+        except ConfigError as e:
+            self.waiting[name] = ("CreateContainerConfigError", str(e))
+            self.event("Warning", "Failed", f"Error: {e}")
+            self.wake_in(5.0)
+            return False
+        resources = c.get("resources") or {}
+        lim, req = resources.get("limits") or {}, resources.get("requests") or {}
+        cpu_req = cpu_millis(req["cpu"]) if "cpu" in req else (cpu_millis(lim["cpu"]) if "cpu" in lim else 0)
+        log_path = self.log_dir() / name / f"{restart}.log"
+        cid = container_id_for(self.namespace, self.name, name)
+        sec = c.get("securityContext") or {}
+        user = None
+        if sec.get("runAsUser") is not None:
+            user = str(sec["runAsUser"]) + (f":{sec['runAsGroup']}" if sec.get("runAsGroup") is not None else "")
+        pid = self.sandbox_pid
+        spec = ContainerSpec(
+            id=cid, image=c["image"], command=command, args=args, env=env, working_dir=c.get("workingDir"),
+            user=user, mounts=mounts, netns_path=self.netns_path,
+            ipc_ns_path=f"/proc/{pid}/ns/ipc" if pid else None, uts_ns_path=f"/proc/{pid}/ns/uts" if pid else None,
+            cgroups_path=f"{self.cgroup_path}/{cid}", labels=self._labels(name, kind, restart, str(log_path)),
+            log_path=str(log_path), privileged=bool(sec.get("privileged")),
+            read_only_rootfs=bool(sec.get("readOnlyRootFilesystem")),
+            memory_limit=bytes_value(lim["memory"]) if "memory" in lim else None,
+            cpu_shares=max(2, cpu_req * 1024 // 1000) if cpu_req else 2,
+            cpu_quota=max(1000, cpu_millis(lim["cpu"]) * 100) if "cpu" in lim else None)
+        try:
+            await k.runtime.run(spec)
+        except RuntimeError_ as e:
+            self.waiting[name] = ("RunContainerError", str(e))
+            self.event("Warning", "Failed", f"Error: {e}")
+            k.backoff.next(f"{self.uid}/{name}")
+            self.wake_in(k.backoff.get(f"{self.uid}/{name}"))
+            log.warning("container start failed pod=%s/%s container=%s err=%s", self.namespace, self.name, name, e)
+            return False
+        k.container_pod[cid] = self.uid
+        self.waiting.pop(name, None)
+        self.event("Normal", "Created", f"Created container {name}")
+        self.event("Normal", "Started", f"Started container {name}")
+        log.info("container started pod=%s/%s container=%s id=%s restart=%d kind=%s", self.namespace, self.name,
+                 name, cid, restart, kind)
+        # Keep the newest dead instance (logs --previous, lastState); remove older ones.
+        for old in self.instances(name, kind)[:-1]:
+            with contextlib.suppress(RuntimeError_):
+                await k.runtime.remove(old.id)
+        await self.snapshot()
+        return True
+
+    async def kill_container(self, rec: ContainerRecord, grace: float, c: dict[str, Any] | None = None) -> None:
+        """preStop hook, SIGTERM, SIGKILL after ``grace`` seconds; waits for the exit."""
+        k = self.k
+        deadline = time.monotonic() + max(0.0, grace)
+        hook = ((c or {}).get("lifecycle") or {}).get("preStop") or {}
+        if hook.get("exec"):
+            argv = list(hook["exec"].get("command") or [])
+            try:
+                proc = await k.runtime.exec(rec.id, "prestop-" + secrets.token_hex(4), argv)
+                await asyncio.wait_for(proc.communicate(), max(0.1, deadline - time.monotonic()))
+                if proc.returncode:
+                    self.event("Warning", "FailedPreStopHook", f"PreStopHook failed: exit {proc.returncode}")
+            except (TimeoutError, RuntimeError_, OSError) as e:
+                self.event("Warning", "FailedPreStopHook", f"PreStopHook failed: {e}")
+        for sig in ("SIGTERM", "SIGKILL"):
+            try:
+                await k.runtime.kill(rec.id, sig, all_processes=sig == "SIGKILL")
+            except RuntimeError_:
+                return   # no task: already gone
+            wait_until = deadline if sig == "SIGTERM" else time.monotonic() + 10.0
+            if await k.wait_exit(rec.id, wait_until - time.monotonic()):
+                return
+
+    # -- probes ----------------------------------------------------------------------------
+    def _failed_probe(self, cid: str) -> str | None:
+        for w in self.probes.get(cid, []):
+            if w.kind in (LIVENESS, STARTUP) and w.state.verdict is False:
+                return w.kind
+        return None
+
+    async def _stop_probes(self, cid: str | None = None) -> None:
+        for key in [cid] if cid else list(self.probes):
+            for w in self.probes.pop(key, []):
+                await w.stop()
+
+    async def _sync_probes(self) -> None:
+        spec = (self.pod or {}).get("spec") or {}
+        running: dict[str, tuple[ContainerRecord, dict[str, Any]]] = {}
+        for c in spec.get("containers") or []:
+            latest, _ = self.latest(c["name"], APP)
+            if latest is not None and latest.running:
+                running[latest.id] = (latest, c)
+        for cid in [c for c in self.probes if c not in running]:
+            await self._stop_probes(cid)
+        for cid, (rec, c) in running.items():
+            if cid in self.probes:
+                continue
+            workers: list[ProbeWorker] = []
+            ports = {p["name"]: int(p["containerPort"]) for p in c.get("ports") or [] if p.get("name")}
+            started = time.monotonic() - max(0.0, time.time() - _parse_time(rec.created_at))
+            startup: list[ProbeWorker] = []
+
+            def gate(startup: list[ProbeWorker] = startup) -> bool:
+                return all(w.ok for w in startup)
+
+            for kind, key in ((STARTUP, "startupProbe"), (LIVENESS, "livenessProbe"), (READINESS, "readinessProbe")):
+                if not c.get(key):
+                    continue
+                w = ProbeWorker(kind, c[key], runtime=self.k.runtime, container_id=cid, pod_ip=self.pod_ip or "",
+                                ports=ports, started_monotonic=started,
+                                gate=(lambda: True) if kind == STARTUP else gate, on_change=self.mark_dirty,
+                                on_failure=lambda kind, out, n=c["name"]: self.event(
+                                    "Warning", "Unhealthy", f"{kind} probe failed: {out}"))
+                if kind == STARTUP:
+                    startup.append(w)
+                workers.append(w)
+                w.start()
+            self.probes[cid] = workers
+
+    def _probe_view(self, cid: str) -> tuple[bool, bool]:
+        """(ready, started) of a running container instance."""
+        ws = {w.kind: w for w in self.probes.get(cid, [])}
+        started = ws[STARTUP].ok if STARTUP in ws else True
+        ready = started and (ws[READINESS].ok if READINESS in ws else True)
+        return ready, started
+
+    # -- status ------------------------------------------------------------------------
+    def _views(self, containers: list[dict[str, Any]], kind: str) -> dict[str, ContainerView]:
+        views = {}
+        for c in containers:
+            latest, prev = self.latest(c["name"], kind)
+            v = ContainerView(latest=latest, previous=prev, waiting=self.waiting.get(c["name"]),
+                              image_id=self.k.image_id(c.get("image", "")))
+            if latest is not None and latest.running:
+                if kind == APP:
+                    v.ready, v.started = self._probe_view(latest.id)
+                else:
+                    v.started = True
+            views[c["name"]] = v
+        return views
+
+    async def write_status(self) -> dict[str, Any]:
+        pod = self.pod
+        assert pod is not None
+        spec = pod.get("spec") or {}
+        base = self.k.status.last(self.uid) or pod.get("status") or {}
+        await self.k.ensure_image_ids([c.get("image", "") for c in
+                                       (spec.get("containers") or []) + (spec.get("initContainers") or [])])
+        inp = PodStatusInput(views=self._views(spec.get("containers") or [], APP),
+                             init_views=self._views(spec.get("initContainers") or [], INIT),
+                             pod_ip=self.pod_ip, host_ip=self.k.config.node_ip, start_time=self.start_time,
+                             message=self.message)
+        status = build_pod_status({**pod, "status": base}, inp)
+        if not await self.k.status.write(pod, status):
+            self.wake_in(self.k.status.due_in(self.uid))
+        return status
+
+    # -- the end of a pod -------------------------------------------------------------
+    async def _stop_finished(self) -> None:
+        """A Succeeded/Failed pod: stop what still runs, give back its sandbox and address."""
+        spec = (self.pod or {}).get("spec") or {}
+        by_name = {c["name"]: c for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])}
+        await self._stop_probes()
+        for r in self.records:
+            if r.running and r.kind != SANDBOX:
+                await self.kill_container(r, float(spec.get("terminationGracePeriodSeconds", 30)),
+                                          by_name.get(r.name))
+        for r in self.records:
+            if r.kind == SANDBOX:
+                await self.k.runtime.remove(r.id)
+        if self.sandbox_id is not None or any(r.kind == SANDBOX for r in self.records):
+            log.info("pod finished, sandbox removed pod=%s/%s uid=%s", self.namespace, self.name, self.uid)
+        self.sandbox_id = None
+        await asyncio.to_thread(self.k.network.teardown_pod, self.uid)
+        await asyncio.to_thread(self.k.ipam.release, self.uid)
+        await self.snapshot()
+
+    async def terminate(self) -> bool:
+        pod = self.pod
+        await self._stop_probes()
+        await self.snapshot()
+        if pod is not None:
+            meta = pod["metadata"]
+            grace = float(meta.get("deletionGracePeriodSeconds") or 0)
+            if self.kill_deadline is None:
+                self.kill_deadline = time.monotonic() + grace
+                log.info("pod terminating pod=%s/%s uid=%s grace=%ss", self.namespace, self.name, self.uid, grace)
+            spec = pod.get("spec") or {}
+            by_name = {c["name"]: c for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])}
+            running = [r for r in self.records if r.running and r.kind != SANDBOX]
+            for r in running:
+                self.event("Normal", "Killing", f"Stopping container {r.name}")
+            await asyncio.gather(*(self.kill_container(r, self.kill_deadline - time.monotonic(), by_name.get(r.name))
+                                   for r in running))
+        await self.k.cleanup_pod(self.uid, log_dir=self.log_dir() if self.name else None)
+        self.records = []
+        if pod is not None:
+            meta = pod["metadata"]
+            try:
+                await self.k.client.delete("pods", meta["name"], namespace=meta["namespace"], grace_period_seconds=0,
+                                           preconditions={"uid": self.uid})
+                log.info("pod deleted pod=%s/%s uid=%s", meta["namespace"], meta["name"], self.uid)
+            except (NotFoundError, ConflictError):
+                pass
+        self.k.status.forget(self.uid)
+        self.k.backoff.forget_prefix(f"{self.uid}/")
+        return True
+
+
+def _fmt_duration(seconds: int) -> str:
+    """Go's time.Duration.String for whole seconds: 10s, 1m20s, 5m0s."""
+    if seconds < 60:
+        return f"{seconds}s"
+    return f"{seconds // 60}m{seconds % 60}s"

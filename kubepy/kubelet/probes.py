@@ -1,0 +1,201 @@
+"""Container probes: liveness, readiness and startup, each a small asyncio loop.
+
+One ``ProbeWorker`` per (container instance, probe kind). It waits
+``initialDelaySeconds`` after the container started, then probes every
+``periodSeconds`` with ``timeoutSeconds``; ``ProbeState`` turns single
+results into a verdict with ``successThreshold`` / ``failureThreshold``
+consecutive results (pure: the unit tests drive it). A startup probe gates
+the others: liveness and readiness do not run until it has succeeded.
+Verdict changes call ``on_change`` (the pod worker marks its pod dirty);
+failures call ``on_failure`` with the probe's output (the kubelet records
+an ``Unhealthy`` Event).
+
+Handlers: ``exec`` (``Runtime.exec`` in the container, exit 0 is success),
+``httpGet`` (HTTP/1.1 GET from the kubelet's network namespace - the
+node's, which reaches pod IPs through the bridge - status 200-399 is
+success), ``tcpSocket`` (a connect). A timeout is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LIVENESS", "READINESS", "STARTUP", "ProbeResult", "ProbeState", "ProbeWorker", "run_probe"]
+
+LIVENESS, READINESS, STARTUP = "Liveness", "Readiness", "Startup"
+MAX_OUTPUT = 1024
+
+
+@dataclass
+class ProbeResult:
+    ok: bool
+    output: str = ""
+
+
+@dataclass
+class ProbeState:
+    """Consecutive results → verdict. ``verdict`` None: not decided yet."""
+
+    success_threshold: int = 1
+    failure_threshold: int = 3
+    verdict: bool | None = None
+    successes: int = 0
+    failures: int = 0
+
+    @classmethod
+    def from_spec(cls, probe: dict[str, Any], *, initial: bool | None) -> ProbeState:
+        return cls(int(probe.get("successThreshold") or 1), int(probe.get("failureThreshold") or 3), initial)
+
+    def observe(self, ok: bool) -> bool:
+        """Record one result; True when the verdict changed."""
+        if ok:
+            self.successes, self.failures = self.successes + 1, 0
+            if self.verdict is not True and self.successes >= self.success_threshold:
+                self.verdict = True
+                return True
+        else:
+            self.failures, self.successes = self.failures + 1, 0
+            if self.verdict is not False and self.failures >= self.failure_threshold:
+                self.verdict = False
+                return True
+        return False
+
+
+def probe_delays(probe: dict[str, Any], started_monotonic: float, now: float) -> float:
+    """Seconds to wait before the first probe of a container started at ``started_monotonic``."""
+    return max(0.0, started_monotonic + float(probe.get("initialDelaySeconds") or 0) - now)
+
+
+def _port(value: Any, ports: dict[str, int]) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if value in ports:
+        return ports[value]
+    raise ValueError(f"unknown port {value!r}")
+
+
+async def _http_get(host: str, port: int, path: str, headers: list[dict[str, str]], timeout: float) -> ProbeResult:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        lines = [f"GET {path or '/'} HTTP/1.1", f"Host: {host}:{port}", "User-Agent: kube-probe/1.30",
+                 "Accept: */*", "Connection: close"]
+        lines += [f"{h['name']}: {h['value']}" for h in headers if h.get("name")]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readline(), timeout)
+        parts = head.decode(errors="replace").split(" ", 2)
+        code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        body = b""
+        with contextlib.suppress(Exception):
+            body = await asyncio.wait_for(reader.read(MAX_OUTPUT), 0.2)
+        if 200 <= code < 400:
+            return ProbeResult(True, f"HTTP probe succeeded with statuscode: {code}")
+        return ProbeResult(False, f"HTTP probe failed with statuscode: {code}"
+                           + (f" {body.decode(errors='replace').strip()[:200]}" if code == 0 else ""))
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+async def run_probe(probe: dict[str, Any], *, runtime: Any, container_id: str, pod_ip: str,
+                    ports: dict[str, int]) -> ProbeResult:
+    """Run ``probe``'s handler once."""
+    timeout = float(probe.get("timeoutSeconds") or 1)
+    try:
+        if "exec" in probe:
+            argv = list((probe["exec"] or {}).get("command") or [])
+            proc = await runtime.exec(container_id, "probe-" + secrets.token_hex(4), argv)
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                return ProbeResult(False, f"command {argv!r} timed out")
+            output = (out + err).decode(errors="replace")[:MAX_OUTPUT]
+            return ProbeResult(proc.returncode == 0, output)
+        if "httpGet" in probe:
+            h = probe["httpGet"]
+            host = h.get("host") or pod_ip
+            port = _port(h.get("port"), ports)
+            try:
+                return await _http_get(host, port, h.get("path") or "/", h.get("httpHeaders") or [], timeout)
+            except TimeoutError:
+                return ProbeResult(False, f'Get "http://{host}:{port}{h.get("path") or "/"}": context deadline '
+                                          "exceeded (Client.Timeout exceeded while awaiting headers)")
+        if "tcpSocket" in probe:
+            t = probe["tcpSocket"]
+            host = t.get("host") or pod_ip
+            port = _port(t.get("port"), ports)
+            try:
+                _r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            except TimeoutError:
+                return ProbeResult(False, f"dial tcp {host}:{port}: i/o timeout")
+            w.close()
+            with contextlib.suppress(Exception):
+                await w.wait_closed()
+            return ProbeResult(True)
+    except OSError as e:
+        return ProbeResult(False, f"{e.strerror or e}")
+    except Exception as e:  # noqa: BLE001 - a probe error is a failed probe
+        return ProbeResult(False, f"{type(e).__name__}: {e}")
+    return ProbeResult(False, "probe has no handler")
+
+
+class ProbeWorker:
+    """Probes one container instance for one probe kind until stopped."""
+
+    def __init__(self, kind: str, probe: dict[str, Any], *, runtime: Any, container_id: str, pod_ip: str,
+                 ports: dict[str, int], started_monotonic: float, gate: Callable[[], bool],
+                 on_change: Callable[[], None], on_failure: Callable[[str, str], None]) -> None:
+        self.kind, self.probe = kind, probe
+        self.runtime, self.container_id, self.pod_ip, self.ports = runtime, container_id, pod_ip, ports
+        self.started = started_monotonic
+        self.gate = gate
+        self.on_change, self.on_failure = on_change, on_failure
+        # Kubernetes' initial results: liveness succeeds, readiness and startup fail until probed.
+        self.state = ProbeState.from_spec(probe, initial=kind == LIVENESS)
+        self.state.verdict = True if kind == LIVENESS else None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state.verdict is True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=f"probe:{self.kind}:{self.container_id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _loop(self) -> None:
+        await asyncio.sleep(probe_delays(self.probe, self.started, time.monotonic()))
+        period = max(1.0, float(self.probe.get("periodSeconds") or 10))
+        while True:
+            if self.gate():
+                if self.kind == STARTUP and self.state.verdict is True:
+                    return   # a startup probe stops once it has succeeded
+                result = await run_probe(self.probe, runtime=self.runtime, container_id=self.container_id,
+                                         pod_ip=self.pod_ip, ports=self.ports)
+                if not result.ok:
+                    self.on_failure(self.kind, result.output.strip())
+                if self.state.observe(result.ok):
+                    log.info("probe verdict changed container=%s probe=%s ok=%s", self.container_id,
+                             self.kind, result.ok)
+                    self.on_change()
+            await asyncio.sleep(period)

@@ -1,0 +1,268 @@
+"""The kubelet end to end: a real API server, containerd, node netns and kubelet process.
+
+One kubelet (module fixture ``kubelet_node``) serves every test; pods are
+bound to it directly (``spec.nodeName``), the test sets ``spec.podCIDR``
+(no controller manager runs). Several pods run at once where that saves
+time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubepy.client import Client, NotFoundError
+from tests.kubelet.conftest import KubeletNode
+
+pytestmark = pytest.mark.slow
+BUSYBOX = "busybox:1.36"
+
+
+def pod(node: KubeletNode, name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    for c in containers + spec.get("initContainers", []):
+        c.setdefault("image", BUSYBOX)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": node.test_ns},
+            "spec": {"nodeName": node.name, "containers": containers, "terminationGracePeriodSeconds": 2, **spec}}
+
+
+async def wait_for(client: Client, node: KubeletNode, name: str, check: Callable[[dict[str, Any]], bool],
+                   timeout: float = 30.0, what: str = "") -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            obj = await client.get("pods", name, namespace=node.test_ns)
+        except NotFoundError:
+            obj = {}
+        if obj and check(obj):
+            return obj
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"pod {name}: {what or 'condition'} not met in {timeout}s; status="
+                         f"{json.dumps(obj.get('status'), indent=1)}\n--- kubelet log ---\n{node.log_tail(80)}")
+
+
+def cond(obj: dict[str, Any], ctype: str) -> str | None:
+    return next((c["status"] for c in obj.get("status", {}).get("conditions") or [] if c["type"] == ctype), None)
+
+
+def cstatus(obj: dict[str, Any], name: str, init: bool = False) -> dict[str, Any]:
+    key = "initContainerStatuses" if init else "containerStatuses"
+    return next(s for s in obj["status"].get(key) or [] if s["name"] == name)
+
+
+@pytest.fixture
+async def client(kubelet_node: KubeletNode):
+    c = Client.from_kubeconfig(str(kubelet_node.apiserver.kubeconfig))
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def runtime_exec(node: KubeletNode, cid: str, argv: list[str]) -> str:
+    from kubepy.kubelet.config import KubeletConfig
+    from kubepy.kubelet.kubelet import make_runtime
+    rt = make_runtime(KubeletConfig(container_runtime_endpoint=node.socket))
+    proc = await rt.exec(cid, "t" + os.urandom(3).hex(), argv)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (argv, out, err)
+    return out.decode()
+
+
+def node_exec(node: KubeletNode, *argv: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", node.netns, *argv], capture_output=True, text=True,
+                          timeout=20, check=False).stdout
+
+
+def leftovers(node: KubeletNode, uid: str, ip: str) -> dict[str, Any]:
+    from kubepy.kubelet.network import host_veth_name
+    netns = [n for n in os.listdir("/var/run/netns") if n.endswith(uid.replace("-", "")[:8])]
+    veth = host_veth_name(uid) in node_exec(node, "ip", "-o", "link")
+    cgroups = [p for p in Path("/sys/fs/cgroup/memory/kubepy", node.name).glob(f"pod{uid}")]
+    containers = [line for line in node.ctr("containers", "ls").splitlines() if uid[:8] in line]
+    snapshots = node.ctr("snapshots", "ls")
+    ipam = (node.root_dir / "ipam" / ip).exists() if ip else False
+    pod_dir = (node.root_dir / "pods" / uid).exists()
+    return {k: v for k, v in {"netns": netns, "veth": veth, "cgroups": cgroups, "containers": containers,
+                              "ipam": ipam, "pod_dir": pod_dir,
+                              "snapshots": [s for s in snapshots.splitlines()[1:] if "_" in s.split()[0]]}.items()
+            if v}
+
+
+async def test_pod_lifecycle_network_volumes_env_cgroup_restart_delete(kubelet_node: KubeletNode, client: Client):
+    node = kubelet_node
+    ns = node.test_ns
+    await client.create("configmaps", {"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "k2": "v2"}},
+                        namespace=ns)
+    await client.create("secrets", {"metadata": {"name": "sec"},
+                                    "data": {"password": base64.b64encode(b"s3cret").decode()}}, namespace=ns)
+    web = pod(node, "web", [{
+        "name": "httpd",
+        "command": ["sh", "-c", "echo hello-from-$(MY_POD) > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"],
+        "env": [{"name": "MY_POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+                {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
+                {"name": "COMBINED", "value": "$(GREETING)-$(MY_POD)"}],
+        "ports": [{"containerPort": 8080, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+        "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},
+        "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}, {"name": "sec", "mountPath": "/etc/sec"},
+                         {"name": "scratch", "mountPath": "/scratch"}],
+    }], volumes=[{"name": "cfg", "configMap": {"name": "cfg"}}, {"name": "sec", "secret": {"secretName": "sec"}},
+                 {"name": "scratch", "emptyDir": {}}])
+    t0 = time.monotonic()
+    await client.create("pods", web, namespace=ns)
+    running = await wait_for(client, node, "web", lambda p: p["status"].get("phase") == "Running", what="Running")
+    t_running = time.monotonic() - t0
+    ready = await wait_for(client, node, "web", lambda p: cond(p, "Ready") == "True", what="Ready")
+    t_ready = time.monotonic() - t0
+    print(f"\nTIMING pod create -> Running {t_running:.2f}s, -> Ready {t_ready:.2f}s")
+    st = ready["status"]
+    ip, uid = st["podIP"], ready["metadata"]["uid"]
+    assert st["hostIP"] == node.node_ip and st["podIPs"] == [{"ip": ip}] and st["startTime"]
+    assert ip.startswith(node.pod_cidr.rsplit(".", 1)[0] + ".")
+    cs = cstatus(ready, "httpd")
+    assert cs["ready"] and cs["started"] and cs["restartCount"] == 0 and "running" in cs["state"]
+    assert cs["containerID"].startswith("containerd://") and cs["imageID"].startswith("docker.io/library/busybox@")
+    assert {c["type"] for c in st["conditions"]} == {"PodScheduled", "Initialized", "ContainersReady", "Ready"}
+    assert st.get("qosClass") == "Guaranteed"
+    assert running["status"]["phase"] == "Running"
+
+    # served on the pod IP, reachable from the node
+    assert node_exec(node, "wget", "-qO-", f"http://{ip}:8080/").strip() == "hello-from-web"
+
+    cid = cs["containerID"].removeprefix("containerd://")
+    script = ('echo "$MY_POD|$MY_IP|$GREETING|$PASSWORD|$COMBINED|$(hostname)"; cat /etc/cfg/greeting; echo;'
+              " cat /etc/sec/password; echo; touch /etc/cfg/x 2>/dev/null && echo rw || echo ro")
+    out = await runtime_exec(node, cid, ["sh", "-c", script])
+    assert out.splitlines() == [f"web|{ip}|hello|s3cret|hello-web|web", "hello", "s3cret", "ro"]
+
+    # limits in the pod cgroup
+    pod_cg = Path("/sys/fs/cgroup/memory/kubepy") / node.name / f"pod{uid}"
+    assert int((pod_cg / "memory.limit_in_bytes").read_text()) == 64 << 20
+    assert int((Path("/sys/fs/cgroup/cpu/kubepy") / node.name / f"pod{uid}" / "cpu.cfs_quota_us").read_text()) == 50000
+
+    # configMap change reaches the volume (atomic ..data swap)
+    await client.patch("configmaps", "cfg", {"data": {"greeting": "bonjour"}}, namespace=ns)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if (await runtime_exec(node, cid, ["cat", "/etc/cfg/greeting"])) == "bonjour":
+            break
+        await asyncio.sleep(0.3)
+    else:
+        raise AssertionError("configmap update not visible in the volume")
+    assert "..data" in await runtime_exec(node, cid, ["ls", "-a", "/etc/cfg"])
+
+    # restarting the kubelet keeps the pod: same container, same restart count
+    node.stop_kubelet()
+    node.start_kubelet()
+    await asyncio.sleep(4)
+    again = await wait_for(client, node, "web", lambda p: cond(p, "Ready") == "True", what="Ready after restart")
+    cs2 = cstatus(again, "httpd")
+    assert cs2["containerID"] == cs["containerID"] and cs2["restartCount"] == 0
+    assert node_exec(node, "wget", "-qO-", f"http://{ip}:8080/").strip() == "hello-from-web"
+
+    # deletion: graceful stop, then nothing left
+    t0 = time.monotonic()
+    await client.delete("pods", "web", namespace=ns)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            await client.get("pods", "web", namespace=ns)
+        except NotFoundError:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"pod not finalized\n{node.log_tail()}")
+    print(f"TIMING pod delete -> gone {time.monotonic() - t0:.2f}s")
+    assert leftovers(node, uid, ip) == {}
+
+
+async def test_restart_policies_probes_init_and_oom(kubelet_node: KubeletNode, client: Client):
+    node = kubelet_node
+    ns = node.test_ns
+    sleeper = {"command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]}
+    pods = [
+        pod(node, "oom", [{"name": "hog", "command": ["sh", "-c", "tail /dev/zero"],
+                           "resources": {"limits": {"memory": "32Mi"}}}], restartPolicy="Never"),
+        pod(node, "inits", [{"name": "app", "command": ["sh", "-c", 'test "$(cat /work/order)" = "12"'],
+                             "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+            initContainers=[{"name": "one", "command": ["sh", "-c", "printf 1 > /work/order"],
+                             "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                            {"name": "two", "command": ["sh", "-c", "sleep 1; printf 2 >> /work/order"],
+                             "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+            volumes=[{"name": "work", "emptyDir": {}}], restartPolicy="Never"),
+        pod(node, "fails", [{"name": "main", "command": ["sh", "-c", "echo bye; exit 3"]}], restartPolicy="Never"),
+        pod(node, "live", [{"name": "main", **sleeper,
+                            "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1,
+                                              "failureThreshold": 1}}]),
+        pod(node, "unready", [{"name": "main", **sleeper,
+                               "readinessProbe": {"exec": {"command": ["sh", "-c", "echo not yet; exit 1"]},
+                                                  "periodSeconds": 1}}]),
+    ]
+    for p in pods:
+        await client.create("pods", p, namespace=ns)
+
+    oom = await wait_for(client, node, "oom", lambda p: p["status"].get("phase") == "Failed", what="Failed")
+    term = cstatus(oom, "hog")["state"]["terminated"]
+    assert (term["reason"], term["exitCode"]) == ("OOMKilled", 137)
+
+    inits = await wait_for(client, node, "inits", lambda p: p["status"].get("phase") == "Succeeded",
+                           what="Succeeded")
+    one, two = cstatus(inits, "one", init=True), cstatus(inits, "two", init=True)
+    assert one["state"]["terminated"]["reason"] == "Completed" and two["state"]["terminated"]["exitCode"] == 0
+    assert one["state"]["terminated"]["finishedAt"] <= two["state"]["terminated"]["startedAt"]
+    assert cstatus(inits, "app")["state"]["terminated"]["reason"] == "Completed"
+    assert cond(inits, "Ready") == "False"
+
+    fails = await wait_for(client, node, "fails", lambda p: p["status"].get("phase") == "Failed", what="Failed")
+    term = cstatus(fails, "main")["state"]["terminated"]
+    assert (term["reason"], term["exitCode"], cstatus(fails, "main")["restartCount"]) == ("Error", 3, 0)
+    log_file = node.log_dir / f"{ns}_fails_{fails['metadata']['uid']}" / "main" / "0.log"
+    assert log_file.read_text().split(" ", 3)[1:] == ["stdout", "F", "bye\n"]
+
+    unready = await wait_for(client, node, "unready", lambda p: p["status"].get("phase") == "Running",
+                             what="Running")
+    await asyncio.sleep(3)
+    unready = await client.get("pods", "unready", namespace=ns)
+    assert cond(unready, "Ready") == "False" and cond(unready, "ContainersReady") == "False"
+    assert cstatus(unready, "main")["ready"] is False and "running" in cstatus(unready, "main")["state"]
+
+    # liveness: killed and restarted; the second restart waits for the 10s back-off
+    live = await wait_for(client, node, "live", lambda p: cstatus(p, "main")["restartCount"] >= 1,
+                          timeout=20, what="first restart")
+    live = await wait_for(client, node, "live", lambda p: cstatus(p, "main")["state"].get("waiting", {}).get(
+        "reason") == "CrashLoopBackOff", timeout=20, what="CrashLoopBackOff")
+    waiting = cstatus(live, "main")["state"]["waiting"]
+    assert waiting["message"].startswith("back-off 10s restarting failed container=main pod=live_")
+    assert cstatus(live, "main")["lastState"]["terminated"]["exitCode"] in (0, 137)
+    live = await wait_for(client, node, "live", lambda p: cstatus(p, "main")["restartCount"] >= 2,
+                          timeout=20, what="second restart")
+    events = (await client.list("events", namespace=ns))["items"]
+    reasons = {(e["involvedObject"]["name"], e["reason"]) for e in events}
+    assert {("live", "Killing"), ("live", "Unhealthy"), ("live", "BackOff"), ("unready", "Unhealthy"),
+            ("web", "Started"), ("web", "Created"), ("web", "Pulled"), ("web", "Killing")} <= reasons, reasons
+    msgs = [e["message"] for e in events if e["involvedObject"]["name"] == "live" and e["reason"] == "Killing"]
+    assert "Container main failed liveness probe, will be restarted" in msgs
+
+    uids = {}
+    for p in pods:
+        obj = await client.get("pods", p["metadata"]["name"], namespace=ns)
+        uids[p["metadata"]["name"]] = (obj["metadata"]["uid"], obj["status"].get("podIP", ""))
+        await client.delete("pods", p["metadata"]["name"], namespace=ns)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (await client.list("pods", namespace=ns))["items"]:
+        await asyncio.sleep(0.2)
+    assert (await client.list("pods", namespace=ns))["items"] == []
+    for name, (uid, ip) in uids.items():
+        assert leftovers(node, uid, ip) == {}, name
