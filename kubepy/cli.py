@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300)
     p.set_defaults(func=cmd_controller_manager)
 
+    # Listed for --help; `main` hands `kubepy kubelet ...` to the kubelet's own parser.
+    sub.add_parser("kubelet", help="run the node agent (pods on containerd); kubepy kubelet -h for flags")
+
     p = sub.add_parser("controlplane", help="run API server, scheduler and controller manager, supervised")
     add_apiserver_flags(p)
     add_controller_flags(p)
@@ -248,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "kubelet" in argv:
+        # The kubelet owns its flags (kubepy.kubelet.config) and its signal handling.
+        i = argv.index("kubelet")
+        if argv[:i] in ([], ["--log-level", argv[1] if len(argv) > 1 else ""]):
+            from kubepy.kubelet.kubelet import main as kubelet_main
+
+            return kubelet_main(argv[:i] + argv[i + 1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     return int(args.func(args) or 0)

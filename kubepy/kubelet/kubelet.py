@@ -448,10 +448,19 @@ async def _until(stop: asyncio.Event, coro: Any) -> Any:
 
 async def run_kubelet(config: KubeletConfig, *, stop: asyncio.Event | None = None) -> None:
     """Run the kubelet until ``stop`` is set (SIGTERM/SIGINT when run by ``main``)."""
+    from kubepy.kubelet.server import KubeletServer  # noqa: PLC0415 - keeps `import kubepy.kubelet.kubelet` light
+
     stop = stop or asyncio.Event()
     client = await connect(config)
     kubelet = Kubelet(config, client, make_runtime(config))
-    await kubelet.run(stop)
+    # The API server relays kubectl logs/exec here, authenticating with this node's token.
+    server = KubeletServer(kubelet, node_name=config.node_name, token=client.config.token or "",
+                           cert_dir=Path(config.root_dir) / "pki", address=config.node_ip, port=config.port)
+    await server.start()
+    try:
+        await kubelet.run(stop)
+    finally:
+        await server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

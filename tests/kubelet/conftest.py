@@ -229,6 +229,17 @@ def kubelet_node(busybox_archive: Path) -> Iterator[KubeletNode]:  # noqa: F811
         subprocess.run(["ip", "netns", "add", name], check=True)
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
         subprocess.run(["ip", "-n", name, "addr", "add", f"{node.node_ip}/32", "dev", "lo"], check=True)
+        # A link from the host so the API server can relay logs/exec to the kubelet at the
+        # node IP (the lab cluster's bridge does this for real nodes). It goes with the netns.
+        host_if, host_ip = f"kpth{rand}", f"10.250.{octet}.254"
+        subprocess.run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", name],
+                       check=True)
+        subprocess.run(["ip", "addr", "add", f"{host_ip}/32", "dev", host_if], check=True)
+        subprocess.run(["ip", "link", "set", host_if, "up"], check=True)
+        subprocess.run(["ip", "route", "add", f"{node.node_ip}/32", "dev", host_if, "src", host_ip], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "eth0", "up"], check=True)
+        subprocess.run(["ip", "-n", name, "route", "add", f"{host_ip}/32", "dev", "eth0", "src", node.node_ip],
+                       check=True)
         fwd = NetnsForwarder(node.netns_path, srv.port)
         fwd.start()
 

@@ -266,3 +266,37 @@ async def test_restart_policies_probes_init_and_oom(kubelet_node: KubeletNode, c
     assert (await client.list("pods", namespace=ns))["items"] == []
     for name, (uid, ip) in uids.items():
         assert leftovers(node, uid, ip) == {}, name
+
+
+async def test_kubectl_logs_and_exec_through_the_real_kubelet(kubelet_node: KubeletNode, client: Client):
+    """The stock kubectl → API server relay → kubelet → containerd, for real."""
+    node = kubelet_node
+    ns = node.test_ns
+    talker = pod(node, "talker", [{"name": "main", "command": ["sh", "-c",
+                                   "echo line-one; echo line-two >&2; echo line-three; exec sleep 3600"]}])
+    await client.create("pods", talker, namespace=ns)
+    await wait_for(client, node, "talker", lambda p: p["status"].get("phase") == "Running", what="Running")
+
+    def kubectl(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        return node.apiserver.kubectl("-n", ns, *args, input=input, check=False)
+
+    deadline = time.monotonic() + 10
+    while True:
+        logs = kubectl("logs", "talker")
+        if "line-three" in logs.stdout or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert logs.returncode == 0, logs.stderr
+    lines = logs.stdout.splitlines()
+    # stdout and stderr are separate pipes: only each stream's own order is guaranteed (as in Kubernetes).
+    assert sorted(lines) == ["line-one", "line-three", "line-two"], logs.stdout
+    assert lines.index("line-one") < lines.index("line-three")
+    assert kubectl("logs", "talker", "--tail=1").stdout.strip() == "line-three"
+    stamped = kubectl("logs", "talker", "--timestamps").stdout.splitlines()
+    assert stamped[0].endswith(" line-one") and stamped[0][:4].isdigit() and "T" in stamped[0].split()[0]
+    done = kubectl("exec", "talker", "--", "sh", "-c", "echo out-$HOSTNAME; echo err >&2; exit 3")
+    assert done.returncode == 3, (done.returncode, done.stderr)
+    assert done.stdout.strip() == "out-talker" and "err" in done.stderr
+    piped = kubectl("exec", "-i", "talker", "--", "cat", input="through stdin\n")
+    assert piped.returncode == 0 and piped.stdout == "through stdin\n", piped
+    await client.delete("pods", "talker", namespace=ns, grace_period_seconds=0)
