@@ -172,6 +172,19 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
     return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port)
 
 
+def cmd_dns(args: argparse.Namespace) -> int:
+    from kubepy.dns.server import DNSConfig, parse_address, run_dns
+
+    try:
+        listen = [parse_address(a) for a in (args.listen or ["10.96.0.10:53"])]
+        upstreams = args.upstream if args.upstream is not None else None
+    except ValueError as e:
+        print(f"kubepy dns: {e}", file=sys.stderr)
+        return 2
+    config = DNSConfig(kubeconfig=str(args.kubeconfig), listen=listen, upstreams=upstreams, domain=args.cluster_domain)
+    return _run_async(run_dns(config))
+
+
 def _cluster(args: argparse.Namespace):
     from kubepy.lab.cluster import Cluster
 
@@ -221,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-not-ready-toleration-seconds", type=int, default=300)
     p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300)
     p.set_defaults(func=cmd_controller_manager)
+
+    p = sub.add_parser("dns", help="run cluster DNS (<svc>.<ns>.svc.cluster.local; forwards the rest)")
+    p.add_argument("--kubeconfig", required=True, type=Path)
+    p.add_argument("--listen", action="append", help="ADDR:PORT to serve on, UDP and TCP (default 10.96.0.10:53)")
+    p.add_argument("--upstream", action="append", default=None,
+                   help="resolver for names outside the cluster (default: /etc/resolv.conf's)")
+    p.add_argument("--cluster-domain", default="cluster.local")
+    p.set_defaults(func=cmd_dns)
 
     # Listed for --help; `main` hands `kubepy kubelet ...` to the kubelet's own parser.
     sub.add_parser("kubelet", help="run the node agent (pods on containerd); kubepy kubelet -h for flags")
