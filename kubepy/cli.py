@@ -172,6 +172,25 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
     return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port)
 
 
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from kubepy.proxy.proxier import ProxyConfig, cleanup_all, run_proxy
+
+    if args.cleanup:
+        removed = asyncio.run(cleanup_all())
+        print(f"kubepy proxy: removed {removed} chains")
+        return 0
+    if not args.kubeconfig:
+        print("kubepy proxy: --kubeconfig is required (unless --cleanup)", file=sys.stderr)
+        return 2
+    import socket
+
+    config = ProxyConfig(kubeconfig=str(args.kubeconfig), hostname_override=args.hostname_override or socket.gethostname(),
+                         node_ips=args.node_ip or [], cluster_cidr=args.cluster_cidr,
+                         service_cidr=args.service_cluster_ip_range, bridge=args.bridge,
+                         masquerade_pod_egress=not args.no_masquerade_pod_egress)
+    return _run_async(run_proxy(config))
+
+
 def cmd_dns(args: argparse.Namespace) -> int:
     from kubepy.dns.server import DNSConfig, parse_address, run_dns
 
@@ -192,7 +211,11 @@ def _cluster(args: argparse.Namespace):
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    return _cluster(args).up(port=args.port, store=args.store)
+    return _cluster(args).up(nodes=args.nodes, port=args.port, store=args.store, subnet=args.node_subnet)
+
+
+def cmd_image_load(args: argparse.Namespace) -> int:
+    return _cluster(args).image_load(args.archive)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -218,7 +241,7 @@ def cmd_kubectl(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubepy", description="A small, real Kubernetes for Linux hosts.")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default=None, help="daemons default to info, user commands to warning")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("apiserver", help="run the Kubernetes API server")
     add_apiserver_flags(p)
@@ -234,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-not-ready-toleration-seconds", type=int, default=300)
     p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300)
     p.set_defaults(func=cmd_controller_manager)
+
+    p = sub.add_parser("proxy", help="run kube-proxy: Services as iptables rules on this node")
+    p.add_argument("--kubeconfig", type=Path)
+    p.add_argument("--hostname-override", default=None, help="this node's name (default: the host name)")
+    p.add_argument("--node-ip", action="append", help="this node's address(es), for NodePorts")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
+    p.add_argument("--bridge", default="cni0", help="the pod bridge (hairpin mode is kept on its ports)")
+    p.add_argument("--no-masquerade-pod-egress", action="store_true",
+                   help="don't masquerade pod traffic that leaves the cluster CIDR")
+    p.add_argument("--cleanup", action="store_true", help="remove every rule kube-proxy made, then exit")
+    p.set_defaults(func=cmd_proxy)
 
     p = sub.add_parser("dns", help="run cluster DNS (<svc>.<ns>.svc.cluster.local; forwards the rest)")
     p.add_argument("--kubeconfig", required=True, type=Path)
@@ -263,9 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = lab("up", "bring up a lab cluster on this host", cmd_up)
     p.add_argument("--port", type=int, default=None, help="API server port (default 6443 or the next free one)")
     p.add_argument("--store", default="sqlite", help="sqlite (default) or etcd://HOST:PORT")
+    p.add_argument("--nodes", type=int, default=3, help="how many nodes (network namespaces) to run (default 3)")
+    p.add_argument("--node-subnet", default=None, help="the nodes' network (default 172.30.0.0/24, per name)")
     lab("down", "stop a lab cluster and remove everything it made", cmd_down)
     lab("status", "health of a lab cluster's components", cmd_status)
     lab("kubeconfig", "print the path of a lab cluster's admin kubeconfig", cmd_kubeconfig)
+    image = sub.add_parser("image", help="container images").add_subparsers(dest="image_command", required=True)
+    p = image.add_parser("load", help="import an OCI archive into every node of a lab cluster")
+    p.add_argument("archive", type=Path)
+    p.add_argument("--name", default=DEFAULT_NAME)
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_ROOT, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_image_load)
     p = lab("kubectl", "run the bundled kubectl against a lab cluster", cmd_kubectl)
     p.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -281,5 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return kubelet_main(argv[:i] + argv[i + 1:])
     args = build_parser().parse_args(argv)
+    quiet = args.command in ("up", "down", "status", "kubeconfig", "kubectl", "image")
+    args.log_level = args.log_level or ("warning" if quiet else "info")
     _setup_logging(args.log_level)
     return int(args.func(args) or 0)

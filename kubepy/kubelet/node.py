@@ -26,13 +26,14 @@ from typing import Any
 
 import psutil
 
+from kubepy.version import version_info
 from kubepy.client import AlreadyExistsError, NotFoundError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["KUBELET_VERSION", "NodeAgent", "build_node", "machine_info", "node_conditions"]
 
-KUBELET_VERSION = "v1.30.0-kubepy"
+KUBELET_VERSION = version_info()["gitVersion"]  # the API level the whole of kubepy answers as
 MEMORY_PRESSURE_BYTES = 100 * 1024 * 1024
 DISK_PRESSURE_FRACTION = 0.10
 PID_PRESSURE_FRACTION = 0.05
