@@ -6,18 +6,41 @@ image.ref.name`` (the tag, as OCI says) and ``io.containerd.image.name`` (the
 full normalised reference), which ``ctr images import`` uses as the image's
 name - so ``busybox:1.36`` is imported as ``docker.io/library/busybox:1.36``,
 the name a pod's ``image: busybox:1.36`` resolves to.
+
+The example applications' images (``examples/``) are built here too, from
+the distribution's packages, with no registry::
+
+    python -m kubepy.images --examples OUT_DIR
+
+- ``kubepy.local/redis:7``: Debian's ``redis-server`` (``apt-get download``
+  of redis-server, redis-tools, libjemalloc2 and liblzf1, unpacked with
+  ``dpkg-deb -x``), the shared libraries its binaries
+  need (found with ``ldd``, the ELF interpreter included, copied to the same
+  paths) and busybox for a shell; runs ``redis-server /etc/redis/redis.conf``
+  (``--protected-mode no --save "" --appendonly no``, port 6379).
+- ``kubepy.local/web:1`` / ``:2``: busybox ``httpd`` on 8080 with a CGI
+  script that counts visits in Redis over ``nc`` and the Redis protocol.
+- ``kubepy.local/job:1``: a shell loop printing the first 20 primes.
+
+Downloaded ``.deb`` files are kept in a cache directory (``--deb-cache``,
+default ``$XDG_CACHE_HOME/kubepy/debs``) so rebuilds need no network.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-__all__ = ["BUSYBOX_APPLETS", "ImageBuildError", "build_image", "busybox_image"]
+__all__ = ["BUSYBOX_APPLETS", "EXAMPLE_IMAGES", "ImageBuildError", "build_examples", "build_image",
+           "busybox_image", "job_image", "redis_image", "web_image"]
 
 BUSYBOX = "/bin/busybox"   # Debian's busybox-static
 BUSYBOX_APPLETS = ["sh", "ash", "sleep", "echo", "cat", "ls", "ps", "wget", "nc", "httpd", "ip",
@@ -40,6 +63,8 @@ def build_image(ref: str, out_tar: Path, *, files: dict[str, Path] | None = None
     """Build a one-layer image holding ``files`` (path in image → host file) and write
     an OCI archive that ``ctr images import`` names ``ref`` (normalised)."""
     from kubepy.kubelet.runtime import normalize_image_ref
+    if "" in (entrypoint or []) or "" in (cmd or []):
+        raise ImageBuildError("umoci config drops empty arguments; put such settings in a file")
     full = normalize_image_ref(ref)
     tag = full.rsplit(":", 1)[-1] if "@" not in full else "latest"
     tag = re.sub(r"[^A-Za-z0-9._-]", "_", tag)
@@ -101,8 +126,267 @@ def busybox_image(ref: str, out_tar: Path, *, applets: list[str] | None = None) 
             cmd=["sh"], env={"PATH": "/bin"}, workdir="/")
 
 
-def _run(*argv: str) -> None:
-    res = subprocess.run(argv, capture_output=True, check=False)
+def _run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    try:
+        res = subprocess.run(argv, capture_output=True, check=False, cwd=cwd, env=env)
+    except FileNotFoundError as e:
+        raise ImageBuildError(f"{argv[0]} is not installed: {e}") from None
     if res.returncode != 0:
         raise ImageBuildError(f"{' '.join(argv)} exited with {res.returncode}: "
                               f"{res.stderr.decode(errors='replace').strip()}")
+    return res.stdout.decode(errors="replace")
+
+
+# -- the example applications' images (examples/) -----------------------------
+
+REDIS_REF, WEB_REFS, JOB_REF = "kubepy.local/redis:7", ("kubepy.local/web:1", "kubepy.local/web:2"), "kubepy.local/job:1"
+EXAMPLE_IMAGES = (REDIS_REF, *WEB_REFS, JOB_REF)
+
+# redis-server's binary is in redis-tools (redis-server is a symlink to it);
+# libjemalloc2 and liblzf1 are installed on few hosts, so they come as packages
+# too. Every other library (libc, libssl, libsystemd, ...) is the host's own,
+# from its Debian packages of the same release.
+REDIS_PACKAGES = ("redis-server", "redis-tools", "libjemalloc2", "liblzf1")
+REDIS_FILES = ("/usr/bin/redis-check-rdb", "/usr/bin/redis-cli")
+REDIS_SYMLINKS = {"/usr/bin/redis-server": "redis-check-rdb"}
+# The settings the image runs with. They are in a file rather than on the
+# command line because `umoci config` drops empty arguments (`--save ""`).
+# A pod's `args:` add to them: `args: ["--maxmemory", "64mb"]`.
+REDIS_CONF = """# kubepy example: an in-memory Redis for other pods (no persistence).
+# The command-line equivalent: redis-server --protected-mode no --save "" --appendonly no
+bind * -::*
+port 6379
+protected-mode no
+save ""
+appendonly no
+"""
+REDIS_ENTRYPOINT = ["redis-server", "/etc/redis/redis.conf"]
+
+# PID 1 of a container ignores SIGTERM unless it handles it; busybox httpd does
+# not, so a small shell stays PID 1 and turns TERM into a quick, clean exit.
+WEB_ENTRYPOINT = """#!/bin/sh
+# kubepy example web tier: busybox httpd on :8080, / is a CGI counting visits in Redis.
+httpd -f -vv -p "${PORT:-8080}" -h /www &
+pid=$!
+trap 'kill $pid; wait $pid; exit 0' TERM INT
+wait $pid
+"""
+
+# Redis speaks RESP: "INCR visits" answers ":<n>"; QUIT makes the server close
+# the connection after answering, so nc ends by itself.
+WEB_CGI = """#!/bin/sh
+# GET / : count this visit in Redis (found by its DNS name) and say who answered.
+host="${REDIS_HOST:-redis}"
+port="${REDIS_PORT:-6379}"
+me="$(hostname)"
+reply="$(printf 'INCR visits\\r\\nQUIT\\r\\n' | timeout 3 nc -w 2 "$host" "$port" 2>&1)"
+n="$(printf '%s\\n' "$reply" | sed -n 's/^:\\([0-9][0-9]*\\).*/\\1/p' | head -n 1)"
+if [ -n "$n" ]; then
+    printf 'Content-Type: text/plain\\r\\n\\r\\n'
+    echo "hello from web v@VERSION@ on $me, visits: $n"
+else
+    printf 'Status: 503 Service Unavailable\\r\\nContent-Type: text/plain\\r\\n\\r\\n'
+    echo "hello from web v@VERSION@ on $me, but redis at $host:$port did not answer"
+fi
+"""
+
+JOB_SCRIPT = """#!/bin/sh
+# kubepy example one-shot job: print the first $COUNT (default 20) primes, then exit 0.
+count="${COUNT:-20}"
+found=0
+n=2
+primes=""
+while [ "$found" -lt "$count" ]; do
+    d=2
+    prime=1
+    while [ $((d * d)) -le "$n" ]; do
+        if [ $((n % d)) -eq 0 ]; then prime=0; break; fi
+        d=$((d + 1))
+    done
+    if [ "$prime" -eq 1 ]; then primes="$primes $n"; found=$((found + 1)); fi
+    n=$((n + 1))
+done
+echo "the first $count primes:$primes"
+"""
+
+
+def default_deb_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kubepy" / "debs"
+
+
+def download_debs(packages: tuple[str, ...] | list[str], cache_dir: Path | None = None) -> list[Path]:
+    """The candidate version of each Debian package, as a ``.deb`` file.
+
+    ``apt-get download`` fetches what ``apt-cache`` names as the candidate
+    (the host's apt sources and pinning decide). Files are kept in
+    ``cache_dir`` under their pool name (``name_version_arch.deb``), so a
+    second build of the same versions needs no network.
+    """
+    cache_dir = Path(cache_dir or default_deb_cache())
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        shown = _run("apt-cache", "show", "--no-all-versions", *packages)
+    except ImageBuildError as e:
+        raise ImageBuildError(f"apt does not know all of {', '.join(packages)} (run apt-get update?): {e}") from None
+    pool: dict[str, str] = {}
+    for stanza in shown.split("\n\n"):
+        fields = dict(line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line[0].isspace())
+        if "Package" in fields and "Filename" in fields:
+            pool.setdefault(fields["Package"].strip(), fields["Filename"].strip())
+    wanted: dict[str, Path] = {}
+    for pkg in packages:
+        filename = pool.get(pkg)
+        if not filename:
+            raise ImageBuildError(f"apt-cache show {pkg} names no Filename (run apt-get update?)")
+        wanted[pkg] = cache_dir / Path(filename).name
+    missing = [pkg for pkg, path in wanted.items() if not path.exists()]
+    if missing:
+        with tempfile.TemporaryDirectory(prefix="kubepy-deb-", dir=cache_dir) as tmp:
+            _run("apt-get", "download", "-q", *missing, cwd=Path(tmp))
+            for pkg in missing:
+                [got] = Path(tmp).glob(f"{pkg}_*.deb")
+                got.rename(wanted[pkg])
+    return [wanted[pkg] for pkg in packages]
+
+
+def library_closure(binaries: list[Path], staged_root: Path) -> dict[str, Path]:
+    """Image path → file for every shared object ``binaries`` load, interpreter included.
+
+    ``ldd`` resolves them, with the staged packages' library directories first
+    on ``LD_LIBRARY_PATH``: a library found there keeps its path under
+    ``staged_root``; one found on the host keeps its host path (the content
+    is the symlink's target, the name is the one the loader asks for).
+    """
+    staged_root = staged_root.resolve()
+    lib_dirs = sorted({str(p.parent) for p in staged_root.rglob("*.so*") if p.is_file() or p.is_symlink()})
+    env = dict(os.environ, LD_LIBRARY_PATH=":".join(lib_dirs))
+    found: dict[str, Path] = {}
+    for binary in binaries:
+        for line in _run("ldd", str(binary), env=env).splitlines():
+            line = line.strip()
+            if "not found" in line:
+                raise ImageBuildError(f"{binary.name} needs a library nobody provides: {line}")
+            path = line.split("=>", 1)[1] if "=>" in line else line
+            path = path.split(" (", 1)[0].strip()
+            if not path.startswith("/"):
+                continue                                   # linux-vdso.so.1: the kernel's
+            p = Path(path)
+            in_image = "/" + str(p.relative_to(staged_root)) if p.is_relative_to(staged_root) else path
+            found[in_image] = p.resolve()
+    return found
+
+
+def _busybox_base(tmp: Path, applets: list[str] | None = None) -> tuple[dict[str, Path], dict[str, str]]:
+    passwd, group = tmp / "passwd", tmp / "group"
+    passwd.write_text(PASSWD)
+    group.write_text(GROUP)
+    files = {"/bin/busybox": Path(BUSYBOX), "/etc/passwd": passwd, "/etc/group": group}
+    return files, {f"/bin/{a}": "busybox" for a in (applets or BUSYBOX_APPLETS)}
+
+
+def _script(tmp: Path, name: str, text: str) -> Path:
+    path = tmp / name
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def redis_image(ref: str, out_tar: Path, *, deb_cache: Path | None = None) -> Path:
+    """Debian's redis-server + the libraries it loads + busybox; listens on 6379, keeps no data."""
+    with tempfile.TemporaryDirectory(prefix="kubepy-redis-") as tmp_:
+        tmp = Path(tmp_)
+        staged = tmp / "debs"
+        for deb in download_debs(REDIS_PACKAGES, deb_cache):
+            _run("dpkg-deb", "-x", str(deb), str(staged))
+        files, symlinks = _busybox_base(tmp)
+        binaries = [staged / f.lstrip("/") for f in REDIS_FILES]
+        for dest, src in zip(REDIS_FILES, binaries):
+            files[dest] = src
+        files.update(library_closure(binaries, staged))
+        files["/etc/redis/redis.conf"] = _script(tmp, "redis.conf", REDIS_CONF)
+        (tmp / "redis.conf").chmod(0o644)
+        files["/usr/share/doc/redis-server/copyright"] = staged / "usr/share/doc/redis-server/copyright"
+        symlinks.update(REDIS_SYMLINKS)
+        return build_image(ref, out_tar, files=files, symlinks=symlinks, entrypoint=REDIS_ENTRYPOINT,
+                           env={"PATH": "/usr/bin:/bin"}, workdir="/tmp")
+
+
+def web_image(ref: str, out_tar: Path, *, version: str) -> Path:
+    """busybox httpd on 8080: ``/`` counts visits in Redis ($REDIS_HOST, default ``redis``), ``/healthz`` is static."""
+    with tempfile.TemporaryDirectory(prefix="kubepy-web-") as tmp_:
+        tmp = Path(tmp_)
+        files, symlinks = _busybox_base(tmp)
+        files["/bin/web"] = _script(tmp, "web", WEB_ENTRYPOINT)
+        files["/www/cgi-bin/index.cgi"] = _script(tmp, "index.cgi", WEB_CGI.replace("@VERSION@", version))
+        files["/www/healthz"] = _script(tmp, "healthz", "ok\n")
+        (tmp / "healthz").chmod(0o644)
+        return build_image(ref, out_tar, files=files, symlinks=symlinks, entrypoint=["/bin/web"],
+                           env={"PATH": "/bin", "REDIS_HOST": "redis", "WEB_VERSION": version}, workdir="/www")
+
+
+def job_image(ref: str, out_tar: Path) -> Path:
+    """A one-shot: prints the first 20 primes (``COUNT`` changes how many) and exits 0."""
+    with tempfile.TemporaryDirectory(prefix="kubepy-job-") as tmp_:
+        tmp = Path(tmp_)
+        files, symlinks = _busybox_base(tmp)
+        files["/bin/primes"] = _script(tmp, "primes", JOB_SCRIPT)
+        return build_image(ref, out_tar, files=files, symlinks=symlinks, entrypoint=["/bin/primes"],
+                           env={"PATH": "/bin"}, workdir="/")
+
+
+def archive_name(ref: str) -> str:
+    """``kubepy.local/web:1`` → ``web-1.tar``."""
+    name, _, tag = ref.rpartition("/")[2].partition(":")
+    return f"{name}-{tag or 'latest'}.tar"
+
+
+def build_examples(out_dir: Path, *, deb_cache: Path | None = None,
+                   only: list[str] | None = None) -> dict[str, Path]:
+    """Build the images examples/ uses into ``out_dir``; returns ref → archive."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    built: dict[str, Path] = {}
+    for ref in only or EXAMPLE_IMAGES:
+        out = out_dir / archive_name(ref)
+        if ref == REDIS_REF:
+            built[ref] = redis_image(ref, out, deb_cache=deb_cache)
+        elif ref in WEB_REFS:
+            built[ref] = web_image(ref, out, version=ref.rsplit(":", 1)[1])
+        elif ref == JOB_REF:
+            built[ref] = job_image(ref, out)
+        else:
+            raise ImageBuildError(f"no example image {ref}; known: {', '.join(EXAMPLE_IMAGES)}")
+    return built
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kubepy.images",
+                                 description="Build OCI image archives locally (umoci, Debian packages).")
+    ap.add_argument("--examples", metavar="OUT_DIR", type=Path,
+                    help="build the images examples/ uses into OUT_DIR (one .tar per image)")
+    ap.add_argument("--only", metavar="REF", action="append",
+                    help=f"build only this example image (repeatable): {', '.join(EXAMPLE_IMAGES)}")
+    ap.add_argument("--deb-cache", metavar="DIR", type=Path,
+                    help="where downloaded .deb files are kept (default $XDG_CACHE_HOME/kubepy/debs)")
+    ap.add_argument("--busybox", nargs=2, metavar=("REF", "OUT_TAR"),
+                    help="build a plain busybox image named REF into OUT_TAR")
+    args = ap.parse_args(argv)
+    if not args.examples and not args.busybox:
+        ap.error("nothing to do: give --examples OUT_DIR or --busybox REF OUT_TAR")
+    try:
+        if args.busybox:
+            print(f"{args.busybox[0]}\t{busybox_image(args.busybox[0], Path(args.busybox[1]))}")
+        if args.examples:
+            for ref in args.only or EXAMPLE_IMAGES:
+                t0 = time.monotonic()
+                [(_, path)] = build_examples(args.examples, deb_cache=args.deb_cache, only=[ref]).items()
+                print(f"{ref}\t{path}\t{path.stat().st_size / 1e6:.1f} MB\t{time.monotonic() - t0:.1f}s")
+    except ImageBuildError as e:
+        print(f"python -m kubepy.images: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
