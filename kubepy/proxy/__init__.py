@@ -1,0 +1,37 @@
+"""kubepy proxy: Services as iptables NAT rules in kube-proxy's layout, one proxier per node.
+
+Layers, each importing only those above it::
+
+    rules       pure: Services + Endpoints → iptables-restore text
+    iptables    adapter: iptables-restore / iptables-save (+ a fake)
+    netlink     adapter (pyroute2): service route, hairpin, UDP conntrack
+    proxier     informers + rate-limited sync runner; run_proxy, cleanup_all
+"""
+
+from kubepy.proxy.iptables import FakeIPTables, IPTablesError, RealIPTables
+from kubepy.proxy.netlink import NodeNetlink, UDPFlow
+from kubepy.proxy.proxier import Proxier, ProxyConfig, cleanup_all, run_proxy
+from kubepy.proxy.rules import (
+    NodeConfig,
+    ServicePort,
+    render_full,
+    render_partial,
+    service_ports,
+)
+
+__all__ = [
+    "FakeIPTables",
+    "IPTablesError",
+    "NodeConfig",
+    "NodeNetlink",
+    "Proxier",
+    "ProxyConfig",
+    "RealIPTables",
+    "ServicePort",
+    "UDPFlow",
+    "cleanup_all",
+    "render_full",
+    "render_partial",
+    "run_proxy",
+    "service_ports",
+]

@@ -1,0 +1,293 @@
+"""The proxier: Services and Endpoints of the cluster → this node's iptables, kept in step.
+
+Three informers (services, endpoints, nodes) feed caches; their handlers only note
+that something changed and set a dirty flag. One runner owns every sync:
+it waits for the flag (or ``sync_period``), never starts two syncs closer
+than ``min_sync_period`` (a burst of changes becomes one sync), builds the
+``ServicePort`` models from the caches, and diffs them against what the
+last successful sync applied:
+
+- full sync (first, every ``sync_period``, and after any failure): read
+  the kernel's chains (``iptables-save``), render everything, delete stale
+  chains, re-insert missing jumps, re-check the service route, hairpin and ICMP redirects;
+- partial sync: only the changed service ports' chains plus the dispatch
+  chains (``rules.render_partial``).
+
+After a successful apply, UDP conntrack entries pointing at removed
+endpoints are deleted. Node changes (and every full sync) re-sync the
+host-gw routes to the other nodes' pod CIDRs (``routes``). Talks to the API server only through
+``kubepy.client`` and to the kernel only through the ``iptables`` and
+``netlink`` adapters, which tests replace with fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kubepy.client import Client, Informer, object_key
+from kubepy.proxy.iptables import IPTables, RealIPTables, parse_state
+from kubepy.proxy.netlink import NodeNetlink, UDPFlow
+from kubepy.proxy.routes import NodeRoutes, desired_routes
+from kubepy.proxy.rules import (
+    NodeConfig,
+    Ruleset,
+    ServicePort,
+    render_full,
+    render_partial,
+    service_ports,
+)
+
+__all__ = [
+    "Netlink",
+    "Proxier",
+    "ProxyConfig",
+    "changed_ports",
+    "cleanup_all",
+    "run_proxy",
+    "stale_udp_flows",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Routes(Protocol):
+    def sync(self, wanted: dict[str, str]) -> tuple[int, int]: ...
+
+
+class Netlink(Protocol):
+    def ensure_service_route(self) -> bool: ...
+
+    def ensure_hairpin(self) -> int: ...
+
+    def ensure_no_redirects(self) -> None: ...
+
+    def delete_udp_flows(self, flows: list[UDPFlow]) -> int: ...
+
+
+# -- pure decisions -----------------------------------------------------------
+def changed_ports(old: Mapping[str, ServicePort], new: Mapping[str, ServicePort]) -> set[str]:
+    """Keys whose model differs, appeared or disappeared."""
+    return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+
+
+def stale_udp_flows(old: Mapping[str, ServicePort], new: Mapping[str, ServicePort]) -> set[UDPFlow]:
+    """UDP conntrack entries made stale by going from ``old`` to ``new``.
+
+    An endpoint IP gone from a UDP service port: entries to its ClusterIP
+    (and NodePort) answered by that IP. A UDP service port that gains its
+    first endpoints: any entry to its ClusterIP/NodePort (made while it
+    had none, e.g. before the REJECT rule existed)."""
+    flows: set[UDPFlow] = set()
+    for key, was in old.items():
+        if was.protocol != "udp":
+            continue
+        now = new.get(key)
+        kept = {ep.ip for ep in now.endpoints} if now and now.cluster_ip == was.cluster_ip else set()
+        for ip in sorted({ep.ip for ep in was.endpoints} - kept):
+            flows.add(UDPFlow(dport=was.port, orig_dst=was.cluster_ip, reply_src=ip))
+            if was.node_port:
+                flows.add(UDPFlow(dport=was.node_port, reply_src=ip))
+    for key, now in new.items():
+        was_ = old.get(key)
+        if now.protocol == "udp" and now.endpoints and (was_ is None or not was_.endpoints):
+            flows.add(UDPFlow(dport=now.port, orig_dst=now.cluster_ip))
+            if now.node_port:
+                flows.add(UDPFlow(dport=now.node_port))
+    return flows
+
+
+# -- the runner ---------------------------------------------------------------
+class Proxier:
+    def __init__(self, client: Any, *, node_name: str, node_ips: list[str], cluster_cidr: str, service_cidr: str,
+                 bridge: str, min_sync_period: float = 1.0, sync_period: float = 30.0,
+                 iptables: IPTables | None = None, netlink: Netlink | None = None,
+                 routes: Routes | None = None, masquerade_pod_egress: bool = False) -> None:
+        self.node_name = node_name
+        self.node_ips = list(node_ips)
+        self.config = NodeConfig(cluster_cidr=cluster_cidr,
+                                 pod_egress_cidr=cluster_cidr if masquerade_pod_egress else None)
+        self.min_sync_period = min_sync_period
+        self.sync_period = sync_period
+        self.iptables: IPTables = iptables if iptables is not None else RealIPTables()
+        self.netlink: Netlink = netlink if netlink is not None else NodeNetlink(bridge=bridge,
+                                                                                service_cidr=service_cidr)
+        self.routes: Routes = routes if routes is not None else NodeRoutes()
+        self.services = Informer(client, "services")
+        self.endpoints = Informer(client, "endpoints")
+        self.nodes = Informer(client, "nodes")
+        for informer in (self.services, self.endpoints):
+            informer.add_handler(self._on_change, lambda _old, new: self._on_change(new), self._on_change)
+        self.nodes.add_handler(self._on_node, lambda _old, new: self._on_node(new), self._on_node)
+        self._nodes_dirty = True
+        self._dirty = asyncio.Event()
+        self._pending: set[str] = set()  # namespace/name noted by handlers since the last sync
+        self._need_full = True
+        self._applied: dict[str, ServicePort] | None = None  # what the kernel holds after the last good sync
+        self._chains: frozenset[str] = frozenset()
+        self._last_sync = float("-inf")
+        self._last_full = float("-inf")
+        self.syncs = 0
+        self.failures = 0
+
+    # handlers: record, never act
+    def _on_change(self, obj: dict[str, Any]) -> None:
+        self._pending.add(object_key(obj))
+        self._dirty.set()
+
+    def _on_node(self, _obj: dict[str, Any]) -> None:
+        self._nodes_dirty = True
+        self._dirty.set()
+
+    async def run(self) -> None:
+        """Informers, then the sync runner, until cancelled."""
+        tasks = [asyncio.create_task(i.run(), name=f"proxy-informer-{i.resource}")
+                 for i in (self.services, self.endpoints, self.nodes)]
+        try:
+            for informer in (self.services, self.endpoints, self.nodes):
+                await informer.wait_synced()
+            log.info("proxy caches synced node=%s node_ips=%s", self.node_name, ",".join(self.node_ips))
+            await self.sync_loop()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    async def sync_loop(self) -> None:
+        self._dirty.set()
+        while True:
+            until_full = self._last_full + self.sync_period - time.monotonic()
+            try:
+                await asyncio.wait_for(self._dirty.wait(), max(0.0, until_full))
+            except TimeoutError:
+                self._need_full = True
+            # Rate limit: changes arriving meanwhile set the flag again and
+            # are all picked up by the one sync that follows.
+            wait = self._last_sync + self.min_sync_period - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._dirty.clear()
+            await self.sync()
+
+    async def sync(self) -> bool:
+        """One sync; False (and a full resync scheduled) if applying failed."""
+        start = time.monotonic()
+        self._last_sync = start
+        pending, self._pending = self._pending, set()
+        ports = service_ports(self.services.cache.list(), self.endpoints.cache.list())
+        full = self._need_full or self._applied is None
+        if full or self._nodes_dirty:
+            await self._sync_routes()
+        try:
+            if full:
+                ruleset = render_full(ports, self.config, kernel=parse_state(await self.iptables.save()))
+            else:
+                assert self._applied is not None
+                changed = changed_ports(self._applied, ports)
+                if not changed:
+                    return True
+                ruleset = render_partial(ports, self.config, changed, previous_chains=self._chains)
+            await self.iptables.restore(ruleset.text)
+        except Exception as e:  # noqa: BLE001 - any failure: full resync after min_sync_period
+            self.failures += 1
+            self._need_full = True
+            self._pending |= pending
+            self._dirty.set()  # retried after min_sync_period
+            log.error("sync failed full=%s retry_in=%.1fs err=%s", full, self.min_sync_period, e)
+            return False
+        flows = stale_udp_flows(self._applied or {}, ports)
+        self._applied, self._chains = ports, ruleset.nat_chains
+        self._need_full = False
+        self.syncs += 1
+        if full:
+            self._last_full = start
+        await self._after_apply(full, flows)
+        self._log(full, ports, ruleset, pending, start)
+        return True
+
+    async def _sync_routes(self) -> None:
+        """Host-gw routes to the other nodes' pod CIDRs (``routes.NodeRoutes``)."""
+        self._nodes_dirty = False
+        try:
+            wanted = desired_routes(self.nodes.cache.list(), self_name=self.node_name)
+            added, removed = await asyncio.to_thread(self.routes.sync, wanted)
+            if added or removed:
+                log.info("node routes synced wanted=%d added=%d removed=%d", len(wanted), added, removed)
+        except Exception as e:  # noqa: BLE001 - retried at the next full sync
+            self._nodes_dirty = True
+            log.warning("node routes sync failed err=%s", e)
+
+    async def _after_apply(self, full: bool, flows: set[UDPFlow]) -> None:
+        # Netlink trouble must not undo or block a good iptables sync: log it,
+        # the next full sync tries again.
+        if full:
+            try:
+                await asyncio.to_thread(self.netlink.ensure_service_route)
+                await asyncio.to_thread(self.netlink.ensure_hairpin)
+                await asyncio.to_thread(self.netlink.ensure_no_redirects)
+            except Exception as e:  # noqa: BLE001 - retried at the next full sync
+                log.warning("netlink upkeep failed err=%s", e)
+        if flows:
+            try:
+                n = await asyncio.to_thread(self.netlink.delete_udp_flows, sorted(flows))
+                log.info("conntrack udp entries deleted=%d flows=%d", n, len(flows))
+            except Exception as e:  # noqa: BLE001 - stale UDP flows age out on their own
+                log.warning("conntrack cleanup failed flows=%d err=%s", len(flows), e)
+
+    def _log(self, full: bool, ports: dict[str, ServicePort], ruleset: Ruleset, pending: set[str],
+             start: float) -> None:
+        log.info("sync full=%s services=%d ports=%d endpoints=%d changed=%d objects=%d rules=%d deleted=%d ms=%.1f",
+                 full, len({p.service_key for p in ports.values()}), len(ports),
+                 sum(len(p.endpoints) for p in ports.values()), ruleset.rendered, len(pending), ruleset.rules,
+                 len(ruleset.deleted), (time.monotonic() - start) * 1000)
+
+
+# -- entry points -------------------------------------------------------------
+@dataclass
+class ProxyConfig:
+    kubeconfig: str
+    hostname_override: str = field(default_factory=socket.gethostname)
+    node_ips: list[str] = field(default_factory=list)
+    cluster_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
+    bridge: str = "cni0"
+    min_sync_period: float = 1.0
+    sync_period: float = 30.0
+    masquerade_pod_egress: bool = False
+    cleanup: bool = False
+
+
+async def cleanup_all(iptables: RealIPTables | None = None) -> int:
+    """``kubepy proxy --cleanup``: every KUBE-/KUBEPY- chain and jump gone; chains removed."""
+    return await (iptables or RealIPTables()).cleanup()
+
+
+async def run_proxy(config: ProxyConfig) -> None:
+    if config.cleanup:
+        await cleanup_all()
+        return
+    async with Client.from_kubeconfig(config.kubeconfig, user_agent="kubepy-proxy") as client:
+        node_ips = config.node_ips or await _node_ips(client, config.hostname_override)
+        proxier = Proxier(client, node_name=config.hostname_override, node_ips=node_ips,
+                          cluster_cidr=config.cluster_cidr, service_cidr=config.service_cidr, bridge=config.bridge,
+                          min_sync_period=config.min_sync_period, sync_period=config.sync_period,
+                          masquerade_pod_egress=config.masquerade_pod_egress)
+        await proxier.run()
+
+
+async def _node_ips(client: Client, node_name: str) -> list[str]:
+    """The Node's InternalIPs, for the log only: NodePorts match ``--dst-type LOCAL``."""
+    try:
+        node = await client.get("nodes", node_name)
+    except Exception as e:  # noqa: BLE001 - only for the log
+        log.warning("node lookup failed node=%s err=%s", node_name, e)
+        return []
+    return [a["address"] for a in (node.get("status") or {}).get("addresses") or [] if a.get("type") == "InternalIP"]

@@ -1,0 +1,422 @@
+"""Services and Endpoints → iptables-restore text, in kube-proxy's layout (pure).
+
+Nothing here runs a command: ``service_ports`` turns core/v1 Services and
+Endpoints (raw JSON) into ``ServicePort`` models, ``render_full`` and
+``render_partial`` turn those into one ``iptables-restore --noflush``
+payload. The iptables adapter applies it; the proxier decides which to call.
+
+Layout (nat table; names and comments as kube-proxy writes them)::
+
+    PREROUTING, OUTPUT ─► KUBE-SERVICES ─┬─ -d clusterIP --dport p ─► KUBE-SVC-<h>
+                                          └─ (last) dst-type LOCAL ─► KUBE-NODEPORTS
+    KUBE-NODEPORTS ─ --dport nodePort ─► KUBE-EXT-<h> ─► KUBE-MARK-MASQ, KUBE-SVC-<h>
+    KUBE-SVC-<h>   ─ ! -s clusterCIDR ─► KUBE-MARK-MASQ
+                   ─ [recent --rcheck]  statistic random 1/(n-i) ─► KUBE-SEP-<h>
+    KUBE-SEP-<h>   ─ -s epIP ─► KUBE-MARK-MASQ (hairpin); [recent --set] DNAT ip:port
+    POSTROUTING ─► KUBE-POSTROUTING: marked 0x4000 ─► MASQUERADE --random-fully
+                ─► KUBEPY-EGRESS (optional): pod CIDR → outside ─► MASQUERADE
+
+filter table: KUBE-SERVICES / KUBE-EXTERNAL-SERVICES REJECT the ports of
+services without ready endpoints (so clients fail at once instead of
+timing out), KUBE-FORWARD accepts marked and established forwarded traffic.
+
+What must stay true with ``--noflush``: declaring ``:CHAIN - [0:0]``
+flushes that chain and chains not named are left alone. So a partial
+payload declares (and rewrites whole) every dispatch chain plus the chains
+of the changed service ports only; the chains of unchanged services must
+already be in the kernel exactly as a previous payload wrote them. Only
+chains with ``OUR_PREFIXES`` are ever flushed or deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import ipaddress
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BUILTIN_JUMPS",
+    "DEFAULT_AFFINITY_TIMEOUT",
+    "EGRESS_CHAIN",
+    "MASQ_MARK",
+    "OUR_PREFIXES",
+    "Endpoint",
+    "KernelState",
+    "NodeConfig",
+    "Ruleset",
+    "ServicePort",
+    "has_our_prefix",
+    "port_proto_hash",
+    "probability",
+    "render_full",
+    "render_partial",
+    "service_ports",
+]
+
+# -- names --------------------------------------------------------------------
+KUBE_SERVICES = "KUBE-SERVICES"
+KUBE_EXTERNAL_SERVICES = "KUBE-EXTERNAL-SERVICES"
+KUBE_NODEPORTS = "KUBE-NODEPORTS"
+KUBE_POSTROUTING = "KUBE-POSTROUTING"
+KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
+KUBE_FORWARD = "KUBE-FORWARD"
+EGRESS_CHAIN = "KUBEPY-EGRESS"
+SVC_PREFIX = "KUBE-SVC-"
+EXT_PREFIX = "KUBE-EXT-"
+SEP_PREFIX = "KUBE-SEP-"
+OUR_PREFIXES = ("KUBE-", "KUBEPY-")
+MASQ_MARK = "0x4000"
+DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds, the API default for ClientIP affinity
+
+PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+
+# Dispatch chains: declared (so flushed) and rewritten whole on every sync.
+NAT_DISPATCH = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ)
+FILTER_DISPATCH = (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD)
+
+# (table, built-in chain, rule spec before "-j", our target). Inserted at the
+# head of the built-in chain when missing; never rewritten otherwise.
+BUILTIN_JUMPS: tuple[tuple[str, str, str, str], ...] = (
+    ("filter", "INPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals"',
+     KUBE_EXTERNAL_SERVICES),
+    ("filter", "FORWARD", '-m comment --comment "kubernetes forwarding rules"', KUBE_FORWARD),
+    ("filter", "FORWARD", '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals"', KUBE_SERVICES),
+    ("filter", "FORWARD", '-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals"',
+     KUBE_EXTERNAL_SERVICES),
+    ("filter", "OUTPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes service portals"', KUBE_SERVICES),
+    ("nat", "PREROUTING", '-m comment --comment "kubernetes service portals"', KUBE_SERVICES),
+    ("nat", "OUTPUT", '-m comment --comment "kubernetes service portals"', KUBE_SERVICES),
+    ("nat", "POSTROUTING", '-m comment --comment "kubernetes postrouting rules"', KUBE_POSTROUTING),
+)
+EGRESS_JUMP = ("nat", "POSTROUTING", '-m comment --comment "kubepy pod egress"', EGRESS_CHAIN)
+
+
+def has_our_prefix(chain: str) -> bool:
+    return chain.startswith(OUR_PREFIXES)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def port_proto_hash(text: str) -> str:
+    """kube-proxy's chain suffix: sha256 → base32 → first 16 characters.
+
+    Cached: every sync rebuilds the models, and the names of unchanged
+    services must be known to list the chains the kernel keeps."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def probability(n: int) -> str:
+    """1/n the way kube-proxy prints it ("%0.10f"); iptables-save reads it back as e.g. 0.33333333349."""
+    return f"{1.0 / n:0.10f}"
+
+
+# -- model --------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    ip: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of one Service, with its ready endpoints sorted: everything its chains depend on."""
+
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str  # "tcp" | "udp" | "sctp"
+    cluster_ip: str
+    port: int
+    node_port: int | None = None
+    affinity_timeout: int | None = None  # seconds when sessionAffinity is ClientIP
+    endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """kube-proxy's ServicePortName: "ns/name:port", or "ns/name" for an unnamed port."""
+        base = f"{self.namespace}/{self.name}"
+        return f"{base}:{self.port_name}" if self.port_name else base
+
+    @property
+    def service_key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def svc_chain(self) -> str:
+        return SVC_PREFIX + port_proto_hash(self.key + self.protocol)
+
+    @property
+    def ext_chain(self) -> str:
+        return EXT_PREFIX + port_proto_hash(self.key + self.protocol)
+
+    def sep_chain(self, ep: Endpoint) -> str:
+        return SEP_PREFIX + port_proto_hash(self.key + self.protocol + str(ep))
+
+    def chains(self) -> list[str]:
+        """The nat chains this service port owns (empty without endpoints: it has only filter rules)."""
+        if not self.endpoints:
+            return []
+        names = [self.svc_chain]
+        if self.node_port:
+            names.append(self.ext_chain)
+        names.extend(self.sep_chain(ep) for ep in self.endpoints)
+        return names
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    cluster_cidr: str
+    masquerade_all: bool = False
+    pod_egress_cidr: str | None = None  # masquerade pod → outside-the-cluster traffic in KUBEPY-EGRESS
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """What iptables-save showed: our chains per table, and our jumps from built-in chains."""
+
+    chains: frozenset[tuple[str, str]] = frozenset()  # (table, chain)
+    jumps: frozenset[tuple[str, str, str]] = frozenset()  # (table, built-in chain, target)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    text: str
+    nat_chains: frozenset[str]  # every per-service chain the kernel holds once this is applied
+    rendered: int  # service ports whose chains this payload wrote
+    rules: int = 0
+    deleted: tuple[str, ...] = field(default=())
+
+
+# -- Kubernetes JSON → model --------------------------------------------------
+def service_ports(services: Iterable[Mapping[str, Any]],
+                  endpoints: Iterable[Mapping[str, Any]]) -> dict[str, ServicePort]:
+    """Every proxied service port by ``key|protocol``.
+
+    Skipped, as kube-proxy does: ExternalName, headless (clusterIP None) and
+    IPv6 cluster IPs. Endpoint ports are matched by name (the Endpoints
+    controller names them after the service port, already resolving named
+    target ports to numbers) and protocol; only ready addresses count.
+    """
+    eps_by_key = {_meta_key(e): e for e in endpoints}
+    out: dict[str, ServicePort] = {}
+    for svc in services:
+        spec = svc.get("spec") or {}
+        cluster_ip = spec.get("clusterIP") or ""
+        if spec.get("type") == "ExternalName" or cluster_ip in ("", "None"):
+            continue
+        try:
+            if ipaddress.ip_address(cluster_ip).version != 4:
+                continue
+        except ValueError:
+            continue
+        meta = svc.get("metadata") or {}
+        ns, name = meta.get("namespace") or "default", meta["name"]
+        affinity = None
+        if spec.get("sessionAffinity") == "ClientIP":
+            cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
+            affinity = int(cfg.get("timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT)
+        has_node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
+        subsets = (eps_by_key.get(f"{ns}/{name}") or {}).get("subsets") or []
+        for p in spec.get("ports") or []:
+            proto = PROTOCOLS.get(p.get("protocol") or "TCP")
+            if proto is None:
+                continue
+            port_name = p.get("name") or ""
+            sp = ServicePort(
+                namespace=ns, name=name, port_name=port_name, protocol=proto, cluster_ip=cluster_ip,
+                port=int(p["port"]), node_port=int(p["nodePort"]) if has_node_ports and p.get("nodePort") else None,
+                affinity_timeout=affinity, endpoints=_ready_endpoints(subsets, port_name, proto))
+            out[f"{sp.key}|{proto}"] = sp
+    return out
+
+
+def _ready_endpoints(subsets: list[dict[str, Any]], port_name: str, proto: str) -> tuple[Endpoint, ...]:
+    found: set[Endpoint] = set()
+    for subset in subsets:
+        for ep_port in subset.get("ports") or []:
+            if (ep_port.get("name") or "") != port_name:
+                continue
+            if PROTOCOLS.get(ep_port.get("protocol") or "TCP") != proto:
+                continue
+            for addr in subset.get("addresses") or []:
+                if addr.get("ip"):
+                    found.add(Endpoint(addr["ip"], int(ep_port["port"])))
+    return tuple(sorted(found, key=lambda e: (ipaddress.ip_address(e.ip), e.port)))
+
+
+def _meta_key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+# -- rendering ----------------------------------------------------------------
+def _comment(text: str) -> str:
+    return f'-m comment --comment "{text}"' if any(c in text for c in ' "\'') else f"-m comment --comment {text}"
+
+
+class _Tables:
+    def __init__(self) -> None:
+        self.chains: dict[str, list[str]] = {"filter": [], "nat": []}
+        self.rules: dict[str, list[str]] = {"filter": [], "nat": []}
+        self.body: list[str] = []  # per-service nat chains, after the dispatch rules: easier to read
+        self.tail: dict[str, list[str]] = {"filter": [], "nat": []}  # -X after every rule
+
+    def chain(self, table: str, name: str) -> None:
+        self.chains[table].append(f":{name} - [0:0]")
+
+    def add(self, table: str, chain: str, spec: str) -> None:
+        self.rules[table].append(f"-A {chain} {spec}")
+
+    def add_body(self, chain: str, spec: str) -> None:
+        self.body.append(f"-A {chain} {spec}")
+
+    def text(self) -> str:
+        out: list[str] = []
+        for table in ("filter", "nat"):
+            out.append(f"*{table}")
+            out.extend(self.chains[table])
+            out.extend(self.rules[table])
+            if table == "nat":
+                out.extend(self.body)
+            out.extend(self.tail[table])
+            out.append("COMMIT")
+        return "\n".join(out) + "\n"
+
+    def count(self) -> int:
+        return sum(len(r) for r in self.rules.values()) + len(self.body)
+
+
+def render_full(ports: Mapping[str, ServicePort], config: NodeConfig, *,
+                kernel: KernelState = KernelState()) -> Ruleset:
+    """Every chain of every service port, stale chains seen in ``kernel`` deleted, missing jumps added."""
+    existing_nat = {c for t, c in kernel.chains if t == "nat"}
+    return _render(ports, config, changed=None, previous=existing_nat, kernel=kernel)
+
+
+def render_partial(ports: Mapping[str, ServicePort], config: NodeConfig, changed_service_ports: Collection[str], *,
+                   previous_chains: Collection[str]) -> Ruleset:
+    """Dispatch chains plus the chains of ``changed_service_ports`` (keys of ``ports``, removed ones included).
+
+    ``previous_chains`` are the per-service nat chains the last successful
+    payload left in the kernel; those no longer wanted are deleted.
+    """
+    return _render(ports, config, changed=set(changed_service_ports), previous=set(previous_chains), kernel=None)
+
+
+def _render(ports: Mapping[str, ServicePort], config: NodeConfig, *, changed: set[str] | None,
+            previous: set[str], kernel: KernelState | None) -> Ruleset:
+    t = _Tables()
+    for name in FILTER_DISPATCH:
+        t.chain("filter", name)
+    for name in NAT_DISPATCH:
+        t.chain("nat", name)
+    if config.pod_egress_cidr:
+        t.chain("nat", EGRESS_CHAIN)
+
+    ordered = sorted(ports.items())
+    wanted: set[str] = set()
+    rendered = 0
+    nodeport_rules: list[str] = []
+    for pkey, sp in ordered:
+        wanted.update(sp.chains())
+        if changed is None or pkey in changed:
+            rendered += 1
+            for name in sp.chains():
+                t.chain("nat", name)
+            _service_chains(t, sp, config)
+        _dispatch(t, sp, nodeport_rules)
+    t.add("nat", KUBE_SERVICES, _comment("kubernetes service nodeports; NOTE: this must be the last rule in this chain")
+          + f" -m addrtype --dst-type LOCAL -j {KUBE_NODEPORTS}")
+    for rule in nodeport_rules:
+        t.rules["nat"].append(rule)
+    _static(t, config)
+
+    stale = sorted(c for c in previous - wanted if c.startswith((SVC_PREFIX, EXT_PREFIX, SEP_PREFIX)))
+    for name in stale:
+        t.chain("nat", name)
+        t.tail["nat"].append(f"-X {name}")
+    if kernel is not None:
+        jumps = list(BUILTIN_JUMPS) + ([EGRESS_JUMP] if config.pod_egress_cidr else [])
+        # Each missing jump goes to the head of its built-in chain. Listed in
+        # reverse and each inserted at 1, they end up in BUILTIN_JUMPS order.
+        for table, builtin, spec, target in jumps:
+            if (table, builtin, target) not in kernel.jumps:
+                t.rules[table].insert(0, f"-I {builtin} 1 {spec} -j {target}")
+    return Ruleset(text=t.text(), nat_chains=frozenset(wanted), rendered=rendered, rules=t.count(),
+                   deleted=tuple(stale))
+
+
+def _dispatch(t: _Tables, sp: ServicePort, nodeport_rules: list[str]) -> None:
+    """The rules in KUBE-SERVICES / KUBE-NODEPORTS / filter chains that lead to this service port."""
+    proto = f"-m {sp.protocol} -p {sp.protocol}"
+    if sp.endpoints:
+        t.add("nat", KUBE_SERVICES, f"{_comment(sp.key + ' cluster IP')} {proto} -d {sp.cluster_ip} "
+                                    f"--dport {sp.port} -j {sp.svc_chain}")
+        if sp.node_port:
+            nodeport_rules.append(f"-A {KUBE_NODEPORTS} {_comment(sp.key)} {proto} --dport {sp.node_port} "
+                                  f"-j {sp.ext_chain}")
+        return
+    no_eps = _comment(sp.key + " has no endpoints")
+    t.add("filter", KUBE_SERVICES, f"{no_eps} {proto} -d {sp.cluster_ip} --dport {sp.port} "
+                                   f"-j REJECT --reject-with icmp-port-unreachable")
+    if sp.node_port:
+        t.add("filter", KUBE_EXTERNAL_SERVICES, f"{no_eps} -m addrtype --dst-type LOCAL {proto} "
+                                                f"--dport {sp.node_port} -j REJECT --reject-with icmp-port-unreachable")
+
+
+def _service_chains(t: _Tables, sp: ServicePort, config: NodeConfig) -> None:
+    if not sp.endpoints:
+        return
+    proto = f"-m {sp.protocol} -p {sp.protocol}"
+    svc = sp.svc_chain
+    vip = f"{_comment(sp.key + ' cluster IP')} {proto} -d {sp.cluster_ip} --dport {sp.port}"
+    if config.masquerade_all:
+        t.add_body(svc, f"{vip} -j {KUBE_MARK_MASQ}")
+    else:
+        # Off-cluster clients (the node itself, other hosts) must see replies
+        # come back through this node, so their source is rewritten.
+        t.add_body(svc, f"{vip} ! -s {config.cluster_cidr} -j {KUBE_MARK_MASQ}")
+    if sp.node_port:
+        ext = sp.ext_chain
+        t.add_body(ext, _comment(f"masquerade traffic for {sp.key} external destinations") + f" -j {KUBE_MARK_MASQ}")
+        t.add_body(ext, f"-j {svc}")
+    n = len(sp.endpoints)
+    if sp.affinity_timeout is not None:
+        for ep in sp.endpoints:
+            sep = sp.sep_chain(ep)
+            t.add_body(svc, f"{_comment(f'{sp.key} -> {ep}')} -m recent --name {sep} --rcheck "
+                              f"--seconds {sp.affinity_timeout} --reap -j {sep}")
+    for i, ep in enumerate(sp.endpoints):
+        stat = f" -m statistic --mode random --probability {probability(n - i)}" if i < n - 1 else ""
+        t.add_body(svc, f"{_comment(f'{sp.key} -> {ep}')}{stat} -j {sp.sep_chain(ep)}")
+    for ep in sp.endpoints:
+        sep = sp.sep_chain(ep)
+        # A pod reaching itself through its Service: without SNAT its reply
+        # would skip the bridge and never be un-DNATed.
+        t.add_body(sep, f"{_comment(sp.key)} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}")
+        recent = f" -m recent --name {sep} --set" if sp.affinity_timeout is not None else ""
+        t.add_body(sep, f"{_comment(sp.key)}{recent} {proto} -j DNAT --to-destination {ep}")
+
+
+def _static(t: _Tables, config: NodeConfig) -> None:
+    t.add("nat", KUBE_MARK_MASQ, f"-j MARK --or-mark {MASQ_MARK}")
+    t.add("nat", KUBE_POSTROUTING, f"-m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN")
+    # Clear the mark so a packet re-entering netfilter (e.g. encapsulated) is not masqueraded twice.
+    t.add("nat", KUBE_POSTROUTING, f"-j MARK --xor-mark {MASQ_MARK}")
+    t.add("nat", KUBE_POSTROUTING, _comment("kubernetes service traffic requiring SNAT") + " -j MASQUERADE --random-fully")
+    if config.pod_egress_cidr:
+        cidr = config.pod_egress_cidr
+        t.add("nat", EGRESS_CHAIN, f"{_comment('pod to pod: keep source')} -s {cidr} -d {cidr} -j RETURN")
+        t.add("nat", EGRESS_CHAIN, f"{_comment('pod to outside the cluster')} -s {cidr} ! -d 224.0.0.0/4 "
+                                   f"-j MASQUERADE --random-fully")
+    t.add("filter", KUBE_FORWARD, "-m conntrack --ctstate INVALID -j DROP")
+    t.add("filter", KUBE_FORWARD, _comment("kubernetes forwarding rules")
+          + f" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT")
+    t.add("filter", KUBE_FORWARD, _comment("kubernetes forwarding conntrack rule")
+          + " -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")

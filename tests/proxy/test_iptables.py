@@ -1,0 +1,290 @@
+"""The iptables adapter and rendered rules on a real kernel, with real traffic (slow).
+
+Topology, all made by the fixture and all named ``kptest-<rand>-*``::
+
+    kptest-R-out  eth0 192.168.77.2 ──veth── vout 192.168.77.1  kptest-R-node
+    kptest-R-a    eth0 10.244.1.10  ──veth── vpa ┐
+    kptest-R-b    eth0 10.244.1.11  ──veth── vpb ├─ cni0 10.244.1.1/24 (ip_forward on)
+    kptest-R-c    eth0 10.244.1.12  ──veth── vpc ┘
+
+Each "pod" runs a small Python server (TCP and UDP on 8080) via ``ip netns
+exec`` that answers "<pod name> <peer ip>", so a test sees both which
+backend answered and whether the source was masqueraded. The rules are
+applied with ``RealIPTables(netns=<node>)``: only that namespace's chains
+are touched. Every namespace and server is removed even when a test fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from kubepy.proxy.iptables import RealIPTables, parse_state
+from kubepy.proxy.netlink import NodeNetlink
+from kubepy.proxy.proxier import stale_udp_flows
+from kubepy.proxy.rules import (
+    Endpoint,
+    NodeConfig,
+    ServicePort,
+    render_full,
+    render_partial,
+)
+
+pytestmark = pytest.mark.slow
+
+CLUSTER_CIDR = "10.244.0.0/16"
+SERVICE_CIDR = "10.96.0.0/12"
+GATEWAY = "10.244.1.1"
+NODE_IP = "192.168.77.1"
+POD_IPS = {"a": "10.244.1.10", "b": "10.244.1.11", "c": "10.244.1.12"}
+PORT = 8080
+CONFIG = NodeConfig(cluster_cidr=CLUSTER_CIDR)
+
+SERVER = textwrap.dedent("""
+    import socket, sys, threading
+    name = sys.argv[1]
+    tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    tcp.bind(("0.0.0.0", 8080)); tcp.listen(128)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(("0.0.0.0", 8080))
+    def serve_udp():
+        while True:
+            data, peer = udp.recvfrom(2048)
+            udp.sendto(f"{name} {peer[0]}".encode(), peer)
+    threading.Thread(target=serve_udp, daemon=True).start()
+    print("ready", flush=True)
+    while True:
+        conn, peer = tcp.accept()
+        conn.sendall(f"{name} {peer[0]}".encode()); conn.close()
+""")
+
+CLIENT = textwrap.dedent("""
+    import json, socket, sys, time
+    mode, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    out = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        try:
+            if mode == "tcp":
+                s = socket.create_connection((host, port), timeout=3)
+                out.append(["ok", s.recv(100).decode(), time.monotonic() - t0]); s.close()
+            else:
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("0.0.0.0", int(sys.argv[5]))); s.settimeout(2)
+                s.sendto(b"hi", (host, port))
+                out.append(["ok", s.recvfrom(100)[0].decode(), time.monotonic() - t0]); s.close()
+        except OSError as e:
+            out.append([type(e).__name__, str(e), time.monotonic() - t0])
+    print(json.dumps(out))
+""")
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
+
+
+@dataclass
+class Topology:
+    prefix: str
+    tmp: Path
+    servers: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def ns(self, short: str) -> str:
+        return f"{self.prefix}-{short}"
+
+    @property
+    def node(self) -> str:
+        return self.ns("node")
+
+    @property
+    def iptables(self) -> RealIPTables:
+        return RealIPTables(netns=self.node)
+
+    @property
+    def netlink(self) -> NodeNetlink:
+        return NodeNetlink(bridge="cni0", service_cidr=SERVICE_CIDR, netns=self.node)
+
+    def client(self, where: str, mode: str, host: str, port: int, n: int = 1, sport: int = 0) -> list[list]:
+        argv = ["ip", "netns", "exec", self.ns(where), sys.executable, str(self.tmp / "client.py"),
+                mode, host, str(port), str(n)] + ([str(sport)] if mode == "udp" else [])
+        return json.loads(sh(*argv).stdout)
+
+    async def apply(self, ports: dict[str, ServicePort]) -> None:
+        state = parse_state(await self.iptables.save())
+        await self.iptables.restore(render_full(ports, CONFIG, kernel=state).text)
+
+
+def build(t: Topology) -> None:
+    (t.tmp / "server.py").write_text(SERVER)
+    (t.tmp / "client.py").write_text(CLIENT)
+    node = t.node
+    for short in ("node", "out", *POD_IPS):
+        sh("ip", "netns", "add", t.ns(short))
+        sh("ip", "-n", t.ns(short), "link", "set", "lo", "up")
+    sh("ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    sh("ip", "netns", "exec", node, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", check=False)
+    sh("ip", "-n", node, "link", "add", "cni0", "type", "bridge")
+    sh("ip", "-n", node, "addr", "add", f"{GATEWAY}/24", "dev", "cni0")
+    sh("ip", "-n", node, "link", "set", "cni0", "up")
+    for short, ip in POD_IPS.items():
+        pod = t.ns(short)
+        sh("ip", "-n", node, "link", "add", f"vp{short}", "type", "veth", "peer", "name", "eth0", "netns", pod)
+        sh("ip", "-n", node, "link", "set", f"vp{short}", "master", "cni0", "up")
+        sh("ip", "-n", pod, "addr", "add", f"{ip}/24", "dev", "eth0")
+        sh("ip", "-n", pod, "link", "set", "eth0", "up")
+        sh("ip", "-n", pod, "route", "add", "default", "via", GATEWAY)
+    sh("ip", "-n", node, "link", "add", "vout", "type", "veth", "peer", "name", "eth0", "netns", t.ns("out"))
+    sh("ip", "-n", node, "addr", "add", f"{NODE_IP}/24", "dev", "vout")
+    sh("ip", "-n", node, "link", "set", "vout", "up")
+    sh("ip", "-n", t.ns("out"), "addr", "add", "192.168.77.2/24", "dev", "eth0")
+    sh("ip", "-n", t.ns("out"), "link", "set", "eth0", "up")
+    for short in POD_IPS:
+        proc = subprocess.Popen(["ip", "netns", "exec", t.ns(short), sys.executable, str(t.tmp / "server.py"), short],
+                                stdout=subprocess.PIPE, text=True)
+        t.servers.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+
+
+def teardown(t: Topology) -> None:
+    for proc in t.servers:
+        proc.kill()
+        proc.wait(timeout=10)
+    for short in ("node", "out", *POD_IPS):
+        sh("ip", "netns", "del", t.ns(short), check=False)
+
+
+@pytest.fixture(scope="module")
+def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    t = Topology(prefix=f"kptest-{secrets.token_hex(3)}", tmp=tmp_path_factory.mktemp("proxy"))
+    try:
+        build(t)
+        # What the proxier does on a full sync: hairpin on every bridge port, service route, no redirects.
+        assert t.netlink.ensure_hairpin() == 3
+        assert t.netlink.ensure_service_route() is True
+        assert t.netlink.ensure_service_route() is False
+        t.netlink.ensure_no_redirects()
+        assert sh("ip", "netns", "exec", t.node, "sysctl", "-n", "net.ipv4.conf.cni0.send_redirects").stdout.strip() == "0"
+        yield t
+    finally:
+        teardown(t)
+
+
+def sp(name: str, *backends: str, protocol: str = "tcp", cluster_ip: str = "10.96.0.20", port: int = 80,
+       node_port: int | None = None, port_name: str = "http") -> ServicePort:
+    eps = tuple(sorted(Endpoint(POD_IPS[b], PORT) for b in backends))
+    return ServicePort(namespace="kptest", name=name, port_name=port_name, protocol=protocol, cluster_ip=cluster_ip,
+                       port=port, node_port=node_port, endpoints=eps)
+
+
+def keyed(*ports: ServicePort) -> dict[str, ServicePort]:
+    return {f"{p.key}|{p.protocol}": p for p in ports}
+
+
+async def test_applied_rules_read_back(topo: Topology) -> None:
+    web = sp("web", "a", "b", "c")
+    await topo.apply(keyed(web))
+    saved = await topo.iptables.save()
+    state = parse_state(saved)
+    nat = {c for t, c in state.chains if t == "nat"}
+    assert set(web.chains()) <= nat
+    assert {"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-MARK-MASQ", "KUBE-POSTROUTING"} <= nat
+    assert ("nat", "PREROUTING", "KUBE-SERVICES") in state.jumps
+    assert ("nat", "POSTROUTING", "KUBE-POSTROUTING") in state.jumps
+    assert "--probability 0.33333333349" in saved  # how the kernel keeps kube-proxy's 0.3333333333
+    # A second full sync adds no second jump.
+    await topo.apply(keyed(web))
+    assert (await topo.iptables.save()).count("-j KUBE-POSTROUTING") == 1
+
+
+async def test_cluster_ip_reaches_both_backends(topo: Topology) -> None:
+    await topo.apply(keyed(sp("web", "a", "b")))
+    results = topo.client("c", "tcp", "10.96.0.20", 80, n=40)
+    assert all(r[0] == "ok" for r in results), results
+    answered = {r[1].split()[0] for r in results}
+    assert answered == {"a", "b"}
+    assert {r[1].split()[1] for r in results} == {POD_IPS["c"]}  # in-cluster source kept
+
+
+async def test_node_itself_reaches_cluster_ip(topo: Topology) -> None:
+    await topo.apply(keyed(sp("web", "a")))
+    (result,) = topo.client("node", "tcp", "10.96.0.20", 80)
+    assert result[0] == "ok" and result[1].startswith("a "), result
+
+
+async def test_pod_reaches_itself_through_its_service(topo: Topology) -> None:
+    await topo.apply(keyed(sp("web", "a")))
+    results = topo.client("a", "tcp", "10.96.0.20", 80, n=3)
+    assert all(r[0] == "ok" for r in results), results
+    # hairpinned back out of vpa and masqueraded to the bridge address
+    assert {r[1] for r in results} == {f"a {GATEWAY}"}
+
+
+async def test_node_port_answers_from_outside(topo: Topology) -> None:
+    await topo.apply(keyed(sp("web", "b", node_port=30080)))
+    (result,) = topo.client("out", "tcp", NODE_IP, 30080)
+    assert result[0] == "ok", result
+    assert result[1] == f"b {GATEWAY}"  # external traffic is masqueraded
+
+
+async def test_service_without_endpoints_is_refused_at_once(topo: Topology) -> None:
+    await topo.apply(keyed(sp("web", "a"), sp("empty", cluster_ip="10.96.0.21", node_port=30081)))
+    (inside,) = topo.client("c", "tcp", "10.96.0.21", 80)
+    assert inside[0] == "ConnectionRefusedError" and inside[2] < 0.5, inside
+    (outside,) = topo.client("out", "tcp", NODE_IP, 30081)
+    assert outside[0] == "ConnectionRefusedError" and outside[2] < 0.5, outside
+    (node,) = topo.client("node", "tcp", "10.96.0.21", 80)
+    assert node[0] == "ConnectionRefusedError" and node[2] < 0.5, node
+
+
+async def test_udp_endpoint_swap_keeps_client_answered(topo: Topology) -> None:
+    before = keyed(sp("dns", "a", protocol="udp", cluster_ip="10.96.0.10", port=53, port_name="dns"))
+    after = keyed(sp("dns", "b", protocol="udp", cluster_ip="10.96.0.10", port=53, port_name="dns"))
+    await topo.apply(before)
+    (r1,) = topo.client("c", "udp", "10.96.0.10", 53, sport=40053)
+    assert r1[0] == "ok" and r1[1].startswith("a "), r1
+    # Rules alone: the conntrack entry still DNATs this 5-tuple to a.
+    text = render_partial(after, CONFIG, set(before) | set(after), previous_chains=set(before["kptest/dns:dns|udp"]
+                                                                                       .chains())).text
+    await topo.iptables.restore(text)
+    (r2,) = topo.client("c", "udp", "10.96.0.10", 53, sport=40053)
+    assert r2[0] == "ok" and r2[1].startswith("a "), r2
+    # What the proxier does after the apply: delete entries answered by a.
+    flows = sorted(stale_udp_flows(before, after))
+    deleted = await asyncio.to_thread(topo.netlink.delete_udp_flows, flows)
+    assert deleted >= 1
+    (r3,) = topo.client("c", "udp", "10.96.0.10", 53, sport=40053)
+    assert r3[0] == "ok" and r3[1].startswith("b "), r3
+
+
+async def test_partial_sync_leaves_other_services_alone(topo: Topology) -> None:
+    one, two = sp("one", "a", cluster_ip="10.96.0.31"), sp("two", "b", cluster_ip="10.96.0.32")
+    await topo.apply(keyed(one, two))
+    moved = sp("two", "c", cluster_ip="10.96.0.32")
+    before = keyed(one, two)
+    after = keyed(one, moved)
+    rs = render_partial(after, CONFIG, {"kptest/two:http|tcp"}, previous_chains=set(one.chains()) | set(two.chains()))
+    assert one.svc_chain not in rs.text.split("*nat")[1].split("-A")[0]  # one's chains not declared
+    await topo.iptables.restore(rs.text)
+    nat = {c for t, c in parse_state(await topo.iptables.save()).chains if t == "nat"}
+    assert set(one.chains()) | set(moved.chains()) <= nat
+    assert set(two.chains()) - set(moved.chains()) & nat == set()  # stale SEP deleted
+    assert before != after
+    assert topo.client("c", "tcp", "10.96.0.31", 80)[0][1].startswith("a ")
+    assert topo.client("a", "tcp", "10.96.0.32", 80)[0][1].startswith("c ")
+
+
+async def test_cleanup_leaves_no_chains_of_ours(topo: Topology) -> None:
+    await topo.apply(keyed(sp("web", "a", node_port=30080), sp("empty", cluster_ip="10.96.0.21")))
+    assert await topo.iptables.cleanup() > 0
+    saved = await topo.iptables.save()
+    assert "KUBE-" not in saved and "KUBEPY-" not in saved, saved
+    assert await topo.iptables.cleanup() == 0  # idempotent
