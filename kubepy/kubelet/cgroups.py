@@ -146,7 +146,12 @@ class PodCgroups:
         by_mount: dict[Path, str] = {}
         for name in sorted(names):
             by_mount.setdefault(self.v1[name], name)
-        return {name: mnt for mnt, name in by_mount.items()}
+        roots = {name: mnt for mnt, name in by_mount.items()}
+        if all_hierarchies and self.v2_root is not None:
+            # Hybrid hosts: runc also makes the container's cgroup in the unified
+            # tree, so removal must look there too.
+            roots["unified"] = self.v2_root
+        return roots
 
     def paths(self, pod_uid: str, *, all_hierarchies: bool = False) -> dict[str, Path]:
         """``{controller: directory}`` of the pod (v2: ``{"unified": dir}``)."""
