@@ -35,6 +35,8 @@ from kubepy.lab.steps import StepFailed, step
 DEFAULT_ROOT = Path("/var/lib/kubepy")
 DEFAULT_NAME = "kubepy"
 DNS_IP = "10.96.0.10"
+# Each node's pod sandbox (pause) image: built locally from busybox-static, no registry needed.
+PAUSE_IMAGE = "kubepy.local/pause:1"
 
 
 @dataclass
@@ -163,7 +165,7 @@ class Cluster:
         node, netns, ndir = self.node_name(i), net.node_netns(i), self.node_dir(i)
         ndir.mkdir(parents=True, exist_ok=True)
         containerd = Containerd(ndir / "containerd", netns=netns)
-        asyncio.run(containerd.start())
+        asyncio.run(self._start_containerd(containerd))
         if containerd.pid:
             state.pids[f"{node}/containerd"] = containerd.pid
         server = f"https://{net.gateway}:{state.port}"
@@ -171,7 +173,8 @@ class Cluster:
             "kubelet", "--hostname-override", node, "--node-ip", net.node_ip(i), "--server", server,
             "--ca-file", str(self.cp_dir / "ca.crt"), "--bootstrap-token", self._bootstrap_token(),
             "--root-dir", str(ndir / "kubelet"), "--pod-logs-dir", str(ndir / "pod-logs"),
-            "--container-runtime-endpoint", containerd.socket], netns=netns)
+            "--container-runtime-endpoint", containerd.socket, "--pod-infra-container-image", PAUSE_IMAGE],
+            netns=netns)
         # The kubelet writes its own kubeconfig after joining; proxy and DNS use it.
         own = ndir / "kubelet" / "kubelet.kubeconfig"
         deadline = time.monotonic() + 60
@@ -188,6 +191,20 @@ class Cluster:
         state.pids[f"{node}/dns"] = self._spawn(f"{node}-dns", [
             "dns", "--kubeconfig", str(own), "--listen", f"{net.node_ip(i)}:53",
             "--upstream", f"{net.gateway}:53"], netns=netns)
+
+    async def _start_containerd(self, containerd) -> None:
+        """Start the node's containerd and give it the pause image the kubelet needs."""
+        from kubepy.images import busybox_image
+        from kubepy.kubelet.runtime import Runtime
+
+        await containerd.start()
+        archive = self.dir / "pause.tar"
+        if not archive.exists():
+            await asyncio.to_thread(busybox_image, PAUSE_IMAGE, archive)
+        rt = Runtime(containerd.socket, namespace="kubepy", snapshotter=containerd.snapshotter,
+                     runc_root=containerd.runc_root)
+        if not await rt.image_exists(PAUSE_IMAGE):
+            await rt.import_archive(archive)
 
     def _wait_nodes_ready(self, state: ClusterState, nodes: int, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
