@@ -399,7 +399,7 @@ class Kubelet:
         cidr = await _until(stop, self.node.wait_pod_cidr())
         if cidr is None:
             return await self.shutdown()
-        self.network = NodeNetwork(bridge=c.bridge, pod_cidr=cidr)
+        self.network = NodeNetwork(bridge=c.bridge, pod_cidr=cidr, node=c.node_name)
         await asyncio.to_thread(self.network.ensure_bridge)
         self.ipam = HostLocalIPAM(c.ipam_dir, cidr)
         await asyncio.to_thread(self.cgroups.ensure_parent)

@@ -68,7 +68,8 @@ NETNS_PREFIX = "kp-"
 NETNS_NAME_MAX = 63
 POD_IFNAME = "eth0"
 VETH_PREFIX = "veth"
-MARK_RE = re.compile(r"^kubepy pod=(?P<namespace>[^/ ]*)/(?P<name>\S*) uid=(?P<uid>\S+) cidr=(?P<cidr>\S+)$")
+MARK_RE = re.compile(
+    r"^kubepy pod=(?P<namespace>[^/ ]*)/(?P<name>\S*) uid=(?P<uid>\S+) cidr=(?P<cidr>\S+)(?: node=(?P<node>\S+))?$")
 HOST_VETH_RE = re.compile(r"^veth[0-9a-f]{8}$")
 CLONE_NEWNET = 0x40000000
 
@@ -114,8 +115,10 @@ def host_veth_name(uid: str) -> str:
     return VETH_PREFIX + hashlib.sha256(uid.encode()).hexdigest()[:8]
 
 
-def _mark(namespace: str, name: str, uid: str, cidr: str) -> str:
-    return f"kubepy pod={namespace}/{name} uid={uid} cidr={cidr}"
+def _mark(namespace: str, name: str, uid: str, cidr: str, node: str = "") -> str:
+    # The node name matters: two lab clusters on one host both hand out 10.244.0.0/24,
+    # and a kubelet must never mistake the other cluster's pods for its own orphans.
+    return f"kubepy pod={namespace}/{name} uid={uid} cidr={cidr}" + (f" node={node}" if node else "")
 
 
 # -- netns creation ------------------------------------------------------------
@@ -158,7 +161,8 @@ def _write_sysctl(key: str, value: str) -> None:
 class NodeNetwork:
     """The node's bridge and its pods' namespaces and veths."""
 
-    def __init__(self, *, bridge: str = "cni0", pod_cidr: str, mtu: int = 1500) -> None:
+    def __init__(self, *, bridge: str = "cni0", pod_cidr: str, mtu: int = 1500, node: str = "") -> None:
+        self.node = node  # written into each pod netns' mark; only marks with it are ours
         self.bridge = bridge
         self.network = ipaddress.IPv4Network(pod_cidr, strict=False)
         self.pod_cidr = str(self.network)
@@ -209,7 +213,7 @@ class NodeNetwork:
             raise NetworkError(f"pod ip {ip} is not a pod address of {self.pod_cidr}")
         ns_name = pod_netns_name(namespace, name, uid)
         veth = host_veth_name(uid)
-        self._ensure_netns(ns_name, _mark(namespace, name, uid, self.pod_cidr), uid)
+        self._ensure_netns(ns_name, _mark(namespace, name, uid, self.pod_cidr, self.node), uid)
         with IPRoute() as ipr:
             br = self._bridge_index(ipr, create=False)
             with IPRoute(netns=ns_name, flags=0) as pod:
@@ -378,8 +382,8 @@ class NodeNetwork:
             with IPRoute(netns=ns_name, flags=0) as pod:
                 (lo,) = pod.link_lookup(ifname="lo")
                 m = MARK_RE.match(pod.get_links(lo)[0].get("IFLA_IFALIAS") or "")
-                if not m or m["cidr"] != self.pod_cidr:
-                    return None  # not a kubepy pod, or another node's
+                if not m or m["cidr"] != self.pod_cidr or (self.node and m["node"] != self.node):
+                    return None  # not a kubepy pod, or another node's (maybe of another cluster)
                 ip, prefixlen = "", self.prefixlen
                 for eth in pod.link_lookup(ifname=POD_IFNAME):
                     for a in pod.get_addr(index=eth, family=socket.AF_INET):

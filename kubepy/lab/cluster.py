@@ -117,7 +117,9 @@ class Cluster:
             self.down(quiet=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        state = ClusterState(self.name, port or _free_port(6443), nodes=nodes,
+        # Clusters with other names start their search elsewhere, so two `up`s at once rarely race.
+        preferred = 6443 if self.name == DEFAULT_NAME else 7000 + int(_short_hash(self.name), 16) % 2000
+        state = ClusterState(self.name, port or _free_port(preferred), nodes=nodes,
                              subnet=subnet or default_subnet(self.name))
         state.save(self.state_path)
         net = self.network(state)
@@ -214,7 +216,8 @@ class Cluster:
             if cp.returncode == 0:
                 items = json.loads(cp.stdout)["items"]
                 ready = [n["metadata"]["name"] for n in items if any(
-                    c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))]
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in (n.get("status") or {}).get("conditions", []))]
                 last = f"{len(ready)}/{nodes} Ready: {', '.join(sorted(ready)) or '-'}"
                 if len(ready) >= nodes:
                     return
@@ -370,7 +373,7 @@ class Cluster:
             if cp.returncode == 0:
                 for n in json.loads(cp.stdout)["items"]:
                     ready = any(c["type"] == "Ready" and c["status"] == "True"
-                                for c in n["status"].get("conditions", []))
+                                for c in (n.get("status") or {}).get("conditions", []))
                     ok &= ready
                     print(f" {'✓' if ready else '✗'} node {n['metadata']['name']:<23} "
                           f"{'Ready' if ready else 'NotReady'}")
@@ -380,6 +383,10 @@ class Cluster:
         return bool(state.pids) and all(_pid_alive(p) for p in state.pids.values())
 
     def kubectl(self, args: list[str]) -> int:
+        if not self.kubeconfig.exists():
+            print(f"kubepy kubectl: no cluster named {self.name!r} (no {self.kubeconfig}); run kubepy up",
+                  file=sys.stderr)
+            return 1
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         return subprocess.call([_kubectl_binary(), *args], env=env)
 
@@ -407,6 +414,12 @@ class Cluster:
                 refs = asyncio.run(load())
             print(f"   {', '.join(refs)}")
         return 0
+
+
+def _short_hash(name: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(name.encode()).hexdigest()[:6]
 
 
 def _kubectl_binary() -> str:

@@ -319,3 +319,13 @@ def test_leftover_veth_of_a_held_netns_is_listed_and_removed(node_ns: NodeNS) ->
         ("", "", got["veth"], node_ns.pod_namespace, "gone")
     ]
     assert got["after"] == []
+
+
+def test_ownership_mark_names_the_node():
+    """Two lab clusters both hand out 10.244.0.0/24: the node name in the mark keeps them apart."""
+    from kubepy.kubelet.network import MARK_RE, _mark
+
+    m = MARK_RE.match(_mark("default", "web", "uid-1", "10.244.0.0/24", "a-node1"))
+    assert m and m["node"] == "a-node1" and m["cidr"] == "10.244.0.0/24" and m["uid"] == "uid-1"
+    old = MARK_RE.match(_mark("default", "web", "uid-1", "10.244.0.0/24"))
+    assert old and old["node"] is None
