@@ -130,6 +130,10 @@ class Cluster:
                     net.ensure_bridge()
                     for i in range(1, nodes + 1):
                         net.ensure_node(i)
+            if store == "etcd":
+                with step("etcd (the distribution's etcd-server) on loopback"):
+                    store = self._start_etcd(state)
+                    state.save(self.state_path)
             with step(f"control plane on {net.gateway}:{state.port} (API server, scheduler, controller manager)"):
                 cp_args = ["controlplane", "--data-dir", str(self.cp_dir), "--port", str(state.port),
                            "--store", store]
@@ -154,6 +158,36 @@ class Cluster:
         print(f"\nready in {time.monotonic() - started:.1f}s")
         self._summary(state)
         return 0
+
+    def _start_etcd(self, state: ClusterState) -> str:
+        """A real etcd for this cluster's store; returns the store URL for the API server."""
+        if shutil.which("etcd") is None:
+            raise StepFailed("etcd", "etcd is missing: apt-get install -y etcd-server")
+        client, peer = _free_port(2379), _free_port(2380 + 100)
+        data = self.dir / "etcd"
+        url = f"http://127.0.0.1:{client}"
+        log = open(self.logs / "etcd.log", "ab")
+        proc = subprocess.Popen(
+            ["etcd", f"--name={self.name}", f"--data-dir={data}", f"--listen-client-urls={url}",
+             f"--advertise-client-urls={url}", f"--listen-peer-urls=http://127.0.0.1:{peer}",
+             f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+             f"--initial-cluster={self.name}=http://127.0.0.1:{peer}", "--log-level=warn"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        state.pids["etcd"] = proc.pid
+        deadline = time.monotonic() + 30
+        import urllib.request
+
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StepFailed("etcd", "exited during start-up", self._tail("etcd"))
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                    if json.load(r).get("health") == "true":
+                        return f"etcd://127.0.0.1:{client}"
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise StepFailed("etcd", "not healthy after 30s", self._tail("etcd"))
 
     def _bootstrap_token(self) -> str:
         for line in (self.cp_dir / "tokens.csv").read_text().splitlines():
@@ -292,7 +326,7 @@ class Cluster:
             return 0
         ctx = (lambda title: step(title)) if not quiet else (lambda title: contextlib.nullcontext())
         pids = state.pids if state else {}
-        daemons = [d for d in pids if not d.endswith("/containerd") and d != "controlplane"]
+        daemons = [d for d in pids if not d.endswith("/containerd") and d not in ("controlplane", "etcd")]
         if daemons:
             with ctx(f"stop {len(daemons)} node daemons"):
                 for d in daemons:
@@ -303,6 +337,9 @@ class Cluster:
         if "controlplane" in pids:
             with ctx(f"stop control plane (pid {pids['controlplane']})"):
                 _stop(pids["controlplane"])
+        if "etcd" in pids:
+            with ctx(f"stop etcd (pid {pids['etcd']})"):
+                _stop(pids["etcd"])
         if state and state.nodes:
             with ctx("remove network namespaces, bridge and NAT rules"):
                 net = self.network(state)
