@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -109,6 +110,15 @@ async def _http_get(host: str, port: int, path: str, headers: list[dict[str, str
             await writer.wait_closed()
 
 
+def _dial_error(host: str, port: int, e: OSError) -> str:
+    """Go's net.Dial error text: ``dial tcp 10.0.0.5:80: connect: connection refused``.
+
+    (asyncio's own text, "Connect call failed ('10.0.0.5', 80)", drops the reason.)"""
+    reason = os.strerror(e.errno) if e.errno else (e.strerror or str(e))
+    op = "read" if isinstance(e, ConnectionResetError) else "connect"
+    return f"dial tcp {host}:{port}: {op}: {reason[:1].lower()}{reason[1:]}"
+
+
 async def run_probe(probe: dict[str, Any], *, runtime: Any, container_id: str, pod_ip: str,
                     ports: dict[str, int]) -> ProbeResult:
     """Run ``probe``'s handler once."""
@@ -135,6 +145,9 @@ async def run_probe(probe: dict[str, Any], *, runtime: Any, container_id: str, p
             except TimeoutError:
                 return ProbeResult(False, f'Get "http://{host}:{port}{h.get("path") or "/"}": context deadline '
                                           "exceeded (Client.Timeout exceeded while awaiting headers)")
+            except OSError as e:
+                return ProbeResult(False, f'Get "http://{host}:{port}{h.get("path") or "/"}": '
+                                          f"{_dial_error(host, port, e)}")
         if "tcpSocket" in probe:
             t = probe["tcpSocket"]
             host = t.get("host") or pod_ip
@@ -143,6 +156,8 @@ async def run_probe(probe: dict[str, Any], *, runtime: Any, container_id: str, p
                 _r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
             except TimeoutError:
                 return ProbeResult(False, f"dial tcp {host}:{port}: i/o timeout")
+            except OSError as e:
+                return ProbeResult(False, _dial_error(host, port, e))
             w.close()
             with contextlib.suppress(Exception):
                 await w.wait_closed()

@@ -207,15 +207,20 @@ def test_not_ready_pods_stop_getting_traffic(lab: Lab):
 
 
 def test_down_leaves_nothing(lab: Lab):
+    from kubepy.kubelet.network import pod_netns_name
     from kubepy.lab.network import LabNetwork, default_subnet
 
     net = LabNetwork(lab.name, default_subnet(lab.name))
-    ours = (lab.name, str(lab.root), net.bridge, net.host_veth(0)[:-1], net.chain, "kp-")
+    pods = lab.json("get", "pods", "-A")["items"]
+    assert pods, "the check needs pods whose network namespaces down must remove"
+    pod_netns = {pod_netns_name(p["metadata"]["namespace"], p["metadata"]["name"], p["metadata"]["uid"])
+                 for p in pods}
+    ours = (lab.name, str(lab.root), net.bridge, net.host_veth(0)[:-1], net.chain, *pod_netns)
     lab.kubepy("down")
     after = host_state()
     for key, before in lab.before.items():
-        # Everything a cluster makes carries its name, its state dir or a name derived from it;
-        # other tests may run beside this one, so only those count.
+        # Everything a cluster makes carries its name, its state dir or a name derived from it
+        # (pods: their netns names); other tests may run beside this one, so only those count.
         extra = {item for item in after[key] - before if any(mark in item for mark in ours)}
         assert not extra, f"kubepy down left {key}: {sorted(extra)[:10]}"
     assert not (lab.root / lab.name).exists()

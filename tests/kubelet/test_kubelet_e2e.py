@@ -88,7 +88,8 @@ def leftovers(node: KubeletNode, uid: str, ip: str) -> dict[str, Any]:
     netns = [n for n in os.listdir("/var/run/netns") if n.endswith(uid.replace("-", "")[:8])]
     veth = host_veth_name(uid) in node_exec(node, "ip", "-o", "link")
     cgroups = [p for p in Path("/sys/fs/cgroup/memory/kubepy", node.name).glob(f"pod{uid}")]
-    containers = [line for line in node.ctr("containers", "ls").splitlines() if uid[:8] in line]
+    # Container ids carry the pod's name, not its uid: ask containerd by the uid label.
+    containers = node.ctr("containers", "ls", "-q", f'labels."io.kubernetes.pod.uid"=={uid}').split()
     snapshots = node.ctr("snapshots", "ls")
     ipam = (node.root_dir / "ipam" / ip).exists() if ip else False
     pod_dir = (node.root_dir / "pods" / uid).exists()
@@ -273,7 +274,7 @@ async def test_kubectl_logs_and_exec_through_the_real_kubelet(kubelet_node: Kube
     node = kubelet_node
     ns = node.test_ns
     talker = pod(node, "talker", [{"name": "main", "command": ["sh", "-c",
-                                   "echo line-one; echo line-two >&2; echo line-three; exec sleep 3600"]}])
+                                   "echo line-one; echo line-two >&2; sleep 0.5; echo line-three; exec sleep 3600"]}])
     await client.create("pods", talker, namespace=ns)
     await wait_for(client, node, "talker", lambda p: p["status"].get("phase") == "Running", what="Running")
 
