@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 __all__ = ["BUSYBOX_APPLETS", "EXAMPLE_IMAGES", "ImageBuildError", "build_examples", "build_image",
-           "busybox_image", "job_image", "redis_image", "web_image"]
+           "busybox_image", "job_image", "redis_image", "udp_echo_image", "web_image"]
 
 BUSYBOX = "/bin/busybox"   # Debian's busybox-static
 BUSYBOX_APPLETS = ["sh", "ash", "sleep", "echo", "cat", "ls", "ps", "wget", "nc", "httpd", "ip",
@@ -124,6 +124,28 @@ def busybox_image(ref: str, out_tar: Path, *, applets: list[str] | None = None) 
             files={"/bin/busybox": Path(BUSYBOX), "/etc/passwd": passwd, "/etc/group": group},
             symlinks={f"/bin/{a}": "busybox" for a in (applets or BUSYBOX_APPLETS)},
             cmd=["sh"], env={"PATH": "/bin"}, workdir="/")
+
+
+UDPECHO_REF = "kubepy.local/udpecho:1"
+UDPECHO_SRC = Path(__file__).parent / "images_src" / "udpecho.c"
+UDPECHO_PORT = 9000
+
+
+def udp_echo_image(ref: str = UDPECHO_REF, out_tar: Path | None = None, *, cc: str = "gcc") -> Path:
+    """A UDP echo server (``images_src/udpecho.c``, compiled static here) plus busybox for ``kubectl exec``.
+
+    ``/bin/udpecho 9000`` answers every datagram with ``"<hostname> <payload>"`` and exits 0 on
+    SIGTERM. Needs a C compiler and a static libc (Debian: gcc, libc6-dev)."""
+    if out_tar is None:
+        raise ImageBuildError("udp_echo_image needs out_tar")
+    with tempfile.TemporaryDirectory(prefix="kubepy-udpecho-") as tmp_:
+        tmp = Path(tmp_)
+        binary = tmp / "udpecho"
+        _run(cc, "-static", "-O2", "-o", str(binary), str(UDPECHO_SRC))
+        files, symlinks = _busybox_base(tmp)
+        files["/bin/udpecho"] = binary
+        return build_image(ref, out_tar, files=files, symlinks=symlinks,
+                           entrypoint=["/bin/udpecho", str(UDPECHO_PORT)], env={"PATH": "/bin"}, workdir="/")
 
 
 def _run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -371,12 +393,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="where downloaded .deb files are kept (default $XDG_CACHE_HOME/kubepy/debs)")
     ap.add_argument("--busybox", nargs=2, metavar=("REF", "OUT_TAR"),
                     help="build a plain busybox image named REF into OUT_TAR")
+    ap.add_argument("--udpecho", nargs=2, metavar=("REF", "OUT_TAR"),
+                    help=f"build the UDP echo test image (e.g. {UDPECHO_REF}) into OUT_TAR (needs gcc, libc6-dev)")
     args = ap.parse_args(argv)
-    if not args.examples and not args.busybox:
-        ap.error("nothing to do: give --examples OUT_DIR or --busybox REF OUT_TAR")
+    if not args.examples and not args.busybox and not args.udpecho:
+        ap.error("nothing to do: give --examples OUT_DIR, --busybox REF OUT_TAR or --udpecho REF OUT_TAR")
     try:
         if args.busybox:
             print(f"{args.busybox[0]}\t{busybox_image(args.busybox[0], Path(args.busybox[1]))}")
+        if args.udpecho:
+            print(f"{args.udpecho[0]}\t{udp_echo_image(args.udpecho[0], Path(args.udpecho[1]))}")
         if args.examples:
             for ref in args.only or EXAMPLE_IMAGES:
                 t0 = time.monotonic()
