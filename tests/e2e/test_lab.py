@@ -166,7 +166,10 @@ def test_service_across_nodes_by_ip_and_dns(lab: Lab):
         seen.add(out)
     names = {p["metadata"]["name"] for p in pods}
     assert seen <= names and len(seen) >= 5, f"requests should reach (nearly) every backend, got {seen}"
-    assert client in seen or True  # a pod may reach itself through its Service (hairpin); asserted below
+    node_of = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods}
+    reached = {node_of[n] for n in seen}
+    assert {lab.node_netns(2), lab.node_netns(3)} <= reached, \
+        f"a pod on node 1 must reach backends on nodes 2 and 3, reached {reached}"
     own = lab.kubectl("exec", client, "--", "sh", "-c",
                       f"for i in $(seq 40); do wget -qO- http://{ip}/; done").stdout.split()
     assert client in own, "a pod must reach itself through its own Service (hairpin + masquerade)"
