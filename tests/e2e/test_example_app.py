@@ -4,6 +4,7 @@ to v2 completes with the app answering throughout."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -24,7 +25,8 @@ def app():
     lab = Lab()
     try:
         lab.kubepy("up", "--nodes", "3")
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NAME": lab.name, "STATE_DIR": str(lab.root)}
+        # HOME stays a real home: kubectl keeps its discovery cache there, not in the repo.
+        env = {**os.environ, "NAME": lab.name, "STATE_DIR": str(lab.root)}
         run = subprocess.run([str(REPO / "examples" / "run")], cwd=REPO, env=env, capture_output=True, text=True,
                              timeout=600)
         if run.returncode != 0:
