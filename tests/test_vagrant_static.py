@@ -373,16 +373,13 @@ def _machines(log: list[dict]) -> dict[str, dict]:
     return out
 
 
-needs_ruby = pytest.mark.usefixtures()  # ruby is installed by .ci/install; a missing one fails the test
 
 
-@needs_ruby
 def test_vagrantfile_is_valid_ruby():
     cp = subprocess.run(["ruby", "-c", str(ROOT / "Vagrantfile")], check=False, capture_output=True, text=True)
     assert cp.returncode == 0 and "Syntax OK" in cp.stdout, cp.stderr
 
 
-@needs_ruby
 def test_vagrantfile_defaults(tmp_path):
     code, log, err = _evaluate_vagrantfile(tmp_path)
     assert code == 0, err
@@ -418,7 +415,6 @@ def test_vagrantfile_defaults(tmp_path):
     assert synced and synced[0]["args"] == [".", "/vagrant"] and synced[0]["opts"]["type"] == "rsync"
 
 
-@needs_ruby
 def test_vagrantfile_settings(tmp_path):
     code, log, err = _evaluate_vagrantfile(
         tmp_path, KUBEPY_WORKERS="3", KUBEPY_SUBNET="10.20.30", KUBEPY_BOX="kubepy/debian12",
@@ -444,7 +440,6 @@ def test_vagrantfile_settings(tmp_path):
     assert list(_machines(log)) == ["controlplane"]
 
 
-@needs_ruby
 @pytest.mark.parametrize("env", [{"KUBEPY_WORKERS": "two"}, {"KUBEPY_WORKERS": "-1"}, {"KUBEPY_SUBNET": "10.0"},
                                  {"KUBEPY_SUBNET": "300.1.2"}, {"KUBEPY_LIBVIRT_DRIVER": "xen"},
                                  {"KUBEPY_MEMORY": "lots"}, {"KUBEPY_INSTALL": "sometimes"}])
