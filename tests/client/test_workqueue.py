@@ -53,23 +53,25 @@ async def test_get_waits_for_add():
 
 
 async def test_rate_limited_backoff_grows_and_forget_resets():
-    q = WorkQueue(base_delay=0.01, max_delay=0.04)
+    # Delays of 50-150 ms keep the assertions far from scheduling noise on a busy machine:
+    # each bound below sits between the right value and the value a bug would give.
+    q = WorkQueue(base_delay=0.05, max_delay=0.15)
     delays = []
     loop = asyncio.get_running_loop()
     for _ in range(4):
         start = loop.time()
         q.add_rate_limited("k")
-        q.done(await asyncio.wait_for(q.get(), 1))
+        q.done(await asyncio.wait_for(q.get(), 2))
         delays.append(loop.time() - start)
     assert q.num_requeues("k") == 4
-    assert delays[0] >= 0.009 and delays[1] >= 0.019 and delays[2] >= 0.039
-    assert delays[3] < 0.04 + 0.03  # capped at max_delay
+    assert delays[0] >= 0.049 and delays[1] >= 0.099 and delays[2] >= 0.149  # 50, 100, then capped 150 ms
+    assert delays[3] < 0.3  # capped at max_delay; uncapped it would be 400 ms
     q.forget("k")
     assert q.num_requeues("k") == 0
     start = loop.time()
     q.add_rate_limited("k")
-    await asyncio.wait_for(q.get(), 1)
-    assert loop.time() - start < 0.03
+    await asyncio.wait_for(q.get(), 2)
+    assert loop.time() - start < 0.12  # back to base_delay (50 ms), not the 150 ms it had reached
 
 
 async def test_add_after_orders_by_ready_time_and_keeps_earliest():

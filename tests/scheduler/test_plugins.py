@@ -4,7 +4,6 @@ and schedule_one's choice and FailedScheduling message."""
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 import pytest
@@ -794,7 +793,8 @@ def test_max_feasible_stops_early_and_rotates() -> None:
     assert result.node is None and len(result.statuses) == 10 and result.next_start == 5
 
 
-def test_five_hundred_nodes_is_fast() -> None:
+def test_five_hundred_nodes_schedule() -> None:
+    """Correctness at benchmark scale; the speed itself is bench/scheduler.py's business, not a test's."""
     nis = [
         node_info(
             make_node(f"n{i}", cpu="16", memory="64Gi", labels={"zone": f"z{i % 3}"},
@@ -806,9 +806,9 @@ def test_five_hundred_nodes_is_fast() -> None:
     pods = [PodInfo(make_pod(f"new{k}", cpu="100m", memory="128Mi", owner="rs1")) for k in range(20)]
     filters, scorers = default_filters(), default_scorers()
     rng = random.Random(0)
-    start = time.perf_counter()
     for pod in pods:
-        assert schedule_one(pod, nis, filters=filters, scorers=scorers, rng=rng).node is not None
-    per_call = (time.perf_counter() - start) / len(pods)
-    # Typically ~2 ms; the bound leaves room for a loaded test machine.
-    assert per_call < 0.05
+        result = schedule_one(pod, nis, filters=filters, scorers=scorers, rng=rng)
+        assert result.node is not None
+        # rs1 has a pod on every node, so spreading ties them all: the spot nodes'
+        # PreferNoSchedule taint decides, and they lose.
+        assert int(result.node[1:]) % 10 != 0, result.node
