@@ -167,7 +167,8 @@ def test_real_memory_limit_oom_kills_and_cpu_is_throttled(real: PodCgroups) -> N
     # cpu time from /proc is gone once reaped; measure through cpuacct/cpu.stat instead
     if real.mode == "v1":
         used_ns = int((real.paths(uid)["cpuacct"] / "ctr-busy" / "cpuacct.usage").read_text())
-        assert 0.1e9 < used_ns < 0.45e9, used_ns
+        # The limit shows as a ceiling (a busy loop would take ~1e9 ns); a loaded machine may give less.
+        assert 0.01e9 < used_ns < 0.45e9, used_ns
 
     # A process still inside: remove() kills it, then removes children first.
     sleeper = _start_in(real, uid, "import time; time.sleep(60)", container="ctr-sleep")
