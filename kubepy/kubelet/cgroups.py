@@ -255,6 +255,11 @@ class PodCgroups:
             if (root / rel).is_dir():
                 for d in _walk_deepest_first(root / rel):
                     _rmdir_retry(d, deadline)
+            # The shared top (/kubepy) goes too once no other node on this host uses it.
+            top = root / rel.split("/", 1)[0]
+            if top != root / rel and top.is_dir():
+                with contextlib.suppress(OSError):
+                    top.rmdir()
 
     # -- stats ----------------------------------------------------------------
     def oom_kill_count(self, pod_uid: str) -> int:
