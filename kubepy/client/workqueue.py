@@ -123,7 +123,10 @@ class WorkQueue:
 
 async def run_workers(queue: WorkQueue, reconcile: Callable[[str], Awaitable[None]], *, workers: int = 2,
                       logger: logging.Logger | None = None) -> None:
-    """Drain ``queue`` with ``workers`` concurrent loops until it shuts down."""
+    """Drain ``queue`` with ``workers`` concurrent loops until it shuts down.
+
+    However it ends (shutdown or cancellation), the queue is shut down on the
+    way out: with its workers gone, nothing would ever drain it again."""
     logger = logger or log
 
     async def worker() -> None:
@@ -147,6 +150,7 @@ async def run_workers(queue: WorkQueue, reconcile: Callable[[str], Awaitable[Non
     try:
         await asyncio.gather(*tasks)
     finally:
+        queue.shutdown()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -472,10 +472,7 @@ class DeploymentController:
         for inf in (self.d_informer, self.rs_informer, self.pod_informer):
             await inf.wait_synced()
         log.info("controller started name=%s", self.name)
-        try:
-            await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
-        finally:
-            self.queue.shutdown()
+        await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
 
     # -- handlers ---------------------------------------------------------------
     def _on_d_add(self, d: dict[str, Any]) -> None:

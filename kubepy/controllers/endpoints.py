@@ -180,10 +180,7 @@ class EndpointsController:
                 self._enqueue(svc)
 
     async def run(self) -> None:
-        try:
-            await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
-        finally:
-            self.queue.shutdown()
+        await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
 
     async def reconcile(self, key: str) -> None:
         namespace, name = key.split("/", 1)

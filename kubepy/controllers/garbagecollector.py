@@ -135,10 +135,7 @@ class GarbageCollector:
                 for dep in inf.cache.by_index("owner", uid)]
 
     async def run(self) -> None:
-        try:
-            await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
-        finally:
-            self.queue.shutdown()
+        await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
 
     # -- one object ------------------------------------------------------------
     async def reconcile(self, item: str) -> None:

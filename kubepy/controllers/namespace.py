@@ -48,10 +48,7 @@ class NamespaceController:
             self.queue.add(ns["metadata"]["name"])
 
     async def run(self) -> None:
-        try:
-            await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
-        finally:
-            self.queue.shutdown()
+        await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
 
     async def reconcile(self, name: str) -> None:
         ns = self.namespaces.cache.get(name)

@@ -80,11 +80,8 @@ class NodeIpamController:
                 self._enqueue(other)
 
     async def run(self) -> None:
-        try:
-            # One worker: allocation is a read-decide-write over shared state.
-            await run_workers(self.queue, self.reconcile, workers=1, logger=log)
-        finally:
-            self.queue.shutdown()
+        # One worker: allocation is a read-decide-write over shared state.
+        await run_workers(self.queue, self.reconcile, workers=1, logger=log)
 
     def used_cidrs(self) -> set[str]:
         used = set(self._in_flight.values())

@@ -212,7 +212,6 @@ class NodeLifecycleController:
         try:
             await run_workers(self.queue, self.reconcile, workers=self.config.concurrent_syncs, logger=log)
         finally:
-            self.queue.shutdown()
             monitor.cancel()
             await asyncio.gather(monitor, return_exceptions=True)
 

@@ -52,7 +52,6 @@ class PodGCController:
         try:
             await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
         finally:
-            self.queue.shutdown()
             resync.cancel()
             await asyncio.gather(resync, return_exceptions=True)
 

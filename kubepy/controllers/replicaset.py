@@ -308,10 +308,7 @@ class ReplicaSetController:
         await self.rs_informer.wait_synced()
         await self.pod_informer.wait_synced()
         log.info("controller started name=%s", self.name)
-        try:
-            await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
-        finally:
-            self.queue.shutdown()
+        await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
 
     # -- handlers: only enqueue (and count what the expectations wait for) ----
     def _on_rs_add(self, rs: dict[str, Any]) -> None:

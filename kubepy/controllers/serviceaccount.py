@@ -39,10 +39,7 @@ class ServiceAccountController:
             self.queue.add(sa["metadata"]["namespace"])
 
     async def run(self) -> None:
-        try:
-            await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
-        finally:
-            self.queue.shutdown()
+        await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
 
     async def reconcile(self, namespace: str) -> None:
         ns = self.namespaces.cache.get(namespace)

@@ -146,3 +146,20 @@ async def test_run_workers_forgets_after_success():
     await asyncio.wait_for(run_workers(q, reconcile, workers=1), 2)
     assert calls == ["k", "k", "k"]
     assert q.num_requeues("k") == 0
+
+
+async def test_run_workers_shuts_the_queue_down_when_cancelled():
+    """Controllers rely on this: once their workers are gone, the queue refuses more work."""
+    q = WorkQueue()
+
+    async def reconcile(key: str) -> None:
+        pass
+
+    task = asyncio.create_task(run_workers(q, reconcile, workers=2))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert q.is_shutting_down
+    with pytest.raises(QueueShutdown):
+        await asyncio.wait_for(q.get(), 1)

@@ -78,7 +78,6 @@ class FakeKubelet:
         try:
             await run_workers(self.queue, self._sync, workers=4)
         finally:
-            self.queue.shutdown()
             informer.cancel()
             await asyncio.gather(informer, return_exceptions=True)
 
