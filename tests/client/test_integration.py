@@ -26,20 +26,15 @@ from kubepy.client import (
     by_node,
 )
 from kubepy.client import api as client_api
-from tests.e2e.conftest import free_port, start_apiserver, stop_apiserver
+from tests.e2e.conftest import free_port, running_apiserver, start_apiserver, stop_apiserver
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def server():
-    tmp = Path(tempfile.mkdtemp(prefix="kubepy-client-"))
-    srv = start_apiserver(tmp)
-    try:
+    with running_apiserver("kubepy-client-") as srv:
         yield srv
-    finally:
-        stop_apiserver(srv)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

@@ -37,32 +37,24 @@ import asyncio
 import contextlib
 import inspect
 import itertools
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kubepy.client import Client, ClientConfig, EventRecorder
 from kubepy.controllers.context import ControllerConfig, ControllerContext, InformerFactory
-from tests.e2e.conftest import start_apiserver, stop_apiserver
+from tests.e2e.conftest import running_apiserver
 
 _names = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def apiserver():
-    tmp = Path(tempfile.mkdtemp(prefix="kubepy-ctrl-"))
-    srv = start_apiserver(tmp)
-    try:
+    with running_apiserver("kubepy-ctrl-") as srv:
         yield srv
-    finally:
-        stop_apiserver(srv)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,18 +34,13 @@ from kubepy.controllers.context import (
     ControllerContext,
     InformerFactory,
 )
-from tests.e2e.conftest import start_apiserver, stop_apiserver
+from tests.e2e.conftest import running_apiserver
 
 
 @pytest.fixture(scope="module", name="apiserver_rsdeploy")
 def apiserver_rsdeploy_fixture():
-    tmp = Path(tempfile.mkdtemp(prefix="kubepy-rsdeploy-"))
-    srv = start_apiserver(tmp)
-    try:
+    with running_apiserver("kubepy-rsdeploy-") as srv:
         yield srv
-    finally:
-        stop_apiserver(srv)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _now() -> str:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
 import struct
-import tempfile
 import time
-from pathlib import Path
 
 import dns.asyncquery
 import dns.flags
@@ -315,15 +312,10 @@ async def test_udp_queries_per_second(server):
 # -- against a real API server --------------------------------------------------
 @pytest.fixture
 def apiserver():
-    from tests.e2e.conftest import start_apiserver, stop_apiserver
+    from tests.e2e.conftest import running_apiserver
 
-    tmp = Path(tempfile.mkdtemp(prefix="kubepy-dns-"))
-    srv = start_apiserver(tmp)
-    try:
+    with running_apiserver("kubepy-dns-") as srv:
         yield srv
-    finally:
-        stop_apiserver(srv)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def free_udp_tcp_port() -> int:

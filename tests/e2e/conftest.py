@@ -102,21 +102,27 @@ def stop_apiserver(srv: APIServerProcess) -> None:
             srv.proc.wait(5)
 
 
+@contextlib.contextmanager
+def running_apiserver(prefix: str = "kubepy-test-", *, extra: list[str] = ()):
+    """A real API server in a fresh temp dir, stopped and removed afterwards even on failure."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    srv = start_apiserver(tmp, extra=list(extra))
+    try:
+        yield srv
+    finally:
+        stop_apiserver(srv)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
 def apiserver(request):
     """A real API server per test module, once over each store backend."""
-    tmp = Path(tempfile.mkdtemp(prefix="kubepy-test-"))
     with contextlib.ExitStack() as stack:
         extra: list[str] = []
         if request.param == "etcd":
             endpoint = stack.enter_context(running_etcd())
             extra = ["--store", "etcd://" + endpoint.removeprefix("http://")]
-        srv = start_apiserver(tmp, extra=extra)
-        try:
-            yield srv
-        finally:
-            stop_apiserver(srv)
-            shutil.rmtree(tmp, ignore_errors=True)
+        yield stack.enter_context(running_apiserver(extra=extra))
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ Traffic stays inside the namespaces the cluster made (and the bridge between the
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import socket
