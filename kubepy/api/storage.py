@@ -191,10 +191,7 @@ class Storage:
             raise _already_exists(res, name) from e
         except StoreError as e:
             raise store_error(e) from e
-        if res.plural == "services":
-            self.allocator.observe(key, obj)
-        obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
-        return obj
+        return self._stored(res, key, obj, kv)
 
     async def _exists(self, key: str) -> bool:
         try:
@@ -314,10 +311,14 @@ class Storage:
             return None
         except StoreError as e:
             raise store_error(e) from e
+        return self._stored(res, key, new, written)
+
+    def _stored(self, res: Resource, key: str, obj: dict[str, Any], kv: KeyValue) -> dict[str, Any]:
+        """``obj`` as the store now holds it: its resourceVersion, and the allocator told."""
         if res.plural == "services":
-            self.allocator.observe(key, new)
-        new["metadata"]["resourceVersion"] = str(written.mod_revision)
-        return new
+            self.allocator.observe(key, obj)
+        obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
+        return obj
 
     def _forget(self, res: Resource, key: str) -> None:
         if res.plural == "services":
