@@ -24,6 +24,7 @@ import yaml
 
 from kubepy.api.validation import default_object, validate_object
 from kubepy.images import EXAMPLE_IMAGES, JOB_SCRIPT, WEB_CGI, archive_name, build_examples
+from tests.kubelet.test_runtime import remove_cgroups
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PLURALS = {"Deployment": "deployments", "Service": "services", "Pod": "pods"}
@@ -181,13 +182,6 @@ class Node:
         raise AssertionError(f"{cid} did not exit; log: {self.log(cid)}")
 
 
-def _remove_cgroups(top: str) -> None:
-    for hier in Path("/sys/fs/cgroup").iterdir():
-        if (hier / top).is_dir():
-            subprocess.run(["find", str(hier / top), "-depth", "-type", "d", "-exec", "rmdir", "{}", ";"],
-                           check=False, capture_output=True)
-
-
 @pytest.fixture
 async def node(example_archives: dict[str, Path]) -> AsyncIterator[Node]:
     from kubepy.kubelet.containerd import Containerd
@@ -211,7 +205,7 @@ async def node(example_archives: dict[str, Path]) -> AsyncIterator[Node]:
             await cd.stop()
             remove_tree(tmp / "rt")
             shutil.rmtree(tmp, ignore_errors=True)
-            _remove_cgroups(ns)
+            remove_cgroups(ns)
 
 
 @pytest.fixture
