@@ -271,6 +271,18 @@ def kubelet_node(busybox_archive: Path) -> Iterator[KubeletNode]:  # noqa: F811
         stop_apiserver(srv)
 
 
+@pytest.fixture
+async def client(kubelet_node: KubeletNode):
+    """kubepy's client as the admin, for the tests that drive the kubelet through the API."""
+    from kubepy.client import Client
+
+    c = Client.from_kubeconfig(str(kubelet_node.apiserver.kubeconfig))
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
 @pytest.fixture(scope="module")
 def admin_kubeconfig(kubelet_node: KubeletNode) -> str:
     return str(kubelet_node.apiserver.kubeconfig)

@@ -21,8 +21,7 @@ import pytest
 from kubepy.client import Client
 from kubepy.kubelet.containerd import Containerd
 from tests.kubelet.conftest import KubeletNode
-from tests.kubelet.test_kubelet_e2e import (  # noqa: F401
-    client,
+from tests.kubelet.test_kubelet_e2e import (
     cond,
     cstatus,
     node_exec,
@@ -79,7 +78,7 @@ def _unix_peers(node: KubeletNode) -> dict[int, tuple[str, int]]:
     return out
 
 
-async def test_containerd_restart_keeps_healthy_pods(kubelet_node: KubeletNode, client: Client):  # noqa: F811
+async def test_containerd_restart_keeps_healthy_pods(kubelet_node: KubeletNode, client: Client):
     node = kubelet_node
     ns = node.test_ns
     web = pod(node, "web-ctrd", [{

@@ -59,15 +59,6 @@ def cstatus(obj: dict[str, Any], name: str, init: bool = False) -> dict[str, Any
     return next(s for s in obj["status"].get(key) or [] if s["name"] == name)
 
 
-@pytest.fixture
-async def client(kubelet_node: KubeletNode):
-    c = Client.from_kubeconfig(str(kubelet_node.apiserver.kubeconfig))
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 async def runtime_exec(node: KubeletNode, cid: str, argv: list[str]) -> str:
     from kubepy.kubelet.config import KubeletConfig
     from kubepy.kubelet.kubelet import make_runtime
@@ -76,6 +67,19 @@ async def runtime_exec(node: KubeletNode, cid: str, argv: list[str]) -> str:
     out, err = await proc.communicate()
     assert proc.returncode == 0, (argv, out, err)
     return out.decode()
+
+
+async def delete_and_wait_gone(client: Client, node: KubeletNode, name: str, ns: str, timeout: float = 20) -> None:
+    """Delete a pod and wait until the kubelet has finalized it (the object is gone)."""
+    await client.delete("pods", name, namespace=ns)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            await client.get("pods", name, namespace=ns)
+        except NotFoundError:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"pod {name} not finalized\n{node.log_tail()}")
 
 
 def node_exec(node: KubeletNode, *argv: str) -> str:
@@ -175,16 +179,7 @@ async def test_pod_lifecycle_network_volumes_env_cgroup_restart_delete(kubelet_n
 
     # deletion: graceful stop, then nothing left
     t0 = time.monotonic()
-    await client.delete("pods", "web", namespace=ns)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            await client.get("pods", "web", namespace=ns)
-        except NotFoundError:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"pod not finalized\n{node.log_tail()}")
+    await delete_and_wait_gone(client, node, "web", ns)
     print(f"TIMING pod delete -> gone {time.monotonic() - t0:.2f}s")
     assert leftovers(node, uid, ip) == {}
 

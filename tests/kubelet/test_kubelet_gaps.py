@@ -27,18 +27,9 @@ import pytest
 from kubepy.client import Client, NotFoundError
 from tests.e2e.conftest import KUBECTL
 from tests.kubelet.conftest import KubeletNode
-from tests.kubelet.test_kubelet_e2e import cond, cstatus, leftovers, pod, wait_for
+from tests.kubelet.test_kubelet_e2e import cond, cstatus, delete_and_wait_gone, leftovers, pod, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def client(kubelet_node: KubeletNode):
-    c = Client.from_kubeconfig(str(kubelet_node.apiserver.kubeconfig))
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 SLEEPER = "trap 'exit 0' TERM; while true; do sleep 1; done"
@@ -451,16 +442,7 @@ async def test_delete_during_crashloop_cleans_up(kubelet_node: KubeletNode, clie
     assert (node.log_dir / f"{ns}_crashy_{uid}").exists()
 
     t0 = time.monotonic()
-    await client.delete("pods", "crashy", namespace=ns)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            await client.get("pods", "crashy", namespace=ns)
-        except NotFoundError:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"pod not finalized\n{node.log_tail()}")
+    await delete_and_wait_gone(client, node, "crashy", ns)
     # deleted promptly, not after the back-off ran out
     assert time.monotonic() - t0 < 8, time.monotonic() - t0
     assert leftovers(node, uid, ip) == {}

@@ -124,15 +124,6 @@ def registry(kubelet_node: KubeletNode) -> Iterator[Registry]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture
-async def client(kubelet_node: KubeletNode):
-    c = Client.from_kubeconfig(str(kubelet_node.apiserver.kubeconfig))
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 async def test_pull_policies_against_a_real_registry(kubelet_node: KubeletNode, registry: Registry,
                                                      client: Client):
     node, ns = kubelet_node, kubelet_node.test_ns
