@@ -444,7 +444,8 @@ class Runtime:
 
     def __init__(self, socket: str, *, namespace: str = "kubepy", ctr: str = "ctr",
                  snapshotter: str | None = None, runc_root: str | None = None,
-                 state_dir: Path | None = None, log_shim: Path | None = None) -> None:
+                 state_dir: Path | None = None, log_shim: Path | None = None,
+                 shim_dir: Path | None = None) -> None:
         self.socket = socket
         self.namespace = namespace
         self.ctr = ctr
@@ -452,6 +453,9 @@ class Runtime:
         self.runc_root = runc_root
         self.state_dir = Path(state_dir) if state_dir else Path(socket).parent / "kubepy-runtime" / namespace
         self.log_shim = log_shim
+        # Where the log shim's wrapper is written: it must be on an exec-able file system,
+        # which /run (state_dir's default) is not on systemd hosts (noexec).
+        self.shim_dir = Path(shim_dir) if shim_dir else self.state_dir / "bin"
         self._env = dict(os.environ)
         if snapshotter:
             self._env["CONTAINERD_SNAPSHOTTER"] = snapshotter
@@ -604,7 +608,7 @@ class Runtime:
 
     def _log_uri(self, spec: ContainerSpec) -> str:
         from kubepy.kubelet import logshim
-        shim = self.log_shim or logshim.ensure_shim_executable(self.state_dir / "bin")
+        shim = self.log_shim or logshim.ensure_shim_executable(self.shim_dir)
         return logshim.log_uri(shim, Path(spec.log_path or ""), max_bytes=spec.log_max_bytes,
                                max_files=spec.log_max_files)
 

@@ -129,3 +129,19 @@ def test_shim_memory_is_small(tmp_path: Path):
         os.close(out_w)
         os.close(err_w)
         os.waitpid(pid, 0)
+
+
+
+def test_kubelet_writes_the_shim_under_its_root_dir_not_run(tmp_path: Path):
+    """/run is noexec on systemd hosts (containerd then can't exec the shim): the kubelet
+    keeps the wrapper in --root-dir, next to its other state."""
+    from kubepy.kubelet.config import KubeletConfig
+    from kubepy.kubelet.kubelet import make_runtime
+    from kubepy.kubelet.runtime import ContainerSpec
+
+    root = tmp_path / "kubelet"
+    rt = make_runtime(KubeletConfig(container_runtime_endpoint="/run/containerd/containerd.sock", root_dir=root))
+    uri = rt._log_uri(ContainerSpec(id="c1", image="x", log_path=str(tmp_path / "c1.log")))
+    shim = Path(urllib.parse.unquote(urllib.parse.urlsplit(uri).path))
+    assert shim.parent == root / "bin", uri
+    assert os.access(shim, os.X_OK)
