@@ -446,6 +446,9 @@ class PodWorker:
         self.volume_paths: dict[str, Path] = {}
         self._pulled_events: set[str] = set()
         self._pull_failed_at: dict[str, float] = {}
+        # After the sandbox died (e.g. the node rebooted) the containers start again in a new one,
+        # counting on from their last restart count, as Kubernetes does.
+        self.restart_floor: dict[str, int] = {}
         if pod is not None:
             self.set_pod(pod)
             st = pod.get("status") or {}
@@ -616,7 +619,7 @@ class PodWorker:
         name = c["name"]
         latest, _ = self.latest(name, APP)
         if latest is None:
-            await self.start_container(c, APP, 0)
+            await self.start_container(c, APP, self.restart_floor.get(name, 0))
             return
         if latest.running:
             self.waiting.pop(name, None)
@@ -669,6 +672,9 @@ class PodWorker:
             # The sandbox died (or vanished): start the pod again from a new one.
             log.info("sandbox gone, recreating pod=%s/%s uid=%s", self.namespace, self.name, self.uid)
             await self._stop_probes()
+            for r in self.records:
+                if r.kind == APP:
+                    self.restart_floor[r.name] = max(self.restart_floor.get(r.name, 0), r.restart_count + 1)
             for r in self.records:
                 await k.runtime.remove(r.id)
             self.records = []

@@ -305,6 +305,27 @@ async def test_container_exits_while_kubelet_is_down(kubelet_node: KubeletNode, 
     await delete_all(client, node, ["onfail", "never0"])
 
 
+async def test_dead_sandbox_restarts_the_pod_and_counts_on(kubelet_node: KubeletNode, client: Client):
+    """What a node reboot does to a pod, in small: its sandbox is gone. The kubelet starts it again
+    in a new sandbox, and the container's restartCount counts on (as in Kubernetes)."""
+    from kubepy.kubelet.pods import container_id_for
+
+    node = kubelet_node
+    await client.create("pods", pod(node, "rebooted", [{"name": "main", "command": ["sh", "-c", SLEEPER]}]),
+                        namespace=node.test_ns)
+    first = await wait_for(client, node, "rebooted", lambda p: cond(p, "Ready") == "True", what="Ready")
+    old_cid = cstatus(first, "main")["containerID"]
+    prefix = container_id_for(node.test_ns, "rebooted", "pause").rsplit("_", 1)[0] + "_"
+    [sandbox] = [c for c in node.ctr("containers", "ls", "-q").split() if c.startswith(prefix)]
+    assert task_status(node, sandbox) == "RUNNING", node.ctr("tasks", "ls")
+    node.ctr("tasks", "kill", "--all", "-s", "SIGKILL", sandbox)
+    again = await wait_for(client, node, "rebooted",
+                           lambda p: cond(p, "Ready") == "True" and cstatus(p, "main")["containerID"] != old_cid,
+                           timeout=60, what="Ready again in a new sandbox")
+    assert cstatus(again, "main")["restartCount"] == 1, cstatus(again, "main")
+    await delete_all(client, node, ["rebooted"])
+
+
 # -- 4. kubectl logs --previous / -f, exec -it ----------------------------------------------------------------
 
 def _kubectl_argv(node: KubeletNode, *args: str) -> list[str]:
