@@ -214,6 +214,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     return _cluster(args).up(nodes=args.nodes, port=args.port, store=args.store, subnet=args.node_subnet)
 
 
+def cmd_stop_pods(args: argparse.Namespace) -> int:
+    from kubepy.kubelet.shutdown import run
+    return run(args)
+
+
 def cmd_image_load(args: argparse.Namespace) -> int:
     return _cluster(args).image_load(args.archive)
 
@@ -277,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resolver for names outside the cluster (default: /etc/resolv.conf's)")
     p.add_argument("--cluster-domain", default="cluster.local")
     p.set_defaults(func=cmd_dns)
+
+    p = sub.add_parser("stop-pods", help="stop every pod container on this node (for a node shutdown)")
+    p.add_argument("--container-runtime-endpoint", default="/run/containerd/containerd.sock")
+    p.add_argument("--containerd-namespace", default="kubepy")
+    p.add_argument("--grace-period", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
+    p.set_defaults(func=cmd_stop_pods)
 
     # Listed for --help; `main` hands `kubepy kubelet ...` to the kubelet's own parser.
     sub.add_parser("kubelet", help="run the node agent (pods on containerd); kubepy kubelet -h for flags")

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VAGRANT_DIR = ROOT / "vagrant"
 UNIT_DIR = ROOT / "systemd"
 UNITS = ["kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-dns"]
+SHUTDOWN_UNIT = "kubepy-shutdown"   # oneshot: stops the pods at shutdown
 SCRIPTS = sorted([*VAGRANT_DIR.glob("*.sh"), VAGRANT_DIR / "build-box", VAGRANT_DIR / "build-wheelhouse"])
 VENV_BIN = "/opt/kubepy/venv/bin/"
 ENV_FILE = "/etc/default/kubepy"
@@ -149,7 +150,7 @@ def _stubbed_units(tmp_path: Path, texts: dict[str, str]) -> list[Path]:
 
 
 def test_systemd_analyze_verify(tmp_path):
-    texts = {u: (UNIT_DIR / f"{u}.service").read_text() for u in UNITS}
+    texts = {u: (UNIT_DIR / f"{u}.service").read_text() for u in [*UNITS, SHUTDOWN_UNIT]}
     cp = _verify(_stubbed_units(tmp_path, texts))
     # Warnings (unknown keys, bad values) do not change the exit status: any output is a failure.
     assert cp.returncode == 0 and not cp.stderr.strip() and not cp.stdout.strip(), cp.stdout + cp.stderr
@@ -189,6 +190,24 @@ def test_kubelet_unit():
     assert "containerd.service" in _words(unit, "Unit", "After")
     assert "containerd.service" in _words(unit, "Unit", "Wants")
     assert "/etc/kubepy/bootstrap.env" in _values(unit, "Service", "EnvironmentFile")
+
+
+def test_shutdown_unit_stops_pods_between_kubelet_and_containerd():
+    unit = _unit(SHUTDOWN_UNIT)
+    assert _values(unit, "Service", "Type") == ["oneshot"]
+    assert _values(unit, "Service", "RemainAfterExit") == ["yes"]
+    # Stop order is the reverse of start order: after the kubelet stops, before containerd does.
+    assert "containerd.service" in _words(unit, "Unit", "After")
+    assert "kubepy-kubelet.service" in _words(unit, "Unit", "Before")
+    argv = shlex.split(_values(unit, "Service", "ExecStop")[0])
+    assert argv[:2] == [VENV_BIN + "kubepy", "stop-pods"]
+    known = set(re.findall(r"--[a-z0-9-]+", _help("stop-pods")))
+    assert set(_flags_after(argv, "stop-pods")) <= known
+    lib = _common_sh_vars()
+    assert lib["SHUTDOWN_UNIT"] == SHUTDOWN_UNIT
+    assert f"--container-runtime-endpoint {lib['CONTAINERD_SOCKET']}" in " ".join(argv)
+    assert f"--containerd-namespace {lib['CONTAINERD_NAMESPACE']}" in " ".join(argv)
+    assert float(_values(unit, "Service", "TimeoutStopSec")[0]) > float(argv[argv.index("--grace-period") + 1])
 
 
 def test_controlplane_unit_stops_children_in_order():

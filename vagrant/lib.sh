@@ -20,13 +20,14 @@ CONTAINERD_SOCKET=/run/containerd/containerd.sock
 CONTAINERD_NAMESPACE=kubepy
 PAUSE_IMAGE=kubepy.local/pause:1                   # = kubepy.lab.cluster.PAUSE_IMAGE
 UNITS=(kubepy-controlplane kubepy-kubelet kubepy-proxy kubepy-dns)
+SHUTDOWN_UNIT=kubepy-shutdown                      # stops the pods when the VM shuts down
 RESTART_MARK=/var/lib/kubepy/provision/restart    # common.sh changed something the daemons read
 CONTROLPLANE_TAINT=node-role.kubernetes.io/control-plane:NoSchedule
 CONTROLPLANE_LABEL=node-role.kubernetes.io/control-plane=
 # TCG-emulated guests run 5-12x slower than the host: generous waits.
 WAIT=${KUBEPY_WAIT_SECONDS:-600}
 
-log() { printf '==> %s\n' "$*"; }
+log() { printf '==> [%3ss] %s\n' "$SECONDS" "$*"; }   # seconds since this script started
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
 die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 

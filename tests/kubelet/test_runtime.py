@@ -415,3 +415,20 @@ async def test_native_snapshotter_fallback_runs_and_cleans_up(busybox_archive): 
         remove_tree(tmp / "rt")
         shutil.rmtree(tmp, ignore_errors=True)
         remove_cgroups(ns)
+
+
+@pytest.mark.slow
+async def test_stop_pods_terms_then_kills(node: Node):
+    """`kubepy stop-pods` (run at node shutdown): SIGTERM to all, SIGKILL to what ignores it."""
+    from kubepy.kubelet.shutdown import running_tasks, stop_all
+
+    # A container's PID 1 ignores SIGTERM unless it handles it: `sleep` as PID 1 does not die of it.
+    await node.runtime.run(node.spec("deaf", command=["sleep", "600"]))
+    await node.runtime.run(node.spec("polite", command=["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]))
+    await node.runtime.run(node.spec("done", command=["true"]))
+    assert await node.wait_exit("done") == 0
+    assert sorted(await running_tasks(node.runtime)) == ["deaf", "polite"]
+    assert await stop_all(node.runtime, grace=2.0, poll=0.1) == (2, 1)
+    assert await running_tasks(node.runtime) == []
+    assert await node.wait_exit("polite") == 0, "the one that handles SIGTERM exits cleanly"
+    assert await node.wait_exit("deaf") == 137, "the one that ignores it is killed after the grace period"
