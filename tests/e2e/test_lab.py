@@ -199,8 +199,10 @@ def test_not_ready_pods_stop_getting_traffic(lab: Lab):
     ip = lab.json("get", "svc", "echo")["spec"]["clusterIP"]
 
     def refused() -> bool:
-        cp = lab.kubectl("exec", client, "--", "wget", "-qO-", "-T", "2", f"http://{ip}/", check=False)
-        return cp.returncode != 0
+        # Not `wget -T`: Debian 12's static busybox wget segfaults with -T once connected, which
+        # would pass for a refusal. A Service without ready endpoints REJECTs: "Connection refused".
+        cp = lab.kubectl("exec", client, "--", "timeout", "5", "wget", "-qO-", f"http://{ip}/", check=False)
+        return cp.returncode != 0 and "refused" in cp.stderr
     wait_for(refused, 20, "traffic to stop")
     assert time.monotonic() - t0 < 20
     for p in pods:
