@@ -178,8 +178,12 @@ def wait_for(cond, timeout: float = 60, what: str = "condition", cp: ControlPlan
 
 
 def test_nodes_registered_with_pod_cidrs(cp):
-    nodes = wait_for(lambda: [n for n in cp.json("get", "nodes")["items"] if n["spec"].get("podCIDR")]
-                     if len(cp.json("get", "nodes")["items"]) == NODES else None, what="pod CIDRs", cp=cp)
+    def all_have_cidrs():
+        # Node IPAM assigns one node at a time: wait until every node has its CIDR, not just one.
+        nodes = cp.json("get", "nodes")["items"]
+        return nodes if len(nodes) == NODES and all(n["spec"].get("podCIDR") for n in nodes) else None
+
+    nodes = wait_for(all_have_cidrs, what="a pod CIDR on every node", cp=cp)
     cidrs = [n["spec"]["podCIDR"] for n in nodes]
     assert len(set(cidrs)) == NODES and all(c.startswith("10.244.") and c.endswith("/24") for c in cidrs)
 
