@@ -106,7 +106,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 if [ "$(cat "$VENV/.kubepy-installed" 2>/dev/null)" != "$stamp" ]; then
-  pip=("$VENV/bin/pip" install -q --disable-pip-version-check)
+  # --no-compile: byte-compiling every module of every dependency is most of pip's time under
+  # emulation (~4x); each daemon compiles what it imports on its first start (as root, into the venv).
+  pip=("$VENV/bin/pip" install -q --disable-pip-version-check --no-compile)
   if [ "$INSTALL" = offline ]; then
     log "pip install kubepy from $WHEELHOUSE (no index)"
     "${pip[@]}" --no-index --find-links "$WHEELHOUSE" kubepy
@@ -187,7 +189,13 @@ for unit in "${UNITS[@]}"; do
     touch "$RESTART_MARK"
   fi
 done
+if write_file "/etc/systemd/system/$SHUTDOWN_UNIT.service" 0644 <"$KUBEPY_SRC/systemd/$SHUTDOWN_UNIT.service"; then
+  reload=true
+fi
 if $reload; then systemctl daemon-reload; fi
+# Not ensure_service: restarting this one would stop every pod.
+systemctl is-enabled --quiet "$SHUTDOWN_UNIT" 2>/dev/null || systemctl enable --quiet "$SHUTDOWN_UNIT"
+systemctl is-active --quiet "$SHUTDOWN_UNIT" || systemctl start "$SHUTDOWN_UNIT"
 mkdir -p "$ETC" /var/log/kubepy/pods
 chmod 0755 "$ETC"
 
@@ -203,4 +211,19 @@ busybox_image(sys.argv[1], Path(sys.argv[2]))' "$PAUSE_IMAGE" "$archive"
   log "import $PAUSE_IMAGE into containerd (namespace $CONTAINERD_NAMESPACE)"
   ctr --address "$CONTAINERD_SOCKET" -n "$CONTAINERD_NAMESPACE" images import "$archive" >/dev/null
 fi
+
+# -- images placed in the synced folder's vagrant/images/ -----------------------------------
+# OCI archives built on the host (the examples': python -m kubepy.images --examples vagrant/images)
+# are imported into every node, since the VMs may reach no registry. Each is imported once per content.
+shopt -s nullglob
+for archive in "$KUBEPY_SRC"/vagrant/images/*.tar; do
+  stamp=/var/lib/kubepy/provision/images/$(basename "$archive").sha256
+  sum=$(sha256sum <"$archive" | cut -d' ' -f1)
+  [ "$(cat "$stamp" 2>/dev/null)" = "$sum" ] && continue
+  log "import $(basename "$archive") into containerd (namespace $CONTAINERD_NAMESPACE)"
+  ctr --address "$CONTAINERD_SOCKET" -n "$CONTAINERD_NAMESPACE" images import "$archive" >/dev/null
+  mkdir -p "$(dirname "$stamp")"
+  echo "$sum" >"$stamp"
+done
+shopt -u nullglob
 log "common provisioning done"
