@@ -201,7 +201,9 @@ chmod 0755 "$ETC"
 
 # -- the pod sandbox image, in containerd's kubepy namespace ---------------------------
 # Built here from busybox-static with umoci, as `kubepy up` builds it: no registry needed.
-if ! ctr --address "$CONTAINERD_SOCKET" -n "$CONTAINERD_NAMESPACE" images ls -q | grep -qxF "$PAUSE_IMAGE"; then
+# (The list is read whole: `ctr ... | grep -q` under pipefail fails when grep stops reading first.)
+images=$(ctr --address "$CONTAINERD_SOCKET" -n "$CONTAINERD_NAMESPACE" images ls -q)
+if ! grep -qxF "$PAUSE_IMAGE" <<<"$images"; then
   archive=/var/lib/kubepy/pause.tar
   if [ ! -s "$archive" ]; then
     log "build $PAUSE_IMAGE"

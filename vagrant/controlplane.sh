@@ -92,8 +92,8 @@ ensure_service kubepy-proxy
 ensure_service kubepy-dns
 log "wait for node $NODE_NAME to register"
 wait_for "$WAIT" "node $NODE_NAME to register" kc get node "$NODE_NAME"
-if ! kc get node "$NODE_NAME" -o 'jsonpath={range .spec.taints[*]}{.key}:{.effect}{"\n"}{end}' |
-    grep -qxF "$CONTROLPLANE_TAINT"; then
+taints=$(kc get node "$NODE_NAME" -o 'jsonpath={range .spec.taints[*]}{.key}:{.effect}{"\n"}{end}')
+if ! grep -qxF "$CONTROLPLANE_TAINT" <<<"$taints"; then
   log "taint $NODE_NAME $CONTROLPLANE_TAINT"
   kc taint node "$NODE_NAME" "$CONTROLPLANE_TAINT" --overwrite
 fi
