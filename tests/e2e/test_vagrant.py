@@ -1,0 +1,345 @@
+"""`vagrant up` on real VMs: one control plane and two workers under software emulation.
+
+What a user does, on this machine: build the box (vagrant/build-box; cached),
+the wheelhouse (vagrant/build-wheelhouse) and the example images, then
+`vagrant up` with the libvirt provider's qemu driver; libvirtd runs in a
+network namespace of the test's own (tests/vagrant_vms.py). Then the lab
+cluster's workload checks, on the VMs: every node Ready, the example app up,
+reached from a pod on another node through its Service by DNS name and
+through its NodePort on every VM's address, `kubectl logs` and `exec`; then
+`vagrant reload` of a worker (a real reboot) and the cluster converging
+again; `vagrant destroy -f` and everything stopped.
+
+Guests run 5-12x slower than the host here, so every wait is on a condition,
+with generous deadlines. The figures (box build, `vagrant up` to all nodes
+Ready, the checks, each daemon's RSS in the VMs) are printed at the end; run
+with ``-s`` to see them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import KUBECTL
+from tests.vagrant_vms import VagrantVMs, cached_box, missing_commands
+
+pytestmark = [pytest.mark.slow, pytest.mark.vagrant]
+PYTHON = sys.executable
+FIGURES: dict[str, object] = {}
+
+
+def wait_for(cond, timeout: float, what: str, interval: float = 3.0):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = cond()
+            if result:
+                return result
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+            last_error = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last error: {last_error}")
+
+
+class Cluster:
+    def __init__(self, vms: VagrantVMs):
+        self.vms = vms
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 120,
+                input: str | None = None) -> subprocess.CompletedProcess:
+        return self.vms.run(KUBECTL, "--kubeconfig", str(self.vms.kubeconfig), "--request-timeout=60s", *args,
+                            check=check, timeout=timeout, input=input)
+
+    def json(self, *args: str):
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def http_get(self, url: str) -> str:
+        """From the host side of the VMs' private network (the test's namespace)."""
+        code = ("import sys, urllib.request\n"
+                "print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode().strip())")
+        return self.vms.run(PYTHON, "-c", code, url, timeout=30).stdout.strip()
+
+    def nodes_ready(self) -> dict[str, bool]:
+        out = {}
+        for node in self.json("nodes")["items"]:
+            conds = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
+            out[node["metadata"]["name"]] = conds.get("Ready") == "True"
+        return out
+
+    def all_ready(self, count: int) -> bool:
+        ready = self.nodes_ready()
+        return len(ready) == count and all(ready.values())
+
+    def pods(self, selector: str) -> list[dict]:
+        return self.json("pods", "-l", selector)["items"]
+
+    def ready_pods(self, selector: str) -> list[dict]:
+        return [p for p in self.pods(selector)
+                if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+                and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+
+
+CLIENT_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: client, labels: {app: client}}
+spec:
+  nodeSelector: {kubernetes.io/hostname: kubepy-controlplane}
+  tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+  containers:
+  - name: client
+    image: kubepy.local/job:1
+    imagePullPolicy: IfNotPresent
+    command: [sleep, "86400"]
+  terminationGracePeriodSeconds: 1
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    if os.geteuid() != 0:
+        pytest.fail("the VM tests need root (network namespaces, libvirtd)")
+    missing = missing_commands()
+    assert not missing, f"missing commands (bash .ci/install installs them): {', '.join(missing)}"
+    workdir = Path(tempfile.mkdtemp(prefix="kptest-vg-", dir="/var/tmp"))
+    vms = VagrantVMs(workdir)
+    up = False
+    try:
+        box, built = cached_box()
+        FIGURES["box build (s)"] = round(built, 1) if built is not None else "cached"
+        vms.copy_project()
+        start = time.monotonic()
+        subprocess.run([str(vms.project / "vagrant" / "build-wheelhouse"), "--python", PYTHON], check=True,
+                       stdout=sys.stderr, stderr=sys.stderr, timeout=900)
+        FIGURES["wheelhouse (s)"] = round(time.monotonic() - start, 1)
+        start = time.monotonic()
+        subprocess.run([PYTHON, "-m", "kubepy.images", "--examples", str(vms.project / "vagrant" / "images")],
+                       check=True, stdout=sys.stderr, stderr=sys.stderr, timeout=600)
+        FIGURES["example images (s)"] = round(time.monotonic() - start, 1)
+        vms.start()
+        vms.add_box(box)
+        start = time.monotonic()
+        # The control plane first; then the workers side by side (the Vagrantfile allows a parallel
+        # `up` once the control plane has published what they join with).
+        vms.vagrant("up", "controlplane", timeout=3600)
+        FIGURES["vagrant up controlplane (s)"] = round(time.monotonic() - start, 1)
+        vms.vagrant("up", timeout=3600)
+        FIGURES["vagrant up, all VMs (s)"] = round(time.monotonic() - start, 1)
+        c = Cluster(vms)
+        wait_for(lambda: c.all_ready(1 + vms.workers), 900, "every node Ready")
+        FIGURES["vagrant up to all nodes Ready (s)"] = round(time.monotonic() - start, 1)
+        up = True
+        yield c
+    finally:
+        start = time.monotonic()
+        # The journals only help when something failed (pytest shows captured output then).
+        if vms.started and (not up or request.session.testsfailed):
+            _save_logs(vms)
+        vms.stop()
+        FIGURES["destroy and stop (s)"] = round(time.monotonic() - start, 1)
+        print("\nVM cluster figures:\n" + "\n".join(f"  {k}: {v}" for k, v in FIGURES.items()), file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _save_logs(vms: VagrantVMs) -> None:
+    """Print the daemons' last journal lines on every VM."""
+    for machine in vms.addresses():
+        proc = vms.run("vagrant", "ssh", machine, "-c",
+                       "sudo journalctl -u 'kubepy-*' --no-pager -n 60 -o short-monotonic", check=False, timeout=120)
+        print(f"--- journal of {machine} ---\n{proc.stdout[-6000:]}")
+
+
+def test_nodes_ready_on_private_addresses(cluster: Cluster):
+    nodes = cluster.json("nodes")["items"]
+    want = {("kubepy-" + name): ip for name, ip in cluster.vms.addresses().items()}
+    got = {n["metadata"]["name"]: next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+           for n in nodes}
+    assert got == want, "every node registers with its private-network address, never eth0's"
+    cp = next(n for n in nodes if n["metadata"]["name"] == "kubepy-controlplane")
+    assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in cp["spec"].get("taints", [])
+    # Under systemd: the units are active.
+    state = cluster.vms.ssh("worker1", "systemctl is-active kubepy-kubelet kubepy-proxy kubepy-dns containerd")
+    assert state.split() == ["active"] * 4, state
+    # The kubelet's server (10250) and DNS (53) listen on the private address only.
+    listeners = [line.split()[4] for line in cluster.vms.ssh("worker1", "sudo ss -Hltnup").splitlines()
+                 if '(("kubepy"' in line]
+    assert sorted({a.rsplit(":", 1)[1] for a in listeners}) == ["10250", "53"], listeners
+    assert all(a.rsplit(":", 1)[0] == want["kubepy-worker1"] for a in listeners), listeners
+
+
+def test_example_app(cluster: Cluster):
+    start = time.monotonic()
+    cluster.kubectl("apply", "-f", "examples/redis.yaml", "-f", "examples/web.yaml", "-f", "examples/job.yaml")
+    cluster.kubectl("apply", "-f", "-", input=CLIENT_POD)
+    wait_for(lambda: len(cluster.ready_pods("app=web")) == 3 and len(cluster.ready_pods("app=redis")) == 1,
+             900, "3 web pods and Redis Ready")
+    wait_for(lambda: cluster.ready_pods("app=client"), 600, "the client pod on the control plane Ready")
+    wait_for(lambda: cluster.json("pod", "primes")["status"].get("phase") == "Succeeded", 600, "primes to finish")
+    FIGURES["example app Ready after apply (s)"] = round(time.monotonic() - start, 1)
+    web_nodes = {p["spec"]["nodeName"] for p in cluster.ready_pods("app=web")}
+    assert web_nodes == {"kubepy-worker1", "kubepy-worker2"}, "the control plane's taint keeps web off it"
+
+
+def test_service_by_dns_name_from_another_nodes_pod(cluster: Cluster):
+    start = time.monotonic()
+
+    def visit() -> str | None:
+        # (`timeout`, not `wget -T`: Debian 12's static busybox wget segfaults with -T.)
+        out = cluster.kubectl("exec", "client", "--", "timeout", "15", "wget", "-qO-",
+                              "http://web.default.svc.cluster.local/", check=False).stdout.strip()
+        # A cold pod under emulation may take longer than the app's own 3 s wait for Redis (a 503): ask again.
+        return out if re.fullmatch(r"hello from web v1 on web-\S+, visits: \d+", out) else None
+
+    # The client runs on the control plane, where no web pod runs: every request crosses nodes.
+    replies = [wait_for(visit, 120, "an answer from web through its Service name") for _ in range(6)]
+    counts = [int(r.rsplit("visits: ", 1)[1]) for r in replies]
+    assert counts == sorted(counts) and len(set(counts)) == len(counts), "each visit reaches the one Redis"
+    FIGURES["DNS + ClusterIP checks (s)"] = round(time.monotonic() - start, 1)
+
+
+def test_node_port_on_every_vm_address(cluster: Cluster):
+    start = time.monotonic()
+    for name, ip in cluster.vms.addresses().items():
+        reply = wait_for(lambda: cluster.http_get(f"http://{ip}:30080/"), 120, f"NodePort on {name} ({ip})")
+        assert reply.startswith("hello from web v1"), (name, reply)
+    FIGURES["NodePort checks (s)"] = round(time.monotonic() - start, 1)
+
+
+def test_logs_and_exec(cluster: Cluster):
+    start = time.monotonic()
+    assert "the first 20 primes: 2 3 5 7 11" in cluster.kubectl("logs", "primes").stdout
+    web = cluster.ready_pods("app=web")[0]["metadata"]["name"]
+    assert cluster.kubectl("exec", web, "--", "hostname").stdout.strip() == web
+    failed = cluster.kubectl("exec", web, "--", "sh", "-c", "exit 3", check=False)
+    assert failed.returncode == 3, (failed.returncode, failed.stderr)
+    FIGURES["logs/exec checks (s)"] = round(time.monotonic() - start, 1)
+
+
+def test_daemon_memory_in_the_vms(cluster: Cluster):
+    """Not a limit (that is for benchmarks): records each daemon's RSS in the VMs, and that they all run."""
+    rss: dict[str, dict[str, int]] = {}
+    for machine in cluster.vms.addresses():
+        out = cluster.vms.ssh(machine, "ps -eo rss=,args= | grep -E 'kubepy|containerd|ctr ' | grep -v grep")
+        for line in out.splitlines():
+            kb, _, args = line.strip().partition(" ")
+            m = re.search(r"(?:/kubepy|-m kubepy)(?: --log-level \S+)? ([a-z-]+)", args)
+            if m:
+                label = f"kubepy {m.group(1)}"
+            elif args.startswith("ctr "):
+                label = "ctr " + next((w for w in args.split()[1:] if not w.startswith("-") and "/" not in w), "")
+            else:
+                label = Path(args.split()[0]).name
+            rss.setdefault(machine, {})
+            rss[machine][label] = rss[machine].get(label, 0) + int(kb) // 1024
+    FIGURES["RSS in the VMs (MiB)"] = rss
+    for machine in cluster.vms.addresses():
+        labels = " ".join(rss.get(machine, {}))
+        for daemon in ("kubelet", "proxy", "dns", "containerd"):
+            assert daemon in labels, (machine, rss.get(machine))
+    for daemon in ("controlplane", "apiserver", "scheduler", "controller-manager"):
+        assert f"kubepy {daemon}" in rss["controlplane"], rss["controlplane"]
+
+
+def _running_tasks(cluster: Cluster, machine: str) -> dict[str, str]:
+    """containerd's running tasks in the kubepy namespace: container id -> PID."""
+    out = cluster.vms.ssh(machine, "sudo ctr -n kubepy tasks ls")
+    return {f[0]: f[1] for f in (line.split() for line in out.splitlines()[1:]) if len(f) == 3 and f[2] == "RUNNING"}
+
+
+def _main_pids(cluster: Cluster, machine: str, units: list[str]) -> dict[str, str]:
+    out = cluster.vms.ssh(machine, "systemctl show -p MainPID --value " + " ".join(units))
+    return dict(zip(units, out.split(), strict=True))
+
+
+def test_kubelet_restart_keeps_the_pods_running(cluster: Cluster):
+    """KillMode=process: systemd restarts the kubelet alone; the new kubelet adopts the running pods."""
+    pods = {p["metadata"]["name"]: p for p in cluster.ready_pods("app=web") if p["spec"]["nodeName"] == "kubepy-worker2"}
+    assert pods, "worker2 runs web pods"
+    before = _running_tasks(cluster, "worker2")
+    assert len(before) >= 2 * len(pods), before   # a sandbox and a container per pod
+    old_pid = _main_pids(cluster, "worker2", ["kubepy-kubelet"])["kubepy-kubelet"]
+    cluster.vms.ssh("worker2", "sudo systemctl restart kubepy-kubelet")
+    invocation = cluster.vms.ssh("worker2", "systemctl show -p InvocationID --value kubepy-kubelet").strip()
+    assert _main_pids(cluster, "worker2", ["kubepy-kubelet"])["kubepy-kubelet"] not in (old_pid, "0")
+
+    def adopted() -> str | None:
+        journal = cluster.vms.ssh("worker2", f"sudo journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={invocation}")
+        return journal if all(f"sandbox adopted pod=default/{name} " in journal for name in pods) else None
+
+    journal = wait_for(adopted, 300, f"the restarted kubelet to adopt {sorted(pods)}")
+    assert "sandbox started" not in journal and "container started" not in journal, journal
+    assert _running_tasks(cluster, "worker2") == before, "the same containers run, with the same PIDs"
+    for name, pod in pods.items():
+        now = cluster.json("pod", name)["status"]["containerStatuses"][0]["restartCount"]
+        assert now == pod["status"]["containerStatuses"][0]["restartCount"], name
+    # The old kubelet's `ctr events` went with it (KillMode=process leaves children alone).
+    wait_for(lambda: cluster.vms.ssh("worker2", "ps -eo args= | grep -cE '^(/usr/bin/)?ctr .*events' || true")
+             .strip() == "1", 120, "one `ctr events` subscriber on worker2")
+
+
+def test_provision_again_changes_nothing(cluster: Cluster):
+    """`vagrant provision` on a provisioned cluster writes no file and restarts no daemon."""
+    units = {"controlplane": ["containerd", "kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-dns"],
+             "worker2": ["containerd", "kubepy-kubelet", "kubepy-proxy", "kubepy-dns"]}
+    before = {m: _main_pids(cluster, m, u) for m, u in units.items()}
+    tasks = {m: _running_tasks(cluster, m) for m in units}
+    start = time.monotonic()
+    out = cluster.vms.run("vagrant", "provision", *units, timeout=1800).stdout
+    FIGURES["vagrant provision again, 2 VMs (s)"] = round(time.monotonic() - start, 1)
+    assert out.count("common provisioning done") == 2, out[-3000:]
+    assert "control plane ready" in out and "worker kubepy-worker2 joined" in out, out[-3000:]
+    changes = re.findall(r"^.*(?:\] (?:wrote|start|restart|import|pip install|python3 -m venv|build|taint|published) "
+                         r"|kubepy: wrote ).*$", out, re.MULTILINE)
+    assert not changes, changes
+    assert {m: _main_pids(cluster, m, u) for m, u in units.items()} == before, "no daemon restarted"
+    assert {m: _running_tasks(cluster, m) for m in units} == tasks, "no container restarted"
+
+
+def test_reboot_a_worker_and_converge(cluster: Cluster):
+    before = {p["metadata"]["name"] for p in cluster.pods("app=web") if p["spec"]["nodeName"] == "kubepy-worker1"}
+    assert before, "worker1 runs web pods before the reboot"
+    boot_id = cluster.vms.ssh("worker1", "cat /proc/sys/kernel/random/boot_id").strip()
+    start = time.monotonic()
+    cluster.vms.vagrant("reload", "worker1", timeout=1800)
+    assert cluster.vms.ssh("worker1", "cat /proc/sys/kernel/random/boot_id").strip() != boot_id, "it rebooted"
+    wait_for(lambda: cluster.all_ready(1 + cluster.vms.workers), 900, "every node Ready after the reboot")
+    # The same pods come back on worker1 (new sandboxes, same pod objects) and serve again.
+    def back() -> bool:
+        ready = {p["metadata"]["name"] for p in cluster.ready_pods("app=web")}
+        return len(ready) == 3 and before <= ready
+    wait_for(back, 900, f"web pods {sorted(before)} Ready again on worker1")
+    wait_for(lambda: cluster.ready_pods("app=redis"), 600, "Redis Ready")
+    ip = cluster.vms.addresses()["worker1"]
+    reply = wait_for(lambda: cluster.http_get(f"http://{ip}:30080/"), 300, "NodePort on worker1 after the reboot")
+    assert reply.startswith("hello from web v1"), reply
+    restarted = [p for p in cluster.pods("app=web") if p["metadata"]["name"] in before]
+    assert all(p["status"]["containerStatuses"][0]["restartCount"] >= 1 or
+               p["status"]["containerStatuses"][0].get("lastState") for p in restarted), \
+        "the pods' containers were started again after the reboot"
+    FIGURES["reload worker1 to converged (s)"] = round(time.monotonic() - start, 1)
+
+
+def test_destroy_leaves_nothing(cluster: Cluster):
+    """`vagrant destroy -f`: no domain or disk of ours is left, and .kube/ forgets the old control plane."""
+    start = time.monotonic()
+    cluster.vms.vagrant("destroy", "-f", timeout=900)
+    FIGURES["vagrant destroy -f (s)"] = round(time.monotonic() - start, 1)
+    states = re.findall(r",state,([a-z_]+)", cluster.vms.run("vagrant", "status", "--machine-readable").stdout)
+    assert states == ["not_created"] * (1 + cluster.vms.workers), states
+    domains = cluster.vms.virsh("list", "--all", "--name").stdout.split()
+    assert not [d for d in domains if d.startswith(cluster.vms.prefix)], domains
+    volumes = cluster.vms.virsh("vol-list", cluster.vms.pool).stdout
+    assert cluster.vms.prefix not in volumes, volumes   # the base box's volume may stay, as Vagrant keeps it
+    left = [f.name for f in (cluster.vms.project / ".kube").glob("*") if f.is_file()]
+    assert not {"admin.kubeconfig", "bootstrap-token", "ca.crt"} & set(left), left

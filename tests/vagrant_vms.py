@@ -1,0 +1,301 @@
+"""Real Vagrant VMs for the tests: libvirtd in a network namespace of our own.
+
+This machine has no systemd as PID 1 and no usable KVM (see
+shared/VAGRANT-NOTES.md), so the tests start ``virtlogd`` and ``libvirtd``
+themselves, inside a network namespace they create: libvirt's bridges, the
+VMs' networks and every address on them exist only there, and ``vagrant``
+and ``kubectl`` run there too to reach the VMs. Everything the tests make
+carries one prefix (``kptest-vg-<hex>``): the namespace, the libvirt storage
+pool, networks and domains; ``stop()`` removes all of it, also after a
+failure.
+
+The VMs run under software emulation (libvirt driver ``qemu``, CPU model
+qemu64) from a box that ``vagrant/build-box`` makes; the box is cached
+(keyed by build-box's content) in ``KUBEPY_VAGRANT_CACHE`` (default
+``/var/tmp/kubepy-vagrant-cache``) because building it takes minutes.
+
+Run by hand to look around (``python -m tests.vagrant_vms --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("KUBEPY_VAGRANT_CACHE", "/var/tmp/kubepy-vagrant-cache"))
+BOX_NAME = "kubepy/debian12"
+LIBVIRT_URI = "qemu:///system"
+# Commands the VM tests need, with the Debian packages that provide them (.ci/install installs them).
+NEEDS = {
+    "vagrant": "vagrant", "libvirtd": "libvirt-daemon-system", "virtlogd": "libvirt-daemon-system",
+    "virsh": "libvirt-clients", "qemu-system-x86_64": "qemu-system-x86", "qemu-img": "qemu-utils",
+    "debootstrap": "debootstrap", "dnsmasq": "dnsmasq-base", "sfdisk": "fdisk", "rsync": "rsync",
+}
+
+
+def missing_commands() -> list[str]:
+    return [f"{cmd} ({pkg})" for cmd, pkg in NEEDS.items() if shutil.which(cmd) is None]
+
+
+def log(msg: str) -> None:
+    print(f"[vagrant-vms {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def build_box_key() -> str:
+    return hashlib.sha256((ROOT / "vagrant" / "build-box").read_bytes()).hexdigest()[:16]
+
+
+def cached_box() -> tuple[Path, float | None]:
+    """The box file, built by vagrant/build-box unless a build of the same script is cached.
+
+    Returns (path, seconds the build took or None when it came from the cache)."""
+    override = os.environ.get("KUBEPY_TEST_BOX")
+    if override:
+        return Path(override), None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    box = CACHE / f"kubepy-debian12-{build_box_key()}.box"
+    if box.exists():
+        return box, None
+    out = CACHE / "build"
+    shutil.rmtree(out, ignore_errors=True)
+    log(f"building the box with vagrant/build-box into {out}")
+    start = time.monotonic()
+    subprocess.run([str(ROOT / "vagrant" / "build-box"), "--out", str(out)], check=True,
+                   stdout=sys.stderr, stderr=sys.stderr)
+    elapsed = time.monotonic() - start
+    (out / "kubepy-debian12.box").rename(box)
+    shutil.rmtree(out, ignore_errors=True)
+    for old in CACHE.glob("kubepy-debian12-*.box"):
+        if old != box:
+            old.unlink()
+    return box, elapsed
+
+
+@dataclass
+class VagrantVMs:
+    """libvirtd in a private network namespace, and a project copy to run `vagrant` in."""
+
+    workdir: Path
+    prefix: str = field(default_factory=lambda: f"kptest-vg-{secrets.token_hex(3)}")
+    workers: int = 2
+    cpus: int = 2
+    memory: int = 2048
+    subnet: str = "192.168.56"
+    started: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def netns(self) -> str:
+        return self.prefix
+
+    @property
+    def project(self) -> Path:
+        return self.workdir / "project"
+
+    @property
+    def pool(self) -> str:
+        return f"{self.prefix}-pool"
+
+    @property
+    def networks(self) -> list[str]:
+        return [f"{self.prefix}-private", f"{self.prefix}-mgmt"]
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.project / ".kube" / "admin.kubeconfig"
+
+    def addresses(self) -> dict[str, str]:
+        names = ["controlplane"] + [f"worker{i}" for i in range(1, self.workers + 1)]
+        return {name: f"{self.subnet}.{10 + i}" for i, name in enumerate(names)}
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "VAGRANT_HOME": str(self.workdir / "vagrant.d"),
+            "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+            "VAGRANT_CHECKPOINT_DISABLE": "1",
+            "VAGRANT_NO_COLOR": "1",
+            "KUBEPY_BOX": BOX_NAME,
+            "KUBEPY_WORKERS": str(self.workers),
+            "KUBEPY_CPUS": str(self.cpus),
+            "KUBEPY_MEMORY": str(self.memory),
+            "KUBEPY_SUBNET": self.subnet,
+            "KUBEPY_INSTALL": "offline",
+            "KUBEPY_SYNCED_FOLDER": "rsync",
+            "KUBEPY_LIBVIRT_DRIVER": "qemu",
+            "KUBEPY_LIBVIRT_URI": LIBVIRT_URI,
+            "KUBEPY_LIBVIRT_POOL": self.pool,
+            "KUBEPY_LIBVIRT_PREFIX": f"{self.prefix}-",
+            "KUBEPY_LIBVIRT_NETWORK": self.networks[0],
+            "KUBEPY_LIBVIRT_MGMT_NETWORK": self.networks[1],
+            "KUBEPY_LIBVIRT_MGMT_ADDRESS": "192.168.121.0/24",
+        })
+        return env
+
+    # -- running things in the namespace -----------------------------------------------------
+
+    def run(self, *argv: str, check: bool = True, timeout: float | None = None, capture: bool = True,
+            cwd: Path | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run argv inside the network namespace (with the project's env), from the project copy."""
+        cmd = ["ip", "netns", "exec", self.netns, *argv]
+        proc = subprocess.run(cmd, cwd=cwd or self.project, env=self.env(), timeout=timeout, text=True, input=input,
+                              stdout=subprocess.PIPE if capture else sys.stderr,
+                              stderr=subprocess.PIPE if capture else sys.stderr)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}\n"
+                               f"stdout: {(proc.stdout or '')[-3000:]}\nstderr: {(proc.stderr or '')[-3000:]}")
+        return proc
+
+    def vagrant(self, *args: str, timeout: float = 3600, check: bool = True) -> subprocess.CompletedProcess:
+        log(f"vagrant {' '.join(args)}")
+        return self.run("vagrant", *args, timeout=timeout, check=check, capture=False)
+
+    def ssh(self, machine: str, command: str, timeout: float = 300, check: bool = True) -> str:
+        proc = self.run("vagrant", "ssh", machine, "-c", command, "--", "-o", "LogLevel=ERROR",
+                        timeout=timeout, check=check)
+        return proc.stdout
+
+    def virsh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("virsh", "-q", "-c", LIBVIRT_URI, *args, check=check, cwd=self.workdir)
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def copy_project(self) -> None:
+        """A copy of the checked-in tree, as a user's clone would be (no .vagrant/, .kube/, .venv/)."""
+        files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                               cwd=ROOT, check=True, stdout=subprocess.PIPE).stdout.split(b"\0")
+        for name in filter(None, files):
+            src = ROOT / os.fsdecode(name)
+            if not src.is_file():
+                continue
+            dest = self.project / os.fsdecode(name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+
+    def start(self) -> None:
+        if any(_comm(p) == "libvirtd" for p in Path("/proc").glob("*/comm")):
+            raise RuntimeError("a libvirtd already runs on this machine; these tests start their own")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o711)   # qemu runs as libvirt-qemu and must reach the pool below
+        subprocess.run(["ip", "netns", "add", self.netns], check=True)
+        subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True)
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        for daemon in ("virtlogd", "libvirtd"):
+            out = open(logs / f"{daemon}.log", "ab")
+            # Not daemonized (-d): we keep the PID and stop it ourselves.
+            self.started.append(subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, daemon], stdout=out, stderr=out,
+                stdin=subprocess.DEVNULL, start_new_session=True))
+            if daemon == "virtlogd":
+                _wait(lambda: Path("/run/libvirt/virtlogd-sock").exists(), 30, "virtlogd's socket")
+        _wait(lambda: self.virsh("version", check=False).returncode == 0, 60, "libvirtd to answer")
+        pool_dir = self.workdir / "pool"
+        pool_dir.mkdir(exist_ok=True)
+        pool_dir.chmod(0o711)
+        self.virsh("pool-define-as", self.pool, "dir", "--target", str(pool_dir))
+        self.virsh("pool-start", self.pool)
+        log(f"libvirtd runs in netns {self.netns}; pool {self.pool} at {pool_dir}")
+
+    def add_box(self, box: Path) -> None:
+        self.run("vagrant", "box", "add", "--force", "--name", BOX_NAME, str(box), cwd=self.workdir,
+                 capture=False, timeout=600)
+
+    # -- tear-down ---------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Remove every VM, volume, network, pool and daemon this made; also after a failure."""
+        if (self.project / ".vagrant").exists():
+            with contextlib.suppress(Exception):
+                self.vagrant("destroy", "-f", timeout=600, check=False)
+        if self.started:
+            for name in self._list("list", "--all", "--name"):
+                if name.startswith(self.prefix):
+                    self.virsh("destroy", name, check=False)
+                    self.virsh("undefine", name, "--remove-all-storage", "--nvram", check=False)
+            for name in self._list("net-list", "--all", "--name"):
+                if name.startswith(self.prefix):
+                    self.virsh("net-destroy", name, check=False)
+                    self.virsh("net-undefine", name, check=False)
+            for vol in self._list("vol-list", self.pool):
+                self.virsh("vol-delete", "--pool", self.pool, vol.split()[0], check=False)
+            self.virsh("pool-destroy", self.pool, check=False)
+            self.virsh("pool-undefine", self.pool, check=False)
+        for proc in reversed(self.started):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+        self.started.clear()
+        # Anything still in the namespace (a qemu, a dnsmasq) goes with it.
+        pids = subprocess.run(["ip", "netns", "pids", self.netns], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", self.netns], stderr=subprocess.DEVNULL)
+        # libvirt keeps dnsmasq state and a status directory per network; drop what it kept for ours.
+        for state_dir in ("/var/lib/libvirt/dnsmasq", "/run/libvirt/network"):
+            for leftover in Path(state_dir).glob(f"{self.prefix}*"):
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+
+    def _list(self, *args: str) -> list[str]:
+        proc = self.virsh(*args, check=False)
+        return [line.strip() for line in proc.stdout.splitlines() if line.strip()] if proc.returncode == 0 else []
+
+
+def _comm(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _wait(cond, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {seconds:.0f}s waiting for {what}")
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.vagrant_vms",
+                                 description="Start libvirtd in a private netns and print how to use it.")
+    ap.add_argument("workdir", type=Path)
+    ap.add_argument("--stop", metavar="PREFIX", help="tear down what an earlier run with this prefix made")
+    args = ap.parse_args(argv)
+    if args.stop:
+        vms = VagrantVMs(args.workdir, prefix=args.stop)
+        vms.started = [subprocess.Popen(["true"])]   # so that stop() also asks libvirt
+        vms.stop()
+        for pid in subprocess.run(["pgrep", "-x", "libvirtd|virtlogd"], stdout=subprocess.PIPE,
+                                  text=True).stdout.split():
+            os.kill(int(pid), signal.SIGTERM)
+        return 0
+    vms = VagrantVMs(args.workdir)
+    vms.copy_project()
+    vms.start()
+    print(f"prefix {vms.prefix}; run: ip netns exec {vms.netns} env ... vagrant (see VagrantVMs.env)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
