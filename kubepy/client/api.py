@@ -10,6 +10,7 @@ queues own the retry policy.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
@@ -23,6 +24,7 @@ from kubepy.client.errors import TransportError, error_from_status
 from kubepy.resources import Resource, by_plural
 
 log = logging.getLogger(__name__)
+_RECONNECT_PAUSE = 0.2   # seconds before the one retry of a connection that was never made
 
 PATCH_CONTENT_TYPES = {
     "merge": "application/merge-patch+json",
@@ -181,10 +183,12 @@ class Client:
                        body: Any = None, content_type: str = "application/json") -> Any:
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": content_type} if data is not None else None
-        # A pooled keep-alive connection the server closed shows up as a reset
-        # on first use; only a GET is safe to send again.
-        attempts = 2 if method == "GET" else 1
-        for attempt in range(attempts):
+        # Two failures are worth a second try. A pooled keep-alive connection the
+        # server closed shows up as a reset on first use: only a GET is safe to send
+        # again. A connection that was never made (refused, or reset during the TLS
+        # handshake by a busy server) carried no request: any method is tried again
+        # after a pause. A certificate the client rejects is not retried.
+        for attempt in range(2):
             try:
                 async with self._get_session().request(method, self._url(path), params=params, data=data,
                                                        headers=headers) as resp:
@@ -195,8 +199,14 @@ class Client:
                         return None
                     # Only a few subresources (pods/log) answer with plain text.
                     return json.loads(text) if "json" in resp.content_type else text
+            except aiohttp.ClientConnectorError as e:
+                if attempt == 0 and not isinstance(e, aiohttp.ClientSSLError):
+                    log.debug("retrying after a failed connect method=%s path=%s err=%s", method, path, e)
+                    await asyncio.sleep(_RECONNECT_PAUSE)
+                    continue
+                raise TransportError(f"{method} {path}: {type(e).__name__}: {e}") from e
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
-                if attempt + 1 < attempts and not isinstance(e, aiohttp.ClientConnectorError):
+                if attempt == 0 and method == "GET":
                     log.debug("retrying after reset method=%s path=%s err=%s", method, path, e)
                     continue
                 raise TransportError(f"{method} {path}: {type(e).__name__}: {e}") from e

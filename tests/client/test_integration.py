@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
+import struct
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -140,6 +142,58 @@ async def test_cluster_scoped_and_transport_error(client: Client, ns: str):
             await dead.get("namespaces", "default")
     finally:
         await dead.close()
+
+
+@contextlib.asynccontextmanager
+async def resetting_proxy(target_port: int, resets: int):
+    """A loopback TCP proxy to ``target_port`` whose first ``resets`` connections get a RST at once."""
+    connections: list[int] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        if len(connections) <= resets:
+            # SO_LINGER 0: close() sends RST, as a server with a full backlog or a failed handshake does.
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], connections
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("resets, created", [(1, True), (2, False)])
+async def test_a_connection_reset_before_the_request_is_retried_once(server, client: Client, ns: str,
+                                                                     resets: int, created: bool):
+    """A reset during the TLS handshake carried no request: even a POST is sent again, once."""
+    async with resetting_proxy(server.port, resets) as (port, connections):
+        via = Client(ClientConfig(server=f"https://127.0.0.1:{port}", token=client.config.token,
+                                  ca_data=client.config.ca_data))
+        try:
+            if created:
+                await via.create("configmaps", configmap("through-reset", ns, a="1"), namespace=ns)
+            else:
+                with pytest.raises(TransportError, match="POST"):
+                    await via.create("configmaps", configmap("through-reset", ns, a="1"), namespace=ns)
+        finally:
+            await via.close()
+    assert len(connections) == 2, "one retry, not more"
+    names = [c["metadata"]["name"] for c in (await client.list("configmaps", namespace=ns))["items"]]
+    assert names.count("through-reset") == (1 if created else 0)
 
 
 async def test_list_all_pages(client: Client, ns: str, monkeypatch):
