@@ -46,7 +46,7 @@ import aiohttp
 import yaml
 from pyroute2 import config as pyroute2_config
 
-from kubepy.client import Client, ClientConfig, EventRecorder, Informer
+from kubepy.client import Client, ClientConfig, EventRecorder, Informer, TransportError
 from kubepy.kubelet.cgroups import PodCgroups
 from kubepy.kubelet.config import KubeletConfig, add_kubelet_flags, config_from_args
 from kubepy.kubelet.ipam import HostLocalIPAM
@@ -415,7 +415,11 @@ class Kubelet:
         await self.pods.wait_synced()
         await self.collect_orphans()
         self.node.is_ready = True
-        await self.node.update_status()
+        try:
+            await self.node.update_status()
+        except TransportError as e:
+            # Not fatal: the status loop reports Ready on its next beat.
+            log.warning("node ready status not written node=%s err=%s", c.node_name, e)
         log.info("kubelet ready node=%s pod_cidr=%s pods=%d", c.node_name, cidr, len(self.workers))
         self._tasks.append(asyncio.create_task(self._resync(), name="kubelet:resync"))
         await stop.wait()
