@@ -155,9 +155,9 @@ def cluster(request):
 def _save_logs(vms: VagrantVMs) -> None:
     """Print the daemons' last journal lines on every VM."""
     for machine in vms.addresses():
-        proc = vms.run("vagrant", "ssh", machine, "-c",
-                       "sudo journalctl -u 'kubepy-*' --no-pager -n 60 -o short-monotonic", check=False, timeout=120)
-        print(f"--- journal of {machine} ---\n{proc.stdout[-6000:]}")
+        journal = vms.ssh(machine, "sudo journalctl -u 'kubepy-*' --no-pager -n 60 -o short-monotonic",
+                          timeout=120, check=False)
+        print(f"--- journal of {machine} ---\n{journal[-6000:]}")
 
 
 def test_nodes_ready_on_private_addresses(cluster: Cluster):
