@@ -6,16 +6,35 @@ worker - adding it marks it dirty and it is queued again on ``done``;
 failures requeue with per-key exponential backoff until ``forget``.
 Event handlers only ``add`` keys; ``run_workers`` calls ``reconcile(key)``.
 Talks to nothing outside the event loop.
+
+Two guards make a hot loop impossible, whatever a controller does:
+
+- A reconcile that re-queues its own key with no delay (``add`` or
+  ``add_after(key, 0)`` from inside ``reconcile(key)``) more than
+  ``HOT_FREE`` times in a row gets the same per-key backoff as a failure.
+  The streak ends when a reconcile of that key finishes without asking to
+  come straight back. Adds from event handlers are never delayed: they run
+  in the informers' tasks, not in the worker's, which is how the two are told
+  apart (a context variable holds the key a worker is reconciling).
+- A worker yields to the event loop after every key, so a reconcile that never
+  awaits cannot starve informers, other controllers or the health endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
+
+# Self-requeues with no delay allowed in a row before backoff applies.
+HOT_FREE = 3
+
+# The key the current worker task is reconciling (None outside a worker).
+_reconciling: contextvars.ContextVar[str | None] = contextvars.ContextVar("kubepy_reconciling", default=None)
 
 
 class QueueShutdown(Exception):
@@ -32,11 +51,20 @@ class WorkQueue:
         self._processing: set[str] = set()
         self._failures: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}  # add_after: one timer per key, the earliest
+        self._self_requeued: set[str] = set()  # asked to come straight back by their own reconcile
+        self._hot: dict[str, int] = {}  # consecutive reconciles that re-queued themselves at once
         self._getters: list[asyncio.Future[None]] = []
         self._shutting_down = False
 
     def add(self, key: str) -> None:
-        if self._shutting_down or key in self._dirty:
+        self._add(key, by_own_reconcile=_reconciling.get() == key)
+
+    def _add(self, key: str, *, by_own_reconcile: bool) -> None:
+        if self._shutting_down:
+            return
+        if by_own_reconcile and key in self._processing:
+            self._self_requeued.add(key)
+        if key in self._dirty:
             return
         self._dirty.add(key)
         if key in self._processing:
@@ -90,9 +118,27 @@ class WorkQueue:
 
     def done(self, key: str) -> None:
         self._processing.discard(key)
+        if key in self._self_requeued:
+            self._self_requeued.discard(key)
+            streak = self._hot.get(key, 0) + 1
+            self._hot[key] = streak
+            if streak > HOT_FREE and key in self._dirty and not self._shutting_down:
+                # A hot loop: the key comes back after the backoff, not at once.
+                delay = min(self.base_delay * 2 ** (streak - HOT_FREE - 1), self.max_delay)
+                self._dirty.discard(key)
+                if streak == HOT_FREE + 1 or delay >= self.max_delay:
+                    log.warning("hot requeue queue=%s key=%s streak=%d delay=%.2fs", self.name, key, streak, delay)
+                self.add_after(key, delay)
+                return
+        else:
+            self._hot.pop(key, None)
         if key in self._dirty and not self._shutting_down:
             self._queue.append(key)
             self._wake()
+
+    def hot_streak(self, key: str) -> int:
+        """How many reconciles of ``key`` in a row re-queued it at once (0 when it is not looping)."""
+        return self._hot.get(key, 0)
 
     def shutdown(self) -> None:
         self._shutting_down = True
@@ -109,8 +155,9 @@ class WorkQueue:
         return len(self._queue)
 
     def _fire(self, key: str) -> None:
+        # A timer is never the reconcile itself, whatever context it was scheduled from.
         self._timers.pop(key, None)
-        self.add(key)
+        self._add(key, by_own_reconcile=False)
 
     def _wake(self) -> None:
         # Wake every waiting getter; each re-checks the queue, so a getter
@@ -135,6 +182,7 @@ async def run_workers(queue: WorkQueue, reconcile: Callable[[str], Awaitable[Non
                 key = await queue.get()
             except QueueShutdown:
                 return
+            token = _reconciling.set(key)
             try:
                 await reconcile(key)
             except Exception as e:  # noqa: BLE001 - any failure is retried with backoff
@@ -144,7 +192,9 @@ async def run_workers(queue: WorkQueue, reconcile: Callable[[str], Awaitable[Non
             else:
                 queue.forget(key)
             finally:
+                _reconciling.reset(token)
                 queue.done(key)
+            await asyncio.sleep(0)  # let the rest of the loop run between keys, even if reconcile never awaited
 
     tasks = [asyncio.create_task(worker(), name=f"worker-{queue.name}-{i}") for i in range(workers)]
     try:

@@ -163,3 +163,83 @@ async def test_run_workers_shuts_the_queue_down_when_cancelled():
     assert q.is_shutting_down
     with pytest.raises(QueueShutdown):
         await asyncio.wait_for(q.get(), 1)
+
+
+async def test_a_reconcile_that_requeues_itself_at_once_gets_backoff():
+    # The livelock class of issue 11: reconcile(key) asks for key again with no delay, forever,
+    # and never awaits. Without the guards the loop spins on one key and starves every other task.
+    q = WorkQueue(base_delay=0.05, max_delay=0.2, name="hot")
+    runs: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def reconcile(key: str) -> None:
+        runs.append(loop.time())
+        q.add_after(key, 0)  # "come back now": the bug
+
+    ticks = 0
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    other = asyncio.create_task(other_task())
+    workers = asyncio.create_task(run_workers(q, reconcile, workers=1))
+    q.add("stuck")
+    await asyncio.sleep(1.0)
+    q.shutdown()
+    await workers
+    other.cancel()
+    # Free runs, then 50, 100, 200, 200... ms apart: a handful of runs a second, not thousands.
+    assert 4 <= len(runs) <= 15, len(runs)
+    gaps = [b - a for a, b in zip(runs, runs[1:])]
+    assert max(gaps) >= 0.15, gaps
+    assert q.hot_streak("stuck") > 3
+    assert ticks >= 20, "the event loop was starved"
+
+
+async def test_event_adds_during_reconcile_are_never_delayed_and_a_calm_run_ends_the_streak():
+    q = WorkQueue(base_delay=0.5, max_delay=1.0, name="calm")
+    seen: list[str] = []
+    requeue_self = {"n": 10}
+
+    async def reconcile(key: str) -> None:
+        seen.append(key)
+        if requeue_self["n"] > 0:
+            requeue_self["n"] -= 1
+            q.add(key)
+        await asyncio.sleep(0)
+
+    workers = asyncio.create_task(run_workers(q, reconcile, workers=1))
+    q.add("k")
+    await asyncio.sleep(0.05)
+    assert q.hot_streak("k") == 4, "three free self-requeues, the fourth is delayed"
+    requeue_self["n"] = 0
+    await asyncio.sleep(0.8)  # the delayed run happens and asks for nothing
+    assert q.hot_streak("k") == 0
+    # An informer's add (another task) while a reconcile is running is queued at once.
+    slow = asyncio.Event()
+
+    async def slow_reconcile(key: str) -> None:
+        seen.append(key)
+        await slow.wait()
+
+    q.shutdown()
+    await workers
+    q2 = WorkQueue(base_delay=0.5, name="events")
+    seen.clear()
+    workers = asyncio.create_task(run_workers(q2, slow_reconcile, workers=1))
+    q2.add("e")
+    await asyncio.sleep(0.01)
+    for _ in range(10):
+        q2.add("e")  # from this (test) task, not the reconcile's: never counted as hot
+        slow.set()
+        await asyncio.sleep(0.01)
+        slow.clear()
+    await asyncio.sleep(0.05)
+    assert q2.hot_streak("e") == 0
+    assert len(seen) >= 8
+    q2.shutdown()
+    slow.set()
+    await workers
