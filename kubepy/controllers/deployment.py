@@ -449,6 +449,24 @@ def deployment_timed_out(d: dict[str, Any], status: dict[str, Any], now: datetim
     return since is not None and (now - since).total_seconds() > int(d["spec"]["progressDeadlineSeconds"])
 
 
+def progress_check_after(d: dict[str, Any], status: dict[str, Any], now: datetime) -> float | None:
+    """Seconds until the progress deadline of ``d`` passes, or None when there is nothing to check.
+
+    Only a condition that can still time out is worth a check: a complete
+    rollout (``NewReplicaSetAvailable``: scaling a stable Deployment keeps that
+    reason), a paused or already timed-out one never will. Checking those was
+    issue 11's livelock: the deadline of a long-stable Deployment had passed,
+    it never timed out, and it was requeued at once, forever."""
+    cond = get_condition(status, COND_PROGRESSING)
+    if (not _has_deadline(d) or cond is None or deployment_complete(d, status)
+            or cond.get("reason") in (REASON_TIMED_OUT, REASON_PAUSED, REASON_NEW_RS_AVAILABLE)):
+        return None
+    since = _parse(cond.get("lastUpdateTime"))
+    if since is None:
+        return None
+    return (since - now).total_seconds() + int(d["spec"]["progressDeadlineSeconds"])
+
+
 # -- the controller -----------------------------------------------------------------
 class DeploymentController:
     name = "deployment"
@@ -945,15 +963,14 @@ class DeploymentController:
 
     def _requeue_stuck(self, d: dict[str, Any], status: dict[str, Any], now: datetime) -> None:
         """Come back when the progress deadline would pass."""
-        cond = get_condition(status, COND_PROGRESSING)
-        if (not _has_deadline(d) or cond is None or deployment_complete(d, status)
-                or cond.get("reason") in (REASON_TIMED_OUT, REASON_PAUSED)):
+        after = progress_check_after(d, status, now)
+        if after is None:
             return
-        since = _parse(cond.get("lastUpdateTime"))
-        if since is None:
-            return
-        after = (since - now).total_seconds() + int(d["spec"]["progressDeadlineSeconds"]) + 1
-        self.queue.add_after(object_key(d), max(after, 0.0))
+        if after < 1.0:
+            # Overdue: the next sync marks it timed out. Never "at once" (issue 11's livelock).
+            self.queue.add_rate_limited(object_key(d))
+        else:
+            self.queue.add_after(object_key(d), after + 1.0)
 
     async def _write_status(self, d: dict[str, Any]) -> None:
         body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": dict(d["metadata"]), "spec": d["spec"],

@@ -22,6 +22,7 @@ from kubepy.controllers.deployment import (
     new_rs_new_replicas,
     plan_proportional_scale,
     plan_rolling_scale_down,
+    progress_check_after,
     resolve_fenceposts,
     safe_encode,
     scaled_value,
@@ -224,6 +225,26 @@ def test_progress_deadline():
     assert not deployment_timed_out(d, status("NewReplicaSetAvailable", 100), NOW)
 
 
+@pytest.mark.parametrize("reason,ago,expected", [
+    ("ReplicaSetUpdated", 4, 6.0),        # check again when the deadline passes
+    ("ReplicaSetUpdated", 30, -20.0),     # overdue: checked (rate limited), then marked timed out
+    ("NewReplicaSetCreated", 0, 10.0),
+    ("NewReplicaSetAvailable", 30, None),  # a stable Deployment being scaled: can never time out
+    ("ProgressDeadlineExceeded", 30, None),
+    ("DeploymentPaused", 30, None),
+])
+def test_progress_check_after(reason: str, ago: int, expected: float | None):
+    d = deploy(4)
+    d["spec"]["progressDeadlineSeconds"] = 10
+    t = (NOW - timedelta(seconds=ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = {"replicas": 1, "updatedReplicas": 1, "availableReplicas": 1,
+              "conditions": [{"type": "Progressing", "status": "True", "reason": reason,
+                              "lastUpdateTime": t, "lastTransitionTime": t}]}
+    assert progress_check_after(d, status, NOW) == expected
+    del d["spec"]["progressDeadlineSeconds"]
+    assert progress_check_after(d, status, NOW) is None
+
+
 # -- real rollouts -----------------------------------------------------------------------------
 def deployment_manifest(name: str, replicas: int, image: str, *, surge: Any = 1, unavailable: Any = 1,
                         strategy: str = "RollingUpdate", history: int = 10, deadline: int = 600) -> dict[str, Any]:
@@ -371,6 +392,27 @@ async def test_rollout_update_undo_restart_with_kubectl(apiserver_rsdeploy):
         scaling = [e["message"] for e in events if e["reason"] == "ScalingReplicaSet"]
         assert any(re.fullmatch(r"Scaled up replica set web-\w+ from 0 to 1", m) for m in scaling), scaling
         assert any(re.fullmatch(r"Scaled down replica set web-\w+ from 10 to 9", m) for m in scaling), scaling
+
+
+@pytest.mark.slow
+async def test_scaling_past_the_progress_deadline_does_not_stop_the_controllers(apiserver_rsdeploy, caplog):
+    # Issue 11's livelock: a Deployment stable for longer than its progress deadline, then scaled,
+    # was requeued at once forever on the one event loop and nothing else progressed. The work
+    # queue now backs such a key off (and says so); the controller must not need that.
+    srv = apiserver_rsdeploy
+    caplog.set_level("WARNING", logger="kubepy.client.workqueue")
+    async with running_controllers(srv, *CONTROLLERS) as (ctx, controllers, _k):
+        c, ns = ctx.client, "dep-deadline"
+        await create_namespace(c, ns)
+        await c.create("deployments", deployment_manifest("old", 1, "nginx:1", deadline=1), namespace=ns)
+        await rollout_status(srv, ns, "old")
+        await asyncio.sleep(2.5)  # the Progressing condition is now older than the deadline
+        await kubectl(srv, "scale", "deployment/old", "--replicas=3", "-n", ns)
+        await c.create("deployments", deployment_manifest("new", 2, "nginx:1"), namespace=ns)
+        await rollout_status(srv, ns, "new")
+        await rollout_status(srv, ns, "old")
+    hot = [r.getMessage() for r in caplog.records if "hot requeue" in r.getMessage()]
+    assert not hot, hot
 
 
 @pytest.mark.slow
