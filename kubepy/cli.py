@@ -109,10 +109,24 @@ def controller_config(args: argparse.Namespace):  # -> ControllerConfig
     )
 
 
+def add_healthz_flags(p: argparse.ArgumentParser, default_port: int) -> None:
+    p.add_argument("--healthz-bind-address", default=f"127.0.0.1:{default_port}",
+                   help=f"HOST:PORT for plain-HTTP /healthz (default 127.0.0.1:{default_port}; '' for none); "
+                        "it fails while the event loop lags")
+    p.add_argument("--healthz-max-loop-lag", type=_duration, default=5.0,
+                   help="event-loop lag beyond which /healthz fails (default 5s)")
+
+
+def _with_health(coro, args: argparse.Namespace):
+    from kubepy.healthz import with_loop_health
+
+    return with_loop_health(coro, bind=args.healthz_bind_address or None, max_lag=args.healthz_max_loop_lag)
+
+
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from kubepy.scheduler.scheduler import run_scheduler
 
-    return _run_async(run_scheduler(str(args.kubeconfig)))
+    return _run_async(_with_health(run_scheduler(str(args.kubeconfig)), args), "scheduler")
 
 
 def cmd_controller_manager(args: argparse.Namespace) -> int:
@@ -124,10 +138,11 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"kubepy controller-manager: {e}", file=sys.stderr)
         return 2
-    return _run_async(run_controller_manager(str(args.kubeconfig), config))
+    return _run_async(_with_health(run_controller_manager(str(args.kubeconfig), config), args),
+                      "controller-manager")
 
 
-def _run_async(coro) -> int:
+def _run_async(coro, name: str = "kubepy") -> int:
     """Runs a daemon coroutine until SIGTERM/SIGINT, then cancels it cleanly."""
     import signal
 
@@ -141,7 +156,11 @@ def _run_async(coro) -> int:
         except asyncio.CancelledError:
             pass
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except OSError as e:  # e.g. the health address is taken
+        print(f"kubepy {name}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -254,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scheduler", help="run the scheduler")
     p.add_argument("--kubeconfig", required=True, type=Path)
+    add_healthz_flags(p, 10259)
     p.set_defaults(func=cmd_scheduler)
 
     p = sub.add_parser("controller-manager", help="run the controllers")
@@ -261,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_controller_flags(p)
     p.add_argument("--default-not-ready-toleration-seconds", type=int, default=300)
     p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300)
+    add_healthz_flags(p, 10257)
     p.set_defaults(func=cmd_controller_manager)
 
     p = sub.add_parser("proxy", help="run kube-proxy: Services as iptables rules on this node")

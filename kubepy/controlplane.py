@@ -2,20 +2,38 @@
 as three supervised child processes.
 
 Each child is the same ``kubepy`` command a person could run alone; they
-talk only through the API. A child that exits is restarted with backoff
-(1 s doubling to 30 s, reset after a minute of good health). SIGTERM stops
-the children in reverse order (controllers first, API server last).
+talk only through the API. The supervisor keeps them alive and healthy:
+
+- A child that exits is restarted with backoff (1 s doubling to 30 s, reset
+  after a minute of good health).
+- A child whose health fails is killed and so restarted: the API server's
+  ``/healthz``, and the scheduler's and controller manager's, which fail when
+  their event loop lags (``kubepy.healthz``). A stuck process (a livelocked
+  loop, SIGSTOP) looks alive to ``ps``; only its health tells. Before a child
+  has once been healthy it has ``STARTUP_GRACE`` to become so.
+- What runs is recorded in ``DATA_DIR/run/<child>.json`` (pid, start time,
+  health URL). A supervisor that is itself restarted (SIGKILL, a crash)
+  *adopts* the children still running instead of starting second copies
+  (the API server's port would be taken, and a second controller manager
+  would fight the first); a pid is adopted only if its start time matches,
+  so a reused pid is never mistaken for ours.
+
+SIGTERM stops the children in reverse order (controllers first, API server
+last).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,23 +42,108 @@ log = logging.getLogger(__name__)
 
 HEALTHY_AFTER = 60.0
 MAX_BACKOFF = 30.0
+PROBE_PERIOD = 2.0
+PROBE_TIMEOUT = 2.0
+FAILURE_THRESHOLD = 3  # consecutive failed probes before a kill
+STARTUP_GRACE = 60.0
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), or None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
 
 
 @dataclass
 class Child:
     name: str
     argv: list[str]
+    health_flag: str | None = None  # the child's own flag for where to serve /healthz (plain HTTP)
     proc: subprocess.Popen | None = None
+    pid: int = 0
+    start_ticks: int | None = None
+    health_url: str | None = None
     started: float = 0.0
     backoff: float = 1.0
     restart_at: float = 0.0
     restarts: int = 0
+    healthy_once: bool = False
+    failures: int = 0
+    next_probe: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "kubepy", *self.argv], stdin=subprocess.DEVNULL)
+    def start(self, run_dir: Path | None = None) -> None:
+        argv = list(self.argv)
+        if self.health_flag:
+            port = _free_port()
+            argv += [self.health_flag, f"127.0.0.1:{port}"]
+            self.health_url = f"http://127.0.0.1:{port}/healthz"
+        self.proc = subprocess.Popen([sys.executable, "-m", "kubepy", *argv], stdin=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        self.start_ticks = proc_start_ticks(self.pid)
+        self._reset_health()
+        log.info("started child=%s pid=%d restarts=%d", self.name, self.pid, self.restarts)
+        if run_dir is not None:
+            self.record(run_dir)
+
+    def adopt(self, run_dir: Path) -> bool:
+        """Take over this child from an earlier supervisor if it is still running."""
+        try:
+            rec = json.loads((run_dir / f"{self.name}.json").read_text())
+            pid, ticks = int(rec["pid"]), rec.get("start_ticks")
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        if ticks is None or proc_start_ticks(pid) != ticks:
+            return False
+        self.proc, self.pid, self.start_ticks = None, pid, ticks
+        self.health_url = rec.get("health_url") or self.health_url
+        self.restarts = int(rec.get("restarts") or 0)
+        self._reset_health()
+        self.healthy_once = True  # it ran before we came; its health decides from the first probe
+        log.info("adopted child=%s pid=%d restarts=%d", self.name, pid, self.restarts)
+        return True
+
+    def record(self, run_dir: Path) -> None:
+        tmp = run_dir / f".{self.name}.json.tmp"
+        tmp.write_text(json.dumps({"pid": self.pid, "start_ticks": self.start_ticks, "health_url": self.health_url,
+                                   "restarts": self.restarts}))
+        tmp.replace(run_dir / f"{self.name}.json")
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid > 0 and proc_start_ticks(self.pid) == self.start_ticks
+
+    def exit_code(self) -> int | str:
+        return self.proc.returncode if self.proc is not None else "unknown (adopted)"
+
+    def signal(self, sig: int) -> None:
+        if self.pid > 0 and self.alive():
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def forget(self) -> None:
+        self.proc, self.pid, self.start_ticks = None, 0, None
+
+    def _reset_health(self) -> None:
         self.started = time.monotonic()
-        log.info("started child=%s pid=%d restarts=%d", self.name, self.proc.pid, self.restarts)
+        self.healthy_once = False
+        self.failures = 0
+        self.next_probe = self.started + 1.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def apiserver_ready(data_dir: Path, port: int) -> bool:
@@ -56,24 +159,51 @@ def apiserver_ready(data_dir: Path, port: int) -> bool:
         return False
 
 
+def probe(url: str, *, cafile: Path | None = None, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+    """One health probe: (healthy, what it said)."""
+    ctx = ssl.create_default_context(cafile=str(cafile)) if url.startswith("https:") and cafile else None
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:
+            return r.status == 200, r.read(200).decode(errors="replace").strip()
+    except urllib.error.HTTPError as e:
+        return False, f"{e.code} {e.read(200).decode(errors='replace').strip()}"
+    except (OSError, ValueError) as e:
+        return False, f"{type(e).__name__}: {e}"
+
+
+def health_verdict(child: Child, ok: bool, now: float) -> str:
+    """What one probe result means: "healthy", "failing" (count it) or "kill"."""
+    if ok:
+        return "healthy"
+    if not child.healthy_once:
+        return "kill" if now - child.started > STARTUP_GRACE else "starting"
+    return "kill" if child.failures + 1 >= FAILURE_THRESHOLD else "failing"
+
+
 class Supervisor:
     def __init__(self, children: list[Child], *, data_dir: Path, port: int) -> None:
         self.children = children
         self.data_dir = data_dir
         self.port = port
+        self.run_dir = data_dir / "run"
         self.stopping = False
+        api = next((c for c in children if c.name == "apiserver"), None)
+        if api is not None:
+            api.health_url = f"https://127.0.0.1:{port}/healthz"
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         api, *rest = self.children
-        api.start()
+        if not api.adopt(self.run_dir):
+            api.start(self.run_dir)
         deadline = time.monotonic() + 60
         while not apiserver_ready(self.data_dir, self.port):
             if self.stopping:
                 return self._shutdown()
-            if api.proc and api.proc.poll() is not None:
-                log.error("apiserver exited during start-up code=%s", api.proc.returncode)
+            if not api.alive():
+                log.error("apiserver exited during start-up code=%s", api.exit_code())
                 return 1
             if time.monotonic() > deadline:
                 log.error("apiserver not ready after 60s")
@@ -81,7 +211,8 @@ class Supervisor:
                 return 1
             time.sleep(0.1)
         for child in rest:
-            child.start()
+            if not child.adopt(self.run_dir):
+                child.start(self.run_dir)
         while not self.stopping:
             self._tend()
             time.sleep(0.2)
@@ -90,35 +221,64 @@ class Supervisor:
     def _tend(self) -> None:
         now = time.monotonic()
         for child in self.children:
-            proc = child.proc
-            if proc is not None and proc.poll() is None:
-                if now - child.started > HEALTHY_AFTER:
+            if child.pid and child.alive():
+                if now - child.started > HEALTHY_AFTER and child.failures == 0:
                     child.backoff = 1.0
+                if now >= child.next_probe:
+                    self._probe(child, now)
                 continue
-            if proc is not None:
+            if child.pid:
                 child.restart_at = now + child.backoff
-                log.warning("child exited child=%s code=%s restart_in=%.0fs", child.name, proc.returncode,
-                            child.backoff)
+                log.warning("child exited child=%s pid=%d code=%s restart_in=%.0fs", child.name, child.pid,
+                            child.exit_code(), child.backoff)
                 child.backoff = min(child.backoff * 2, MAX_BACKOFF)
-                child.proc = None
+                child.forget()
             if now >= child.restart_at:
                 child.restarts += 1
-                child.start()
+                child.start(self.run_dir)
+
+    def _probe(self, child: Child, now: float) -> None:
+        child.next_probe = now + PROBE_PERIOD
+        if not child.health_url:
+            return
+        ok, said = probe(child.health_url, cafile=self.data_dir / "ca.crt")
+        verdict = health_verdict(child, ok, time.monotonic())
+        if verdict == "healthy":
+            if child.failures:
+                log.info("child healthy again child=%s pid=%d", child.name, child.pid)
+            child.healthy_once, child.failures = True, 0
+        elif verdict == "failing":
+            child.failures += 1
+            log.warning("health check failed child=%s pid=%d failures=%d said=%r", child.name, child.pid,
+                        child.failures, said)
+        elif verdict == "kill":
+            log.error("child unhealthy, killing child=%s pid=%d failures=%d said=%r", child.name, child.pid,
+                      child.failures + 1, said)
+            child.signal(signal.SIGKILL)
+            child.signal(signal.SIGCONT)  # a stopped process dies only once it runs again
 
     def _stop(self, signum: int, frame: object) -> None:
         self.stopping = True
 
     def _shutdown(self) -> int:
         for child in reversed(self.children):
-            if child.proc and child.proc.poll() is None:
-                child.proc.terminate()
+            child.signal(signal.SIGTERM)
+            child.signal(signal.SIGCONT)
         for child in reversed(self.children):
-            if child.proc:
-                try:
-                    child.proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    child.proc.kill()
+            deadline = time.monotonic() + 15
+            while child.pid and child.alive() and time.monotonic() < deadline:
+                if child.proc is not None:
+                    try:
+                        child.proc.wait(0.1)
+                    except subprocess.TimeoutExpired:
+                        pass
+                else:
+                    time.sleep(0.1)
+            if child.pid and child.alive():
+                child.signal(signal.SIGKILL)
+                if child.proc is not None:
                     child.proc.wait()
+            (self.run_dir / f"{child.name}.json").unlink(missing_ok=True)
         log.info("stopped")
         return 0
 
@@ -126,6 +286,22 @@ class Supervisor:
 def run_controlplane(apiserver_argv: list[str], scheduler_argv: list[str], cm_argv: list[str], *,
                      data_dir: Path, port: int) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    children = [Child("apiserver", apiserver_argv), Child("scheduler", scheduler_argv),
-                Child("controller-manager", cm_argv)]
+    children = [Child("apiserver", apiserver_argv),
+                Child("scheduler", scheduler_argv, health_flag="--healthz-bind-address"),
+                Child("controller-manager", cm_argv, health_flag="--healthz-bind-address")]
     return Supervisor(children, data_dir=data_dir, port=port).run()
+
+
+def recorded_children(data_dir: Path) -> dict[str, dict[str, object]]:
+    """What ``DATA_DIR/run`` says each child is: pid, restarts, and whether that process still runs."""
+    out: dict[str, dict[str, object]] = {}
+    for name in ("apiserver", "scheduler", "controller-manager"):
+        try:
+            rec = json.loads((data_dir / "run" / f"{name}.json").read_text())
+            pid, ticks = int(rec["pid"]), rec.get("start_ticks")
+        except (OSError, ValueError, KeyError, TypeError):
+            out[name] = {"pid": 0, "restarts": 0, "alive": False}
+            continue
+        out[name] = {"pid": pid, "restarts": int(rec.get("restarts") or 0),
+                     "alive": ticks is not None and proc_start_ticks(pid) == ticks}
+    return out

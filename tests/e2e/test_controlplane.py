@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from kubepy.client import Client, ClientConfig
+from kubepy.controlplane import recorded_children
 from kubepy.testing.hollow import HollowCluster
 from tests.e2e.conftest import KUBECTL, free_port
 
@@ -65,12 +66,11 @@ class ControlPlane:
         self.dir = Path(tempfile.mkdtemp(prefix="kubepy-cp-"))
         self.port = free_port()
         self.log = open(self.dir / "controlplane.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kubepy", "controlplane", "--data-dir", str(self.dir),
-             "--bind-address", "127.0.0.1", "--port", str(self.port),
-             "--node-monitor-grace-period", "3s", "--node-monitor-period", "0.5s",
-             "--default-not-ready-toleration-seconds", "2", "--default-unreachable-toleration-seconds", "2"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+        self.argv = [sys.executable, "-m", "kubepy", "controlplane", "--data-dir", str(self.dir),
+                     "--bind-address", "127.0.0.1", "--port", str(self.port),
+                     "--node-monitor-grace-period", "3s", "--node-monitor-period", "0.5s",
+                     "--default-not-ready-toleration-seconds", "2", "--default-unreachable-toleration-seconds", "2"]
+        self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT)
         self.kubeconfig = self.dir / "admin.kubeconfig"
         deadline = time.monotonic() + 60
         while True:
@@ -96,17 +96,11 @@ class ControlPlane:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)
 
     def children(self) -> dict[str, psutil.Process]:
+        """The running children, as the supervisor records them (adopted ones are not its children)."""
         out = {}
-        for child in psutil.Process(self.proc.pid).children():
-            try:
-                if child.status() == psutil.STATUS_ZOMBIE:
-                    continue
-                cmd = child.cmdline()
-            except psutil.Error:
-                continue  # exited while we looked
-            for name in ("apiserver", "scheduler", "controller-manager"):
-                if name in cmd:
-                    out[name] = child
+        for name, rec in recorded_children(self.dir).items():
+            if rec["alive"]:
+                out[name] = psutil.Process(rec["pid"])
         return out
 
     def close(self) -> None:
@@ -262,3 +256,41 @@ def test_dead_node_pods_move(cp):
     assert ready["status"] == "Unknown"
     wait_for(lambda: (lambda ps: len(ps) == 10 and all(p["spec"]["nodeName"] != victim for p in ps))(
         ready_pods(cp, "web")), timeout=60, what="pods replaced off the dead node", cp=cp)
+
+
+def test_a_stuck_controller_manager_is_restarted(cp):
+    # SIGSTOP: the process is there for ps, but its loop doesn't turn; only /healthz tells.
+    before = cp.children()["controller-manager"]
+    before.suspend()
+    try:
+        wait_for(lambda: "controller-manager" in cp.children()
+                 and cp.children()["controller-manager"].pid != before.pid,
+                 timeout=60, what="stuck controller-manager replaced", cp=cp)
+    finally:
+        if before.is_running():
+            before.resume()
+    assert not psutil.pid_exists(before.pid) or before.status() == psutil.STATUS_ZOMBIE
+    assert "child unhealthy, killing child=controller-manager" in cp.tail(200)
+    assert recorded_children(cp.dir)["controller-manager"]["restarts"] >= 1
+    cp.kubectl("scale", "deployment/sturdy", "--replicas=3")
+    wait_for(lambda: len(ready_pods(cp, "sturdy")) == 3, timeout=90, what="3 ready after the restart", cp=cp)
+
+
+def test_a_killed_supervisor_is_replaced_by_one_that_adopts_the_children(cp):
+    before = {name: proc.pid for name, proc in cp.children().items()}
+    assert set(before) == {"apiserver", "scheduler", "controller-manager"}
+    cp.proc.kill()
+    cp.proc.wait(10)
+    assert {name: proc.pid for name, proc in cp.children().items()} == before, "children outlive the supervisor"
+    cp.proc = subprocess.Popen(cp.argv, stdout=cp.log, stderr=subprocess.STDOUT)
+    wait_for(lambda: cp.tail(50).count("adopted child=") >= 3, timeout=60, what="children adopted", cp=cp)
+    time.sleep(3)  # a few probe rounds: adopted children are healthy, nothing is started twice
+    assert {name: proc.pid for name, proc in cp.children().items()} == before
+    assert cp.proc.poll() is None
+    # The new supervisor tends what it adopted: a killed API server comes back.
+    cp.children()["apiserver"].kill()
+    wait_for(lambda: "apiserver" in cp.children() and cp.children()["apiserver"].pid != before["apiserver"],
+             timeout=60, what="apiserver restarted by the new supervisor", cp=cp)
+    wait_for(lambda: cp.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, what="API back", cp=cp)
+    cp.kubectl("scale", "deployment/sturdy", "--replicas=4")
+    wait_for(lambda: len(ready_pods(cp, "sturdy")) == 4, timeout=90, what="4 ready", cp=cp)

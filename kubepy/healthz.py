@@ -1,0 +1,121 @@
+"""``/healthz`` for a daemon whose work runs on one asyncio event loop.
+
+A daemon like the controller manager is alive only while its event loop
+turns: a reconcile that never yields stops every controller at once while
+the process looks fine to ``ps``. ``LoopHeartbeat`` is a task that wakes every
+``interval`` and records when it did; ``HealthServer`` answers plain HTTP on
+its own thread, so it still answers (500, naming the lag) when the loop is
+stuck. The supervisor (``kubepy.controlplane``) polls it and restarts a
+process whose health fails.
+
+    GET /healthz, /livez   200 "ok" | 500 "event loop lag 12.3s exceeds 5.0s"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_MAX_LAG = 5.0
+
+
+class LoopHeartbeat:
+    """When the event loop last got round to us; read from any thread."""
+
+    def __init__(self, *, interval: float = 0.25, max_lag: float = DEFAULT_MAX_LAG) -> None:
+        self.interval = interval
+        self.max_lag = max_lag
+        self._last = time.monotonic()
+        self._worst = 0.0  # the largest overshoot of a sleep, since start
+
+    async def run(self) -> None:
+        warned = False
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.interval)
+            self._last = now = time.monotonic()
+            lag = now - before - self.interval
+            self._worst = max(self._worst, lag)
+            if lag > self.max_lag / 2 and not warned:
+                log.warning("event loop lag lag=%.1fs interval=%.2fs", lag, self.interval)
+            warned = lag > self.max_lag / 2
+
+    def lag(self, now: float | None = None) -> float:
+        """How late the loop is right now: 0 while it keeps its beat."""
+        now = time.monotonic() if now is None else now
+        return max(0.0, now - self._last - self.interval)
+
+    def check(self) -> tuple[bool, str]:
+        lag = self.lag()
+        if lag > self.max_lag:
+            return False, f"event loop lag {lag:.1f}s exceeds {self.max_lag:.1f}s"
+        return True, "ok"
+
+
+class HealthServer:
+    """Plain HTTP on a thread of its own (the loop it reports on may be stuck)."""
+
+    def __init__(self, heartbeat: LoopHeartbeat, bind: str) -> None:
+        host, _, port = bind.rpartition(":")
+        self.heartbeat = heartbeat
+        beat = heartbeat
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path.split("?")[0] not in ("/healthz", "/livez"):
+                    self._send(404, "not found\n")
+                    return
+                ok, message = beat.check()
+                self._send(200 if ok else 500, message + "\n")
+
+            def _send(self, code: int, body: str) -> None:
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # a probe every few seconds is not news
+
+        self._server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="healthz", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("serving health addr=%s:%d", *self._server.server_address[:2])
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+async def with_loop_health(coro: Awaitable[T], *, bind: str | None, max_lag: float = DEFAULT_MAX_LAG) -> T:
+    """Run ``coro`` with a heartbeat on this loop and, when ``bind`` is set, /healthz served on it."""
+    beat = LoopHeartbeat(max_lag=max_lag)
+    server = HealthServer(beat, bind) if bind else None
+    task = asyncio.create_task(beat.run(), name="loop-heartbeat")
+    if server is not None:
+        server.start()
+    try:
+        return await coro
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if server is not None:
+            server.stop()
