@@ -185,6 +185,7 @@ class Kubelet:
         self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={config.node_name}")
         self.configmaps = Informer(client, "configmaps")
         self.secrets = Informer(client, "secrets")
+        self.services = Informer(client, "services")  # for the Service environment variables
         self.cgroups = PodCgroups(config.cgroup_root, node=config.node_name)
         info = machine_info()
         self.node_alloc = {"cpu_milli": info["cpu"] * 1000, "memory": info["memory"]}
@@ -199,6 +200,9 @@ class Kubelet:
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.secrets.cache.get(f"{namespace}/{name}")
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return self.services.cache.list()
 
     def image_id(self, image: str) -> str:
         return self._image_ids.get(normalize_image_ref(image), "") if image else ""
@@ -409,7 +413,9 @@ class Kubelet:
                             lambda _old, o, k=kind: self._source_changed(k, o),
                             lambda o, k=kind: self._source_changed(k, o))
             self._tasks.append(asyncio.create_task(inf.run(), name=f"kubelet:{kind}s"))
-        await asyncio.gather(self.configmaps.wait_synced(), self.secrets.wait_synced())
+        self._tasks.append(asyncio.create_task(self.services.run(), name="kubelet:services"))
+        # Pods start only once the Services are known: their variables are fixed at container start.
+        await asyncio.gather(self.configmaps.wait_synced(), self.secrets.wait_synced(), self.services.wait_synced())
         self.pods.add_handler(self._pod_event, lambda _old, new: self._pod_event(new), self._pod_deleted)
         self._tasks.append(asyncio.create_task(self.pods.run(), name="kubelet:pods"))
         await self.pods.wait_synced()

@@ -76,6 +76,7 @@ from kubepy.kubelet.status import (
     is_terminal,
     now_rfc3339,
 )
+from kubepy.kubelet.svcenv import service_env
 
 log = logging.getLogger(__name__)
 
@@ -247,10 +248,11 @@ def _b64(value: str) -> str:
 def resolve_env(container: dict[str, Any], pod: dict[str, Any], *, pod_ip: str, host_ip: str, node_name: str,
                 get_configmap: Callable[[str, str], dict[str, Any] | None],
                 get_secret: Callable[[str, str], dict[str, Any] | None],
-                node_alloc: dict[str, int] | None = None) -> dict[str, str]:
-    """The container's environment: ``envFrom`` then ``env`` (later wins), ``$(VAR)`` expanded."""
+                node_alloc: dict[str, int] | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The container's environment: ``base`` (the Service variables), then ``envFrom``, then ``env``
+    (later wins), ``$(VAR)`` expanded."""
     ns = (pod.get("metadata") or {}).get("namespace", "default")
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(base or {})
     for src in container.get("envFrom") or []:
         prefix = src.get("prefix") or ""
         if "configMapRef" in src:
@@ -874,7 +876,10 @@ class PodWorker:
         try:
             env = resolve_env(c, pod, pod_ip=self.pod_ip or "", host_ip=k.config.node_ip,
                               node_name=k.config.node_name, get_configmap=k.get_configmap,
-                              get_secret=k.get_secret, node_alloc=k.node_alloc)
+                              get_secret=k.get_secret, node_alloc=k.node_alloc,
+                              base=service_env(k.list_services(), namespace=self.namespace,
+                                               enable_service_links=pod["spec"].get("enableServiceLinks", True)
+                                               is not False))
             env.setdefault("HOSTNAME", self.hostname)
             command = [expand(a, env) for a in c.get("command") or []] or None
             args = [expand(a, env) for a in c.get("args") or []] or None

@@ -296,3 +296,43 @@ async def test_kubectl_logs_and_exec_through_the_real_kubelet(kubelet_node: Kube
     piped = kubectl("exec", "-i", "talker", "--", "cat", input="through stdin\n")
     assert piped.returncode == 0 and piped.stdout == "through stdin\n", piped
     await client.delete("pods", "talker", namespace=ns, grace_period_seconds=0)
+
+
+async def test_service_environment_variables(kubelet_node: KubeletNode, client: Client):
+    node = kubelet_node
+    ns = node.test_ns
+    await client.create("services", {"metadata": {"name": "my-db"}, "spec": {
+        "selector": {"app": "db"}, "ports": [{"name": "sql", "port": 5432}, {"name": "metrics", "port": 9187,
+                                                                             "protocol": "UDP"}]}}, namespace=ns)
+    await client.create("services", {"metadata": {"name": "headless"}, "spec": {
+        "clusterIP": "None", "selector": {"app": "x"}, "ports": [{"port": 80}]}}, namespace=ns)
+    db = await client.get("services", "my-db", namespace=ns)
+    kube = await client.get("services", "kubernetes", namespace="default")
+    ip = db["spec"]["clusterIP"]
+    sleeper = [{"name": "c", "command": ["sleep", "3600"],
+                "env": [{"name": "DB_URL", "value": "postgres://$(MY_DB_SERVICE_HOST):$(MY_DB_SERVICE_PORT)"},
+                        {"name": "MY_DB_SERVICE_PORT_SQL", "value": "overridden"}]}]
+    await client.create("pods", pod(node, "links", sleeper), namespace=ns)
+    await client.create("pods", pod(node, "nolinks", [dict(sleeper[0], env=[])], enableServiceLinks=False),
+                        namespace=ns)
+    envs = {}
+    for name in ("links", "nolinks"):
+        p = await wait_for(client, node, name, lambda p: p["status"].get("phase") == "Running", what="Running")
+        cid = cstatus(p, "c")["containerID"].removeprefix("containerd://")
+        envs[name] = dict(line.split("=", 1) for line in (await runtime_exec(node, cid, ["env"])).splitlines()
+                          if "=" in line)
+    links, nolinks = envs["links"], envs["nolinks"]
+    assert links["MY_DB_SERVICE_HOST"] == ip and links["MY_DB_SERVICE_PORT"] == "5432"
+    assert links["MY_DB_SERVICE_PORT_METRICS"] == "9187"
+    assert links["MY_DB_SERVICE_PORT_SQL"] == "overridden"  # the container's own env wins
+    assert links["MY_DB_PORT"] == f"tcp://{ip}:5432"
+    assert links["MY_DB_PORT_9187_UDP"] == f"udp://{ip}:9187" and links["MY_DB_PORT_9187_UDP_PROTO"] == "udp"
+    assert links["MY_DB_PORT_5432_TCP_ADDR"] == ip and links["MY_DB_PORT_5432_TCP_PORT"] == "5432"
+    assert links["DB_URL"] == f"postgres://{ip}:5432"
+    assert not any(k.startswith("HEADLESS_") for k in links)
+    for env in (links, nolinks):
+        assert env["KUBERNETES_SERVICE_HOST"] == kube["spec"]["clusterIP"]
+        assert env["KUBERNETES_SERVICE_PORT"] == str(kube["spec"]["ports"][0]["port"])
+    assert not any(k.startswith("MY_DB_") for k in nolinks)
+    for name in ("links", "nolinks"):
+        await delete_and_wait_gone(client, node, name, ns)
