@@ -33,6 +33,7 @@ Errors::
 
     PodError
      ├── ConfigError     CreateContainerConfigError: env/volume source missing
+     │   └── UnsupportedVolume  a volume type this kubelet can't provide
      └── MountError      FailedMount: a volume could not be set up
 """
 
@@ -84,6 +85,7 @@ __all__ = [
     "Backoff",
     "ConfigError",
     "MountError",
+    "UnsupportedVolume",
     "PodError",
     "PodWorker",
     "container_id_for",
@@ -117,6 +119,10 @@ class ConfigError(PodError):
 
 class MountError(PodError):
     """A volume could not be set up (FailedMount)."""
+
+
+class UnsupportedVolume(ConfigError):
+    """A volume of a type this kubelet cannot provide: the pod must not run without it."""
 
 
 # -- pure helpers --------------------------------------------------------------
@@ -743,6 +749,15 @@ class PodWorker:
     async def ensure_volumes(self) -> bool:
         try:
             self.volume_paths = await self._volumes()
+        except UnsupportedVolume as e:
+            # Never an empty directory in its place: the pod would run and fail in ways hard to trace.
+            self.message = None
+            for c in ((self.pod or {}).get("spec") or {}).get("containers") or []:
+                if self.latest(c["name"], APP)[0] is None:
+                    self.waiting[c["name"]] = ("CreateContainerConfigError", str(e))
+            self.event("Warning", "Failed", f"Error: {e}")
+            self.wake_in(30.0)
+            return False
         except MountError as e:
             self.message = None
             for c in ((self.pod or {}).get("spec") or {}).get("containers") or []:
@@ -796,11 +811,18 @@ class PodWorker:
                 if await asyncio.to_thread(write_atomic, target, files):
                     log.info("volume updated pod=%s/%s volume=%s source=%s/%s", ns, self.name, name, kind, obj_name)
                 out[name] = target
-            else:   # emptyDir (and anything else: a plain directory in the pod dir)
+            elif "emptyDir" in v:
+                medium = (v.get("emptyDir") or {}).get("medium") or ""
+                if medium:
+                    raise UnsupportedVolume(f'volume "{name}": emptyDir medium "{medium}" is not supported '
+                                            f"by this kubelet (only the node's disk)")
                 target = base / "kubernetes.io~empty-dir" / name
                 target.mkdir(parents=True, exist_ok=True)
                 target.chmod(0o777)
                 out[name] = target
+            else:
+                kind = next((k for k in v if k != "name"), "unknown")
+                raise UnsupportedVolume(f'volume "{name}": volume type "{kind}" is not supported by this kubelet')
         return out
 
     def _mounts(self, c: dict[str, Any]) -> list[tuple[str, str, bool]]:

@@ -336,3 +336,27 @@ async def test_service_environment_variables(kubelet_node: KubeletNode, client: 
     assert not any(k.startswith("MY_DB_") for k in nolinks)
     for name in ("links", "nolinks"):
         await delete_and_wait_gone(client, node, name, ns)
+
+
+async def test_a_volume_type_the_kubelet_cannot_provide_keeps_the_pod_from_running(kubelet_node: KubeletNode,
+                                                                                    client: Client):
+    node = kubelet_node
+    ns = node.test_ns
+    spec = pod(node, "novol", [{"name": "c", "command": ["sleep", "3600"],
+                                "volumeMounts": [{"name": "info", "mountPath": "/etc/info"}]}],
+               volumes=[{"name": "info", "downwardAPI": {"items": [
+                   {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}])
+    await client.create("pods", spec, namespace=ns)
+    p = await wait_for(client, node, "novol", lambda p: "waiting" in (
+        (p["status"].get("containerStatuses") or [{}])[0].get("state") or {}) and cstatus(p, "c")["state"][
+        "waiting"].get("reason") == "CreateContainerConfigError", what="CreateContainerConfigError")
+    waiting = cstatus(p, "c")["state"]["waiting"]
+    assert 'volume "info"' in waiting["message"] and "downwardAPI" in waiting["message"], waiting
+    assert p["status"].get("phase") == "Pending"
+    events, _ = await client.list_all("events", namespace=ns)
+    assert any(e["reason"] == "Failed" and 'volume "info"' in e["message"]
+               and e["involvedObject"]["name"] == "novol" for e in events), [e["message"] for e in events]
+    app = node.ctr("containers", "ls", "-q", 'labels."io.kubernetes.pod.name"==novol',
+                   'labels."io.kubernetes.container.name"==c').split()
+    assert app == [], "no container may start without its volume"
+    await delete_and_wait_gone(client, node, "novol", ns)
