@@ -356,7 +356,7 @@ async def test_a_volume_type_the_kubelet_cannot_provide_keeps_the_pod_from_runni
     events, _ = await client.list_all("events", namespace=ns)
     assert any(e["reason"] == "Failed" and 'volume "info"' in e["message"]
                and e["involvedObject"]["name"] == "novol" for e in events), [e["message"] for e in events]
-    app = node.ctr("containers", "ls", "-q", 'labels."io.kubernetes.pod.name"==novol',
-                   'labels."io.kubernetes.container.name"==c').split()
+    app = node.ctr("containers", "ls", "-q",  # one filter, comma = and (several filters would be or)
+                   'labels."io.kubernetes.pod.name"==novol,labels."io.kubernetes.container.name"==c').split()
     assert app == [], "no container may start without its volume"
     await delete_and_wait_gone(client, node, "novol", ns)
