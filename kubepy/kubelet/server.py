@@ -590,9 +590,11 @@ async def _pump_exec(ws: web.WebSocketResponse, proc: asyncio.subprocess.Process
 
     async def copy_in() -> None:
         async for msg in ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
+            # Text frames count too: the official Python client sends str stdin as chr(channel) + text.
+            raw = msg.data.encode() if msg.type == WSMsgType.TEXT else msg.data
+            if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT) or not raw:
                 continue
-            channel, data = msg.data[0], msg.data[1:]
+            channel, data = raw[0], raw[1:]
             if channel == STDIN and stdin and proc.stdin is not None and not proc.stdin.is_closing():
                 proc.stdin.write(data)
                 await proc.stdin.drain()

@@ -253,14 +253,17 @@ async def test_logs_follow_client_going_away_ends_handler(kubelet):
 
 # -- exec over WebSockets -----------------------------------------------------
 
-async def run_exec(session, srv, query: str, *, stdin: bytes | None = None, resize: dict | None = None,
+async def run_exec(session, srv, query: str, *, stdin: bytes | str | None = None, resize: dict | None = None,
                    protocol: str = "v5.channel.k8s.io") -> tuple[dict[int, bytes], dict, str | None]:
     out: dict[int, bytes] = {}
     status: dict = {}
     async with session.ws_connect(url(srv, "/exec/default/web/app?" + query), protocols=(protocol,)) as ws:
         if resize is not None:
             await ws.send_bytes(b"\x04" + json.dumps(resize).encode())
-        if stdin is not None:
+        if isinstance(stdin, str):  # as the official Python client sends str: a text frame, chr(channel) first
+            await ws.send_str("\x00" + stdin)
+            await ws.send_bytes(b"\xff\x00")
+        elif stdin is not None:
             await ws.send_bytes(b"\x00" + stdin)
             await ws.send_bytes(b"\xff\x00")
         async for msg in ws:
@@ -290,6 +293,13 @@ async def test_exec_stdin_forwarded_and_closed(kubelet):
     out, status, _ = await run_exec(session, srv, "command=cat&stdin=true&stdout=true&stderr=true",
                                     stdin=b"from stdin\n")
     assert out[1] == b"from stdin\n"
+    assert status["status"] == "Success"
+
+
+async def test_exec_stdin_in_text_frames(kubelet):
+    srv, session, _ = kubelet
+    out, status, _ = await run_exec(session, srv, "command=cat&stdin=true&stdout=true", stdin="x\nünï\n")
+    assert out[1] == "x\nünï\n".encode()
     assert status["status"] == "Success"
 
 
