@@ -37,6 +37,7 @@ class APIError(Exception):
         self.details = details
 
     def status(self) -> dict[str, Any]:
+        """The Status as Kubernetes serializes it: its field order, empty fields left out."""
         body: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
@@ -44,11 +45,21 @@ class APIError(Exception):
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
-            "code": self.code,
         }
         if self.details:
-            body["details"] = self.details
+            body["details"] = status_details(self.details)
+        body["code"] = self.code
         return body
+
+
+# metav1.StatusDetails' fields in Go's order; all omitempty.
+_DETAIL_FIELDS = ("name", "group", "kind", "uid", "causes", "retryAfterSeconds")
+
+
+def status_details(details: dict[str, Any]) -> dict[str, Any]:
+    out = {k: details[k] for k in _DETAIL_FIELDS if details.get(k) not in (None, "", [], 0)}
+    out.update({k: v for k, v in details.items() if k not in _DETAIL_FIELDS})
+    return out
 
 
 class BadRequest(APIError):
