@@ -42,6 +42,7 @@ _SUBRESOURCE = {
     "binding": ("Binding", None, None, ["create"]),
     "log": (None, None, None, ["get"]),
     "exec": ("PodExecOptions", None, None, ["create", "get"]),
+    "portforward": ("PodPortForwardOptions", None, None, ["create", "get"]),
     "finalize": (None, None, None, ["update"]),
 }
 

@@ -79,7 +79,7 @@ class Served(typing.NamedTuple):
 SERVED: tuple[Served, ...] = (
     Served("", "v1", "Namespace", "namespaces", False, "V1Namespace", "V1NamespaceList", ("status",)),
     Served("", "v1", "Node", "nodes", False, "V1Node", "V1NodeList", ("status",)),
-    Served("", "v1", "Pod", "pods", True, "V1Pod", "V1PodList", ("status", "binding", "log", "exec")),
+    Served("", "v1", "Pod", "pods", True, "V1Pod", "V1PodList", ("status", "binding", "log", "exec", "portforward")),
     Served("", "v1", "Service", "services", True, "V1Service", "V1ServiceList", ("status",)),
     Served("", "v1", "Endpoints", "endpoints", True, "V1Endpoints", "V1EndpointsList", ()),
     Served("", "v1", "ConfigMap", "configmaps", True, "V1ConfigMap", "V1ConfigMapList", ()),
@@ -512,6 +512,8 @@ _PARAMS: dict[str, dict[str, Any]] = {
     "stdout": {"in": _Q, "type": "boolean", "description": "Redirect the standard output stream."},
     "stderr": {"in": _Q, "type": "boolean", "description": "Redirect the standard error stream."},
     "tty": {"in": _Q, "type": "boolean", "description": "Allocate a terminal for this exec call."},
+    # pods/portforward
+    "ports": {"in": _Q, "type": "integer", "uniqueItems": True, "description": "List of ports to forward"},
     # path parameters
     "name": {"in": "path", "type": "string", "required": True,
              "description": "name of the resource"},
@@ -651,6 +653,16 @@ def _paths_for(s: Served) -> dict[str, tuple[list[str], list[_Op]]]:
                    None, ("200",), f"connect GET requests to exec of {k}", g=eg),
                 op("post", f"connect{prefix}PostNamespaced{k}Exec", "connect", _EXEC_PARAMS, None,
                    None, ("200",), f"connect POST requests to exec of {k}", g=eg),
+            ])
+        elif sub == "portforward":
+            eg = {"group": "", "kind": "PodPortForwardOptions", "version": "v1"}
+            pp = [p for p in pp_item if p != "pretty"]
+            ports = ("ports",)
+            out[path] = (pp, [
+                op("get", f"connect{prefix}GetNamespaced{k}Portforward", "connect", ports, None,
+                   None, ("200",), f"connect GET requests to portforward of {k}", g=eg),
+                op("post", f"connect{prefix}PostNamespaced{k}Portforward", "connect", ports, None,
+                   None, ("200",), f"connect POST requests to portforward of {k}", g=eg),
             ])
     return out
 

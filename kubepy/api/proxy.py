@@ -1,4 +1,4 @@
-"""pods/log and pods/exec: the API server's side of the kubelet connection.
+"""pods/log, pods/exec and pods/portforward: the API server's side of the kubelet connection.
 
 The API server's ``subresource()`` handler authorizes the request, reads the
 pod, its node and the node's token, and calls ``proxy_pod_subresource``. This
@@ -7,6 +7,9 @@ node (``https://<InternalIP>:<daemonEndpoints.kubeletEndpoint.Port>``):
 
 - ``log``: ``GET /containerLogs/{ns}/{pod}/{container}?<query>``; the body is
   streamed back as it comes (``kubectl logs -f`` too).
+- ``portforward``: kubectl's WebSocket carrying SPDY (``SPDY/3.1+portforward.k8s.io``)
+  is joined, message for message, to the same WebSocket on the kubelet's
+  ``/portForward``; the kubelet speaks the SPDY (``kubepy.kubelet.portforward``).
 - ``exec``: kubectl's WebSocket (``v5.channel.k8s.io``/``v4.channel.k8s.io``) is
   accepted here and joined to a WebSocket to the kubelet's ``/exec`` with
   the same query and subprotocol; frames are pumped both ways until either
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 __all__ = ["EXEC_PROTOCOLS", "choose_container", "kubelet_base_url", "proxy_pod_subresource"]
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+PORTFORWARD_TUNNEL = "SPDY/3.1+portforward.k8s.io"   # SPDY bytes in WebSocket messages (kubectl 1.31+)
 DEFAULT_KUBELET_PORT = 10250
 ADDRESS_PREFERENCE = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
 CONNECT_TIMEOUT = 5.0
@@ -52,7 +56,6 @@ async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str
     """Serve ``pods/log`` (GET) or ``pods/exec`` (GET + WebSocket upgrade) through the pod's kubelet."""
     name = pod["metadata"]["name"]
     namespace = pod["metadata"].get("namespace", "default")
-    container = choose_container(pod, request.query.get("container") or None, sub=sub)
     node_name = (pod.get("spec") or {}).get("nodeName")
     if not node_name:
         raise errors.BadRequest(f"pod {name} does not have a host assigned")
@@ -61,6 +64,15 @@ async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str
     if not node_token:
         raise errors.ServiceUnavailable(f'no credentials for the kubelet on node "{node_name}": it has not joined')
     base = kubelet_base_url(node)
+    if sub == "portforward":
+        if request.method == "POST" or request.headers.get("Upgrade", "").lower().startswith("spdy"):
+            raise errors.BadRequest("kubepy serves pods/portforward as SPDY over WebSockets only "
+                                    f"({PORTFORWARD_TUNNEL}); use kubectl >= 1.31 and do not set "
+                                    "KUBECTL_PORT_FORWARD_WEBSOCKETS=false")
+        pod_args = "/".join(urllib.parse.quote(p, safe="") for p in (namespace, name))
+        return await _proxy_websocket(request, f"{base}/portForward/{pod_args}", node_token, node_name,
+                                      protocols=(PORTFORWARD_TUNNEL,), what="pods/portforward")
+    container = choose_container(pod, request.query.get("container") or None, sub=sub)
     path_args = "/".join(urllib.parse.quote(p, safe="") for p in (namespace, name, container))
     if sub == "log":
         if request.method != "GET":
@@ -194,6 +206,28 @@ async def _proxy_exec(request: web.Request, url: str, token: str, node_name: str
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return await fail(_unreachable(node_name, url, e))
         async with kubelet:
+            await _pump(client, kubelet)
+    return client
+
+
+async def _proxy_websocket(request: web.Request, url: str, token: str, node_name: str, *,
+                           protocols: tuple[str, ...], what: str) -> web.StreamResponse:
+    """A WebSocket joined to the same WebSocket on the kubelet: frames pass untouched both ways.
+    Errors before the upgrade are Status responses; after it, the socket is closed with the reason."""
+    client = web.WebSocketResponse(protocols=protocols, max_msg_size=16 * 1024 * 1024)
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    if not client.can_prepare(request).ok or not any(p in protocols for p in offered):
+        raise errors.BadRequest(f"{what} needs a WebSocket upgrade with subprotocol " + " or ".join(protocols))
+    async with _session(token) as session:
+        try:
+            kubelet = await session.ws_connect(url, protocols=protocols, max_msg_size=16 * 1024 * 1024,
+                                               autoping=True)
+        except aiohttp.WSServerHandshakeError as e:
+            raise _kubelet_refused(node_name, e.status, e.message.encode()) from e
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            raise _unreachable(node_name, url, e) from e
+        async with kubelet:
+            await client.prepare(request)
             await _pump(client, kubelet)
     return client
 

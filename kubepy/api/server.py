@@ -777,8 +777,8 @@ class APIServer:
             return await self.scale(request, t)
         elif sub == "finalize" and m == "PUT":
             return await self.finalize_namespace(request, t)
-        elif sub in ("log", "exec"):
-            # Kubernetes checks "create" on pods/exec even for the WebSocket GET.
+        elif sub in ("log", "exec", "portforward"):
+            # Kubernetes checks "create" on pods/exec and pods/portforward even for the WebSocket GET.
             self.authorize(request, "get" if sub == "log" else "create", t)
             return await self._proxy_to_kubelet(request, t, sub)
         raise errors.MethodNotAllowed(f"{m} is not supported on {res.plural}/{sub}")

@@ -293,6 +293,14 @@ class Kubelet:
         log_path = str(worker.log_dir() / container / f"{rec.restart_count}.log")
         return rec.id, log_path
 
+    def pod_netns(self, namespace: str, pod: str) -> tuple[str | None, str] | None:
+        """(network namespace path, or None on the host network; uid) of a pod running here."""
+        obj = self.pods.cache.get(f"{namespace}/{pod}")
+        worker = self.workers.get(obj["metadata"]["uid"]) if obj is not None else None
+        if worker is None or worker.sandbox_id is None:
+            return None
+        return worker.netns_path, obj["metadata"]["uid"]
+
     # -- cleanup ------------------------------------------------------------------------
     async def cleanup_pod(self, uid: str, *, log_dir: Path | None = None) -> None:
         """Remove every trace of a pod on this node. Idempotent."""

@@ -14,6 +14,8 @@ Routes::
         &previous&sinceSeconds&sinceTime&limitBytes&stream  → text/plain
     GET /exec/{namespace}/{pod}/{container}?command=..&stdin&stdout&stderr&tty
         → WebSocket, subprotocol v5.channel.k8s.io or v4.channel.k8s.io
+    GET /portForward/{namespace}/{pod}
+        → WebSocket, subprotocol SPDY/3.1+portforward.k8s.io (``kubepy.kubelet.portforward``)
 
 Logs are read from the CRI files the log shim writes (``path.N`` … ``path.1``,
 ``path``, oldest first); ``P`` pieces are joined into one line with the first
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
 import datetime as dt
 import fcntl
 import hmac
@@ -46,6 +49,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import ssl
 import struct
 import termios
@@ -57,7 +61,9 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
+from kubepy.kubelet.portforward import TUNNEL_PROTOCOL, PortForwardSession
 from kubepy.kubelet.runtime import Runtime, RuntimeError_
+from kubepy.kubelet.spdy import SpdyError
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,7 @@ STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 FOLLOW_POLL = 0.1            # seconds between looks at a followed file
 STATE_CHECK = 1.0            # seconds between "is the container still running?" while idle
 READ_CHUNK = 64 * 1024
+CLONE_NEWNET = 0x40000000
 _TRUE = {"1", "true", "True", "TRUE", "yes"}
 
 
@@ -93,6 +100,10 @@ class PodLocator(Protocol):
         ``container`` None means the pod's only container; a pod with more
         raises ValueError naming them. (None, None): no such pod or container.
         """
+        ...
+
+    def pod_netns(self, namespace: str, pod: str) -> tuple[str | None, str] | None:
+        """(network namespace path - None for host network -, uid) of a running pod; None if unknown."""
         ...
 
 
@@ -387,6 +398,7 @@ class KubeletServer:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self.exec)
+        app.router.add_route("*", "/portForward/{namespace}/{pod}", self.port_forward)
         app.on_shutdown.append(self._on_shutdown)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0, access_log=None)
         await self._runner.setup()
@@ -564,6 +576,84 @@ class KubeletServer:
         log.info("exec container=%s exec_id=%s argv=%s tty=%s", cid, exec_id, argv, flags["tty"])
         await _pump_exec(ws, proc, stdin=flags["stdin"], stdout=flags["stdout"], stderr=flags["stderr"],
                          tty=flags["tty"], v5=ws.ws_protocol == EXEC_PROTOCOLS[0])
+
+
+    # -- port-forward ------------------------------------------------------
+    async def port_forward(self, request: web.Request) -> web.StreamResponse:
+        m = request.match_info
+        ws = web.WebSocketResponse(protocols=(TUNNEL_PROTOCOL,), max_msg_size=4 * 1024 * 1024)
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        if not ws.can_prepare(request).ok or TUNNEL_PROTOCOL not in offered:
+            return _status_response(400, "BadRequest", "port-forward needs a WebSocket upgrade with subprotocol "
+                                    + TUNNEL_PROTOCOL)
+        found = self.locator.pod_netns(m["namespace"], m["pod"])
+        if found is None:
+            return _status_response(404, "NotFound", f'pod "{m["pod"]}" is not running on this node')
+        netns, uid = found
+        await ws.prepare(request)
+        self._sockets.add(ws)
+
+        async def send(data: bytes) -> None:
+            await ws.send_bytes(data)
+
+        async def dial(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            sock = await asyncio.to_thread(socket_in_netns, netns)
+            try:
+                sock.setblocking(False)
+                await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port)), 10)
+            except BaseException:
+                sock.close()
+                raise
+            return await asyncio.open_connection(sock=sock)
+
+        session = PortForwardSession(send=send, dial=dial, pod=m["pod"], uid=uid)
+        log.info("port-forward session pod=%s/%s", m["namespace"], m["pod"])
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    await session.feed(msg.data)
+                if session.closed:
+                    break
+        except SpdyError:
+            pass
+        finally:
+            await session.close()
+            self._sockets.discard(ws)
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+
+_libc = None
+
+
+def socket_in_netns(netns: str | None) -> socket.socket:
+    """A TCP socket created in the network namespace at ``netns`` (None: this one).
+
+    setns moves only the calling thread; run this in a worker thread, which is
+    moved back before it returns (or the process exits: a pool thread left in
+    a pod's namespace would be far worse than a crash)."""
+    global _libc
+    if netns is None:
+        return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(netns, os.O_RDONLY)
+        try:
+            if _libc.setns(target, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns {netns}: {os.strerror(err)}")
+            try:
+                return socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            finally:
+                if _libc.setns(own, CLONE_NEWNET) != 0:
+                    os._exit(70)
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)
 
 
 async def _pump_exec(ws: web.WebSocketResponse, proc: asyncio.subprocess.Process, *, stdin: bool,

@@ -360,3 +360,52 @@ async def test_a_volume_type_the_kubelet_cannot_provide_keeps_the_pod_from_runni
                    'labels."io.kubernetes.pod.name"==novol,labels."io.kubernetes.container.name"==c').split()
     assert app == [], "no container may start without its volume"
     await delete_and_wait_gone(client, node, "novol", ns)
+
+
+async def test_kubectl_port_forward(kubelet_node: KubeletNode, client: Client):
+    """Stock kubectl port-forward: SPDY over a WebSocket, through the API server, into the pod's netns."""
+    import hashlib
+    import re
+    import urllib.request
+
+    from tests.e2e.conftest import KUBECTL
+
+    node = kubelet_node
+    ns = node.test_ns
+    script = ("mkdir /www && echo pf-ok > /www/index.html && dd if=/dev/urandom of=/www/big bs=1024 count=3072 "
+              "2>/dev/null && exec httpd -f -p 127.0.0.1:8080 -h /www")   # loopback only: reachable just in the pod
+    await client.create("pods", pod(node, "pf", [{"name": "web", "command": ["sh", "-c", script]}]), namespace=ns)
+    await wait_for(client, node, "pf", lambda p: p["status"].get("phase") == "Running", what="Running")
+    proc = subprocess.Popen([KUBECTL, "--kubeconfig", str(node.apiserver.kubeconfig), "-n", ns, "port-forward",
+                             "pod/pf", ":8080", ":9"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ports = []
+        deadline = time.monotonic() + 30
+        while len(ports) < 2 and time.monotonic() < deadline:
+            line = await asyncio.to_thread(proc.stdout.readline)
+            if not line:
+                break
+            m = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)", line)
+            if m:
+                ports.append(int(m.group(1)))
+        assert len(ports) == 2, (proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
+
+        def get(port: int, path: str) -> bytes:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+                return r.read()
+
+        assert await asyncio.to_thread(get, ports[0], "/") == b"pf-ok\n"
+        # A long stream and two at once: 3 MiB each, byte-exact.
+        big = await asyncio.gather(asyncio.to_thread(get, ports[0], "/big"),
+                                   asyncio.to_thread(get, ports[0], "/big"))
+        cid = cstatus(await client.get("pods", "pf", namespace=ns), "web")["containerID"].split("//")[1]
+        want = (await runtime_exec(node, cid, ["busybox", "md5sum", "/www/big"])).split()[0]
+        assert [hashlib.md5(b).hexdigest() for b in big] == [want, want] and len(big[0]) == 3 << 20
+        # Nothing listens on 9 in the pod: the connection fails, kubectl names the reason.
+        with pytest.raises(OSError):
+            await asyncio.to_thread(get, ports[1], "/")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "error forwarding port 9 to pod pf" in err, err
+    await delete_and_wait_gone(client, node, "pf", ns)
