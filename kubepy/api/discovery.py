@@ -43,6 +43,7 @@ _SUBRESOURCE = {
     "log": (None, None, None, ["get"]),
     "exec": ("PodExecOptions", None, None, ["create", "get"]),
     "portforward": ("PodPortForwardOptions", None, None, ["create", "get"]),
+    "proxy": (None, None, None, ["create", "delete", "get", "patch", "update"]),
     "finalize": (None, None, None, ["update"]),
 }
 

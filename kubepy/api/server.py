@@ -13,6 +13,7 @@ import copy
 import json
 import logging
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,20 @@ import multidict
 import yaml
 from aiohttp import web
 
-from kubepy.api import auth, discovery, errors, objects, openapi, patch, protobuf, proxy, selectors, tables, validation
+from kubepy.api import (
+    auth,
+    discovery,
+    errors,
+    httpproxy,
+    objects,
+    openapi,
+    patch,
+    protobuf,
+    proxy,
+    selectors,
+    tables,
+    validation,
+)
 from kubepy.resources import RESOURCES, Resource, by_plural, lookup
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
@@ -69,6 +83,14 @@ class Target:
     namespace: str | None
     name: str | None
     subresource: str | None
+    proxy_path: str = ""  # what follows .../proxy in the request's path ("/" or "" included)
+
+
+def _split_proxy(parts: list[str], at: int) -> tuple[list[str], str] | None:
+    """(parts up to and including "proxy", the rest joined) when parts[at] is "proxy"."""
+    if len(parts) > at + 1 and parts[at] == "proxy":
+        return parts[:at + 1], "/".join(parts[at + 1:])
+    return None
 
 
 def parse_target(group: str, version: str, parts: list[str]) -> Target:
@@ -82,6 +104,12 @@ def parse_target(group: str, version: str, parts: list[str]) -> Target:
     if len(parts) == 3 and parts[0] == "namespaces" and lookup(group, version, parts[2]) is None \
             and group == "" and parts[2] in ("status", "finalize"):
         return Target(res("namespaces"), None, parts[1], parts[2])  # a namespace's own subresource
+    proxied = _split_proxy(parts, 4 if parts[:1] == ["namespaces"] else 2)
+    if proxied is not None:  # .../NAME/proxy/any/path: the path is the proxy's, not ours
+        head, rest = proxied
+        t = parse_target(group, version, head)  # head ends at "proxy": no recursion
+        t.proxy_path = rest
+        return t
     if len(parts) >= 3 and parts[0] == "namespaces":
         r = res(parts[2])
         if not r.namespaced:
@@ -777,6 +805,11 @@ class APIServer:
             return await self.scale(request, t)
         elif sub == "finalize" and m == "PUT":
             return await self.finalize_namespace(request, t)
+        elif sub == "proxy":
+            verb = {"GET": "get", "HEAD": "get", "OPTIONS": "get", "POST": "create", "PUT": "update",
+                    "PATCH": "patch", "DELETE": "delete"}.get(m, "get")
+            self.authorize(request, verb, t)
+            return await self._proxy_http(request, t)
         elif sub in ("log", "exec", "portforward"):
             # Kubernetes checks "create" on pods/exec and pods/portforward even for the WebSocket GET.
             self.authorize(request, "get" if sub == "log" else "create", t)
@@ -800,6 +833,56 @@ class APIServer:
                 raise store_error(e) from e
             token = json.loads(kv.value)["token"] if kv else None
         return await proxy.proxy_pod_subresource(request, sub=sub, pod=pod, node=node, node_token=token)
+
+    async def _node_and_token(self, node_name: str) -> tuple[dict[str, Any], str]:
+        try:
+            node = await self.storage.get(by_plural("nodes"), None, node_name)
+        except errors.NotFound:
+            raise errors.ServiceUnavailable(f'node "{node_name}" not found') from None
+        try:
+            kv = await self.store.get(NODE_TOKEN_PREFIX + node_name)
+        except StoreError as e:
+            raise store_error(e) from e
+        if kv is None:
+            raise errors.ServiceUnavailable(f'no credentials for the kubelet on node "{node_name}"')
+        return node, json.loads(kv.value)["token"]
+
+    async def _proxy_http(self, request: web.Request, t: Target) -> web.StreamResponse:
+        """pods/proxy, services/proxy, nodes/proxy (kubepy.api.httpproxy)."""
+        scheme, name, port = httpproxy.parse_proxy_name(t.name or "")
+        plural = t.resource.plural
+        ns_part = f"/namespaces/{t.namespace}" if t.namespace else ""
+        prefix = f"/api/v1{ns_part}/{plural}/{t.name}/proxy"
+        # From the raw path: it keeps a trailing slash and the client's own escaping.
+        raw = request.raw_path.split("?", 1)[0]
+        marker = f"/{urllib.parse.quote(t.name or '', safe=':')}/proxy"
+        at = raw.find(marker)
+        tail = raw[at + len(marker):].lstrip("/") if at >= 0 else t.proxy_path
+        if plural == "nodes":
+            node, token = await self._node_and_token(name)
+            if port and port != str(httpproxy.kubelet_port(node)):
+                raise errors.BadRequest(f"nodes/proxy reaches the kubelet only (port {httpproxy.kubelet_port(node)})")
+            return await httpproxy.proxy_to_kubelet(request, node=node, token=token, kubelet_path="/" + tail,
+                                                    prefix=prefix, backend_host="")
+        if plural == "pods":
+            pod = await self.storage.get(t.resource, t.namespace, name)
+            pod_ns, pod_name, target_port = t.namespace or "", name, httpproxy.pod_port(pod, port)
+        else:
+            svc = await self.storage.get(t.resource, t.namespace, name)
+            try:
+                eps = await self.storage.get(by_plural("endpoints"), t.namespace, name)
+            except errors.NotFound:
+                eps = None
+            pod_ns, pod_name, target_port = httpproxy.service_backend(svc, eps, port)
+            pod = await self.storage.get(by_plural("pods"), pod_ns, pod_name)
+        node_name = (pod.get("spec") or {}).get("nodeName")
+        if not node_name:
+            raise errors.ServiceUnavailable(f'pod "{pod_name}" is not running on a node')
+        node, token = await self._node_and_token(node_name)
+        backend = f"{(pod.get('status') or {}).get('podIP', '')}:{target_port}"
+        path = f"/proxy/{scheme}/{pod_ns}/{pod_name}/{target_port}/{tail}"
+        return await httpproxy.proxy_to_kubelet(request, node=node, token=token, kubelet_path=path,
+                                                prefix=prefix, backend_host=backend)
 
     async def bind(self, request: web.Request, t: Target) -> web.Response:
         body = await read_body(request)

@@ -301,6 +301,11 @@ class Kubelet:
             return None
         return worker.netns_path, obj["metadata"]["uid"]
 
+    def pod_ip(self, namespace: str, pod: str) -> str | None:
+        obj = self.pods.cache.get(f"{namespace}/{pod}")
+        worker = self.workers.get(obj["metadata"]["uid"]) if obj is not None else None
+        return worker.pod_ip if worker is not None and worker.sandbox_id is not None else None
+
     # -- cleanup ------------------------------------------------------------------------
     async def cleanup_pod(self, uid: str, *, log_dir: Path | None = None) -> None:
         """Remove every trace of a pod on this node. Idempotent."""

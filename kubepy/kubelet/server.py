@@ -16,6 +16,8 @@ Routes::
         → WebSocket, subprotocol v5.channel.k8s.io or v4.channel.k8s.io
     GET /portForward/{namespace}/{pod}
         → WebSocket, subprotocol SPDY/3.1+portforward.k8s.io (``kubepy.kubelet.portforward``)
+    *   /proxy/{scheme}/{namespace}/{pod}/{port}/{path}
+        → the same request to the pod at scheme://<pod IP>:port/path (pods/proxy, services/proxy)
 
 Logs are read from the CRI files the log shim writes (``path.N`` … ``path.1``,
 ``path``, oldest first); ``P`` pieces are joined into one line with the first
@@ -59,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 from aiohttp import WSMsgType, web
 
 from kubepy.kubelet.portforward import TUNNEL_PROTOCOL, PortForwardSession
@@ -104,6 +107,10 @@ class PodLocator(Protocol):
 
     def pod_netns(self, namespace: str, pod: str) -> tuple[str | None, str] | None:
         """(network namespace path - None for host network -, uid) of a running pod; None if unknown."""
+        ...
+
+    def pod_ip(self, namespace: str, pod: str) -> str | None:
+        """The address of a pod running on this node; None if unknown."""
         ...
 
 
@@ -323,9 +330,13 @@ def exit_status(code: int | None, *, message: str | None = None, reason: str = "
             "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
 
 
+KUBELET_ERROR_HEADER = "X-Kubepy-Kubelet-Error"  # the kubelet's own refusal, not a proxied pod's answer
+
+
 def _status_response(code: int, reason: str, message: str) -> web.Response:
     return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                              "message": message, "reason": reason, "code": code}, status=code)
+                              "message": message, "reason": reason, "code": code}, status=code,
+                             headers={KUBELET_ERROR_HEADER: "1"})
 
 
 # -- TLS -------------------------------------------------------------------
@@ -399,6 +410,7 @@ class KubeletServer:
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self.exec)
         app.router.add_route("*", "/portForward/{namespace}/{pod}", self.port_forward)
+        app.router.add_route("*", "/proxy/{scheme}/{namespace}/{pod}/{port}/{path:.*}", self.proxy)
         app.on_shutdown.append(self._on_shutdown)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0, access_log=None)
         await self._runner.setup()
@@ -577,6 +589,40 @@ class KubeletServer:
         await _pump_exec(ws, proc, stdin=flags["stdin"], stdout=flags["stdout"], stderr=flags["stderr"],
                          tty=flags["tty"], v5=ws.ws_protocol == EXEC_PROTOCOLS[0])
 
+
+    # -- HTTP to a pod -------------------------------------------------------
+    async def proxy(self, request: web.Request) -> web.StreamResponse:
+        m = request.match_info
+        if m["scheme"] not in ("http", "https") or not m["port"].isdigit():
+            return _status_response(400, "BadRequest", f"invalid proxy target {m['scheme']}:{m['port']}")
+        ip = self.locator.pod_ip(m["namespace"], m["pod"])
+        if not ip:
+            return _status_response(404, "NotFound", f'pod "{m["pod"]}" is not running on this node')
+        host = f"[{ip}]" if ":" in ip else ip
+        url = f"{m['scheme']}://{host}:{m['port']}/{m['path']}"
+        if request.query_string:
+            url += "?" + request.query_string
+        hop = {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "host",
+               "authorization", "content-length"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop}
+        body = await request.read() if request.body_exists else None
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=False)) as session:
+            try:
+                upstream = await session.request(request.method, url, headers=headers, data=body,
+                                                 allow_redirects=False, auto_decompress=False)
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                log.info("proxy to pod failed pod=%s/%s url=%s err=%s", m["namespace"], m["pod"], url, e)
+                return _status_response(503, "ServiceUnavailable", f"error trying to reach pod {m['pod']} "
+                                        f"at {url}: {e or type(e).__name__}")
+            async with upstream:
+                resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers={
+                    k: v for k, v in upstream.headers.items() if k.lower() not in hop})
+                await resp.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+                return resp
 
     # -- port-forward ------------------------------------------------------
     async def port_forward(self, request: web.Request) -> web.StreamResponse:

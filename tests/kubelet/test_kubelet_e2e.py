@@ -409,3 +409,56 @@ async def test_kubectl_port_forward(kubelet_node: KubeletNode, client: Client):
         _, err = proc.communicate(timeout=10)
     assert "error forwarding port 9 to pod pf" in err, err
     await delete_and_wait_gone(client, node, "pf", ns)
+
+
+async def test_proxy_subresources_and_kubectl_proxy(kubelet_node: KubeletNode, client: Client):
+    import re
+    import urllib.request
+
+    from tests.e2e.conftest import KUBECTL
+
+    node = kubelet_node
+    ns = node.test_ns
+    script = ("mkdir /www && echo '<a href=\"/other.html\">next</a>' > /www/index.html && echo other-page > "
+              "/www/other.html && exec httpd -f -p 8080 -h /www")
+    await client.create("pods", pod(node, "px", [{"name": "web", "command": ["sh", "-c", script], "ports": [
+        {"name": "http", "containerPort": 8080}]}], ), namespace=ns)
+    px = await wait_for(client, node, "px", lambda p: p["status"].get("phase") == "Running", what="Running")
+    await client.create("services", {"metadata": {"name": "pxs"}, "spec": {
+        "selector": {"app": "none"}, "ports": [{"name": "web", "port": 80, "targetPort": 8080}]}}, namespace=ns)
+    # No controller manager here: the endpoints are written by hand, as the endpoints controller would.
+    await client.create("endpoints", {"metadata": {"name": "pxs"}, "subsets": [{
+        "addresses": [{"ip": px["status"]["podIP"], "nodeName": node.name,
+                       "targetRef": {"kind": "Pod", "name": "px", "namespace": ns}}],
+        "ports": [{"name": "web", "port": 8080}]}]}, namespace=ns)
+
+    def raw(path: str) -> str:
+        return node.apiserver.kubectl("get", "--raw", path).stdout
+
+    base = f"/api/v1/namespaces/{ns}"
+    page = raw(f"{base}/pods/px:8080/proxy/")
+    assert page.strip() == f'<a href="{base}/pods/px:8080/proxy/other.html">next</a>', page
+    assert raw(f"{base}/pods/px:http/proxy/other.html").strip() == "other-page"
+    assert raw(f"{base}/services/pxs:web/proxy/other.html").strip() == "other-page"
+    assert raw(f"{base}/services/http:pxs:80/proxy/other.html").strip() == "other-page"
+    assert raw(f"/api/v1/nodes/{node.name}/proxy/healthz").strip() == "ok"
+    missing = node.apiserver.kubectl("get", "--raw", f"{base}/pods/px:8080/proxy/nope.html", check=False)
+    assert missing.returncode != 0 and "(NotFound)" in missing.stderr  # the pod answered 404
+
+    proc = subprocess.Popen([KUBECTL, "--kubeconfig", str(node.apiserver.kubeconfig), "proxy", "--port=0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = await asyncio.to_thread(proc.stdout.readline)
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+
+        def get(path: str) -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=20) as r:
+                return r.read().decode()
+
+        assert (await asyncio.to_thread(get, f"{base}/services/pxs:web/proxy/")).strip() == \
+            f'<a href="{base}/services/pxs:web/proxy/other.html">next</a>'
+        assert (await asyncio.to_thread(get, f"{base}/services/pxs:web/proxy/other.html")).strip() == "other-page"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    await delete_and_wait_gone(client, node, "px", ns)
