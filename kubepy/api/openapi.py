@@ -855,6 +855,7 @@ class _Docs:
             "security": [{"BearerToken": []}],
         }
         self._v2_bytes: bytes | None = None
+        self._v2_proto: tuple[bytes, str] | None = None
 
         self.v3: dict[str, dict[str, Any]] = {}
         self.v3_bytes: dict[str, tuple[bytes, str]] = {}
@@ -894,6 +895,14 @@ class _Docs:
         data = self._v2_bytes
         return data, hashlib.sha512(data).hexdigest().upper()
 
+    def v2_proto_bytes(self) -> tuple[bytes, str]:
+        if self._v2_proto is None:
+            from kubepy.api.openapi_proto import document_bytes
+
+            data = document_bytes(self.v2)
+            self._v2_proto = (data, hashlib.sha512(data).hexdigest().upper())
+        return self._v2_proto
+
 
 _lock = threading.Lock()
 _docs: _Docs | None = None
@@ -912,6 +921,7 @@ def warm() -> None:
     """Build (and cache) all documents now; call at server start-up."""
     d = _get()
     d.v2_bytes()
+    d.v2_proto_bytes()
 
 
 # ---------------------------------------------------------------------------
@@ -926,6 +936,11 @@ def openapi_v2() -> dict[str, Any]:
 def openapi_v2_json() -> tuple[bytes, str]:
     """(serialized /openapi/v2 JSON, etag hash)."""
     return _get().v2_bytes()
+
+
+def openapi_v2_proto() -> tuple[bytes, str]:
+    """(/openapi/v2 as gnostic's protobuf Document, etag hash)."""
+    return _get().v2_proto_bytes()
 
 
 def openapi_v3_index() -> dict[str, Any]:

@@ -29,6 +29,7 @@ from kubepy.api import (
     httpproxy,
     objects,
     openapi,
+    openapi_proto,
     patch,
     protobuf,
     proxy,
@@ -352,6 +353,7 @@ class APIServer:
         r.add_get("/api", self.api_versions)
         r.add_get("/apis", lambda req: _json_async(discovery.api_group_list()))
         r.add_get("/openapi/v2", self.openapi_v2)
+        r.add_get("/swagger-2.0.0.pb-v1", self.openapi_v2)  # the legacy path of the protobuf form
         r.add_get("/openapi/v3", self.openapi_v3)
         r.add_get("/openapi/v3/{path:.+}", self.openapi_v3)
         r.add_post("/kubepy/v1/join", self.join)
@@ -422,11 +424,16 @@ class APIServer:
 
     async def openapi_v2(self, request: web.Request) -> web.Response:
         accept = request.headers.get("Accept", "*/*")
-        if "json" not in accept and "*/*" not in accept:
-            # kubectl asks for v2 only as protobuf, and only when v3 failed.
-            raise errors.NotAcceptable("/openapi/v2 is served as application/json only; use /openapi/v3")
-        body, etag = openapi.openapi_v2_json()
-        return web.Response(body=body, content_type="application/json", headers={"ETag": f'"{etag}"'})
+        wants_proto = request.path.startswith("/swagger-2.0.0.pb-v1") or any(
+            t in accept for t in openapi_proto.ACCEPTED)
+        if not wants_proto and "json" not in accept and "*/*" not in accept:
+            raise errors.NotAcceptable(f"/openapi/v2 is served as application/json or {openapi_proto.CONTENT_TYPE}")
+        body, etag = openapi.openapi_v2_proto() if wants_proto else openapi.openapi_v2_json()
+        headers = {"ETag": f'"{etag}"', "Vary": "Accept"}
+        if request.headers.get("If-None-Match", "").strip('"') == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, content_type=openapi_proto.CONTENT_TYPE if wants_proto else "application/json",
+                            headers=headers)
 
     async def openapi_v3(self, request: web.Request) -> web.Response:
         path = request.match_info.get("path")

@@ -165,6 +165,51 @@ def test_explain(apiserver):
     assert "rollingUpdate" in out, out
 
 
+def test_explain_from_the_protobuf_openapi_v2(apiserver):
+    out = apiserver.kubectl("explain", "--output", "plaintext-openapiv2", "deployment.spec.strategy").stdout
+    assert "KIND:" in out and "Deployment" in out and "rollingUpdate" in out, out
+
+
+def test_an_unserved_kind_says_no_matches_for_kind(apiserver):
+    job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\nspec:\n  template:\n    spec:\n" \
+          "      restartPolicy: Never\n      containers: [{name: c, image: busybox}]\n"
+    cp = apiserver.kubectl("apply", "-f", "-", input=job, check=False)
+    assert cp.returncode != 0
+    assert 'no matches for kind "Job" in version "batch/v1"' in cp.stderr, cp.stderr
+    assert "content type" not in cp.stderr
+
+
+def test_openapi_v2_protobuf_and_etag(apiserver):
+    import ssl
+    import urllib.request
+
+    from kubepy.api.openapiv2 import OpenAPIv2_pb2 as pb
+
+    ctx = ssl.create_default_context(cafile=str(apiserver.data_dir / "ca.crt"))
+    accept = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
+
+    def get(path: str, **headers: str):
+        req = urllib.request.Request(apiserver.url + path, headers={
+            "Authorization": f"Bearer {apiserver.token()}", "Accept": accept, **headers})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=30) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    status, headers, body = get("/openapi/v2")
+    assert status == 200 and headers["Content-Type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    doc = pb.Document()
+    doc.ParseFromString(body)
+    assert doc.swagger == "2.0" and any(p.name == "/apis/apps/v1/namespaces/{namespace}/deployments"
+                                        for p in doc.paths.path)
+    deploy = next(d for d in doc.definitions.additional_properties if d.name == "io.k8s.api.apps.v1.Deployment")
+    gvk = next(e for e in deploy.value.vendor_extension if e.name == "x-kubernetes-group-version-kind")
+    assert "kind: Deployment" in gvk.value.yaml
+    assert get("/swagger-2.0.0.pb-v1")[2] == body
+    assert get("/openapi/v2", **{"If-None-Match": headers["ETag"]})[0] == 304
+
+
 def test_anonymous_is_401(apiserver):
     import ssl
     import urllib.error
