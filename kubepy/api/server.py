@@ -275,9 +275,15 @@ class APIServer:
         self.authn.add_digest(digest, _node_user(name))
 
     async def _load_node_credentials(self) -> int:
+        """Every stored credential; any the authenticator knows that the store lost are dropped."""
         page = await self.store.range(NODE_TOKEN_PREFIX)
+        stored = set()
         for kv in page.kvs:
             self._apply_node_credential(kv.key, kv.value)
+            stored.add(kv.key[len(NODE_TOKEN_PREFIX):])
+        for user in self.authn.users():
+            if user.node_name and user.node_name not in stored:
+                self.authn.remove_user(user.name)
         return page.revision
 
     async def _follow_node_credentials(self, revision: int) -> None:
@@ -288,8 +294,6 @@ class APIServer:
                     revision = ev.kv.mod_revision
             except CompactedError:
                 log.info("node credentials watch compacted; reloading")
-                for name in [u.node_name for u in self.authn.users() if u.node_name]:
-                    self.authn.remove_user(auth.NODE_PREFIX + name)
                 try:
                     revision = await self._load_node_credentials()
                 except StoreError as e:
@@ -307,9 +311,19 @@ class APIServer:
             try:
                 while (ev := await sub.queue.get()) is not None:
                     if ev.type == "DELETED":
-                        await self._revoke_node_credential(ev.obj["metadata"]["name"], reason="NodeDeleted")
+                        await self._revoke_with_retries(ev.obj["metadata"]["name"])
             finally:
                 sub.close()
+
+    async def _revoke_with_retries(self, name: str) -> None:
+        for attempt in range(5):
+            try:
+                await self._revoke_node_credential(name, reason="NodeDeleted")
+                return
+            except errors.APIError:
+                await asyncio.sleep(2 ** attempt)
+        log.error("node credential not revoked node=%s reason=StoreUnavailable "
+                  "(revoke it: DELETE %s%s)", name, auth.CREDENTIALS_PATH, name)
 
     async def _revoke_node_credential(self, name: str, *, reason: str) -> bool:
         try:
