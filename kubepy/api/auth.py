@@ -14,8 +14,9 @@ Static tokens live in ``DATA/tokens.csv`` (Kubernetes' static token file
 shape: ``token,user,uid,"group1,group2"``; only the admin's, mode 0600). A
 row for ``system:bootstrappers`` (older kubepy wrote one that never
 expired) is ignored with a warning. Node tokens are issued by the join
-endpoint, once per node name (``decide_join``), and the store keeps only
-their SHA-256; the authenticator too looks tokens up by digest.
+endpoint, once per node name (``decide_join``), and kept in the store (the
+API server presents a node's token to its kubelet); the authenticator keeps
+and looks tokens up by their SHA-256.
 """
 
 from __future__ import annotations

@@ -258,8 +258,8 @@ class APIServer:
                 await self.storage.update(ep, "default", "kubernetes", lambda o: {**o, "subsets": body["subsets"]})
 
     # -- node credentials -------------------------------------------------
-    # The store holds one record per node name (the SHA-256 of its token);
-    # every API server follows that prefix, so a credential issued or revoked
+    # The store holds one record per node name (its token, which the API
+    # server also presents to that node's kubelet); every API server follows that prefix, so a credential issued or revoked
     # through one is known to all of them.
     def _apply_node_credential(self, key: str, value: bytes | None) -> None:
         name = key[len(NODE_TOKEN_PREFIX):]
@@ -268,7 +268,7 @@ class APIServer:
             return
         try:
             record = json.loads(value)
-            digest = record.get("sha256") or auth.token_digest(record["token"])  # older kubepy kept the token
+            digest = auth.token_digest(record["token"])
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("ignored node credential node=%s reason=Malformed", name)
             return
@@ -536,7 +536,9 @@ class APIServer:
             log.info("refused join node=%s by=%s code=%d", name, user.name, decision.code)
             raise (errors.Forbidden if decision.code == 403 else errors.Conflict)(decision.message)
         token = auth.new_token()
-        record = {"sha256": auth.token_digest(token), "issued": objects.rfc3339(objects.now()), "by": user.name}
+        # The token itself is kept (in the 0600 store): the API server presents it to the node's
+        # kubelet when it relays logs and exec (kubepy.kubelet.server checks it).
+        record = {"token": token, "issued": objects.rfc3339(objects.now()), "by": user.name}
         try:
             # Create, never overwrite: of two joins racing for one name, exactly one gets a token.
             await self.store.create(key, json.dumps(record).encode())
