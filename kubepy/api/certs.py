@@ -3,13 +3,13 @@
 Files in the data dir: ``ca.crt``/``ca.key`` (the cluster CA),
 ``apiserver.crt``/``apiserver.key`` (serving certificate signed by it),
 ``admin.kubeconfig``. Existing files are reused, so restarts keep trust.
+All are written mode 0600 (``kubepy.privatefiles``), in the 0700 data dir.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import socket
 from pathlib import Path
 
@@ -19,18 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from kubepy.privatefiles import write_private
+
 _VALIDITY = dt.timedelta(days=3650)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    # Written then renamed so a crash never leaves half a key behind.
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -62,8 +53,8 @@ def ensure_ca(data_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
         )
         .sign(pkey, hashes.SHA256())
     )
-    _write_private(key, _key_pem(pkey))
-    _write_private(crt, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key, _key_pem(pkey))
+    write_private(crt, cert.public_bytes(serialization.Encoding.PEM))
     return cert, pkey
 
 
@@ -107,8 +98,8 @@ def ensure_serving_cert(data_dir: Path, sans: list[str]) -> tuple[Path, Path]:
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(key, _key_pem(pkey))
-    _write_private(crt, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key, _key_pem(pkey))
+    write_private(crt, cert.public_bytes(serialization.Encoding.PEM))
     return crt, key
 
 
@@ -129,4 +120,4 @@ def kubeconfig(*, server: str, ca_pem: bytes, token: str, user: str = "admin", c
 
 
 def write_kubeconfig(path: Path, config: dict) -> None:
-    _write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+    write_private(path, yaml.safe_dump(config, sort_keys=False).encode())

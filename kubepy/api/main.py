@@ -1,4 +1,11 @@
-"""``kubepy apiserver``: open the store, serve HTTPS, write the admin kubeconfig."""
+"""``kubepy apiserver``: open the store, serve HTTPS, write the admin kubeconfig.
+
+Everything in the data dir is a secret or sits next to one (the store holds
+every Secret; ``ca.key``, ``apiserver.key``, ``tokens.csv``,
+``admin.kubeconfig``): the dir is 0700 and the files 0600 from creation
+(the process umask is 077 and ``kubepy.privatefiles`` writes them). Modes
+that older versions left wider are narrowed at start.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from kubepy.api import auth, certs
+from kubepy.privatefiles import narrow_file, private_dir
 from kubepy.api.server import APIServer, ServerConfig
 from kubepy.store import open_store
 
@@ -49,8 +57,19 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext:
     return ctx
 
 
+# Files of the data dir that hold secrets (the store's own files are narrowed by the store).
+PRIVATE_FILES = ("ca.key", "apiserver.key", "tokens.csv", "admin.kubeconfig")
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """The data dir 0700 and its secret files 0600, whatever an older version left."""
+    private_dir(data_dir)
+    for name in PRIVATE_FILES:
+        narrow_file(data_dir / name)
+
+
 async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> None:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(config.data_dir)
     ctx = tls_context(config)
     store = open_store(config.store_url, data_dir=str(config.data_dir))
     server = APIServer(store, config)

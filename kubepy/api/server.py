@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime as dt
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ import multidict
 import yaml
 from aiohttp import web
 
+from kubepy import bootstraptoken
 from kubepy.api import (
     auth,
     discovery,
@@ -40,7 +42,7 @@ from kubepy.api import (
 from kubepy.resources import RESOURCES, Resource, by_plural, lookup
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
-from kubepy.store import Store, StoreError
+from kubepy.store import CompactedError, KeyExistsError, KeyNotFoundError, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +230,7 @@ class APIServer:
                                                   unreachable=self.config.default_unreachable_toleration_seconds)
         for token, user in auth.load_or_create_static_tokens(self.config.data_dir).items():
             self.authn.add(token, user)
-        await self._load_node_tokens()
+        revision = await self._load_node_credentials()
         await self.storage.load_allocations()
         for cache in self.caches.values():
             await cache.start()
@@ -236,6 +238,8 @@ class APIServer:
         self._tasks.append(asyncio.create_task(self._compactor()))
         self._tasks.append(asyncio.create_task(self._event_reaper()))
         self._tasks.append(asyncio.create_task(self._observe_services()))
+        self._tasks.append(asyncio.create_task(self._follow_node_credentials(revision)))
+        self._tasks.append(asyncio.create_task(self._revoke_deleted_nodes()))
         self.ready = True
 
     async def stop(self) -> None:
@@ -282,11 +286,85 @@ class APIServer:
             except errors.AlreadyExists:
                 await self.storage.update(ep, "default", "kubernetes", lambda o: {**o, "subsets": body["subsets"]})
 
-    async def _load_node_tokens(self) -> None:
+    # -- node credentials -------------------------------------------------
+    # The store holds one record per node name (its token, which the API
+    # server also presents to that node's kubelet); every API server follows that prefix, so a credential issued or revoked
+    # through one is known to all of them.
+    def _apply_node_credential(self, key: str, value: bytes | None) -> None:
+        name = key[len(NODE_TOKEN_PREFIX):]
+        self.authn.remove_user(auth.NODE_PREFIX + name)
+        if value is None:
+            return
+        try:
+            record = json.loads(value)
+            digest = auth.token_digest(record["token"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("ignored node credential node=%s reason=Malformed", name)
+            return
+        self.authn.add_digest(digest, _node_user(name))
+
+    async def _load_node_credentials(self) -> int:
+        """Every stored credential; any the authenticator knows that the store lost are dropped."""
         page = await self.store.range(NODE_TOKEN_PREFIX)
+        stored = set()
         for kv in page.kvs:
-            name = kv.key[len(NODE_TOKEN_PREFIX):]
-            self.authn.add(json.loads(kv.value)["token"], _node_user(name))
+            self._apply_node_credential(kv.key, kv.value)
+            stored.add(kv.key[len(NODE_TOKEN_PREFIX):])
+        for user in self.authn.users():
+            if user.node_name and user.node_name not in stored:
+                self.authn.remove_user(user.name)
+        return page.revision
+
+    async def _follow_node_credentials(self, revision: int) -> None:
+        while True:
+            try:
+                async for ev in self.store.watch(NODE_TOKEN_PREFIX, start_revision=revision + 1):
+                    self._apply_node_credential(ev.kv.key, None if ev.type == "DELETE" else ev.kv.value)
+                    revision = ev.kv.mod_revision
+            except CompactedError:
+                log.info("node credentials watch compacted; reloading")
+                try:
+                    revision = await self._load_node_credentials()
+                except StoreError as e:
+                    log.warning("node credentials reload failed err=%s", e)
+            except StoreError as e:
+                log.warning("node credentials watch failed err=%s", e)
+            await asyncio.sleep(1.0)
+
+    async def _revoke_deleted_nodes(self) -> None:
+        """Deleting a Node revokes its credential (so the name may join again, as after kubeadm reset)."""
+        nodes = self.caches["nodes"]
+        while True:
+            sub = nodes.subscribe(after=nodes.last_revision, matches=lambda o: True)
+            assert sub is not None
+            try:
+                while (ev := await sub.queue.get()) is not None:
+                    if ev.type == "DELETED":
+                        await self._revoke_with_retries(ev.obj["metadata"]["name"])
+            finally:
+                sub.close()
+
+    async def _revoke_with_retries(self, name: str) -> None:
+        for attempt in range(5):
+            try:
+                await self._revoke_node_credential(name, reason="NodeDeleted")
+                return
+            except errors.APIError:
+                await asyncio.sleep(2 ** attempt)
+        log.error("node credential not revoked node=%s reason=StoreUnavailable "
+                  "(revoke it: DELETE %s%s)", name, auth.CREDENTIALS_PATH, name)
+
+    async def _revoke_node_credential(self, name: str, *, reason: str) -> bool:
+        try:
+            await self.store.delete(NODE_TOKEN_PREFIX + name)
+        except KeyNotFoundError:
+            return False
+        except StoreError as e:
+            log.warning("node credential revocation failed node=%s err=%s", name, e)
+            raise store_error(e) from e
+        self.authn.remove_user(auth.NODE_PREFIX + name)
+        log.info("revoked node credential node=%s reason=%s", name, reason)
+        return True
 
     async def _compactor(self) -> None:
         """Keeps about one interval of history, as Kubernetes does."""
@@ -356,7 +434,8 @@ class APIServer:
         r.add_get("/swagger-2.0.0.pb-v1", self.openapi_v2)  # the legacy path of the protobuf form
         r.add_get("/openapi/v3", self.openapi_v3)
         r.add_get("/openapi/v3/{path:.+}", self.openapi_v3)
-        r.add_post("/kubepy/v1/join", self.join)
+        r.add_post(auth.JOIN_PATH, self.join)
+        r.add_delete(auth.CREDENTIALS_PATH + "{name}", self.revoke_node_credential)
         r.add_route("*", "/api/{version}", self.core_root)
         r.add_route("*", "/api/{version}/{tail:.*}", self.core)
         r.add_route("*", "/apis/{group}", self.group_root)
@@ -395,15 +474,35 @@ class APIServer:
 
     @web.middleware
     async def _auth_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        user = self.authn.authenticate(request.headers.get("Authorization"))
+        header = request.headers.get("Authorization")
+        user = self.authn.authenticate(header) or await self._bootstrap_user(auth.bearer_token(header))
         if user is None:
             if request.path in _PUBLIC_PATHS:
                 return await handler(request)
             raise errors.Unauthorized("Unauthorized")
         request[USER_KEY] = user
-        if user.is_bootstrap and request.path not in ("/kubepy/v1/join", "/version", "/api", "/apis"):
+        if user.is_bootstrap and request.path not in (auth.JOIN_PATH, "/version", "/api", "/apis"):
             raise errors.Forbidden(f'User "{user.name}" may only join nodes')
         return await handler(request)
+
+    async def _bootstrap_user(self, token: str | None) -> auth.User | None:
+        """The bootstrap token's user, read from its Secret; 401 with the reason for an expired one."""
+        parsed = bootstraptoken.parse(token) if token else None
+        if parsed is None:
+            return None
+        token_id, token_secret = parsed
+        try:
+            secret = await self.storage.get(by_plural("secrets"), bootstraptoken.NAMESPACE,
+                                            bootstraptoken.secret_name(token_id))
+        except errors.NotFound:
+            secret = None
+        verdict = bootstraptoken.check(token_id, token_secret, secret, now=dt.datetime.now(dt.UTC))
+        if verdict.user is None:
+            if verdict.reason != "Unauthorized":
+                log.info("refused bootstrap token id=%s reason=%s", token_id, verdict.reason)
+                raise errors.Unauthorized(verdict.reason)
+            return None
+        return auth.User(verdict.user, verdict.groups)
 
     # -- simple endpoints -------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
@@ -449,7 +548,7 @@ class APIServer:
         return web.Response(body=body, content_type="application/json", headers=headers)
 
     async def join(self, request: web.Request) -> web.Response:
-        """Hands a node its own token in exchange for the bootstrap token."""
+        """Issues a new node's token in exchange for a bootstrap token: once per node name."""
         user = request[USER_KEY]
         if not (user.is_bootstrap or user.is_admin):
             raise errors.Forbidden(f'User "{user.name}" cannot join nodes')
@@ -459,24 +558,45 @@ class APIServer:
             raise errors.BadRequest("nodeName must be a valid DNS-1123 subdomain")
         key = NODE_TOKEN_PREFIX + name
         try:
-            kv = await self.store.get(key)
-            if kv is None:
-                token = auth.new_token()
-                try:
-                    await self.store.create(key, json.dumps({"token": token}).encode())
-                    log.info("issued node token node=%s by=%s", name, user.name)
-                except errors.APIError:
-                    raise
-                except StoreError:
-                    kv = await self.store.get(key)
-                    token = json.loads(kv.value)["token"] if kv else token
-            else:
-                token = json.loads(kv.value)["token"]
+            await self.storage.get(by_plural("nodes"), None, name)
+            node_exists = True
+        except errors.NotFound:
+            node_exists = False
+        try:
+            credential_exists = await self.store.get(key) is not None
+        except StoreError as e:
+            raise store_error(e) from e
+        decision = auth.decide_join(user, name, node_exists=node_exists, credential_exists=credential_exists)
+        if not decision.allowed:
+            log.info("refused join node=%s by=%s code=%d", name, user.name, decision.code)
+            raise (errors.Forbidden if decision.code == 403 else errors.Conflict)(decision.message)
+        token = auth.new_token()
+        # The token itself is kept (in the 0600 store): the API server presents it to the node's
+        # kubelet when it relays logs and exec (kubepy.kubelet.server checks it).
+        record = {"token": token, "issued": objects.rfc3339(objects.now()), "by": user.name}
+        try:
+            # Create, never overwrite: of two joins racing for one name, exactly one gets a token.
+            await self.store.create(key, json.dumps(record).encode())
+        except KeyExistsError:
+            log.info("refused join node=%s by=%s code=409 reason=Race", name, user.name)
+            raise errors.Conflict(auth.decide_join(user, name, node_exists=False, credential_exists=True).message)
         except StoreError as e:
             raise store_error(e) from e
         self.authn.add(token, _node_user(name))
+        log.info("issued node token node=%s by=%s", name, user.name)
         return json_response({"kind": "NodeToken", "apiVersion": "kubepy.io/v1", "nodeName": name,
                               "user": auth.NODE_PREFIX + name, "token": token}, 201)
+
+    async def revoke_node_credential(self, request: web.Request) -> web.Response:
+        """An admin revokes the credential issued to a node name (``kubectl delete --raw``)."""
+        user = request[USER_KEY]
+        name = request.match_info["name"]
+        if not user.is_admin:
+            raise errors.Forbidden(f'User "{user.name}" cannot revoke node credentials')
+        if not await self._revoke_node_credential(name, reason=f"RevokedBy:{user.name}"):
+            raise errors.NotFound(f'node "{name}" has no credential')
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                              "details": {"name": name, "kind": "nodecredentials"}})
 
     async def core_root(self, request: web.Request) -> web.Response:
         doc = discovery.api_resource_list("", request.match_info["version"])

@@ -9,7 +9,7 @@ flag                                 field                           default
 ``--node-ip``                        node_ip                         (required)
 ``--server``                         server                          taken from the kubeconfig
 ``--kubeconfig``                     kubeconfig                      ROOT/kubelet.kubeconfig when it exists
-``--bootstrap-token``                bootstrap_token                 none (join: POST /kubepy/v1/join)
+``--bootstrap-token-file``           bootstrap_token_file            none (join: POST /kubepy/v1/join)
 ``--ca-file`` (``--client-ca-file``) ca_file                         none
 ``--root-dir``                       root_dir                        /var/lib/kubepy/kubelet
 ``--pod-logs-dir``                   log_dir                         /var/log/kubepy/pods
@@ -31,6 +31,14 @@ flag                                 field                           default
 ``--register-node``                  register_node                   true
 ``--node-labels``                    node_labels                     none (k=v,k=v)
 ==================================== =============================== =========================================
+
+Credentials never go on the command line (``ps`` shows it to every local
+user): the bootstrap token is read from ``--bootstrap-token-file`` (mode
+0600; ``kubepy token create`` makes one, valid 24 h by default) only when
+the kubelet has no credential of its own yet. Joining saves the node's token
+and kubeconfig in ROOT (``kubelet.token``, ``kubelet.kubeconfig``, 0600 in
+the 0700 root dir); every later start, restart or reboot reuses them and
+never joins again. ``--bootstrap-token TOKEN`` is refused with a message.
 
 The pod infra image must be in containerd's store (no registry is
 reachable on the development machines): the kubelet runs its ``sleep`` as
@@ -58,7 +66,7 @@ class KubeletConfig:
     node_ip: str = "127.0.0.1"
     server: str | None = None
     kubeconfig: Path | None = None
-    bootstrap_token: str | None = None
+    bootstrap_token_file: Path | None = None
     ca_file: Path | None = None
     root_dir: Path = DEFAULT_ROOT
     log_dir: Path = DEFAULT_LOG_DIR
@@ -115,13 +123,27 @@ def _labels(text: str) -> dict[str, str]:
     return out
 
 
+class _RefusedSecretFlag(argparse.Action):
+    """``--bootstrap-token`` put the secret in every process listing; say what to use instead."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=1, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser.error("--bootstrap-token shows the token to every user of this host (ps); write it to a "
+                     "file only root can read and pass --bootstrap-token-file FILE")
+
+
 def add_kubelet_flags(p: argparse.ArgumentParser) -> None:
     d = KubeletConfig()
     p.add_argument("--hostname-override", dest="node_name", default=d.node_name)
     p.add_argument("--node-ip", required=True)
-    p.add_argument("--server", default=None, help="API server URL (with --bootstrap-token)")
+    p.add_argument("--server", default=None, help="API server URL (with --bootstrap-token-file)")
     p.add_argument("--kubeconfig", type=Path, default=None)
-    p.add_argument("--bootstrap-token", default=None)
+    p.add_argument("--bootstrap-token-file", type=Path, default=None,
+                   help="file (mode 0600) with the token to join with, when there is no saved credential")
+    p.add_argument("--bootstrap-token", action=_RefusedSecretFlag, help=argparse.SUPPRESS)
     p.add_argument("--ca-file", "--client-ca-file", dest="ca_file", type=Path, default=None)
     p.add_argument("--root-dir", type=Path, default=d.root_dir)
     p.add_argument("--pod-logs-dir", dest="log_dir", type=Path, default=d.log_dir)

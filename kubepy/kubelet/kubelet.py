@@ -1,8 +1,10 @@
 """``kubepy kubelet``: makes the pods bound to this node real.
 
-``run_kubelet(config)`` connects to the API server (joining with a
-bootstrap token the first time: ``POST /kubepy/v1/join`` → a node token
-saved as ``ROOT/kubelet.token`` and ``ROOT/kubelet.kubeconfig``), registers
+``run_kubelet(config)`` connects to the API server (joining with the
+bootstrap token of ``--bootstrap-token-file`` the first time: ``POST
+/kubepy/v1/join`` → a node token saved as ``ROOT/kubelet.token`` and
+``ROOT/kubelet.kubeconfig``, 0600 in the 0700 root dir, reused on every
+later start), registers
 the Node and keeps its Lease and status fresh (``node``), waits for
 ``spec.podCIDR``, brings up the bridge, and then runs one ``PodWorker``
 (``pods``) per pod of this node, fed by:
@@ -46,6 +48,7 @@ import aiohttp
 import yaml
 from pyroute2 import config as pyroute2_config
 
+from kubepy import bootstraptoken
 from kubepy.client import Client, ClientConfig, EventRecorder, Informer, TransportError
 from kubepy.kubelet.cgroups import PodCgroups
 from kubepy.kubelet.config import KubeletConfig, add_kubelet_flags, config_from_args
@@ -63,6 +66,7 @@ from kubepy.kubelet.runtime import (
     RuntimeError_,
     normalize_image_ref,
 )
+from kubepy.privatefiles import is_private, narrow_file, private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -72,31 +76,25 @@ __all__ = ["Kubelet", "KubeletConfig", "connect", "main", "run_kubelet"]
 # -- connecting -----------------------------------------------------------------
 
 async def connect(config: KubeletConfig) -> Client:
-    """A client with this node's credentials (joining with the bootstrap token if needed)."""
+    """A client with this node's credentials (joining with the bootstrap token if needed).
+
+    The node's own credential, once saved, is reused on every start: a
+    restarted or rebooted kubelet never joins again (the API server would
+    refuse: a name joins once)."""
+    private_dir(config.root_dir)
+    for path in (config.token_path, config.own_kubeconfig):
+        narrow_file(path)
     for path in (config.kubeconfig, config.own_kubeconfig):
         if path is not None and Path(path).exists():
             return Client.from_kubeconfig(str(path), user_agent=f"kubepy-kubelet/{config.node_name}")
     if not config.server:
-        raise SystemExit("kubelet: need --kubeconfig, or --server with --bootstrap-token")
+        raise SystemExit("kubelet: need --kubeconfig, or --server with --bootstrap-token-file")
     ca = Path(config.ca_file).read_bytes() if config.ca_file else None
     token = config.token_path.read_text().strip() if config.token_path.exists() else None
-    if token is None:
-        if not config.bootstrap_token:
-            raise SystemExit("kubelet: no kubeconfig, no saved node token and no --bootstrap-token")
-        ctx: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca.decode()) if ca else True
-        url = config.server.rstrip("/") + "/kubepy/v1/join"
-        async with aiohttp.ClientSession() as s, s.post(
-                url, json={"nodeName": config.node_name}, ssl=ctx,
-                headers={"Authorization": f"Bearer {config.bootstrap_token}"}) as resp:
-            body = await resp.text()
-            if resp.status >= 300:
-                raise SystemExit(f"kubelet: join failed ({resp.status}): {body}")
-            token = json.loads(body)["token"]
-        config.root_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(config.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        log.info("joined cluster node=%s server=%s", config.node_name, config.server)
+    if not token:
+        token = await join(config, ca)
+        write_private(config.token_path, token + "\n")
+        log.info("joined cluster node=%s server=%s token=%s", config.node_name, config.server, config.token_path)
     cluster: dict[str, Any] = {"server": config.server}
     if ca:
         cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
@@ -105,11 +103,39 @@ async def connect(config: KubeletConfig) -> Client:
                   "users": [{"name": f"system:node:{config.node_name}", "user": {"token": token}}],
                   "contexts": [{"name": "kubelet", "context": {"cluster": "kubepy",
                                                                 "user": f"system:node:{config.node_name}"}}]}
-    fd = os.open(config.own_kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(kubeconfig, f)
+    write_private(config.own_kubeconfig, yaml.safe_dump(kubeconfig))
     return Client(ClientConfig(server=config.server, token=token, ca_data=ca),
                   user_agent=f"kubepy-kubelet/{config.node_name}")
+
+
+async def join(config: KubeletConfig, ca: bytes | None) -> str:
+    """``POST /kubepy/v1/join`` with the token in ``--bootstrap-token-file``: this node's new token."""
+    if config.bootstrap_token_file is None:
+        raise SystemExit("kubelet: no kubeconfig, no saved node token and no --bootstrap-token-file")
+    try:
+        bootstrap = bootstraptoken.read_token_file(config.bootstrap_token_file)
+    except ValueError as e:
+        raise SystemExit(f"kubelet: {e}") from None
+    mode = config.bootstrap_token_file.stat().st_mode
+    if not is_private(mode):
+        log.warning("bootstrap token file is readable by others path=%s mode=%o (chmod 600 it)",
+                    config.bootstrap_token_file, mode & 0o777)
+    ctx: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca.decode()) if ca else True
+    url = config.server.rstrip("/") + "/kubepy/v1/join"
+    try:
+        async with aiohttp.ClientSession() as s, s.post(
+                url, json={"nodeName": config.node_name}, ssl=ctx,
+                headers={"Authorization": f"Bearer {bootstrap}"}) as resp:
+            body = await resp.text()
+    except (aiohttp.ClientError, OSError) as e:
+        raise SystemExit(f"kubelet: join failed: cannot reach {url}: {e}") from None
+    if resp.status >= 300:
+        try:
+            message = json.loads(body).get("message") or body
+        except ValueError:
+            message = body
+        raise SystemExit(f"kubelet: join as {config.node_name!r} refused ({resp.status}): {message}")
+    return json.loads(body)["token"]
 
 
 def make_runtime(config: KubeletConfig) -> Runtime:

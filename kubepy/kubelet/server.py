@@ -67,6 +67,7 @@ from aiohttp import WSMsgType, web
 from kubepy.kubelet.portforward import TUNNEL_PROTOCOL, PortForwardSession
 from kubepy.kubelet.runtime import Runtime, RuntimeError_
 from kubepy.kubelet.spdy import SpdyError
+from kubepy.privatefiles import narrow_file, private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +350,9 @@ def ensure_kubelet_cert(cert_dir: Path, *, node_name: str, address: str) -> tupl
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    cert_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cert_dir)
     crt, key = cert_dir / "kubelet.crt", cert_dir / "kubelet.key"
+    narrow_file(key)
     names: set[str] = {"localhost", node_name}
     ips: set[str] = {"127.0.0.1"}
     try:
@@ -374,14 +376,9 @@ def ensure_kubelet_cert(cert_dir: Path, *, node_name: str, address: str) -> tupl
             .add_extension(x509.SubjectAlternativeName(wanted), critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(pkey, hashes.SHA256()))
-    for path, data in ((key, pkey.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption())),
-                       (crt, cert.public_bytes(serialization.Encoding.PEM))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+    write_private(key, pkey.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    write_private(crt, cert.public_bytes(serialization.Encoding.PEM))
     return crt, key
 
 

@@ -5,7 +5,10 @@ A cluster named NAME lives in ``/var/lib/kubepy/NAME`` (``--state-dir``
 changes the root): ``cluster.json`` records what was started, ``controlplane/``
 is the control plane's data dir (store, certificates, ``admin.kubeconfig``),
 ``nodes/<node>/`` holds each node's containerd and kubelet state, ``logs/``
-every daemon's log. Each node is a network namespace on the cluster's
+every daemon's log. The cluster dir is 0700 (it holds the store, keys
+and every node's credentials); ``bootstrap-token`` (0600) is the
+short-lived token the kubelets join with, read from the file, never
+given on a command line. Each node is a network namespace on the cluster's
 bridge (``kubepy.lab.network``) running its own containerd, kubelet,
 kube-proxy and DNS server — the same commands and flags a VM runs under
 systemd, started here with ``nsenter --net``. Daemons are started in their
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -31,12 +35,15 @@ from pathlib import Path
 from kubepy.controlplane import apiserver_ready
 from kubepy.lab.network import LabNetwork, default_subnet
 from kubepy.lab.steps import StepFailed, step
+from kubepy.privatefiles import private_dir, write_private
 
 DEFAULT_ROOT = Path("/var/lib/kubepy")
 DEFAULT_NAME = "kubepy"
 DNS_IP = "10.96.0.10"
 # Each node's pod sandbox (pause) image: built locally from busybox-static, no registry needed.
 PAUSE_IMAGE = "kubepy.local/pause:1"
+# The bootstrap token `up` makes for its kubelets: they join within seconds, then keep their own credentials.
+LAB_TOKEN_TTL = dt.timedelta(hours=1)
 
 
 @dataclass
@@ -115,7 +122,7 @@ class Cluster:
             return 1
         if existing:  # a half-dead earlier cluster: clear it away first
             self.down(quiet=True)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)  # the store, keys, tokens and every node's credentials are below
         self.logs.mkdir(exist_ok=True)
         # Clusters with other names start their search elsewhere, so two `up`s at once rarely race.
         preferred = 6443 if self.name == DEFAULT_NAME else 7000 + int(_short_hash(self.name), 16) % 2000
@@ -189,11 +196,25 @@ class Cluster:
             time.sleep(0.1)
         raise StepFailed("etcd", "not healthy after 30s", self._tail("etcd"))
 
-    def _bootstrap_token(self) -> str:
-        for line in (self.cp_dir / "tokens.csv").read_text().splitlines():
-            if "system:bootstrappers" in line:
-                return line.split(",")[0]
-        raise StepFailed("node", "the control plane has no bootstrap token")
+    def _bootstrap_token_file(self) -> Path:
+        """A file (0600) with a bootstrap token valid for at least half of ``LAB_TOKEN_TTL``.
+
+        The kubelets read it only to join; a joined kubelet keeps its own
+        credential, so the token can be short-lived. A stale file gets a
+        fresh token (``kubepy token create``'s way, through the API)."""
+        from kubepy.client.errors import APIStatusError, TransportError
+        from kubepy.tokencli import create_token
+
+        path = self.dir / "bootstrap-token"
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - path.stat().st_mtime < LAB_TOKEN_TTL.total_seconds() / 2:
+                return path
+        try:
+            token = create_token(self.kubeconfig, ttl=LAB_TOKEN_TTL, description=f"kubepy up --name {self.name}")
+        except (APIStatusError, TransportError) as e:
+            raise StepFailed("node", f"could not create a bootstrap token: {e}") from e
+        write_private(path, token + "\n")
+        return path
 
     def _start_node(self, state: ClusterState, net: LabNetwork, i: int) -> None:
         from kubepy.kubelet.containerd import Containerd
@@ -207,7 +228,7 @@ class Cluster:
         server = f"https://{net.gateway}:{state.port}"
         state.pids[f"{node}/kubelet"] = self._spawn(f"{node}-kubelet", [
             "kubelet", "--hostname-override", node, "--node-ip", net.node_ip(i), "--server", server,
-            "--ca-file", str(self.cp_dir / "ca.crt"), "--bootstrap-token", self._bootstrap_token(),
+            "--ca-file", str(self.cp_dir / "ca.crt"), "--bootstrap-token-file", str(self._bootstrap_token_file()),
             "--root-dir", str(ndir / "kubelet"), "--pod-logs-dir", str(ndir / "pod-logs"),
             "--container-runtime-endpoint", containerd.socket, "--pod-infra-container-image", PAUSE_IMAGE],
             netns=netns)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import queue
@@ -99,6 +100,19 @@ def _kv(row: tuple) -> KeyValue:
     return KeyValue(key=key.decode(), value=bytes(value), create_revision=create_rev, mod_revision=rid)
 
 
+def _make_private(path: str) -> None:
+    """The database exists 0600 before SQLite opens it: SQLite gives its -wal and -shm
+    the database file's mode. Files older versions made 0644 are narrowed."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # an empty file is an empty database
+    for name in (path, path + "-wal", path + "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+
+
 def _connect(path: str) -> sqlite3.Connection:
     # check_same_thread=False only so close() may run from another thread
     # once the owning thread is gone; every connection has a single user.
@@ -144,6 +158,7 @@ class SQLiteStore(Store):
         self.path = path
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
+        _make_private(path)
         self._conn = _connect(path)
         self._conn.executescript(_SCHEMA)
         self._revision = self._load_revision(self._conn)  # for logs; reads ask the database

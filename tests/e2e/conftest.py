@@ -47,6 +47,13 @@ class APIServerProcess:
         cfg = yaml.safe_load(self.kubeconfig.read_text())
         return cfg["users"][0]["user"]["token"]
 
+    def bootstrap_token(self, ttl: str = "1h") -> str:
+        """A new bootstrap token, as `kubepy token create --ttl TTL` makes one."""
+        from kubepy.bootstraptoken import parse_ttl
+        from kubepy.tokencli import create_token
+
+        return create_token(self.kubeconfig, ttl=parse_ttl(ttl), description="tests")
+
     def log_tail(self, n: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 

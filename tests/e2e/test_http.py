@@ -120,14 +120,17 @@ def test_node_identity_is_limited(apiserver):
     anon = HTTP(apiserver, token=None)
     code, body = anon("GET", "/api/v1/nodes")
     assert code == 401
-    tokens = (apiserver.data_dir / "tokens.csv").read_text().splitlines()
-    bootstrap = next(line.split(",")[0] for line in tokens if "system:bootstrappers" in line)
-    boot = HTTP(apiserver, token=bootstrap)
+    boot = HTTP(apiserver, token=apiserver.bootstrap_token())
     code, body = boot("GET", "/api/v1/pods")
     assert code == 403
     code, body = boot("POST", "/kubepy/v1/join", {"nodeName": "worker-1"})
     assert code == 201, body
     node = HTTP(apiserver, token=body["token"])
+    # A name joins once: the node's token is never handed out again, not even to the admin.
+    for who in (boot, HTTP(apiserver)):
+        code, again = who("POST", "/kubepy/v1/join", {"nodeName": "worker-1"})
+        assert code == 409 and 'node "worker-1"' in again["message"], again
+        assert body["token"] not in json.dumps(again)
     n = lambda name: {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}  # noqa: E731
     assert node("POST", "/api/v1/nodes", n("worker-1"))[0] == 201
     assert node("POST", "/api/v1/nodes", n("worker-2"))[0] == 403

@@ -253,10 +253,12 @@ def kubelet_node(busybox_archive: Path) -> Iterator[KubeletNode]:  # noqa: F811
             await rt.import_archive(busybox_archive)
 
         asyncio.run(containerd())
-        tokens = (srv.data_dir / "tokens.csv").read_text().splitlines()
-        bootstrap = next(line.split(",")[0] for line in tokens if "system:bootstrappers" in line)
+        from kubepy.privatefiles import write_private
+
+        token_file = tmp / "bootstrap-token"
+        write_private(token_file, srv.bootstrap_token() + "\n")
         node.args = ["--hostname-override", name, "--node-ip", node.node_ip, "--server", srv.url,
-                     "--ca-file", str(srv.data_dir / "ca.crt"), "--bootstrap-token", bootstrap,
+                     "--ca-file", str(srv.data_dir / "ca.crt"), "--bootstrap-token-file", str(token_file),
                      "--root-dir", str(node.root_dir), "--pod-logs-dir", str(node.log_dir),
                      "--container-runtime-endpoint", node.socket, "--node-status-update-frequency", "5s",
                      "--sync-frequency", "5s", "--log-level", "info"]
