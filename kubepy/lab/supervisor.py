@@ -30,7 +30,8 @@ What must stay true:
   starting anything; the record it left is then found dead and restarted once.
 - **Backoff.** A daemon that dies within ``HEALTHY_AFTER`` of its start waits
   ``restart_delay(failures)`` (0.1 s doubling, capped at ``BACKOFF_MAX``) before
-  the next start; one that stayed up that long starts again at once.
+  the next start; one that stayed up that long starts again after the first,
+  smallest delay (as systemd's ``RestartSec=100ms``).
 - **Stopping.** ``kubepy down`` sets ``stopped`` in ``daemons.json`` before it
   signals the twins: an active twin exits at its next tick and a standby that
   gets the lock exits at once, so nothing is restarted under ``down``.
@@ -206,7 +207,7 @@ def reconcile(rec: Record | None, running: bool, now: float) -> tuple[Record, Ac
         quick = now - rec.started < HEALTHY_AFTER
         failures = rec.failures + 1 if quick else 1
         return replace(rec, pid=0, start_time=0, failures=failures,
-                       restart_at=now + restart_delay(failures) if quick else now), Action.DIED
+                       restart_at=now + restart_delay(failures)), Action.DIED
     if now >= rec.restart_at:
         return rec, Action.START
     return rec, Action.WAIT
