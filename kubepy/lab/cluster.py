@@ -536,8 +536,10 @@ class Cluster:
 
             asyncio.run(clean())
             # Shims a containerd crash leaked are no container's any more: found by their -address.
-            _kill_all({pid: argv for pid, argv in processes_naming(cdir).items()
-                       if os.path.basename(argv[0]).startswith("containerd-shim")})
+            # Their containers go with them: a shim is its containers' subreaper, so they are below it.
+            shims = [pid for pid, argv in processes_naming(cdir).items()
+                     if os.path.basename(argv[0]).startswith("containerd-shim")]
+            _kill_all({pid: [] for shim in shims for pid in (*_descendants(shim), shim)})
         if containerd_rec is not None and record_running(containerd_rec):
             _stop(containerd_rec)
         ipam_dir = ndir / "kubelet" / "ipam"
@@ -756,6 +758,15 @@ def processes_naming(path: Path) -> dict[int, list[str]]:
                 and process_start_time(int(entry.name)) is not None:
             out[int(entry.name)] = argv
     return out
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def _contains(argv: list[str], seq: list[str]) -> bool:
