@@ -8,9 +8,16 @@ is the control plane's data dir (store, certificates, ``admin.kubeconfig``),
 every daemon's log. Each node is a network namespace on the cluster's
 bridge (``kubepy.lab.network``) running its own containerd, kubelet,
 kube-proxy and DNS server — the same commands and flags a VM runs under
-systemd, started here with ``nsenter --net``. Daemons are started in their
-own sessions so they outlive the command; ``down`` stops exactly what
-``cluster.json`` lists and removes everything ``up`` made.
+systemd, started here with ``nsenter --net``.
+
+``up`` never starts a daemon itself: it declares each one (``daemons.json``)
+to the cluster's supervisor (``kubepy.lab.supervisor``), which starts it and
+restarts it whenever it dies, and waits until it is running and ready. The
+steps are idempotent, so ``up`` on an existing cluster is a repair that keeps
+the store; a new cluster's failed ``up`` removes what it made, an existing
+one's never does. ``down`` stops the supervisor first, then the daemons it
+records, then whatever process still names the cluster's dir (leaked shims
+and their containers included), and removes everything ``up`` made.
 """
 
 from __future__ import annotations
