@@ -237,6 +237,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return _cluster(args).up(nodes=args.nodes, port=args.port, store=args.store, subnet=args.node_subnet)
 
 
+def cmd_lab_supervise(args: argparse.Namespace) -> int:
+    from kubepy.lab.supervisor import run_supervisor
+
+    return run_supervisor(args.cluster_dir.absolute())
+
+
 def cmd_stop_pods(args: argparse.Namespace) -> int:
     from kubepy.kubelet.shutdown import run
     return run(args)
@@ -337,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = lab("up", "bring up a lab cluster on this host", cmd_up)
     p.add_argument("--port", type=int, default=None, help="API server port (default 6443 or the next free one)")
-    p.add_argument("--store", default="sqlite", help="sqlite (default) or etcd://HOST:PORT")
-    p.add_argument("--nodes", type=int, default=3, help="how many nodes (network namespaces) to run (default 3)")
+    # No defaults here: on an existing cluster an unset flag means "as it is"; a new one gets sqlite and 3 nodes.
+    p.add_argument("--store", default=None, help="sqlite (default), etcd (a private etcd) or etcd://HOST:PORT")
+    p.add_argument("--nodes", type=int, default=None, help="how many nodes (network namespaces) to run (default 3)")
     p.add_argument("--node-subnet", default=None, help="the nodes' network (default 172.30.0.0/24, per name)")
     lab("down", "stop a lab cluster and remove everything it made", cmd_down)
     lab("status", "health of a lab cluster's components", cmd_status)
@@ -349,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=DEFAULT_NAME)
     p.add_argument("--state-dir", type=Path, default=DEFAULT_ROOT, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_image_load)
+    internals = sub.add_parser("lab", help="lab cluster internals").add_subparsers(dest="lab_command", required=True)
+    p = internals.add_parser("supervise", help="keep a lab cluster's daemons running (kubepy up starts two)")
+    p.add_argument("--cluster-dir", required=True, type=Path)
+    p.set_defaults(func=cmd_lab_supervise)
     p = lab("kubectl", "run the bundled kubectl against a lab cluster", cmd_kubectl)
     p.add_argument("args", nargs=argparse.REMAINDER)
     return parser

@@ -127,10 +127,7 @@ class Containerd:
         if self.pid is not None and await self.is_ready():
             log.info("containerd adopted pid=%s state_dir=%s", self.pid, self.state_dir)
             return
-        argv = [self._containerd, "--config", str(self.config_path)]
-        if self.netns:
-            path = self.netns if self.netns.startswith("/") else f"/var/run/netns/{self.netns}"
-            argv = ["nsenter", f"--net={path}", *argv]
+        argv = self.command()
         # Popen, not asyncio: an asyncio subprocess transport kills its child
         # when the event loop closes, and containerd must outlive its starter.
         with open(self.log_path, "ab") as logf:
@@ -178,6 +175,21 @@ class Containerd:
             self._ctr, "--address", self.socket, "--timeout", "1s", "version",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         return await proc.wait() == 0
+
+    def command(self) -> list[str]:
+        """The argv that runs this containerd (in its netns), config written first.
+
+        For whoever starts it: ``start()`` here, or the lab's supervisor, which
+        also writes ``pid_path`` so ``start()`` and ``stop()`` find the daemon.
+        """
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshotter = self._pick_snapshotter()
+        self.write_config()
+        argv = [self._containerd, "--config", str(self.config_path)]
+        if self.netns:
+            path = self.netns if self.netns.startswith("/") else f"/var/run/netns/{self.netns}"
+            argv = ["nsenter", f"--net={path}", *argv]
+        return argv
 
     # -- helpers -----------------------------------------------------------
 

@@ -11,9 +11,16 @@ short-lived token the kubelets join with, read from the file, never
 given on a command line. Each node is a network namespace on the cluster's
 bridge (``kubepy.lab.network``) running its own containerd, kubelet,
 kube-proxy and DNS server — the same commands and flags a VM runs under
-systemd, started here with ``nsenter --net``. Daemons are started in their
-own sessions so they outlive the command; ``down`` stops exactly what
-``cluster.json`` lists and removes everything ``up`` made.
+systemd, started here with ``nsenter --net``.
+
+``up`` never starts a daemon itself: it declares each one (``daemons.json``)
+to the cluster's supervisor (``kubepy.lab.supervisor``), which starts it and
+restarts it whenever it dies, and waits until it is running and ready. The
+steps are idempotent, so ``up`` on an existing cluster is a repair that keeps
+the store; a new cluster's failed ``up`` removes what it made, an existing
+one's never does. ``down`` stops the supervisor first, then the daemons it
+records, then whatever process still names the cluster's dir (leaked shims
+and their containers included), and removes everything ``up`` made.
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from kubepy.controlplane import apiserver_ready
 from kubepy.lab.network import LabNetwork, default_subnet
 from kubepy.lab.steps import StepFailed, step
+from kubepy.lab.supervisor import (STANDBY, Daemon, Record, declare, launch, load_desired, load_state,
+                                   process_start_time, record_running, set_stopped, supervisor_active)
 from kubepy.privatefiles import private_dir, write_private
 
 DEFAULT_ROOT = Path("/var/lib/kubepy")
@@ -52,19 +61,68 @@ class ClusterState:
     port: int
     nodes: int = 0
     subnet: str = ""
-    pids: dict[str, int] = field(default_factory=dict)
+    store: str = "sqlite"   # as asked: sqlite, etcd (a private etcd) or etcd://HOST:PORT
+    store_url: str = ""     # what the API server was given
 
     @staticmethod
     def load(path: Path) -> "ClusterState | None":
         try:
-            return ClusterState(**json.loads(path.read_text()))
+            raw = json.loads(path.read_text())
         except FileNotFoundError:
             return None
+        known = {f.name for f in fields(ClusterState)}
+        return ClusterState(**{k: v for k, v in raw.items() if k in known})   # older files had pids
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2))
         tmp.replace(path)
+
+
+def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None, port: int | None,
+                subnet: str | None) -> str | None:
+    """Why ``up`` with these flags can't repair ``existing`` (None: it can); flags left unset match."""
+    flag = "" if existing.name == DEFAULT_NAME else f" --name {existing.name}"
+    differ = []
+    if nodes is not None and nodes != existing.nodes:
+        differ.append(f"{existing.nodes} nodes, not --nodes {nodes}")
+    if store is not None and store != existing.store:
+        differ.append(f"store {existing.store}, not --store {store}")
+    if port is not None and port != existing.port:
+        differ.append(f"port {existing.port}, not --port {port}")
+    if subnet is not None and existing.subnet and subnet != existing.subnet:
+        differ.append(f"node subnet {existing.subnet}, not --node-subnet {subnet}")
+    if not differ:
+        return None
+    return (f"cluster {existing.name!r} exists with {'; '.join(differ)}: run kubepy up{flag} without those "
+            f"flags to repair it, or kubepy down{flag} first to replace it (down deletes its store)")
+
+
+def expected_daemons(state: ClusterState, *, proxy: bool = True) -> list[str]:
+    """Every daemon a complete cluster of this shape runs, in start order."""
+    names = ["etcd"] if state.store == "etcd" else []
+    names.append("controlplane")
+    for i in range(1, state.nodes + 1):
+        node = f"{state.name}-node{i}"
+        names += [f"{node}/containerd", f"{node}/kubelet", *([f"{node}/proxy"] if proxy else []), f"{node}/dns"]
+    return names
+
+
+def restarts_text(rec: Record | None, now: float) -> str:
+    """``restarts 2, last 35s ago (12:03:04)`` for status (``now``: wall clock)."""
+    if rec is None or not rec.restarts:
+        return "restarts 0"
+    ago = max(now - rec.last_restart, 0)
+    when = time.strftime("%H:%M:%S", time.localtime(rec.last_restart))
+    return f"restarts {rec.restarts}, last {_ago(ago)} ago ({when})"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
 
 
 def missing_prerequisites() -> list[str]:
@@ -91,6 +149,8 @@ class Cluster:
         self.state_path = self.dir / "cluster.json"
         self.cp_dir = self.dir / "controlplane"
         self.logs = self.dir / "logs"
+        self._fresh = True                   # this `up` builds a new cluster (not a repair)
+        self._watched: dict[str, int] = {}   # daemon -> the pid this `up` saw start
 
     @property
     def kubeconfig(self) -> Path:
@@ -109,88 +169,173 @@ class Cluster:
         return self.dir / "nodes" / self.node_name(i)
 
     # -- up ----------------------------------------------------------------
-    def up(self, *, nodes: int = 3, port: int | None = None, store: str = "sqlite", subnet: str | None = None) -> int:
+    def up(self, *, nodes: int | None = None, port: int | None = None, store: str | None = None,
+           subnet: str | None = None) -> int:
+        """Build a new cluster, or repair an existing one; never deletes an existing store."""
         existing = self.state()
-        if existing and self._alive(existing) and self._ready(existing.port):
-            print(f"cluster {self.name!r} is already running")
-            self._summary(existing)
-            return 0
+        if existing is not None:
+            conflict = up_conflict(existing, nodes=nodes, store=store, port=port, subnet=subnet)
+            if conflict:
+                print(f"kubepy up: {conflict}", file=sys.stderr)
+                return 1
+            if self._complete(existing):
+                print(f"cluster {self.name!r} is already running")
+                self._summary(existing)
+                return 0
+        nodes = existing.nodes if existing else (3 if nodes is None else nodes)
         problems = missing_prerequisites() if nodes else []
         if problems:
             print("kubepy up: this host is missing what a cluster needs:\n  - " + "\n  - ".join(problems),
                   file=sys.stderr)
             return 1
-        if existing:  # a half-dead earlier cluster: clear it away first
-            self.down(quiet=True)
-        private_dir(self.dir)  # the store, keys, tokens and every node's credentials are below
+        if existing:
+            print(f"cluster {self.name!r} exists but is not whole: repairing it (its store is kept)")
+            state = existing
+        else:
+            # Clusters with other names start their search elsewhere, so two `up`s at once rarely race.
+            preferred = 6443 if self.name == DEFAULT_NAME else 7000 + int(_short_hash(self.name), 16) % 2000
+            state = ClusterState(self.name, port or _free_port(preferred), nodes=nodes,
+                                 subnet=subnet or default_subnet(self.name), store=store or "sqlite")
+            private_dir(self.dir)  # the store, keys, tokens and every node's credentials are below
+            state.save(self.state_path)
+        private_dir(self.dir)  # an older cluster's dir is narrowed too
         self.logs.mkdir(exist_ok=True)
-        # Clusters with other names start their search elsewhere, so two `up`s at once rarely race.
-        preferred = 6443 if self.name == DEFAULT_NAME else 7000 + int(_short_hash(self.name), 16) % 2000
-        state = ClusterState(self.name, port or _free_port(preferred), nodes=nodes,
-                             subnet=subnet or default_subnet(self.name))
-        state.save(self.state_path)
-        net = self.network(state)
         started = time.monotonic()
         try:
-            if nodes:
-                with step(f"network: bridge {net.bridge} {net.subnet}, {nodes} node namespaces"):
-                    net.ensure_bridge()
-                    for i in range(1, nodes + 1):
-                        net.ensure_node(i)
-            if store == "etcd":
-                with step("etcd (the distribution's etcd-server) on loopback"):
-                    store = self._start_etcd(state)
-                    state.save(self.state_path)
-            with step(f"control plane on {net.gateway}:{state.port} (API server, scheduler, controller manager)"):
-                cp_args = ["controlplane", "--data-dir", str(self.cp_dir), "--port", str(state.port),
-                           "--store", store]
-                if nodes:
-                    cp_args += ["--advertise-address", net.gateway, "--tls-san", net.gateway]
-                state.pids["controlplane"] = self._spawn("controlplane", cp_args)
-                state.save(self.state_path)
-                self._wait_ready(state, "controlplane")
-            for i in range(1, nodes + 1):
-                with step(f"node {self.node_name(i)} ({net.node_ip(i)}): containerd, kubelet, kube-proxy, DNS"):
-                    self._start_node(state, net, i)
-                    state.save(self.state_path)
-            if nodes:
-                with step(f"{nodes} nodes Ready, cluster DNS at {DNS_IP}"):
-                    self._wait_nodes_ready(state, nodes)
-                    self._publish_dns(net, nodes)
+            self._build(state, fresh=existing is None)
         except (StepFailed, OSError, RuntimeError) as e:
             failed = e if isinstance(e, StepFailed) else StepFailed("up", str(e))
             print(f"\nkubepy up failed at {failed.step!r}: {failed.reason}\n{failed.detail}", file=sys.stderr)
-            self.down(quiet=True)
+            if existing is None:   # only what this `up` just made; never a cluster that had state
+                self.down(quiet=True)
+            else:
+                flag = "" if self.name == DEFAULT_NAME else f" --name {self.name}"
+                print(f"the cluster's state is kept in {self.dir}: fix the cause and run kubepy up{flag} again",
+                      file=sys.stderr)
             return 1
         print(f"\nready in {time.monotonic() - started:.1f}s")
         self._summary(state)
         return 0
 
+    def _build(self, state: ClusterState, *, fresh: bool) -> None:
+        """The steps of `up`; each is idempotent, so a repair runs the same list."""
+        net = self.network(state)
+        nodes = state.nodes
+        self._fresh = fresh
+        if nodes:
+            with step(f"network: bridge {net.bridge} {net.subnet}, {nodes} node namespaces"):
+                net.ensure_bridge()
+                for i in range(1, nodes + 1):
+                    net.ensure_node(i)
+        with step("supervisor: two twins that restart every daemon that dies"):
+            self._ensure_supervisor()
+        if state.store == "etcd":
+            with step("etcd (the distribution's etcd-server) on loopback"):
+                state.store_url = self._start_etcd(state)
+                state.save(self.state_path)
+        with step(f"control plane on {net.gateway}:{state.port} (API server, scheduler, controller manager)"):
+            cp_args = ["controlplane", "--data-dir", str(self.cp_dir), "--port", str(state.port),
+                       "--store", state.store_url or state.store]
+            if nodes:
+                cp_args += ["--advertise-address", net.gateway, "--tls-san", net.gateway]
+            self._run(self._daemon("controlplane", cp_args, kill_group=False))
+            self._wait_ready(state, "controlplane")
+        for i in range(1, nodes + 1):
+            with step(f"node {self.node_name(i)} ({net.node_ip(i)}): containerd, kubelet, kube-proxy, DNS"):
+                self._start_node(state, net, i)
+        if nodes:
+            with step(f"{nodes} nodes Ready, cluster DNS at {DNS_IP}"):
+                self._wait_nodes_ready(state, nodes)
+                self._publish_dns(net, nodes)
+
+    def _complete(self, state: ClusterState) -> bool:
+        """Supervised, every daemon running, API server ready: nothing for `up` to repair."""
+        if not supervisor_active(self.dir):
+            return False
+        desired, sup = load_desired(self.dir), load_state(self.dir)
+        names = expected_daemons(state, proxy=_module_exists("kubepy.proxy.proxier"))
+        if desired.stopped or any(desired.get(n) is None or not record_running(sup.daemons.get(n)) for n in names):
+            return False
+        return self._ready(state.port)
+
+    def _ensure_supervisor(self, timeout: float = 30) -> None:
+        set_stopped(self.dir, False)
+        if supervisor_active(self.dir):
+            return
+        launch(self.dir, self.logs / "supervisor.log")
+        deadline = time.monotonic() + timeout
+        while not (supervisor_active(self.dir) and record_running(load_state(self.dir).active)):
+            if time.monotonic() > deadline:
+                raise StepFailed("supervisor", f"not active after {timeout:.0f}s", self._tail("supervisor"))
+            time.sleep(0.1)
+
+    def _daemon(self, name: str, args: list[str], *, netns: str | None = None, kill_group: bool = True) -> Daemon:
+        """A ``kubepy`` daemon as the supervisor runs it (in a node's netns when ``netns``)."""
+        prefix = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []
+        return Daemon(name, [*prefix, sys.executable, "-m", "kubepy", *args],
+                      log=str(self.logs / f"{name.replace('/', '-')}.log"), kill_group=kill_group)
+
+    def _run(self, daemon: Daemon, timeout: float = 60) -> int:
+        """Declare ``daemon`` to the supervisor (unless it is already) and wait until it runs.
+
+        Remembers the pid so later waits notice when it exits; a new cluster's
+        daemon that dies while `up` waits fails the step at once.
+        """
+        declared = declare(self.dir, daemon)
+        deadline = time.monotonic() + timeout
+        while True:
+            rec = load_state(self.dir).daemons.get(daemon.name)
+            if rec is not None and record_running(rec) and not (self._fresh and rec.restarts):
+                self._watched[daemon.name] = rec.pid
+                return rec.pid
+            if self._fresh and rec is not None and (rec.restarts or rec.failures):
+                raise StepFailed(daemon.name, "exited during start-up", self._tail_of(declared))
+            if time.monotonic() > deadline:
+                raise StepFailed(daemon.name, f"not running after {timeout:.0f}s",
+                                 self._tail_of(declared) + "\n" + self._tail("supervisor"))
+            time.sleep(0.1)
+
+    def _check_watched(self) -> None:
+        """Fail the step if a daemon this `up` started has exited since (a new cluster only:
+        a repair waits for the supervisor to bring it back, up to the step's timeout)."""
+        if not self._fresh:
+            return
+        sup = load_state(self.dir)
+        for name, pid in self._watched.items():
+            rec = sup.daemons.get(name)
+            if rec is None or rec.pid != pid or not record_running(rec):
+                declared = load_desired(self.dir).get(name)
+                raise StepFailed(name, "exited during start-up", self._tail_of(declared) if declared else "")
+
+    def _tail_of(self, daemon: Daemon) -> str:
+        return self._tail_path(Path(daemon.log))
+
     def _start_etcd(self, state: ClusterState) -> str:
         """A real etcd for this cluster's store; returns the store URL for the API server."""
         if shutil.which("etcd") is None:
             raise StepFailed("etcd", "etcd is missing: apt-get install -y etcd-server")
-        client, peer = _free_port(2379), _free_port(2380 + 100)
-        data = self.dir / "etcd"
-        url = f"http://127.0.0.1:{client}"
-        log = open(self.logs / "etcd.log", "ab")
-        proc = subprocess.Popen(
-            ["etcd", f"--name={self.name}", f"--data-dir={data}", f"--listen-client-urls={url}",
-             f"--advertise-client-urls={url}", f"--listen-peer-urls=http://127.0.0.1:{peer}",
-             f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-             f"--initial-cluster={self.name}=http://127.0.0.1:{peer}", "--log-level=warn"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        state.pids["etcd"] = proc.pid
+        existing = load_desired(self.dir).get("etcd")
+        if existing is not None:   # a repair: the same ports, or the API server loses its store
+            url = next(a.split("=", 1)[1] for a in existing.argv if a.startswith("--listen-client-urls="))
+        else:
+            client, peer = _free_port(2379), _free_port(2380 + 100)
+            url = f"http://127.0.0.1:{client}"
+            existing = Daemon("etcd", [
+                "etcd", f"--name={self.name}", f"--data-dir={self.dir / 'etcd'}", f"--listen-client-urls={url}",
+                f"--advertise-client-urls={url}", f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster={self.name}=http://127.0.0.1:{peer}", "--log-level=warn"],
+                log=str(self.logs / "etcd.log"))
+        self._run(existing)
         deadline = time.monotonic() + 30
         import urllib.request
 
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise StepFailed("etcd", "exited during start-up", self._tail("etcd"))
+            self._check_watched()
             try:
                 with urllib.request.urlopen(url + "/health", timeout=1) as r:
                     if json.load(r).get("health") == "true":
-                        return f"etcd://127.0.0.1:{client}"
+                        return "etcd://" + url.removeprefix("http://")
             except OSError:
                 pass
             time.sleep(0.1)
@@ -222,39 +367,45 @@ class Cluster:
         node, netns, ndir = self.node_name(i), net.node_netns(i), self.node_dir(i)
         ndir.mkdir(parents=True, exist_ok=True)
         containerd = Containerd(ndir / "containerd", netns=netns)
-        asyncio.run(self._start_containerd(containerd))
-        if containerd.pid:
-            state.pids[f"{node}/containerd"] = containerd.pid
+        # Shims and the node's pods outlive a containerd restart: its group is not killed.
+        self._run(Daemon(f"{node}/containerd", containerd.command(), log=str(containerd.log_path),
+                         pid_file=str(containerd.pid_path), kill_group=False))
+        asyncio.run(self._prepare_containerd(containerd))
         server = f"https://{net.gateway}:{state.port}"
-        state.pids[f"{node}/kubelet"] = self._spawn(f"{node}-kubelet", [
+        self._run(self._daemon(f"{node}/kubelet", [
             "kubelet", "--hostname-override", node, "--node-ip", net.node_ip(i), "--server", server,
             "--ca-file", str(self.cp_dir / "ca.crt"), "--bootstrap-token-file", str(self._bootstrap_token_file()),
             "--root-dir", str(ndir / "kubelet"), "--pod-logs-dir", str(ndir / "pod-logs"),
             "--container-runtime-endpoint", containerd.socket, "--pod-infra-container-image", PAUSE_IMAGE],
-            netns=netns)
+            netns=netns))
         # The kubelet writes its own kubeconfig after joining; proxy and DNS use it.
         own = ndir / "kubelet" / "kubelet.kubeconfig"
         deadline = time.monotonic() + 60
         while not own.exists():
-            if not _pid_alive(state.pids[f"{node}/kubelet"]):
-                raise StepFailed(f"node {node}", "kubelet exited during start-up", self._tail(f"{node}-kubelet"))
+            self._check_watched()
             if time.monotonic() > deadline:
                 raise StepFailed(f"node {node}", "kubelet did not join in 60s", self._tail(f"{node}-kubelet"))
             time.sleep(0.1)
         if _module_exists("kubepy.proxy.proxier"):
-            state.pids[f"{node}/proxy"] = self._spawn(f"{node}-proxy", [
+            self._run(self._daemon(f"{node}/proxy", [
                 "proxy", "--kubeconfig", str(own), "--hostname-override", node, "--node-ip", net.node_ip(i)],
-                netns=netns)
-        state.pids[f"{node}/dns"] = self._spawn(f"{node}-dns", [
+                netns=netns))
+        self._run(self._daemon(f"{node}/dns", [
             "dns", "--kubeconfig", str(own), "--listen", f"{net.node_ip(i)}:53",
-            "--upstream", f"{net.gateway}:53"], netns=netns)
+            "--upstream", f"{net.gateway}:53"], netns=netns))
 
-    async def _start_containerd(self, containerd) -> None:
-        """Start the node's containerd and give it the pause image the kubelet needs."""
+    async def _prepare_containerd(self, containerd, timeout: float = 30) -> None:
+        """Wait until the node's containerd answers, then give it the pause image the kubelet needs."""
         from kubepy.images import busybox_image
         from kubepy.kubelet.runtime import Runtime
 
-        await containerd.start()
+        deadline = time.monotonic() + timeout
+        while not await containerd.is_ready():
+            self._check_watched()
+            if time.monotonic() > deadline:
+                raise StepFailed("containerd", f"not answering after {timeout:.0f}s",
+                                 self._tail_path(containerd.log_path))
+            await asyncio.sleep(0.05)
         archive = self.dir / "pause.tar"
         if not archive.exists():
             await asyncio.to_thread(busybox_image, PAUSE_IMAGE, archive)
@@ -270,15 +421,13 @@ class Cluster:
             cp = self._kubectl_out("get", "nodes", "-o", "json")
             if cp.returncode == 0:
                 items = json.loads(cp.stdout)["items"]
-                ready = [n["metadata"]["name"] for n in items if any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in (n.get("status") or {}).get("conditions", []))]
+                ready = [n["metadata"]["name"] for n in items if n["metadata"]["name"].startswith(
+                    f"{self.name}-node") and any(c["type"] == "Ready" and c["status"] == "True"
+                                                 for c in (n.get("status") or {}).get("conditions", []))]
                 last = f"{len(ready)}/{nodes} Ready: {', '.join(sorted(ready)) or '-'}"
                 if len(ready) >= nodes:
                     return
-            for daemon, pid in state.pids.items():
-                if not _pid_alive(pid):
-                    raise StepFailed("nodes", f"{daemon} exited", self._tail(daemon.replace("/", "-")))
+            self._check_watched()
             time.sleep(0.5)
         raise StepFailed("nodes", f"not all nodes Ready after {timeout:.0f}s ({last})",
                          self._tail(f"{self.node_name(1)}-kubelet"))
@@ -298,18 +447,10 @@ class Cluster:
             if cp.returncode != 0:
                 raise StepFailed("DNS", f"could not publish kube-dns: {cp.stderr.strip()}")
 
-    def _spawn(self, name: str, args: list[str], *, netns: str | None = None) -> int:
-        log = open(self.logs / f"{name}.log", "ab")
-        prefix = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []
-        proc = subprocess.Popen([*prefix, sys.executable, "-m", "kubepy", *args], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        return proc.pid
-
     def _wait_ready(self, state: ClusterState, daemon: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _pid_alive(state.pids[daemon]):
-                raise StepFailed(daemon, "exited during start-up", self._tail(daemon))
+            self._check_watched()
             if self._ready(state.port):
                 return
             time.sleep(0.1)
@@ -319,7 +460,9 @@ class Cluster:
         return apiserver_ready(self.cp_dir, port)
 
     def _tail(self, daemon: str, lines: int = 20) -> str:
-        path = self.logs / f"{daemon}.log"
+        return self._tail_path(self.logs / f"{daemon}.log", lines)
+
+    def _tail_path(self, path: Path, lines: int = 20) -> str:
         try:
             text = path.read_text(errors="replace").splitlines()[-lines:]
         except OSError:
@@ -340,33 +483,42 @@ class Cluster:
 
     # -- down / status -----------------------------------------------------
     def down(self, *, quiet: bool = False) -> int:
+        """Stop the supervisor first (nothing is restarted under us), then every daemon;
+        remove every trace, down to leaked shims."""
         state = self.state()
         if state is None and not self.dir.exists():
             if not quiet:
                 print(f"no cluster named {self.name!r}")
             return 0
         ctx = (lambda title: step(title)) if not quiet else (lambda title: contextlib.nullcontext())
-        pids = state.pids if state else {}
-        daemons = [d for d in pids if not d.endswith("/containerd") and d not in ("controlplane", "etcd")]
+        if self.dir.exists():
+            with ctx("stop the supervisor (both twins)"):
+                self._stop_supervisor()
+        sup = load_state(self.dir)
+        running = {name: rec for name, rec in sup.daemons.items() if name != STANDBY and record_running(rec)}
+        daemons = [d for d in running if "/" in d and not d.endswith("/containerd")]
         if daemons:
             with ctx(f"stop {len(daemons)} node daemons"):
                 for d in daemons:
-                    _stop(pids[d])
+                    _stop(running[d])
         for i in range(1, (state.nodes if state else 0) + 1):
-            with ctx(f"remove node {self.node_name(i)}: containers, pod networks, cgroups, containerd"):
-                self._clean_node(state, i)
-        if "controlplane" in pids:
-            with ctx(f"stop control plane (pid {pids['controlplane']})"):
-                _stop(pids["controlplane"])
-        if "etcd" in pids:
-            with ctx(f"stop etcd (pid {pids['etcd']})"):
-                _stop(pids["etcd"])
+            with ctx(f"remove node {self.node_name(i)}: containers, shims, pod networks, cgroups, containerd"):
+                self._clean_node(state, i, running.get(f"{self.node_name(i)}/containerd"))
+        for name in ("controlplane", "etcd"):
+            if name in running:
+                with ctx(f"stop {'control plane' if name == 'controlplane' else name} (pid {running[name].pid})"):
+                    _stop(running[name])
         if state and state.nodes:
             with ctx("remove network namespaces, bridge and NAT rules"):
                 net = self.network(state)
                 for i in range(1, state.nodes + 1):
                     net.remove_node(i)
                 net.remove_bridge()
+        leftovers = processes_naming(self.dir)
+        if leftovers:
+            kinds = sorted({_kind(argv) for argv in leftovers.values()})
+            with ctx(f"kill {len(leftovers)} leftover processes of the cluster ({', '.join(kinds)})"):
+                _kill_all(leftovers)
         with ctx(f"remove {self.dir}"):
             _unmount_below(self.dir)
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -375,7 +527,20 @@ class Cluster:
                     parent.rmdir()  # only when empty: another cluster may still use it
         return 0
 
-    def _clean_node(self, state: ClusterState, i: int) -> None:
+    def _stop_supervisor(self, grace: float = 5) -> None:
+        """Mark the cluster stopped (a standby that gets the lock exits), then end both twins."""
+        set_stopped(self.dir, True)
+        marker = ["lab", "supervise", "--cluster-dir", str(self.dir)]
+        twins = {pid: argv for pid, argv in processes_naming(self.dir).items() if _contains(argv, marker)}
+        for pid in twins:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in twins):
+            time.sleep(0.05)
+        _kill_all({p: a for p, a in twins.items() if _pid_alive(p)})
+
+    def _clean_node(self, state: ClusterState, i: int, containerd_rec: Record | None) -> None:
         from kubepy.kubelet.cgroups import PodCgroups
         from kubepy.kubelet.containerd import Containerd
         from kubepy.kubelet.ipam import HostLocalIPAM
@@ -399,9 +564,13 @@ class Cluster:
                     await containerd.stop()
 
             asyncio.run(clean())
-        pid = state.pids.get(f"{node}/containerd")
-        if pid:
-            _stop(pid)
+            # Shims a containerd crash leaked are no container's any more: found by their -address.
+            # Their containers go with them: a shim is its containers' subreaper, so they are below it.
+            shims = [pid for pid, argv in processes_naming(cdir).items()
+                     if os.path.basename(argv[0]).startswith("containerd-shim")]
+            _kill_all({pid: [] for shim in shims for pid in (*_descendants(shim), shim)})
+        if containerd_rec is not None and record_running(containerd_rec):
+            _stop(containerd_rec)
         ipam_dir = ndir / "kubelet" / "ipam"
         if ipam_dir.exists():
             with contextlib.suppress(Exception):
@@ -409,20 +578,35 @@ class Cluster:
                     namespace, _, pod = nsname.partition("/")
                     _remove_netns(pod_netns_name(namespace, pod, uid))
         with contextlib.suppress(Exception):
-            PodCgroups("kubepy", node=node).remove_parent()
+            PodCgroups("kubepy", node=node).remove_parent()   # kills what the shims left in pod cgroups
 
     def status(self) -> int:
         state = self.state()
         if state is None:
             print(f"no cluster named {self.name!r}")
             return 1
-        ok = True
-        for daemon, pid in state.pids.items():
-            alive = _pid_alive(pid)
+        now = time.time()
+        desired, sup = load_desired(self.dir), load_state(self.dir)
+        ok = supervisor_active(self.dir) and record_running(sup.active)
+        if ok:
+            standby = sup.daemons.get(STANDBY)
+            spare = (f"standby pid {standby.pid} ({restarts_text(standby, now)})" if record_running(standby)
+                     else "no standby")
+            takeovers = f"takeovers {sup.takeovers}" + (
+                f", last {_ago(now - sup.last_takeover)} ago" if sup.takeovers else "")
+            since = time.strftime("%H:%M:%S", time.localtime(sup.active_since))
+            print(f" ✓ {'supervisor':<28} pid {sup.active.pid} active since {since}, {spare}; {takeovers}")
+        else:
+            print(f" ✗ {'supervisor':<28} not running: nothing restarts a daemon that dies (kubepy up repairs it)")
+        for daemon in desired.daemons:
+            rec = sup.daemons.get(daemon.name)
+            alive = record_running(rec)
             ok &= alive
-            print(f" {'✓' if alive else '✗'} {daemon:<28} pid {pid} {'running' if alive else 'not running'}")
-            if daemon == "controlplane" and alive:
-                for name, child_pid in _children_by_role(pid).items():
+            pid = rec.pid if rec and rec.pid else "-"
+            print(f" {'✓' if alive else '✗'} {daemon.name:<28} pid {pid} {'running' if alive else 'not running'}; "
+                  f"{restarts_text(rec, now)}")
+            if daemon.name == "controlplane" and alive:
+                for name, child_pid in _children_by_role(rec.pid).items():
                     healthy = child_pid > 0 and (name != "apiserver" or self._ready(state.port))
                     ok &= healthy
                     print(f"   {'✓' if healthy else '✗'} {name:<26} pid {child_pid}")
@@ -436,9 +620,6 @@ class Cluster:
                     print(f" {'✓' if ready else '✗'} node {n['metadata']['name']:<23} "
                           f"{'Ready' if ready else 'NotReady'}")
         return 0 if ok else 1
-
-    def _alive(self, state: ClusterState) -> bool:
-        return bool(state.pids) and all(_pid_alive(p) for p in state.pids.values())
 
     def kubectl(self, args: list[str]) -> int:
         if not self.kubeconfig.exists():
@@ -541,7 +722,12 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _stop(pid: int, grace: float = 10) -> None:
+def _stop(rec: Record, grace: float = 10) -> None:
+    """SIGTERM the daemon's process group, SIGKILL after ``grace``; only if it is still
+    the recorded process (a reused pid is someone else's)."""
+    if not record_running(rec):
+        return
+    pid = rec.pid
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -552,6 +738,77 @@ def _stop(pid: int, grace: float = 10) -> None:
     if _pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+
+
+# What may be killed for naming a cluster's dir: our daemons and the tools they run,
+# never a person's shell or `tail -f` of a log.
+_OURS = ("containerd", "containerd-shim", "ctr", "etcd", "nsenter", "runc", "sh", "python")
+
+
+def _kind(argv: list[str]) -> str:
+    base = os.path.basename(argv[0]) if argv else "?"
+    if base.startswith("python") and "kubepy" in argv:
+        rest = argv[argv.index("kubepy") + 1:]
+        if rest[:1] == ["--log-level"]:
+            rest = rest[2:]
+        return f"kubepy {rest[0]}" if rest else "kubepy"
+    return base
+
+
+def names_dir(argv: list[str], path: str) -> bool:
+    """``argv`` names ``path`` or something below it (as a word or after ``=``)."""
+    for a in argv:
+        value = a.split("=", 1)[1] if a.startswith("-") and "=" in a else a
+        if value == path or value.startswith(path + "/"):
+            return True
+    return False
+
+
+def processes_naming(path: Path) -> dict[int, list[str]]:
+    """Our processes (see ``_OURS``) whose command line names ``path``; never this one or its parents."""
+    me = {os.getpid()}
+    pid = os.getpid()
+    while pid > 1:   # our ancestors: `kubepy down` may run under a shell that names the dir
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        me.add(pid)
+    out: dict[int, list[str]] = {}
+    target = str(path.absolute())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in me:
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]).startswith(_OURS) and names_dir(argv, target) \
+                and process_start_time(int(entry.name)) is not None:
+            out[int(entry.name)] = argv
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _contains(argv: list[str], seq: list[str]) -> bool:
+    return any(argv[i:i + len(seq)] == seq for i in range(len(argv)))
+
+
+def _kill_all(pids: dict[int, list[str]], timeout: float = 5) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        time.sleep(0.02)
 
 
 def _free_port(preferred: int) -> int:
