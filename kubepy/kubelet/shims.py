@@ -37,6 +37,7 @@ import psutil
 __all__ = ["SHIM_BINARY", "Shim", "kill_shim", "list_shims", "orphan_shims", "parse_shim_argv"]
 
 SHIM_BINARY = "containerd-shim-runc-v2"
+_BOOL_FLAGS = {"debug", "v"}   # the shim's flags that take no value
 
 
 @dataclass(frozen=True)
@@ -49,22 +50,23 @@ class Shim:
 
 
 def parse_shim_argv(argv: list[str]) -> tuple[str, str, str] | None:
-    """(address, namespace, id) of a shim's command line; None if it is not a runc v2 shim."""
+    """(address, namespace, id) of a task shim's command line; None if it is not one."""
     if not argv or os.path.basename(argv[0]) != SHIM_BINARY:
         return None
     flags: dict[str, str] = {}
     i = 1
     while i < len(argv):
         arg = argv[i]
-        if arg.startswith("-"):
-            name, eq, value = arg.lstrip("-").partition("=")
-            if eq:
-                flags[name] = value
-            elif i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-                flags[name] = argv[i + 1]
-                i += 1
-            else:
-                flags[name] = ""
+        if not arg.startswith("-"):
+            # An action (``start``, ``delete``): containerd's short-lived invocation that
+            # launches a shim or cleans up after a dead one - not a task's shim.
+            return None
+        name, eq, value = arg.lstrip("-").partition("=")
+        if eq or name in _BOOL_FLAGS:
+            flags[name] = value
+        elif i + 1 < len(argv):
+            flags[name] = argv[i + 1]
+            i += 1
         i += 1
     if not (flags.get("address") and flags.get("namespace") and flags.get("id")):
         return None

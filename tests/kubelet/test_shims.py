@@ -25,6 +25,11 @@ SOCK = "/var/lib/kp/node1/containerd.sock"
     (["/usr/bin/containerd", "--config", "x", "-namespace", "kubepy", "-id", "c1", "-address", SOCK], None),
     (["python3", "containerd-shim-runc-v2", "-namespace", "kubepy", "-id", "c1", "-address", SOCK], None),
     ([], None),
+    # containerd's transient invocations: launching a shim, cleaning up after a dead one
+    (["/usr/bin/containerd-shim-runc-v2", "-namespace", "kubepy", "-address", SOCK, "-publish-binary",
+      "/usr/bin/containerd", "-id", "c1", "start"], None),
+    (["/usr/bin/containerd-shim-runc-v2", "-namespace", "kubepy", "-address", SOCK, "-publish-binary",
+      "/usr/bin/containerd", "-id", "c1", "-bundle", "/x/c1", "delete"], None),
 ])
 def test_parse_shim_argv(argv, want):
     assert parse_shim_argv(argv) == want

@@ -1,4 +1,4 @@
-"""A real kubelet and containerd: Ready follows the runtime's health; leaked shims are killed at start.
+"""A real kubelet and containerd under node faults: runtime down, leaked shims, a pod deleted while away.
 
 1. containerd stopped under a running kubelet → the Node's Ready turns
    False (``KubeletNotReady``, "container runtime is down") within a bounded
@@ -8,6 +8,10 @@
    starting task appears: the new containerd lists no such task) is killed
    by the kubelet when it starts; decoys with another containerd's
    ``-address`` or another ``-namespace`` live on.
+3. A pod deleted (gracefully) while its kubelet is stopped stays Terminating
+   with its container running - the API server waits for the kubelet, which
+   is why nothing may force-delete it - and the kubelet, back, stops the
+   container and then confirms the deletion.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import psutil
 import pytest
 
-from kubepy.client import Client
+from kubepy.client import Client, NotFoundError
 from kubepy.kubelet.config import KubeletConfig
 from kubepy.kubelet.containerd import Containerd
 from kubepy.kubelet.kubelet import make_runtime
@@ -129,9 +133,10 @@ async def _leak_a_shim(node: KubeletNode, attempts: int = 6) -> tuple[str, int]:
         while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
             await asyncio.sleep(0.02)
         await Containerd(node.containerd_dir, netns=node.netns).start()
+        await asyncio.sleep(1.0)   # a shim's short-lived "start" invocation is gone by now
         tasks = await Runtime(node.socket, namespace="kubepy").task_ids()
         leaked = [s for s in _our_shims(node) if s.id == cid]
-        if leaked and cid not in tasks:
+        if len(leaked) == 1 and cid not in tasks:
             return cid, leaked[0].pid
     raise AssertionError(f"no shim leaked in {attempts} attempts")
 
@@ -154,6 +159,7 @@ async def test_leaked_shim_is_killed_when_the_kubelet_starts(kubelet_node: Kubel
         cid, shim_pid = await _leak_a_shim(node)
         shim = psutil.Process(shim_pid)
         assert shim.is_running()
+        argv = shim.cmdline()
         node.start_kubelet()
         # The leaked shim is a few seconds old at most: the kubelet judges it once it is 10 s old.
         deadline = time.monotonic() + 60
@@ -161,7 +167,11 @@ async def test_leaked_shim_is_killed_when_the_kubelet_starts(kubelet_node: Kubel
             await asyncio.sleep(0.2)
         assert not shim.is_running() or shim.status() == psutil.STATUS_ZOMBIE, node.log_tail(40)
         lines = [x for x in _kubelet_log(node).splitlines() if "leaked shim killed" in x]
-        assert len(lines) == 1 and f"pid={shim_pid} id={cid} namespace=kubepy" in lines[0], lines
+        ctrd_log = (node.containerd_dir / "containerd.log").read_text(errors="replace")
+        assert len(lines) == 1 and f"pid={shim_pid} id={cid} namespace=kubepy" in lines[0], \
+            (lines, argv, node.log_tail(60), [x for x in ctrd_log.splitlines() if cid in x][-20:])
+        assert not [s for s in _our_shims(node) if s.namespace == "kubepy" and s.id == cid]
+        await asyncio.sleep(2.0)   # containerd's own clean-up of the dead shim starts none again
         assert not [s for s in _our_shims(node) if s.namespace == "kubepy" and s.id == cid]
         for d in decoys:
             assert d.poll() is None, "a shim of another containerd or namespace was killed"
@@ -183,3 +193,34 @@ async def test_leaked_shim_is_killed_when_the_kubelet_starts(kubelet_node: Kubel
         for c in await rt.list_containers(reap=False):
             if c.id.startswith("kptnode-leak-"):
                 await rt.remove(c.id)
+
+
+async def test_pod_deleted_while_kubelet_away_is_stopped_then_confirmed(kubelet_node: KubeletNode, client: Client):
+    node, ns = kubelet_node, kubelet_node.test_ns
+    await client.create("pods", pod(node, "away", [{"name": "main", "command": ["sleep", "3600"]}]), namespace=ns)
+    running = await wait_for(client, node, "away", lambda p: p["status"].get("phase") == "Running",
+                             timeout=60, what="Running")
+    cid = cstatus(running, "main")["containerID"].removeprefix("containerd://")
+    node.stop_kubelet()
+    try:
+        await client.delete("pods", "away", namespace=ns)   # the pod's grace period (2 s)
+        await asyncio.sleep(4.0)                            # longer than the grace period
+        p = await client.get("pods", "away", namespace=ns)
+        assert p["metadata"].get("deletionTimestamp"), p["metadata"]
+        assert any(line.split()[:1] == [cid] and "RUNNING" in line for line in node.ctr("tasks", "ls").splitlines())
+    finally:
+        node.start_kubelet()
+    deadline = time.monotonic() + 60
+    gone = False
+    while time.monotonic() < deadline and not gone:
+        try:
+            await client.get("pods", "away", namespace=ns)
+            await asyncio.sleep(0.2)
+        except NotFoundError:
+            gone = True
+    assert gone, node.log_tail(40)
+    # Confirmed only after the container stopped: its task and container are gone from containerd.
+    assert cid not in node.ctr("tasks", "ls") and cid not in node.ctr("containers", "ls", "-q")
+    log = sorted(node.tmp.glob("kubelet-*.log"))[-1].read_text(errors="replace")   # this start's log
+    assert "pod terminating pod=" + f"{ns}/away" in log and f"pod deleted pod={ns}/away" in log
+    assert log.index(f"pod terminating pod={ns}/away") < log.index(f"pod deleted pod={ns}/away")
