@@ -8,6 +8,7 @@
    starting task appears: the new containerd lists no such task) is killed
    by the kubelet when it starts; decoys with another containerd's
    ``-address`` or another ``-namespace`` live on.
+   The same leak under a running kubelet is found once containerd is back.
 3. A pod deleted (gracefully) while its kubelet is stopped stays Terminating
    with its container running - the API server waits for the kubelet, which
    is why nothing may force-delete it - and the kubelet, back, stops the
@@ -121,7 +122,7 @@ async def _leak_a_shim(node: KubeletNode, attempts: int = 6) -> tuple[str, int]:
         cd = Containerd(node.containerd_dir, netns=node.netns)
         await cd.start()
         rt = Runtime(cd.socket, namespace="kubepy", snapshotter=cd.snapshotter, runc_root=cd.runc_root)
-        cid = f"kptnode-leak-{os.getpid()}-{i}"
+        cid = f"kptnode-leak-{os.urandom(3).hex()}-{i}"
         run = asyncio.create_task(rt.run(ContainerSpec(id=cid, image="busybox:1.36", command=["sleep", "3600"])))
         deadline = time.monotonic() + 20
         while not any(s.id == cid for s in _our_shims(node)) and time.monotonic() < deadline and not run.done():
@@ -193,6 +194,40 @@ async def test_leaked_shim_is_killed_when_the_kubelet_starts(kubelet_node: Kubel
         for c in await rt.list_containers(reap=False):
             if c.id.startswith("kptnode-leak-"):
                 await rt.remove(c.id)
+
+
+async def test_shim_leaked_under_a_running_kubelet_is_killed_after_containerd_returns(
+        kubelet_node: KubeletNode, client: Client):
+    """containerd SIGKILLed (and restarted) under a running kubelet: its event stream breaks, and once
+    containerd answers again the kubelet looks for leaked shims - without restarting its own pods."""
+    node, ns = kubelet_node, kubelet_node.test_ns
+    await client.create("pods", pod(node, "bystander", [{"name": "main", "command": ["sleep", "3600"]}]),
+                        namespace=ns)
+    running = await wait_for(client, node, "bystander", lambda p: p["status"].get("phase") == "Running",
+                             timeout=60, what="Running")
+    before = cstatus(running, "main")["containerID"]
+    killed_before = _kubelet_log(node).count("leaked shim killed")
+    try:
+        cid, shim_pid = await _leak_a_shim(node)
+        shim = psutil.Process(shim_pid)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and shim.is_running() and shim.status() != psutil.STATUS_ZOMBIE:
+            await asyncio.sleep(0.2)
+        assert not shim.is_running() or shim.status() == psutil.STATUS_ZOMBIE, node.log_tail(40)
+        lines = [x for x in _kubelet_log(node).splitlines() if "leaked shim killed" in x][killed_before:]
+        assert len(lines) == 1 and f"pid={shim_pid} id={cid} " in lines[0], lines
+        now = await client.get("pods", "bystander", namespace=ns)
+        cs = cstatus(now, "main")
+        assert (cs["containerID"], cs["restartCount"]) == (before, 0), now["status"]
+    finally:
+        for s in _our_shims(node):
+            if s.id.startswith("kptnode-leak-"):
+                kill_shim(s)
+        rt = make_runtime(KubeletConfig(container_runtime_endpoint=node.socket))
+        for c in await rt.list_containers(reap=False):
+            if c.id.startswith("kptnode-leak-"):
+                await rt.remove(c.id)
+        await client.delete("pods", "bystander", namespace=ns)
 
 
 async def test_pod_deleted_while_kubelet_away_is_stopped_then_confirmed(kubelet_node: KubeletNode, client: Client):
