@@ -10,11 +10,15 @@ condition follow the taints: ``node.kubernetes.io/unreachable`` (Unknown) or
 ``node.kubernetes.io/not-ready`` (False), each NoSchedule + NoExecute, removed
 once the node is Ready again.
 
-Taint-based eviction: a pod on a node with NoExecute taints is deleted once
-the taints have been in place longer than its matching toleration allows
-(at once without one, never with one that has no tolerationSeconds). A pod
-already being deleted on an unreachable node is force-deleted (grace 0): no
-kubelet will confirm it, and its owner needs it gone to replace it.
+Taint-based eviction: a pod on a node with NoExecute taints is deleted
+*gracefully* (its own grace period) once the taints have been in place
+longer than its matching toleration allows (at once without one, never with
+one that has no tolerationSeconds). The pod then stays Terminating - its
+containers may still run on the unreachable node - until its kubelet
+confirms (it deletes with grace 0 once they stopped) or pod GC force-deletes
+it (the Node was removed, or tainted ``node.kubernetes.io/out-of-service``).
+Never force-deleting here keeps at most one running copy of a pod; owners
+replace terminating pods anyway (they are not active).
 
 Not implemented from Kubernetes: zone-based eviction rate limits and the
 "full disruption" stop. Reads the nodes, leases and pods informers; writes
@@ -164,6 +168,22 @@ def eviction_time(pod: dict[str, Any], taints: list[dict[str, Any]], now: dt.dat
     return deadline
 
 
+EVICT, WAIT, KEEP = "evict", "wait", "keep"
+
+
+def eviction_action(pod: dict[str, Any], taints: list[dict[str, Any]], now: dt.datetime) -> tuple[str, float]:
+    """What taint-based eviction does with ``pod`` now: (EVICT, 0) - delete it
+    gracefully; (WAIT, seconds) - look again then; (KEEP, 0) - nothing, as for
+    a pod already terminating (only its kubelet or pod GC may finish that)."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return KEEP, 0.0
+    at = eviction_time(pod, taints, now)
+    if at is None:
+        return KEEP, 0.0
+    wait = (at - now).total_seconds()
+    return (WAIT, wait) if wait > 0 else (EVICT, 0.0)
+
+
 @dataclass
 class _Health:
     lease_renew: str | None
@@ -307,22 +327,14 @@ class NodeLifecycleController:
         no_execute = [t for t in (node.get("spec") or {}).get("taints") or [] if t.get("effect") == "NoExecute"]
         if not no_execute:
             return
-        unreachable = any(t.get("key") == TAINT_UNREACHABLE for t in no_execute)
         next_check: float | None = None
         for pod in self.pods.cache.by_index("node", name):
             meta = pod["metadata"]
             pod_key = f"{meta.get('namespace')}/{meta['name']}"
-            if meta.get("deletionTimestamp"):
-                if unreachable:
-                    await self._delete_pod(pod, grace=0)
-                    log.info("pod force-deleted pod=%s node=%s reason=NodeUnreachable", pod_key, name)
-                continue
-            at = eviction_time(pod, no_execute, now)
-            if at is None:
-                continue
-            wait = (at - now).total_seconds()
-            if wait > 0:
+            action, wait = eviction_action(pod, no_execute, now)
+            if action == WAIT:
                 next_check = wait if next_check is None else min(next_check, wait)
+            if action != EVICT:
                 continue
             self.ctx.recorder.event(pod, "Normal", "TaintManagerEviction", f"Marking for deletion Pod {pod_key}")
             await self._delete_pod(pod, grace=None)

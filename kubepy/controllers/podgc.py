@@ -1,10 +1,19 @@
-"""Pod garbage collector: force-deletes pods bound to nodes that no longer exist.
+"""Pod garbage collector: force-deletes pods no kubelet will ever finish.
 
-A pod whose ``spec.nodeName`` names a node absent from the node informer is
-quarantined for ``orphan_grace`` seconds (a node may be re-registering, or
-the cache lagging); if the node is still missing then - confirmed by a live
-GET - the pod is force-deleted (grace 0): no kubelet will ever stop it, and
-its owner must replace it. Every ``gc_period`` all pods are looked at again.
+Two cases (``gc_reason``, pure):
+
+- ``NodeGone``: the pod's ``spec.nodeName`` names a node absent from the node
+  informer. It is quarantined for ``orphan_grace`` seconds (a node may be
+  re-registering, or the cache lagging); if the node is still missing then -
+  confirmed by a live GET - the pod is force-deleted (grace 0).
+- ``OutOfService``: the pod is terminating on a node that is not Ready and
+  carries the ``node.kubernetes.io/out-of-service`` taint - an admin's word
+  that the node is down for good (Kubernetes' non-graceful node shutdown) -
+  so it is force-deleted at once.
+
+A terminating pod on a node that is merely unreachable is left alone: its
+containers may still run there, and only its kubelet (or one of the cases
+above) may end it. Every ``gc_period`` all pods are looked at again.
 Kubernetes' terminated-pod threshold is not implemented. Reads the pods and
 nodes informers; deletes through the client.
 """
@@ -21,6 +30,30 @@ from kubepy.controllers.context import ControllerContext
 
 log = logging.getLogger(__name__)
 
+TAINT_OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+NODE_GONE, OUT_OF_SERVICE = "NodeGone", "OutOfService"
+
+
+def _is_ready(node: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or [])
+
+
+def is_out_of_service(node: dict[str, Any]) -> bool:
+    return any(t.get("key") == TAINT_OUT_OF_SERVICE and t.get("effect") in ("NoExecute", "NoSchedule")
+               for t in (node.get("spec") or {}).get("taints") or [])
+
+
+def gc_reason(pod: dict[str, Any], node: dict[str, Any] | None) -> str | None:
+    """Why pod GC force-deletes ``pod`` (bound to ``node``, None if no such node), or None."""
+    if not (pod.get("spec") or {}).get("nodeName"):
+        return None
+    if node is None:
+        return NODE_GONE
+    if (pod.get("metadata") or {}).get("deletionTimestamp") and is_out_of_service(node) and not _is_ready(node):
+        return OUT_OF_SERVICE
+    return None
+
 
 class PodGCController:
     name = "podgc"
@@ -36,12 +69,17 @@ class PodGCController:
         self._orphaned_since: dict[str, float] = {}  # pod uid -> monotonic time first seen orphaned
         self.pods.add_handler(self._pod_changed, lambda old, new: self._pod_changed(new),
                               lambda p: self._orphaned_since.pop(p["metadata"].get("uid", ""), None))
-        self.nodes.add_handler(None, None, self._node_deleted)
+        self.nodes.add_handler(self._node_changed, lambda old, new: self._node_changed(new), self._node_deleted)
 
     def _pod_changed(self, pod: dict[str, Any]) -> None:
         node = (pod.get("spec") or {}).get("nodeName")
-        if node and self.nodes.has_synced and self.nodes.cache.get(node) is None:
+        if node and self.nodes.has_synced and gc_reason(pod, self.nodes.cache.get(node)) is not None:
             self.queue.add(object_key(pod))
+
+    def _node_changed(self, node: dict[str, Any]) -> None:
+        if is_out_of_service(node):
+            for pod in self.pods.cache.by_index("node", node["metadata"]["name"]):
+                self._pod_changed(pod)
 
     def _node_deleted(self, node: dict[str, Any]) -> None:
         for pod in self.pods.cache.by_index("node", node["metadata"]["name"]):
@@ -70,24 +108,27 @@ class PodGCController:
         meta = pod["metadata"]
         uid = meta.get("uid", "")
         node = (pod.get("spec") or {}).get("nodeName")
-        if not node or not self.nodes.has_synced or self.nodes.cache.get(node) is not None:
+        reason = gc_reason(pod, self.nodes.cache.get(node)) if node and self.nodes.has_synced else None
+        if reason != NODE_GONE:
             self._orphaned_since.pop(uid, None)
+        if reason is None:
             return
-        since = self._orphaned_since.setdefault(uid, time.monotonic())
-        wait = self.orphan_grace - (time.monotonic() - since)
-        if wait > 0:
-            self.queue.add_after(key, wait)
-            return
-        try:
-            await self.client.get("nodes", node)
-            self._orphaned_since.pop(uid, None)
-            return  # the cache lags: the node is there
-        except NotFoundError:
-            pass
+        if reason == NODE_GONE:
+            since = self._orphaned_since.setdefault(uid, time.monotonic())
+            wait = self.orphan_grace - (time.monotonic() - since)
+            if wait > 0:
+                self.queue.add_after(key, wait)
+                return
+            try:
+                await self.client.get("nodes", node)
+                self._orphaned_since.pop(uid, None)
+                return  # the cache lags: the node is there
+            except NotFoundError:
+                pass
         try:
             await self.client.delete("pods", meta["name"], namespace=meta.get("namespace"), grace_period_seconds=0,
                                      preconditions={"uid": uid})
         except (NotFoundError, ConflictError):
             return
         self._orphaned_since.pop(uid, None)
-        log.info("pod force-deleted pod=%s node=%s reason=NodeGone", key, node)
+        log.info("pod force-deleted pod=%s node=%s reason=%s", key, node, reason)

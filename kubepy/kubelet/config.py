@@ -30,6 +30,8 @@ flag                                 field                           default
 ``--crash-loop-backoff-max``         backoff_max                     5m (container restarts start at 10s)
 ``--register-node``                  register_node                   true
 ``--node-labels``                    node_labels                     none (k=v,k=v)
+``--runtime-health-interval``        runtime_health_interval         5s (``ctr version`` probe)
+``--runtime-down-threshold``         runtime_down_threshold          30s (no answer that long: Ready=False)
 ==================================== =============================== =========================================
 
 Credentials never go on the command line (``ps`` shows it to every local
@@ -88,6 +90,8 @@ class KubeletConfig:
     backoff_max: float = 300.0
     register_node: bool = True
     node_labels: dict[str, str] = field(default_factory=dict)
+    runtime_health_interval: float = 5.0
+    runtime_down_threshold: float = 30.0
 
     @property
     def token_path(self) -> Path:
@@ -166,6 +170,8 @@ def add_kubelet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crash-loop-backoff-max", dest="backoff_max", type=parse_duration, default=d.backoff_max)
     p.add_argument("--register-node", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
     p.add_argument("--node-labels", type=_labels, default={})
+    p.add_argument("--runtime-health-interval", type=parse_duration, default=d.runtime_health_interval)
+    p.add_argument("--runtime-down-threshold", type=parse_duration, default=d.runtime_down_threshold)
 
 
 def config_from_args(args: argparse.Namespace) -> KubeletConfig:

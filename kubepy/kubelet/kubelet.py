@@ -20,7 +20,14 @@ the Node and keeps its Lease and status fresh (``node``), waits for
 On start the kubelet adopts what containerd runs (labels name the pod uid,
 container and restart count): a healthy pod keeps its containers. Anything
 of a pod that no longer exists (containers, pod netns and veth, cgroup,
-IPAM entry, pod dir) is removed. Stopping the kubelet leaves pods running.
+IPAM entry, pod dir) is removed, and so are shims its containerd leaked
+(``shims``: at start, and after containerd came back or its event stream
+broke). Stopping the kubelet leaves pods running.
+
+The runtime's health (``runtimestate.RuntimeHealth``: ``ctr version``
+every ``runtime_health_interval``, at once when the event stream ends)
+decides the node's ``Ready`` with the node agent, and pod workers wait
+while containerd does not answer.
 
 For the logs/exec server: ``Kubelet.runtime`` and ``Kubelet.locate``.
 The kubelet's own network namespace is the node's (the lab enters it with
@@ -41,6 +48,7 @@ import shutil
 import signal
 import ssl
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +74,14 @@ from kubepy.kubelet.runtime import (
     RuntimeError_,
     normalize_image_ref,
 )
+from kubepy.kubelet.runtimestate import RuntimeHealth
+from kubepy.kubelet.shims import kill_shim, list_shims, orphan_shims
 from kubepy.privatefiles import is_private, narrow_file, private_dir, write_private
 
 log = logging.getLogger(__name__)
+
+# A shim younger than this may belong to a task being created right now (not listed yet).
+SHIM_MIN_AGE = 10.0
 
 __all__ = ["Kubelet", "KubeletConfig", "connect", "main", "run_kubelet"]
 
@@ -219,6 +232,11 @@ class Kubelet:
         self.ipam: HostLocalIPAM | None = None
         self.node: NodeAgent | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.runtime_health = RuntimeHealth(self.runtime.status, interval=config.runtime_health_interval,
+                                            threshold=config.runtime_down_threshold,
+                                            on_change=self._runtime_health_changed,
+                                            on_recovered=self.collect_leaked_shims)
+        self._shim_recheck: asyncio.Task[None] | None = None
 
     # -- lookups the workers use ------------------------------------------------------
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -374,6 +392,32 @@ class Kubelet:
             if not n.uid:
                 await asyncio.to_thread(self.network.teardown_pod, n)
 
+    async def collect_leaked_shims(self) -> None:
+        """Kill the shims of this kubelet's containerd whose task containerd does not know (see ``shims``)."""
+        tasks = await self.runtime.task_ids()   # before listing shims: a task created meanwhile is younger
+        shims = await asyncio.to_thread(list_shims)
+        orphans, young = orphan_shims(shims, address=self.runtime.socket, namespace=self.runtime.namespace,
+                                      tasks=tasks, now=time.time(), min_age=SHIM_MIN_AGE)
+        for s in orphans:
+            killed = await asyncio.to_thread(kill_shim, s)
+            if killed:
+                log.info("leaked shim killed pid=%d id=%s namespace=%s address=%s processes=%d",
+                         s.pid, s.id, s.namespace, s.address, killed)
+        if young and (self._shim_recheck is None or self._shim_recheck.done()):
+            wait = max(SHIM_MIN_AGE - (time.time() - max(s.started for s in young)), 0.0) + 0.5
+            self._shim_recheck = asyncio.create_task(self._recheck_shims(wait), name="kubelet:shim-recheck")
+
+    async def _recheck_shims(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        try:
+            await self.collect_leaked_shims()
+        except Exception as e:  # noqa: BLE001 - the next containerd recovery looks again
+            log.warning("leaked shim collection failed err=%s", e)
+
+    def _runtime_health_changed(self) -> None:
+        if self.node is not None:
+            self.node.poke()
+
     def worker_done(self, worker: PodWorker) -> None:
         if self.workers.get(worker.uid) is worker:
             del self.workers[worker.uid]
@@ -417,6 +461,9 @@ class Kubelet:
                         self.workers[uid].mark_dirty()
             except Exception as e:  # noqa: BLE001 - containerd restarted: subscribe again
                 log.warning("runtime event stream failed err=%s", e)
+            # The stream ends when containerd dies: check its health now, and after it is
+            # back look for shims it may have leaked.
+            self.runtime_health.poke(restarted=True)
             await asyncio.sleep(1.0)
 
     async def _resync(self) -> None:
@@ -434,7 +481,13 @@ class Kubelet:
         for d in (c.root_dir, c.pods_dir, c.ipam_dir, c.log_dir):
             Path(d).mkdir(parents=True, exist_ok=True)
         version = await containerd_version(c.container_runtime_endpoint)
-        self.node = NodeAgent(self.client, c, runtime_version=version)
+        self.runtime_health.mark_ok()
+        try:
+            await self.collect_leaked_shims()
+        except Exception as e:  # noqa: BLE001 - not fatal: looked for again after containerd restarts
+            log.warning("leaked shim collection failed err=%s", e)
+        self.node = NodeAgent(self.client, c, runtime_version=version, runtime_errors=self.runtime_health.errors)
+        self._tasks.append(asyncio.create_task(self.runtime_health.run(), name="kubelet:runtime-health"))
         if c.register_node:
             await self.node.register()
         self._tasks.append(asyncio.create_task(self.node.run_lease(), name="kubelet:lease"))
@@ -472,6 +525,8 @@ class Kubelet:
 
     async def shutdown(self) -> None:
         """Stop the kubelet's loops and workers; pods keep running."""
+        if self._shim_recheck is not None:
+            self._tasks.append(self._shim_recheck)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -4,9 +4,12 @@
 ``NodeAgent`` registers the Node (create, or patch what this kubelet
 owns when it exists), renews its Lease in ``kube-node-lease`` every
 ``lease_renew_interval``, patches ``status`` (conditions from psutil,
-addresses, capacity) every ``node_status_update_frequency`` and waits for
-the node IPAM controller to fill ``spec.podCIDR``. Talks to the API
-server through ``Client``.
+addresses, capacity) every ``node_status_update_frequency`` - and at once
+when poked (the container runtime's health changed) - and waits for the
+node IPAM controller to fill ``spec.podCIDR``. ``Ready`` is ``True`` only
+once the kubelet has started and while the runtime is healthy
+(``runtimestate.ready_state``); each flip of it is logged. Talks to the
+API server through ``Client``.
 
 Pressure (like the kubelet's eviction thresholds): memory available <
 100Mi → MemoryPressure; free space of the root dir's file system < 10% →
@@ -16,18 +19,21 @@ DiskPressure; fewer than 5% of pid_max pids left → PIDPressure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
 import platform
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from kubepy.version import version_info
 from kubepy.client import AlreadyExistsError, NotFoundError
+from kubepy.kubelet.runtimestate import ready_state
+from kubepy.version import version_info
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +166,19 @@ def build_node(*, name: str, ip: str, port: int, info: dict[str, Any], runtime_v
 class NodeAgent:
     """Registers the node and keeps its Lease and status fresh."""
 
-    def __init__(self, client: Any, config: Any, *, runtime_version: str) -> None:
+    def __init__(self, client: Any, config: Any, *, runtime_version: str,
+                 runtime_errors: Callable[[], list[str]] = list) -> None:
         self.client = client
         self.config = config
         self.runtime_version = runtime_version
-        self.ready_message = "container runtime not ready"
-        self.is_ready = False
+        self.runtime_errors = runtime_errors
+        self.is_ready = False   # the kubelet has started (pods informer synced, orphans collected)
         self._conditions: list[dict[str, Any]] | None = None
+        self._poke = asyncio.Event()
+
+    def poke(self) -> None:
+        """Write the node status now rather than at the next beat."""
+        self._poke.set()
 
     def _node(self) -> dict[str, Any]:
         c = self.config
@@ -188,8 +200,15 @@ class NodeAgent:
             return got
 
     def _next_conditions(self) -> list[dict[str, Any]]:
-        self._conditions = node_conditions(pressure(self.config.root_dir), self.is_ready, self._conditions,
-                                           _now(), not_ready_message=self.ready_message)
+        ready, message = ready_state(started=self.is_ready, errors=self.runtime_errors())
+        old_ready = next((c for c in self._conditions or [] if c["type"] == "Ready"), None)
+        self._conditions = node_conditions(pressure(self.config.root_dir), ready, self._conditions,
+                                           _now(), not_ready_message=message)
+        new_ready = next(c for c in self._conditions if c["type"] == "Ready")
+        if old_ready is None or (old_ready["status"], old_ready["message"]) != (new_ready["status"],
+                                                                               new_ready["message"]):
+            log.info("node ready condition node=%s status=%s reason=%s message=%r", self.config.node_name,
+                     new_ready["status"], new_ready["reason"], new_ready["message"])
         return self._conditions
 
     async def update_status(self, *, full: bool = False) -> dict[str, Any]:
@@ -243,7 +262,9 @@ class NodeAgent:
 
     async def run_status(self) -> None:
         while True:
-            await asyncio.sleep(self.config.node_status_update_frequency)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.config.node_status_update_frequency)
+            self._poke.clear()
             try:
                 await self.update_status()
             except NotFoundError:

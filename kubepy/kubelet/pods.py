@@ -515,6 +515,9 @@ class PodWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.dirty.wait(), timeout)
             self.dirty.clear()
+            if not self.k.runtime_health.up:
+                # As upstream skips pod syncs while the runtime is down: every ctr call would fail.
+                await self.k.runtime_health.wait_up()
             self._wake_at = time.monotonic() + self.k.config.sync_frequency
             try:
                 finished = await self.sync()

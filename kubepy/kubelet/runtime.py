@@ -485,6 +485,19 @@ class Runtime:
             raise cls(cmd, code, stderr)
         return code, stdout, stderr
 
+    async def status(self, *, timeout: float = 5.0) -> str:
+        """The server's version if containerd answers within ``timeout``; raises RuntimeError_ if not."""
+        if not os.path.exists(self.socket):   # ctr would wait for it until its connect timeout
+            raise RuntimeCommandError(["ctr", "version"], None, f"no socket at {self.socket}")
+        seconds = f"{max(1, int(timeout))}s"
+        try:
+            _, out, _ = await self._ctr("--connect-timeout", seconds, "--timeout", seconds, "version",
+                                        timeout=timeout + 1)
+        except TimeoutError:
+            raise RuntimeCommandError(["ctr", "version"], None, f"no answer within {timeout}s") from None
+        m = re.search(r"Version:\s*(\S+)", out.split("Server:", 1)[-1])
+        return m.group(1) if m else "unknown"
+
     # -- images ----------------------------------------------------------
 
     async def image_exists(self, ref: str) -> bool:
@@ -642,6 +655,10 @@ class Runtime:
             if len(parts) >= 3:
                 tasks[parts[0]] = (int(parts[1]), parts[2])
         return tasks
+
+    async def task_ids(self) -> set[str]:
+        """The ids of every task containerd knows in this namespace (any state)."""
+        return set(await self._tasks())
 
     async def _container_meta(self, cid: str) -> dict[str, Any] | None:
         if cid not in self._containers:

@@ -168,8 +168,12 @@ async def test_silent_node_becomes_unknown_tainted_and_evicted(apiserver, namesp
             assert ready["message"] == "Kubelet stopped posting node status."
             assert {x["type"] for x in n["status"]["conditions"]} >= {"MemoryPressure", "DiskPressure", "PIDPressure"}
 
-            # The pod tolerating 1 s is evicted and, its node unreachable, removed for good.
-            await env.wait_for(lambda: _gone(c, ns, "short"), timeout=10)
+            # The pod tolerating 1 s is evicted gracefully: Terminating, not gone - its containers
+            # may still run on the unreachable node, and only its kubelet or pod GC may end it.
+            short = await env.wait_for(lambda: _terminating(c, ns, "short"), timeout=10)
+            assert short["metadata"]["deletionGracePeriodSeconds"] == 30
+            await asyncio.sleep(2.0)   # several monitor periods: still there
+            assert await _terminating(c, ns, "short")
             forever_pod = await c.get("pods", "forever", namespace=ns)
             assert not forever_pod["metadata"].get("deletionTimestamp")
             ready_cond = next(x for x in forever_pod["status"]["conditions"] if x["type"] == "Ready")
@@ -206,3 +210,8 @@ async def test_silent_node_becomes_unknown_tainted_and_evicted(apiserver, namesp
 
 async def _gone(client, ns, name):
     return await get_or_none(client, "pods", name, ns) is None
+
+
+async def _terminating(client, ns, name):
+    pod = await get_or_none(client, "pods", name, ns)
+    return pod if pod is not None and pod["metadata"].get("deletionTimestamp") else None
