@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import multidict
-import yaml
 from aiohttp import web
 
-from kubepy.api import auth, discovery, errors, objects, openapi, patch, protobuf, proxy, selectors, tables, validation
+from kubepy.api import auth, bodies, discovery, errors, objects, openapi, patch, proxy, selectors, tables, validation
 from kubepy.resources import RESOURCES, Resource, by_plural, lookup
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
@@ -29,14 +28,12 @@ from kubepy.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 3 * 1024 * 1024
+MAX_BODY = bodies.MAX_BODY
 _STREAM_PAGE = 500
 BOOKMARK_INTERVAL = 10.0
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NODE_TOKEN_PREFIX = "/registry/kubepy.io/nodetokens/"
 _PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version"}
-_JSON_TYPES = {"application/json", ""}
-_YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml"}
 _PATCH_TYPES = {
     "application/json-patch+json",
     "application/merge-patch+json",
@@ -102,8 +99,9 @@ def parse_target(group: str, version: str, parts: list[str]) -> Target:
 
 
 async def read_body(request: web.Request) -> Any:
+    """The request's body, decoded and checked by ``bodies`` (size, depth, aliasing)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise errors.RequestTooLarge("the request body is larger than the 3 MiB limit")
+        raise bodies.too_large()
     chunks, size = [], 0
     while True:
         chunk = await request.content.read(65536)
@@ -111,34 +109,11 @@ async def read_body(request: web.Request) -> Any:
             break
         size += len(chunk)
         if size > MAX_BODY:
-            raise errors.RequestTooLarge("the request body is larger than the 3 MiB limit")
+            raise bodies.too_large()
         chunks.append(chunk)
-    raw = b"".join(chunks)
     # No Content-Type at all (the official Python client sends none) means JSON.
     ctype = request.content_type if "Content-Type" in request.headers else ""
-    if not raw.strip():
-        raise errors.BadRequest("the request body is empty")
-    if ctype in _YAML_TYPES:
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise errors.BadRequest(f"the body is not valid YAML: {e}") from e
-        except RecursionError:
-            raise errors.BadRequest("the body is nested too deeply") from None
-    if ctype in _JSON_TYPES or ctype in _PATCH_TYPES or ctype.endswith("+json"):
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise errors.BadRequest(f"the body is not valid JSON: {e}") from e
-        except RecursionError:
-            raise errors.BadRequest("the body is nested too deeply") from None
-    if protobuf.is_protobuf(ctype):
-        # kubectl's typed commands (create namespace/deployment/secret...) send protobuf.
-        try:
-            return protobuf.decode_k8s_protobuf(raw)
-        except protobuf.ProtobufError as e:
-            raise errors.BadRequest(f"cannot decode the protobuf body ({e}); send application/json instead") from e
-    raise errors.UnsupportedMedia(f"the content type {ctype!r} is not supported")
+    return bodies.decode(b"".join(chunks), ctype)
 
 
 def wants_table(request: web.Request) -> str | None:
@@ -347,7 +322,7 @@ class APIServer:
             elif e.status == 405:
                 err = errors.MethodNotAllowed("the server does not allow this method on the requested resource")
             elif e.status == 413:
-                err = errors.RequestTooLarge("the request body is larger than the 3 MiB limit")
+                err = bodies.too_large()
             else:
                 raise
             resp = json_response(err.status(), err.code)
@@ -1008,6 +983,9 @@ def _apply_patch(ctype: str, obj: dict[str, Any], body: Any, res: Resource | Non
             {"reason": "FieldValueInvalid", "message": e.message, "field": "patch"}]) from e
     if not isinstance(out, dict):
         raise errors.BadRequest("the patch did not produce an object")
+    # Each input is within the limits, but a JSON patch can nest one deep value
+    # inside another: the result must be within them too before it is stored.
+    bodies.check_value(out, "the patched object")
     return out
 
 
