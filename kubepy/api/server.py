@@ -616,20 +616,21 @@ class APIServer:
 
     def _field_validation(self, request: web.Request, t: Target, obj: dict[str, Any], *,
                           patched: bool = False) -> list[str]:
-        """fieldValidation=Strict rejects unknown fields; Warn (the default) reports them."""
+        """Kubernetes' decoder on *obj*: numbers and types the schema cannot hold
+        are refused whatever the mode; unknown fields are refused
+        (fieldValidation=Strict), or dropped with a warning (Warn, the
+        default) or silently (Ignore). Returns the warnings; drops in place."""
         mode = request.query.get("fieldValidation", "Warn")
         if mode not in ("Strict", "Warn", "Ignore"):
             raise errors.BadRequest(f"fieldValidation must be one of Strict, Warn, Ignore (got {mode!r})")
-        bad_types = openapi.type_errors(t.resource.api_version, t.resource.kind, obj)
+        res = t.resource
+        bad_types = openapi.type_errors(res.api_version, res.kind, obj)
         if bad_types:
             # Kubernetes' decoder refuses these before validation, whatever the mode.
-            kind = t.resource.kind
-            raise errors.BadRequest(f'{kind} in version "{t.resource.version}" cannot be handled as a {kind}: '
+            raise errors.BadRequest(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
                                     + "; ".join(bad_types))
-        if mode == "Ignore":
-            return []
-        unknown = openapi.unknown_fields(t.resource.api_version, t.resource.kind, obj)
-        if not unknown:
+        unknown = openapi.unknown_fields(res.api_version, res.kind, obj, drop=mode != "Strict")
+        if not unknown or mode == "Ignore":
             return []
         if mode == "Warn":
             return openapi.unknown_field_warnings(unknown)
@@ -637,7 +638,7 @@ class APIServer:
             # What Kubernetes answers for a patch whose result has unknown fields.
             raise errors.Invalid("", "", [{"reason": "FieldValueInvalid", "field": "patch",
                                            "message": openapi.strict_decoding_error(unknown)}])
-        raise errors.BadRequest(openapi.strict_decoding_message(t.resource.kind, t.resource.version, unknown))
+        raise errors.BadRequest(openapi.strict_decoding_message(res.kind, res.version, unknown))
 
     async def update(self, request: web.Request, t: Target) -> web.Response:
         body = await read_body(request)
