@@ -57,6 +57,10 @@ class ServerConfig:
     event_ttl: float = 3600.0
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
+    # Connections that send nothing are closed (see listener.py); Kubernetes: 32 s headers, 90 s idle.
+    tls_handshake_timeout: float = 10.0
+    request_header_timeout: float = 30.0
+    idle_connection_timeout: float = 90.0
 
 
 # -- request parsing -------------------------------------------------------
@@ -823,6 +827,9 @@ class APIServer:
         def set_replicas(cur: dict[str, Any]) -> dict[str, Any]:
             scale = _scale_of(cur)
             new_scale = body if m == "PUT" else _apply_patch(ctype, scale, body, None)
+            bad_types = openapi.type_errors("autoscaling/v1", "Scale", new_scale) if isinstance(new_scale, dict) else []
+            if bad_types:
+                raise errors.BadRequest('Scale in version "v1" cannot be handled as a Scale: ' + "; ".join(bad_types))
             replicas = (new_scale.get("spec") or {}).get("replicas", 0) if isinstance(new_scale, dict) else None
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
                 raise errors.Invalid("Scale", name, [{"reason": "FieldValueInvalid", "field": "spec.replicas",
