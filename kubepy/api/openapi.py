@@ -1108,10 +1108,15 @@ def _overflow(value: Any, struct: str, path: str, width: str) -> str:
     return f"json: cannot unmarshal number {number} into Go struct field {field} of type {width}"
 
 
+def _quoted(path: str) -> str:
+    """A field path quoted as Go's ``%q`` does: control characters escaped, so
+    a client's field name can neither break a message nor a ``Warning`` header."""
+    return json.dumps(path.lstrip("."), ensure_ascii=False)
+
+
 def strict_decoding_error(paths: list[str]) -> str:
     """``strict decoding error: unknown field "spec.foo", unknown field "x"``."""
-    return "strict decoding error: " + ", ".join(
-        f'unknown field "{p.lstrip(".")}"' for p in paths)
+    return "strict decoding error: " + ", ".join(f"unknown field {_quoted(p)}" for p in paths)
 
 
 def strict_decoding_message(kind: str, version: str, paths: list[str]) -> str:
@@ -1130,7 +1135,7 @@ def strict_decoding_message(kind: str, version: str, paths: list[str]) -> str:
 
 def unknown_field_warnings(paths: list[str]) -> list[str]:
     """Texts for ``Warning: 299 - "<text>"`` headers (fieldValidation=Warn)."""
-    return [f'unknown field "{p.lstrip(".")}"' for p in paths]
+    return [f"unknown field {_quoted(p)}" for p in paths]
 
 
 def warning_header(text: str) -> str:

@@ -488,7 +488,7 @@ class APIServer:
                  warnings: list[str] | None = None) -> web.Response:
         headers = None
         if warnings:
-            headers = multidict.CIMultiDict(("Warning", openapi.warning_header(w)) for w in warnings)
+            headers = multidict.CIMultiDict(("Warning", h) for h in _fitting_warnings(warnings))
         tv = wants_table(request)
         if tv:
             return json_response(self._table(t.resource, [obj], tv, request, {"resourceVersion": obj["metadata"].get("resourceVersion", "")}), status, headers)
@@ -960,6 +960,26 @@ def _node_user(name: str) -> auth.User:
 
 async def _json_async(body: Any) -> web.Response:
     return json_response(body)
+
+
+MAX_WARNING_BYTES = 4096  # Kubernetes' budget for a response's Warning headers
+MAX_WARNINGS = 50  # Python's http.client refuses a response with over 100 headers
+
+
+def _fitting_warnings(warnings: list[str]) -> list[str]:
+    """Warning header values, as many as fit in MAX_WARNING_BYTES and
+    MAX_WARNINGS (10,000 unknown fields must not make 10,000 headers), the
+    last one saying how many were left out."""
+    out: list[str] = []
+    size = 0
+    for i, w in enumerate(warnings):
+        header = openapi.warning_header(w)
+        if size + len(header) > MAX_WARNING_BYTES or i == MAX_WARNINGS:
+            out.append(openapi.warning_header(f"{len(warnings) - i} more warnings were dropped"))
+            break
+        out.append(header)
+        size += len(header)
+    return out
 
 
 def _parse_rv(rv: str) -> int:

@@ -244,6 +244,19 @@ def test_unknown_fields_are_refused_when_strict(api):
     assert "foo" not in api("GET", DEPLOYS + "/target").body["spec"]
 
 
+def test_unknown_field_names_cannot_break_headers(api):
+    """Names with control characters are quoted as Go's %q does; thousands of them make a bounded header."""
+    r = api("PATCH", CMS + "/target", {"a\r\nX-Injected: 1": {"b\n": 1}}, ctype=MERGE)
+    assert r.status == 200, r
+    assert r.warnings == ['299 - "unknown field \\"a\\\\r\\\\nX-Injected: 1\\""'], r.warnings
+    many = {f"unknown-{i:05}": i for i in range(5000)}
+    r = api("PATCH", CMS + "/target", many, ctype=MERGE)
+    assert r.status == 200, r
+    assert 1 < len(r.warnings) < 100 and r.warnings[-1].endswith(' more warnings were dropped"'), r.warnings[-1]
+    assert sum(len(w) for w in r.warnings) < 5000
+    assert not any(k.startswith("unknown-") for k in api("GET", CMS + "/target").body)
+
+
 def test_kubectl_apply_refuses_unknown_fields_and_create_validate_false_drops_them(srv):
     manifest = json.dumps(_with_unknown("kubectl-unknown"))
     cp = srv.kubectl("apply", "-f", "-", input=manifest, check=False)
