@@ -634,7 +634,14 @@ class APIServer:
             raise errors.BadRequest(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
                                     + "; ".join(bad_types))
         unknown = openapi.unknown_fields(res.api_version, res.kind, obj, drop=mode != "Strict")
-        if not unknown or mode == "Ignore":
+        if not unknown:
+            return []
+        user = request.get(USER_KEY)
+        log.info("unknown fields resource=%s name=%s user=%s fieldValidation=%s action=%s fields=%s",
+                 res.plural, (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else "",
+                 user.name if user else "-", mode, "refused" if mode == "Strict" else "dropped",
+                 json.dumps([p.lstrip(".") for p in unknown[:5]]) + ("..." if len(unknown) > 5 else ""))
+        if mode == "Ignore":
             return []
         if mode == "Warn":
             return openapi.unknown_field_warnings(unknown)
