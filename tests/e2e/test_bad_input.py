@@ -187,8 +187,8 @@ def test_server_memory_stays_bounded(srv, api):
 
 
 # -- unknown fields: fieldValidation=Strict | Warn (default) | Ignore ------------------------------
-UNKNOWN = {"spec": {"foo": 1, "template": {"spec": {"containers": [{"name": "c", "image": "busybox", "imagee": "x"}]}}}}
-WARNINGS = ['299 - "unknown field \\"spec.foo\\""', '299 - "unknown field \\"spec.template.spec.containers[0].imagee\\""']
+WARNINGS = ['299 - "unknown field \\"spec.foo\\""',
+            '299 - "unknown field \\"spec.template.spec.containers[0].imagee\\""']
 
 
 def _with_unknown(name: str) -> dict:
