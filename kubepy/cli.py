@@ -56,6 +56,12 @@ def add_apiserver_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etcd-compaction-interval", type=_duration, default=300.0,
                    help="how often old revisions are compacted (e.g. 5m, 30s)")
     p.add_argument("--event-ttl", type=_duration, default=3600.0, help="how long Events are kept (e.g. 1h)")
+    p.add_argument("--tls-handshake-timeout", type=_duration, default=10.0,
+                   help="close a connection whose TLS handshake takes longer (e.g. 10s)")
+    p.add_argument("--request-header-timeout", type=_duration, default=30.0,
+                   help="close a new connection whose first request's headers take longer (e.g. 30s)")
+    p.add_argument("--idle-connection-timeout", type=_duration, default=90.0,
+                   help="close a keep-alive connection idle between requests this long (e.g. 90s)")
 
 
 def apiserver_config(args: argparse.Namespace):  # -> ServerConfig
@@ -68,6 +74,8 @@ def apiserver_config(args: argparse.Namespace):  # -> ServerConfig
         compaction_interval=args.etcd_compaction_interval, event_ttl=args.event_ttl,
         default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
         default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
+        tls_handshake_timeout=args.tls_handshake_timeout, request_header_timeout=args.request_header_timeout,
+        idle_connection_timeout=args.idle_connection_timeout,
     )
 
 
@@ -179,7 +187,10 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
            "--service-node-port-range", "%d-%d" % args.service_node_port_range,
            "--etcd-compaction-interval", str(args.etcd_compaction_interval), "--event-ttl", str(args.event_ttl),
            "--default-not-ready-toleration-seconds", str(args.default_not_ready_toleration_seconds),
-           "--default-unreachable-toleration-seconds", str(args.default_unreachable_toleration_seconds)]
+           "--default-unreachable-toleration-seconds", str(args.default_unreachable_toleration_seconds),
+           "--tls-handshake-timeout", str(args.tls_handshake_timeout),
+           "--request-header-timeout", str(args.request_header_timeout),
+           "--idle-connection-timeout", str(args.idle_connection_timeout)]
     if args.advertise_address:
         api += ["--advertise-address", args.advertise_address]
     for san in args.tls_san:

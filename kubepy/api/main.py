@@ -19,6 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from kubepy.api import auth, certs
+from kubepy.api.listener import ConnectionTimeouts, TimedTCPSite
 from kubepy.privatefiles import narrow_file, private_dir
 from kubepy.api.server import APIServer, ServerConfig
 from kubepy.store import open_store
@@ -69,6 +70,8 @@ def secure_data_dir(data_dir: Path) -> None:
 
 
 async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> None:
+    timeouts = ConnectionTimeouts(tls_handshake=config.tls_handshake_timeout,
+                                  request_header=config.request_header_timeout, idle=config.idle_connection_timeout)
     secure_data_dir(config.data_dir)
     ctx = tls_context(config)
     store = open_store(config.store_url, data_dir=str(config.data_dir))
@@ -78,11 +81,12 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> N
     # Watches are ended by server.stop(); nothing else should hold shutdown up for long.
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, config.bind_address, config.port, ssl_context=ctx, backlog=1024,
-                       reuse_address=True)
+    site = TimedTCPSite(runner, config.bind_address, config.port, ssl_context=ctx, timeouts=timeouts, backlog=1024,
+                        reuse_address=True)
     await site.start()
-    log.info("serving address=%s port=%d store=%s kubeconfig=%s", config.bind_address, config.port,
-             config.store_url, kubeconfig)
+    log.info("serving address=%s port=%d store=%s kubeconfig=%s tls_handshake_timeout=%gs "
+             "request_header_timeout=%gs idle_connection_timeout=%gs", config.bind_address, config.port,
+             config.store_url, kubeconfig, timeouts.tls_handshake, timeouts.request_header, timeouts.idle)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

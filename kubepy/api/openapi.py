@@ -44,6 +44,8 @@ import threading
 import typing
 from typing import Any
 
+from kubepy.api import protobuf
+
 __all__ = [
     "SERVED",
     "openapi_v2",
@@ -163,6 +165,21 @@ _OBJECT_FIELDS = {
     ("V1ManagedFieldsEntry", "fieldsV1"): _FIELDSV1,
     ("V1WatchEvent", "object"): _RAWEXT,
 }
+
+# Integer fields of the few types no protobuf message below describes.
+_INT64_WITHOUT_PROTOBUF = {("ListMeta", "remainingItemCount")}
+
+
+def _int_width(definition: str, json_name: str) -> str:
+    """``int32`` or ``int64``: the python client says only ``int``, but the
+    protobuf table (transcribed from k8s.io/api's generated.proto) knows."""
+    if (definition, json_name) in _INT64_WITHOUT_PROTOBUF:
+        return "int64"
+    for f in protobuf.SCHEMA.get(definition, {}).values():
+        if f.json == json_name:
+            return "int64" if f.type == "int64" else "int32"
+    return "int32"
+
 
 # strategic merge patch metadata (as in the Kubernetes Go types' struct tags)
 _PATCH_META: dict[tuple[str, str], tuple[str, str | None]] = {
@@ -332,7 +349,14 @@ class _Builder:
         if type_str == "datetime":
             target = _MICROTIME if key in _MICROTIME_FIELDS else _TIME
             return {"$ref": "#/definitions/" + target}
-        return self._plain(type_str, finfo)
+        schema = self._plain(type_str, finfo)
+        if _int_width(_canonical(cname).rsplit(".", 1)[1], json_name) == "int64":
+            node = schema
+            while isinstance(node.get("items", node.get("additionalProperties")), dict):
+                node = node.get("items", node.get("additionalProperties"))
+            if node.get("format") == "int32":
+                node["format"] = "int64"
+        return schema
 
     def _plain(self, t: str, finfo: Any) -> dict[str, Any]:
         t = t.strip()
@@ -977,8 +1001,10 @@ def definition_for(api_version: str, kind: str) -> str | None:
     return _get().gvk_to_def.get((group, version, kind))
 
 
-def unknown_fields(api_version: str, kind: str, obj: dict[str, Any]) -> list[str]:
-    """JSON paths (``.spec.containers[0].imagee``) of fields unknown to the schema.
+def unknown_fields(api_version: str, kind: str, obj: dict[str, Any], *, drop: bool = False) -> list[str]:
+    """JSON paths (``.spec.containers[0].imagee``) of fields unknown to the schema,
+    removed from *obj* when *drop* is set (what Kubernetes' decoder does with
+    them unless fieldValidation=Strict).
 
     Returns ``[]`` for kinds without a schema.  Only unknown keys are
     reported; type mismatches are left to the decoder/validation.
@@ -988,12 +1014,12 @@ def unknown_fields(api_version: str, kind: str, obj: dict[str, Any]) -> list[str
     if name is None or not isinstance(obj, dict):
         return []
     out: list[str] = []
-    _walk(docs.defs, docs.defs[name], obj, "", out)
+    _walk(docs.defs, docs.defs[name], obj, "", out, drop)
     return out
 
 
 def _walk(defs: dict[str, Any], schema: dict[str, Any], value: Any, path: str,
-          out: list[str]) -> None:
+          out: list[str], drop: bool) -> None:
     while "$ref" in schema:
         schema = defs.get(schema["$ref"].rsplit("/", 1)[1], {})
     if value is None:
@@ -1002,23 +1028,25 @@ def _walk(defs: dict[str, Any], schema: dict[str, Any], value: Any, path: str,
     if props is not None:
         if not isinstance(value, dict):
             return
-        for k, v in value.items():
+        for k, v in list(value.items()):
             sub = props.get(k)
             if sub is None:
                 out.append(f"{path}.{k}")
+                if drop:
+                    del value[k]
             else:
-                _walk(defs, sub, v, f"{path}.{k}", out)
+                _walk(defs, sub, v, f"{path}.{k}", out, drop)
         return
     items = schema.get("items")
     if items is not None:
         if isinstance(value, list):
             for i, v in enumerate(value):
-                _walk(defs, items, v, f"{path}[{i}]", out)
+                _walk(defs, items, v, f"{path}[{i}]", out, drop)
         return
     ap = schema.get("additionalProperties")
     if isinstance(ap, dict) and isinstance(value, dict):
         for k, v in value.items():
-            _walk(defs, ap, v, f"{path}.{k}", out)
+            _walk(defs, ap, v, f"{path}.{k}", out, drop)
 
 
 _QUANTITY_REF = "io.k8s.apimachinery.pkg.api.resource.Quantity"
@@ -1047,9 +1075,14 @@ def _json_type_name(value: Any) -> str:
     return {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)
 
 
-def _check_types(defs: dict[str, Any], schema: dict[str, Any], value: Any, path: str, out: list[str]) -> None:
+_INT_RANGES = {"int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1)}
+
+
+def _check_types(defs: dict[str, Any], schema: dict[str, Any], value: Any, path: str, out: list[str],
+                 struct: str = "") -> None:
     if value is None or len(out) >= 20:
         return
+    owner = struct  # the Go struct a field belongs to, for messages
     while "$ref" in schema:
         ref = schema["$ref"].rsplit("/", 1)[1]
         if ref == _QUANTITY_REF:
@@ -1057,10 +1090,13 @@ def _check_types(defs: dict[str, Any], schema: dict[str, Any], value: Any, path:
                 out.append(f"{path.lstrip('.')}: expected a quantity (string or number), got {_json_type_name(value)}")
             return
         schema = defs.get(ref, {})
+        owner = ref.rsplit(".", 1)[1]
     expected = schema.get("type")
     if schema.get("format") == "int-or-string":
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             out.append(f"{path.lstrip('.')}: expected an integer or string, got {_json_type_name(value)}")
+        elif isinstance(value, int) and not _INT_RANGES["int32"][0] <= value <= _INT_RANGES["int32"][1]:
+            out.append(_overflow(value, struct, path, "int32"))
         return
     if expected in _JSON_TYPES:
         ok = isinstance(value, _JSON_TYPES[expected]) and not (expected != "boolean" and isinstance(value, bool))
@@ -1069,25 +1105,45 @@ def _check_types(defs: dict[str, Any], schema: dict[str, Any], value: Any, path:
         if not ok:
             out.append(f"{path.lstrip('.')}: expected {expected}, got {_json_type_name(value)}")
             return
+        if expected == "integer":
+            width = schema.get("format", "int64")
+            low, high = _INT_RANGES.get(width, _INT_RANGES["int64"])
+            if not low <= value <= high:
+                out.append(_overflow(value, struct, path, width))
+            return
     props = schema.get("properties")
     if isinstance(value, dict):
         if props is not None:
             for k, v in value.items():
                 if k in props:
-                    _check_types(defs, props[k], v, f"{path}.{k}", out)
+                    _check_types(defs, props[k], v, f"{path}.{k}", out, owner)
         ap = schema.get("additionalProperties")
         if isinstance(ap, dict):
             for k, v in value.items():
-                _check_types(defs, ap, v, f"{path}[{k}]", out)
+                _check_types(defs, ap, v, f"{path}[{k}]", out, owner)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, v in enumerate(value):
-            _check_types(defs, schema["items"], v, f"{path}[{i}]", out)
+            _check_types(defs, schema["items"], v, f"{path}[{i}]", out, struct)
+
+
+def _overflow(value: Any, struct: str, path: str, width: str) -> str:
+    """What Go's JSON decoder says of a number that does not fit the field,
+    e.g. ``json: cannot unmarshal number 9223372036854775808 into Go struct
+    field DeploymentSpec.spec.replicas of type int32``."""
+    number = int(value) if isinstance(value, float) else value
+    field = f"{struct}.{path.lstrip('.')}" if struct else path.lstrip(".")
+    return f"json: cannot unmarshal number {number} into Go struct field {field} of type {width}"
+
+
+def _quoted(path: str) -> str:
+    """A field path quoted as Go's ``%q`` does: control characters escaped, so
+    a client's field name can neither break a message nor a ``Warning`` header."""
+    return json.dumps(path.lstrip("."), ensure_ascii=False)
 
 
 def strict_decoding_error(paths: list[str]) -> str:
     """``strict decoding error: unknown field "spec.foo", unknown field "x"``."""
-    return "strict decoding error: " + ", ".join(
-        f'unknown field "{p.lstrip(".")}"' for p in paths)
+    return "strict decoding error: " + ", ".join(f"unknown field {_quoted(p)}" for p in paths)
 
 
 def strict_decoding_message(kind: str, version: str, paths: list[str]) -> str:
@@ -1106,7 +1162,7 @@ def strict_decoding_message(kind: str, version: str, paths: list[str]) -> str:
 
 def unknown_field_warnings(paths: list[str]) -> list[str]:
     """Texts for ``Warning: 299 - "<text>"`` headers (fieldValidation=Warn)."""
-    return [f'unknown field "{p.lstrip(".")}"' for p in paths]
+    return [f"unknown field {_quoted(p)}" for p in paths]
 
 
 def warning_header(text: str) -> str:

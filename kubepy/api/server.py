@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import multidict
-import yaml
 from aiohttp import web
 
 from kubepy import bootstraptoken
 from kubepy.api import (
     auth,
+    bodies,
     discovery,
     errors,
     httpproxy,
@@ -33,7 +33,6 @@ from kubepy.api import (
     openapi,
     openapi_proto,
     patch,
-    protobuf,
     proxy,
     selectors,
     tables,
@@ -46,14 +45,12 @@ from kubepy.store import CompactedError, KeyExistsError, KeyNotFoundError, Store
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 3 * 1024 * 1024
+MAX_BODY = bodies.MAX_BODY
 _STREAM_PAGE = 500
 BOOKMARK_INTERVAL = 10.0
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NODE_TOKEN_PREFIX = "/registry/kubepy.io/nodetokens/"
 _PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version"}
-_JSON_TYPES = {"application/json", ""}
-_YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml"}
 _PATCH_TYPES = {
     "application/json-patch+json",
     "application/merge-patch+json",
@@ -77,6 +74,10 @@ class ServerConfig:
     event_ttl: float = 3600.0
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
+    # Connections that send nothing are closed (see listener.py); Kubernetes: 32 s headers, 90 s idle.
+    tls_handshake_timeout: float = 10.0
+    request_header_timeout: float = 30.0
+    idle_connection_timeout: float = 90.0
 
 
 # -- request parsing -------------------------------------------------------
@@ -133,8 +134,9 @@ def parse_target(group: str, version: str, parts: list[str]) -> Target:
 
 
 async def read_body(request: web.Request) -> Any:
+    """The request's body, decoded and checked by ``bodies`` (size, depth, aliasing)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
-        raise errors.RequestTooLarge("the request body is larger than the 3 MiB limit")
+        raise bodies.too_large()
     chunks, size = [], 0
     while True:
         chunk = await request.content.read(65536)
@@ -142,34 +144,11 @@ async def read_body(request: web.Request) -> Any:
             break
         size += len(chunk)
         if size > MAX_BODY:
-            raise errors.RequestTooLarge("the request body is larger than the 3 MiB limit")
+            raise bodies.too_large()
         chunks.append(chunk)
-    raw = b"".join(chunks)
     # No Content-Type at all (the official Python client sends none) means JSON.
     ctype = request.content_type if "Content-Type" in request.headers else ""
-    if not raw.strip():
-        raise errors.BadRequest("the request body is empty")
-    if ctype in _YAML_TYPES:
-        try:
-            return yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise errors.BadRequest(f"the body is not valid YAML: {e}") from e
-        except RecursionError:
-            raise errors.BadRequest("the body is nested too deeply") from None
-    if ctype in _JSON_TYPES or ctype in _PATCH_TYPES or ctype.endswith("+json"):
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise errors.BadRequest(f"the body is not valid JSON: {e}") from e
-        except RecursionError:
-            raise errors.BadRequest("the body is nested too deeply") from None
-    if protobuf.is_protobuf(ctype):
-        # kubectl's typed commands (create namespace/deployment/secret...) send protobuf.
-        try:
-            return protobuf.decode_k8s_protobuf(raw)
-        except protobuf.ProtobufError as e:
-            raise errors.BadRequest(f"cannot decode the protobuf body ({e}); send application/json instead") from e
-    raise errors.UnsupportedMedia(f"the content type {ctype!r} is not supported")
+    return bodies.decode(b"".join(chunks), ctype)
 
 
 def wants_table(request: web.Request) -> str | None:
@@ -456,7 +435,7 @@ class APIServer:
             elif e.status == 405:
                 err = errors.MethodNotAllowed("the server does not allow this method on the requested resource")
             elif e.status == 413:
-                err = errors.RequestTooLarge("the request body is larger than the 3 MiB limit")
+                err = bodies.too_large()
             else:
                 raise
             resp = json_response(err.status(), err.code)
@@ -664,7 +643,7 @@ class APIServer:
                  warnings: list[str] | None = None) -> web.Response:
         headers = None
         if warnings:
-            headers = multidict.CIMultiDict(("Warning", openapi.warning_header(w)) for w in warnings)
+            headers = multidict.CIMultiDict(("Warning", h) for h in _fitting_warnings(warnings))
         tv = wants_table(request)
         if tv:
             return json_response(self._table(t.resource, [obj], tv, request, {"resourceVersion": obj["metadata"].get("resourceVersion", "")}), status, headers)
@@ -796,20 +775,28 @@ class APIServer:
 
     def _field_validation(self, request: web.Request, t: Target, obj: dict[str, Any], *,
                           patched: bool = False) -> list[str]:
-        """fieldValidation=Strict rejects unknown fields; Warn (the default) reports them."""
+        """Kubernetes' decoder on *obj*: numbers and types the schema cannot hold
+        are refused whatever the mode; unknown fields are refused
+        (fieldValidation=Strict), or dropped with a warning (Warn, the
+        default) or silently (Ignore). Returns the warnings; drops in place."""
         mode = request.query.get("fieldValidation", "Warn")
         if mode not in ("Strict", "Warn", "Ignore"):
             raise errors.BadRequest(f"fieldValidation must be one of Strict, Warn, Ignore (got {mode!r})")
-        bad_types = openapi.type_errors(t.resource.api_version, t.resource.kind, obj)
+        res = t.resource
+        bad_types = openapi.type_errors(res.api_version, res.kind, obj)
         if bad_types:
             # Kubernetes' decoder refuses these before validation, whatever the mode.
-            kind = t.resource.kind
-            raise errors.BadRequest(f'{kind} in version "{t.resource.version}" cannot be handled as a {kind}: '
+            raise errors.BadRequest(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
                                     + "; ".join(bad_types))
-        if mode == "Ignore":
-            return []
-        unknown = openapi.unknown_fields(t.resource.api_version, t.resource.kind, obj)
+        unknown = openapi.unknown_fields(res.api_version, res.kind, obj, drop=mode != "Strict")
         if not unknown:
+            return []
+        user = request.get(USER_KEY)
+        log.info("unknown fields resource=%s name=%s user=%s fieldValidation=%s action=%s fields=%s",
+                 res.plural, (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) else "",
+                 user.name if user else "-", mode, "refused" if mode == "Strict" else "dropped",
+                 json.dumps([p.lstrip(".") for p in unknown[:5]]) + ("..." if len(unknown) > 5 else ""))
+        if mode == "Ignore":
             return []
         if mode == "Warn":
             return openapi.unknown_field_warnings(unknown)
@@ -817,7 +804,7 @@ class APIServer:
             # What Kubernetes answers for a patch whose result has unknown fields.
             raise errors.Invalid("", "", [{"reason": "FieldValueInvalid", "field": "patch",
                                            "message": openapi.strict_decoding_error(unknown)}])
-        raise errors.BadRequest(openapi.strict_decoding_message(t.resource.kind, t.resource.version, unknown))
+        raise errors.BadRequest(openapi.strict_decoding_message(res.kind, res.version, unknown))
 
     async def update(self, request: web.Request, t: Target) -> web.Response:
         body = await read_body(request)
@@ -1057,6 +1044,9 @@ class APIServer:
         def set_replicas(cur: dict[str, Any]) -> dict[str, Any]:
             scale = _scale_of(cur)
             new_scale = body if m == "PUT" else _apply_patch(ctype, scale, body, None)
+            bad_types = openapi.type_errors("autoscaling/v1", "Scale", new_scale) if isinstance(new_scale, dict) else []
+            if bad_types:
+                raise errors.BadRequest('Scale in version "v1" cannot be handled as a Scale: ' + "; ".join(bad_types))
             replicas = (new_scale.get("spec") or {}).get("replicas", 0) if isinstance(new_scale, dict) else None
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
                 raise errors.Invalid("Scale", name, [{"reason": "FieldValueInvalid", "field": "spec.replicas",
@@ -1189,6 +1179,26 @@ async def _json_async(body: Any) -> web.Response:
     return json_response(body)
 
 
+MAX_WARNING_BYTES = 4096  # Kubernetes' budget for a response's Warning headers
+MAX_WARNINGS = 50  # Python's http.client refuses a response with over 100 headers
+
+
+def _fitting_warnings(warnings: list[str]) -> list[str]:
+    """Warning header values, as many as fit in MAX_WARNING_BYTES and
+    MAX_WARNINGS (10,000 unknown fields must not make 10,000 headers), the
+    last one saying how many were left out."""
+    out: list[str] = []
+    size = 0
+    for i, w in enumerate(warnings):
+        header = openapi.warning_header(w)
+        if size + len(header) > MAX_WARNING_BYTES or i == MAX_WARNINGS:
+            out.append(openapi.warning_header(f"{len(warnings) - i} more warnings were dropped"))
+            break
+        out.append(header)
+        size += len(header)
+    return out
+
+
 def _parse_rv(rv: str) -> int:
     try:
         value = int(rv)
@@ -1218,6 +1228,9 @@ def _apply_patch(ctype: str, obj: dict[str, Any], body: Any, res: Resource | Non
             {"reason": "FieldValueInvalid", "message": e.message, "field": "patch"}]) from e
     if not isinstance(out, dict):
         raise errors.BadRequest("the patch did not produce an object")
+    # Each input is within the limits, but a JSON patch can nest one deep value
+    # inside another: the result must be within them too before it is stored.
+    bodies.check_value(out, "the patched object")
     return out
 
 

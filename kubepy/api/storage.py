@@ -63,6 +63,19 @@ def not_found(res: Resource, name: str) -> errors.NotFound:
     return errors.NotFound(f'{qual} "{name}" not found', details={"name": name, "group": res.group, "kind": res.plural})
 
 
+# etcd's default --max-request-bytes: Kubernetes' objects cannot be larger.
+MAX_OBJECT_BYTES = 1536 * 1024
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    """The stored bytes of an object, refused over MAX_OBJECT_BYTES whatever
+    the store, as etcd refuses them (Kubernetes answers 413 for those)."""
+    data = objects.encode(obj)
+    if len(data) > MAX_OBJECT_BYTES:
+        raise errors.RequestTooLarge("etcdserver: request is too large")
+    return data
+
+
 def store_error(e: StoreError) -> errors.APIError:
     if isinstance(e, StoreUnavailableError):
         return errors.ServiceUnavailable(f"storage is unavailable: {e}")
@@ -182,11 +195,12 @@ class Storage:
     async def _write_create(self, res: Resource, key: str, obj: dict[str, Any], dry_run: bool) -> dict[str, Any]:
         name = obj["metadata"]["name"]
         if dry_run:
+            _encode(obj)  # a dry run refuses what the real write would
             if await self._exists(key):
                 raise _already_exists(res, name)
             return obj
         try:
-            kv = await self.store.create(key, objects.encode(obj))
+            kv = await self.store.create(key, _encode(obj))
         except KeyExistsError as e:
             raise _already_exists(res, name) from e
         except StoreError as e:
@@ -298,6 +312,7 @@ class Storage:
         finalize = bool(old["metadata"].get("deletionTimestamp")) and bool(old["metadata"].get("finalizers")) \
             and not new["metadata"].get("finalizers") and not _awaits_kubelet(res, new)
         if dry_run:
+            _encode(new)
             return new
         try:
             if finalize:
@@ -306,7 +321,7 @@ class Storage:
                 self._forget(res, key)
                 log.info("deleted resource=%s key=%s reason=finalized", res.plural, key)
                 return new
-            written = await self.store.update(key, objects.encode(new), revision=kv.mod_revision)
+            written = await self.store.update(key, _encode(new), revision=kv.mod_revision)
         except (ConflictError, KeyNotFoundError):
             return None
         except StoreError as e:
@@ -354,7 +369,7 @@ class Storage:
             if marked == obj or opts.dry_run:
                 return marked
             try:
-                written = await self.store.update(key, objects.encode(marked), revision=kv.mod_revision)
+                written = await self.store.update(key, _encode(marked), revision=kv.mod_revision)
             except (ConflictError, KeyNotFoundError):
                 continue
             except StoreError as e:

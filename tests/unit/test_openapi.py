@@ -259,6 +259,76 @@ def test_typo_nested_in_list_is_found():
     assert openapi.unknown_fields("v1", "Service", s) == [".spec.ports[0].targetport"]
 
 
+def test_unknown_fields_are_dropped_when_asked():
+    d = copy.deepcopy(DEPLOYMENT)
+    d["spec"]["foo"] = {"deep": [1]}
+    d["spec"]["template"]["spec"]["containers"][0]["imagee"] = "x"
+    got = openapi.unknown_fields("apps/v1", "Deployment", d, drop=True)
+    assert sorted(got) == [".spec.foo", ".spec.template.spec.containers[0].imagee"]
+    assert d == DEPLOYMENT  # exactly the unknown keys went
+    assert openapi.unknown_fields("apps/v1", "Deployment", d) == []
+
+
+# (definition, field, format): widths come from the protobuf table, as Kubernetes publishes them.
+INT_FORMATS = [
+    ("io.k8s.api.apps.v1.DeploymentSpec", "replicas", "int32"),
+    ("io.k8s.api.core.v1.PodSpec", "terminationGracePeriodSeconds", "int64"),
+    ("io.k8s.api.core.v1.PodSpec", "activeDeadlineSeconds", "int64"),
+    ("io.k8s.api.core.v1.ContainerPort", "containerPort", "int32"),
+    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "generation", "int64"),
+    ("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta", "remainingItemCount", "int64"),
+    ("io.k8s.apimachinery.pkg.apis.meta.v1.Status", "code", "int32"),
+]
+
+
+@pytest.mark.parametrize("definition,field,fmt", INT_FORMATS)
+def test_integer_formats(definition, field, fmt):
+    prop = openapi.openapi_v2()["definitions"][definition]["properties"][field]
+    assert (prop["type"], prop["format"]) == ("integer", fmt)
+
+
+def test_supplemental_groups_items_are_int64():
+    prop = openapi.openapi_v2()["definitions"]["io.k8s.api.core.v1.PodSecurityContext"]["properties"]
+    assert prop["supplementalGroups"]["items"] == {"type": "integer", "format": "int64"}
+
+
+def _pod_spec(**fields):
+    return {"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i"}], **fields}}}}
+
+
+# (object, errors): numbers that do not fit their field, in Go's decoder's words.
+INT_RANGES = [
+    ({"spec": {"replicas": 2**31 - 1}}, []),
+    ({"spec": {"replicas": -2**31}}, []),
+    ({"spec": {"replicas": 2**31}},
+     ["json: cannot unmarshal number 2147483648 into Go struct field DeploymentSpec.spec.replicas of type int32"]),
+    ({"spec": {"replicas": 2**63}},
+     ["json: cannot unmarshal number 9223372036854775808 into Go struct field DeploymentSpec.spec.replicas "
+      "of type int32"]),
+    ({"spec": {"replicas": 3e9}},
+     ["json: cannot unmarshal number 3000000000 into Go struct field DeploymentSpec.spec.replicas of type int32"]),
+    (_pod_spec(terminationGracePeriodSeconds=2**40), []),
+    (_pod_spec(terminationGracePeriodSeconds=2**63 - 1), []),
+    (_pod_spec(activeDeadlineSeconds=-2**63 - 1),
+     ["json: cannot unmarshal number -9223372036854775809 into Go struct field "
+      "PodSpec.spec.template.spec.activeDeadlineSeconds of type int64"]),
+    ({"metadata": {"generation": 2**63}},
+     ["json: cannot unmarshal number 9223372036854775808 into Go struct field ObjectMeta.metadata.generation "
+      "of type int64"]),
+    ({"spec": {"strategy": {"rollingUpdate": {"maxSurge": 2**31}}}},
+     ["json: cannot unmarshal number 2147483648 into Go struct field RollingUpdateDeployment."
+      "spec.strategy.rollingUpdate.maxSurge of type int32"]),
+    (_pod_spec(securityContext={"supplementalGroups": [1, 2**64]}),
+     ["json: cannot unmarshal number 18446744073709551616 into Go struct field PodSecurityContext."
+      "spec.template.spec.securityContext.supplementalGroups[1] of type int64"]),
+]
+
+
+@pytest.mark.parametrize("obj,want", INT_RANGES)
+def test_integers_must_fit_their_width(obj, want):
+    assert openapi.type_errors("apps/v1", "Deployment", obj) == want
+
+
 def test_unknown_kind_and_messages():
     assert openapi.unknown_fields("example.com/v1", "Widget", {"spec": {"x": 1}}) == []
     paths = [".spec.foo", ".spec.containers[0].imagee"]

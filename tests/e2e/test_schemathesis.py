@@ -1,0 +1,113 @@
+"""schemathesis against the API server's own OpenAPI document: no request
+it makes up, valid or not, may answer 5xx or drop the connection.
+
+Bounded and deterministic: every operation of ``/openapi/v2`` (watches
+with a one-second ``timeoutSeconds``), a few examples each, in three
+flavours: valid requests on objects that exist (so patches and updates reach
+the patchers and validation), then invalid ones on the same objects, then
+invalid ones anywhere. Hypothesis is derandomized, so a run repeats exactly.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+
+from tests.e2e.conftest import running_apiserver
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = 3  # per operation and flavour: ~1,000 requests in all
+NAME = "st-target"
+D = "/api/v1/namespaces/default/"
+_TEMPLATE = {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+EXISTING = [
+    ("/api/v1/namespaces", {"metadata": {"name": NAME}}),
+    ("/api/v1/nodes", {"metadata": {"name": NAME}}),
+    (D + "configmaps", {"metadata": {"name": NAME}, "data": {"a": "b"}}),
+    (D + "secrets", {"metadata": {"name": NAME}, "stringData": {"a": "b"}}),
+    (D + "serviceaccounts", {"metadata": {"name": NAME}}),
+    (D + "endpoints", {"metadata": {"name": NAME}}),
+    (D + "events", {"metadata": {"name": NAME}, "involvedObject": {"kind": "Pod", "name": NAME}}),
+    (D + "services", {"metadata": {"name": NAME}, "spec": {"ports": [{"port": 80}]}}),
+    (D + "pods", {"metadata": {"name": NAME}, **_TEMPLATE}),
+    ("/apis/apps/v1/namespaces/default/deployments", {"metadata": {"name": NAME}, "spec": {
+        "selector": {"matchLabels": {"st": "d"}}, "template": {"metadata": {"labels": {"st": "d"}}, **_TEMPLATE}}}),
+    ("/apis/apps/v1/namespaces/default/replicasets", {"metadata": {"name": NAME}, "spec": {
+        "selector": {"matchLabels": {"st": "r"}}, "template": {"metadata": {"labels": {"st": "r"}}, **_TEMPLATE}}}),
+    ("/apis/coordination.k8s.io/v1/namespaces/default/leases", {"metadata": {"name": NAME}}),
+]
+
+
+@pytest.fixture(scope="module")
+def srv():
+    with running_apiserver("kubepy-i11-schemathesis-") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def session(srv):
+    s = requests.Session()
+    s.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
+    s.verify = str(srv.data_dir / "ca.crt")
+    s.headers["Authorization"] = f"Bearer {srv.token()}"
+    for path, body in EXISTING:
+        r = s.post(srv.url + path, json=body, timeout=60)
+        assert r.status_code == 201, (path, r.text)
+    yield s
+    s.close()
+
+
+def test_no_request_is_a_server_error(srv, session):
+    doc = session.get(srv.url + "/openapi/v2", timeout=60).json()
+    schema = schemathesis.openapi.from_dict(doc)
+    operations = [r.ok() for r in schema.get_all_operations()]
+    assert len(operations) > 100, "the OpenAPI document lost its paths"
+
+    faults: list[str] = []
+    sent = 0
+    started = time.monotonic()
+    for op in operations:
+        for mode, existing in ((GenerationMode.POSITIVE, True), (GenerationMode.NEGATIVE, True),
+                               (GenerationMode.NEGATIVE, False)):
+            fixed = {}
+            if existing and "{namespace}" in op.path:
+                fixed["namespace"] = "default"
+            if existing and "{name}" in op.path:
+                fixed["name"] = NAME
+
+            # A list with watch=true streams until timeoutSeconds: keep that short.
+            query = {"timeoutSeconds": 1} if any(p.name == "watch" for p in op.query) else None
+
+            @settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
+                      phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+            @given(op.as_strategy(generation_mode=mode, path_parameters=fixed or None, query=query))
+            def call(case):
+                nonlocal sent
+                sent += 1
+                curl = case.as_curl_command(base_url=srv.url)
+                try:
+                    r = case.call(base_url=srv.url, session=session, verify=session.verify, timeout=60)
+                except requests.ConnectionError as e:  # the server dropped the connection: as bad as a 500
+                    faults.append(f"connection dropped ({e}):\n  {curl}")
+                    return
+                if r.status_code >= 500:
+                    faults.append(f"{r.status_code} {r.text[:300]}:\n  {curl}")
+
+            try:
+                call()
+            except Exception as e:  # the document itself could not be turned into requests
+                faults.append(f"{op.method.upper()} {op.path} ({mode}): schemathesis could not generate: {e!r}")
+    elapsed = time.monotonic() - started
+    assert srv.proc.poll() is None, "the API server died"
+    logged = [line for line in srv.log_path.read_text(errors="replace").splitlines()
+              if "internal error" in line or "Unhandled exception" in line]
+    print(f"schemathesis: {sent} requests over {len(operations)} operations in {elapsed:.0f}s")
+    assert not faults and not logged, (f"{len(faults)} of {sent} requests failed on the server's side:\n"
+                                       + "\n".join(faults[:20]) + "\n" + "\n".join(logged[:20]))
+    assert sent > 300
