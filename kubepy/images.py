@@ -199,7 +199,8 @@ wait $pid
 WEB_CGI = """#!/bin/sh
 # GET / : count this visit in Redis (found by its DNS name) and say who answered.
 host="${REDIS_HOST:-redis}"
-port="${REDIS_PORT:-6379}"
+# Not $REDIS_PORT: for a Service named redis the kubelet sets it to tcp://<ip>:6379, as Kubernetes does.
+port="${REDIS_SERVICE_PORT:-6379}"
 me="$(hostname)"
 reply="$(printf 'INCR visits\\r\\nQUIT\\r\\n' | timeout 3 nc -w 2 "$host" "$port" 2>&1)"
 n="$(printf '%s\\n' "$reply" | sed -n 's/^:\\([0-9][0-9]*\\).*/\\1/p' | head -n 1)"
