@@ -200,7 +200,8 @@ def test_up_repairs_a_cluster_without_its_supervisor_and_keeps_objects(lab: Supe
     assert "repairing" in up.stdout and "ready in" in up.stdout, up.stdout + up.stderr
     new = lab.pid(f"{lab.node(2)}/kubelet")
     assert new != kubelet and proc_alive(new)
-    assert lab.node_ready(2)
+    # While nothing supervised, the node may have gone NotReady; the new kubelet brings it back.
+    wait_for(lambda: lab.node_ready(2), 90, "node 2 Ready after the repair")
     assert lab.json("get", "configmap", "kptlab-keep")["data"] == {"k": "v"}, "up kept the store"
     assert lab.pod_state() == before
     again = lab.kubepy("up")
