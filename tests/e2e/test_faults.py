@@ -54,12 +54,7 @@ def deployment(name: str, replicas: int, *, deadline: int = 600, tolerate: int |
 def lab():
     lab = SupervisedLab()
     try:
-        lab.kubepy("up", "--nodes", str(NODES))
-        from kubepy.images import busybox_image
-
-        archive = lab.root / "busybox.tar"
-        busybox_image("docker.io/library/busybox:1.36", archive)
-        lab.kubepy("image", "load", str(archive), "--name", lab.name, "--state-dir", str(lab.root))
+        lab.up_with_busybox(NODES)
         yield lab
     finally:
         lab.kubepy("down", check=False)

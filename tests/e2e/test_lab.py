@@ -73,6 +73,16 @@ class Lab:
     def node_netns(self, i: int) -> str:
         return f"{self.name}-node{i}"
 
+    def up_with_busybox(self, nodes: int) -> subprocess.CompletedProcess:
+        """`kubepy up --nodes N`, then busybox:1.36 (built locally) loaded into every node."""
+        up = self.kubepy("up", "--nodes", str(nodes))
+        from kubepy.images import busybox_image
+
+        archive = self.root / "busybox.tar"
+        busybox_image("docker.io/library/busybox:1.36", archive)
+        self.kubepy("image", "load", str(archive), "--name", self.name, "--state-dir", str(self.root))
+        return up
+
     def in_node(self, i: int, *cmd: str, timeout: float = 20) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", self.node_netns(i), *cmd], capture_output=True, text=True,
                               timeout=timeout)
@@ -82,13 +92,8 @@ class Lab:
 def lab():
     lab = Lab()
     try:
-        up = lab.kubepy("up", "--nodes", str(NODES))
+        up = lab.up_with_busybox(NODES)
         assert "ready in" in up.stdout, up.stdout
-        from kubepy.images import busybox_image
-
-        archive = lab.root / "busybox.tar"
-        busybox_image("docker.io/library/busybox:1.36", archive)
-        lab.kubepy("image", "load", str(archive), "--name", lab.name, "--state-dir", str(lab.root))
         yield lab
     finally:
         lab.kubepy("down", check=False)

@@ -13,8 +13,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -101,12 +99,7 @@ def processes_naming(path: Path) -> list[str]:
 def lab():
     lab = SupervisedLab()
     try:
-        lab.kubepy("up", "--nodes", str(NODES))
-        from kubepy.images import busybox_image
-
-        archive = lab.root / "busybox.tar"
-        busybox_image("docker.io/library/busybox:1.36", archive)
-        lab.kubepy("image", "load", str(archive), "--name", lab.name, "--state-dir", str(lab.root))
+        lab.up_with_busybox(NODES)
         lab.kubectl("apply", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD},
             "spec": {"nodeName": lab.node(1), "terminationGracePeriodSeconds": 1, "containers": [
