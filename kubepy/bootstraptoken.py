@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubepy.durations import parse_seconds
+
 __all__ = [
     "DEFAULT_TTL", "NAMESPACE", "SECRET_TYPE", "TokenCheck", "TokenRow", "check", "describe",
     "expiration_after", "format_ttl", "generate", "parse", "parse_ttl", "read_token_file", "secret_for",
@@ -42,8 +44,6 @@ GROUP = "system:bootstrappers"
 DEFAULT_TTL = dt.timedelta(hours=24)
 TOKEN_RE = re.compile(r"^([a-z0-9]{6})\.([a-z0-9]{16})$")
 _ALPHABET = string.ascii_lowercase + string.digits
-_TTL_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_TTL_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def generate() -> str:
@@ -68,13 +68,7 @@ def parse_ttl(text: str) -> dt.timedelta:
     Raises ValueError with a message for a person: a token that never
     expires (kubeadm's ``--ttl 0``) is not offered."""
     text = text.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    else:
-        parts = _TTL_RE.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise ValueError(f"invalid duration {text!r} (examples: 24h, 1h30m, 15m)")
-        seconds = sum(float(n) * _TTL_UNITS[u] for n, u in parts)
+    seconds = parse_seconds(text, examples="24h, 1h30m, 15m")
     if seconds <= 0:
         raise ValueError(f"a bootstrap token must expire: the TTL must be more than 0, got {text!r}")
     if seconds > 366 * 24 * 3600:

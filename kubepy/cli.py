@@ -29,15 +29,12 @@ def _port_range(text: str) -> tuple[int, int]:
 
 def _duration(text: str) -> float:
     """Go-style durations as Kubernetes' flags take them: 300, 5m, 1h30m, 1.5s."""
-    import re
+    from kubepy.durations import parse_seconds
 
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 30s, 5m, 1h)")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    return sum(float(n) * scale[u] for n, u in parts)
+    try:
+        return parse_seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_apiserver_flags(p: argparse.ArgumentParser) -> None:
