@@ -135,7 +135,7 @@ def test_web_cgi_without_redis_says_503(tmp_path: Path):
     """Nothing listens on 127.0.0.1:1, so the CGI reports Redis down (and sends nothing anywhere else)."""
     for applet in ("sh", "hostname", "printf", "timeout", "nc", "sed", "head", "echo"):
         (tmp_path / applet).symlink_to(shutil.which("busybox") or "/bin/busybox")
-    env = {"PATH": str(tmp_path), "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "1"}
+    env = {"PATH": str(tmp_path), "REDIS_HOST": "127.0.0.1", "REDIS_SERVICE_PORT": "1", "REDIS_PORT": "tcp://127.0.0.1:1"}
     out = subprocess.run(["sh", "-c", WEB_CGI.replace("@VERSION@", "9")], capture_output=True, env=env,
                          timeout=20, check=True, executable=str(tmp_path / "sh")).stdout.decode()
     head, _, body = out.partition("\r\n\r\n")
