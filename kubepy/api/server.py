@@ -34,10 +34,10 @@ from kubepy.api import (
     openapi_proto,
     patch,
     proxy,
-    selectors,
     tables,
     validation,
 )
+from kubepy.meta import selectors
 from kubepy.resources import RESOURCES, Resource, by_plural, lookup
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
@@ -669,9 +669,12 @@ class APIServer:
         the namespace's key prefix; a watch shares its resource's cache with
         every namespace, so it also checks the namespace (``check_namespace``)."""
         ls_text, fs_text = request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
-        ls = selectors.parse_label_selector(ls_text) if ls_text.strip() else None
-        allowed = selectors.allowed_fields(t.resource.plural)
-        fs = selectors.parse_field_selector(fs_text, allowed=allowed) if fs_text.strip() else None
+        try:
+            ls = selectors.parse_label_selector(ls_text) if ls_text.strip() else None
+            allowed = selectors.allowed_fields(t.resource.plural)
+            fs = selectors.parse_field_selector(fs_text, allowed=allowed) if fs_text.strip() else None
+        except selectors.SelectorError as e:
+            raise errors.BadRequest(str(e)) from e
         ns = t.namespace if check_namespace else None
         plural = t.resource.plural
         if ls is None and fs is None and not ns:

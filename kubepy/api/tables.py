@@ -19,7 +19,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from kubepy.api.selectors import label_selector_from_dict
+from kubepy.meta.selectors import label_selector_from_dict
 
 __all__ = ["table_columns", "table_row_cells", "human_duration"]
 

@@ -34,8 +34,8 @@ from decimal import Decimal
 from typing import Any
 
 from kubepy.api import errors
-from kubepy.api.quantity import parse_quantity
-from kubepy.api.selectors import label_selector_from_dict
+from kubepy.meta.quantity import parse_quantity
+from kubepy.meta.selectors import label_selector_from_dict
 
 __all__ = [
     "default_object",

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from kubepy.api.selectors import LabelSelector, label_selector_from_dict
+from kubepy.meta.selectors import LabelSelector, label_selector_from_dict
 from kubepy.client import (
     AlreadyExistsError,
     NotFoundError,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kubepy.api.selectors import LabelSelector, label_selector_from_dict
+from kubepy.meta.selectors import LabelSelector, label_selector_from_dict
 from kubepy.client import AlreadyExistsError, NotFoundError, WorkQueue, object_key, run_workers
 from kubepy.controllers.context import ControllerContext
 

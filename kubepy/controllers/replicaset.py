@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kubepy.api.selectors import LabelSelector, label_selector_from_dict
+from kubepy.meta.selectors import LabelSelector, label_selector_from_dict
 from kubepy.client import (
     APIStatusError,
     NotFoundError,

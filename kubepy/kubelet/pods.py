@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubepy.api.quantity import bytes_value, cpu_millis
+from kubepy.meta.quantity import bytes_value, cpu_millis
 from kubepy.client import ConflictError, NotFoundError
 from kubepy.kubelet.podfiles import write_pod_files
 from kubepy.kubelet.probes import LIVENESS, READINESS, STARTUP, ProbeWorker

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from kubepy.api.quantity import bytes_value, cpu_millis
+from kubepy.meta.quantity import bytes_value, cpu_millis
 
 __all__ = [
     "SUCCESS",

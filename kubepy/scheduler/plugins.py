@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from kubepy.api.selectors import Requirement, validate_label_key, validate_label_value
+from kubepy.meta.selectors import Requirement, validate_label_key, validate_label_value
 from kubepy.scheduler.framework import (
     MAX_NODE_SCORE,
     OK,

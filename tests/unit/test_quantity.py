@@ -1,4 +1,4 @@
-"""Tables for kubepy.api.quantity: exact parsing and Kubernetes canonical form."""
+"""Tables for kubepy.meta.quantity: exact parsing and Kubernetes canonical form."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from kubepy.api.quantity import (
+from kubepy.meta.quantity import (
     bytes_value,
     canonicalize_quantity,
     cpu_millis,

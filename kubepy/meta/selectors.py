@@ -11,7 +11,8 @@ Deployment or ReplicaSet into the same matcher.  Parsing follows Kubernetes'
 * field selector: comma-separated ``field=v``, ``field==v``, ``field!=v``
   where ``\\``, ``,`` and ``=`` in values may be backslash-escaped.
 
-Query-string parse errors raise ``BadRequest`` (HTTP 400);
+Query-string parse errors raise ``SelectorError`` (the API server answers
+it with 400 BadRequest);
 ``label_selector_from_dict`` raises ``ValueError`` because its callers are
 controllers validating stored objects, not HTTP handlers.
 """
@@ -23,9 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubepy.api.errors import BadRequest
 
 __all__ = [
+    "SelectorError",
     "Requirement",
     "LabelSelector",
     "parse_label_selector",
@@ -43,6 +44,14 @@ __all__ = [
     "event_fields",
     "object_fields",
 ]
+
+class SelectorError(ValueError):
+    """A selector in a query string that does not parse or names an unsupported field."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
 
 # ---------------------------------------------------------------------------
 # label key / value validation (IsQualifiedName / IsValidLabelValue)
@@ -305,12 +314,12 @@ def _is_ident(tok: str) -> bool:
 def parse_label_selector(text: str) -> LabelSelector:
     """Parse a ``labelSelector`` query parameter; ``""`` matches everything.
 
-    Raises ``BadRequest`` for bad syntax or invalid keys and values.
+    Raises ``SelectorError`` for bad syntax or invalid keys and values.
     """
     try:
         reqs = _LabelParser(text or "").parse()
     except ValueError as e:
-        raise BadRequest(f"unable to parse requirement: {e}") from e
+        raise SelectorError(f"unable to parse requirement: {e}") from e
     return LabelSelector(_sorted(reqs))
 
 
@@ -448,7 +457,7 @@ def _find_operator(term: str) -> tuple[int, str] | None:
 def parse_field_selector(text: str, *, allowed: set[str] | frozenset[str]) -> FieldSelector:
     """Parse a ``fieldSelector`` query parameter; ``""`` matches everything.
 
-    Raises ``BadRequest`` for syntax errors and for fields outside *allowed*
+    Raises ``SelectorError`` for syntax errors and for fields outside *allowed*
     (``field label not supported: spec.foo``).
     """
     reqs: list[FieldRequirement] = []
@@ -457,23 +466,23 @@ def parse_field_selector(text: str, *, allowed: set[str] | frozenset[str]) -> Fi
     try:
         terms = _split_unescaped(text, ",")
     except ValueError as e:
-        raise BadRequest(f"invalid field selector {text!r}: {e}") from e
+        raise SelectorError(f"invalid field selector {text!r}: {e}") from e
     for term in terms:
         if term == "":
             continue  # Kubernetes tolerates empty terms ("a=b,")
         found = _find_operator(term)
         if found is None:
-            raise BadRequest(f"invalid selector: '{text}'; can't understand '{term}'")
+            raise SelectorError(f"invalid selector: '{text}'; can't understand '{term}'")
         at, op = found
         name, raw_value = term[:at].strip(), term[at + len(op):]
         if not name:
-            raise BadRequest(f"invalid selector: '{text}'; field name is empty in '{term}'")
+            raise SelectorError(f"invalid selector: '{text}'; field name is empty in '{term}'")
         try:
             value = _unescape(raw_value)
         except ValueError as e:
-            raise BadRequest(f"invalid selector: '{text}'; {e}") from e
+            raise SelectorError(f"invalid selector: '{text}'; {e}") from e
         if name not in allowed:
-            raise BadRequest(f"field label not supported: {name}")
+            raise SelectorError(f"field label not supported: {name}")
         reqs.append(FieldRequirement(name, "!=" if op == "!=" else "=", value))
     return FieldSelector(tuple(reqs))
 
