@@ -44,7 +44,7 @@ import threading
 import typing
 from typing import Any
 
-from kubepy.api import protobuf
+from kubepy.api import patch, protobuf
 
 __all__ = [
     "SERVED",
@@ -181,43 +181,8 @@ def _int_width(definition: str, json_name: str) -> str:
     return "int32"
 
 
-# strategic merge patch metadata (as in the Kubernetes Go types' struct tags)
-_PATCH_META: dict[tuple[str, str], tuple[str, str | None]] = {
-    # (definition short name, json field): (strategy, merge key)
-    ("PodSpec", "containers"): ("merge", "name"),
-    ("PodSpec", "initContainers"): ("merge", "name"),
-    ("PodSpec", "ephemeralContainers"): ("merge", "name"),
-    ("PodSpec", "volumes"): ("merge,retainKeys", "name"),
-    ("PodSpec", "imagePullSecrets"): ("merge", "name"),
-    ("PodSpec", "hostAliases"): ("merge", "ip"),
-    ("PodSpec", "topologySpreadConstraints"): ("merge", "topologyKey"),
-    ("PodSpec", "resourceClaims"): ("merge,retainKeys", "name"),
-    ("PodSpec", "schedulingGates"): ("merge", "name"),
-    ("Container", "ports"): ("merge", "containerPort"),
-    ("Container", "env"): ("merge", "name"),
-    ("Container", "volumeMounts"): ("merge", "mountPath"),
-    ("Container", "volumeDevices"): ("merge", "devicePath"),
-    ("EphemeralContainer", "ports"): ("merge", "containerPort"),
-    ("EphemeralContainer", "env"): ("merge", "name"),
-    ("EphemeralContainer", "volumeMounts"): ("merge", "mountPath"),
-    ("EphemeralContainer", "volumeDevices"): ("merge", "devicePath"),
-    ("PodStatus", "conditions"): ("merge", "type"),
-    ("PodStatus", "podIPs"): ("merge", "ip"),
-    ("PodStatus", "hostIPs"): ("merge", "ip"),
-    ("PodStatus", "resourceClaimStatuses"): ("merge,retainKeys", "name"),
-    ("ServiceSpec", "ports"): ("merge", "port"),
-    ("ServiceStatus", "conditions"): ("merge", "type"),
-    ("ObjectMeta", "finalizers"): ("merge", None),
-    ("ObjectMeta", "ownerReferences"): ("merge", "uid"),
-    ("NodeSpec", "podCIDRs"): ("merge", None),
-    ("NodeStatus", "conditions"): ("merge", "type"),
-    ("NodeStatus", "addresses"): ("merge", "type"),
-    ("NamespaceStatus", "conditions"): ("merge", "type"),
-    ("ServiceAccount", "secrets"): ("merge", "name"),
-    ("DeploymentSpec", "strategy"): ("retainKeys", None),
-    ("DeploymentStatus", "conditions"): ("merge", "type"),
-    ("ReplicaSetStatus", "conditions"): ("merge", "type"),
-}
+# Strategic merge patch metadata comes from patch.PATCH_STRATEGIES, the one table
+# the server's own strategic merge patch uses too.
 
 # ---------------------------------------------------------------------------
 # Definitions from the python client models
@@ -300,7 +265,6 @@ class _Builder:
 
     def _model_schema(self, cname: str) -> dict[str, Any]:
         cls = _model_class(cname)
-        short = _canonical(cname).rsplit(".", 1)[1]
         fields = _fields_by_json(cls)
         props: dict[str, Any] = {}
         required: list[str] = []
@@ -322,7 +286,7 @@ class _Builder:
                     if d:
                         prop["description"] = d
                         prop[_FALLBACK] = True
-            pm = _PATCH_META.get((short, json_name))
+            pm = patch.PATCH_STRATEGIES.get((cname, json_name))
             if pm:
                 prop["x-kubernetes-patch-strategy"] = pm[0]
                 if pm[1]:

@@ -344,3 +344,27 @@ def test_unknown_kind_and_messages():
 def test_documents_are_cached(gv):
     assert openapi.openapi_v3_group_version(gv) is openapi.openapi_v3_group_version(gv)
     assert openapi.openapi_v2() is openapi.openapi_v2()
+
+
+def test_patch_strategies_have_one_source():
+    """Every strategic-merge entry the server's patch code uses is what the OpenAPI
+    document tells kubectl, for every model the document holds (issue 13)."""
+    from kubepy.api import openapi as oa
+    from kubepy.api.patch import PATCH_STRATEGIES
+
+    defs = oa.openapi_v2()["definitions"]
+    checked = 0
+    for (model, field), (strategy, key) in PATCH_STRATEGIES.items():
+        d = defs.get(oa._canonical(model))
+        if d is None or field not in d.get("properties", {}):
+            continue  # a kind the server does not serve yet
+        prop = d["properties"][field]
+        assert prop.get("x-kubernetes-patch-strategy") == strategy, (model, field)
+        assert prop.get("x-kubernetes-patch-merge-key") == key, (model, field)
+        checked += 1
+    assert checked >= 30
+    # and nothing in the document claims a strategy the patch code lacks
+    for name, d in defs.items():
+        for field, prop in d.get("properties", {}).items():
+            if "x-kubernetes-patch-strategy" in prop:
+                assert any(oa._canonical(m) == name and f == field for m, f in PATCH_STRATEGIES), (name, field)
