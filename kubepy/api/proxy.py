@@ -7,9 +7,11 @@ node (``https://<InternalIP>:<daemonEndpoints.kubeletEndpoint.Port>``):
 
 - ``log``: ``GET /containerLogs/{ns}/{pod}/{container}?<query>``; the body is
   streamed back as it comes (``kubectl logs -f`` too).
-- ``portforward``: kubectl's WebSocket carrying SPDY (``SPDY/3.1+portforward.k8s.io``)
-  is joined, message for message, to the same WebSocket on the kubelet's
-  ``/portForward``; the kubelet speaks the SPDY (``kubepy.kubelet.portforward``).
+- ``portforward``: kubectl's WebSocket carrying SPDY (``SPDY/3.1+portforward.k8s.io``),
+  or the Python client's channel WebSocket (``v4.channel.k8s.io``, the ports
+  from ``?ports=``, passed on as the kubelet's ``?port=``), is joined, message
+  for message, to the same WebSocket on the kubelet's ``/portForward``; the
+  kubelet speaks the protocol (``kubepy.kubelet.portforward``, ``wsportforward``).
 - ``exec``: kubectl's WebSocket (``v5.channel.k8s.io``/``v4.channel.k8s.io``) is
   accepted here and joined to a WebSocket to the kubelet's ``/exec`` with
   the same query and subprotocol; frames are pumped both ways until either
@@ -42,6 +44,7 @@ __all__ = ["EXEC_PROTOCOLS", "choose_container", "kubelet_base_url", "proxy_pod_
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 PORTFORWARD_TUNNEL = "SPDY/3.1+portforward.k8s.io"   # SPDY bytes in WebSocket messages (kubectl 1.31+)
+PORTFORWARD_CHANNELS = "v4.channel.k8s.io"             # port i on channels 2i/2i+1 (the Python client)
 DEFAULT_KUBELET_PORT = 10250
 ADDRESS_PREFERENCE = ("InternalIP", "ExternalIP", "Hostname", "InternalDNS", "ExternalDNS")
 CONNECT_TIMEOUT = 5.0
@@ -70,8 +73,12 @@ async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str
                                     f"({PORTFORWARD_TUNNEL}); use kubectl >= 1.31 and do not set "
                                     "KUBECTL_PORT_FORWARD_WEBSOCKETS=false")
         pod_args = "/".join(urllib.parse.quote(p, safe="") for p in (namespace, name))
-        return await _proxy_websocket(request, f"{base}/portForward/{pod_args}", node_token, node_name,
-                                      protocols=(PORTFORWARD_TUNNEL,), what="pods/portforward")
+        query = ""
+        if "ports" in request.query:
+            query = "?" + urllib.parse.urlencode([("port", p) for p in portforward_ports(request)])
+        return await _proxy_websocket(request, f"{base}/portForward/{pod_args}{query}", node_token, node_name,
+                                      protocols=(PORTFORWARD_TUNNEL, PORTFORWARD_CHANNELS),
+                                      what="pods/portforward")
     container = choose_container(pod, request.query.get("container") or None, sub=sub)
     path_args = "/".join(urllib.parse.quote(p, safe="") for p in (namespace, name, container))
     if sub == "log":
@@ -87,6 +94,18 @@ async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str
         url = f"{base}/exec/{path_args}?{_query(request, EXEC_QUERY)}"
         return await _proxy_exec(request, url, node_token, node_name)
     raise errors.NotFound(f"the server could not find the requested resource (pods/{sub})")
+
+
+def portforward_ports(request: web.Request) -> list[int]:
+    """PodPortForwardOptions.ports: repeated ``ports`` values, each may be a comma list (as
+    apimachinery's Convert_Slice_string_To_Slice_int32 reads them)."""
+    ports = []
+    for value in request.query.getall("ports", []):
+        for p in value.split(","):
+            if not p.isdigit() or not 0 < int(p) < 65536:
+                raise errors.BadRequest(f"cannot convert to []int32: invalid port {p!r}")
+            ports.append(int(p))
+    return ports
 
 
 def choose_container(pod: dict[str, Any], requested: str | None, *, sub: str = "log") -> str:
@@ -214,13 +233,16 @@ async def _proxy_websocket(request: web.Request, url: str, token: str, node_name
                            protocols: tuple[str, ...], what: str) -> web.StreamResponse:
     """A WebSocket joined to the same WebSocket on the kubelet: frames pass untouched both ways.
     Errors before the upgrade are Status responses; after it, the socket is closed with the reason."""
-    client = web.WebSocketResponse(protocols=protocols, max_msg_size=16 * 1024 * 1024)
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
-    if not client.can_prepare(request).ok or not any(p in protocols for p in offered):
+    # The client's first acceptable choice, and only that one, is asked of the kubelet: both ends
+    # must speak the same protocol, since frames pass through untouched.
+    chosen = next((p for p in offered if p in protocols), None)
+    client = web.WebSocketResponse(protocols=(chosen,) if chosen else (), max_msg_size=16 * 1024 * 1024)
+    if not client.can_prepare(request).ok or chosen is None:
         raise errors.BadRequest(f"{what} needs a WebSocket upgrade with subprotocol " + " or ".join(protocols))
     async with _session(token) as session:
         try:
-            kubelet = await session.ws_connect(url, protocols=protocols, max_msg_size=16 * 1024 * 1024,
+            kubelet = await session.ws_connect(url, protocols=(chosen,), max_msg_size=16 * 1024 * 1024,
                                                autoping=True)
         except aiohttp.WSServerHandshakeError as e:
             raise _kubelet_refused(node_name, e.status, e.message.encode()) from e

@@ -169,7 +169,9 @@ def is_dry_run(request: web.Request) -> bool:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
+    # The API server's JSON serializer is Go's json.Encoder, which ends every document with a
+    # newline; clients show bodies verbatim (the Python client's FailToCreateError does), so ours do too.
+    return web.Response(body=json.dumps(body, separators=(",", ":")).encode() + b"\n", status=status,
                         content_type="application/json", headers=headers)
 
 
@@ -715,7 +717,7 @@ class APIServer:
             list_meta["continue"] = token
         if tv:
             return json_response(self._table(t.resource, items, tv, request, list_meta))
-        return web.Response(body=self._list_head(t, list_meta) + b",".join(items) + b"]}",
+        return web.Response(body=self._list_head(t, list_meta) + b",".join(items) + b"]}\n",
                             content_type="application/json")
 
     def _list_head(self, t: Target, list_meta: dict[str, Any]) -> bytes:
@@ -745,7 +747,7 @@ class APIServer:
             if items:
                 await resp.write((b"," if sent else b"") + b",".join(items))
                 sent = True
-        await resp.write(b"]}")
+        await resp.write(b"]}\n")
         await resp.write_eof()
         return resp
 

@@ -32,6 +32,7 @@ flag                                 field                           default
 ``--node-labels``                    node_labels                     none (k=v,k=v)
 ``--runtime-health-interval``        runtime_health_interval         5s (``ctr version`` probe)
 ``--runtime-down-threshold``         runtime_down_threshold          30s (no answer that long: Ready=False)
+``--registry-hosts-dir``             registry_hosts_dir              none (ctr's defaults: HTTPS, docker.io's host)
 ==================================== =============================== =========================================
 
 Credentials never go on the command line (``ps`` shows it to every local
@@ -41,6 +42,13 @@ the kubelet has no credential of its own yet. Joining saves the node's token
 and kubeconfig in ROOT (``kubelet.token``, ``kubelet.kubeconfig``, 0600 in
 the 0700 root dir); every later start, restart or reboot reuses them and
 never joins again. ``--bootstrap-token TOKEN`` is refused with a message.
+
+``--registry-hosts-dir`` is containerd's registry hosts directory, the one
+its CRI plugin reads from ``config_path`` (``/etc/containerd/certs.d`` on
+most hosts): ``<registry>/hosts.toml`` names mirrors, plain-HTTP
+registries and CAs. The kubelet pulls with ``ctr``, which resolves
+registries client-side, so the directory is the kubelet's to pass on
+(``ctr images pull --hosts-dir``), not containerd's.
 
 The pod infra image must be in containerd's store (no registry is
 reachable on the development machines): the kubelet runs its ``sleep`` as
@@ -92,6 +100,7 @@ class KubeletConfig:
     node_labels: dict[str, str] = field(default_factory=dict)
     runtime_health_interval: float = 5.0
     runtime_down_threshold: float = 30.0
+    registry_hosts_dir: Path | None = None
 
     @property
     def token_path(self) -> Path:
@@ -172,6 +181,8 @@ def add_kubelet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-labels", type=_labels, default={})
     p.add_argument("--runtime-health-interval", type=parse_duration, default=d.runtime_health_interval)
     p.add_argument("--runtime-down-threshold", type=parse_duration, default=d.runtime_down_threshold)
+    p.add_argument("--registry-hosts-dir", type=Path, default=None,
+                   help="containerd hosts dir (<registry>/hosts.toml: mirrors, plain HTTP) for image pulls")
 
 
 def config_from_args(args: argparse.Namespace) -> KubeletConfig:

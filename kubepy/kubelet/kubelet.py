@@ -158,7 +158,8 @@ def make_runtime(config: KubeletConfig) -> Runtime:
     snapshotter = marker.read_text().strip() if marker.exists() else None
     runc_root = str(state / "runc") if (state / "config.toml").exists() else None
     return Runtime(config.container_runtime_endpoint, namespace=config.containerd_namespace,
-                   snapshotter=snapshotter, runc_root=runc_root, shim_dir=config.root_dir / "bin")
+                   snapshotter=snapshotter, runc_root=runc_root, shim_dir=config.root_dir / "bin",
+                   hosts_dir=config.registry_hosts_dir)
 
 
 async def containerd_version(socket: str, timeout: float = 60.0) -> str:

@@ -445,8 +445,11 @@ class Runtime:
     def __init__(self, socket: str, *, namespace: str = "kubepy", ctr: str = "ctr",
                  snapshotter: str | None = None, runc_root: str | None = None,
                  state_dir: Path | None = None, log_shim: Path | None = None,
-                 shim_dir: Path | None = None) -> None:
+                 shim_dir: Path | None = None, hosts_dir: Path | None = None) -> None:
         self.socket = socket
+        # containerd's registry hosts directory (``<host>/hosts.toml``, as /etc/containerd/certs.d):
+        # mirrors and plain-HTTP registries for pulls. ctr reads it client-side, so it is a pull flag.
+        self.hosts_dir = hosts_dir
         self.namespace = namespace
         self.ctr = ctr
         self.snapshotter = snapshotter
@@ -506,8 +509,9 @@ class Runtime:
 
     async def pull(self, ref: str, *, timeout: float = 300.0) -> str:
         name = normalize_image_ref(ref)
+        hosts = ["--hosts-dir", str(self.hosts_dir)] if self.hosts_dir else []
         try:
-            code, _out, err = await self._ctr("images", "pull", name, timeout=timeout, check=False)
+            code, _out, err = await self._ctr("images", "pull", *hosts, name, timeout=timeout, check=False)
         except TimeoutError:
             raise ImagePullError(name, f"timed out after {timeout}s") from None
         if code != 0:

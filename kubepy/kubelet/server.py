@@ -16,6 +16,8 @@ Routes::
         → WebSocket, subprotocol v5.channel.k8s.io or v4.channel.k8s.io
     GET /portForward/{namespace}/{pod}
         → WebSocket, subprotocol SPDY/3.1+portforward.k8s.io (``kubepy.kubelet.portforward``)
+    GET /portForward/{namespace}/{pod}?port=P[,P]...
+        → WebSocket, subprotocol v4.channel.k8s.io or none (``kubepy.kubelet.wsportforward``)
     *   /proxy/{scheme}/{namespace}/{pod}/{port}/{path}
         → the same request to the pod at scheme://<pod IP>:port/path (pods/proxy, services/proxy)
 
@@ -67,6 +69,7 @@ from aiohttp import WSMsgType, web
 from kubepy.kubelet.portforward import TUNNEL_PROTOCOL, PortForwardSession
 from kubepy.kubelet.runtime import Runtime, RuntimeError_
 from kubepy.kubelet.spdy import SpdyError
+from kubepy.kubelet.wsportforward import CHANNEL_PROTOCOL, ChannelPortForward, parse_ports
 from kubepy.privatefiles import narrow_file, private_dir, write_private
 
 log = logging.getLogger(__name__)
@@ -624,11 +627,21 @@ class KubeletServer:
     # -- port-forward ------------------------------------------------------
     async def port_forward(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
-        ws = web.WebSocketResponse(protocols=(TUNNEL_PROTOCOL,), max_msg_size=4 * 1024 * 1024)
-        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-        if not ws.can_prepare(request).ok or TUNNEL_PROTOCOL not in offered:
+        # kubectl tunnels SPDY through the WebSocket; other clients (the Python client) speak the
+        # channel protocol, which Kubernetes also assumes when no subprotocol is offered.
+        protocols = (TUNNEL_PROTOCOL, CHANNEL_PROTOCOL)
+        ws = web.WebSocketResponse(protocols=protocols, max_msg_size=4 * 1024 * 1024)
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+        chosen = next((p for p in offered if p in protocols), None if offered else CHANNEL_PROTOCOL)
+        if not ws.can_prepare(request).ok or chosen is None:
             return _status_response(400, "BadRequest", "port-forward needs a WebSocket upgrade with subprotocol "
-                                    + TUNNEL_PROTOCOL)
+                                    + " or ".join(protocols))
+        ports: list[int] = []
+        if chosen == CHANNEL_PROTOCOL:
+            try:
+                ports = parse_ports(request.query.getall("port", []))
+            except ValueError as e:
+                return _status_response(400, "BadRequest", str(e))
         found = self.locator.pod_netns(m["namespace"], m["pod"])
         if found is None:
             return _status_response(404, "NotFound", f'pod "{m["pod"]}" is not running on this node')
@@ -649,8 +662,21 @@ class KubeletServer:
                 raise
             return await asyncio.open_connection(sock=sock)
 
-        session = PortForwardSession(send=send, dial=dial, pod=m["pod"], uid=uid)
-        log.info("port-forward session pod=%s/%s", m["namespace"], m["pod"])
+        log.info("port-forward session pod=%s/%s protocol=%s", m["namespace"], m["pod"], chosen)
+        try:
+            if chosen == TUNNEL_PROTOCOL:
+                await self._spdy_port_forward(ws, PortForwardSession(send=send, dial=dial, pod=m["pod"], uid=uid))
+            else:
+                await self._channel_port_forward(ws, ChannelPortForward(ports=ports, send=send, dial=dial,
+                                                                        pod=m["pod"], uid=uid))
+        finally:
+            self._sockets.discard(ws)
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    @staticmethod
+    async def _spdy_port_forward(ws: web.WebSocketResponse, session: PortForwardSession) -> None:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
@@ -661,10 +687,23 @@ class KubeletServer:
             pass
         finally:
             await session.close()
-            self._sockets.discard(ws)
-            if not ws.closed:
-                await ws.close()
-        return ws
+
+    @staticmethod
+    async def _channel_port_forward(ws: web.WebSocketResponse, forward: ChannelPortForward) -> None:
+        """Until the client closes the socket or every port is done (then the kubelet closes it)."""
+        async def read() -> None:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    await forward.feed(msg.data)
+
+        await forward.start()
+        reader, finished = asyncio.create_task(read()), asyncio.create_task(forward.done())
+        try:
+            await asyncio.wait({reader, finished}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reader.cancel()
+            await forward.close()
+            await asyncio.gather(reader, finished, return_exceptions=True)
 
 
 _libc = None

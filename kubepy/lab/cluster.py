@@ -5,8 +5,11 @@ A cluster named NAME lives in ``/var/lib/kubepy/NAME`` (``--state-dir``
 changes the root): ``cluster.json`` records what was started, ``controlplane/``
 is the control plane's data dir (store, certificates, ``admin.kubeconfig``),
 ``nodes/<node>/`` holds each node's containerd and kubelet state, ``logs/``
-every daemon's log. The cluster dir is 0700 (it holds the store, keys
-and every node's credentials); ``bootstrap-token`` (0600) is the
+every daemon's log, ``certs.d/`` every node's registry hosts directory (what
+``/etc/containerd/certs.d`` is on a host: a ``<registry>/hosts.toml`` put
+there names a mirror or a plain-HTTP registry for every kubelet's next pull,
+as kind's ``containerdConfigPatches`` do). The cluster dir is 0700 (it holds
+the store, keys and every node's credentials); ``bootstrap-token`` (0600) is the
 short-lived token the kubelets join with, read from the file, never
 given on a command line. Each node is a network namespace on the cluster's
 bridge (``kubepy.lab.network``) running its own containerd, kubelet,
@@ -155,6 +158,11 @@ class Cluster:
     @property
     def kubeconfig(self) -> Path:
         return self.cp_dir / "admin.kubeconfig"
+
+    @property
+    def registry_hosts_dir(self) -> Path:
+        """Every node's containerd hosts dir: ``<registry>/hosts.toml`` files, read at each pull."""
+        return self.dir / "certs.d"
 
     def state(self) -> ClusterState | None:
         return ClusterState.load(self.state_path)
@@ -372,11 +380,13 @@ class Cluster:
                          pid_file=str(containerd.pid_path), kill_group=False))
         asyncio.run(self._prepare_containerd(containerd))
         server = f"https://{net.gateway}:{state.port}"
+        self.registry_hosts_dir.mkdir(exist_ok=True)
         self._run(self._daemon(f"{node}/kubelet", [
             "kubelet", "--hostname-override", node, "--node-ip", net.node_ip(i), "--server", server,
             "--ca-file", str(self.cp_dir / "ca.crt"), "--bootstrap-token-file", str(self._bootstrap_token_file()),
             "--root-dir", str(ndir / "kubelet"), "--pod-logs-dir", str(ndir / "pod-logs"),
-            "--container-runtime-endpoint", containerd.socket, "--pod-infra-container-image", PAUSE_IMAGE],
+            "--container-runtime-endpoint", containerd.socket, "--pod-infra-container-image", PAUSE_IMAGE,
+            "--registry-hosts-dir", str(self.registry_hosts_dir)],
             netns=netns))
         # The kubelet writes its own kubeconfig after joining; proxy and DNS use it.
         own = ndir / "kubelet" / "kubelet.kubeconfig"

@@ -69,6 +69,28 @@ def test_error_statuses(apiserver):
     assert code == 400
 
 
+def test_json_documents_end_with_a_newline(apiserver):
+    """Go's json.Encoder ends each document with "\\n"; clients print bodies verbatim (the Python
+    client's FailToCreateError is compared byte for byte by its e2e suite)."""
+    http = HTTP(apiserver)
+    raw = {}
+    for name, (method, path, body) in {
+        "created": ("POST", "/api/v1/namespaces/default/configmaps", cm("nl")),
+        "conflict": ("POST", "/api/v1/namespaces/default/configmaps", cm("nl")),
+        "got": ("GET", "/api/v1/namespaces/default/configmaps/nl", None),
+        "list": ("GET", "/api/v1/namespaces/default/configmaps", None),
+        "page": ("GET", "/api/v1/namespaces/default/configmaps?limit=1", None),
+    }.items():
+        r = http.pool.request(method, apiserver.url + path, body=json.dumps(body).encode() if body else None,
+                              headers={"Authorization": f"Bearer {http.token}", "Content-Type": "application/json"},
+                              retries=False)
+        raw[name] = r.data
+    assert all(b.endswith(b"}\n") and b.count(b"\n") == 1 for b in raw.values()), raw
+    assert raw["conflict"] == (b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+                               b'"message":"configmaps \\"nl\\" already exists","reason":"AlreadyExists",'
+                               b'"details":{"name":"nl","kind":"configmaps"},"code":409}\n')
+
+
 def test_yaml_body_and_generate_name(apiserver):
     http = HTTP(apiserver)
     code, body = http("POST", "/api/v1/namespaces/default/configmaps",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -113,6 +114,32 @@ def test_parse_event_line():
     ev = parse_event_line('2026-11-21 11:40:40.4 +0000 UTC kubepy /tasks/oom {"container_id":"t3"}')
     assert ev is not None and ev.kind == "oom"
     assert parse_event_line('2026-11-21 11:40:40.4 +0000 UTC kubepy /snapshot/remove {"key":"t3"}') is None
+
+
+async def test_pull_passes_the_registry_hosts_dir(tmp_path: Path):
+    """``--registry-hosts-dir``: ctr resolves registries client-side, so each pull names the dir."""
+    from kubepy.kubelet.config import add_kubelet_flags, config_from_args
+    from kubepy.kubelet.kubelet import make_runtime
+
+    argv_file = tmp_path / "argv"
+    fake = tmp_path / "ctr"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {argv_file}\necho "ctr: not found" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    p = argparse.ArgumentParser()
+    add_kubelet_flags(p)
+    config = config_from_args(p.parse_args(["--node-ip", "10.0.0.1", "--registry-hosts-dir", str(tmp_path / "d"),
+                                            "--container-runtime-endpoint", str(tmp_path / "sock")]))
+    runtime = make_runtime(config)
+    runtime.ctr = str(fake)
+    with pytest.raises(ImagePullError):
+        await runtime.pull("busybox")
+    argv = argv_file.read_text().split()
+    assert argv[argv.index("pull"):] == ["pull", "--hosts-dir", str(tmp_path / "d"), "docker.io/library/busybox:latest"]
+    runtime.hosts_dir = None                 # without the flag: ctr's own defaults
+    with pytest.raises(ImagePullError):
+        await runtime.pull("busybox")
+    argv = argv_file.read_text().split()
+    assert argv[argv.index("pull"):] == ["pull", "docker.io/library/busybox:latest"]
 
 
 # -- real containerd -------------------------------------------------------
