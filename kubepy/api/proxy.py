@@ -55,7 +55,7 @@ ERROR_CHANNEL = 3
 
 async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str, Any],
                                 node: dict[str, Any] | None, node_token: str | None) -> web.StreamResponse:
-    """Serve ``pods/log`` (GET) or ``pods/exec`` (GET + WebSocket upgrade) through the pod's kubelet."""
+    """Serve ``pods/log`` (GET) or ``pods/exec``/``pods/attach`` (GET + WebSocket upgrade) through the pod's kubelet."""
     name = pod["metadata"]["name"]
     namespace = pod["metadata"].get("namespace", "default")
     node_name = (pod.get("spec") or {}).get("nodeName")

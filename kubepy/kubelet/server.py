@@ -1,6 +1,6 @@
-"""The kubelet's HTTPS endpoint (port 10250): container logs, exec, health.
+"""The kubelet's HTTPS endpoint (port 10250): container logs, exec, attach, health.
 
-The API server reaches it when it serves ``pods/log`` and ``pods/exec``;
+The API server reaches it when it serves ``pods/log``, ``pods/exec`` and ``pods/attach``;
 nothing else talks to it. It knows nothing about pods itself: a
 ``PodLocator`` (the kubelet core) maps namespace/pod/container to a container
 id and its CRI log file, and the locator's ``Runtime`` starts exec'd
