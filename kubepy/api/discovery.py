@@ -42,6 +42,7 @@ _SUBRESOURCE = {
     "binding": ("Binding", None, None, ["create"]),
     "log": (None, None, None, ["get"]),
     "exec": ("PodExecOptions", None, None, ["create", "get"]),
+    "attach": ("PodAttachOptions", None, None, ["create", "get"]),
     "portforward": ("PodPortForwardOptions", None, None, ["create", "get"]),
     "proxy": (None, None, None, ["create", "delete", "get", "patch", "update"]),
     "finalize": (None, None, None, ["update"]),

@@ -81,7 +81,7 @@ class Served(typing.NamedTuple):
 SERVED: tuple[Served, ...] = (
     Served("", "v1", "Namespace", "namespaces", False, "V1Namespace", "V1NamespaceList", ("status",)),
     Served("", "v1", "Node", "nodes", False, "V1Node", "V1NodeList", ("status",)),
-    Served("", "v1", "Pod", "pods", True, "V1Pod", "V1PodList", ("status", "binding", "log", "exec", "portforward")),
+    Served("", "v1", "Pod", "pods", True, "V1Pod", "V1PodList", ("status", "binding", "log", "exec", "attach", "portforward")),
     Served("", "v1", "Service", "services", True, "V1Service", "V1ServiceList", ("status",)),
     Served("", "v1", "Endpoints", "endpoints", True, "V1Endpoints", "V1EndpointsList", ()),
     Served("", "v1", "ConfigMap", "configmaps", True, "V1ConfigMap", "V1ConfigMapList", ()),
@@ -519,6 +519,7 @@ _DELETE_PARAMS = ("dryRun", "gracePeriodSeconds",
 _LOG_PARAMS = ("container", "follow", "insecureSkipTLSVerifyBackend", "limitBytes",
                "previous", "sinceSeconds", "sinceTime", "stream", "tailLines", "timestamps")
 _EXEC_PARAMS = ("command", "container", "stderr", "stdin", "stdout", "tty")
+_ATTACH_PARAMS = ("container", "stderr", "stdin", "stdout", "tty")
 
 _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
                 "application/strategic-merge-patch+json", "application/apply-patch+yaml")
@@ -641,6 +642,15 @@ def _paths_for(s: Served) -> dict[str, tuple[list[str], list[_Op]]]:
                    None, ("200",), f"connect GET requests to exec of {k}", g=eg),
                 op("post", f"connect{prefix}PostNamespaced{k}Exec", "connect", _EXEC_PARAMS, None,
                    None, ("200",), f"connect POST requests to exec of {k}", g=eg),
+            ])
+        elif sub == "attach":
+            eg = {"group": "", "kind": "PodAttachOptions", "version": "v1"}
+            pp = [p for p in pp_item if p != "pretty"]
+            out[path] = (pp, [
+                op("get", f"connect{prefix}GetNamespaced{k}Attach", "connect", _ATTACH_PARAMS, None,
+                   None, ("200",), f"connect GET requests to attach of {k}", g=eg),
+                op("post", f"connect{prefix}PostNamespaced{k}Attach", "connect", _ATTACH_PARAMS, None,
+                   None, ("200",), f"connect POST requests to attach of {k}", g=eg),
             ])
         elif sub == "portforward":
             eg = {"group": "", "kind": "PodPortForwardOptions", "version": "v1"}

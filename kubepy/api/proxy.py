@@ -1,4 +1,4 @@
-"""pods/log, pods/exec and pods/portforward: the API server's side of the kubelet connection.
+"""pods/log, pods/exec, pods/attach and pods/portforward: the API server's side of the kubelet connection.
 
 The API server's ``subresource()`` handler authorizes the request, reads the
 pod, its node and the node's token, and calls ``proxy_pod_subresource``. This
@@ -16,6 +16,7 @@ node (``https://<InternalIP>:<daemonEndpoints.kubeletEndpoint.Port>``):
   accepted here and joined to a WebSocket to the kubelet's ``/exec`` with
   the same query and subprotocol; frames are pumped both ways until either
   side closes. SPDY (the POST fallback of older kubectl) is refused.
+- ``attach``: the same as exec, to the kubelet's ``/attach`` (no ``command``).
 
 The kubelet's certificate is not verified (Kubernetes without
 ``--kubelet-certificate-authority`` does the same); the node's token is
@@ -51,12 +52,13 @@ CONNECT_TIMEOUT = 5.0
 IDLE_CHECK = 1.0          # seconds between "is the client still there?" while a log is quiet
 LOG_QUERY = ("follow", "previous", "timestamps", "tailLines", "limitBytes", "sinceSeconds", "sinceTime", "stream")
 EXEC_QUERY = ("command", "stdin", "stdout", "stderr", "tty")
+ATTACH_QUERY = ("stdin", "stdout", "stderr", "tty")
 ERROR_CHANNEL = 3
 
 
 async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str, Any],
                                 node: dict[str, Any] | None, node_token: str | None) -> web.StreamResponse:
-    """Serve ``pods/log`` (GET) or ``pods/exec`` (GET + WebSocket upgrade) through the pod's kubelet."""
+    """Serve ``pods/log`` (GET) or ``pods/exec``/``pods/attach`` (GET + WebSocket upgrade) through the pod's kubelet."""
     name = pod["metadata"]["name"]
     namespace = pod["metadata"].get("namespace", "default")
     node_name = (pod.get("spec") or {}).get("nodeName")
@@ -86,13 +88,14 @@ async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str
             raise errors.MethodNotAllowed(f"{request.method} is not supported on pods/log")
         url = f"{base}/containerLogs/{path_args}?{_query(request, LOG_QUERY)}"
         return await _proxy_log(request, url, node_token, node_name)
-    if sub == "exec":
+    if sub in ("exec", "attach"):
         if request.method == "POST" or request.headers.get("Upgrade", "").lower().startswith("spdy"):
-            raise errors.BadRequest("kubepy serves pods/exec over WebSockets only (" + ", ".join(EXEC_PROTOCOLS)
+            raise errors.BadRequest(f"kubepy serves pods/{sub} over WebSockets only (" + ", ".join(EXEC_PROTOCOLS)
                                     + "); SPDY is not supported: use kubectl >= 1.30 and do not set "
                                       "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false")
-        url = f"{base}/exec/{path_args}?{_query(request, EXEC_QUERY)}"
-        return await _proxy_exec(request, url, node_token, node_name)
+        query = EXEC_QUERY if sub == "exec" else ATTACH_QUERY
+        url = f"{base}/{sub}/{path_args}?{_query(request, query)}"
+        return await _proxy_exec(request, url, node_token, node_name, what=f"pods/{sub}")
     raise errors.NotFound(f"the server could not find the requested resource (pods/{sub})")
 
 
@@ -199,14 +202,15 @@ async def _proxy_log(request: web.Request, url: str, token: str, node_name: str)
             return resp
 
 
-async def _proxy_exec(request: web.Request, url: str, token: str, node_name: str) -> web.StreamResponse:
+async def _proxy_exec(request: web.Request, url: str, token: str, node_name: str, *,
+                      what: str = "pods/exec") -> web.StreamResponse:
     client = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=16 * 1024 * 1024)
     if not client.can_prepare(request).ok:
-        raise errors.BadRequest("pods/exec needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket) "
+        raise errors.BadRequest(f"{what} needs a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket) "
                                 "with subprotocol " + " or ".join(EXEC_PROTOCOLS))
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     if not any(p in EXEC_PROTOCOLS for p in offered):
-        raise errors.BadRequest(f"unsupported exec subprotocol(s) {offered}: kubepy speaks "
+        raise errors.BadRequest(f"unsupported {what.removeprefix('pods/')} subprotocol(s) {offered}: kubepy speaks "
                                 + ", ".join(EXEC_PROTOCOLS))
     await client.prepare(request)
     protocol = client.ws_protocol or EXEC_PROTOCOLS[0]

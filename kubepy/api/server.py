@@ -929,14 +929,15 @@ class APIServer:
                     "PATCH": "patch", "DELETE": "delete"}.get(m, "get")
             self.authorize(request, verb, t)
             return await self._proxy_http(request, t)
-        elif sub in ("log", "exec", "portforward"):
-            # Kubernetes checks "create" on pods/exec and pods/portforward even for the WebSocket GET.
+        elif sub in ("log", "exec", "attach", "portforward"):
+            # Kubernetes checks "create" on pods/exec, pods/attach and pods/portforward even for the
+            # WebSocket GET.
             self.authorize(request, "get" if sub == "log" else "create", t)
             return await self._proxy_to_kubelet(request, t, sub)
         raise errors.MethodNotAllowed(f"{m} is not supported on {res.plural}/{sub}")
 
     async def _proxy_to_kubelet(self, request: web.Request, t: Target, sub: str) -> web.StreamResponse:
-        """pods/log and pods/exec are served by the pod's kubelet; we relay them,
+        """pods/log, pods/exec and pods/attach are served by the pod's kubelet; we relay them,
         authenticating to the kubelet with that node's own token."""
         pod = await self.storage.get(t.resource, t.namespace, t.name or "")
         node_name = (pod.get("spec") or {}).get("nodeName")

@@ -19,7 +19,8 @@ The file is rotated by size like the kubelet does: ``path`` → ``path.1`` →
 … keeping ``max-files`` files in all (current one included).
 
 Limitations: a container logging through this driver has no stdin and no
-TTY (ctr only connects the log URI to stdout/stderr). The shim is a plain
+TTY (ctr only connects the log URI to stdout/stderr); a container that asks
+for them is run by ``attachio`` instead, which writes the same log format. The shim is a plain
 stdlib program (``python -S``) so that it costs a few MiB per container.
 """
 

@@ -930,6 +930,7 @@ class PodWorker:
             ipc_ns_path=f"/proc/{pid}/ns/ipc" if pid else None, uts_ns_path=f"/proc/{pid}/ns/uts" if pid else None,
             cgroups_path=f"{self.cgroup_path}/{cid}", labels=self._labels(name, kind, restart, str(log_path)),
             log_path=str(log_path), privileged=bool(sec.get("privileged")),
+            stdin=bool(c.get("stdin")), stdin_once=bool(c.get("stdinOnce")), tty=bool(c.get("tty")),
             read_only_rootfs=bool(sec.get("readOnlyRootFilesystem")),
             memory_limit=bytes_value(lim["memory"]) if "memory" in lim else None,
             cpu_shares=max(2, cpu_req * 1024 // 1000) if cpu_req else 2,

@@ -21,10 +21,15 @@ written to ``state_dir/specs/<id>.json`` and started with ``ctr run --config
 flags cannot set a hostname, and ``ctr run IMAGE`` cannot take a full spec.
 Consequences: the container record has no image or snapshot (both are kept
 in labels: ``io.kubepy.image``); the kubelet and containerd must share a
-mount namespace (the lab enters only the node's network namespace); stdin and
-TTY are not supported for containers (the binary log driver takes stdout and
-stderr only) but are for ``exec``. ``remove`` unmounts and deletes the
-snapshot, so nothing leaks.
+mount namespace (the lab enters only the node's network namespace). ``remove``
+unmounts and deletes the snapshot, so nothing leaks.
+
+Attachable containers (``stdin`` or ``tty``): the binary log driver takes
+stdout and stderr only, so such a container is started by its own IO process
+(``kubepy.kubelet.attachio``), which runs ``ctr run -d --fifo-dir`` itself,
+owns the task's FIFOs, writes the CRI log and serves attachers on a socket
+in ``state_dir/io/<hash of id>/`` (``attach_socket``); ``remove`` stops it.
+Every other container keeps the log shim and no extra process.
 
 Exit statuses: ``ctr task ls`` has none, so ``list_containers`` reaps each
 STOPPED task (``ctr task delete`` reports its status) and records status
@@ -35,6 +40,7 @@ and time as container labels (``io.kubepy.exit-status``,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import datetime as dt
 import hashlib
@@ -44,6 +50,8 @@ import os
 import platform
 import re
 import shutil
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +79,7 @@ __all__ = [
 LABEL_IMAGE = "io.kubepy.image"
 LABEL_EXIT_STATUS = "io.kubepy.exit-status"
 LABEL_EXITED_AT = "io.kubepy.exited-at"
+ATTACH_START_TIMEOUT = 180.0   # seconds for an attachable container's IO process to start it
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 RUNNING, STOPPED, CREATED, PAUSED, UNKNOWN = "RUNNING", "STOPPED", "CREATED", "PAUSED", "UNKNOWN"
@@ -137,6 +146,7 @@ class ContainerSpec:
     log_max_files: int = 5
     tty: bool = False
     stdin: bool = False
+    stdin_once: bool = False
     privileged: bool = False
     read_only_rootfs: bool = False
     memory_limit: int | None = None             # bytes
@@ -285,7 +295,7 @@ def build_oci_spec(spec: ContainerSpec, image_config: dict[str, Any], rootfs: st
     env.update(spec.env)
     caps = DEFAULT_CAPS
     process: dict[str, Any] = {
-        "terminal": False,
+        "terminal": spec.tty,
         "user": {"uid": uid, "gid": gid},
         "args": resolve_process_args(image_config, spec.command, spec.args),
         "env": [f"{k}={v}" for k, v in env.items()],
@@ -465,6 +475,7 @@ class Runtime:
         self._images: dict[str, ImageInfo] = {}
         self._containers: dict[str, dict[str, Any]] = {}   # id -> {"labels": ..., "image": ...}
         self._exits: dict[str, tuple[int, str]] = {}        # from events: id -> (status, exited_at)
+        self._io_procs: dict[str, asyncio.subprocess.Process] = {}   # attachable containers we started
 
     # -- plumbing --------------------------------------------------------
 
@@ -580,8 +591,6 @@ class Runtime:
 
     async def run(self, spec: ContainerSpec) -> None:
         """Create the container and start its task, detached."""
-        if spec.tty or spec.stdin:
-            raise NotSupported("stdin/tty containers: ctr connects a log URI to stdout/stderr only")
         image = await self.image_info(spec.image)
         rootfs = self.rootfs_path(spec.id)
         try:
@@ -596,16 +605,17 @@ class Runtime:
             spec_file.parent.mkdir(parents=True, exist_ok=True)
             spec_file.write_text(json.dumps(oci))
             labels = {**spec.labels, LABEL_IMAGE: image.ref}
-            argv = ["run", "--config", str(spec_file), "-d"]
+            opts = ["--config", str(spec_file)]
             if self.runc_root:
-                argv += ["--runc-root", self.runc_root]
+                opts += ["--runc-root", self.runc_root]
             for k, v in labels.items():
-                argv += ["--label", f"{k}={v}"]
-            if spec.log_path:
-                argv += ["--log-uri", self._log_uri(spec)]
+                opts += ["--label", f"{k}={v}"]
+            if spec.stdin or spec.tty:
+                await self._run_attachable(spec, [*opts, spec.id])
+            elif spec.log_path:
+                await self._ctr("run", "-d", *opts, "--log-uri", self._log_uri(spec), spec.id)
             else:
-                argv += ["--null-io"]
-            await self._ctr(*argv, spec.id)
+                await self._ctr("run", "-d", *opts, "--null-io", spec.id)
         except BaseException:
             await asyncio.shield(self.remove(spec.id))
             raise
@@ -629,6 +639,63 @@ class Runtime:
         return logshim.log_uri(shim, Path(spec.log_path or ""), max_bytes=spec.log_max_bytes,
                                max_files=spec.log_max_files)
 
+    def attach_socket(self, cid: str) -> Path:
+        """Where the container's IO process serves attachers (exists only for attachable containers)."""
+        from kubepy.kubelet import attachio
+        return attachio.socket_path(self.state_dir, cid)
+
+    def is_attachable(self, cid: str) -> bool:
+        return self.attach_socket(cid).exists()
+
+    async def _run_attachable(self, spec: ContainerSpec, run_args: list[str]) -> None:
+        """Start the container through its IO process (see the module doc); wait for its verdict."""
+        from kubepy.kubelet import attachio
+        directory = attachio.io_dir(self.state_dir, spec.id)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        src_root = Path(__file__).resolve().parents[2]
+        args = [sys.executable, "-S", "-m", "kubepy.kubelet.attachio", "--id", spec.id, "--dir", str(directory),
+                "--ctr", self.ctr, "--address", self.socket, "--namespace", self.namespace,
+                *(["--log", spec.log_path, "--max-bytes", str(spec.log_max_bytes),
+                   "--max-files", str(spec.log_max_files)] if spec.log_path else []),
+                *(["--stdin"] if spec.stdin else []), *(["--stdin-once"] if spec.stdin_once else []),
+                *(["--tty"] if spec.tty else []), "--", *run_args]
+        env = {**self._env, "PYTHONPATH": str(src_root)}
+        proc = await asyncio.create_subprocess_exec(
+            *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, env=env, start_new_session=True)
+        assert proc.stdout is not None
+        try:
+            line = (await asyncio.wait_for(proc.stdout.readline(), ATTACH_START_TIMEOUT)).decode(errors="replace")
+        except TimeoutError:
+            line = f"error the IO process did not report within {ATTACH_START_TIMEOUT}s"
+        if line.strip() != "ok":
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            reason = line.strip().removeprefix("error ") or f"the IO process exited with {proc.returncode}"
+            raise RuntimeCommandError(["ctr", "run", spec.id], proc.returncode, reason)
+        # Reaped by asyncio's child watcher when it ends; it outlives us if we restart.
+        self._io_procs[spec.id] = proc
+        log.info("attachable container started id=%s stdin=%s stdin_once=%s tty=%s io_pid=%d",
+                 spec.id, spec.stdin, spec.stdin_once, spec.tty, proc.pid)
+
+    async def _stop_io(self, cid: str) -> None:
+        from kubepy.kubelet import attachio
+        directory = attachio.io_dir(self.state_dir, cid)
+        proc = self._io_procs.pop(cid, None)
+        pid = proc.pid if proc is not None else None
+        if pid is None:
+            try:
+                pid = int((directory / "pid").read_text())
+            except (OSError, ValueError):
+                pid = None
+        if pid is not None and _is_io_process(pid, cid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if proc is not None:
+            await proc.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
     async def kill(self, cid: str, signal: str = "SIGTERM", *, all_processes: bool = False) -> None:
         await self._ctr("tasks", "kill", "-s", signal, *(["--all"] if all_processes else []), cid)
 
@@ -648,6 +715,7 @@ class Runtime:
             if code != 0 and "not found" not in err and "does not exist" not in err:
                 raise RuntimeCommandError(["ctr", *args], code, err)
         self.spec_path(cid).unlink(missing_ok=True)
+        await self._stop_io(cid)
         self._containers.pop(cid, None)
         self._exits.pop(cid, None)
 
@@ -780,6 +848,16 @@ class Runtime:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+def _is_io_process(pid: int, cid: str) -> bool:
+    """Is ``pid`` the attach IO process of ``cid`` (and not a recycled pid)?"""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"kubepy.kubelet.attachio" in argv and cid.encode() in argv
 
 
 def _now() -> str:

@@ -1,6 +1,6 @@
-"""The kubelet's HTTPS endpoint (port 10250): container logs, exec, health.
+"""The kubelet's HTTPS endpoint (port 10250): container logs, exec, attach, health.
 
-The API server reaches it when it serves ``pods/log`` and ``pods/exec``;
+The API server reaches it when it serves ``pods/log``, ``pods/exec`` and ``pods/attach``;
 nothing else talks to it. It knows nothing about pods itself: a
 ``PodLocator`` (the kubelet core) maps namespace/pod/container to a container
 id and its CRI log file, and the locator's ``Runtime`` starts exec'd
@@ -14,6 +14,8 @@ Routes::
         &previous&sinceSeconds&sinceTime&limitBytes&stream  → text/plain
     GET /exec/{namespace}/{pod}/{container}?command=..&stdin&stdout&stderr&tty
         → WebSocket, subprotocol v5.channel.k8s.io or v4.channel.k8s.io
+    GET /attach/{namespace}/{pod}/{container}?stdin&stdout&stderr&tty
+        → WebSocket, the same subprotocols and channels as exec (``kubepy.kubelet.attach``)
     GET /portForward/{namespace}/{pod}
         → WebSocket, subprotocol SPDY/3.1+portforward.k8s.io (``kubepy.kubelet.portforward``)
     GET /portForward/{namespace}/{pod}?port=P[,P]...
@@ -66,6 +68,7 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from kubepy.kubelet import attach as attach_pumps
 from kubepy.kubelet.portforward import TUNNEL_PROTOCOL, PortForwardSession
 from kubepy.kubelet.runtime import Runtime, RuntimeError_
 from kubepy.kubelet.spdy import SpdyError
@@ -409,6 +412,7 @@ class KubeletServer:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self.exec)
+        app.router.add_route("*", "/attach/{namespace}/{pod}/{container}", self.attach)
         app.router.add_route("*", "/portForward/{namespace}/{pod}", self.port_forward)
         app.router.add_route("*", "/proxy/{scheme}/{namespace}/{pod}/{port}/{path:.*}", self.proxy)
         app.on_shutdown.append(self._on_shutdown)
@@ -539,25 +543,76 @@ class KubeletServer:
                     continue
             await asyncio.sleep(FOLLOW_POLL)
 
-    # -- exec --------------------------------------------------------------
+    # -- exec and attach ---------------------------------------------------
     async def exec(self, request: web.Request) -> web.StreamResponse:
+        return await self._remotecommand(request, "exec", self._run_exec)
+
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        return await self._remotecommand(request, "attach", self._run_attach)
+
+    async def _remotecommand(self, request: web.Request, what: str, run: Any) -> web.StreamResponse:
         ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=16 * 1024 * 1024)
         if not ws.can_prepare(request).ok:
-            return _status_response(400, "BadRequest", "exec needs a WebSocket upgrade with subprotocol "
+            return _status_response(400, "BadRequest", f"{what} needs a WebSocket upgrade with subprotocol "
                                     + " or ".join(EXEC_PROTOCOLS))
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         if not any(p in EXEC_PROTOCOLS for p in offered):
-            return _status_response(400, "BadRequest", f"unsupported exec subprotocol(s) {offered}: "
+            return _status_response(400, "BadRequest", f"unsupported {what} subprotocol(s) {offered}: "
                                     f"this kubelet speaks {', '.join(EXEC_PROTOCOLS)}")
         await ws.prepare(request)
         self._sockets.add(ws)
         try:
-            await self._run_exec(request, ws)
+            await run(request, ws)
         finally:
             self._sockets.discard(ws)
             if not ws.closed:
                 await ws.close()
         return ws
+
+    async def _run_attach(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        q = request.query
+        flags = {name: q.get(name, "") in _TRUE for name in ("stdin", "stdout", "stderr", "tty")}
+
+        async def fail(message: str, reason: str = "InternalError") -> None:
+            await ws.send_bytes(bytes([ERROR]) + json.dumps(exit_status(None, message=message, reason=reason)).encode())
+
+        if not (flags["stdin"] or flags["stdout"] or flags["stderr"]):
+            return await fail("you must specify at least one of stdin, stdout, stderr", "BadRequest")
+        try:
+            cid, path = self._locate(request)
+        except (ValueError, LookupError) as e:
+            return await fail(str(e).strip("'\""), "BadRequest")
+        m = request.match_info
+        rt = self.locator.runtime
+        running = cid is not None and await rt.task_pid(cid) is not None
+        if cid is None or not running:
+            return await fail(f'container "{m["container"]}" in pod "{m["pod"]}" is not running', "BadRequest")
+        v5 = ws.ws_protocol == EXEC_PROTOCOLS[0]
+        sock = rt.attach_socket(cid)
+        # A terminal has no separate stderr (kubectl asks for none with -t either).
+        stderr = flags["stderr"] and not flags["tty"]
+        log.info("attach container=%s stdin=%s tty=%s via=%s", cid, flags["stdin"], flags["tty"],
+                 "io-process" if sock.exists() else "log")
+        if sock.exists():
+            try:
+                await attach_pumps.pump_io_socket(ws, sock, stdin=flags["stdin"], stdout=flags["stdout"],
+                                            stderr=stderr, v5=v5)
+            except OSError as e:         # the IO process ended between the check and the connect
+                log.info("attach failed container=%s err=%s", cid, e)
+                await fail(f"failed to attach to container: {e}")
+            return
+        if path is None:
+            return await fail(f'container "{m["container"]}" in pod "{m["pod"]}" has no log to attach to')
+
+        async def is_running() -> bool:
+            try:
+                current, _ = self.locator.locate(m["namespace"], m["pod"], m["container"] or None)
+                return current == cid and await rt.task_pid(cid) is not None
+            except (LookupError, ValueError, RuntimeError_, OSError):
+                return False
+
+        await attach_pumps.pump_log_follow(ws, path, stdout=flags["stdout"], stderr=stderr,
+                                     is_running=is_running, parse_line=parse_cri_line)
 
     async def _run_exec(self, request: web.Request, ws: web.WebSocketResponse) -> None:
         q = request.query
