@@ -67,7 +67,7 @@ async def test_discovery_lists_the_subresource_with_kubernetes_verbs(api):
 
 async def test_openapi_has_the_paths_the_official_client_calls(api):
     r = await api.get("/openapi/v3/api/v1")
-    ops = (await r.json())["paths"][f"/api/v1/namespaces/{{namespace}}/pods/{{name}}/ephemeralcontainers"]
+    ops = (await r.json())["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/ephemeralcontainers"]
     assert {m: ops[m]["operationId"] for m in ("get", "put", "patch")} == {
         "get": "readCoreV1NamespacedPodEphemeralcontainers",
         "put": "replaceCoreV1NamespacedPodEphemeralcontainers",
