@@ -65,7 +65,9 @@ class Resource:
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "Namespace", "namespaces", False, ("ns",), ("status", "finalize"), has_status=True),
     Resource("", "v1", "Node", "nodes", False, ("no",), ("status", "proxy"), has_status=True),
-    Resource("", "v1", "Pod", "pods", True, ("po",), ("status", "binding", "log", "exec", "attach", "portforward", "proxy"), ("all",), has_status=True),
+    Resource("", "v1", "Pod", "pods", True, ("po",),
+             ("status", "binding", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers"), ("all",),
+             has_status=True),
     Resource("", "v1", "Service", "services", True, ("svc",), ("status", "proxy"), ("all",), has_status=True),
     Resource("", "v1", "Endpoints", "endpoints", True, ("ep",)),
     Resource("", "v1", "ConfigMap", "configmaps", True, ("cm",)),

@@ -151,7 +151,9 @@ def authorize(user: User, *, verb: str, resource: str, namespace: str | None, na
         return None
     if resource == "leases" and namespace == NODE_LEASE_NAMESPACE and name == node:
         return None
-    if resource == "pods" and existing is not None and (existing.get("spec") or {}).get("nodeName") == node:
+    # Ephemeral containers are a person's debugging tool: a node never adds them (as NodeRestriction).
+    if resource == "pods" and subresource != "ephemeralcontainers" and existing is not None \
+            and (existing.get("spec") or {}).get("nodeName") == node:
         if verb in ("update", "patch", "delete"):
             return None
     return f'node "{node}" cannot {verb} {resource}{"/" + subresource if subresource else ""} {namespace + "/" if namespace else ""}{name or ""}'.rstrip()

@@ -46,6 +46,7 @@ _SUBRESOURCE = {
     "portforward": ("PodPortForwardOptions", None, None, ["create", "get"]),
     "proxy": (None, None, None, ["create", "delete", "get", "patch", "update"]),
     "finalize": (None, None, None, ["update"]),
+    "ephemeralcontainers": (None, None, None, ["get", "patch", "update"]),
 }
 
 

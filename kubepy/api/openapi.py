@@ -81,7 +81,8 @@ class Served(typing.NamedTuple):
 SERVED: tuple[Served, ...] = (
     Served("", "v1", "Namespace", "namespaces", False, "V1Namespace", "V1NamespaceList", ("status",)),
     Served("", "v1", "Node", "nodes", False, "V1Node", "V1NodeList", ("status",)),
-    Served("", "v1", "Pod", "pods", True, "V1Pod", "V1PodList", ("status", "binding", "log", "exec", "attach", "portforward")),
+    Served("", "v1", "Pod", "pods", True, "V1Pod", "V1PodList",
+           ("status", "binding", "log", "exec", "attach", "portforward", "ephemeralcontainers")),
     Served("", "v1", "Service", "services", True, "V1Service", "V1ServiceList", ("status",)),
     Served("", "v1", "Endpoints", "endpoints", True, "V1Endpoints", "V1EndpointsList", ()),
     Served("", "v1", "ConfigMap", "configmaps", True, "V1ConfigMap", "V1ConfigMapList", ()),
@@ -609,6 +610,17 @@ def _paths_for(s: Served) -> dict[str, tuple[list[str], list[_Op]]]:
                 op("patch", f"patch{prefix}{scope}{k}Status", "patch", _WRITE_PARAMS + ("force",),
                    _PATCH, obj, ("200", "201"), f"partially update status of the specified {k}",
                    patch=True),
+            ])
+        elif sub == "ephemeralcontainers":
+            # Kubernetes names these operations "...Ephemeralcontainers" (the subresource, capitalized).
+            out[path] = (pp_item, [
+                op("get", f"read{prefix}{scope}{k}Ephemeralcontainers", "get", (), None, obj, ("200",),
+                   f"read ephemeralcontainers of the specified {k}"),
+                op("put", f"replace{prefix}{scope}{k}Ephemeralcontainers", "put", _WRITE_PARAMS, obj, obj,
+                   ("200", "201"), f"replace ephemeralcontainers of the specified {k}"),
+                op("patch", f"patch{prefix}{scope}{k}Ephemeralcontainers", "patch",
+                   _WRITE_PARAMS + ("force",), _PATCH, obj, ("200", "201"),
+                   f"partially update ephemeralcontainers of the specified {k}", patch=True),
             ])
         elif sub == "scale":
             scale = _canonical("V1Scale")

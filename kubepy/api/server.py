@@ -903,9 +903,12 @@ class APIServer:
         if sub not in res.subresources:
             raise errors.NotFound(f"the server could not find the requested resource ({res.plural}/{sub})")
         name = t.name or ""
-        if sub == "status":
+        if sub in ("status", "ephemeralcontainers"):
+            # Both answer with the whole object; a write through one changes only its part of it
+            # (Storage._merge_update), pods/ephemeralcontainers only spec.ephemeralContainers.
             if m == "GET":
-                return await self.get(request, Target(res, t.namespace, name, None))
+                self.authorize(request, "get", t)
+                return self._respond(request, t, await self.storage.get(res, t.namespace, name))
             if m == "PUT":
                 body = self._check_body(t, await read_body(request))
                 existing = await self.storage.get(res, t.namespace, name)
@@ -913,11 +916,11 @@ class APIServer:
                 self._field_validation(request, t, body)
                 rv = (body.get("metadata") or {}).get("resourceVersion") or None
                 updated = await self.storage.update(res, t.namespace, name, lambda old: copy.deepcopy(body),
-                                                    precondition_rv=rv, subresource="status",
+                                                    precondition_rv=rv, subresource=sub,
                                                     dry_run=is_dry_run(request))
                 return json_response(updated)
             if m == "PATCH":
-                return await self.patch(request, t, subresource="status")
+                return await self.patch(request, t, subresource=sub)
         elif sub == "binding" and m == "POST":
             return await self.bind(request, t)
         elif sub == "scale":

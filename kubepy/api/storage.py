@@ -286,6 +286,8 @@ class Storage:
             else:
                 new["status"] = status
             return new
+        if subresource == "ephemeralcontainers":
+            return _ephemeral_containers_update(res, old, new)
         for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation",
                   "namespace", "name"):
             if k in om:
@@ -386,6 +388,26 @@ def _already_exists(res: Resource, name: str) -> errors.AlreadyExists:
     qual = f"{res.plural}.{res.group}" if res.group else res.plural
     return errors.AlreadyExists(f'{qual} "{name}" already exists',
                                 details={"name": name, "group": res.group, "kind": res.plural})
+
+
+def _ephemeral_containers_update(res: Resource, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A write through pods/ephemeralcontainers: only ``spec.ephemeralContainers``
+    moves, everything else stays as stored (Kubernetes' dropNonEphemeralContainerUpdates),
+    and only appending is allowed (validation's ``pods/ephemeralcontainers`` rules)."""
+    spec = new.get("spec")
+    ephemeral = spec.get("ephemeralContainers") if isinstance(spec, dict) else None
+    out = copy.deepcopy(old)
+    out_spec = out.setdefault("spec", {})
+    if ephemeral is None:
+        out_spec.pop("ephemeralContainers", None)
+    else:
+        out_spec["ephemeralContainers"] = ephemeral
+    validation.default_object(res.plural, out, old=old)
+    validation.validate_object("pods/ephemeralcontainers", out, old=old)
+    if out.get("spec") != old.get("spec"):
+        m = out["metadata"]
+        m["generation"] = int(m.get("generation") or 0) + 1
+    return out
 
 
 def _prepare_create(res: Resource, obj: dict[str, Any]) -> None:

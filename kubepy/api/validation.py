@@ -973,6 +973,62 @@ def _validate_containers(spec: dict, path: str, errs: _Errs, volumes: set[str]) 
             _validate_container(c, p, errs, volumes=volumes, host_network=host_network, init=init)
 
 
+# What an ephemeral container may not set, in Go's field order (Kubernetes'
+# allowedEphemeralContainerFields): a debugging aid is never part of the pod's service.
+EPHEMERAL_FORBIDDEN_FIELDS = ("ports", "resources", "resizePolicy", "restartPolicy", "restartPolicyRules",
+                              "livenessProbe", "readinessProbe", "startupProbe", "lifecycle")
+EPHEMERAL_FORBIDDEN = "cannot be set for an Ephemeral Container"
+
+
+def _is_set(key: str, value: Any) -> bool:
+    """Go's "not the zero value": ``resources`` is a struct, so ``{}`` is unset;
+    every other forbidden field is a list or a pointer, set as soon as it is present."""
+    if key == "resources":
+        return isinstance(value, dict) and any(v is not None for v in value.values())
+    return value is not None
+
+
+def _validate_ephemeral_containers(spec: dict, path: str, errs: _Errs, volumes: set[str]) -> None:
+    """Kubernetes' validateEphemeralContainers: each is a valid container with a name
+    unique across all the pod's containers, targeting a regular or init container,
+    and setting none of EPHEMERAL_FORBIDDEN_FIELDS."""
+    others = {_d(c).get("name") for c in _l(spec.get("containers")) + _l(spec.get("initContainers"))}
+    others.discard(None)
+    names = set(others)
+    for i, c in enumerate(_l(spec.get("ephemeralContainers"))):
+        c, p = _d(c), f"{path}.ephemeralContainers[{i}]"
+        name = c.get("name")
+        if not name:
+            errs.required(f"{p}.name")
+        else:
+            errs.each(f"{p}.name", name, is_dns1123_label(str(name)))
+        image = c.get("image")
+        if not image:
+            errs.required(f"{p}.image")
+        elif not isinstance(image, str) or image != image.strip():
+            errs.invalid(f"{p}.image", image, "must not have leading or trailing whitespace")
+        errs.enum(f"{p}.imagePullPolicy", c.get("imagePullPolicy"), PULL_POLICIES)
+        errs.enum(f"{p}.terminationMessagePolicy", c.get("terminationMessagePolicy"), TERMINATION_MESSAGE_POLICIES)
+        _validate_ports(c.get("ports"), f"{p}.ports", errs, host_network=bool(spec.get("hostNetwork")))
+        _validate_env(c.get("env"), f"{p}.env", errs)
+        _validate_resources(c.get("resources"), f"{p}.resources", errs)
+        _validate_volume_mounts(c.get("volumeMounts"), f"{p}.volumeMounts", volumes, errs)
+        if name:
+            if name in names:
+                errs.duplicate(f"{p}.name", name)
+            names.add(name)
+        target = c.get("targetContainerName")
+        if target and target not in others:
+            errs.not_found(f"{p}.targetContainerName", target)
+        for key in EPHEMERAL_FORBIDDEN_FIELDS:
+            if _is_set(key, c.get(key)):
+                errs.forbidden(f"{p}.{key}", EPHEMERAL_FORBIDDEN)
+        for j, m in enumerate(_l(c.get("volumeMounts"))):
+            for key in ("subPath", "subPathExpr"):
+                if _d(m).get(key):
+                    errs.forbidden(f"{p}.volumeMounts[{j}].{key}", EPHEMERAL_FORBIDDEN)
+
+
 def _validate_volumes(volumes: Any, path: str, errs: _Errs) -> set[str]:
     names: set[str] = set()
     for i, v in enumerate(_l(volumes)):
@@ -1023,6 +1079,7 @@ def _validate_tolerations(tolerations: Any, path: str, errs: _Errs) -> None:
 def _validate_pod_spec(spec: dict, path: str, errs: _Errs) -> None:
     volumes = _validate_volumes(spec.get("volumes"), f"{path}.volumes", errs)
     _validate_containers(spec, path, errs, volumes)
+    _validate_ephemeral_containers(spec, path, errs, volumes)
     errs.enum(f"{path}.restartPolicy", spec.get("restartPolicy"), RESTART_POLICIES)
     errs.enum(f"{path}.dnsPolicy", spec.get("dnsPolicy"), DNS_POLICIES)
     if spec.get("dnsPolicy") == "None" and not spec.get("dnsConfig"):
@@ -1125,8 +1182,40 @@ def _validate_pod(obj: dict, old: dict | None, errs: _Errs) -> None:
         errs.required("spec")
         return
     _validate_pod_spec(spec, "spec", errs)
+    if old is None and _l(spec.get("ephemeralContainers")):
+        # Only pods/ephemeralcontainers adds them; a plain update may not (see _validate_pod_update).
+        errs.forbidden("spec.ephemeralContainers", "cannot be set on create")
     if old is not None:
         _validate_pod_update(obj, old, errs)
+
+
+MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+def _validate_pod_ephemeral_containers(obj: dict, old: dict | None, errs: _Errs) -> None:
+    """Kubernetes' ValidatePodEphemeralContainersUpdate: the pod stays valid and the
+    ephemeral containers already there are neither changed nor removed (only appended)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        errs.required("spec")
+        return
+    _validate_pod_spec(spec, "spec", errs)
+    if old is None:
+        return
+    if MIRROR_POD_ANNOTATION in _d(_d(old.get("metadata")).get("annotations")):
+        errs[:] = []
+        errs.forbidden("", "static pods do not support ephemeral containers")
+        return
+    by_name = {_d(c).get("name"): c for c in _l(spec.get("ephemeralContainers"))}
+    for existing in _l(_d(old.get("spec")).get("ephemeralContainers")):
+        name = _d(existing).get("name")
+        if name not in by_name:
+            errs.forbidden("spec.ephemeralContainers", f"existing ephemeral containers {json.dumps(name)} "
+                           "may not be removed\n")
+        elif by_name[name] != existing:
+            diff = "\n".join(_spec_diff(existing, by_name[name], f"spec.ephemeralContainers[{name}]"))
+            errs.forbidden("spec.ephemeralContainers", f"existing ephemeral containers {json.dumps(name)} "
+                           f"may not be changed\n{diff}")
 
 
 # ---------------------------------------------------------------------------
@@ -1157,6 +1246,8 @@ def _validate_template(spec: dict, errs: _Errs) -> None:
         errs.required("spec.template.spec")
         return
     _validate_pod_spec(tspec, "spec.template.spec", errs)
+    if _l(tspec.get("ephemeralContainers")):
+        errs.forbidden("spec.template.spec.ephemeralContainers", "ephemeral containers not allowed in pod template")
     if tspec.get("restartPolicy") not in (None, "", "Always"):
         errs.not_supported("spec.template.spec.restartPolicy", tspec["restartPolicy"], ("Always",))
     if tspec.get("activeDeadlineSeconds") is not None:
@@ -1594,6 +1685,8 @@ _KINDS: dict[str, _KindRules] = {
     "namespaces": _KindRules("Namespace", "", is_dns1123_label, _validate_namespace, _default_namespace),
     "nodes": _KindRules("Node", "", is_dns1123_subdomain, _validate_node, _default_node),
     "pods": _KindRules("Pod", "", is_dns1123_subdomain, _validate_pod, _default_pod),
+    "ephemeralcontainers": _KindRules("Pod", "", is_dns1123_subdomain, _validate_pod_ephemeral_containers,
+                                      _default_pod),
     # Service names become DNS labels and env var prefixes: Kubernetes requires RFC 1035 (leading letter).
     "services": _KindRules("Service", "", is_dns1035_label, _validate_service, _default_service),
     "endpoints": _KindRules("Endpoints", "", is_dns1123_subdomain, _validate_endpoints, _default_endpoints),
@@ -1609,7 +1702,7 @@ _KINDS: dict[str, _KindRules] = {
 }
 
 _ALIASES = {
-    "pods/binding": "bindings", "binding": "bindings",
+    "pods/binding": "bindings", "binding": "bindings", "pods/ephemeralcontainers": "ephemeralcontainers",
     "deployments/scale": "scale", "replicasets/scale": "scale", "scales": "scale",
     "endpoint": "endpoints",
 }

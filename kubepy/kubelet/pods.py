@@ -8,7 +8,9 @@ event, a probe verdict, a timer or the periodic resync) and then runs
 next steps towards the pod spec. One slow pod never blocks another.
 
 ``sync`` of a live pod: sandbox (IPAM address → pod netns and veth →
-pod cgroup → /etc files → volumes → the sandbox container), then init
+pod cgroup → /etc files → volumes → the sandbox container), then the
+ephemeral containers (``kubectl debug``: started once, never restarted, not
+even in a new sandbox, and not waiting for init containers), then init
 containers one at a time, each to exit 0, then the app containers;
 restarts per ``restartPolicy`` with Kubernetes' crash-loop back-off (10s
 doubling to 5 min, forgotten after 10 min without a restart); liveness
@@ -24,7 +26,9 @@ The sandbox is a container running the infra image's ``sleep`` (busybox:
 pod's IPC and UTS namespaces (hostname); the other containers join them by
 ``/proc/<sandbox pid>/ns/...``. If the sandbox dies, every container of the
 pod is removed and the pod starts again from its sandbox (as Kubernetes
-does when a sandbox changes). Each container keeps its own PID namespace.
+does when a sandbox changes). Each container keeps its own PID namespace,
+except an ephemeral container with ``targetContainerName``: it joins its
+target's (so ``ps`` in it shows the target's processes).
 
 Pure pieces (unit-tested): ``Backoff``, ``resolve_env``, ``expand``,
 ``should_restart``, ``container_id_for``, ``pod_resources``.
@@ -105,7 +109,7 @@ LABEL_KIND = "io.kubepy.container.kind"
 LABEL_CREATED_AT = "io.kubepy.created-at"
 LABEL_LOG_PATH = "io.kubernetes.container.logpath"
 SANDBOX_NAME = "POD"
-SANDBOX, INIT, APP = "sandbox", "init", "app"
+SANDBOX, INIT, APP, EPHEMERAL = "sandbox", "init", "app", "ephemeral"
 SANDBOX_COMMAND = ["sleep", "2147483647"]
 
 
@@ -597,6 +601,10 @@ class PodWorker:
             return False
         spec = pod.get("spec") or {}
         policy = spec.get("restartPolicy", "Always")
+        # Before init containers, as Kubernetes: a pod stuck initializing can still be debugged.
+        for c in spec.get("ephemeralContainers") or []:
+            if self.latest(c["name"], EPHEMERAL)[0] is None:   # never restarted
+                await self.start_container(c, EPHEMERAL, 0)
         initialized = True
         for c in spec.get("initContainers") or []:
             latest, _ = self.latest(c["name"], INIT)
@@ -687,6 +695,11 @@ class PodWorker:
                 if r.kind == APP:
                     self.restart_floor[r.name] = max(self.restart_floor.get(r.name, 0), r.restart_count + 1)
             for r in self.records:
+                if r.kind == EPHEMERAL:
+                    # Never restarted, not even in the new sandbox: it stays (and reports) as it ended.
+                    if r.running:
+                        await self.kill_container(r, 0.0)
+                    continue
                 await k.runtime.remove(r.id)
             self.records = []
         spec, meta = pod.get("spec") or {}, pod["metadata"]
@@ -909,6 +922,8 @@ class PodWorker:
             command = [expand(a, env) for a in c.get("command") or []] or None
             args = [expand(a, env) for a in c.get("args") or []] or None
             mounts = self._mounts(c)
+            target = c.get("targetContainerName") if kind == EPHEMERAL else None
+            pid_ns = await self._target_pid_ns(target) if target else None
         except ConfigError as e:
             self.waiting[name] = ("CreateContainerConfigError", str(e))
             self.event("Warning", "Failed", f"Error: {e}")
@@ -926,7 +941,7 @@ class PodWorker:
         pid = self.sandbox_pid
         spec = ContainerSpec(
             id=cid, image=c["image"], command=command, args=args, env=env, working_dir=c.get("workingDir"),
-            user=user, mounts=mounts, netns_path=self.netns_path,
+            user=user, mounts=mounts, netns_path=self.netns_path, pid_ns_path=pid_ns,
             ipc_ns_path=f"/proc/{pid}/ns/ipc" if pid else None, uts_ns_path=f"/proc/{pid}/ns/uts" if pid else None,
             cgroups_path=f"{self.cgroup_path}/{cid}", labels=self._labels(name, kind, restart, str(log_path)),
             log_path=str(log_path), privileged=bool(sec.get("privileged")),
@@ -948,14 +963,23 @@ class PodWorker:
         self.waiting.pop(name, None)
         self.event("Normal", "Created", f"Created container {name}")
         self.event("Normal", "Started", f"Started container {name}")
-        log.info("container started pod=%s/%s container=%s id=%s restart=%d kind=%s", self.namespace, self.name,
-                 name, cid, restart, kind)
+        log.info("container started pod=%s/%s container=%s id=%s restart=%d kind=%s%s", self.namespace, self.name,
+                 name, cid, restart, kind, f" target={target}" if target else "")
         # Keep the newest dead instance (logs --previous, lastState); remove older ones.
         for old in self.instances(name, kind)[:-1]:
             with contextlib.suppress(RuntimeError_):
                 await k.runtime.remove(old.id)
         await self.snapshot()
         return True
+
+    async def _target_pid_ns(self, target: str) -> str:
+        """The PID namespace of a running regular or init container, for an ephemeral container to join."""
+        rec = next((r for r in reversed(self.records)
+                    if r.name == target and r.kind in (APP, INIT) and r.running), None)
+        pid = await self.k.runtime.task_pid(rec.id) if rec is not None else None
+        if not pid:
+            raise ConfigError(f"unable to find target container {target}")   # Kubernetes' words
+        return f"/proc/{pid}/ns/pid"
 
     async def kill_container(self, rec: ContainerRecord, grace: float, c: dict[str, Any] | None = None) -> None:
         """preStop hook, SIGTERM, SIGKILL after ``grace`` seconds; waits for the exit."""
@@ -1043,7 +1067,7 @@ class PodWorker:
             if latest is not None and latest.running:
                 if kind == APP:
                     v.ready, v.started = self._probe_view(latest.id)
-                else:
+                elif kind == INIT:
                     v.started = True
             views[c["name"]] = v
         return views
@@ -1053,10 +1077,11 @@ class PodWorker:
         assert pod is not None
         spec = pod.get("spec") or {}
         base = self.k.status.last(self.uid) or pod.get("status") or {}
-        await self.k.ensure_image_ids([c.get("image", "") for c in
-                                       (spec.get("containers") or []) + (spec.get("initContainers") or [])])
+        await self.k.ensure_image_ids([c.get("image", "") for c in (spec.get("containers") or [])
+                                       + (spec.get("initContainers") or []) + (spec.get("ephemeralContainers") or [])])
         inp = PodStatusInput(views=self._views(spec.get("containers") or [], APP),
                              init_views=self._views(spec.get("initContainers") or [], INIT),
+                             ephemeral_views=self._views(spec.get("ephemeralContainers") or [], EPHEMERAL),
                              pod_ip=self.pod_ip, host_ip=self.k.config.node_ip, start_time=self.start_time,
                              message=self.message)
         status = build_pod_status({**pod, "status": base}, inp)

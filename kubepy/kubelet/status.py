@@ -5,7 +5,8 @@ instance and the one before, as ``ContainerRecord``) plus the kubelet's own
 knowledge (a waiting reason such as ``CrashLoopBackOff``, probe results)
 into the Kubernetes ``PodStatus``: ``containerStatuses`` /
 ``initContainerStatuses`` (state, lastState, restartCount, ready,
-started), the phase by Kubernetes' rules (``pod_phase``) and the
+started) / ``ephemeralContainerStatuses`` (never ready, no ``started``;
+they count for neither phase nor readiness), the phase by Kubernetes' rules (``pod_phase``) and the
 conditions ``PodScheduled``, ``Initialized``, ``ContainersReady``,
 ``Ready``, whose ``lastTransitionTime`` only moves when the status flips.
 
@@ -33,6 +34,7 @@ __all__ = [
     "StatusWriter",
     "build_pod_status",
     "container_status",
+    "ephemeral_container_status",
     "is_terminal",
     "now_rfc3339",
     "pod_phase",
@@ -61,7 +63,7 @@ class ContainerRecord:
 
     id: str
     name: str
-    kind: str                      # "sandbox", "init" or "app"
+    kind: str                      # "sandbox", "init", "app" or "ephemeral"
     restart_count: int
     image: str
     created_at: str                # RFC 3339 (the kubelet's label; the task starts at once)
@@ -125,6 +127,15 @@ def container_status(c: dict[str, Any], view: ContainerView) -> dict[str, Any]:
         out["state"] = {"terminated": _terminated(latest)}
         if view.previous is not None and view.previous.exited:
             out["lastState"] = {"terminated": _terminated(view.previous)}
+    return out
+
+
+def ephemeral_container_status(c: dict[str, Any], view: ContainerView) -> dict[str, Any]:
+    """One entry of ``ephemeralContainerStatuses``: as a container's, but never ready
+    and without ``started`` (the kubelet's prober never sets it for them)."""
+    out = container_status(c, ContainerView(latest=view.latest, previous=view.previous, waiting=view.waiting,
+                                            image_id=view.image_id))
+    out.pop("started", None)
     return out
 
 
@@ -193,6 +204,7 @@ def _condition(old: dict[str, dict[str, Any]], ctype: str, ok: bool, now: str,
 class PodStatusInput:
     views: dict[str, ContainerView] = field(default_factory=dict)      # app containers by name
     init_views: dict[str, ContainerView] = field(default_factory=dict)
+    ephemeral_views: dict[str, ContainerView] = field(default_factory=dict)
     pod_ip: str | None = None
     host_ip: str = ""
     start_time: str | None = None
@@ -247,6 +259,10 @@ def build_pod_status(pod: dict[str, Any], inp: PodStatusInput, *, now: str | Non
         status["podIPs"] = [{"ip": inp.pod_ip}]
     if init_statuses:
         status["initContainerStatuses"] = init_statuses
+    ephemeral = spec.get("ephemeralContainers") or []
+    if ephemeral:
+        status["ephemeralContainerStatuses"] = [
+            ephemeral_container_status(c, inp.ephemeral_views.get(c["name"], ContainerView())) for c in ephemeral]
     if inp.start_time:
         status["startTime"] = inp.start_time
     if old_status.get("qosClass"):

@@ -131,6 +131,30 @@ def test_terminal_phase_is_kept():
     assert build_pod_status(pod, PodStatusInput())["phase"] == "Succeeded"
 
 
+def test_ephemeral_container_statuses_count_for_neither_phase_nor_readiness():
+    dbg = {"name": "dbg", "image": "busybox:1.36", "targetContainerName": "c"}
+    pod = {"metadata": {"name": "p"}, "spec": {"restartPolicy": "Always", "containers": [C],
+                                                "ephemeralContainers": [dbg, {"name": "late", "image": "busybox"}]}}
+    inp = PodStatusInput(views={"c": ContainerView(latest=rec(running=True), ready=True, started=True)},
+                         ephemeral_views={"dbg": ContainerView(latest=rec("dbg", code=0, kind="ephemeral"),
+                                                               image_id="x@sha")})
+    s = build_pod_status(pod, inp, now=T2)
+    assert s["phase"] == "Running" and {c["type"]: c["status"] for c in s["conditions"]}["Ready"] == "True"
+    done, late = s["ephemeralContainerStatuses"]
+    assert done == {"name": "dbg", "image": "busybox:1.36", "imageID": "x@sha", "ready": False, "restartCount": 0,
+                    "containerID": "containerd://dbg-0", "lastState": {},
+                    "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "2026-01-01T00:00:00Z",
+                                             "finishedAt": "2026-01-01T00:00:05Z",
+                                             "containerID": "containerd://dbg-0"}}}
+    assert late["state"] == {"waiting": {"reason": "ContainerCreating"}} and "started" not in late
+    running = build_pod_status(pod, PodStatusInput(ephemeral_views={
+        "dbg": ContainerView(latest=rec("dbg", running=True, kind="ephemeral"), ready=True, started=True)}), now=T2)
+    first = running["ephemeralContainerStatuses"][0]
+    assert first["state"] == {"running": {"startedAt": "2026-01-01T00:00:00Z"}} and first["ready"] is False
+    assert "ephemeralContainerStatuses" not in build_pod_status(
+        {"metadata": {"name": "p"}, "spec": {"containers": [C]}}, PodStatusInput(), now=T2)
+
+
 # -- back-off -------------------------------------------------------------------------
 class Clock:
     def __init__(self):

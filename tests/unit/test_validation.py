@@ -555,3 +555,90 @@ def test_kubectl_generated_objects_pass():
                     "dnsPolicy": "ClusterFirst", "restartPolicy": "Never"},
            "status": {}}
     assert causes("pods", run) == []
+
+
+# ---------------------------------------------------------------------------
+# ephemeral containers (pods/ephemeralcontainers)
+# ---------------------------------------------------------------------------
+
+
+def with_ephemeral(old: dict, *containers: dict) -> dict:
+    new = copy.deepcopy(old)
+    new["spec"]["ephemeralContainers"] = [*new["spec"].get("ephemeralContainers", []), *containers]
+    return defaulted("pods/ephemeralcontainers", new, old)
+
+
+def debugger(name: str = "dbg", **extra) -> dict:
+    return {"name": name, "image": "busybox:1.36", **extra}
+
+
+@pytest.mark.parametrize("extra,expected", [
+    ({}, []),
+    ({"resources": {}, "targetContainerName": "app", "env": [{"name": "A", "value": "1"}],
+      "securityContext": {"capabilities": {"add": ["SYS_PTRACE"]}}, "stdin": True, "tty": True}, []),
+    ({"ports": [{"containerPort": 80}]}, [("spec.ephemeralContainers[0].ports", "FieldValueForbidden")]),
+    ({"ports": []}, [("spec.ephemeralContainers[0].ports", "FieldValueForbidden")]),   # Go: a non-nil slice
+    ({"resources": {"requests": {"cpu": "1"}}}, [("spec.ephemeralContainers[0].resources", "FieldValueForbidden")]),
+    ({"livenessProbe": {"exec": {"command": ["true"]}}},
+     [("spec.ephemeralContainers[0].livenessProbe", "FieldValueForbidden")]),
+    ({"startupProbe": {"exec": {"command": ["true"]}}},
+     [("spec.ephemeralContainers[0].startupProbe", "FieldValueForbidden")]),
+    ({"lifecycle": {"postStart": {"exec": {"command": ["true"]}}}},
+     [("spec.ephemeralContainers[0].lifecycle", "FieldValueForbidden")]),
+    ({"restartPolicy": "Always"}, [("spec.ephemeralContainers[0].restartPolicy", "FieldValueForbidden")]),
+    ({"targetContainerName": "missing"}, [("spec.ephemeralContainers[0].targetContainerName", "FieldValueNotFound")]),
+    ({"name": "app"}, [("spec.ephemeralContainers[0].name", "FieldValueDuplicate")]),
+    ({"name": "Bad_Name"}, [("spec.ephemeralContainers[0].name", "FieldValueInvalid")]),
+    ({"image": ""}, [("spec.ephemeralContainers[0].image", "FieldValueRequired")]),
+])
+def test_ephemeral_container_rules(extra, expected):
+    old = defaulted("pods", pod())
+    new = with_ephemeral(old, debugger(**extra))
+    assert causes("pods/ephemeralcontainers", new, old, default=False) == expected
+
+
+def test_ephemeral_container_may_not_target_another_ephemeral_one():
+    old = with_ephemeral(defaulted("pods", pod()), debugger("first"))
+    new = with_ephemeral(old, debugger("second", targetContainerName="first"))
+    assert causes("pods/ephemeralcontainers", new, old, default=False) == [
+        ("spec.ephemeralContainers[1].targetContainerName", "FieldValueNotFound")]
+
+
+def test_ephemeral_containers_are_appended_only():
+    old = with_ephemeral(defaulted("pods", pod()), debugger("first"))
+    assert causes("pods/ephemeralcontainers", with_ephemeral(old, debugger("second")), old, default=False) == []
+    changed = copy.deepcopy(old)
+    changed["spec"]["ephemeralContainers"][0]["command"] = ["sh"]
+    with pytest.raises(errors.Invalid) as info:
+        validate_object("pods/ephemeralcontainers", changed, old=old)
+    assert info.value.causes[0]["message"].startswith(
+        'Forbidden: existing ephemeral containers "first" may not be changed\n')
+    removed = copy.deepcopy(old)
+    removed["spec"]["ephemeralContainers"] = []
+    with pytest.raises(errors.Invalid) as info:
+        validate_object("pods/ephemeralcontainers", removed, old=old)
+    assert info.value.causes == [{"reason": "FieldValueForbidden", "field": "spec.ephemeralContainers",
+                                  "message": 'Forbidden: existing ephemeral containers "first" may not be removed\n'}]
+
+
+def test_ephemeral_containers_only_through_their_subresource():
+    assert ("spec.ephemeralContainers", "FieldValueForbidden") in causes("pods", pod(ephemeralContainers=[debugger()]))
+    old = defaulted("pods", pod())
+    assert ("spec", "FieldValueForbidden") in causes("pods", with_ephemeral(old, debugger()), old, default=False)
+    d = deployment()
+    d["spec"]["template"]["spec"]["ephemeralContainers"] = [debugger()]
+    assert ("spec.template.spec.ephemeralContainers", "FieldValueForbidden") in causes("deployments", d)
+
+
+def test_static_pods_take_no_ephemeral_containers():
+    old = defaulted("pods", pod())
+    old["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "abc"}
+    assert causes("pods/ephemeralcontainers", with_ephemeral(old, debugger()), old, default=False) == [
+        ("", "FieldValueForbidden")]
+
+
+def test_ephemeral_containers_are_defaulted_like_containers():
+    new = with_ephemeral(defaulted("pods", pod()), debugger(image="busybox"))
+    ec = new["spec"]["ephemeralContainers"][0]
+    assert (ec["imagePullPolicy"], ec["terminationMessagePath"], ec["terminationMessagePolicy"]) == (
+        "Always", "/dev/termination-log", "File")
