@@ -178,3 +178,21 @@ async def test_kubectl_debug_node_still_works(kubelet_node: KubeletNode, client:
     assert p["spec"]["hostNetwork"] is True and "ephemeralContainers" not in p["spec"]
     assert "node-debug-ok" in await logs_of(node, name, "debugger")
     await delete_and_wait_gone(client, node, name, node.test_ns, timeout=60)
+
+
+async def test_kubectl_debug_i_is_interactive_in_the_targets_pid_namespace(kubelet_node: KubeletNode,
+                                                                          client: Client):
+    """`kubectl debug -i --target` creates a stdin container and attaches to it: the
+    commands piped in run beside the target's processes (pods/attach on an ephemeral
+    container)."""
+    node = kubelet_node
+    name = "ephem-interactive"
+    await client.create("pods", pod(node, name, [{"name": "app", "command": ["sleep", MARK]}]),
+                        namespace=node.test_ns)
+    await wait_for(client, node, name, lambda p: p["status"].get("phase") == "Running", what="Running", timeout=60)
+    cp = node.apiserver.kubectl("-n", node.test_ns, "debug", "-i", name, "--image=busybox:1.36", "--target=app",
+                                "-c", "dbgi", "--", "sh", input="ps; echo debug-$((6*7)); exit\n", timeout=120)
+    assert f"sleep {MARK}" in cp.stdout and "debug-42" in cp.stdout, cp
+    p = await wait_for(client, node, name, terminated("dbgi"), what="dbgi terminated", timeout=60)
+    assert ephemeral_status(p, "dbgi")["state"]["terminated"]["exitCode"] == 0
+    await delete_and_wait_gone(client, node, name, node.test_ns, timeout=60)
