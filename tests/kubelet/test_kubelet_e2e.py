@@ -374,7 +374,13 @@ async def test_kubectl_port_forward(kubelet_node: KubeletNode, client: Client):
     ns = node.test_ns
     script = ("mkdir /www && echo pf-ok > /www/index.html && dd if=/dev/urandom of=/www/big bs=1024 count=3072 "
               "2>/dev/null && exec httpd -f -p 127.0.0.1:8080 -h /www")   # loopback only: reachable just in the pod
-    await client.create("pods", pod(node, "pf", [{"name": "web", "command": ["sh", "-c", script]}]), namespace=ns)
+    pf = pod(node, "pf", [{"name": "web", "command": ["sh", "-c", script]}])
+    pf["metadata"]["labels"] = {"kptest-app": "pf"}
+    await client.create("pods", pf, namespace=ns)
+    await client.create("services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "pf-svc"},
+                                     "spec": {"selector": {"kptest-app": "pf"},
+                                              "ports": [{"name": "web", "port": 80, "targetPort": 8080}]}},
+                        namespace=ns)
     await wait_for(client, node, "pf", lambda p: p["status"].get("phase") == "Running", what="Running")
     proc = subprocess.Popen([KUBECTL, "--kubeconfig", str(node.apiserver.kubeconfig), "-n", ns, "port-forward",
                              "pod/pf", ":8080", ":9"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -408,6 +414,20 @@ async def test_kubectl_port_forward(kubelet_node: KubeletNode, client: Client):
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert "error forwarding port 9 to pod pf" in err, err
+    # svc/NAME: kubectl picks a pod by the Service's selector and maps port 80 to its targetPort.
+    proc = subprocess.Popen([KUBECTL, "--kubeconfig", str(node.apiserver.kubeconfig), "-n", ns, "port-forward",
+                             "svc/pf-svc", ":80"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = await asyncio.to_thread(proc.stdout.readline)
+        m = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) -> 8080", line)
+        assert m, (line, proc.poll())
+        assert await asyncio.to_thread(get, int(m.group(1)), "/") == b"pf-ok\n"
+        big = await asyncio.to_thread(get, int(m.group(1)), "/big")
+        assert hashlib.md5(big).hexdigest() == want
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+        await client.delete("services", "pf-svc", namespace=ns)
     await delete_and_wait_gone(client, node, "pf", ns)
 
 

@@ -134,6 +134,7 @@ SUITE_IMAGES = {
     "docker.io/library/busybox:latest": busybox_full_image,
     "docker.io/library/nginx:latest": nginx_standin_image,
     "docker.io/library/nginx:1.15.4": nginx_standin_image,
+    "docker.io/library/nginx:1.16.0": nginx_standin_image,   # `helm create`'s chart (appVersion 1.16.0)
     "docker.io/library/python:latest": python_image,
     "k8s.gcr.io/pause:2.0": pause_standin_image,
 }
