@@ -198,3 +198,26 @@ async def test_attach_to_a_container_without_stdin(kubelet_node: KubeletNode, cl
         out = k.wait_for(b"tick-")
         assert b"Unable to use a TTY - container main did not allocate one" in out, out
     await client.delete("pods", "att-plain", namespace=node.test_ns, grace_period_seconds=0)
+
+
+async def test_kubectl_run_it_rm_on_a_terminal(kubelet_node: KubeletNode, client: Client):
+    """`kubectl run -it --rm` from a real terminal: a tty shell in the pod, then the pod is gone."""
+    node = kubelet_node
+    name = "att-runt-" + os.urandom(3).hex()
+    overrides = '{"apiVersion": "v1", "spec": {"nodeName": "%s", "terminationGracePeriodSeconds": 1}}' % node.name
+    with interactive(node, "run", "-it", "--rm", "--restart=Never", "--image=busybox:1.36",
+                     f"--overrides={overrides}", "--pod-running-timeout=2m", name, "--", "sh",
+                     tty=True, size=(24, 80)) as k:
+        k.wait_for(b"If you don't see a command prompt")
+        k.send(b"tty; echo runt-$((6*7)); exit\r")
+        out = k.wait_for(f'pod "{name}" deleted'.encode(), timeout=120)
+        assert b"/dev/pts/0" in out and b"runt-42" in out, out
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            await client.get("pods", name, namespace=node.test_ns)
+        except NotFoundError:
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"pod {name} still there\n{node.log_tail()}")
