@@ -15,14 +15,14 @@ from kubepy.controllers.context import (
     ControllerContext,
     InformerFactory,
 )
+from kubepy.controllers.expectations import ControllerExpectations as Expectations
+from kubepy.controllers.pods import is_pod_available
 from kubepy.controllers.replicaset import (
-    Expectations,
     ReplicaSetController,
     calculate_status,
-    is_pod_available,
     pods_to_delete,
-    slow_start_batch,
 )
+from kubepy.controllers.slowstart import slow_start_batch
 from tests.controllers.conftest_rsdeploy import (
     apiserver_rsdeploy_fixture,  # noqa: F401 - registers the fixture "apiserver_rsdeploy"
     create_namespace,
@@ -170,7 +170,7 @@ class FakeClient:
     async def patch(self, resource, name, patch, *, namespace=None, subresource=None, **_):
         if subresource == "status":
             self.status_patches.append(patch["status"])
-        return {}
+        return {"metadata": {"name": name, "namespace": namespace, **patch.get("metadata", {})}}
 
     async def get(self, resource, name, *, namespace=None, **_):
         return {"metadata": {"name": name, "uid": f"uid-{name}"}}
