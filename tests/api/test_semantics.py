@@ -36,6 +36,7 @@ async def _serve(tmp_path: Path, **config: Any) -> AsyncIterator[TestClient]:
     await server.start()
     token = auth.token_for(auth.load_or_create_static_tokens(tmp_path), group=auth.MASTERS)
     client = TestClient(TestServer(server.app()), headers={"Authorization": f"Bearer {token}"})
+    client.token = token  # type: ignore[attr-defined] - for tests that talk through kubepy's Client
     await client.start_server()
     try:
         yield client
