@@ -5,10 +5,10 @@ errors contained, periodic resync."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from kubepy.client import GoneError, Informer, TransportError, by_node
 from kubepy.testing.fakeapi import Action, FakeAPI
+from tests.client.informers import running, until
 
 
 def pod(name: str, rv: int, node: str | None = None, uid: str | None = None) -> dict:
@@ -28,23 +28,6 @@ class Recorder:
 
     def delete(self, obj: dict) -> None:
         self.log.append(("delete", obj["metadata"]["name"]))
-
-
-@contextlib.asynccontextmanager
-async def running(informer: Informer):
-    task = asyncio.create_task(informer.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(cond, timeout: float = 3.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.005)
 
 
 def watch_rvs(api: FakeAPI) -> list[str]:
