@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from kubepy.meta.selectors import LabelSelector, label_selector_from_dict
 from kubepy.client import (
     AlreadyExistsError,
     NotFoundError,
@@ -45,6 +44,17 @@ from kubepy.client import (
     run_workers,
 )
 from kubepy.controllers.context import ControllerContext
+from kubepy.controllers.ownership import (
+    ControllerRefManager,
+    OwnerKind,
+    controller_ref,
+    owner_reference,
+    owners_selecting,
+    owners_to_sync_on_update,
+    resolve_controller_ref,
+    selector_of,
+)
+from kubepy.controllers.pods import parse_time
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,7 @@ __all__ = [
     "scaled_value",
 ]
 
+DEPLOYMENT = OwnerKind("apps/v1", "Deployment", "deployments")
 HASH_LABEL = "pod-template-hash"
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY_ANNOTATION = "deployment.kubernetes.io/revision-history"
@@ -430,13 +441,6 @@ def _has_deadline(d: dict[str, Any]) -> bool:
     return (d.get("spec") or {}).get("progressDeadlineSeconds") is not None
 
 
-def _parse(ts: str | None) -> datetime | None:
-    try:
-        return datetime.fromisoformat(ts) if ts else None
-    except ValueError:
-        return None
-
-
 def deployment_timed_out(d: dict[str, Any], status: dict[str, Any], now: datetime) -> bool:
     if not _has_deadline(d):
         return False
@@ -445,7 +449,7 @@ def deployment_timed_out(d: dict[str, Any], status: dict[str, Any], now: datetim
         return False
     if cond.get("reason") == REASON_TIMED_OUT:
         return True
-    since = _parse(cond.get("lastUpdateTime"))
+    since = parse_time(cond.get("lastUpdateTime"))
     return since is not None and (now - since).total_seconds() > int(d["spec"]["progressDeadlineSeconds"])
 
 
@@ -461,7 +465,7 @@ def progress_check_after(d: dict[str, Any], status: dict[str, Any], now: datetim
     if (not _has_deadline(d) or cond is None or deployment_complete(d, status)
             or cond.get("reason") in (REASON_TIMED_OUT, REASON_PAUSED, REASON_NEW_RS_AVAILABLE)):
         return None
-    since = _parse(cond.get("lastUpdateTime"))
+    since = parse_time(cond.get("lastUpdateTime"))
     if since is None:
         return None
     return (since - now).total_seconds() + int(d["spec"]["progressDeadlineSeconds"])
@@ -504,60 +508,38 @@ class DeploymentController:
         self.queue.add(object_key(d))
 
     def _owner_key(self, obj: dict[str, Any], ref: dict[str, Any] | None) -> str | None:
-        if ref is None or ref.get("kind") != "Deployment":
-            return None
-        key = f"{obj['metadata'].get('namespace')}/{ref.get('name')}"
-        d = self.d_informer.cache.get(key)
-        if d is None or d["metadata"].get("uid") != ref.get("uid"):
-            return None
-        return key
-
-    def _enqueue_matching(self, rs: dict[str, Any]) -> None:
-        labels = rs["metadata"].get("labels") or {}
-        for d in self.d_informer.cache.by_index("namespace", rs["metadata"].get("namespace", "")):
-            sel = _selector(d)
-            if not sel.empty() and sel.matches(labels):
-                self.queue.add(object_key(d))
+        return resolve_controller_ref(obj, ref, DEPLOYMENT, self.d_informer.cache)
 
     def _on_rs_add(self, rs: dict[str, Any]) -> None:
-        key = self._owner_key(rs, _controller_ref(rs))
+        ref = controller_ref(rs)
+        key = self._owner_key(rs, ref)
         if key is not None:
             self.queue.add(key)
-        elif _controller_ref(rs) is None:
-            self._enqueue_matching(rs)
+        elif ref is None:
+            for owner_key in owners_selecting(rs, self.d_informer.cache):
+                self.queue.add(owner_key)
 
     def _on_rs_update(self, old: dict[str, Any], new: dict[str, Any]) -> None:
         if old["metadata"].get("resourceVersion") == new["metadata"].get("resourceVersion"):
             return
-        old_ref, new_ref = _controller_ref(old), _controller_ref(new)
-        ref_changed = (old_ref or {}).get("uid") != (new_ref or {}).get("uid")
-        if ref_changed and old_ref is not None:
-            old_key = self._owner_key(old, old_ref)
-            if old_key is not None:
-                self.queue.add(old_key)
-        if new_ref is not None:
-            key = self._owner_key(new, new_ref)
-            if key is not None:
-                self.queue.add(key)
-            return
-        if ref_changed or old["metadata"].get("labels") != new["metadata"].get("labels"):
-            self._enqueue_matching(new)
+        for key in owners_to_sync_on_update(old, new, DEPLOYMENT, self.d_informer.cache):
+            self.queue.add(key)
 
     def _on_rs_delete(self, rs: dict[str, Any]) -> None:
         self._written.pop(f"replicasets:{object_key(rs)}", None)
-        key = self._owner_key(rs, _controller_ref(rs))
+        key = self._owner_key(rs, controller_ref(rs))
         if key is not None:
             self.queue.add(key)
 
     def _on_pod_delete(self, pod: dict[str, Any]) -> None:
         # Only Recreate waits for old pods to be gone before scaling up.
-        ref = _controller_ref(pod)
+        ref = controller_ref(pod)
         if ref is None or ref.get("kind") != "ReplicaSet":
             return
         rs = self.rs_informer.cache.get(f"{pod['metadata'].get('namespace')}/{ref.get('name')}")
         if rs is None:
             return
-        key = self._owner_key(rs, _controller_ref(rs))
+        key = self._owner_key(rs, controller_ref(rs))
         d = self.d_informer.cache.get(key) if key else None
         if d is not None and not _is_rolling(d):
             self.queue.add(key)  # type: ignore[arg-type]
@@ -569,7 +551,7 @@ class DeploymentController:
             return
         cached = self._fresh("deployments", cached)
         d = copy.deepcopy(cached)
-        if _selector(d).empty():
+        if selector_of(d).empty():
             self.recorder.event(d, "Warning", "SelectingAll",
                                 "This deployment is selecting all pods. A non-empty selector is required.")
             return
@@ -591,48 +573,11 @@ class DeploymentController:
             await self._rollout_recreate(d, rss)
 
     async def _claim_replicasets(self, d: dict[str, Any]) -> list[dict[str, Any]]:
-        selector = _selector(d)
-        uid = d["metadata"]["uid"]
-        deleting = bool(d["metadata"].get("deletionTimestamp"))
-        claimed: list[dict[str, Any]] = []
-        can_adopt: bool | None = None
-        for rs in self.rs_informer.cache.by_index("namespace", d["metadata"]["namespace"]):
-            rs = self._fresh("replicasets", rs)
-            ref = _controller_ref(rs)
-            matches = selector.matches(rs["metadata"].get("labels") or {})
-            if ref is not None:
-                if ref.get("uid") != uid:
-                    continue
-                if matches or deleting:
-                    claimed.append(rs)
-                else:
-                    await self._patch_owner(rs, {"$patch": "delete", "uid": uid})
-                continue
-            if not matches or deleting or rs["metadata"].get("deletionTimestamp"):
-                continue
-            if can_adopt is None:
-                can_adopt = await self._can_adopt(d)
-            if can_adopt and (adopted := await self._patch_owner(rs, _owner_reference(d))) is not None:
-                claimed.append(adopted)
-        return claimed
-
-    async def _can_adopt(self, d: dict[str, Any]) -> bool:
-        try:
-            fresh = await self.client.get("deployments", d["metadata"]["name"], namespace=d["metadata"]["namespace"])
-        except NotFoundError:
-            return False
-        return fresh["metadata"].get("uid") == d["metadata"]["uid"] and not fresh["metadata"].get("deletionTimestamp")
-
-    async def _patch_owner(self, rs: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any] | None:
-        # No resourceVersion precondition: the API server refuses a second
-        # controller reference, so two adopters cannot both win.
-        meta = rs["metadata"]
-        try:
-            return self._remember("replicasets", await self.client.patch(
-                "replicasets", meta["name"], {"metadata": {"ownerReferences": [ref]}}, namespace=meta["namespace"],
-                patch_type="strategic"))
-        except NotFoundError:
-            return None
+        rss = [self._fresh("replicasets", rs)
+               for rs in self.rs_informer.cache.by_index("namespace", d["metadata"]["namespace"])]
+        manager = ControllerRefManager(self.client, d, DEPLOYMENT, resource="replicasets",
+                                       on_written=lambda rs: self._remember("replicasets", rs))
+        return await manager.claim(rss)
 
     # -- read-your-writes ---------------------------------------------------------------
     def _remember(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
@@ -699,7 +644,7 @@ class DeploymentController:
         rs: dict[str, Any] = {
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": name, "namespace": meta["namespace"], "labels": dict(template["metadata"]["labels"]),
-                         "ownerReferences": [_owner_reference(d)], "annotations": {}},
+                         "ownerReferences": [owner_reference(d, DEPLOYMENT)], "annotations": {}},
             "spec": {"replicas": 0, "minReadySeconds": int(d["spec"].get("minReadySeconds") or 0),
                      "selector": selector, "template": template},
         }
@@ -712,7 +657,7 @@ class DeploymentController:
                 found = await self.client.get("replicasets", name, namespace=meta["namespace"])
             except NotFoundError:
                 raise RuntimeError(f"replica set {name} exists and does not") from None
-            ref = _controller_ref(found)
+            ref = controller_ref(found)
             if ref is not None and ref.get("uid") == meta["uid"] and equal_ignore_hash(
                     found["spec"].get("template"), d["spec"]["template"]):
                 return found  # ours, from an earlier sync whose cache had not caught up
@@ -806,7 +751,7 @@ class DeploymentController:
         old_uids = {rs["metadata"]["uid"] for rs in old_rss}
         new_uid = (new_rs or {}).get("metadata", {}).get("uid")
         for pod in self.pod_informer.cache.by_index("namespace", d["metadata"]["namespace"]):
-            ref = _controller_ref(pod)
+            ref = controller_ref(pod)
             if ref is None or ref.get("uid") == new_uid or ref.get("uid") not in old_uids:
                 continue
             if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
@@ -1034,18 +979,3 @@ def _rv(obj: dict[str, Any]) -> int:
     except ValueError:
         return 0
 
-
-def _owner_reference(d: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": d["metadata"]["name"],
-            "uid": d["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
-
-
-def _controller_ref(obj: dict[str, Any]) -> dict[str, Any] | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return ref
-    return None
-
-
-def _selector(d: dict[str, Any]) -> LabelSelector:
-    return label_selector_from_dict((d.get("spec") or {}).get("selector"))

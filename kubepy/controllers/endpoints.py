@@ -19,6 +19,7 @@ from typing import Any
 from kubepy.meta.selectors import LabelSelector, label_selector_from_dict
 from kubepy.client import AlreadyExistsError, NotFoundError, WorkQueue, object_key, run_workers
 from kubepy.controllers.context import ControllerContext
+from kubepy.controllers.pods import is_pod_ready
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,6 @@ def service_selector(service: dict[str, Any]) -> LabelSelector | None:
     if not selector:
         return None
     return label_selector_from_dict({"matchLabels": selector})
-
-
-def is_pod_ready(pod: dict[str, Any]) -> bool:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return cond.get("status") == "True"
-    return False
 
 
 def should_pod_be_in_endpoints(pod: dict[str, Any], *, include_terminating: bool) -> bool:

@@ -28,6 +28,7 @@ from kubepy.client import (
     by_node,
 )
 from kubepy.client import api as client_api
+from tests.client.informers import running, until
 from tests.e2e.conftest import free_port, running_apiserver, start_apiserver, stop_apiserver
 
 pytestmark = pytest.mark.slow
@@ -61,23 +62,6 @@ def pod(name: str, ns: str, node: str | None = None) -> dict:
     if node:
         spec["nodeName"] = node
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns}, "spec": spec}
-
-
-@contextlib.asynccontextmanager
-async def running(informer: Informer):
-    task = asyncio.create_task(informer.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def until(cond, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)
 
 
 # -- REST verbs and typed errors ----------------------------------------------

@@ -15,14 +15,15 @@ from kubepy.controllers.context import (
     ControllerContext,
     InformerFactory,
 )
+from kubepy.controllers.expectations import ControllerExpectations as Expectations
+from kubepy.controllers.pods import is_pod_available
 from kubepy.controllers.replicaset import (
-    Expectations,
     ReplicaSetController,
     calculate_status,
-    is_pod_available,
     pods_to_delete,
-    slow_start_batch,
 )
+from kubepy.controllers.slowstart import slow_start_batch
+from kubepy.testing.fakeapi import Action, FakeAPI
 from tests.controllers.conftest_rsdeploy import (
     apiserver_rsdeploy_fixture,  # noqa: F401 - registers the fixture "apiserver_rsdeploy"
     create_namespace,
@@ -144,38 +145,7 @@ def test_calculate_status_counts_and_failure_condition():
     assert "conditions" not in cleared
 
 
-# -- expectations against a fake client: the cache never catches up by itself -------
-class FakeClient:
-    def __init__(self, fail_creates_after: int | None = None) -> None:
-        self.created: list[dict[str, Any]] = []
-        self.deleted: list[str] = []
-        self.status_patches: list[dict[str, Any]] = []
-        self.fail_creates_after = fail_creates_after
-        self._n = itertools.count()
-
-    async def create(self, resource, obj, *, namespace=None, **_):
-        assert resource == "pods"
-        if self.fail_creates_after is not None and len(self.created) >= self.fail_creates_after:
-            raise InvalidError(422, "Invalid", "pods x is forbidden: exceeded quota")
-        n = next(self._n)
-        made = {**obj, "metadata": {**obj["metadata"], "name": f"{obj['metadata']['generateName']}{n}",
-                                    "uid": f"pod-uid-{n}", "resourceVersion": str(100 + n),
-                                    "creationTimestamp": ts(0)}}
-        self.created.append(made)
-        return made
-
-    async def delete(self, resource, name, *, namespace=None, **_):
-        self.deleted.append(name)
-
-    async def patch(self, resource, name, patch, *, namespace=None, subresource=None, **_):
-        if subresource == "status":
-            self.status_patches.append(patch["status"])
-        return {}
-
-    async def get(self, resource, name, *, namespace=None, **_):
-        return {"metadata": {"name": name, "uid": f"uid-{name}"}}
-
-
+# -- expectations against the fake API: the cache never catches up by itself -------
 class FakeRecorder:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str]] = []
@@ -184,9 +154,9 @@ class FakeRecorder:
         self.events.append((type, reason, message))
 
 
-def fake_controller(client: FakeClient) -> tuple[ReplicaSetController, FakeRecorder]:
+def fake_controller(api: FakeAPI) -> tuple[ReplicaSetController, FakeRecorder]:
     recorder = FakeRecorder()
-    ctx = ControllerContext(client=client, informers=InformerFactory(client), recorder=recorder,  # type: ignore[arg-type]
+    ctx = ControllerContext(client=api, informers=InformerFactory(api), recorder=recorder,  # type: ignore[arg-type]
                             config=ControllerConfig())
     return ReplicaSetController(ctx), recorder
 
@@ -201,72 +171,88 @@ def replicaset(name: str = "web", replicas: int = 3) -> dict[str, Any]:
             "status": {}}
 
 
+def cached_rs(api: FakeAPI, ctrl: ReplicaSetController, replicas: int) -> None:
+    """The ReplicaSet as the API holds it, and in the controller's cache."""
+    if not api.objects("replicasets"):
+        api.seed("replicasets", replicaset(replicas=replicas))
+    ctrl.rs_informer.cache.set(replicaset(replicas=replicas))
+
+
+def created_pods(api: FakeAPI) -> list[dict[str, Any]]:
+    return [a.body for a in api.calls("create", "pods")]
+
+
+def deleted_pods(api: FakeAPI) -> list[str]:
+    return [a.name for a in api.calls("delete", "pods")]
+
+
 async def test_expectations_stop_a_second_sync_before_the_cache_catches_up():
-    client = FakeClient()
-    ctrl, recorder = fake_controller(client)
-    ctrl.rs_informer.cache.set(replicaset(replicas=3))
+    api = FakeAPI()
+    ctrl, recorder = fake_controller(api)
+    cached_rs(api, ctrl, 3)
     await ctrl.reconcile("default/web")
     await ctrl.reconcile("default/web")  # the pod watch has shown nothing yet
-    assert len(client.created) == 3
+    assert len(created_pods(api)) == 3
     assert ctrl.expectations.pending("default/web") == (3, 0)
     assert [r for _, r, _ in recorder.events] == ["SuccessfulCreate"] * 3
-    made = client.created[0]
+    made = created_pods(api)[0]
     assert made["metadata"]["generateName"] == "web-"
     assert made["metadata"]["ownerReferences"][0] == {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
                                                       "uid": "uid-web", "controller": True,
                                                       "blockOwnerDeletion": True}
     # The informer delivers the creates: now (and only now) it may act again.
-    for p in client.created:
+    for p in api.objects("pods"):
         ctrl.pod_informer.cache.set(p)
         ctrl._on_pod_add(p)
     assert ctrl.expectations.satisfied("default/web")
     await ctrl.reconcile("default/web")
-    assert len(client.created) == 3 and client.deleted == []
+    assert len(created_pods(api)) == 3 and deleted_pods(api) == []
 
     # Scale down: deletions are expected by pod key, observed once each.
     ctrl.rs_informer.cache.set(replicaset(replicas=1))
+    pods = api.objects("pods")
     await ctrl.reconcile("default/web")
     await ctrl.reconcile("default/web")
-    assert len(client.deleted) == 2
-    for p in list(client.created):
-        if p["metadata"]["name"] in client.deleted:
+    assert len(deleted_pods(api)) == 2
+    for p in pods:
+        if p["metadata"]["name"] in deleted_pods(api):
             ctrl.pod_informer.cache.delete(f"default/{p['metadata']['name']}")
             ctrl._on_pod_delete(p)
     assert ctrl.expectations.satisfied("default/web")
 
 
 async def test_failed_creates_stop_the_slow_start_and_set_replica_failure():
-    client = FakeClient(fail_creates_after=3)
-    ctrl, recorder = fake_controller(client)
-    ctrl.rs_informer.cache.set(replicaset(replicas=20))
+    api = FakeAPI()
+
+    def quota(action: Action) -> None:
+        if len(api.objects("pods")) >= 3:
+            raise InvalidError(422, "Invalid", "pods x is forbidden: exceeded quota")
+
+    api.react("create", "pods", quota)
+    ctrl, recorder = fake_controller(api)
+    cached_rs(api, ctrl, 20)
     with pytest.raises(InvalidError):
         await ctrl.reconcile("default/web")
-    assert len(client.created) == 3  # batches 1, 2 ok; the batch of 4 fails and nothing more is tried
+    assert len(api.objects("pods")) == 3  # batches 1, 2 ok; the batch of 4 fails and nothing more is tried
+    assert len(created_pods(api)) == 7
     assert ctrl.expectations.pending("default/web") == (3, 0)  # only the ones that will show up
     assert ("Warning", "FailedCreate") in {(t, r) for t, r, _ in recorder.events}
-    [cond] = client.status_patches[-1]["conditions"]
+    [cond] = api.calls("patch", "replicasets", "status")[-1].body["status"]["conditions"]
     assert (cond["type"], cond["reason"]) == ("ReplicaFailure", "FailedCreate")
 
 
 async def test_adopts_orphans_and_ignores_terminal_or_deleting_pods():
-    client = FakeClient()
-    ctrl, _ = fake_controller(client)
-    ctrl.rs_informer.cache.set(replicaset(replicas=3))
+    api = FakeAPI()
+    ctrl, _ = fake_controller(api)
+    cached_rs(api, ctrl, 3)
     for p in (pod("orphan", node="n"), pod("done", node="n", phase="Succeeded"), pod("going", deleting=True),
               pod("other", labels={"app": "db"})):
-        ctrl.pod_informer.cache.set(p)
-    patched: list[str] = []
-    original = client.patch
-
-    async def patch(resource, name, body, **kw):
-        if resource == "pods":
-            patched.append(name)
-        return await original(resource, name, body, **kw)
-
-    client.patch = patch  # type: ignore[method-assign]
+        ctrl.pod_informer.cache.set(api.seed("pods", p))
     await ctrl.reconcile("default/web")
-    assert patched == ["orphan"]
-    assert len(client.created) == 2  # 3 wanted, the adopted orphan counts
+    assert [a.name for a in api.calls("patch", "pods")] == ["orphan"]
+    [ref] = next(p for p in api.objects("pods") if p["metadata"]["name"] == "orphan")["metadata"]["ownerReferences"]
+    assert (ref["uid"], ref["controller"]) == ("uid-web", True)
+    assert len(created_pods(api)) == 2  # 3 wanted, the adopted orphan counts
 
 
 # -- against a real API server -------------------------------------------------------

@@ -17,6 +17,7 @@ from kubepy.kubelet.runtimestate import (
     ready_state,
     runtime_errors,
 )
+from kubepy.testing.fakeapi import FakeAPI
 
 
 @pytest.mark.parametrize("last_ok, now, want", [
@@ -58,25 +59,17 @@ def test_ready_condition_reason_and_message_follow_runtime():
     assert back["lastTransitionTime"] == "t2"
 
 
-class FakeClient:
-    def __init__(self) -> None:
-        self.patches: list[dict] = []
-
-    async def patch(self, resource, name, body, **kw):
-        self.patches.append(body)
-        return body
-
-
 async def test_node_agent_ready_from_runtime_errors(tmp_path, caplog):
     errors: list[str] = []
-    client = FakeClient()
+    client = FakeAPI()
+    client.seed("nodes", {"metadata": {"name": "n1"}})
     agent = NodeAgent(client, SimpleNamespace(node_name="n1", root_dir=tmp_path), runtime_version="x",
                       runtime_errors=lambda: list(errors))
     agent.is_ready = True
     caplog.set_level(logging.INFO, logger="kubepy.kubelet.node")
 
     def ready() -> dict:
-        return next(c for c in client.patches[-1]["status"]["conditions"] if c["type"] == "Ready")
+        return next(c for c in client.calls("patch", "nodes")[-1].body["status"]["conditions"] if c["type"] == "Ready")
 
     await agent.update_status()
     assert ready()["status"] == "True"

@@ -1,4 +1,4 @@
-"""Proxier against a fake API (list + watch queues), a fake iptables and a fake netlink.
+"""Proxier against the in-memory fake API, a fake iptables and a fake netlink.
 
 Also the adapters' pure parts: reading iptables-save, the cleanup payload,
 and which UDP conntrack entries a change makes stale.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,31 +18,7 @@ from kubepy.proxy.iptables import FakeIPTables, cleanup_payload, parse_state
 from kubepy.proxy.netlink import UDPFlow
 from kubepy.proxy.proxier import Proxier, changed_ports, stale_udp_flows
 from kubepy.proxy.rules import Endpoint, ServicePort
-
-
-class FakeClient:
-    """list_all from a dict, watch from a queue per resource."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, dict[str, Any]]] = {"services": {}, "endpoints": {}, "nodes": {}}
-        self.queues: dict[str, asyncio.Queue[dict[str, Any]]] = {r: asyncio.Queue() for r in self.objects}
-        self.rv = 1
-
-    async def list_all(self, resource: str, **_: Any) -> tuple[list[dict[str, Any]], str]:
-        return [copy.deepcopy(o) for o in self.objects[resource].values()], str(self.rv)
-
-    async def watch(self, resource: str, **_: Any) -> AsyncIterator[dict[str, Any]]:
-        while True:
-            yield await self.queues[resource].get()
-
-    def seed(self, resource: str, obj: dict[str, Any]) -> None:
-        self.rv += 1
-        obj["metadata"]["resourceVersion"] = str(self.rv)
-        self.objects[resource][obj["metadata"]["name"]] = obj
-
-    def put(self, resource: str, obj: dict[str, Any], kind: str = "MODIFIED") -> None:
-        self.seed(resource, copy.deepcopy(obj))
-        self.queues[resource].put_nowait({"type": kind, "object": copy.deepcopy(self.objects[resource][obj["metadata"]["name"]])})
+from kubepy.testing.fakeapi import FakeAPI
 
 
 class FakeNetlink:
@@ -95,7 +70,7 @@ async def wait_until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
 
 class Harness:
     def __init__(self, *, min_sync_period: float = 0.3, sync_period: float = 30.0) -> None:
-        self.client = FakeClient()
+        self.client = FakeAPI()
         self.iptables = FakeIPTables()
         self.netlink = FakeNetlink()
         self.routes = FakeRoutes()
@@ -143,7 +118,7 @@ async def test_burst_of_changes_is_one_sync(harness: Harness) -> None:
     await asyncio.sleep(0.05)
     start = time.monotonic()
     for i in range(10):  # 10 changes in 100 ms
-        harness.client.put("endpoints", endpoints("s0", f"10.244.1.{100 + i}"))
+        await harness.client.update("endpoints", endpoints("s0", f"10.244.1.{100 + i}"))
         await asyncio.sleep(0.01)
     assert time.monotonic() - start < 0.3
     await wait_until(lambda: harness.proxier.syncs >= 2)
@@ -154,7 +129,7 @@ async def test_burst_of_changes_is_one_sync(harness: Harness) -> None:
 
 async def test_change_of_one_service_is_a_partial_sync(harness: Harness) -> None:
     await harness.start()
-    harness.client.put("endpoints", endpoints("s1", "10.244.1.50"))
+    await harness.client.update("endpoints", endpoints("s1", "10.244.1.50"))
     await wait_until(lambda: harness.proxier.syncs >= 2)
     payload = harness.iptables.last
     s1 = harness.proxier._applied["ns/s1|tcp"]  # type: ignore[index]
@@ -170,7 +145,7 @@ async def test_change_of_one_service_is_a_partial_sync(harness: Harness) -> None
 async def test_failed_apply_forces_a_full_resync(harness: Harness) -> None:
     await harness.start()
     harness.iptables.fail_next = 1
-    harness.client.put("endpoints", endpoints("s2", "10.244.1.60"))
+    await harness.client.update("endpoints", endpoints("s2", "10.244.1.60"))
     await wait_until(lambda: harness.proxier.failures == 1)
     await wait_until(lambda: harness.proxier.syncs >= 2)  # retried after min_sync_period
     assert harness.iptables.saves == 2  # the retry read the kernel again: full
@@ -191,7 +166,8 @@ async def test_periodic_full_resync() -> None:
 
 async def test_no_change_no_restore(harness: Harness) -> None:
     await harness.start()
-    harness.client.put("services", service("s0", "10.96.0.10"))  # new resourceVersion, same content
+    await harness.client.patch("services", "s0", {"metadata": {"annotations": {"touched": "yes"}}},
+                               namespace="ns")  # new resourceVersion, same rules
     await asyncio.sleep(0.5)
     assert len(harness.iptables.restores) == 1
 
@@ -202,7 +178,7 @@ async def test_udp_endpoint_change_deletes_conntrack_entries() -> None:
     h.client.seed("endpoints", endpoints("dns", "10.244.1.5", protocol="UDP", port=53))
     try:
         await h.start()
-        h.client.put("endpoints", endpoints("dns", "10.244.1.6", protocol="UDP", port=53))
+        await h.client.update("endpoints", endpoints("dns", "10.244.1.6", protocol="UDP", port=53))
         await wait_until(lambda: h.proxier.syncs >= 2)
         await wait_until(lambda: len(h.netlink.flows) >= 2)
         # the first sync saw the service gain endpoints; the second, 10.244.1.5 leave
@@ -214,7 +190,7 @@ async def test_udp_endpoint_change_deletes_conntrack_entries() -> None:
 async def test_deleted_service_chains_are_removed(harness: Harness) -> None:
     await harness.start()
     gone = harness.proxier._applied["ns/s2|tcp"]  # type: ignore[index]
-    harness.client.put("services", service("s2", "10.96.0.12"), kind="DELETED")
+    await harness.client.delete("services", "s2", namespace="ns")
     await wait_until(lambda: harness.proxier.syncs >= 2)
     for chain in gone.chains():
         assert f"-X {chain}" in harness.iptables.last
@@ -299,7 +275,7 @@ async def test_node_changes_sync_host_gw_routes(harness: Harness) -> None:
     assert harness.routes.synced == [{}]
     other = {"metadata": {"name": "n2", "uid": "n2"}, "spec": {"podCIDR": "10.244.2.0/24"},
              "status": {"addresses": [{"type": "InternalIP", "address": "192.168.77.2"}]}}
-    harness.client.put("nodes", other, kind="ADDED")
+    await harness.client.create("nodes", other)
     await wait_until(lambda: len(harness.routes.synced) >= 2)
     assert harness.routes.synced[-1] == {"10.244.2.0/24": "192.168.77.2"}
     assert len(harness.iptables.restores) == 1  # no service changed: no iptables work
