@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubepy.api.validation import default_object, validate_object
+from kubepy.kinds.validation import default_object, validate_object
 from kubepy.images import EXAMPLE_IMAGES, JOB_SCRIPT, WEB_CGI, archive_name, build_examples
 from tests.kubelet.test_runtime import remove_cgroups
 

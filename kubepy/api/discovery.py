@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubepy.version import version_info  # noqa: F401 - served at /version
-from kubepy.resources import RESOURCES, VERBS, Resource, group_versions
+from kubepy.kinds import VERBS, Kind, all_kinds, group_versions
 
 def api_versions(server_address: str) -> dict[str, Any]:
     return {
@@ -50,7 +50,7 @@ _SUBRESOURCE = {
 }
 
 
-def _resource_entries(r: Resource) -> list[dict[str, Any]]:
+def _resource_entries(r: Kind) -> list[dict[str, Any]]:
     main: dict[str, Any] = {
         "name": r.plural,
         "singularName": r.kind.lower(),
@@ -74,7 +74,7 @@ def _resource_entries(r: Resource) -> list[dict[str, Any]]:
 
 
 def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
-    rs = [r for r in RESOURCES if r.group == group and r.version == version]
+    rs = [r for r in all_kinds() if r.group == group and r.version == version]
     if not rs:
         return None
     gv = f"{group}/{version}" if group else version

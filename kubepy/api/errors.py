@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubepy import kinds
+
 
 class APIError(Exception):
     code = 500
@@ -131,3 +133,8 @@ class Invalid(APIError):
             details={"name": name, "group": group, "kind": kind, "causes": causes},
         )
         self.causes = causes
+
+    @classmethod
+    def of(cls, e: kinds.Invalid) -> Invalid:
+        """The 422 for an object a kind's strategy found invalid."""
+        return cls(e.kind, e.name, e.causes, group=e.group)

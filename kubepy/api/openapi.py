@@ -44,10 +44,11 @@ import threading
 import typing
 from typing import Any
 
+from kubepy import kinds
 from kubepy.api import patch, protobuf
 
 __all__ = [
-    "SERVED",
+    "served",
     "openapi_v2",
     "openapi_v2_json",
     "openapi_v3_index",
@@ -67,32 +68,10 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 
-class Served(typing.NamedTuple):
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-    model: str  # python client class of the kind
-    list_model: str  # python client class of the list
-    subresources: tuple[str, ...]
+def served() -> tuple[kinds.Kind, ...]:
+    """What the documents describe: every registered kind (its ``model`` is its schema)."""
+    return kinds.all_kinds()
 
-
-SERVED: tuple[Served, ...] = (
-    Served("", "v1", "Namespace", "namespaces", False, "V1Namespace", "V1NamespaceList", ("status",)),
-    Served("", "v1", "Node", "nodes", False, "V1Node", "V1NodeList", ("status",)),
-    Served("", "v1", "Pod", "pods", True, "V1Pod", "V1PodList",
-           ("status", "binding", "log", "exec", "attach", "portforward", "ephemeralcontainers")),
-    Served("", "v1", "Service", "services", True, "V1Service", "V1ServiceList", ("status",)),
-    Served("", "v1", "Endpoints", "endpoints", True, "V1Endpoints", "V1EndpointsList", ()),
-    Served("", "v1", "ConfigMap", "configmaps", True, "V1ConfigMap", "V1ConfigMapList", ()),
-    Served("", "v1", "Secret", "secrets", True, "V1Secret", "V1SecretList", ()),
-    Served("", "v1", "Event", "events", True, "CoreV1Event", "CoreV1EventList", ()),
-    Served("", "v1", "ServiceAccount", "serviceaccounts", True, "V1ServiceAccount", "V1ServiceAccountList", ()),
-    Served("apps", "v1", "Deployment", "deployments", True, "V1Deployment", "V1DeploymentList", ("status", "scale")),
-    Served("apps", "v1", "ReplicaSet", "replicasets", True, "V1ReplicaSet", "V1ReplicaSetList", ("status", "scale")),
-    Served("coordination.k8s.io", "v1", "Lease", "leases", True, "V1Lease", "V1LeaseList", ()),
-)
 
 # extra models every document needs (request/response bodies of the paths)
 _EXTRA_MODELS = ("V1Status", "V1DeleteOptions", "V1WatchEvent", "V1Scale", "V1Binding")
@@ -111,7 +90,7 @@ _INTORSTRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
 _RAWEXT = "io.k8s.apimachinery.pkg.runtime.RawExtension"
 
 # model short name (without version prefix) -> API package, for everything
-# that is not core/v1.  Everything reachable from SERVED not listed is core.
+# that is not core/v1.  Everything reachable from the served kinds not listed is core.
 _META_TYPES = {
     "ObjectMeta", "ListMeta", "Status", "StatusDetails", "StatusCause",
     "OwnerReference", "ManagedFieldsEntry", "LabelSelector",
@@ -121,14 +100,20 @@ _META_TYPES = {
 }
 _PKG_BY_TYPE = {
     **{t: "io.k8s.apimachinery.pkg.apis.meta.v1" for t in _META_TYPES},
-    **{t: "io.k8s.api.apps.v1" for t in (
-        "Deployment", "DeploymentList", "DeploymentSpec", "DeploymentStatus",
-        "DeploymentStrategy", "DeploymentCondition", "RollingUpdateDeployment",
-        "ReplicaSet", "ReplicaSetList", "ReplicaSetSpec", "ReplicaSetStatus",
-        "ReplicaSetCondition")},
-    **{t: "io.k8s.api.coordination.v1" for t in ("Lease", "LeaseList", "LeaseSpec")},
     **{t: "io.k8s.api.autoscaling.v1" for t in ("Scale", "ScaleSpec", "ScaleStatus")},
 }
+
+
+def _api_package(k: kinds.Kind) -> str:
+    """io.k8s.api.<first label of the group>.<version>: apps, coordination, batch, rbac, …"""
+    return f"io.k8s.api.{k.group.split('.')[0]}.{k.version}"
+
+
+def _package_of(short: str) -> str | None:
+    pkg = _PKG_BY_TYPE.get(short)
+    if pkg is None:
+        pkg = next((_api_package(k) for k in kinds.all_kinds() if short in k.api_types), None)
+    return pkg
 
 _CLASS_RE = re.compile(r"^(?:[A-Z][a-z]+)?(V\d+(?:alpha\d+|beta\d+)?)([A-Z]\w*)$")
 
@@ -138,7 +123,7 @@ def _canonical(class_name: str) -> str:
     if not m:  # pragma: no cover - all served models match
         raise ValueError(f"unexpected model class name {class_name!r}")
     version, short = m.group(1).lower(), m.group(2)
-    pkg = _PKG_BY_TYPE.get(short)
+    pkg = _package_of(short)
     if pkg is None:
         pkg = f"io.k8s.api.core.{version}"
     return f"{pkg}.{short}"
@@ -237,7 +222,7 @@ def _is_int_or_string(annotation: Any) -> bool:
 
 
 class _Builder:
-    """Walks the python client models reachable from SERVED."""
+    """Walks the python client models reachable from the served kinds."""
 
     def __init__(self) -> None:
         self.defs: dict[str, dict[str, Any]] = {}  # canonical -> v2 schema
@@ -254,7 +239,7 @@ class _Builder:
         return name
 
     def build(self) -> None:
-        for s in SERVED:
+        for s in served():
             self.ref(s.model)
             self.ref(s.list_model)
         for m in _EXTRA_MODELS:
@@ -387,7 +372,7 @@ class _Builder:
             "Kubernetes PATCH request body.",
         }
         # group-version-kind extensions on top-level kinds
-        for s in SERVED:
+        for s in served():
             gvk = [{"group": s.group, "kind": s.kind, "version": s.version}]
             d[_canonical(s.model)]["x-kubernetes-group-version-kind"] = gvk
             d[_canonical(s.list_model)]["x-kubernetes-group-version-kind"] = [
@@ -398,7 +383,7 @@ class _Builder:
             {"group": "", "kind": "Binding", "version": "v1"}]
         d[_canonical("V1Status")]["x-kubernetes-group-version-kind"] = [
             {"group": "", "kind": "Status", "version": "v1"}]
-        groups = sorted({(s.group, s.version) for s in SERVED}) + [("autoscaling", "v1"),
+        groups = sorted({(s.group, s.version) for s in served()}) + [("autoscaling", "v1"),
                                                                    ("meta.k8s.io", "v1")]
         for kind, model in (("DeleteOptions", "V1DeleteOptions"), ("WatchEvent", "V1WatchEvent")):
             d[_canonical(model)]["x-kubernetes-group-version-kind"] = [
@@ -556,7 +541,7 @@ def _gv_key(group: str, version: str) -> str:
     return _root(group, version)[1:]
 
 
-def _paths_for(s: Served) -> dict[str, tuple[list[str], list[_Op]]]:
+def _paths_for(s: kinds.Kind) -> dict[str, tuple[list[str], list[_Op]]]:
     """path -> (path-level parameter names, operations)."""
     prefix, tag = _ops_prefix(s.group, s.version)
     gvk = {"group": s.group, "kind": s.kind, "version": s.version}
@@ -844,7 +829,7 @@ class _Docs:
 
         # paths grouped by group-version
         by_gv: dict[str, dict[str, tuple[list[str], list[_Op]]]] = {}
-        for s in SERVED:
+        for s in served():
             by_gv.setdefault(_gv_key(s.group, s.version), {}).update(_paths_for(s))
         self.gv_paths = by_gv
 
@@ -918,12 +903,17 @@ _lock = threading.Lock()
 _docs: _Docs | None = None
 
 
+_docs_generation = -1
+
+
 def _get() -> _Docs:
-    global _docs
-    if _docs is None:
+    """The documents, rebuilt when the registry changed (a kind registered or removed)."""
+    global _docs, _docs_generation
+    gen = kinds.generation()
+    if _docs is None or _docs_generation != gen:
         with _lock:
-            if _docs is None:
-                _docs = _Docs()
+            if _docs is None or _docs_generation != gen:
+                _docs, _docs_generation = _Docs(), gen
     return _docs
 
 

@@ -47,10 +47,12 @@ from typing import Any
 import jsonpatch
 import jsonpointer
 
+from kubepy import kinds
+
 __all__ = [
     "PatchError",
     "PATCH_STRATEGIES",
-    "MODEL_FOR_KIND",
+    "model_for",
     "apply_json_patch",
     "apply_merge_patch",
     "apply_strategic_merge_patch",
@@ -198,30 +200,17 @@ PATCH_STRATEGIES: dict[tuple[str, str], tuple[str, str | None]] = {
     ("V1JobStatus", "conditions"): ("merge", "type"),
 }
 
-# (apiVersion, kind) → root model class of the kubernetes Python client.
-MODEL_FOR_KIND: dict[tuple[str, str], str] = {
-    ("v1", "Namespace"): "V1Namespace",
-    ("v1", "Node"): "V1Node",
-    ("v1", "Pod"): "V1Pod",
-    ("v1", "PodTemplate"): "V1PodTemplate",
-    ("v1", "ReplicationController"): "V1ReplicationController",
-    ("v1", "Service"): "V1Service",
-    ("v1", "Endpoints"): "V1Endpoints",
-    ("v1", "ConfigMap"): "V1ConfigMap",
-    ("v1", "Secret"): "V1Secret",
-    ("v1", "Event"): "CoreV1Event",
-    ("v1", "ServiceAccount"): "V1ServiceAccount",
-    ("v1", "PersistentVolumeClaim"): "V1PersistentVolumeClaim",
-    ("events.k8s.io/v1", "Event"): "EventsV1Event",
-    ("apps/v1", "Deployment"): "V1Deployment",
-    ("apps/v1", "ReplicaSet"): "V1ReplicaSet",
-    ("apps/v1", "StatefulSet"): "V1StatefulSet",
-    ("apps/v1", "DaemonSet"): "V1DaemonSet",
-    ("batch/v1", "Job"): "V1Job",
-    ("batch/v1", "CronJob"): "V1CronJob",
-    ("coordination.k8s.io/v1", "Lease"): "V1Lease",
+# Root model classes (the Python client's) of kinds a patch may target that are not
+# served kinds themselves; a served kind names its own (``Kind.model``).
+_OTHER_MODELS: dict[tuple[str, str], str] = {
     ("autoscaling/v1", "Scale"): "V1Scale",
 }
+
+
+def model_for(api_version: str, kind: str) -> str | None:
+    """The Python client's model class of a kind, None if unknown."""
+    k = kinds.by_api_version(api_version, kind)
+    return k.model if k is not None and k.model else _OTHER_MODELS.get((api_version, kind))
 
 
 @dataclass(frozen=True)
@@ -275,7 +264,7 @@ def _json_fields(model: str) -> dict[str, str]:
 
 
 def _root_type(api_version: str, kind: str) -> _Type:
-    model = MODEL_FOR_KIND.get((api_version, kind))
+    model = model_for(api_version, kind)
     return _Type("struct", model=model) if model else _UNKNOWN
 
 

@@ -28,7 +28,7 @@ layout is given by :data:`SCHEMA_TEXT` below: one block per message type,
 The field numbers and names are facts of the wire format, taken from the
 ``generated.proto`` files of k8s.io/api and k8s.io/apimachinery (with
 pointer-ness and ``inline`` from the Go types); the table covers everything
-reachable from the kinds in :data:`KINDS`.
+reachable from the kinds in :func:`roots`.
 
 Presence rules.  Go's generated marshallers always write non-pointer fields,
 even at their zero value, and write pointer fields only when non-nil.  So a
@@ -58,9 +58,11 @@ import re
 import struct
 from typing import Any, NamedTuple
 
+from kubepy import kinds
+
 __all__ = [
     "CONTENT_TYPE",
-    "KINDS",
+    "roots",
     "MAGIC",
     "SCHEMA",
     "SCHEMA_TEXT",
@@ -79,26 +81,22 @@ class ProtobufError(ValueError):
     """The body is not a Kubernetes protobuf message this server can decode."""
 
 
-# (apiVersion, kind) -> root message of SCHEMA.  DeleteOptions is accepted
-# under any apiVersion (clients send it tagged with the group they delete in).
-KINDS: dict[tuple[str, str], str] = {
-    ("v1", "Namespace"): "Namespace",
-    ("v1", "ConfigMap"): "ConfigMap",
-    ("v1", "Secret"): "Secret",
-    ("v1", "ServiceAccount"): "ServiceAccount",
-    ("v1", "Service"): "Service",
-    ("v1", "Endpoints"): "Endpoints",
-    ("v1", "Pod"): "Pod",
-    ("v1", "Node"): "Node",
-    ("v1", "Event"): "Event",
+# Roots of SCHEMA that are not served kinds (a served kind names its own: ``Kind.proto``).
+# DeleteOptions is accepted under any apiVersion (clients send it tagged with the
+# group they delete in).
+_OTHER_ROOTS: dict[tuple[str, str], str] = {
     ("v1", "Binding"): "Binding",
-    ("apps/v1", "Deployment"): "Deployment",
-    ("apps/v1", "ReplicaSet"): "ReplicaSet",
-    ("coordination.k8s.io/v1", "Lease"): "Lease",
     ("autoscaling/v1", "Scale"): "Scale",
     ("policy/v1", "Eviction"): "Eviction",
     ("meta.k8s.io/v1", "DeleteOptions"): "DeleteOptions",
 }
+
+
+def roots() -> dict[tuple[str, str], str]:
+    """(apiVersion, kind) → root message of SCHEMA, for every kind a protobuf body may carry."""
+    out = {(k.api_version, k.kind): k.proto for k in kinds.all_kinds() if k.proto}
+    return out | _OTHER_ROOTS
+
 
 # ---------------------------------------------------------------------------
 # The schema
@@ -1615,7 +1613,7 @@ def decode_k8s_protobuf(body: bytes) -> dict:
         raise ProtobufError(f"unsupported embedded content type {content_type!r}")
     if not kind:
         raise ProtobufError("protobuf message has no kind")
-    name = "DeleteOptions" if kind == "DeleteOptions" else KINDS.get((api_version, kind))
+    name = "DeleteOptions" if kind == "DeleteOptions" else roots().get((api_version, kind))
     if name is None:
         raise ProtobufError(f"no protobuf schema for {kind} in {api_version or 'no apiVersion'}")
     obj = _message(name, raw, kind)

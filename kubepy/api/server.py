@@ -34,11 +34,9 @@ from kubepy.api import (
     openapi_proto,
     patch,
     proxy,
-    tables,
-    validation,
 )
 from kubepy.meta import selectors
-from kubepy.resources import RESOURCES, Resource, by_plural, lookup
+from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validation
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
 from kubepy.store import CompactedError, KeyExistsError, KeyNotFoundError, Store, StoreError
@@ -83,7 +81,7 @@ class ServerConfig:
 # -- request parsing -------------------------------------------------------
 @dataclass
 class Target:
-    resource: Resource
+    resource: Kind
     namespace: str | None
     name: str | None
     subresource: str | None
@@ -99,7 +97,7 @@ def _split_proxy(parts: list[str], at: int) -> tuple[list[str], str] | None:
 
 def parse_target(group: str, version: str, parts: list[str]) -> Target:
     """The resource a path under /api/v1 or /apis/<g>/<v> names."""
-    def res(plural: str) -> Resource:
+    def res(plural: str) -> Kind:
         r = lookup(group, version, plural)
         if r is None:
             raise errors.NotFound(f"the server could not find the requested resource ({plural})")
@@ -199,7 +197,7 @@ class APIServer:
         self.config = config
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
         self.authn = auth.TokenAuthenticator()
-        self.caches: dict[str, WatchCache] = {r.plural: WatchCache(store, r.prefix) for r in RESOURCES}
+        self.caches: dict[str, WatchCache] = {r.plural: WatchCache(store, r.prefix) for r in all_kinds()}
         self._tasks: list[asyncio.Task[None]] = []
         self._store_subs: set[StoreSubscription] = set()  # watches older than the caches hold
         self.ready = False
@@ -236,6 +234,14 @@ class APIServer:
             await cache.stop()
         for sub in list(self._store_subs):
             sub.end()
+
+    async def _cache(self, res: Kind) -> WatchCache:
+        """The watch cache of a kind; one registered after start gets its own on first watch."""
+        cache = self.caches.get(res.plural)
+        if cache is None:
+            cache = self.caches[res.plural] = WatchCache(self.store, res.prefix)
+            await cache.start()
+        return cache
 
     async def _bootstrap_objects(self) -> None:
         """Default namespaces and the ``kubernetes`` Service, as a fresh cluster has."""
@@ -651,20 +657,21 @@ class APIServer:
             return json_response(self._table(t.resource, [obj], tv, request, {"resourceVersion": obj["metadata"].get("resourceVersion", "")}), status, headers)
         return json_response(obj, status, headers)
 
-    def _table(self, res: Resource, items: list[dict[str, Any]], version: str, request: web.Request,
+    def _table(self, res: Kind, items: list[dict[str, Any]], version: str, request: web.Request,
                list_meta: dict[str, Any]) -> dict[str, Any]:
         include = request.query.get("includeObject", "Metadata")
         now = objects.now()
+        printer = printers.printer_for(res)
         rows = []
         for o in items:
-            row: dict[str, Any] = {"cells": tables.table_row_cells(res.plural, o, now=now)}
+            row: dict[str, Any] = {"cells": printer.cells(o, now)}
             if include == "Object":
                 row["object"] = o
             elif include != "None":
                 row["object"] = objects.partial_metadata(o, f"meta.k8s.io/{version}")
             rows.append(row)
         return {"kind": "Table", "apiVersion": f"meta.k8s.io/{version}", "metadata": list_meta,
-                "columnDefinitions": tables.table_columns(res.plural), "rows": rows}
+                "columnDefinitions": [dict(c) for c in printer.columns], "rows": rows}
 
     def _matcher(self, request: web.Request, t: Target, *, check_namespace: bool = False) -> Any:
         """A predicate from labelSelector/fieldSelector, or None. Lists read only
@@ -673,12 +680,12 @@ class APIServer:
         ls_text, fs_text = request.query.get("labelSelector", ""), request.query.get("fieldSelector", "")
         try:
             ls = selectors.parse_label_selector(ls_text) if ls_text.strip() else None
-            allowed = selectors.allowed_fields(t.resource.plural)
+            allowed = t.resource.selectable_fields
             fs = selectors.parse_field_selector(fs_text, allowed=allowed) if fs_text.strip() else None
         except selectors.SelectorError as e:
             raise errors.BadRequest(str(e)) from e
         ns = t.namespace if check_namespace else None
-        plural = t.resource.plural
+        fields = t.resource.fields
         if ls is None and fs is None and not ns:
             return None
 
@@ -688,7 +695,7 @@ class APIServer:
                 return False
             if ls is not None and not ls.matches(m.get("labels") or {}):
                 return False
-            return fs is None or fs.matches(selectors.object_fields(plural, obj))
+            return fs is None or fs.matches(fields(obj))
         return matches
 
     # -- verbs ------------------------------------------------------------
@@ -1093,7 +1100,7 @@ class APIServer:
         bookmarks = request.query.get("allowWatchBookmarks") == "true"
         timeout = _int_param(request, "timeoutSeconds")
         tv = wants_table(request)
-        cache = self.caches[t.resource.plural]
+        cache = await self._cache(t.resource)
 
         initial: list[dict[str, Any]] = []
         if rv in ("", "0") or send_initial:
@@ -1218,7 +1225,7 @@ def _parse_rv(rv: str) -> int:
     return value
 
 
-def _apply_patch(ctype: str, obj: dict[str, Any], body: Any, res: Resource | None) -> dict[str, Any]:
+def _apply_patch(ctype: str, obj: dict[str, Any], body: Any, res: Kind | None) -> dict[str, Any]:
     try:
         if ctype == "application/json-patch+json":
             out = patch.apply_json_patch(obj, body)

@@ -18,9 +18,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from kubepy.api import errors, objects, validation
+from kubepy import kinds
+from kubepy.api import errors, objects
+from kubepy.kinds import validation
 from kubepy.api.allocator import AllocationError, ServiceAllocator
-from kubepy.resources import Resource, by_plural
+from kubepy.kinds import Kind, by_plural
 from kubepy.store import (
     CompactedError,
     ConflictError,
@@ -50,7 +52,7 @@ class DeleteOptions:
     dry_run: bool = False
 
 
-def _conflict(res: Resource, name: str) -> errors.Conflict:
+def _conflict(res: Kind, name: str) -> errors.Conflict:
     return errors.Conflict(
         f'Operation cannot be fulfilled on {res.plural}{"." + res.group if res.group else ""} "{name}": '
         "the object has been modified; please apply your changes to the latest version and try again",
@@ -58,7 +60,7 @@ def _conflict(res: Resource, name: str) -> errors.Conflict:
     )
 
 
-def not_found(res: Resource, name: str) -> errors.NotFound:
+def not_found(res: Kind, name: str) -> errors.NotFound:
     qual = f"{res.plural}.{res.group}" if res.group else res.plural
     return errors.NotFound(f'{qual} "{name}" not found', details={"name": name, "group": res.group, "kind": res.plural})
 
@@ -89,11 +91,13 @@ class Storage:
                  node_port_range: tuple[int, int] = (30000, 32767)) -> None:
         self.store = store
         self.allocator = ServiceAllocator(service_cidr, node_port_range)
+        # The kinds whose writes go through the allocator (clusterIPs, nodePorts).
+        self.allocations: set[Kind] = {by_plural("services")}
         # Allocation reads then writes the allocator's view: one at a time.
         self._alloc_lock = asyncio.Lock()
 
     async def load_allocations(self) -> None:
-        services = by_plural("services")
+        services, = self.allocations
         start: str | None = None
         while True:
             page = await self.store.range(services.prefix, start=start, limit=_LIST_CHUNK)
@@ -104,10 +108,10 @@ class Storage:
             start = page.kvs[-1].key + "\x00"
 
     # -- reads ------------------------------------------------------------
-    async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any]:
+    async def get(self, res: Kind, namespace: str | None, name: str) -> dict[str, Any]:
         return objects.decode(await self._read(res, res.key(namespace, name), name))
 
-    async def _read(self, res: Resource, key: str, name: str) -> KeyValue:
+    async def _read(self, res: Kind, key: str, name: str) -> KeyValue:
         """The stored key-value of one object, or the API's 404."""
         try:
             kv = await self.store.get(key)
@@ -117,7 +121,7 @@ class Storage:
             raise not_found(res, name)
         return kv
 
-    async def list(self, res: Resource, namespace: str | None, *, matches: Matcher | None = None,
+    async def list(self, res: Kind, namespace: str | None, *, matches: Matcher | None = None,
                    limit: int = 0, continue_token: str | None = None,
                    revision: int = 0, raw: bool = False) -> tuple[list[Any], int, str | None]:
         """(items, revision read at, continue token or None).
@@ -164,7 +168,7 @@ class Storage:
             start = page.kvs[-1].key + "\x00"
 
     # -- create -----------------------------------------------------------
-    async def create(self, res: Resource, namespace: str | None, obj: dict[str, Any], *,
+    async def create(self, res: Kind, namespace: str | None, obj: dict[str, Any], *,
                      dry_run: bool = False) -> dict[str, Any]:
         m = objects.meta(obj)
         if res.namespaced:
@@ -182,17 +186,16 @@ class Storage:
         if "spec" in obj or res.has_spec_generation:
             m["generation"] = 1
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
-        _prepare_create(res, obj)
-        validation.default_object(res.plural, obj)
-        validation.validate_object(res.plural, obj)
+        res.strategy.prepare_create(obj)
+        _default_and_validate(res, obj, None)
         key = res.key(namespace, m["name"])
-        if res.plural == "services":
+        if res in self.allocations:
             async with self._alloc_lock:
                 self._allocate(res, key, obj, None)
                 return await self._write_create(res, key, obj, dry_run)
         return await self._write_create(res, key, obj, dry_run)
 
-    async def _write_create(self, res: Resource, key: str, obj: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+    async def _write_create(self, res: Kind, key: str, obj: dict[str, Any], dry_run: bool) -> dict[str, Any]:
         name = obj["metadata"]["name"]
         if dry_run:
             _encode(obj)  # a dry run refuses what the real write would
@@ -229,7 +232,7 @@ class Storage:
                 f"unable to create new content in namespace {namespace} because it is being terminated",
                 details={"name": namespace, "kind": "namespaces"})
 
-    def _allocate(self, res: Resource, key: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    def _allocate(self, res: Kind, key: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         try:
             self.allocator.assign(key, obj, old)
         except AllocationError as e:
@@ -237,7 +240,7 @@ class Storage:
                 {"reason": "FieldValueInvalid", "message": str(e), "field": e.field}]) from e
 
     # -- update -----------------------------------------------------------
-    async def update(self, res: Resource, namespace: str | None, name: str, mutate: Mutator, *,
+    async def update(self, res: Kind, namespace: str | None, name: str, mutate: Mutator, *,
                      precondition_rv: str | None = None, subresource: str | None = None,
                      dry_run: bool = False) -> dict[str, Any]:
         """Read, ``mutate(copy)``, write if unchanged since the read, retry.
@@ -254,7 +257,7 @@ class Storage:
             new = self._merge_update(res, old, new, subresource)
             if new == old:
                 return old  # a no-op write keeps the resourceVersion, as Kubernetes does
-            if res.plural == "services" and subresource is None:
+            if res in self.allocations and subresource is None:
                 async with self._alloc_lock:
                     self._allocate(res, key, new, old)
                     result = await self._write_update(res, key, kv, old, new, dry_run)
@@ -266,7 +269,7 @@ class Storage:
                 raise _conflict(res, name)
         raise errors.Conflict(f"too many concurrent writes to {res.plural} {name!r}; try again")
 
-    def _merge_update(self, res: Resource, old: dict[str, Any], new: dict[str, Any],
+    def _merge_update(self, res: Kind, old: dict[str, Any], new: dict[str, Any],
                       subresource: str | None) -> dict[str, Any]:
         """Carry over what a client may not change and validate the result."""
         nm, om = objects.meta(new), old["metadata"]
@@ -301,13 +304,12 @@ class Storage:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
-        validation.default_object(res.plural, new)
-        validation.validate_object(res.plural, new, old=old)
+        _default_and_validate(res, new, old)
         if "spec" in new and new.get("spec") != old.get("spec"):
             nm["generation"] = int(om.get("generation") or 0) + 1
         return new
 
-    async def _write_update(self, res: Resource, key: str, kv: KeyValue, old: dict[str, Any],
+    async def _write_update(self, res: Kind, key: str, kv: KeyValue, old: dict[str, Any],
                             new: dict[str, Any], dry_run: bool) -> dict[str, Any] | None:
         """The written object, or None when someone wrote in between."""
         # Removing the last finalizer from an object being deleted deletes it.
@@ -330,19 +332,19 @@ class Storage:
             raise store_error(e) from e
         return self._stored(res, key, new, written)
 
-    def _stored(self, res: Resource, key: str, obj: dict[str, Any], kv: KeyValue) -> dict[str, Any]:
+    def _stored(self, res: Kind, key: str, obj: dict[str, Any], kv: KeyValue) -> dict[str, Any]:
         """``obj`` as the store now holds it: its resourceVersion, and the allocator told."""
-        if res.plural == "services":
+        if res in self.allocations:
             self.allocator.observe(key, obj)
         obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
         return obj
 
-    def _forget(self, res: Resource, key: str) -> None:
-        if res.plural == "services":
+    def _forget(self, res: Kind, key: str) -> None:
+        if res in self.allocations:
             self.allocator.observe(key, None)
 
     # -- delete -----------------------------------------------------------
-    async def delete(self, res: Resource, namespace: str | None, name: str,
+    async def delete(self, res: Kind, namespace: str | None, name: str,
                      opts: DeleteOptions) -> dict[str, Any]:
         key = res.key(namespace, name)
         for _ in range(_UPDATE_RETRIES):
@@ -384,13 +386,13 @@ class Storage:
         raise errors.Conflict(f"too many concurrent writes to {res.plural} {name!r}; try again")
 
 
-def _already_exists(res: Resource, name: str) -> errors.AlreadyExists:
+def _already_exists(res: Kind, name: str) -> errors.AlreadyExists:
     qual = f"{res.plural}.{res.group}" if res.group else res.plural
     return errors.AlreadyExists(f'{qual} "{name}" already exists',
                                 details={"name": name, "group": res.group, "kind": res.plural})
 
 
-def _ephemeral_containers_update(res: Resource, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+def _ephemeral_containers_update(res: Kind, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """A write through pods/ephemeralcontainers: only ``spec.ephemeralContainers``
     moves, everything else stays as stored (Kubernetes' dropNonEphemeralContainerUpdates),
     and only appending is allowed (validation's ``pods/ephemeralcontainers`` rules)."""
@@ -402,35 +404,29 @@ def _ephemeral_containers_update(res: Resource, old: dict[str, Any], new: dict[s
         out_spec.pop("ephemeralContainers", None)
     else:
         out_spec["ephemeralContainers"] = ephemeral
-    validation.default_object(res.plural, out, old=old)
-    validation.validate_object("pods/ephemeralcontainers", out, old=old)
+    _default_and_validate(res, out, old, subresource="ephemeralcontainers")
     if out.get("spec") != old.get("spec"):
         m = out["metadata"]
         m["generation"] = int(m.get("generation") or 0) + 1
     return out
 
 
-def _prepare_create(res: Resource, obj: dict[str, Any]) -> None:
-    """Status a client may not set on create, as Kubernetes' strategies do."""
-    if res.plural in ("pods", "deployments", "replicasets"):
-        obj.pop("status", None)
-    elif res.plural == "services":
-        obj["status"] = {"loadBalancer": {}}
-    elif res.plural == "namespaces":
-        obj["status"] = {"phase": "Active"}
+def _default_and_validate(res: Kind, obj: dict[str, Any], old: dict[str, Any] | None, *,
+                          subresource: str | None = None) -> None:
+    """The kind's defaults, then its validation: every problem in one 422."""
+    validation.default_object(res, obj, old=old, subresource=subresource)
+    try:
+        validation.validate_object(res, obj, old=old, subresource=subresource)
+    except kinds.Invalid as e:
+        raise errors.Invalid.of(e) from e
 
 
-def _awaits_kubelet(res: Resource, obj: dict[str, Any]) -> bool:
-    """A bound, still-running pod is deleted by its kubelet once its
-    containers have stopped (graceful deletion), not by the API server."""
-    if res.plural != "pods":
-        return False
-    phase = (obj.get("status") or {}).get("phase")
-    return bool((obj.get("spec") or {}).get("nodeName")) and phase not in ("Succeeded", "Failed") \
-        and int(obj["metadata"].get("deletionGracePeriodSeconds") or 0) > 0
+def _awaits_kubelet(res: Kind, obj: dict[str, Any]) -> bool:
+    """Whether an object whose finalizers are done must still wait (a running pod, for its kubelet)."""
+    return res.strategy.finalized_elsewhere is not None and res.strategy.finalized_elsewhere(obj)
 
 
-def _mark_for_deletion(res: Resource, obj: dict[str, Any], opts: DeleteOptions) -> dict[str, Any] | None:
+def _mark_for_deletion(res: Kind, obj: dict[str, Any], opts: DeleteOptions) -> dict[str, Any] | None:
     """The object as marked for deletion, or None to delete it now."""
     m = obj["metadata"]
     finalizers = list(m.get("finalizers") or [])
@@ -438,18 +434,9 @@ def _mark_for_deletion(res: Resource, obj: dict[str, Any], opts: DeleteOptions) 
         finalizers.append("foregroundDeletion")
     elif opts.propagation == "Orphan" and "orphan" not in finalizers:
         finalizers.append("orphan")
-    grace = 0
-    if res.plural == "pods":
-        spec, status = obj.get("spec") or {}, obj.get("status") or {}
-        bound_and_running = bool(spec.get("nodeName")) and status.get("phase") not in ("Succeeded", "Failed")
-        if bound_and_running:
-            grace = opts.grace_period if opts.grace_period is not None else int(
-                spec.get("terminationGracePeriodSeconds", 30))
-            grace = max(grace, 0)
-            if m.get("deletionGracePeriodSeconds") is not None:
-                grace = min(grace, int(m["deletionGracePeriodSeconds"]))
-    is_namespace = res.plural == "namespaces"
-    if not finalizers and grace == 0 and not is_namespace:
+    strategy = res.strategy
+    grace = strategy.deletion_grace(obj, opts.grace_period) if strategy.deletion_grace else 0
+    if not finalizers and grace == 0 and strategy.on_delete is None:
         return None
     marked = copy.deepcopy(obj)
     mm = marked["metadata"]
@@ -459,10 +446,8 @@ def _mark_for_deletion(res: Resource, obj: dict[str, Any], opts: DeleteOptions) 
     if not mm.get("deletionTimestamp") or grace < int(mm.get("deletionGracePeriodSeconds") or 0):
         mm["deletionTimestamp"] = objects.rfc3339(when)
     mm["deletionGracePeriodSeconds"] = grace
-    if is_namespace:
-        marked.setdefault("status", {})["phase"] = "Terminating"
-        if not (marked.get("spec") or {}).get("finalizers") and not finalizers:
-            return None
+    if strategy.on_delete is not None and not strategy.on_delete(marked):
+        return None
     return marked
 
 

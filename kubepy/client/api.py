@@ -21,7 +21,7 @@ import aiohttp
 
 from kubepy.client.config import ClientConfig
 from kubepy.client.errors import TransportError, error_from_status
-from kubepy.resources import Resource, by_plural
+from kubepy.kinds import Kind, by_plural
 
 log = logging.getLogger(__name__)
 _RECONNECT_PAUSE = 0.2   # seconds before the one retry of a connection that was never made
@@ -216,14 +216,14 @@ class Client:
 
 
 # -- helpers ------------------------------------------------------------------
-def _resource(plural: str) -> Resource:
+def _resource(plural: str) -> Kind:
     try:
         return by_plural(plural)
     except KeyError:
         raise ValueError(f"unknown resource {plural!r}") from None
 
 
-def _ns(res: Resource, namespace: str | None) -> str | None:
+def _ns(res: Kind, namespace: str | None) -> str | None:
     return namespace if res.namespaced else None
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from kubepy.client import ConflictError, Informer, NotFoundError, WorkQueue, object_key, run_workers
 from kubepy.controllers.context import ControllerContext
-from kubepy.resources import Resource, by_kind
+from kubepy.kinds import Kind, by_kind
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def without_owner_refs(obj: dict[str, Any], uids: set[str]) -> list[dict[str, An
     return [r for r in (obj.get("metadata") or {}).get("ownerReferences") or [] if r.get("uid") not in uids]
 
 
-def resource_of_ref(ref: dict[str, Any]) -> Resource | None:
+def resource_of_ref(ref: dict[str, Any]) -> Kind | None:
     api_version = ref.get("apiVersion") or ""
     group = api_version.split("/", 1)[0] if "/" in api_version else ""
     return by_kind(group, ref.get("kind") or "")

@@ -21,12 +21,12 @@ from typing import Any
 
 from kubepy.client import ConflictError, NotFoundError, WorkQueue, run_workers
 from kubepy.controllers.context import ControllerContext
-from kubepy.resources import RESOURCES
+from kubepy.kinds import all_kinds
 
 log = logging.getLogger(__name__)
 
 FINALIZER = "kubernetes"
-NAMESPACED_RESOURCES = tuple(r.plural for r in RESOURCES if r.namespaced)
+NAMESPACED_RESOURCES = tuple(r.plural for r in all_kinds() if r.namespaced)
 RECHECK = 1.0  # seconds between looks at a namespace whose content lingers
 
 

@@ -36,14 +36,15 @@ __all__ = [
     "FieldRequirement",
     "FieldSelector",
     "parse_field_selector",
-    "FIELD_SELECTORS",
-    "allowed_fields",
     "generic_fields",
     "pod_fields",
     "node_fields",
     "event_fields",
-    "object_fields",
+    "namespace_fields",
+    "secret_fields",
+    "replicaset_fields",
 ]
+
 
 class SelectorError(ValueError):
     """A selector in a query string that does not parse or names an unsupported field."""
@@ -488,59 +489,9 @@ def parse_field_selector(text: str, *, allowed: set[str] | frozenset[str]) -> Fi
 
 
 # ---------------------------------------------------------------------------
-# selectable fields per resource
+# selectable fields: each kind's module names the function giving its
+# fields' values (``Kind.fields``); the keys are what may be selected
 # ---------------------------------------------------------------------------
-
-_GENERIC = frozenset({"metadata.name", "metadata.namespace"})
-_POD = _GENERIC | {
-    "spec.nodeName",
-    "spec.restartPolicy",
-    "spec.schedulerName",
-    "spec.serviceAccountName",
-    "spec.hostNetwork",
-    "status.phase",
-    "status.podIP",
-    "status.nominatedNodeName",
-}
-_EVENT = _GENERIC | {
-    "involvedObject.kind",
-    "involvedObject.namespace",
-    "involvedObject.name",
-    "involvedObject.uid",
-    "involvedObject.apiVersion",
-    "involvedObject.resourceVersion",
-    "involvedObject.fieldPath",
-    "reason",
-    "reportingComponent",
-    "source",
-    "type",
-}
-
-
-class _FieldTable(dict):  # type: ignore[type-arg]
-    """Resource plural → selectable fields; unknown plurals get the generic set."""
-
-    def __missing__(self, key: str) -> frozenset[str]:
-        return _GENERIC
-
-
-FIELD_SELECTORS: dict[str, frozenset[str]] = _FieldTable(
-    {
-        "pods": frozenset(_POD),
-        # Cluster-scoped kinds have no metadata.namespace field.
-        "nodes": frozenset({"metadata.name", "spec.unschedulable"}),
-        # "name" is a historical Kubernetes bug kept for compatibility.
-        "namespaces": frozenset({"metadata.name", "status.phase", "name"}),
-        "events": frozenset(_EVENT),
-        "secrets": _GENERIC | {"type"},
-        "replicasets": _GENERIC | {"status.replicas"},
-    }
-)
-
-
-def allowed_fields(resource: str) -> frozenset[str]:
-    """Selectable fields for a resource plural (generic set if not special)."""
-    return FIELD_SELECTORS[resource]
 
 
 def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:
@@ -607,20 +558,15 @@ def event_fields(event: Mapping[str, Any]) -> dict[str, str]:
     return fields
 
 
-def object_fields(resource: str, obj: Mapping[str, Any]) -> dict[str, str]:
-    """The selectable field values of *obj*, a stored object of *resource* (plural)."""
-    if resource == "pods":
-        return pod_fields(obj)
-    if resource == "nodes":
-        return node_fields(obj)
-    if resource == "events":
-        return event_fields(obj)
-    if resource == "namespaces":
-        name = _s(_get(obj, "metadata", "name"))
-        return {"metadata.name": name, "name": name, "status.phase": _s(_get(obj, "status", "phase"))}
-    fields = generic_fields(obj)
-    if resource == "secrets":
-        fields["type"] = _s(obj.get("type"))
-    elif resource == "replicasets":
-        fields["status.replicas"] = _s(_get(obj, "status", "replicas") or 0)
-    return fields
+def namespace_fields(ns: Mapping[str, Any]) -> dict[str, str]:
+    name = _s(_get(ns, "metadata", "name"))
+    # "name" is a historical Kubernetes bug kept for compatibility.
+    return {"metadata.name": name, "name": name, "status.phase": _s(_get(ns, "status", "phase"))}
+
+
+def secret_fields(secret: Mapping[str, Any]) -> dict[str, str]:
+    return generic_fields(secret) | {"type": _s(secret.get("type"))}
+
+
+def replicaset_fields(rs: Mapping[str, Any]) -> dict[str, str]:
+    return generic_fields(rs) | {"status.replicas": _s(_get(rs, "status", "replicas") or 0)}

@@ -44,8 +44,6 @@ from typing import Any, Self
 
 from kubepy.api import patch as patches
 from kubepy.meta.selectors import (
-    allowed_fields,
-    object_fields,
     parse_field_selector,
     parse_label_selector,
 )
@@ -58,7 +56,7 @@ from kubepy.client.errors import (
     InvalidError,
     NotFoundError,
 )
-from kubepy.resources import by_plural
+from kubepy.kinds import by_plural
 
 __all__ = ["Action", "FakeAPI"]
 
@@ -483,7 +481,7 @@ def _ns(resource: str, namespace: str | None) -> str | None:
 def _selectors(resource: str, label_selector: str | None, field_selector: str | None) -> tuple[Any, Any]:
     try:
         labels = parse_label_selector(label_selector) if label_selector else None
-        fields = parse_field_selector(field_selector, allowed=allowed_fields(resource)) if field_selector else None
+        fields = parse_field_selector(field_selector, allowed=by_plural(resource).selectable_fields) if field_selector else None
     except ValueError as e:
         raise _status(BadRequestError, 400, "BadRequest", str(e)) from e
     return labels, fields
@@ -492,7 +490,7 @@ def _selectors(resource: str, label_selector: str | None, field_selector: str | 
 def _matches(resource: str, obj: dict[str, Any], labels: Any, fields: Any) -> bool:
     if labels is not None and not labels.matches((obj.get("metadata") or {}).get("labels") or {}):
         return False
-    return fields is None or fields.matches(object_fields(resource, obj))
+    return fields is None or fields.matches(by_plural(resource).fields(obj))
 
 
 def _filtered(w: _Watcher, e: _Event) -> dict[str, Any] | None:

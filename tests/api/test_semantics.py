@@ -314,3 +314,40 @@ async def test_graceful_pod_deletion(api: TestClient) -> None:
     await call(api, "POST", PODS, {**pod, "spec": {"containers": pod["spec"]["containers"]}}, status=201)
     await call(api, "DELETE", f"{PODS}/p")
     await call(api, "GET", f"{PODS}/p", status=404)
+
+
+# ---------------------------------------------------------------------------
+# A kind registered while the server runs is served like a built-in one
+# ---------------------------------------------------------------------------
+
+
+async def test_a_kind_registered_at_runtime_is_served(api: TestClient):
+    from kubepy import kinds
+    from kubepy.kinds import validation
+
+    def no_blue(obj: dict, old: dict | None, errs: validation.Errs) -> None:
+        if (obj.get("data") or {}).get("color") == "blue":
+            errs.invalid("data.color", "blue", "no blue widgets")
+
+    widgets = f"/apis/example.kubepy.test/v1/namespaces/{NS}/widgets"
+    await call(api, "GET", widgets, status=404)
+    w = kinds.register(kinds.Kind("example.kubepy.test", "v1", "Widget", "widgets", namespaced=True,
+                                  model="V1ConfigMap", strategy=kinds.Strategy(validate=no_blue)))
+    try:
+        watch = await api.get(widgets, params={"watch": "true", "resourceVersion": "0"})
+        made = await call(api, "POST", widgets, {"apiVersion": "example.kubepy.test/v1", "kind": "Widget",
+                                                 "metadata": {"name": "w1"}, "data": {"color": "red"}}, status=201)
+        assert made["metadata"]["uid"]
+        event = json.loads(await watch.content.readline())
+        assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "w1")
+        watch.close()
+        bad = await call(api, "POST", widgets, {"metadata": {"name": "w2"}, "data": {"color": "blue"}}, status=422)
+        assert bad["details"]["causes"][0]["field"] == "data.color" and bad["details"]["kind"] == "Widget"
+        listed = await call(api, "GET", widgets)
+        assert [i["metadata"]["name"] for i in listed["items"]] == ["w1"] and listed["kind"] == "WidgetList"
+        group = await call(api, "GET", "/apis/example.kubepy.test/v1")
+        assert [r["name"] for r in group["resources"]] == ["widgets"]
+        await call(api, "DELETE", f"{widgets}/w1")
+    finally:
+        kinds.unregister(w)
+    await call(api, "GET", widgets, status=404)

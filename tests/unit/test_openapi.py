@@ -141,7 +141,7 @@ def test_all_refs_resolve_and_every_kind_has_gvk():
     assert "x-kubepy" not in text
     for ref in set(part.split('"')[0] for part in text.split('"$ref": "')[1:]):
         assert ref.rsplit("/", 1)[1] in v2["definitions"], ref
-    for s in openapi.SERVED:
+    for s in openapi.served():
         assert openapi.definition_for(
             f"{s.group}/{s.version}" if s.group else s.version, s.kind) is not None
 

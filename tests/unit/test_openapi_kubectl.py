@@ -38,7 +38,7 @@ def _status(code: int, reason: str, message: str) -> dict:
 
 def _resource_lists() -> dict[str, dict]:
     out: dict[str, dict] = {}
-    for s in openapi.SERVED:
+    for s in openapi.served():
         gv = f"{s.group}/{s.version}" if s.group else s.version
         lst = out.setdefault(gv, {"kind": "APIResourceList", "apiVersion": "v1",
                                   "groupVersion": gv, "resources": []})

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from kubepy.api.patch import (
-    MODEL_FOR_KIND,
+    model_for,
     PATCH_STRATEGIES,
     PatchError,
     apply_json_patch,
@@ -668,7 +668,9 @@ def test_every_strategy_names_a_real_list_or_struct_field():
 def test_every_kind_maps_to_a_model():
     import kubernetes.client.models as models
 
-    for (api_version, kind), model in MODEL_FOR_KIND.items():
+    from kubepy import kinds
+    for k in kinds.all_kinds():
+        model = model_for(k.api_version, k.kind)
         cls = getattr(models, model)
         assert hasattr(cls, "openapi_types"), model
 

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import pytest
 
+from kubepy.kinds import by_plural
 from kubepy.meta.selectors import (
     SelectorError,
-    FIELD_SELECTORS,
-    allowed_fields,
     generic_fields,
     label_selector_from_dict,
-    object_fields,
     parse_field_selector,
     parse_label_selector,
     pod_fields,
     validate_label_key,
     validate_label_value,
 )
+
+
+
+def allowed_fields(resource: str) -> frozenset[str]:
+    """What each kind's module declares selectable (``Kind.fields``)."""
+    return by_plural(resource).selectable_fields
+
+
+def object_fields(resource: str, obj: dict) -> dict[str, str]:
+    return by_plural(resource).fields(obj)
+
 
 WEB = {"app": "web", "tier": "front", "env": "prod"}
 DB = {"app": "db", "tier": "back"}
@@ -224,7 +233,7 @@ FIELD_MATCH_CASES = [
 
 @pytest.mark.parametrize("text,fields,expected", FIELD_MATCH_CASES)
 def test_field_selector_matches(text, fields, expected):
-    assert parse_field_selector(text, allowed=FIELD_SELECTORS["pods"]).matches(fields) is expected
+    assert parse_field_selector(text, allowed=allowed_fields("pods")).matches(fields) is expected
 
 
 FIELD_ERROR_CASES = [
@@ -248,9 +257,9 @@ def test_field_selector_errors(text, resource, fragment):
 
 def test_field_selector_string_round_trips():
     text = "metadata.name=a\\,b,spec.nodeName!=n1"
-    sel = parse_field_selector(text, allowed=FIELD_SELECTORS["pods"])
+    sel = parse_field_selector(text, allowed=allowed_fields("pods"))
     assert str(sel) == text
-    assert parse_field_selector(str(sel), allowed=FIELD_SELECTORS["pods"]) == sel
+    assert parse_field_selector(str(sel), allowed=allowed_fields("pods")) == sel
 
 
 ALLOWED_CASES = [
@@ -272,7 +281,6 @@ ALLOWED_CASES = [
 
 @pytest.mark.parametrize("resource,field,expected", ALLOWED_CASES)
 def test_allowed_fields(resource, field, expected):
-    assert (field in FIELD_SELECTORS[resource]) is expected
     assert (field in allowed_fields(resource)) is expected
 
 
@@ -298,7 +306,7 @@ def test_pod_fields():
         "status.nominatedNodeName": "n2",
     }
     # every computed field is selectable, and vice versa
-    assert set(pod_fields(POD)) == set(FIELD_SELECTORS["pods"])
+    assert set(pod_fields(POD)) == set(allowed_fields("pods"))
 
 
 def test_pod_fields_of_a_fresh_pod_are_empty_strings():
@@ -333,11 +341,11 @@ OBJECT_FIELD_CASES = [
 def test_object_fields(resource, obj, field, expected):
     fields = object_fields(resource, obj)
     assert fields[field] == expected
-    assert set(fields) <= set(FIELD_SELECTORS[resource])
+    assert set(fields) <= set(allowed_fields(resource))
 
 
 def test_events_fields_cover_the_selectable_set():
-    assert set(object_fields("events", EVENT)) == set(FIELD_SELECTORS["events"])
+    assert set(object_fields("events", EVENT)) == set(allowed_fields("events"))
 
 
 def test_generic_fields():

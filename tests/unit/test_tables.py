@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from kubepy.api.tables import human_duration, table_columns, table_row_cells
+from kubepy.kinds.printers import human_duration, table_columns, table_row_cells
 
 NOW = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 

@@ -8,8 +8,9 @@ import copy
 import pytest
 import yaml
 
+from kubepy import kinds
 from kubepy.api import errors
-from kubepy.api.validation import (
+from kubepy.kinds.validation import (
     default_object,
     is_dns1035_label,
     is_dns1123_label,
@@ -62,8 +63,8 @@ def causes(resource: str, obj: dict, old: dict | None = None, *, default: bool =
         obj = defaulted(resource, obj, old)
     try:
         validate_object(resource, obj, old=old)
-    except errors.Invalid as e:
-        assert e.code == 422
+    except kinds.Invalid as e:
+        assert errors.Invalid.of(e).code == 422
         return [(c["field"], c["reason"]) for c in e.causes]
     return []
 
@@ -355,16 +356,16 @@ def test_all_causes_are_reported_at_once():
 
 
 def test_invalid_error_body_looks_like_kubernetes():
-    with pytest.raises(errors.Invalid) as info:
+    with pytest.raises(kinds.Invalid) as info:
         validate_object("pods", defaulted("pods", pod(containers=[{"name": "a", "image": "x", "imagePullPolicy": "Maybe"}])))
-    status = info.value.status()
+    status = errors.Invalid.of(info.value).status()
     assert status["code"] == 422 and status["reason"] == "Invalid"
     assert status["details"]["kind"] == "Pod" and status["details"]["name"] == "web"
     (cause,) = status["details"]["causes"]
     assert cause["message"] == 'Unsupported value: "Maybe": supported values: "Always", "IfNotPresent", "Never"'
-    with pytest.raises(errors.Invalid) as info:
+    with pytest.raises(kinds.Invalid) as info:
         validate_object("deployments", defaulted("deployments", deployment(replicas=-1)))
-    assert info.value.status()["details"]["group"] == "apps"
+    assert errors.Invalid.of(info.value).status()["details"]["group"] == "apps"
 
 
 def test_generate_name_stands_in_for_name():
@@ -508,7 +509,7 @@ def test_pod_update_message_is_kubernetes_wording():
     old = defaulted("pods", pod())
     new = copy.deepcopy(old)
     new["spec"]["restartPolicy"] = "Never"
-    with pytest.raises(errors.Invalid) as info:
+    with pytest.raises(kinds.Invalid) as info:
         validate_object("pods", new, old=old)
     msg = info.value.causes[0]["message"]
     assert msg.startswith("Forbidden: pod updates may not change fields other than `spec.containers[*].image`")
@@ -609,13 +610,13 @@ def test_ephemeral_containers_are_appended_only():
     assert causes("pods/ephemeralcontainers", with_ephemeral(old, debugger("second")), old, default=False) == []
     changed = copy.deepcopy(old)
     changed["spec"]["ephemeralContainers"][0]["command"] = ["sh"]
-    with pytest.raises(errors.Invalid) as info:
+    with pytest.raises(kinds.Invalid) as info:
         validate_object("pods/ephemeralcontainers", changed, old=old)
     assert info.value.causes[0]["message"].startswith(
         'Forbidden: existing ephemeral containers "first" may not be changed\n')
     removed = copy.deepcopy(old)
     removed["spec"]["ephemeralContainers"] = []
-    with pytest.raises(errors.Invalid) as info:
+    with pytest.raises(kinds.Invalid) as info:
         validate_object("pods/ephemeralcontainers", removed, old=old)
     assert info.value.causes == [{"reason": "FieldValueForbidden", "field": "spec.ephemeralContainers",
                                   "message": 'Forbidden: existing ephemeral containers "first" may not be removed\n'}]

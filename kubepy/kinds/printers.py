@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Callable
 from typing import Any
 
+from kubepy import kinds
+from kubepy.kinds import Printer
 from kubepy.meta.selectors import label_selector_from_dict
 
-__all__ = ["table_columns", "table_row_cells", "human_duration"]
+__all__ = ["table_columns", "table_row_cells", "printer_for", "human_duration"]
 
 # ---------------------------------------------------------------------------
 # Column definitions
@@ -54,134 +55,115 @@ def _age_col() -> dict:
     return _col("Age", _AGE_DOC)
 
 
-# Per resource, in Kubernetes' order; priority-1 columns are the "-o wide" extras.
-_COLUMNS: dict[str, list[dict]] = {
-    "pods": [
-        _name_col(),
-        _col("Ready", "The aggregate readiness state of this pod for accepting traffic."),
-        _col("Status", "The aggregate status of the containers in this pod."),
-        _col("Restarts", "The number of times the containers in this pod have been restarted and when the "
-                         "last container in this pod has restarted."),
-        _age_col(),
-        _col("IP", "IP address allocated to the pod. Routable at least within the cluster.", priority=1),
-        _col("Node", "NodeName indicates in which node this pod is scheduled.", priority=1),
-        _col("Nominated Node", "nominatedNodeName is set when this pod preempts other pods on the node.", priority=1),
-        _col("Readiness Gates", "If specified, all readiness gates will be evaluated for pod readiness.", priority=1),
-    ],
-    "deployments": [
-        _name_col(),
-        _col("Ready", "Number of the pod with ready state"),
-        _col("Up-to-date", "Total number of non-terminated pods targeted by this deployment that have the "
-                           "desired template spec."),
-        _col("Available", "Total number of available pods (ready for at least minReadySeconds) targeted by "
-                          "this deployment."),
-        _age_col(),
-        _col("Containers", _CONTAINERS_DOC, priority=1),
-        _col("Images", _IMAGES_DOC, priority=1),
-        _col("Selector", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be "
-                         "the ones affected by this deployment.", priority=1),
-    ],
-    "replicasets": [
-        _name_col(),
-        _col("Desired", "Replicas is the number of desired pods.", type_="integer"),
-        _col("Current", "Replicas is the most recently observed number of non-terminating pods.", type_="integer"),
-        _col("Ready", "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.",
-             type_="integer"),
-        _age_col(),
-        _col("Containers", _CONTAINERS_DOC, priority=1),
-        _col("Images", _IMAGES_DOC, priority=1),
-        _col("Selector", "Selector is a label query over pods that should match the replica count.", priority=1),
-    ],
-    "services": [
-        _name_col(),
-        _col("Type", "type determines how the Service is exposed."),
-        _col("Cluster-IP", "clusterIP is the IP address of the service and is usually assigned randomly."),
-        _col("External-IP", "externalIPs is a list of IP addresses for which nodes in the cluster will also "
-                            "accept traffic for this service."),
-        _col("Port(s)", "The list of ports that are exposed by this service."),
-        _age_col(),
-        _col("Selector", "Route service traffic to pods with label keys and values matching this selector.",
-             priority=1),
-    ],
-    "nodes": [
-        _name_col(),
-        _col("Status", "The status of the node"),
-        _col("Roles", "The roles of the node"),
-        _age_col(),
-        _col("Version", "Kubelet Version reported by the node."),
-        _col("Internal-IP", "List of addresses reachable to the node.", priority=1),
-        _col("External-IP", "List of addresses reachable to the node.", priority=1),
-        _col("OS-Image", "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
-             priority=1),
-        _col("Kernel-Version", "Kernel Version reported by the node from 'uname -r'.", priority=1),
-        _col("Container-Runtime", "ContainerRuntime Version reported by the node through runtime remote API.",
-             priority=1),
-    ],
-    "endpoints": [
-        _name_col(),
-        _col("Endpoints", "The set of all endpoints is the union of all subsets."),
-        _age_col(),
-    ],
-    "namespaces": [
-        _name_col(),
-        _col("Status", "The status of the namespace"),
-        _age_col(),
-    ],
-    "events": [
-        _col("Last Seen", "The time at which the most recent occurrence of this event was recorded."),
-        _col("Type", "Type of this event (Normal, Warning), new types could be added in the future"),
-        _col("Reason", "This should be a short, machine understandable string that gives the reason for the "
-                       "transition into the object's current status."),
-        _col("Object", "The object that this event is about."),
-        _col("Subobject", "The field of the involved object this event is about.", priority=1),
-        _col("Source", "The component reporting this event.", priority=1),
-        _col("Message", "A human-readable description of the status of this operation."),
-        _col("First Seen", "The time at which the event was first recorded.", priority=1),
-        _col("Count", "The number of times this event has occurred.", priority=1),
-        _name_col(priority=1),
-    ],
-    "configmaps": [
-        _name_col(),
-        _col("Data", "Data contains the configuration data."),
-        _age_col(),
-    ],
-    "secrets": [
-        _name_col(),
-        _col("Type", "Used to facilitate programmatic handling of secret data."),
-        _col("Data", "Data contains the secret data."),
-        _age_col(),
-    ],
-    "serviceaccounts": [
-        _name_col(),
-        _col("Secrets", "Secrets is a list of the secrets in the same namespace that pods running using this "
-                        "ServiceAccount are allowed to use."),
-        _age_col(),
-    ],
-    "leases": [
-        _name_col(),
-        _col("Holder", "holderIdentity contains the identity of the holder of a current lease."),
-        _age_col(),
-    ],
-}
+# Per kind, in Kubernetes' order; priority-1 columns are the "-o wide" extras.
+_POD_COLUMNS = (
+    _name_col(),
+    _col("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+    _col("Status", "The aggregate status of the containers in this pod."),
+    _col("Restarts", "The number of times the containers in this pod have been restarted and when the "
+                     "last container in this pod has restarted."),
+    _age_col(),
+    _col("IP", "IP address allocated to the pod. Routable at least within the cluster.", priority=1),
+    _col("Node", "NodeName indicates in which node this pod is scheduled.", priority=1),
+    _col("Nominated Node", "nominatedNodeName is set when this pod preempts other pods on the node.", priority=1),
+    _col("Readiness Gates", "If specified, all readiness gates will be evaluated for pod readiness.", priority=1),
+)
+_DEPLOYMENT_COLUMNS = (
+    _name_col(),
+    _col("Ready", "Number of the pod with ready state"),
+    _col("Up-to-date", "Total number of non-terminated pods targeted by this deployment that have the "
+                       "desired template spec."),
+    _col("Available", "Total number of available pods (ready for at least minReadySeconds) targeted by "
+                      "this deployment."),
+    _age_col(),
+    _col("Containers", _CONTAINERS_DOC, priority=1),
+    _col("Images", _IMAGES_DOC, priority=1),
+    _col("Selector", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be "
+                     "the ones affected by this deployment.", priority=1),
+)
+_REPLICASET_COLUMNS = (
+    _name_col(),
+    _col("Desired", "Replicas is the number of desired pods.", type_="integer"),
+    _col("Current", "Replicas is the most recently observed number of non-terminating pods.", type_="integer"),
+    _col("Ready", "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.",
+         type_="integer"),
+    _age_col(),
+    _col("Containers", _CONTAINERS_DOC, priority=1),
+    _col("Images", _IMAGES_DOC, priority=1),
+    _col("Selector", "Selector is a label query over pods that should match the replica count.", priority=1),
+)
+_SERVICE_COLUMNS = (
+    _name_col(),
+    _col("Type", "type determines how the Service is exposed."),
+    _col("Cluster-IP", "clusterIP is the IP address of the service and is usually assigned randomly."),
+    _col("External-IP", "externalIPs is a list of IP addresses for which nodes in the cluster will also "
+                        "accept traffic for this service."),
+    _col("Port(s)", "The list of ports that are exposed by this service."),
+    _age_col(),
+    _col("Selector", "Route service traffic to pods with label keys and values matching this selector.",
+         priority=1),
+)
+_NODE_COLUMNS = (
+    _name_col(),
+    _col("Status", "The status of the node"),
+    _col("Roles", "The roles of the node"),
+    _age_col(),
+    _col("Version", "Kubelet Version reported by the node."),
+    _col("Internal-IP", "List of addresses reachable to the node.", priority=1),
+    _col("External-IP", "List of addresses reachable to the node.", priority=1),
+    _col("OS-Image", "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+         priority=1),
+    _col("Kernel-Version", "Kernel Version reported by the node from 'uname -r'.", priority=1),
+    _col("Container-Runtime", "ContainerRuntime Version reported by the node through runtime remote API.",
+         priority=1),
+)
+_ENDPOINTS_COLUMNS = (
+    _name_col(),
+    _col("Endpoints", "The set of all endpoints is the union of all subsets."),
+    _age_col(),
+)
+_NAMESPACE_COLUMNS = (
+    _name_col(),
+    _col("Status", "The status of the namespace"),
+    _age_col(),
+)
+_EVENT_COLUMNS = (
+    _col("Last Seen", "The time at which the most recent occurrence of this event was recorded."),
+    _col("Type", "Type of this event (Normal, Warning), new types could be added in the future"),
+    _col("Reason", "This should be a short, machine understandable string that gives the reason for the "
+                   "transition into the object's current status."),
+    _col("Object", "The object that this event is about."),
+    _col("Subobject", "The field of the involved object this event is about.", priority=1),
+    _col("Source", "The component reporting this event.", priority=1),
+    _col("Message", "A human-readable description of the status of this operation."),
+    _col("First Seen", "The time at which the event was first recorded.", priority=1),
+    _col("Count", "The number of times this event has occurred.", priority=1),
+    _name_col(priority=1),
+)
+_CONFIGMAP_COLUMNS = (
+    _name_col(),
+    _col("Data", "Data contains the configuration data."),
+    _age_col(),
+)
+_SECRET_COLUMNS = (
+    _name_col(),
+    _col("Type", "Used to facilitate programmatic handling of secret data."),
+    _col("Data", "Data contains the secret data."),
+    _age_col(),
+)
+_SERVICEACCOUNT_COLUMNS = (
+    _name_col(),
+    _col("Secrets", "Secrets is a list of the secrets in the same namespace that pods running using this "
+                    "ServiceAccount are allowed to use."),
+    _age_col(),
+)
+_LEASE_COLUMNS = (
+    _name_col(),
+    _col("Holder", "holderIdentity contains the identity of the holder of a current lease."),
+    _age_col(),
+)
 
-_DEFAULT_COLUMNS = [_name_col(), _age_col()]
-
-_ALIASES = {"pod": "pods", "po": "pods", "deploy": "deployments", "rs": "replicasets", "svc": "services",
-            "no": "nodes", "ep": "endpoints", "ns": "namespaces", "ev": "events", "cm": "configmaps",
-            "sa": "serviceaccounts", "endpoint": "endpoints"}
-
-
-def _resource(resource: str) -> str:
-    r = resource.strip().lower().split(".", 1)[0]
-    r = _ALIASES.get(r, r)
-    if r not in _COLUMNS and r + "s" in _COLUMNS:
-        r += "s"
-    return r
-
-
-def table_columns(resource: str) -> list[dict]:
-    """Column definitions for ``resource`` (plural name, e.g. "pods"); Name + Age for anything unknown."""
-    return [dict(c) for c in _COLUMNS.get(_resource(resource), _DEFAULT_COLUMNS)]
+_DEFAULT_COLUMNS = (_name_col(), _age_col())
 
 
 # ---------------------------------------------------------------------------
@@ -626,22 +608,41 @@ def _default_cells(obj: dict, now: dt.datetime) -> list:
     return [_name(obj), _age(obj, now)]
 
 
-_PRINTERS: dict[str, Callable[[dict, dt.datetime], list]] = {
-    "pods": _pod_cells,
-    "deployments": _deployment_cells,
-    "replicasets": _replicaset_cells,
-    "services": _service_cells,
-    "nodes": _node_cells,
-    "endpoints": _endpoints_cells,
-    "namespaces": _namespace_cells,
-    "events": _event_cells,
-    "configmaps": _configmap_cells,
-    "secrets": _secret_cells,
-    "serviceaccounts": _service_account_cells,
-    "leases": _lease_cells,
-}
+# What each kind's module points its ``printer`` at.
+POD = Printer(_POD_COLUMNS, _pod_cells)
+DEPLOYMENT = Printer(_DEPLOYMENT_COLUMNS, _deployment_cells)
+REPLICASET = Printer(_REPLICASET_COLUMNS, _replicaset_cells)
+SERVICE = Printer(_SERVICE_COLUMNS, _service_cells)
+NODE = Printer(_NODE_COLUMNS, _node_cells)
+ENDPOINTS = Printer(_ENDPOINTS_COLUMNS, _endpoints_cells)
+NAMESPACE = Printer(_NAMESPACE_COLUMNS, _namespace_cells)
+EVENT = Printer(_EVENT_COLUMNS, _event_cells)
+CONFIGMAP = Printer(_CONFIGMAP_COLUMNS, _configmap_cells)
+SECRET = Printer(_SECRET_COLUMNS, _secret_cells)
+SERVICEACCOUNT = Printer(_SERVICEACCOUNT_COLUMNS, _service_account_cells)
+LEASE = Printer(_LEASE_COLUMNS, _lease_cells)
+DEFAULT = Printer(_DEFAULT_COLUMNS, _default_cells)
 
 
-def table_row_cells(resource: str, obj: dict, *, now: dt.datetime) -> list:
+def printer_for(resource: Any) -> Printer:
+    """The printer of a ``Kind`` or a kind's name ("pods", "po", "deployments.apps"); Name + Age if it has none."""
+    k = resource if isinstance(resource, kinds.Kind) else _kind_named(str(resource))
+    return k.printer if k is not None and k.printer is not None else DEFAULT
+
+
+def _kind_named(name: str) -> Any:
+    r, _, group = name.strip().lower().partition(".")
+    for k in kinds.all_kinds():
+        if (not group or k.group == group) and r in (k.plural, k.singular, *k.short_names):
+            return k
+    return None
+
+
+def table_columns(resource: Any) -> list[dict]:
+    """Column definitions for ``resource`` (a Kind or its name)."""
+    return [dict(c) for c in printer_for(resource).columns]
+
+
+def table_row_cells(resource: Any, obj: dict, *, now: dt.datetime) -> list:
     """The cells of ``obj``'s row, one per entry of ``table_columns(resource)`` (wide ones included)."""
-    return _PRINTERS.get(_resource(resource), _default_cells)(obj, now)
+    return printer_for(resource).cells(obj, now)

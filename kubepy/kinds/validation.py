@@ -5,7 +5,7 @@ values Kubernetes' defaulters (pkg/apis/*/v1/defaults.go) and the defaulting
 admission plugins (ServiceAccount, Priority, DefaultTolerationSeconds) add, so
 ``kubectl get -o yaml`` shows what users expect.  ``validate_object`` then
 checks the object the way pkg/apis/*/validation does and raises one
-``errors.Invalid`` (HTTP 422) carrying *every* problem found, each cause naming
+``kinds.Invalid`` (the API server's HTTP 422) carrying *every* problem found, each cause naming
 the field in Kubernetes' path syntax (``spec.containers[0].ports[1].name``,
 ``metadata.labels``, ``data[key]``) with Kubernetes' wording
 ("Required value", "Invalid value: ...", "Unsupported value: ...").
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from kubepy.api import errors
+from kubepy import kinds
 from kubepy.meta.quantity import parse_quantity
 from kubepy.meta.selectors import label_selector_from_dict
 
@@ -267,7 +267,7 @@ def _show(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-class _Errs(list):
+class Errs(list):
     """Accumulates status causes; one method per Kubernetes field.ErrorType."""
 
     def _add(self, reason: str, path: str, message: str) -> None:
@@ -518,7 +518,7 @@ def pod_qos_class(spec: dict) -> str:
     return "Burstable"
 
 
-def _default_pod(obj: dict, old: dict | None) -> None:
+def default_pod(obj: dict, old: dict | None) -> None:
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return
@@ -541,7 +541,7 @@ def _default_template(obj: dict) -> None:
         _default_pod_spec(template["spec"])
 
 
-def _default_deployment(obj: dict, old: dict | None) -> None:
+def default_deployment(obj: dict, old: dict | None) -> None:
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return
@@ -559,7 +559,7 @@ def _default_deployment(obj: dict, old: dict | None) -> None:
     _default_template(obj)
 
 
-def _default_replicaset(obj: dict, old: dict | None) -> None:
+def default_replicaset(obj: dict, old: dict | None) -> None:
     spec = obj.setdefault("spec", {})
     if isinstance(spec, dict):
         spec.setdefault("replicas", 1)
@@ -585,7 +585,7 @@ def _carry_allocations(spec: dict, old_spec: dict) -> None:
             spec["healthCheckNodePort"] = old_spec["healthCheckNodePort"]
 
 
-def _default_service(obj: dict, old: dict | None) -> None:
+def default_service(obj: dict, old: dict | None) -> None:
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return
@@ -621,14 +621,14 @@ def _default_service(obj: dict, old: dict | None) -> None:
         status.setdefault("loadBalancer", {})
 
 
-def _default_endpoints(obj: dict, old: dict | None) -> None:
+def default_endpoints(obj: dict, old: dict | None) -> None:
     for subset in _l(obj.get("subsets")):
         for port in _l(_d(subset).get("ports")):
             if isinstance(port, dict) and not port.get("protocol"):
                 port["protocol"] = "TCP"
 
 
-def _default_secret(obj: dict, old: dict | None) -> None:
+def default_secret(obj: dict, old: dict | None) -> None:
     if not obj.get("type"):
         obj["type"] = "Opaque"
     # stringData is write-only: v1 conversion folds it into data (it wins).
@@ -640,7 +640,7 @@ def _default_secret(obj: dict, old: dict | None) -> None:
             obj["data"][key] = base64.b64encode(str(value).encode()).decode()
 
 
-def _default_namespace(obj: dict, old: dict | None) -> None:
+def default_namespace(obj: dict, old: dict | None) -> None:
     spec = obj.setdefault("spec", {})
     if isinstance(spec, dict) and old is None:
         spec.setdefault("finalizers", ["kubernetes"])
@@ -649,13 +649,13 @@ def _default_namespace(obj: dict, old: dict | None) -> None:
         status.setdefault("phase", "Active")
 
 
-def _default_node(obj: dict, old: dict | None) -> None:
+def default_node(obj: dict, old: dict | None) -> None:
     status = obj.get("status")
     if isinstance(status, dict) and isinstance(status.get("capacity"), dict) and "allocatable" not in status:
         status["allocatable"] = dict(status["capacity"])
 
 
-def _no_defaults(obj: dict, old: dict | None) -> None:
+def no_defaults(obj: dict, old: dict | None) -> None:
     return None
 
 
@@ -664,7 +664,7 @@ def _no_defaults(obj: dict, old: dict | None) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _validate_labels(labels: Any, path: str, errs: _Errs) -> None:
+def _validate_labels(labels: Any, path: str, errs: Errs) -> None:
     for key, value in _d(labels).items():
         errs.each(path, key, is_qualified_name(key))
         if not isinstance(value, str):
@@ -673,7 +673,7 @@ def _validate_labels(labels: Any, path: str, errs: _Errs) -> None:
             errs.each(path, value, is_valid_label_value(value))
 
 
-def _validate_annotations(annotations: Any, path: str, errs: _Errs) -> None:
+def _validate_annotations(annotations: Any, path: str, errs: Errs) -> None:
     total = 0
     for key, value in _d(annotations).items():
         errs.each(path, key, is_qualified_name(key.lower()))
@@ -682,7 +682,7 @@ def _validate_annotations(annotations: Any, path: str, errs: _Errs) -> None:
         errs.too_long(path, ANNOTATIONS_MAX_BYTES)
 
 
-def _validate_finalizer(name: Any, path: str, errs: _Errs) -> None:
+def _validate_finalizer(name: Any, path: str, errs: Errs) -> None:
     if not isinstance(name, str):
         errs.invalid(path, name, "must be a string")
         return
@@ -692,7 +692,7 @@ def _validate_finalizer(name: Any, path: str, errs: _Errs) -> None:
         errs.invalid(path, name, "name is neither a standard finalizer name nor is it fully qualified")
 
 
-def _validate_owner_references(refs: Any, path: str, errs: _Errs) -> None:
+def _validate_owner_references(refs: Any, path: str, errs: Errs) -> None:
     controllers = 0
     for i, ref in enumerate(_l(refs)):
         ref, p = _d(ref), f"{path}[{i}]"
@@ -708,7 +708,7 @@ def _validate_owner_references(refs: Any, path: str, errs: _Errs) -> None:
 NameRule = Callable[[str], list[str]]
 
 
-def _validate_meta(obj: dict, name_rule: NameRule, errs: _Errs) -> None:
+def _validate_meta(obj: dict, name_rule: NameRule, errs: Errs) -> None:
     meta = _d(obj.get("metadata"))
     name, generate = meta.get("name") or "", meta.get("generateName") or ""
     if generate:
@@ -730,7 +730,7 @@ def _validate_meta(obj: dict, name_rule: NameRule, errs: _Errs) -> None:
     _validate_owner_references(meta.get("ownerReferences"), "metadata.ownerReferences", errs)
 
 
-def _validate_meta_update(obj: dict, old: dict, errs: _Errs) -> None:
+def _validate_meta_update(obj: dict, old: dict, errs: Errs) -> None:
     meta, old_meta = _d(obj.get("metadata")), _d(old.get("metadata"))
     for key in ("name", "namespace"):
         if (meta.get(key) or "") != (old_meta.get(key) or ""):
@@ -745,7 +745,7 @@ def _validate_meta_update(obj: dict, old: dict, errs: _Errs) -> None:
                            f"found new finalizers {json.dumps([fin])}")
 
 
-def _validate_immutable(new: Any, old: Any, path: str, errs: _Errs) -> None:
+def _validate_immutable(new: Any, old: Any, path: str, errs: Errs) -> None:
     if new != old:
         errs.invalid(path, new, "field is immutable")
 
@@ -755,7 +755,7 @@ def _validate_immutable(new: Any, old: Any, path: str, errs: _Errs) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _validate_label_selector(sel: dict, path: str, errs: _Errs) -> None:
+def _validate_label_selector(sel: dict, path: str, errs: Errs) -> None:
     _validate_labels(sel.get("matchLabels"), f"{path}.matchLabels", errs)
     for i, expr in enumerate(_l(sel.get("matchExpressions"))):
         expr, p = _d(expr), f"{path}.matchExpressions[{i}]"
@@ -783,14 +783,14 @@ def _selector_matches(sel: dict, labels: dict) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def _validate_int_or_port_name(value: Any, path: str, errs: _Errs) -> None:
+def _validate_int_or_port_name(value: Any, path: str, errs: Errs) -> None:
     if isinstance(value, str):
         errs.each(path, value, is_valid_port_name(value))
     else:
         errs.each(path, value, is_valid_port_num(value))
 
 
-def _validate_handler(handler: Any, path: str, kinds: tuple[str, ...], errs: _Errs) -> None:
+def _validate_handler(handler: Any, path: str, kinds: tuple[str, ...], errs: Errs) -> None:
     handler = _d(handler)
     present = [k for k in kinds if handler.get(k) is not None]
     if not present:
@@ -810,7 +810,7 @@ def _validate_handler(handler: Any, path: str, kinds: tuple[str, ...], errs: _Er
         errs.each(f"{path}.grpc.port", grpc.get("port"), is_valid_port_num(grpc.get("port")))
 
 
-def _validate_probe(probe: dict, path: str, errs: _Errs, *, success_must_be_one: bool) -> None:
+def _validate_probe(probe: dict, path: str, errs: Errs, *, success_must_be_one: bool) -> None:
     _validate_handler(probe, path, PROBE_HANDLERS, errs)
     for key in ("initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"):
         errs.nonnegative(f"{path}.{key}", probe.get(key))
@@ -821,7 +821,7 @@ def _validate_probe(probe: dict, path: str, errs: _Errs, *, success_must_be_one:
         errs.invalid(f"{path}.terminationGracePeriodSeconds", grace, "must be greater than 0")
 
 
-def _validate_ports(ports: Any, path: str, errs: _Errs, *, host_network: bool) -> None:
+def _validate_ports(ports: Any, path: str, errs: Errs, *, host_network: bool) -> None:
     names: set[str] = set()
     for i, port in enumerate(_l(ports)):
         port, p = _d(port), f"{path}[{i}]"
@@ -843,7 +843,7 @@ def _validate_ports(ports: Any, path: str, errs: _Errs, *, host_network: bool) -
         errs.enum(f"{p}.protocol", port.get("protocol"), PROTOCOLS)
 
 
-def _validate_env(env: Any, path: str, errs: _Errs) -> None:
+def _validate_env(env: Any, path: str, errs: Errs) -> None:
     for i, var in enumerate(_l(env)):
         var, p = _d(var), f"{path}[{i}]"
         name = var.get("name")
@@ -870,14 +870,14 @@ def _validate_env(env: Any, path: str, errs: _Errs) -> None:
             errs.required(f"{p}.valueFrom.fieldRef.fieldPath")
 
 
-def _validate_resource_name(name: str, path: str, errs: _Errs) -> None:
+def _validate_resource_name(name: str, path: str, errs: Errs) -> None:
     if "/" in name:
         errs.each(path, name, is_qualified_name(name))
     elif name not in STANDARD_CONTAINER_RESOURCES and not name.startswith("hugepages-"):
         errs.invalid(path, name, "must be a standard resource for containers")
 
 
-def _validate_resources(res: Any, path: str, errs: _Errs) -> None:
+def _validate_resources(res: Any, path: str, errs: Errs) -> None:
     res = _d(res)
     parsed: dict[str, dict[str, Decimal]] = {"limits": {}, "requests": {}}
     for section in ("limits", "requests"):
@@ -901,7 +901,7 @@ def _validate_resources(res: Any, path: str, errs: _Errs) -> None:
                          f"must be less than or equal to {name} limit of {res['limits'][name]}")
 
 
-def _validate_volume_mounts(mounts: Any, path: str, volumes: set[str], errs: _Errs) -> None:
+def _validate_volume_mounts(mounts: Any, path: str, volumes: set[str], errs: Errs) -> None:
     seen: set[str] = set()
     for i, m in enumerate(_l(mounts)):
         m, p = _d(m), f"{path}[{i}]"
@@ -924,7 +924,7 @@ def _validate_volume_mounts(mounts: Any, path: str, volumes: set[str], errs: _Er
                 errs.invalid(f"{p}.subPath", sub, "must not contain '..'")
 
 
-def _validate_container(c: dict, path: str, errs: _Errs, *, volumes: set[str], host_network: bool,
+def _validate_container(c: dict, path: str, errs: Errs, *, volumes: set[str], host_network: bool,
                         init: bool) -> None:
     image = c.get("image")
     if not image:
@@ -952,7 +952,7 @@ def _validate_container(c: dict, path: str, errs: _Errs, *, volumes: set[str], h
             _validate_handler(handler, f"{path}.lifecycle.{hook}", LIFECYCLE_HANDLERS, errs)
 
 
-def _validate_containers(spec: dict, path: str, errs: _Errs, volumes: set[str]) -> None:
+def _validate_containers(spec: dict, path: str, errs: Errs, volumes: set[str]) -> None:
     host_network = bool(spec.get("hostNetwork"))
     containers = _l(spec.get("containers"))
     if not containers:
@@ -988,7 +988,7 @@ def _is_set(key: str, value: Any) -> bool:
     return value is not None
 
 
-def _validate_ephemeral_containers(spec: dict, path: str, errs: _Errs, volumes: set[str]) -> None:
+def _validate_ephemeral_containers(spec: dict, path: str, errs: Errs, volumes: set[str]) -> None:
     """Kubernetes' validateEphemeralContainers: each is a valid container with a name
     unique across all the pod's containers, targeting a regular or init container,
     and setting none of EPHEMERAL_FORBIDDEN_FIELDS."""
@@ -1029,7 +1029,7 @@ def _validate_ephemeral_containers(spec: dict, path: str, errs: _Errs, volumes: 
                     errs.forbidden(f"{p}.volumeMounts[{j}].{key}", EPHEMERAL_FORBIDDEN)
 
 
-def _validate_volumes(volumes: Any, path: str, errs: _Errs) -> set[str]:
+def _validate_volumes(volumes: Any, path: str, errs: Errs) -> set[str]:
     names: set[str] = set()
     for i, v in enumerate(_l(volumes)):
         v, p = _d(v), f"{path}[{i}]"
@@ -1052,7 +1052,7 @@ def _validate_volumes(volumes: Any, path: str, errs: _Errs) -> set[str]:
     return names
 
 
-def _validate_tolerations(tolerations: Any, path: str, errs: _Errs) -> None:
+def _validate_tolerations(tolerations: Any, path: str, errs: Errs) -> None:
     for i, t in enumerate(_l(tolerations)):
         t, p = _d(t), f"{path}[{i}]"
         key, op, effect = t.get("key") or "", t.get("operator") or "", t.get("effect") or ""
@@ -1076,7 +1076,7 @@ def _validate_tolerations(tolerations: Any, path: str, errs: _Errs) -> None:
             errs.enum(f"{p}.effect", effect, TAINT_EFFECTS)
 
 
-def _validate_pod_spec(spec: dict, path: str, errs: _Errs) -> None:
+def _validate_pod_spec(spec: dict, path: str, errs: Errs) -> None:
     volumes = _validate_volumes(spec.get("volumes"), f"{path}.volumes", errs)
     _validate_containers(spec, path, errs, volumes)
     _validate_ephemeral_containers(spec, path, errs, volumes)
@@ -1121,7 +1121,7 @@ def _spec_diff(old: Any, new: Any, path: str) -> list[str]:
     return [] if old == new else [f"  {path}: {_show(old)} -> {_show(new)}"]
 
 
-def _validate_pod_update(obj: dict, old: dict, errs: _Errs) -> None:
+def _validate_pod_update(obj: dict, old: dict, errs: Errs) -> None:
     spec, old_spec = _d(obj.get("spec")), _d(old.get("spec"))
     munged = copy.deepcopy(spec)
     # Images may change: compare everything else by copying the old images over.
@@ -1176,7 +1176,7 @@ def _toleration_kept(old: Any, new: Any) -> bool:
         old.get("tolerationSeconds") is None or new["tolerationSeconds"] <= old["tolerationSeconds"])
 
 
-def _validate_pod(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_pod(obj: dict, old: dict | None, errs: Errs) -> None:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         errs.required("spec")
@@ -1192,7 +1192,7 @@ def _validate_pod(obj: dict, old: dict | None, errs: _Errs) -> None:
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 
 
-def _validate_pod_ephemeral_containers(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_pod_ephemeral_containers(obj: dict, old: dict | None, errs: Errs) -> None:
     """Kubernetes' ValidatePodEphemeralContainersUpdate: the pod stays valid and the
     ephemeral containers already there are neither changed nor removed (only appended)."""
     spec = obj.get("spec")
@@ -1223,7 +1223,7 @@ def _validate_pod_ephemeral_containers(obj: dict, old: dict | None, errs: _Errs)
 # ---------------------------------------------------------------------------
 
 
-def _validate_template(spec: dict, errs: _Errs) -> None:
+def _validate_template(spec: dict, errs: Errs) -> None:
     """Selector present, non-empty, matching the template's labels; template is a valid always-restarting pod."""
     selector = spec.get("selector")
     template = spec.get("template")
@@ -1263,14 +1263,14 @@ def _int_or_percent(value: Any) -> int | None:
     return None
 
 
-def _validate_int_or_percent(value: Any, path: str, errs: _Errs) -> None:
+def _validate_int_or_percent(value: Any, path: str, errs: Errs) -> None:
     if isinstance(value, str):
         errs.each(path, value, is_valid_percent(value))
     else:
         errs.nonnegative(path, value)
 
 
-def _validate_strategy(strategy: Any, path: str, errs: _Errs) -> None:
+def _validate_strategy(strategy: Any, path: str, errs: Errs) -> None:
     strategy = _d(strategy)
     errs.enum(f"{path}.type", strategy.get("type"), DEPLOYMENT_STRATEGIES)
     rolling = strategy.get("rollingUpdate")
@@ -1289,12 +1289,12 @@ def _validate_strategy(strategy: Any, path: str, errs: _Errs) -> None:
         errs.invalid(f"{p}.maxUnavailable", unavailable, "must not be greater than 100%")
 
 
-def _validate_replicas_and_timing(spec: dict, errs: _Errs) -> None:
+def _validate_replicas_and_timing(spec: dict, errs: Errs) -> None:
     errs.nonnegative("spec.replicas", spec.get("replicas"))
     errs.nonnegative("spec.minReadySeconds", spec.get("minReadySeconds"))
 
 
-def _validate_deployment(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_deployment(obj: dict, old: dict | None, errs: Errs) -> None:
     spec = _d(obj.get("spec"))
     _validate_replicas_and_timing(spec, errs)
     _validate_template(spec, errs)
@@ -1310,7 +1310,7 @@ def _validate_deployment(obj: dict, old: dict | None, errs: _Errs) -> None:
         _validate_immutable(spec.get("selector"), _d(old.get("spec")).get("selector"), "spec.selector", errs)
 
 
-def _validate_replicaset(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_replicaset(obj: dict, old: dict | None, errs: Errs) -> None:
     spec = _d(obj.get("spec"))
     _validate_replicas_and_timing(spec, errs)
     _validate_template(spec, errs)
@@ -1318,7 +1318,7 @@ def _validate_replicaset(obj: dict, old: dict | None, errs: _Errs) -> None:
         _validate_immutable(spec.get("selector"), _d(old.get("spec")).get("selector"), "spec.selector", errs)
 
 
-def _validate_scale(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_scale(obj: dict, old: dict | None, errs: Errs) -> None:
     errs.nonnegative("spec.replicas", _d(obj.get("spec")).get("replicas"))
 
 
@@ -1327,7 +1327,7 @@ def _validate_scale(obj: dict, old: dict | None, errs: _Errs) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _validate_service_ports(spec: dict, errs: _Errs) -> None:
+def _validate_service_ports(spec: dict, errs: Errs) -> None:
     ports = _l(spec.get("ports"))
     svc_type = spec.get("type")
     require_name = len(ports) > 1
@@ -1355,7 +1355,7 @@ def _validate_service_ports(spec: dict, errs: _Errs) -> None:
         _validate_node_port(port, p, svc_type, node_ports, errs)
 
 
-def _validate_node_port(port: dict, path: str, svc_type: Any, seen: set[tuple], errs: _Errs) -> None:
+def _validate_node_port(port: dict, path: str, svc_type: Any, seen: set[tuple], errs: Errs) -> None:
     node_port = port.get("nodePort")
     if not node_port:
         return
@@ -1372,7 +1372,7 @@ def _validate_node_port(port: dict, path: str, svc_type: Any, seen: set[tuple], 
     seen.add(key)
 
 
-def _validate_cluster_ips(spec: dict, errs: _Errs) -> None:
+def _validate_cluster_ips(spec: dict, errs: Errs) -> None:
     svc_type = spec.get("type")
     cluster_ip = spec.get("clusterIP") or ""
     ips = _l(spec.get("clusterIPs"))
@@ -1393,7 +1393,7 @@ def _validate_cluster_ips(spec: dict, errs: _Errs) -> None:
             errs.each(p, ip, is_valid_ip(str(ip)))
 
 
-def _validate_service(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_service(obj: dict, old: dict | None, errs: Errs) -> None:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         errs.required("spec")
@@ -1429,7 +1429,7 @@ def _validate_service(obj: dict, old: dict | None, errs: _Errs) -> None:
         _validate_service_update(spec, _d(old.get("spec")), errs)
 
 
-def _validate_service_update(spec: dict, old_spec: dict, errs: _Errs) -> None:
+def _validate_service_update(spec: dict, old_spec: dict, errs: Errs) -> None:
     # Switching to or from ExternalName releases/allocates the IP, so only then may it change.
     if "ExternalName" in (spec.get("type"), old_spec.get("type")):
         return
@@ -1438,7 +1438,7 @@ def _validate_service_update(spec: dict, old_spec: dict, errs: _Errs) -> None:
         errs.invalid("spec.clusterIPs[0]", spec.get("clusterIP") or "", "may not change once set")
 
 
-def _validate_endpoint_address(addr: dict, path: str, errs: _Errs) -> None:
+def _validate_endpoint_address(addr: dict, path: str, errs: Errs) -> None:
     ip = str(addr.get("ip") or "")
     msgs = is_valid_ip(ip)
     errs.each(f"{path}.ip", ip, msgs)
@@ -1456,7 +1456,7 @@ def _validate_endpoint_address(addr: dict, path: str, errs: _Errs) -> None:
         errs.each(f"{path}.nodeName", addr["nodeName"], is_dns1123_subdomain(str(addr["nodeName"])))
 
 
-def _validate_endpoints(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_endpoints(obj: dict, old: dict | None, errs: Errs) -> None:
     for i, subset in enumerate(_l(obj.get("subsets"))):
         subset, p = _d(subset), f"subsets[{i}]"
         if not _l(subset.get("addresses")) and not _l(subset.get("notReadyAddresses")):
@@ -1480,7 +1480,7 @@ def _validate_endpoints(obj: dict, old: dict | None, errs: _Errs) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _validate_keys(data: Any, path: str, errs: _Errs) -> int:
+def _validate_keys(data: Any, path: str, errs: Errs) -> int:
     """Validate each key of a data map; return the total size of its values."""
     if data is not None and not isinstance(data, dict):
         errs.invalid(path, data, "must be a map of string keys to string values")
@@ -1495,7 +1495,7 @@ def _validate_keys(data: Any, path: str, errs: _Errs) -> int:
     return total
 
 
-def _decoded(value: str, path: str, errs: _Errs) -> bytes | None:
+def _decoded(value: str, path: str, errs: Errs) -> bytes | None:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
@@ -1503,7 +1503,7 @@ def _decoded(value: str, path: str, errs: _Errs) -> bytes | None:
         return None
 
 
-def _validate_immutable_data(obj: dict, old: dict, keys: tuple[str, ...], errs: _Errs) -> None:
+def _validate_immutable_data(obj: dict, old: dict, keys: tuple[str, ...], errs: Errs) -> None:
     if old.get("immutable") is not True:
         return
     if obj.get("immutable") is not True:
@@ -1513,7 +1513,7 @@ def _validate_immutable_data(obj: dict, old: dict, keys: tuple[str, ...], errs: 
             errs.forbidden(key, "field is immutable when `immutable` is set")
 
 
-def _validate_configmap(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_configmap(obj: dict, old: dict | None, errs: Errs) -> None:
     total = _validate_keys(obj.get("data"), "data", errs)
     binary = obj.get("binaryData")
     for key in _d(obj.get("data")):
@@ -1539,7 +1539,7 @@ _SECRET_REQUIRED_KEYS = {
 }
 
 
-def _validate_secret(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_secret(obj: dict, old: dict | None, errs: Errs) -> None:
     data = obj.get("data")
     _validate_keys(data, "data", errs)
     decoded: dict[str, bytes] = {}
@@ -1556,7 +1556,7 @@ def _validate_secret(obj: dict, old: dict | None, errs: _Errs) -> None:
         _validate_immutable_data(obj, old, ("data",), errs)
 
 
-def _validate_secret_type(obj: dict, decoded: dict[str, bytes], errs: _Errs) -> None:
+def _validate_secret_type(obj: dict, decoded: dict[str, bytes], errs: Errs) -> None:
     secret_type = obj.get("type")
     for key in _SECRET_REQUIRED_KEYS.get(str(secret_type), ()):
         if key not in _d(obj.get("data")):
@@ -1575,7 +1575,7 @@ def _validate_secret_type(obj: dict, decoded: dict[str, bytes], errs: _Errs) -> 
             errs.required("metadata.annotations[kubernetes.io/service-account.name]")
 
 
-def _validate_service_account(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_service_account(obj: dict, old: dict | None, errs: Errs) -> None:
     for key in ("secrets", "imagePullSecrets"):
         for i, ref in enumerate(_l(obj.get(key))):
             name = _d(ref).get("name")
@@ -1588,14 +1588,14 @@ def _validate_service_account(obj: dict, old: dict | None, errs: _Errs) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _validate_namespace(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_namespace(obj: dict, old: dict | None, errs: Errs) -> None:
     for i, fin in enumerate(_l(_d(obj.get("spec")).get("finalizers"))):
         _validate_finalizer(fin, f"spec.finalizers[{i}]", errs)
     phase = _d(obj.get("status")).get("phase")
     errs.enum("status.phase", phase, ("Active", "Terminating"), required=False)
 
 
-def _validate_node(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_node(obj: dict, old: dict | None, errs: Errs) -> None:
     spec = _d(obj.get("spec"))
     seen: set[tuple] = set()
     for i, taint in enumerate(_l(spec.get("taints"))):
@@ -1631,7 +1631,7 @@ def _validate_node(obj: dict, old: dict | None, errs: _Errs) -> None:
                 errs.forbidden(f"spec.{key}", f'node updates may not change {what} except from "" to valid')
 
 
-def _validate_event(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_event(obj: dict, old: dict | None, errs: Errs) -> None:
     meta = _d(obj.get("metadata"))
     namespace = meta.get("namespace") or ""
     involved_ns = _d(obj.get("involvedObject")).get("namespace") or ""
@@ -1649,7 +1649,7 @@ def _validate_event(obj: dict, old: dict | None, errs: _Errs) -> None:
         errs.enum("type", obj.get("type"), ("Normal", "Warning"), required=False)
 
 
-def _validate_lease(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_lease(obj: dict, old: dict | None, errs: Errs) -> None:
     spec = _d(obj.get("spec"))
     duration = spec.get("leaseDurationSeconds")
     if duration is not None and (not _is_int(duration) or duration <= 0):
@@ -1659,7 +1659,7 @@ def _validate_lease(obj: dict, old: dict | None, errs: _Errs) -> None:
         errs.forbidden("spec.preferredHolder", "may only be specified if `strategy` is defined")
 
 
-def _validate_binding(obj: dict, old: dict | None, errs: _Errs) -> None:
+def validate_binding(obj: dict, old: dict | None, errs: Errs) -> None:
     target = _d(obj.get("target"))
     if target.get("kind") not in (None, "", "Node"):
         errs.not_supported("target.kind", target["kind"], ("Node", "<empty>"))
@@ -1672,83 +1672,58 @@ def _validate_binding(obj: dict, old: dict | None, errs: _Errs) -> None:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _KindRules:
-    kind: str
-    group: str
-    name_rule: NameRule
-    validate: Callable[[dict, dict | None, _Errs], None]
-    default: Callable[[dict, dict | None], None]
-
-
-_KINDS: dict[str, _KindRules] = {
-    "namespaces": _KindRules("Namespace", "", is_dns1123_label, _validate_namespace, _default_namespace),
-    "nodes": _KindRules("Node", "", is_dns1123_subdomain, _validate_node, _default_node),
-    "pods": _KindRules("Pod", "", is_dns1123_subdomain, _validate_pod, _default_pod),
-    "ephemeralcontainers": _KindRules("Pod", "", is_dns1123_subdomain, _validate_pod_ephemeral_containers,
-                                      _default_pod),
-    # Service names become DNS labels and env var prefixes: Kubernetes requires RFC 1035 (leading letter).
-    "services": _KindRules("Service", "", is_dns1035_label, _validate_service, _default_service),
-    "endpoints": _KindRules("Endpoints", "", is_dns1123_subdomain, _validate_endpoints, _default_endpoints),
-    "configmaps": _KindRules("ConfigMap", "", is_dns1123_subdomain, _validate_configmap, _no_defaults),
-    "secrets": _KindRules("Secret", "", is_dns1123_subdomain, _validate_secret, _default_secret),
-    "events": _KindRules("Event", "", is_dns1123_subdomain, _validate_event, _no_defaults),
-    "serviceaccounts": _KindRules("ServiceAccount", "", is_dns1123_subdomain, _validate_service_account, _no_defaults),
-    "deployments": _KindRules("Deployment", "apps", is_dns1123_subdomain, _validate_deployment, _default_deployment),
-    "replicasets": _KindRules("ReplicaSet", "apps", is_dns1123_subdomain, _validate_replicaset, _default_replicaset),
-    "leases": _KindRules("Lease", "coordination.k8s.io", is_dns1123_subdomain, _validate_lease, _no_defaults),
-    "bindings": _KindRules("Binding", "", is_dns1123_subdomain, _validate_binding, _no_defaults),
-    "scale": _KindRules("Scale", "autoscaling", is_dns1123_subdomain, _validate_scale, _no_defaults),
-}
-
-_ALIASES = {
-    "pods/binding": "bindings", "binding": "bindings", "pods/ephemeralcontainers": "ephemeralcontainers",
-    "deployments/scale": "scale", "replicasets/scale": "scale", "scales": "scale",
-    "endpoint": "endpoints",
-}
-
-
-def _rules(resource: str) -> _KindRules | None:
-    """Accept plural resources ("pods"), group-qualified ("deployments.apps"), kinds ("Pod") and subresources."""
-    r = resource.strip().lower()
-    if r in _ALIASES:
-        return _KINDS[_ALIASES[r]]
-    r = r.split(".", 1)[0]
-    for candidate in (r, r + "s", _ALIASES.get(r, "")):
-        if candidate in _KINDS:
-            return _KINDS[candidate]
-    return None
-
-
 # ---------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------
 
 
-def default_object(resource: str, obj: dict, *, old: dict | None = None) -> None:
+def _strategy(resource: Any, subresource: str | None) -> tuple[Any, Any]:
+    """(kind, strategy) for a Kind or a name: "pods", "deployments.apps", "Pod", "po", "pods/ephemeralcontainers"."""
+    if isinstance(resource, kinds.Kind):
+        return resource, resource.strategy_for(subresource)
+    r = str(resource).strip().lower()
+    if "/" in r:
+        r, subresource = r.split("/", 1)
+    r, _, group = r.partition(".")
+    for k in kinds.all_kinds():
+        if group and k.group != group:
+            continue
+        if r in (k.plural, k.singular, *k.short_names):
+            return k, k.strategy_for(subresource)
+    # A subresource's own kind: "bindings" (pods/binding), "scale" (deployments/scale).
+    for k in kinds.all_kinds():
+        for sub, strategy in k.subresource_strategies.items():
+            if strategy.kind and r in (sub, strategy.kind.lower(), strategy.kind.lower() + "s"):
+                return k, strategy
+    return None, None
+
+
+def default_object(resource: Any, obj: dict, *, old: dict | None = None, subresource: str | None = None) -> None:
     """Fill in Kubernetes' defaults in place.
 
-    ``old`` is the stored object on update: create-only defaults (pod
-    admission fields, pod status, namespace finalizers) are then skipped and a
-    service keeps its allocated clusterIP/nodePorts when the client omits them.
-    Unknown resources are left untouched.
+    ``resource`` is a ``Kind`` or its name.  ``old`` is the stored object on
+    update: create-only defaults (pod admission fields, pod status, namespace
+    finalizers) are then skipped and a service keeps its allocated
+    clusterIP/nodePorts when the client omits them.  Unknown resources are
+    left untouched.
     """
-    rules = _rules(resource)
-    if rules is not None and isinstance(obj, dict):
-        rules.default(obj, old)
+    _, strategy = _strategy(resource, subresource)
+    if strategy is not None and isinstance(obj, dict):
+        strategy.default(obj, old)
 
 
-def validate_object(resource: str, obj: dict, *, old: dict | None = None) -> None:
-    """Raise ``errors.Invalid`` listing every problem with *obj* (and with the change from *old*)."""
-    rules = _rules(resource)
-    if rules is None:
-        rules = _KindRules(str(obj.get("kind") or resource), "", is_dns1123_subdomain,
-                           lambda o, p, e: None, _no_defaults)
-    errs = _Errs()
-    _validate_meta(obj, rules.name_rule, errs)
-    rules.validate(obj, old, errs)
+def validate_object(resource: Any, obj: dict, *, old: dict | None = None, subresource: str | None = None) -> None:
+    """Raise ``kinds.Invalid`` listing every problem with *obj* (and with the change from *old*)."""
+    kind, strategy = _strategy(resource, subresource)
+    errs = Errs()
+    _validate_meta(obj, strategy.name_rule if strategy else is_dns1123_subdomain, errs)
+    if strategy is not None:
+        strategy.validate(obj, old, errs)
     if old is not None:
         _validate_meta_update(obj, old, errs)
     if errs:
         name = str(_d(obj.get("metadata")).get("name") or _d(obj.get("metadata")).get("generateName") or "")
-        raise errors.Invalid(rules.kind, name, list(errs), group=rules.group)
+        kind_name = (strategy.kind if strategy and strategy.kind else kind.kind if kind else
+                     str(obj.get("kind") or resource))
+        group = strategy.group if strategy and strategy.group is not None else kind.group if kind else ""
+        raise kinds.Invalid(kind_name, name, list(errs), group=group)

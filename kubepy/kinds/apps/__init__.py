@@ -1,0 +1,1 @@
+"""``apps/v1``: one module per kind."""
