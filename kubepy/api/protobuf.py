@@ -56,6 +56,7 @@ import datetime
 import json
 import re
 import struct
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
 from kubepy import kinds
@@ -1212,7 +1213,7 @@ Eviction
 """
 
 _SCALARS = frozenset({"string", "int32", "int64", "bool", "bytes", "double", "float"})
-_SPECIALS = frozenset({"Quantity", "IntOrString", "Time", "MicroTime", "FieldsV1"})
+_SPECIALS = frozenset({"Quantity", "IntOrString", "Time", "MicroTime", "FieldsV1", "RawExtension"})
 
 
 class Field(NamedTuple):
@@ -1270,7 +1271,32 @@ def _parse_schema(text: str) -> dict[str, dict[int, Field]]:
     return schema
 
 
-SCHEMA: dict[str, dict[int, Field]] = _parse_schema(SCHEMA_TEXT)
+class _Schema(Mapping[str, dict[int, Field]]):
+    """SCHEMA_TEXT plus the messages each registered kind brings (``Kind.proto_schema``),
+    parsed again whenever the registry changed."""
+
+    def __init__(self) -> None:
+        self._generation = -1
+        self._messages: dict[str, dict[int, Field]] = {}
+
+    def _current(self) -> dict[str, dict[int, Field]]:
+        generation = kinds.generation()
+        if generation != self._generation:
+            text = SCHEMA_TEXT + "".join(k.proto_schema for k in kinds.all_kinds())
+            self._messages, self._generation = _parse_schema(text), generation
+        return self._messages
+
+    def __getitem__(self, name: str) -> dict[int, Field]:
+        return self._current()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current())
+
+    def __len__(self) -> int:
+        return len(self._current())
+
+
+SCHEMA: Mapping[str, dict[int, Field]] = _Schema()
 
 # ---------------------------------------------------------------------------
 # Wire level
@@ -1435,7 +1461,7 @@ def _special(t: str, data: bytes, where: str) -> Any:
         if typ == 1:
             return sval
         raise ProtobufError(f"{where}: invalid IntOrString type {typ}")
-    if t == "FieldsV1":  # {1: Raw bytes} holding JSON
+    if t in ("FieldsV1", "RawExtension"):  # {1: Raw bytes} holding JSON
         raw = b""
         for num, wt, val in fields:
             if num == 1:
@@ -1445,11 +1471,11 @@ def _special(t: str, data: bytes, where: str) -> Any:
             else:
                 _unknown(num, wt, val, where)
         if not raw:
-            return {}
+            return {} if t == "FieldsV1" else None
         try:
             return json.loads(raw)
         except ValueError:
-            raise ProtobufError(f"{where}: FieldsV1 does not hold JSON") from None
+            raise ProtobufError(f"{where}: {t} does not hold JSON") from None
     raise ProtobufError(f"{where}: no decoder for {t}")  # pragma: no cover
 
 

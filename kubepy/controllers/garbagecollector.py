@@ -1,7 +1,7 @@
 """Garbage collector: deletes dependents whose owners are gone; foreground and orphan deletion.
 
 The ownership graph is the ``owner`` index (ownerReference uids) of the
-shared informers of every kind that can own or be owned (``GRAPH_RESOURCES``;
+shared informers of every kind that can own or be owned (``graph_resources()``;
 events are left out). Queue items are ``"<resource>|<key>"``; one item is
 looked at in two roles:
 
@@ -26,12 +26,16 @@ from typing import Any
 
 from kubepy.client import ConflictError, Informer, NotFoundError, WorkQueue, object_key, run_workers
 from kubepy.controllers.context import ControllerContext
-from kubepy.kinds import Kind, by_kind
+from kubepy.kinds import Kind, all_kinds, by_kind
 
 log = logging.getLogger(__name__)
 
-GRAPH_RESOURCES = ("pods", "replicasets", "deployments", "services", "endpoints", "configmaps", "secrets",
-                   "serviceaccounts", "leases", "nodes")
+
+def graph_resources() -> tuple[str, ...]:
+    """Every served kind but events: what can own or be owned."""
+    return tuple(k.plural for k in all_kinds() if k.plural != "events")
+
+
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"
 WAIT_FOR_DEPENDENTS = 1.0  # seconds between looks at a foreground owner whose dependents linger
@@ -102,7 +106,7 @@ class GarbageCollector:
         self.client = ctx.client
         self.queue = WorkQueue(name=self.name)
         self.informers: dict[str, Informer] = {}
-        for resource in GRAPH_RESOURCES:
+        for resource in graph_resources():
             inf = ctx.informers.informer(resource)
             self.informers[resource] = inf
             inf.add_handler(lambda o, r=resource: self._changed(r, o),

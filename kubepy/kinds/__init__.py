@@ -132,6 +132,7 @@ class Kind:
     has_spec_generation: bool = False  # metadata.generation bumps on spec change
     model: str = ""  # the official Python client's class of the kind ("V1Pod"): its schema
     proto: str | None = None  # root message of kubepy.api.protobuf's schema, None if not decodable
+    proto_schema: str = ""  # messages this kind adds to that schema (its generated.proto, as kubepy.api.protobuf reads it)
     api_types: tuple[str, ...] = ()  # type names of its API package other than core/v1 ("DeploymentSpec")
     strategy: Strategy = field(default_factory=Strategy)
     subresource_strategies: dict[str, Strategy] = field(default_factory=dict)

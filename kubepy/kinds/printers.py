@@ -646,3 +646,19 @@ def table_columns(resource: Any) -> list[dict]:
 def table_row_cells(resource: Any, obj: dict, *, now: dt.datetime) -> list:
     """The cells of ``obj``'s row, one per entry of ``table_columns(resource)`` (wide ones included)."""
     return printer_for(resource).cells(obj, now)
+
+
+# ---------------------------------------------------------------------------
+# For kinds that bring their own printer (in their own module)
+# ---------------------------------------------------------------------------
+
+column = _col
+name_column = _name_col
+age_column = _age_col
+name_cell = _name
+age_cell = _age
+since = _since
+containers_and_images = _containers_and_images
+format_label_selector = _format_label_selector
+CONTAINERS_DOC = _CONTAINERS_DOC
+IMAGES_DOC = _IMAGES_DOC

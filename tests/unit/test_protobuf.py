@@ -325,7 +325,7 @@ INLINE_ONLY = {"VolumeSource", "ProbeHandler", "EphemeralContainerCommon"}
 
 _PY_SCALAR = {"string": "str", "int32": "int", "int64": "int", "bool": "bool", "double": "float",
               "float": "float", "bytes": "bytes", "Quantity": "str", "IntOrString": "object",
-              "Time": "datetime", "MicroTime": "datetime", "FieldsV1": "object"}
+              "Time": "datetime", "MicroTime": "datetime", "FieldsV1": "object", "RawExtension": "object"}
 
 
 def _model(msg: str):
