@@ -29,7 +29,6 @@ proportions, status); the class only reads caches and writes through
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from kubepy.client import (
     run_workers,
 )
 from kubepy.controllers.context import ControllerContext
+from kubepy.controllers.history import compute_hash, safe_encode  # the pod-template-hash
 from kubepy.controllers.ownership import (
     ControllerRefManager,
     OwnerKind,
@@ -101,29 +101,6 @@ REASON_RESUMED = "DeploymentResumed"
 REASON_FAILED_RS_CREATE = "ReplicaSetCreateError"
 REASON_SCALING = "ScalingReplicaSet"
 
-_ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' rand.SafeEncodeString alphabet: no vowels, no 0/1/3
-_FNV_OFFSET, _FNV_PRIME = 0x811C9DC5, 0x01000193
-
-
-# -- hashing -----------------------------------------------------------------------
-def _fnv32a(data: bytes, h: int = _FNV_OFFSET) -> int:
-    for byte in data:
-        h = ((h ^ byte) * _FNV_PRIME) & 0xFFFFFFFF
-    return h
-
-
-def safe_encode(text: str) -> str:
-    """Kubernetes' SafeEncodeString: each byte to a letter that cannot spell words."""
-    return "".join(_ALPHANUMS[b % len(_ALPHANUMS)] for b in text.encode())
-
-
-def compute_hash(template: dict[str, Any], collision_count: int | None = None) -> str:
-    """The pod-template-hash: fnv32a over the template as canonical JSON
-    (plus the collision count), rendered like Kubernetes' ComputeHash."""
-    h = _fnv32a(json.dumps(template, sort_keys=True, separators=(",", ":")).encode())
-    if collision_count is not None:
-        h = _fnv32a(int(collision_count).to_bytes(4, "little"), h)
-    return safe_encode(str(h))
 
 
 def _without_hash(template: dict[str, Any] | None) -> dict[str, Any]:
