@@ -33,7 +33,8 @@ class HollowCluster:
     def __init__(self, client: Client, count: int, *, prefix: str = "hollow-", cpu: str = "4",
                  memory: str = "8Gi", max_pods: int = 110, lease_interval: float = 2.0,
                  run_pods: bool = True, is_ready: Callable[[dict[str, Any]], bool] = lambda pod: True,
-                 ready_delay: float = 0.0, labels: dict[str, str] | None = None) -> None:
+                 ready_delay: float = 0.0, labels: dict[str, str] | None = None,
+                 run_for: Callable[[dict[str, Any]], float | None] = lambda pod: None) -> None:
         self.client = client
         self.names = [f"{prefix}{i}" for i in range(count)]
         self.cpu, self.memory, self.max_pods = cpu, memory, max_pods
@@ -42,11 +43,13 @@ class HollowCluster:
         self.is_ready = is_ready
         self.ready_delay = ready_delay  # how long a container "starts" before it is ready
         self.labels = labels or {}
+        self.run_for = run_for  # seconds a pod's containers run before exiting 0 (None: forever)
         self.heartbeating = set(self.names)
         self.pods = Informer(client, "pods")
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
         self._ips: dict[str, int] = {}
+        self._finishing: set[str] = set()
 
     async def start(self) -> None:
         sem = asyncio.Semaphore(32)
@@ -149,6 +152,8 @@ class HollowCluster:
             self._spawn(self._finish_deletion(pod))
             return
         status = pod.get("status") or {}
+        if status.get("phase") in ("Succeeded", "Failed") or meta["uid"] in self._finishing:
+            return
         ready = self.is_ready(pod)
         if status.get("phase") == "Running" and _is_ready(pod) == ready:
             return
@@ -180,6 +185,33 @@ class HollowCluster:
                                    "started": True, "restartCount": 0,
                                    "state": {"running": {"startedAt": now}}} for c in containers],
         }
+        await self._write_status(pod, status)
+        seconds = self.run_for(pod)
+        if seconds is not None and meta["uid"] not in self._finishing:
+            self._finishing.add(meta["uid"])
+            await asyncio.sleep(seconds)
+            await self._succeed(pod, containers, status)
+
+    async def _succeed(self, pod: dict[str, Any], containers: list[dict[str, Any]], running: dict[str, Any]) -> None:
+        """Every container exited 0: the pod is Succeeded (what a Job's pod does)."""
+        now = _now()
+        status = {
+            **running, "phase": "Succeeded",
+            "conditions": [{"type": t, "status": s, "lastProbeTime": None, "lastTransitionTime": now,
+                            **({"reason": "PodCompleted"} if s == "False" else {})}
+                           for t, s in (("PodScheduled", "True"), ("Initialized", "True"),
+                                        ("ContainersReady", "False"), ("Ready", "False"))],
+            "containerStatuses": [{"name": c["name"], "image": c.get("image", ""), "imageID": "",
+                                   "containerID": f"hollow://{pod['metadata']['uid']}/{c['name']}", "ready": False,
+                                   "started": False, "restartCount": 0,
+                                   "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                                            "startedAt": running["startTime"], "finishedAt": now}}}
+                                  for c in containers],
+        }
+        await self._write_status(pod, status)
+
+    async def _write_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+        meta = pod["metadata"]
         try:
             await self.client.patch("pods", meta["name"], {"status": status}, namespace=meta["namespace"],
                                     subresource="status", patch_type="merge")
