@@ -1252,11 +1252,14 @@ def _apply_patch(ctype: str, obj: dict[str, Any], body: Any, res: Kind | None) -
 
 def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
     m = obj["metadata"]
+    selector = (obj.get("spec") or {}).get("selector")
+    if selector and all(isinstance(v, str) for v in selector.values()):
+        selector = {"matchLabels": selector}  # a ReplicationController's plain label map
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in m},
         "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
         "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                   "selector": objects.label_selector_string((obj.get("spec") or {}).get("selector"))},
+                   "selector": objects.label_selector_string(selector)},
     }

@@ -28,6 +28,8 @@ CONTROLLERS = {
     "namespace": "kubepy.controllers.namespace:NamespaceController",
     "serviceaccount": "kubepy.controllers.serviceaccount:ServiceAccountController",
     "podgc": "kubepy.controllers.podgc:PodGCController",
+    "replicationcontroller": "kubepy.controllers.replicaset:ReplicationManager",
+    "disruption": "kubepy.controllers.disruption:DisruptionController",
 }
 
 

@@ -86,22 +86,25 @@ def resolve_controller_ref(obj: dict[str, Any], ref: dict[str, Any] | None, kind
     return key
 
 
-def owners_selecting(obj: dict[str, Any], owners: Cache) -> list[str]:
+def owners_selecting(obj: dict[str, Any], owners: Cache, *,
+                     selector: Callable[[dict[str, Any]], LabelSelector] = selector_of) -> list[str]:
     """Keys of the cached owners in ``obj``'s namespace whose selector matches its labels.
 
     An empty selector matches nothing here: an owner that slipped in without
-    one must not adopt the whole namespace (upstream's GetPodReplicaSets)."""
+    one must not adopt the whole namespace (upstream's GetPodReplicaSets).
+    ``selector`` reads an owner's selector (a ReplicationController's is a label map)."""
     meta = obj.get("metadata") or {}
     labels = meta.get("labels") or {}
     keys = []
     for owner in owners.by_index("namespace", meta.get("namespace", "")):
-        selector = selector_of(owner)
-        if not selector.empty() and selector.matches(labels):
+        sel = selector(owner)
+        if not sel.empty() and sel.matches(labels):
             keys.append(object_key(owner))
     return keys
 
 
-def owners_to_sync_on_update(old: dict[str, Any], new: dict[str, Any], kind: OwnerKind, owners: Cache) -> list[str]:
+def owners_to_sync_on_update(old: dict[str, Any], new: dict[str, Any], kind: OwnerKind, owners: Cache, *,
+                             selector: Callable[[dict[str, Any]], LabelSelector] = selector_of) -> list[str]:
     """Keys of the owners an update of an owned object concerns.
 
     Its former controller if the reference changed (it may want a
@@ -118,7 +121,7 @@ def owners_to_sync_on_update(old: dict[str, Any], new: dict[str, Any], kind: Own
         return keys
     labels_changed = (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get("labels")
     if ref_changed or labels_changed:
-        keys.extend(owners_selecting(new, owners))
+        keys.extend(owners_selecting(new, owners, selector=selector))
     return keys
 
 

@@ -15,8 +15,13 @@ timed out). Claiming, expectations, slow-start batches and pod
 availability are the shared machinery of ``ownership``, ``expectations``,
 ``slowstart`` and ``pods``; what is left here is the ReplicaSet's own.
 
+``ReplicationManager`` is the same controller for ReplicationControllers
+(v1), whose selector is a plain label map: as upstream's ReplicationManager,
+it differs only in what it owns and how it reads the selector.
+
 Talks to the API server only through ``ControllerContext.client``; reads
-only the shared ``pods`` and ``replicasets`` informers.
+only the shared ``pods`` and ``replicasets`` (or ``replicationcontrollers``)
+informers.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from kubepy.controllers.ownership import (
     owners_selecting,
     owners_to_sync_on_update,
     resolve_controller_ref,
+    selector_of,
 )
 from kubepy.controllers.pods import (
     is_pod_active,
@@ -54,13 +60,16 @@ from kubepy.controllers.pods import (
     seconds_until_available,
 )
 from kubepy.controllers.slowstart import slow_start_batch
+from kubepy.meta.selectors import LabelSelector, label_selector_from_dict
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "BURST_REPLICAS",
     "REPLICASET",
+    "REPLICATIONCONTROLLER",
     "ReplicaSetController",
+    "ReplicationManager",
     "calculate_status",
     "pod_deletion_order",
     "pods_to_delete",
@@ -68,6 +77,7 @@ __all__ = [
 
 BURST_REPLICAS = 500  # most pods created or deleted in one sync, as Kubernetes' --replicaset burst
 REPLICASET = OwnerKind("apps/v1", "ReplicaSet", "replicasets")
+REPLICATIONCONTROLLER = OwnerKind("v1", "ReplicationController", "replicationcontrollers")
 
 REASON_SUCCESSFUL_CREATE = "SuccessfulCreate"
 REASON_SUCCESSFUL_DELETE = "SuccessfulDelete"
@@ -182,6 +192,11 @@ def _status_equal(old: dict[str, Any], new: dict[str, Any]) -> bool:
 # -- the controller --------------------------------------------------------------
 class ReplicaSetController:
     name = "replicaset"
+    kind = REPLICASET  # what it owns; its pods' controller references name this kind
+
+    @staticmethod
+    def selector(owner: dict[str, Any]) -> LabelSelector:
+        return selector_of(owner)
 
     def __init__(self, ctx: ControllerContext) -> None:
         self.ctx = ctx
@@ -189,7 +204,7 @@ class ReplicaSetController:
         self.recorder = ctx.recorder
         self.queue = WorkQueue(name=self.name)
         self.expectations = ControllerExpectations()
-        self.rs_informer = ctx.informers.informer("replicasets")
+        self.rs_informer = ctx.informers.informer(self.kind.resource)
         self.pod_informer = ctx.informers.informer("pods")
         self.rs_informer.add_handler(self._on_rs_add, self._on_rs_update, self._on_rs_delete)
         self.pod_informer.add_handler(self._on_pod_add, self._on_pod_update, self._on_pod_delete)
@@ -213,10 +228,10 @@ class ReplicaSetController:
         self.queue.add(key)
 
     def _owner_key(self, pod: dict[str, Any], ref: dict[str, Any] | None) -> str | None:
-        return resolve_controller_ref(pod, ref, REPLICASET, self.rs_informer.cache)
+        return resolve_controller_ref(pod, ref, self.kind, self.rs_informer.cache)
 
     def _enqueue_matching(self, pod: dict[str, Any]) -> None:
-        for key in owners_selecting(pod, self.rs_informer.cache):
+        for key in owners_selecting(pod, self.rs_informer.cache, selector=self.selector):
             self.queue.add(key)
 
     def _on_pod_add(self, pod: dict[str, Any]) -> None:
@@ -244,7 +259,7 @@ class ReplicaSetController:
             if labels_changed:
                 self._on_pod_delete(old)
             return
-        for key in owners_to_sync_on_update(old, new, REPLICASET, self.rs_informer.cache):
+        for key in owners_to_sync_on_update(old, new, self.kind, self.rs_informer.cache, selector=self.selector):
             self.queue.add(key)
         key = self._owner_key(new, controller_ref(new))
         if key is not None and not is_pod_ready(old) and is_pod_ready(new):
@@ -269,7 +284,8 @@ class ReplicaSetController:
         namespace = rs["metadata"]["namespace"]
         needs_sync = self.expectations.satisfied(key) and not rs["metadata"].get("deletionTimestamp")
         candidates = [p for p in self.pod_informer.cache.by_index("namespace", namespace) if is_pod_active(p)]
-        pods = await ControllerRefManager(self.client, rs, REPLICASET, resource="pods").claim(candidates)
+        pods = await ControllerRefManager(self.client, rs, self.kind, resource="pods",
+                                          selector=self.selector(rs)).claim(candidates)
 
         manage_error: BaseException | None = None
         diff = len(pods) - int(rs["spec"].get("replicas", 1))
@@ -314,7 +330,7 @@ class ReplicaSetController:
 
     async def _create_pod(self, rs: dict[str, Any]) -> None:
         try:
-            pod = await self.client.create("pods", pod_from_template(rs, REPLICASET), namespace=rs["metadata"]["namespace"])
+            pod = await self.client.create("pods", pod_from_template(rs, self.kind), namespace=rs["metadata"]["namespace"])
         except APIStatusError as e:
             self.recorder.event(rs, "Warning", REASON_FAILED_CREATE, f"Error creating: {e}")
             raise
@@ -339,8 +355,21 @@ class ReplicaSetController:
         body.setdefault("conditions", None)  # merge patch: drop a cleared ReplicaFailure
         meta = rs["metadata"]
         try:
-            await self.client.patch("replicasets", meta["name"], {"status": body}, namespace=meta["namespace"],
+            await self.client.patch(self.kind.resource, meta["name"], {"status": body}, namespace=meta["namespace"],
                                     subresource="status")
         except NotFoundError:
             return
+
+
+class ReplicationManager(ReplicaSetController):
+    """The ReplicaSet controller for ReplicationControllers (upstream's ReplicationManager)."""
+
+    name = "replicationcontroller"
+    kind = REPLICATIONCONTROLLER
+
+    @staticmethod
+    def selector(owner: dict[str, Any]) -> LabelSelector:
+        # A label map; an absent one selects nothing (validation never lets one in).
+        labels = (owner.get("spec") or {}).get("selector")
+        return label_selector_from_dict({"matchLabels": labels} if labels else None)
 

@@ -1322,6 +1322,38 @@ def validate_scale(obj: dict, old: dict | None, errs: Errs) -> None:
     errs.nonnegative("spec.replicas", _d(obj.get("spec")).get("replicas"))
 
 
+# -- for kinds that bring their own validation (ReplicationController, PodDisruptionBudget) --
+validate_labels = _validate_labels
+validate_label_selector = _validate_label_selector
+validate_int_or_percent = _validate_int_or_percent
+int_or_percent = _int_or_percent
+
+
+def validate_pod_template(template: Any, path: str, errs: Errs, *, owner: str) -> None:
+    """A controller's pod template (ValidatePodTemplateSpecForRC/ForReplicaSet): valid labels and
+    pod spec, restartPolicy Always, no activeDeadlineSeconds (``owner`` names the kind in that message)."""
+    if not isinstance(template, dict):
+        errs.required(path)
+        return
+    _validate_labels(_d(template.get("metadata")).get("labels"), f"{path}.metadata.labels", errs)
+    tspec = template.get("spec")
+    if not isinstance(tspec, dict):
+        errs.required(f"{path}.spec")
+        return
+    _validate_pod_spec(tspec, f"{path}.spec", errs)
+    if _l(tspec.get("ephemeralContainers")):
+        errs.forbidden(f"{path}.spec.ephemeralContainers", "ephemeral containers not allowed in pod template")
+    if tspec.get("restartPolicy") not in (None, "", "Always"):
+        errs.not_supported(f"{path}.spec.restartPolicy", tspec["restartPolicy"], ("Always",))
+    if tspec.get("activeDeadlineSeconds") is not None:
+        errs.forbidden(f"{path}.spec.activeDeadlineSeconds", f"activeDeadlineSeconds in {owner} is not Supported")
+
+
+def default_pod_template(obj: dict) -> None:
+    """The pod defaults in ``spec.template.spec`` of a controller."""
+    _default_template(obj)
+
+
 # ---------------------------------------------------------------------------
 # Services and Endpoints
 # ---------------------------------------------------------------------------

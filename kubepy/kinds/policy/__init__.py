@@ -1,0 +1,1 @@
+"""``policy/v1``: one module per kind."""
