@@ -40,6 +40,7 @@ _SUBRESOURCE = {
     "status": (None, None, None, ["get", "patch", "update"]),
     "scale": ("Scale", "autoscaling", "v1", ["get", "patch", "update"]),
     "binding": ("Binding", None, None, ["create"]),
+    "eviction": ("Eviction", "policy", "v1", ["create"]),
     "log": (None, None, None, ["get"]),
     "exec": ("PodExecOptions", None, None, ["create", "get"]),
     "attach": ("PodAttachOptions", None, None, ["create", "get"]),

@@ -89,6 +89,7 @@ _OTHER_ROOTS: dict[tuple[str, str], str] = {
     ("v1", "Binding"): "Binding",
     ("autoscaling/v1", "Scale"): "Scale",
     ("policy/v1", "Eviction"): "Eviction",
+    ("policy/v1beta1", "Eviction"): "Eviction",
     ("meta.k8s.io/v1", "DeleteOptions"): "DeleteOptions",
 }
 

@@ -28,6 +28,7 @@ from kubepy.api import (
     bodies,
     discovery,
     errors,
+    eviction,
     httpproxy,
     objects,
     openapi,
@@ -932,6 +933,11 @@ class APIServer:
             return await self.bind(request, t)
         elif sub == "scale":
             return await self.scale(request, t)
+        elif sub == "eviction" and m == "POST":
+            self.authorize(request, "create", t)
+            code, status = await eviction.evict(self.storage, t.namespace or "", t.name or "",
+                                                await read_body(request), dry_run_query=is_dry_run(request))
+            return json_response(status, code)
         elif sub == "finalize" and m == "PUT":
             return await self.finalize_namespace(request, t)
         elif sub == "proxy":

@@ -34,7 +34,8 @@ def _finalized_elsewhere(obj: dict) -> bool:
 
 POD = register(Kind(
     "", "v1", "Pod", "pods", namespaced=True, short_names=("po",),
-    subresources=("status", "binding", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers"),
+    subresources=("status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy",
+                  "ephemeralcontainers"),
     categories=("all",), has_status=True, model="V1Pod", proto="Pod",
     strategy=Strategy(default=v.default_pod, validate=v.validate_pod, prepare_create=_prepare_create,
                       deletion_grace=_deletion_grace, finalized_elsewhere=_finalized_elsewhere),

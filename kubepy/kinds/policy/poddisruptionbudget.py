@@ -20,6 +20,38 @@ from kubepy.kinds import validation as v
 
 UNHEALTHY_POD_EVICTION_POLICIES = ("AlwaysAllow", "IfHealthyBudget")
 
+# The status condition the disruption controller and the eviction subresource both keep.
+CONDITION_DISRUPTION_ALLOWED = "DisruptionAllowed"
+REASON_SUFFICIENT_PODS = "SufficientPods"
+REASON_INSUFFICIENT_PODS = "InsufficientPods"
+REASON_SYNC_FAILED = "SyncFailed"
+
+
+def set_condition(conditions: list[dict[str, Any]], cond: dict[str, Any], now: dt.datetime) -> list[dict[str, Any]]:
+    """meta.SetStatusCondition on a copy: lastTransitionTime moves only when the status does."""
+    out = [dict(c) for c in conditions]
+    stamp = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for c in out:
+        if c.get("type") == cond["type"]:
+            if c.get("status") != cond["status"]:
+                c["lastTransitionTime"] = stamp
+            c.update(status=cond["status"], reason=cond["reason"], message=cond["message"],
+                     observedGeneration=cond["observedGeneration"])
+            return out
+    out.append({"type": cond["type"], "status": cond["status"], "observedGeneration": cond["observedGeneration"],
+                "lastTransitionTime": stamp, "reason": cond["reason"], "message": cond["message"]})
+    return out
+
+
+def disruption_allowed_condition(status: dict[str, Any], now: dt.datetime) -> list[dict[str, Any]]:
+    """The conditions with DisruptionAllowed following ``disruptionsAllowed``
+    (upstream's pdbhelper.UpdateDisruptionAllowedCondition)."""
+    allowed = int(status.get("disruptionsAllowed") or 0) > 0
+    return set_condition(status.get("conditions") or [], {
+        "type": CONDITION_DISRUPTION_ALLOWED, "status": "True" if allowed else "False",
+        "reason": REASON_SUFFICIENT_PODS if allowed else REASON_INSUFFICIENT_PODS, "message": "",
+        "observedGeneration": int(status.get("observedGeneration") or 0)}, now)
+
 
 def _d(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
