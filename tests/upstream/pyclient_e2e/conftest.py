@@ -43,11 +43,6 @@ NEEDS: dict[str, str] = {
     # batch/v1 Job, apps/v1 DaemonSet, v1 ReplicationController: issue 13.
     "test_apps.py::TestClientApps::test_create_daemonset": "DaemonSet (issue 13)",
     "test_batch.py::TestClientBatch::test_job_apis": "Job (issue 13)",
-    "test_client.py::TestClient::test_replication_controller_apis": "ReplicationController (issue 13)",
-    "test_utils.py::TestUtils::test_create_from_multi_resource_yaml": "ReplicationController (issue 13)",
-    "test_utils.py::TestUtils::test_create_from_multi_resource_yaml_with_conflict":
-        "ReplicationController (issue 13)",
-    "test_utils.py::TestUtils::test_create_multi_resource_from_directory": "ReplicationController (issue 13)",
     # rbac.authorization.k8s.io/v1 Role: issue 15.
     "test_utils.py::TestUtils::test_create_rbac_role_from_yaml": "Role (issue 15)",
     "test_utils.py::TestUtils::test_create_rbac_role_from_yaml_with_verbose_enabled": "Role (issue 15)",
