@@ -17,12 +17,18 @@ Kubernetes' EvictionREST (pkg/registry/core/pod/storage/eviction.go):
   TooManyRequests with a DisruptionBudget cause, which ``kubectl drain``
   retries. Then the pod is deleted with the Eviction's deleteOptions.
 
+Every pod it deletes first gets the condition ``DisruptionTarget`` (reason
+EvictionByEvictionAPI), so the pod says why it went (upstream's
+addConditionAndDeletePod); a resourceVersion precondition then names the
+version that write made.
+
 Success is a ``Status`` with code 201, as a create answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -97,9 +103,36 @@ def _can_ignore_budget(pod: dict[str, Any]) -> bool:
 
 
 def _with_rv(opts: DeleteOptions, pod: dict[str, Any]) -> DeleteOptions:
-    return DeleteOptions(grace_period=opts.grace_period, propagation=opts.propagation,
-                         precondition_uid=opts.precondition_uid,
-                         precondition_rv=pod["metadata"]["resourceVersion"], dry_run=opts.dry_run)
+    return dataclasses.replace(opts, precondition_rv=pod["metadata"]["resourceVersion"])
+
+
+async def _mark_and_delete(storage: Storage, namespace: str, name: str, opts: DeleteOptions) -> None:
+    pods = kinds.by_plural("pods")
+    if not opts.dry_run:
+        def mark(pod: dict[str, Any]) -> dict[str, Any]:
+            meta = pod["metadata"]
+            if opts.precondition_uid and opts.precondition_uid != meta.get("uid"):
+                raise errors.Conflict(f"Precondition failed: UID in precondition: {opts.precondition_uid}, "
+                                      f"UID in object meta: {meta.get('uid')}")
+            if opts.precondition_rv and opts.precondition_rv != meta.get("resourceVersion"):
+                raise errors.Conflict(f"Precondition failed: ResourceVersion in precondition: {opts.precondition_rv}, "
+                                      f"ResourceVersion in object meta: {meta.get('resourceVersion')}")
+            status = pod.setdefault("status", {})
+            conditions = status.setdefault("conditions", [])
+            cond = next((c for c in conditions if c.get("type") == "DisruptionTarget"), None)
+            if cond is None:
+                cond = {"type": "DisruptionTarget"}
+                conditions.append(cond)
+            if cond.get("status") != "True":
+                cond["lastTransitionTime"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            cond.update(status="True", reason="EvictionByEvictionAPI", message="Eviction API: evicting")
+            cond.setdefault("lastProbeTime", None)
+            return pod
+
+        marked = await storage.update(pods, namespace, name, mark, subresource="status")
+        if opts.precondition_rv:
+            opts = dataclasses.replace(opts, precondition_rv=marked["metadata"]["resourceVersion"])
+    await storage.delete(pods, namespace, name, opts)
 
 
 def _budgets_of(pod: dict[str, Any], budgets: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,7 +192,8 @@ async def evict(storage: Storage, namespace: str, name: str, eviction: Any, *,
             break
         terminal = _phase(pod) in ("Succeeded", "Failed") or pod["metadata"].get("deletionTimestamp")
         try:
-            await storage.delete(pods, namespace, name, opts if terminal or not retry_conflicts else _with_rv(opts, pod))
+            await _mark_and_delete(storage, namespace, name,
+                                   opts if terminal or not retry_conflicts else _with_rv(opts, pod))
         except errors.Conflict:
             if not retry_conflicts or attempt == RETRIES - 1:
                 raise
@@ -184,7 +218,7 @@ async def evict(storage: Storage, namespace: str, name: str, eviction: Any, *,
             await storage.update(pdb_kind, namespace, pdb["metadata"]["name"], _decrement(name, opts.dry_run),
                                  subresource="status", dry_run=opts.dry_run)
     try:
-        await storage.delete(pods, namespace, name, _with_rv(opts, pod) if precondition else opts)
+        await _mark_and_delete(storage, namespace, name, _with_rv(opts, pod) if precondition else opts)
     except errors.Conflict:
         if precondition and retry_conflicts:
             raise _still_processing(budgets[0]["metadata"]["name"]) from None

@@ -188,7 +188,11 @@ async def test_bad_evictions_are_400(api: TestClient) -> None:
 async def test_v1beta1_and_protobuf_evictions_with_delete_options(api: TestClient) -> None:
     await make_pod(api, "a", node="n1")
     await evict(api, "a", api_version="policy/v1beta1", gracePeriodSeconds=7)
-    assert (await call(api, "GET", f"{PODS}/a"))["metadata"]["deletionGracePeriodSeconds"] == 7
+    going = await call(api, "GET", f"{PODS}/a")
+    assert going["metadata"]["deletionGracePeriodSeconds"] == 7
+    cond = next(c for c in going["status"]["conditions"] if c["type"] == "DisruptionTarget")
+    assert (cond["status"], cond["reason"], cond["message"]) == ("True", "EvictionByEvictionAPI",
+                                                                 "Eviction API: evicting")
     await make_pod(api, "b")
     raw = objmeta("b", NS) + f_msg(2, f_varint(1, 0))  # deleteOptions {gracePeriodSeconds: 0}
     resp = await api.post(f"{PODS}/b/eviction", data=envelope("policy/v1", "Eviction", raw),
