@@ -58,12 +58,12 @@ __all__ = [
     "build_disrupted_pods",
     "count_healthy",
     "desired_healthy",
+    "fail_safe_status",
     "new_status",
     "scaled_value",
 ]
 
 DELETION_TIMEOUT = timedelta(minutes=2)  # an approved eviction not seen as a deletion by then is forgotten
-
 
 
 class SyncError(Exception):
@@ -108,22 +108,23 @@ def build_disrupted_pods(pods: Sequence[dict[str, Any]], disrupted: dict[str, st
 
     An entry is kept while its pod exists, is not being deleted yet and was
     approved less than DELETION_TIMEOUT ago (buildDisruptedPodMap)."""
+    disrupted = disrupted or {}
     kept: dict[str, str] = {}
     recheck: datetime | None = None
     expired: list[str] = []
     for pod in pods:
         meta = pod.get("metadata") or {}
         name = meta.get("name", "")
-        if meta.get("deletionTimestamp") or name not in (disrupted or {}):
+        if meta.get("deletionTimestamp") or name not in disrupted:
             continue
-        approved = parse_time((disrupted or {})[name])
+        approved = parse_time(disrupted[name])
         if approved is None:
             continue
         deadline = approved + DELETION_TIMEOUT
         if deadline < now:
             expired.append(name)
             continue
-        kept[name] = (disrupted or {})[name]
+        kept[name] = disrupted[name]
         recheck = deadline if recheck is None or deadline < recheck else recheck
     return kept, recheck, expired
 

@@ -225,3 +225,24 @@ async def test_replication_controller_defaults_validation_and_scale(api: TestCli
     table = await api.get(RCS, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
     [row] = (await table.json())["rows"]
     assert row["cells"][:4] == ["web", 4, 0, 0] and row["cells"][5:] == ["c", "busybox", "app=web"]
+
+
+async def test_pod_disruption_budget_validation(api: TestClient) -> None:
+    def budget(**spec: Any) -> dict[str, Any]:
+        return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "b"},
+                "spec": {"selector": {"matchLabels": {"app": "web"}}, **spec}}
+
+    bad = await call(api, "POST", PDBS, budget(minAvailable=1, maxUnavailable="101%",
+                                               unhealthyPodEvictionPolicy="Sometimes"), status=422)
+    assert [(c["field"], c["message"].rsplit(": ", 1)[-1]) for c in bad["details"]["causes"]] == [
+        ("spec", "minAvailable and maxUnavailable cannot be both set"),
+        ("spec.maxUnavailable", "must not be greater than 100%"),
+        ("spec.unhealthyPodEvictionPolicy", '"AlwaysAllow", "IfHealthyBudget"'),
+    ]
+    bad = await call(api, "POST", PDBS, budget(minAvailable=-1), status=422)
+    assert bad["details"]["causes"][0]["message"] == "Invalid value: -1: must be greater than or equal to 0"
+    made = await call(api, "POST", PDBS, budget(maxUnavailable="25%"), status=201)
+    assert "status" not in made or not made["status"].get("disruptionsAllowed")
+    table = await api.get(PDBS, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    [row] = (await table.json())["rows"]
+    assert row["cells"][:4] == ["b", "N/A", "25%", 0]
