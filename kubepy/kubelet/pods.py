@@ -989,7 +989,7 @@ class PodWorker:
         if hook.get("exec"):
             argv = list(hook["exec"].get("command") or [])
             try:
-                proc = await k.runtime.exec(rec.id, "prestop-" + secrets.token_hex(4), argv, stdin=False)
+                proc = await k.runtime.exec(rec.id, "prestop-" + secrets.token_hex(4), argv)
                 await asyncio.wait_for(proc.communicate(), max(0.1, deadline - time.monotonic()))
                 if proc.returncode:
                     self.event("Warning", "FailedPreStopHook", f"PreStopHook failed: exit {proc.returncode}")

@@ -126,7 +126,7 @@ async def run_probe(probe: dict[str, Any], *, runtime: Any, container_id: str, p
     try:
         if "exec" in probe:
             argv = list((probe["exec"] or {}).get("command") or [])
-            proc = await runtime.exec(container_id, "probe-" + secrets.token_hex(4), argv, stdin=False)
+            proc = await runtime.exec(container_id, "probe-" + secrets.token_hex(4), argv)
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), timeout)
             except TimeoutError:

@@ -811,8 +811,8 @@ class Runtime:
         a pseudo-terminal and ``stdout`` carries the terminal's output, ``stdin``
         writes to it, ``stderr`` is None.
 
-        Without ``stdin`` and ``tty`` (probes, hooks, ``kubectl exec`` without
-        ``-i``) ctr does not carry the output: it can drop the output of a
+        Without ``stdin`` and ``tty`` (``kubectl exec`` without ``-i``) ctr does
+        not carry the output: it can drop the output of a
         process that exits right away (``kubepy.kubelet.execio`` says why), so
         the shim's pipes are handed to us instead and ``stdin`` is None; the
         result is an ``ExecProcess`` with the same ``stdout``/``stderr``/
