@@ -37,6 +37,7 @@ async def test_create_defaults_and_zero_status(api):
     assert ds["status"] == {"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0,
                             "numberReady": 0}
     assert ds["metadata"]["generation"] == 1
+    assert ds["metadata"]["annotations"] == {"deprecated.daemonset.template.generation": "1"}
     on_delete = await call(api, "POST", DS, daemonset("od", updateStrategy={"type": "OnDelete"}), status=201)
     assert on_delete["spec"]["updateStrategy"] == {"type": "OnDelete"}
 
@@ -80,7 +81,8 @@ async def test_selector_is_immutable_and_generation_follows_the_spec(api):
     assert ("spec.selector", "field is immutable") in {(c["field"], c["message"].rsplit(": ", 1)[-1])
                                                        for c in body["details"]["causes"]}
     ds = await call(api, "PATCH", f"{DS}/agent", {"spec": {"minReadySeconds": 5}}, content_type=SMP)
-    assert ds["metadata"]["generation"] == 2
+    assert ds["metadata"]["generation"] == 2  # the spec changed, not the template:
+    assert ds["metadata"]["annotations"]["deprecated.daemonset.template.generation"] == "1"
     ds = await call(api, "PATCH", f"{DS}/agent/status", {"status": {"numberReady": 1, "observedGeneration": 2}},
                     content_type="application/merge-patch+json")
     assert ds["metadata"]["generation"] == 2 and ds["status"]["numberReady"] == 1
@@ -100,6 +102,7 @@ async def test_rollout_undo_patch_replaces_the_template(api):
     back = await call(api, "PATCH", f"{DS}/agent", data, content_type=SMP)
     assert back["spec"]["template"] == old["spec"]["template"]
     assert back["metadata"]["generation"] == 3
+    assert back["metadata"]["annotations"]["deprecated.daemonset.template.generation"] == "3"
 
 
 async def test_table_columns_and_cells(api):

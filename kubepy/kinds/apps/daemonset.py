@@ -19,6 +19,7 @@ from kubepy.kinds import Kind, Printer, Strategy, printers, register
 from kubepy.kinds import validation as v
 
 STRATEGIES = ("RollingUpdate", "OnDelete")
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 _PERCENT = re.compile(r"[0-9]+%")
 
 
@@ -45,6 +46,26 @@ def default_daemonset(obj: dict, old: dict | None) -> None:
                 rolling.setdefault("maxSurge", 0)
     spec.setdefault("revisionHistoryLimit", 10)
     v.default_pod_template(obj)
+    _count_template_generation(obj, old)
+
+
+def _count_template_generation(obj: dict, old: dict | None) -> None:
+    """The v1 face of the internal spec.templateGeneration: 1 on create, +1 whenever the template changes
+    (PrepareForCreate/PrepareForUpdate); the controller labels pods with it (pod-template-generation)."""
+    meta = obj.setdefault("metadata", {})
+    if not isinstance(meta, dict):
+        return
+    if not isinstance(meta.get("annotations"), dict):
+        meta["annotations"] = {}
+    generation = 1
+    if old is not None:
+        try:
+            generation = int(_d(_d(old.get("metadata")).get("annotations")).get(TEMPLATE_GENERATION) or 1)
+        except ValueError:
+            generation = 1
+        if _d(obj.get("spec")).get("template") != _d(old.get("spec")).get("template"):
+            generation += 1
+    meta["annotations"][TEMPLATE_GENERATION] = str(generation)
 
 
 def _prepare_create(obj: dict) -> None:
