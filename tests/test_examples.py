@@ -27,7 +27,7 @@ from kubepy.images import EXAMPLE_IMAGES, JOB_SCRIPT, WEB_CGI, archive_name, bui
 from tests.kubelet.test_runtime import remove_cgroups
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-PLURALS = {"Deployment": "deployments", "Service": "services", "Pod": "pods"}
+PLURALS = {"Deployment": "deployments", "Service": "services", "Pod": "pods", "DaemonSet": "daemonsets"}
 PRIMES_20 = "2 3 5 7 11 13 17 19 23 29 31 37 41 43 47 53 59 61 67 71"
 
 
@@ -41,22 +41,23 @@ def objects(name: str) -> dict[tuple[str, str], dict]:
 
 # -- manifests (fast) -------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["web.yaml", "redis.yaml", "job.yaml"])
+@pytest.mark.parametrize("name", ["web.yaml", "redis.yaml", "job.yaml", "daemonset.yaml"])
 def test_manifest_passes_defaulting_and_validation(name: str):
     docs = load(name)
     assert docs
     for doc in docs:
-        assert (doc["apiVersion"], doc["kind"]) in {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod")}
+        assert (doc["apiVersion"], doc["kind"]) in {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod"),
+                                                    ("apps/v1", "DaemonSet")}
         default_object(PLURALS[doc["kind"]], doc)
         validate_object(PLURALS[doc["kind"]], doc)   # raises errors.Invalid listing every problem
 
 
 def _pod_spec(obj: dict) -> dict:
-    return obj["spec"]["template"]["spec"] if obj["kind"] == "Deployment" else obj["spec"]
+    return obj["spec"]["template"]["spec"] if obj["kind"] in ("Deployment", "DaemonSet") else obj["spec"]
 
 
 def test_every_example_image_is_one_we_build_and_never_pulled():
-    for name in ("web.yaml", "redis.yaml", "job.yaml"):
+    for name in ("web.yaml", "redis.yaml", "job.yaml", "daemonset.yaml"):
         for obj in load(name):
             if obj["kind"] == "Service":
                 continue
@@ -106,6 +107,36 @@ def test_one_shot_pod():
     assert [c["image"] for c in pod["spec"]["containers"]] == ["kubepy.local/job:1"]
 
 
+def test_node_agent_runs_everywhere_and_says_where():
+    [ds] = load("daemonset.yaml")
+    assert (ds["kind"], ds["metadata"]["name"]) == ("DaemonSet", "node-agent")
+    assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    spec = _pod_spec(ds)
+    assert {"operator": "Exists"} in spec["tolerations"]
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+
+
+def test_node_agent_script_with_busybox(tmp_path: Path):
+    """The agent's loop, with the host's busybox: it names its node, and SIGTERM ends it at once."""
+    [ds] = load("daemonset.yaml")
+    script = _pod_spec(ds)["containers"][0]["command"][2]
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    for applet in ("sh", "date", "cat", "sleep", "echo"):
+        (tmp_path / applet).symlink_to(busybox)
+    env = {"PATH": str(tmp_path), "NODE_NAME": "kubepy-node2", "POD_NAME": "node-agent-x", "INTERVAL": "30"}
+    proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True, env=env,
+                            executable=str(tmp_path / "sh"))
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("node-agent on kubepy-node2: pod node-agent-x, "), first
+        proc.terminate()
+        assert proc.wait(timeout=3) == 0
+        assert "stopping" in proc.stdout.read()  # type: ignore[union-attr]
+    finally:
+        proc.kill()
+
+
 def test_archive_names():
     assert [archive_name(r) for r in EXAMPLE_IMAGES] == ["redis-7.tar", "web-1.tar", "web-2.tar", "job-1.tar"]
 
@@ -116,7 +147,7 @@ def test_kubectl_accepts_the_manifests(tmp_path: Path):
     from tests.e2e.conftest import start_apiserver, stop_apiserver
     srv = start_apiserver(tmp_path / "api")
     try:
-        for name in ("redis.yaml", "web.yaml", "job.yaml"):
+        for name in ("redis.yaml", "web.yaml", "job.yaml", "daemonset.yaml"):
             out = srv.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", str(EXAMPLES / name)).stdout
             for kind, obj in objects(name):
                 assert f"{kind.lower()}/{obj} created (server dry run)" in out.replace(".apps/", "/"), out

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 CONTROLLERS = {
     "replicaset": "kubepy.controllers.replicaset:ReplicaSetController",
     "deployment": "kubepy.controllers.deployment:DeploymentController",
+    "daemonset": "kubepy.controllers.daemonset:DaemonSetController",
     "endpoint": "kubepy.controllers.endpoints:EndpointsController",
     "nodelifecycle": "kubepy.controllers.nodelifecycle:NodeLifecycleController",
     "nodeipam": "kubepy.controllers.nodeipam:NodeIpamController",

@@ -279,6 +279,10 @@ class Errs(list):
     def invalid(self, path: str, value: Any, detail: str) -> None:
         self._add("FieldValueInvalid", path, f"Invalid value: {_show(value)}: {detail}")
 
+    def invalid_shown(self, path: str, shown: str, detail: str) -> None:
+        """``invalid`` for a value Go renders its own way (``intstr.IntOrString{...}``): ``shown`` verbatim."""
+        self._add("FieldValueInvalid", path, f"Invalid value: {shown}: {detail}")
+
     def not_supported(self, path: str, value: Any, supported: list[str] | tuple[str, ...]) -> None:
         shown = ", ".join(json.dumps(s) for s in supported)
         self._add("FieldValueNotSupported", path, f"Unsupported value: {_show(value)}: supported values: {shown}")
@@ -1759,3 +1763,15 @@ def validate_object(resource: Any, obj: dict, *, old: dict | None = None, subres
                      str(obj.get("kind") or resource))
         group = strategy.group if strategy and strategy.group is not None else kind.group if kind else ""
         raise kinds.Invalid(kind_name, name, list(errs), group=group)
+
+
+# ---------------------------------------------------------------------------
+# For kinds that bring their own validation (in their own module)
+# ---------------------------------------------------------------------------
+
+default_pod_template = _default_template  # spec.template.spec gets what a pod spec gets
+validate_label_selector = _validate_label_selector
+selector_matches = _selector_matches
+validate_labels = _validate_labels
+validate_pod_spec = _validate_pod_spec
+validate_immutable = _validate_immutable
