@@ -1775,3 +1775,20 @@ selector_matches = _selector_matches
 validate_labels = _validate_labels
 validate_pod_spec = _validate_pod_spec
 validate_immutable = _validate_immutable
+
+
+def status_counters(*fields: str) -> Callable[[dict, dict | None, Errs], None]:
+    """A status-write rule for workload kinds (ValidateDaemonSetStatus and kin): each
+    counter in ``status`` is >= 0, and ``status.collisionCount`` never goes down."""
+
+    def validate(obj: dict, old: dict | None, errs: Errs) -> None:
+        status = _d(obj.get("status"))
+        for name in fields:
+            errs.nonnegative(f"status.{name}", status.get(name))
+        count = status.get("collisionCount")
+        errs.nonnegative("status.collisionCount", count)
+        old_count = _d(_d(old).get("status")).get("collisionCount")
+        if _is_int(count) and _is_int(old_count) and count < old_count:
+            errs.invalid("status.collisionCount", count, "cannot be decremented")
+
+    return validate

@@ -116,3 +116,22 @@ async def test_table_columns_and_cells(api):
     cells = table["rows"][0]["cells"]
     assert cells[:7] == ["agent", 0, 0, 0, 0, 0, "kubernetes.io/os=linux"]
     assert cells[8:] == ["agent", "busybox:1.36", "app=agent"]
+
+
+async def test_status_writes_are_validated(api):
+    """ValidateDaemonSetStatusUpdate: counters never negative, collisionCount never decremented."""
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "st"},
+          "spec": {"selector": {"matchLabels": {"app": "st"}},
+                   "template": {"metadata": {"labels": {"app": "st"}},
+                                "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}}}
+    path = "/apis/apps/v1/namespaces/default/daemonsets"
+    made = await call(api, "POST", path, ds, status=201)
+    status_path = f"{path}/st/status"
+    await call(api, "PATCH", status_path, {"status": {"numberReady": 1, "collisionCount": 2}},
+               content_type="application/merge-patch+json")
+    bad = await call(api, "PATCH", status_path, {"status": {"numberReady": -1, "collisionCount": 1}},
+                     content_type="application/merge-patch+json", status=422)
+    fields = {c["field"]: c["message"] for c in bad["details"]["causes"]}
+    assert fields["status.numberReady"].endswith("must be greater than or equal to 0")
+    assert fields["status.collisionCount"].endswith("cannot be decremented")
+    assert made["metadata"]["name"] == "st"

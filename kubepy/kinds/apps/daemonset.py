@@ -223,6 +223,9 @@ DAEMONSET = register(Kind(
     "apps", "v1", "DaemonSet", "daemonsets", namespaced=True, short_names=("ds",),
     subresources=("status",), categories=("all",), has_status=True, has_spec_generation=True,
     model="V1DaemonSet", proto="DaemonSet",
+    subresource_strategies={"status": Strategy(validate=v.status_counters(
+        "currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled", "numberReady",
+        "observedGeneration", "updatedNumberScheduled", "numberAvailable", "numberUnavailable"))},
     proto_schema="""
 DaemonSet
     1 metadata                         ObjectMeta
