@@ -1727,3 +1727,38 @@ def validate_object(resource: Any, obj: dict, *, old: dict | None = None, subres
                      str(obj.get("kind") or resource))
         group = strategy.group if strategy and strategy.group is not None else kind.group if kind else ""
         raise kinds.Invalid(kind_name, name, list(errs), group=group)
+
+
+# ---------------------------------------------------------------------------
+# For kinds that bring their own rules (in their own module): pod templates
+# and selectors of owners whose pods are not always-restarting (Jobs).
+# ---------------------------------------------------------------------------
+
+
+def default_pod_template(template: Any) -> None:
+    """A pod template's spec defaults (as a Deployment's), in place."""
+    if isinstance(_d(template).get("spec"), dict):
+        _default_pod_spec(template["spec"])
+
+
+def validate_pod_template(template: Any, path: str, errs: Errs) -> None:
+    """Labels, annotations and pod spec of a pod template (no restartPolicy rule: the owner has its own)."""
+    if not isinstance(template, dict):
+        errs.required(path)
+        return
+    meta = _d(template.get("metadata"))
+    _validate_labels(meta.get("labels"), f"{path}.metadata.labels", errs)
+    _validate_annotations(meta.get("annotations"), f"{path}.metadata.annotations", errs)
+    tspec = template.get("spec")
+    if not isinstance(tspec, dict):
+        errs.required(f"{path}.spec")
+        return
+    _validate_pod_spec(tspec, f"{path}.spec", errs)
+    if _l(tspec.get("ephemeralContainers")):
+        errs.forbidden(f"{path}.spec.ephemeralContainers", "ephemeral containers not allowed in pod template")
+
+
+validate_label_selector = _validate_label_selector
+selector_matches = _selector_matches
+validate_immutable = _validate_immutable
+is_int = _is_int
