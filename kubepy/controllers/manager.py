@@ -28,6 +28,7 @@ CONTROLLERS = {
     "namespace": "kubepy.controllers.namespace:NamespaceController",
     "serviceaccount": "kubepy.controllers.serviceaccount:ServiceAccountController",
     "podgc": "kubepy.controllers.podgc:PodGCController",
+    "job": "kubepy.controllers.job:JobController", "cronjob": "kubepy.controllers.cronjob:CronJobController",
 }
 
 
