@@ -127,7 +127,7 @@ def test_cronjob_printer():
     obj = created(cronjob_manifest(timeZone="Europe/Paris"))
     obj["status"] = {"active": [{"name": "hello-1"}], "lastScheduleTime": "2026-03-07T11:59:00Z"}
     assert kinds.by_kind("batch", "CronJob").printer.cells(obj, T0) == [
-        "hello", "* * * * *", "Europe/Paris", "false", 1, "30s", "59m", "c", "busybox", "<none>"]
+        "hello", "* * * * *", "Europe/Paris", "False", 1, "30s", "59m", "c", "busybox", "<none>"]
 
 
 # -- the controller ---------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def _cells(obj: dict, now: dt.datetime) -> list:
     job_spec = _d(_d(spec.get("jobTemplate")).get("spec"))
     names, images = printers.containers_and_images(_d(_d(job_spec.get("template")).get("spec")))
     return [printers.name_cell(obj), str(spec.get("schedule") or ""), spec.get("timeZone") or "<none>",
-            "<unset>" if suspend is None else str(bool(suspend)).lower(),
+            "<unset>" if suspend is None else ("True" if suspend else "False"),
             len(status.get("active") or []), printers.since(last, now) if last else "<none>",
             printers.age_cell(obj, now), names, images, printers.format_label_selector(job_spec.get("selector"))]
 
