@@ -472,3 +472,50 @@ async def test_orphaned_pods_lose_the_finalizer():
     await h.ctrl.reconcile(f"orphan:ns/{pod['metadata']['name']}")
     [left] = h.api.objects("pods")
     assert TRACKING_FINALIZER not in (left["metadata"].get("finalizers") or [])
+
+
+async def test_fail_index_rule_fails_only_that_index():
+    h = Harness()
+    h.add_job(completionMode="Indexed", completions=2, parallelism=2, backoffLimitPerIndex=3, podFailurePolicy={
+        "rules": [{"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [7]}}]},
+        podReplacementPolicy="Failed")
+    await h.sync()
+    by_index = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p for p in h.pods()}
+    await h.finish(by_index["0"], "Failed", exit_code=7)
+    await h.finish(by_index["1"], "Succeeded")
+    job = await h.sync(3)
+    assert (job["status"]["failedIndexes"], job["status"]["completedIndexes"]) == ("0", "1")
+    assert conditions(job)["Failed"][1:] == ("FailedIndexes", "Job has failed indexes")
+    assert len(h.api.calls("create", "pods")) == 2  # index 0 was not retried
+
+
+async def test_restarts_of_on_failure_pods_count_against_the_backoff_limit():
+    h = Harness()
+    job = created(job_manifest(backoffLimit=2))
+    job["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+    h.api.seed("jobs", job)
+    await h.sync()
+    [pod] = h.pods()
+    await h.api.patch("pods", pod["metadata"]["name"], {"status": {"phase": "Running", "containerStatuses": [
+        {"name": "main", "restartCount": 2}]}}, namespace="ns", subresource="status")
+    job = await h.sync()
+    assert conditions(job)["FailureTarget"][1] == "BackoffLimitExceeded"
+
+
+async def test_a_restarted_controller_counts_a_half_tracked_pod_once():
+    h = Harness()
+    h.add_job(completions=2, parallelism=1)
+    await h.sync()
+    [pod] = h.pods()
+    await h.finish(pod, "Succeeded")
+    # The controller wrote the pod into uncountedTerminatedPods, then died before removing the finalizer.
+    job = h.api.objects("jobs")[0]
+    job["status"]["uncountedTerminatedPods"] = {"succeeded": [pod["metadata"]["uid"]]}
+    await h.api.update("jobs", job, subresource="status")
+    fresh = Harness.__new__(Harness)
+    fresh.__dict__.update(h.__dict__)
+    ctx = h.ctrl.ctx
+    fresh.ctrl = JobController(ctx, clock=lambda: h.now)
+    job = await fresh.sync(3)
+    assert job["status"]["succeeded"] == 1 and job["status"]["uncountedTerminatedPods"] == {}
+    assert len(fresh.pods()) == 1  # the second completion is running

@@ -129,7 +129,8 @@ def test_create_job_from_cronjob(lab):
 def test_cronjobs_run_every_minute_and_forbid_holds(lab):
     def scheduled(name: str) -> list[dict]:
         return [j for j in lab.json("get", "jobs")["items"]
-                if any(r.get("name") == name for r in j["metadata"].get("ownerReferences") or [])]
+                if any(r.get("name") == name for r in j["metadata"].get("ownerReferences") or [])
+                and "batch.kubernetes.io/cronjob-scheduled-timestamp" in (j["metadata"].get("annotations") or {})]
 
     # A run of "quick" on schedule, completed, with the CronJob's bookkeeping.
     done = wait_until(lambda: [j for j in scheduled("quick") if any(
