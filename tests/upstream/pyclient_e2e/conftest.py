@@ -40,7 +40,7 @@ sys.modules.setdefault("kubernetes.e2e_test.base", importlib.import_module(VENDO
 
 # node id (relative to kubernetes/e2e_test/) -> why it cannot pass yet: the kind and the issue adding it.
 NEEDS: dict[str, str] = {
-    # apps/v1 DaemonSet, v1 ReplicationController: issue 13.
+    # batch/v1 Job, apps/v1 DaemonSet, v1 ReplicationController: issue 13.
     "test_apps.py::TestClientApps::test_create_daemonset": "DaemonSet (issue 13)",
     "test_client.py::TestClient::test_replication_controller_apis": "ReplicationController (issue 13)",
     "test_utils.py::TestUtils::test_create_from_multi_resource_yaml": "ReplicationController (issue 13)",
