@@ -31,6 +31,8 @@ CONTROLLERS = {
     "podgc": "kubepy.controllers.podgc:PodGCController",
     "replicationcontroller": "kubepy.controllers.replicaset:ReplicationManager",
     "disruption": "kubepy.controllers.disruption:DisruptionController",
+    "job": "kubepy.controllers.job:JobController",
+    "cronjob": "kubepy.controllers.cronjob:CronJobController",
 }
 
 

@@ -1333,13 +1333,16 @@ validate_int_or_percent = _validate_int_or_percent
 int_or_percent = _int_or_percent
 
 
-def validate_pod_template(template: Any, path: str, errs: Errs, *, owner: str) -> None:
-    """A controller's pod template (ValidatePodTemplateSpecForRC/ForReplicaSet): valid labels and
-    pod spec, restartPolicy Always, no activeDeadlineSeconds (``owner`` names the kind in that message)."""
+def validate_pod_template(template: Any, path: str, errs: Errs, *, owner: str, always_restart: bool = True) -> None:
+    """A controller's pod template (ValidatePodTemplateSpecForRC/ForReplicaSet): valid labels,
+    annotations and pod spec; with ``always_restart`` also restartPolicy Always and no
+    activeDeadlineSeconds (``owner`` names the kind in that message). A Job has its own rules."""
     if not isinstance(template, dict):
         errs.required(path)
         return
-    _validate_labels(_d(template.get("metadata")).get("labels"), f"{path}.metadata.labels", errs)
+    meta = _d(template.get("metadata"))
+    _validate_labels(meta.get("labels"), f"{path}.metadata.labels", errs)
+    _validate_annotations(meta.get("annotations"), f"{path}.metadata.annotations", errs)
     tspec = template.get("spec")
     if not isinstance(tspec, dict):
         errs.required(f"{path}.spec")
@@ -1347,6 +1350,8 @@ def validate_pod_template(template: Any, path: str, errs: Errs, *, owner: str) -
     _validate_pod_spec(tspec, f"{path}.spec", errs)
     if _l(tspec.get("ephemeralContainers")):
         errs.forbidden(f"{path}.spec.ephemeralContainers", "ephemeral containers not allowed in pod template")
+    if not always_restart:
+        return
     if tspec.get("restartPolicy") not in (None, "", "Always"):
         errs.not_supported(f"{path}.spec.restartPolicy", tspec["restartPolicy"], ("Always",))
     if tspec.get("activeDeadlineSeconds") is not None:
@@ -1769,7 +1774,6 @@ def validate_object(resource: Any, obj: dict, *, old: dict | None = None, subres
 # For kinds that bring their own validation (in their own module)
 # ---------------------------------------------------------------------------
 
-default_pod_template = _default_template  # spec.template.spec gets what a pod spec gets
 validate_label_selector = _validate_label_selector
 selector_matches = _selector_matches
 validate_labels = _validate_labels
@@ -1792,3 +1796,12 @@ def status_counters(*fields: str) -> Callable[[dict, dict | None, Errs], None]:
             errs.invalid("status.collisionCount", count, "cannot be decremented")
 
     return validate
+
+
+def default_template_spec(template: Any) -> None:
+    """A pod template's spec defaults (as a pod's), in place: for templates not at spec.template (CronJob)."""
+    if isinstance(_d(template).get("spec"), dict):
+        _default_pod_spec(template["spec"])
+
+
+is_int = _is_int
