@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from kubepy.kubelet import attachio
+from kubepy.kubelet.unixpath import short_path
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ async def _connected(ws: web.WebSocketResponse, stdout: bool, stderr: bool) -> N
 async def pump_io_socket(ws: web.WebSocketResponse, socket_path: Path, *, stdin: bool, stdout: bool,
                          stderr: bool, v5: bool) -> None:
     """Join ``ws`` to the container's IO process until either side ends."""
-    reader, writer = await asyncio.open_unix_connection(str(socket_path))
+    with short_path(socket_path) as addr:
+        reader, writer = await asyncio.open_unix_connection(addr)
     hello = {"stdin": stdin, "stdout": stdout, "stderr": stderr}
     writer.write(attachio.encode_frame(attachio.HELLO, json.dumps(hello).encode()))
     await writer.drain()

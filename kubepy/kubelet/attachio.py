@@ -53,6 +53,7 @@ import time
 from pathlib import Path
 
 from kubepy.kubelet import shimrpc
+from kubepy.kubelet.unixpath import short_path
 from kubepy.kubelet.logshim import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, CRILogWriter
 
 __all__ = ["AttachMux", "encode_frame", "io_dir", "main", "socket_path", "FrameReader"]
@@ -290,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock_file = directory / SOCKET_NAME
     sock_file.unlink(missing_ok=True)
-    listener.bind(str(sock_file))
+    with short_path(sock_file) as addr:
+        listener.bind(addr)
     os.chmod(sock_file, 0o600)
     listener.listen(16)
     (directory / "pid").write_text(f"{os.getpid()}\n")

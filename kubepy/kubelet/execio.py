@@ -33,6 +33,8 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+from kubepy.kubelet.unixpath import short_path
+
 __all__ = ["ensure_executable", "exec_uri", "main", "receive_fds"]
 
 EXE_NAME = "kubepy-execio"
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(30)
-        s.connect(opts["sock"])
+        with short_path(opts["sock"]) as addr:
+            s.connect(addr)
         names = b",".join(str(fd).encode() for fd in fds)
         s.sendmsg([names or b"-"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     for fd in fds:

@@ -58,6 +58,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubepy.kubelet.unixpath import short_path
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -845,7 +847,8 @@ class Runtime:
             path.unlink()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            listener.bind(str(path))
+            with short_path(path) as addr:
+                listener.bind(addr)
             os.chmod(path, 0o600)
             listener.listen(1)
             listener.setblocking(False)
