@@ -30,6 +30,7 @@ CONTROLLERS = {
     "podgc": "kubepy.controllers.podgc:PodGCController",
     "replicationcontroller": "kubepy.controllers.replicaset:ReplicationManager",
     "disruption": "kubepy.controllers.disruption:DisruptionController",
+    "statefulset": "kubepy.controllers.statefulset:StatefulSetController",
 }
 
 
