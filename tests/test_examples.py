@@ -106,6 +106,33 @@ def test_one_shot_pod():
     assert [c["image"] for c in pod["spec"]["containers"]] == ["kubepy.local/job:1"]
 
 
+def test_statefulset_example_is_valid_and_each_replica_follows_kv_0_by_name(tmp_path: Path):
+    """statefulset.yaml: a valid StatefulSet + headless Service; the start script makes kv-0 the
+    primary and every other ordinal a replica of ``kv-0.<serviceName>`` (run with the host's busybox
+    and a stand-in redis-server that prints its arguments)."""
+    objs = objects("statefulset.yaml")
+    sts, svc = objs[("StatefulSet", "kv")], objs[("Service", "kv")]
+    default_object("services", svc)
+    validate_object("services", svc)
+    default_object("statefulsets", sts)
+    validate_object("statefulsets", sts)
+    assert svc["spec"]["clusterIP"] == "None" and sts["spec"]["serviceName"] == svc["metadata"]["name"]
+    assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    [c] = sts["spec"]["template"]["spec"]["containers"]
+    assert (c["image"], c["imagePullPolicy"]) == ("kubepy.local/redis:7", "IfNotPresent")
+    assert c["image"] in EXAMPLE_IMAGES
+    assert svc["spec"]["ports"][0]["targetPort"] in {p["name"] for p in c["ports"]}
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho \"$@\"\n")
+    fake.chmod(0o755)
+    shell, script = c["command"][:2], c["command"][2]
+    assert shell == ["sh", "-c"]
+    for host, want in (("kv-0", "/etc/redis/redis.conf"), ("kv-2", "/etc/redis/redis.conf --replicaof kv-0.kv 6379")):
+        out = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=20, check=True,
+                             env={"PATH": f"{tmp_path}:/usr/bin:/bin", "HOSTNAME": host}).stdout
+        assert out.strip() == want
+
+
 def test_archive_names():
     assert [archive_name(r) for r in EXAMPLE_IMAGES] == ["redis-7.tar", "web-1.tar", "web-2.tar", "job-1.tar"]
 
@@ -116,7 +143,7 @@ def test_kubectl_accepts_the_manifests(tmp_path: Path):
     from tests.e2e.conftest import start_apiserver, stop_apiserver
     srv = start_apiserver(tmp_path / "api")
     try:
-        for name in ("redis.yaml", "web.yaml", "job.yaml"):
+        for name in ("redis.yaml", "web.yaml", "job.yaml", "statefulset.yaml"):
             out = srv.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", str(EXAMPLES / name)).stdout
             for kind, obj in objects(name):
                 assert f"{kind.lower()}/{obj} created (server dry run)" in out.replace(".apps/", "/"), out
