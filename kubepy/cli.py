@@ -353,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="API server port (default 6443 or the next free one)")
     # No defaults here: on an existing cluster an unset flag means "as it is"; a new one gets sqlite and 3 nodes.
     p.add_argument("--store", default=None, help="sqlite (default), etcd (a private etcd) or etcd://HOST:PORT")
-    p.add_argument("--nodes", type=int, default=None, help="how many nodes (network namespaces) to run (default 3)")
+    p.add_argument("--nodes", type=int, default=None, help="how many nodes (network namespaces) to run (default 3); "
+                   "more than an existing cluster has adds the missing ones")
     p.add_argument("--node-subnet", default=None, help="the nodes' network (default 172.30.0.0/24, per name)")
     lab("down", "stop a lab cluster and remove everything it made", cmd_down)
     lab("status", "health of a lab cluster's components", cmd_status)

@@ -5,7 +5,7 @@ validation (the API server's own), and run the example scripts with the
 host's busybox. Slow tests build the images (umoci, Debian packages), import
 them into a private containerd and run them in network namespaces the test
 makes (``kptest-<rand>``, only lo): Redis answers PING, the web CGI counts
-visits in that Redis, the one-shot pod prints primes and exits 0.
+visits in that Redis, the one-shot Job's pod prints primes and exits 0.
 """
 
 from __future__ import annotations
@@ -22,12 +22,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubepy import kinds
 from kubepy.kinds.validation import default_object, validate_object
 from kubepy.images import EXAMPLE_IMAGES, JOB_SCRIPT, WEB_CGI, archive_name, build_examples
 from tests.kubelet.test_runtime import remove_cgroups
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-PLURALS = {"Deployment": "deployments", "Service": "services", "Pod": "pods"}
+PLURALS = {"Deployment": "deployments", "Service": "services", "Pod": "pods", "Job": "jobs", "CronJob": "cronjobs",
+           "DaemonSet": "daemonsets", "StatefulSet": "statefulsets"}
+MANIFESTS = ("web.yaml", "redis.yaml", "job.yaml", "cronjob.yaml", "daemonset.yaml", "statefulset.yaml")
 PRIMES_20 = "2 3 5 7 11 13 17 19 23 29 31 37 41 43 47 53 59 61 67 71"
 
 
@@ -41,22 +44,30 @@ def objects(name: str) -> dict[tuple[str, str], dict]:
 
 # -- manifests (fast) -------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["web.yaml", "redis.yaml", "job.yaml"])
+@pytest.mark.parametrize("name", MANIFESTS)
 def test_manifest_passes_defaulting_and_validation(name: str):
     docs = load(name)
     assert docs
     for doc in docs:
-        assert (doc["apiVersion"], doc["kind"]) in {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod")}
+        assert (doc["apiVersion"], doc["kind"]) in {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod"),
+                                                    ("batch/v1", "Job"), ("batch/v1", "CronJob"),
+                                                    ("apps/v1", "DaemonSet"), ("apps/v1", "StatefulSet")}
+        if doc["kind"] == "Job":   # what the API server does first: the selector from the Job's UID
+            doc["metadata"]["uid"] = "00000000-0000-0000-0000-000000000001"
+            kinds.by_kind("batch", "Job").strategy.prepare_create(doc)
         default_object(PLURALS[doc["kind"]], doc)
         validate_object(PLURALS[doc["kind"]], doc)   # raises errors.Invalid listing every problem
 
 
 def _pod_spec(obj: dict) -> dict:
-    return obj["spec"]["template"]["spec"] if obj["kind"] == "Deployment" else obj["spec"]
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return obj["spec"]["template"]["spec"] if obj["kind"] in ("Deployment", "Job", "DaemonSet", "StatefulSet") \
+        else obj["spec"]
 
 
 def test_every_example_image_is_one_we_build_and_never_pulled():
-    for name in ("web.yaml", "redis.yaml", "job.yaml"):
+    for name in MANIFESTS:
         for obj in load(name):
             if obj["kind"] == "Service":
                 continue
@@ -100,10 +111,47 @@ def test_redis_backend_is_the_name_the_web_tier_uses():
     assert {"name": "REDIS_HOST", "value": svc["metadata"]["name"]} in web["env"]
 
 
-def test_one_shot_pod():
-    [pod] = load("job.yaml")
-    assert (pod["kind"], pod["metadata"]["name"], pod["spec"]["restartPolicy"]) == ("Pod", "primes", "Never")
-    assert [c["image"] for c in pod["spec"]["containers"]] == ["kubepy.local/job:1"]
+def test_one_shot_job():
+    [job] = load("job.yaml")
+    assert (job["kind"], job["metadata"]["name"], _pod_spec(job)["restartPolicy"]) == ("Job", "primes", "Never")
+    assert job["spec"]["completions"] == 1
+    assert [c["image"] for c in _pod_spec(job)["containers"]] == ["kubepy.local/job:1"]
+
+
+def test_cronjob_every_minute_forbids_overlap():
+    [cj] = load("cronjob.yaml")
+    assert (cj["kind"], cj["spec"]["schedule"], cj["spec"]["concurrencyPolicy"]) == ("CronJob", "* * * * *", "Forbid")
+    assert [c["image"] for c in _pod_spec(cj)["containers"]] == ["kubepy.local/job:1"]
+
+
+def test_node_agent_runs_everywhere_and_says_where():
+    [ds] = load("daemonset.yaml")
+    assert (ds["kind"], ds["metadata"]["name"]) == ("DaemonSet", "node-agent")
+    assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    spec = _pod_spec(ds)
+    assert {"operator": "Exists"} in spec["tolerations"]
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+
+
+def test_node_agent_script_with_busybox(tmp_path: Path):
+    """The agent's loop, with the host's busybox: it names its node, and SIGTERM ends it at once."""
+    [ds] = load("daemonset.yaml")
+    script = _pod_spec(ds)["containers"][0]["command"][2]
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    for applet in ("sh", "date", "cat", "sleep", "echo"):
+        (tmp_path / applet).symlink_to(busybox)
+    env = {"PATH": str(tmp_path), "NODE_NAME": "kubepy-node2", "POD_NAME": "node-agent-x", "INTERVAL": "30"}
+    proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True, env=env,
+                            executable=str(tmp_path / "sh"))
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("node-agent on kubepy-node2: pod node-agent-x, "), first
+        proc.terminate()
+        assert proc.wait(timeout=3) == 0
+        assert "stopping" in proc.stdout.read()  # type: ignore[union-attr]
+    finally:
+        proc.kill()
 
 
 def test_statefulset_example_is_valid_and_each_replica_follows_kv_0_by_name(tmp_path: Path):
@@ -112,10 +160,7 @@ def test_statefulset_example_is_valid_and_each_replica_follows_kv_0_by_name(tmp_
     and a stand-in redis-server that prints its arguments)."""
     objs = objects("statefulset.yaml")
     sts, svc = objs[("StatefulSet", "kv")], objs[("Service", "kv")]
-    default_object("services", svc)
-    validate_object("services", svc)
     default_object("statefulsets", sts)
-    validate_object("statefulsets", sts)
     assert svc["spec"]["clusterIP"] == "None" and sts["spec"]["serviceName"] == svc["metadata"]["name"]
     assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
     [c] = sts["spec"]["template"]["spec"]["containers"]
@@ -143,10 +188,10 @@ def test_kubectl_accepts_the_manifests(tmp_path: Path):
     from tests.e2e.conftest import start_apiserver, stop_apiserver
     srv = start_apiserver(tmp_path / "api")
     try:
-        for name in ("redis.yaml", "web.yaml", "job.yaml", "statefulset.yaml"):
+        for name in ("redis.yaml", "web.yaml", "job.yaml", "cronjob.yaml", "daemonset.yaml", "statefulset.yaml"):
             out = srv.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", str(EXAMPLES / name)).stdout
             for kind, obj in objects(name):
-                assert f"{kind.lower()}/{obj} created (server dry run)" in out.replace(".apps/", "/"), out
+                assert f"{kind.lower()}/{obj} created (server dry run)" in out.replace(".apps/", "/").replace(".batch/", "/"), out
     finally:
         stop_apiserver(srv)
 

@@ -288,6 +288,8 @@ class Storage:
                 new.pop("status", None)
             else:
                 new["status"] = status
+            if "status" in res.subresource_strategies:  # the kind checks its status writes (ValidateStatusUpdate)
+                _default_and_validate(res, new, old, subresource="status")
             return new
         if subresource == "ephemeralcontainers":
             return _ephemeral_containers_update(res, old, new)

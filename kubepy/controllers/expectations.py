@@ -59,6 +59,10 @@ class ControllerExpectations:
         """Replace ``key``'s record: these objects are being deleted."""
         self._pending[key] = _Expected(adds=0, deletes=set(object_keys), since=self._clock())
 
+    def expect(self, key: str, *, creations: int, deletions: Iterable[str]) -> None:
+        """Replace ``key``'s record with both at once (a sync that creates and deletes)."""
+        self._pending[key] = _Expected(adds=creations, deletes=set(deletions), since=self._clock())
+
     def creation_observed(self, key: str) -> None:
         exp = self._pending.get(key)
         if exp is not None and exp.adds > 0:

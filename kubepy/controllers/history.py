@@ -159,6 +159,9 @@ async def _create_revision(client: Any, owner: dict[str, Any], kind: OwnerKind, 
                          "ownerReferences": [owner_reference(owner, kind)]},
             "data": data, "revision": number,
         }
+        if meta.get("annotations"):
+            # As upstream: the owner's annotations go along (kubectl rollout history's CHANGE-CAUSE).
+            rev["metadata"]["annotations"] = dict(meta["annotations"])
         try:
             created = await client.create("controllerrevisions", rev, namespace=ns)
             log.info("revision created owner=%s/%s revision=%s number=%d", ns, meta["name"], name, number)

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 CONTROLLERS = {
     "replicaset": "kubepy.controllers.replicaset:ReplicaSetController",
     "deployment": "kubepy.controllers.deployment:DeploymentController",
+    "daemonset": "kubepy.controllers.daemonset:DaemonSetController",
     "endpoint": "kubepy.controllers.endpoints:EndpointsController",
     "nodelifecycle": "kubepy.controllers.nodelifecycle:NodeLifecycleController",
     "nodeipam": "kubepy.controllers.nodeipam:NodeIpamController",
@@ -30,6 +31,8 @@ CONTROLLERS = {
     "podgc": "kubepy.controllers.podgc:PodGCController",
     "replicationcontroller": "kubepy.controllers.replicaset:ReplicationManager",
     "disruption": "kubepy.controllers.disruption:DisruptionController",
+    "job": "kubepy.controllers.job:JobController",
+    "cronjob": "kubepy.controllers.cronjob:CronJobController",
     "statefulset": "kubepy.controllers.statefulset:StatefulSetController",
 }
 

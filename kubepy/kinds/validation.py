@@ -279,6 +279,10 @@ class Errs(list):
     def invalid(self, path: str, value: Any, detail: str) -> None:
         self._add("FieldValueInvalid", path, f"Invalid value: {_show(value)}: {detail}")
 
+    def invalid_shown(self, path: str, shown: str, detail: str) -> None:
+        """``invalid`` for a value Go renders its own way (``intstr.IntOrString{...}``): ``shown`` verbatim."""
+        self._add("FieldValueInvalid", path, f"Invalid value: {shown}: {detail}")
+
     def not_supported(self, path: str, value: Any, supported: list[str] | tuple[str, ...]) -> None:
         shown = ", ".join(json.dumps(s) for s in supported)
         self._add("FieldValueNotSupported", path, f"Unsupported value: {_show(value)}: supported values: {shown}")
@@ -1330,13 +1334,16 @@ int_or_percent = _int_or_percent
 selector_matches = _selector_matches
 
 
-def validate_pod_template(template: Any, path: str, errs: Errs, *, owner: str) -> None:
-    """A controller's pod template (ValidatePodTemplateSpecForRC/ForReplicaSet): valid labels and
-    pod spec, restartPolicy Always, no activeDeadlineSeconds (``owner`` names the kind in that message)."""
+def validate_pod_template(template: Any, path: str, errs: Errs, *, owner: str, always_restart: bool = True) -> None:
+    """A controller's pod template (ValidatePodTemplateSpecForRC/ForReplicaSet): valid labels,
+    annotations and pod spec; with ``always_restart`` also restartPolicy Always and no
+    activeDeadlineSeconds (``owner`` names the kind in that message). A Job has its own rules."""
     if not isinstance(template, dict):
         errs.required(path)
         return
-    _validate_labels(_d(template.get("metadata")).get("labels"), f"{path}.metadata.labels", errs)
+    meta = _d(template.get("metadata"))
+    _validate_labels(meta.get("labels"), f"{path}.metadata.labels", errs)
+    _validate_annotations(meta.get("annotations"), f"{path}.metadata.annotations", errs)
     tspec = template.get("spec")
     if not isinstance(tspec, dict):
         errs.required(f"{path}.spec")
@@ -1344,6 +1351,8 @@ def validate_pod_template(template: Any, path: str, errs: Errs, *, owner: str) -
     _validate_pod_spec(tspec, f"{path}.spec", errs)
     if _l(tspec.get("ephemeralContainers")):
         errs.forbidden(f"{path}.spec.ephemeralContainers", "ephemeral containers not allowed in pod template")
+    if not always_restart:
+        return
     if tspec.get("restartPolicy") not in (None, "", "Always"):
         errs.not_supported(f"{path}.spec.restartPolicy", tspec["restartPolicy"], ("Always",))
     if tspec.get("activeDeadlineSeconds") is not None:
@@ -1760,3 +1769,40 @@ def validate_object(resource: Any, obj: dict, *, old: dict | None = None, subres
                      str(obj.get("kind") or resource))
         group = strategy.group if strategy and strategy.group is not None else kind.group if kind else ""
         raise kinds.Invalid(kind_name, name, list(errs), group=group)
+
+
+# ---------------------------------------------------------------------------
+# For kinds that bring their own validation (in their own module)
+# ---------------------------------------------------------------------------
+
+validate_label_selector = _validate_label_selector
+selector_matches = _selector_matches
+validate_labels = _validate_labels
+validate_pod_spec = _validate_pod_spec
+validate_immutable = _validate_immutable
+
+
+def status_counters(*fields: str) -> Callable[[dict, dict | None, Errs], None]:
+    """A status-write rule for workload kinds (ValidateDaemonSetStatus and kin): each
+    counter in ``status`` is >= 0, and ``status.collisionCount`` never goes down."""
+
+    def validate(obj: dict, old: dict | None, errs: Errs) -> None:
+        status = _d(obj.get("status"))
+        for name in fields:
+            errs.nonnegative(f"status.{name}", status.get(name))
+        count = status.get("collisionCount")
+        errs.nonnegative("status.collisionCount", count)
+        old_count = _d(_d(old).get("status")).get("collisionCount")
+        if _is_int(count) and _is_int(old_count) and count < old_count:
+            errs.invalid("status.collisionCount", count, "cannot be decremented")
+
+    return validate
+
+
+def default_template_spec(template: Any) -> None:
+    """A pod template's spec defaults (as a pod's), in place: for templates not at spec.template (CronJob)."""
+    if isinstance(_d(template).get("spec"), dict):
+        _default_pod_spec(template["spec"])
+
+
+is_int = _is_int

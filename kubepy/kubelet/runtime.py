@@ -51,6 +51,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ LABEL_IMAGE = "io.kubepy.image"
 LABEL_EXIT_STATUS = "io.kubepy.exit-status"
 LABEL_EXITED_AT = "io.kubepy.exited-at"
 ATTACH_START_TIMEOUT = 180.0   # seconds for an attachable container's IO process to start it
+EXEC_HANDOFF_TIMEOUT = 60.0    # seconds for the shim to start an exec's IO process and hand its pipes over
+EXEC_DRAIN_AFTER_EXIT = 2.0    # seconds an exec's output may still end after ctr exits (see ExecProcess)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 RUNNING, STOPPED, CREATED, PAUSED, UNKNOWN = "RUNNING", "STOPPED", "CREATED", "PAUSED", "UNKNOWN"
@@ -799,14 +802,23 @@ class Runtime:
             return await self._reap(cid)
         return None
 
-    async def exec(self, cid: str, exec_id: str, argv: list[str], *, tty: bool = False,
-                   cwd: str | None = None, user: str | None = None) -> asyncio.subprocess.Process:
+    async def exec(self, cid: str, exec_id: str, argv: list[str], *, tty: bool = False, stdin: bool = True,
+                   cwd: str | None = None, user: str | None = None) -> Any:
         """Start ``argv`` in the container; the caller streams the pipes.
 
         The process's returncode is the exec'd command's exit status (ctr
         exits with it). With ``tty`` ctr needs a terminal: the process gets
         a pseudo-terminal and ``stdout`` carries the terminal's output, ``stdin``
         writes to it, ``stderr`` is None.
+
+        Without ``stdin`` and ``tty`` (``kubectl exec`` without ``-i``) ctr does
+        not carry the output: it can drop the output of a
+        process that exits right away (``kubepy.kubelet.execio`` says why), so
+        the shim's pipes are handed to us instead and ``stdin`` is None; the
+        result is an ``ExecProcess`` with the same ``stdout``/``stderr``/
+        ``wait``/``kill``/``communicate``/``returncode`` as a subprocess.
+        With ``stdin`` ctr's pipes are used as before (ctr has no way to give
+        an exec stdin without copying its output too).
         """
         args = [self.ctr, "--address", self.socket, "--namespace", self.namespace,
                 "tasks", "exec", "--exec-id", exec_id]
@@ -814,11 +826,64 @@ class Runtime:
             args += ["--cwd", cwd]
         if user:
             args += ["--user", user]
+        if not tty and not stdin:
+            return await self._exec_handoff(args, cid, exec_id, argv)
         if not tty:
             return await asyncio.create_subprocess_exec(
                 *args, cid, *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=self._env)
         return await _exec_with_pty([*args, "--tty", cid, *argv], self._env)
+
+    async def _exec_handoff(self, args: list[str], cid: str, exec_id: str, argv: list[str]) -> ExecProcess:
+        """``ctr tasks exec --log-uri binary://execio``: the exec's pipes come to us over a socket."""
+        from kubepy.kubelet import execio
+        exe = execio.ensure_executable(self.shim_dir)
+        directory = self.state_dir / "exec"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / (hashlib.sha256(f"{cid}/{exec_id}".encode()).hexdigest()[:16] + ".sock")
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            os.chmod(path, 0o600)
+            listener.listen(1)
+            listener.setblocking(False)
+            proc = await asyncio.create_subprocess_exec(
+                *args, "--log-uri", execio.exec_uri(exe, path), cid, *argv, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=self._env)
+            loop = asyncio.get_running_loop()
+            accepted = asyncio.ensure_future(loop.sock_accept(listener))
+            exited = asyncio.ensure_future(proc.wait())
+            try:
+                await asyncio.wait({accepted, exited}, timeout=EXEC_HANDOFF_TIMEOUT,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                exited.cancel()
+            if not accepted.done() or accepted.cancelled() or accepted.exception() is not None:
+                accepted.cancel()
+                # ctr failed before the process started (no such task, bad user...), or hangs.
+                if proc.returncode is None:
+                    proc.kill()
+                await proc.wait()
+                return ExecProcess(proc, {})
+            conn, _ = accepted.result()
+            with conn:
+                conn.setblocking(True)
+                conn.settimeout(EXEC_HANDOFF_TIMEOUT)
+                try:
+                    fds = await asyncio.to_thread(execio.receive_fds, conn)
+                except OSError as e:
+                    log.warning("exec IO handoff failed container=%s exec_id=%s err=%s", cid, exec_id, e)
+                    if proc.returncode is None:
+                        proc.kill()
+                    await proc.wait()
+                    return ExecProcess(proc, {})
+            return ExecProcess(proc, fds)
+        finally:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     # -- events ----------------------------------------------------------
 
@@ -882,6 +947,89 @@ async def _exec_with_pty(cmd: list[str], env: dict[str, str]) -> asyncio.subproc
     proc.stdin = asyncio.StreamWriter(wtransport, wprotocol, None, loop)
     proc.stderr = None
     return proc
+
+
+class _PipeProtocol(asyncio.StreamReaderProtocol):
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        super().__init__(reader)
+        self.ended = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+
+class ExecProcess:
+    """An exec whose output pipes were handed over by the shim (``Runtime.exec``).
+
+    ``ctr`` (the ``proc``) gives the exit status and carries no output. The
+    pipes end when the exec'd process and the shim have closed them, which
+    is before ctr exits; if something the process left behind still holds
+    them, they are closed ``EXEC_DRAIN_AFTER_EXIT`` seconds after ctr exits
+    (the output already written is read first). When the handoff did not
+    happen (ctr failed), ``stderr`` carries ctr's message.
+    """
+
+    stdin = None
+
+    def __init__(self, proc: asyncio.subprocess.Process, fds: dict[int, int]) -> None:
+        self._proc = proc
+        self.pid = proc.pid
+        self.stdout = asyncio.StreamReader()
+        self.stderr = asyncio.StreamReader()
+        self._fds = fds
+        self._done = asyncio.ensure_future(self._run())
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        transports: list[tuple[asyncio.BaseTransport, _PipeProtocol]] = []
+        ctr_err = b""
+        handed_over = bool(self._fds)
+        try:
+            for fd, reader in ((3, self.stdout), (4, self.stderr)):
+                if fd not in self._fds:
+                    if fd == 3 or handed_over:
+                        reader.feed_eof()
+                    continue
+                protocol = _PipeProtocol(reader)
+                transport, _ = await loop.connect_read_pipe(lambda p=protocol: p,
+                                                            os.fdopen(self._fds.pop(fd), "rb", 0))
+                transports.append((transport, protocol))
+            assert self._proc.stderr is not None
+            ctr_err = await self._proc.stderr.read()
+            await self._proc.wait()
+            while pending := [(t, p) for t, p in transports if not p.ended.done()]:
+                await asyncio.wait([p.ended for _, p in pending], timeout=EXEC_DRAIN_AFTER_EXIT)
+                if all(t.is_reading() for t, p in pending if not p.ended.done()):
+                    break            # not waiting on a slow reader: whatever holds the pipe is not the exec
+        finally:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            for transport, protocol in transports:
+                if not protocol.ended.done():
+                    transport.close()
+            if not handed_over:      # what ctr said is the only output
+                self.stderr.feed_data(ctr_err)
+                self.stderr.feed_eof()
+            elif ctr_err.strip():
+                log.info("ctr exec said: %s", ctr_err.decode(errors="replace").strip())
+
+    async def wait(self) -> int:
+        return await self._proc.wait()
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    async def communicate(self, input: bytes | None = None) -> tuple[bytes, bytes]:
+        out, err, _ = await asyncio.gather(self.stdout.read(), self.stderr.read(), self._proc.wait())
+        await self._done
+        return out, err
 
 
 def remove_tree(path: Path) -> None:

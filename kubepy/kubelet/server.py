@@ -636,7 +636,8 @@ class KubeletServer:
             return await fail(f'container "{m["container"]}" in pod "{m["pod"]}" is not running', "BadRequest")
         exec_id = "exec-" + secrets.token_hex(8)
         try:
-            proc = await self.locator.runtime.exec(cid, exec_id, list(argv), tty=flags["tty"])
+            proc = await self.locator.runtime.exec(cid, exec_id, list(argv), tty=flags["tty"],
+                                                     stdin=flags["stdin"])
         except (RuntimeError_, OSError) as e:
             log.warning("exec failed container=%s err=%s", cid, e)
             return await fail(f"failed to exec in container: {e}")

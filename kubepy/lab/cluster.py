@@ -84,10 +84,11 @@ class ClusterState:
 
 def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None, port: int | None,
                 subnet: str | None) -> str | None:
-    """Why ``up`` with these flags can't repair ``existing`` (None: it can); flags left unset match."""
+    """Why ``up`` with these flags can't repair (or grow) ``existing`` (None: it can); flags left unset match."""
     flag = "" if existing.name == DEFAULT_NAME else f" --name {existing.name}"
     differ = []
-    if nodes is not None and nodes != existing.nodes:
+    # More nodes than a cluster with nodes has is a way to grow it (nodes join); fewer is not.
+    if nodes is not None and nodes != existing.nodes and not (existing.nodes and nodes > existing.nodes):
         differ.append(f"{existing.nodes} nodes, not --nodes {nodes}")
     if store is not None and store != existing.store:
         differ.append(f"store {existing.store}, not --store {store}")
@@ -179,13 +180,21 @@ class Cluster:
     # -- up ----------------------------------------------------------------
     def up(self, *, nodes: int | None = None, port: int | None = None, store: str | None = None,
            subnet: str | None = None) -> int:
-        """Build a new cluster, or repair an existing one; never deletes an existing store."""
+        """Build a new cluster, or repair an existing one; never deletes an existing store.
+
+        ``--nodes`` above an existing cluster's count adds the missing nodes (they
+        join like the first ones did: the same steps, each idempotent)."""
         existing = self.state()
         if existing is not None:
             conflict = up_conflict(existing, nodes=nodes, store=store, port=port, subnet=subnet)
             if conflict:
                 print(f"kubepy up: {conflict}", file=sys.stderr)
                 return 1
+            if nodes is not None and nodes > existing.nodes:
+                print(f"cluster {self.name!r} has {existing.nodes} nodes: adding "
+                      f"{', '.join(self.node_name(i) for i in range(existing.nodes + 1, nodes + 1))}")
+                existing.nodes = nodes
+                existing.save(self.state_path)
             if self._complete(existing):
                 print(f"cluster {self.name!r} is already running")
                 self._summary(existing)

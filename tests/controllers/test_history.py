@@ -41,6 +41,13 @@ async def test_a_template_is_snapshotted_once(api):
     assert len(await revisions(api, o)) == 1
 
 
+async def test_the_owners_annotations_go_along_for_change_cause(api):
+    o = owner()
+    o["metadata"]["annotations"] = {"kubernetes.io/change-cause": "kubectl set image ds/agent c=busybox:1.36"}
+    h = await history.sync_history(api, o, DS, await revisions(api, o))
+    assert h.update["metadata"]["annotations"] == o["metadata"]["annotations"]
+
+
 async def test_new_template_new_revision_and_rollback_renumbers(api):
     o1 = owner("busybox:1.36")
     r1 = (await history.sync_history(api, o1, DS, await revisions(api, o1))).update

@@ -118,12 +118,34 @@ class Writer(threading.Thread):
             time.sleep(0.02)
 
 
+AGENT = json.dumps({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+                    "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                             "template": {"metadata": {"labels": {"app": "agent"}},
+                                          "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                                              {"name": "c", "image": "busybox:1.36",
+                                               "command": ["sleep", "100000"]}]}}}})
+# Runs across the kills: must run exactly once (completions 1, one pod, one success).
+ONCE = json.dumps({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
+                   "spec": {"completions": 1, "backoffLimit": 0,
+                            "template": {"spec": {"restartPolicy": "Never", "containers": [
+                                {"name": "c", "image": "busybox:1.36",
+                                 "command": ["sh", "-c", "sleep 20; echo ran once"]}]}}}})
+
+
+def job_complete(lab: SupervisedLab, name: str) -> bool:
+    conds = lab.json("get", "job", name).get("status", {}).get("conditions") or []
+    return any(c["type"] == "Complete" and c["status"] == "True" for c in conds)
+
+
 def test_every_daemon_killed_in_turn_nothing_acknowledged_is_lost(lab: SupervisedLab):
     lab.kubectl("apply", "-f", "-", input=deployment("steady", NODES, spread=True))
     lab.kubectl("apply", "-f", "-", input=deployment("churn", 2))
-    wait_for(lambda: len(running_pods(lab, "steady")) == NODES and len(running_pods(lab, "churn")) == 2, 180,
-             "steady and churn running")
+    lab.kubectl("apply", "-f", "-", input=AGENT)
+    wait_for(lambda: len(running_pods(lab, "steady")) == NODES and len(running_pods(lab, "churn")) == 2
+             and len(running_pods(lab, "agent")) == NODES, 180, "steady, churn and the agent running")
     before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0] for p in running_pods(lab, "steady")}
+    agents_before = {p["metadata"]["uid"] for p in running_pods(lab, "agent")}
+    lab.kubectl("apply", "-f", "-", input=ONCE)
 
     writer = Writer(str(lab.kubeconfig))
     writer.start()
@@ -189,6 +211,14 @@ def test_every_daemon_killed_in_turn_nothing_acknowledged_is_lost(lab: Supervise
     for uid, st in after.items():
         assert st["restartCount"] == before[uid]["restartCount"], (uid, st)
         assert st["containerID"] == before[uid]["containerID"], (uid, st)
+    # The new controllers came through too: the DaemonSet kept its pods, the Job ran exactly once.
+    assert {p["metadata"]["uid"] for p in running_pods(lab, "agent")} == agents_before
+    wait_for(lambda: job_complete(lab, "once"), 180, "the Job complete")
+    job = lab.json("get", "job", "once")
+    job_pods = lab.json("get", "pods", "-l", "job-name=once")["items"]
+    assert job["status"].get("succeeded") == 1 and not job["status"].get("failed"), job["status"]
+    assert len(job_pods) == 1, [p["metadata"]["name"] for p in job_pods]
+    assert "ran once" in lab.kubectl("logs", "job/once").stdout
 
 
 def test_scaling_past_the_progress_deadline_keeps_the_controller_manager_working(lab: SupervisedLab):

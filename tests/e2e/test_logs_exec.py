@@ -39,7 +39,7 @@ class HostRuntime:
     def __init__(self, state: Path) -> None:
         self.state = state
 
-    async def exec(self, cid: str, exec_id: str, argv: list[str], *, tty: bool = False,
+    async def exec(self, cid: str, exec_id: str, argv: list[str], *, tty: bool = False, stdin: bool = True,
                    cwd: str | None = None, user: str | None = None) -> asyncio.subprocess.Process:
         if tty:
             from kubepy.kubelet.runtime import _exec_with_pty

@@ -185,7 +185,9 @@ def test_example_app(cluster: Cluster):
     wait_for(lambda: len(cluster.ready_pods("app=web")) == 3 and len(cluster.ready_pods("app=redis")) == 1,
              900, "3 web pods and Redis Ready")
     wait_for(lambda: cluster.ready_pods("app=client"), 600, "the client pod on the control plane Ready")
-    wait_for(lambda: cluster.json("pod", "primes")["status"].get("phase") == "Succeeded", 600, "primes to finish")
+    wait_for(lambda: any(c["type"] == "Complete" and c["status"] == "True"
+                         for c in cluster.json("job", "primes").get("status", {}).get("conditions") or []),
+             600, "the primes Job to complete")
     FIGURES["example app Ready after apply (s)"] = round(time.monotonic() - start, 1)
     web_nodes = {p["spec"]["nodeName"] for p in cluster.ready_pods("app=web")}
     assert web_nodes == {"kubepy-worker1", "kubepy-worker2"}, "the control plane's taint keeps web off it"
@@ -218,7 +220,7 @@ def test_node_port_on_every_vm_address(cluster: Cluster):
 
 def test_logs_and_exec(cluster: Cluster):
     start = time.monotonic()
-    assert "the first 20 primes: 2 3 5 7 11" in cluster.kubectl("logs", "primes").stdout
+    assert "the first 20 primes: 2 3 5 7 11" in cluster.kubectl("logs", "job/primes").stdout
     web = cluster.ready_pods("app=web")[0]["metadata"]["name"]
     assert cluster.kubectl("exec", web, "--", "hostname").stdout.strip() == web
     failed = cluster.kubectl("exec", web, "--", "sh", "-c", "exit 3", check=False)

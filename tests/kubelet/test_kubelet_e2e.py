@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import aiohttp
 import pytest
 
 from kubepy.client import Client, NotFoundError
@@ -482,3 +484,44 @@ async def test_proxy_subresources_and_kubectl_proxy(kubelet_node: KubeletNode, c
         proc.terminate()
         proc.wait(10)
     await delete_and_wait_gone(client, node, "px", ns)
+
+
+async def test_short_execs_never_lose_their_output(kubelet_node: KubeletNode, client: Client):
+    """Every one of many execs that print and exit at once returns its output (the kubelet's /exec).
+
+    ctr tasks exec drops the output of a process that exits right after it starts now and then
+    (it closes its FIFOs before it has read them; ``kubepy.kubelet.execio``); under CPU load a few
+    in a hundred came back empty with exit code 0. Two busy loops supply the load here.
+    """
+    node = kubelet_node
+    ns = node.test_ns
+    await client.create("pods", pod(node, "quick", [{"name": "main", "command": ["sleep", "3600"]}]), namespace=ns)
+    await wait_for(client, node, "quick", lambda p: p["status"].get("phase") == "Running", what="Running")
+    token = (node.root_dir / "kubelet.token").read_text().strip()
+    query = urlencode([("command", "hostname"), ("stdout", "1"), ("stderr", "1")])
+    gate = asyncio.Semaphore(6)
+
+    async def one(session: aiohttp.ClientSession) -> tuple[bytes, dict[str, Any]]:
+        out, status = b"", {}
+        async with gate, session.ws_connect(f"https://{node.node_ip}:10250/exec/{ns}/quick/main?{query}",
+                                            protocols=("v5.channel.k8s.io",), ssl=False,
+                                            headers={"Authorization": f"Bearer {token}"}) as ws:
+            async for msg in ws:
+                if msg.data[:1] == b"\x01":
+                    out += msg.data[1:]
+                elif msg.data[:1] == b"\x03":
+                    status = json.loads(msg.data[1:])
+        return out, status
+
+    burners = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            results = await asyncio.gather(*[one(session) for _ in range(150)])
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert all(s.get("status") == "Success" for _, s in results), [s for _, s in results if s.get("status") != "Success"]
+    lost = sum(1 for out, _ in results if out != b"quick\n")
+    assert lost == 0, f"{lost} of {len(results)} execs lost their output"
+    await client.delete("pods", "quick", namespace=ns, grace_period_seconds=0)

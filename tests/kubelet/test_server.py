@@ -44,7 +44,7 @@ class FakeRuntime:
         self.running: set[str] = set()
         self.execs: list[tuple[str, list[str], bool]] = []
 
-    async def exec(self, cid: str, exec_id: str, argv: list[str], *, tty: bool = False,
+    async def exec(self, cid: str, exec_id: str, argv: list[str], *, tty: bool = False, stdin: bool = True,
                    cwd: str | None = None, user: str | None = None) -> asyncio.subprocess.Process:
         self.execs.append((cid, argv, tty))
         if tty:

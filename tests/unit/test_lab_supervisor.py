@@ -100,7 +100,8 @@ CLUSTER = ClusterState("kptlab-x", 7001, nodes=2, subnet="172.30.9.0/24", store=
 @pytest.mark.parametrize("flags, problem", [
     ({}, None),
     ({"nodes": 2, "store": "sqlite", "port": 7001, "subnet": "172.30.9.0/24"}, None),
-    ({"nodes": 3}, "2 nodes, not --nodes 3"),
+    ({"nodes": 3}, None),  # more nodes: up adds them
+    ({"nodes": 1}, "2 nodes, not --nodes 1"),
     ({"store": "etcd"}, "store sqlite, not --store etcd"),
     ({"port": 7002}, "port 7001, not --port 7002"),
     ({"subnet": "172.30.10.0/24"}, "node subnet 172.30.9.0/24, not --node-subnet 172.30.10.0/24"),

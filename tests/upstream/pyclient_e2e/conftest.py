@@ -40,9 +40,6 @@ sys.modules.setdefault("kubernetes.e2e_test.base", importlib.import_module(VENDO
 
 # node id (relative to kubernetes/e2e_test/) -> why it cannot pass yet: the kind and the issue adding it.
 NEEDS: dict[str, str] = {
-    # batch/v1 Job, apps/v1 DaemonSet, v1 ReplicationController: issue 13.
-    "test_apps.py::TestClientApps::test_create_daemonset": "DaemonSet (issue 13)",
-    "test_batch.py::TestClientBatch::test_job_apis": "Job (issue 13)",
     # rbac.authorization.k8s.io/v1 Role: issue 15.
     "test_utils.py::TestUtils::test_create_rbac_role_from_yaml": "Role (issue 15)",
     "test_utils.py::TestUtils::test_create_rbac_role_from_yaml_with_verbose_enabled": "Role (issue 15)",
