@@ -102,3 +102,16 @@ async def test_rollback_patch_replaces_the_template(api: TestClient) -> None:
     patch = {"spec": {"template": {**old_template, "$patch": "replace"}}}
     back = await call(api, "PATCH", f"{STS}/undo", patch, content_type="application/strategic-merge-patch+json")
     assert back["spec"]["template"] == old_template
+
+
+async def test_status_writes_are_checked(api: TestClient) -> None:
+    made = await call(api, "POST", STS, sts("st", replicas=2), status=201)
+    made["status"] = {"replicas": 2, "readyReplicas": 3, "availableReplicas": 1, "collisionCount": 1}
+    bad = await call(api, "PUT", f"{STS}/st/status", made, status=422)
+    assert [(c["field"], c["message"]) for c in bad["details"]["causes"]] == [
+        ("status.readyReplicas", "Invalid value: 3: cannot be greater than status.replicas")]
+    made["status"]["readyReplicas"] = 2
+    written = await call(api, "PUT", f"{STS}/st/status", made)
+    written["status"]["collisionCount"] = 0
+    bad = await call(api, "PUT", f"{STS}/st/status", written, status=422)
+    assert [c["message"] for c in bad["details"]["causes"]] == ["Invalid value: 0: cannot be decremented"]

@@ -233,6 +233,27 @@ def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
         errs.forbidden("spec", FORBIDDEN_UPDATE)
 
 
+_STATUS_COUNTERS = v.status_counters("replicas", "readyReplicas", "currentReplicas", "updatedReplicas",
+                                     "availableReplicas", "observedGeneration")
+
+
+def _validate_status(obj: dict, old: dict | None, errs: v.Errs) -> None:
+    """ValidateStatefulSetStatusUpdate: counters >= 0, none above replicas (available not above
+    ready), collisionCount never decremented."""
+    _STATUS_COUNTERS(obj, old, errs)
+    status = _d(obj.get("status"))
+    counts = {k: status.get(k) for k in ("replicas", "readyReplicas", "currentReplicas", "updatedReplicas",
+                                          "availableReplicas")}
+    if not all(v.is_int(n) for n in counts.values() if n is not None):
+        return
+    n = {k: int(val or 0) for k, val in counts.items()}
+    for key in ("readyReplicas", "currentReplicas", "updatedReplicas", "availableReplicas"):
+        if n[key] > n["replicas"]:
+            errs.invalid(f"status.{key}", n[key], "cannot be greater than status.replicas")
+    if n["availableReplicas"] > n["readyReplicas"]:
+        errs.invalid("status.availableReplicas", n["availableReplicas"], "cannot be greater than status.readyReplicas")
+
+
 # -- printing -------------------------------------------------------------------------
 def _cells(obj: dict, now: dt.datetime) -> list:
     spec, status = _d(obj.get("spec")), _d(obj.get("status"))
@@ -303,6 +324,7 @@ StatefulSetOrdinals
                "StatefulSetUpdateStrategy", "RollingUpdateStatefulSetStrategy",
                "StatefulSetPersistentVolumeClaimRetentionPolicy", "StatefulSetOrdinals"),
     strategy=Strategy(default=_default, validate=_validate, name_rule=_name_rule, prepare_create=_prepare_create),
-    subresource_strategies={"scale": Strategy(validate=v.validate_scale, kind="Scale", group="autoscaling")},
+    subresource_strategies={"scale": Strategy(validate=v.validate_scale, kind="Scale", group="autoscaling"),
+                            "status": Strategy(validate=_validate_status)},
     printer=Printer(_COLUMNS, _cells),
 ))
