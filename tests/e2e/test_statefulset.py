@@ -57,7 +57,25 @@ spec:
   containers:
   - name: c
     image: busybox:1.36
-    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    # Every second, from this other pod: each web-<i>'s address by its own DNS name (nslookup), what
+    # it answers there (wget), and how many SRV targets the named port has. One log line per round.
+    command:
+    - sh
+    - -c
+    - |
+      trap 'exit 0' TERM
+      while true; do
+        line="round"
+        for i in 0 1 2 3; do
+          name=web-$i.nginx.default.svc.cluster.local
+          ip=$(nslookup $name 2>/dev/null | awk '/^Address: /{print $2}' | tail -n 1)
+          answer=$(timeout 3 wget -q -O - http://$name:8080/ 2>/dev/null)
+          line="$line|web-$i=$ip=$answer"
+        done
+        srv=$(nslookup -type=SRV _http._tcp.nginx.default.svc.cluster.local 2>/dev/null | grep -o 'web-[0-9]*.nginx.default.svc.cluster.local' | sort | tr '\\n' ' ')
+        echo "$line|srv=$srv|end"
+        sleep 1
+      done
 """
 
 
@@ -83,12 +101,23 @@ def ready_names(lab: Lab) -> list[str]:
     return sorted(p["metadata"]["name"] for p in lab.json("get", "pods", "-l", "app=web")["items"] if is_ready(p))
 
 
+def latest(lab: Lab) -> dict[str, str]:
+    """The client pod's last complete round: {"web-0": "IP=ANSWER", …, "srv": "web-0… web-1…"}."""
+    cp = lab.kubectl("logs", "client", "--tail=3", check=False)
+    rounds = [line for line in cp.stdout.splitlines() if line.startswith("round|") and line.endswith("|end")]
+    if not rounds:
+        return {}
+    return dict(part.split("=", 1) for part in rounds[-1].split("|")[1:-1])
+
+
 def ask(lab: Lab, pod: str) -> str:
-    """What pod ``pod`` answers at its own DNS name, asked from the client pod."""
-    # (busybox's wget -T crashes: the timeout applet bounds it instead)
-    cp = lab.kubectl("exec", "client", "--", "timeout", "5", "wget", "-q", "-O", "-",
-                     f"http://{FQDN.format(pod=pod)}:8080/", check=False)
-    return cp.stdout.strip() if cp.returncode == 0 else ""
+    """What pod ``pod`` answers at its own DNS name, asked from the client pod ("" if nothing yet)."""
+    return latest(lab).get(pod, "=").split("=", 1)[1].strip()
+
+
+def answered(lab: Lab, pod: str, want: str) -> bool:
+    """The client's next rounds see ``pod`` answer ``want`` (a fresh round, not an old one)."""
+    return ask(lab, pod) == want
 
 
 def test_pods_start_in_order_each_after_its_predecessor_is_ready(lab: Lab):
@@ -113,18 +142,13 @@ def test_pods_start_in_order_each_after_its_predecessor_is_ready(lab: Lab):
 
 def test_each_pod_answers_at_its_own_dns_name(lab: Lab):
     wait_for(lambda: ready_names(lab) == ["web-0", "web-1", "web-2"], 90, "3 ready pods")
-    wait_for(lambda: is_ready(lab.json("get", "pod", "client")), 60, "client pod")
-    for i in range(3):
-        pod = f"web-{i}"
-        ip = lab.json("get", "pod", pod)["status"]["podIP"]
-        looked_up = wait_for(lambda: (lambda cp: cp.stdout if cp.returncode == 0 and ip in cp.stdout else None)(
-            lab.kubectl("exec", "client", "--", "nslookup", FQDN.format(pod=pod), check=False)), 30, f"nslookup {pod}")
-        assert ip in looked_up
-        assert wait_for(lambda: ask(lab, pod), 30, f"wget {pod}") == f"{pod} one"
+    ips = {f"web-{i}": lab.json("get", "pod", f"web-{i}")["status"]["podIP"] for i in range(3)}
+    want = {pod: f"{ip}={pod} one" for pod, ip in ips.items()}
+    seen = wait_for(lambda: (lambda r: r if all(r.get(p) == w for p, w in want.items()) else None)(latest(lab)),
+                    60, "every pod answering at its own name")
+    assert seen["web-3"] == "="   # no such pod: no address, no answer
     # SRV for the named port points at the pods' own names
-    srv = lab.kubectl("exec", "client", "--", "nslookup", "-type=SRV", "_http._tcp.nginx.default.svc.cluster.local",
-                      check=False).stdout
-    assert all(FQDN.format(pod=f"web-{i}") in srv for i in range(3)), srv
+    assert seen["srv"].split() == [FQDN.format(pod=f"web-{i}") for i in range(3)], seen
 
 
 def test_a_deleted_pod_comes_back_with_the_same_name(lab: Lab):
@@ -134,7 +158,8 @@ def test_a_deleted_pod_comes_back_with_the_same_name(lab: Lab):
     back = wait_for(lambda: (lambda p: p if p["metadata"]["uid"] != old_uid and is_ready(p) else None)(
         lab.json("get", "pod", "web-1")), 60, "web-1 back")
     assert back["spec"]["hostname"] == "web-1"
-    assert wait_for(lambda: ask(lab, "web-1"), 30, "web-1 answers") == "web-1 one"
+    wait_for(lambda: answered(lab, "web-1", "web-1 one") and
+             latest(lab)["web-1"].startswith(back["status"]["podIP"] + "="), 30, "web-1 answers at its name")
 
 
 def test_rollout_status_history_and_undo(lab: Lab):
@@ -144,7 +169,8 @@ def test_rollout_status_history_and_undo(lab: Lab):
     done = lab.kubectl("rollout", "status", "sts/web", "--timeout=120s", timeout=150)
     # partition is defaulted (0), so kubectl reports a partitioned roll out, as on Kubernetes
     assert "partitioned roll out complete: 3 new pods have been updated" in done.stdout, done.stdout
-    assert [ask(lab, f"web-{i}") for i in range(3)] == [f"web-{i} two" for i in range(3)]
+    wait_for(lambda: [ask(lab, f"web-{i}") for i in range(3)] == [f"web-{i} two" for i in range(3)], 20,
+             "every pod answering with the new template")
     deletes = [e["message"] for e in sorted(lab.json("get", "events", "--field-selector",
                                                      "involvedObject.kind=StatefulSet")["items"],
                                             key=lambda e: e.get("firstTimestamp") or "")
@@ -158,7 +184,7 @@ def test_rollout_status_history_and_undo(lab: Lab):
     sts = lab.json("get", "sts", "web")
     assert sts["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "VERSION", "value": "one"}]
     assert sts["status"]["currentRevision"] == sts["status"]["updateRevision"]
-    assert wait_for(lambda: ask(lab, "web-0"), 30, "web-0") == "web-0 one"
+    wait_for(lambda: answered(lab, "web-0", "web-0 one"), 30, "web-0 back at the old template")
     revisions = lab.json("get", "controllerrevisions", "-l", "app=web")["items"]
     assert sorted(r["revision"] for r in revisions) == [2, 3]   # the first revision renumbered to 3
 
@@ -171,4 +197,4 @@ def test_kubectl_scale_sts(lab: Lab):
     wait_for(lambda: lab.json("get", "sts", "web")["status"].get("replicas") == 2, 30, "status.replicas 2")
     lab.kubectl("scale", "sts", "web", "--replicas=4")
     wait_for(lambda: ready_names(lab) == ["web-0", "web-1", "web-2", "web-3"], 90, "4 ready pods")
-    assert wait_for(lambda: ask(lab, "web-3"), 30, "web-3 answers") == "web-3 one"
+    wait_for(lambda: answered(lab, "web-3", "web-3 one"), 30, "web-3 answers at its name")
