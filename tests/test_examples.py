@@ -29,8 +29,8 @@ from tests.kubelet.test_runtime import remove_cgroups
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PLURALS = {"Deployment": "deployments", "Service": "services", "Pod": "pods", "Job": "jobs", "CronJob": "cronjobs",
-           "DaemonSet": "daemonsets"}
-MANIFESTS = ("web.yaml", "redis.yaml", "job.yaml", "cronjob.yaml", "daemonset.yaml")
+           "DaemonSet": "daemonsets", "StatefulSet": "statefulsets"}
+MANIFESTS = ("web.yaml", "redis.yaml", "job.yaml", "cronjob.yaml", "daemonset.yaml", "statefulset.yaml")
 PRIMES_20 = "2 3 5 7 11 13 17 19 23 29 31 37 41 43 47 53 59 61 67 71"
 
 
@@ -51,7 +51,7 @@ def test_manifest_passes_defaulting_and_validation(name: str):
     for doc in docs:
         assert (doc["apiVersion"], doc["kind"]) in {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod"),
                                                     ("batch/v1", "Job"), ("batch/v1", "CronJob"),
-                                                    ("apps/v1", "DaemonSet")}
+                                                    ("apps/v1", "DaemonSet"), ("apps/v1", "StatefulSet")}
         if doc["kind"] == "Job":   # what the API server does first: the selector from the Job's UID
             doc["metadata"]["uid"] = "00000000-0000-0000-0000-000000000001"
             kinds.by_kind("batch", "Job").strategy.prepare_create(doc)
@@ -62,7 +62,8 @@ def test_manifest_passes_defaulting_and_validation(name: str):
 def _pod_spec(obj: dict) -> dict:
     if obj["kind"] == "CronJob":
         return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    return obj["spec"]["template"]["spec"] if obj["kind"] in ("Deployment", "Job", "DaemonSet") else obj["spec"]
+    return obj["spec"]["template"]["spec"] if obj["kind"] in ("Deployment", "Job", "DaemonSet", "StatefulSet") \
+        else obj["spec"]
 
 
 def test_every_example_image_is_one_we_build_and_never_pulled():
@@ -153,6 +154,30 @@ def test_node_agent_script_with_busybox(tmp_path: Path):
         proc.kill()
 
 
+def test_statefulset_example_is_valid_and_each_replica_follows_kv_0_by_name(tmp_path: Path):
+    """statefulset.yaml: a valid StatefulSet + headless Service; the start script makes kv-0 the
+    primary and every other ordinal a replica of ``kv-0.<serviceName>`` (run with the host's busybox
+    and a stand-in redis-server that prints its arguments)."""
+    objs = objects("statefulset.yaml")
+    sts, svc = objs[("StatefulSet", "kv")], objs[("Service", "kv")]
+    default_object("statefulsets", sts)
+    assert svc["spec"]["clusterIP"] == "None" and sts["spec"]["serviceName"] == svc["metadata"]["name"]
+    assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    [c] = sts["spec"]["template"]["spec"]["containers"]
+    assert (c["image"], c["imagePullPolicy"]) == ("kubepy.local/redis:7", "IfNotPresent")
+    assert c["image"] in EXAMPLE_IMAGES
+    assert svc["spec"]["ports"][0]["targetPort"] in {p["name"] for p in c["ports"]}
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho \"$@\"\n")
+    fake.chmod(0o755)
+    shell, script = c["command"][:2], c["command"][2]
+    assert shell == ["sh", "-c"]
+    for host, want in (("kv-0", "/etc/redis/redis.conf"), ("kv-2", "/etc/redis/redis.conf --replicaof kv-0.kv 6379")):
+        out = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True, timeout=20, check=True,
+                             env={"PATH": f"{tmp_path}:/usr/bin:/bin", "HOSTNAME": host}).stdout
+        assert out.strip() == want
+
+
 def test_archive_names():
     assert [archive_name(r) for r in EXAMPLE_IMAGES] == ["redis-7.tar", "web-1.tar", "web-2.tar", "job-1.tar"]
 
@@ -163,7 +188,7 @@ def test_kubectl_accepts_the_manifests(tmp_path: Path):
     from tests.e2e.conftest import start_apiserver, stop_apiserver
     srv = start_apiserver(tmp_path / "api")
     try:
-        for name in ("redis.yaml", "web.yaml", "job.yaml", "cronjob.yaml", "daemonset.yaml"):
+        for name in ("redis.yaml", "web.yaml", "job.yaml", "cronjob.yaml", "daemonset.yaml", "statefulset.yaml"):
             out = srv.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", str(EXAMPLES / name)).stdout
             for kind, obj in objects(name):
                 assert f"{kind.lower()}/{obj} created (server dry run)" in out.replace(".apps/", "/").replace(".batch/", "/"), out

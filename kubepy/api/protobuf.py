@@ -1092,6 +1092,29 @@ PodCertificateProjection
     6 certificateChainPath             string
     7 userAnnotations                  map[string]string
     8 user                             *int64
+PersistentVolumeClaim
+    1 metadata                         ObjectMeta
+    2 spec                             PersistentVolumeClaimSpec
+    3 status                           PersistentVolumeClaimStatus
+PersistentVolumeClaimStatus
+    1 phase                            string
+    2 accessModes                      []string
+    3 capacity                         map[string]Quantity
+    4 conditions                       []PersistentVolumeClaimCondition
+    5 allocatedResources               map[string]Quantity
+    7 allocatedResourceStatuses        map[string]string
+    8 currentVolumeAttributesClassName *string
+    9 modifyVolumeStatus               *ModifyVolumeStatus
+PersistentVolumeClaimCondition
+    1 type                             string
+    2 status                           string
+    3 lastProbeTime                    Time
+    4 lastTransitionTime               Time
+    5 reason                           string
+    6 message                          string
+ModifyVolumeStatus
+    1 targetVolumeAttributesClassName  string
+    2 status                           string
 PersistentVolumeClaimSpec
     1 accessModes                      []string
     2 resources                        VolumeResourceRequirements

@@ -33,6 +33,7 @@ CONTROLLERS = {
     "disruption": "kubepy.controllers.disruption:DisruptionController",
     "job": "kubepy.controllers.job:JobController",
     "cronjob": "kubepy.controllers.cronjob:CronJobController",
+    "statefulset": "kubepy.controllers.statefulset:StatefulSetController",
 }
 
 

@@ -1331,6 +1331,7 @@ validate_labels = _validate_labels
 validate_label_selector = _validate_label_selector
 validate_int_or_percent = _validate_int_or_percent
 int_or_percent = _int_or_percent
+selector_matches = _selector_matches
 
 
 def validate_pod_template(template: Any, path: str, errs: Errs, *, owner: str, always_restart: bool = True) -> None:

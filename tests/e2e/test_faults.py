@@ -124,6 +124,13 @@ AGENT = json.dumps({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"
                                           "spec": {"terminationGracePeriodSeconds": 1, "containers": [
                                               {"name": "c", "image": "busybox:1.36",
                                                "command": ["sleep", "100000"]}]}}}})
+# Ordered identities across the kills: the same two pods, none made twice.
+ORDERED = json.dumps({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "ordered"},
+                      "spec": {"replicas": 2, "serviceName": "ordered", "selector": {"matchLabels": {"app": "ordered"}},
+                               "template": {"metadata": {"labels": {"app": "ordered"}},
+                                            "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                                                {"name": "c", "image": "busybox:1.36",
+                                                 "command": ["sleep", "100000"]}]}}}})
 # Runs across the kills: must run exactly once (completions 1, one pod, one success).
 ONCE = json.dumps({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
                    "spec": {"completions": 1, "backoffLimit": 0,
@@ -141,8 +148,11 @@ def test_every_daemon_killed_in_turn_nothing_acknowledged_is_lost(lab: Supervise
     lab.kubectl("apply", "-f", "-", input=deployment("steady", NODES, spread=True))
     lab.kubectl("apply", "-f", "-", input=deployment("churn", 2))
     lab.kubectl("apply", "-f", "-", input=AGENT)
+    lab.kubectl("apply", "-f", "-", input=ORDERED)
     wait_for(lambda: len(running_pods(lab, "steady")) == NODES and len(running_pods(lab, "churn")) == 2
-             and len(running_pods(lab, "agent")) == NODES, 180, "steady, churn and the agent running")
+             and len(running_pods(lab, "agent")) == NODES and len(running_pods(lab, "ordered")) == 2, 180,
+             "steady, churn, the agent and the ordered set running")
+    ordered_before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in running_pods(lab, "ordered")}
     before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0] for p in running_pods(lab, "steady")}
     agents_before = {p["metadata"]["uid"] for p in running_pods(lab, "agent")}
     lab.kubectl("apply", "-f", "-", input=ONCE)
@@ -213,6 +223,9 @@ def test_every_daemon_killed_in_turn_nothing_acknowledged_is_lost(lab: Supervise
         assert st["containerID"] == before[uid]["containerID"], (uid, st)
     # The new controllers came through too: the DaemonSet kept its pods, the Job ran exactly once.
     assert {p["metadata"]["uid"] for p in running_pods(lab, "agent")} == agents_before
+    ordered = lab.json("get", "pods", "-l", "app=ordered")["items"]
+    assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in ordered} == ordered_before
+    wait_for(lambda: lab.json("get", "sts", "ordered")["status"].get("readyReplicas") == 2, 60, "ordered status")
     wait_for(lambda: job_complete(lab, "once"), 180, "the Job complete")
     job = lab.json("get", "job", "once")
     job_pods = lab.json("get", "pods", "-l", "job-name=once")["items"]
