@@ -171,11 +171,10 @@ def test_explain_from_the_protobuf_openapi_v2(apiserver):
 
 
 def test_an_unserved_kind_says_no_matches_for_kind(apiserver):
-    job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\nspec:\n  template:\n    spec:\n" \
-          "      restartPolicy: Never\n      containers: [{name: c, image: busybox}]\n"
-    cp = apiserver.kubectl("apply", "-f", "-", input=job, check=False)
+    widget = "apiVersion: example.kubepy.test/v1\nkind: Widget\nmetadata: {name: w}\nspec: {size: 1}\n"
+    cp = apiserver.kubectl("apply", "-f", "-", input=widget, check=False)
     assert cp.returncode != 0
-    assert 'no matches for kind "Job" in version "batch/v1"' in cp.stderr, cp.stderr
+    assert 'no matches for kind "Widget" in version "example.kubepy.test/v1"' in cp.stderr, cp.stderr
     assert "content type" not in cp.stderr
 
 
