@@ -40,7 +40,7 @@ from croniter import croniter
 from kubepy.client import AlreadyExistsError, NotFoundError, WorkQueue, object_key, run_workers
 from kubepy.controllers.context import ControllerContext
 from kubepy.controllers.ownership import OwnerKind, controller_ref, owner_reference, resolve_controller_ref
-from kubepy.controllers.pods import parse_time
+from kubepy.controllers.pods import format_time, parse_time
 from kubepy.kinds.batch.cronjob import MACROS
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,6 @@ MAX_MISSED = 100  # more missed start times than this is reported, as Kubernetes
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _stamp(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _d(x: Any) -> dict[str, Any]:
@@ -204,7 +200,7 @@ class CronJobController:
                 done = parse_time(_d(job.get("status")).get("completionTime"))
                 last = parse_time(status.get("lastSuccessfulTime"))
                 if done is not None and (last is None or done > last):
-                    status["lastSuccessfulTime"] = _stamp(done)
+                    status["lastSuccessfulTime"] = format_time(done)
         status["active"] = kept
 
     async def _schedule(self, cj: dict[str, Any], jobs: list[dict[str, Any]], now: datetime) -> float | None:
@@ -240,7 +236,7 @@ class CronJobController:
             log.info("too many missed start times cronjob=%s missed=%d", key, missed)
         if deadline is not None and scheduled + timedelta(seconds=int(deadline)) < now:
             self.recorder.event(cj, "Warning", "MissSchedule",
-                                f"Missed scheduled time to start a job: {_stamp(scheduled)}")
+                                f"Missed scheduled time to start a job: {format_time(scheduled)}")
             return wait
         name = job_name(cj["metadata"]["name"], scheduled)
         if any(r.get("name") == name for r in status.get("active") or []) \
@@ -259,7 +255,7 @@ class CronJobController:
         job = await self._create_job(cj, name, scheduled, tz)
         if job is not None:
             status.setdefault("active", []).append(_reference(job))
-        status["lastScheduleTime"] = _stamp(scheduled)
+        status["lastScheduleTime"] = format_time(scheduled)
         return wait
 
     async def _create_job(self, cj: dict[str, Any], name: str, scheduled: datetime, tz: Any) -> dict[str, Any] | None:
@@ -278,7 +274,7 @@ class CronJobController:
             log.info("job already exists cronjob=%s job=%s", object_key(cj), name)
             return None
         self.recorder.event(cj, "Normal", "SuccessfulCreate", f"Created job {name}")
-        log.info("created job cronjob=%s job=%s scheduled=%s", object_key(cj), name, _stamp(scheduled))
+        log.info("created job cronjob=%s job=%s scheduled=%s", object_key(cj), name, format_time(scheduled))
         return made
 
     async def _delete_job(self, cj: dict[str, Any], name: str) -> None:

@@ -53,7 +53,7 @@ from kubepy.controllers.ownership import (
     owners_to_sync_on_update,
     resolve_controller_ref,
 )
-from kubepy.controllers.pods import is_pod_ready, parse_time, pod_from_template
+from kubepy.controllers.pods import format_time, is_pod_ready, parse_time, pod_from_template
 from kubepy.controllers.slowstart import slow_start_batch
 
 log = logging.getLogger(__name__)
@@ -99,10 +99,6 @@ REASON_RESUMED, MSG_RESUMED = "JobResumed", "Job resumed"
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _stamp(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _d(x: Any) -> dict[str, Any]:
@@ -202,14 +198,14 @@ def set_condition(status: dict[str, Any], ctype: str, value: str, reason: str, m
     conditions = status.setdefault("conditions", [])
     cond = find_condition(status, ctype)
     if cond is None:
-        conditions.append({"type": ctype, "status": value, "lastProbeTime": _stamp(now),
-                           "lastTransitionTime": _stamp(now), "reason": reason, "message": message})
+        conditions.append({"type": ctype, "status": value, "lastProbeTime": format_time(now),
+                           "lastTransitionTime": format_time(now), "reason": reason, "message": message})
         return True
     if (cond.get("status"), cond.get("reason"), cond.get("message")) == (value, reason, message):
         return False
     if cond.get("status") != value:
-        cond["lastTransitionTime"] = _stamp(now)
-    cond.update(status=value, reason=reason, message=message, lastProbeTime=_stamp(now))
+        cond["lastTransitionTime"] = format_time(now)
+    cond.update(status=value, reason=reason, message=message, lastProbeTime=format_time(now))
     return True
 
 
@@ -422,7 +418,7 @@ class _Sync:
             return
         await self._track_finished_pods()
         if self.status.get("startTime") is None and not self.spec.get("suspend"):
-            self.status["startTime"] = _stamp(self.now)
+            self.status["startTime"] = format_time(self.now)
         self._decide()
         manage_error: BaseException | None = None
         if has_condition(self.status, FAILURE_TARGET) or has_condition(self.status, SUCCESS_CRITERIA_MET):
@@ -606,7 +602,7 @@ class _Sync:
             set_condition(status, FAILED, "True", interim["reason"], interim["message"], self.now)
         else:
             set_condition(status, COMPLETE, "True", interim["reason"], interim["message"], self.now)
-            status["completionTime"] = _stamp(self.now)
+            status["completionTime"] = format_time(self.now)
             self.ctrl.recorder.event(self.job, "Normal", "Completed", "Job completed")
         log.info("job finished job=%s condition=%s reason=%s", self.key,
                  COMPLETE if interim["type"] == SUCCESS_CRITERIA_MET else FAILED, interim["reason"])
@@ -622,7 +618,7 @@ class _Sync:
     def _resume(self) -> None:
         if has_condition(self.status, SUSPENDED):
             set_condition(self.status, SUSPENDED, "False", REASON_RESUMED, MSG_RESUMED, self.now)
-            self.status["startTime"] = _stamp(self.now)  # the deadline counts from the resume
+            self.status["startTime"] = format_time(self.now)  # the deadline counts from the resume
             self.ctrl.recorder.event(self.job, "Normal", "Resumed", MSG_RESUMED)
             log.info("job resumed job=%s", self.key)
 

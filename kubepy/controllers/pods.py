@@ -17,11 +17,17 @@ __all__ = [
     "is_pod_active",
     "is_pod_available",
     "is_pod_ready",
+    "format_time",
     "parse_time",
     "pod_from_template",
     "ready_condition",
     "seconds_until_available",
 ]
+
+
+def format_time(t: datetime) -> str:
+    """An aware datetime as Kubernetes writes a metav1.Time (RFC 3339, UTC, seconds)."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str | None) -> datetime | None:
