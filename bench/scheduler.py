@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubepy.client import Client, ClientConfig  # noqa: E402
 from kubepy.testing.hollow import HollowCluster  # noqa: E402
-from tests.e2e.conftest import free_port, start_apiserver, stop_apiserver  # noqa: E402
+from bench.common import controlplane  # noqa: E402
+from tests.e2e.conftest import start_apiserver, stop_apiserver  # noqa: E402
 
 
 def pod(name: str) -> dict:
@@ -93,18 +94,7 @@ async def scheduler_case(pods: int, nodes: int) -> None:
 
 
 async def deployment_case(replicas: int, nodes: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="kubepy-bench-"))
-    port = free_port()
-    cp = subprocess.Popen([sys.executable, "-m", "kubepy", "--log-level", "warning", "controlplane",
-                           "--data-dir", str(tmp), "--bind-address", "127.0.0.1", "--port", str(port)])
-    try:
-        kubeconfig = tmp / "admin.kubeconfig"
-        deadline = time.monotonic() + 60
-        while not kubeconfig.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("control plane did not start")
-            await asyncio.sleep(0.1)
-        client = Client(ClientConfig.from_kubeconfig(kubeconfig))
+    async with controlplane() as client:
         cluster = HollowCluster(client, nodes, cpu="32", memory="128Gi", run_pods=False, lease_interval=5)
         await cluster.start()
         await asyncio.sleep(3)  # the scheduler's and controllers' informers see the nodes
@@ -122,11 +112,6 @@ async def deployment_case(replicas: int, nodes: int) -> None:
         print(f"Deployment of {replicas} replicas on {nodes} hollow nodes: all pods bound "
               f"{times[-1] - t0:.2f} s after creation (first bound at {times[0] - t0:.2f} s)")
         await cluster.stop()
-        await client.close()
-    finally:
-        cp.terminate()
-        cp.wait(30)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:

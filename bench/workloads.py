@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,9 +31,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubepy import kinds  # noqa: E402
-from kubepy.client import Client, ClientConfig, NotFoundError  # noqa: E402
+from kubepy.client import Client, NotFoundError  # noqa: E402
 from kubepy.testing.hollow import HollowCluster  # noqa: E402
-from tests.e2e.conftest import free_port  # noqa: E402
+from bench.common import controlplane  # noqa: E402
 
 NS = "default"
 
@@ -133,18 +130,7 @@ async def statefulset_case(client: Client, replicas: int, base_rate: float) -> N
 
 
 async def run(nodes: int, run_seconds: float) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="kubepy-bench-"))
-    port = free_port()
-    cp = subprocess.Popen([sys.executable, "-m", "kubepy", "--log-level", "warning", "controlplane",
-                           "--data-dir", str(tmp), "--bind-address", "127.0.0.1", "--port", str(port)])
-    try:
-        kubeconfig = tmp / "admin.kubeconfig"
-        deadline = time.monotonic() + 60
-        while not kubeconfig.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError("control plane did not start")
-            await asyncio.sleep(0.1)
-        client = Client(ClientConfig.from_kubeconfig(kubeconfig))
+    async with controlplane() as client:
         is_job_pod = lambda pod: run_seconds if "job-name" in ((pod.get("metadata") or {}).get("labels") or {}) \
             else None  # noqa: E731
         cluster = HollowCluster(client, nodes, cpu="64", memory="256Gi", max_pods=250, lease_interval=10,
@@ -158,14 +144,6 @@ async def run(nodes: int, run_seconds: float) -> None:
         await daemonset_case(client, nodes, base)
         await statefulset_case(client, 100, base)
         await cluster.stop()
-        await client.close()
-    finally:
-        cp.terminate()
-        try:
-            cp.wait(30)
-        except subprocess.TimeoutExpired:
-            cp.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
