@@ -16,13 +16,14 @@ reads the caches and:
    each newly failed pod and ``backoffLimitPerIndex`` to its index;
 4. decides whether the Job has succeeded (completions, or one success of a
    work-queue Job) or failed (backoffLimit, activeDeadlineSeconds, a FailJob
-   rule, failed indexes): first the interim ``SuccessCriteriaMet`` /
+   rule, failed indexes) or met its ``successPolicy`` (Indexed): first the interim ``SuccessCriteriaMet`` /
    ``FailureTarget`` condition, then, once no pod is left running or
    terminating, ``Complete`` / ``Failed`` with the same reason and message;
 5. otherwise keeps ``min(parallelism, what is left)`` pods running, Indexed
    pods each with their index (annotation, label, ``JOB_COMPLETION_INDEX``
    from the downward API, hostname ``NAME-INDEX``), retried after a failure
-   only once the exponential back-off (10 s doubling, at most 6 min) is over;
+   only once the exponential back-off (10 s doubling, at most 6 min, from the
+   newest failed pod's finish time; rebuilt from the pods after a restart) is over;
    suspends and resumes (``Suspended`` condition);
 6. writes ``status`` through ``/status`` with the Job's resourceVersion, so a
    stale cache can never count twice (a conflict just requeues);
@@ -63,6 +64,10 @@ __all__ = [
     "JobController",
     "TRACKING_FINALIZER",
     "backoff_delay",
+    "backoff_from_pods",
+    "finished_time",
+    "match_success_policy",
+    "next_backoff",
     "format_indexes",
     "match_pod_failure_policy",
     "parse_indexes",
@@ -91,6 +96,8 @@ REASON_MAX_FAILED_INDEXES = "MaxFailedIndexesExceeded"
 MSG_MAX_FAILED_INDEXES = "Job has exceeded the specified maximal number of failed indexes"
 REASON_FAILED_INDEXES = "FailedIndexes"
 MSG_FAILED_INDEXES = "Job has failed indexes"
+REASON_SUCCESS_POLICY = "SuccessPolicy"
+MSG_SUCCESS_POLICY = "Matched rules at index"
 REASON_COMPLETIONS = "CompletionsReached"
 MSG_COMPLETIONS = "Reached expected number of succeeded pods"
 REASON_SUSPENDED, MSG_SUSPENDED = "JobSuspended", "Job suspended"
@@ -134,6 +141,100 @@ def backoff_delay(failures: int) -> float:
     if failures <= 0:
         return 0.0
     return min(BACKOFF_BASE * 2 ** (failures - 1), BACKOFF_MAX)
+
+
+def _bounded_indexes(text: str, completions: int) -> set[int] | None:
+    """Like ``parse_indexes`` but only indexes below ``completions``; None if ``text`` does not parse."""
+    try:
+        return {i for i in parse_indexes(text) if 0 <= i < completions}
+    except ValueError:
+        return None
+
+
+def match_success_policy(job: dict[str, Any], succeeded: set[int]) -> str | None:
+    """The message of the first ``successPolicy`` rule the succeeded indexes meet, or None (upstream's
+    matchSuccessPolicy): a rule with ``succeededIndexes`` is met when all of them succeeded, or at least
+    ``succeededCount`` of them; a rule with only ``succeededCount`` when that many indexes succeeded."""
+    spec = _d(job.get("spec"))
+    policy = spec.get("successPolicy")
+    completions = spec.get("completions")
+    if not isinstance(policy, dict) or not succeeded or not isinstance(completions, int):
+        return None
+    for i, rule in enumerate(policy.get("rules") or []):
+        count = rule.get("succeededCount")
+        if rule.get("succeededIndexes") is not None:
+            required = _bounded_indexes(str(rule["succeededIndexes"]), completions)
+            if not required:
+                continue  # a rule that does not parse matches nothing
+            contains = len(required & succeeded)
+            if contains == len(required) or (count is not None and contains >= count):
+                return f"{MSG_SUCCESS_POLICY} {i}"
+        elif count is not None and len(succeeded) >= count:
+            return f"{MSG_SUCCESS_POLICY} {i}"
+    return None
+
+
+def finished_time(pod: dict[str, Any]) -> datetime | None:
+    """When a pod finished (upstream's getFinishedTime): the latest ``finishedAt`` if every container
+    terminated, else the ``Ready=False`` transition, else ``deletionTimestamp`` less the grace period,
+    else its creation."""
+    status, meta = _d(pod.get("status")), pod["metadata"]
+    latest: datetime | None = None
+    for cs in status.get("containerStatuses") or []:
+        when = parse_time(_d(_d(cs.get("state")).get("terminated")).get("finishedAt"))
+        if when is None:
+            latest = None
+            break
+        latest = when if latest is None or when > latest else latest
+    if latest is not None:
+        return latest
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready and ready.get("status") == "False" and parse_time(ready.get("lastTransitionTime")):
+        return parse_time(ready.get("lastTransitionTime"))
+    deleted = parse_time(meta.get("deletionTimestamp"))
+    if deleted is not None:
+        return deleted - timedelta(seconds=int(meta.get("deletionGracePeriodSeconds") or 0))
+    return parse_time(meta.get("creationTimestamp"))
+
+
+Backoff = tuple[int, datetime | None]   # failures since the last success, time of the last one
+
+
+def _finished_at(pod: dict[str, Any], default: datetime) -> datetime:
+    return finished_time(pod) or default
+
+
+def next_backoff(prev: Backoff, succeeded: list[dict[str, Any]], failed: list[dict[str, Any]],
+                 now: datetime) -> Backoff:
+    """The back-off record after newly finished pods (upstream's newBackoffRecord): failures add up;
+    a success starts the count again from the failures that finished after it."""
+    if not failed:
+        return (0, None) if succeeded else prev
+    failed_at = sorted(_finished_at(p, now) for p in failed)
+    if not succeeded:
+        return prev[0] + len(failed_at), failed_at[-1]
+    last_success = max(_finished_at(p, now) for p in succeeded)
+    after = [t for t in failed_at if t > last_success]
+    return (len(after), after[-1]) if after else (0, None)
+
+
+def backoff_from_pods(status: dict[str, Any], succeeded: list[dict[str, Any]], failed: list[dict[str, Any]],
+                      now: datetime) -> Backoff:
+    """The back-off record a (re)started controller rebuilds from what it finds: ``succeeded``/``failed``
+    are the Job's finished pods already counted (or recorded as uncounted).
+
+    With no success yet, every failure so far is in a row: ``status.failed`` plus the uncounted failed
+    UIDs (pods may be gone, the counter is not). After a success, the failed pods that finished after the
+    newest one. The time is the newest failed pod's finish; with no failed pod left there is nothing to
+    wait for."""
+    uncounted = _d(status.get("uncountedTerminatedPods"))
+    if not failed:
+        return 0, None
+    if int(status.get("succeeded") or 0) + len(uncounted.get("succeeded") or []) == 0:
+        count = max(int(status.get("failed") or 0) + len(uncounted.get("failed") or []), len(failed))
+        return count, max(_finished_at(p, now) for p in failed)
+    return next_backoff((0, None), succeeded, failed, now) if succeeded else \
+        (len(failed), max(_finished_at(p, now) for p in failed))
 
 
 def _exit_code_matches(code: int, req: dict[str, Any]) -> bool:
@@ -264,7 +365,7 @@ class JobController:
         self._written: dict[str, dict[str, Any]] = {}      # our last status write, newer than the cache may be
         self._unfinalized: dict[str, set[str]] = {}        # pod UIDs whose finalizer we removed, per Job
         self._deleted: dict[str, set[str]] = {}            # pod UIDs we deleted ourselves (not failures)
-        self._backoff: dict[str, tuple[int, datetime]] = {}  # failures in a row, time of the last one
+        self._backoff: dict[str, Backoff] = {}             # failures in a row, time of the last one
 
     async def run(self) -> None:
         await self.job_informer.wait_synced()
@@ -457,7 +558,10 @@ class _Sync:
         completed = parse_indexes(self.status.get("completedIndexes"))
         failed_indexes = parse_indexes(self.status.get("failedIndexes"))
         release: list[dict[str, Any]] = []
-        new_failures, new_success = 0, False
+        if self.key not in ctrl._backoff:
+            ctrl._backoff[self.key] = self._rebuild_backoff(counted_uids)
+        new_failed: list[dict[str, Any]] = []
+        new_succeeded: list[dict[str, Any]] = []
         for pod in self.pods:
             uid = pod["metadata"].get("uid")
             if not ctrl._has_finalizer(pod) or uid in counted_uids or uid in done_uids:
@@ -469,7 +573,7 @@ class _Sync:
                     release.append(pod)  # a duplicate or stray index: no count
                     continue
                 uncounted.setdefault("succeeded", []).append(uid)
-                new_success = True
+                new_succeeded.append(pod)
                 if index is not None:
                     completed.add(index)
             elif _is_failed(pod, spec, self.now):
@@ -480,12 +584,9 @@ class _Sync:
                     release.append(pod)  # Ignore
                     continue
                 uncounted.setdefault("failed", []).append(uid)
-                new_failures += 1
-        if new_failures:
-            count, _ = ctrl._backoff.get(self.key, (0, self.now))
-            ctrl._backoff[self.key] = (count + new_failures, self.now)
-        if new_success and not new_failures:
-            ctrl._backoff.pop(self.key, None)  # failures in a row start again after a success
+                new_failed.append(pod)
+        # Failures in a row, and when the last one finished; a success starts the count again.
+        ctrl._backoff[self.key] = next_backoff(ctrl._backoff[self.key], new_succeeded, new_failed, self.now)
         if self.per_index is not None:
             self.status["failedIndexes"] = format_indexes(failed_indexes)
         if uncounted != _d(self.original_status.get("uncountedTerminatedPods")) \
@@ -494,6 +595,28 @@ class _Sync:
             await self._write_status()
         await self._release(release)
         await self._flush_uncounted(completed)
+
+    def _rebuild_backoff(self, uncounted_uids: set[str]) -> Backoff:
+        """No record (a new Job, or a restarted controller): derive it from the pods already accounted
+        for: released from the tracking finalizer, or recorded in ``uncountedTerminatedPods``."""
+        succeeded: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        for pod in self.pods:
+            if self.ctrl._has_finalizer(pod) and pod["metadata"].get("uid") not in uncounted_uids:
+                continue  # not accounted for yet: this sync counts it
+            if _d(pod.get("status")).get("phase") == "Succeeded":
+                succeeded.append(pod)
+            elif _is_failed(pod, self.spec, self.now) and not self._ignored(pod):
+                failed.append(pod)
+        record = backoff_from_pods(self.status, succeeded, failed, self.now)
+        if record[0]:
+            log.info("rebuilt back-off from pods job=%s failures=%d last=%s", self.key, record[0],
+                     _stamp(record[1]) if record[1] else "")
+        return record
+
+    def _ignored(self, pod: dict[str, Any]) -> bool:
+        matched = match_pod_failure_policy(self.job, pod) if self.spec.get("podFailurePolicy") else None
+        return matched is not None and matched[0] == "Ignore"
 
     def _apply_failure_policy(self, pod: dict[str, Any], failed_indexes: set[int]) -> bool:
         """Apply ``podFailurePolicy`` and ``backoffLimitPerIndex`` to one failed pod; True if it is ignored."""
@@ -583,6 +706,12 @@ class _Sync:
             self.ctrl.recorder.event(self.job, "Warning", failure[0], failure[1])
             log.info("job failing job=%s reason=%s", self.key, failure[0])
             return
+        if self.indexed and self.spec.get("successPolicy"):
+            matched = match_success_policy(self.job, parse_indexes(status.get("completedIndexes")))
+            if matched is not None:
+                set_condition(status, SUCCESS_CRITERIA_MET, "True", REASON_SUCCESS_POLICY, matched, self.now)
+                log.info("job succeeding job=%s reason=%s message=%r", self.key, REASON_SUCCESS_POLICY, matched)
+                return
         if self.completions is not None:
             done = succeeded >= self.completions
         else:
@@ -672,9 +801,11 @@ class _Sync:
         return await self._create(todo)
 
     def _backing_off(self) -> bool:
-        failures, last = self.ctrl._backoff.get(self.key, (0, self.now))
-        left = (last + timedelta(seconds=backoff_delay(failures)) - self.now).total_seconds()
-        if failures and left > 0:
+        failures, last = self.ctrl._backoff.get(self.key, (0, None))
+        if not failures or last is None:
+            return False
+        left = (min(last, self.now) + timedelta(seconds=backoff_delay(failures)) - self.now).total_seconds()
+        if left > 0:
             self.requeue.append(left)
             log.info("backing off job=%s failures=%d seconds=%.1f", self.key, failures, left)
             return True

@@ -225,8 +225,8 @@ class Harness:
                      conditions: list | None = None) -> None:
         """What the kubelet writes when the pod's containers exit."""
         status = {"phase": phase, "conditions": conditions or [],
-                  "containerStatuses": [{"name": "main", "restartCount": 0,
-                                         "state": {"terminated": {"exitCode": exit_code}}}]}
+                  "containerStatuses": [{"name": "main", "restartCount": 0, "state": {"terminated": {
+                      "exitCode": exit_code, "finishedAt": self.now.strftime("%Y-%m-%dT%H:%M:%SZ")}}}]}
         await self.api.patch("pods", pod["metadata"]["name"], {"status": status}, namespace="ns",
                              subresource="status")
 
@@ -519,3 +519,109 @@ async def test_a_restarted_controller_counts_a_half_tracked_pod_once():
     job = await fresh.sync(3)
     assert job["status"]["succeeded"] == 1 and job["status"]["uncountedTerminatedPods"] == {}
     assert len(fresh.pods()) == 1  # the second completion is running
+
+
+async def test_a_restarted_controller_keeps_backing_off_from_the_pods():
+    h = Harness()
+    h.add_job(backoffLimit=6)
+    await h.sync()
+    for _ in range(2):  # two failures in a row: the next retry waits 20 s
+        [pod] = h.pods()
+        await h.finish(pod, "Failed", exit_code=1)
+        await h.sync()
+        h.now += timedelta(seconds=backoff_delay(h.ctrl._backoff["ns/pi"][0]))
+        await h.sync()
+    [pod] = h.pods()
+    await h.finish(pod, "Failed", exit_code=1)
+    await h.sync()
+    assert h.ctrl._backoff["ns/pi"] == (3, h.now)
+    h.now += timedelta(seconds=5)
+    fresh = JobController(h.ctrl.ctx, clock=lambda: h.now)  # the controller restarts: no memory
+    h.ctrl = fresh
+    await h.sync()
+    assert h.pods() == [] and fresh._backoff["ns/pi"] == (3, h.now - timedelta(seconds=5))
+    h.now += timedelta(seconds=backoff_delay(3) - 5 - 1)
+    await h.sync()
+    assert h.pods() == [], "retried before the 40 s back-off"
+    h.now += timedelta(seconds=1)
+    await h.sync()
+    assert len(h.pods()) == 1
+
+
+async def test_success_policy_by_indexes_terminates_the_rest_then_completes():
+    h = Harness()
+    h.add_job(completionMode="Indexed", completions=4, parallelism=4,
+              successPolicy={"rules": [{"succeededIndexes": "0,2"}]})
+    await h.sync()
+    by_index = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p for p in h.pods()}
+    await h.finish(by_index["0"], "Succeeded")
+    job = await h.sync()
+    assert "SuccessCriteriaMet" not in conditions(job)
+    await h.finish(by_index["2"], "Succeeded")
+    job = await h.sync()
+    assert conditions(job)["SuccessCriteriaMet"] == ("True", "SuccessPolicy", "Matched rules at index 0")
+    assert "Complete" not in conditions(job) and job["status"]["terminating"] == 2  # indexes 1 and 3 stop first
+    assert h.pods() == []
+    for p in h.api.objects("pods"):  # the kubelet ends the terminating pods
+        if p["metadata"].get("deletionTimestamp"):
+            await h.finish(p, "Failed", exit_code=137)
+    job = await h.sync(2)
+    assert conditions(job)["Complete"] == ("True", "SuccessPolicy", "Matched rules at index 0")
+    assert job["status"]["completedIndexes"] == "0,2" and job["status"].get("failed") is None
+    assert len(h.api.calls("create", "pods")) == 4
+
+
+async def test_success_policy_by_count():
+    h = Harness()
+    h.add_job(completionMode="Indexed", completions=5, parallelism=5, successPolicy={"rules": [
+        {"succeededIndexes": "0-1", "succeededCount": 2}, {"succeededCount": 3}]})
+    await h.sync()
+    by_index = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p for p in h.pods()}
+    for i in ("2", "3"):
+        await h.finish(by_index[i], "Succeeded")
+    job = await h.sync()
+    assert "SuccessCriteriaMet" not in conditions(job)
+    await h.finish(by_index["4"], "Succeeded")
+    job = await h.sync()
+    assert conditions(job)["SuccessCriteriaMet"] == ("True", "SuccessPolicy", "Matched rules at index 1")
+    for p in h.api.objects("pods"):
+        if p["metadata"].get("deletionTimestamp"):
+            await h.finish(p, "Failed", exit_code=137)
+    job = await h.sync(2)
+    assert conditions(job)["Complete"][1:] == ("SuccessPolicy", "Matched rules at index 1")
+
+
+def test_success_policy_validation():
+    def spec(**policy: Any) -> dict[str, Any]:
+        return prepared(job_manifest(completionMode="Indexed", completions=5, successPolicy=policy))
+    assert causes(spec(rules=[{"succeededIndexes": "0,2-4", "succeededCount": 3}])) == []
+    non_indexed = prepared(job_manifest(successPolicy={"rules": []}))
+    assert ("spec.successPolicy", 'Invalid value: {"rules":[]}: requires indexed completion mode') \
+        in causes(non_indexed)
+    assert causes(spec(rules=[])) == [
+        ("spec.successPolicy.rules", "Required value: at least one rules must be specified when the successPolicy "
+                                     "is specified")]
+    assert ("spec.successPolicy.rules", "Too many: 21: must have at most 20 items") \
+        in causes(spec(rules=[{"succeededCount": 1}] * 21))
+    assert causes(spec(rules=[{}])) == [
+        ("spec.successPolicy.rules[0]", "Required value: at least one of succeededCount or succeededIndexes must be "
+                                        "specified")]
+    assert causes(spec(rules=[{"succeededIndexes": "0,5"}])) == [
+        ("spec.successPolicy.rules[0].succeededIndexes",
+         'Invalid value: "0,5": error parsing succeededIndexes: too large index: "5"')]
+    assert causes(spec(rules=[{"succeededIndexes": "3,1"}])) == [
+        ("spec.successPolicy.rules[0].succeededIndexes",
+         'Invalid value: "3,1": error parsing succeededIndexes: non-increasing order, previous: 3, current: 1')]
+    assert causes(spec(rules=[{"succeededIndexes": "0-x"}])) == [
+        ("spec.successPolicy.rules[0].succeededIndexes",
+         'Invalid value: "0-x": error parsing succeededIndexes: cannot convert string to integer for index: "x"')]
+    assert causes(spec(rules=[{"succeededCount": 6}])) == [
+        ("spec.successPolicy.rules[0].succeededCount",
+         "Invalid value: 6: must be less than or equal to 5 (the number of specified completions)")]
+    assert causes(spec(rules=[{"succeededIndexes": "1-2", "succeededCount": 3}])) == [
+        ("spec.successPolicy.rules[0].succeededCount", "Invalid value: 3: must be less than or equal to 2 (the "
+                                                       "number of indexes in the specified succeededIndexes field)")]
+    old = created(job_manifest(completionMode="Indexed", completions=5, successPolicy={"rules": [{"succeededCount": 1}]}))
+    new = copy.deepcopy(old)
+    new["spec"]["successPolicy"]["rules"][0]["succeededCount"] = 2
+    assert [f for f, _ in causes(new, old)] == ["spec.successPolicy"]

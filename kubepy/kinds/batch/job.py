@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
+import re
 from typing import Any
 
 from kubepy.kinds import Kind, Printer, Strategy, printers, register
@@ -33,6 +35,9 @@ MAX_INT32 = 2**31 - 1
 MAX_INDEXED_COMPLETIONS = 100_000
 MAX_POD_FAILURE_POLICY_RULES = 20
 MAX_EXIT_CODE_VALUES = 255
+MAX_SUCCESS_POLICY_RULES = 20
+MAX_SUCCEEDED_INDEXES_LENGTH = 64 * 1024
+_ATOI = re.compile(r"[+-]?[0-9]+")
 COMPLETION_MODES = ("NonIndexed", "Indexed")
 POD_REPLACEMENT_POLICIES = ("TerminatingOrFailed", "Failed")
 POD_FAILURE_ACTIONS = ("Count", "FailIndex", "FailJob", "Ignore")
@@ -179,6 +184,69 @@ def _validate_exit_codes(req: dict, path: str, errs: v.Errs) -> None:
         seen.add(value)
 
 
+def index_interval_error(text: str, completions: int) -> tuple[int, str | None]:
+    """(how many indexes, None) for a well-formed "1,3-5" below ``completions``; else (0, upstream's message)."""
+    if not text:
+        return 0, None
+    total, last = 0, None
+    for part in text.split(","):
+        limits = part.split("-")
+        if len(limits) > 2:
+            return 0, (f"the fragment {_go_quote(part)} violates the requirement that an index interval can have "
+                       "at most two parts separated by '-'")
+        bounds: list[int] = []
+        for limit in limits:
+            if not _ATOI.fullmatch(limit):  # what Go's strconv.Atoi accepts
+                return 0, f"cannot convert string to integer for index: {_go_quote(limit)}"
+            n = int(limit)
+            if n >= completions:
+                return 0, f"too large index: {_go_quote(limit)}"
+            bounds.append(n)
+        x, y = bounds[0], bounds[-1]
+        if len(bounds) == 2 and x >= y:
+            return 0, f"non-increasing order, previous: {x}, current: {y}"
+        if last is not None and last >= x:
+            return 0, f"non-increasing order, previous: {last}, current: {x}"
+        total += y - x + 1
+        last = y
+    return total, None
+
+
+def _go_quote(text: str) -> str:
+    return json.dumps(text)  # Go's %q, for the ASCII an index list holds
+
+
+def _validate_success_policy(spec: dict, path: str, errs: v.Errs) -> None:
+    rules = _l(_d(spec.get("successPolicy")).get("rules"))
+    if not rules:
+        errs.required(f"{path}.rules", "at least one rules must be specified when the successPolicy is specified")
+    if len(rules) > MAX_SUCCESS_POLICY_RULES:
+        errs._add("FieldValueTooMany", f"{path}.rules",
+                  f"Too many: {len(rules)}: must have at most {MAX_SUCCESS_POLICY_RULES} items")
+    completions = spec.get("completions") if v.is_int(spec.get("completions")) else 0
+    for i, rule in enumerate(rules):
+        rule, rp = _d(rule), f"{path}.rules[{i}]"
+        indexes, count = rule.get("succeededIndexes"), rule.get("succeededCount")
+        if indexes is None and count is None:
+            errs.required(rp, "at least one of succeededCount or succeededIndexes must be specified")
+        total = 0
+        if indexes is not None:
+            text = str(indexes)
+            if len(text) > MAX_SUCCEEDED_INDEXES_LENGTH:
+                errs.too_long(f"{rp}.succeededIndexes", MAX_SUCCEEDED_INDEXES_LENGTH)
+            total, problem = index_interval_error(text, completions)
+            if problem is not None:
+                errs.invalid(f"{rp}.succeededIndexes", text, f"error parsing succeededIndexes: {problem}")
+        if count is not None:
+            errs.nonnegative(f"{rp}.succeededCount", count)
+            if v.is_int(count) and count > completions:
+                errs.invalid(f"{rp}.succeededCount", count,
+                             f"must be less than or equal to {completions} (the number of specified completions)")
+            if indexes is not None and v.is_int(count) and count > total:
+                errs.invalid(f"{rp}.succeededCount", count, f"must be less than or equal to {total} (the number of "
+                                                            "indexes in the specified succeededIndexes field)")
+
+
 def validate_job_spec(spec: dict, path: str, errs: v.Errs) -> None:
     """JobSpec rules shared by a Job (``spec``) and a CronJob's ``spec.jobTemplate.spec`` (no selector rules)."""
     for key in ("parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished",
@@ -211,6 +279,11 @@ def validate_job_spec(spec: dict, path: str, errs: v.Errs) -> None:
         else:
             errs.enum(f"{path}.podReplacementPolicy", policy, POD_REPLACEMENT_POLICIES)
     _validate_pod_failure_policy(spec, f"{path}.podFailurePolicy", errs)
+    if spec.get("successPolicy") is not None:
+        if mode != "Indexed":
+            errs.invalid(f"{path}.successPolicy", spec["successPolicy"], "requires indexed completion mode")
+        else:
+            _validate_success_policy(spec, f"{path}.successPolicy", errs)
     template = spec.get("template")
     v.validate_pod_template(template, f"{path}.template", errs, owner="Job", always_restart=False)
     restart = _d(_d(template).get("spec")).get("restartPolicy")
@@ -243,7 +316,8 @@ def _validate_update(spec: dict, old: dict, errs: v.Errs) -> None:
         and old_spec.get("completions") == old_spec.get("parallelism")
     if not elastic:
         v.validate_immutable(spec.get("completions"), old_spec.get("completions"), "spec.completions", errs)
-    for key in ("selector", "completionMode", "podFailurePolicy", "backoffLimitPerIndex", "managedBy"):
+    for key in ("selector", "completionMode", "podFailurePolicy", "backoffLimitPerIndex", "managedBy",
+                "successPolicy"):
         v.validate_immutable(spec.get(key), old_spec.get(key), f"spec.{key}", errs)
     template, old_template = spec.get("template"), old_spec.get("template")
     if old_spec.get("suspend") is True and not started:
