@@ -611,7 +611,7 @@ class _Sync:
         record = backoff_from_pods(self.status, succeeded, failed, self.now)
         if record[0]:
             log.info("rebuilt back-off from pods job=%s failures=%d last=%s", self.key, record[0],
-                     _stamp(record[1]) if record[1] else "")
+                     format_time(record[1]) if record[1] else "")
         return record
 
     def _ignored(self, pod: dict[str, Any]) -> bool:

@@ -5,7 +5,7 @@ after downtime; plus the kind's defaults, validation and printer."""
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest

@@ -17,7 +17,7 @@ from typing import Any
 
 from kubepy.kinds import Kind, Printer, Strategy, printers, register
 from kubepy.kinds import validation as v
-from kubepy.kinds.batch.job import SELECTOR_DOC, default_job_spec, validate_job_spec
+from kubepy.kinds.batch.job import SELECTOR_DOC, validate_job_spec
 
 __all__ = ["CRONJOB", "CONCURRENCY_POLICIES", "MACROS", "MAX_NAME_LENGTH", "schedule_problem"]
 
