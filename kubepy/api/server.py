@@ -38,7 +38,9 @@ from kubepy.api import (
 )
 from kubepy.meta import selectors
 from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validation
+from kubepy.kinds.scheduling.priorityclass import SYSTEM_PRIORITY_CLASSES
 from kubepy.api.limitranger import LimitRanger
+from kubepy.api.priority import PriorityAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
@@ -199,7 +201,8 @@ class APIServer:
         self.store = store
         self.config = config
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
-        self.storage.admission.plugins += [LimitRanger(store), ResourceQuotaAdmission(store)]
+        self.storage.admission.plugins += [PriorityAdmission(store), LimitRanger(store),
+                                           ResourceQuotaAdmission(store)]
         self.authn = auth.TokenAuthenticator()
         self.caches: dict[str, WatchCache] = {r.plural: WatchCache(store, r.prefix) for r in all_kinds()}
         self._tasks: list[asyncio.Task[None]] = []
@@ -255,6 +258,14 @@ class APIServer:
             try:
                 await self.storage.create(ns, None, {"metadata": {"name": name}})
                 log.info("created namespace=%s reason=bootstrap", name)
+            except errors.AlreadyExists:
+                pass
+        pcs = by_plural("priorityclasses")
+        for name, (value, description) in SYSTEM_PRIORITY_CLASSES.items():
+            try:
+                await self.storage.create(pcs, None, {"metadata": {"name": name}, "value": value,
+                                                      "description": description})
+                log.info("created priorityclass=%s value=%d reason=bootstrap", name, value)
             except errors.AlreadyExists:
                 pass
         svc = by_plural("services")

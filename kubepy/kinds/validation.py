@@ -465,12 +465,11 @@ def _tolerates(tolerations: list, key: str) -> bool:
 
 
 def _default_pod_admission(spec: dict) -> None:
-    """What the ServiceAccount, Priority and DefaultTolerationSeconds admission plugins add to pods."""
+    """What the ServiceAccount and DefaultTolerationSeconds admission plugins add to pods (Priority's is
+    kubepy.api.priority, which must see whether the client set ``spec.priority`` itself)."""
     if not spec.get("serviceAccountName"):
         spec["serviceAccountName"] = "default"
     spec["serviceAccount"] = spec["serviceAccountName"]
-    spec.setdefault("priority", 0)
-    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
     if not isinstance(spec.get("tolerations"), list):
         spec["tolerations"] = []
     tolerations = spec["tolerations"]
