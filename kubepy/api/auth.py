@@ -44,8 +44,18 @@ CREDENTIALS_PATH = "/kubepy/v1/nodecredentials/"
 
 @dataclass(frozen=True)
 class User:
+    """An authenticated identity, as Kubernetes' user.Info: name, uid, groups, extra.
+
+    ``extra`` is a tuple of (key, values) pairs so a User stays hashable;
+    ``extra_map`` gives it as the ``map[string][]string`` the API shows."""
     name: str
     groups: tuple[str, ...] = ()
+    uid: str = ""
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def extra_map(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self.extra}
 
     @property
     def is_admin(self) -> bool:
