@@ -7,5 +7,5 @@ from kubepy.kinds import Kind, register
 
 SELFSUBJECTREVIEW = register(Kind(
     "authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", namespaced=False,
-    model="V1SelfSubjectReview", virtual=True,
+    model="V1SelfSubjectReview", virtual=True, proto="SelfSubjectReview",  # its messages: tokenreview.py
 ))
