@@ -165,6 +165,9 @@ class ServiceAccountTokens:
                 body.get("apiVersion") not in (None, "", AUTH_GROUP_VERSION):
             raise errors.BadRequest(f"the body must be a TokenRequest ({AUTH_GROUP_VERSION}), "
                                     f"not {body.get('kind')} ({body.get('apiVersion')})")
+        if not isinstance(body.get("spec") or {}, dict) or not isinstance(body.get("metadata") or {}, dict):
+            raise errors.BadRequest('TokenRequest in version "v1" cannot be handled as a TokenRequest: '
+                                    'spec and metadata must be objects')
         spec = dict(body.get("spec") or {})
         exp = spec.get("expirationSeconds")
         if exp is None:
@@ -189,6 +192,10 @@ class ServiceAccountTokens:
         sa_ref = tokens.BoundRef(name, sa["metadata"]["uid"])
         pod_ref = secret_ref = node_ref = None
         ref = spec.get("boundObjectRef")
+        if ref is not None and (not isinstance(ref, dict) or
+                                not all(isinstance(v, str) for v in ref.values())):
+            raise errors.BadRequest('TokenRequest in version "v1" cannot be handled as a TokenRequest: '
+                                    'spec.boundObjectRef must be an object of strings')
         if ref:
             kind, api_version, ref_name = ref.get("kind"), ref.get("apiVersion") or "v1", ref.get("name") or ""
             if api_version != "v1" or kind not in ("Pod", "Secret", "Node"):
@@ -239,10 +246,10 @@ class ServiceAccountTokens:
     async def token_review(self, body: dict[str, Any], authn: Any) -> dict[str, Any]:
         """Answers a TokenReview. ``authn(token)`` is the API server's own chain for non-JWT tokens."""
         spec = body.get("spec") or {}
-        token = spec.get("token")
-        if not token:
+        token = spec.get("token") if isinstance(spec, dict) else None
+        if not token or not isinstance(token, str):
             raise errors.BadRequest("token is required for TokenReview in authentication")
-        wanted = spec.get("audiences") or []
+        wanted = [a for a in spec.get("audiences") or [] if isinstance(a, str)]
         audiences = list(wanted) or list(self.audiences)
         status: dict[str, Any] = {"user": {}}
         try:

@@ -341,3 +341,13 @@ async def test_a_legacy_token_secret_is_filled_and_authenticates(cluster: Cluste
     await cluster.admin("DELETE", f"/api/v1/namespaces/{NS}/secrets/robot-token")
     code, _ = await cluster.whoami(token=token)
     assert code == 401
+
+
+async def test_malformed_token_requests_and_reviews_are_bad_requests(cluster: Cluster):
+    for body in ({"spec": "x"}, {"spec": {"boundObjectRef": "p"}}, {"spec": {"boundObjectRef": {"name": 1}}},
+                 {"spec": {"expirationSeconds": "ten"}}, {"spec": {"audiences": "x"}}, [1]):
+        code, out = await cluster.call("POST", f"{SA}/robot/token", body, token=cluster.admin_token)
+        assert code == 400, (body, code, out)
+    for body in ({"spec": "x"}, {"spec": {"token": 5}}):
+        code, out = await cluster.call("POST", TR, body, token=cluster.admin_token)
+        assert code == 400, (body, code, out)
