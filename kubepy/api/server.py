@@ -40,6 +40,8 @@ from kubepy.api import (
 )
 from kubepy.meta import selectors
 from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validation
+from kubepy.api.limitranger import LimitRanger
+from kubepy.api.resourcequota import ResourceQuotaAdmission
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
 from kubepy.store import CompactedError, KeyExistsError, KeyNotFoundError, Store, StoreError
@@ -207,6 +209,7 @@ class APIServer:
         self.store = store
         self.config = config
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
+        self.storage.admission.plugins += [LimitRanger(store), ResourceQuotaAdmission(store)]
         self.authn = auth.TokenAuthenticator()
         ca = config.data_dir / "ca.crt"
         self.sa_tokens = serviceaccounts.ServiceAccountTokens(
@@ -253,6 +256,7 @@ class APIServer:
             await cache.stop()
         for sub in list(self._store_subs):
             sub.end()
+        await self.storage.admission.stop()
 
     async def _cache(self, res: Kind) -> WatchCache:
         """The watch cache of a kind; one registered after start gets its own on first watch."""

@@ -90,3 +90,17 @@ def test_protobuf_roots_come_from_the_kinds():
         if k.virtual:
             continue
         assert roots[(k.api_version, k.kind)] == k.proto
+
+
+def test_invalid_names_the_group_and_lists_several_problems_as_kubernetes_does():
+    from kubepy.kinds.validation import validate_object
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"},
+           "spec": {"parallelism": -1, "template": {"spec": {"restartPolicy": "Always",
+                                                                   "containers": [{"name": "c", "image": "i"}]}}}}
+    with pytest.raises(kinds.Invalid) as e:
+        validate_object(kinds.lookup("batch", "v1", "jobs"), job)
+    msg = str(e.value)
+    assert msg.startswith('Job.batch "x" is invalid: [') and msg.endswith("]"), msg
+    assert "spec.parallelism: Invalid value: -1" in msg and ", spec.template.spec.restartPolicy" in msg, msg
+    one = kinds.invalid_message("Pod", "p", [{"field": "spec.x", "message": "Required value"}])
+    assert one == 'Pod "p" is invalid: spec.x: Required value'
