@@ -33,7 +33,7 @@ target's (so ``ps`` in it shows the target's processes).
 Pure pieces (unit-tested): ``Backoff``, ``resolve_env``, ``expand``,
 ``should_restart``, ``container_id_for``, ``pod_resources``.
 
-Errors::
+Errors (defined in ``poderrors``)::
 
     PodError
      ├── ConfigError     CreateContainerConfigError: env/volume source missing
@@ -52,7 +52,6 @@ import math
 import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from typing import Any
 from kubepy.meta.quantity import bytes_value, cpu_millis
 from kubepy.client import ConflictError, NotFoundError
 from kubepy.kubelet.podfiles import write_pod_files
+from kubepy.kubelet.poderrors import ConfigError, MountError, PodError, UnsupportedVolume
 from kubepy.kubelet.probes import LIVENESS, READINESS, STARTUP, ProbeWorker
 from kubepy.kubelet.runtime import (
     CREATED,
@@ -82,6 +82,7 @@ from kubepy.kubelet.status import (
     now_rfc3339,
 )
 from kubepy.kubelet.svcenv import service_env
+from kubepy.kubelet.volumes import VolumeContext, container_mounts, projection, setup_volumes, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ __all__ = [
     "expand",
     "pod_resources",
     "record_from_info",
+    "projection",
     "resolve_env",
     "should_restart",
+    "write_atomic",
 ]
 
 LABEL_POD_UID = "io.kubernetes.pod.uid"
@@ -111,22 +114,6 @@ LABEL_LOG_PATH = "io.kubernetes.container.logpath"
 SANDBOX_NAME = "POD"
 SANDBOX, INIT, APP, EPHEMERAL = "sandbox", "init", "app", "ephemeral"
 SANDBOX_COMMAND = ["sleep", "2147483647"]
-
-
-class PodError(Exception):
-    """Base of pod worker errors."""
-
-
-class ConfigError(PodError):
-    """A container's configuration cannot be resolved (CreateContainerConfigError)."""
-
-
-class MountError(PodError):
-    """A volume could not be set up (FailedMount)."""
-
-
-class UnsupportedVolume(ConfigError):
-    """A volume of a type this kubelet cannot provide: the pod must not run without it."""
 
 
 # -- pure helpers --------------------------------------------------------------
@@ -354,78 +341,6 @@ def record_from_info(info: ContainerInfo, oom_ids: set[str]) -> ContainerRecord 
         created_at=labels.get(LABEL_CREATED_AT) or now_rfc3339(), running=running,
         exit_code=None if running else info.exit_status,
         finished_at=None if running else info.exited_at, oom_killed=info.id in oom_ids)
-
-
-# -- volumes ---------------------------------------------------------------------
-
-def write_atomic(target: Path, files: dict[str, tuple[bytes, int]]) -> bool:
-    """Kubernetes' AtomicWriter: files in ``..<ts>/``, ``..data`` → it, user paths → ``..data/<path>``.
-
-    Returns True when the content changed. Readers never see a half-written
-    set: the ``..data`` symlink is replaced with one rename.
-    """
-    target.mkdir(parents=True, exist_ok=True)
-    data_link = target / "..data"
-    if data_link.is_symlink():
-        current = target / os.readlink(data_link)
-        same = True
-        for rel, (content, mode) in files.items():
-            p = current / rel
-            try:
-                if p.read_bytes() != content or (p.stat().st_mode & 0o777) != mode:
-                    same = False
-                    break
-            except OSError:
-                same = False
-                break
-        if same:
-            existing = {str(p.relative_to(current)) for p in current.rglob("*") if p.is_file()}
-            if existing == set(files):
-                return False
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y_%m_%d_%H_%M_%S.%f")
-    ts_dir = target / f"..{stamp}{secrets.token_hex(2)}"
-    ts_dir.mkdir()
-    for rel, (content, mode) in files.items():
-        p = ts_dir / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(content)
-        p.chmod(mode)
-    tmp = target / "..data_tmp"
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    tmp.symlink_to(ts_dir.name)
-    os.replace(tmp, data_link)
-    tops = {rel.split("/", 1)[0] for rel in files}
-    for top in tops:
-        link = target / top
-        if not link.is_symlink():
-            link.symlink_to(f"..data/{top}")
-    for entry in target.iterdir():
-        if entry.name.startswith(".."):
-            if entry.name not in ("..data", ts_dir.name) and entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-        elif entry.is_symlink() and entry.name not in tops:
-            entry.unlink()
-    return True
-
-
-def projection(source: dict[str, Any], data: dict[str, bytes], *, kind: str, name: str,
-               namespace: str) -> dict[str, tuple[bytes, int]]:
-    """Files of a configMap/secret volume (``items`` select and rename keys)."""
-    default_mode = int(source.get("defaultMode", 0o644))
-    items = source.get("items")
-    if not items:
-        return {k: (v, default_mode) for k, v in data.items()}
-    out = {}
-    for item in items:
-        key = item.get("key")
-        if key not in data:
-            if source.get("optional"):
-                continue
-            raise MountError(f'configmap references non-existent config key: {key}' if kind == "configmap"
-                             else f"references non-existent secret key: {key}")
-        out[str(item.get("path") or key).lstrip("/")] = (data[key], int(item.get("mode", default_mode)))
-    return out
 
 
 # -- the worker -------------------------------------------------------------------
@@ -785,78 +700,12 @@ class PodWorker:
         return True
 
     async def _volumes(self) -> dict[str, Path]:
-        pod = self.pod
-        assert pod is not None
-        ns = pod["metadata"]["namespace"]
-        out: dict[str, Path] = {}
-        base = self.pod_dir / "volumes"
-        for v in (pod.get("spec") or {}).get("volumes") or []:
-            name = v["name"]
-            if "hostPath" in v:
-                hp = v["hostPath"]
-                path, typ = Path(hp["path"]), hp.get("type") or ""
-                if typ == "DirectoryOrCreate":
-                    path.mkdir(parents=True, exist_ok=True)
-                elif typ == "FileOrCreate" and not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.touch()
-                elif typ in ("Directory", "File", "Socket", "CharDevice", "BlockDevice") and not path.exists():
-                    raise MountError(f'MountVolume.SetUp failed for volume "{name}" : hostPath type check '
-                                     f"failed: {path} does not exist")
-                out[name] = path
-            elif "configMap" in v or "secret" in v:
-                is_cm = "configMap" in v
-                src = v["configMap" if is_cm else "secret"]
-                obj_name = src.get("name" if is_cm else "secretName", "")
-                obj = (self.k.get_configmap if is_cm else self.k.get_secret)(ns, obj_name)
-                kind = "configmap" if is_cm else "secret"
-                if obj is None and not src.get("optional"):
-                    raise MountError(f'MountVolume.SetUp failed for volume "{name}" : {kind} "{obj_name}" not found')
-                data: dict[str, bytes] = {}
-                if obj is not None:
-                    if is_cm:
-                        data = {k: str(val).encode() for k, val in (obj.get("data") or {}).items()}
-                        data.update({k: base64.b64decode(val) for k, val in (obj.get("binaryData") or {}).items()})
-                    else:
-                        data = {k: base64.b64decode(val) for k, val in (obj.get("data") or {}).items()}
-                try:
-                    files = projection(src, data, kind=kind, name=obj_name, namespace=ns)
-                except MountError as e:
-                    raise MountError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from e
-                target = base / f"kubernetes.io~{'configmap' if is_cm else 'secret'}" / name
-                if await asyncio.to_thread(write_atomic, target, files):
-                    log.info("volume updated pod=%s/%s volume=%s source=%s/%s", ns, self.name, name, kind, obj_name)
-                out[name] = target
-            elif "emptyDir" in v:
-                medium = (v.get("emptyDir") or {}).get("medium") or ""
-                if medium:
-                    raise UnsupportedVolume(f'volume "{name}": emptyDir medium "{medium}" is not supported '
-                                            f"by this kubelet (only the node's disk)")
-                target = base / "kubernetes.io~empty-dir" / name
-                target.mkdir(parents=True, exist_ok=True)
-                target.chmod(0o777)
-                out[name] = target
-            else:
-                kind = next((k for k in v if k != "name"), "unknown")
-                raise UnsupportedVolume(f'volume "{name}": volume type "{kind}" is not supported by this kubelet')
-        return out
+        assert self.pod is not None
+        return await setup_volumes(VolumeContext(kubelet=self.k, pod=self.pod, pod_dir=self.pod_dir))
 
     def _mounts(self, c: dict[str, Any]) -> list[tuple[str, str, bool]]:
-        mounts: list[tuple[str, str, bool]] = []
-        vols = {v["name"]: v for v in ((self.pod or {}).get("spec") or {}).get("volumes") or []}
-        taken = set()
-        for m in c.get("volumeMounts") or []:
-            host = self.volume_paths.get(m["name"])
-            if host is None:
-                raise ConfigError(f'volume "{m["name"]}" not found')
-            if m.get("subPath"):
-                host = host / m["subPath"].lstrip("/")
-                if not host.exists():
-                    host.mkdir(parents=True, exist_ok=True)
-            v = vols.get(m["name"]) or {}
-            ro = bool(m.get("readOnly")) or "configMap" in v or "secret" in v
-            mounts.append((str(host), m["mountPath"], ro))
-            taken.add(m["mountPath"])
+        mounts = container_mounts(self.pod or {}, c, self.volume_paths)
+        taken = {m[1] for m in mounts}
         for dest, host in self.etc_files.items():
             if dest not in taken and not (dest == "/etc/hosts" and self._host_network()):
                 mounts.append((str(host), dest, False))
