@@ -82,7 +82,16 @@ from kubepy.kubelet.status import (
     now_rfc3339,
 )
 from kubepy.kubelet.svcenv import service_env
-from kubepy.kubelet.volumes import VolumeContext, container_mounts, projection, setup_volumes, write_atomic
+from kubepy.kubelet.volumes import (
+    VolumeContext,
+    container_mounts,
+    emptydir_over_limit,
+    emptydir_usage,
+    ensure_shm,
+    projection,
+    setup_volumes,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +380,9 @@ class PodWorker:
         self.hostname = ""
         self.etc_files: dict[str, Path] = {}
         self.volume_paths: dict[str, Path] = {}
+        self.shm_path: str | None = None
+        self.evicted: str | None = None     # the eviction message (emptyDir over its sizeLimit)
+        self._usage_at = 0.0
         self._pulled_events: set[str] = set()
         self._pull_failed_at: dict[str, float] = {}
         # After the sandbox died (e.g. the node rebooted) the containers start again in a new one,
@@ -514,6 +526,8 @@ class PodWorker:
         if not await self.ensure_volumes():
             await self.write_status()
             return False
+        if await self.check_local_storage():
+            return False
         spec = pod.get("spec") or {}
         policy = spec.get("restartPolicy", "Always")
         # Before init containers, as Kubernetes: a pod stuck initializing can still be debugged.
@@ -638,6 +652,7 @@ class PodWorker:
                 host_aliases=spec.get("hostAliases") or [], dns_config=spec.get("dnsConfig"),
                 subdomain=spec.get("subdomain") or "")
             self.hostname = hostname
+            self.shm_path = None if spec.get("hostIPC") else str(await asyncio.to_thread(ensure_shm, self.pod_dir))
             if live is None:
                 image = k.config.pod_infra_container_image
                 if not await k.runtime.image_exists(image):
@@ -647,7 +662,7 @@ class PodWorker:
                 await k.runtime.run(ContainerSpec(
                     id=cid, image=image, command=SANDBOX_COMMAND, netns_path=self.netns_path,
                     uts_ns_path=f"/proc/{os.getpid()}/ns/uts" if self._host_network() else None,
-                    hostname=None if self._host_network() else hostname,
+                    hostname=None if self._host_network() else hostname, shm_path=self.shm_path,
                     cgroups_path=f"{self.cgroup_path}/{cid}", labels=labels))
                 k.container_pod[cid] = self.uid
                 log.info("sandbox started pod=%s/%s uid=%s container=%s ip=%s", self.namespace, self.name,
@@ -701,10 +716,40 @@ class PodWorker:
 
     async def _volumes(self) -> dict[str, Path]:
         assert self.pod is not None
-        return await setup_volumes(VolumeContext(kubelet=self.k, pod=self.pod, pod_dir=self.pod_dir))
+        return await setup_volumes(VolumeContext(kubelet=self.k, pod=self.pod, pod_dir=self.pod_dir,
+                                                 wake_in=self.wake_in))
 
-    def _mounts(self, c: dict[str, Any]) -> list[tuple[str, str, bool]]:
-        mounts = container_mounts(self.pod or {}, c, self.volume_paths)
+    async def check_local_storage(self) -> bool:
+        """The eviction manager's emptyDir check: a volume over its sizeLimit fails the pod. True when evicted."""
+        pod = self.pod
+        assert pod is not None
+        if self.evicted is None:
+            if time.monotonic() < self._usage_at:
+                return False
+            interval = self.k.config.eviction_monitoring_interval
+            self._usage_at = time.monotonic() + interval
+            usage = await asyncio.to_thread(emptydir_usage, pod, self.pod_dir)
+            if not usage:
+                return False
+            self.wake_in(interval)
+            msg = emptydir_over_limit(pod, usage)
+            if msg is None:
+                return False
+            log.info("pod evicted pod=%s/%s uid=%s reason=Evicted usage=%s msg=%r", self.namespace, self.name,
+                     self.uid, usage, msg)
+            self.evicted = msg
+            self.event("Warning", "Evicted", msg)
+        await self._stop_probes()
+        for r in self.records:
+            if r.running and r.kind != SANDBOX:
+                await self.kill_container(r, 0.0)
+        await self.snapshot()
+        await self.write_status()
+        self.mark_dirty()   # tear the sandbox down as for any finished pod
+        return True
+
+    def _mounts(self, c: dict[str, Any], env: dict[str, str] | None = None) -> list[tuple[str, str, bool]]:
+        mounts = container_mounts(self.pod or {}, c, self.volume_paths, env)
         taken = {m[1] for m in mounts}
         for dest, host in self.etc_files.items():
             if dest not in taken and not (dest == "/etc/hosts" and self._host_network()):
@@ -770,7 +815,7 @@ class PodWorker:
             env.setdefault("HOSTNAME", self.hostname)
             command = [expand(a, env) for a in c.get("command") or []] or None
             args = [expand(a, env) for a in c.get("args") or []] or None
-            mounts = self._mounts(c)
+            mounts = self._mounts(c, env)
             target = c.get("targetContainerName") if kind == EPHEMERAL else None
             pid_ns = await self._target_pid_ns(target) if target else None
         except ConfigError as e:
@@ -784,13 +829,19 @@ class PodWorker:
         log_path = self.log_dir() / name / f"{restart}.log"
         cid = container_id_for(self.namespace, self.name, name)
         sec = c.get("securityContext") or {}
+        pod_sec = pod["spec"].get("securityContext") or {}
+        run_as_user = sec.get("runAsUser", pod_sec.get("runAsUser"))
+        run_as_group = sec.get("runAsGroup", pod_sec.get("runAsGroup"))
         user = None
-        if sec.get("runAsUser") is not None:
-            user = str(sec["runAsUser"]) + (f":{sec['runAsGroup']}" if sec.get("runAsGroup") is not None else "")
+        if run_as_user is not None:
+            user = str(run_as_user) + (f":{run_as_group}" if run_as_group is not None else "")
+        groups = [int(g) for g in ([pod_sec["fsGroup"]] if pod_sec.get("fsGroup") is not None else [])
+                  + list(pod_sec.get("supplementalGroups") or [])]
         pid = self.sandbox_pid
         spec = ContainerSpec(
             id=cid, image=c["image"], command=command, args=args, env=env, working_dir=c.get("workingDir"),
-            user=user, mounts=mounts, netns_path=self.netns_path, pid_ns_path=pid_ns,
+            user=user, additional_gids=groups, mounts=mounts, shm_path=self.shm_path,
+            netns_path=self.netns_path, pid_ns_path=pid_ns,
             ipc_ns_path=f"/proc/{pid}/ns/ipc" if pid else None, uts_ns_path=f"/proc/{pid}/ns/uts" if pid else None,
             cgroups_path=f"{self.cgroup_path}/{cid}", labels=self._labels(name, kind, restart, str(log_path)),
             log_path=str(log_path), privileged=bool(sec.get("privileged")),
@@ -934,6 +985,14 @@ class PodWorker:
                              pod_ip=self.pod_ip, host_ip=self.k.config.node_ip, start_time=self.start_time,
                              message=self.message)
         status = build_pod_status({**pod, "status": base}, inp)
+        if self.evicted is not None:
+            # As upstream's eviction manager writes it: Failed/Evicted and a DisruptionTarget condition.
+            status["phase"], status["reason"], status["message"] = "Failed", "Evicted", self.evicted
+            old = next((c for c in base.get("conditions") or [] if c.get("type") == "DisruptionTarget"), None)
+            status["conditions"] = [c for c in status["conditions"] if c.get("type") != "DisruptionTarget"] + [
+                old or {"type": "DisruptionTarget", "status": "True", "lastProbeTime": None,
+                        "lastTransitionTime": now_rfc3339(), "reason": "TerminationByKubelet",
+                        "message": self.evicted}]
         if not await self.k.status.write(pod, status):
             self.wake_in(self.k.status.due_in(self.uid))
         return status
