@@ -8,7 +8,10 @@ event, a probe verdict, a timer or the periodic resync) and then runs
 next steps towards the pod spec. One slow pod never blocks another.
 
 ``sync`` of a live pod: sandbox (IPAM address → pod netns and veth →
-pod cgroup → /etc files → volumes → the sandbox container), then the
+pod cgroup → /etc files and the pod's /dev/shm tmpfs → the sandbox
+container), then volumes (``volumes``: one setup function per type; an
+emptyDir over its sizeLimit evicts the pod as upstream's eviction manager
+does), then the
 ephemeral containers (``kubectl debug``: started once, never restarted, not
 even in a new sandbox, and not waiting for init containers), then init
 containers one at a time, each to exit 0, then the app containers;

@@ -195,3 +195,24 @@ async def test_fs_group_supplemental_groups_and_sub_paths(kubelet_node: KubeletN
         'failed to prepare subPath for volumeMount "data" of container "c"'
     assert "mountPropagation \"HostToContainer\" is not supported" in cstatus(p, "p")["state"]["waiting"]["message"]
     await delete_and_wait_gone(client, node, "escape", ns)
+
+
+async def test_kubelet_start_unmounts_and_removes_what_a_vanished_pod_left(kubelet_node: KubeletNode,
+                                                                           client: Client):
+    node, ns = kubelet_node, kubelet_node.test_ns
+    spec = pod(node, "gone", [{"name": "c", "command": ["sleep", "3600"],
+                               "volumeMounts": [{"name": "m", "mountPath": "/m"}]}],
+               volumes=[{"name": "m", "emptyDir": {"medium": "Memory", "sizeLimit": "4Mi"}}])
+    await client.create("pods", spec, namespace=ns)
+    p = await wait_for(client, node, "gone", running, what="Running")
+    pod_dir = node.root_dir / "pods" / p["metadata"]["uid"]
+    assert len(host_mounts_below(pod_dir)) == 2   # the Memory emptyDir and /dev/shm
+    node.stop_kubelet()
+    try:
+        await client.delete("pods", "gone", namespace=ns, grace_period_seconds=0)   # gone while no kubelet runs
+    finally:
+        node.start_kubelet()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (pod_dir.exists() or host_mounts_below(pod_dir)):
+        await asyncio.sleep(0.3)
+    assert host_mounts_below(pod_dir) == [] and not pod_dir.exists(), node.log_tail(40)
