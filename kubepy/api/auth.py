@@ -193,6 +193,9 @@ def authorize(user: User, *, verb: str, resource: str, namespace: str | None, na
         return None
     if resource == "leases" and namespace == NODE_LEASE_NAMESPACE and name == node:
         return None
+    # Its pods' service-account tokens (projected volumes), as the node authorizer lets a kubelet.
+    if resource == "serviceaccounts" and subresource == "token" and verb == "create":
+        return None
     # Ephemeral containers are a person's debugging tool: a node never adds them (as NodeRestriction).
     if resource == "pods" and subresource != "ephemeralcontainers" and existing is not None \
             and (existing.get("spec") or {}).get("nodeName") == node:

@@ -43,6 +43,7 @@ from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validatio
 from kubepy.kinds.scheduling.priorityclass import SYSTEM_PRIORITY_CLASSES
 from kubepy.api.limitranger import LimitRanger
 from kubepy.api.priority import PriorityAdmission
+from kubepy.api.saadmission import ServiceAccountAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
@@ -211,7 +212,7 @@ class APIServer:
         self.store = store
         self.config = config
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
-        self.storage.admission.plugins += [PriorityAdmission(store), LimitRanger(store),
+        self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
                                            ResourceQuotaAdmission(store)]
         self.authn = auth.TokenAuthenticator()
         ca = config.data_dir / "ca.crt"

@@ -35,6 +35,7 @@ CONTROLLERS = {
     "cronjob": "kubepy.controllers.cronjob:CronJobController",
     "statefulset": "kubepy.controllers.statefulset:StatefulSetController",
     "resourcequota": "kubepy.controllers.resourcequota:ResourceQuotaController",
+    "root-ca-cert-publisher": "kubepy.controllers.rootcacertpublisher:RootCACertPublisher",
 }
 
 
