@@ -38,6 +38,7 @@ from kubepy.api import (
 )
 from kubepy.meta import selectors
 from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validation
+from kubepy.api import storagedefaults
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
 from kubepy.store import CompactedError, KeyExistsError, KeyNotFoundError, Store, StoreError
@@ -263,6 +264,7 @@ class APIServer:
             })
         except errors.AlreadyExists:
             pass
+        await storagedefaults.ensure_default_storage_class(self.storage)
         addr = self.config.advertise_address
         if addr:
             ep = by_plural("endpoints")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kubepy import kinds
-from kubepy.api import errors, objects
+from kubepy.api import admission, errors, objects
 from kubepy.kinds import validation
 from kubepy.api.allocator import AllocationError, ServiceAllocator
 from kubepy.kinds import Kind, by_plural
@@ -187,6 +187,7 @@ class Storage:
             m["generation"] = 1
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
         res.strategy.prepare_create(obj)
+        await admission.admit_create(self, res, obj)
         _default_and_validate(res, obj, None)
         key = res.key(namespace, m["name"])
         if res in self.allocations:
