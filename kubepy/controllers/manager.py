@@ -34,6 +34,9 @@ CONTROLLERS = {
     "job": "kubepy.controllers.job:JobController",
     "cronjob": "kubepy.controllers.cronjob:CronJobController",
     "statefulset": "kubepy.controllers.statefulset:StatefulSetController",
+    "persistentvolume-binder": "kubepy.controllers.persistentvolume:PersistentVolumeController",
+    "pvc-protection": "kubepy.controllers.volumeprotection:PVCProtectionController",
+    "pv-protection": "kubepy.controllers.volumeprotection:PVProtectionController",
 }
 
 
