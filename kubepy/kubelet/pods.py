@@ -62,6 +62,7 @@ from typing import Any
 from kubepy.meta.quantity import bytes_value, cpu_millis
 from kubepy.client import ConflictError, NotFoundError
 from kubepy.kubelet.podfiles import write_pod_files
+from kubepy.kubelet.localvolumes import ClaimNotReady
 from kubepy.kubelet.probes import LIVENESS, READINESS, STARTUP, ProbeWorker
 from kubepy.kubelet.runtime import (
     CREATED,
@@ -827,6 +828,11 @@ class PodWorker:
                 if await asyncio.to_thread(write_atomic, target, files):
                     log.info("volume updated pod=%s/%s volume=%s source=%s/%s", ns, self.name, name, kind, obj_name)
                 out[name] = target
+            elif "persistentVolumeClaim" in v:
+                try:
+                    out[name] = self.k.local_volumes.claim_path(ns, v["persistentVolumeClaim"] or {})
+                except ClaimNotReady as e:
+                    raise MountError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from e
             elif "emptyDir" in v:
                 medium = (v.get("emptyDir") or {}).get("medium") or ""
                 if medium:
@@ -854,7 +860,8 @@ class PodWorker:
                 if not host.exists():
                     host.mkdir(parents=True, exist_ok=True)
             v = vols.get(m["name"]) or {}
-            ro = bool(m.get("readOnly")) or "configMap" in v or "secret" in v
+            ro = bool(m.get("readOnly")) or "configMap" in v or "secret" in v \
+                or bool((v.get("persistentVolumeClaim") or {}).get("readOnly"))
             mounts.append((str(host), m["mountPath"], ro))
             taken.add(m["mountPath"])
         for dest, host in self.etc_files.items():

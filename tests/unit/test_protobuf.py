@@ -323,7 +323,7 @@ CLIENT_ONLY = {("NodeSystemInfo", "runningInUserNamespace"),
                ("PersistentVolumeClaimStatus", "healthStatus"),  # release-1.37; its field number unconfirmed
                ("JobSpec", "scheduling")}  # scheduling/v1alpha3 types behind a feature gate: refused if sent
 # messages that exist only inline in JSON (no model class of their own)
-INLINE_ONLY = {"VolumeSource", "ProbeHandler", "EphemeralContainerCommon"}
+INLINE_ONLY = {"VolumeSource", "ProbeHandler", "EphemeralContainerCommon", "PersistentVolumeSource"}
 
 _PY_SCALAR = {"string": "str", "int32": "int", "int64": "int", "bool": "bool", "double": "float",
               "float": "float", "bytes": "bytes", "Quantity": "str", "IntOrString": "object",
