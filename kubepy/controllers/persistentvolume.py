@@ -291,7 +291,8 @@ class PersistentVolumeController:
         if sc.get("provisioner") != LOCAL_PATH_PROVISIONER:
             return
         free = [(storage_bytes(c.get("capacity")), c) for c in self.capacities.cache.list()
-                if c.get("storageClassName") == sc["metadata"]["name"]]
+                if (self.classes.cache.get(str(c.get("storageClassName") or "")) or {}).get("provisioner")
+                == sc.get("provisioner")]
         free = [(amount, c) for amount, c in free if amount is not None]
         if not free:
             return

@@ -91,10 +91,14 @@ def _is_delayed(claim: Obj, listers: VolumeListers) -> bool:
 
 
 def _has_room(claim: Obj, sc: Obj, node_info: NodeInfo, listers: VolumeListers) -> bool:
-    """Whether a published capacity of the claim's class on this node holds the claim."""
+    """Whether a capacity published on this node for the claim's class (or another class of the
+    same provisioner) holds the claim."""
     request = claim_request(claim)
     for cap in listers.capacities():
-        if cap.get("storageClassName") != _d(sc.get("metadata")).get("name"):
+        # A node's room is its provisioner's: every class of that provisioner shares it.
+        published_for = listers.storage_class(str(cap.get("storageClassName") or "")) or {}
+        if cap.get("storageClassName") != _d(sc.get("metadata")).get("name") \
+                and published_for.get("provisioner") != sc.get("provisioner"):
             continue
         topology = cap.get("nodeTopology")
         try:

@@ -134,3 +134,9 @@ def test_a_feasible_node_is_chosen_and_its_claims_get_selected():
 
 def test_pods_without_claims_are_not_looked_at():
     assert plugin(Listers()).pre_filter(PodInfo(pod())) is False
+
+
+def test_every_class_of_the_local_path_provisioner_shares_the_nodes_room():
+    retain = {**LOCAL, "metadata": {"name": "keep"}, "reclaimPolicy": "Retain"}
+    listers = Listers([claim(sc="keep")], classes=(LOCAL, retain), caps=[cap("n1", "10Gi")])
+    assert plugin(listers).filter(PodInfo(pod("data")), nodes("n1")[0]).reasons == ()
