@@ -170,6 +170,12 @@ def test_a_static_volume_is_bound_by_a_matching_claim(lab: Lab):
     apply(lab, pod("static-user", "manual", "echo static > /data/s"))
     wait_until(lambda: phase(lab, "pod", "static-user") == "Succeeded", 60, "the static volume's pod")
     assert (static / "s").read_text() == "static\n"
+    read_only = pod("static-ro", "manual", "cat /data/s; echo more > /data/s")
+    read_only["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] = True
+    apply(lab, read_only)
+    wait_until(lambda: phase(lab, "pod", "static-ro") == "Failed", 60, "the read-only pod's write to fail")
+    assert lab.kubectl("logs", "static-ro").stdout.startswith("static\n")
+    assert (static / "s").read_text() == "static\n"
 
 
 def test_a_claim_no_node_can_hold_stays_pending_and_says_why(lab: Lab):
