@@ -1,50 +1,67 @@
-"""Built-in admission plugins that need to read other objects from the store.
+"""Admission: what runs on a write between defaulting and the store, as in Kubernetes.
 
-Role: ``Storage.create`` calls ``admit_create`` after the object's metadata
-is set and before its kind's defaults and validation, as Kubernetes runs its
-mutating admission chain before validation.  Today one plugin:
-
-- DefaultStorageClass (plugin/pkg/admission/storage/storageclass/setdefault):
-  a PersistentVolumeClaim that names no class (``spec.storageClassName``
-  absent, not ``""``) gets the default StorageClass, the newest one
-  annotated ``storageclass.kubernetes.io/is-default-class: "true"``.  Without
-  a default class the claim is left as it is (the persistent-volume
-  controller assigns one later, as upstream's retroactive assignment).
-
-Plugins that need nothing but the object itself are the kinds' strategies.
+The order is upstream's: the kind's defaults, then every plugin's ``admit``
+(mutating: LimitRanger fills in container resources), then the kind's
+validation, then every plugin's ``validate`` (ResourceQuota charges the
+write, or refuses it). A plugin refuses with an ``errors.APIError``
+(Kubernetes answers 403 Forbidden: ``pods "x" is forbidden: …``).
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from kubepy import kinds
-from kubepy.meta.volumes import default_class
+from kubepy.api import errors
+from kubepy.kinds import Kind
 
-log = logging.getLogger(__name__)
-
-__all__ = ["admit_create"]
+CREATE, UPDATE = "CREATE", "UPDATE"
 
 
-async def admit_create(storage: Any, res: kinds.Kind, obj: dict[str, Any]) -> None:
-    """Mutate ``obj`` (about to be created as a ``res``) as the admission chain does."""
-    if res.group == "" and res.plural == "persistentvolumeclaims":
-        await _default_storage_class(storage, obj)
+@dataclass
+class Attributes:
+    res: Kind
+    namespace: str | None
+    obj: dict[str, Any]
+    old: dict[str, Any] | None
+    operation: str
+    subresource: str | None = None
+    dry_run: bool = False
+
+    @property
+    def name(self) -> str:
+        return str((self.obj.get("metadata") or {}).get("name") or "")
+
+    def forbidden(self, message: str) -> errors.Forbidden:
+        """Kubernetes' admission.NewForbidden: ``pods "x" is forbidden: <why>``."""
+        res = self.res
+        qual = f"{res.plural}.{res.group}" if res.group else res.plural
+        return errors.Forbidden(f'{qual} "{self.name}" is forbidden: {message}',
+                                details={"name": self.name, "group": res.group, "kind": res.plural})
 
 
-async def _default_storage_class(storage: Any, claim: dict[str, Any]) -> None:
-    spec = claim.get("spec")
-    if not isinstance(spec, dict) or spec.get("storageClassName") is not None:
-        return
-    if "volume.beta.kubernetes.io/storage-class" in ((claim.get("metadata") or {}).get("annotations") or {}):
-        return
-    sc_kind = kinds.lookup("storage.k8s.io", "v1", "storageclasses")
-    if sc_kind is None:
-        return
-    classes, _, _ = await storage.list(sc_kind, None)
-    chosen = default_class(classes)
-    if chosen is not None:
-        spec["storageClassName"] = chosen["metadata"]["name"]
-        log.debug("default storage class claim=%s/%s class=%s", (claim.get("metadata") or {}).get("namespace"),
-                  (claim.get("metadata") or {}).get("name"), spec["storageClassName"])
+class Plugin(Protocol):
+    name: str
+
+    async def admit(self, a: Attributes) -> None: ...
+
+    async def validate(self, a: Attributes) -> None: ...
+
+
+class Chain:
+    def __init__(self, plugins: list[Any] | None = None) -> None:
+        self.plugins: list[Any] = list(plugins or [])
+
+    async def admit(self, a: Attributes) -> None:
+        for p in self.plugins:
+            await p.admit(a)
+
+    async def validate(self, a: Attributes) -> None:
+        for p in self.plugins:
+            await p.validate(a)
+
+    async def stop(self) -> None:
+        for p in self.plugins:
+            stop = getattr(p, "stop", None)
+            if stop is not None:
+                await stop()

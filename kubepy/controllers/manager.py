@@ -34,6 +34,7 @@ CONTROLLERS = {
     "job": "kubepy.controllers.job:JobController",
     "cronjob": "kubepy.controllers.cronjob:CronJobController",
     "statefulset": "kubepy.controllers.statefulset:StatefulSetController",
+    "resourcequota": "kubepy.controllers.resourcequota:ResourceQuotaController",
     "persistentvolume-binder": "kubepy.controllers.persistentvolume:PersistentVolumeController",
     "pvc-protection": "kubepy.controllers.volumeprotection:PVCProtectionController",
     "pv-protection": "kubepy.controllers.volumeprotection:PVProtectionController",

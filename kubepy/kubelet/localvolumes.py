@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from kubepy.client import AlreadyExistsError, Client, Informer, NotFoundError
+from kubepy.kubelet.poderrors import MountError
 from kubepy.meta.volumes import (
     ANN_LOCAL_PATH_DIR,
     ANN_LOCAL_PATH_NODE,
@@ -54,7 +55,7 @@ from kubepy.meta.volumes import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalVolumes", "ClaimNotReady", "ClaimVolume", "free_bytes"]
+__all__ = ["LocalVolumes", "ClaimNotReady", "ClaimVolume", "free_bytes", "persistent_volume_claim"]
 
 STORAGE_DIR = "storage"
 # Capacity is republished when it moves by more than this (or 1%), not on every byte written.
@@ -233,3 +234,22 @@ class LocalVolumes:
         path.chmod(mode)
         log.info("volume directory made path=%s", path)
 
+
+
+async def persistent_volume_claim(ctx: Any, v: dict[str, Any]) -> Path:
+    """The ``persistentVolumeClaim`` entry of kubepy/kubelet/volumes.py's SETUP table: the bound
+    volume's directory (then bind-mounted into the containers), with the pod's fsGroup applied
+    as to other writable volumes; FailedMount while the claim cannot be used yet."""
+    from kubepy.kubelet.volumes import _ownership_ok, set_ownership   # volumes imports this module
+
+    name, src = v["name"], v.get("persistentVolumeClaim") or {}
+    try:
+        got = ctx.kubelet.local_volumes.claim_volume(ctx.namespace, str(src.get("claimName") or ""),
+                                                     read_only=bool(src.get("readOnly")))
+    except ClaimNotReady as e:
+        raise MountError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from e
+    gid = ctx.fs_group
+    if gid is not None and not got.read_only and (
+            ctx.fs_group_policy == "Always" or not _ownership_ok(got.path, gid, read_only=False)):
+        await asyncio.to_thread(set_ownership, got.path, gid, read_only=False)
+    return got.path

@@ -145,6 +145,9 @@ class VolumeBinding:
         return True
 
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
+        verdict = self.pre_filter(pod)  # callers that only filter (preemption's simulation) hear it too
+        if isinstance(verdict, Status):
+            return verdict
         claims = self._claims(pod)
         if isinstance(claims, Status):
             return claims
