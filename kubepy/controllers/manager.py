@@ -36,6 +36,9 @@ CONTROLLERS = {
     "statefulset": "kubepy.controllers.statefulset:StatefulSetController",
     "resourcequota": "kubepy.controllers.resourcequota:ResourceQuotaController",
     "root-ca-cert-publisher": "kubepy.controllers.rootcacertpublisher:RootCACertPublisher",
+    "persistentvolume-binder": "kubepy.controllers.persistentvolume:PersistentVolumeController",
+    "pvc-protection": "kubepy.controllers.volumeprotection:PVCProtectionController",
+    "pv-protection": "kubepy.controllers.volumeprotection:PVProtectionController",
 }
 
 
