@@ -16,7 +16,9 @@ says they are.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -216,6 +218,28 @@ def test_a_statefulset_keeps_each_pods_data_across_deletion(lab: Lab):
                not in ("", old_uid), 60, "kv-0 to come back")
     lab.kubectl("wait", "--for=condition=Ready", "pod/kv-0", "--timeout=60s", timeout=70)
     assert lab.kubectl("exec", "kv-0", "--", "cat", "/data/id").stdout == first[0]
+
+
+def test_a_kubelet_restart_keeps_the_claim_mounted_and_its_data(lab: Lab):
+    """SIGKILL the kubelet of kv-0's node: the supervisor starts another, which adopts the pod;
+    the same container still reads and writes its claim."""
+    before = lab.json("get", "pod", "kv-0")
+    node = before["spec"]["nodeName"]
+    supervisor = lab.root / lab.name / "supervisor.json"
+    old = json.loads(supervisor.read_text())["daemons"][f"{node}/kubelet"]["pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: (lambda p: p if p and p != old else None)(
+        json.loads(supervisor.read_text())["daemons"][f"{node}/kubelet"].get("pid")), 60, "a new kubelet")
+    wait_until(lambda: any(c["type"] == "Ready" and c["status"] == "True"
+                           for c in lab.json("get", "node", node)["status"]["conditions"]), 60, "node Ready")
+    time.sleep(3)  # a sync or two of the new kubelet
+    after = lab.json("get", "pod", "kv-0")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["status"]["containerStatuses"][0]["restartCount"] == \
+        before["status"]["containerStatuses"][0]["restartCount"]
+    assert lab.kubectl("exec", "kv-0", "--", "cat", "/data/id").stdout.startswith("kv-0\n")
+    lab.kubectl("exec", "kv-0", "--", "sh", "-c", "echo after-restart > /data/note")
+    assert lab.kubectl("exec", "kv-0", "--", "cat", "/data/note").stdout == "after-restart\n"
 
 
 def test_down_leaves_no_volume_directory_and_no_mount(lab: Lab):
