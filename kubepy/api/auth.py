@@ -131,34 +131,6 @@ def token_for(tokens: dict[str, User], *, group: str) -> str:
     raise KeyError(group)
 
 
-def authorize(user: User, *, verb: str, resource: str, namespace: str | None, name: str | None,
-              subresource: str | None, existing: dict | None = None) -> str | None:
-    """None when allowed, else the reason it is not (for a 403).
-
-    For a create, ``name`` is the name in the body. ``existing`` is the
-    stored object for writes to one object, so the node rule can check
-    ``spec.nodeName`` of a pod."""
-    if user.is_admin:
-        return None
-    if verb in ("get", "list", "watch") and (user.node_name or not user.is_bootstrap):
-        return None
-    node = user.node_name
-    if node is None:
-        return f'User "{user.name}" cannot {verb} resource "{resource}"'
-    if resource == "events" and verb in ("create", "update", "patch"):
-        return None
-    if resource == "nodes" and name == node and verb in ("create", "update", "patch", "get"):
-        return None
-    if resource == "leases" and namespace == NODE_LEASE_NAMESPACE and name == node:
-        return None
-    # Ephemeral containers are a person's debugging tool: a node never adds them (as NodeRestriction).
-    if resource == "pods" and subresource != "ephemeralcontainers" and existing is not None \
-            and (existing.get("spec") or {}).get("nodeName") == node:
-        if verb in ("update", "patch", "delete"):
-            return None
-    return f'node "{node}" cannot {verb} {resource}{"/" + subresource if subresource else ""} {namespace + "/" if namespace else ""}{name or ""}'.rstrip()
-
-
 # -- joining ----------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def _resource_entries(r: Kind) -> list[dict[str, Any]]:
         "singularName": r.kind.lower(),
         "namespaced": r.namespaced,
         "kind": r.kind,
-        "verbs": VERBS,
+        "verbs": list(r.verbs),
     }
     if r.short_names:
         main["shortNames"] = list(r.short_names)

@@ -241,7 +241,8 @@ class _Builder:
     def build(self) -> None:
         for s in served():
             self.ref(s.model)
-            self.ref(s.list_model)
+            if "list" in s.verbs:
+                self.ref(s.list_model)
         for m in _EXTRA_MODELS:
             self.ref(m)
         while self._pending:
@@ -375,8 +376,9 @@ class _Builder:
         for s in served():
             gvk = [{"group": s.group, "kind": s.kind, "version": s.version}]
             d[_canonical(s.model)]["x-kubernetes-group-version-kind"] = gvk
-            d[_canonical(s.list_model)]["x-kubernetes-group-version-kind"] = [
-                {"group": s.group, "kind": s.kind + "List", "version": s.version}]
+            if "list" in s.verbs:
+                d[_canonical(s.list_model)]["x-kubernetes-group-version-kind"] = [
+                    {"group": s.group, "kind": s.kind + "List", "version": s.version}]
         d[_canonical("V1Scale")]["x-kubernetes-group-version-kind"] = [
             {"group": "autoscaling", "kind": "Scale", "version": "v1"}]
         d[_canonical("V1Binding")]["x-kubernetes-group-version-kind"] = [
@@ -547,7 +549,7 @@ def _paths_for(s: kinds.Kind) -> dict[str, tuple[list[str], list[_Op]]]:
     gvk = {"group": s.group, "kind": s.kind, "version": s.version}
     root = _root(s.group, s.version)
     obj = _canonical(s.model)
-    lst = _canonical(s.list_model)
+    lst = _canonical(s.list_model) if "list" in s.verbs else ""
     status = _canonical("V1Status")
     delopts = _canonical("V1DeleteOptions")
     scope = "Namespaced" if s.namespaced else ""
@@ -559,6 +561,11 @@ def _paths_for(s: kinds.Kind) -> dict[str, tuple[list[str], list[_Op]]]:
 
     def op(method, verb, action, params, body, response, codes, desc, g=gvk, patch=False):
         return _Op(method, verb, action, g, tuple(params), body, patch, response, codes, desc, tag)
+
+    if "list" not in s.verbs:  # a create-only kind (an access review): POST on the collection only
+        out[base] = (pp_coll, [op("post", f"create{prefix}{scope}{k}", "post", _WRITE_PARAMS, obj, obj,
+                                  ("200", "201", "202"), f"create a {k}")])
+        return out
 
     out[base] = (pp_coll, [
         op("get", f"list{prefix}{scope}{k}", "list", _LIST_PARAMS, None, lst, ("200",),

@@ -25,16 +25,22 @@ from aiohttp import web
 from kubepy import bootstraptoken
 from kubepy.api import (
     auth,
+    authz,
     bodies,
+    bootstrappolicy,
     discovery,
     errors,
+    escalation,
     eviction,
     httpproxy,
+    nodeauth,
     objects,
     openapi,
     openapi_proto,
     patch,
     proxy,
+    rbac,
+    reviews,
 )
 from kubepy.meta import selectors
 from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validation
@@ -202,6 +208,15 @@ class APIServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._store_subs: set[StoreSubscription] = set()  # watches older than the caches hold
         self.ready = False
+        # Authorization (kubepy.api.authz): masters, bootstrap joins, the node authorizer, RBAC.
+        self.policy = rbac.PolicyIndex()
+        self.node_graph = nodeauth.NodeGraph()
+        self.authorizer = authz.Chain([
+            authz.PrivilegedGroups(),
+            authz.PathsFor(auth.BOOTSTRAPPERS, frozenset({("post", auth.JOIN_PATH)})),
+            nodeauth.NodeAuthorizer(self.node_graph),
+            rbac.RBACAuthorizer(self.policy),
+        ])
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -215,6 +230,7 @@ class APIServer:
         for cache in self.caches.values():
             await cache.start()
         await self._bootstrap_objects()
+        await self._start_authorization()
         self._tasks.append(asyncio.create_task(self._compactor()))
         self._tasks.append(asyncio.create_task(self._event_reaper()))
         self._tasks.append(asyncio.create_task(self._observe_services()))
@@ -273,6 +289,28 @@ class APIServer:
                 await self.storage.create(ep, "default", body)
             except errors.AlreadyExists:
                 await self.storage.update(ep, "default", "kubernetes", lambda o: {**o, "subsets": body["subsets"]})
+
+    async def _start_authorization(self) -> None:
+        """RBAC index and node graph from the watch caches, then the default roles (reconciled)."""
+        async def lister(kind: Kind) -> tuple[list[dict[str, Any]], int]:
+            items, revision, _ = await self.storage.list(kind, None)
+            return items, revision
+
+        waits = []
+        for kind in rbac.policy_kinds():
+            ready = asyncio.Event()
+            waits.append(ready.wait())
+            self._tasks.append(asyncio.create_task(rbac.follow(
+                kind, await self._cache(kind), lister,
+                lambda obj, deleted, p=kind.plural: self.policy.apply(p, obj, deleted),
+                lambda p=kind.plural: self.policy.reset(p), ready)))
+        pods = by_plural("pods")
+        ready = asyncio.Event()
+        waits.append(ready.wait())
+        self._tasks.append(asyncio.create_task(rbac.follow(
+            pods, await self._cache(pods), lister, self.node_graph.apply, self.node_graph.reset, ready)))
+        await asyncio.gather(*waits)
+        await bootstrappolicy.ensure(self.storage)
 
     # -- node credentials -------------------------------------------------
     # The store holds one record per node name (its token, which the API
@@ -410,7 +448,7 @@ class APIServer:
 
     # -- aiohttp wiring ---------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors_mw, self._auth_mw], client_max_size=MAX_BODY)
+        app = web.Application(middlewares=[self._errors_mw, self._auth_mw, self._authz_mw], client_max_size=MAX_BODY)
         r = app.router
         r.add_get("/healthz", self.health)
         r.add_get("/livez", self.health)
@@ -471,6 +509,25 @@ class APIServer:
         request[USER_KEY] = user
         if user.is_bootstrap and request.path not in (auth.JOIN_PATH, "/version", "/api", "/apis"):
             raise errors.Forbidden(f'User "{user.name}" may only join nodes')
+        return await handler(request)
+
+    @web.middleware
+    async def _authz_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Impersonation, then every request (resource or not) through the authorizer chain."""
+        user = request.get(USER_KEY)
+        if user is None:
+            subject: Any = authz.Anonymous()
+        else:
+            subject = authz.impersonate(user, request.headers, lambda h: request.headers.getall(h, []), self.authorizer)
+            if subject is not user:
+                request[USER_KEY] = subject
+        attrs = authz.request_attributes(subject, request.method, request.path, request.query)
+        decision = self.authorizer.authorize(attrs)
+        if not decision.allowed:
+            log.info("forbidden user=%s verb=%s resource=%s namespace=%s name=%s path=%s reason=%s", subject.name,
+                     attrs.verb, attrs.resource + ("/" + attrs.subresource if attrs.subresource else ""),
+                     attrs.namespace, attrs.name, attrs.path, decision.reason or "-")
+            raise authz.forbidden(attrs, decision.reason)
         return await handler(request)
 
     async def _bootstrap_user(self, token: str | None) -> auth.User | None:
@@ -618,6 +675,8 @@ class APIServer:
             request = request.clone(rel_url=request.rel_url.update_query({"watch": "true"}))
         t = parse_target(group, version, parts)
         m = request.method
+        if "list" not in t.resource.verbs and (m != "POST" or t.name is not None):  # a create-only review
+            raise errors.MethodNotAllowed("the server does not allow this method on the requested resource")
         if t.subresource:
             return await self.subresource(request, t)
         if t.name is None:
@@ -641,12 +700,24 @@ class APIServer:
         raise errors.MethodNotAllowed(f"{m} is not supported on this path")
 
     def authorize(self, request: web.Request, verb: str, t: Target, *, name: str | None = None,
-                  existing: dict[str, Any] | None = None) -> None:
-        why = auth.authorize(request[USER_KEY], verb=verb, resource=t.resource.plural, namespace=t.namespace,
-                             name=name if name is not None else t.name, subresource=t.subresource,
-                             existing=existing)
-        if why:
-            raise errors.Forbidden(why)
+                  existing: dict[str, Any] | None = None, new: dict[str, Any] | None = None) -> None:
+        """Admission that needs the objects (the request itself was authorized by ``_authz_mw``):
+        NodeRestriction (``existing`` is the stored object, ``new`` what a write makes of it)
+        and RBAC escalation prevention."""
+        user = request[USER_KEY]
+        attrs = authz.Attributes(user, verb, api_group=t.resource.group, api_version=t.resource.version,
+                                 resource=t.resource.plural, subresource=t.subresource or "",
+                                 namespace=t.namespace or "", name=(name if name is not None else t.name) or "")
+        nodeauth.admit(attrs, old=existing, new=new)
+        if new is not None and not t.subresource:
+            escalation.check(user, t.resource.plural, t.namespace or "", new, existing,
+                             authorizer=self.authorizer, policy=self.policy)
+
+    def _admitted(self, request: web.Request, verb: str, t: Target, old: dict[str, Any],
+                  new: dict[str, Any]) -> dict[str, Any]:
+        """``new`` once admission allows the change from ``old`` (called inside a write's mutator)."""
+        self.authorize(request, verb, t, existing=old, new=new)
+        return new
 
     def _respond(self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200,
                  warnings: list[str] | None = None) -> web.Response:
@@ -762,7 +833,10 @@ class APIServer:
     async def create(self, request: web.Request, t: Target) -> web.Response:
         body = await read_body(request)
         obj = self._check_body(t, body)
-        self.authorize(request, "create", t, name=(obj.get("metadata") or {}).get("name"))
+        if reviews.is_review(t.resource):
+            return json_response(reviews.review(t.resource, t.namespace, obj, request[USER_KEY],
+                                                authorizer=self.authorizer, policy=self.policy), 201)
+        self.authorize(request, "create", t, name=(obj.get("metadata") or {}).get("name"), new=obj)
         warnings = self._field_validation(request, t, obj)
         created = await self.storage.create(t.resource, t.namespace, obj, dry_run=is_dry_run(request))
         return self._respond(request, t, created, 201, warnings)
@@ -827,8 +901,9 @@ class APIServer:
         self.authorize(request, "update", t, existing=existing)
         warnings = self._field_validation(request, t, obj)
         rv = (obj.get("metadata") or {}).get("resourceVersion") or None
-        updated = await self.storage.update(t.resource, t.namespace, name, lambda old: copy.deepcopy(obj),
-                                            precondition_rv=rv, dry_run=is_dry_run(request))
+        updated = await self.storage.update(
+            t.resource, t.namespace, name, lambda old: self._admitted(request, "update", t, old, copy.deepcopy(obj)),
+            precondition_rv=rv, dry_run=is_dry_run(request))
         return self._respond(request, t, updated, 200, warnings)
 
     async def patch(self, request: web.Request, t: Target, *, subresource: str | None = None) -> web.Response:
@@ -850,7 +925,7 @@ class APIServer:
         def mutate(old: dict[str, Any]) -> dict[str, Any]:
             new = _apply_patch(ctype, old, body, res)
             warnings[:] = self._field_validation(request, t, new, patched=True)
-            return new
+            return self._admitted(request, "patch", t, old, new)
 
         updated = await self.storage.update(res, t.namespace, name, mutate, precondition_rv=rv,
                                             subresource=subresource, dry_run=is_dry_run(request))
@@ -923,7 +998,9 @@ class APIServer:
                 self.authorize(request, "update", t, existing=existing)
                 self._field_validation(request, t, body)
                 rv = (body.get("metadata") or {}).get("resourceVersion") or None
-                updated = await self.storage.update(res, t.namespace, name, lambda old: copy.deepcopy(body),
+                updated = await self.storage.update(res, t.namespace, name,
+                                                    lambda old: self._admitted(request, "update", t, old,
+                                                                               copy.deepcopy(body)),
                                                     precondition_rv=rv, subresource=sub,
                                                     dry_run=is_dry_run(request))
                 return json_response(updated)
@@ -934,7 +1011,7 @@ class APIServer:
         elif sub == "scale":
             return await self.scale(request, t)
         elif sub == "eviction" and m == "POST":
-            self.authorize(request, "create", t)
+            self.authorize(request, "create", t, existing=await self.storage.get(res, t.namespace, name))
             code, status = await eviction.evict(self.storage, t.namespace or "", t.name or "",
                                                 await read_body(request), dry_run_query=is_dry_run(request))
             return json_response(status, code)

@@ -138,6 +138,7 @@ class Kind:
     subresource_strategies: dict[str, Strategy] = field(default_factory=dict)
     printer: Printer | None = None
     fields: Callable[[dict], dict[str, str]] = _generic_fields  # field-selector values of an object
+    verbs: tuple[str, ...] = tuple(VERBS)  # ("create",) for a virtual kind such as a SubjectAccessReview
 
     # -- names -------------------------------------------------------------
     @property
