@@ -28,7 +28,7 @@ from collections import defaultdict
 from typing import Any
 
 from kubepy.api import errors
-from kubepy.api.authz import ALLOWED, DENY, NO_OPINION, Attributes, Decision
+from kubepy.api.authz import ALLOWED, NO_OPINION, Attributes, Decision
 from kubepy.api.rbac import rules_allow
 
 NODES_GROUP = "system:nodes"
@@ -271,4 +271,4 @@ def admit(attrs: Attributes, *, old: dict[str, Any] | None, new: dict[str, Any] 
     if attrs.api_group == "coordination.k8s.io" and res == "leases":
         name = attrs.name or ((new or {}).get("metadata") or {}).get("name", "")
         if attrs.namespace != LEASE_NAMESPACE or name != node:
-            raise _refuse(attrs, f'can only access node lease with the same name as the requesting node')
+            raise _refuse(attrs, "can only access node lease with the same name as the requesting node")
