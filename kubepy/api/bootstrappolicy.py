@@ -196,8 +196,11 @@ def cluster_role_bindings() -> list[dict[str, Any]]:
         _binding("system:public-info-viewer", "system:public-info-viewer",
                  [("Group", "system:authenticated"), ("Group", "system:unauthenticated")]),
         _binding("system:monitoring", "system:monitoring", [("Group", "system:monitoring")]),
+        # Upstream binds only system:serviceaccounts; kubepy serves OIDC discovery to anyone (so other
+        # systems can verify its tokens), as kubeadm's docs suggest with an extra binding.
         _binding("system:service-account-issuer-discovery", "system:service-account-issuer-discovery",
-                 [("Group", "system:serviceaccounts")]),
+                 [("Group", "system:serviceaccounts"), ("Group", "system:authenticated"),
+                  ("Group", "system:unauthenticated")]),
         _binding("system:node", "system:node", []),
         _binding("system:node-proxier", "system:node-proxier", [("User", "system:kube-proxy")]),
         _binding("system:kube-dns", "system:kube-dns", [("ServiceAccount", "kube-system/kube-dns")]),

@@ -127,9 +127,8 @@ class Invalid(APIError):
     code, reason = 422, "Invalid"
 
     def __init__(self, kind: str, name: str, causes: list[dict[str, str]], *, group: str = "") -> None:
-        summary = "; ".join(f"{c.get('field', '')}: {c['message']}".lstrip(": ") for c in causes)
         super().__init__(
-            f'{kind} "{name}" is invalid: {summary}',
+            kinds.invalid_message(kind, name, causes, group),
             details={"name": name, "group": group, "kind": kind, "causes": causes},
         )
         self.causes = causes

@@ -228,12 +228,22 @@ def _refuse(attrs: Attributes, message: str) -> errors.Forbidden:
                             details={"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource})
 
 
-def admit(attrs: Attributes, *, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+def admit(attrs: Attributes, *, old: dict[str, Any] | None, new: dict[str, Any] | None,
+          graph: NodeGraph | None = None) -> None:
     """NodeRestriction: raises Forbidden; a no-op for users that are not nodes."""
     node = node_name_of(attrs.user)
     if node is None:
         return
     res, verb, sub = attrs.resource, attrs.verb, attrs.subresource
+    if attrs.api_group == "" and res == "serviceaccounts" and sub == "token":
+        ref = ((new or {}).get("spec") or {}).get("boundObjectRef")
+        if not isinstance(ref, dict) or not ref:
+            raise _refuse(attrs, "node requested token not bound to a pod")
+        if ref.get("kind") != "Pod":
+            raise _refuse(attrs, f"node requested token bound to a {ref.get('kind')}")
+        if graph is not None and not graph.pod_on(node, attrs.namespace, str(ref.get("name") or "")):
+            raise _refuse(attrs, "node requested token bound to a pod scheduled on a different node")
+        return
     if attrs.api_group == "" and res == "pods":
         if verb == "create" and not sub:
             annotations = ((new or {}).get("metadata") or {}).get("annotations") or {}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kubepy import kinds
-from kubepy.api import errors, objects
+from kubepy.api import admission, errors, objects
 from kubepy.kinds import validation
 from kubepy.api.allocator import AllocationError, ServiceAllocator
 from kubepy.kinds import Kind, by_plural
@@ -95,6 +95,8 @@ class Storage:
         self.allocations: set[Kind] = {by_plural("services")}
         # Allocation reads then writes the allocator's view: one at a time.
         self._alloc_lock = asyncio.Lock()
+        # Admission plugins (kubepy.api.admission); the API server adds its own.
+        self.admission = admission.Chain()
 
     async def load_allocations(self) -> None:
         services, = self.allocations
@@ -187,7 +189,12 @@ class Storage:
             m["generation"] = 1
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
         res.strategy.prepare_create(obj)
-        _default_and_validate(res, obj, None)
+        # Kubernetes' order: defaults, mutating admission, validation, validating admission.
+        validation.default_object(res, obj, old=None)
+        attrs = admission.Attributes(res, namespace, obj, None, admission.CREATE, dry_run=dry_run)
+        await self.admission.admit(attrs)
+        _validate(res, obj, None)
+        await self.admission.validate(attrs)
         key = res.key(namespace, m["name"])
         if res in self.allocations:
             async with self._alloc_lock:
@@ -257,6 +264,9 @@ class Storage:
             new = self._merge_update(res, old, new, subresource)
             if new == old:
                 return old  # a no-op write keeps the resourceVersion, as Kubernetes does
+            if subresource is None:
+                await self.admission.validate(admission.Attributes(res, namespace, new, old, admission.UPDATE,
+                                                                   dry_run=dry_run))
             if res in self.allocations and subresource is None:
                 async with self._alloc_lock:
                     self._allocate(res, key, new, old)
@@ -417,6 +427,11 @@ def _default_and_validate(res: Kind, obj: dict[str, Any], old: dict[str, Any] | 
                           subresource: str | None = None) -> None:
     """The kind's defaults, then its validation: every problem in one 422."""
     validation.default_object(res, obj, old=old, subresource=subresource)
+    _validate(res, obj, old, subresource=subresource)
+
+
+def _validate(res: Kind, obj: dict[str, Any], old: dict[str, Any] | None, *,
+              subresource: str | None = None) -> None:
     try:
         validation.validate_object(res, obj, old=old, subresource=subresource)
     except kinds.Invalid as e:

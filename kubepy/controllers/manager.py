@@ -34,6 +34,7 @@ CONTROLLERS = {
     "job": "kubepy.controllers.job:JobController",
     "cronjob": "kubepy.controllers.cronjob:CronJobController",
     "statefulset": "kubepy.controllers.statefulset:StatefulSetController",
+    "resourcequota": "kubepy.controllers.resourcequota:ResourceQuotaController",
     "clusterrole-aggregation": "kubepy.controllers.clusterroleaggregation:ClusterRoleAggregationController",
 }
 

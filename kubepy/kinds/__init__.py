@@ -48,13 +48,22 @@ __all__ = [
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
+def invalid_message(kind: str, name: str, causes: list[dict[str, str]], group: str = "") -> str:
+    """Kubernetes' wording of a 422: ``Job.batch "x" is invalid: spec.y: …``, several
+    problems as one ``[a, b]`` list (as apimachinery's aggregate error prints them)."""
+    qualified = f"{kind}.{group}" if group else kind
+    parts = list(dict.fromkeys(f"{c.get('field', '')}: {c['message']}".lstrip(": ") for c in causes))
+    if not parts:
+        return f'{qualified} "{name}" is invalid'
+    return f'{qualified} "{name}" is invalid: ' + (parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]")
+
+
 class Invalid(ValueError):
     """An object that fails validation: every problem, each a Status cause
     ``{"reason": "FieldValueInvalid"|…, "message": …, "field": "spec.x"}``."""
 
     def __init__(self, kind: str, name: str, causes: list[dict[str, str]], *, group: str = "") -> None:
-        summary = "; ".join(f"{c.get('field', '')}: {c['message']}".lstrip(": ") for c in causes)
-        super().__init__(f'{kind} "{name}" is invalid: {summary}')
+        super().__init__(invalid_message(kind, name, causes, group))
         self.kind, self.name, self.causes, self.group = kind, name, causes, group
 
 
@@ -138,7 +147,13 @@ class Kind:
     subresource_strategies: dict[str, Strategy] = field(default_factory=dict)
     printer: Printer | None = None
     fields: Callable[[dict], dict[str, str]] = _generic_fields  # field-selector values of an object
-    verbs: tuple[str, ...] = tuple(VERBS)  # ("create",) for a virtual kind such as a SubjectAccessReview
+    # A create-only kind whose objects are answered, never stored (TokenReview, SubjectAccessReview):
+    # no list/watch/get, no list model, printer or watch cache; the API server answers its create.
+    virtual: bool = False
+
+    @property
+    def verbs(self) -> list[str]:
+        return ["create"] if self.virtual else VERBS
 
     # -- names -------------------------------------------------------------
     @property

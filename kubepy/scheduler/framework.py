@@ -317,6 +317,11 @@ class PodInfo:
     def is_terminating(self) -> bool:
         return bool(self.metadata.get("deletionTimestamp"))
 
+    @cached_property
+    def priority(self) -> int:
+        """``spec.priority`` as Priority admission set it (0 when absent)."""
+        return int(self.spec.get("priority") or 0)
+
     def cached(self, key: str, build: Callable[[PodInfo], T]) -> T:
         try:
             return self._memo[key]  # type: ignore[no-any-return]
@@ -409,6 +414,14 @@ class NodeInfo:
     @property
     def pods(self) -> list[Obj]:
         return [p.pod for p in self._pods.values()]
+
+    @property
+    def pod_infos(self) -> list[PodInfo]:
+        return list(self._pods.values())
+
+    def clone(self) -> NodeInfo:
+        """A copy to simulate on (preemption removes and re-adds pods on it)."""
+        return NodeInfo.from_node(self.node, self._pods.values())
 
     def has_pod(self, pod: Obj | PodInfo) -> bool:
         return _pod_info(pod).key in self._pods

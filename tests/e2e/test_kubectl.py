@@ -241,3 +241,34 @@ def test_typed_create_commands(apiserver):
     svc = json.loads(k("get", "-n", "typed", "svc", "web", "-o", "json").stdout)
     assert svc["spec"]["ports"][0]["nodePort"] == 30081 and svc["spec"]["ports"][0]["targetPort"] == 8080
     assert k("get", "-n", "typed", "sa", "robot", "-o", "name").stdout.strip() == "serviceaccount/robot"
+
+
+def test_quota_and_limit_range_with_kubectl(apiserver):
+    """`kubectl create quota` (a protobuf body), a LimitRange's defaults, the refusal as kubectl prints it,
+    and `kubectl describe quota` from the status admission charged."""
+    k = apiserver.kubectl
+    k("create", "namespace", "quota")
+    k("create", "-n", "quota", "quota", "q", "--hard=pods=1,requests.cpu=1,limits.cpu=1")
+    k("apply", "-n", "quota", "-f", "-", input="""\
+apiVersion: v1
+kind: LimitRange
+metadata: {name: cpu}
+spec:
+  limits:
+  - type: Container
+    default: {cpu: 500m}
+    defaultRequest: {cpu: 200m}
+""")
+    k("run", "-n", "quota", "one", "--image=busybox:1.36", "--restart=Never")
+    pod = json.loads(k("get", "-n", "quota", "pod", "one", "-o", "json").stdout)
+    assert pod["spec"]["containers"][0]["resources"] == {"limits": {"cpu": "500m"}, "requests": {"cpu": "200m"}}
+    refused = k("run", "-n", "quota", "two", "--image=busybox:1.36", "--restart=Never", check=False)
+    assert refused.returncode != 0
+    assert 'pods "two" is forbidden: exceeded quota: q, requested: pods=1, used: pods=1, limited: pods=1' \
+        in refused.stderr, refused.stderr
+    described = k("describe", "-n", "quota", "quota", "q").stdout
+    lines = {tuple(line.split()) for line in described.splitlines()}
+    assert ("pods", "1", "1") in lines and ("requests.cpu", "200m", "1") in lines and \
+        ("limits.cpu", "500m", "1") in lines, described
+    table = k("get", "-n", "quota", "quota").stdout
+    assert "pods: 1/1" in table and "limits.cpu: 500m/1" in table, table

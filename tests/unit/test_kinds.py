@@ -18,7 +18,11 @@ from kubepy.kinds import printers, validation
 @pytest.mark.parametrize("k", kinds.all_kinds(), ids=lambda k: f"{k.api_version}/{k.kind}")
 def test_every_kind_is_fully_described(k: kinds.Kind):
     assert hasattr(models, k.model), f"{k.kind}: no schema (model {k.model!r} is not a client model)"
-    assert "list" not in k.verbs or hasattr(models, k.list_model), f"{k.kind}: no list schema {k.list_model!r}"
+    if k.virtual:  # create-only, never stored: no list, table, protobuf or field selectors
+        assert k.verbs == ["create"]
+        assert openapi.definition_for(k.api_version, k.kind) is not None, f"{k.kind}: not in the OpenAPI document"
+        return
+    assert hasattr(models, k.list_model), f"{k.kind}: no list schema {k.list_model!r}"
     assert k.proto in SCHEMA, f"{k.kind}: no protobuf root"
     assert k.printer is not None and k.printer.columns, f"{k.kind}: no printer"
     assert k.strategy is not None
@@ -83,4 +87,20 @@ def test_the_same_resource_twice_is_refused():
 def test_protobuf_roots_come_from_the_kinds():
     roots = protobuf.roots()
     for k in kinds.all_kinds():
+        if k.virtual:
+            continue
         assert roots[(k.api_version, k.kind)] == k.proto
+
+
+def test_invalid_names_the_group_and_lists_several_problems_as_kubernetes_does():
+    from kubepy.kinds.validation import validate_object
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"},
+           "spec": {"parallelism": -1, "template": {"spec": {"restartPolicy": "Always",
+                                                                   "containers": [{"name": "c", "image": "i"}]}}}}
+    with pytest.raises(kinds.Invalid) as e:
+        validate_object(kinds.lookup("batch", "v1", "jobs"), job)
+    msg = str(e.value)
+    assert msg.startswith('Job.batch "x" is invalid: [') and msg.endswith("]"), msg
+    assert "spec.parallelism: Invalid value: -1" in msg and ", spec.template.spec.restartPolicy" in msg, msg
+    one = kinds.invalid_message("Pod", "p", [{"field": "spec.x", "message": "Required value"}])
+    assert one == 'Pod "p" is invalid: spec.x: Required value'

@@ -5,19 +5,16 @@ API server's authorizers): SelfSubjectAccessReview and
 SelfSubjectRulesReview ask about the caller, SubjectAccessReview and
 LocalSubjectAccessReview about anyone. What the four share lives here:
 spec validation as upstream's pkg/apis/authorization/validation, the
-protobuf messages of k8s.io/api/authorization/v1/generated.proto, a printer.
+protobuf messages of k8s.io/api/authorization/v1/generated.proto.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-from kubepy.kinds import Printer, printers
 from kubepy.kinds import validation as v
 
 GROUP = "authorization.k8s.io"
-CREATE_ONLY = ("create",)
 
 # SubjectAccessReviewSpec.extra (5, map<string, ExtraValue>) is JSON only: protobuf.py's schema has no
 # message that is a bare list in JSON, so a protobuf body carrying it is refused, not misread.
@@ -92,8 +89,3 @@ def any_name(name: str) -> list[str]:
     return []
 
 
-def _cells(obj: dict, now: dt.datetime) -> list:
-    return [printers.name_cell(obj), printers.age_cell(obj, now)]
-
-
-PRINTER = Printer((printers.name_column(), printers.age_column()), _cells)

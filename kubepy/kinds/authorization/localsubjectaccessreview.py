@@ -24,5 +24,5 @@ LocalSubjectAccessReview
 """,
     api_types=("LocalSubjectAccessReview",),
     strategy=Strategy(validate=_validate, name_rule=a.any_name),
-    printer=a.PRINTER, verbs=a.CREATE_ONLY,
+    virtual=True,
 ))

@@ -16,5 +16,5 @@ SelfSubjectAccessReview
                "NonResourceAttributes", "SubjectAccessReviewStatus", "FieldSelectorAttributes",
                "LabelSelectorAttributes"),
     strategy=Strategy(validate=a.validate_self_spec, name_rule=a.any_name),
-    printer=a.PRINTER, verbs=a.CREATE_ONLY,
+    virtual=True,
 ))

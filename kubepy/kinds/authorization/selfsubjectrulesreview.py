@@ -37,5 +37,5 @@ SubjectRulesReviewStatus
     api_types=("SelfSubjectRulesReview", "SelfSubjectRulesReviewSpec", "ResourceRule", "NonResourceRule",
                "SubjectRulesReviewStatus"),
     strategy=Strategy(validate=_validate, name_rule=a.any_name),
-    printer=a.PRINTER, verbs=a.CREATE_ONLY,
+    virtual=True,
 ))

@@ -14,5 +14,5 @@ SubjectAccessReview
 """,
     api_types=("SubjectAccessReview", "SubjectAccessReviewSpec"),
     strategy=Strategy(validate=a.validate_subject_spec, name_rule=a.any_name),
-    printer=a.PRINTER, verbs=a.CREATE_ONLY,
+    virtual=True,
 ))
