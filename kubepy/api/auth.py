@@ -1,4 +1,5 @@
-"""Who is calling (client certificates, bearer tokens) and may they do this (admin / node / bootstrap).
+"""Who is calling (client certificates, bearer tokens); what they may do is kubepy.api.authz's
+(RBAC, the node authorizer and NodeRestriction).
 
 Authenticators, in the order the API server asks them (as Kubernetes'
 union authenticator): a client certificate verified by the cluster CA
@@ -9,9 +10,10 @@ found is also in ``system:authenticated``.
 
 Identities:
 - admin: group ``system:masters``, may do everything;
-- ``system:node:<name>`` (group ``system:nodes``): reads everything, writes
-  only its own Node, its own Lease (kube-node-lease), the pods bound to it
-  (status, deletion) and Events;
+- ``system:node:<name>`` (group ``system:nodes``): the node authorizer's
+  rules (kubepy.api.nodeauth): reads only the Secrets and ConfigMaps its
+  pods use, writes only its own Node, its own Lease (kube-node-lease), the
+  pods bound to it (status, deletion) and Events;
 - ``system:bootstrap:<id>`` (group ``system:bootstrappers``): may only call
   the join endpoint that issues a node token; bootstrap tokens are Secrets
   with an expiry (``kubepy.bootstraptoken``), checked by the server;
