@@ -13,7 +13,8 @@ Identities:
 - ``system:node:<name>`` (group ``system:nodes``): the node authorizer's
   rules (kubepy.api.nodeauth): reads only the Secrets and ConfigMaps its
   pods use, writes only its own Node, its own Lease (kube-node-lease), the
-  pods bound to it (status, deletion) and Events;
+  pods bound to it (status, deletion) and Events; for its local-path
+  storage, its own CSIStorageCapacity and the PersistentVolumes it provisioned;
 - ``system:bootstrap:<id>`` (group ``system:bootstrappers``): may only call
   the join endpoint that issues a node token; bootstrap tokens are Secrets
   with an expiry (``kubepy.bootstraptoken``), checked by the server;

@@ -3,9 +3,9 @@
 Talks to: nothing but the API server's pod watch cache (through
 ``rbac.follow``).  A ``system:node:NAME`` user in ``system:nodes``:
 
-- reads a Secret, ConfigMap, PersistentVolumeClaim or ServiceAccount (and
-  requests a ServiceAccount token) only when a pod bound to its node
-  references it: ``NodeGraph`` keeps, per node, what its pods use, from the
+- reads a Secret, ConfigMap or ServiceAccount (and requests a
+  ServiceAccount token) only when a pod bound to its node references it
+  (claims and volumes it may read, for kubepy's local-path storage): ``NodeGraph`` keeps, per node, what its pods use, from the
   pods' watch (upstream's graph, plugin/pkg/auth/authorizer/node); list and
   watch of those kinds are refused unless they name one object
   (``fieldSelector=metadata.name=X``), as upstream;
@@ -30,6 +30,7 @@ from typing import Any
 from kubepy.api import errors
 from kubepy.api.authz import ALLOWED, NO_OPINION, Attributes, Decision
 from kubepy.api.rbac import rules_allow
+from kubepy.meta.volumes import ANN_LOCAL_PATH_NODE, CAPACITY_NAMESPACE, capacity_name
 
 NODES_GROUP = "system:nodes"
 NODE_PREFIX = "system:node:"
@@ -63,10 +64,15 @@ NODE_RULES = [
     _rule("update patch", '""', "pods/status"),
     _rule("create", '""', "pods/eviction"),
     _rule("create get list watch", "certificates.k8s.io", "certificatesigningrequests"),
+    # kubepy's local-path storage (kubepy.kubelet.localvolumes) watches claims and volumes, publishes its
+    # capacity and deletes the volumes it provisioned (admit() holds it to its own).
+    _rule(READ, '""', "persistentvolumeclaims persistentvolumes"),
+    _rule("delete", '""', "persistentvolumes"),
+    _rule("get create update patch", "storage.k8s.io", "csistoragecapacities"),
 ]
 
 # What pods reference, by resource: (resource, namespace, name).
-_GRAPHED = {"secrets", "configmaps", "persistentvolumeclaims", "serviceaccounts"}
+_GRAPHED = {"secrets", "configmaps", "serviceaccounts"}
 
 
 def pod_references(pod: dict[str, Any]) -> set[tuple[str, str, str]]:
@@ -277,6 +283,15 @@ def admit(attrs: Attributes, *, old: dict[str, Any] | None, new: dict[str, Any] 
         bad = forbidden_labels(labels, (old.get("metadata") or {}).get("labels"))
         if bad:
             raise _refuse(attrs, f'is not allowed to modify labels: {", ".join(bad)}')
+        return
+    if attrs.api_group == "" and res == "persistentvolumes" and verb == "delete":
+        if (((old or {}).get("metadata") or {}).get("annotations") or {}).get(ANN_LOCAL_PATH_NODE) != node:
+            raise _refuse(attrs, f'node "{node}" may only delete the PersistentVolumes it provisioned')
+        return
+    if attrs.api_group == "storage.k8s.io" and res == "csistoragecapacities" and verb in ("create", "update", "patch"):
+        name = attrs.name or ((new or {}).get("metadata") or {}).get("name", "")
+        if attrs.namespace != CAPACITY_NAMESPACE or name != capacity_name(node):
+            raise _refuse(attrs, f'node "{node}" may only write its own CSIStorageCapacity')
         return
     if attrs.api_group == "coordination.k8s.io" and res == "leases":
         name = attrs.name or ((new or {}).get("metadata") or {}).get("name", "")

@@ -35,6 +35,9 @@ CONTROLLERS = {
     "cronjob": "kubepy.controllers.cronjob:CronJobController",
     "statefulset": "kubepy.controllers.statefulset:StatefulSetController",
     "resourcequota": "kubepy.controllers.resourcequota:ResourceQuotaController",
+    "persistentvolume-binder": "kubepy.controllers.persistentvolume:PersistentVolumeController",
+    "pvc-protection": "kubepy.controllers.volumeprotection:PVCProtectionController",
+    "pv-protection": "kubepy.controllers.volumeprotection:PVProtectionController",
     "clusterrole-aggregation": "kubepy.controllers.clusterroleaggregation:ClusterRoleAggregationController",
 }
 

@@ -62,6 +62,7 @@ from kubepy.client import Client, ClientConfig, EventRecorder, Informer, Transpo
 from kubepy.kubelet.cgroups import PodCgroups
 from kubepy.kubelet.config import KubeletConfig, add_kubelet_flags, config_from_args
 from kubepy.kubelet.ipam import HostLocalIPAM
+from kubepy.kubelet.localvolumes import LocalVolumes
 from kubepy.kubelet.network import NodeNetwork
 from kubepy.kubelet.node import NodeAgent, machine_info
 from kubepy.kubelet.pods import (
@@ -237,6 +238,8 @@ class Kubelet:
         self.secrets = ReferencedObjects(client, "secrets", lambda o: self._source_changed("secret", o))
         self._starting: dict[str, dict[str, Any]] = {}  # pods whose sources are being read before their worker starts
         self.services = Informer(client, "services")  # for the Service environment variables
+        self.local_volumes = LocalVolumes(client, node_name=config.node_name, root_dir=config.root_dir,
+                                          capacity_limit=config.local_storage_capacity)
         self.cgroups = PodCgroups(config.cgroup_root, node=config.node_name)
         info = machine_info()
         self.node_alloc = {"cpu_milli": info["cpu"] * 1000, "memory": info["memory"]}
@@ -547,6 +550,7 @@ class Kubelet:
         await asyncio.to_thread(self.cgroups.ensure_parent)
         self._tasks.append(asyncio.create_task(self._runtime_events(), name="kubelet:runtime-events"))
         self._tasks.append(asyncio.create_task(self.services.run(), name="kubelet:services"))
+        await self.local_volumes.start()  # claims, node-local volumes, published capacity
         # Pods start only once the Services are known: their variables are fixed at container start.
         await self.services.wait_synced()
         self.pods.add_handler(self._pod_event, lambda _old, new: self._pod_event(new), self._pod_deleted)
@@ -571,6 +575,7 @@ class Kubelet:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.local_volumes.stop()
         await asyncio.gather(*(w.stop() for w in list(self.workers.values())), return_exceptions=True)
         await asyncio.gather(self.configmaps.stop(), self.secrets.stop())
         await self.recorder.flush()
