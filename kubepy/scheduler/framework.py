@@ -317,6 +317,30 @@ class PodInfo:
     def is_terminating(self) -> bool:
         return bool(self.metadata.get("deletionTimestamp"))
 
+    @cached_property
+    def labels(self) -> Mapping[str, str]:
+        return self.metadata.get("labels") or {}
+
+    @cached_property
+    def namespace(self) -> str:
+        return self.metadata.get("namespace") or ""
+
+    @cached_property
+    def pod_affinity(self) -> tuple[bool, bool]:
+        """``(has any podAffinity/podAntiAffinity, has required anti-affinity)``:
+        which pods the InterPodAffinity plugin must look at on a node."""
+        affinity = self.spec.get("affinity") or {}
+        anti = affinity.get("podAntiAffinity") or {}
+        has_any = bool(affinity.get("podAffinity") or anti)
+        return has_any, bool(anti.get("requiredDuringSchedulingIgnoredDuringExecution"))
+
+    def remember(self, key: str, value: Any) -> None:
+        """Keep per-attempt plugin state (PreFilter/PreScore results)."""
+        self._memo[key] = value
+
+    def recall(self, key: str) -> Any:
+        return self._memo[key]
+
     def cached(self, key: str, build: Callable[[PodInfo], T]) -> T:
         try:
             return self._memo[key]  # type: ignore[no-any-return]
@@ -376,6 +400,12 @@ class NodeInfo:
     non_zero_memory: int = 0
     used_ports: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     controller_counts: Counter[str] = field(default_factory=Counter)
+    # Pods with pod (anti-)affinity, and with required anti-affinity (upstream's
+    # PodsWithAffinity / PodsWithRequiredAntiAffinity), as counts: plugins skip
+    # nodes where they are 0.
+    affinity_pods: int = 0
+    required_anti_affinity_pods: int = 0
+    _derived: dict[Any, Any] = field(default_factory=dict, repr=False)
     _ports_any_ip: Counter[tuple[str, int]] = field(default_factory=Counter, repr=False)
     _pods: dict[str, PodInfo] = field(default_factory=dict, repr=False)
 
@@ -429,7 +459,26 @@ class NodeInfo:
         self._account(stored, -1)
         return True
 
+    def derived(self, key: Any, build: Callable[[NodeInfo], T]) -> T:
+        """A fact about this node's pods (e.g. how many match a selector),
+        built once and kept until a pod is added or removed here."""
+        try:
+            return self._derived[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._derived[key] = build(self)
+            return value
+
+    def pod_infos(self) -> Iterable[PodInfo]:
+        return self._pods.values()
+
     def _account(self, info: PodInfo, sign: int) -> None:
+        if self._derived:
+            self._derived.clear()
+        has_affinity, required_anti = info.pod_affinity
+        if has_affinity:
+            self.affinity_pods += sign
+            if required_anti:
+                self.required_anti_affinity_pods += sign
         reqs = info.requests
         self.pod_count += sign
         self.requested_milli_cpu += sign * reqs.milli_cpu
@@ -479,6 +528,9 @@ class FilterPlugin(Protocol):
 
     May also define ``pre_filter(pod: PodInfo) -> bool``; False means the
     plugin has nothing to check for this pod and ``filter`` is not called.
+    A plugin that needs the whole cluster to prepare (inter-pod affinity,
+    topology spread) defines ``pre_filter_nodes(pod, node_infos) -> bool``
+    instead, and keeps what it computed in ``pod.cached`` state.
     """
 
     name: str
@@ -590,6 +642,11 @@ def schedule_one(
 
     checks = []
     for plugin in filters:
+        pre_nodes = getattr(plugin, "pre_filter_nodes", None)
+        if pre_nodes is not None:
+            if pre_nodes(info, node_infos):
+                checks.append(plugin.filter)
+            continue
         pre = getattr(plugin, "pre_filter", None)
         if pre is None or pre(info):
             checks.append(plugin.filter)
@@ -634,10 +691,13 @@ def schedule_one(
     return result
 
 
-def default_filters() -> list[FilterPlugin]:
+def default_filters(listers: Any = None) -> list[FilterPlugin]:
     """Kubernetes' default filter order, with NodeReady where its taint
-    check would be."""
+    check would be.  *listers* (``kubepy.scheduler.listers.Listers``) give
+    namespaces' labels and the workloads behind default spreading."""
     from kubepy.scheduler import plugins
+    from kubepy.scheduler.interpodaffinity import InterPodAffinity
+    from kubepy.scheduler.topologyspread import PodTopologySpread
 
     return [
         plugins.NodeUnschedulable(),
@@ -646,17 +706,24 @@ def default_filters() -> list[FilterPlugin]:
         plugins.NodeAffinity(),
         plugins.NodePorts(),
         plugins.NodeResourcesFit(),
+        PodTopologySpread(listers),
+        InterPodAffinity(listers),
     ]
 
 
-def default_scorers() -> list[tuple[ScorePlugin, int]]:
-    """Scorers with Kubernetes' default weights (spreading as PodTopologySpread's)."""
+def default_scorers(listers: Any = None) -> list[tuple[ScorePlugin, int]]:
+    """Scorers with Kubernetes' default weights.  Spreading is
+    PodTopologySpread's, with the system default constraints (upstream
+    dropped SelectorSpread for them)."""
     from kubepy.scheduler import plugins
+    from kubepy.scheduler.interpodaffinity import InterPodAffinity
+    from kubepy.scheduler.topologyspread import PodTopologySpread
 
     return [
         (plugins.TaintToleration(), 3),
         (plugins.NodeAffinity(), 2),
+        (PodTopologySpread(listers), 2),
+        (InterPodAffinity(listers), 2),
         (plugins.NodeResourcesLeastAllocated(), 1),
         (plugins.NodeResourcesBalancedAllocation(), 1),
-        (plugins.SelectorSpread(), 2),
     ]

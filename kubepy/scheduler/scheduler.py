@@ -30,6 +30,7 @@ from kubepy.client import (
     WorkQueue,
     object_key,
 )
+from kubepy.scheduler.listers import Listers
 from kubepy.scheduler.framework import (
     NodeInfo,
     PodInfo,
@@ -81,8 +82,10 @@ class Scheduler:
         self._binds = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
         self._bind_tasks: set[asyncio.Task[None]] = set()
         self._next_start = 0
-        self._filters = default_filters()  # plugins hold no per-pod state
-        self._scorers = default_scorers()
+        # Namespaces' labels and the workloads behind default spreading.
+        self.listers = Listers.from_client(client)
+        self._filters = default_filters(self.listers)  # plugins hold no per-pod state
+        self._scorers = default_scorers(self.listers)
         self.bound = 0
         self.nodes.add_handler(self._node_added, self._node_updated, self._node_deleted)
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
@@ -175,10 +178,12 @@ class Scheduler:
     async def run(self) -> None:
         tasks = [asyncio.create_task(self.nodes.run(), name="scheduler:nodes"),
                  asyncio.create_task(self.pods.run(), name="scheduler:pods"),
-                 asyncio.create_task(self._flush_unschedulable(), name="scheduler:flush")]
+                 asyncio.create_task(self._flush_unschedulable(), name="scheduler:flush"),
+                 asyncio.create_task(self.listers.run(), name="scheduler:listers")]
         try:
             await self.nodes.wait_synced()
             await self.pods.wait_synced()
+            await self.listers.wait_synced()
             log.info("scheduler ready nodes=%d pods=%d", len(self.node_infos), len(self.pods.cache))
             while True:
                 try:
