@@ -138,6 +138,7 @@ class Scheduler:
             self.assumed.pop(object_key(pod), None)
             if not _is_terminated(pod):
                 self._account(pod)
+                self._retry_waiting_for_peers()
         elif _wants_us(pod, self.name):
             self.queue.add(object_key(pod))
 
@@ -151,6 +152,8 @@ class Scheduler:
                 self._retry_unschedulable(f"pod {key} finished")
             else:
                 self._account(new)
+                if not (old.get("spec") or {}).get("nodeName"):
+                    self._retry_waiting_for_peers()
         elif _wants_us(new, self.name) and key not in self.unschedulable and key not in self.assumed:
             self.queue.add(key)
 
@@ -173,6 +176,17 @@ class Scheduler:
         for key in list(self.unschedulable):
             self.unschedulable.discard(key)
             self.queue.add_rate_limited(key)
+
+    def _retry_waiting_for_peers(self) -> None:
+        """A pod was placed: pods whose pod affinity or spread constraints
+        failed may fit now (upstream's AssignedPodAdd event for those plugins)."""
+        if not self.unschedulable:
+            return
+        for key in list(self.unschedulable):
+            spec = (self.pods.cache.get(key) or {}).get("spec") or {}
+            if (spec.get("affinity") or {}).get("podAffinity") or spec.get("topologySpreadConstraints"):
+                self.unschedulable.discard(key)
+                self.queue.add_rate_limited(key)
 
     # -- the scheduling loop ----------------------------------------------
     async def run(self) -> None:
