@@ -1,4 +1,11 @@
-"""Who is calling (bearer tokens) and may they do this (admin / node / bootstrap).
+"""Who is calling (client certificates, bearer tokens) and may they do this (admin / node / bootstrap).
+
+Authenticators, in the order the API server asks them (as Kubernetes'
+union authenticator): a client certificate verified by the cluster CA
+(``x509_user``: CN = user, O = groups, as kubeadm's ``admin.conf``),
+static and node tokens (``TokenAuthenticator``), bootstrap tokens, then
+service-account JWTs (``kubepy.api.serviceaccounts``). Every user so
+found is also in ``system:authenticated``.
 
 Identities:
 - admin: group ``system:masters``, may do everything;
@@ -37,6 +44,8 @@ MASTERS = "system:masters"
 NODES = "system:nodes"
 BOOTSTRAPPERS = "system:bootstrappers"
 NODE_PREFIX = "system:node:"
+AUTHENTICATED = "system:authenticated"
+ADMIN_CERT_USER = "kubernetes-admin"  # kubeadm's admin.conf user
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 JOIN_PATH = "/kubepy/v1/join"
 CREDENTIALS_PATH = "/kubepy/v1/nodecredentials/"
@@ -44,8 +53,18 @@ CREDENTIALS_PATH = "/kubepy/v1/nodecredentials/"
 
 @dataclass(frozen=True)
 class User:
+    """An authenticated identity, as Kubernetes' user.Info: name, uid, groups, extra.
+
+    ``extra`` is a tuple of (key, values) pairs so a User stays hashable;
+    ``extra_map`` gives it as the ``map[string][]string`` the API shows."""
     name: str
     groups: tuple[str, ...] = ()
+    uid: str = ""
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @property
+    def extra_map(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self.extra}
 
     @property
     def is_admin(self) -> bool:
@@ -60,6 +79,29 @@ class User:
     @property
     def is_bootstrap(self) -> bool:
         return BOOTSTRAPPERS in self.groups
+
+
+def x509_user(peercert: dict | None) -> User | None:
+    """The user a verified client certificate names, as Kubernetes' x509 authenticator reads it:
+    CN = user name, each O = a group. ``peercert`` is ``ssl.SSLSocket.getpeercert()``'s dict, which
+    is only there when the TLS layer verified the certificate against the cluster CA."""
+    if not peercert:
+        return None
+    cn, orgs = "", []
+    for rdn in peercert.get("subject", ()):
+        for attr, value in rdn:
+            if attr == "commonName":
+                cn = value
+            elif attr == "organizationName":
+                orgs.append(value)
+    return User(cn, tuple(orgs)) if cn else None
+
+
+def with_authenticated_group(user: User) -> User:
+    """Every authenticated user is also in ``system:authenticated`` (upstream's group adder)."""
+    if AUTHENTICATED in user.groups:
+        return user
+    return User(user.name, (*user.groups, AUTHENTICATED), user.uid, user.extra)
 
 
 def new_token() -> str:

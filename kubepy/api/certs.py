@@ -2,7 +2,9 @@
 
 Files in the data dir: ``ca.crt``/``ca.key`` (the cluster CA),
 ``apiserver.crt``/``apiserver.key`` (serving certificate signed by it),
-``admin.kubeconfig``. Existing files are reused, so restarts keep trust.
+``admin.crt``/``admin.key`` (the admin's client certificate: CN = user,
+O = groups, as kubeadm writes ``admin.conf``), ``admin.kubeconfig``.
+Existing files are reused, so restarts keep trust.
 All are written mode 0600 (``kubepy.privatefiles``), in the 0700 data dir.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import yaml
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -103,9 +106,70 @@ def ensure_serving_cert(data_dir: Path, sans: list[str]) -> tuple[Path, Path]:
     return crt, key
 
 
-def kubeconfig(*, server: str, ca_pem: bytes, token: str, user: str = "admin", cluster: str = "kubepy") -> dict:
+_CLIENT_VALIDITY = dt.timedelta(days=365)  # kubeadm's client certificates last a year
+_RENEW_BEFORE = dt.timedelta(days=30)
+
+
+def issue_client_cert(data_dir: Path, *, user: str, groups: tuple[str, ...],
+                      validity: dt.timedelta = _CLIENT_VALIDITY) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM) of a client certificate the API server accepts as ``user`` in
+    ``groups``: CN = user, one O per group, clientAuth, signed by the cluster CA."""
+    ca_cert, ca_key = ensure_ca(data_dir)
+    pkey = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(subject))
+        .issuer_name(ca_cert.subject)
+        .public_key(pkey.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(pkey)
+
+
+def ensure_admin_cert(data_dir: Path, *, user: str, groups: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """The admin's client certificate (``admin.crt``/``admin.key``), re-issued when it names another
+    user, was signed by another CA or ends within 30 days."""
+    crt, key = data_dir / "admin.crt", data_dir / "admin.key"
+    if crt.exists() and key.exists():
+        cert = x509.load_pem_x509_certificate(crt.read_bytes())
+        ca_cert, _ = ensure_ca(data_dir)
+        cn = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        orgs = tuple(a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+        if cn == [user] and orgs == groups and cert.issuer == ca_cert.subject \
+                and cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) > _RENEW_BEFORE:
+            try:
+                cert.verify_directly_issued_by(ca_cert)
+                return crt.read_bytes(), key.read_bytes()
+            except (ValueError, TypeError, InvalidSignature):
+                pass
+    cert_pem, key_pem = issue_client_cert(data_dir, user=user, groups=groups)
+    write_private(key, key_pem)
+    write_private(crt, cert_pem)
+    return cert_pem, key_pem
+
+
+def kubeconfig(*, server: str, ca_pem: bytes, token: str | None, user: str = "admin", cluster: str = "kubepy",
+               client_cert: tuple[bytes, bytes] | None = None) -> dict:
+    """A kubeconfig as kubeadm writes one (context ``USER@CLUSTER`` when a client certificate is
+    given), with the bearer token as well when ``token`` is given."""
     import base64
 
+    creds: dict[str, str] = {}
+    if client_cert is not None:
+        creds["client-certificate-data"] = base64.b64encode(client_cert[0]).decode()
+        creds["client-key-data"] = base64.b64encode(client_cert[1]).decode()
+    if token:
+        creds["token"] = token
+    context = f"{user}@{cluster}" if client_cert is not None else cluster
     return {
         "apiVersion": "v1",
         "kind": "Config",
@@ -113,9 +177,9 @@ def kubeconfig(*, server: str, ca_pem: bytes, token: str, user: str = "admin", c
             "server": server,
             "certificate-authority-data": base64.b64encode(ca_pem).decode(),
         }}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
-        "current-context": cluster,
+        "users": [{"name": user, "user": creds}],
+        "contexts": [{"name": context, "context": {"cluster": cluster, "user": user}}],
+        "current-context": context,
     }
 
 

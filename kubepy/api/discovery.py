@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubepy.version import version_info  # noqa: F401 - served at /version
-from kubepy.kinds import VERBS, Kind, all_kinds, group_versions
+from kubepy.kinds import Kind, all_kinds, group_versions
 
 def api_versions(server_address: str) -> dict[str, Any]:
     return {
@@ -48,6 +48,7 @@ _SUBRESOURCE = {
     "proxy": (None, None, None, ["create", "delete", "get", "patch", "update"]),
     "finalize": (None, None, None, ["update"]),
     "ephemeralcontainers": (None, None, None, ["get", "patch", "update"]),
+    "token": ("TokenRequest", "authentication.k8s.io", "v1", ["create"]),
 }
 
 
@@ -57,7 +58,7 @@ def _resource_entries(r: Kind) -> list[dict[str, Any]]:
         "singularName": r.kind.lower(),
         "namespaced": r.namespaced,
         "kind": r.kind,
-        "verbs": VERBS,
+        "verbs": r.verbs,
     }
     if r.short_names:
         main["shortNames"] = list(r.short_names)

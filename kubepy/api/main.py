@@ -42,8 +42,12 @@ def write_admin_kubeconfig(config: ServerConfig) -> Path:
     server = f"https://{'[' + host + ']' if ':' in host else host}:{config.port}"
     ca_pem = (config.data_dir / "ca.crt").read_bytes()
     path = config.data_dir / "admin.kubeconfig"
-    certs.write_kubeconfig(path, certs.kubeconfig(server=server, ca_pem=ca_pem,
-                                                  token=auth.token_for(tokens, group=auth.MASTERS)))
+    # As kubeadm's admin.conf: a client certificate (CN=kubernetes-admin, O=system:masters); the static
+    # token stays beside it for the components and tools that still read it from this file.
+    client_cert = certs.ensure_admin_cert(config.data_dir, user=auth.ADMIN_CERT_USER, groups=(auth.MASTERS,))
+    certs.write_kubeconfig(path, certs.kubeconfig(server=server, ca_pem=ca_pem, user=auth.ADMIN_CERT_USER,
+                                                  token=auth.token_for(tokens, group=auth.MASTERS),
+                                                  client_cert=client_cert))
     return path
 
 
@@ -54,12 +58,16 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext:
     crt, key = certs.ensure_serving_cert(config.data_dir, sans)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(crt, key)
+    # Client certificates are asked for, not required (tokens and anonymous health checks go on
+    # working), and verified against the cluster CA: a verified one names the user (auth.x509_user).
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.load_verify_locations(cafile=str(config.data_dir / "ca.crt"))
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
 
 # Files of the data dir that hold secrets (the store's own files are narrowed by the store).
-PRIVATE_FILES = ("ca.key", "apiserver.key", "tokens.csv", "admin.kubeconfig")
+PRIVATE_FILES = ("ca.key", "apiserver.key", "tokens.csv", "admin.kubeconfig", "admin.key", "sa.key")
 
 
 def secure_data_dir(data_dir: Path) -> None:

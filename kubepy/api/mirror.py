@@ -60,11 +60,19 @@ class Mirror:
 
     async def items(self, namespace: str) -> list[dict[str, Any]]:
         """The objects in ``namespace`` (waits for the first load)."""
+        await self._started()
+        head = f"{self.prefix}{namespace}/"
+        return [o for k, o in self._objects.items() if k.startswith(head)]
+
+    async def all(self) -> list[dict[str, Any]]:
+        """Every object (a cluster-scoped kind's)."""
+        await self._started()
+        return list(self._objects.values())
+
+    async def _started(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"mirror:{self.prefix}")
         await self._ready.wait()
-        head = f"{self.prefix}{namespace}/"
-        return [o for k, o in self._objects.items() if k.startswith(head)]
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -75,6 +75,7 @@ def served() -> tuple[kinds.Kind, ...]:
 
 # extra models every document needs (request/response bodies of the paths)
 _EXTRA_MODELS = ("V1Status", "V1DeleteOptions", "V1WatchEvent", "V1Scale", "V1Binding")
+_TOKEN_REQUEST = "AuthenticationV1TokenRequest"  # serviceaccounts/token's body (authentication.k8s.io/v1)
 
 # ---------------------------------------------------------------------------
 # Canonical definition names
@@ -241,9 +242,12 @@ class _Builder:
     def build(self) -> None:
         for s in served():
             self.ref(s.model)
-            self.ref(s.list_model)
+            if not s.virtual:
+                self.ref(s.list_model)
         for m in _EXTRA_MODELS:
             self.ref(m)
+        if any("token" in s.subresources for s in served()):
+            self.ref(_TOKEN_REQUEST)
         while self._pending:
             cname = self._pending.pop()
             self.defs[self.class_to_def[cname]] = self._model_schema(cname)
@@ -375,12 +379,17 @@ class _Builder:
         for s in served():
             gvk = [{"group": s.group, "kind": s.kind, "version": s.version}]
             d[_canonical(s.model)]["x-kubernetes-group-version-kind"] = gvk
+            if s.virtual:
+                continue
             d[_canonical(s.list_model)]["x-kubernetes-group-version-kind"] = [
                 {"group": s.group, "kind": s.kind + "List", "version": s.version}]
         d[_canonical("V1Scale")]["x-kubernetes-group-version-kind"] = [
             {"group": "autoscaling", "kind": "Scale", "version": "v1"}]
         d[_canonical("V1Binding")]["x-kubernetes-group-version-kind"] = [
             {"group": "", "kind": "Binding", "version": "v1"}]
+        if _canonical(_TOKEN_REQUEST) in d:
+            d[_canonical(_TOKEN_REQUEST)]["x-kubernetes-group-version-kind"] = [
+                {"group": "authentication.k8s.io", "kind": "TokenRequest", "version": "v1"}]
         d[_canonical("V1Status")]["x-kubernetes-group-version-kind"] = [
             {"group": "", "kind": "Status", "version": "v1"}]
         groups = sorted({(s.group, s.version) for s in served()}) + [("autoscaling", "v1"),
@@ -547,6 +556,12 @@ def _paths_for(s: kinds.Kind) -> dict[str, tuple[list[str], list[_Op]]]:
     gvk = {"group": s.group, "kind": s.kind, "version": s.version}
     root = _root(s.group, s.version)
     obj = _canonical(s.model)
+    if s.virtual:  # create-only (TokenReview): one POST, as Kubernetes documents it
+        base = f"{root}/namespaces/{{namespace}}/{s.plural}" if s.namespaced else f"{root}/{s.plural}"
+        return {base: (["namespace", "pretty"] if s.namespaced else ["pretty"], [_Op(
+            "post", f"create{prefix}{'Namespaced' if s.namespaced else ''}{s.kind}", "post", gvk,
+            ("dryRun", "fieldManager", "fieldValidation"), obj, False, obj, ("200", "201", "202"),
+            f"create a {s.kind}", tag)])}
     lst = _canonical(s.list_model)
     status = _canonical("V1Status")
     delopts = _canonical("V1DeleteOptions")
@@ -625,6 +640,13 @@ def _paths_for(s: kinds.Kind) -> dict[str, tuple[list[str], list[_Op]]]:
                 op("post", f"create{prefix}{scope}{k}Binding", "post", _WRITE_PARAMS, binding,
                    binding, ("200", "201", "202"), f"create binding of a {k}",
                    g={"group": "", "kind": "Binding", "version": "v1"}),
+            ])
+        elif sub == "token":
+            tr = _canonical(_TOKEN_REQUEST)
+            out[path] = (pp_item, [
+                op("post", f"create{prefix}{scope}{k}Token", "post", _WRITE_PARAMS, tr, tr,
+                   ("200", "201", "202"), f"create token of a {k}",
+                   g={"group": "authentication.k8s.io", "kind": "TokenRequest", "version": "v1"}),
             ])
         elif sub == "log":
             out[path] = (pp_item, [

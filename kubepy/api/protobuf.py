@@ -91,6 +91,7 @@ _OTHER_ROOTS: dict[tuple[str, str], str] = {
     ("policy/v1", "Eviction"): "Eviction",
     ("policy/v1beta1", "Eviction"): "Eviction",
     ("meta.k8s.io/v1", "DeleteOptions"): "DeleteOptions",
+    ("authentication.k8s.io/v1", "TokenRequest"): "TokenRequest",  # serviceaccounts/token (kinds/authentication)
 }
 
 

@@ -35,10 +35,14 @@ from kubepy.api import (
     openapi_proto,
     patch,
     proxy,
+    serviceaccounts,
+    tokens,
 )
 from kubepy.meta import selectors
 from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validation
+from kubepy.kinds.scheduling.priorityclass import SYSTEM_PRIORITY_CLASSES
 from kubepy.api.limitranger import LimitRanger
+from kubepy.api.priority import PriorityAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
@@ -51,7 +55,10 @@ _STREAM_PAGE = 500
 BOOKMARK_INTERVAL = 10.0
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 NODE_TOKEN_PREFIX = "/registry/kubepy.io/nodetokens/"
-_PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version"}
+# What anonymous callers may read (upstream: system:public-info-viewer, service-account-issuer-discovery).
+_OIDC_CONFIG_PATH = "/.well-known/openid-configuration"
+_JWKS_PATH = "/openid/v1/jwks"
+_PUBLIC_PATHS = {"/healthz", "/livez", "/readyz", "/version", _OIDC_CONFIG_PATH, _JWKS_PATH}
 _PATCH_TYPES = {
     "application/json-patch+json",
     "application/merge-patch+json",
@@ -79,6 +86,11 @@ class ServerConfig:
     tls_handshake_timeout: float = 10.0
     request_header_timeout: float = 30.0
     idle_connection_timeout: float = 90.0
+    # Service-account tokens (kube-apiserver's --service-account-issuer, --api-audiences (default: the
+    # issuer), --service-account-max-token-expiration (0: none)).
+    service_account_issuer: str = tokens.DEFAULT_ISSUER
+    api_audiences: list[str] = field(default_factory=list)
+    service_account_max_token_expiration: int = 0
 
 
 # -- request parsing -------------------------------------------------------
@@ -199,11 +211,20 @@ class APIServer:
         self.store = store
         self.config = config
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
-        self.storage.admission.plugins += [LimitRanger(store), ResourceQuotaAdmission(store)]
+        self.storage.admission.plugins += [PriorityAdmission(store), LimitRanger(store),
+                                           ResourceQuotaAdmission(store)]
         self.authn = auth.TokenAuthenticator()
-        self.caches: dict[str, WatchCache] = {r.plural: WatchCache(store, r.prefix) for r in all_kinds()}
+        ca = config.data_dir / "ca.crt"
+        self.sa_tokens = serviceaccounts.ServiceAccountTokens(
+            self.storage, tokens.ensure_signing_key(config.data_dir), issuer=config.service_account_issuer,
+            audiences=config.api_audiences, ca_pem=ca.read_bytes() if ca.exists() else b"",
+            max_expiration=config.service_account_max_token_expiration)
+        self.caches: dict[str, WatchCache] = {r.plural: WatchCache(store, r.prefix) for r in all_kinds()
+                                               if not r.virtual}
         self._tasks: list[asyncio.Task[None]] = []
         self._store_subs: set[StoreSubscription] = set()  # watches older than the caches hold
+        # Answers of other create-only kinds (Kind.virtual), by qualified plural: (request, target, body) -> object.
+        self.virtual_creates: dict[str, Any] = {}
         self.ready = False
 
     # -- lifecycle --------------------------------------------------------
@@ -255,6 +276,14 @@ class APIServer:
             try:
                 await self.storage.create(ns, None, {"metadata": {"name": name}})
                 log.info("created namespace=%s reason=bootstrap", name)
+            except errors.AlreadyExists:
+                pass
+        pcs = by_plural("priorityclasses")
+        for name, (value, description) in SYSTEM_PRIORITY_CLASSES.items():
+            try:
+                await self.storage.create(pcs, None, {"metadata": {"name": name}, "value": value,
+                                                      "description": description})
+                log.info("created priorityclass=%s value=%d reason=bootstrap", name, value)
             except errors.AlreadyExists:
                 pass
         svc = by_plural("services")
@@ -426,6 +455,8 @@ class APIServer:
         r.add_get("/swagger-2.0.0.pb-v1", self.openapi_v2)  # the legacy path of the protobuf form
         r.add_get("/openapi/v3", self.openapi_v3)
         r.add_get("/openapi/v3/{path:.+}", self.openapi_v3)
+        r.add_get(_OIDC_CONFIG_PATH, self.openid_configuration)
+        r.add_get(_JWKS_PATH, self.openid_jwks)
         r.add_post(auth.JOIN_PATH, self.join)
         r.add_delete(auth.CREDENTIALS_PATH + "{name}", self.revoke_node_credential)
         r.add_route("*", "/api/{version}", self.core_root)
@@ -466,8 +497,7 @@ class APIServer:
 
     @web.middleware
     async def _auth_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        header = request.headers.get("Authorization")
-        user = self.authn.authenticate(header) or await self._bootstrap_user(auth.bearer_token(header))
+        user = await self.authenticate(request)
         if user is None:
             if request.path in _PUBLIC_PATHS:
                 return await handler(request)
@@ -476,6 +506,20 @@ class APIServer:
         if user.is_bootstrap and request.path not in (auth.JOIN_PATH, "/version", "/api", "/apis"):
             raise errors.Forbidden(f'User "{user.name}" may only join nodes')
         return await handler(request)
+
+    async def authenticate(self, request: web.Request) -> auth.User | None:
+        """The caller, as Kubernetes' union authenticator finds it: a verified client certificate,
+        then a bearer token (static/node, bootstrap, service-account JWT); None when anonymous."""
+        user = auth.x509_user(request.transport.get_extra_info("peercert") if request.transport else None)
+        if user is None:
+            user = await self._token_user(auth.bearer_token(request.headers.get("Authorization")))
+        return auth.with_authenticated_group(user) if user is not None else None
+
+    async def _token_user(self, token: str | None) -> auth.User | None:
+        if not token:
+            return None
+        return (self.authn.authenticate(f"Bearer {token}") or await self._bootstrap_user(token)
+                or await self.sa_tokens.authenticate(token))
 
     async def _bootstrap_user(self, token: str | None) -> auth.User | None:
         """The bootstrap token's user, read from its Secret; 401 with the reason for an expired one."""
@@ -538,6 +582,16 @@ class APIServer:
         if request.query.get("hash") == digest:
             headers["Cache-Control"] = "public, immutable"
         return web.Response(body=body, content_type="application/json", headers=headers)
+
+    async def openid_configuration(self, request: web.Request) -> web.Response:
+        host = request.host or f"{self.config.bind_address}:{self.config.port}"
+        return json_response(self.sa_tokens.openid_configuration(host),
+                             headers={"Cache-Control": "public, max-age=3600"})
+
+    async def openid_jwks(self, request: web.Request) -> web.Response:
+        resp = json_response(self.sa_tokens.jwks(), headers={"Cache-Control": "public, max-age=3600"})
+        resp.content_type = "application/jwk-set+json"
+        return resp
 
     async def join(self, request: web.Request) -> web.Response:
         """Issues a new node's token in exchange for a bootstrap token: once per node name."""
@@ -622,6 +676,8 @@ class APIServer:
             request = request.clone(rel_url=request.rel_url.update_query({"watch": "true"}))
         t = parse_target(group, version, parts)
         m = request.method
+        if t.resource.virtual and (m != "POST" or t.name is not None):
+            raise errors.MethodNotAllowed("the server does not allow this method on the requested resource")
         if t.subresource:
             return await self.subresource(request, t)
         if t.name is None:
@@ -766,10 +822,29 @@ class APIServer:
     async def create(self, request: web.Request, t: Target) -> web.Response:
         body = await read_body(request)
         obj = self._check_body(t, body)
+        if t.resource.qualified == "selfsubjectreviews.authentication.k8s.io":
+            # Every authenticated user may ask who they are (upstream: RBAC's system:basic-user).
+            return await self._review(request, t, obj)
         self.authorize(request, "create", t, name=(obj.get("metadata") or {}).get("name"))
         warnings = self._field_validation(request, t, obj)
+        if t.resource.virtual:
+            return await self._review(request, t, obj)
+        if t.resource.plural == "secrets" and t.namespace and not is_dry_run(request):
+            obj = await self.sa_tokens.fill_legacy_secret(t.namespace, obj)
         created = await self.storage.create(t.resource, t.namespace, obj, dry_run=is_dry_run(request))
         return self._respond(request, t, created, 201, warnings)
+
+    async def _review(self, request: web.Request, t: Target, obj: dict[str, Any]) -> web.Response:
+        """A create-only kind's answer (nothing is stored): 201 with the object and its status."""
+        plural = t.resource.qualified
+        if plural == "tokenreviews.authentication.k8s.io":
+            return json_response(await self.sa_tokens.token_review(obj, self._token_user), 201)
+        if plural == "selfsubjectreviews.authentication.k8s.io":
+            return json_response(serviceaccounts.self_subject_review(request[USER_KEY]), 201)
+        handler = self.virtual_creates.get(plural)
+        if handler is None:
+            raise errors.MethodNotAllowed(f"{plural} cannot be created on this server")
+        return json_response(await handler(request, t, obj), 201)
 
     def _check_body(self, t: Target, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -935,6 +1010,12 @@ class APIServer:
                 return await self.patch(request, t, subresource=sub)
         elif sub == "binding" and m == "POST":
             return await self.bind(request, t)
+        elif sub == "token" and m == "POST":
+            body = await read_body(request)
+            self.authorize(request, "create", t)
+            out, warnings = await self.sa_tokens.token_request(t.namespace or "", name, body)
+            headers = multidict.CIMultiDict(("Warning", h) for h in _fitting_warnings(warnings)) if warnings else None
+            return json_response(out, 201, headers)
         elif sub == "scale":
             return await self.scale(request, t)
         elif sub == "eviction" and m == "POST":

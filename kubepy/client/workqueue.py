@@ -69,7 +69,7 @@ class WorkQueue:
         self._dirty.add(key)
         if key in self._processing:
             return
-        self._queue.append(key)
+        self._push(key)
         self._wake()
 
     def add_after(self, key: str, delay: float) -> None:
@@ -104,7 +104,7 @@ class WorkQueue:
             if self._shutting_down:
                 raise QueueShutdown(self.name)
             if self._queue:
-                key = self._queue.popleft()
+                key = self._pop()
                 self._dirty.discard(key)
                 self._processing.add(key)
                 return key
@@ -133,7 +133,7 @@ class WorkQueue:
         else:
             self._hot.pop(key, None)
         if key in self._dirty and not self._shutting_down:
-            self._queue.append(key)
+            self._push(key)
             self._wake()
 
     def hot_streak(self, key: str) -> int:
@@ -153,6 +153,12 @@ class WorkQueue:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def _push(self, key: str) -> None:
+        self._queue.append(key)
+
+    def _pop(self) -> str:
+        return self._queue.popleft()
 
     def _fire(self, key: str) -> None:
         # A timer is never the reconcile itself, whatever context it was scheduled from.

@@ -26,7 +26,7 @@ from kubepy.kinds import all_kinds
 log = logging.getLogger(__name__)
 
 FINALIZER = "kubernetes"
-NAMESPACED_RESOURCES = tuple(r.plural for r in all_kinds() if r.namespaced)
+NAMESPACED_RESOURCES = tuple(r.plural for r in all_kinds() if r.namespaced and not r.virtual)
 RECHECK = 1.0  # seconds between looks at a namespace whose content lingers
 
 

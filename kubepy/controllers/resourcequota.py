@@ -21,6 +21,7 @@ from typing import Any
 
 from kubepy.client import ConflictError, NotFoundError, WorkQueue, object_key, run_workers
 from kubepy.controllers.context import ControllerContext
+from kubepy.kinds import all_kinds
 from kubepy.meta import quota
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ class ResourceQuotaController:
         self.client = ctx.client
         self.resync = resync
         self.quotas = ctx.informers.informer("resourcequotas")
-        self.watched = {gk: ctx.informers.informer(plural) for gk, plural in _WATCHED.items()}
+        # Only kinds this cluster serves (an informer on an unserved kind never syncs and holds up the manager).
+        served = {(k.group, k.plural) for k in all_kinds()}
+        self.watched = {gk: ctx.informers.informer(plural) for gk, plural in _WATCHED.items() if gk in served}
         self.queue = WorkQueue(name=self.name)
         self.quotas.add_handler(self._quota_changed, lambda old, new: self._quota_changed(new), None)
         for (group, plural), inf in self.watched.items():

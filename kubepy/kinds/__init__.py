@@ -147,6 +147,13 @@ class Kind:
     subresource_strategies: dict[str, Strategy] = field(default_factory=dict)
     printer: Printer | None = None
     fields: Callable[[dict], dict[str, str]] = _generic_fields  # field-selector values of an object
+    # A create-only kind whose objects are answered, never stored (TokenReview, SubjectAccessReview):
+    # no list/watch/get, no list model, printer or watch cache; the API server answers its create.
+    virtual: bool = False
+
+    @property
+    def verbs(self) -> list[str]:
+        return ["create"] if self.virtual else VERBS
 
     # -- names -------------------------------------------------------------
     @property

@@ -428,6 +428,22 @@ def _default_volume(v: dict) -> None:
     for source in ("secret", "configMap", "downwardAPI", "projected"):
         if isinstance(v.get(source), dict):
             v[source].setdefault("defaultMode", 0o644)
+    _default_volume_projections(v)
+
+
+def _default_volume_projections(v: dict) -> None:
+    """fieldRef apiVersion v1 in downwardAPI items; serviceAccountToken expirationSeconds 3600 (as upstream)."""
+    downward = [_d(v.get("downwardAPI"))]
+    for src in _l(_d(v.get("projected")).get("sources")):
+        downward.append(_d(_d(src).get("downwardAPI")))
+        token = _d(src).get("serviceAccountToken")
+        if isinstance(token, dict):
+            token.setdefault("expirationSeconds", 3600)
+    for d in downward:
+        for item in _l(d.get("items")):
+            ref = _d(item).get("fieldRef")
+            if isinstance(ref, dict) and not ref.get("apiVersion"):
+                ref["apiVersion"] = "v1"
 
 
 def _default_pod_spec(spec: dict) -> None:
@@ -465,12 +481,11 @@ def _tolerates(tolerations: list, key: str) -> bool:
 
 
 def _default_pod_admission(spec: dict) -> None:
-    """What the ServiceAccount, Priority and DefaultTolerationSeconds admission plugins add to pods."""
+    """What the ServiceAccount and DefaultTolerationSeconds admission plugins add to pods (Priority's is
+    kubepy.api.priority, which must see whether the client set ``spec.priority`` itself)."""
     if not spec.get("serviceAccountName"):
         spec["serviceAccountName"] = "default"
     spec["serviceAccount"] = spec["serviceAccountName"]
-    spec.setdefault("priority", 0)
-    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
     if not isinstance(spec.get("tolerations"), list):
         spec["tolerations"] = []
     tolerations = spec["tolerations"]
@@ -925,6 +940,17 @@ def _validate_volume_mounts(mounts: Any, path: str, volumes: set[str], errs: Err
                 errs.invalid(f"{p}.subPath", sub, "must be a relative path")
             if ".." in str(sub).split("/"):
                 errs.invalid(f"{p}.subPath", sub, "must not contain '..'")
+        expr = m.get("subPathExpr")
+        if expr:
+            if sub:
+                errs.invalid(f"{p}.subPathExpr", expr, "subPathExpr and subPath are mutually exclusive")
+            if str(expr).startswith("/"):
+                errs.invalid(f"{p}.subPathExpr", expr, "must be a relative path")
+            if ".." in str(expr).split("/"):
+                errs.invalid(f"{p}.subPathExpr", expr, "must not contain '..'")
+        prop = m.get("mountPropagation")
+        if prop is not None:
+            errs.enum(f"{p}.mountPropagation", prop, ("Bidirectional", "HostToContainer", "None"))
 
 
 def _validate_container(c: dict, path: str, errs: Errs, *, volumes: set[str], host_network: bool,
@@ -1052,7 +1078,134 @@ def _validate_volumes(volumes: Any, path: str, errs: Errs) -> set[str]:
         for source, field_name in VOLUME_REQUIRED_FIELDS:
             if isinstance(v.get(source), dict) and not v[source].get(field_name):
                 errs.required(f"{p}.{source}.{field_name}")
+        _validate_projecting_sources(v, p, errs)
     return names
+
+
+# -- secret/configMap items, downwardAPI and projected volumes (upstream's validateVolumeSource) --
+FILE_MODE_MSG = "must be a number between 0 and 0777 (octal), both inclusive"
+VOLUME_DOWNWARD_FIELD_PATHS = ("metadata.annotations", "metadata.labels", "metadata.name", "metadata.namespace",
+                               "metadata.uid")
+CONTAINER_RESOURCE_FIELDS = ("limits.cpu", "limits.ephemeral-storage", "limits.memory", "requests.cpu",
+                             "requests.ephemeral-storage", "requests.memory")
+
+
+def _file_mode(value: Any, path: str, errs: Errs) -> None:
+    if value is not None and (not _is_int(value) or not 0 <= value <= 0o777):
+        errs.invalid(path, value, FILE_MODE_MSG)
+
+
+def _local_non_reserved_path(target: str, path: str, errs: Errs) -> None:
+    if target.startswith("/"):
+        errs.invalid(path, target, "must be a relative path")
+    if ".." in target.split("/"):
+        errs.invalid(path, target, "must not contain '..'")
+    elif target.startswith(".."):
+        errs.invalid(path, target, "must not start with '..'")
+
+
+def _key_to_path(item: dict, path: str, errs: Errs) -> None:
+    if not item.get("key"):
+        errs.required(f"{path}.key")
+    if not item.get("path"):
+        errs.required(f"{path}.path")
+    _local_non_reserved_path(str(item.get("path") or ""), f"{path}.path", errs)
+    _file_mode(item.get("mode"), f"{path}.mode", errs)
+
+
+def _downward_file(item: dict, path: str, errs: Errs) -> None:
+    """Upstream's validateDownwardAPIVolumeFile (its paths are the source's, not the item's)."""
+    if not item.get("path"):
+        errs.required(f"{path}.path")
+    _local_non_reserved_path(str(item.get("path") or ""), f"{path}.path", errs)
+    field_ref, res_ref = item.get("fieldRef"), item.get("resourceFieldRef")
+    if isinstance(field_ref, dict):
+        fp = f"{path}.fieldRef"
+        fpath = str(field_ref.get("fieldPath") or "")
+        m = re.fullmatch(r"(metadata\.(?:labels|annotations))\['(.*)'\]", fpath)
+        if not field_ref.get("apiVersion"):
+            errs.required(f"{fp}.apiVersion")
+        elif not fpath:
+            errs.required(f"{fp}.fieldPath")
+        elif m:
+            errs.each(fp, m.group(2), is_qualified_name(m.group(2).lower() if "annotations" in m.group(1)
+                                                        else m.group(2)))
+        elif "[" in fpath:
+            errs.invalid(fp, fpath.split("[", 1)[0], "does not support subscript")
+        elif fpath not in VOLUME_DOWNWARD_FIELD_PATHS:
+            errs.not_supported(f"{fp}.fieldPath", fpath, VOLUME_DOWNWARD_FIELD_PATHS)
+        if res_ref is not None:
+            errs.invalid(path, "resource", "fieldRef and resourceFieldRef can not be specified simultaneously")
+    elif isinstance(res_ref, dict):
+        rp = f"{path}.resourceFieldRef"
+        if not res_ref.get("containerName"):
+            errs.required(f"{rp}.containerName")
+        resource = str(res_ref.get("resource") or "")
+        if not resource:
+            errs.required(f"{rp}.resource")
+        elif resource not in CONTAINER_RESOURCE_FIELDS and not resource.startswith(("limits.hugepages-",
+                                                                                   "requests.hugepages-")):
+            errs.not_supported(f"{rp}.resource", resource, CONTAINER_RESOURCE_FIELDS)
+    else:
+        errs.required(path, "one of fieldRef and resourceFieldRef is required")
+    _file_mode(item.get("mode"), f"{path}.mode", errs)
+
+
+def _validate_projecting_sources(v: dict, p: str, errs: Errs) -> None:
+    for source in ("secret", "configMap"):
+        if isinstance(v.get(source), dict):
+            _file_mode(v[source].get("defaultMode"), f"{p}.{source}.defaultMode", errs)
+            for j, item in enumerate(_l(v[source].get("items"))):
+                _key_to_path(_d(item), f"{p}.{source}.items[{j}]", errs)
+    if isinstance(v.get("downwardAPI"), dict):
+        _file_mode(v["downwardAPI"].get("defaultMode"), f"{p}.downwardAPI.defaultMode", errs)
+        for item in _l(v["downwardAPI"].get("items")):
+            _downward_file(_d(item), f"{p}.downwardAPI", errs)
+    if not isinstance(v.get("projected"), dict):
+        return
+    pp = f"{p}.projected"
+    _file_mode(v["projected"].get("defaultMode"), f"{pp}.defaultMode", errs)
+    paths: set[str] = set()
+
+    def claim(target: str, shown: Any) -> None:
+        if target in paths:
+            errs.invalid(pp, shown, "conflicting duplicate paths")
+        paths.add(target)
+
+    for i, src in enumerate(_l(v["projected"].get("sources"))):
+        src, sp = _d(src), f"{pp}.sources[{i}]"
+        kinds = [k for k in ("secret", "configMap", "downwardAPI", "serviceAccountToken", "clusterTrustBundle")
+                 if src.get(k) is not None]
+        for kind in ("secret", "configMap"):
+            obj = src.get(kind)
+            if not isinstance(obj, dict):
+                continue
+            if not obj.get("name"):
+                errs.required(f"{sp}.{kind}.name")
+            for j, item in enumerate(_l(obj.get("items"))):
+                _key_to_path(_d(item), f"{sp}.{kind}.items[{j}]", errs)
+                if _d(item).get("path"):
+                    claim(str(item["path"]), obj.get("name", ""))
+        if isinstance(src.get("downwardAPI"), dict):
+            for item in _l(src["downwardAPI"].get("items")):
+                _downward_file(_d(item), f"{sp}.downwardAPI", errs)
+                if _d(item).get("path"):
+                    claim(str(item["path"]), item["path"])
+        token = src.get("serviceAccountToken")
+        if isinstance(token, dict):
+            secs = token.get("expirationSeconds")
+            if _is_int(secs) and secs < 600:
+                errs.invalid(f"{sp}.serviceAccountToken.expirationSeconds", secs,
+                             "may not specify a duration less than 10 minutes")
+            elif _is_int(secs) and secs > 1 << 32:
+                errs.invalid(f"{sp}.serviceAccountToken.expirationSeconds", secs,
+                             "may not specify a duration larger than 2^32 seconds")
+            if not token.get("path"):
+                errs.required(f"{pp}.path")   # upstream names the volume's path here, not the source's
+            else:
+                _local_non_reserved_path(str(token["path"]), f"{pp}.path", errs)
+        if len(kinds) > 1:
+            errs.forbidden(sp, "may not specify more than 1 volume type")
 
 
 def _validate_tolerations(tolerations: Any, path: str, errs: Errs) -> None:

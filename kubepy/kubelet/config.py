@@ -24,6 +24,7 @@ flag                                 field                           default
 ``--node-lease-duration-seconds``    lease_duration                  40
 ``--node-lease-renew-interval``      lease_renew_interval            10s
 ``--sync-frequency``                 sync_frequency                  10s (periodic resync of every pod)
+``--eviction-monitoring-interval``   eviction_monitoring_interval    10s (emptyDir sizeLimit usage checks)
 ``--pod-infra-container-image``      pod_infra_container_image       docker.io/library/busybox:1.36
 ``--max-pods``                       max_pods                        110
 ``--image-pull-backoff-initial``     image_pull_backoff              10s (doubles to the max)
@@ -91,6 +92,7 @@ class KubeletConfig:
     lease_duration: int = 40
     lease_renew_interval: float = 10.0
     sync_frequency: float = 10.0
+    eviction_monitoring_interval: float = 10.0
     pod_infra_container_image: str = DEFAULT_INFRA_IMAGE
     max_pods: int = 110
     image_pull_backoff: float = 10.0
@@ -172,6 +174,7 @@ def add_kubelet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-lease-renew-interval", dest="lease_renew_interval", type=parse_duration,
                    default=d.lease_renew_interval)
     p.add_argument("--sync-frequency", type=parse_duration, default=d.sync_frequency)
+    p.add_argument("--eviction-monitoring-interval", type=parse_duration, default=d.eviction_monitoring_interval)
     p.add_argument("--pod-infra-container-image", default=d.pod_infra_container_image)
     p.add_argument("--max-pods", type=int, default=d.max_pods)
     p.add_argument("--image-pull-backoff-initial", dest="image_pull_backoff", type=parse_duration,

@@ -75,6 +75,8 @@ from kubepy.kubelet.runtime import (
     normalize_image_ref,
 )
 from kubepy.kubelet.runtimestate import RuntimeHealth
+from kubepy.kubelet.tokens import TokenManager
+from kubepy.kubelet.volumes import unmount_below
 from kubepy.kubelet.shims import kill_shim, list_shims, orphan_shims
 from kubepy.privatefiles import is_private, narrow_file, private_dir, write_private
 
@@ -191,6 +193,10 @@ def _refs(pod: dict[str, Any]) -> set[tuple[str, str, str]]:
             out.add(("configmap", ns, v["configMap"].get("name", "")))
         if "secret" in v:
             out.add(("secret", ns, v["secret"].get("secretName", "")))
+        for src in (v.get("projected") or {}).get("sources") or []:
+            for key, kind in (("configMap", "configmap"), ("secret", "secret")):
+                if src.get(key) is not None:
+                    out.add((kind, ns, src[key].get("name", "")))
     for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
         for src in c.get("envFrom") or []:
             if "configMapRef" in src:
@@ -214,6 +220,7 @@ class Kubelet:
         self.client = client
         self.runtime = runtime
         self.recorder = EventRecorder(client, component="kubelet", host=config.node_name)
+        self.tokens = TokenManager(client)   # projected serviceAccountToken volumes
         from kubepy.kubelet.status import StatusWriter
         self.status = StatusWriter(client)
         self.backoff = Backoff(config.backoff_initial, config.backoff_max)
@@ -364,7 +371,11 @@ class Kubelet:
         if self.ipam is not None:
             await asyncio.to_thread(self.ipam.release, uid)
         pod_dir = self.config.pods_dir / uid
+        # tmpfs volumes and /dev/shm first: rmtree would empty them and stop at the mount points.
+        for point in await asyncio.to_thread(unmount_below, pod_dir):
+            log.info("unmounted uid=%s path=%s", uid, point)
         await asyncio.to_thread(shutil.rmtree, pod_dir, True)
+        self.tokens.forget_pod(uid)
         if log_dir is not None:
             await asyncio.to_thread(shutil.rmtree, log_dir, True)
         else:

@@ -8,7 +8,10 @@ event, a probe verdict, a timer or the periodic resync) and then runs
 next steps towards the pod spec. One slow pod never blocks another.
 
 ``sync`` of a live pod: sandbox (IPAM address → pod netns and veth →
-pod cgroup → /etc files → volumes → the sandbox container), then the
+pod cgroup → /etc files and the pod's /dev/shm tmpfs → the sandbox
+container), then volumes (``volumes``: one setup function per type; an
+emptyDir over its sizeLimit evicts the pod as upstream's eviction manager
+does), then the
 ephemeral containers (``kubectl debug``: started once, never restarted, not
 even in a new sandbox, and not waiting for init containers), then init
 containers one at a time, each to exit 0, then the app containers;
@@ -33,7 +36,7 @@ target's (so ``ps`` in it shows the target's processes).
 Pure pieces (unit-tested): ``Backoff``, ``resolve_env``, ``expand``,
 ``should_restart``, ``container_id_for``, ``pod_resources``.
 
-Errors::
+Errors (defined in ``poderrors``)::
 
     PodError
      ├── ConfigError     CreateContainerConfigError: env/volume source missing
@@ -52,7 +55,6 @@ import math
 import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +64,7 @@ from typing import Any
 from kubepy.meta.quantity import bytes_value, cpu_millis
 from kubepy.client import ConflictError, NotFoundError
 from kubepy.kubelet.podfiles import write_pod_files
+from kubepy.kubelet.poderrors import ConfigError, MountError, PodError, UnsupportedVolume
 from kubepy.kubelet.probes import LIVENESS, READINESS, STARTUP, ProbeWorker
 from kubepy.kubelet.runtime import (
     CREATED,
@@ -82,6 +85,16 @@ from kubepy.kubelet.status import (
     now_rfc3339,
 )
 from kubepy.kubelet.svcenv import service_env
+from kubepy.kubelet.volumes import (
+    VolumeContext,
+    container_mounts,
+    emptydir_over_limit,
+    emptydir_usage,
+    ensure_shm,
+    projection,
+    setup_volumes,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +109,10 @@ __all__ = [
     "expand",
     "pod_resources",
     "record_from_info",
+    "projection",
     "resolve_env",
     "should_restart",
+    "write_atomic",
 ]
 
 LABEL_POD_UID = "io.kubernetes.pod.uid"
@@ -111,22 +126,6 @@ LABEL_LOG_PATH = "io.kubernetes.container.logpath"
 SANDBOX_NAME = "POD"
 SANDBOX, INIT, APP, EPHEMERAL = "sandbox", "init", "app", "ephemeral"
 SANDBOX_COMMAND = ["sleep", "2147483647"]
-
-
-class PodError(Exception):
-    """Base of pod worker errors."""
-
-
-class ConfigError(PodError):
-    """A container's configuration cannot be resolved (CreateContainerConfigError)."""
-
-
-class MountError(PodError):
-    """A volume could not be set up (FailedMount)."""
-
-
-class UnsupportedVolume(ConfigError):
-    """A volume of a type this kubelet cannot provide: the pod must not run without it."""
 
 
 # -- pure helpers --------------------------------------------------------------
@@ -356,78 +355,6 @@ def record_from_info(info: ContainerInfo, oom_ids: set[str]) -> ContainerRecord 
         finished_at=None if running else info.exited_at, oom_killed=info.id in oom_ids)
 
 
-# -- volumes ---------------------------------------------------------------------
-
-def write_atomic(target: Path, files: dict[str, tuple[bytes, int]]) -> bool:
-    """Kubernetes' AtomicWriter: files in ``..<ts>/``, ``..data`` → it, user paths → ``..data/<path>``.
-
-    Returns True when the content changed. Readers never see a half-written
-    set: the ``..data`` symlink is replaced with one rename.
-    """
-    target.mkdir(parents=True, exist_ok=True)
-    data_link = target / "..data"
-    if data_link.is_symlink():
-        current = target / os.readlink(data_link)
-        same = True
-        for rel, (content, mode) in files.items():
-            p = current / rel
-            try:
-                if p.read_bytes() != content or (p.stat().st_mode & 0o777) != mode:
-                    same = False
-                    break
-            except OSError:
-                same = False
-                break
-        if same:
-            existing = {str(p.relative_to(current)) for p in current.rglob("*") if p.is_file()}
-            if existing == set(files):
-                return False
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y_%m_%d_%H_%M_%S.%f")
-    ts_dir = target / f"..{stamp}{secrets.token_hex(2)}"
-    ts_dir.mkdir()
-    for rel, (content, mode) in files.items():
-        p = ts_dir / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(content)
-        p.chmod(mode)
-    tmp = target / "..data_tmp"
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    tmp.symlink_to(ts_dir.name)
-    os.replace(tmp, data_link)
-    tops = {rel.split("/", 1)[0] for rel in files}
-    for top in tops:
-        link = target / top
-        if not link.is_symlink():
-            link.symlink_to(f"..data/{top}")
-    for entry in target.iterdir():
-        if entry.name.startswith(".."):
-            if entry.name not in ("..data", ts_dir.name) and entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-        elif entry.is_symlink() and entry.name not in tops:
-            entry.unlink()
-    return True
-
-
-def projection(source: dict[str, Any], data: dict[str, bytes], *, kind: str, name: str,
-               namespace: str) -> dict[str, tuple[bytes, int]]:
-    """Files of a configMap/secret volume (``items`` select and rename keys)."""
-    default_mode = int(source.get("defaultMode", 0o644))
-    items = source.get("items")
-    if not items:
-        return {k: (v, default_mode) for k, v in data.items()}
-    out = {}
-    for item in items:
-        key = item.get("key")
-        if key not in data:
-            if source.get("optional"):
-                continue
-            raise MountError(f'configmap references non-existent config key: {key}' if kind == "configmap"
-                             else f"references non-existent secret key: {key}")
-        out[str(item.get("path") or key).lstrip("/")] = (data[key], int(item.get("mode", default_mode)))
-    return out
-
-
 # -- the worker -------------------------------------------------------------------
 
 class PodWorker:
@@ -456,6 +383,9 @@ class PodWorker:
         self.hostname = ""
         self.etc_files: dict[str, Path] = {}
         self.volume_paths: dict[str, Path] = {}
+        self.shm_path: str | None = None
+        self.evicted: str | None = None     # the eviction message (emptyDir over its sizeLimit)
+        self._usage_at = 0.0
         self._pulled_events: set[str] = set()
         self._pull_failed_at: dict[str, float] = {}
         # After the sandbox died (e.g. the node rebooted) the containers start again in a new one,
@@ -599,6 +529,8 @@ class PodWorker:
         if not await self.ensure_volumes():
             await self.write_status()
             return False
+        if await self.check_local_storage():
+            return False
         spec = pod.get("spec") or {}
         policy = spec.get("restartPolicy", "Always")
         # Before init containers, as Kubernetes: a pod stuck initializing can still be debugged.
@@ -723,6 +655,7 @@ class PodWorker:
                 host_aliases=spec.get("hostAliases") or [], dns_config=spec.get("dnsConfig"),
                 subdomain=spec.get("subdomain") or "")
             self.hostname = hostname
+            self.shm_path = None if spec.get("hostIPC") else str(await asyncio.to_thread(ensure_shm, self.pod_dir))
             if live is None:
                 image = k.config.pod_infra_container_image
                 if not await k.runtime.image_exists(image):
@@ -732,7 +665,7 @@ class PodWorker:
                 await k.runtime.run(ContainerSpec(
                     id=cid, image=image, command=SANDBOX_COMMAND, netns_path=self.netns_path,
                     uts_ns_path=f"/proc/{os.getpid()}/ns/uts" if self._host_network() else None,
-                    hostname=None if self._host_network() else hostname,
+                    hostname=None if self._host_network() else hostname, shm_path=self.shm_path,
                     cgroups_path=f"{self.cgroup_path}/{cid}", labels=labels))
                 k.container_pod[cid] = self.uid
                 log.info("sandbox started pod=%s/%s uid=%s container=%s ip=%s", self.namespace, self.name,
@@ -785,78 +718,42 @@ class PodWorker:
         return True
 
     async def _volumes(self) -> dict[str, Path]:
+        assert self.pod is not None
+        return await setup_volumes(VolumeContext(kubelet=self.k, pod=self.pod, pod_dir=self.pod_dir,
+                                                 wake_in=self.wake_in))
+
+    async def check_local_storage(self) -> bool:
+        """The eviction manager's emptyDir check: a volume over its sizeLimit fails the pod. True when evicted."""
         pod = self.pod
         assert pod is not None
-        ns = pod["metadata"]["namespace"]
-        out: dict[str, Path] = {}
-        base = self.pod_dir / "volumes"
-        for v in (pod.get("spec") or {}).get("volumes") or []:
-            name = v["name"]
-            if "hostPath" in v:
-                hp = v["hostPath"]
-                path, typ = Path(hp["path"]), hp.get("type") or ""
-                if typ == "DirectoryOrCreate":
-                    path.mkdir(parents=True, exist_ok=True)
-                elif typ == "FileOrCreate" and not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.touch()
-                elif typ in ("Directory", "File", "Socket", "CharDevice", "BlockDevice") and not path.exists():
-                    raise MountError(f'MountVolume.SetUp failed for volume "{name}" : hostPath type check '
-                                     f"failed: {path} does not exist")
-                out[name] = path
-            elif "configMap" in v or "secret" in v:
-                is_cm = "configMap" in v
-                src = v["configMap" if is_cm else "secret"]
-                obj_name = src.get("name" if is_cm else "secretName", "")
-                obj = (self.k.get_configmap if is_cm else self.k.get_secret)(ns, obj_name)
-                kind = "configmap" if is_cm else "secret"
-                if obj is None and not src.get("optional"):
-                    raise MountError(f'MountVolume.SetUp failed for volume "{name}" : {kind} "{obj_name}" not found')
-                data: dict[str, bytes] = {}
-                if obj is not None:
-                    if is_cm:
-                        data = {k: str(val).encode() for k, val in (obj.get("data") or {}).items()}
-                        data.update({k: base64.b64decode(val) for k, val in (obj.get("binaryData") or {}).items()})
-                    else:
-                        data = {k: base64.b64decode(val) for k, val in (obj.get("data") or {}).items()}
-                try:
-                    files = projection(src, data, kind=kind, name=obj_name, namespace=ns)
-                except MountError as e:
-                    raise MountError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from e
-                target = base / f"kubernetes.io~{'configmap' if is_cm else 'secret'}" / name
-                if await asyncio.to_thread(write_atomic, target, files):
-                    log.info("volume updated pod=%s/%s volume=%s source=%s/%s", ns, self.name, name, kind, obj_name)
-                out[name] = target
-            elif "emptyDir" in v:
-                medium = (v.get("emptyDir") or {}).get("medium") or ""
-                if medium:
-                    raise UnsupportedVolume(f'volume "{name}": emptyDir medium "{medium}" is not supported '
-                                            f"by this kubelet (only the node's disk)")
-                target = base / "kubernetes.io~empty-dir" / name
-                target.mkdir(parents=True, exist_ok=True)
-                target.chmod(0o777)
-                out[name] = target
-            else:
-                kind = next((k for k in v if k != "name"), "unknown")
-                raise UnsupportedVolume(f'volume "{name}": volume type "{kind}" is not supported by this kubelet')
-        return out
+        if self.evicted is None:
+            if time.monotonic() < self._usage_at:
+                return False
+            interval = self.k.config.eviction_monitoring_interval
+            self._usage_at = time.monotonic() + interval
+            usage = await asyncio.to_thread(emptydir_usage, pod, self.pod_dir)
+            if not usage:
+                return False
+            self.wake_in(interval)
+            msg = emptydir_over_limit(pod, usage)
+            if msg is None:
+                return False
+            log.info("pod evicted pod=%s/%s uid=%s reason=Evicted usage=%s msg=%r", self.namespace, self.name,
+                     self.uid, usage, msg)
+            self.evicted = msg
+            self.event("Warning", "Evicted", msg)
+        await self._stop_probes()
+        for r in self.records:
+            if r.running and r.kind != SANDBOX:
+                await self.kill_container(r, 0.0)
+        await self.snapshot()
+        await self.write_status()
+        self.mark_dirty()   # tear the sandbox down as for any finished pod
+        return True
 
-    def _mounts(self, c: dict[str, Any]) -> list[tuple[str, str, bool]]:
-        mounts: list[tuple[str, str, bool]] = []
-        vols = {v["name"]: v for v in ((self.pod or {}).get("spec") or {}).get("volumes") or []}
-        taken = set()
-        for m in c.get("volumeMounts") or []:
-            host = self.volume_paths.get(m["name"])
-            if host is None:
-                raise ConfigError(f'volume "{m["name"]}" not found')
-            if m.get("subPath"):
-                host = host / m["subPath"].lstrip("/")
-                if not host.exists():
-                    host.mkdir(parents=True, exist_ok=True)
-            v = vols.get(m["name"]) or {}
-            ro = bool(m.get("readOnly")) or "configMap" in v or "secret" in v
-            mounts.append((str(host), m["mountPath"], ro))
-            taken.add(m["mountPath"])
+    def _mounts(self, c: dict[str, Any], env: dict[str, str] | None = None) -> list[tuple[str, str, bool]]:
+        mounts = container_mounts(self.pod or {}, c, self.volume_paths, env)
+        taken = {m[1] for m in mounts}
         for dest, host in self.etc_files.items():
             if dest not in taken and not (dest == "/etc/hosts" and self._host_network()):
                 mounts.append((str(host), dest, False))
@@ -921,7 +818,7 @@ class PodWorker:
             env.setdefault("HOSTNAME", self.hostname)
             command = [expand(a, env) for a in c.get("command") or []] or None
             args = [expand(a, env) for a in c.get("args") or []] or None
-            mounts = self._mounts(c)
+            mounts = self._mounts(c, env)
             target = c.get("targetContainerName") if kind == EPHEMERAL else None
             pid_ns = await self._target_pid_ns(target) if target else None
         except ConfigError as e:
@@ -935,13 +832,19 @@ class PodWorker:
         log_path = self.log_dir() / name / f"{restart}.log"
         cid = container_id_for(self.namespace, self.name, name)
         sec = c.get("securityContext") or {}
+        pod_sec = pod["spec"].get("securityContext") or {}
+        run_as_user = sec.get("runAsUser", pod_sec.get("runAsUser"))
+        run_as_group = sec.get("runAsGroup", pod_sec.get("runAsGroup"))
         user = None
-        if sec.get("runAsUser") is not None:
-            user = str(sec["runAsUser"]) + (f":{sec['runAsGroup']}" if sec.get("runAsGroup") is not None else "")
+        if run_as_user is not None:
+            user = str(run_as_user) + (f":{run_as_group}" if run_as_group is not None else "")
+        groups = [int(g) for g in ([pod_sec["fsGroup"]] if pod_sec.get("fsGroup") is not None else [])
+                  + list(pod_sec.get("supplementalGroups") or [])]
         pid = self.sandbox_pid
         spec = ContainerSpec(
             id=cid, image=c["image"], command=command, args=args, env=env, working_dir=c.get("workingDir"),
-            user=user, mounts=mounts, netns_path=self.netns_path, pid_ns_path=pid_ns,
+            user=user, additional_gids=groups, mounts=mounts, shm_path=self.shm_path,
+            netns_path=self.netns_path, pid_ns_path=pid_ns,
             ipc_ns_path=f"/proc/{pid}/ns/ipc" if pid else None, uts_ns_path=f"/proc/{pid}/ns/uts" if pid else None,
             cgroups_path=f"{self.cgroup_path}/{cid}", labels=self._labels(name, kind, restart, str(log_path)),
             log_path=str(log_path), privileged=bool(sec.get("privileged")),
@@ -1085,6 +988,14 @@ class PodWorker:
                              pod_ip=self.pod_ip, host_ip=self.k.config.node_ip, start_time=self.start_time,
                              message=self.message)
         status = build_pod_status({**pod, "status": base}, inp)
+        if self.evicted is not None:
+            # As upstream's eviction manager writes it: Failed/Evicted and a DisruptionTarget condition.
+            status["phase"], status["reason"], status["message"] = "Failed", "Evicted", self.evicted
+            old = next((c for c in base.get("conditions") or [] if c.get("type") == "DisruptionTarget"), None)
+            status["conditions"] = [c for c in status["conditions"] if c.get("type") != "DisruptionTarget"] + [
+                old or {"type": "DisruptionTarget", "status": "True", "lastProbeTime": None,
+                        "lastTransitionTime": now_rfc3339(), "reason": "TerminationByKubelet",
+                        "message": self.evicted}]
         if not await self.k.status.write(pod, status):
             self.wake_in(self.k.status.due_in(self.uid))
         return status

@@ -137,6 +137,7 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str | None = None
     user: str | None = None                     # "uid[:gid]" or names; overrides the image's
+    additional_gids: list[int] = field(default_factory=list)   # fsGroup, supplementalGroups
     mounts: list[tuple[str, str, bool]] = field(default_factory=list)
     netns_path: str | None = None
     ipc_ns_path: str | None = None
@@ -301,7 +302,8 @@ def build_oci_spec(spec: ContainerSpec, image_config: dict[str, Any], rootfs: st
     caps = DEFAULT_CAPS
     process: dict[str, Any] = {
         "terminal": spec.tty,
-        "user": {"uid": uid, "gid": gid},
+        "user": {"uid": uid, "gid": gid, **({"additionalGids": sorted(set(spec.additional_gids))}
+                                            if spec.additional_gids else {})},
         "args": resolve_process_args(image_config, spec.command, spec.args),
         "env": [f"{k}={v}" for k, v in env.items()],
         "cwd": spec.working_dir or cfg.get("WorkingDir") or "/",

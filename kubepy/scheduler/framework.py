@@ -318,6 +318,11 @@ class PodInfo:
         return bool(self.metadata.get("deletionTimestamp"))
 
     @cached_property
+    def priority(self) -> int:
+        """``spec.priority`` as Priority admission set it (0 when absent)."""
+        return int(self.spec.get("priority") or 0)
+
+    @cached_property
     def labels(self) -> Mapping[str, str]:
         return self.metadata.get("labels") or {}
 
@@ -440,6 +445,14 @@ class NodeInfo:
     def pods(self) -> list[Obj]:
         return [p.pod for p in self._pods.values()]
 
+    @property
+    def pod_infos(self) -> list[PodInfo]:
+        return list(self._pods.values())
+
+    def clone(self) -> NodeInfo:
+        """A copy to simulate on (preemption removes and re-adds pods on it)."""
+        return NodeInfo.from_node(self.node, self._pods.values())
+
     def has_pod(self, pod: Obj | PodInfo) -> bool:
         return _pod_info(pod).key in self._pods
 
@@ -467,9 +480,6 @@ class NodeInfo:
         except KeyError:
             value = self._derived[key] = build(self)
             return value
-
-    def pod_infos(self) -> Iterable[PodInfo]:
-        return self._pods.values()
 
     def _account(self, info: PodInfo, sign: int) -> None:
         if self._derived:

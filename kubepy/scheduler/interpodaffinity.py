@@ -144,7 +144,7 @@ def pod_affinity_terms(pod: PodInfo) -> PodAffinityTerms:
 
 def _count_matching_all(terms: tuple[AffinityTerm, ...]) -> Any:
     def build(node_info: NodeInfo) -> int:
-        return sum(1 for p in node_info.pod_infos() if all(t.matches(p) for t in terms))
+        return sum(1 for p in node_info.pod_infos if all(t.matches(p) for t in terms))
     return build
 
 
@@ -153,7 +153,7 @@ def _existing_terms(node_info: NodeInfo) -> tuple[Counter[AffinityTerm], Counter
     pods carry each), and the terms that score: (sign, term, weight)."""
     anti: Counter[AffinityTerm] = Counter()
     scoring: Counter[tuple[int, AffinityTerm, int]] = Counter()
-    for p in node_info.pod_infos():
+    for p in node_info.pod_infos:
         if not p.pod_affinity[0]:
             continue
         terms = pod_affinity_terms(p)
@@ -181,6 +181,54 @@ class _FilterState:
     anti_counts: Counter[TopologyPair]
     existing_anti_counts: Counter[TopologyPair]
     matches_own_affinity: bool
+    ns_labels: Mapping[str, str] | None
+    judged: dict[AffinityTerm, bool]
+
+
+def _add_existing(into: Counter[TopologyPair], ni: NodeInfo, pod: PodInfo, ns_labels: Mapping[str, str] | None,
+                  judged: dict[AffinityTerm, bool], sign: int = 1) -> None:
+    """The node's pods' required anti-affinity terms that the incoming pod matches, by domain."""
+    if not ni.required_anti_affinity_pods:
+        return
+    anti, _ = ni.derived("InterPodAffinity/existing", _existing_terms)
+    labels = ni.labels
+    for term, n in anti.items():
+        value = labels.get(term.topology_key)
+        if value is None:
+            continue
+        hit = judged.get(term)
+        if hit is None:
+            hit = judged[term] = term.matches(pod, ns_labels)
+        if hit:
+            into[(term.topology_key, value)] += sign * n
+
+
+def _add_incoming(affinity: Counter[TopologyPair], anti: Counter[TopologyPair], ni: NodeInfo,
+                  terms: PodAffinityTerms, sign: int = 1) -> None:
+    """The node's pods matching the incoming pod's required terms, by domain
+    (for affinity a pod must match every term, as upstream)."""
+    if not ni.pod_count:
+        return
+    labels = ni.labels
+    req_aff = terms.required_affinity
+    if req_aff:
+        n = ni.derived(("InterPodAffinity/all", req_aff), _count_matching_all(req_aff))
+        if n:
+            for t in req_aff:
+                value = labels.get(t.topology_key)
+                if value is not None:
+                    affinity[(t.topology_key, value)] += sign * n
+    for t in terms.required_anti:
+        value = labels.get(t.topology_key)
+        if value is None:
+            continue
+        n = ni.derived(("InterPodAffinity/one", t), _count_matching_all((t,)))
+        if n:
+            anti[(t.topology_key, value)] += sign * n
+
+
+def _positive(c: Counter[TopologyPair]) -> Counter[TopologyPair]:
+    return Counter({k: v for k, v in c.items() if v > 0})
 
 
 class InterPodAffinity:
@@ -207,13 +255,8 @@ class InterPodAffinity:
         if sel is None:
             return term
         if sel.empty() and not sel.nothing:
-            names: set[str] | None = None  # every namespace
-        elif self.listers is not None:
-            names = self.listers.namespaces_matching(sel)
-        else:
-            names = set()
-        if names is None:
-            return AffinityTerm(term.namespaces, sel, term.selector, term.topology_key)
+            return term  # every namespace: AffinityTerm.matches knows
+        names = self.listers.namespaces_matching(sel) if self.listers is not None else set()
         return AffinityTerm(term.namespaces | names, None, term.selector, term.topology_key)
 
     def _incoming_terms(self, pod: PodInfo) -> PodAffinityTerms:
@@ -235,56 +278,54 @@ class InterPodAffinity:
         ns_labels = self._namespace_labels(pod.namespace)
         judged: dict[AffinityTerm, bool] = {}
         for ni in node_infos:
-            if not ni.required_anti_affinity_pods:
-                continue
-            anti, _ = ni.derived("InterPodAffinity/existing", _existing_terms)
-            labels = ni.labels
-            for term, n in anti.items():
-                value = labels.get(term.topology_key)
-                if value is None:
-                    continue
-                hit = judged.get(term)
-                if hit is None:
-                    hit = judged[term] = term.matches(pod, ns_labels)
-                if hit:
-                    existing[(term.topology_key, value)] += n
-        if not terms.required_affinity and not terms.required_anti:
-            if not existing:
-                return False
-            pod.remember("InterPodAffinity/filter", _FilterState(terms, Counter(), Counter(), existing, False))
-            return True
-
+            if ni.required_anti_affinity_pods:
+                _add_existing(existing, ni, pod, ns_labels, judged)
         affinity: Counter[TopologyPair] = Counter()
-        anti_counts: Counter[TopologyPair] = Counter()
-        req_aff, req_anti = terms.required_affinity, terms.required_anti
-        all_key = ("InterPodAffinity/all", req_aff)
-        count_all = _count_matching_all(req_aff)
-        per_term = [(t, ("InterPodAffinity/one", t), _count_matching_all((t,))) for t in req_anti]
-        for ni in node_infos:
-            if not ni.pod_count:
-                continue
-            labels = ni.labels
-            if req_aff:
-                n = ni.derived(all_key, count_all)
-                if n:
-                    for t in req_aff:
-                        value = labels.get(t.topology_key)
-                        if value is not None:
-                            affinity[(t.topology_key, value)] += n
-            for t, key, build in per_term:
-                value = labels.get(t.topology_key)
-                if value is None:
-                    continue
-                n = ni.derived(key, build)
-                if n:
-                    anti_counts[(t.topology_key, value)] += n
-        own = bool(req_aff) and all(t.matches(pod) for t in req_aff)
-        pod.remember("InterPodAffinity/filter", _FilterState(terms, affinity, anti_counts, existing, own))
+        anti: Counter[TopologyPair] = Counter()
+        if terms.required_affinity or terms.required_anti:
+            for ni in node_infos:
+                if ni.pod_count:
+                    _add_incoming(affinity, anti, ni, terms)
+        elif not existing:
+            pod.remember("InterPodAffinity/filter", None)
+            return False
+        own = bool(terms.required_affinity) and all(t.matches(pod) for t in terms.required_affinity)
+        pod.remember("InterPodAffinity/filter",
+                     _FilterState(terms, affinity, anti, existing, own, ns_labels, judged))
         return True
 
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
-        state: _FilterState = pod.recall("InterPodAffinity/filter")
-        labels = node_info.labels
+        return self._check(pod.recall("InterPodAffinity/filter"), node_info.labels)
+
+    def filter_simulated(self, pod: PodInfo, original: NodeInfo, sim: NodeInfo) -> Status:
+        """The filter on *sim*, a copy of *original* with pods removed or
+        added (preemption), from this cycle's counts adjusted by the
+        difference (upstream's PreFilterExtensions AddPod/RemovePod)."""
+        try:
+            state: _FilterState | None = pod.recall("InterPodAffinity/filter")
+        except KeyError:
+            return self._simulate_alone(pod, sim)
+        if state is None:
+            state = _FilterState(self._incoming_terms(pod), Counter(), Counter(), Counter(), False,
+                                 self._namespace_labels(pod.namespace), {})
+        existing, affinity, anti = Counter(state.existing_anti_counts), Counter(state.affinity_counts), \
+            Counter(state.anti_counts)
+        for ni, sign in ((original, -1), (sim, 1)):
+            _add_existing(existing, ni, pod, state.ns_labels, state.judged, sign)
+            _add_incoming(affinity, anti, ni, state.terms, sign)
+        adjusted = _FilterState(state.terms, _positive(affinity), _positive(anti), _positive(existing),
+                                state.matches_own_affinity, state.ns_labels, state.judged)
+        return self._check(adjusted, sim.labels)
+
+    def _simulate_alone(self, pod: PodInfo, sim: NodeInfo) -> Status:
+        # No cycle ran for this pod: judge the node on its own.
+        if self.pre_filter_nodes(pod, [sim]):
+            return self.filter(pod, sim)
+        return OK
+
+    def _check(self, state: _FilterState | None, labels: Mapping[str, str]) -> Status:
+        if state is None:
+            return OK
         if state.terms.required_affinity:
             pods_exist = True
             for t in state.terms.required_affinity:

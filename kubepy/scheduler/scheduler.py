@@ -16,8 +16,11 @@ minute: never in a hot loop.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from kubepy.client import (
@@ -31,9 +34,11 @@ from kubepy.client import (
     object_key,
 )
 from kubepy.scheduler.listers import Listers
+from kubepy.scheduler import preemption
 from kubepy.scheduler.framework import (
     NodeInfo,
     PodInfo,
+    ScheduleResult,
     default_filters,
     default_scorers,
     num_feasible_nodes_to_find,
@@ -63,6 +68,24 @@ def _wants_us(pod: dict[str, Any], name: str) -> bool:
             and not (pod.get("metadata") or {}).get("deletionTimestamp") and not _is_terminated(pod))
 
 
+class PriorityQueue(WorkQueue):
+    """The scheduling queue: highest ``spec.priority`` first, then first come
+    (kube-scheduler's PrioritySort). A key's priority is read when it is queued."""
+
+    def __init__(self, priority: Callable[[str], int], **kw: Any) -> None:
+        super().__init__(**kw)
+        self._heap: list[tuple[int, int, str]] = []
+        self._queue = self._heap  # type: ignore[assignment]  # len() and truthiness as before
+        self._priority = priority
+        self._seq = itertools.count()
+
+    def _push(self, key: str) -> None:
+        heapq.heappush(self._heap, (-self._priority(key), next(self._seq), key))
+
+    def _pop(self) -> str:
+        return heapq.heappop(self._heap)[2]
+
+
 class Scheduler:
     def __init__(self, client: Client, *, name: str = DEFAULT_SCHEDULER, rng: random.Random | None = None,
                  percentage_of_nodes_to_score: int = 0) -> None:
@@ -76,7 +99,9 @@ class Scheduler:
         self.node_infos: dict[str, NodeInfo] = {}
         self._node_list: list[NodeInfo] | None = None  # the order schedule_one walks, rebuilt on change
         self._waiting_for_node: dict[str, dict[str, dict[str, Any]]] = {}  # node -> pod key -> pod
-        self.queue = WorkQueue(base_delay=1.0, max_delay=10.0, name="scheduler")
+        self.pdbs = Informer(client, "poddisruptionbudgets")
+        self.queue = PriorityQueue(self._priority_of, base_delay=1.0, max_delay=10.0, name="scheduler")
+        self.nominated: dict[str, str] = {}  # pod key -> node it preempted on, until it is bound or gone
         self.unschedulable: set[str] = set()
         self.assumed: dict[str, str] = {}  # pod key -> node, until the informer shows the binding
         self._binds = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
@@ -89,6 +114,10 @@ class Scheduler:
         self.bound = 0
         self.nodes.add_handler(self._node_added, self._node_updated, self._node_deleted)
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
+
+    def _priority_of(self, key: str) -> int:
+        pod = self.pods.cache.get(key)
+        return int(((pod or {}).get("spec") or {}).get("priority") or 0)
 
     # -- cluster state ----------------------------------------------------
     def _node_added(self, node: dict[str, Any]) -> None:
@@ -140,12 +169,14 @@ class Scheduler:
                 self._account(pod)
                 self._retry_waiting_for_peers()
         elif _wants_us(pod, self.name):
+            self._note_nomination(pod)
             self.queue.add(object_key(pod))
 
     def _pod_updated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
         key = object_key(new)
         if (new.get("spec") or {}).get("nodeName"):
             self.assumed.pop(key, None)
+            self.nominated.pop(key, None)
             self.unschedulable.discard(key)
             if _is_terminated(new):
                 self._unaccount(new)
@@ -154,12 +185,21 @@ class Scheduler:
                 self._account(new)
                 if not (old.get("spec") or {}).get("nodeName"):
                     self._retry_waiting_for_peers()
-        elif _wants_us(new, self.name) and key not in self.unschedulable and key not in self.assumed:
-            self.queue.add(key)
+        elif _wants_us(new, self.name):
+            self._note_nomination(new)
+            if key not in self.unschedulable and key not in self.assumed:
+                self.queue.add(key)
+
+    def _note_nomination(self, pod: dict[str, Any]) -> None:
+        """A nomination survives a scheduler restart in ``status.nominatedNodeName``."""
+        node = (pod.get("status") or {}).get("nominatedNodeName")
+        if node:
+            self.nominated[object_key(pod)] = node
 
     def _pod_deleted(self, pod: dict[str, Any]) -> None:
         key = object_key(pod)
         self.unschedulable.discard(key)
+        self.nominated.pop(key, None)
         self.queue.forget(key)
         node = self.assumed.pop(key, None) or (pod.get("spec") or {}).get("nodeName")
         if node:
@@ -192,6 +232,7 @@ class Scheduler:
     async def run(self) -> None:
         tasks = [asyncio.create_task(self.nodes.run(), name="scheduler:nodes"),
                  asyncio.create_task(self.pods.run(), name="scheduler:pods"),
+                 asyncio.create_task(self.pdbs.run(), name="scheduler:pdbs"),
                  asyncio.create_task(self._flush_unschedulable(), name="scheduler:flush"),
                  asyncio.create_task(self.listers.run(), name="scheduler:listers")]
         try:
@@ -230,22 +271,93 @@ class Scheduler:
         if pod is None or not _wants_us(pod, self.name) or key in self.assumed:
             return
         info = PodInfo(pod)
-        nodes = self._nodes_in_order()
+        nodes = self._with_nominated(info, self._nodes_in_order())
         max_feasible = num_feasible_nodes_to_find(len(nodes), self.percentage) if nodes else None
         result = schedule_one(info, nodes, filters=self._filters, scorers=self._scorers, rng=self.rng,
                               max_feasible=max_feasible, start=self._next_start)
         self._next_start = result.next_start
         if result.node is None:
-            self._unschedulable(key, pod, result.message())
+            self._unschedulable(key, pod, self._preempt(key, info, nodes, result))
             return
         node = result.node
         self.assumed[key] = node
+        self.nominated.pop(key, None)
         self.node_infos[node].add_pod(_assumed_copy(pod, node, info))
         self.queue.forget(key)
         await self._binds.acquire()
         task = asyncio.create_task(self._bind(key, pod, node))
         self._bind_tasks.add(task)
         task.add_done_callback(self._bind_tasks.discard)
+
+    def _with_nominated(self, pod: PodInfo, nodes: list[NodeInfo]) -> list[NodeInfo]:
+        """Nodes as ``pod`` must see them: a pod of at least its priority that preempted
+        on a node is counted there already (upstream's addNominatedPods)."""
+        extra: dict[str, list[dict[str, Any]]] = {}
+        for key, node in self.nominated.items():
+            other = self.pods.cache.get(key)
+            if other is None or key == pod.metadata.get("namespace", "") + "/" + pod.metadata.get("name", ""):
+                continue
+            if int((other.get("spec") or {}).get("priority") or 0) >= pod.priority:
+                extra.setdefault(node, []).append(other)
+        if not extra:
+            return nodes
+        out = []
+        for info in nodes:
+            if info.name in extra:
+                info = info.clone()
+                for other in extra[info.name]:
+                    info.add_pod(other)
+            out.append(info)
+        return out
+
+    def _preempt(self, key: str, pod: PodInfo, nodes: list[NodeInfo], result: ScheduleResult) -> str:
+        """DefaultPreemption: evict lower-priority pods so ``pod`` fits later. Returns the event message."""
+        base = result.message()
+        if result.num_nodes == 0:
+            return base
+        head = base.split(" preemption:")[0]
+        why = preemption.eligible(pod, self.node_infos)
+        if why is not None:
+            return f"{head} preemption: {why}"
+        cand, verdicts = preemption.find_candidate(pod, nodes, result.statuses, self._filters,
+                                                   self.pdbs.cache.list())
+        if cand is None:
+            return base
+        self.nominated[key] = cand.node
+        victims = ", ".join(f"{v.metadata.get('namespace')}/{v.metadata.get('name')}" for v in cand.victims)
+        log.info("preempting pod=%s node=%s victims=%s pdb_violations=%d", key, cand.node, victims,
+                 cand.pdb_violations)
+        task = asyncio.create_task(self._evict_victims(key, pod, cand))
+        self._bind_tasks.add(task)
+        task.add_done_callback(self._bind_tasks.discard)
+        return head
+
+    async def _evict_victims(self, key: str, pod: PodInfo, cand: preemption.Candidate) -> None:
+        meta = pod.metadata
+        try:
+            await self.client.patch("pods", meta["name"], {"status": {"nominatedNodeName": cand.node}},
+                                    namespace=meta["namespace"], subresource="status", patch_type="merge")
+        except NotFoundError:
+            return
+        except Exception as e:  # noqa: BLE001 - the nomination is advisory; the eviction still goes ahead
+            log.warning("nomination failed pod=%s node=%s err=%s", key, cand.node, e)
+        for victim in cand.victims:
+            vm = victim.metadata
+            cond = {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+                    "message": f"{self.name}: preempting to accommodate a higher priority pod",
+                    "lastTransitionTime": _now()}
+            try:
+                await self.client.patch("pods", vm["name"], {"status": {"conditions": [cond]}},
+                                        namespace=vm["namespace"], subresource="status", patch_type="strategic")
+                await self.client.delete("pods", vm["name"], namespace=vm["namespace"])
+            except NotFoundError:
+                continue
+            except Exception as e:  # noqa: BLE001 - retried when the preemptor is tried again
+                log.warning("preemption delete failed victim=%s/%s err=%s", vm["namespace"], vm["name"], e)
+                continue
+            log.info("preempted victim=%s/%s preemptor=%s node=%s", vm["namespace"], vm["name"], key, cand.node)
+            self.recorder.event(victim.pod, "Normal", "Preempted",
+                                f"Preempted by pod {meta.get('uid', '')} on node {cand.node}")
 
     async def _bind(self, key: str, pod: dict[str, Any], node: str) -> None:
         meta = pod["metadata"]

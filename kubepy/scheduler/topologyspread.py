@@ -114,7 +114,7 @@ def _counter(ns: str, selector: LabelSelector) -> Any:
     def build(node_info: NodeInfo) -> int:
         if selector.empty():
             return 0
-        return sum(1 for p in node_info.pod_infos()
+        return sum(1 for p in node_info.pod_infos
                    if not p.is_terminating and p.namespace == ns and selector.matches(p.labels))
     return build
 
@@ -130,6 +130,15 @@ def _included(c: Constraint, pod: PodInfo, node_info: NodeInfo) -> bool:
     if c.honor_taints and _TAINTS.filter(pod, node_info) is not OK:
         return False
     return True
+
+
+def _minimum(constraints: Sequence[Constraint], counts: list[dict[str, int]]) -> list[int]:
+    """Each constraint's global minimum; 0 while fewer than minDomains domains exist."""
+    out = []
+    for i, c in enumerate(constraints):
+        low = min(counts[i].values(), default=2**31 - 1)
+        out.append(0 if len(counts[i]) < c.min_domains else low)
+    return out
 
 
 def _has_keys(labels: Mapping[str, str], constraints: Sequence[Constraint]) -> bool:
@@ -185,6 +194,7 @@ class PodTopologySpread:
     def pre_filter_nodes(self, pod: PodInfo, node_infos: Sequence[NodeInfo]) -> bool:
         constraints = self._constraints(pod, DO_NOT_SCHEDULE)
         if not constraints:
+            pod.remember("PodTopologySpread/filter", None)
             return False
         counts: list[dict[str, int]] = [{} for _ in constraints]
         builders = [(("PodTopologySpread", pod.namespace, c.selector), _counter(pod.namespace, c.selector))
@@ -200,16 +210,39 @@ class PodTopologySpread:
                 key, build = builders[i]
                 n = ni.derived(key, build) if ni.pod_count else 0
                 counts[i][value] = counts[i].get(value, 0) + n
-        minimum = []
-        for i, c in enumerate(constraints):
-            low = min(counts[i].values(), default=2**31 - 1)
-            minimum.append(0 if len(counts[i]) < c.min_domains else low)
         self_match = [1 if c.selector.matches(pod.labels) else 0 for c in constraints]
-        pod.remember("PodTopologySpread/filter", _FilterState(constraints, counts, minimum, self_match))
+        pod.remember("PodTopologySpread/filter", _FilterState(constraints, counts, _minimum(constraints, counts),
+                                                              self_match))
         return True
 
+    def filter_simulated(self, pod: PodInfo, original: NodeInfo, sim: NodeInfo) -> Status:
+        """The filter on *sim*, a copy of *original* with pods removed or
+        added (preemption): this cycle's counts with the node's domain
+        recounted (upstream's PreFilterExtensions)."""
+        try:
+            state: _FilterState | None = pod.recall("PodTopologySpread/filter")
+        except KeyError:
+            return self.filter(pod, sim) if self.pre_filter_nodes(pod, [sim]) else OK
+        if state is None:
+            return OK
+        counts = [dict(c) for c in state.counts]
+        labels = original.labels
+        if _has_keys(labels, state.constraints):
+            for i, c in enumerate(state.constraints):
+                if not _included(c, pod, original):
+                    continue
+                key, build = ("PodTopologySpread", pod.namespace, c.selector), _counter(pod.namespace, c.selector)
+                value = labels[c.topology_key]
+                counts[i][value] = counts[i].get(value, 0) - original.derived(key, build) + sim.derived(key, build)
+        adjusted = _FilterState(state.constraints, counts, _minimum(state.constraints, counts), state.self_match)
+        return self._check(adjusted, sim)
+
     def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
-        state: _FilterState = pod.recall("PodTopologySpread/filter")
+        return self._check(pod.recall("PodTopologySpread/filter"), node_info)
+
+    def _check(self, state: _FilterState | None, node_info: NodeInfo) -> Status:
+        if state is None:
+            return OK
         labels = node_info.labels
         for i, c in enumerate(state.constraints):
             value = labels.get(c.topology_key)

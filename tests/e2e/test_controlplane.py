@@ -224,6 +224,50 @@ def test_unschedulable_pod_reports_why(cp):
     cp.kubectl("delete", "pod", "huge", "--wait=false")
 
 
+def _free_millicpu(cp: ControlPlane) -> dict[str, int]:
+    from kubepy.meta.quantity import cpu_millis
+    free = {n["metadata"]["name"]: cpu_millis(n["status"]["allocatable"]["cpu"]) for n in cp.json("get", "nodes")["items"]}
+    for p in cp.json("get", "pods", "-A")["items"]:
+        node = p["spec"].get("nodeName")
+        if node in free and p.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+            free[node] -= sum(cpu_millis(c.get("resources", {}).get("requests", {}).get("cpu", "0"))
+                              for c in p["spec"]["containers"])
+    return free
+
+
+def test_a_high_priority_pod_preempts_the_victim_no_budget_protects(cp):
+    """Every node full of low-priority pods; two of them guarded by a budget with no disruption left.
+    A high-priority pod preempts the third, lands on its node, and the victim hears why."""
+    cp.kubectl("create", "namespace", "preempt")
+    cp.kubectl("create", "priorityclass", "low", "--value=100")
+    cp.kubectl("create", "priorityclass", "high", "--value=1000")
+    nodes = sorted(_free_millicpu(cp))
+    guarded, open_node = nodes[:-1], nodes[-1]
+    for node, free in _free_millicpu(cp).items():
+        labels = {"app": "fill", "guard": "yes" if node in guarded else "no"}
+        cp.kubectl("apply", "-n", "preempt", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"fill-{node}", "labels": labels},
+            "spec": {"nodeName": node, "priorityClassName": "low", "containers": [
+                {"name": "main", "image": "web:1", "resources": {"requests": {"cpu": f"{free}m"}}}]}}))
+    cp.kubectl("create", "-n", "preempt", "poddisruptionbudget", "guard", "--selector=guard=yes",
+               f"--min-available={len(guarded)}")
+    wait_for(lambda: cp.json("get", "pdb", "-n", "preempt", "guard").get("status", {}).get("currentHealthy")
+             == len(guarded), what="budget counts the guarded pods", cp=cp)
+    cp.kubectl("run", "-n", "preempt", "vip", "--image=web:1", "--restart=Never", "--overrides", json.dumps(
+        {"spec": {"priorityClassName": "high",
+                  "containers": [{"name": "vip", "image": "web:1", "resources": {"requests": {"cpu": "500m"}}}]}}))
+    vip = wait_for(lambda: (lambda p: p if p["spec"].get("nodeName") else None)(cp.json("get", "pod", "-n", "preempt", "vip")),
+                   timeout=90, what="vip bound", cp=cp)
+    assert vip["spec"]["nodeName"] == open_node and vip["spec"]["priority"] == 1000
+    assert vip["status"].get("nominatedNodeName") == open_node
+    left = {p["metadata"]["name"] for p in cp.json("get", "pods", "-n", "preempt", "-l", "app=fill")["items"]}
+    assert left == {f"fill-{n}" for n in guarded}, left
+    events = cp.json("get", "events", "-n", "preempt", "--field-selector", "reason=Preempted")["items"]
+    assert [(e["involvedObject"]["name"], e["message"]) for e in events] == [
+        (f"fill-{open_node}", f"Preempted by pod {vip['metadata']['uid']} on node {open_node}")]
+    cp.kubectl("delete", "namespace", "preempt", "--wait=false")
+
+
 def test_killing_any_component_loses_nothing(cp):
     cp.kubectl("apply", "-f", "-", input=deployment("sturdy", 4))
     wait_for(lambda: len(ready_pods(cp, "sturdy")) == 4, what="4 ready", cp=cp)

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 # Files that hold a secret, by name (the walk as root checks their modes wherever they are).
-SECRET_NAMES = {"state.db", "state.db-wal", "state.db-shm", "ca.key", "apiserver.key", "tokens.csv",
+SECRET_NAMES = {"state.db", "state.db-wal", "state.db-shm", "ca.key", "apiserver.key", "tokens.csv", "admin.key", "sa.key",
                 "admin.kubeconfig", "bootstrap-token", "kubelet.token", "kubelet.kubeconfig", "kubelet.key"}
 
 # Run by nobody with the system's python: every path it could list or open under the root.

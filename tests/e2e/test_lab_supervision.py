@@ -222,4 +222,7 @@ def test_down_leaves_no_process_and_no_shim(lab: SupervisedLab):
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(lab.dir) not in ps
     assert not proc_alive(leaked), "the leaked shim's container is gone too"
+    # every pod has a /dev/shm tmpfs (and Memory emptyDirs are tmpfs too): none may outlive the cluster
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    assert not [m for m in mounts if m.startswith(str(lab.dir))], "kubepy down left mounts"
     assert not lab.dir.exists()

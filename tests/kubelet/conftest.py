@@ -261,7 +261,7 @@ def kubelet_node(busybox_archive: Path) -> Iterator[KubeletNode]:  # noqa: F811
                      "--ca-file", str(srv.data_dir / "ca.crt"), "--bootstrap-token-file", str(token_file),
                      "--root-dir", str(node.root_dir), "--pod-logs-dir", str(node.log_dir),
                      "--container-runtime-endpoint", node.socket, "--node-status-update-frequency", "5s",
-                     "--sync-frequency", "5s", "--log-level", "info"]
+                     "--sync-frequency", "5s", "--eviction-monitoring-interval", "1s", "--log-level", "info"]
         node.start_kubelet()
         _admin_patch_pod_cidr(srv, name, node.pod_cidr)
         srv.kubectl("create", "namespace", node.test_ns)

@@ -346,14 +346,13 @@ async def test_a_volume_type_the_kubelet_cannot_provide_keeps_the_pod_from_runni
     ns = node.test_ns
     spec = pod(node, "novol", [{"name": "c", "command": ["sleep", "3600"],
                                 "volumeMounts": [{"name": "info", "mountPath": "/etc/info"}]}],
-               volumes=[{"name": "info", "downwardAPI": {"items": [
-                   {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}])
+               volumes=[{"name": "info", "nfs": {"server": "192.0.2.1", "path": "/export"}}])
     await client.create("pods", spec, namespace=ns)
     p = await wait_for(client, node, "novol", lambda p: "waiting" in (
         (p["status"].get("containerStatuses") or [{}])[0].get("state") or {}) and cstatus(p, "c")["state"][
         "waiting"].get("reason") == "CreateContainerConfigError", what="CreateContainerConfigError")
     waiting = cstatus(p, "c")["state"]["waiting"]
-    assert 'volume "info"' in waiting["message"] and "downwardAPI" in waiting["message"], waiting
+    assert 'volume "info"' in waiting["message"] and "nfs" in waiting["message"], waiting
     assert p["status"].get("phase") == "Pending"
     events, _ = await client.list_all("events", namespace=ns)
     assert any(e["reason"] == "Failed" and 'volume "info"' in e["message"]

@@ -305,3 +305,21 @@ def test_required_affinity_follows_the_peer_over_many_nodes() -> None:
         result = schedule_one(p, nis, filters=filters, scorers=scorers, rng=random.Random(i))
         assert result.node is not None and nis[int(result.node[1:])].labels[ZONE] == "z7"
         nis[int(result.node[1:])].add_pod(p)
+
+
+def test_preemption_evicts_the_pod_the_anti_affinity_avoids() -> None:
+    from kubepy.scheduler import preemption
+
+    def prio(p: dict, value: int) -> dict:
+        p["spec"]["priority"] = value
+        return p
+
+    nis = cluster(THREE[:2], {"n1": [prio(pod("low", {"app": "db"}), 0)],
+                              "n2": [prio(pod("high", {"app": "db"}), 1000), prio(pod("other", {"app": "x"}), 0)]})
+    incoming = PodInfo(prio(pod("new", {"app": "db"}, affinity=required("podAntiAffinity", term(app="db"))), 500))
+    filters = default_filters()
+    result = schedule_one(incoming, nis, filters=filters, scorers=default_scorers())
+    assert result.node is None and result.filter_reasons == {"n1": list(ANTI), "n2": list(ANTI)}
+    cand, verdicts = preemption.find_candidate(incoming, nis, result.statuses, filters)
+    assert cand is not None and cand.node == "n1" and [v.metadata["name"] for v in cand.victims] == ["low"]
+    assert verdicts == {"n2": preemption.NO_VICTIMS}

@@ -18,6 +18,10 @@ from kubepy.kinds import printers, validation
 @pytest.mark.parametrize("k", kinds.all_kinds(), ids=lambda k: f"{k.api_version}/{k.kind}")
 def test_every_kind_is_fully_described(k: kinds.Kind):
     assert hasattr(models, k.model), f"{k.kind}: no schema (model {k.model!r} is not a client model)"
+    if k.virtual:  # create-only, never stored: no list, table, protobuf or field selectors
+        assert k.verbs == ["create"]
+        assert openapi.definition_for(k.api_version, k.kind) is not None, f"{k.kind}: not in the OpenAPI document"
+        return
     assert hasattr(models, k.list_model), f"{k.kind}: no list schema {k.list_model!r}"
     assert k.proto in SCHEMA, f"{k.kind}: no protobuf root"
     assert k.printer is not None and k.printer.columns, f"{k.kind}: no printer"
@@ -83,6 +87,8 @@ def test_the_same_resource_twice_is_refused():
 def test_protobuf_roots_come_from_the_kinds():
     roots = protobuf.roots()
     for k in kinds.all_kinds():
+        if k.virtual:
+            continue
         assert roots[(k.api_version, k.kind)] == k.proto
 
 

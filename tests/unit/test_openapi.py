@@ -176,7 +176,8 @@ def test_patch_operations_advertise_field_validation_and_smp():
                 if method == "patch":
                     n += 1
                     assert "application/strategic-merge-patch+json" in op["requestBody"]["content"]
-        assert n > 0
+        # a group of create-only reviews (authentication.k8s.io) has nothing to patch, as upstream
+        assert n > 0 or not any("put" in item for item in doc["paths"].values())
 
 
 def test_paths_cover_served_resources():
