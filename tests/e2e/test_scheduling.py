@@ -2,7 +2,8 @@
 (node1 and node3 in zone a, node2 in zone b), driven by the stock kubectl:
 hard anti-affinity by hostname leaves the fourth replica Pending with
 Kubernetes' message, required affinity follows the peer, maxSkew 1 by
-hostname gives 2/2/2, and zone spreading balances the zones.
+hostname gives 2/2/2 and 2/2/2/2 once a fourth node joins and the
+Deployment is scaled, and zone spreading balances the zones.
 """
 
 from __future__ import annotations
@@ -144,11 +145,19 @@ def test_max_skew_one_by_hostname_is_two_two_two(lab: Lab):
     try:
         got = wait_for(lambda: placed(lab, "even", 6), 60, "6 pods bound")
         assert sorted(Counter(p["spec"]["nodeName"] for p in got).values()) == [2, 2, 2]
+        # A fourth node joins (zone b, round-robin); scaling up fills it first.
+        up = lab.kubepy("up", "--nodes", "4")
+        assert "ready in" in up.stdout, up.stdout
+        assert node_labels(lab)[f"{lab.name}-node4"][ZONE] == "b"
+        lab.kubectl("scale", "deployment", "even", "--replicas", "8")
+        got = wait_for(lambda: placed(lab, "even", 8), 60, "8 pods bound")
+        assert sorted(Counter(p["spec"]["nodeName"] for p in got).values()) == [2, 2, 2, 2]
     finally:
         lab.kubectl("delete", "deployment", "even", "--wait=false")
 
 
 def test_zone_spreading_balances_zones(lab: Lab):
+    # node1 and node3 in zone a, node2 and node4 (joined above) in zone b.
     spread = [{"maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule",
                "labelSelector": {"matchLabels": {"app": "zonal"}}}]
     apply(lab, deployment("zonal", 4, topologySpreadConstraints=spread))
