@@ -27,6 +27,7 @@ percentageOfNodesToScore (``max_feasible``/``start``) about half that.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -363,6 +364,9 @@ def _pod_info(pod: Obj | PodInfo) -> PodInfo:
 # ---------------------------------------------------------------------------
 
 
+_GENERATIONS = itertools.count(1)
+
+
 def _decrement(counter: Counter[Any], key: Any, by: int = 1) -> None:
     # Zero entries must go: membership tests mean "someone uses this".
     left = counter[key] - by
@@ -411,6 +415,11 @@ class NodeInfo:
     affinity_pods: int = 0
     required_anti_affinity_pods: int = 0
     _derived: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # A new process-wide number whenever the node or its pods change: caches
+    # spanning many nodes (topology spread's domain counts) redo only the
+    # nodes that moved, and a node re-created under the same name never
+    # looks unchanged.
+    generation: int = 0
     _ports_any_ip: Counter[tuple[str, int]] = field(default_factory=Counter, repr=False)
     _pods: dict[str, PodInfo] = field(default_factory=dict, repr=False)
 
@@ -424,6 +433,7 @@ class NodeInfo:
 
     def set_node(self, node: Obj) -> None:
         """Take a newer version of the node, keeping its pods."""
+        self.generation = next(_GENERATIONS)
         meta = node.get("metadata") or {}
         spec = node.get("spec") or {}
         status = node.get("status") or {}
@@ -482,6 +492,7 @@ class NodeInfo:
             return value
 
     def _account(self, info: PodInfo, sign: int) -> None:
+        self.generation = next(_GENERATIONS)
         if self._derived:
             self._derived.clear()
         has_affinity, required_anti = info.pod_affinity

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubepy.meta.selectors import LabelSelector, label_selector_from_dict
@@ -72,6 +72,15 @@ class AffinityTerm:
     namespace_selector: LabelSelector | None
     selector: LabelSelector
     topology_key: str
+    _hash: int = field(default=0, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Terms key per-node caches on every node of every cycle: hash once.
+        object.__setattr__(self, "_hash", hash((self.namespaces, self.namespace_selector, self.selector,
+                                                self.topology_key)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def matches(self, pod: PodInfo, namespace_labels: Mapping[str, str] | None = None) -> bool:
         """Upstream's AffinityTerm.Matches: the pod is in one of the term's

@@ -153,6 +153,16 @@ class _FilterState:
     self_match: list[int]
 
 
+class _Aggregate:
+    """Cluster-wide domain counts for one selector, and each node's share."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.per_node: dict[str, tuple[int, str | None, int]] = {}  # name -> (generation, domain, count)
+        self.totals: dict[str, int] = {}  # domain -> matching pods
+        self.nodes: dict[str, int] = {}  # domain -> eligible nodes in it
+
+
 @dataclass(slots=True)
 class _ScoreState:
     constraints: tuple[Constraint, ...]
@@ -173,6 +183,7 @@ class PodTopologySpread:
 
     def __init__(self, listers: Any = None) -> None:
         self.listers = listers
+        self._aggregates: dict[Any, _Aggregate] = {}
 
     def _defaults(self, pod: PodInfo) -> tuple[Constraint, ...]:
         def build(p: PodInfo) -> tuple[Constraint, ...]:
@@ -196,24 +207,69 @@ class PodTopologySpread:
         if not constraints:
             pod.remember("PodTopologySpread/filter", None)
             return False
-        counts: list[dict[str, int]] = [{} for _ in constraints]
-        builders = [(("PodTopologySpread", pod.namespace, c.selector), _counter(pod.namespace, c.selector))
-                    for c in constraints]
-        for ni in node_infos:
-            labels = ni.labels
-            if not _has_keys(labels, constraints):
-                continue
-            for i, c in enumerate(constraints):
-                if not _included(c, pod, ni):
-                    continue
-                value = labels[c.topology_key]
-                key, build = builders[i]
-                n = ni.derived(key, build) if ni.pod_count else 0
-                counts[i][value] = counts[i].get(value, 0) + n
+        keys = tuple(c.topology_key for c in constraints)
+        ns = pod.namespace
+        counts: list[dict[str, int]] = []
+        for c in constraints:
+            if (c.honor_node_affinity and _AFFINITY.pre_filter(pod)) or c.honor_taints:
+                counts.append(self._count_slowly(pod, c, keys, node_infos))
+            else:
+                counts.append(self._domains(ns, c, keys, node_infos))
         self_match = [1 if c.selector.matches(pod.labels) else 0 for c in constraints]
         pod.remember("PodTopologySpread/filter", _FilterState(constraints, counts, _minimum(constraints, counts),
                                                               self_match))
         return True
+
+    def _count_slowly(self, pod: PodInfo, c: Constraint, keys: tuple[str, ...],
+                      node_infos: Sequence[NodeInfo]) -> dict[str, int]:
+        """Domain counts when the pod's node affinity or tolerations decide
+        which nodes count: every node, judged for this pod."""
+        out: dict[str, int] = {}
+        key, build = f"PodTopologySpread|{pod.namespace}|{c.selector}", _counter(pod.namespace, c.selector)
+        for ni in node_infos:
+            labels = ni.labels
+            if not all(k in labels for k in keys) or not _included(c, pod, ni):
+                continue
+            value = labels[c.topology_key]
+            out[value] = out.get(value, 0) + (ni.derived(key, build) if ni.pod_count else 0)
+        return out
+
+    def _domains(self, ns: str, c: Constraint, keys: tuple[str, ...],
+                 node_infos: Sequence[NodeInfo]) -> dict[str, int]:
+        """Domain counts of the pods matching *c*'s selector in *ns*, over the
+        nodes with every key in *keys*.  Kept between pods: only nodes whose
+        generation moved since are recounted (one per bind, typically)."""
+        cache_key = (ns, str(c.selector), c.topology_key, keys)
+        agg = self._aggregates.get(cache_key)
+        if agg is None or agg.size != len(node_infos):
+            if len(self._aggregates) > 256:
+                self._aggregates.clear()
+            agg = self._aggregates[cache_key] = _Aggregate(len(node_infos))
+        per_node, totals, nodes = agg.per_node, agg.totals, agg.nodes
+        derived_key, build = f"PodTopologySpread|{ns}|{c.selector}", _counter(ns, c.selector)
+        tk = c.topology_key
+        for ni in node_infos:
+            entry = per_node.get(ni.name)
+            if entry is not None:
+                if entry[0] == ni.generation:
+                    continue
+                if entry[1] is not None:
+                    totals[entry[1]] -= entry[2]
+                    nodes[entry[1]] -= 1
+            labels = ni.labels
+            if all(k in labels for k in keys):
+                value = labels[tk]
+                n = ni.derived(derived_key, build) if ni.pod_count else 0
+                totals[value] = totals.get(value, 0) + n
+                nodes[value] = nodes.get(value, 0) + 1
+                per_node[ni.name] = (ni.generation, value, n)
+            else:
+                per_node[ni.name] = (ni.generation, None, 0)
+        if len(per_node) != len(node_infos):
+            # A node went and another came under a new name: start over.
+            del self._aggregates[cache_key]
+            return self._domains(ns, c, keys, node_infos)
+        return {v: n for v, n in totals.items() if nodes[v] > 0}
 
     def filter_simulated(self, pod: PodInfo, original: NodeInfo, sim: NodeInfo) -> Status:
         """The filter on *sim*, a copy of *original* with pods removed or

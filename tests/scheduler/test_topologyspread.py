@@ -282,3 +282,25 @@ def test_max_skew_one_over_many_nodes(n_nodes: int, zones: int) -> None:
         per_zone = Counter(ni.labels[ZONE] for ni in nis for _ in range(ni.pod_count))
         assert max(per_zone.values()) - min(per_zone.values(), default=0) <= 1 or len(per_zone) < zones
     assert all(ni.pod_count == 2 for ni in nis)
+
+
+def test_cached_domain_counts_follow_changes() -> None:
+    """One plugin across pods (as in the scheduler): counts kept between
+    pods follow binds, removals, relabelled and re-created nodes."""
+    plugin = PodTopologySpread()
+    nis = cluster(FOUR, {"node-a": pods_on("a1")})
+    p = pod(labels=FOO, constraints=[spread()])
+    assert run_filter(plugin, p, nis) == {"node-a": SKEW, "node-b": SKEW, "node-x": (), "node-y": ()}
+    nis[2].add_pod(pod("x1", FOO))
+    assert run_filter(plugin, p, nis) == {"node-a": (), "node-b": (), "node-x": (), "node-y": ()}
+    nis[0].remove_pod(pod("a1", FOO))
+    assert run_filter(plugin, p, nis) == {"node-a": (), "node-b": (), "node-x": SKEW, "node-y": SKEW}
+    # node-a moves to zone2: zone1 is node-b alone (0), zone2 holds x1.
+    nis[0].set_node(node("node-a", "zone2"))
+    assert run_filter(plugin, p, nis) == {"node-a": SKEW, "node-b": (), "node-x": SKEW, "node-y": SKEW}
+    # The same names re-created with other pods are counted afresh.
+    nis = cluster(FOUR, {"node-y": pods_on("y1", "y2")})
+    assert run_filter(plugin, p, nis) == {"node-a": (), "node-b": (), "node-x": SKEW, "node-y": SKEW}
+    # node-y replaced by node-z: its two pods no longer count in zone2.
+    nis = [*nis[:3], NodeInfo.from_node(node("node-z", "zone3"))]
+    assert run_filter(plugin, p, nis) == {"node-a": (), "node-b": (), "node-x": (), "node-z": ()}
