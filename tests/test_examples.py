@@ -29,8 +29,9 @@ from tests.kubelet.test_runtime import remove_cgroups
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PLURALS = {"Deployment": "deployments", "Service": "services", "Pod": "pods", "Job": "jobs", "CronJob": "cronjobs",
-           "DaemonSet": "daemonsets", "StatefulSet": "statefulsets"}
-MANIFESTS = ("web.yaml", "redis.yaml", "job.yaml", "cronjob.yaml", "daemonset.yaml", "statefulset.yaml")
+           "DaemonSet": "daemonsets", "StatefulSet": "statefulsets", "PersistentVolumeClaim": "persistentvolumeclaims"}
+MANIFESTS = ("web.yaml", "redis.yaml", "job.yaml", "cronjob.yaml", "daemonset.yaml", "statefulset.yaml",
+             "redis-persistent.yaml")
 PRIMES_20 = "2 3 5 7 11 13 17 19 23 29 31 37 41 43 47 53 59 61 67 71"
 
 
@@ -51,7 +52,8 @@ def test_manifest_passes_defaulting_and_validation(name: str):
     for doc in docs:
         assert (doc["apiVersion"], doc["kind"]) in {("apps/v1", "Deployment"), ("v1", "Service"), ("v1", "Pod"),
                                                     ("batch/v1", "Job"), ("batch/v1", "CronJob"),
-                                                    ("apps/v1", "DaemonSet"), ("apps/v1", "StatefulSet")}
+                                                    ("apps/v1", "DaemonSet"), ("apps/v1", "StatefulSet"),
+                                                    ("v1", "PersistentVolumeClaim")}
         if doc["kind"] == "Job":   # what the API server does first: the selector from the Job's UID
             doc["metadata"]["uid"] = "00000000-0000-0000-0000-000000000001"
             kinds.by_kind("batch", "Job").strategy.prepare_create(doc)
@@ -69,7 +71,7 @@ def _pod_spec(obj: dict) -> dict:
 def test_every_example_image_is_one_we_build_and_never_pulled():
     for name in MANIFESTS:
         for obj in load(name):
-            if obj["kind"] == "Service":
+            if obj["kind"] in ("Service", "PersistentVolumeClaim"):
                 continue
             for c in _pod_spec(obj)["containers"]:
                 assert c["image"] in EXAMPLE_IMAGES
@@ -178,6 +180,20 @@ def test_statefulset_example_is_valid_and_each_replica_follows_kv_0_by_name(tmp_
         assert out.strip() == want
 
 
+def test_persistent_redis_keeps_its_append_only_file_on_a_claim_of_the_default_class():
+    objs = objects("redis-persistent.yaml")
+    claim, deploy = objs[("PersistentVolumeClaim", "redis-data")], objs[("Deployment", "redis-persistent")]
+    assert "storageClassName" not in claim["spec"]  # the cluster's default class (local-path)
+    spec = deploy["spec"]["template"]["spec"]
+    assert deploy["spec"]["strategy"]["type"] == "Recreate"
+    [c] = spec["containers"]
+    assert c["args"][:2] == ["--appendonly", "yes"] and c["args"][-2:] == ["--dir", "/data"]
+    [mount] = c["volumeMounts"]
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert (mount["mountPath"], volume["persistentVolumeClaim"]["claimName"]) == ("/data", "redis-data")
+    _service_matches_deployment(objs[("Service", "redis-persistent")], deploy)
+
+
 def test_archive_names():
     assert [archive_name(r) for r in EXAMPLE_IMAGES] == ["redis-7.tar", "web-1.tar", "web-2.tar", "job-1.tar"]
 
@@ -188,7 +204,7 @@ def test_kubectl_accepts_the_manifests(tmp_path: Path):
     from tests.e2e.conftest import start_apiserver, stop_apiserver
     srv = start_apiserver(tmp_path / "api")
     try:
-        for name in ("redis.yaml", "web.yaml", "job.yaml", "cronjob.yaml", "daemonset.yaml", "statefulset.yaml"):
+        for name in MANIFESTS:
             out = srv.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", str(EXAMPLES / name)).stdout
             for kind, obj in objects(name):
                 assert f"{kind.lower()}/{obj} created (server dry run)" in out.replace(".apps/", "/").replace(".batch/", "/"), out

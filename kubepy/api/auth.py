@@ -11,7 +11,9 @@ Identities:
 - admin: group ``system:masters``, may do everything;
 - ``system:node:<name>`` (group ``system:nodes``): reads everything, writes
   only its own Node, its own Lease (kube-node-lease), the pods bound to it
-  (status, deletion) and Events;
+  (status, deletion) and Events; for its local-path storage, its own
+  CSIStorageCapacity (``kube-system/local-path-<node>``) and the deletion of
+  the PersistentVolumes annotated ``kubepy.io/local-path-node: <node>``;
 - ``system:bootstrap:<id>`` (group ``system:bootstrappers``): may only call
   the join endpoint that issues a node token; bootstrap tokens are Secrets
   with an expiry (``kubepy.bootstraptoken``), checked by the server;
@@ -36,6 +38,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubepy.meta.volumes import ANN_LOCAL_PATH_NODE, CAPACITY_NAMESPACE, capacity_name
 from kubepy.privatefiles import narrow_file, write_private
 
 log = logging.getLogger(__name__)
@@ -193,11 +196,22 @@ def authorize(user: User, *, verb: str, resource: str, namespace: str | None, na
         return None
     if resource == "leases" and namespace == NODE_LEASE_NAMESPACE and name == node:
         return None
+    # Its pods' service-account tokens (projected volumes), as the node authorizer lets a kubelet.
+    if resource == "serviceaccounts" and subresource == "token" and verb == "create":
+        return None
     # Ephemeral containers are a person's debugging tool: a node never adds them (as NodeRestriction).
     if resource == "pods" and subresource != "ephemeralcontainers" and existing is not None \
             and (existing.get("spec") or {}).get("nodeName") == node:
         if verb in ("update", "patch", "delete"):
             return None
+    # Its local-path storage (kubepy/kubelet/localvolumes.py): it publishes its capacity, and deletes the
+    # volumes it provisioned once it has removed their data.
+    if resource == "csistoragecapacities" and namespace == CAPACITY_NAMESPACE and name == capacity_name(node) \
+            and verb in ("create", "update", "patch"):
+        return None
+    if resource == "persistentvolumes" and verb == "delete" and existing is not None \
+            and ((existing.get("metadata") or {}).get("annotations") or {}).get(ANN_LOCAL_PATH_NODE) == node:
+        return None
     return f'node "{node}" cannot {verb} {resource}{"/" + subresource if subresource else ""} {namespace + "/" if namespace else ""}{name or ""}'.rstrip()
 
 

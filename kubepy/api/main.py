@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ipaddress
 import signal
 import socket
 import ssl
@@ -52,7 +53,9 @@ def write_admin_kubeconfig(config: ServerConfig) -> Path:
 
 
 def tls_context(config: ServerConfig) -> ssl.SSLContext:
-    sans = [client_address(config), socket.getfqdn(), *config.tls_sans]
+    # The ``kubernetes`` Service's ClusterIP too: pods reach the API server there.
+    service_ip = str(ipaddress.ip_network(config.service_cidr, strict=False)[1])
+    sans = [client_address(config), socket.getfqdn(), service_ip, *config.tls_sans]
     if config.bind_address not in ("0.0.0.0", "::", ""):
         sans.append(config.bind_address)
     crt, key = certs.ensure_serving_cert(config.data_dir, sans)

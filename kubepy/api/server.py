@@ -43,7 +43,10 @@ from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validatio
 from kubepy.kinds.scheduling.priorityclass import SYSTEM_PRIORITY_CLASSES
 from kubepy.api.limitranger import LimitRanger
 from kubepy.api.priority import PriorityAdmission
+from kubepy.api.saadmission import ServiceAccountAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
+from kubepy.api import storagedefaults
+from kubepy.api.defaultstorageclass import DefaultStorageClass
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
 from kubepy.store import CompactedError, KeyExistsError, KeyNotFoundError, Store, StoreError
@@ -211,8 +214,8 @@ class APIServer:
         self.store = store
         self.config = config
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
-        self.storage.admission.plugins += [PriorityAdmission(store), LimitRanger(store),
-                                           ResourceQuotaAdmission(store)]
+        self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
+                                           DefaultStorageClass(store), ResourceQuotaAdmission(store)]
         self.authn = auth.TokenAuthenticator()
         ca = config.data_dir / "ca.crt"
         self.sa_tokens = serviceaccounts.ServiceAccountTokens(
@@ -296,6 +299,7 @@ class APIServer:
             })
         except errors.AlreadyExists:
             pass
+        await storagedefaults.ensure_default_storage_class(self.storage)
         addr = self.config.advertise_address
         if addr:
             ep = by_plural("endpoints")

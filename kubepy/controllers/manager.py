@@ -35,6 +35,10 @@ CONTROLLERS = {
     "cronjob": "kubepy.controllers.cronjob:CronJobController",
     "statefulset": "kubepy.controllers.statefulset:StatefulSetController",
     "resourcequota": "kubepy.controllers.resourcequota:ResourceQuotaController",
+    "root-ca-cert-publisher": "kubepy.controllers.rootcacertpublisher:RootCACertPublisher",
+    "persistentvolume-binder": "kubepy.controllers.persistentvolume:PersistentVolumeController",
+    "pvc-protection": "kubepy.controllers.volumeprotection:PVCProtectionController",
+    "pv-protection": "kubepy.controllers.volumeprotection:PVProtectionController",
 }
 
 

@@ -34,6 +34,7 @@ flag                                 field                           default
 ``--runtime-health-interval``        runtime_health_interval         5s (``ctr version`` probe)
 ``--runtime-down-threshold``         runtime_down_threshold          30s (no answer that long: Ready=False)
 ``--registry-hosts-dir``             registry_hosts_dir              none (ctr's defaults: HTTPS, docker.io's host)
+``--local-storage-capacity``         local_storage_capacity          none (the free space under ``<root-dir>/storage``)
 ==================================== =============================== =========================================
 
 Credentials never go on the command line (``ps`` shows it to every local
@@ -62,6 +63,7 @@ import argparse
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from kubepy.meta.quantity import parse_quantity
 
 __all__ = ["KubeletConfig", "add_kubelet_flags", "config_from_args", "parse_duration"]
 
@@ -103,6 +105,7 @@ class KubeletConfig:
     runtime_health_interval: float = 5.0
     runtime_down_threshold: float = 30.0
     registry_hosts_dir: Path | None = None
+    local_storage_capacity: int | None = None  # bytes the local-path volumes may take (None: the disk's free space)
 
     @property
     def token_path(self) -> Path:
@@ -186,6 +189,9 @@ def add_kubelet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime-down-threshold", type=parse_duration, default=d.runtime_down_threshold)
     p.add_argument("--registry-hosts-dir", type=Path, default=None,
                    help="containerd hosts dir (<registry>/hosts.toml: mirrors, plain HTTP) for image pulls")
+    p.add_argument("--local-storage-capacity", type=lambda s: int(parse_quantity(s)), default=None,
+                   help="what local-path volumes may take on this node (e.g. 50Gi); default: the free space of "
+                        "the filesystem holding <root-dir>/storage")
 
 
 def config_from_args(args: argparse.Namespace) -> KubeletConfig:

@@ -61,6 +61,7 @@ from kubepy.client import Client, ClientConfig, EventRecorder, Informer, Transpo
 from kubepy.kubelet.cgroups import PodCgroups
 from kubepy.kubelet.config import KubeletConfig, add_kubelet_flags, config_from_args
 from kubepy.kubelet.ipam import HostLocalIPAM
+from kubepy.kubelet.localvolumes import LocalVolumes
 from kubepy.kubelet.network import NodeNetwork
 from kubepy.kubelet.node import NodeAgent, machine_info
 from kubepy.kubelet.pods import (
@@ -233,6 +234,8 @@ class Kubelet:
         self.configmaps = Informer(client, "configmaps")
         self.secrets = Informer(client, "secrets")
         self.services = Informer(client, "services")  # for the Service environment variables
+        self.local_volumes = LocalVolumes(client, node_name=config.node_name, root_dir=config.root_dir,
+                                          capacity_limit=config.local_storage_capacity)
         self.cgroups = PodCgroups(config.cgroup_root, node=config.node_name)
         info = machine_info()
         self.node_alloc = {"cpu_milli": info["cpu"] * 1000, "memory": info["memory"]}
@@ -518,6 +521,7 @@ class Kubelet:
                             lambda o, k=kind: self._source_changed(k, o))
             self._tasks.append(asyncio.create_task(inf.run(), name=f"kubelet:{kind}s"))
         self._tasks.append(asyncio.create_task(self.services.run(), name="kubelet:services"))
+        await self.local_volumes.start()  # claims, node-local volumes, published capacity
         # Pods start only once the Services are known: their variables are fixed at container start.
         await asyncio.gather(self.configmaps.wait_synced(), self.secrets.wait_synced(), self.services.wait_synced())
         self.pods.add_handler(self._pod_event, lambda _old, new: self._pod_event(new), self._pod_deleted)
@@ -542,6 +546,7 @@ class Kubelet:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.local_volumes.stop()
         await asyncio.gather(*(w.stop() for w in list(self.workers.values())), return_exceptions=True)
         await self.recorder.flush()
         await self.client.close()

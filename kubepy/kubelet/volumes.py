@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubepy.kubelet.localvolumes import persistent_volume_claim
 from kubepy.kubelet.poderrors import ConfigError, MountError, UnsupportedVolume
 from kubepy.kubelet.tokens import TokenError
 from kubepy.meta.quantity import bytes_value, canonicalize_quantity, cpu_millis
@@ -593,6 +594,7 @@ SETUP: dict[str, Setup] = {
     "emptyDir": empty_dir,
     "downwardAPI": downward_api,
     "projected": projected,
+    "persistentVolumeClaim": persistent_volume_claim,   # kubepy/kubelet/localvolumes.py
 }
 
 #: volume types whose mounts are always read-only.
@@ -691,6 +693,7 @@ def container_mounts(pod: dict[str, Any], c: dict[str, Any], volume_paths: dict[
             host = _safe_subpath(host, sub, mount=m["name"], container=c.get("name", ""),
                                  gid=int(gid) if gid is not None else None)
         v = vols.get(m["name"]) or {}
-        ro = bool(m.get("readOnly")) or any(t in v for t in READ_ONLY_TYPES)
+        ro = bool(m.get("readOnly")) or any(t in v for t in READ_ONLY_TYPES) \
+            or bool((v.get("persistentVolumeClaim") or {}).get("readOnly"))
         mounts.append((str(host), m["mountPath"], ro))
     return mounts

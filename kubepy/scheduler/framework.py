@@ -547,11 +547,13 @@ class SchedulingContext:
 class FilterPlugin(Protocol):
     """Judges whether a pod may run on a node.
 
-    May also define ``pre_filter(pod: PodInfo) -> bool``; False means the
-    plugin has nothing to check for this pod and ``filter`` is not called.
+    May also define ``pre_filter(pod: PodInfo) -> bool | Status``; False means the
+    plugin has nothing to check for this pod and ``filter`` is not called; an
+    unschedulable ``Status`` rejects the pod on every node with its reasons
+    (the message then says only those, as Kubernetes' PreFilter rejections).
     A plugin that needs the whole cluster to prepare (inter-pod affinity,
     topology spread) defines ``pre_filter_nodes(pod, node_infos) -> bool``
-    instead, and keeps what it computed in ``pod.cached`` state.
+    instead, and keeps what it computed in the PodInfo (``remember``).
     """
 
     name: str
@@ -596,6 +598,7 @@ class ScheduleResult:
     statuses: dict[str, Status] = field(default_factory=dict)
     preemption_policy: str = ""
     next_start: int = 0  # where the next attempt should begin filtering
+    pre_filter_message: str = ""  # set when a PreFilter rejected the pod for every node
 
     @property
     def filter_reasons(self) -> dict[str, list[str]]:
@@ -614,7 +617,8 @@ class ScheduleResult:
         if self.num_nodes == 0:
             return NO_NODES_MESSAGE
         n = self.num_nodes
-        msg = f"0/{n} nodes are available: {_histogram(r for st in self.statuses.values() for r in st.reasons)}."
+        reasons = self.pre_filter_message or _histogram(r for st in self.statuses.values() for r in st.reasons)
+        msg = f"0/{n} nodes are available: {reasons}."
         if self.preemption_policy == "Never":
             return msg + " preemption: not eligible due to preemptionPolicy=Never."
         verdicts = (_NOT_HELPFUL if st.code == UNSCHEDULABLE_AND_UNRESOLVABLE else _NO_VICTIMS for st in self.statuses.values())
@@ -669,7 +673,13 @@ def schedule_one(
                 checks.append(plugin.filter)
             continue
         pre = getattr(plugin, "pre_filter", None)
-        if pre is None or pre(info):
+        verdict = True if pre is None else pre(info)
+        if isinstance(verdict, Status) and not verdict.is_success():
+            # A PreFilter rejection judges every node at once (Kubernetes' Diagnosis.PreFilterMsg).
+            result.pre_filter_message = ", ".join(verdict.reasons)
+            result.statuses.update((n.name, verdict) for n in node_infos)
+            return result
+        if verdict:
             checks.append(plugin.filter)
     feasible: list[NodeInfo] = []
     statuses = result.statuses

@@ -33,6 +33,7 @@ from kubepy.client import (
     WorkQueue,
     object_key,
 )
+from kubepy.meta.volumes import ANN_SELECTED_NODE, LOCAL_PATH_PROVISIONER
 from kubepy.scheduler.listers import Listers
 from kubepy.scheduler import preemption
 from kubepy.scheduler.framework import (
@@ -44,6 +45,7 @@ from kubepy.scheduler.framework import (
     num_feasible_nodes_to_find,
     schedule_one,
 )
+from kubepy.scheduler.volumebinding import VolumeBinding, selected_node_claims
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +109,22 @@ class Scheduler:
         self._binds = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
         self._bind_tasks: set[asyncio.Task[None]] = set()
         self._next_start = 0
+        self.volume_informers = {r: Informer(client, r) for r in _VOLUME_RESOURCES}
+        self.volume_listers = _VolumeListers(self.volume_informers)
         # Namespaces' labels and the workloads behind default spreading.
         self.listers = Listers.from_client(client)
-        self._filters = default_filters(self.listers)  # plugins hold no per-pod state
+        filters = default_filters(self.listers)  # plugins hold no per-pod state
+        # Upstream runs VolumeBinding before its last two, PodTopologySpread and InterPodAffinity.
+        filters.insert(len(filters) - 2, VolumeBinding(self.volume_listers,
+                                                       capacity_provisioners=frozenset({LOCAL_PATH_PROVISIONER})))
+        self._filters = filters
         self._scorers = default_scorers(self.listers)
         self.bound = 0
         self.nodes.add_handler(self._node_added, self._node_updated, self._node_deleted)
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
+        for resource, inf in self.volume_informers.items():
+            inf.add_handler(lambda _o, r=resource: self._retry_unschedulable(f"{r} changed"),
+                            lambda _o, _n, r=resource: self._retry_unschedulable(f"{r} changed"), None)
 
     def _priority_of(self, key: str) -> int:
         pod = self.pods.cache.get(key)
@@ -234,11 +245,14 @@ class Scheduler:
                  asyncio.create_task(self.pods.run(), name="scheduler:pods"),
                  asyncio.create_task(self.pdbs.run(), name="scheduler:pdbs"),
                  asyncio.create_task(self._flush_unschedulable(), name="scheduler:flush"),
-                 asyncio.create_task(self.listers.run(), name="scheduler:listers")]
+                 asyncio.create_task(self.listers.run(), name="scheduler:listers"),
+                 *(asyncio.create_task(inf.run(), name=f"scheduler:{r}") for r, inf in self.volume_informers.items())]
         try:
             await self.nodes.wait_synced()
             await self.pods.wait_synced()
             await self.listers.wait_synced()
+            for inf in self.volume_informers.values():
+                await inf.wait_synced()
             log.info("scheduler ready nodes=%d pods=%d", len(self.node_infos), len(self.pods.cache))
             while True:
                 try:
@@ -288,6 +302,15 @@ class Scheduler:
         task = asyncio.create_task(self._bind(key, pod, node))
         self._bind_tasks.add(task)
         task.add_done_callback(self._bind_tasks.discard)
+
+    async def _select_node_for_claims(self, pod: dict[str, Any], node: str) -> None:
+        """The provisioner's cue (VolumeBinding's PreBind): claims waiting for their first
+        consumer learn the node it was put on."""
+        ns = pod["metadata"]["namespace"]
+        for name in selected_node_claims(pod, self.volume_listers):
+            await self.client.patch("persistentvolumeclaims", name,
+                                    {"metadata": {"annotations": {ANN_SELECTED_NODE: node}}}, namespace=ns)
+            log.info("selected node claim=%s/%s node=%s", ns, name, node)
 
     def _with_nominated(self, pod: PodInfo, nodes: list[NodeInfo]) -> list[NodeInfo]:
         """Nodes as ``pod`` must see them: a pod of at least its priority that preempted
@@ -362,6 +385,7 @@ class Scheduler:
     async def _bind(self, key: str, pod: dict[str, Any], node: str) -> None:
         meta = pod["metadata"]
         try:
+            await self._select_node_for_claims(pod, node)
             await self.client.create("pods", {
                 "apiVersion": "v1", "kind": "Binding",
                 "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
@@ -414,6 +438,31 @@ class Scheduler:
             pass
         except Exception as e:  # noqa: BLE001 - a status write is best effort; the retry rewrites it
             log.warning("status update failed pod=%s/%s err=%s", meta["namespace"], meta["name"], e)
+
+
+_VOLUME_RESOURCES = ("persistentvolumeclaims", "persistentvolumes", "storageclasses", "csistoragecapacities")
+
+
+class _VolumeListers:
+    """VolumeBinding's view of the claims, volumes, classes and capacities (the informers' caches)."""
+
+    def __init__(self, informers: dict[str, Informer]) -> None:
+        self._inf = informers
+
+    def claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._inf["persistentvolumeclaims"].cache.get(f"{namespace}/{name}")
+
+    def volume(self, name: str) -> dict[str, Any] | None:
+        return self._inf["persistentvolumes"].cache.get(name)
+
+    def volumes(self) -> list[dict[str, Any]]:
+        return self._inf["persistentvolumes"].cache.list()
+
+    def storage_class(self, name: str) -> dict[str, Any] | None:
+        return self._inf["storageclasses"].cache.get(name)
+
+    def capacities(self) -> list[dict[str, Any]]:
+        return self._inf["csistoragecapacities"].cache.list()
 
 
 def _conditions(node: dict[str, Any]) -> list[tuple[str, str]]:

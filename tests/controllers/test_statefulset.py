@@ -408,7 +408,16 @@ CLAIMS = [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce
                                                    "resources": {"requests": {"storage": "1Gi"}}}}]
 
 
-async def test_claim_templates_without_claims_served_make_no_pods_and_say_why(cluster: Cluster):
+@pytest.fixture
+def no_pvc_kind():
+    """A cluster that does not serve PersistentVolumeClaims (kubepy before its storage work)."""
+    k = kinds.lookup("", "v1", "persistentvolumeclaims")
+    kinds.unregister(k)
+    yield
+    kinds.register(k)
+
+
+async def test_claim_templates_without_claims_served_make_no_pods_and_say_why(cluster: Cluster, no_pvc_kind):
     assert kinds.lookup("", "v1", "persistentvolumeclaims") is None
     cluster.api.seed("statefulsets", statefulset(replicas=2, volumeClaimTemplates=CLAIMS))
     with pytest.raises(ClaimsNotServed):
@@ -423,11 +432,8 @@ async def test_claim_templates_without_claims_served_make_no_pods_and_say_why(cl
 
 @pytest.fixture
 def pvc_kind():
-    """A minimal PersistentVolumeClaim kind, as the storage work will serve it."""
-    k = kinds.register(kinds.Kind("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", namespaced=True,
-                                  short_names=("pvc",), model="V1PersistentVolumeClaim"))
-    yield k
-    kinds.unregister(k)
+    """The served PersistentVolumeClaim kind."""
+    return kinds.lookup("", "v1", "persistentvolumeclaims")
 
 
 async def test_one_claim_per_pod_per_template_owned_by_the_set_when_deleted_deletes(cluster: Cluster, pvc_kind):

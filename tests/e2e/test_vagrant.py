@@ -105,6 +105,30 @@ spec:
   terminationGracePeriodSeconds: 1
 """
 
+# A claim of the default class (a directory on worker1's disk) that must survive worker1's reboot.
+STORE_POD = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: notes}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 16Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: notes, labels: {app: notes}}
+spec:
+  nodeSelector: {kubernetes.io/hostname: kubepy-worker1}
+  containers:
+  - name: notes
+    image: kubepy.local/job:1
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, "[ -f /data/first ] || cat /proc/sys/kernel/random/uuid > /data/first; exec sleep 86400"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: notes}}]
+  terminationGracePeriodSeconds: 1
+"""
+
 
 @pytest.fixture(scope="module")
 def cluster(request):
@@ -182,9 +206,12 @@ def test_example_app(cluster: Cluster):
     start = time.monotonic()
     cluster.kubectl("apply", "-f", "examples/redis.yaml", "-f", "examples/web.yaml", "-f", "examples/job.yaml")
     cluster.kubectl("apply", "-f", "-", input=CLIENT_POD)
+    cluster.kubectl("apply", "-f", "-", input=STORE_POD)
     wait_for(lambda: len(cluster.ready_pods("app=web")) == 3 and len(cluster.ready_pods("app=redis")) == 1,
              900, "3 web pods and Redis Ready")
     wait_for(lambda: cluster.ready_pods("app=client"), 600, "the client pod on the control plane Ready")
+    wait_for(lambda: cluster.ready_pods("app=notes"), 600, "the notes pod with its claim Ready on worker1")
+    assert cluster.json("pvc", "notes")["status"]["phase"] == "Bound"
     wait_for(lambda: any(c["type"] == "Complete" and c["status"] == "True"
                          for c in cluster.json("job", "primes").get("status", {}).get("conditions") or []),
              600, "the primes Job to complete")
@@ -312,6 +339,8 @@ def test_reboot_a_worker_and_converge(cluster: Cluster):
     before = {p["metadata"]["name"] for p in cluster.pods("app=web") if p["spec"]["nodeName"] == "kubepy-worker1"}
     assert before, "worker1 runs web pods before the reboot"
     boot_id = cluster.vms.ssh("worker1", "cat /proc/sys/kernel/random/boot_id").strip()
+    note = cluster.kubectl("exec", "notes", "--", "cat", "/data/first").stdout
+    assert len(note.strip()) == 36, note
     start = time.monotonic()
     cluster.vms.vagrant("reload", "worker1", timeout=1800)
     assert cluster.vms.ssh("worker1", "cat /proc/sys/kernel/random/boot_id").strip() != boot_id, "it rebooted"
@@ -330,6 +359,9 @@ def test_reboot_a_worker_and_converge(cluster: Cluster):
                p["status"]["containerStatuses"][0].get("lastState") for p in restarted), \
         "the pods' containers were started again after the reboot"
     FIGURES["reload worker1 to converged (s)"] = round(time.monotonic() - start, 1)
+    # The claim's directory outlived the reboot: the pod's new container reads what the old one wrote.
+    wait_for(lambda: cluster.ready_pods("app=notes"), 600, "the notes pod Ready again")
+    assert cluster.kubectl("exec", "notes", "--", "cat", "/data/first").stdout == note
 
 
 def test_destroy_leaves_nothing(cluster: Cluster):

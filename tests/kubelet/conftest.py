@@ -225,6 +225,7 @@ def kubelet_node(busybox_archive: Path) -> Iterator[KubeletNode]:  # noqa: F811
     node = KubeletNode(name=name, netns=name, node_ip=f"10.250.{octet}.1", pod_cidr=f"10.244.{octet}.0/24",
                        tmp=tmp, apiserver=srv, test_ns=f"kptest-{rand}")
     fwd: NetnsForwarder | None = None
+    controllers: subprocess.Popen | None = None
     try:
         subprocess.run(["ip", "netns", "add", name], check=True)
         subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
@@ -264,13 +265,39 @@ def kubelet_node(busybox_archive: Path) -> Iterator[KubeletNode]:  # noqa: F811
                      "--sync-frequency", "5s", "--eviction-monitoring-interval", "1s", "--log-level", "info"]
         node.start_kubelet()
         _admin_patch_pod_cidr(srv, name, node.pod_cidr)
+        # What every namespace has on a cluster: a "default" ServiceAccount and the kube-root-ca.crt
+        # ConfigMap, which every pod's kube-api-access volume projects; two real controllers make them.
+        cm_log = open(tmp / "controller-manager.log", "ab")
+        controllers = subprocess.Popen(
+            [sys.executable, "-m", "kubepy", "--log-level", "info", "controller-manager", "--kubeconfig",
+             str(srv.kubeconfig), "--controllers", "serviceaccount,root-ca-cert-publisher"],
+            stdout=cm_log, stderr=subprocess.STDOUT)
         srv.kubectl("create", "namespace", node.test_ns)
+        for ns in (node.test_ns, "default"):
+            _wait_for_objects(srv, ns, ("serviceaccount/default", "configmap/kube-root-ca.crt"))
         yield node
     finally:
+        if controllers is not None:
+            controllers.terminate()
+            try:
+                controllers.wait(10)
+            except subprocess.TimeoutExpired:
+                controllers.kill()
         _cleanup(node)
         if fwd is not None:
             fwd.stop()
         stop_apiserver(srv)
+
+
+def _wait_for_objects(srv: APIServerProcess, namespace: str, names: tuple[str, ...], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = srv.kubectl("get", "-n", namespace, *names, "-o", "name", check=False)
+        if got.returncode == 0 and len(got.stdout.split()) == len(names):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{names} never appeared in {namespace}: {got.stderr}")
+        time.sleep(0.2)
 
 
 @pytest.fixture

@@ -216,3 +216,26 @@ async def test_kubelet_start_unmounts_and_removes_what_a_vanished_pod_left(kubel
     while time.monotonic() < deadline and (pod_dir.exists() or host_mounts_below(pod_dir)):
         await asyncio.sleep(0.3)
     assert host_mounts_below(pod_dir) == [] and not pod_dir.exists(), node.log_tail(40)
+
+
+async def test_the_service_account_volume_carries_a_working_bound_token(kubelet_node: KubeletNode, client: Client):
+    """ServiceAccount admission adds kube-api-access; the kubelet fills it through TokenRequest: the token
+    names the account and this pod, ca.crt is the cluster CA, and it stops working with the pod."""
+    node, ns = kubelet_node, kubelet_node.test_ns
+    await client.create("pods", pod(node, "sa", [{"name": "c", "command": ["sleep", "3600"]}]), namespace=ns)
+    p = await wait_for(client, node, "sa", running, what="Running")
+    c = cid(p, "c")
+    where = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert (await sh(node, c, f"cat {where}/namespace")).strip() == ns
+    assert (await sh(node, c, f"cat {where}/ca.crt")).strip() == (node.apiserver.data_dir / "ca.crt").read_text().strip()
+    token = (await sh(node, c, f"cat {where}/token")).strip()
+    review = await client.create("tokenreviews", {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                                  "spec": {"token": token}})
+    status = review["status"]
+    assert status["authenticated"] is True, status
+    assert status["user"]["username"] == f"system:serviceaccount:{ns}:default"
+    assert status["user"]["extra"]["authentication.kubernetes.io/pod-name"] == ["sa"]
+    await delete_and_wait_gone(client, node, "sa", ns)
+    review = await client.create("tokenreviews", {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                                  "spec": {"token": token}})
+    assert review["status"].get("authenticated") is not True

@@ -325,7 +325,7 @@ CLIENT_ONLY = {("NodeSystemInfo", "runningInUserNamespace"),
                ("TokenRequestSpec", "attestations"),  # webhook-bound tokens (no webhooks served): refused if sent
                ("UserInfo", "extra")}  # map of ExtraValue: only ever answered (TokenReview), never sent to us
 # messages that exist only inline in JSON (no model class of their own)
-INLINE_ONLY = {"VolumeSource", "ProbeHandler", "EphemeralContainerCommon"}
+INLINE_ONLY = {"VolumeSource", "ProbeHandler", "EphemeralContainerCommon", "PersistentVolumeSource"}
 
 _PY_SCALAR = {"string": "str", "int32": "int", "int64": "int", "bool": "bool", "double": "float",
               "float": "float", "bytes": "bytes", "Quantity": "str", "IntOrString": "object",
