@@ -9,6 +9,7 @@ from kubepy.meta.selectors import pod_fields
 
 def _prepare_create(obj: dict) -> None:
     obj.pop("status", None)
+    v.apply_match_label_keys(obj)
 
 
 def _running_on_a_node(obj: dict) -> bool:
