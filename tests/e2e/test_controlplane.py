@@ -277,7 +277,7 @@ def test_killing_any_component_loses_nothing(cp):
         cp.kubectl("scale", "deployment/sturdy", f"--replicas={rng.randint(2, 7)}")
         time.sleep(rng.uniform(0, 0.5))
         cp.children()[name].kill()  # SIGKILL at a random moment of the scale
-        wait_for(lambda: name in cp.children() and cp.children()[name].pid != before,
+        wait_for(lambda: (lambda ch: name in ch and ch[name].pid != before)(cp.children()),
                  what=f"{name} restarted", cp=cp)
     wait_for(lambda: cp.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, what="API back", cp=cp)
     cp.kubectl("scale", "deployment/sturdy", "--replicas=5")
@@ -333,7 +333,7 @@ def test_a_killed_supervisor_is_replaced_by_one_that_adopts_the_children(cp):
     assert cp.proc.poll() is None
     # The new supervisor tends what it adopted: a killed API server comes back.
     cp.children()["apiserver"].kill()
-    wait_for(lambda: "apiserver" in cp.children() and cp.children()["apiserver"].pid != before["apiserver"],
+    wait_for(lambda: (lambda ch: "apiserver" in ch and ch["apiserver"].pid != before["apiserver"])(cp.children()),
              timeout=60, what="apiserver restarted by the new supervisor", cp=cp)
     wait_for(lambda: cp.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, what="API back", cp=cp)
     cp.kubectl("scale", "deployment/sturdy", "--replicas=4")
