@@ -1251,6 +1251,7 @@ def _validate_pod_spec(spec: dict, path: str, errs: Errs) -> None:
     _validate_labels(spec.get("nodeSelector"), f"{path}.nodeSelector", errs)
     _validate_tolerations(spec.get("tolerations"), f"{path}.tolerations", errs)
     _validate_pod_placement(spec, path, errs)
+    _validate_scheduling_gates(spec.get("schedulingGates"), f"{path}.schedulingGates", errs)
 
 
 _AFFINITY_TERM_LISTS = (("podAffinity", "requiredDuringSchedulingIgnoredDuringExecution"),
@@ -1289,6 +1290,16 @@ def apply_match_label_keys(pod: dict) -> None:
             for key in _l(term.get(field_name)):
                 if isinstance(key, str) and key in labels:
                     exprs.append({"key": key, "operator": op, "values": [labels[key]]})
+
+
+def _validate_scheduling_gates(gates: Any, path: str, errs: Errs) -> None:
+    seen: set[str] = set()
+    for i, g in enumerate(_l(gates)):
+        name = str(_d(g).get("name") or "")
+        errs.each(f"{path}[{i}].name", name, is_qualified_name(name))
+        if name in seen:
+            errs.duplicate(f"{path}[{i}]", name)
+        seen.add(name)
 
 
 def _validate_pod_placement(spec: dict, path: str, errs: Errs) -> None:
@@ -1394,6 +1405,13 @@ def _validate_pod_update(obj: dict, old: dict, errs: Errs) -> None:
             errs.forbidden("spec.tolerations", "existing toleration can not be modified except its tolerationSeconds")
             break
     _restore(munged, old_spec, "tolerations")
+    # Scheduling gates may only be removed (then the scheduler takes the pod).
+    old_gates = {_d(g).get("name") for g in _l(old_spec.get("schedulingGates"))}
+    for i, g in enumerate(_l(spec.get("schedulingGates"))):
+        if _d(g).get("name") not in old_gates:
+            errs.forbidden(f"spec.schedulingGates[{i}].name",
+                           f"only deletion is allowed, but found new scheduling gate '{_d(g).get('name')}'")
+    _restore(munged, old_spec, "schedulingGates")
     old_grace = old_spec.get("terminationGracePeriodSeconds")
     if _is_int(old_grace) and old_grace < 0 and spec.get("terminationGracePeriodSeconds") == 1:
         munged["terminationGracePeriodSeconds"] = old_grace
@@ -1431,6 +1449,8 @@ def validate_pod(obj: dict, old: dict | None, errs: Errs) -> None:
     if old is None and _l(spec.get("ephemeralContainers")):
         # Only pods/ephemeralcontainers adds them; a plain update may not (see _validate_pod_update).
         errs.forbidden("spec.ephemeralContainers", "cannot be set on create")
+    if old is None and _l(spec.get("schedulingGates")) and spec.get("nodeName"):
+        errs.forbidden("spec.nodeName", "cannot be set until all schedulingGates have been cleared")
     if old is not None:
         _validate_pod_update(obj, old, errs)
 

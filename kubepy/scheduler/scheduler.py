@@ -66,7 +66,8 @@ def _is_terminated(pod: dict[str, Any]) -> bool:
 
 def _wants_us(pod: dict[str, Any], name: str) -> bool:
     spec = pod.get("spec") or {}
-    return (not spec.get("nodeName") and (spec.get("schedulerName") or DEFAULT_SCHEDULER) == name
+    return (not spec.get("nodeName") and not spec.get("schedulingGates")
+            and (spec.get("schedulerName") or DEFAULT_SCHEDULER) == name
             and not (pod.get("metadata") or {}).get("deletionTimestamp") and not _is_terminated(pod))
 
 

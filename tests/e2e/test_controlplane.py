@@ -268,6 +268,18 @@ def test_a_high_priority_pod_preempts_the_victim_no_budget_protects(cp):
     cp.kubectl("delete", "namespace", "preempt", "--wait=false")
 
 
+def test_a_gated_pod_waits_until_its_gates_are_removed(cp):
+    cp.kubectl("run", "gated", "--image=web:1", "--restart=Never", "--overrides",
+               json.dumps({"spec": {"schedulingGates": [{"name": "example.com/approval"}]}}))
+    time.sleep(2)  # the scheduler had its chance
+    pod = cp.json("get", "pod", "gated")
+    assert not pod["spec"].get("nodeName")
+    assert cp.kubectl("get", "pod", "gated", "--no-headers").stdout.split()[2] == "SchedulingGated"
+    cp.kubectl("patch", "pod", "gated", "--type=json", "-p", '[{"op": "remove", "path": "/spec/schedulingGates"}]')
+    wait_for(lambda: cp.json("get", "pod", "gated")["spec"].get("nodeName"), what="gated pod bound", cp=cp)
+    cp.kubectl("delete", "pod", "gated", "--wait=false")
+
+
 def test_killing_any_component_loses_nothing(cp):
     cp.kubectl("apply", "-f", "-", input=deployment("sturdy", 4))
     wait_for(lambda: len(ready_pods(cp, "sturdy")) == 4, what="4 ready", cp=cp)
