@@ -151,8 +151,9 @@ fi
 log "private network: $NODE_IP on $NODE_IF"
 
 # -- /etc/default/kubepy: what the units read --------------------------------------
+# No node-role label from the kubelet: NodeRestriction refuses a kubelet the node-role.kubernetes.io/
+# labels (as upstream); controlplane.sh sets it with the admin's kubectl, as kubeadm does.
 extra_kubelet=""
-[ "$ROLE" = controlplane ] && extra_kubelet="--node-labels $CONTROLPLANE_LABEL"
 if write_file "$ENV_FILE" 0644 <<EOF; then touch "$RESTART_MARK"; fi
 # Written by kubepy's vagrant/common.sh; read by the kubepy-* systemd units.
 # Every daemon uses the private-network address, never eth0's.

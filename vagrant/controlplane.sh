@@ -13,9 +13,9 @@
 #        ca.crt            (the cluster CA the workers trust)
 #      With an rsync synced folder the Vagrantfile copies these to the host
 #      after this VM is up, and the next `vagrant up` pushes them to the workers;
-#   3. its own kubelet (labelled node-role.kubernetes.io/control-plane), proxy
-#      and DNS; the control-plane taint (the kubelet has no
-#      --register-with-taints flag, so kubectl sets it once the node exists);
+#   3. its own kubelet, proxy and DNS; the node-role.kubernetes.io/control-plane
+#      label and taint, set with kubectl once the node exists (NodeRestriction keeps
+#      a kubelet from labelling itself so, and it has no --register-with-taints);
 #   4. the kube-dns Service and Endpoints (every registered node's DNS server).
 # Safe to run again.
 set -euo pipefail
@@ -114,7 +114,7 @@ if ! grep -qxF "$CONTROLPLANE_TAINT" <<<"$taints"; then
   log "taint $NODE_NAME $CONTROLPLANE_TAINT"
   kc taint node "$NODE_NAME" "$CONTROLPLANE_TAINT" --overwrite
 fi
-# The kubelet sets the label at registration (--node-labels); a node registered before keeps its labels.
+# The admin labels it, as kubeadm does: NodeRestriction keeps a kubelet from giving itself node-role labels.
 kc label node "$NODE_NAME" "$CONTROLPLANE_LABEL" --overwrite >/dev/null
 
 # -- 4. cluster DNS -----------------------------------------------------------------------------

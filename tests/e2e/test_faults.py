@@ -43,6 +43,9 @@ def deployment(name: str, replicas: int, *, deadline: int = 600, tolerate: int |
     if spread:
         spec["topologySpreadConstraints"] = [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
                                               "whenUnsatisfiable": "DoNotSchedule",
+                                              # A node tainted unreachable is no domain to balance against
+                                              # (else its replacement could go nowhere, as on Kubernetes).
+                                              "nodeTaintsPolicy": "Honor",
                                               "labelSelector": {"matchLabels": {"app": name}}}]
     return json.dumps({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
                        "spec": {"replicas": replicas, "progressDeadlineSeconds": deadline,
