@@ -1,4 +1,5 @@
-"""Who is calling (client certificates, bearer tokens) and may they do this (admin / node / bootstrap).
+"""Who is calling (client certificates, bearer tokens); what they may do is kubepy.api.authz's
+(RBAC, the node authorizer and NodeRestriction).
 
 Authenticators, in the order the API server asks them (as Kubernetes'
 union authenticator): a client certificate verified by the cluster CA
@@ -9,11 +10,11 @@ found is also in ``system:authenticated``.
 
 Identities:
 - admin: group ``system:masters``, may do everything;
-- ``system:node:<name>`` (group ``system:nodes``): reads everything, writes
-  only its own Node, its own Lease (kube-node-lease), the pods bound to it
-  (status, deletion) and Events; for its local-path storage, its own
-  CSIStorageCapacity (``kube-system/local-path-<node>``) and the deletion of
-  the PersistentVolumes annotated ``kubepy.io/local-path-node: <node>``;
+- ``system:node:<name>`` (group ``system:nodes``): the node authorizer's
+  rules (kubepy.api.nodeauth): reads only the Secrets and ConfigMaps its
+  pods use, writes only its own Node, its own Lease (kube-node-lease), the
+  pods bound to it (status, deletion) and Events; for its local-path
+  storage, its own CSIStorageCapacity and the PersistentVolumes it provisioned;
 - ``system:bootstrap:<id>`` (group ``system:bootstrappers``): may only call
   the join endpoint that issues a node token; bootstrap tokens are Secrets
   with an expiry (``kubepy.bootstraptoken``), checked by the server;
@@ -38,7 +39,6 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubepy.meta.volumes import ANN_LOCAL_PATH_NODE, CAPACITY_NAMESPACE, capacity_name
 from kubepy.privatefiles import narrow_file, write_private
 
 log = logging.getLogger(__name__)
@@ -174,45 +174,6 @@ def token_for(tokens: dict[str, User], *, group: str) -> str:
         if group in u.groups:
             return t
     raise KeyError(group)
-
-
-def authorize(user: User, *, verb: str, resource: str, namespace: str | None, name: str | None,
-              subresource: str | None, existing: dict | None = None) -> str | None:
-    """None when allowed, else the reason it is not (for a 403).
-
-    For a create, ``name`` is the name in the body. ``existing`` is the
-    stored object for writes to one object, so the node rule can check
-    ``spec.nodeName`` of a pod."""
-    if user.is_admin:
-        return None
-    if verb in ("get", "list", "watch") and (user.node_name or not user.is_bootstrap):
-        return None
-    node = user.node_name
-    if node is None:
-        return f'User "{user.name}" cannot {verb} resource "{resource}"'
-    if resource == "events" and verb in ("create", "update", "patch"):
-        return None
-    if resource == "nodes" and name == node and verb in ("create", "update", "patch", "get"):
-        return None
-    if resource == "leases" and namespace == NODE_LEASE_NAMESPACE and name == node:
-        return None
-    # Its pods' service-account tokens (projected volumes), as the node authorizer lets a kubelet.
-    if resource == "serviceaccounts" and subresource == "token" and verb == "create":
-        return None
-    # Ephemeral containers are a person's debugging tool: a node never adds them (as NodeRestriction).
-    if resource == "pods" and subresource != "ephemeralcontainers" and existing is not None \
-            and (existing.get("spec") or {}).get("nodeName") == node:
-        if verb in ("update", "patch", "delete"):
-            return None
-    # Its local-path storage (kubepy/kubelet/localvolumes.py): it publishes its capacity, and deletes the
-    # volumes it provisioned once it has removed their data.
-    if resource == "csistoragecapacities" and namespace == CAPACITY_NAMESPACE and name == capacity_name(node) \
-            and verb in ("create", "update", "patch"):
-        return None
-    if resource == "persistentvolumes" and verb == "delete" and existing is not None \
-            and ((existing.get("metadata") or {}).get("annotations") or {}).get(ANN_LOCAL_PATH_NODE) == node:
-        return None
-    return f'node "{node}" cannot {verb} {resource}{"/" + subresource if subresource else ""} {namespace + "/" if namespace else ""}{name or ""}'.rstrip()
 
 
 # -- joining ----------------------------------------------------------------------------------------

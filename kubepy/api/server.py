@@ -25,16 +25,22 @@ from aiohttp import web
 from kubepy import bootstraptoken
 from kubepy.api import (
     auth,
+    authz,
     bodies,
+    bootstrappolicy,
     discovery,
     errors,
+    escalation,
     eviction,
     httpproxy,
+    nodeauth,
     objects,
     openapi,
     openapi_proto,
     patch,
     proxy,
+    rbac,
+    reviews,
     serviceaccounts,
     tokens,
 )
@@ -228,7 +234,18 @@ class APIServer:
         self._store_subs: set[StoreSubscription] = set()  # watches older than the caches hold
         # Answers of other create-only kinds (Kind.virtual), by qualified plural: (request, target, body) -> object.
         self.virtual_creates: dict[str, Any] = {}
+        for plural in reviews.PLURALS:
+            self.virtual_creates[f"{plural}.{reviews.GROUP}"] = self._access_review
         self.ready = False
+        # Authorization (kubepy.api.authz): masters, bootstrap joins, the node authorizer, RBAC.
+        self.policy = rbac.PolicyIndex()
+        self.node_graph = nodeauth.NodeGraph()
+        self.authorizer = authz.Chain([
+            authz.PrivilegedGroups(),
+            authz.PathsFor(auth.BOOTSTRAPPERS, frozenset({("post", auth.JOIN_PATH)})),
+            nodeauth.NodeAuthorizer(self.node_graph),
+            rbac.RBACAuthorizer(self.policy),
+        ])
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -242,6 +259,7 @@ class APIServer:
         for cache in self.caches.values():
             await cache.start()
         await self._bootstrap_objects()
+        await self._start_authorization()
         self._tasks.append(asyncio.create_task(self._compactor()))
         self._tasks.append(asyncio.create_task(self._event_reaper()))
         self._tasks.append(asyncio.create_task(self._observe_services()))
@@ -310,6 +328,28 @@ class APIServer:
                 await self.storage.create(ep, "default", body)
             except errors.AlreadyExists:
                 await self.storage.update(ep, "default", "kubernetes", lambda o: {**o, "subsets": body["subsets"]})
+
+    async def _start_authorization(self) -> None:
+        """RBAC index and node graph from the watch caches, then the default roles (reconciled)."""
+        async def lister(kind: Kind) -> tuple[list[dict[str, Any]], int]:
+            items, revision, _ = await self.storage.list(kind, None)
+            return items, revision
+
+        waits = []
+        for kind in rbac.policy_kinds():
+            ready = asyncio.Event()
+            waits.append(ready.wait())
+            self._tasks.append(asyncio.create_task(rbac.follow(
+                kind, await self._cache(kind), lister,
+                lambda obj, deleted, p=kind.plural: self.policy.apply(p, obj, deleted),
+                lambda p=kind.plural: self.policy.reset(p), ready)))
+        pods = by_plural("pods")
+        ready = asyncio.Event()
+        waits.append(ready.wait())
+        self._tasks.append(asyncio.create_task(rbac.follow(
+            pods, await self._cache(pods), lister, self.node_graph.apply, self.node_graph.reset, ready)))
+        await asyncio.gather(*waits)
+        await bootstrappolicy.ensure(self.storage)
 
     # -- node credentials -------------------------------------------------
     # The store holds one record per node name (its token, which the API
@@ -447,7 +487,7 @@ class APIServer:
 
     # -- aiohttp wiring ---------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors_mw, self._auth_mw], client_max_size=MAX_BODY)
+        app = web.Application(middlewares=[self._errors_mw, self._auth_mw, self._authz_mw], client_max_size=MAX_BODY)
         r = app.router
         r.add_get("/healthz", self.health)
         r.add_get("/livez", self.health)
@@ -524,6 +564,25 @@ class APIServer:
             return None
         return (self.authn.authenticate(f"Bearer {token}") or await self._bootstrap_user(token)
                 or await self.sa_tokens.authenticate(token))
+
+    @web.middleware
+    async def _authz_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Impersonation, then every request (resource or not) through the authorizer chain."""
+        user = request.get(USER_KEY)
+        if user is None:
+            subject: Any = authz.Anonymous()
+        else:
+            subject = authz.impersonate(user, request.headers, lambda h: request.headers.getall(h, []), self.authorizer)
+            if subject is not user:
+                request[USER_KEY] = subject
+        attrs = authz.request_attributes(subject, request.method, request.path, request.query)
+        decision = self.authorizer.authorize(attrs)
+        if not decision.allowed:
+            log.info("forbidden user=%s verb=%s resource=%s namespace=%s name=%s path=%s reason=%s", subject.name,
+                     attrs.verb, attrs.resource + ("/" + attrs.subresource if attrs.subresource else ""),
+                     attrs.namespace, attrs.name, attrs.path, decision.reason or "-")
+            raise authz.forbidden(attrs, decision.reason)
+        return await handler(request)
 
     async def _bootstrap_user(self, token: str | None) -> auth.User | None:
         """The bootstrap token's user, read from its Secret; 401 with the reason for an expired one."""
@@ -705,12 +764,24 @@ class APIServer:
         raise errors.MethodNotAllowed(f"{m} is not supported on this path")
 
     def authorize(self, request: web.Request, verb: str, t: Target, *, name: str | None = None,
-                  existing: dict[str, Any] | None = None) -> None:
-        why = auth.authorize(request[USER_KEY], verb=verb, resource=t.resource.plural, namespace=t.namespace,
-                             name=name if name is not None else t.name, subresource=t.subresource,
-                             existing=existing)
-        if why:
-            raise errors.Forbidden(why)
+                  existing: dict[str, Any] | None = None, new: dict[str, Any] | None = None) -> None:
+        """Admission that needs the objects (the request itself was authorized by ``_authz_mw``):
+        NodeRestriction (``existing`` is the stored object, ``new`` what a write makes of it)
+        and RBAC escalation prevention."""
+        user = request[USER_KEY]
+        attrs = authz.Attributes(user, verb, api_group=t.resource.group, api_version=t.resource.version,
+                                 resource=t.resource.plural, subresource=t.subresource or "",
+                                 namespace=t.namespace or "", name=(name if name is not None else t.name) or "")
+        nodeauth.admit(attrs, old=existing, new=new, graph=self.node_graph)
+        if new is not None and not t.subresource:
+            escalation.check(user, t.resource.plural, t.namespace or "", new, existing,
+                             authorizer=self.authorizer, policy=self.policy)
+
+    def _admitted(self, request: web.Request, verb: str, t: Target, old: dict[str, Any],
+                  new: dict[str, Any]) -> dict[str, Any]:
+        """``new`` once admission allows the change from ``old`` (called inside a write's mutator)."""
+        self.authorize(request, verb, t, existing=old, new=new)
+        return new
 
     def _respond(self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200,
                  warnings: list[str] | None = None) -> web.Response:
@@ -829,7 +900,7 @@ class APIServer:
         if t.resource.qualified == "selfsubjectreviews.authentication.k8s.io":
             # Every authenticated user may ask who they are (upstream: RBAC's system:basic-user).
             return await self._review(request, t, obj)
-        self.authorize(request, "create", t, name=(obj.get("metadata") or {}).get("name"))
+        self.authorize(request, "create", t, name=(obj.get("metadata") or {}).get("name"), new=obj)
         warnings = self._field_validation(request, t, obj)
         if t.resource.virtual:
             return await self._review(request, t, obj)
@@ -849,6 +920,10 @@ class APIServer:
         if handler is None:
             raise errors.MethodNotAllowed(f"{plural} cannot be created on this server")
         return json_response(await handler(request, t, obj), 201)
+
+    async def _access_review(self, request: web.Request, t: Target, obj: dict[str, Any]) -> dict[str, Any]:
+        return reviews.review(t.resource, t.namespace, obj, request[USER_KEY], authorizer=self.authorizer,
+                              policy=self.policy)
 
     def _check_body(self, t: Target, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -910,8 +985,9 @@ class APIServer:
         self.authorize(request, "update", t, existing=existing)
         warnings = self._field_validation(request, t, obj)
         rv = (obj.get("metadata") or {}).get("resourceVersion") or None
-        updated = await self.storage.update(t.resource, t.namespace, name, lambda old: copy.deepcopy(obj),
-                                            precondition_rv=rv, dry_run=is_dry_run(request))
+        updated = await self.storage.update(
+            t.resource, t.namespace, name, lambda old: self._admitted(request, "update", t, old, copy.deepcopy(obj)),
+            precondition_rv=rv, dry_run=is_dry_run(request))
         return self._respond(request, t, updated, 200, warnings)
 
     async def patch(self, request: web.Request, t: Target, *, subresource: str | None = None) -> web.Response:
@@ -933,7 +1009,7 @@ class APIServer:
         def mutate(old: dict[str, Any]) -> dict[str, Any]:
             new = _apply_patch(ctype, old, body, res)
             warnings[:] = self._field_validation(request, t, new, patched=True)
-            return new
+            return self._admitted(request, "patch", t, old, new)
 
         updated = await self.storage.update(res, t.namespace, name, mutate, precondition_rv=rv,
                                             subresource=subresource, dry_run=is_dry_run(request))
@@ -1006,7 +1082,9 @@ class APIServer:
                 self.authorize(request, "update", t, existing=existing)
                 self._field_validation(request, t, body)
                 rv = (body.get("metadata") or {}).get("resourceVersion") or None
-                updated = await self.storage.update(res, t.namespace, name, lambda old: copy.deepcopy(body),
+                updated = await self.storage.update(res, t.namespace, name,
+                                                    lambda old: self._admitted(request, "update", t, old,
+                                                                               copy.deepcopy(body)),
                                                     precondition_rv=rv, subresource=sub,
                                                     dry_run=is_dry_run(request))
                 return json_response(updated)
@@ -1016,14 +1094,14 @@ class APIServer:
             return await self.bind(request, t)
         elif sub == "token" and m == "POST":
             body = await read_body(request)
-            self.authorize(request, "create", t)
+            self.authorize(request, "create", t, new=body if isinstance(body, dict) else None)
             out, warnings = await self.sa_tokens.token_request(t.namespace or "", name, body)
             headers = multidict.CIMultiDict(("Warning", h) for h in _fitting_warnings(warnings)) if warnings else None
             return json_response(out, 201, headers)
         elif sub == "scale":
             return await self.scale(request, t)
         elif sub == "eviction" and m == "POST":
-            self.authorize(request, "create", t)
+            self.authorize(request, "create", t, existing=await self.storage.get(res, t.namespace, name))
             code, status = await eviction.evict(self.storage, t.namespace or "", t.name or "",
                                                 await read_body(request), dry_run_query=is_dry_run(request))
             return json_response(status, code)

@@ -39,6 +39,7 @@ CONTROLLERS = {
     "persistentvolume-binder": "kubepy.controllers.persistentvolume:PersistentVolumeController",
     "pvc-protection": "kubepy.controllers.volumeprotection:PVCProtectionController",
     "pv-protection": "kubepy.controllers.volumeprotection:PVProtectionController",
+    "clusterrole-aggregation": "kubepy.controllers.clusterroleaggregation:ClusterRoleAggregationController",
 }
 
 

@@ -11,7 +11,8 @@ the Node and keeps its Lease and status fresh (``node``), waits for
 
 - a pod informer (``fieldSelector=spec.nodeName=<node>``): adds, updates
   and deletions mark the pod's worker dirty;
-- configmap and secret informers: a change marks the pods using it dirty
+- one single-object watch per ConfigMap and Secret its pods use
+  (``kubepy.kubelet.sources``): a change marks the pods using it dirty
   (their volumes are rewritten atomically, ``..data`` scheme);
 - containerd's event stream (``ctr events``): an exit or OOM marks the
   owning pod dirty at once;
@@ -76,6 +77,7 @@ from kubepy.kubelet.runtime import (
     normalize_image_ref,
 )
 from kubepy.kubelet.runtimestate import RuntimeHealth
+from kubepy.kubelet.sources import ReferencedObjects
 from kubepy.kubelet.tokens import TokenManager
 from kubepy.kubelet.volumes import unmount_below
 from kubepy.kubelet.shims import kill_shim, list_shims, orphan_shims
@@ -231,8 +233,10 @@ class Kubelet:
         self._image_ids: dict[str, str] = {}
         self._exit_waiters: dict[str, asyncio.Event] = {}
         self.pods = Informer(client, "pods", field_selector=f"spec.nodeName={config.node_name}")
-        self.configmaps = Informer(client, "configmaps")
-        self.secrets = Informer(client, "secrets")
+        # Only what this node's pods reference, one object per watch (the node authorizer allows no more).
+        self.configmaps = ReferencedObjects(client, "configmaps", lambda o: self._source_changed("configmap", o))
+        self.secrets = ReferencedObjects(client, "secrets", lambda o: self._source_changed("secret", o))
+        self._starting: dict[str, dict[str, Any]] = {}  # pods whose sources are being read before their worker starts
         self.services = Informer(client, "services")  # for the Service environment variables
         self.local_volumes = LocalVolumes(client, node_name=config.node_name, root_dir=config.root_dir,
                                           capacity_limit=config.local_storage_capacity)
@@ -251,10 +255,10 @@ class Kubelet:
 
     # -- lookups the workers use ------------------------------------------------------
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.configmaps.cache.get(f"{namespace}/{name}")
+        return self.configmaps.get(namespace, name)
 
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.secrets.cache.get(f"{namespace}/{name}")
+        return self.secrets.get(namespace, name)
 
     def list_services(self) -> list[dict[str, Any]]:
         return self.services.cache.list()
@@ -394,7 +398,7 @@ class Kubelet:
         cgroups = await asyncio.to_thread(self.cgroups.list_pods)
         ips = await asyncio.to_thread(self.ipam.allocations)
         dirs = [d.name for d in self.config.pods_dir.iterdir()] if self.config.pods_dir.exists() else []
-        known = set(self.workers)   # taken after listing: a worker exists before anything of its pod
+        known = set(self.workers) | set(self._starting)  # after listing: a worker exists before anything of its pod
         orphans = {c.labels[LABEL_POD_UID] for c in containers if c.labels.get(LABEL_POD_UID)} | \
             {n.uid for n in nets if n.uid} | set(cgroups) | set(ips) | set(dirs)
         for uid in sorted(orphans - known):
@@ -440,18 +444,48 @@ class Kubelet:
     # -- informer handlers -------------------------------------------------------------------
     def _pod_event(self, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
+        self._want_sources(extra=pod)
         worker = self.workers.get(uid)
-        if worker is None:
-            worker = PodWorker(self, uid, pod)
-            self.workers[uid] = worker
-            worker.start()
-        else:
+        if worker is not None:
             worker.set_pod(pod)
+        elif uid in self._starting:
+            self._starting[uid] = pod  # the newest is what the worker starts with
+        else:
+            self._starting[uid] = pod
+            self._tasks = [t for t in self._tasks if not t.done()]
+            self._tasks.append(asyncio.create_task(self._start_worker(uid), name=f"kubelet:start:{uid}"))
+
+    async def _start_worker(self, uid: str) -> None:
+        """A new pod's worker starts once the Secrets and ConfigMaps it uses have been read."""
+        pod = self._starting.get(uid)
+        if pod is not None:
+            refs = _refs(pod)
+            await asyncio.gather(
+                self.configmaps.synced([(ns, n) for k, ns, n in refs if k == "configmap"], timeout=10.0),
+                self.secrets.synced([(ns, n) for k, ns, n in refs if k == "secret"], timeout=10.0))
+        pod = self._starting.pop(uid, None)
+        if pod is None or uid in self.workers:
+            return
+        worker = PodWorker(self, uid, pod)
+        self.workers[uid] = worker
+        worker.start()
+
+    def _want_sources(self, extra: dict[str, Any] | None = None, gone: str | None = None) -> None:
+        pods = [w.pod for u, w in self.workers.items() if w.pod is not None and u != gone]
+        pods += [p for u, p in self._starting.items() if u != gone]
+        if extra is not None:
+            pods.append(extra)
+        refs = set().union(*(_refs(p) for p in pods)) if pods else set()
+        self.configmaps.want((ns, n) for k, ns, n in refs if k == "configmap")
+        self.secrets.want((ns, n) for k, ns, n in refs if k == "secret")
 
     def _pod_deleted(self, pod: dict[str, Any]) -> None:
-        worker = self.workers.get(pod["metadata"]["uid"])
+        uid = pod["metadata"]["uid"]
+        self._starting.pop(uid, None)
+        worker = self.workers.get(uid)
         if worker is not None:
             worker.set_pod(None)
+        self._want_sources(gone=uid)
 
     def _source_changed(self, kind: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -515,15 +549,10 @@ class Kubelet:
         self.ipam = HostLocalIPAM(c.ipam_dir, cidr)
         await asyncio.to_thread(self.cgroups.ensure_parent)
         self._tasks.append(asyncio.create_task(self._runtime_events(), name="kubelet:runtime-events"))
-        for kind, inf in (("configmap", self.configmaps), ("secret", self.secrets)):
-            inf.add_handler(lambda o, k=kind: self._source_changed(k, o),
-                            lambda _old, o, k=kind: self._source_changed(k, o),
-                            lambda o, k=kind: self._source_changed(k, o))
-            self._tasks.append(asyncio.create_task(inf.run(), name=f"kubelet:{kind}s"))
         self._tasks.append(asyncio.create_task(self.services.run(), name="kubelet:services"))
         await self.local_volumes.start()  # claims, node-local volumes, published capacity
         # Pods start only once the Services are known: their variables are fixed at container start.
-        await asyncio.gather(self.configmaps.wait_synced(), self.secrets.wait_synced(), self.services.wait_synced())
+        await self.services.wait_synced()
         self.pods.add_handler(self._pod_event, lambda _old, new: self._pod_event(new), self._pod_deleted)
         self._tasks.append(asyncio.create_task(self.pods.run(), name="kubelet:pods"))
         await self.pods.wait_synced()
@@ -548,6 +577,7 @@ class Kubelet:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.local_volumes.stop()
         await asyncio.gather(*(w.stop() for w in list(self.workers.values())), return_exceptions=True)
+        await asyncio.gather(self.configmaps.stop(), self.secrets.stop())
         await self.recorder.flush()
         await self.client.close()
         log.info("kubelet stopped node=%s", self.config.node_name)

@@ -9,6 +9,8 @@ loopback port; each caller is an aiohttp session with its own TLS context.
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import datetime as dt
 import ssl
@@ -221,7 +223,17 @@ async def test_a_pod_bound_token_stops_working_when_the_pod_is_deleted(cluster: 
     assert code == 201
     assert info["extra"]["authentication.kubernetes.io/pod-name"] == ["worker"]
     assert info["extra"]["authentication.kubernetes.io/pod-uid"] == [pod["metadata"]["uid"]]
-    code, _ = await cluster.call("GET", PODS, token=token)
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}"  # the account may list pods (RBAC)
+    await cluster.admin("POST", f"{rbac}/roles", {"metadata": {"name": "lister"}, "rules": [
+        {"verbs": ["list"], "apiGroups": [""], "resources": ["pods"]}]})
+    await cluster.admin("POST", f"{rbac}/rolebindings", {"metadata": {"name": "robot-lister"}, "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lister"},
+        "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": NS}]})
+    for _ in range(100):  # the binding reaches the authorizer through a watch
+        code, _ = await cluster.call("GET", PODS, token=token)
+        if code == 200:
+            break
+        await asyncio.sleep(0.05)
     assert code == 200
     await cluster.admin("DELETE", f"{PODS}/worker")
     code, out = await cluster.call("GET", PODS, token=token)

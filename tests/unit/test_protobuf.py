@@ -323,7 +323,8 @@ CLIENT_ONLY = {("NodeSystemInfo", "runningInUserNamespace"),
                ("PersistentVolumeClaimStatus", "healthStatus"),  # release-1.37; its field number unconfirmed
                ("JobSpec", "scheduling"),  # scheduling/v1alpha3 types behind a feature gate: refused if sent
                ("TokenRequestSpec", "attestations"),  # webhook-bound tokens (no webhooks served): refused if sent
-               ("UserInfo", "extra")}  # map of ExtraValue: only ever answered (TokenReview), never sent to us
+               ("UserInfo", "extra"),  # map of ExtraValue: only ever answered (TokenReview), never sent to us
+               ("SubjectAccessReviewSpec", "extra")}  # likewise (a bare list per key in JSON): JSON only
 # messages that exist only inline in JSON (no model class of their own)
 INLINE_ONLY = {"VolumeSource", "ProbeHandler", "EphemeralContainerCommon", "PersistentVolumeSource"}
 
@@ -333,7 +334,7 @@ _PY_SCALAR = {"string": "str", "int32": "int", "int64": "int", "bool": "bool", "
 
 
 def _model(msg: str):
-    for name in (f"V1{msg}", f"CoreV1{msg}", f"AuthenticationV1{msg}"):
+    for name in (f"V1{msg}", f"CoreV1{msg}", f"AuthenticationV1{msg}", f"RbacV1{msg}"):
         if hasattr(kclient, name):
             return getattr(kclient, name)
     return None

@@ -40,9 +40,6 @@ sys.modules.setdefault("kubernetes.e2e_test.base", importlib.import_module(VENDO
 
 # node id (relative to kubernetes/e2e_test/) -> why it cannot pass yet: the kind and the issue adding it.
 NEEDS: dict[str, str] = {
-    # rbac.authorization.k8s.io/v1 Role: issue 15.
-    "test_utils.py::TestUtils::test_create_rbac_role_from_yaml": "Role (issue 15)",
-    "test_utils.py::TestUtils::test_create_rbac_role_from_yaml_with_verbose_enabled": "Role (issue 15)",
     # apiregistration.k8s.io/v1 APIService and server-side apply (create_from_yaml(apply=True)): issue 16.
     "test_utils.py::TestUtils::test_create_apiservice_from_yaml_with_conflict": "APIService (issue 16)",
     "test_utils.py::TestUtils::test_create_apps_deployment_from_yaml_with_apply_is_idempotent":

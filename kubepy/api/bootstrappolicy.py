@@ -1,0 +1,287 @@
+"""Kubernetes' default ClusterRoles and ClusterRoleBindings, created at start and reconciled.
+
+Talks to: the API server's ``Storage`` (create, update) at start only.
+
+The data follows upstream's plugin/pkg/auth/authorizer/rbac/bootstrappolicy
+(policy.go), kept to the kinds kubepy serves or is about to serve. Every
+object carries ``kubernetes.io/bootstrapping: rbac-defaults`` and
+``rbac.authorization.kubernetes.io/autoupdate: "true"``; reconciling (as
+upstream's ``reconciliation.ReconcileClusterRole`` with Confirm and
+without RemoveExtraPermissions) puts back missing rules, labels,
+annotations and subjects and keeps anything a person added.  An object
+whose autoupdate annotation says "false" is left alone. Aggregated roles
+(admin, edit, view) get their aggregationRule back; their rules are the
+aggregation controller's.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from kubepy.api import errors
+from kubepy.kinds import by_plural
+
+log = logging.getLogger(__name__)
+
+GROUP = "rbac.authorization.k8s.io"
+AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
+BOOTSTRAPPING = {"kubernetes.io/bootstrapping": "rbac-defaults"}
+AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+
+READ = ["get", "list", "watch"]
+WRITE = ["create", "delete", "deletecollection", "patch", "update"]
+READ_WRITE = READ + WRITE
+
+
+def rule(verbs: list[str] | str, groups: list[str] | str, resources: list[str] | str,
+         names: list[str] | None = None) -> dict[str, Any]:
+    def words(v: list[str] | str) -> list[str]:
+        return v.split() if isinstance(v, str) else list(v)
+    r: dict[str, Any] = {"verbs": words(verbs), "apiGroups": [g if g != '""' else "" for g in words(groups)],
+                         "resources": words(resources)}
+    if names:
+        r["resourceNames"] = names
+    return r
+
+
+def urls(verbs: str, *paths: str) -> dict[str, Any]:
+    return {"verbs": verbs.split(), "nonResourceURLs": list(paths)}
+
+
+CORE = '""'
+EVENTS = [rule("create update patch", CORE, "events"), rule("create update patch", "events.k8s.io", "events")]
+
+_VIEW = [
+    rule(READ, CORE, "pods replicationcontrollers replicationcontrollers/scale serviceaccounts services "
+                     "services/status endpoints persistentvolumeclaims persistentvolumeclaims/status configmaps"),
+    rule(READ, CORE, "limitranges resourcequotas bindings events pods/status resourcequotas/status "
+                     "namespaces/status replicationcontrollers/status pods/log"),
+    rule(READ, CORE, "namespaces"),
+    rule(READ, "discovery.k8s.io", "endpointslices"),
+    rule(READ, "apps", "controllerrevisions statefulsets statefulsets/scale statefulsets/status daemonsets "
+                       "daemonsets/status deployments deployments/scale deployments/status replicasets "
+                       "replicasets/scale replicasets/status"),
+    rule(READ, "autoscaling", "horizontalpodautoscalers horizontalpodautoscalers/status"),
+    rule(READ, "batch", "jobs cronjobs cronjobs/status jobs/status"),
+    rule(READ, "policy", "poddisruptionbudgets poddisruptionbudgets/status"),
+    rule(READ, "networking.k8s.io", "networkpolicies ingresses ingresses/status"),
+]
+_EDIT = [
+    rule(READ, CORE, "pods/attach pods/proxy pods/exec pods/portforward secrets services/proxy"),
+    rule("impersonate", CORE, "serviceaccounts"),
+    rule(WRITE, CORE, "pods pods/attach pods/proxy pods/exec pods/portforward"),
+    rule("create", CORE, "pods/eviction"),
+    rule(WRITE, CORE, "replicationcontrollers replicationcontrollers/scale serviceaccounts services "
+                      "services/proxy persistentvolumeclaims configmaps secrets events"),
+    rule("create", CORE, "serviceaccounts/token"),
+    rule(WRITE, "apps", "statefulsets statefulsets/scale daemonsets deployments deployments/scale "
+                        "deployments/rollback replicasets replicasets/scale"),
+    rule(WRITE, "autoscaling", "horizontalpodautoscalers"),
+    rule(WRITE, "batch", "jobs cronjobs"),
+    rule(WRITE, "policy", "poddisruptionbudgets"),
+    rule(WRITE, "networking.k8s.io", "networkpolicies ingresses"),
+    rule(READ_WRITE, "coordination.k8s.io", "leases"),
+]
+_ADMIN = [
+    rule("create", "authorization.k8s.io", "localsubjectaccessreviews"),
+    rule(READ_WRITE, GROUP, "roles rolebindings"),
+]
+
+NODE_RULES_NOTE = "system:node's rules are kubepy.api.nodeauth.NODE_RULES (the node authorizer applies them)"
+
+
+def _cluster_role(name: str, rules: list[dict[str, Any]], *, labels: dict[str, str] | None = None,
+                  aggregate: str | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/v1", "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {**BOOTSTRAPPING, **(labels or {})},
+                     "annotations": {AUTOUPDATE: "true"}},
+        "rules": rules,
+    }
+    if aggregate:
+        obj["aggregationRule"] = {"clusterRoleSelectors": [{"matchLabels": {AGGREGATE_TO + aggregate: "true"}}]}
+    return obj
+
+
+def _binding(name: str, role: str, subjects: list[tuple[str, str]]) -> dict[str, Any]:
+    subs = []
+    for kind, who in subjects:
+        if kind == "ServiceAccount":
+            ns, sa = who.split("/", 1)
+            subs.append({"kind": kind, "name": sa, "namespace": ns})
+        else:
+            subs.append({"kind": kind, "apiGroup": GROUP, "name": who})
+    obj: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": dict(BOOTSTRAPPING), "annotations": {AUTOUPDATE: "true"}},
+        "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+    }
+    if subs:
+        obj["subjects"] = subs
+    return obj
+
+
+def cluster_roles() -> list[dict[str, Any]]:
+    from kubepy.api.nodeauth import NODE_RULES
+    return [
+        _cluster_role("cluster-admin", [rule("*", "*", "*"), urls("*", "*")]),
+        _cluster_role("admin", [], aggregate="admin"),
+        _cluster_role("edit", [], labels={AGGREGATE_TO + "admin": "true"}, aggregate="edit"),
+        _cluster_role("view", [], labels={AGGREGATE_TO + "edit": "true"}, aggregate="view"),
+        _cluster_role("system:aggregate-to-admin", copy.deepcopy(_ADMIN), labels={AGGREGATE_TO + "admin": "true"}),
+        _cluster_role("system:aggregate-to-edit", copy.deepcopy(_EDIT), labels={AGGREGATE_TO + "edit": "true"}),
+        _cluster_role("system:aggregate-to-view", copy.deepcopy(_VIEW), labels={AGGREGATE_TO + "view": "true"}),
+        _cluster_role("system:discovery", [urls("get", "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez",
+                                                "/openapi", "/openapi/*", "/readyz", "/version", "/version/")]),
+        _cluster_role("system:basic-user", [
+            rule("create", "authentication.k8s.io", "selfsubjectreviews"),
+            rule("create", "authorization.k8s.io", "selfsubjectaccessreviews selfsubjectrulesreviews")]),
+        _cluster_role("system:public-info-viewer", [urls("get", "/healthz", "/livez", "/readyz", "/version",
+                                                         "/version/")]),
+        _cluster_role("system:monitoring", [urls("get", "/metrics", "/metrics/slis", "/livez", "/readyz",
+                                                 "/healthz", "/livez/*", "/readyz/*", "/healthz/*")]),
+        _cluster_role("system:auth-delegator", [rule("create", "authentication.k8s.io", "tokenreviews"),
+                                                rule("create", "authorization.k8s.io", "subjectaccessreviews")]),
+        _cluster_role("system:service-account-issuer-discovery", [urls(
+            "get", "/.well-known/openid-configuration", "/.well-known/openid-configuration/", "/openid/v1/jwks",
+            "/openid/v1/jwks/")]),
+        _cluster_role("system:node", copy.deepcopy(NODE_RULES)),
+        _cluster_role("system:node-proxier", [
+            rule("list watch", CORE, "services endpoints"),
+            rule("get list watch", CORE, "nodes"),
+            rule("list watch", "discovery.k8s.io", "endpointslices"),
+            *EVENTS]),
+        _cluster_role("system:kube-dns", [rule("list watch", CORE, "endpoints services"),
+                                          rule("list watch", "discovery.k8s.io", "endpointslices")]),
+        _cluster_role("system:kube-scheduler", [
+            *EVENTS,
+            rule("create", "coordination.k8s.io", "leases"),
+            rule("get update", "coordination.k8s.io", "leases", ["kube-scheduler"]),
+            rule("create", CORE, "endpoints"),
+            rule("get update", CORE, "endpoints", ["kube-scheduler"]),
+            rule(READ, CORE, "nodes"),
+            rule("delete get list watch", CORE, "pods"),
+            rule("create", CORE, "bindings pods/binding"),
+            rule("patch update", CORE, "pods/status"),
+            rule("list watch", CORE, "replicationcontrollers services namespaces"),
+            rule("list watch", "apps", "replicasets statefulsets"),
+            rule("list watch", "policy", "poddisruptionbudgets"),
+            rule("list watch", CORE, "persistentvolumeclaims persistentvolumes"),
+            rule("create", "authentication.k8s.io", "tokenreviews"),
+            rule("create", "authorization.k8s.io", "subjectaccessreviews"),
+        ]),
+        _cluster_role("system:kube-controller-manager", [
+            *EVENTS,
+            rule("create", "coordination.k8s.io", "leases"),
+            rule("get update", "coordination.k8s.io", "leases", ["kube-controller-manager"]),
+            rule("create", CORE, "secrets serviceaccounts"),
+            rule("delete", CORE, "secrets"),
+            rule("get", CORE, "configmaps namespaces secrets serviceaccounts"),
+            rule("update", CORE, "secrets serviceaccounts"),
+            rule("create", "authentication.k8s.io", "tokenreviews"),
+            rule("create", "authorization.k8s.io", "subjectaccessreviews"),
+            rule("list watch", "*", "*"),
+            rule("create", CORE, "serviceaccounts/token"),
+        ]),
+    ]
+
+
+def cluster_role_bindings() -> list[dict[str, Any]]:
+    return [
+        _binding("cluster-admin", "cluster-admin", [("Group", "system:masters")]),
+        _binding("system:discovery", "system:discovery", [("Group", "system:authenticated")]),
+        _binding("system:basic-user", "system:basic-user", [("Group", "system:authenticated")]),
+        _binding("system:public-info-viewer", "system:public-info-viewer",
+                 [("Group", "system:authenticated"), ("Group", "system:unauthenticated")]),
+        _binding("system:monitoring", "system:monitoring", [("Group", "system:monitoring")]),
+        # Upstream binds only system:serviceaccounts; kubepy serves OIDC discovery to anyone (so other
+        # systems can verify its tokens), as kubeadm's docs suggest with an extra binding.
+        _binding("system:service-account-issuer-discovery", "system:service-account-issuer-discovery",
+                 [("Group", "system:serviceaccounts"), ("Group", "system:authenticated"),
+                  ("Group", "system:unauthenticated")]),
+        _binding("system:node", "system:node", []),
+        _binding("system:node-proxier", "system:node-proxier", [("User", "system:kube-proxy")]),
+        _binding("system:kube-dns", "system:kube-dns", [("ServiceAccount", "kube-system/kube-dns")]),
+        _binding("system:kube-scheduler", "system:kube-scheduler", [("User", "system:kube-scheduler")]),
+        _binding("system:kube-controller-manager", "system:kube-controller-manager",
+                 [("User", "system:kube-controller-manager")]),
+    ]
+
+
+# -- reconciling ------------------------------------------------------------------------------
+
+def _merge_meta(have: dict[str, Any], want: dict[str, Any]) -> None:
+    hm, wm = have.setdefault("metadata", {}), want["metadata"]
+    for key in ("labels", "annotations"):
+        merged = {**(hm.get(key) or {}), **wm.get(key, {})}
+        if key == "annotations" and (hm.get(key) or {}).get(AUTOUPDATE):
+            merged[AUTOUPDATE] = hm[key][AUTOUPDATE]
+        hm[key] = merged
+
+
+def reconcile_role(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
+    """What ``have`` must become: missing rules (or the aggregation rule), labels and annotations added."""
+    out = copy.deepcopy(have)
+    _merge_meta(out, want)
+    if want.get("aggregationRule"):
+        selectors = list((out.get("aggregationRule") or {}).get("clusterRoleSelectors") or [])
+        for sel in want["aggregationRule"]["clusterRoleSelectors"]:
+            if sel not in selectors:
+                selectors.append(sel)
+        out["aggregationRule"] = {"clusterRoleSelectors": selectors}
+        return out
+    from kubepy.api.rbac import uncovered
+    rules = list(out.get("rules") or [])
+    for r in want.get("rules") or []:
+        if uncovered(rules, [r]):
+            rules.append(r)
+    out["rules"] = rules
+    return out
+
+
+def reconcile_binding(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(have)
+    _merge_meta(out, want)
+    subjects = list(out.get("subjects") or [])
+    for s in want.get("subjects") or []:
+        if s not in subjects:
+            subjects.append(s)
+    if subjects:
+        out["subjects"] = subjects
+    return out
+
+
+async def ensure(storage: Any) -> None:
+    """Create what is missing, reconcile what changed (unless autoupdate is "false")."""
+    for plural, wanted, fix in (("clusterroles", cluster_roles(), reconcile_role),
+                                ("clusterrolebindings", cluster_role_bindings(), reconcile_binding)):
+        kind = by_plural(plural)
+        for want in wanted:
+            name = want["metadata"]["name"]
+            try:
+                have = await storage.get(kind, None, name)
+            except errors.NotFound:
+                try:
+                    await storage.create(kind, None, copy.deepcopy(want))
+                    log.info("created %s=%s reason=RBACDefaults", kind.singular, name)
+                except errors.AlreadyExists:
+                    pass
+                continue
+            if ((have.get("metadata") or {}).get("annotations") or {}).get(AUTOUPDATE) == "false":
+                continue
+            if plural == "clusterrolebindings" and have.get("roleRef") != want["roleRef"]:
+                await storage.delete(kind, None, name, _delete_now())
+                await storage.create(kind, None, copy.deepcopy(want))
+                log.info("recreated %s=%s reason=RoleRefChanged", kind.singular, name)
+                continue
+            fixed = fix(have, want)
+            if fixed != have:
+                await storage.update(kind, None, name, lambda _old, f=fixed: copy.deepcopy(f))
+                log.info("reconciled %s=%s reason=RBACDefaults", kind.singular, name)
+
+
+def _delete_now() -> Any:
+    from kubepy.api.storage import DeleteOptions
+    return DeleteOptions(grace_period=0)

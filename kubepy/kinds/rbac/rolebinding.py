@@ -1,0 +1,27 @@
+"""RoleBinding (rbac.authorization.k8s.io/v1): grants a Role's (or a ClusterRole's) rules to
+users, groups and service accounts within one namespace; its roleRef never changes."""
+
+from __future__ import annotations
+
+from kubepy.kinds import Kind, Printer, Strategy, register
+from kubepy.kinds import rbac
+from kubepy.kinds import validation as v
+
+
+def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
+    rbac.validate_binding(obj, old, errs, namespaced=True)
+
+
+ROLEBINDING = register(Kind(
+    rbac.GROUP, "v1", "RoleBinding", "rolebindings", namespaced=True, model="V1RoleBinding",
+    proto="RoleBinding",
+    proto_schema="""
+RoleBinding
+    1 metadata                         ObjectMeta
+    2 subjects                         []Subject
+    3 roleRef                          RoleRef
+""",
+    api_types=("RoleBinding", "RoleBindingList", "Subject", "RoleRef"),
+    strategy=Strategy(default=rbac.default_binding, validate=_validate, name_rule=rbac.path_segment_name),
+    printer=Printer(rbac.BINDING_COLUMNS, rbac.binding_cells),
+))
