@@ -1,4 +1,4 @@
-"""Pods talking to the API on a one-node lab cluster (issue 15).
+"""Pods talking to the API on a two-node lab cluster (issue 15).
 
 A ServiceAccount ``reader`` in namespace ``team`` is bound by a RoleBinding
 to a Role that may get and list pods there. Its pods
@@ -89,7 +89,8 @@ for host in ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local", i
 
 
 def pod(name: str, image: str, *, restart: str = "Never", command: list[str] | None = None,
-        args: list[str] | None = None, volumes: list[dict] | None = None, mounts: list[dict] | None = None) -> dict:
+        args: list[str] | None = None, volumes: list[dict] | None = None, mounts: list[dict] | None = None,
+        node: str | None = None) -> dict:
     container = {"name": "main", "image": image, "imagePullPolicy": "IfNotPresent"}
     if command:
         container["command"] = command
@@ -101,6 +102,8 @@ def pod(name: str, image: str, *, restart: str = "Never", command: list[str] | N
             "containers": [container]}
     if volumes:
         spec["volumes"] = volumes
+    if node:
+        spec["nodeName"] = node
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS}, "spec": spec}
 
 
@@ -110,13 +113,19 @@ def kubectl_binary() -> Path:
     return Path(KUBECTL).resolve()
 
 
-PODS = [
-    pod("incluster", images.PYCLIENT_REF, args=[OTHER]),
-    pod("byname", images.PYCLIENT_REF, command=["python3", "-c", BY_NAME]),
-    pod("kubectl", "busybox:1.36", restart="Always", command=["sleep", "3600"],
-        volumes=[{"name": "kubectl", "hostPath": {"path": str(kubectl_binary()), "type": "File"}}],
-        mounts=[{"name": "kubectl", "mountPath": "/bin/kubectl", "readOnly": True}]),
-]
+NODES = 2
+
+
+def pods(lab: Lab) -> list[dict]:
+    return [
+        pod("incluster", images.PYCLIENT_REF, args=[OTHER]),
+        # One on each node: the kubernetes Service must lead to the API server from every node's pods.
+        *(pod(f"byname-{i}", images.PYCLIENT_REF, command=["python3", "-c", BY_NAME], node=lab.node_netns(i))
+          for i in range(1, NODES + 1)),
+        pod("kubectl", "busybox:1.36", restart="Always", command=["sleep", "3600"],
+            volumes=[{"name": "kubectl", "hostPath": {"path": str(kubectl_binary()), "type": "File"}}],
+            mounts=[{"name": "kubectl", "mountPath": "/bin/kubectl", "readOnly": True}]),
+    ]
 
 
 def cached_pyclient_archive() -> Path:
@@ -138,11 +147,11 @@ def cached_pyclient_archive() -> Path:
 def lab():
     lab = Lab()
     try:
-        up = lab.up_with_busybox(1)
+        up = lab.up_with_busybox(NODES)
         assert "ready in" in up.stdout, up.stdout
         lab.kubepy("image", "load", str(cached_pyclient_archive()), "--name", lab.name, "--state-dir", str(lab.root))
         lab.kubectl("apply", "-f", "-", input=ACCESS)
-        lab.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(PODS))
+        lab.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(pods(lab)))
         yield lab
     finally:
         lab.kubepy("down", check=False)
@@ -185,9 +194,10 @@ def test_kubernetes_service_by_name_and_env_with_a_verified_certificate(lab: Lab
     endpoints = lab.json("get", "endpoints", "kubernetes", "-n", "default")
     assert endpoints["subsets"][0]["addresses"], "the kubernetes Service needs the API server's address"
     version = json.loads(lab.kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
-    lines = finished_logs(lab, "byname")
-    assert lines == [f"{host} 200 {version}" for host in
-                     ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local", f"{ip}:443")], lines
+    for i in range(1, NODES + 1):
+        lines = finished_logs(lab, f"byname-{i}")
+        assert lines == [f"{host} 200 {version}" for host in
+                         ("kubernetes.default.svc", "kubernetes.default.svc.cluster.local", f"{ip}:443")], (i, lines)
 
 
 def test_kubectl_in_a_pod_without_kubeconfig(lab: Lab):
