@@ -9,7 +9,16 @@ the wall time from the scheduler's start (including its informers' sync).
 With --deployment it also runs the whole control plane and times a
 100-replica Deployment from creation until all its pods are bound.
 
+``--shapes`` runs kube-scheduler's scheduler_perf workloads on hollow nodes
+(test/integration/scheduler_perf/config/performance-config.yaml): the plain
+SchedulingBasic, SchedulingPodAntiAffinity (required anti-affinity by
+hostname, pods in two namespaces) and TopologySpreading (3 zones, maxSkew 5
+by zone, DoNotSchedule). As scheduler_perf does, the init pods are scheduled
+first; then the measured pods are created with no scheduler running and a
+fresh scheduler binds them: pods/s is from its first to its last binding.
+
     .venv/bin/python bench/scheduler.py [--cases 1000x100,5000x500] [--deployment]
+    .venv/bin/python bench/scheduler.py --cases none --shapes 500,5000
 """
 
 from __future__ import annotations
@@ -37,20 +46,42 @@ def pod(name: str) -> dict:
                                      "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}
 
 
-async def create_pods(client: Client, n: int, concurrency: int = 16) -> None:
+def perf_pod(name: str, shape: str) -> dict:
+    """scheduler_perf's templates: pod-default, pod-with-pod-anti-affinity,
+    pod-with-topology-spreading (100m / 500Mi each)."""
+    res = {"limits": {"cpu": "100m", "memory": "500Mi"}, "requests": {"cpu": "100m", "memory": "500Mi"}}
+    spec: dict = {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.5",
+                                  "ports": [{"containerPort": 80}], "resources": res}]}
+    labels: dict = {}
+    if shape == "anti":
+        labels = {"color": "green"}
+        spec["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"color": "green"}}, "topologyKey": "kubernetes.io/hostname",
+             "namespaces": ["sched-0", "sched-1"]}]}}
+    elif shape == "spread":
+        labels = {"color": "blue"}
+        spec["topologySpreadConstraints"] = [{"maxSkew": 5, "topologyKey": "topology.kubernetes.io/zone",
+                                              "whenUnsatisfiable": "DoNotSchedule",
+                                              "labelSelector": {"matchLabels": {"color": "blue"}}}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
+
+
+async def create_pods(client: Client, n: int, concurrency: int = 16, *, namespace: str = "default",
+                      make=None, prefix: str = "p") -> None:
     it = iter(range(n))
+    make = make or pod
 
     async def worker() -> None:
         for i in it:
-            await client.create("pods", pod(f"p-{i}"), namespace="default")
+            await client.create("pods", make(f"{prefix}-{i}"), namespace=namespace)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def wait_bound(client: Client, n: int, rv: str, bound_times: list[float]) -> None:
+async def wait_bound(client: Client, n: int, rv: str, bound_times: list[float], namespace: str = "default") -> None:
     bound: set[str] = set()
     while len(bound) < n:
-        async for ev in client.watch("pods", namespace="default", resource_version=rv, timeout_seconds=300):
+        async for ev in client.watch("pods", namespace=namespace, resource_version=rv, timeout_seconds=300):
             obj = ev["object"]
             rv = obj["metadata"]["resourceVersion"]
             if ev["type"] in ("ADDED", "MODIFIED") and obj.get("spec", {}).get("nodeName"):
@@ -114,14 +145,105 @@ async def deployment_case(replicas: int, nodes: int) -> None:
         await cluster.stop()
 
 
+# scheduler_perf's workloads: (init pods, their template, measured pods, their template, namespaces);
+# upstream's pass threshold (pods/s) where its config lists one for that size.
+SHAPES = {
+    "SchedulingBasic": {500: (500, "plain", 1000), 5000: (1000, "plain", 1000)},
+    "SchedulingPodAntiAffinity": {500: (100, "anti", 400), 5000: (1000, "anti", 1000)},
+    "TopologySpreading": {500: (1000, "plain", 1000), 5000: (5000, "plain", 2000)},
+}
+THRESHOLDS = {("SchedulingBasic", 5000): "680 pods/s (5000Nodes_10000Pods)",
+              ("SchedulingPodAntiAffinity", 5000): "60 pods/s (5000Nodes_2000Pods)",
+              ("TopologySpreading", 5000): "460 pods/s (5000Nodes_5000Pods)"}
+
+
+def _start_scheduler(kubeconfig: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kubepy", "--log-level", "warning", "scheduler",
+                             "--kubeconfig", str(kubeconfig)])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def shape_case(shape: str, nodes: int) -> None:
+    init, _, measure = SHAPES[shape][nodes]
+    kind = {"SchedulingBasic": "plain", "SchedulingPodAntiAffinity": "anti", "TopologySpreading": "spread"}[shape]
+    tmp = Path(tempfile.mkdtemp(prefix="kubepy-bench-"))
+    srv = start_apiserver(tmp)
+    sched = None
+    try:
+        client = Client(ClientConfig.from_kubeconfig(srv.kubeconfig))
+        clusters = []
+        if shape == "TopologySpreading":
+            for z in range(3):
+                clusters.append(HollowCluster(client, nodes // 3 + (1 if z < nodes % 3 else 0), prefix=f"hollow-moon{z + 1}-",
+                                              cpu="4", memory="32Gi", max_pods=110, run_pods=False,
+                                              lease_interval=3600, labels={"topology.kubernetes.io/zone": f"moon-{z + 1}"}))
+        else:
+            clusters.append(HollowCluster(client, nodes, cpu="4", memory="32Gi", max_pods=110, run_pods=False,
+                                          lease_interval=3600))
+        for c in clusters:
+            await c.start()
+        init_ns, measure_ns = ("sched-0", "sched-1") if kind == "anti" else ("default", "default")
+        for ns in {init_ns, measure_ns} - {"default"}:
+            await client.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        init_kind = "anti" if kind == "anti" else "plain"
+        # The init pods, scheduled first.
+        rv = (await client.list("pods", namespace=init_ns, limit=1))["metadata"]["resourceVersion"]
+        await create_pods(client, init, namespace=init_ns, make=lambda n: perf_pod(n, init_kind), prefix="init")
+        waiter = asyncio.create_task(wait_bound(client, init, rv, [], init_ns))
+        sched = _start_scheduler(srv.kubeconfig)
+        await asyncio.wait_for(waiter, 900)
+        _stop(sched)
+        sched = None
+        # The measured pods, created while no scheduler runs.
+        rv = (await client.list("pods", namespace=measure_ns, limit=1))["metadata"]["resourceVersion"]
+        await create_pods(client, measure, namespace=measure_ns, make=lambda n: perf_pod(n, kind), prefix="m")
+        times: list[float] = []
+        waiter = asyncio.create_task(wait_bound(client, measure, rv, times, measure_ns))
+        started = time.monotonic()
+        sched = _start_scheduler(srv.kubeconfig)
+        await asyncio.wait_for(waiter, 1800)
+        wall = time.monotonic() - started
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
+        upstream = THRESHOLDS.get((shape, nodes), "none listed for this size (at 5000 nodes: " + THRESHOLDS.get((shape, 5000), "-") + ")")
+        print(f"{shape} {nodes} nodes ({init} init + {measure} measured pods): {rate:.0f} pods/s bound "
+              f"(first to last binding), {wall:.1f} s from scheduler start; upstream threshold: {upstream}",
+              flush=True)
+        for c in clusters:
+            await c.stop()
+        await client.close()
+    finally:
+        if sched:
+            _stop(sched)
+        stop_apiserver(srv)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="1000x100,5000x500", help="PODSxNODES,…")
     ap.add_argument("--deployment", action="store_true", help="also time a 100-replica Deployment")
+    ap.add_argument("--shapes", default="", metavar="500,5000",
+                    help="run scheduler_perf's SchedulingBasic, SchedulingPodAntiAffinity and TopologySpreading "
+                         "at these node counts")
+    ap.add_argument("--only", default="", help="with --shapes: only these workloads (comma-separated)")
     args = ap.parse_args()
     for case in args.cases.split(","):
+        if case in ("", "none"):
+            continue
         pods, nodes = (int(x) for x in case.split("x"))
         asyncio.run(scheduler_case(pods, nodes))
+    for nodes in [int(n) for n in args.shapes.split(",") if n]:
+        for shape in SHAPES:
+            if not args.only or shape in args.only.split(","):
+                asyncio.run(shape_case(shape, nodes))
     if args.deployment:
         asyncio.run(deployment_case(100, 10))
     print("reference: Kubernetes' scheduler_perf asks for several hundred pods/s on 5,000 nodes")

@@ -242,7 +242,8 @@ def _cluster(args: argparse.Namespace):
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    return _cluster(args).up(nodes=args.nodes, port=args.port, store=args.store, subnet=args.node_subnet)
+    return _cluster(args).up(nodes=args.nodes, port=args.port, store=args.store, subnet=args.node_subnet,
+                             zones=args.zones, region=args.region)
 
 
 def cmd_lab_supervise(args: argparse.Namespace) -> int:
@@ -356,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=None, help="how many nodes (network namespaces) to run (default 3); "
                    "more than an existing cluster has adds the missing ones")
     p.add_argument("--node-subnet", default=None, help="the nodes' network (default 172.30.0.0/24, per name)")
+    p.add_argument("--zones", default=None, metavar="A,B,…",
+                   help="label the nodes topology.kubernetes.io/zone round-robin with these zones (node 1 in A, "
+                        "node 2 in B, …) so zone spreading can be tried on one host; every node always carries "
+                        "kubernetes.io/hostname")
+    p.add_argument("--region", default=None, help="label every node topology.kubernetes.io/region=REGION")
     lab("down", "stop a lab cluster and remove everything it made", cmd_down)
     lab("status", "health of a lab cluster's components", cmd_status)
     lab("kubeconfig", "print the path of a lab cluster's admin kubeconfig", cmd_kubeconfig)

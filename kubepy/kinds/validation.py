@@ -1250,6 +1250,107 @@ def _validate_pod_spec(spec: dict, path: str, errs: Errs) -> None:
             errs.each(f"{path}.{key}", spec[key], rule(str(spec[key])))
     _validate_labels(spec.get("nodeSelector"), f"{path}.nodeSelector", errs)
     _validate_tolerations(spec.get("tolerations"), f"{path}.tolerations", errs)
+    _validate_pod_placement(spec, path, errs)
+    _validate_scheduling_gates(spec.get("schedulingGates"), f"{path}.schedulingGates", errs)
+
+
+_AFFINITY_TERM_LISTS = (("podAffinity", "requiredDuringSchedulingIgnoredDuringExecution"),
+                        ("podAffinity", "preferredDuringSchedulingIgnoredDuringExecution"),
+                        ("podAntiAffinity", "requiredDuringSchedulingIgnoredDuringExecution"),
+                        ("podAntiAffinity", "preferredDuringSchedulingIgnoredDuringExecution"))
+
+
+def _pod_affinity_terms(spec: dict, path: str) -> list[tuple[dict, str]]:
+    """Every podAffinityTerm of the spec with its field path."""
+    out = []
+    affinity = _d(spec.get("affinity"))
+    for kind, when in _AFFINITY_TERM_LISTS:
+        for i, item in enumerate(_l(_d(affinity.get(kind)).get(when))):
+            item = _d(item)
+            if when.startswith("preferred"):
+                out.append((_d(item.get("podAffinityTerm")), f"{path}.affinity.{kind}.{when}[{i}].podAffinityTerm"))
+            else:
+                out.append((item, f"{path}.affinity.{kind}.{when}[{i}]"))
+    return out
+
+
+def apply_match_label_keys(pod: dict) -> None:
+    """What the API server does on pod creation (upstream's
+    applyMatchLabelKeysAndMismatchLabelKeys): each podAffinityTerm's
+    matchLabelKeys/mismatchLabelKeys become ``key In/NotIn (<the pod's
+    value>)`` requirements in its labelSelector, so the scheduler and later
+    readers see one selector."""
+    labels = _d(_d(pod.get("metadata")).get("labels"))
+    for term, _ in _pod_affinity_terms(_d(pod.get("spec")), "spec"):
+        selector = term.get("labelSelector")
+        if not isinstance(selector, dict) or not (term.get("matchLabelKeys") or term.get("mismatchLabelKeys")):
+            continue
+        exprs = selector.setdefault("matchExpressions", [])
+        for field_name, op in (("matchLabelKeys", "In"), ("mismatchLabelKeys", "NotIn")):
+            for key in _l(term.get(field_name)):
+                if isinstance(key, str) and key in labels:
+                    exprs.append({"key": key, "operator": op, "values": [labels[key]]})
+
+
+def _validate_scheduling_gates(gates: Any, path: str, errs: Errs) -> None:
+    seen: set[str] = set()
+    for i, g in enumerate(_l(gates)):
+        name = str(_d(g).get("name") or "")
+        errs.each(f"{path}[{i}].name", name, is_qualified_name(name))
+        if name in seen:
+            errs.duplicate(f"{path}[{i}]", name)
+        seen.add(name)
+
+
+def _validate_pod_placement(spec: dict, path: str, errs: Errs) -> None:
+    """Pod (anti-)affinity terms' label keys and topologySpreadConstraints,
+    with upstream's paths and messages."""
+    for term, tpath in _pod_affinity_terms(spec, path):
+        if not term.get("topologyKey"):
+            errs.required(f"{tpath}.topologyKey", "can not be empty")
+        if isinstance(term.get("labelSelector"), dict):
+            _validate_label_selector(term["labelSelector"], f"{tpath}.labelSelector", errs)
+        match, mismatch = _l(term.get("matchLabelKeys")), _l(term.get("mismatchLabelKeys"))
+        if term.get("labelSelector") is None:
+            for name, keys in (("matchLabelKeys", match), ("mismatchLabelKeys", mismatch)):
+                if keys:
+                    errs.forbidden(f"{tpath}.{name}", "must not be specified when labelSelector is not set")
+            continue
+        for name, keys in (("matchLabelKeys", match), ("mismatchLabelKeys", mismatch)):
+            for i, key in enumerate(keys):
+                errs.each(f"{tpath}.{name}[{i}]", key, is_qualified_name(str(key)))
+        for i, key in enumerate(match):
+            if key in mismatch:
+                errs.invalid(f"{tpath}.matchLabelKeys[{i}]", key, "exists in both matchLabelKeys and mismatchLabelKeys")
+    seen = set()
+    for i, c in enumerate(_l(spec.get("topologySpreadConstraints"))):
+        c, cpath = _d(c), f"{path}.topologySpreadConstraints[{i}]"
+        skew = c.get("maxSkew")
+        if not _is_int(skew) or skew <= 0:
+            errs.invalid(f"{cpath}.maxSkew", skew, "must be greater than zero")
+        if not c.get("topologyKey"):
+            errs.required(f"{cpath}.topologyKey", "can not be empty")
+        action = c.get("whenUnsatisfiable")
+        if action not in ("DoNotSchedule", "ScheduleAnyway"):
+            errs.not_supported(f"{cpath}.whenUnsatisfiable", action, ["DoNotSchedule", "ScheduleAnyway"])
+        min_domains = c.get("minDomains")
+        if min_domains is not None:
+            if not _is_int(min_domains) or min_domains <= 0:
+                errs.invalid(f"{cpath}.minDomains", min_domains, "must be greater than zero")
+            elif action != "DoNotSchedule":
+                errs.invalid(f"{cpath}.minDomains", min_domains,
+                             f"can only use minDomains if whenUnsatisfiable=DoNotSchedule, not {action}")
+        for name in ("nodeAffinityPolicy", "nodeTaintsPolicy"):
+            if c.get(name) is not None and c[name] not in ("Honor", "Ignore"):
+                errs.not_supported(f"{cpath}.{name}", c[name], ["Honor", "Ignore"])
+        pair = (c.get("topologyKey"), action)
+        if pair in seen:
+            errs.duplicate(f"{cpath}.{{topologyKey, whenUnsatisfiable}}", f"{{{pair[0]}, {pair[1]}}}")
+        seen.add(pair)
+        if isinstance(c.get("labelSelector"), dict):
+            _validate_label_selector(c["labelSelector"], f"{cpath}.labelSelector", errs)
+        for j, key in enumerate(_l(c.get("matchLabelKeys"))):
+            errs.each(f"{cpath}.matchLabelKeys[{j}]", key, is_qualified_name(str(key)))
 
 
 # Kubernetes' list of what a pod update may touch, quoted in its error message.
@@ -1304,6 +1405,13 @@ def _validate_pod_update(obj: dict, old: dict, errs: Errs) -> None:
             errs.forbidden("spec.tolerations", "existing toleration can not be modified except its tolerationSeconds")
             break
     _restore(munged, old_spec, "tolerations")
+    # Scheduling gates may only be removed (then the scheduler takes the pod).
+    old_gates = {_d(g).get("name") for g in _l(old_spec.get("schedulingGates"))}
+    for i, g in enumerate(_l(spec.get("schedulingGates"))):
+        if _d(g).get("name") not in old_gates:
+            errs.forbidden(f"spec.schedulingGates[{i}].name",
+                           f"only deletion is allowed, but found new scheduling gate '{_d(g).get('name')}'")
+    _restore(munged, old_spec, "schedulingGates")
     old_grace = old_spec.get("terminationGracePeriodSeconds")
     if _is_int(old_grace) and old_grace < 0 and spec.get("terminationGracePeriodSeconds") == 1:
         munged["terminationGracePeriodSeconds"] = old_grace
@@ -1341,6 +1449,8 @@ def validate_pod(obj: dict, old: dict | None, errs: Errs) -> None:
     if old is None and _l(spec.get("ephemeralContainers")):
         # Only pods/ephemeralcontainers adds them; a plain update may not (see _validate_pod_update).
         errs.forbidden("spec.ephemeralContainers", "cannot be set on create")
+    if old is None and _l(spec.get("schedulingGates")) and spec.get("nodeName"):
+        errs.forbidden("spec.nodeName", "cannot be set until all schedulingGates have been cleared")
     if old is not None:
         _validate_pod_update(obj, old, errs)
 

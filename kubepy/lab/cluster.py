@@ -66,6 +66,18 @@ class ClusterState:
     subnet: str = ""
     store: str = "sqlite"   # as asked: sqlite, etcd (a private etcd) or etcd://HOST:PORT
     store_url: str = ""     # what the API server was given
+    zones: str = ""         # comma-separated: node i is in zone i mod len (topology.kubernetes.io/zone)
+    region: str = ""        # topology.kubernetes.io/region of every node, when set
+
+    def node_labels(self, i: int) -> dict[str, str]:
+        """The topology labels node *i* (1-based) registers with."""
+        labels = {}
+        zones = [z for z in self.zones.split(",") if z]
+        if zones:
+            labels["topology.kubernetes.io/zone"] = zones[(i - 1) % len(zones)]
+        if self.region:
+            labels["topology.kubernetes.io/region"] = self.region
+        return labels
 
     @staticmethod
     def load(path: Path) -> "ClusterState | None":
@@ -83,7 +95,7 @@ class ClusterState:
 
 
 def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None, port: int | None,
-                subnet: str | None) -> str | None:
+                subnet: str | None, zones: str | None = None, region: str | None = None) -> str | None:
     """Why ``up`` with these flags can't repair (or grow) ``existing`` (None: it can); flags left unset match."""
     flag = "" if existing.name == DEFAULT_NAME else f" --name {existing.name}"
     differ = []
@@ -96,6 +108,10 @@ def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None,
         differ.append(f"port {existing.port}, not --port {port}")
     if subnet is not None and existing.subnet and subnet != existing.subnet:
         differ.append(f"node subnet {existing.subnet}, not --node-subnet {subnet}")
+    if zones is not None and zones != existing.zones:
+        differ.append(f"zones {existing.zones or '(none)'}, not --zones {zones}")
+    if region is not None and region != existing.region:
+        differ.append(f"region {existing.region or '(none)'}, not --region {region}")
     if not differ:
         return None
     return (f"cluster {existing.name!r} exists with {'; '.join(differ)}: run kubepy up{flag} without those "
@@ -179,14 +195,15 @@ class Cluster:
 
     # -- up ----------------------------------------------------------------
     def up(self, *, nodes: int | None = None, port: int | None = None, store: str | None = None,
-           subnet: str | None = None) -> int:
+           subnet: str | None = None, zones: str | None = None, region: str | None = None) -> int:
         """Build a new cluster, or repair an existing one; never deletes an existing store.
 
         ``--nodes`` above an existing cluster's count adds the missing nodes (they
         join like the first ones did: the same steps, each idempotent)."""
         existing = self.state()
         if existing is not None:
-            conflict = up_conflict(existing, nodes=nodes, store=store, port=port, subnet=subnet)
+            conflict = up_conflict(existing, nodes=nodes, store=store, port=port, subnet=subnet, zones=zones,
+                                   region=region)
             if conflict:
                 print(f"kubepy up: {conflict}", file=sys.stderr)
                 return 1
@@ -212,7 +229,8 @@ class Cluster:
             # Clusters with other names start their search elsewhere, so two `up`s at once rarely race.
             preferred = 6443 if self.name == DEFAULT_NAME else 7000 + int(_short_hash(self.name), 16) % 2000
             state = ClusterState(self.name, port or _free_port(preferred), nodes=nodes,
-                                 subnet=subnet or default_subnet(self.name), store=store or "sqlite")
+                                 subnet=subnet or default_subnet(self.name), store=store or "sqlite",
+                                 zones=zones or "", region=region or "")
             private_dir(self.dir)  # the store, keys, tokens and every node's credentials are below
             state.save(self.state_path)
         private_dir(self.dir)  # an older cluster's dir is narrowed too
@@ -395,7 +413,9 @@ class Cluster:
             "--ca-file", str(self.cp_dir / "ca.crt"), "--bootstrap-token-file", str(self._bootstrap_token_file()),
             "--root-dir", str(ndir / "kubelet"), "--pod-logs-dir", str(ndir / "pod-logs"),
             "--container-runtime-endpoint", containerd.socket, "--pod-infra-container-image", PAUSE_IMAGE,
-            "--registry-hosts-dir", str(self.registry_hosts_dir)],
+            "--registry-hosts-dir", str(self.registry_hosts_dir),
+            *(["--node-labels", ",".join(f"{k}={v}" for k, v in state.node_labels(i).items())]
+              if state.node_labels(i) else [])],
             netns=netns))
         # The kubelet writes its own kubeconfig after joining; proxy and DNS use it.
         own = ndir / "kubelet" / "kubelet.kubeconfig"

@@ -27,6 +27,7 @@ percentageOfNodesToScore (``max_feasible``/``start``) about half that.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -322,6 +323,30 @@ class PodInfo:
         """``spec.priority`` as Priority admission set it (0 when absent)."""
         return int(self.spec.get("priority") or 0)
 
+    @cached_property
+    def labels(self) -> Mapping[str, str]:
+        return self.metadata.get("labels") or {}
+
+    @cached_property
+    def namespace(self) -> str:
+        return self.metadata.get("namespace") or ""
+
+    @cached_property
+    def pod_affinity(self) -> tuple[bool, bool]:
+        """``(has any podAffinity/podAntiAffinity, has required anti-affinity)``:
+        which pods the InterPodAffinity plugin must look at on a node."""
+        affinity = self.spec.get("affinity") or {}
+        anti = affinity.get("podAntiAffinity") or {}
+        has_any = bool(affinity.get("podAffinity") or anti)
+        return has_any, bool(anti.get("requiredDuringSchedulingIgnoredDuringExecution"))
+
+    def remember(self, key: str, value: Any) -> None:
+        """Keep per-attempt plugin state (PreFilter/PreScore results)."""
+        self._memo[key] = value
+
+    def recall(self, key: str) -> Any:
+        return self._memo[key]
+
     def cached(self, key: str, build: Callable[[PodInfo], T]) -> T:
         try:
             return self._memo[key]  # type: ignore[no-any-return]
@@ -337,6 +362,9 @@ def _pod_info(pod: Obj | PodInfo) -> PodInfo:
 # ---------------------------------------------------------------------------
 # nodes
 # ---------------------------------------------------------------------------
+
+
+_GENERATIONS = itertools.count(1)
 
 
 def _decrement(counter: Counter[Any], key: Any, by: int = 1) -> None:
@@ -381,6 +409,17 @@ class NodeInfo:
     non_zero_memory: int = 0
     used_ports: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     controller_counts: Counter[str] = field(default_factory=Counter)
+    # Pods with pod (anti-)affinity, and with required anti-affinity (upstream's
+    # PodsWithAffinity / PodsWithRequiredAntiAffinity), as counts: plugins skip
+    # nodes where they are 0.
+    affinity_pods: int = 0
+    required_anti_affinity_pods: int = 0
+    _derived: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # A new process-wide number whenever the node or its pods change: caches
+    # spanning many nodes (topology spread's domain counts) redo only the
+    # nodes that moved, and a node re-created under the same name never
+    # looks unchanged.
+    generation: int = 0
     _ports_any_ip: Counter[tuple[str, int]] = field(default_factory=Counter, repr=False)
     _pods: dict[str, PodInfo] = field(default_factory=dict, repr=False)
 
@@ -394,6 +433,7 @@ class NodeInfo:
 
     def set_node(self, node: Obj) -> None:
         """Take a newer version of the node, keeping its pods."""
+        self.generation = next(_GENERATIONS)
         meta = node.get("metadata") or {}
         spec = node.get("spec") or {}
         status = node.get("status") or {}
@@ -442,7 +482,24 @@ class NodeInfo:
         self._account(stored, -1)
         return True
 
+    def derived(self, key: Any, build: Callable[[NodeInfo], T]) -> T:
+        """A fact about this node's pods (e.g. how many match a selector),
+        built once and kept until a pod is added or removed here."""
+        try:
+            return self._derived[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._derived[key] = build(self)
+            return value
+
     def _account(self, info: PodInfo, sign: int) -> None:
+        self.generation = next(_GENERATIONS)
+        if self._derived:
+            self._derived.clear()
+        has_affinity, required_anti = info.pod_affinity
+        if has_affinity:
+            self.affinity_pods += sign
+            if required_anti:
+                self.required_anti_affinity_pods += sign
         reqs = info.requests
         self.pod_count += sign
         self.requested_milli_cpu += sign * reqs.milli_cpu
@@ -494,6 +551,9 @@ class FilterPlugin(Protocol):
     plugin has nothing to check for this pod and ``filter`` is not called; an
     unschedulable ``Status`` rejects the pod on every node with its reasons
     (the message then says only those, as Kubernetes' PreFilter rejections).
+    A plugin that needs the whole cluster to prepare (inter-pod affinity,
+    topology spread) defines ``pre_filter_nodes(pod, node_infos) -> bool``
+    instead, and keeps what it computed in the PodInfo (``remember``).
     """
 
     name: str
@@ -607,6 +667,11 @@ def schedule_one(
 
     checks = []
     for plugin in filters:
+        pre_nodes = getattr(plugin, "pre_filter_nodes", None)
+        if pre_nodes is not None:
+            if pre_nodes(info, node_infos):
+                checks.append(plugin.filter)
+            continue
         pre = getattr(plugin, "pre_filter", None)
         verdict = True if pre is None else pre(info)
         if isinstance(verdict, Status) and not verdict.is_success():
@@ -657,10 +722,13 @@ def schedule_one(
     return result
 
 
-def default_filters() -> list[FilterPlugin]:
+def default_filters(listers: Any = None) -> list[FilterPlugin]:
     """Kubernetes' default filter order, with NodeReady where its taint
-    check would be."""
+    check would be.  *listers* (``kubepy.scheduler.listers.Listers``) give
+    namespaces' labels and the workloads behind default spreading."""
     from kubepy.scheduler import plugins
+    from kubepy.scheduler.interpodaffinity import InterPodAffinity
+    from kubepy.scheduler.topologyspread import PodTopologySpread
 
     return [
         plugins.NodeUnschedulable(),
@@ -669,17 +737,24 @@ def default_filters() -> list[FilterPlugin]:
         plugins.NodeAffinity(),
         plugins.NodePorts(),
         plugins.NodeResourcesFit(),
+        PodTopologySpread(listers),
+        InterPodAffinity(listers),
     ]
 
 
-def default_scorers() -> list[tuple[ScorePlugin, int]]:
-    """Scorers with Kubernetes' default weights (spreading as PodTopologySpread's)."""
+def default_scorers(listers: Any = None) -> list[tuple[ScorePlugin, int]]:
+    """Scorers with Kubernetes' default weights.  Spreading is
+    PodTopologySpread's, with the system default constraints (upstream
+    dropped SelectorSpread for them)."""
     from kubepy.scheduler import plugins
+    from kubepy.scheduler.interpodaffinity import InterPodAffinity
+    from kubepy.scheduler.topologyspread import PodTopologySpread
 
     return [
         (plugins.TaintToleration(), 3),
         (plugins.NodeAffinity(), 2),
+        (PodTopologySpread(listers), 2),
+        (InterPodAffinity(listers), 2),
         (plugins.NodeResourcesLeastAllocated(), 1),
         (plugins.NodeResourcesBalancedAllocation(), 1),
-        (plugins.SelectorSpread(), 2),
     ]

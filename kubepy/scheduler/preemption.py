@@ -66,8 +66,17 @@ def eligible(pod: PodInfo, node_infos: Mapping[str, NodeInfo]) -> str | None:
     return None
 
 
-def fits(pod: PodInfo, node_info: NodeInfo, filters: Sequence[FilterPlugin]) -> bool:
+def fits(pod: PodInfo, node_info: NodeInfo, filters: Sequence[FilterPlugin],
+         original: NodeInfo | None = None) -> bool:
+    """Whether *pod* fits *node_info* (a simulation of *original*).  Plugins
+    whose state spans the cluster (inter-pod affinity, topology spread)
+    judge it with ``filter_simulated``."""
     for plugin in filters:
+        simulated = getattr(plugin, "filter_simulated", None)
+        if simulated is not None:
+            if not simulated(pod, original or node_info, node_info).is_success():
+                return False
+            continue
         pre = getattr(plugin, "pre_filter", None)
         if pre is not None and not pre(pod):
             continue
@@ -121,14 +130,14 @@ def select_victims(pod: PodInfo, node_info: NodeInfo, filters: Sequence[FilterPl
     sim = node_info.clone()
     for p in lower:
         sim.remove_pod(p)
-    if not fits(pod, sim, filters):
+    if not fits(pod, sim, filters, node_info):
         return None
     violating, fine = _split_by_budget(_more_important_first(lower), pdbs)
     cand = Candidate(node_info.name)
 
     def reprieve(p: PodInfo) -> bool:
         sim.add_pod(p)
-        if fits(pod, sim, filters):
+        if fits(pod, sim, filters, node_info):
             return True
         sim.remove_pod(p)
         cand.victims.append(p)

@@ -34,6 +34,7 @@ from kubepy.client import (
     object_key,
 )
 from kubepy.meta.volumes import ANN_SELECTED_NODE, LOCAL_PATH_PROVISIONER
+from kubepy.scheduler.listers import Listers
 from kubepy.scheduler import preemption
 from kubepy.scheduler.framework import (
     NodeInfo,
@@ -65,7 +66,8 @@ def _is_terminated(pod: dict[str, Any]) -> bool:
 
 def _wants_us(pod: dict[str, Any], name: str) -> bool:
     spec = pod.get("spec") or {}
-    return (not spec.get("nodeName") and (spec.get("schedulerName") or DEFAULT_SCHEDULER) == name
+    return (not spec.get("nodeName") and not spec.get("schedulingGates")
+            and (spec.get("schedulerName") or DEFAULT_SCHEDULER) == name
             and not (pod.get("metadata") or {}).get("deletionTimestamp") and not _is_terminated(pod))
 
 
@@ -110,10 +112,14 @@ class Scheduler:
         self._next_start = 0
         self.volume_informers = {r: Informer(client, r) for r in _VOLUME_RESOURCES}
         self.volume_listers = _VolumeListers(self.volume_informers)
-        self._filters = [*default_filters(),  # plugins hold no per-pod state
-                         VolumeBinding(self.volume_listers,
-                                       capacity_provisioners=frozenset({LOCAL_PATH_PROVISIONER}))]
-        self._scorers = default_scorers()
+        # Namespaces' labels and the workloads behind default spreading.
+        self.listers = Listers.from_client(client)
+        filters = default_filters(self.listers)  # plugins hold no per-pod state
+        # Upstream runs VolumeBinding before its last two, PodTopologySpread and InterPodAffinity.
+        filters.insert(len(filters) - 2, VolumeBinding(self.volume_listers,
+                                                       capacity_provisioners=frozenset({LOCAL_PATH_PROVISIONER})))
+        self._filters = filters
+        self._scorers = default_scorers(self.listers)
         self.bound = 0
         self.nodes.add_handler(self._node_added, self._node_updated, self._node_deleted)
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
@@ -173,6 +179,7 @@ class Scheduler:
             self.assumed.pop(object_key(pod), None)
             if not _is_terminated(pod):
                 self._account(pod)
+                self._retry_waiting_for_peers()
         elif _wants_us(pod, self.name):
             self._note_nomination(pod)
             self.queue.add(object_key(pod))
@@ -188,6 +195,8 @@ class Scheduler:
                 self._retry_unschedulable(f"pod {key} finished")
             else:
                 self._account(new)
+                if not (old.get("spec") or {}).get("nodeName"):
+                    self._retry_waiting_for_peers()
         elif _wants_us(new, self.name):
             self._note_nomination(new)
             if key not in self.unschedulable and key not in self.assumed:
@@ -220,16 +229,29 @@ class Scheduler:
             self.unschedulable.discard(key)
             self.queue.add_rate_limited(key)
 
+    def _retry_waiting_for_peers(self) -> None:
+        """A pod was placed: pods whose pod affinity or spread constraints
+        failed may fit now (upstream's AssignedPodAdd event for those plugins)."""
+        if not self.unschedulable:
+            return
+        for key in list(self.unschedulable):
+            spec = (self.pods.cache.get(key) or {}).get("spec") or {}
+            if (spec.get("affinity") or {}).get("podAffinity") or spec.get("topologySpreadConstraints"):
+                self.unschedulable.discard(key)
+                self.queue.add_rate_limited(key)
+
     # -- the scheduling loop ----------------------------------------------
     async def run(self) -> None:
         tasks = [asyncio.create_task(self.nodes.run(), name="scheduler:nodes"),
                  asyncio.create_task(self.pods.run(), name="scheduler:pods"),
                  asyncio.create_task(self.pdbs.run(), name="scheduler:pdbs"),
                  asyncio.create_task(self._flush_unschedulable(), name="scheduler:flush"),
+                 asyncio.create_task(self.listers.run(), name="scheduler:listers"),
                  *(asyncio.create_task(inf.run(), name=f"scheduler:{r}") for r, inf in self.volume_informers.items())]
         try:
             await self.nodes.wait_synced()
             await self.pods.wait_synced()
+            await self.listers.wait_synced()
             for inf in self.volume_informers.values():
                 await inf.wait_synced()
             log.info("scheduler ready nodes=%d pods=%d", len(self.node_infos), len(self.pods.cache))

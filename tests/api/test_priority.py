@@ -68,3 +68,22 @@ async def test_priority_class_validation(api: TestClient) -> None:
     made["value"] = 4
     body = await call(api, "PUT", f"{PCS}/fixed", made, status=422)
     assert body["message"] == 'PriorityClass.scheduling.k8s.io "fixed" is invalid: value: Forbidden: may not be changed in an update.'
+
+
+async def test_scheduling_gates_hold_a_pod_and_may_only_be_removed(api: TestClient) -> None:
+    created = await call(api, "POST", PODS, pod("gated", schedulingGates=[{"name": "example.com/wait"}]), status=201)
+    [cond] = created["status"]["conditions"]
+    assert (cond["type"], cond["status"], cond["reason"], cond["message"]) == (
+        "PodScheduled", "False", "SchedulingGated", "Scheduling is blocked due to non-empty scheduling gates")
+    created["spec"]["schedulingGates"].append({"name": "another"})
+    body = await call(api, "PUT", f"{PODS}/gated", created, status=422)
+    assert body["details"]["causes"] == [{"reason": "FieldValueForbidden", "field": "spec.schedulingGates[1].name",
+                                          "message": "Forbidden: only deletion is allowed, but found new scheduling "
+                                                     "gate 'another'"}]
+    created["spec"]["schedulingGates"] = []
+    await call(api, "PUT", f"{PODS}/gated", created, status=200)
+    body = await call(api, "POST", PODS, pod("both", nodeName="n1", schedulingGates=[{"name": "a"}, {"name": "a"}]),
+                      status=422)
+    fields = {c["field"]: c["message"] for c in body["details"]["causes"]}
+    assert fields == {"spec.schedulingGates[1]": 'Duplicate value: "a"',
+                      "spec.nodeName": "Forbidden: cannot be set until all schedulingGates have been cleared"}

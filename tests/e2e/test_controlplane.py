@@ -268,6 +268,18 @@ def test_a_high_priority_pod_preempts_the_victim_no_budget_protects(cp):
     cp.kubectl("delete", "namespace", "preempt", "--wait=false")
 
 
+def test_a_gated_pod_waits_until_its_gates_are_removed(cp):
+    cp.kubectl("run", "gated", "--image=web:1", "--restart=Never", "--overrides",
+               json.dumps({"spec": {"schedulingGates": [{"name": "example.com/approval"}]}}))
+    time.sleep(2)  # the scheduler had its chance
+    pod = cp.json("get", "pod", "gated")
+    assert not pod["spec"].get("nodeName")
+    assert cp.kubectl("get", "pod", "gated", "--no-headers").stdout.split()[2] == "SchedulingGated"
+    cp.kubectl("patch", "pod", "gated", "--type=json", "-p", '[{"op": "remove", "path": "/spec/schedulingGates"}]')
+    wait_for(lambda: cp.json("get", "pod", "gated")["spec"].get("nodeName"), what="gated pod bound", cp=cp)
+    cp.kubectl("delete", "pod", "gated", "--wait=false")
+
+
 def test_killing_any_component_loses_nothing(cp):
     cp.kubectl("apply", "-f", "-", input=deployment("sturdy", 4))
     wait_for(lambda: len(ready_pods(cp, "sturdy")) == 4, what="4 ready", cp=cp)
@@ -277,7 +289,7 @@ def test_killing_any_component_loses_nothing(cp):
         cp.kubectl("scale", "deployment/sturdy", f"--replicas={rng.randint(2, 7)}")
         time.sleep(rng.uniform(0, 0.5))
         cp.children()[name].kill()  # SIGKILL at a random moment of the scale
-        wait_for(lambda: name in cp.children() and cp.children()[name].pid != before,
+        wait_for(lambda: (lambda ch: name in ch and ch[name].pid != before)(cp.children()),
                  what=f"{name} restarted", cp=cp)
     wait_for(lambda: cp.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, what="API back", cp=cp)
     cp.kubectl("scale", "deployment/sturdy", "--replicas=5")
@@ -333,7 +345,7 @@ def test_a_killed_supervisor_is_replaced_by_one_that_adopts_the_children(cp):
     assert cp.proc.poll() is None
     # The new supervisor tends what it adopted: a killed API server comes back.
     cp.children()["apiserver"].kill()
-    wait_for(lambda: "apiserver" in cp.children() and cp.children()["apiserver"].pid != before["apiserver"],
+    wait_for(lambda: (lambda ch: "apiserver" in ch and ch["apiserver"].pid != before["apiserver"])(cp.children()),
              timeout=60, what="apiserver restarted by the new supervisor", cp=cp)
     wait_for(lambda: cp.kubectl("get", "--raw", "/readyz", check=False).returncode == 0, what="API back", cp=cp)
     cp.kubectl("scale", "deployment/sturdy", "--replicas=4")

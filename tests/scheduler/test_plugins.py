@@ -718,13 +718,23 @@ def test_scoring_prefers_the_emptier_node() -> None:
 
 
 def test_spreading_fills_empty_nodes_first() -> None:
-    nis = [node_info(make_node(f"n{i}", cpu="64", memory="256Gi")) for i in range(4)]
+    # Default spreading (PodTopologySpread's system constraints) selects the
+    # pods of the ReplicaSet that owns the pod.
+    from kubepy.scheduler.listers import Listers
+
+    rs = {"metadata": {"name": "web", "namespace": "default"}, "spec": {"selector": {"matchLabels": {"app": "web"}}}}
+    listers = Listers.of(replicasets=[rs])
+    nis = [node_info(make_node(f"n{i}", cpu="64", memory="256Gi", labels={"kubernetes.io/hostname": f"n{i}"}))
+           for i in range(4)]
     by_name = {ni.name: ni for ni in nis}
     rng = random.Random(7)
     placed = []
     for i in range(8):
-        pod = PodInfo(make_pod(f"web-{i}", cpu="10m", memory="10Mi", owner="web"))
-        result = schedule_one(pod, nis, filters=default_filters(), scorers=default_scorers(), rng=rng)
+        raw = make_pod(f"web-{i}", cpu="10m", memory="10Mi", owner="web")
+        raw["metadata"]["labels"] = {"app": "web"}
+        raw["metadata"]["ownerReferences"][0]["apiVersion"] = "apps/v1"
+        pod = PodInfo(raw)
+        result = schedule_one(pod, nis, filters=default_filters(listers), scorers=default_scorers(listers), rng=rng)
         assert result.node is not None
         by_name[result.node].add_pod(pod)
         placed.append(result.node)

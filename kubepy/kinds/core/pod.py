@@ -2,6 +2,8 @@
 writes status; a bound, running pod is deleted gracefully: marked, then
 removed by its kubelet once its containers stopped."""
 
+import datetime as dt
+
 from kubepy.kinds import Kind, Strategy, printers, register
 from kubepy.kinds import validation as v
 from kubepy.meta.selectors import pod_fields
@@ -9,6 +11,14 @@ from kubepy.meta.selectors import pod_fields
 
 def _prepare_create(obj: dict) -> None:
     obj.pop("status", None)
+    v.apply_match_label_keys(obj)
+    if (obj.get("spec") or {}).get("schedulingGates"):
+        # As upstream's pod strategy: a gated pod says why it waits before any scheduler sees it.
+        obj["status"] = {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "SchedulingGated",
+            "message": "Scheduling is blocked due to non-empty scheduling gates",
+            "lastProbeTime": None,
+            "lastTransitionTime": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}]}
 
 
 def _running_on_a_node(obj: dict) -> bool:
