@@ -21,6 +21,10 @@ the distribution's packages, with no registry::
 - ``kubepy.local/web:1`` / ``:2``: busybox ``httpd`` on 8080 with a CGI
   script that counts visits in Redis over ``nc`` and the Redis protocol.
 - ``kubepy.local/job:1``: a shell loop printing the first 20 primes.
+- ``kubepy.local/pyclient:1``: Debian's Python 3.11 with the official
+  Kubernetes client (``python3-kubernetes`` and the packages it imports),
+  the libraries they load (``ldd``) and busybox; runs ``/app/incluster.py``,
+  which lists pods through in-cluster config (see ``INCLUSTER_PY``).
 
 Downloaded ``.deb`` files are kept in a cache directory (``--deb-cache``,
 default ``$XDG_CACHE_HOME/kubepy/debs``) so rebuilds need no network.
@@ -40,7 +44,7 @@ import time
 from pathlib import Path
 
 __all__ = ["BUSYBOX_APPLETS", "EXAMPLE_IMAGES", "ImageBuildError", "build_examples", "build_image",
-           "busybox_image", "job_image", "redis_image", "udp_echo_image", "web_image"]
+           "busybox_image", "job_image", "pyclient_image", "redis_image", "udp_echo_image", "web_image"]
 
 BUSYBOX = "/bin/busybox"   # Debian's busybox-static
 BUSYBOX_APPLETS = ["sh", "ash", "sleep", "echo", "cat", "ls", "ps", "wget", "nc", "httpd", "ip",
@@ -162,7 +166,10 @@ def _run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None)
 # -- the example applications' images (examples/) -----------------------------
 
 REDIS_REF, WEB_REFS, JOB_REF = "kubepy.local/redis:7", ("kubepy.local/web:1", "kubepy.local/web:2"), "kubepy.local/job:1"
+PYCLIENT_REF = "kubepy.local/pyclient:1"
 EXAMPLE_IMAGES = (REDIS_REF, *WEB_REFS, JOB_REF)
+# Built on request (--only), not by default: examples/ does not use it and it is the largest.
+OPTIONAL_IMAGES = (PYCLIENT_REF,)
 
 # redis-server's binary is in redis-tools (redis-server is a symlink to it);
 # libjemalloc2 and liblzf1 are installed on few hosts, so they come as packages
@@ -358,6 +365,146 @@ def job_image(ref: str, out_tar: Path) -> Path:
                            env={"PATH": "/bin"}, workdir="/")
 
 
+# -- Python with the official Kubernetes client ----------------------------------
+
+# The packages whose files the client loads: python3-kubernetes' dependencies
+# (apt-cache depends --recurse) less those it never imports on the way to a
+# request - measured with sys.modules after load_incluster_config() and a
+# list call: python3-cryptography, -cffi-backend, -jwt (oauthlib's optional
+# signing), -rsa, -pyasn1, -pyasn1-modules, -cachetools (google-auth's, only
+# for GCP credentials) and -setuptools/-pkg-resources. python3-chardet stays:
+# Debian's requests warns at import without it. libyaml-0-2 comes as a package
+# for PyYAML's C loader; every other library (libc, libssl, libffi, zlib, ...)
+# is the host's own, from the same Debian release.
+PYCLIENT_PACKAGES = (
+    "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib", "libyaml-0-2",
+    "python3-kubernetes", "python3-certifi", "python3-dateutil", "python3-google-auth",
+    "python3-requests", "python3-requests-oauthlib", "python3-oauthlib", "python3-blinker",
+    "python3-six", "python3-urllib3", "python3-websocket", "python3-yaml", "python3-idna",
+    "python3-charset-normalizer", "python3-chardet")
+PYTHON = "/usr/bin/python3.11"
+PYTHON_STDLIB, PYTHON_SITE = "/usr/lib/python3.11", "/usr/lib/python3/dist-packages"
+# The stdlib's C modules the client imports (the same measurement), plus a few that
+# a small program commonly does (asyncio, uuid, zoneinfo, select/mmap helpers).
+PYCLIENT_DYNLOAD = ("_bz2", "_decimal", "_hashlib", "_json", "_lzma", "_multibytecodec", "_multiprocessing",
+                    "_queue", "_ssl", "_typing", "_asyncio", "_contextvars", "_uuid", "_zoneinfo", "mmap",
+                    "resource", "termios", "_posixshmem")
+# Not in the image: the stdlib's own tests and anything of a package's tests.
+_PYCLIENT_SKIP = re.compile(r"^/usr/lib/python3\.11/test/|_test\.py$|/tests?/|/__pycache__/")
+
+INCLUSTER_PY = '''"""List pods through the official Kubernetes client's in-cluster config (kubepy's pyclient image).
+
+    python3 /app/incluster.py [NAMESPACE ...]
+
+Reads the pod's own namespace from its service-account volume, lists the pods
+there and then in each NAMESPACE given, and prints one line per outcome:
+
+    pods in NS: a,b          (names sorted; nothing after the colon when there are none)
+    forbidden in NS: 403
+    error in NS: STATUS REASON
+
+Exits 0 when every line was printed, whatever the answers were.
+"""
+
+import sys
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def outcome(api: client.CoreV1Api, namespace: str) -> str:
+    try:
+        pods = api.list_namespaced_pod(namespace)
+    except ApiException as e:
+        if e.status == 403:
+            return f"forbidden in {namespace}: {e.status}"
+        return f"error in {namespace}: {e.status} {e.reason}"
+    return f"pods in {namespace}: " + ",".join(sorted(p.metadata.name for p in pods.items))
+
+
+def main(argv: list[str]) -> int:
+    config.load_incluster_config()
+    with open(NAMESPACE_FILE) as f:
+        own = f.read().strip()
+    api = client.CoreV1Api()
+    for namespace in [own, *argv[1:]]:
+        print(outcome(api, namespace), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
+'''
+
+
+def _tree_files(staged: Path, under: str) -> tuple[dict[str, Path], dict[str, str]]:
+    """Files and symlinks below ``under`` as image path → source / link target.
+
+    A link that leads nowhere in the staged packages (Debian points sitecustomize.py
+    and certifi's bundle at /etc) is left out rather than shipped dangling."""
+    files: dict[str, Path] = {}
+    links: dict[str, str] = {}
+    for p in sorted((staged / under.lstrip("/")).rglob("*")):
+        dest = "/" + str(p.relative_to(staged))
+        if p.is_symlink():
+            target = os.readlink(p)
+            inside = (staged / target.lstrip("/")) if target.startswith("/") else p.parent / target
+            if inside.exists():
+                links[dest] = target
+        elif p.is_file():
+            files[dest] = p
+    return files, links
+
+
+def pyclient_image(ref: str, out_tar: Path, *, deb_cache: Path | None = None) -> Path:
+    """Debian's python3.11 + python3-kubernetes (and what it imports) + busybox; runs /app/incluster.py.
+
+    The sources are compiled to ``__pycache__`` at build time with the image's own
+    interpreter (unchecked-hash pycs), so a pod does not compile 600 modules on start."""
+    with tempfile.TemporaryDirectory(prefix="kubepy-pyclient-") as tmp_:
+        tmp = Path(tmp_)
+        staged = tmp / "debs"
+        for deb in download_debs(PYCLIENT_PACKAGES, deb_cache):
+            _run("dpkg-deb", "-x", str(deb), str(staged))
+        dynload = staged / PYTHON_STDLIB.lstrip("/") / "lib-dynload"
+        for so in dynload.glob("*.so"):
+            if so.name.split(".", 1)[0] not in PYCLIENT_DYNLOAD:
+                so.unlink()
+        python = staged / PYTHON.lstrip("/")
+        extensions = [p for p in staged.rglob("*.so") if p.is_file() and not p.name.startswith("lib")]
+        libraries = library_closure([python, *extensions], staged)
+        app = _script(tmp, "incluster.py", INCLUSTER_PY)
+        for under in (PYTHON_STDLIB, PYTHON_SITE):
+            for path in list((staged / under.lstrip("/")).rglob("*")):
+                if _PYCLIENT_SKIP.search("/" + str(path.relative_to(staged))) and path.is_file():
+                    path.unlink()
+        # The image's interpreter compiles its own tree: same magic number, paths as in the image.
+        env = dict(os.environ, PYTHONHOME=str(staged / "usr"), LD_LIBRARY_PATH=":".join(
+            sorted({str(p.parent) for p in libraries.values()})))
+        env.pop("PYTHONPATH", None)
+        _run(str(python), "-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+             "-s", str(staged), "-p", "/", str(staged / PYTHON_STDLIB.lstrip("/")),
+             str(staged / PYTHON_SITE.lstrip("/")), env=env)
+        files, symlinks = _busybox_base(tmp)
+        files[PYTHON] = python
+        for under in (PYTHON_STDLIB, PYTHON_SITE):
+            tree, links = _tree_files(staged, under)
+            files.update(tree)
+            symlinks.update(links)
+        files.update(libraries)
+        files["/app/incluster.py"] = app
+        for pkg in PYCLIENT_PACKAGES:
+            copyright_file = staged / "usr/share/doc" / pkg / "copyright"
+            if copyright_file.exists():
+                files[f"/usr/share/doc/{pkg}/copyright"] = copyright_file
+        symlinks["/usr/bin/python3"] = "python3.11"
+        return build_image(ref, out_tar, files=files, symlinks=symlinks,
+                           entrypoint=["python3", "/app/incluster.py"],
+                           env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}, workdir="/app")
+
+
 def archive_name(ref: str) -> str:
     """``kubepy.local/web:1`` → ``web-1.tar``."""
     name, _, tag = ref.rpartition("/")[2].partition(":")
@@ -378,8 +525,10 @@ def build_examples(out_dir: Path, *, deb_cache: Path | None = None,
             built[ref] = web_image(ref, out, version=ref.rsplit(":", 1)[1])
         elif ref == JOB_REF:
             built[ref] = job_image(ref, out)
+        elif ref == PYCLIENT_REF:
+            built[ref] = pyclient_image(ref, out, deb_cache=deb_cache)
         else:
-            raise ImageBuildError(f"no example image {ref}; known: {', '.join(EXAMPLE_IMAGES)}")
+            raise ImageBuildError(f"no example image {ref}; known: {', '.join(EXAMPLE_IMAGES + OPTIONAL_IMAGES)}")
     return built
 
 
@@ -389,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--examples", metavar="OUT_DIR", type=Path,
                     help="build the images examples/ uses into OUT_DIR (one .tar per image)")
     ap.add_argument("--only", metavar="REF", action="append",
-                    help=f"build only this example image (repeatable): {', '.join(EXAMPLE_IMAGES)}")
+                    help=f"build only this example image (repeatable): {', '.join(EXAMPLE_IMAGES + OPTIONAL_IMAGES)}")
     ap.add_argument("--deb-cache", metavar="DIR", type=Path,
                     help="where downloaded .deb files are kept (default $XDG_CACHE_HOME/kubepy/debs)")
     ap.add_argument("--busybox", nargs=2, metavar=("REF", "OUT_TAR"),
