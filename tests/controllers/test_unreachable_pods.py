@@ -158,8 +158,14 @@ async def test_pods_of_unreachable_nodes_stay_terminating_until_kubelet_or_pod_g
             terminating = await env.wait_for(both_terminating, timeout=30, message="evicted pods Terminating")
             for p in terminating:
                 assert p["metadata"]["deletionGracePeriodSeconds"] == 30   # graceful, not force-deleted
-            events = (await c.list("events", namespace=ns))["items"]
-            assert sum(e["reason"] == "TaintManagerEviction" for e in events) == 2
+            # Events are written in the background: wait for both, one per evicted pod.
+            async def eviction_events():
+                events = [e for e in (await c.list("events", namespace=ns))["items"]
+                          if e["reason"] == "TaintManagerEviction"]
+                return events if len(events) >= 2 else None
+
+            events = await env.wait_for(eviction_events, timeout=10, message="TaintManagerEviction events")
+            assert sorted(e["involvedObject"]["uid"] for e in events) == sorted(doomed)
 
             # The ReplicaSet replaces them on the live node while they are still Terminating.
             await env.wait_for(lambda: running_on(alive, 2), timeout=30, message="replacements running")
