@@ -535,7 +535,8 @@ class Kubelet:
             await self.collect_leaked_shims()
         except Exception as e:  # noqa: BLE001 - not fatal: looked for again after containerd restarts
             log.warning("leaked shim collection failed err=%s", e)
-        self.node = NodeAgent(self.client, c, runtime_version=version, runtime_errors=self.runtime_health.errors)
+        self.node = NodeAgent(self.client, c, runtime_version=version, runtime_errors=self.runtime_health.errors,
+                              images=self.runtime.node_images)
         self._tasks.append(asyncio.create_task(self.runtime_health.run(), name="kubelet:runtime-health"))
         if c.register_node:
             await self.node.register()

@@ -25,7 +25,8 @@ import logging
 import os
 import platform
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,9 @@ def pressure(root_dir: Path) -> dict[str, bool]:
     return {"memory": mem, "disk": disk, "pid": pids}
 
 
+# How often the kubelet re-reads its image list for status.images (seconds).
+IMAGES_REFRESH = 30.0
+
 _CONDITIONS = (
     ("MemoryPressure", "memory", "KubeletHasInsufficientMemory", "KubeletHasSufficientMemory",
      "kubelet has insufficient memory available", "kubelet has sufficient memory available"),
@@ -167,11 +171,15 @@ class NodeAgent:
     """Registers the node and keeps its Lease and status fresh."""
 
     def __init__(self, client: Any, config: Any, *, runtime_version: str,
-                 runtime_errors: Callable[[], list[str]] = list) -> None:
+                 runtime_errors: Callable[[], list[str]] = list,
+                 images: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None) -> None:
         self.client = client
         self.config = config
         self.runtime_version = runtime_version
         self.runtime_errors = runtime_errors
+        self.images = images
+        self._reported_images: list[dict[str, Any]] | None = None
+        self._images_read = -IMAGES_REFRESH  # monotonic time of the last read
         self.is_ready = False   # the kubelet has started (pods informer synced, orphans collected)
         self._conditions: list[dict[str, Any]] | None = None
         self._poke = asyncio.Event()
@@ -211,13 +219,36 @@ class NodeAgent:
                      new_ready["status"], new_ready["reason"], new_ready["message"])
         return self._conditions
 
+    async def _changed_images(self, *, full: bool) -> list[dict[str, Any]] | None:
+        """The node's images (``status.images``, for the scheduler's ImageLocality) when
+        they differ from what was last reported; read at most every IMAGES_REFRESH seconds."""
+        if self.images is None or (not full and time.monotonic() - self._images_read < IMAGES_REFRESH):
+            return None
+        self._images_read = time.monotonic()
+        try:
+            images = await self.images()
+        except Exception as e:  # noqa: BLE001 - the image list is advisory; the status still goes out
+            log.warning("image list failed node=%s err=%s", self.config.node_name, e)
+            return None
+        if images == self._reported_images and not full:
+            return None
+        if images != self._reported_images:
+            log.info("node images changed node=%s images=%d", self.config.node_name, len(images))
+        return images
+
     async def update_status(self, *, full: bool = False) -> dict[str, Any]:
         status: dict[str, Any] = {"conditions": self._next_conditions()}
         if full:
             status.update({k: v for k, v in self._node()["status"].items()})
             status["conditions"] = self._conditions
-        return await self.client.patch("nodes", self.config.node_name, {"status": status},
-                                       subresource="status", patch_type="strategic")
+        images = await self._changed_images(full=full)
+        if images is not None:
+            status["images"] = images
+        got = await self.client.patch("nodes", self.config.node_name, {"status": status},
+                                      subresource="status", patch_type="strategic")
+        if images is not None:
+            self._reported_images = images
+        return got
 
     async def renew_lease(self) -> None:
         name = self.config.node_name

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from kubepy.kubelet.unixpath import short_path
+from kubepy.meta.images import normalize_image_ref, parse_ctr_images  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -196,20 +197,7 @@ class ImageInfo:
 
 # -- pure helpers ----------------------------------------------------------
 
-def normalize_image_ref(ref: str) -> str:
-    """Docker's rules: busybox:1.36 → docker.io/library/busybox:1.36."""
-    name, digest = (ref.split("@", 1) + [""])[:2] if "@" in ref else (ref, "")
-    first, _, rest = name.partition("/")
-    if not rest or ("." not in first and ":" not in first and first != "localhost"):
-        domain, path = "docker.io", name
-    else:
-        domain, path = first, rest
-    if domain == "docker.io" and "/" not in path:
-        path = "library/" + path
-    if ":" not in path.rsplit("/", 1)[-1] and not digest:
-        path += ":latest"
-    return f"{domain}/{path}" + (f"@{digest}" if digest else "")
-
+# normalize_image_ref lives in kubepy.meta.images (the scheduler needs it too).
 
 def chain_id(diff_ids: list[str]) -> str | None:
     chain: str | None = None
@@ -549,6 +537,11 @@ class Runtime:
     async def list_images(self) -> list[str]:
         _, out, _ = await self._ctr("images", "ls", "-q")
         return out.split()
+
+    async def node_images(self) -> list[dict[str, Any]]:
+        """The images on this node as Node ``status.images`` lists them (names, sizeBytes)."""
+        _, out, _ = await self._ctr("images", "ls")
+        return parse_ctr_images(out)
 
     async def remove_image(self, ref: str) -> None:
         name = normalize_image_ref(ref)

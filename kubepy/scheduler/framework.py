@@ -376,6 +376,17 @@ def _decrement(counter: Counter[Any], key: Any, by: int = 1) -> None:
         del counter[key]
 
 
+def _image_sizes(images: Iterable[Obj]) -> dict[str, int]:
+    from kubepy.meta.images import normalize_image_ref
+
+    sizes: dict[str, int] = {}
+    for image in images:
+        size = int(image.get("sizeBytes") or 0)
+        for name in image.get("names") or ():
+            sizes[normalize_image_ref(name)] = size
+    return sizes
+
+
 def _ready_status(node: Obj) -> str:
     for cond in (node.get("status") or {}).get("conditions") or ():
         if cond.get("type") == "Ready":
@@ -414,6 +425,8 @@ class NodeInfo:
     # nodes where they are 0.
     affinity_pods: int = 0
     required_anti_affinity_pods: int = 0
+    # The node's images from status.images: normalized name -> size in bytes.
+    images: Mapping[str, int] = field(default_factory=dict)
     _derived: dict[Any, Any] = field(default_factory=dict, repr=False)
     # A new process-wide number whenever the node or its pods change: caches
     # spanning many nodes (topology spread's domain counts) redo only the
@@ -450,6 +463,8 @@ class NodeInfo:
         scalars = {n: _value(q) for n, q in alloc.items() if n not in ("cpu", "memory", "pods")}
         self.allocatable = Resources(_milli(alloc.get("cpu", 0)), _value(alloc.get("memory", 0)), scalars)
         self.allowed_pods = _value(alloc["pods"]) if "pods" in alloc else DEFAULT_ALLOWED_PODS
+        images = status.get("images")
+        self.images = _image_sizes(images) if images else {}
 
     @property
     def pods(self) -> list[Obj]:
@@ -757,4 +772,5 @@ def default_scorers(listers: Any = None) -> list[tuple[ScorePlugin, int]]:
         (InterPodAffinity(listers), 2),
         (plugins.NodeResourcesLeastAllocated(), 1),
         (plugins.NodeResourcesBalancedAllocation(), 1),
+        (plugins.ImageLocality(), 1),
     ]

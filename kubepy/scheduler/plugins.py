@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from kubepy.meta.images import normalize_image_ref
 from kubepy.meta.selectors import Requirement, validate_label_key, validate_label_value
 from kubepy.scheduler.framework import (
     MAX_NODE_SCORE,
@@ -372,6 +373,48 @@ class NodeResourcesBalancedAllocation:
         memory = min(1.0, (node_info.requested_memory + want.memory) / alloc.memory)
         # With two resources the standard deviation is half their distance.
         return int((1 - abs(cpu - memory) / 2) * MAX_NODE_SCORE)
+
+
+# ImageLocality's bounds (upstream): below 23 MiB an image is not worth moving for;
+# the score saturates at 1000 MiB per container.
+IMAGE_MIN_THRESHOLD = 23 * 1024 * 1024
+IMAGE_MAX_CONTAINER_THRESHOLD = 1000 * 1024 * 1024
+
+
+class ImageLocality:
+    """Prefer nodes that already hold the pod's images (Kubernetes' ImageLocality):
+    the sum over the pod's containers of each image's size on the node, scaled
+    by the share of all nodes that have it (so an image everywhere does not
+    pile pods onto one node), mapped from [23 MiB, 1000 MiB × containers] to
+    0..100.  Nodes report their images in ``status.images``."""
+
+    name = "ImageLocality"
+
+    @staticmethod
+    def _images(pod: PodInfo) -> tuple[str, ...]:
+        containers = [*(pod.spec.get("initContainers") or ()), *(pod.spec.get("containers") or ())]
+        return tuple(normalize_image_ref(c["image"]) for c in containers if c.get("image"))
+
+    def pre_score(self, pod: PodInfo, ctx: SchedulingContext) -> bool:
+        images = pod.cached("ImageLocality/images", self._images)
+        spread: dict[str, float] = {}
+        for image in set(images):
+            have = sum(1 for n in ctx.node_infos if image in n.images)
+            if have:
+                spread[image] = have / len(ctx.node_infos)
+        pod.remember("ImageLocality/spread", spread)
+        return bool(spread)
+
+    def score(self, pod: PodInfo, node_info: NodeInfo, ctx: SchedulingContext) -> int:
+        spread: dict[str, float] = pod.recall("ImageLocality/spread")
+        total = 0
+        for image in pod.cached("ImageLocality/images", self._images):
+            size = node_info.images.get(image)
+            if size is not None and image in spread:
+                total += int(size * spread[image])
+        top = IMAGE_MAX_CONTAINER_THRESHOLD * max(1, len(pod.cached("ImageLocality/images", self._images)))
+        total = min(max(total, IMAGE_MIN_THRESHOLD), top)
+        return MAX_NODE_SCORE * (total - IMAGE_MIN_THRESHOLD) // (top - IMAGE_MIN_THRESHOLD)
 
 
 class SelectorSpread:

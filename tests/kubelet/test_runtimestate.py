@@ -149,3 +149,37 @@ async def test_runtime_health_wait_up_and_poke():
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_node_agent_reports_images_when_they_change(tmp_path, monkeypatch):
+    from kubepy.kubelet import node as node_mod
+
+    now = [100.0]
+    monkeypatch.setattr(node_mod.time, "monotonic", lambda: now[0])
+    images = [[{"names": ["docker.io/library/busybox:1.36"], "sizeBytes": 1000}]]
+    reads = []
+
+    async def list_images():
+        reads.append(now[0])
+        return images[0]
+
+    client = FakeAPI()
+    client.seed("nodes", {"metadata": {"name": "n1"}})
+    agent = NodeAgent(client, SimpleNamespace(node_name="n1", root_dir=tmp_path), runtime_version="x",
+                      images=list_images)
+
+    def patched() -> dict:
+        return client.calls("patch", "nodes")[-1].body["status"]
+
+    await agent.update_status()
+    assert patched()["images"] == images[0]
+    now[0] += 5
+    await agent.update_status()                     # not read again before IMAGES_REFRESH
+    assert "images" not in patched() and len(reads) == 1
+    now[0] += node_mod.IMAGES_REFRESH
+    await agent.update_status()                     # read again, unchanged: not written
+    assert "images" not in patched() and len(reads) == 2
+    images[0] = [*images[0], {"names": ["kubepy.local/app:1"], "sizeBytes": 5}]
+    now[0] += node_mod.IMAGES_REFRESH
+    await agent.update_status()
+    assert patched()["images"] == images[0]

@@ -24,7 +24,9 @@ from kubepy.scheduler.framework import (
     pod_requests,
     schedule_one,
 )
+from kubepy.meta.images import parse_ctr_images
 from kubepy.scheduler.plugins import (
+    ImageLocality,
     NodeAffinity,
     NodePorts,
     NodeReady,
@@ -822,3 +824,72 @@ def test_five_hundred_nodes_schedule() -> None:
         # rs1 has a pod on every node, so spreading ties them all: the spot nodes'
         # PreferNoSchedule taint decides, and they lose.
         assert int(result.node[1:]) % 10 != 0, result.node
+
+
+# ImageLocality (upstream's image_locality cases: sizes in MiB, two nodes)
+
+def image_node(name: str, **images_mib: int) -> dict[str, Any]:
+    node = make_node(name)
+    node["status"]["images"] = [{"names": [f"gcr.io/{img}:latest", f"gcr.io/{img}@sha256:{img:0>64}"],
+                                 "sizeBytes": mib * Mi} for img, mib in images_mib.items()]
+    return node
+
+
+def image_pod(*images: str) -> dict[str, Any]:
+    return make_pod(containers=[{"name": f"c{i}", "image": image} for i, image in enumerate(images)])
+
+
+def image_scores(pod: dict[str, Any], nodes: list[dict[str, Any]]) -> list[int] | None:
+    plugin = ImageLocality()
+    nis = [node_info(n) for n in nodes]
+    info = PodInfo(pod)
+    ctx = SchedulingContext(nis, nis)
+    if not plugin.pre_score(info, ctx):
+        return None
+    return [plugin.score(info, ni, ctx) for ni in nis]
+
+
+@pytest.mark.parametrize("pod,want", [
+    # 40 MiB on node1 only (half the nodes): 20 MiB counts, under the 23 MiB floor -> 0;
+    # 250 MiB on node2 only: 125 MiB -> 100 * (125 - 23) / (2000 - 23) = 5.
+    (image_pod("gcr.io/40", "gcr.io/250"), [0, 5]),
+    # 40 + 300 both on node1: (20 + 150) MiB -> 100 * 147 / 1977 = 7.
+    (image_pod("gcr.io/40", "gcr.io/300:latest"), [7, 0]),
+    # 2000 MiB on half the nodes, one container: 1000 MiB counts, the ceiling -> 100.
+    (image_pod("gcr.io/2000"), [100, 0]),
+])
+def test_image_locality_scores(pod: dict[str, Any], want: list[int]) -> None:
+    nodes = [image_node("node1", **{"40": 40, "300": 300, "2000": 2000}), image_node("node2", **{"250": 250, "10": 10})]
+    assert image_scores(pod, nodes) == want
+
+
+def test_image_locality_spread_scales_an_image_every_node_has() -> None:
+    # 500 MiB on both nodes: spread 1, the full size counts on each -> 100 * 477 / 977 = 48;
+    # on one of two nodes only half of it counts -> 100 * 227 / 977 = 23.
+    assert image_scores(image_pod("gcr.io/big"), [image_node("a", big=500), image_node("b", big=500)]) == [48, 48]
+    assert image_scores(image_pod("gcr.io/big"), [image_node("a", big=500), image_node("b")]) == [23, 0]
+
+
+def test_image_locality_matches_names_as_the_runtime_normalizes_them() -> None:
+    node = make_node("n")
+    node["status"]["images"] = [{"names": ["docker.io/library/busybox:latest"], "sizeBytes": 500 * Mi}]
+    assert image_scores(image_pod("busybox"), [node, make_node("m")]) == [23, 0]
+
+
+def test_image_locality_skips_pods_whose_images_no_node_has() -> None:
+    assert image_scores(image_pod("gcr.io/nowhere"), [image_node("a", big=1000)]) is None
+
+
+def test_ctr_image_list_becomes_node_status_images() -> None:
+    out = (
+        "REF TYPE DIGEST SIZE PLATFORMS LABELS\n"
+        "kubepy.local/app:1 application/vnd.oci.image.manifest.v1+json sha256:aaa 1.0 MiB linux/amd64 x=y\n"
+        "sha256:ccc application/vnd.oci.image.manifest.v1+json sha256:aaa 1.0 MiB linux/amd64 x=y\n"
+        "docker.io/library/busybox:1.36 application/vnd.oci.image.index.v1+json sha256:bbb 2.5 MiB "
+        "linux/amd64,linux/arm64 -\n"
+    )
+    assert parse_ctr_images(out) == [
+        {"names": ["docker.io/library/busybox@sha256:bbb", "docker.io/library/busybox:1.36"],
+         "sizeBytes": int(2.5 * Mi)},
+        {"names": ["kubepy.local/app@sha256:aaa", "kubepy.local/app:1"], "sizeBytes": Mi},
+    ]
