@@ -133,9 +133,21 @@ def _with_health(coro, args: argparse.Namespace):
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
+    from kubepy.scheduler import config as schedconfig
     from kubepy.scheduler.scheduler import run_scheduler
 
-    return _run_async(_with_health(run_scheduler(str(args.kubeconfig)), args), "scheduler")
+    try:
+        config = schedconfig.load(args.config) if args.config else schedconfig.default_config()
+    except schedconfig.ConfigError as e:
+        print(f"kubepy scheduler: invalid configuration {args.config}: {e}", file=sys.stderr)
+        return 2
+    # As upstream: the flag wins over clientConnection.kubeconfig.
+    kubeconfig = str(args.kubeconfig) if args.kubeconfig else config.kubeconfig
+    if not kubeconfig:
+        print("kubepy scheduler: no kubeconfig: pass --kubeconfig or set clientConnection.kubeconfig in --config",
+              file=sys.stderr)
+        return 2
+    return _run_async(_with_health(run_scheduler(kubeconfig, config=config), args), "scheduler")
 
 
 def cmd_controller_manager(args: argparse.Namespace) -> int:
@@ -193,6 +205,16 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
     for san in args.tls_san:
         api += ["--tls-san", san]
     sched = ["--log-level", args.log_level, "scheduler", "--kubeconfig", kubeconfig]
+    if args.scheduler_config:
+        from kubepy.scheduler import config as schedconfig
+
+        try:  # refuse now rather than have the supervisor restart a scheduler that cannot start
+            schedconfig.load(args.scheduler_config)
+        except schedconfig.ConfigError as e:
+            print(f"kubepy controlplane: invalid scheduler configuration {args.scheduler_config}: {e}",
+                  file=sys.stderr)
+            return 2
+        sched += ["--config", str(args.scheduler_config.resolve())]
     cm = ["--log-level", args.log_level, "controller-manager", "--kubeconfig", kubeconfig,
           "--node-monitor-grace-period", str(args.node_monitor_grace_period),
           "--node-monitor-period", str(args.node_monitor_period),
@@ -291,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_apiserver)
 
     p = sub.add_parser("scheduler", help="run the scheduler")
-    p.add_argument("--kubeconfig", required=True, type=Path)
+    p.add_argument("--kubeconfig", type=Path, help="overrides the config file's clientConnection.kubeconfig")
+    p.add_argument("--config", type=Path, help="a KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1)")
     add_healthz_flags(p, 10259)
     p.set_defaults(func=cmd_scheduler)
 
@@ -335,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("controlplane", help="run API server, scheduler and controller manager, supervised")
     add_apiserver_flags(p)
     add_controller_flags(p)
+    p.add_argument("--scheduler-config", type=Path, default=None,
+                   help="a KubeSchedulerConfiguration file for the scheduler (its --config)")
     p.set_defaults(func=cmd_controlplane)
 
     from kubepy.tokencli import add_token_parser

@@ -614,6 +614,27 @@ class ScheduleResult:
     preemption_policy: str = ""
     next_start: int = 0  # where the next attempt should begin filtering
     pre_filter_message: str = ""  # set when a PreFilter rejected the pod for every node
+    examined: int = 0  # nodes filtered (percentageOfNodesToScore may stop early)
+    feasible: int = 0
+    # (plugin, weight, normalized scores over the feasible nodes, in scores' order): why this node
+    contributions: list[tuple[str, int, list[int]]] = field(default_factory=list)
+
+    def why(self) -> str:
+        """Why the chosen node: its total and each plugin's weighted share, the
+        runner-up, and how many nodes were looked at (the scheduler's log line and
+        the tail of its Scheduled event)."""
+        if self.node is None:
+            return ""
+        looked = f"{self.examined} of {self.num_nodes} nodes examined"
+        if not self.scores:
+            return f"the only feasible node, {looked}"
+        names = list(self.scores)
+        i = names.index(self.node)
+        parts = " ".join(f"{name}={weight * scores[i]}" for name, weight, scores in self.contributions)
+        others = [(total, name) for name, total in self.scores.items() if name != self.node]
+        total, runner = max(others)
+        return (f"score {self.scores[self.node]} of {self.feasible} feasible, {looked}: {parts}; "
+                f"runner-up {runner} {total}")
 
     @property
     def filter_reasons(self) -> dict[str, list[str]]:
@@ -711,6 +732,7 @@ def schedule_one(
             if len(feasible) >= enough:
                 break
     result.next_start = (start + examined) % len(node_infos)
+    result.examined, result.feasible = examined, len(feasible)
 
     if len(feasible) <= 1:
         result.node = feasible[0].name if feasible else None
@@ -727,6 +749,7 @@ def schedule_one(
         normalize = getattr(plugin, "normalize", None)
         if normalize is not None:
             raw = normalize(raw)
+        result.contributions.append((plugin.name, weight, raw))
         totals = [t + s * weight for t, s in zip(totals, raw)]
 
     best = max(totals)

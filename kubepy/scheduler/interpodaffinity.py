@@ -57,6 +57,7 @@ REASON_AFFINITY_NOT_MATCH = "node(s) didn't match pod affinity rules"
 REASON_ANTI_AFFINITY_NOT_MATCH = "node(s) didn't match pod anti-affinity rules"
 REASON_EXISTING_ANTI_AFFINITY_NOT_MATCH = "node(s) didn't satisfy existing pods anti-affinity rules"
 HARD_POD_AFFINITY_WEIGHT = 1  # upstream's InterPodAffinityArgs default
+_HARD = 0  # the weight an existing pod's required affinity term scores with: hardPodAffinityWeight
 
 _NOTHING = LabelSelector(nothing=True)
 
@@ -168,7 +169,7 @@ def _existing_terms(node_info: NodeInfo) -> tuple[Counter[AffinityTerm], Counter
         terms = pod_affinity_terms(p)
         anti.update(terms.required_anti)
         for t in terms.required_affinity:
-            scoring[(1, t, HARD_POD_AFFINITY_WEIGHT)] += 1
+            scoring[(1, t, _HARD)] += 1   # weighed by the plugin's hardPodAffinityWeight
         for t, w in terms.preferred_affinity:
             scoring[(1, t, w)] += 1
         for t, w in terms.preferred_anti:
@@ -250,8 +251,11 @@ class InterPodAffinity:
     _ANTI = Status(UNSCHEDULABLE, (REASON_ANTI_AFFINITY_NOT_MATCH,))
     _EXISTING = Status(UNSCHEDULABLE, (REASON_EXISTING_ANTI_AFFINITY_NOT_MATCH,))
 
-    def __init__(self, listers: Any = None) -> None:
+    def __init__(self, listers: Any = None, *, hard_pod_affinity_weight: int = HARD_POD_AFFINITY_WEIGHT,
+                 ignore_preferred_terms_of_existing_pods: bool = False) -> None:
         self.listers = listers
+        self.hard_weight = hard_pod_affinity_weight
+        self.ignore_existing_preferred = ignore_preferred_terms_of_existing_pods
 
     # -- namespaces -------------------------------------------------------
     def _namespace_labels(self, ns: str) -> Mapping[str, str] | None:
@@ -387,6 +391,10 @@ class InterPodAffinity:
             if ni.affinity_pods:
                 _, scoring = ni.derived("InterPodAffinity/existing", _existing_terms)
                 for (sign, t, w), n in scoring.items():
+                    if w == _HARD:
+                        w = self.hard_weight
+                    elif self.ignore_existing_preferred:
+                        continue
                     value = labels.get(t.topology_key)
                     if value is None:
                         continue

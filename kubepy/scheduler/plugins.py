@@ -99,6 +99,21 @@ class NodeUnschedulable:
         return self._REJECT
 
 
+class NodeName:
+    """A pod naming its node (``spec.nodeName``) fits only there (upstream's
+    NodeName).  Such pods skip the scheduler, so this decides only in a
+    simulation such as preemption's."""
+
+    name = "NodeName"
+    _REJECT = Status(UNSCHEDULABLE_AND_UNRESOLVABLE, ("node(s) didn't match the requested node name",))
+
+    def pre_filter(self, pod: PodInfo) -> bool:
+        return bool(pod.spec.get("nodeName"))
+
+    def filter(self, pod: PodInfo, node_info: NodeInfo) -> Status:
+        return OK if pod.spec.get("nodeName") == node_info.name else self._REJECT
+
+
 class NodeReady:
     """Nodes whose Ready condition is not True take no new pods.
 
@@ -352,6 +367,59 @@ class NodeResourcesLeastAllocated:
             _least_requested(node_info.non_zero_milli_cpu + cpu, alloc.milli_cpu)
             + _least_requested(node_info.non_zero_memory + memory, alloc.memory)
         ) // 2
+
+
+class NodeResourcesAllocated:
+    """NodeResourcesFit's score with a configured ``scoringStrategy`` (upstream's
+    NodeResourcesFitArgs): ``LeastAllocated`` (most room left), ``MostAllocated``
+    (bin packing) or ``RequestedToCapacityRatio`` (a piecewise-linear ``shape`` of
+    utilization → score), each per resource and averaged by the resources' weights.
+    cpu and memory are charged with non-zero requests, other resources as requested."""
+
+    name = "NodeResourcesFit"
+
+    def __init__(self, strategy: str = "LeastAllocated", resources: Sequence[tuple[str, int]] = (("cpu", 1), ("memory", 1)),
+                 shape: Sequence[tuple[int, int]] = ()) -> None:
+        self.strategy = strategy
+        self.resources = tuple(resources)
+        self.weight_sum = sum(w for _, w in self.resources) or 1
+        # utilization 0..100 -> score 0..100 (the config's 0..10 scores scaled)
+        self.shape = tuple(shape)
+
+    def _fraction_score(self, requested: int, capacity: int) -> int:
+        if self.strategy == "LeastAllocated":
+            return _least_requested(requested, capacity)
+        if capacity == 0:
+            return 0
+        if self.strategy == "MostAllocated":
+            return min(requested, capacity) * MAX_NODE_SCORE // capacity
+        return _broken_linear(self.shape, min(requested, capacity) * 100 // capacity)
+
+    def score(self, pod: PodInfo, node_info: NodeInfo, ctx: SchedulingContext) -> int:
+        cpu, memory = pod.non_zero_requests
+        alloc = node_info.allocatable
+        total = 0
+        for resource, weight in self.resources:
+            if resource == "cpu":
+                req, cap = node_info.non_zero_milli_cpu + cpu, alloc.milli_cpu
+            elif resource == "memory":
+                req, cap = node_info.non_zero_memory + memory, alloc.memory
+            else:
+                req = node_info.requested_scalars.get(resource, 0) + pod.requests.scalars.get(resource, 0)
+                cap = alloc.scalars.get(resource, 0)
+            total += self._fraction_score(req, cap) * weight
+        return total // self.weight_sum
+
+
+def _broken_linear(shape: Sequence[tuple[int, int]], x: int) -> int:
+    """Upstream's BuildBrokenLinearFunction: interpolate between the points."""
+    for i, (ux, uy) in enumerate(shape):
+        if x <= ux:
+            if i == 0:
+                return uy
+            px, py = shape[i - 1]
+            return py + (uy - py) * (x - px) // (ux - px)
+    return shape[-1][1] if shape else 0
 
 
 class NodeResourcesBalancedAllocation:

@@ -20,7 +20,8 @@ import heapq
 import itertools
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Container
+from dataclasses import dataclass
 from typing import Any
 
 from kubepy.client import (
@@ -36,12 +37,11 @@ from kubepy.client import (
 from kubepy.meta.volumes import ANN_SELECTED_NODE, LOCAL_PATH_PROVISIONER
 from kubepy.scheduler.listers import Listers
 from kubepy.scheduler import preemption
+from kubepy.scheduler.config import SchedulerConfig, build_plugins, default_config
 from kubepy.scheduler.framework import (
     NodeInfo,
     PodInfo,
     ScheduleResult,
-    default_filters,
-    default_scorers,
     num_feasible_nodes_to_find,
     schedule_one,
 )
@@ -64,10 +64,14 @@ def _is_terminated(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
-def _wants_us(pod: dict[str, Any], name: str) -> bool:
+def _profile_name(pod: dict[str, Any]) -> str:
+    return (pod.get("spec") or {}).get("schedulerName") or DEFAULT_SCHEDULER
+
+
+def _wants_us(pod: dict[str, Any], names: Container[str]) -> bool:
     spec = pod.get("spec") or {}
     return (not spec.get("nodeName") and not spec.get("schedulingGates")
-            and (spec.get("schedulerName") or DEFAULT_SCHEDULER) == name
+            and _profile_name(pod) in names
             and not (pod.get("metadata") or {}).get("deletionTimestamp") and not _is_terminated(pod))
 
 
@@ -89,21 +93,38 @@ class PriorityQueue(WorkQueue):
         return heapq.heappop(self._heap)[2]
 
 
+@dataclass
+class _Profile:
+    """One ``schedulerName``'s plugins, as the configuration made them."""
+
+    name: str
+    filters: list[Any]
+    scorers: list[tuple[Any, int]]
+    preemption: bool
+    percentage: int
+    recorder: EventRecorder
+
+
 class Scheduler:
     def __init__(self, client: Client, *, name: str = DEFAULT_SCHEDULER, rng: random.Random | None = None,
-                 percentage_of_nodes_to_score: int = 0) -> None:
+                 percentage_of_nodes_to_score: int = 0, config: SchedulerConfig | None = None) -> None:
         self.client = client
-        self.name = name
+        if config is None:
+            config = default_config()
+            config.profiles[0].scheduler_name = name
+            config.percentage_of_nodes_to_score = percentage_of_nodes_to_score
+        self.config = config
+        self.name = config.profiles[0].scheduler_name
         self.rng = rng or random.Random()
-        self.percentage = percentage_of_nodes_to_score
-        self.recorder = EventRecorder(client, component=name)
+        self.percentage = config.percentage_of_nodes_to_score
         self.nodes = Informer(client, "nodes")
         self.pods = Informer(client, "pods")
         self.node_infos: dict[str, NodeInfo] = {}
         self._node_list: list[NodeInfo] | None = None  # the order schedule_one walks, rebuilt on change
         self._waiting_for_node: dict[str, dict[str, dict[str, Any]]] = {}  # node -> pod key -> pod
         self.pdbs = Informer(client, "poddisruptionbudgets")
-        self.queue = PriorityQueue(self._priority_of, base_delay=1.0, max_delay=10.0, name="scheduler")
+        self.queue = PriorityQueue(self._priority_of, base_delay=config.pod_initial_backoff_seconds,
+                                   max_delay=config.pod_max_backoff_seconds, name="scheduler")
         self.nominated: dict[str, str] = {}  # pod key -> node it preempted on, until it is bound or gone
         self.unschedulable: set[str] = set()
         self.assumed: dict[str, str] = {}  # pod key -> node, until the informer shows the binding
@@ -114,12 +135,23 @@ class Scheduler:
         self.volume_listers = _VolumeListers(self.volume_informers)
         # Namespaces' labels and the workloads behind default spreading.
         self.listers = Listers.from_client(client)
-        filters = default_filters(self.listers)  # plugins hold no per-pod state
-        # Upstream runs VolumeBinding before its last two, PodTopologySpread and InterPodAffinity.
-        filters.insert(len(filters) - 2, VolumeBinding(self.volume_listers,
-                                                       capacity_provisioners=frozenset({LOCAL_PATH_PROVISIONER})))
-        self._filters = filters
-        self._scorers = default_scorers(self.listers)
+        volume_binding = VolumeBinding(self.volume_listers, capacity_provisioners=frozenset({LOCAL_PATH_PROVISIONER}))
+        self.profiles: dict[str, _Profile] = {}
+        for prof in config.profiles:  # plugins hold no per-pod state
+            filters, scorers = build_plugins(prof, listers=self.listers, volume_binding=volume_binding)
+            percentage = (prof.percentage_of_nodes_to_score if prof.percentage_of_nodes_to_score is not None
+                          else config.percentage_of_nodes_to_score)
+            self.profiles[prof.scheduler_name] = _Profile(
+                prof.scheduler_name, filters, scorers, prof.preemption, percentage,
+                EventRecorder(client, component=prof.scheduler_name))
+            log.info("scheduler profile name=%s filters=%s scores=%s preemption=%s percentage_of_nodes_to_score=%d",
+                     prof.scheduler_name, ",".join(p.name for p in filters),
+                     ",".join(f"{p.name}:{w}" for p, w in scorers), prof.preemption, percentage)
+        for note in config.notes:
+            log.info("scheduler config note=%r", note)
+        first = self.profiles[self.name]
+        self.recorder = first.recorder
+        self._filters, self._scorers = first.filters, first.scorers
         self.bound = 0
         self.nodes.add_handler(self._node_added, self._node_updated, self._node_deleted)
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
@@ -180,7 +212,7 @@ class Scheduler:
             if not _is_terminated(pod):
                 self._account(pod)
                 self._retry_waiting_for_peers()
-        elif _wants_us(pod, self.name):
+        elif _wants_us(pod, self.profiles):
             self._note_nomination(pod)
             self.queue.add(object_key(pod))
 
@@ -197,7 +229,7 @@ class Scheduler:
                 self._account(new)
                 if not (old.get("spec") or {}).get("nodeName"):
                     self._retry_waiting_for_peers()
-        elif _wants_us(new, self.name):
+        elif _wants_us(new, self.profiles):
             self._note_nomination(new)
             if key not in self.unschedulable and key not in self.assumed:
                 self.queue.add(key)
@@ -269,7 +301,8 @@ class Scheduler:
             for t in [*tasks, *self._bind_tasks]:
                 t.cancel()
             await asyncio.gather(*tasks, *self._bind_tasks, return_exceptions=True)
-            await self.recorder.flush()
+            for prof in self.profiles.values():
+                await prof.recorder.flush()
 
     async def _flush_unschedulable(self) -> None:
         while True:
@@ -283,24 +316,27 @@ class Scheduler:
 
     async def _schedule(self, key: str) -> None:
         pod = self.pods.cache.get(key)
-        if pod is None or not _wants_us(pod, self.name) or key in self.assumed:
+        if pod is None or not _wants_us(pod, self.profiles) or key in self.assumed:
             return
+        prof = self.profiles[_profile_name(pod)]
         info = PodInfo(pod)
         nodes = self._with_nominated(info, self._nodes_in_order())
-        max_feasible = num_feasible_nodes_to_find(len(nodes), self.percentage) if nodes else None
-        result = schedule_one(info, nodes, filters=self._filters, scorers=self._scorers, rng=self.rng,
+        max_feasible = num_feasible_nodes_to_find(len(nodes), prof.percentage) if nodes else None
+        result = schedule_one(info, nodes, filters=prof.filters, scorers=prof.scorers, rng=self.rng,
                               max_feasible=max_feasible, start=self._next_start)
         self._next_start = result.next_start
         if result.node is None:
-            self._unschedulable(key, pod, self._preempt(key, info, nodes, result))
+            self._unschedulable(key, pod, self._preempt(key, info, nodes, result, prof), prof)
             return
         node = result.node
+        why = result.why()
+        log.info("scheduled pod=%s node=%s profile=%s %s", key, node, prof.name, why)
         self.assumed[key] = node
         self.nominated.pop(key, None)
         self.node_infos[node].add_pod(_assumed_copy(pod, node, info))
         self.queue.forget(key)
         await self._binds.acquire()
-        task = asyncio.create_task(self._bind(key, pod, node))
+        task = asyncio.create_task(self._bind(key, pod, node, prof, why))
         self._bind_tasks.add(task)
         task.add_done_callback(self._bind_tasks.discard)
 
@@ -334,16 +370,19 @@ class Scheduler:
             out.append(info)
         return out
 
-    def _preempt(self, key: str, pod: PodInfo, nodes: list[NodeInfo], result: ScheduleResult) -> str:
+    def _preempt(self, key: str, pod: PodInfo, nodes: list[NodeInfo], result: ScheduleResult,
+                 prof: _Profile) -> str:
         """DefaultPreemption: evict lower-priority pods so ``pod`` fits later. Returns the event message."""
         base = result.message()
         if result.num_nodes == 0:
             return base
         head = base.split(" preemption:")[0]
+        if not prof.preemption:
+            return head  # no PostFilter plugin: the filters' verdict is all there is to say
         why = preemption.eligible(pod, self.node_infos)
         if why is not None:
             return f"{head} preemption: {why}"
-        cand, verdicts = preemption.find_candidate(pod, nodes, result.statuses, self._filters,
+        cand, verdicts = preemption.find_candidate(pod, nodes, result.statuses, prof.filters,
                                                    self.pdbs.cache.list())
         if cand is None:
             return base
@@ -351,12 +390,12 @@ class Scheduler:
         victims = ", ".join(f"{v.metadata.get('namespace')}/{v.metadata.get('name')}" for v in cand.victims)
         log.info("preempting pod=%s node=%s victims=%s pdb_violations=%d", key, cand.node, victims,
                  cand.pdb_violations)
-        task = asyncio.create_task(self._evict_victims(key, pod, cand))
+        task = asyncio.create_task(self._evict_victims(key, pod, cand, prof))
         self._bind_tasks.add(task)
         task.add_done_callback(self._bind_tasks.discard)
         return head
 
-    async def _evict_victims(self, key: str, pod: PodInfo, cand: preemption.Candidate) -> None:
+    async def _evict_victims(self, key: str, pod: PodInfo, cand: preemption.Candidate, prof: _Profile) -> None:
         meta = pod.metadata
         try:
             await self.client.patch("pods", meta["name"], {"status": {"nominatedNodeName": cand.node}},
@@ -368,7 +407,7 @@ class Scheduler:
         for victim in cand.victims:
             vm = victim.metadata
             cond = {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
-                    "message": f"{self.name}: preempting to accommodate a higher priority pod",
+                    "message": f"{prof.name}: preempting to accommodate a higher priority pod",
                     "lastTransitionTime": _now()}
             try:
                 await self.client.patch("pods", vm["name"], {"status": {"conditions": [cond]}},
@@ -380,10 +419,10 @@ class Scheduler:
                 log.warning("preemption delete failed victim=%s/%s err=%s", vm["namespace"], vm["name"], e)
                 continue
             log.info("preempted victim=%s/%s preemptor=%s node=%s", vm["namespace"], vm["name"], key, cand.node)
-            self.recorder.event(victim.pod, "Normal", "Preempted",
+            prof.recorder.event(victim.pod, "Normal", "Preempted",
                                 f"Preempted by pod {meta.get('uid', '')} on node {cand.node}")
 
-    async def _bind(self, key: str, pod: dict[str, Any], node: str) -> None:
+    async def _bind(self, key: str, pod: dict[str, Any], node: str, prof: _Profile, why: str) -> None:
         meta = pod["metadata"]
         try:
             await self._select_node_for_claims(pod, node)
@@ -394,7 +433,8 @@ class Scheduler:
             }, namespace=meta["namespace"], subresource="binding", name=meta["name"])
             self.bound += 1
             log.info("bound pod=%s node=%s", key, node)
-            self.recorder.event(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node}")
+            # Upstream's words, then why this node (its scores, the runner-up): the dashboard's source.
+            prof.recorder.event(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node} ({why})")
         except (NotFoundError, ConflictError) as e:
             # Deleted meanwhile, or already bound (by us, before a restart): nothing to undo
             # beyond our assumption, which the informer will correct.
@@ -416,13 +456,13 @@ class Scheduler:
             if info is not None and not ((current or {}).get("spec") or {}).get("nodeName") == node:
                 info.remove_pod(pod)
 
-    def _unschedulable(self, key: str, pod: dict[str, Any], message: str) -> None:
+    def _unschedulable(self, key: str, pod: dict[str, Any], message: str, prof: _Profile) -> None:
         self.unschedulable.add(key)
         cond = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"), None)
         if cond and cond.get("status") == "False" and cond.get("message") == message:
             return  # nothing new to say: no write, no event
         log.info("unschedulable pod=%s message=%r", key, message)
-        self.recorder.event(pod, "Warning", "FailedScheduling", message)
+        prof.recorder.event(pod, "Warning", "FailedScheduling", message)
         task = asyncio.create_task(self._set_condition(pod, message))
         self._bind_tasks.add(task)
         task.add_done_callback(self._bind_tasks.discard)
@@ -476,11 +516,12 @@ def _assumed_copy(pod: dict[str, Any], node: str, info: PodInfo) -> PodInfo:
     return info
 
 
-async def run_scheduler(kubeconfig: str, *, stop: asyncio.Event | None = None) -> None:
+async def run_scheduler(kubeconfig: str, *, stop: asyncio.Event | None = None,
+                        config: SchedulerConfig | None = None) -> None:
     from kubepy.client import ClientConfig
 
     client = Client(ClientConfig.from_kubeconfig(kubeconfig), user_agent="kubepy-scheduler")
-    scheduler = Scheduler(client)
+    scheduler = Scheduler(client, config=config)
     task = asyncio.create_task(scheduler.run())
     try:
         if stop is None:

@@ -76,7 +76,7 @@ class Constraint:
 
 # The system default constraints (upstream's systemDefaultConstraints); their
 # selector is filled in per pod.
-DEFAULT_CONSTRAINTS = ((3, LABEL_HOSTNAME), (5, LABEL_ZONE))
+DEFAULT_CONSTRAINTS = ((3, LABEL_HOSTNAME, "ScheduleAnyway"), (5, LABEL_ZONE, "ScheduleAnyway"))
 
 
 def _selector(raw: Mapping[str, Any], labels: Mapping[str, str]) -> LabelSelector:
@@ -181,8 +181,13 @@ class PodTopologySpread:
     _LABEL = Status(UNSCHEDULABLE_AND_UNRESOLVABLE, (REASON_NODE_LABEL_NOT_MATCH,))
     _SKEW = Status(UNSCHEDULABLE, (REASON_CONSTRAINTS_NOT_MATCH,))
 
-    def __init__(self, listers: Any = None) -> None:
+    def __init__(self, listers: Any = None,
+                 default_constraints: Sequence[tuple[int, str, str]] = DEFAULT_CONSTRAINTS) -> None:
+        """*default_constraints*: (maxSkew, topologyKey, whenUnsatisfiable) applied to pods
+        without constraints of their own, selecting their Service's/workload's pods
+        (upstream's PodTopologySpreadArgs; the system defaults unless configured)."""
         self.listers = listers
+        self.default_constraints = tuple(default_constraints)
         self._aggregates: dict[Any, _Aggregate] = {}
 
     def _defaults(self, pod: PodInfo) -> tuple[Constraint, ...]:
@@ -192,7 +197,7 @@ class PodTopologySpread:
             sel = self.listers.default_selector(p.pod)
             if sel.empty():
                 return ()
-            return tuple(Constraint(skew, key, SCHEDULE_ANYWAY, sel) for skew, key in DEFAULT_CONSTRAINTS)
+            return tuple(Constraint(skew, key, when, sel) for skew, key, when in self.default_constraints)
         return pod.cached("PodTopologySpread/defaults", build)
 
     def _constraints(self, pod: PodInfo, action: str) -> tuple[Constraint, ...]:
