@@ -289,8 +289,23 @@ def test_extra_args_in_scripts_exist_in_the_cli():
             for flag in re.findall(r"--[a-z0-9-]+", m.group(1)):
                 assert flag in known, f"kubepy {sub} has no {flag}"
                 checked += 1
-    # None today (the control plane's node-role label moved to kubectl); any added later must exist.
-    assert checked >= 0 and re.search(r'extra_kubelet="', text)
+    # The kubelet's topology labels (--node-labels); the control plane's node-role label is kubectl's.
+    assert checked >= 1 and re.search(r'extra_kubelet="', text)
+
+
+@pytest.mark.parametrize("zone,region,want", [
+    ("", "", ""),
+    ("a", "", "--node-labels topology.kubernetes.io/zone=a"),
+    ("b", "eu", "--node-labels topology.kubernetes.io/zone=b,topology.kubernetes.io/region=eu"),
+    ("", "eu", "--node-labels topology.kubernetes.io/region=eu"),
+])
+def test_common_sh_gives_the_kubelet_its_topology_labels(zone, region, want):
+    text = (VAGRANT_DIR / "common.sh").read_text()
+    start = text.index("topology=\"\"")
+    end = text.index("\n", text.index("extra_kubelet=", start))
+    cp = subprocess.run(["bash", "-euc", text[start:end] + '\nprintf %s "$extra_kubelet"'], check=True,
+                        capture_output=True, text=True, env={"KUBEPY_ZONE": zone, "KUBEPY_REGION": region})
+    assert cp.stdout == want
 
 
 def test_scripts_call_no_unknown_kubepy_flags():
@@ -349,7 +364,7 @@ def test_controlplane_taint_and_label():
     assert re.search(r'kc taint node "\$NODE_NAME" "\$CONTROLPLANE_TAINT"', cp)
     # The label too, by the admin: NodeRestriction refuses a kubelet node-role.kubernetes.io/ labels.
     assert re.search(r'kc label node "\$NODE_NAME" "\$CONTROLPLANE_LABEL"', cp)
-    assert "--node-labels" not in (VAGRANT_DIR / "common.sh").read_text()
+    assert not re.search(r"--node-labels[^\n]*node-role", (VAGRANT_DIR / "common.sh").read_text())
 
 
 # -- the Vagrantfile ---------------------------------------------------------------------------------
@@ -495,9 +510,22 @@ def test_vagrantfile_settings(tmp_path):
     assert list(_machines(log)) == ["controlplane"]
 
 
+def test_vagrantfile_zones_and_region(tmp_path):
+    code, log, err = _evaluate_vagrantfile(tmp_path, KUBEPY_WORKERS="3", KUBEPY_ZONES="a, b", KUBEPY_REGION="eu")
+    assert code == 0, err
+    envs = {name: m["provision"][0]["opts"]["env"] for name, m in _machines(log).items()}
+    # Workers take the zones in turn (spreading has somewhere to go); the control plane is in the first.
+    assert {n: e["KUBEPY_ZONE"] for n, e in envs.items()} == {"controlplane": "a", "worker1": "a", "worker2": "b",
+                                                              "worker3": "a"}
+    assert {e["KUBEPY_REGION"] for e in envs.values()} == {"eu"}
+    code, log, err = _evaluate_vagrantfile(tmp_path)
+    assert {m["provision"][0]["opts"]["env"]["KUBEPY_ZONE"] for m in _machines(log).values()} == {""}
+
+
 @pytest.mark.parametrize("env", [{"KUBEPY_WORKERS": "two"}, {"KUBEPY_WORKERS": "-1"}, {"KUBEPY_SUBNET": "10.0"},
                                  {"KUBEPY_SUBNET": "300.1.2"}, {"KUBEPY_LIBVIRT_DRIVER": "xen"},
-                                 {"KUBEPY_MEMORY": "lots"}, {"KUBEPY_INSTALL": "sometimes"}])
+                                 {"KUBEPY_MEMORY": "lots"}, {"KUBEPY_INSTALL": "sometimes"},
+                                 {"KUBEPY_ZONES": "a,b c"}, {"KUBEPY_REGION": "-eu"}])
 def test_vagrantfile_rejects_bad_settings(tmp_path, env):
     code, _, err = _evaluate_vagrantfile(tmp_path, **env)
     assert code != 0 and next(iter(env)) in err

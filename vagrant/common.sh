@@ -153,7 +153,11 @@ log "private network: $NODE_IP on $NODE_IF"
 # -- /etc/default/kubepy: what the units read --------------------------------------
 # No node-role label from the kubelet: NodeRestriction refuses a kubelet the node-role.kubernetes.io/
 # labels (as upstream); controlplane.sh sets it with the admin's kubectl, as kubeadm does.
-extra_kubelet=""
+# Topology labels (KUBEPY_ZONES/KUBEPY_REGION in the Vagrantfile) are the kubelet's own to set.
+topology=""
+[ -z "${KUBEPY_ZONE:-}" ] || topology="topology.kubernetes.io/zone=$KUBEPY_ZONE"
+[ -z "${KUBEPY_REGION:-}" ] || topology="${topology:+$topology,}topology.kubernetes.io/region=$KUBEPY_REGION"
+extra_kubelet="${topology:+--node-labels $topology}"
 if write_file "$ENV_FILE" 0644 <<EOF; then touch "$RESTART_MARK"; fi
 # Written by kubepy's vagrant/common.sh; read by the kubepy-* systemd units.
 # Every daemon uses the private-network address, never eth0's.
