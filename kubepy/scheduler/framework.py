@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -367,6 +367,72 @@ def _pod_info(pod: Obj | PodInfo) -> PodInfo:
 _GENERATIONS = itertools.count(1)
 
 
+class _Journal:
+    """The NodeInfos that changed, by generation: a cache spanning every node
+    (topology spread's domain counts) catches up on the few that moved since
+    its last look instead of visiting them all.  Bounded: a cache that fell
+    further behind than it reaches learns so (``since`` answers None) and
+    rescans.  Copies made to simulate on (``clone``) are not recorded."""
+
+    LIMIT = 16384
+
+    def __init__(self) -> None:
+        self.entries: deque[tuple[int, NodeInfo]] = deque()
+        self.dropped = 0  # the newest generation no longer here
+        self.last = 0
+
+    def record(self, info: NodeInfo) -> None:
+        self.entries.append((info.generation, info))
+        self.last = info.generation
+        if len(self.entries) > self.LIMIT:
+            self.dropped = self.entries.popleft()[0]
+
+    def since(self, generation: int) -> list[NodeInfo] | None:
+        if generation < self.dropped:
+            return None
+        out = []
+        for gen, info in reversed(self.entries):
+            if gen <= generation:
+                break
+            out.append(info)
+        return out
+
+
+JOURNAL = _Journal()
+
+
+class NodeSubset:
+    """The nodes of a node list for which *pred* holds (say, those with
+    pods that have required anti-affinity), kept current from JOURNAL so a
+    plugin need not visit every node for every pod.  Order is not kept."""
+
+    def __init__(self, pred: Callable[[NodeInfo], Any]) -> None:
+        self.pred = pred
+        self.node_list: Sequence[NodeInfo] | None = None  # held, so its id is not reused
+        self.seen = 0
+        self.members: dict[str, NodeInfo] = {}
+        self.chosen: dict[str, NodeInfo] = {}
+
+    def of(self, node_infos: Sequence[NodeInfo]) -> Iterable[NodeInfo]:
+        changed = JOURNAL.since(self.seen) if self.node_list is node_infos else None
+        if changed is None:
+            self.members = {ni.name: ni for ni in node_infos}
+            self.chosen = {ni.name: ni for ni in node_infos if self.pred(ni)}
+        else:
+            for ni in changed:
+                if self.members.get(ni.name) is ni:
+                    if self.pred(ni):
+                        self.chosen[ni.name] = ni
+                    else:
+                        self.chosen.pop(ni.name, None)
+        self.node_list, self.seen = node_infos, JOURNAL.last
+        return self.chosen.values()
+
+# Moves whenever any node's image list changes: ImageLocality's per-image node
+# counts are kept until it (or the node list) does.
+IMAGES_VERSION = 0
+
+
 def _decrement(counter: Counter[Any], key: Any, by: int = 1) -> None:
     # Zero entries must go: membership tests mean "someone uses this".
     left = counter[key] - by
@@ -435,10 +501,11 @@ class NodeInfo:
     generation: int = 0
     _ports_any_ip: Counter[tuple[str, int]] = field(default_factory=Counter, repr=False)
     _pods: dict[str, PodInfo] = field(default_factory=dict, repr=False)
+    journaled: bool = True  # changes go to JOURNAL (not for simulation copies)
 
     @classmethod
-    def from_node(cls, node: Obj, pods: Iterable[Obj | PodInfo] = ()) -> NodeInfo:
-        info = cls(node)
+    def from_node(cls, node: Obj, pods: Iterable[Obj | PodInfo] = (), *, journaled: bool = True) -> NodeInfo:
+        info = cls(node, journaled=journaled)
         info.set_node(node)
         for pod in pods:
             info.add_pod(pod)
@@ -447,6 +514,8 @@ class NodeInfo:
     def set_node(self, node: Obj) -> None:
         """Take a newer version of the node, keeping its pods."""
         self.generation = next(_GENERATIONS)
+        if self.journaled:
+            JOURNAL.record(self)
         meta = node.get("metadata") or {}
         spec = node.get("spec") or {}
         status = node.get("status") or {}
@@ -464,7 +533,11 @@ class NodeInfo:
         self.allocatable = Resources(_milli(alloc.get("cpu", 0)), _value(alloc.get("memory", 0)), scalars)
         self.allowed_pods = _value(alloc["pods"]) if "pods" in alloc else DEFAULT_ALLOWED_PODS
         images = status.get("images")
-        self.images = _image_sizes(images) if images else {}
+        sizes = _image_sizes(images) if images else {}
+        if sizes != self.images:
+            global IMAGES_VERSION
+            IMAGES_VERSION += 1
+        self.images = sizes
 
     @property
     def pods(self) -> list[Obj]:
@@ -476,7 +549,7 @@ class NodeInfo:
 
     def clone(self) -> NodeInfo:
         """A copy to simulate on (preemption removes and re-adds pods on it)."""
-        return NodeInfo.from_node(self.node, self._pods.values())
+        return NodeInfo.from_node(self.node, self._pods.values(), journaled=False)
 
     def has_pod(self, pod: Obj | PodInfo) -> bool:
         return _pod_info(pod).key in self._pods
@@ -508,6 +581,8 @@ class NodeInfo:
 
     def _account(self, info: PodInfo, sign: int) -> None:
         self.generation = next(_GENERATIONS)
+        if self.journaled:
+            JOURNAL.record(self)
         if self._derived:
             self._derived.clear()
         has_affinity, required_anti = info.pod_affinity

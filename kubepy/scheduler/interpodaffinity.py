@@ -37,6 +37,7 @@ from kubepy.scheduler.framework import (
     UNSCHEDULABLE,
     UNSCHEDULABLE_AND_UNRESOLVABLE,
     NodeInfo,
+    NodeSubset,
     PodInfo,
     SchedulingContext,
     Status,
@@ -254,6 +255,8 @@ class InterPodAffinity:
     def __init__(self, listers: Any = None, *, hard_pod_affinity_weight: int = HARD_POD_AFFINITY_WEIGHT,
                  ignore_preferred_terms_of_existing_pods: bool = False) -> None:
         self.listers = listers
+        self._required_anti = NodeSubset(lambda ni: ni.required_anti_affinity_pods)
+        self._affinity = NodeSubset(lambda ni: ni.affinity_pods)
         self.hard_weight = hard_pod_affinity_weight
         self.ignore_existing_preferred = ignore_preferred_terms_of_existing_pods
 
@@ -290,9 +293,8 @@ class InterPodAffinity:
         existing: Counter[TopologyPair] = Counter()
         ns_labels = self._namespace_labels(pod.namespace)
         judged: dict[AffinityTerm, bool] = {}
-        for ni in node_infos:
-            if ni.required_anti_affinity_pods:
-                _add_existing(existing, ni, pod, ns_labels, judged)
+        for ni in self._required_anti.of(node_infos):
+            _add_existing(existing, ni, pod, ns_labels, judged)
         affinity: Counter[TopologyPair] = Counter()
         anti: Counter[TopologyPair] = Counter()
         if terms.required_affinity or terms.required_anti:
@@ -367,7 +369,7 @@ class InterPodAffinity:
     def pre_score(self, pod: PodInfo, ctx: SchedulingContext) -> bool:
         terms = self._incoming_terms(pod)
         has_preferred = bool(terms.preferred_affinity or terms.preferred_anti)
-        nodes = ctx.node_infos if has_preferred else [ni for ni in ctx.node_infos if ni.affinity_pods]
+        nodes = ctx.node_infos if has_preferred else list(self._affinity.of(ctx.node_infos))
         if not nodes:
             return False
         score: Counter[TopologyPair] = Counter()

@@ -385,6 +385,7 @@ class NodeResourcesAllocated:
         self.weight_sum = sum(w for _, w in self.resources) or 1
         # utilization 0..100 -> score 0..100 (the config's 0..10 scores scaled)
         self.shape = tuple(shape)
+        self._default = strategy == "LeastAllocated" and self.resources == (("cpu", 1), ("memory", 1))
 
     def _fraction_score(self, requested: int, capacity: int) -> int:
         if self.strategy == "LeastAllocated":
@@ -398,6 +399,9 @@ class NodeResourcesAllocated:
     def score(self, pod: PodInfo, node_info: NodeInfo, ctx: SchedulingContext) -> int:
         cpu, memory = pod.non_zero_requests
         alloc = node_info.allocatable
+        if self._default:  # the common case, without the loop
+            return (_least_requested(node_info.non_zero_milli_cpu + cpu, alloc.milli_cpu)
+                    + _least_requested(node_info.non_zero_memory + memory, alloc.memory)) // 2
         total = 0
         for resource, weight in self.resources:
             if resource == "cpu":
@@ -458,6 +462,23 @@ class ImageLocality:
 
     name = "ImageLocality"
 
+    def __init__(self) -> None:
+        self._counts: tuple[Any, dict[str, int]] = (None, {})
+
+    def _nodes_having(self, node_infos: Sequence[NodeInfo]) -> dict[str, int]:
+        """How many nodes hold each image, rebuilt only when a node's images or the
+        node list change (not once per pod)."""
+        from kubepy.scheduler import framework
+
+        key = (id(node_infos), len(node_infos), framework.IMAGES_VERSION)
+        if self._counts[0] != key:
+            counts: dict[str, int] = {}
+            for n in node_infos:
+                for image in n.images:
+                    counts[image] = counts.get(image, 0) + 1
+            self._counts = (key, counts)
+        return self._counts[1]
+
     @staticmethod
     def _images(pod: PodInfo) -> tuple[str, ...]:
         containers = [*(pod.spec.get("initContainers") or ()), *(pod.spec.get("containers") or ())]
@@ -465,11 +486,8 @@ class ImageLocality:
 
     def pre_score(self, pod: PodInfo, ctx: SchedulingContext) -> bool:
         images = pod.cached("ImageLocality/images", self._images)
-        spread: dict[str, float] = {}
-        for image in set(images):
-            have = sum(1 for n in ctx.node_infos if image in n.images)
-            if have:
-                spread[image] = have / len(ctx.node_infos)
+        having = self._nodes_having(ctx.node_infos)
+        spread = {image: having[image] / len(ctx.node_infos) for image in set(images) if image in having}
         pod.remember("ImageLocality/spread", spread)
         return bool(spread)
 

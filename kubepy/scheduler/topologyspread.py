@@ -32,6 +32,7 @@ from typing import Any
 
 from kubepy.meta.selectors import LabelSelector, Requirement, label_selector_from_dict
 from kubepy.scheduler.framework import (
+    JOURNAL,
     MAX_NODE_SCORE,
     OK,
     UNSCHEDULABLE,
@@ -158,9 +159,12 @@ class _Aggregate:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.per_node: dict[str, tuple[int, str | None, int]] = {}  # name -> (generation, domain, count)
+        # name -> (its NodeInfo, generation, domain, count)
+        self.per_node: dict[str, tuple[NodeInfo, int, str | None, int]] = {}
         self.totals: dict[str, int] = {}  # domain -> matching pods
         self.nodes: dict[str, int] = {}  # domain -> eligible nodes in it
+        self.node_list: Sequence[NodeInfo] | None = None  # the list last counted over (held: ids are reused)
+        self.seen = 0  # JOURNAL's last generation then
 
 
 @dataclass(slots=True)
@@ -215,15 +219,24 @@ class PodTopologySpread:
         keys = tuple(c.topology_key for c in constraints)
         ns = pod.namespace
         counts: list[dict[str, int]] = []
+        every_node_labelled = True
         for c in constraints:
             if (c.honor_node_affinity and _AFFINITY.pre_filter(pod)) or c.honor_taints:
                 counts.append(self._count_slowly(pod, c, keys, node_infos))
+                every_node_labelled = False
             else:
-                counts.append(self._domains(ns, c, keys, node_infos))
+                domains, labelled = self._domains(ns, c, keys, node_infos)
+                counts.append(domains)
+                every_node_labelled = every_node_labelled and labelled == len(node_infos)
         self_match = [1 if c.selector.matches(pod.labels) else 0 for c in constraints]
-        pod.remember("PodTopologySpread/filter", _FilterState(constraints, counts, _minimum(constraints, counts),
-                                                              self_match))
-        return True
+        minimum = _minimum(constraints, counts)
+        pod.remember("PodTopologySpread/filter", _FilterState(constraints, counts, minimum, self_match))
+        # Skip the per-node filter when it cannot reject: every node has the keys and even the
+        # fullest domain stays within maxSkew (an empty domain always does: maxSkew >= 1).
+        # Preemption's filter_simulated still finds the state.
+        return not (every_node_labelled and all(
+            max(counts[i].values(), default=0) + self_match[i] - minimum[i] <= c.max_skew
+            for i, c in enumerate(constraints)))
 
     def _count_slowly(self, pod: PodInfo, c: Constraint, keys: tuple[str, ...],
                       node_infos: Sequence[NodeInfo]) -> dict[str, int]:
@@ -240,10 +253,11 @@ class PodTopologySpread:
         return out
 
     def _domains(self, ns: str, c: Constraint, keys: tuple[str, ...],
-                 node_infos: Sequence[NodeInfo]) -> dict[str, int]:
+                 node_infos: Sequence[NodeInfo]) -> tuple[dict[str, int], int]:
         """Domain counts of the pods matching *c*'s selector in *ns*, over the
-        nodes with every key in *keys*.  Kept between pods: only nodes whose
-        generation moved since are recounted (one per bind, typically)."""
+        nodes with every key in *keys*, and how many nodes have them.  Kept
+        between pods: only nodes whose generation moved since are recounted
+        (one per bind, typically)."""
         cache_key = (ns, str(c.selector), c.topology_key, keys)
         agg = self._aggregates.get(cache_key)
         if agg is None or agg.size != len(node_infos):
@@ -253,28 +267,35 @@ class PodTopologySpread:
         per_node, totals, nodes = agg.per_node, agg.totals, agg.nodes
         derived_key, build = f"PodTopologySpread|{ns}|{c.selector}", _counter(ns, c.selector)
         tk = c.topology_key
-        for ni in node_infos:
+        # The same node list as last time: only the nodes the journal says changed.
+        changed = JOURNAL.since(agg.seen) if agg.node_list is node_infos else None
+        agg.node_list, agg.seen = node_infos, JOURNAL.last
+        for ni in node_infos if changed is None else changed:
             entry = per_node.get(ni.name)
             if entry is not None:
-                if entry[0] == ni.generation:
+                if entry[0] is not ni and changed is not None:
+                    continue  # not one of this list's nodes (another scheduler's, in tests)
+                if entry[1] == ni.generation and entry[0] is ni:
                     continue
-                if entry[1] is not None:
-                    totals[entry[1]] -= entry[2]
-                    nodes[entry[1]] -= 1
+                if entry[2] is not None:
+                    totals[entry[2]] -= entry[3]
+                    nodes[entry[2]] -= 1
+            elif changed is not None:
+                continue
             labels = ni.labels
             if all(k in labels for k in keys):
                 value = labels[tk]
                 n = ni.derived(derived_key, build) if ni.pod_count else 0
                 totals[value] = totals.get(value, 0) + n
                 nodes[value] = nodes.get(value, 0) + 1
-                per_node[ni.name] = (ni.generation, value, n)
+                per_node[ni.name] = (ni, ni.generation, value, n)
             else:
-                per_node[ni.name] = (ni.generation, None, 0)
+                per_node[ni.name] = (ni, ni.generation, None, 0)
         if len(per_node) != len(node_infos):
             # A node went and another came under a new name: start over.
             del self._aggregates[cache_key]
             return self._domains(ns, c, keys, node_infos)
-        return {v: n for v, n in totals.items() if nodes[v] > 0}
+        return {v: n for v, n in totals.items() if nodes[v] > 0}, sum(nodes.values())
 
     def filter_simulated(self, pod: PodInfo, original: NodeInfo, sim: NodeInfo) -> Status:
         """The filter on *sim*, a copy of *original* with pods removed or
