@@ -269,6 +269,7 @@ class PersistentVolumeController:
         if delayed and node is None:
             await self._claim_status(claim, "Pending")
             self._event(claim, "Warning", "ProvisioningFailed", f'node "{selected}" not found')
+            await self._reschedule(claim, selected)
             return
         pv = find_best_pv(self.volumes.cache.list(), claim, node=node)
         if pv is not None:
@@ -285,6 +286,18 @@ class PersistentVolumeController:
                                                               "no storage class is set")
             return
         await self._provision(claim, sc, selected)
+
+    async def _reschedule(self, claim: dict, node: str) -> None:
+        """The selected node cannot have this volume: drop the claim's selected-node so the
+        scheduler, waiting to bind the pod (PreBind), sends it elsewhere (upstream's
+        provisioner does the same on a final error)."""
+        try:
+            await self.client.patch("persistentvolumeclaims", _meta(claim)["name"],
+                                    {"metadata": {"annotations": {ANN_SELECTED_NODE: None}}},
+                                    namespace=_meta(claim).get("namespace"), patch_type="merge")
+        except NotFoundError:
+            return
+        log.info("selected node dropped claim=%s node=%s reason=ProvisioningFailed", object_key(claim), node)
 
     def _warn_if_no_room(self, claim: dict, sc: dict) -> None:
         """A delayed local-path claim no node can hold: say so now (the scheduler will not place its pod)."""
@@ -336,6 +349,7 @@ class PersistentVolumeController:
         if free is not None and request > free:
             self._event(claim, "Warning", "ProvisioningFailed",
                         f'node "{node}" has {_human(free)} of free storage, the claim requests {_human(request)}')
+            await self._reschedule(claim, node)
             return
         body = provisioned_volume(claim, sc, node, directory)
         name = body["metadata"]["name"]

@@ -45,13 +45,14 @@ from kubepy.scheduler.framework import (
     num_feasible_nodes_to_find,
     schedule_one,
 )
-from kubepy.scheduler.volumebinding import VolumeBinding, selected_node_claims
+from kubepy.scheduler.volumebinding import VolumeBinding, claim_progress, claims_to_bind, selected_node_claims
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SCHEDULER = "default-scheduler"
 UNSCHEDULABLE_FLUSH = 60.0
 MAX_BINDS_IN_FLIGHT = 32
+BIND_TIMEOUT = 600.0  # upstream VolumeBindingArgs.bindTimeoutSeconds
 
 
 def _now() -> str:
@@ -73,6 +74,10 @@ def _wants_us(pod: dict[str, Any], names: Container[str]) -> bool:
     return (not spec.get("nodeName") and not spec.get("schedulingGates")
             and _profile_name(pod) in names
             and not (pod.get("metadata") or {}).get("deletionTimestamp") and not _is_terminated(pod))
+
+
+class _PreBindFailed(Exception):
+    """The pod's claims will not be bound on the chosen node: schedule it again."""
 
 
 class PriorityQueue(WorkQueue):
@@ -153,6 +158,7 @@ class Scheduler:
         self.recorder = first.recorder
         self._filters, self._scorers = first.filters, first.scorers
         self.bound = 0
+        self.bind_timeout = BIND_TIMEOUT
         self.nodes.add_handler(self._node_added, self._node_updated, self._node_deleted)
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
         for resource, inf in self.volume_informers.items():
@@ -422,10 +428,39 @@ class Scheduler:
             prof.recorder.event(victim.pod, "Normal", "Preempted",
                                 f"Preempted by pod {meta.get('uid', '')} on node {cand.node}")
 
+    async def _wait_for_claims(self, key: str, pod: dict[str, Any], node: str, names: list[str]) -> None:
+        """VolumeBinding's PreBind: the pod is bound only once its delayed claims are, so a
+        provisioner that cannot serve the node (and drops the claim's selected-node) sends
+        the pod back to be scheduled elsewhere instead of stranding it there."""
+        ns = pod["metadata"]["namespace"]
+        seen: set[str] = set()
+        deadline = asyncio.get_running_loop().time() + self.bind_timeout
+        while True:
+            if self.pods.cache.get(key) is None:
+                raise NotFoundError(f'pods "{pod["metadata"]["name"]}" not found')
+            pending = []
+            for name in names:
+                claim = self.volume_listers.claim(ns, name)
+                if ((claim or {}).get("metadata") or {}).get("annotations", {}).get(ANN_SELECTED_NODE) == node:
+                    seen.add(name)
+                state = claim_progress(claim, node, seen_selected=name in seen)
+                if state == "waiting":
+                    pending.append(name)
+                elif state != "bound":
+                    raise _PreBindFailed(f'claim "{ns}/{name}": {state}')
+            if not pending:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise _PreBindFailed(f"timed out waiting for claims {', '.join(pending)} to be bound")
+            await asyncio.sleep(0.1)
+
     async def _bind(self, key: str, pod: dict[str, Any], node: str, prof: _Profile, why: str) -> None:
         meta = pod["metadata"]
         try:
+            waiting = claims_to_bind(pod, self.volume_listers)
             await self._select_node_for_claims(pod, node)
+            if waiting:
+                await self._wait_for_claims(key, pod, node, waiting)
             await self.client.create("pods", {
                 "apiVersion": "v1", "kind": "Binding",
                 "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
@@ -435,6 +470,12 @@ class Scheduler:
             log.info("bound pod=%s node=%s", key, node)
             # Upstream's words, then why this node (its scores, the runner-up): the dashboard's source.
             prof.recorder.event(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node} ({why})")
+        except _PreBindFailed as e:
+            message = f'running PreBind plugin "VolumeBinding": binding volumes: {e}'
+            log.info("bind aborted pod=%s node=%s reason=%r", key, node, message)
+            prof.recorder.event(pod, "Warning", "FailedScheduling", message)
+            self._forget_assumed(key, pod, node)
+            self.queue.add_rate_limited(key)
         except (NotFoundError, ConflictError) as e:
             # Deleted meanwhile, or already bound (by us, before a restart): nothing to undo
             # beyond our assumption, which the informer will correct.

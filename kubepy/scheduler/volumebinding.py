@@ -192,3 +192,29 @@ def selected_node_claims(pod: Obj, listers: VolumeListers) -> list[str]:
         if not _d(_d(claim.get("metadata")).get("annotations")).get(ANN_SELECTED_NODE):
             out.append(name)
     return out
+
+
+def claims_to_bind(pod: Obj, listers: VolumeListers) -> list[str]:
+    """The pod's unbound WaitForFirstConsumer claims: its binding waits for them (PreBind)."""
+    ns = str(_d(pod.get("metadata")).get("namespace") or "default")
+    out = []
+    for name, _ in pod_claims(pod):
+        claim = listers.claim(ns, name)
+        if claim is not None and not _is_bound(claim) and _is_delayed(claim, listers):
+            out.append(name)
+    return out
+
+
+def claim_progress(claim: Obj | None, node: str, *, seen_selected: bool) -> str:
+    """Where a claim the scheduler put on *node* stands: "bound", "waiting", or why the
+    binding must be abandoned (the claim went, or the provisioner gave the node up)."""
+    if claim is None:
+        return "the claim was deleted"
+    if _is_bound(claim):
+        return "bound"
+    selected = _d(_d(claim.get("metadata")).get("annotations")).get(ANN_SELECTED_NODE)
+    if selected and selected != node:
+        return f'the claim was selected for node "{selected}"'
+    if not selected and seen_selected:
+        return "provisioning failed on the selected node"
+    return "waiting"

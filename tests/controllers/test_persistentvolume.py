@@ -248,6 +248,8 @@ async def test_a_claim_no_node_can_hold_stays_pending_with_a_warning(cluster: Cl
     await cluster.sync()
     assert cluster.api.objects("persistentvolumes") == []
     assert 'node "n1" has 10Gi of free storage, the claim requests 100Ti' in cluster.events("ProvisioningFailed")
+    # ... and the node is given up, so the scheduler (waiting in PreBind) places the pod again.
+    assert volumes.ANN_SELECTED_NODE not in cluster.claim()["metadata"].get("annotations", {})
 
 
 async def test_a_node_that_published_nothing_is_not_provisioned_on(cluster: Cluster):

@@ -140,3 +140,53 @@ def test_every_class_of_the_local_path_provisioner_shares_the_nodes_room():
     retain = {**LOCAL, "metadata": {"name": "keep"}, "reclaimPolicy": "Retain"}
     listers = Listers([claim(sc="keep")], classes=(LOCAL, retain), caps=[cap("n1", "10Gi")])
     assert plugin(listers).filter(PodInfo(pod("data")), nodes("n1")[0]).reasons == ()
+
+
+async def test_the_pod_is_bound_only_once_its_claim_is_and_goes_elsewhere_when_provisioning_fails():
+    """PreBind: the scheduler selects a node for the claim and waits; the provisioner
+    giving that node up (dropping selected-node) sends the pod to be scheduled again."""
+    import asyncio
+
+    from kubepy.scheduler.scheduler import Scheduler
+    from kubepy.testing.fakeapi import FakeAPI
+    from tests.scheduler.test_scheduler_placement import wait_for
+
+    api = FakeAPI(seed=3)
+    api.seed("namespaces", {"metadata": {"name": "default"}})
+    for n in nodes("n1", "n2"):
+        api.seed("nodes", n.node)
+    api.seed("storageclasses", LOCAL)
+    for n, size in (("n1", "10Gi"), ("n2", "10Gi")):
+        api.seed("csistoragecapacities", cap(n, size))
+    api.seed("persistentvolumeclaims", claim())
+    api.seed("pods", pod("data"))
+    scheduler = Scheduler(api)
+    task = asyncio.create_task(scheduler.run())
+    selected = volumes.ANN_SELECTED_NODE
+    try:
+        def the(kind: str) -> dict:
+            (obj,) = api.objects(kind, "default")
+            return obj
+
+        first = await wait_for(lambda: the("persistentvolumeclaims")["metadata"]["annotations"].get(selected))
+        await asyncio.sleep(0.3)
+        assert not the("pods")["spec"].get("nodeName")          # waiting for the claim, not bound
+        # The node fills up and the provisioner gives it up: the pod is sent back and lands on the other node.
+        await api.patch("csistoragecapacities", f"local-path-{first}", {"capacity": "0"}, namespace="kube-system")
+        await api.patch("persistentvolumeclaims", "data", {"metadata": {"annotations": {selected: None}}},
+                        namespace="default")
+        events = await wait_for(lambda: [e["message"] for e in api.objects("events", "default")
+                                         if e["reason"] == "FailedScheduling"])
+        assert events == ['running PreBind plugin "VolumeBinding": binding volumes: claim "default/data": '
+                          'provisioning failed on the selected node']
+        second = await wait_for(lambda: the("persistentvolumeclaims")["metadata"]["annotations"].get(selected),
+                                timeout=15)
+        assert second != first
+        # The provisioner binds the claim: now the pod is bound, to that node.
+        await api.patch("persistentvolumeclaims", "data", {"spec": {"volumeName": "pvc-x"}}, namespace="default")
+        bound = await wait_for(lambda: the("pods")["spec"].get("nodeName"))
+        assert bound == second
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await api.close()
