@@ -167,9 +167,12 @@ def _run_async(coro, name: str = "kubepy") -> int:
     """Runs a daemon coroutine until SIGTERM/SIGINT, then cancels it cleanly."""
     import signal
 
+    from kubepy.children import use_pidfd_child_watcher
+
     async def main() -> None:
-        task = asyncio.ensure_future(coro)
         loop = asyncio.get_running_loop()
+        use_pidfd_child_watcher(loop)
+        task = asyncio.ensure_future(coro)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
         try:

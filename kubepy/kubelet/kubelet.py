@@ -626,8 +626,11 @@ def main(argv: list[str] | None = None) -> int:
     pyroute2_config.disable_mp_signal = True   # forked pyroute2 helpers die of SIGTERM, as meant
 
     async def run() -> None:
+        from kubepy.children import use_pidfd_child_watcher
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        use_pidfd_child_watcher(loop)   # the kubelet runs `ctr` for everything
         main_pid = os.getpid()
 
         def on_signal(signum: int, _frame: object) -> None:

@@ -471,6 +471,9 @@ class Runtime:
         self._containers: dict[str, dict[str, Any]] = {}   # id -> {"labels": ..., "image": ...}
         self._exits: dict[str, tuple[int, str]] = {}        # from events: id -> (status, exited_at)
         self._io_procs: dict[str, asyncio.subprocess.Process] = {}   # attachable containers we started
+        self._listing: asyncio.Future[Any] | None = None        # the container listing running now
+        self._next_listing: asyncio.Future[Any] | None = None   # the one callers arriving now will share
+        self._listing_tasks: set[asyncio.Task[None]] = set()
 
     # -- plumbing --------------------------------------------------------
 
@@ -742,10 +745,40 @@ class Runtime:
             self._containers[cid] = {"labels": labels, "image": labels.get(LABEL_IMAGE) or info.get("Image", "")}
         return self._containers[cid]
 
+    async def _containers_and_tasks(self) -> tuple[list[str], dict[str, tuple[int, str]]]:
+        """``ctr containers ls`` and ``ctr tasks ls``, shared: callers that arrive while a
+        listing runs all get the next one (it starts after they asked, so it shows what they
+        did before), instead of one pair of processes each: 30 pods starting at once on 2
+        cores spent most of their time forking listings."""
+        if self._next_listing is None:
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[Any] = loop.create_future()
+            self._next_listing = fut
+            previous = self._listing
+
+            async def run_round() -> None:
+                if previous is not None:
+                    await asyncio.wait([previous])
+                self._next_listing = None   # this round starts now: later callers wait for another
+                self._listing = fut
+                try:
+                    (_, out, _), tasks = await asyncio.gather(self._ctr("containers", "ls", "-q"), self._tasks())
+                    fut.set_result((out.split(), tasks))
+                except asyncio.CancelledError:
+                    fut.cancel()
+                    raise
+                except Exception as e:  # noqa: BLE001 - every waiter gets it, as if it had listed itself
+                    fut.set_exception(e)
+                    fut.exception()   # retrieved here too: a round nobody awaits any more must not warn
+
+            task = loop.create_task(run_round())
+            self._listing_tasks.add(task)
+            task.add_done_callback(self._listing_tasks.discard)
+        return await asyncio.shield(self._next_listing)
+
     async def list_containers(self, *, reap: bool = True) -> list[ContainerInfo]:
         """Every container with its task's state; STOPPED tasks are reaped (see module doc)."""
-        (_, out, _), tasks = await asyncio.gather(self._ctr("containers", "ls", "-q"), self._tasks())
-        ids = out.split()
+        ids, tasks = await self._containers_and_tasks()
         sem = asyncio.Semaphore(8)
 
         async def one(cid: str) -> ContainerInfo | None:

@@ -296,3 +296,37 @@ def test_node_object_and_conditions():
 
 def test_parse_duration():
     assert [parse_duration(x) for x in ("10s", "5m", "250ms", "2")] == [10, 300, 0.25, 2]
+
+
+async def test_concurrent_container_listings_share_ctr_runs(tmp_path):
+    """30 pod workers asking at once cost a couple of `ctr containers ls`/`tasks ls`
+    pairs, not 30; and a listing that started before a caller asked is not given to it."""
+    import asyncio
+
+    from kubepy.kubelet.runtime import Runtime
+
+    rt = Runtime(str(tmp_path / "c.sock"), state_dir=tmp_path)
+    calls: list[str] = []
+    gate = asyncio.Event()
+    state = {"ids": "a\n"}
+
+    async def fake_ctr(*args, **kw):
+        calls.append(args[0])
+        if args[0] == "containers" and args[1] == "ls":
+            snapshot = state["ids"]
+            await gate.wait()
+            return 0, snapshot, ""
+        return 0, "TASK PID STATUS\n", ""
+
+    rt._ctr = fake_ctr  # type: ignore[method-assign]
+    first = asyncio.create_task(rt._containers_and_tasks())
+    await asyncio.sleep(0.01)             # the first listing is running (held at the gate)
+    state["ids"] = "a\nb\n"               # a container created after it started...
+    later = [asyncio.create_task(rt._containers_and_tasks()) for _ in range(30)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    got_first = await first
+    got_later = await asyncio.gather(*later)
+    assert got_first[0] == ["a"]
+    assert all(g[0] == ["a", "b"] for g in got_later)   # ... is seen by everyone who asked after it
+    assert calls.count("containers") == 2 and calls.count("tasks") == 2
