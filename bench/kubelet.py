@@ -244,6 +244,30 @@ async def pod_bench(kubeconfig: Path, node: Node, batches: list[tuple[int, int]]
     return results
 
 
+def stage_breakdown(log: Path, sizes: list[int]) -> None:
+    """The kubelet's own account (its ``pod started`` lines): where each batch's start-up time went."""
+    import re
+
+    try:
+        text = log.read_text()
+    except OSError as e:
+        print(f"\n(no stage breakdown: {e})")
+        return
+    per_size: dict[int, dict[str, list[float]]] = {}
+    for m in re.finditer(r"pod started pod=\S+/b(\d+)-\d+-\d+ uid=\S+ (.*)", text):
+        stages = per_size.setdefault(int(m.group(1)), {})
+        for k, v in re.findall(r"(\S+)=(\d+)ms", m.group(2)):
+            stages.setdefault(k, []).append(float(v))
+    for size in sizes:
+        stages = per_size.get(size)
+        if not stages:
+            continue
+        print(f"\nwhere the time went, {size} pods at once (the kubelet's stages, ms; each pod's own account):")
+        print(f"{'stage':<14}{'n':>5}{'p50':>8}{'p99':>8}")
+        for k, v in stages.items():
+            print(f"{k:<14}{len(v):>5}{pct(v, 50):8.0f}{pct(v, 99):8.0f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default="1x5,10x3,30x2", help="PODSxREPEATS,… (pods created at once)")
@@ -289,6 +313,7 @@ def main() -> int:
                 extra = (f"; vs {size} concurrent ctr runs: {pct(r['ready'], 50) / pct(same, 50):.1f}x"
                          if same and size != 1 else "")
                 print(f"  {size:>2} pods at once: {pct(r['ready'], 50) / base:.1f}x{extra}")
+        stage_breakdown(root / name / "logs" / f"{name}-node1-kubelet.log", [size for size, _ in batches])
         worst = max((pct(r["ready"], 99) for r in pods.values() if r["ready"]), default=float("nan"))
         print(f"Kubernetes' SLO: p99 <= 5000 ms (worst p99 here: {worst * 1000:.0f} ms); "
               f"floor: one ctr run ({base * 1000:.0f} ms here)")

@@ -56,7 +56,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -357,6 +357,41 @@ def record_from_info(info: ContainerInfo, oom_ids: set[str]) -> ContainerRecord 
 
 # -- the worker -------------------------------------------------------------------
 
+class StartupClock:
+    """Where a pod's start-up time goes, stage by stage, from the moment the
+    kubelet saw the pod until every app container runs: logged once per pod
+    (``pod started ... queue=12ms list=30ms network=45ms ...``) so the cost is
+    visible without a profiler (bench/kubelet.py prints p50/p99 per stage)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.first_sync: float | None = None
+        self.spent: dict[str, float] | None = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.spent is None:
+            yield
+            return
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            if self.spent is not None:
+                self.spent[name] = self.spent.get(name, 0.0) + time.monotonic() - t
+
+    def line(self) -> str | None:
+        """The stages once, when the pod has started; None before and after."""
+        if self.spent is None:
+            return None
+        spent, self.spent = self.spent, None
+        now = time.monotonic()
+        parts = [f"total={(now - self.t0) * 1000:.0f}ms",
+                 f"queue={((self.first_sync or now) - self.t0) * 1000:.0f}ms"]
+        parts += [f"{k}={v * 1000:.0f}ms" for k, v in spent.items()]
+        return " ".join(parts)
+
+
 class PodWorker:
     """Owns one pod (by uid) for its whole life on this node."""
 
@@ -391,6 +426,7 @@ class PodWorker:
         # After the sandbox died (e.g. the node rebooted) the containers start again in a new one,
         # counting on from their last restart count, as Kubernetes does.
         self.restart_floor: dict[str, int] = {}
+        self.clock = StartupClock()
         if pod is not None:
             self.set_pod(pod)
             st = pod.get("status") or {}
@@ -513,8 +549,13 @@ class PodWorker:
         """One reconcile pass; True when the pod is gone and the worker may end."""
         pod = self.pod
         if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            self.clock.spent = None   # never started: nothing to report
             return await self.terminate()
-        await self.snapshot()
+        clock = self.clock
+        if clock.first_sync is None:
+            clock.first_sync = time.monotonic()
+        with clock.stage("list"):
+            await self.snapshot()
         base_status = self.k.status.last(self.uid) or pod.get("status") or {}
         if is_terminal(base_status.get("phase")):
             await self._stop_finished()
@@ -526,7 +567,9 @@ class PodWorker:
         if not await self.ensure_sandbox():
             await self.write_status()
             return False
-        if not await self.ensure_volumes():
+        with clock.stage("volumes"):
+            volumes_ready = await self.ensure_volumes()
+        if not volumes_ready:
             await self.write_status()
             return False
         if await self.check_local_storage():
@@ -559,9 +602,15 @@ class PodWorker:
             for c in spec.get("containers") or []:
                 if self.latest(c["name"], APP)[0] is None:
                     self.waiting[c["name"]] = ("PodInitializing", "")
-        await self.snapshot()
+        with clock.stage("list"):
+            await self.snapshot()
         await self._sync_probes()
-        status = await self.write_status()
+        with clock.stage("status"):
+            status = await self.write_status()
+        if clock.spent is not None and initialized and all(
+                (rec := self.latest(c["name"], APP)[0]) is not None and rec.running
+                for c in spec.get("containers") or []):
+            log.info("pod started pod=%s/%s uid=%s %s", self.namespace, self.name, self.uid, clock.line())
         if is_terminal(status.get("phase")):
             self.mark_dirty()   # tear down the sandbox of a finished pod
         return False
@@ -619,9 +668,11 @@ class PodWorker:
         live = next((r for r in reversed(sandboxes) if r.running), None)
         if live is not None and live.id == self.sandbox_id:
             return True
+        recreated = False
         if live is None and sandboxes or (live is None and any(r.kind != SANDBOX for r in self.records)):
             # The sandbox died (or vanished): start the pod again from a new one.
             log.info("sandbox gone, recreating pod=%s/%s uid=%s", self.namespace, self.name, self.uid)
+            recreated = True
             await self._stop_probes()
             for r in self.records:
                 if r.kind == APP:
@@ -638,40 +689,54 @@ class PodWorker:
         hostname = (spec.get("hostname") or meta["name"])[:63].rstrip("-.")
         res = pod_resources(spec)
         try:
-            if self._host_network():
-                self.pod_ip, self.netns_path = k.config.node_ip, None
-            else:
-                ip = await asyncio.to_thread(k.ipam.allocate, self.uid, name=f"{meta['namespace']}/{meta['name']}")
-                net = await asyncio.to_thread(k.network.setup_pod, namespace=meta["namespace"], name=meta["name"],
-                                              uid=self.uid, ip=ip)
-                self.pod_ip, self.netns_path = net.ip, net.netns_path
-            self.cgroup_path = await asyncio.to_thread(
-                k.cgroups.create, self.uid, cpu_request_milli=res.cpu_request_milli,
-                cpu_limit_milli=res.cpu_limit_milli, memory_limit_bytes=res.memory_limit)
-            self.etc_files = await asyncio.to_thread(
-                write_pod_files, self.pod_dir, hostname=hostname, pod_ip=self.pod_ip or "",
-                namespace=meta["namespace"], cluster_domain=k.config.cluster_domain,
-                dns_server=k.config.cluster_dns, dns_policy=spec.get("dnsPolicy", "ClusterFirst"),
-                host_aliases=spec.get("hostAliases") or [], dns_config=spec.get("dnsConfig"),
-                subdomain=spec.get("subdomain") or "")
-            self.hostname = hostname
-            self.shm_path = None if spec.get("hostIPC") else str(await asyncio.to_thread(ensure_shm, self.pod_dir))
+            clock = self.clock
+            with clock.stage("network"):
+                if self._host_network():
+                    self.pod_ip, self.netns_path = k.config.node_ip, None
+                else:
+                    ip = await asyncio.to_thread(k.ipam.allocate, self.uid,
+                                                 name=f"{meta['namespace']}/{meta['name']}")
+                    net = await asyncio.to_thread(k.network.setup_pod, namespace=meta["namespace"],
+                                                  name=meta["name"], uid=self.uid, ip=ip)
+                    self.pod_ip, self.netns_path = net.ip, net.netns_path
+            with clock.stage("cgroup"):
+                self.cgroup_path = await asyncio.to_thread(
+                    k.cgroups.create, self.uid, cpu_request_milli=res.cpu_request_milli,
+                    cpu_limit_milli=res.cpu_limit_milli, memory_limit_bytes=res.memory_limit)
+            with clock.stage("files"):
+                self.etc_files = await asyncio.to_thread(
+                    write_pod_files, self.pod_dir, hostname=hostname, pod_ip=self.pod_ip or "",
+                    namespace=meta["namespace"], cluster_domain=k.config.cluster_domain,
+                    dns_server=k.config.cluster_dns, dns_policy=spec.get("dnsPolicy", "ClusterFirst"),
+                    host_aliases=spec.get("hostAliases") or [], dns_config=spec.get("dnsConfig"),
+                    subdomain=spec.get("subdomain") or "")
+                self.hostname = hostname
+                self.shm_path = None if spec.get("hostIPC") else str(await asyncio.to_thread(ensure_shm,
+                                                                                             self.pod_dir))
             if live is None:
                 image = k.config.pod_infra_container_image
-                if not await k.runtime.image_exists(image):
+                with clock.stage("image"):
+                    present = await k.runtime.image_exists(image)
+                if not present:
                     raise PodError(f'pod infra image "{image}" is not present (import it; no pull is attempted)')
                 cid = container_id_for(meta["namespace"], meta["name"], "pause")
                 labels = self._labels(SANDBOX_NAME, SANDBOX, 0)
-                await k.runtime.run(ContainerSpec(
-                    id=cid, image=image, command=SANDBOX_COMMAND, netns_path=self.netns_path,
-                    uts_ns_path=f"/proc/{os.getpid()}/ns/uts" if self._host_network() else None,
-                    hostname=None if self._host_network() else hostname, shm_path=self.shm_path,
-                    cgroups_path=f"{self.cgroup_path}/{cid}", labels=labels))
+                with clock.stage("sandbox"):
+                    await k.runtime.run(ContainerSpec(
+                        id=cid, image=image, command=SANDBOX_COMMAND, netns_path=self.netns_path,
+                        uts_ns_path=f"/proc/{os.getpid()}/ns/uts" if self._host_network() else None,
+                        hostname=None if self._host_network() else hostname, shm_path=self.shm_path,
+                        cgroups_path=f"{self.cgroup_path}/{cid}", labels=labels))
                 k.container_pod[cid] = self.uid
                 log.info("sandbox started pod=%s/%s uid=%s container=%s ip=%s", self.namespace, self.name,
                          self.uid, cid, self.pod_ip)
                 self.sandbox_id = cid
-                await self.snapshot()
+                if recreated:
+                    # Re-created: what the old sandbox left (ephemeral containers are kept) must be
+                    # seen before this sync decides what to start. A first start needs no listing:
+                    # the sync's closing one shows the sandbox.
+                    with clock.stage("list"):
+                        await self.snapshot()
             else:
                 self.sandbox_id = live.id
                 log.info("sandbox adopted pod=%s/%s uid=%s container=%s ip=%s", self.namespace, self.name,
@@ -683,7 +748,8 @@ class PodWorker:
             log.warning("sandbox failed pod=%s/%s uid=%s err=%s", self.namespace, self.name, self.uid, e)
             self.wake_in(5.0)
             return False
-        self.sandbox_pid = await k.runtime.task_pid(self.sandbox_id)
+        with self.clock.stage("task-pid"):
+            self.sandbox_pid = await k.runtime.task_pid(self.sandbox_id)
         return True
 
     def _labels(self, name: str, kind: str, restart: int, log_path: str = "") -> dict[str, str]:
@@ -806,7 +872,9 @@ class PodWorker:
     async def start_container(self, c: dict[str, Any], kind: str, restart: int) -> bool:
         k, pod, name = self.k, self.pod, c["name"]
         assert pod is not None
-        if not await self.ensure_image(c):
+        with self.clock.stage("image"):
+            have_image = await self.ensure_image(c)
+        if not have_image:
             return False
         try:
             env = resolve_env(c, pod, pod_ip=self.pod_ip or "", host_ip=k.config.node_ip,
@@ -854,7 +922,8 @@ class PodWorker:
             cpu_shares=max(2, cpu_req * 1024 // 1000) if cpu_req else 2,
             cpu_quota=max(1000, cpu_millis(lim["cpu"]) * 100) if "cpu" in lim else None)
         try:
-            await k.runtime.run(spec)
+            with self.clock.stage("container"):
+                await k.runtime.run(spec)
         except RuntimeError_ as e:
             self.waiting[name] = ("RunContainerError", str(e))
             self.event("Warning", "Failed", f"Error: {e}")
@@ -872,8 +941,7 @@ class PodWorker:
         for old in self.instances(name, kind)[:-1]:
             with contextlib.suppress(RuntimeError_):
                 await k.runtime.remove(old.id)
-        await self.snapshot()
-        return True
+        return True   # sync's closing listing shows the new container
 
     async def _target_pid_ns(self, target: str) -> str:
         """The PID namespace of a running regular or init container, for an ephemeral container to join."""

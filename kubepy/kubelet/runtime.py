@@ -53,6 +53,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,6 +197,9 @@ class ImageInfo:
 
 
 # -- pure helpers ----------------------------------------------------------
+
+# How long a `ctr images ls` that showed an image is trusted (see Runtime.image_exists).
+IMAGE_PRESENT_TTL = 60.0
 
 # normalize_image_ref lives in kubepy.meta.images (the scheduler needs it too).
 
@@ -471,6 +475,7 @@ class Runtime:
         self._containers: dict[str, dict[str, Any]] = {}   # id -> {"labels": ..., "image": ...}
         self._exits: dict[str, tuple[int, str]] = {}        # from events: id -> (status, exited_at)
         self._io_procs: dict[str, asyncio.subprocess.Process] = {}   # attachable containers we started
+        self._present: dict[str, float] = {}   # image name -> when `ctr images ls` last showed it
         self._listing: asyncio.Future[Any] | None = None        # the container listing running now
         self._next_listing: asyncio.Future[Any] | None = None   # the one callers arriving now will share
         self._listing_tasks: set[asyncio.Task[None]] = set()
@@ -513,8 +518,19 @@ class Runtime:
     # -- images ----------------------------------------------------------
 
     async def image_exists(self, ref: str) -> bool:
-        _, out, _ = await self._ctr("images", "ls", "-q", f"name=={normalize_image_ref(ref)}")
-        return bool(out.strip())
+        """Whether the image is here; a yes is remembered for IMAGE_PRESENT_TTL seconds (every pod
+        start asks twice, and `ctr images ls` is a process each time), forgotten when the kubelet
+        removes the image or a container of it fails to start."""
+        name = normalize_image_ref(ref)
+        seen = self._present.get(name)
+        if seen is not None and time.monotonic() - seen < IMAGE_PRESENT_TTL:
+            return True
+        _, out, _ = await self._ctr("images", "ls", "-q", f"name=={name}")
+        if out.strip():
+            self._present[name] = time.monotonic()
+            return True
+        self._present.pop(name, None)
+        return False
 
     async def pull(self, ref: str, *, timeout: float = 300.0) -> str:
         name = normalize_image_ref(ref)
@@ -549,6 +565,7 @@ class Runtime:
     async def remove_image(self, ref: str) -> None:
         name = normalize_image_ref(ref)
         self._images.pop(name, None)
+        self._present.pop(name, None)
         code, _, err = await self._ctr("images", "rm", name, check=False)
         if code != 0:
             if "not found" in err:
@@ -620,6 +637,7 @@ class Runtime:
             else:
                 await self._ctr("run", "-d", *opts, "--null-io", spec.id)
         except BaseException:
+            self._present.pop(normalize_image_ref(spec.image), None)   # perhaps gone: ask ctr next time
             await asyncio.shield(self.remove(spec.id))
             raise
         self._containers[spec.id] = {"labels": labels, "image": image.ref}
@@ -817,7 +835,8 @@ class Runtime:
         return status
 
     async def task_pid(self, cid: str) -> int | None:
-        pid, status = (await self._tasks()).get(cid, (0, None))
+        _, tasks = await self._containers_and_tasks()   # a shared listing, started after we asked
+        pid, status = tasks.get(cid, (0, None))
         return pid if status in (RUNNING, PAUSED, CREATED) and pid else None
 
     async def exit_status(self, cid: str) -> int | None:
