@@ -118,6 +118,31 @@ def controller_config(args: argparse.Namespace):  # -> ControllerConfig
     )
 
 
+def add_leader_election_flags(p: argparse.ArgumentParser) -> None:
+    """Upstream's --leader-elect flags (kubepy's default is off: one control plane needs no election)."""
+    p.add_argument("--leader-elect", action="store_true", default=None,
+                   help="elect a leader on a Lease in kube-system before acting (several replicas: one acts)")
+    p.add_argument("--leader-elect-lease-duration", type=_duration, default=None, help="default 15s")
+    p.add_argument("--leader-elect-renew-deadline", type=_duration, default=None, help="default 10s")
+    p.add_argument("--leader-elect-retry-period", type=_duration, default=None, help="default 2s")
+    p.add_argument("--leader-elect-resource-name", default=None, help="the Lease's name")
+
+
+def leader_election(args: argparse.Namespace, name: str, base=None):  # -> LeaderElectionConfig | None
+    """The flags over *base* (a config file's leaderElection): None when election is off."""
+    from kubepy.client.leaderelection import LeaderElectionConfig
+
+    if not args.leader_elect and base is None:
+        return None
+    times = {attr: getattr(args, f"leader_elect_{attr}") for attr in ("lease_duration", "renew_deadline",
+                                                                      "retry_period")}
+    if base is not None:
+        times = {k: v if v is not None else getattr(base, k) for k, v in times.items()}
+    return LeaderElectionConfig(args.leader_elect_resource_name or (base.name if base else name),
+                                namespace=base.namespace if base else "kube-system",
+                                **{k: v for k, v in times.items() if v is not None})
+
+
 def add_healthz_flags(p: argparse.ArgumentParser, default_port: int) -> None:
     p.add_argument("--healthz-bind-address", default=f"127.0.0.1:{default_port}",
                    help=f"HOST:PORT for plain-HTTP /healthz (default 127.0.0.1:{default_port}; '' for none); "
@@ -141,6 +166,12 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     except schedconfig.ConfigError as e:
         print(f"kubepy scheduler: invalid configuration {args.config}: {e}", file=sys.stderr)
         return 2
+    try:
+        election = leader_election(args, "kube-scheduler", config.leader_election)
+    except ValueError as e:
+        print(f"kubepy scheduler: {e}", file=sys.stderr)
+        return 2
+    config.leader_election = election
     # As upstream: the flag wins over clientConnection.kubeconfig.
     kubeconfig = str(args.kubeconfig) if args.kubeconfig else config.kubeconfig
     if not kubeconfig:
@@ -180,10 +211,15 @@ def _run_async(coro, name: str = "kubepy") -> int:
         except asyncio.CancelledError:
             pass
 
+    from kubepy.client.leaderelection import LeadershipLost
+
     try:
         asyncio.run(main())
     except OSError as e:  # e.g. the health address is taken
         print(f"kubepy {name}: {e}", file=sys.stderr)
+        return 1
+    except LeadershipLost as e:   # as upstream: stop at once; the supervisor starts a new candidate
+        print(f"kubepy {name}: leaderelection lost: {e}", file=sys.stderr)
         return 1
     return 0
 
@@ -318,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scheduler", help="run the scheduler")
     p.add_argument("--kubeconfig", type=Path, help="overrides the config file's clientConnection.kubeconfig")
     p.add_argument("--config", type=Path, help="a KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1)")
+    add_leader_election_flags(p)
     add_healthz_flags(p, 10259)
     p.set_defaults(func=cmd_scheduler)
 

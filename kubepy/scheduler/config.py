@@ -76,6 +76,7 @@ class SchedulerConfig:
     pod_initial_backoff_seconds: float = 1.0
     pod_max_backoff_seconds: float = 10.0
     notes: list[str] = field(default_factory=list)  # accepted settings kubepy does not act on, for the log
+    leader_election: Any = None   # a LeaderElectionConfig when leaderElection.leaderElect is true
 
 
 def default_config() -> SchedulerConfig:
@@ -90,6 +91,27 @@ def load(path: str | Path) -> SchedulerConfig:
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not YAML: {e}") from None
     return parse(doc)
+
+
+def _leader_election(le: Mapping[str, Any]) -> Any:
+    from kubepy.client.leaderelection import LeaderElectionConfig
+    from kubepy.durations import parse_seconds
+
+    if le.get("resourceLock", "leases") != "leases":
+        raise ConfigError(f'leaderElection.resourceLock: Unsupported value: "{le["resourceLock"]}": '
+                          f'supported values: "leases"')
+    times = {}
+    for key, attr, default in (("leaseDuration", "lease_duration", "15s"), ("renewDeadline", "renew_deadline", "10s"),
+                               ("retryPeriod", "retry_period", "2s")):
+        try:
+            times[attr] = parse_seconds(str(le.get(key, default)))
+        except ValueError as e:
+            raise ConfigError(f"leaderElection.{key}: {e}") from None
+    try:
+        return LeaderElectionConfig(le.get("resourceName") or "kube-scheduler",
+                                    namespace=le.get("resourceNamespace") or "kube-system", **times)
+    except ValueError as e:
+        raise ConfigError(f"leaderElection: {e}") from None
 
 
 def _check_fields(obj: Any, path: str, allowed: Sequence[str]) -> Mapping[str, Any]:
@@ -126,8 +148,7 @@ def parse(doc: Any) -> SchedulerConfig:
         "leaderElect", "leaseDuration", "renewDeadline", "retryPeriod", "resourceLock", "resourceName",
         "resourceNamespace"))
     if le.get("leaderElect"):
-        raise ConfigError("leaderElection.leaderElect: kubepy's scheduler does not elect a leader yet; "
-                          "set it to false and run one scheduler")
+        cfg.leader_election = _leader_election(le)
     cc = _check_fields(top.get("clientConnection"), "clientConnection", (
         "kubeconfig", "qps", "burst", "contentType", "acceptContentTypes"))
     cfg.kubeconfig = cc.get("kubeconfig") or None

@@ -561,9 +561,14 @@ async def run_scheduler(kubeconfig: str, *, stop: asyncio.Event | None = None,
                         config: SchedulerConfig | None = None) -> None:
     from kubepy.client import ClientConfig
 
+    from kubepy.client.leaderelection import run_leader_elected
+
     client = Client(ClientConfig.from_kubeconfig(kubeconfig), user_agent="kubepy-scheduler")
-    scheduler = Scheduler(client, config=config)
-    task = asyncio.create_task(scheduler.run())
+
+    async def lead() -> None:
+        await Scheduler(client, config=config).run()
+
+    task = asyncio.create_task(run_leader_elected(client, config.leader_election if config else None, lead))
     try:
         if stop is None:
             await task

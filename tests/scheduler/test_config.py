@@ -81,7 +81,11 @@ def test_multipoint_star_leaves_only_what_is_enabled() -> None:
      "profiles[0].plugins.score.enabled[0].weight: Invalid value: 101: not in valid range [0-100]"),
     (conf({"plugins": {"permit": {"enabled": [{"name": "X"}]}}}),
      "profiles[0].plugins.permit: kubepy's scheduler has no permit extension point"),
-    (conf(leaderElection={"leaderElect": True}), "leaderElection.leaderElect: kubepy's scheduler does not elect"),
+    (conf(leaderElection={"leaderElect": True, "resourceLock": "endpoints"}),
+     'leaderElection.resourceLock: Unsupported value: "endpoints"'),
+    (conf(leaderElection={"leaderElect": True, "leaseDuration": "5s"}),
+     "leaderElection: leaseDuration must be greater than renewDeadline"),
+    (conf(leaderElection={"leaderElect": True, "retryPeriod": "soon"}), "leaderElection.retryPeriod: invalid duration"),
     (conf(extenders=[{"urlPrefix": "http://x"}]), "extenders: kubepy's scheduler does not call scheduler extenders"),
     (conf({"pluginConfig": [{"name": "PodTopologySpread", "args": {"defaultConstraints": [
         {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}]}}]}),
@@ -191,3 +195,19 @@ async def test_two_profiles_schedule_their_own_pods() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await api.close()
+
+
+def test_leader_election_from_the_file_and_the_flags() -> None:
+    from kubepy.cli import build_parser, leader_election
+
+    cfg = sc.parse(conf(leaderElection={"leaderElect": True, "leaseDuration": "30s", "renewDeadline": "20s",
+                                        "resourceName": "my-scheduler"}))
+    le = cfg.leader_election
+    assert (le.name, le.namespace, le.lease_duration, le.renew_deadline, le.retry_period) == (
+        "my-scheduler", "kube-system", 30.0, 20.0, 2.0)
+    assert sc.parse(conf(leaderElection={"leaderElect": False})).leader_election is None
+    args = build_parser().parse_args(["scheduler", "--kubeconfig", "k", "--leader-elect-retry-period", "3s"])
+    assert leader_election(args, "kube-scheduler", le).retry_period == 3.0       # a flag overrides the file
+    assert leader_election(args, "kube-scheduler") is None                        # off unless asked
+    args = build_parser().parse_args(["scheduler", "--kubeconfig", "k", "--leader-elect"])
+    assert leader_election(args, "kube-scheduler").name == "kube-scheduler"
