@@ -1,0 +1,30 @@
+"""ValidatingWebhookConfiguration (admissionregistration.k8s.io/v1): webhooks that may refuse a write.
+
+Called by ValidatingAdmissionWebhook (kubepy.api.webhookadmission) after the
+kind's own validation; defaults and validation are shared with the mutating
+kind in ``webhooks``.
+"""
+
+from __future__ import annotations
+
+from kubepy.kinds import Kind, Printer, Strategy, register
+from kubepy.kinds import validation as v
+from kubepy.kinds.admissionregistration import webhooks
+
+
+def _default(obj: dict, old: dict | None) -> None:
+    webhooks.default_webhooks(obj, mutating=False)
+
+
+def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
+    webhooks.validate_webhooks(obj, old, errs, mutating=False)
+
+
+VALIDATINGWEBHOOKCONFIGURATION = register(Kind(
+    "admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations",
+    namespaced=False, categories=("api-extensions",), model="V1ValidatingWebhookConfiguration",
+    api_types=("ValidatingWebhookConfiguration", "ValidatingWebhookConfigurationList", "ValidatingWebhook",
+               "WebhookClientConfig", "RuleWithOperations", "MatchCondition"),
+    strategy=Strategy(default=_default, validate=_validate),
+    printer=Printer(webhooks.COLUMNS, webhooks.cells),
+))
