@@ -24,6 +24,25 @@ def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
 MUTATINGWEBHOOKCONFIGURATION = register(Kind(
     "admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations",
     namespaced=False, categories=("api-extensions",), model="V1MutatingWebhookConfiguration",
+    proto="MutatingWebhookConfiguration",
+    proto_schema="""
+MutatingWebhookConfiguration
+    1 metadata                         ObjectMeta
+    2 webhooks                         []MutatingWebhook
+MutatingWebhook
+    1 name                             string
+    2 clientConfig                     WebhookClientConfig
+    3 rules                            []RuleWithOperations
+    4 failurePolicy                    *string
+    9 matchPolicy                      *string
+    5 namespaceSelector                *LabelSelector
+   11 objectSelector                   *LabelSelector
+    6 sideEffects                      *string
+    7 timeoutSeconds                   *int32
+    8 admissionReviewVersions          []string
+   10 reinvocationPolicy               *string
+   12 matchConditions                  []MatchCondition
+""",
     api_types=("MutatingWebhookConfiguration", "MutatingWebhookConfigurationList", "MutatingWebhook"),
     strategy=Strategy(default=_default, validate=_validate),
     printer=Printer(webhooks.COLUMNS, webhooks.cells),

@@ -23,6 +23,24 @@ def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
 VALIDATINGWEBHOOKCONFIGURATION = register(Kind(
     "admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations",
     namespaced=False, categories=("api-extensions",), model="V1ValidatingWebhookConfiguration",
+    proto="ValidatingWebhookConfiguration",
+    proto_schema=webhooks.PROTO_COMMON + """
+ValidatingWebhookConfiguration
+    1 metadata                         ObjectMeta
+    2 webhooks                         []ValidatingWebhook
+ValidatingWebhook
+    1 name                             string
+    2 clientConfig                     WebhookClientConfig
+    3 rules                            []RuleWithOperations
+    4 failurePolicy                    *string
+    9 matchPolicy                      *string
+    5 namespaceSelector                *LabelSelector
+   10 objectSelector                   *LabelSelector
+    6 sideEffects                      *string
+    7 timeoutSeconds                   *int32
+    8 admissionReviewVersions          []string
+   11 matchConditions                  []MatchCondition
+""",
     api_types=("ValidatingWebhookConfiguration", "ValidatingWebhookConfigurationList", "ValidatingWebhook",
                "WebhookClientConfig", "RuleWithOperations", "MatchCondition"),
     strategy=Strategy(default=_default, validate=_validate),

@@ -281,6 +281,31 @@ def _validate_service(svc: dict, path: str, errs: v.Errs) -> None:
                     errs.invalid(f"{path}.path", url_path, f"segment[{i}]: {problem}")
 
 
+# generated.proto of admissionregistration/v1, in kubepy.api.protobuf's form.
+PROTO_COMMON = """
+WebhookClientConfig
+    3 url                              *string
+    1 service                          *ServiceReference
+    2 caBundle                         bytes
+ServiceReference
+    1 namespace                        string
+    2 name                             string
+    3 path                             *string
+    4 port                             *int32
+RuleWithOperations
+    1 operations                       []string
+    2 (inline)                         Rule
+Rule
+    1 apiGroups                        []string
+    2 apiVersions                      []string
+    3 resources                        []string
+    4 scope                            *string
+MatchCondition
+    1 name                             string
+    2 expression                       string
+"""
+
+
 def cells(obj: dict, now: dt.datetime) -> list:
     return [printers.name_cell(obj), len(v._l(obj.get("webhooks"))), printers.age_cell(obj, now)]
 
