@@ -53,6 +53,7 @@ from kubepy.api.priority import PriorityAdmission
 from kubepy.api.saadmission import ServiceAccountAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
 from kubepy.api.webhookadmission import MutatingAdmissionWebhook, ValidatingAdmissionWebhook
+from kubepy.api.webhookclient import WebhookClient
 from kubepy.api import storagedefaults
 from kubepy.api.defaultstorageclass import DefaultStorageClass
 from kubepy.api.storage import DeleteOptions, Storage, store_error
@@ -222,11 +223,13 @@ class APIServer:
         self.store = store
         self.config = config
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
+        hooks = WebhookClient(store, source=config.advertise_address)
         # Upstream's order: the built-in mutating plugins, then webhooks (mutating, validating), quota last
         # so a write a webhook refuses is never charged.
         self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
-                                           DefaultStorageClass(store), MutatingAdmissionWebhook(store),
-                                           ValidatingAdmissionWebhook(store), ResourceQuotaAdmission(store)]
+                                           DefaultStorageClass(store), MutatingAdmissionWebhook(store, client=hooks),
+                                           ValidatingAdmissionWebhook(store, client=hooks),
+                                           ResourceQuotaAdmission(store)]
         self.authn = auth.TokenAuthenticator()
         ca = config.data_dir / "ca.crt"
         self.sa_tokens = serviceaccounts.ServiceAccountTokens(

@@ -67,7 +67,7 @@ class _WebhookPlugin:
     name = ""
     plural = ""
 
-    def __init__(self, store: Store, client: WebhookClient | None = None) -> None:
+    def __init__(self, store: Store, *, client: WebhookClient | None = None) -> None:
         self.configs = Mirror(store, by_plural(self.plural).prefix)
         self.namespaces = Mirror(store, by_plural("namespaces").prefix)
         self.client = client or WebhookClient(store)

@@ -20,6 +20,7 @@ import asyncio
 import base64
 import json
 import random
+import socket
 import ssl
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,9 +37,26 @@ class CallError(Exception):
     """The webhook could not be called or gave no usable answer (upstream's ErrCallingWebhook reason)."""
 
 
+def local_source(address: str | None) -> str | None:
+    """``address`` if this host holds it (a webhook call may be sent from it), else None."""
+    if not address:
+        return None
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((address, 0))
+    except OSError:
+        return None
+    return address
+
+
 class WebhookClient:
-    def __init__(self, store: Store) -> None:
+    """``source``: the local address webhook calls are sent from (the API server's advertised address,
+    so a lab host can route them to pod IPs by their source; see kubepy.lab.network)."""
+
+    def __init__(self, store: Store, *, source: str | None = None) -> None:
         self.store = store
+        self.source = local_source(source)
         self._session: aiohttp.ClientSession | None = None
         self._contexts: dict[str, ssl.SSLContext] = {}
 
@@ -102,7 +120,8 @@ class WebhookClient:
             u = urlsplit(f"https://{server_hostname}:{ref.get('port') or 443}{path}")
         shown = f"{u.scheme}://{u.netloc}{u.path}{query}"
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            connector = aiohttp.TCPConnector(local_addr=(self.source, 0) if self.source else None)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
         kwargs: dict[str, Any] = {"ssl": self._ssl(cc.get("caBundle") or "")}
         if server_hostname:
             kwargs["server_hostname"] = server_hostname
