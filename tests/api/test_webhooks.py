@@ -335,6 +335,20 @@ async def test_a_service_webhook_is_called_at_a_ready_endpoint_and_verified_by_i
     body = await call(env.api, "POST", CM, configmap("y"), status=500)
     assert body["message"] == ('Internal error occurred: failed calling webhook "svc.kptest.example.com": '
                                'no endpoints available for service "hook"')
+    # The same server behind another Service name fails verification: its certificate names hook.default.svc.
+    await call(env.api, "DELETE", f"{VWC}/svc")
+    await call(env.api, "POST", "/api/v1/namespaces/default/services", {"metadata": {"name": "other"}, "spec": {
+        "ports": [{"name": "https", "port": 443, "targetPort": 8443}], "clusterIP": "None"}}, status=201)
+    await env.server.store.create(eps.key("default", "other"), json.dumps({
+        "apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "other", "namespace": "default", "uid": "e2"},
+        "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": env.hooks.port}]}]}
+    ).encode())
+    await env.configure("validating", "wrong-name", {**env.hook("wrong.kptest.example.com", "/svc"), "clientConfig": {
+        "service": {"namespace": "default", "name": "other", "path": "/svc"}, "caBundle": env.hooks.ca_bundle}})
+    body = await call(env.api, "POST", CM, configmap("x2"), status=500)
+    assert body["message"].startswith('Internal error occurred: failed calling webhook "wrong.kptest.example.com": '
+                                      'failed to call webhook: Post "https://other.default.svc:443/svc?timeout=10s"')
+    assert "certificate is not valid for 'other.default.svc'" in body["message"], body["message"]
 
 
 async def test_webhook_configurations_are_validated_and_printed_as_upstream(env: Env) -> None:
