@@ -20,12 +20,14 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
 import time
 
 import pytest
 import yaml
 
 from kubepy import images
+from kubepy.lab.network import LabNetwork, default_subnet
 from tests.api.test_webhooks import make_ca_and_cert
 from tests.e2e.test_incluster import cached_pyclient_archive
 from tests.e2e.test_lab import Lab, wait_for
@@ -140,6 +142,23 @@ def lab():
     finally:
         lab.kubepy("down", check=False)
         shutil.rmtree(lab.root, ignore_errors=True)
+    rules = subprocess.run(["ip", "rule"], capture_output=True, text=True).stdout
+    assert f"lookup {lab_network(lab).route_table}" not in rules, rules
+
+
+def lab_network(lab: Lab) -> LabNetwork:
+    return LabNetwork(lab.name, default_subnet(lab.name))
+
+
+def test_the_host_routes_to_pods_only_for_packets_from_the_lab_gateway(lab: Lab):
+    net = lab_network(lab)
+    rules = subprocess.run(["ip", "rule"], capture_output=True, text=True).stdout
+    assert f"from {net.gateway} lookup {net.route_table}" in rules, rules
+    node = lab.json("get", "node", lab.node_netns(1))
+    routes = subprocess.run(["ip", "route", "show", "table", str(net.route_table)], capture_output=True,
+                            text=True).stdout.splitlines()
+    want = f"{node['spec']['podCIDR']} via {net.node_ip(1)} dev {net.bridge}"
+    assert [r for r in routes if r.startswith(want)], routes
 
 
 def bare_pod(name: str, namespace: str) -> str:
