@@ -403,3 +403,32 @@ async def test_status_writes_meet_webhooks_for_the_status_subresource_only(env: 
                       content_type="application/merge-patch+json", status=400)
     assert body["message"] == 'admission webhook "st.kptest.example.com" denied the request: no status'
     assert env.hooks.seen["/st"][0]["request"]["subResource"] == "status"
+
+
+async def test_a_mutating_webhook_on_update_is_validated_again_and_a_status_write_keeps_only_status(env: Env) -> None:
+    async def stamp(req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("subResource"):
+            return patch([{"op": "add", "path": "/metadata/labels", "value": {"from-status": "yes"}},
+                          {"op": "replace", "path": "/status/message", "value": "stamped"}])
+        return patch([{"op": "add", "path": "/data/stamped", "value": req["operation"]}])
+    env.hooks.answers["/u"] = stamp
+    await env.configure("mutating", "upd", env.hook("upd.kptest.example.com", "/u", rules=[
+        {"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps", "pods/status"]}]))
+    await call(env.api, "POST", CM, configmap("u"), status=201)
+    got = await call(env.api, "PATCH", f"{CM}/u", {"data": {"k": "w"}}, content_type="application/merge-patch+json")
+    assert got["data"] == {"k": "w", "stamped": "UPDATE"}
+    assert (await call(env.api, "GET", f"{CM}/u"))["data"]["stamped"] == "UPDATE"
+    # A patch that makes the object invalid is refused by validation, which runs after mutation.
+    env.hooks.answers["/u"] = lambda req: asyncio.sleep(0, patch(
+        [{"op": "add", "path": "/metadata/labels", "value": {"bad key!": "x"}}]))
+    body = await call(env.api, "PATCH", f"{CM}/u", {"data": {"k": "x"}}, content_type="application/merge-patch+json",
+                      status=422)
+    assert body["details"]["causes"][0]["field"] == "metadata.labels"
+    # Through pods/status only status moves, whatever else the webhook patched.
+    env.hooks.answers["/u"] = stamp
+    pods = "/api/v1/namespaces/default/pods"
+    await call(env.api, "POST", pods, {"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "c", "image": "busybox"}]}}, status=201)
+    got = await call(env.api, "PATCH", f"{pods}/p/status", {"status": {"message": "hi"}},
+                     content_type="application/merge-patch+json")
+    assert got["status"]["message"] == "stamped" and not got["metadata"].get("labels")
