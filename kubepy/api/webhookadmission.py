@@ -38,7 +38,7 @@ from kubepy.api.mirror import Mirror
 from kubepy.api.webhookclient import CallError, WebhookClient
 from kubepy.kinds import by_plural, validation
 from kubepy.kinds.admissionregistration.webhooks import DEFAULT_TIMEOUT_SECONDS
-from kubepy.store.base import Store
+from kubepy.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class _WebhookPlugin:
     plural = ""
 
     def __init__(self, store: Store, *, client: WebhookClient | None = None) -> None:
+        self.store = store
         self.configs = Mirror(store, by_plural(self.plural).prefix)
         self.namespaces = Mirror(store, by_plural("namespaces").prefix)
         self.client = client or WebhookClient(store)
@@ -106,7 +107,14 @@ class _WebhookPlugin:
         return hooks
 
     async def _namespace_labels(self, namespace: str) -> dict[str, str]:
-        ns = await self.namespaces.get(by_plural("namespaces").key(None, namespace))
+        key = by_plural("namespaces").key(None, namespace)
+        ns = await self.namespaces.get(key)
+        if ns is None:  # created a moment ago (the copy follows a watch): read it, as upstream's matcher does
+            try:
+                kv = await self.store.get(key)
+            except StoreError as e:
+                raise errors.InternalError(f"reading namespace {namespace}: {e}") from e
+            ns = json.loads(kv.value) if kv is not None else None
         return dict(((ns or {}).get("metadata") or {}).get("labels") or {})
 
     async def _call(self, hook: dict[str, Any], a: Attributes) -> dict[str, Any] | None:

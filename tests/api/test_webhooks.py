@@ -262,7 +262,12 @@ async def test_namespace_and_object_selectors_choose_what_is_sent(env: Env) -> N
     await call(env.api, "DELETE", f"{watched}/gone")
     sent = [(r["request"]["operation"], r["request"]["name"]) for r in env.hooks.seen["/v"]]
     assert sent == [("CREATE", "sent"), ("UPDATE", "sent"), ("CREATE", "gone"), ("DELETE", "gone")]
-    [_, update, _, delete] = env.hooks.seen["/v"]
+    # A namespace made just now counts with its labels, even before admission's copy has caught up.
+    await call(env.api, "POST", "/api/v1/namespaces", {"metadata": {"name": "kptest-new", "labels": {"hooks": "on"}}},
+               status=201)
+    await call(env.api, "POST", "/api/v1/namespaces/kptest-new/configmaps", configmap("fresh"), status=201)
+    assert env.hooks.seen["/v"][-1]["request"]["name"] == "fresh"
+    [_, update, _, delete, _] = env.hooks.seen["/v"]
     assert update["request"]["oldObject"]["metadata"]["labels"] == {}
     assert delete["request"]["object"] is None and delete["request"]["oldObject"]["metadata"]["name"] == "gone"
 
