@@ -33,6 +33,9 @@ from kubepy.store.base import Store
 __all__ = ["CallError", "WebhookClient"]
 
 
+MAX_RESPONSE_BYTES = 3 * 1024 * 1024  # an AdmissionReview answer larger than any object we store is refused
+
+
 class CallError(Exception):
     """The webhook could not be called or gave no usable answer (upstream's ErrCallingWebhook reason)."""
 
@@ -104,7 +107,19 @@ class WebhookClient:
         raise CallError(f'no endpoints available for service "{name}"')
 
     async def call(self, cc: dict[str, Any], review: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-        """POST ``review``; the AdmissionReview the webhook answers (checked to be one) within ``timeout``."""
+        """POST ``review``; the AdmissionReview the webhook answers (checked to be one) within ``timeout``
+        (finding the Service's endpoint included)."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._call(cc, review, timeout)
+        except TimeoutError:
+            shown = cc.get("url") or "https://{name}.{namespace}.svc:{port}{path}".format(
+                name=(cc.get("service") or {}).get("name"), namespace=(cc.get("service") or {}).get("namespace"),
+                port=(cc.get("service") or {}).get("port") or 443, path=(cc.get("service") or {}).get("path") or "/")
+            raise CallError(f'failed to call webhook: Post "{shown}?timeout={int(timeout)}s": '
+                            "context deadline exceeded") from None
+
+    async def _call(self, cc: dict[str, Any], review: dict[str, Any], timeout: float) -> dict[str, Any]:
         query = f"?timeout={int(timeout)}s"
         server_hostname: str | None = None
         if cc.get("url"):
@@ -126,12 +141,16 @@ class WebhookClient:
         if server_hostname:
             kwargs["server_hostname"] = server_hostname
         try:
-            async with asyncio.timeout(timeout):
-                async with self._session.post(url, json=review, headers={"Accept": "application/json"},
-                                              **kwargs) as resp:
-                    body = await resp.read()
-        except TimeoutError:
-            raise CallError(f'failed to call webhook: Post "{shown}": context deadline exceeded') from None
+            async with self._session.post(url, json=review, headers={"Accept": "application/json"},
+                                          **kwargs) as resp:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        raise CallError(f"received invalid webhook response: larger than {MAX_RESPONSE_BYTES} bytes")
+                    chunks.append(chunk)
+                body = b"".join(chunks)
         except aiohttp.ClientError as e:
             raise CallError(f'failed to call webhook: Post "{shown}": {e}') from e
         except (OSError, ValueError) as e:
