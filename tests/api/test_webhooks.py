@@ -237,7 +237,7 @@ async def test_a_hanging_webhook_holds_the_write_only_for_its_timeout(env: Env, 
     started = time.monotonic()
     body = await call(env.api, "POST", CM, configmap("slow"), status=status)
     took = time.monotonic() - started
-    assert 0.9 < took < 1.8, took
+    assert 0.9 < took < 2.5, took  # the hang is 30 s
     if policy == "Fail":
         assert body["message"].endswith('?timeout=1s": context deadline exceeded'), body["message"]
 
