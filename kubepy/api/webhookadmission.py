@@ -94,12 +94,13 @@ class _WebhookPlugin:
                     continue
                 if hook.get("namespaceSelector") and a.namespace and ns_labels is None:
                     ns_labels = await self._namespace_labels(a.namespace)
-                obj = a.obj if a.operation != DELETE else None
                 try:
-                    if not webhookrules.namespace_selector_matches(hook, res=a.res, namespace=a.namespace, obj=obj,
+                    # A Namespace is judged by its own labels (on DELETE: the stored object's, which a.obj is).
+                    if not webhookrules.namespace_selector_matches(hook, res=a.res, namespace=a.namespace, obj=a.obj,
                                                                    namespace_labels=ns_labels):
                         continue
-                    if not webhookrules.object_selector_matches(hook, obj, a.old):
+                    if not webhookrules.object_selector_matches(hook, a.obj if a.operation != DELETE else None,
+                                                                a.old):
                         continue
                 except ValueError as e:  # validation keeps bad selectors out; one stored before is an error
                     raise errors.InternalError(f'webhook "{hook.get("name")}": {e}') from e
@@ -154,16 +155,16 @@ class MutatingAdmissionWebhook(_WebhookPlugin):
         hooks = await self._matching(a)
         if not hooks:
             return
-        changed_at: dict[str, int] = {}  # webhook -> how many patches had been applied when it last ran
+        changed_at: list[int] = []  # per webhook: how many patches had been applied when it last ran
         applied = 0
         for hook in hooks:
             if await self._mutate(hook, a):
                 applied += 1
-            changed_at[hook["name"]] = applied
+            changed_at.append(applied)
         # Reinvocation (upstream's IfNeeded): once more, for each such webhook that saw the object
         # before a later webhook changed it.
-        for hook in hooks:
-            if hook.get("reinvocationPolicy") == "IfNeeded" and changed_at[hook["name"]] < applied:
+        for i, hook in enumerate(hooks):
+            if hook.get("reinvocationPolicy") == "IfNeeded" and changed_at[i] < applied:
                 log.info("webhook reinvoked webhook=%s resource=%s name=%s/%s", hook["name"], a.res.qualified,
                          a.namespace or "", a.name)
                 await self._mutate(hook, a)

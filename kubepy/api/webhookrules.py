@@ -36,14 +36,10 @@ def _matches_one(values: list[str], value: str) -> bool:
 
 
 def _matches_resource(entries: list[str], resource: str, subresource: str) -> bool:
+    """Upstream's Matcher.resource: ``res/sub`` against the request's, ``*`` on either side matching any
+    (so ``pods/*`` also matches ``pods`` itself, and ``*`` only resources without a subresource)."""
     for entry in entries:
-        if entry == "*/*":
-            return True
         res, _, sub = entry.partition("/")
-        if "/" not in entry:
-            if not subresource and res in ("*", resource):
-                return True
-            continue
         if res in ("*", resource) and sub in ("*", subresource):
             return True
     return False
