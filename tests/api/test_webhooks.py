@@ -86,7 +86,7 @@ class Hooks:
         review = await request.json()
         self.seen.setdefault(request.path, []).append(review)
         response = await self.answers[request.path](review["request"])
-        response["uid"] = review["request"]["uid"]
+        response.setdefault("uid", review["request"]["uid"])  # an answer may get it wrong on purpose
         return web.json_response({"apiVersion": review["apiVersion"], "kind": "AdmissionReview",
                                   "response": response})
 
@@ -227,6 +227,23 @@ async def test_a_down_webhook_is_ignored_or_fails_the_write_by_its_failure_polic
     assert body["message"].startswith('Internal error occurred: failed calling webhook "fail.kptest.example.com": '
                                       f'failed to call webhook: Post "https://127.0.0.1:{down["url"].split(":")[2]}')
     await call(env.api, "GET", f"{CM}/stopped", status=404)
+
+
+async def test_an_answer_for_another_request_is_a_failed_call(env: Env) -> None:
+    env.hooks.answers["/wrong"] = lambda req: asyncio.sleep(0, {"allowed": True, "uid": "not-yours"})
+    await env.configure("validating", "wrong", env.hook("wrong.kptest.example.com", "/wrong"))
+    body = await call(env.api, "POST", CM, configmap("w"), status=500)
+    assert body["message"].startswith('Internal error occurred: failed calling webhook "wrong.kptest.example.com": '
+                                      "expected response.uid="), body["message"]
+    await call(env.api, "PATCH", f"{VWC}/wrong", [{"op": "replace", "path": "/webhooks/0/failurePolicy",
+                                                  "value": "Ignore"}], content_type="application/json-patch+json")
+    for _ in range(200):
+        plugin = env.server.storage.admission.plugins[-2]
+        got = await plugin.configs.get(by_plural("validatingwebhookconfigurations").key(None, "wrong"))
+        if got["webhooks"][0]["failurePolicy"] == "Ignore":
+            break
+        await asyncio.sleep(0.01)
+    await call(env.api, "POST", CM, configmap("w"), status=201)
 
 
 @pytest.mark.parametrize("policy,status", [("Ignore", 201), ("Fail", 500)])
