@@ -256,6 +256,14 @@ def test_proxy_and_dns_come_after_the_kubelet(name):
     assert "/var/lib/kubepy/kubelet/kubelet.kubeconfig" in pre
 
 
+def test_the_control_plane_vm_runs_the_proxy_whose_routes_reach_webhook_pods():
+    """The API server calls admission webhooks at pod IPs from the advertised private address; on the
+    control-plane VM only the proxy's host-gw routes lead there, so the proxy must run on it too."""
+    script = (ROOT / "vagrant" / "controlplane.sh").read_text()
+    assert "ensure_service kubepy-proxy" in script
+    assert "--advertise-address ${NODE_IP}" in (UNIT_DIR / "kubepy-controlplane.service").read_text()
+
+
 def test_units_use_the_private_address():
     """Every daemon is given ${NODE_IP}; none names eth0."""
     for name in UNITS:

@@ -15,7 +15,10 @@
 #      after this VM is up, and the next `vagrant up` pushes them to the workers;
 #   3. its own kubelet, proxy and DNS; the node-role.kubernetes.io/control-plane
 #      label and taint, set with kubectl once the node exists (NodeRestriction keeps
-#      a kubelet from labelling itself so, and it has no --register-with-taints);
+#      a kubelet from labelling itself so, and it has no --register-with-taints).
+#      The proxy's host-gw routes (every other node's podCIDR via its private
+#      address) are also how the API server reaches pod IPs: admission webhooks
+#      running as pods are called from the private (advertised) address;
 #   4. the kube-dns Service and Endpoints (every registered node's DNS server).
 # Safe to run again.
 set -euo pipefail

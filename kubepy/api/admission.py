@@ -5,17 +5,39 @@ The order is upstream's: the kind's defaults, then every plugin's ``admit``
 validation, then every plugin's ``validate`` (ResourceQuota charges the
 write, or refuses it). A plugin refuses with an ``errors.APIError``
 (Kubernetes answers 403 Forbidden: ``pods "x" is forbidden: …``).
+
+Plugins see CREATE and UPDATE (subresource writes too: a plugin that
+only cares for the main resource checks ``a.subresource``); a plugin that
+also wants DELETE says so in its ``operations``, as the webhook plugins do.
+Who asks (``REQUEST_USER``) and the warnings a plugin adds for the client
+(``warn``, sent as ``Warning`` headers) travel in context variables the
+API server sets per request, so the storage layer needn't carry them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubepy.api import errors
 from kubepy.kinds import Kind
 
-CREATE, UPDATE = "CREATE", "UPDATE"
+CREATE, UPDATE, DELETE = "CREATE", "UPDATE", "DELETE"
+WRITES = frozenset({CREATE, UPDATE})
+
+# The authenticated caller of the request being admitted (a kubepy.api.auth.User), None inside the server.
+REQUEST_USER: ContextVar[Any] = ContextVar("admission_request_user", default=None)
+# Warnings for the client of the request being admitted; None where nobody would read them.
+REQUEST_WARNINGS: ContextVar[list[str] | None] = ContextVar("admission_request_warnings", default=None)
+
+
+def warn(message: str) -> None:
+    """Tell the client of the current request (a ``Warning: 299 - "…"`` header)."""
+    warnings = REQUEST_WARNINGS.get()
+    if warnings is not None and message not in warnings:
+        warnings.append(message)
 
 
 @dataclass
@@ -27,6 +49,10 @@ class Attributes:
     operation: str
     subresource: str | None = None
     dry_run: bool = False
+    # One admission request, however many webhooks it meets (AdmissionReview's request.uid).
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    user: Any = field(default_factory=REQUEST_USER.get)
+    mutated: bool = False  # a plugin changed ``obj`` on an UPDATE (the storage layer validates again)
 
     @property
     def name(self) -> str:
@@ -54,11 +80,13 @@ class Chain:
 
     async def admit(self, a: Attributes) -> None:
         for p in self.plugins:
-            await p.admit(a)
+            if a.operation in getattr(p, "operations", WRITES):
+                await p.admit(a)
 
     async def validate(self, a: Attributes) -> None:
         for p in self.plugins:
-            await p.validate(a)
+            if a.operation in getattr(p, "operations", WRITES):
+                await p.validate(a)
 
     async def stop(self) -> None:
         for p in self.plugins:

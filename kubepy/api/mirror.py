@@ -64,6 +64,11 @@ class Mirror:
         head = f"{self.prefix}{namespace}/"
         return [o for k, o in self._objects.items() if k.startswith(head)]
 
+    async def get(self, key: str) -> dict[str, Any] | None:
+        """The object stored at ``key``, None if there is none (waits for the first load)."""
+        await self._started()
+        return self._objects.get(key)
+
     async def all(self) -> list[dict[str, Any]]:
         """Every object (a cluster-scoped kind's)."""
         await self._started()

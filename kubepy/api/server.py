@@ -24,6 +24,7 @@ from aiohttp import web
 
 from kubepy import bootstraptoken
 from kubepy.api import (
+    admission,
     auth,
     authz,
     bodies,
@@ -51,6 +52,8 @@ from kubepy.api.limitranger import LimitRanger
 from kubepy.api.priority import PriorityAdmission
 from kubepy.api.saadmission import ServiceAccountAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
+from kubepy.api.webhookadmission import MutatingAdmissionWebhook, ValidatingAdmissionWebhook
+from kubepy.api.webhookclient import WebhookClient
 from kubepy.api import storagedefaults
 from kubepy.api.defaultstorageclass import DefaultStorageClass
 from kubepy.api.storage import DeleteOptions, Storage, store_error
@@ -220,8 +223,13 @@ class APIServer:
         self.store = store
         self.config = config
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
+        hooks = WebhookClient(store, source=config.advertise_address)
+        # Upstream's order: the built-in mutating plugins, then webhooks (mutating, validating), quota last
+        # so a write a webhook refuses is never charged.
         self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
-                                           DefaultStorageClass(store), ResourceQuotaAdmission(store)]
+                                           DefaultStorageClass(store), MutatingAdmissionWebhook(store, client=hooks),
+                                           ValidatingAdmissionWebhook(store, client=hooks),
+                                           ResourceQuotaAdmission(store)]
         self.authn = auth.TokenAuthenticator()
         ca = config.data_dir / "ca.crt"
         self.sa_tokens = serviceaccounts.ServiceAccountTokens(
@@ -513,6 +521,8 @@ class APIServer:
     @web.middleware
     async def _errors_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
         started = time.monotonic()
+        admission_warnings: list[str] = []  # what admission webhooks said to this request's client
+        warnings_token = admission.REQUEST_WARNINGS.set(admission_warnings)
         try:
             resp = await handler(request)
         except errors.APIError as e:
@@ -533,6 +543,10 @@ class APIServer:
             log.exception("internal error method=%s path=%s", request.method, request.path)
             err = errors.InternalError("an internal error occurred; see the API server log")
             resp = json_response(err.status(), err.code)
+        admission.REQUEST_WARNINGS.reset(warnings_token)
+        if admission_warnings and not resp.prepared:
+            for header in _fitting_warnings(admission_warnings):
+                resp.headers.add("Warning", header)
         if request.method != "GET" or resp.status >= 400:
             user = request.get(USER_KEY)
             log.info("request method=%s path=%s status=%d user=%s ms=%.1f", request.method, request.path,
@@ -549,7 +563,11 @@ class APIServer:
         request[USER_KEY] = user
         if user.is_bootstrap and request.path not in (auth.JOIN_PATH, "/version", "/api", "/apis"):
             raise errors.Forbidden(f'User "{user.name}" may only join nodes')
-        return await handler(request)
+        token = admission.REQUEST_USER.set(user)  # who admission webhooks are told asks
+        try:
+            return await handler(request)
+        finally:
+            admission.REQUEST_USER.reset(token)
 
     async def authenticate(self, request: web.Request) -> auth.User | None:
         """The caller, as Kubernetes' union authenticator finds it: a verified client certificate,
@@ -575,6 +593,7 @@ class APIServer:
             subject = authz.impersonate(user, request.headers, lambda h: request.headers.getall(h, []), self.authorizer)
             if subject is not user:
                 request[USER_KEY] = subject
+                admission.REQUEST_USER.set(subject)
         attrs = authz.request_attributes(subject, request.method, request.path, request.query)
         decision = self.authorizer.authorize(attrs)
         if not decision.allowed:

@@ -264,9 +264,13 @@ class Storage:
             new = self._merge_update(res, old, new, subresource)
             if new == old:
                 return old  # a no-op write keeps the resourceVersion, as Kubernetes does
-            if subresource is None:
-                await self.admission.validate(admission.Attributes(res, namespace, new, old, admission.UPDATE,
-                                                                   dry_run=dry_run))
+            # Kubernetes' order again: (defaults above,) mutating admission, validation, validating admission.
+            attrs = admission.Attributes(res, namespace, new, old, admission.UPDATE, subresource=subresource,
+                                         dry_run=dry_run)
+            await self.admission.admit(attrs)
+            if attrs.mutated:  # a webhook patched it: keep what the write may not change, validate again
+                new = attrs.obj = self._merge_update(res, old, attrs.obj, subresource)
+            await self.admission.validate(attrs)
             if res in self.allocations and subresource is None:
                 async with self._alloc_lock:
                     self._allocate(res, key, new, old)
@@ -359,10 +363,16 @@ class Storage:
     async def delete(self, res: Kind, namespace: str | None, name: str,
                      opts: DeleteOptions) -> dict[str, Any]:
         key = res.key(namespace, name)
+        admitted = False
         for _ in range(_UPDATE_RETRIES):
             kv = await self._read(res, key, name)
             obj = objects.decode(kv)
             m = obj["metadata"]
+            if not admitted:  # once per request, as upstream's admission of a DELETE
+                attrs = admission.Attributes(res, namespace, obj, obj, admission.DELETE, dry_run=opts.dry_run)
+                await self.admission.admit(attrs)
+                await self.admission.validate(attrs)
+                admitted = True
             if opts.precondition_uid and opts.precondition_uid != m.get("uid"):
                 raise errors.Conflict(f"Precondition failed: UID in precondition: {opts.precondition_uid}, "
                                       f"UID in object meta: {m.get('uid')}")

@@ -282,6 +282,8 @@ class Cluster:
             with step(f"{nodes} nodes Ready, cluster DNS at {DNS_IP}"):
                 self._wait_nodes_ready(state, nodes)
                 self._publish_dns(net, nodes)
+            with step(f"pod routes for the control plane (from {net.gateway}, table {net.route_table})"):
+                self._route_pods(net)
 
     def _complete(self, state: ClusterState) -> bool:
         """Supervised, every daemon running, API server ready: nothing for `up` to repair."""
@@ -471,6 +473,23 @@ class Cluster:
         raise StepFailed("nodes", f"not all nodes Ready after {timeout:.0f}s ({last})",
                          self._tail(f"{self.node_name(1)}-kubelet"))
 
+    def _route_pods(self, net: LabNetwork) -> None:
+        """The host reaches every node's pods (the API server calls webhooks running in pods)."""
+        cp = self._kubectl_out("get", "nodes", "-o", "json")
+        if cp.returncode != 0:
+            raise StepFailed("pod routes", f"kubectl get nodes: {cp.stderr.strip()}", "")
+        routes: dict[str, str] = {}
+        for node in json.loads(cp.stdout)["items"]:
+            if not node["metadata"]["name"].startswith(f"{self.name}-node"):
+                continue
+            spec = node.get("spec") or {}
+            address = next((a["address"] for a in (node.get("status") or {}).get("addresses") or []
+                            if a.get("type") == "InternalIP"), None)
+            for cidr in spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []):
+                if address and ":" not in cidr:
+                    routes[cidr] = address
+        net.ensure_pod_routes(routes)
+
     def _publish_dns(self, net: LabNetwork, nodes: int) -> None:
         """kube-dns: a Service at 10.96.0.10 whose endpoints are every node's DNS server."""
         ports = [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]
@@ -552,6 +571,7 @@ class Cluster:
                 net = self.network(state)
                 for i in range(1, state.nodes + 1):
                     net.remove_node(i)
+                net.remove_pod_routes()
                 net.remove_bridge()
         leftovers = processes_naming(self.dir)
         if leftovers:

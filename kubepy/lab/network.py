@@ -9,6 +9,15 @@ Every node's default route points at the host; the host masquerades the
 lab subnet for traffic that leaves the bridge (image pulls, DNS
 forwarding), from a chain of its own (``KUBEPY-LAB-<hash>``) so ``down``
 removes exactly what ``up`` added. pyroute2 does the netlink work.
+
+The control plane runs on the host and must reach pod IPs (admission
+webhooks are pods): the host routes each node's podCIDR to that node, as
+kube-proxy does between nodes. Every lab uses the same pod network
+(10.244.0.0/16), so these routes cannot go in the main table; they live in
+a table of the lab's own, consulted only for packets sent from the lab's
+gateway address (``ip rule from 172.30.K.1 lookup <table>``), which is
+where the API server, advertising that address, sends its webhook calls
+from. ``ip rule`` and ``ip route show table <n>`` show them.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from pyroute2 import IPRoute, netns
 log = logging.getLogger(__name__)
 
 NETNS_DIR = Path("/var/run/netns")
+POD_ROUTE_RULE_PRIORITY = 1000  # before the main table's rule (32766)
 
 
 def _short(name: str) -> str:
@@ -121,7 +131,44 @@ class LabNetwork:
                 node.route("add", dst="0.0.0.0/0", gateway=self.gateway)
         return name
 
+    @property
+    def route_table(self) -> int:
+        """This lab's routing table on the host (a number no other lab's name gives)."""
+        return 0x4B500000 + int(_short(self.name), 16)
+
+    def ensure_pod_routes(self, routes: dict[str, str]) -> tuple[int, int]:
+        """The host's routes to pods: ``{podCIDR: node address}`` exactly, in this lab's table,
+        used for packets from the gateway address. Returns (added or changed, removed)."""
+        added = removed = 0
+        with IPRoute() as ipr:
+            if not [r for r in ipr.get_rules(family=2) if r.get_attr("FRA_TABLE") == self.route_table]:
+                ipr.rule("add", table=self.route_table, priority=POD_ROUTE_RULE_PRIORITY, src=self.gateway,
+                         src_len=32)
+                log.info("lab pod route rule added from=%s table=%d", self.gateway, self.route_table)
+            have = {f"{r.get_attr('RTA_DST')}/{r['dst_len']}": r.get_attr("RTA_GATEWAY") or ""
+                    for r in ipr.get_routes(family=2, table=self.route_table)}
+            for dst, via in routes.items():
+                if have.get(dst) != via:
+                    ipr.route("replace", dst=dst, gateway=via, table=self.route_table)
+                    log.info("lab pod route set dst=%s via=%s table=%d", dst, via, self.route_table)
+                    added += 1
+            for dst in set(have) - set(routes):
+                ipr.route("del", dst=dst, table=self.route_table)
+                removed += 1
+        return added, removed
+
     # -- down -------------------------------------------------------------
+    def remove_pod_routes(self) -> None:
+        with IPRoute() as ipr:
+            for r in ipr.get_rules(family=2):
+                if r.get_attr("FRA_TABLE") == self.route_table:
+                    with contextlib.suppress(Exception):
+                        ipr.rule("del", table=self.route_table, priority=r.get_attr("FRA_PRIORITY"),
+                                 src=r.get_attr("FRA_SRC"), src_len=r["src_len"])
+            for r in ipr.get_routes(family=2, table=self.route_table):
+                with contextlib.suppress(Exception):
+                    ipr.route("del", dst=f"{r.get_attr('RTA_DST')}/{r['dst_len']}", table=self.route_table)
+
     def remove_node(self, i: int) -> None:
         name = self.node_netns(i)
         with contextlib.suppress(FileNotFoundError, OSError):
