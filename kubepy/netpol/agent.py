@@ -51,6 +51,8 @@ class IPTables(Protocol):
 
     async def save(self) -> str: ...
 
+    async def first_rule(self, chain: str) -> str: ...
+
 
 class RealIPTables:
     """``iptables-restore --noflush -w`` / ``iptables-save -t filter`` of the current netns, or of ``netns``."""
@@ -75,6 +77,15 @@ class RealIPTables:
 
     async def save(self) -> str:
         return await self._run(self._argv("iptables-save", "-t", "filter"))
+
+    async def first_rule(self, chain: str) -> str:
+        """``iptables -S CHAIN 1``: the first rule of a built-in chain ("" when it has none)."""
+        try:
+            return (await self._run(self._argv("iptables", "-w", "-S", chain, "1"))).strip()
+        except IPTablesError as e:
+            if "Index of" in e.output or "doesn't exist" in e.output:
+                return ""
+            raise
 
 
 def cleanup_payload(save_text: str) -> str:
@@ -103,12 +114,13 @@ async def cleanup(iptables: IPTables | None = None) -> int:
 
 class Agent:
     def __init__(self, client: Any, *, node_name: str, pod_cidr: str | None, iptables: IPTables | None = None,
-                 min_sync_period: float = 0.1, sync_period: float = 30.0) -> None:
+                 min_sync_period: float = 0.1, sync_period: float = 30.0, head_check_period: float = 1.0) -> None:
         self.node_name = node_name
         self.pod_cidr = pod_cidr
         self.iptables: IPTables = iptables if iptables is not None else RealIPTables()
         self.min_sync_period = min_sync_period
         self.sync_period = sync_period
+        self.head_check_period = head_check_period
         self.policies = Informer(client, "networkpolicies")
         self.pods = Informer(client, "pods")
         self.namespaces = Informer(client, "namespaces")
@@ -149,14 +161,31 @@ class Agent:
         while True:
             until_full = self._last_full + self.sync_period - time.monotonic()
             try:
-                await asyncio.wait_for(self._dirty.wait(), max(0.0, until_full))
+                await asyncio.wait_for(self._dirty.wait(), max(0.0, min(until_full, self.head_check_period)))
             except TimeoutError:
-                self._need_full = True
+                if time.monotonic() >= self._last_full + self.sync_period or not await self.jumps_first():
+                    self._need_full = True
+                else:
+                    continue
             wait = self._last_sync + self.min_sync_period - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             self._dirty.clear()
             await self.sync()
+
+    async def jumps_first(self) -> bool:
+        """Are our jumps still the first rules of FORWARD and INPUT?  Others (kube-proxy, at its
+        start) insert theirs at the head too; an ACCEPT above ours would let traffic skip policies,
+        so a jump pushed down is moved back within ``head_check_period``."""
+        try:
+            for builtin, spec, target in BUILTIN_JUMPS:
+                if await self.iptables.first_rule(builtin) != f"-A {builtin} {spec} -j {target}":
+                    log.info("netpol jump not first chain=%s: full sync", builtin)
+                    return False
+        except Exception as e:  # noqa: BLE001 - the full sync that follows reports what is wrong
+            log.warning("netpol head check failed err=%s", e)
+            return False
+        return True
 
     def state(self) -> NodeState:
         return node_state(self.policies.cache.list(), self.pods.cache.list(), self.namespaces.cache.list())
