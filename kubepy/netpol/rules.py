@@ -35,8 +35,8 @@ held up by the agent.
 
 Named ports resolve per pod: an ingress rule's against each selected
 pod's container ports (``-d podIP``), an egress rule's against each peer
-pod's.  Denied traffic is REJECTed (ICMP port unreachable), so clients
-fail at once instead of timing out.
+pod's.  Denied traffic is rejected (TCP reset, otherwise ICMP port
+unreachable), so clients fail at once instead of timing out.
 """
 
 from __future__ import annotations
@@ -77,7 +77,10 @@ DISPATCH = (FORWARD_CHAIN, INPUT_CHAIN, EGRESS_CHAIN, INGRESS_CHAIN)
 ALLOW_EGRESS_MARK = "0x10000"
 ALLOW_INGRESS_MARK = "0x20000"
 MARKS = "0x30000"
-REJECT = "-j REJECT --reject-with icmp-port-unreachable"
+# TCP gets a reset, everything else ICMP port unreachable: the kernel rate-limits ICMP errors
+# per peer (net.ipv4.icmp_ratelimit), and a TCP client whose reject was limited away waits
+# for its SYN retransmit instead of failing at once.
+REJECTS = ("-p tcp -j REJECT --reject-with tcp-reset", "-j REJECT --reject-with icmp-port-unreachable")
 PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 # (built-in chain, rule spec before "-j", our chain): each must be the first rule of its built-in chain.
 BUILTIN_JUMPS = (
@@ -418,11 +421,13 @@ def compile_node(state: NodeState, *, node: str, pod_cidr: str | None, previous:
                 out.add(pod_chain, f"{_comment(f'{pod.key} {direction.lower()}: policy {pkey}')} "
                                    f"-j {policy_chains[ckey]}")
             out.add(pod_chain, f"-m mark --mark {mark}/{mark} -j RETURN")
-            out.add(pod_chain, f"{_comment(f'{pod.key} {direction.lower()}: no policy allows')} {REJECT}")
+            for reject in REJECTS:
+                out.add(pod_chain, f"{_comment(f'{pod.key} {direction.lower()}: no policy allows')} {reject}")
     if pending and pod_cidr:
         why = _comment(f"{pending} pod(s) with policies starting: unknown pod addresses wait for their rules")
-        out.add(EGRESS_CHAIN, f"{why} -s {pod_cidr} {REJECT}")
-        out.add(INGRESS_CHAIN, f"{why} -d {pod_cidr} {REJECT}")
+        for reject in REJECTS:
+            out.add(EGRESS_CHAIN, f"{why} -s {pod_cidr} {reject}")
+            out.add(INGRESS_CHAIN, f"{why} -d {pod_cidr} {reject}")
 
     wanted = frozenset(out.chains)
     known = set(previous) | (set(kernel.chains) if kernel is not None else set())

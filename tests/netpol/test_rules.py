@@ -193,7 +193,8 @@ def test_chains_are_named_after_policies_and_rules_carry_namespace_name() -> Non
     assert '-A KUBE-NWPLCY-INGRESS -m comment --comment "x/a" -d 10.244.0.2/32 -j KUBE-POD-IN-' in text
     assert '--comment "x/a ingress: policy x/web" -j KUBE-NWPLCY-' in text
     assert '--comment "x/web ingress rule 0" -p tcp -m tcp --dport 80 -j MARK --set-xmark 0x20000/0x20000' in text
-    assert '--comment "x/a ingress: no policy allows" -j REJECT' in text
+    assert '--comment "x/a ingress: no policy allows" -p tcp -j REJECT --reject-with tcp-reset' in text
+    assert '--comment "x/a ingress: no policy allows" -j REJECT --reject-with icmp-port-unreachable' in text
     # Replies to allowed connections pass before any policy is looked at.
     assert text.index("--ctstate RELATED,ESTABLISHED -j RETURN") < text.index("-j KUBE-NWPLCY-EGRESS")
 
@@ -207,7 +208,7 @@ def test_pods_of_other_nodes_are_peers_not_targets() -> None:
 def test_a_starting_pod_with_policies_closes_unknown_addresses_of_the_node() -> None:
     starting = pod("x", "new", "")
     text = compiled([netpol("x", "deny")], [*PODS, starting])
-    assert f"-s {CIDR} -j REJECT" in text and f"-d {CIDR} -j REJECT" in text
+    assert f"-s {CIDR} -p tcp -j REJECT --reject-with tcp-reset" in text and f"-d {CIDR} -j REJECT" in text
     assert fate(text, "10.244.0.9", "y/b") == "reject"  # its address, before the agent knows it
     assert fate(text, "y/a", "y/b") == "allow"  # known pods are not held up
     # A starting pod no policy selects closes nothing.
