@@ -29,6 +29,7 @@ import logging
 import shlex
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -129,7 +130,7 @@ class Agent:
         self._dirty = asyncio.Event()
         self._need_full = True
         self._applied: NodeState | None = None
-        self._chains: frozenset[str] = frozenset()
+        self._bodies: Mapping[str, tuple[str, ...]] = {}  # what the kernel holds after the last good sync
         self._last_sync = float("-inf")
         self._last_full = float("-inf")
         self.syncs = 0
@@ -200,7 +201,7 @@ class Agent:
             return True
         try:
             kernel = parse_kernel(await self.iptables.save()) if full else None
-            ruleset = compile_node(state, node=self.node_name, pod_cidr=self.pod_cidr, previous=self._chains,
+            ruleset = compile_node(state, node=self.node_name, pod_cidr=self.pod_cidr, previous=self._bodies,
                                    kernel=kernel)
             await self.iptables.restore(ruleset.text)
         except Exception as e:  # noqa: BLE001 - any failure: full resync after min_sync_period
@@ -209,13 +210,13 @@ class Agent:
             self._dirty.set()
             log.error("netpol sync failed full=%s retry_in=%.1fs err=%s", full, self.min_sync_period, e)
             return False
-        self._applied, self._chains, self._need_full = state, ruleset.chains, False
+        self._applied, self._bodies, self._need_full = state, ruleset.bodies, False
         self.syncs += 1
         if full:
             self._last_full = start
         log.info("netpol sync full=%s policies=%d local_policies=%d targets=%d pending=%d pods=%d rules=%d "
-                 "deleted=%d ms=%.1f", full, len(state.policies), ruleset.policies, ruleset.targets,
-                 ruleset.pending, len(state.pods), ruleset.rules, len(ruleset.deleted),
+                 "chains_written=%d deleted=%d ms=%.1f", full, len(state.policies), ruleset.policies, ruleset.targets,
+                 ruleset.pending, len(state.pods), ruleset.rules, ruleset.written, len(ruleset.deleted),
                  (time.monotonic() - start) * 1000)
         return True
 

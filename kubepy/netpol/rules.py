@@ -42,13 +42,15 @@ unreachable), so clients fail at once instead of timing out.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubepy.meta.selectors import label_selector_from_dict
+from kubepy.meta.selectors import LabelSelector, label_selector_from_dict
 
 __all__ = [
     "ALLOW_EGRESS_MARK",
@@ -128,13 +130,26 @@ class PodInfo:
         return next((p for n, proto, p in self.ports if n == name and proto == protocol), None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NodeState:
     """What the rules depend on, ready to compare: the agent skips a sync when it did not change."""
 
     pods: tuple[PodInfo, ...]
     namespaces: Mapping[str, Mapping[str, str]]  # name → labels
     policies: tuple[dict, ...]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NodeState) and (self.pods, dict(self.namespaces), self.policies) == \
+            (other.pods, dict(other.namespaces), other.policies)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @functools.cached_property
+    def by_namespace(self) -> dict[str, list[PodInfo]]:
+        out: dict[str, list[PodInfo]] = {}
+        for pod in self.pods:
+            out.setdefault(pod.namespace, []).append(pod)
+        return out
 
 
 def _pod_info(pod: Mapping[str, Any]) -> PodInfo | None:
@@ -167,12 +182,17 @@ def node_state(policies: Iterable[Mapping[str, Any]], pods: Iterable[Mapping[str
 @dataclass(frozen=True)
 class Ruleset:
     text: str
-    chains: frozenset[str]  # every chain of ours the payload leaves in the kernel
+    bodies: Mapping[str, tuple[str, ...]]  # every chain of ours the payload leaves in the kernel, with its rules
     rules: int
     targets: int  # local pods isolated in at least one direction
     policies: int  # policies selecting at least one local pod
     pending: int  # local pods with policies and no address yet
     deleted: tuple[str, ...] = field(default=())
+    written: int = 0  # chains (re)written by this payload
+
+    @property
+    def chains(self) -> frozenset[str]:
+        return frozenset(self.bodies)
 
 
 # -- selection ----------------------------------------------------------------
@@ -183,33 +203,38 @@ def policy_types(spec: Mapping[str, Any]) -> list[str]:
     return ["Ingress", "Egress"] if _l(spec.get("egress")) else ["Ingress"]
 
 
-def _matches(selector: Any, labels: Mapping[str, str]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _parsed(key: str) -> LabelSelector:
     try:
-        return label_selector_from_dict(selector if selector is not None else {}).matches(labels)
+        return label_selector_from_dict(json.loads(key))
     except ValueError:
-        return False  # refused by validation; an object from elsewhere selects nothing
+        return LabelSelector(nothing=True)  # refused by validation; an object from elsewhere selects nothing
+
+
+_EVERYTHING = LabelSelector()
+
+
+def _selector(selector: Any) -> LabelSelector:
+    """A raw label selector parsed (None or {}: everything), cached by its JSON."""
+    if not selector:
+        return _EVERYTHING
+    return _parsed(json.dumps(selector, sort_keys=True))
 
 
 def selects(policy: Mapping[str, Any], pod: PodInfo) -> bool:
     meta, spec = _d(policy.get("metadata")), _d(policy.get("spec"))
-    return meta.get("namespace") == pod.namespace and _matches(spec.get("podSelector"), pod.labels)
+    return meta.get("namespace") == pod.namespace and _selector(spec.get("podSelector")).matches(pod.labels)
 
 
 def _peer_pods(peer: Mapping[str, Any], policy_ns: str, state: NodeState) -> list[PodInfo]:
-    pod_sel, ns_sel = peer.get("podSelector"), peer.get("namespaceSelector")
-    out = []
-    for pod in state.pods:
-        if not pod.ip:
-            continue
-        if ns_sel is None:
-            if pod.namespace != policy_ns:
-                continue
-        elif not _matches(ns_sel, state.namespaces.get(pod.namespace, {"kubernetes.io/metadata.name": pod.namespace})):
-            continue
-        if pod_sel is not None and not _matches(pod_sel, pod.labels):
-            continue
-        out.append(pod)
-    return out
+    pod_sel, ns_sel = _selector(peer.get("podSelector")), peer.get("namespaceSelector")
+    if ns_sel is None:
+        namespaces = [policy_ns]
+    else:
+        parsed = _selector(ns_sel)
+        namespaces = [ns for ns in state.by_namespace
+                      if parsed.matches(state.namespaces.get(ns, {"kubernetes.io/metadata.name": ns}))]
+    return [pod for ns in namespaces for pod in state.by_namespace.get(ns, ()) if pod.ip and pod_sel.matches(pod.labels)]
 
 
 def ip_block_cidrs(block: Mapping[str, Any]) -> list[str]:
@@ -240,14 +265,13 @@ def ip_block_cidrs(block: Mapping[str, Any]) -> list[str]:
 # -- rendering ----------------------------------------------------------------
 class _Out:
     def __init__(self) -> None:
-        self.chains: list[str] = []
-        self.rules: list[str] = []
+        self.bodies: dict[str, list[str]] = {}  # chain → its rules, in order; insertion order = declaration order
 
     def chain(self, name: str) -> None:
-        self.chains.append(name)
+        self.bodies.setdefault(name, [])
 
     def add(self, chain: str, spec: str) -> None:
-        self.rules.append(f"-A {chain} {spec}")
+        self.bodies.setdefault(chain, []).append(f"-A {chain} {spec}")
 
 
 def _port_matches(ports: list, *, named_on: list[PodInfo], ip_flag: str) -> list[str]:
@@ -276,11 +300,13 @@ def _port_matches(ports: list, *, named_on: list[PodInfo], ip_flag: str) -> list
     return out
 
 
-def _peer_matches(peers: list, direction: str, policy_ns: str, state: NodeState) -> tuple[list[str], list[PodInfo]]:
-    """Match fragments for a rule's peers ([""]: anyone) and the pods they cover (for named egress ports)."""
+def _peer_matches(peers: list, direction: str, policy_ns: str, state: NodeState, *,
+                  covered_too: bool) -> tuple[list[str], list[PodInfo]]:
+    """Match fragments for a rule's peers ([""]: anyone) and, with ``covered_too``, the pods
+    they cover (named egress ports resolve on those)."""
     flag = "-s" if direction == "Ingress" else "-d"
     if not peers:
-        return [""], [p for p in state.pods if p.ip]
+        return [""], [p for p in state.pods if p.ip] if covered_too else []
     frags: list[str] = []
     covered: dict[str, PodInfo] = {}
     for peer in peers:
@@ -289,10 +315,11 @@ def _peer_matches(peers: list, direction: str, policy_ns: str, state: NodeState)
         if block is not None:
             cidrs = ip_block_cidrs(_d(block))
             frags.extend(f"{flag} {c}" for c in cidrs)
-            nets = [ipaddress.ip_network(c) for c in cidrs]
-            for p in state.pods:
-                if p.ip and any(ipaddress.ip_address(p.ip) in n for n in nets):
-                    covered[p.key] = p
+            if covered_too:
+                nets = [ipaddress.ip_network(c) for c in cidrs]
+                for p in state.pods:
+                    if p.ip and any(ipaddress.ip_address(p.ip) in n for n in nets):
+                        covered[p.key] = p
             continue
         for p in _peer_pods(peer, policy_ns, state):
             frags.append(f"{flag} {p.ip}/32")
@@ -312,11 +339,13 @@ def _policy_chain(out: _Out, policy: Mapping[str, Any], direction: str, targets:
     for i, rule in enumerate(_l(spec.get(rules_key))):
         rule = _d(rule)
         what = _comment(f"{ns}/{name} {direction.lower()} rule {i}")
-        peer_frags, covered = _peer_matches(_l(rule.get(peers_key)), direction, ns, state)
+        ports = _l(rule.get("ports"))
+        named = direction == "Egress" and any(isinstance(_d(p).get("port"), str) for p in ports)
+        peer_frags, covered = _peer_matches(_l(rule.get(peers_key)), direction, ns, state, covered_too=named)
         if direction == "Ingress":
-            port_frags = _port_matches(_l(rule.get("ports")), named_on=targets, ip_flag="-d")
+            port_frags = _port_matches(ports, named_on=targets, ip_flag="-d")
         else:
-            port_frags = _port_matches(_l(rule.get("ports")), named_on=covered, ip_flag="-d")
+            port_frags = _port_matches(ports, named_on=covered, ip_flag="-d")
         if not peer_frags or not port_frags:
             continue  # selects no peer or no port (yet): allows nothing
         if len(peer_frags) > 1 and len(port_frags) > 1:
@@ -360,13 +389,17 @@ def parse_kernel(save_text: str) -> Kernel:
     return Kernel(chains=frozenset(chains), jumps=jumps)
 
 
-def compile_node(state: NodeState, *, node: str, pod_cidr: str | None, previous: Iterable[str] = (),
-                 kernel: Kernel | None = None) -> Ruleset:
-    """The whole filter payload for ``node``.
+def compile_node(state: NodeState, *, node: str, pod_cidr: str | None,
+                 previous: Mapping[str, tuple[str, ...]] | Iterable[str] = (), kernel: Kernel | None = None) -> Ruleset:
+    """The filter payload for ``node``.
 
-    Chains of ours that ``previous`` (what the last payload left) or
-    ``kernel`` (a full sync's look at the kernel) name and that are no
-    longer wanted are flushed and deleted.  With ``kernel``, a jump from
+    With ``kernel`` (a full sync's look at the kernel) every chain is
+    written.  Without, ``previous`` is what the last payload left (chain →
+    rules): only chains whose rules differ are written, so a change of one
+    policy rewrites its chains and the few that lead to them, not the
+    whole node (``--noflush`` leaves undeclared chains alone).  Chains of
+    ours that ``previous`` or ``kernel`` name and that are no longer
+    wanted are flushed and deleted.  With ``kernel``, a jump from
     FORWARD/INPUT that is missing or not first is (re)inserted first: rules
     others insert at the head later (kube-proxy's ACCEPTs) must not pass
     traffic before policies saw it."""
@@ -382,10 +415,14 @@ def compile_node(state: NodeState, *, node: str, pod_cidr: str | None, previous:
 
     local = [p for p in state.pods if p.node == node]
     by_pod: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    local_by_ns: dict[str, list[PodInfo]] = {}
+    for pod in local:
+        local_by_ns.setdefault(pod.namespace, []).append(pod)
     for policy in state.policies:
         types = policy_types(_d(policy.get("spec")))
-        for pod in local:
-            if selects(policy, pod):
+        pod_sel = _selector(_d(policy.get("spec")).get("podSelector"))
+        for pod in local_by_ns.get(str(_d(policy.get("metadata")).get("namespace") or ""), ()):
+            if pod_sel.matches(pod.labels):
                 for t in types:
                     by_pod.setdefault(pod.key, {}).setdefault(t, []).append(policy)
     pending = sum(1 for p in local if not p.ip and p.key in by_pod)
@@ -416,7 +453,8 @@ def compile_node(state: NodeState, *, node: str, pod_cidr: str | None, previous:
                 used_policies.add(pkey)
                 ckey = (pkey, direction)
                 if ckey not in policy_chains:
-                    selected = [p for p in local if p.ip and selects(policy, p)]
+                    sel = _selector(_d(policy.get("spec")).get("podSelector"))
+                    selected = [p for p in local_by_ns.get(pod.namespace, ()) if p.ip and sel.matches(p.labels)]
                     policy_chains[ckey] = _policy_chain(out, policy, direction, selected, state)
                 out.add(pod_chain, f"{_comment(f'{pod.key} {direction.lower()}: policy {pkey}')} "
                                    f"-j {policy_chains[ckey]}")
@@ -429,11 +467,16 @@ def compile_node(state: NodeState, *, node: str, pod_cidr: str | None, previous:
             out.add(EGRESS_CHAIN, f"{why} -s {pod_cidr} {reject}")
             out.add(INGRESS_CHAIN, f"{why} -d {pod_cidr} {reject}")
 
-    wanted = frozenset(out.chains)
+    bodies = {name: tuple(rules) for name, rules in out.bodies.items()}
+    before: Mapping[str, tuple[str, ...]] = previous if isinstance(previous, Mapping) else {}
+    if kernel is None:
+        write = [c for c, rules in bodies.items() if before.get(c) != rules]
+    else:
+        write = list(bodies)
     known = set(previous) | (set(kernel.chains) if kernel is not None else set())
-    stale = sorted(c for c in known - wanted if is_ours(c))
+    stale = sorted(c for c in known - set(bodies) if is_ours(c))
     lines = ["*filter"]
-    lines += [f":{c} - [0:0]" for c in [*out.chains, *stale]]
+    lines += [f":{c} - [0:0]" for c in [*write, *stale]]
     if kernel is not None:
         for builtin, spec, target in BUILTIN_JUMPS:
             where = kernel.jumps.get(builtin)
@@ -442,8 +485,10 @@ def compile_node(state: NodeState, *, node: str, pod_cidr: str | None, previous:
             if where == "elsewhere":
                 lines.append(f"-D {builtin} {spec} -j {target}")
             lines.append(f"-I {builtin} 1 {spec} -j {target}")
-    lines += out.rules
+    for c in write:
+        lines += bodies[c]
     lines += [f"-X {c}" for c in stale]
     lines.append("COMMIT")
-    return Ruleset(text="\n".join(lines) + "\n", chains=wanted, rules=len(out.rules), targets=targets,
-                   policies=len(used_policies), pending=pending, deleted=tuple(stale))
+    return Ruleset(text="\n".join(lines) + "\n", bodies=bodies, rules=sum(len(r) for r in bodies.values()),
+                   targets=targets, policies=len(used_policies), pending=pending, deleted=tuple(stale),
+                   written=len(write))

@@ -260,3 +260,24 @@ def test_kernel_reading_and_cleanup() -> None:
 ])
 def test_ip_block_cidrs(block: dict[str, Any], cidrs: list[str]) -> None:
     assert ip_block_cidrs(block) == cidrs
+
+
+def test_a_change_rewrites_only_the_chains_it_touches() -> None:
+    policies = [netpol("x", "web", podSelector={"matchLabels": {"pod": "a"}}, ingress=[{"ports": [{"port": 80}]}]),
+                netpol("y", "deny")]
+    before = compile_node(node_state(policies, PODS, NAMESPACES), node=NODE, pod_cidr=CIDR, kernel=Kernel())
+    changed = [netpol("x", "web", podSelector={"matchLabels": {"pod": "a"}}, ingress=[{"ports": [{"port": 81}]}]),
+               netpol("y", "deny")]
+    after = compile_node(node_state(changed, PODS, NAMESPACES), node=NODE, pod_cidr=CIDR, previous=before.bodies)
+    declared = [line[1:].split()[0] for line in after.text.splitlines() if line.startswith(":")]
+    assert len(declared) == 1 and declared[0].startswith("KUBE-NWPLCY-") and "--dport 81" in after.text
+    assert "KUBE-NWPLCY-FORWARD" not in after.text and "y/a" not in after.text
+    # The whole node, as the kernel now holds it, is what a full compile of the new state says.
+    assert after.bodies == compile_node(node_state(changed, PODS, NAMESPACES), node=NODE, pod_cidr=CIDR).bodies
+    # Nothing changed: nothing written.
+    again = compile_node(node_state(changed, PODS, NAMESPACES), node=NODE, pod_cidr=CIDR, previous=after.bodies)
+    assert again.text == "*filter\nCOMMIT\n" and again.written == 0
+    # A policy gone: its chains deleted, the pod chains that led to it rewritten.
+    gone = compile_node(node_state(changed[:1], PODS, NAMESPACES), node=NODE, pod_cidr=CIDR, previous=after.bodies)
+    assert gone.deleted and all(f"-X {c}" in gone.text for c in gone.deleted)
+    assert "-j KUBE-NWPLCY-INGRESS" not in gone.text  # dispatch rules unchanged: x/a still isolated
