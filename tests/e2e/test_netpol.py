@@ -43,7 +43,7 @@ PODS = ("a", "b", "c")
 PORTS = (80, 81)
 IMAGE = "kubepy.local/netserve:1"
 DNS_IP = "10.96.0.10"
-CONVERGE_WITHIN = 5.0  # seconds a case may take to be observed exactly (applying is measured and reported)
+CONVERGE_WITHIN = 3.0  # seconds a case may take to be observed exactly (applying is measured and reported)
 
 
 def sctp_supported() -> bool:
