@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -485,3 +488,23 @@ def test_a_new_pod_starts_with_its_policies_in_place(cluster: Cluster):
         assert not any("OPEN" in log for log in logs), logs
     finally:
         lab.kubectl("delete", "pod", "-n", "x", *names, "--wait=false", check=False)
+
+
+def agent_pid(lab: Lab, node: int) -> int:
+    line = next((x for x in lab.kubepy("status").stdout.splitlines() if f"{lab.node_netns(node)}/netpol" in x), "")
+    m = re.search(r"pid (\d+) running", line)
+    return int(m.group(1)) if m else 0
+
+
+def test_a_killed_agent_leaves_its_rules_and_catches_up(cluster: Cluster):
+    """The kernel keeps enforcing while node 1's agent is down; the restarted agent applies what changed."""
+    lab = cluster.lab
+    apply_only(lab, [np("x", "deny-ingress")])
+    wait_for(lambda: not cluster.observe()[0][("y/a", "x/a", "TCP", 80)], 10, "x/a's ingress denied")
+    old = agent_pid(lab, 1)
+    assert old, lab.kubepy("status").stdout
+    os.kill(old, signal.SIGKILL)  # a daemon of the lab this module started
+    assert not cluster.observe()[0][("y/a", "x/a", "TCP", 80)]
+    apply_only(lab, [])
+    wait_for(lambda: cluster.observe()[0][("y/a", "x/a", "TCP", 80)], 30, "the restarted agent opening x/a again")
+    assert agent_pid(lab, 1) not in (0, old)
