@@ -283,6 +283,24 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     return _run_async(run_proxy(config))
 
 
+def cmd_netpol(args: argparse.Namespace) -> int:
+    from kubepy.netpol.agent import AgentConfig, cleanup, run_agent
+
+    if args.cleanup:
+        removed = asyncio.run(cleanup())
+        print(f"kubepy netpol: removed {removed} chains")
+        return 0
+    if not args.kubeconfig:
+        print("kubepy netpol: --kubeconfig is required (unless --cleanup)", file=sys.stderr)
+        return 2
+    import socket
+
+    config = AgentConfig(kubeconfig=str(args.kubeconfig),
+                         hostname_override=args.hostname_override or socket.gethostname(),
+                         pod_cidr=args.pod_cidr, min_sync_period=args.min_sync_period)
+    return _run_async(run_agent(config))
+
+
 def cmd_dns(args: argparse.Namespace) -> int:
     from kubepy.dns.server import DNSConfig, parse_address, run_dns
 
@@ -377,6 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="don't masquerade pod traffic that leaves the cluster CIDR")
     p.add_argument("--cleanup", action="store_true", help="remove every rule kube-proxy made, then exit")
     p.set_defaults(func=cmd_proxy)
+
+    p = sub.add_parser("netpol", help="run the network-policy agent: NetworkPolicies as iptables rules on this node")
+    p.add_argument("--kubeconfig", type=Path)
+    p.add_argument("--hostname-override", default=None, help="this node's name (default: the host name)")
+    p.add_argument("--pod-cidr", default=None, help="this node's pod CIDR (default: the Node's spec.podCIDR)")
+    p.add_argument("--min-sync-period", type=float, default=0.1,
+                   help="seconds between two syncs at least (a burst of changes becomes one sync)")
+    p.add_argument("--cleanup", action="store_true", help="remove every rule the agent made, then exit")
+    p.set_defaults(func=cmd_netpol)
 
     p = sub.add_parser("dns", help="run cluster DNS (<svc>.<ns>.svc.cluster.local; forwards the rest)")
     p.add_argument("--kubeconfig", required=True, type=Path)

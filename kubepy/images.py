@@ -152,6 +152,27 @@ def udp_echo_image(ref: str = UDPECHO_REF, out_tar: Path | None = None, *, cc: s
                            entrypoint=["/bin/udpecho", str(UDPECHO_PORT)], env={"PATH": "/bin"}, workdir="/")
 
 
+NETSERVE_REF = "kubepy.local/netserve:1"
+NETSERVE_SRC = Path(__file__).parent / "images_src" / "netserve.c"
+
+
+def netserve_image(ref: str = NETSERVE_REF, out_tar: Path | None = None, *, cc: str = "gcc") -> Path:
+    """A server answering its hostname on TCP, UDP (and SCTP when the kernel has it) ports
+    (``images_src/netserve.c``, compiled static here) plus busybox: the network-policy truth table's pods.
+
+    ``/bin/netserve 80 81`` serves ports 80 and 81 on every protocol. Needs gcc and a static libc."""
+    if out_tar is None:
+        raise ImageBuildError("netserve_image needs out_tar")
+    with tempfile.TemporaryDirectory(prefix="kubepy-netserve-") as tmp_:
+        tmp = Path(tmp_)
+        binary = tmp / "netserve"
+        _run(cc, "-static", "-O2", "-o", str(binary), str(NETSERVE_SRC))
+        files, symlinks = _busybox_base(tmp)
+        files["/bin/netserve"] = binary
+        return build_image(ref, out_tar, files=files, symlinks=symlinks,
+                           entrypoint=["/bin/netserve", "80", "81"], env={"PATH": "/bin"}, workdir="/")
+
+
 def _run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     try:
         res = subprocess.run(argv, capture_output=True, check=False, cwd=cwd, env=env)

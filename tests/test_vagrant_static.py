@@ -33,7 +33,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 VAGRANT_DIR = ROOT / "vagrant"
 UNIT_DIR = ROOT / "systemd"
-UNITS = ["kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-dns"]
+UNITS = ["kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-netpol", "kubepy-dns"]
+# Node agents that need no address of their own (the network-policy agent reads its pod CIDR from its Node).
+NO_ADDRESS_UNITS = {"kubepy-netpol"}
 SHUTDOWN_UNIT = "kubepy-shutdown"   # oneshot: stops the pods at shutdown
 SCRIPTS = sorted([*VAGRANT_DIR.glob("*.sh"), VAGRANT_DIR / "build-box", VAGRANT_DIR / "build-wheelhouse"])
 VENV_BIN = "/opt/kubepy/venv/bin/"
@@ -248,7 +250,7 @@ def test_controlplane_unit_stops_children_in_order():
     assert _values(_unit("kubepy-controlplane"), "Service", "KillMode") == ["mixed"]
 
 
-@pytest.mark.parametrize("name", ["kubepy-proxy", "kubepy-dns"])
+@pytest.mark.parametrize("name", ["kubepy-proxy", "kubepy-netpol", "kubepy-dns"])
 def test_proxy_and_dns_come_after_the_kubelet(name):
     unit = _unit(name)
     assert "kubepy-kubelet.service" in _words(unit, "Unit", "After")
@@ -269,7 +271,7 @@ def test_units_use_the_private_address():
     for name in UNITS:
         text = (UNIT_DIR / f"{name}.service").read_text()
         assert "eth0" not in "\n".join(_values(_unit(name), "Service", "ExecStart"))
-        assert "${NODE_IP}" in text, name
+        assert ("${NODE_IP}" in text) is (name not in NO_ADDRESS_UNITS), name
     assert "--advertise-address ${NODE_IP}" in " ".join(_exec_start("kubepy-controlplane"))
     assert "--node-ip ${NODE_IP}" in " ".join(_exec_start("kubepy-kubelet"))
     assert "--listen ${NODE_IP}:53" in " ".join(_exec_start("kubepy-dns"))
@@ -290,7 +292,8 @@ def test_extra_args_in_scripts_exist_in_the_cli():
     """Flags the scripts put in /etc/default/kubepy's *_EXTRA_ARGS (e.g. the control plane's node label)."""
     text = (VAGRANT_DIR / "common.sh").read_text() + (VAGRANT_DIR / "lib.sh").read_text()
     checked = 0
-    for var, sub in (("extra_kubelet", "kubelet"), ("extra_proxy", "proxy"), ("extra_dns", "dns"),
+    for var, sub in (("extra_kubelet", "kubelet"), ("extra_proxy", "proxy"), ("extra_netpol", "netpol"),
+                     ("extra_dns", "dns"),
                      ("extra_controlplane", "controlplane")):
         for m in re.finditer(rf'{var}="([^"]*)"', text):
             known = set(re.findall(r"--[a-z0-9-]+", _help(sub)))
@@ -318,7 +321,7 @@ def test_common_sh_gives_the_kubelet_its_topology_labels(zone, region, want):
 
 def test_scripts_call_no_unknown_kubepy_flags():
     """Any `$KUBEPY <cmd> --flag` or `kubepy <cmd> --flag` in the scripts exists in the CLI."""
-    subs = {"apiserver", "scheduler", "controller-manager", "proxy", "dns", "kubelet", "controlplane"}
+    subs = {"apiserver", "scheduler", "controller-manager", "proxy", "netpol", "dns", "kubelet", "controlplane"}
     for script in SCRIPTS:
         for line in script.read_text().splitlines():
             m = re.search(r'(?:"\$KUBEPY"|\$KUBEPY|/bin/kubepy)\s+(\S+)(.*)', line)
@@ -350,7 +353,7 @@ def test_paths_and_names_agree():
     assert f"--ca-file {lib['ETC']}/ca.crt" in kubelet
     own = lib["KUBELET_KUBECONFIG"].replace("$KUBELET_DIR", lib["KUBELET_DIR"])
     assert own == str(KubeletConfig(root_dir=Path(lib["KUBELET_DIR"])).own_kubeconfig)
-    for name in ("kubepy-proxy", "kubepy-dns"):
+    for name in ("kubepy-proxy", "kubepy-netpol", "kubepy-dns"):
         assert f"--kubeconfig {own}" in " ".join(_exec_start(name))
     assert f"--data-dir {lib['CP_DIR']}" in " ".join(_exec_start("kubepy-controlplane"))
     units_in_lib = re.search(r"^UNITS=\(([^)]*)\)", (VAGRANT_DIR / "lib.sh").read_text(), re.MULTILINE).group(1).split()

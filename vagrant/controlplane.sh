@@ -109,6 +109,7 @@ fi
 ensure_service kubepy-kubelet
 wait_kubelet_joined
 ensure_service kubepy-proxy
+ensure_service kubepy-netpol
 ensure_service kubepy-dns
 log "wait for node $NODE_NAME to register"
 wait_for "$WAIT" "node $NODE_NAME to register" kc get node "$NODE_NAME"

@@ -50,6 +50,7 @@ wait_for "$WAIT" "the API server at $API_SERVER (with $ETC/ca.crt)" api_ready
 ensure_service kubepy-kubelet
 wait_kubelet_joined
 ensure_service kubepy-proxy
+ensure_service kubepy-netpol
 ensure_service kubepy-dns
 
 # kube-dns lists every registered node's DNS server; add this one. The admin

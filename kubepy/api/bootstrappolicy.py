@@ -89,6 +89,7 @@ _ADMIN = [
     rule(READ_WRITE, GROUP, "roles rolebindings"),
 ]
 
+NETPOL_AGENT_ROLE = "kubepy:network-policy-agent"
 NODE_RULES_NOTE = "system:node's rules are kubepy.api.nodeauth.NODE_RULES (the node authorizer applies them)"
 
 
@@ -153,6 +154,11 @@ def cluster_roles() -> list[dict[str, Any]]:
             rule("get list watch", CORE, "nodes"),
             rule("list watch", "discovery.k8s.io", "endpointslices"),
             *EVENTS]),
+        # Upstream's system:node reads no NetworkPolicies; policy agents (kube-router, Calico) get a role of
+        # their own. kubepy's agent (kubepy netpol) runs as its node, so the nodes are bound to it.
+        _cluster_role(NETPOL_AGENT_ROLE, [rule("list watch", "networking.k8s.io", "networkpolicies"),
+                                          rule("list watch", CORE, "pods namespaces"),
+                                          rule("get", CORE, "nodes")]),
         _cluster_role("system:kube-dns", [rule("list watch", CORE, "endpoints services"),
                                           rule("list watch", "discovery.k8s.io", "endpointslices")]),
         _cluster_role("system:kube-scheduler", [
@@ -203,6 +209,7 @@ def cluster_role_bindings() -> list[dict[str, Any]]:
                   ("Group", "system:unauthenticated")]),
         _binding("system:node", "system:node", []),
         _binding("system:node-proxier", "system:node-proxier", [("User", "system:kube-proxy")]),
+        _binding(NETPOL_AGENT_ROLE, NETPOL_AGENT_ROLE, [("Group", "system:nodes")]),
         _binding("system:kube-dns", "system:kube-dns", [("ServiceAccount", "kube-system/kube-dns")]),
         _binding("system:kube-scheduler", "system:kube-scheduler", [("User", "system:kube-scheduler")]),
         _binding("system:kube-controller-manager", "system:kube-controller-manager",

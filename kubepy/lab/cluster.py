@@ -118,13 +118,14 @@ def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None,
             f"flags to repair it, or kubepy down{flag} first to replace it (down deletes its store)")
 
 
-def expected_daemons(state: ClusterState, *, proxy: bool = True) -> list[str]:
+def expected_daemons(state: ClusterState, *, proxy: bool = True, netpol: bool = True) -> list[str]:
     """Every daemon a complete cluster of this shape runs, in start order."""
     names = ["etcd"] if state.store == "etcd" else []
     names.append("controlplane")
     for i in range(1, state.nodes + 1):
         node = f"{state.name}-node{i}"
-        names += [f"{node}/containerd", f"{node}/kubelet", *([f"{node}/proxy"] if proxy else []), f"{node}/dns"]
+        names += [f"{node}/containerd", f"{node}/kubelet", *([f"{node}/proxy"] if proxy else []),
+                  *([f"{node}/netpol"] if netpol else []), f"{node}/dns"]
     return names
 
 
@@ -276,7 +277,8 @@ class Cluster:
             self._run(self._daemon("controlplane", cp_args, kill_group=False))
             self._wait_ready(state, "controlplane")
         for i in range(1, nodes + 1):
-            with step(f"node {self.node_name(i)} ({net.node_ip(i)}): containerd, kubelet, kube-proxy, DNS"):
+            with step(f"node {self.node_name(i)} ({net.node_ip(i)}): containerd, kubelet, kube-proxy, "
+                      "network policies, DNS"):
                 self._start_node(state, net, i)
         if nodes:
             with step(f"{nodes} nodes Ready, cluster DNS at {DNS_IP}"):
@@ -290,7 +292,8 @@ class Cluster:
         if not supervisor_active(self.dir):
             return False
         desired, sup = load_desired(self.dir), load_state(self.dir)
-        names = expected_daemons(state, proxy=_module_exists("kubepy.proxy.proxier"))
+        names = expected_daemons(state, proxy=_module_exists("kubepy.proxy.proxier"),
+                                 netpol=_module_exists("kubepy.netpol.agent"))
         if desired.stopped or any(desired.get(n) is None or not record_running(sup.daemons.get(n)) for n in names):
             return False
         return self._ready(state.port)
@@ -431,6 +434,10 @@ class Cluster:
             self._run(self._daemon(f"{node}/proxy", [
                 "proxy", "--kubeconfig", str(own), "--hostname-override", node, "--node-ip", net.node_ip(i)],
                 netns=netns))
+        if _module_exists("kubepy.netpol.agent"):
+            # The node's own identity, like kube-proxy; its pod CIDR comes from its Node.
+            self._run(self._daemon(f"{node}/netpol", [
+                "netpol", "--kubeconfig", str(own), "--hostname-override", node], netns=netns))
         self._run(self._daemon(f"{node}/dns", [
             "dns", "--kubeconfig", str(own), "--listen", f"{net.node_ip(i)}:53",
             "--upstream", f"{net.gateway}:53"], netns=netns))

@@ -193,8 +193,8 @@ def test_nodes_ready_on_private_addresses(cluster: Cluster):
     cp = next(n for n in nodes if n["metadata"]["name"] == "kubepy-controlplane")
     assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in cp["spec"].get("taints", [])
     # Under systemd: the units are active.
-    state = cluster.vms.ssh("worker1", "systemctl is-active kubepy-kubelet kubepy-proxy kubepy-dns containerd")
-    assert state.split() == ["active"] * 4, state
+    state = cluster.vms.ssh("worker1", "systemctl is-active kubepy-kubelet kubepy-proxy kubepy-netpol kubepy-dns containerd")
+    assert state.split() == ["active"] * 5, state
     # The kubelet's server (10250) and DNS (53) listen on the private address only.
     listeners = [line.split()[4] for line in cluster.vms.ssh("worker1", "sudo ss -Hltnup").splitlines()
                  if '(("kubepy"' in line]
@@ -319,8 +319,8 @@ def test_kubelet_restart_keeps_the_pods_running(cluster: Cluster):
 
 def test_provision_again_changes_nothing(cluster: Cluster):
     """`vagrant provision` on a provisioned cluster writes no file and restarts no daemon."""
-    units = {"controlplane": ["containerd", "kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-dns"],
-             "worker2": ["containerd", "kubepy-kubelet", "kubepy-proxy", "kubepy-dns"]}
+    units = {"controlplane": ["containerd", "kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-netpol", "kubepy-dns"],
+             "worker2": ["containerd", "kubepy-kubelet", "kubepy-proxy", "kubepy-netpol", "kubepy-dns"]}
     before = {m: _main_pids(cluster, m, u) for m, u in units.items()}
     tasks = {m: _running_tasks(cluster, m) for m in units}
     start = time.monotonic()

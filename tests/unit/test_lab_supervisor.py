@@ -119,7 +119,8 @@ def test_up_on_an_existing_cluster_refuses_other_flags_in_one_line(flags, proble
 def test_expected_daemons():
     assert expected_daemons(ClusterState("c", 1, nodes=0)) == ["controlplane"]
     assert expected_daemons(ClusterState("c", 1, nodes=1, store="etcd")) == [
-        "etcd", "controlplane", "c-node1/containerd", "c-node1/kubelet", "c-node1/proxy", "c-node1/dns"]
+        "etcd", "controlplane", "c-node1/containerd", "c-node1/kubelet", "c-node1/proxy", "c-node1/netpol",
+        "c-node1/dns"]
 
 
 def test_restarts_text():
