@@ -190,8 +190,26 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"kubepy controller-manager: {e}", file=sys.stderr)
         return 2
-    return _run_async(_with_health(run_controller_manager(str(args.kubeconfig), config), args),
+    try:
+        election = leader_election(args, "kube-controller-manager")
+    except ValueError as e:
+        print(f"kubepy controller-manager: {e}", file=sys.stderr)
+        return 2
+    return _run_async(_with_health(_elected(str(args.kubeconfig), election, "kubepy-controller-manager",
+                                            lambda: run_controller_manager(str(args.kubeconfig), config)), args),
                       "controller-manager")
+
+
+async def _elected(kubeconfig: str, election, user_agent: str, lead) -> None:
+    """``lead()`` once this process holds the election's Lease (at once when *election* is None)."""
+    if election is None:
+        await lead()
+        return
+    from kubepy.client import Client, ClientConfig
+    from kubepy.client.leaderelection import LeaderElector
+
+    async with Client(ClientConfig.from_kubeconfig(kubeconfig), user_agent=user_agent) as client:
+        await LeaderElector(client, election).run(lead)
 
 
 def _run_async(coro, name: str = "kubepy") -> int:
@@ -261,6 +279,18 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
           "--default-unreachable-toleration-seconds", str(args.default_unreachable_toleration_seconds),
           "--cluster-cidr", args.cluster_cidr, "--node-cidr-mask-size", str(args.node_cidr_mask_size),
           "--controllers", args.controllers, "--concurrent-syncs", str(args.concurrent_syncs)]
+    election = []   # the scheduler and the controller manager elect their leaders alike
+    if args.leader_elect:
+        election.append("--leader-elect")
+    for attr in ("lease_duration", "renew_deadline", "retry_period"):
+        value = getattr(args, f"leader_elect_{attr}")
+        if value is not None:
+            election += [f"--leader-elect-{attr.replace('_', '-')}", f"{value:g}s"]
+    if args.leader_elect_resource_name:
+        print("kubepy controlplane: --leader-elect-resource-name is per component; set it on each", file=sys.stderr)
+        return 2
+    sched += election
+    cm += election
     return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port)
 
 
@@ -462,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("controller-manager", help="run the controllers")
     p.add_argument("--kubeconfig", required=True, type=Path)
     add_controller_flags(p)
+    add_leader_election_flags(p)
     p.add_argument("--default-not-ready-toleration-seconds", type=int, default=300)
     p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300)
     add_healthz_flags(p, 10257)
@@ -510,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_controller_flags(p)
     p.add_argument("--scheduler-config", type=Path, default=None,
                    help="a KubeSchedulerConfiguration file for the scheduler (its --config)")
+    add_leader_election_flags(p)
     p.set_defaults(func=cmd_controlplane)
 
     from kubepy.tokencli import add_token_parser
