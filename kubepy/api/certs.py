@@ -3,7 +3,12 @@
 Files in the data dir: ``ca.crt``/``ca.key`` (the cluster CA),
 ``apiserver.crt``/``apiserver.key`` (serving certificate signed by it),
 ``admin.crt``/``admin.key`` (the admin's client certificate: CN = user,
-O = groups, as kubeadm writes ``admin.conf``), ``admin.kubeconfig``.
+O = groups, as kubeadm writes ``admin.conf``), ``admin.kubeconfig``; the
+scheduler's and the controller manager's own certificates and kubeconfigs
+(``scheduler.crt``/``.key``/``.kubeconfig``: CN ``system:kube-scheduler``;
+``controller-manager.*``: CN ``system:kube-controller-manager``; no groups, as
+kubeadm's ``scheduler.conf`` and ``controller-manager.conf``); the API
+server's client certificate for the kubelets (``apiserver-kubelet-client.*``).
 Existing files are reused, so restarts keep trust.
 All are written mode 0600 (``kubepy.privatefiles``), in the 0700 data dir.
 """
@@ -136,9 +141,14 @@ def issue_client_cert(data_dir: Path, *, user: str, groups: tuple[str, ...],
 
 
 def ensure_admin_cert(data_dir: Path, *, user: str, groups: tuple[str, ...]) -> tuple[bytes, bytes]:
-    """The admin's client certificate (``admin.crt``/``admin.key``), re-issued when it names another
-    user, was signed by another CA or ends within 30 days."""
-    crt, key = data_dir / "admin.crt", data_dir / "admin.key"
+    """The admin's client certificate (``admin.crt``/``admin.key``)."""
+    return ensure_client_cert(data_dir, "admin", user=user, groups=groups)
+
+
+def ensure_client_cert(data_dir: Path, name: str, *, user: str, groups: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """The client certificate ``NAME.crt``/``NAME.key`` for ``user`` in ``groups``, re-issued when it
+    names another user, was signed by another CA or ends within 30 days."""
+    crt, key = data_dir / f"{name}.crt", data_dir / f"{name}.key"
     if crt.exists() and key.exists():
         cert = x509.load_pem_x509_certificate(crt.read_bytes())
         ca_cert, _ = ensure_ca(data_dir)

@@ -21,6 +21,7 @@ from typing import Any
 
 import multidict
 from aiohttp import web
+from cryptography import x509
 
 from kubepy import bootstraptoken
 from kubepy.api import (
@@ -42,6 +43,7 @@ from kubepy.api import (
     rbac,
     reviews,
     serviceaccounts,
+    tlsclientauth,
     tokens,
 )
 from kubepy.meta import selectors
@@ -219,6 +221,7 @@ class APIServer:
     def __init__(self, store: Store, config: ServerConfig) -> None:
         self.store = store
         self.config = config
+        self._ca_cache: tuple[int, x509.Certificate] | None = None  # (ca.crt's mtime, the CA)
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
         self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
                                            DefaultStorageClass(store), ResourceQuotaAdmission(store)]
@@ -554,10 +557,37 @@ class APIServer:
     async def authenticate(self, request: web.Request) -> auth.User | None:
         """The caller, as Kubernetes' union authenticator finds it: a verified client certificate,
         then a bearer token (static/node, bootstrap, service-account JWT); None when anonymous."""
-        user = auth.x509_user(request.transport.get_extra_info("peercert") if request.transport else None)
+        user, refused = self._certificate_user(request), None
+        if isinstance(user, tlsclientauth.CertificateRefused):
+            user, refused = None, user
         if user is None:
             user = await self._token_user(auth.bearer_token(request.headers.get("Authorization")))
+        if user is None and refused is not None:
+            # As upstream's union authenticator with FailOnError: a failed authenticator and no
+            # other that succeeds is a 401 (never anonymous), with the reason in the log only.
+            log.info("refused client certificate path=%s reason=%s", request.path, refused)
+            raise errors.Unauthorized("Unauthorized")
         return auth.with_authenticated_group(user) if user is not None else None
+
+    def _certificate_user(self, request: web.Request) -> auth.User | tlsclientauth.CertificateRefused | None:
+        """The user a client certificate names once verified here against the cluster CA (the TLS
+        layer takes any certificate: kubepy.api.tlsclientauth); None without one."""
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            return None
+        try:
+            name, groups = tlsclientauth.verify_client_certificate(der, self._client_ca())
+        except tlsclientauth.CertificateRefused as e:
+            return e
+        return auth.User(name, groups)
+
+    def _client_ca(self) -> x509.Certificate:
+        path = self.config.data_dir / "ca.crt"
+        stamp = path.stat().st_mtime_ns
+        if self._ca_cache is None or self._ca_cache[0] != stamp:
+            self._ca_cache = (stamp, x509.load_pem_x509_certificate(path.read_bytes()))
+        return self._ca_cache[1]
 
     async def _token_user(self, token: str | None) -> auth.User | None:
         if not token:
