@@ -116,10 +116,16 @@ async def run_controller_manager(kubeconfig: str, config: ControllerConfig, *,
         informers = InformerFactory(client)
         recorders: list[EventRecorder] = []
         controllers = []
-        for name in enabled_controllers(config.controllers):
-            own = client
-            if credentials is not None:
-                own = await credentials.client_for(SERVICE_ACCOUNTS[name], user_agent="kubepy-controller-manager")
+        names = enabled_controllers(config.controllers)
+        clients = {name: client for name in names}
+        if credentials is not None:  # one TokenRequest per service account, all at once
+            accounts = sorted({SERVICE_ACCOUNTS[n] for n in names})
+            own_clients = await asyncio.gather(*(credentials.client_for(sa, user_agent="kubepy-controller-manager")
+                                                 for sa in accounts))
+            by_sa = dict(zip(accounts, own_clients))
+            clients = {name: by_sa[SERVICE_ACCOUNTS[name]] for name in names}
+        for name in names:
+            own = clients[name]
             recorder = EventRecorder(own, component="controller-manager", host=socket.gethostname())
             recorders.append(recorder)
             ctx = ControllerContext(client=own, informers=informers, recorder=recorder, config=config)
