@@ -3,7 +3,7 @@
 
 Authenticators, in the order the API server asks them (as Kubernetes'
 union authenticator): a client certificate verified by the cluster CA
-(``kubepy.api.tlsclientauth``: CN = user, O = groups, as kubeadm's ``admin.conf``),
+(``kubepy.tlsclientauth``: CN = user, O = groups, as kubeadm's ``admin.conf``),
 static and node tokens (``TokenAuthenticator``), bootstrap tokens, then
 service-account JWTs (``kubepy.api.serviceaccounts``). Every user so
 found is also in ``system:authenticated``.
@@ -54,6 +54,7 @@ CONTROLLER_MANAGER_USER = "system:kube-controller-manager"  # kubeadm's controll
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 JOIN_PATH = "/kubepy/v1/join"
 CREDENTIALS_PATH = "/kubepy/v1/nodecredentials/"
+SERVING_CERT_PATH = "/kubepy/v1/kubeletservingcertificate"  # a node's kubelet has its serving certificate signed
 
 
 @dataclass(frozen=True)

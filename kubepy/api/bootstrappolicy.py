@@ -195,6 +195,12 @@ def cluster_roles() -> list[dict[str, Any]]:
             rule("list watch", "*", "*"),
             rule("create", CORE, "serviceaccounts/token"),
         ]),
+        # Full access to the kubelet API: what the API server's kubelet client is bound to.
+        _cluster_role("system:kubelet-api-admin", [
+            rule(READ, CORE, "nodes"),
+            rule("proxy", CORE, "nodes"),
+            rule("*", CORE, "nodes/proxy nodes/metrics nodes/stats nodes/log"),
+        ]),
         *(_cluster_role(name, rules) for name, rules in controller_roles()),
     ]
 
@@ -219,6 +225,9 @@ def cluster_role_bindings() -> list[dict[str, Any]]:
         _binding("system:volume-scheduler", "system:volume-scheduler", [("User", "system:kube-scheduler")]),
         _binding("system:kube-controller-manager", "system:kube-controller-manager",
                  [("User", "system:kube-controller-manager")]),
+        # kubeadm puts its apiserver-kubelet-client in system:masters; kubepy binds the user to this role only.
+        _binding("system:kube-apiserver-kubelet-client", "system:kubelet-api-admin",
+                 [("User", "kube-apiserver-kubelet-client")]),
         *(_binding(name, name, [("ServiceAccount", f"{NAMESPACE}/{name[len(ROLE_PREFIX):]}")])
           for name, _ in controller_roles()),
     ]

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from kubepy.api import auth, certs, tlsclientauth
+from kubepy import tlsclientauth
+from kubepy.api import auth, certs
 from kubepy.api.listener import ConnectionTimeouts, TimedTCPSite
 from kubepy.privatefiles import narrow_file, private_dir
 from kubepy.api.server import APIServer, ServerConfig
@@ -78,7 +79,7 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_OPTIONAL
     ctx.load_verify_locations(cafile=str(config.data_dir / "ca.crt"))
     # ... and, as Go's RequestClientCert, any certificate is taken: the authenticator verifies it, so a
-    # bad one is a 401 with a Status body rather than a failed handshake (kubepy.api.tlsclientauth).
+    # bad one is a 401 with a Status body rather than a failed handshake (kubepy.tlsclientauth).
     tlsclientauth.request_client_certificates(ctx)
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx

@@ -23,12 +23,13 @@ import multidict
 from aiohttp import web
 from cryptography import x509
 
-from kubepy import bootstraptoken
+from kubepy import bootstraptoken, tlsclientauth
 from kubepy.api import (
     auth,
     authz,
     bodies,
     bootstrappolicy,
+    certs,
     discovery,
     errors,
     escalation,
@@ -43,7 +44,6 @@ from kubepy.api import (
     rbac,
     reviews,
     serviceaccounts,
-    tlsclientauth,
     tokens,
 )
 from kubepy.meta import selectors
@@ -222,6 +222,7 @@ class APIServer:
         self.store = store
         self.config = config
         self._ca_cache: tuple[int, x509.Certificate] | None = None  # (ca.crt's mtime, the CA)
+        self._kubelet_tls: proxy.KubeletTLS | None = None
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
         self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
                                            DefaultStorageClass(store), ResourceQuotaAdmission(store)]
@@ -246,6 +247,7 @@ class APIServer:
         self.authorizer = authz.Chain([
             authz.PrivilegedGroups(),
             authz.PathsFor(auth.BOOTSTRAPPERS, frozenset({("post", auth.JOIN_PATH)})),
+            authz.PathsFor(auth.NODES, frozenset({("post", auth.SERVING_CERT_PATH)})),
             nodeauth.NodeAuthorizer(self.node_graph),
             rbac.RBACAuthorizer(self.policy),
         ])
@@ -505,6 +507,7 @@ class APIServer:
         r.add_get(_OIDC_CONFIG_PATH, self.openid_configuration)
         r.add_get(_JWKS_PATH, self.openid_jwks)
         r.add_post(auth.JOIN_PATH, self.join)
+        r.add_post(auth.SERVING_CERT_PATH, self.sign_kubelet_serving_cert)
         r.add_delete(auth.CREDENTIALS_PATH + "{name}", self.revoke_node_credential)
         r.add_route("*", "/api/{version}", self.core_root)
         r.add_route("*", "/api/{version}/{tail:.*}", self.core)
@@ -571,7 +574,7 @@ class APIServer:
 
     def _certificate_user(self, request: web.Request) -> auth.User | tlsclientauth.CertificateRefused | None:
         """The user a client certificate names once verified here against the cluster CA (the TLS
-        layer takes any certificate: kubepy.api.tlsclientauth); None without one."""
+        layer takes any certificate: kubepy.tlsclientauth); None without one."""
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if not der:
@@ -686,6 +689,27 @@ class APIServer:
         resp.content_type = "application/jwk-set+json"
         return resp
 
+    async def sign_kubelet_serving_cert(self, request: web.Request) -> web.Response:
+        """A node's kubelet sends a certificate request (``{"csr": PEM}``) and gets its serving
+        certificate signed by the cluster CA (``{"certificate": PEM, "ca": PEM}``), so the API
+        server can verify the kubelet it connects to (kubepy.api.proxy checks the node's name)."""
+        user = request[USER_KEY]
+        node = user.node_name
+        if node is None:
+            raise errors.Forbidden(f'User "{user.name}" is not a node: only a node\'s kubelet may have its '
+                                   "serving certificate signed")
+        body = await read_body(request)
+        csr = body.get("csr") if isinstance(body, dict) else None
+        if not isinstance(csr, str):
+            raise errors.BadRequest("the body must be {\"csr\": \"<PEM certificate request>\"}")
+        try:
+            cert = certs.sign_kubelet_serving_cert(self.config.data_dir, csr.encode(), node_name=node)
+        except certs.CSRRefused as e:
+            raise errors.BadRequest(f"refused to sign the serving certificate of node {node}: {e}") from e
+        log.info("signed kubelet serving certificate node=%s", node)
+        return json_response({"certificate": cert.decode(),
+                              "ca": (self.config.data_dir / "ca.crt").read_text()}, 201)
+
     async def join(self, request: web.Request) -> web.Response:
         """Issues a new node's token in exchange for a bootstrap token: once per node name."""
         user = request[USER_KEY]
@@ -710,8 +734,7 @@ class APIServer:
             log.info("refused join node=%s by=%s code=%d", name, user.name, decision.code)
             raise (errors.Forbidden if decision.code == 403 else errors.Conflict)(decision.message)
         token = auth.new_token()
-        # The token itself is kept (in the 0600 store): the API server presents it to the node's
-        # kubelet when it relays logs and exec (kubepy.kubelet.server checks it).
+        # The token is kept (in the 0600 store): the authenticator loads node tokens from there.
         record = {"token": token, "issued": objects.rfc3339(objects.now()), "by": user.name}
         try:
             # Create, never overwrite: of two joins racing for one name, exactly one gets a token.
@@ -1151,34 +1174,32 @@ class APIServer:
 
     async def _proxy_to_kubelet(self, request: web.Request, t: Target, sub: str) -> web.StreamResponse:
         """pods/log, pods/exec and pods/attach are served by the pod's kubelet; we relay them,
-        authenticating to the kubelet with that node's own token."""
+        authenticating to the kubelet with the API server's own client certificate."""
         pod = await self.storage.get(t.resource, t.namespace, t.name or "")
         node_name = (pod.get("spec") or {}).get("nodeName")
-        node, token = None, None
+        node = None
         if node_name:
             try:
                 node = await self.storage.get(by_plural("nodes"), None, node_name)
             except errors.NotFound:
                 pass
-            try:
-                kv = await self.store.get(NODE_TOKEN_PREFIX + node_name)
-            except StoreError as e:
-                raise store_error(e) from e
-            token = json.loads(kv.value)["token"] if kv else None
-        return await proxy.proxy_pod_subresource(request, sub=sub, pod=pod, node=node, node_token=token)
+        return await proxy.proxy_pod_subresource(request, sub=sub, pod=pod, node=node, kubelet=self.kubelet_tls())
 
-    async def _node_and_token(self, node_name: str) -> tuple[dict[str, Any], str]:
+    def kubelet_tls(self) -> proxy.KubeletTLS:
+        """The API server's side of kubelet connections (upstream's --kubelet-client-certificate
+        and --kubelet-certificate-authority), made on first use."""
+        if self._kubelet_tls is None:
+            cert = certs.ensure_client_cert(self.config.data_dir, "apiserver-kubelet-client",
+                                            user=certs.KUBELET_CLIENT_USER, groups=())
+            self._kubelet_tls = proxy.kubelet_tls(ca_pem=(self.config.data_dir / "ca.crt").read_bytes(),
+                                                  client_cert=cert)
+        return self._kubelet_tls
+
+    async def _node(self, node_name: str) -> dict[str, Any]:
         try:
-            node = await self.storage.get(by_plural("nodes"), None, node_name)
+            return await self.storage.get(by_plural("nodes"), None, node_name)
         except errors.NotFound:
             raise errors.ServiceUnavailable(f'node "{node_name}" not found') from None
-        try:
-            kv = await self.store.get(NODE_TOKEN_PREFIX + node_name)
-        except StoreError as e:
-            raise store_error(e) from e
-        if kv is None:
-            raise errors.ServiceUnavailable(f'no credentials for the kubelet on node "{node_name}"')
-        return node, json.loads(kv.value)["token"]
 
     async def _proxy_http(self, request: web.Request, t: Target) -> web.StreamResponse:
         """pods/proxy, services/proxy, nodes/proxy (kubepy.api.httpproxy)."""
@@ -1192,10 +1213,11 @@ class APIServer:
         at = raw.find(marker)
         tail = raw[at + len(marker):].lstrip("/") if at >= 0 else t.proxy_path
         if plural == "nodes":
-            node, token = await self._node_and_token(name)
+            node = await self._node(name)
             if port and port != str(httpproxy.kubelet_port(node)):
                 raise errors.BadRequest(f"nodes/proxy reaches the kubelet only (port {httpproxy.kubelet_port(node)})")
-            return await httpproxy.proxy_to_kubelet(request, node=node, token=token, kubelet_path="/" + tail,
+            return await httpproxy.proxy_to_kubelet(request, node=node, kubelet=self.kubelet_tls(),
+                                                    kubelet_path="/" + tail,
                                                     prefix=prefix, backend_host="")
         if plural == "pods":
             pod = await self.storage.get(t.resource, t.namespace, name)
@@ -1211,10 +1233,10 @@ class APIServer:
         node_name = (pod.get("spec") or {}).get("nodeName")
         if not node_name:
             raise errors.ServiceUnavailable(f'pod "{pod_name}" is not running on a node')
-        node, token = await self._node_and_token(node_name)
+        node = await self._node(node_name)
         backend = f"{(pod.get('status') or {}).get('podIP', '')}:{target_port}"
         path = f"/proxy/{scheme}/{pod_ns}/{pod_name}/{target_port}/{tail}"
-        return await httpproxy.proxy_to_kubelet(request, node=node, token=token, kubelet_path=path,
+        return await httpproxy.proxy_to_kubelet(request, node=node, kubelet=self.kubelet_tls(), kubelet_path=path,
                                                 prefix=prefix, backend_host=backend)
 
     async def bind(self, request: web.Request, t: Target) -> web.Response:

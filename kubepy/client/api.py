@@ -128,6 +128,11 @@ class Client:
             options["preconditions"] = preconditions
         return await self._request("DELETE", res.path(_ns(res, namespace), name), body=options) or None
 
+    async def post(self, path: str, body: Any) -> Any:
+        """POST to a path that is not a resource (kubepy's own endpoints, e.g. the kubelet's serving
+        certificate); the answer's JSON."""
+        return await self._request("POST", path, body=body)
+
     async def watch(self, resource: str, *, namespace: str | None = None, resource_version: str,
                     label_selector: str | None = None, field_selector: str | None = None,
                     timeout_seconds: int | None = None,

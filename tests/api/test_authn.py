@@ -186,7 +186,7 @@ async def test_an_expired_certificate_is_refused(cluster: Cluster):
 def test_certificate_verification_reasons(tmp_path: Path) -> None:
     import datetime as dt
     from cryptography import x509
-    from kubepy.api.tlsclientauth import CertificateRefused, verify_client_certificate
+    from kubepy.tlsclientauth import CertificateRefused, verify_client_certificate
     ca, _ = certs.ensure_ca(tmp_path / "a") if (tmp_path / "a").mkdir() is None else (None, None)
     other = tmp_path / "b"
     other.mkdir()

@@ -1,5 +1,7 @@
 """Client certificates are asked for by TLS and judged by the authenticator, as in Kubernetes.
 
+Used by the API server (:6443) and the kubelet (:10250) alike.
+
 Go's ``tls.RequestClientCert`` asks a client for a certificate and takes whatever it
 sends; the API server's x509 authenticator then verifies it, and a certificate from
 another CA, or an expired one, is answered ``401 Unauthorized`` with a Status body, not
