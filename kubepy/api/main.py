@@ -87,6 +87,7 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext:
 
 # Files of the data dir that hold secrets (the store's own files are narrowed by the store).
 PRIVATE_FILES = ("ca.key", "apiserver.key", "tokens.csv", "admin.kubeconfig", "admin.key", "sa.key",
+                 "apiserver-kubelet-client.key",
                  *(f"{stem}.{ext}" for stem in COMPONENT_IDENTITIES for ext in ("key", "kubeconfig")))
 
 
