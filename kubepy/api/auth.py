@@ -24,8 +24,8 @@ Static tokens live in ``DATA/tokens.csv`` (Kubernetes' static token file
 shape: ``token,user,uid,"group1,group2"``; only the admin's, mode 0600). A
 row for ``system:bootstrappers`` (older kubepy wrote one that never
 expired) is ignored with a warning. Node tokens are issued by the join
-endpoint, once per node name (``decide_join``), and kept in the store (the
-API server presents a node's token to its kubelet); the authenticator keeps
+endpoint, once per node name (``decide_join``), and kept in the store (every
+API server learns them from there); the authenticator keeps
 and looks tokens up by their SHA-256.
 """
 

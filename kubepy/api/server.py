@@ -357,9 +357,8 @@ class APIServer:
         await bootstrappolicy.ensure(self.storage)
 
     # -- node credentials -------------------------------------------------
-    # The store holds one record per node name (its token, which the API
-    # server also presents to that node's kubelet); every API server follows that prefix, so a credential issued or revoked
-    # through one is known to all of them.
+    # The store holds one record per node name (its token); every API server follows that prefix, so a
+    # credential issued or revoked through one is known to all of them.
     def _apply_node_credential(self, key: str, value: bytes | None) -> None:
         name = key[len(NODE_TOKEN_PREFIX):]
         self.authn.remove_user(auth.NODE_PREFIX + name)
