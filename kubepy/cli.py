@@ -115,6 +115,7 @@ def controller_config(args: argparse.Namespace):  # -> ControllerConfig
         default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
         cluster_cidr=args.cluster_cidr, node_cidr_mask_size=args.node_cidr_mask_size,
         concurrent_syncs=args.concurrent_syncs, controllers=[c.strip() for c in args.controllers.split(",") if c.strip()],
+        use_service_account_credentials=getattr(args, "use_service_account_credentials", False),
     )
 
 
@@ -246,7 +247,9 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
     from kubepy.controlplane import run_controlplane
 
     data_dir = args.data_dir.resolve()
-    kubeconfig = str(data_dir / "admin.kubeconfig")
+    # Each component on its own identity (the API server writes these beside admin.kubeconfig).
+    sched_kubeconfig = str(data_dir / "scheduler.kubeconfig")
+    cm_kubeconfig = str(data_dir / "controller-manager.kubeconfig")
     api = ["--log-level", args.log_level, "apiserver", "--data-dir", str(data_dir),
            "--bind-address", args.bind_address, "--port", str(args.port), "--store", args.store,
            "--service-cluster-ip-range", args.service_cluster_ip_range,
@@ -261,7 +264,7 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
         api += ["--advertise-address", args.advertise_address]
     for san in args.tls_san:
         api += ["--tls-san", san]
-    sched = ["--log-level", args.log_level, "scheduler", "--kubeconfig", kubeconfig]
+    sched = ["--log-level", args.log_level, "scheduler", "--kubeconfig", sched_kubeconfig]
     if args.scheduler_config:
         from kubepy.scheduler import config as schedconfig
 
@@ -272,13 +275,14 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         sched += ["--config", str(args.scheduler_config.resolve())]
-    cm = ["--log-level", args.log_level, "controller-manager", "--kubeconfig", kubeconfig,
+    cm = ["--log-level", args.log_level, "controller-manager", "--kubeconfig", cm_kubeconfig,
           "--node-monitor-grace-period", str(args.node_monitor_grace_period),
           "--node-monitor-period", str(args.node_monitor_period),
           "--default-not-ready-toleration-seconds", str(args.default_not_ready_toleration_seconds),
           "--default-unreachable-toleration-seconds", str(args.default_unreachable_toleration_seconds),
           "--cluster-cidr", args.cluster_cidr, "--node-cidr-mask-size", str(args.node_cidr_mask_size),
-          "--controllers", args.controllers, "--concurrent-syncs", str(args.concurrent_syncs)]
+          "--controllers", args.controllers, "--concurrent-syncs", str(args.concurrent_syncs),
+          "--use-service-account-credentials"]
     election = []   # the scheduler and the controller manager elect their leaders alike
     if args.leader_elect:
         election.append("--leader-elect")
@@ -493,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", required=True, type=Path)
     add_controller_flags(p)
     add_leader_election_flags(p)
+    p.add_argument("--use-service-account-credentials", action="store_true",
+                   help="run each controller as its own ServiceAccount in kube-system (tokens from the "
+                        "TokenRequest API), holding only its system:controller:<name> role")
     p.add_argument("--default-not-ready-toleration-seconds", type=int, default=300)
     p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300)
     add_healthz_flags(p, 10257)

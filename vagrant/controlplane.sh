@@ -3,7 +3,11 @@
 #   1. kubepy-controlplane (API server, scheduler, controller manager) on the
 #      private address; on its first start it makes its CA, serving
 #      certificate (with the private address as a SAN), tokens.csv (the admin
-#      token) and admin.kubeconfig in /var/lib/kubepy/controlplane (0700);
+#      token) and admin.kubeconfig in /var/lib/kubepy/controlplane (0700), and
+#      the scheduler's and controller manager's own kubeconfigs beside it
+#      (scheduler.kubeconfig, controller-manager.kubeconfig: client certificates
+#      for system:kube-scheduler and system:kube-controller-manager; only
+#      admin.kubeconfig is system:masters, and it never leaves for a component);
 #   2. publishes what the host and the workers need, in
 #      /var/lib/kubepy/publish (0700) and the synced folder's .kube/:
 #        admin.kubeconfig  (server: https://<private address>:6443)

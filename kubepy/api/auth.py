@@ -3,7 +3,7 @@
 
 Authenticators, in the order the API server asks them (as Kubernetes'
 union authenticator): a client certificate verified by the cluster CA
-(``x509_user``: CN = user, O = groups, as kubeadm's ``admin.conf``),
+(``kubepy.tlsclientauth``: CN = user, O = groups, as kubeadm's ``admin.conf``),
 static and node tokens (``TokenAuthenticator``), bootstrap tokens, then
 service-account JWTs (``kubepy.api.serviceaccounts``). Every user so
 found is also in ``system:authenticated``.
@@ -24,8 +24,8 @@ Static tokens live in ``DATA/tokens.csv`` (Kubernetes' static token file
 shape: ``token,user,uid,"group1,group2"``; only the admin's, mode 0600). A
 row for ``system:bootstrappers`` (older kubepy wrote one that never
 expired) is ignored with a warning. Node tokens are issued by the join
-endpoint, once per node name (``decide_join``), and kept in the store (the
-API server presents a node's token to its kubelet); the authenticator keeps
+endpoint, once per node name (``decide_join``), and kept in the store (every
+API server learns them from there); the authenticator keeps
 and looks tokens up by their SHA-256.
 """
 
@@ -49,9 +49,12 @@ BOOTSTRAPPERS = "system:bootstrappers"
 NODE_PREFIX = "system:node:"
 AUTHENTICATED = "system:authenticated"
 ADMIN_CERT_USER = "kubernetes-admin"  # kubeadm's admin.conf user
+SCHEDULER_USER = "system:kube-scheduler"                    # kubeadm's scheduler.conf
+CONTROLLER_MANAGER_USER = "system:kube-controller-manager"  # kubeadm's controller-manager.conf
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 JOIN_PATH = "/kubepy/v1/join"
 CREDENTIALS_PATH = "/kubepy/v1/nodecredentials/"
+SERVING_CERT_PATH = "/kubepy/v1/kubeletservingcertificate"  # a node's kubelet has its serving certificate signed
 
 
 @dataclass(frozen=True)
@@ -82,22 +85,6 @@ class User:
     @property
     def is_bootstrap(self) -> bool:
         return BOOTSTRAPPERS in self.groups
-
-
-def x509_user(peercert: dict | None) -> User | None:
-    """The user a verified client certificate names, as Kubernetes' x509 authenticator reads it:
-    CN = user name, each O = a group. ``peercert`` is ``ssl.SSLSocket.getpeercert()``'s dict, which
-    is only there when the TLS layer verified the certificate against the cluster CA."""
-    if not peercert:
-        return None
-    cn, orgs = "", []
-    for rdn in peercert.get("subject", ()):
-        for attr, value in rdn:
-            if attr == "commonName":
-                cn = value
-            elif attr == "organizationName":
-                orgs.append(value)
-    return User(cn, tuple(orgs)) if cn else None
 
 
 def with_authenticated_group(user: User) -> User:

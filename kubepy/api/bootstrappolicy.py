@@ -3,7 +3,8 @@
 Talks to: the API server's ``Storage`` (create, update) at start only.
 
 The data follows upstream's plugin/pkg/auth/authorizer/rbac/bootstrappolicy
-(policy.go), kept to the kinds kubepy serves or is about to serve. Every
+(policy.go), kept to the kinds kubepy serves or is about to serve; the
+controllers' own roles are ``kubepy.api.controllerpolicy``'s. Every
 object carries ``kubernetes.io/bootstrapping: rbac-defaults`` and
 ``rbac.authorization.kubernetes.io/autoupdate: "true"``; reconciling (as
 upstream's ``reconciliation.ReconcileClusterRole`` with Confirm and
@@ -21,6 +22,7 @@ import logging
 from typing import Any
 
 from kubepy.api import errors
+from kubepy.api.controllerpolicy import NAMESPACE, ROLE_PREFIX, controller_roles
 from kubepy.kinds import by_plural
 
 log = logging.getLogger(__name__)
@@ -161,22 +163,30 @@ def cluster_roles() -> list[dict[str, Any]]:
                                           rule("get", CORE, "nodes")]),
         _cluster_role("system:kube-dns", [rule("list watch", CORE, "endpoints services"),
                                           rule("list watch", "discovery.k8s.io", "endpointslices")]),
+        # As upstream's policy.go; kubepy's scheduler is not leader-elected, so the lease rules are unused.
         _cluster_role("system:kube-scheduler", [
             *EVENTS,
             rule("create", "coordination.k8s.io", "leases"),
             rule("get update", "coordination.k8s.io", "leases", ["kube-scheduler"]),
-            rule("create", CORE, "endpoints"),
-            rule("get update", CORE, "endpoints", ["kube-scheduler"]),
             rule(READ, CORE, "nodes"),
             rule("delete get list watch", CORE, "pods"),
             rule("create", CORE, "bindings pods/binding"),
             rule("patch update", CORE, "pods/status"),
-            rule("list watch", CORE, "replicationcontrollers services namespaces"),
-            rule("list watch", "apps", "replicasets statefulsets"),
-            rule("list watch", "policy", "poddisruptionbudgets"),
-            rule("list watch", CORE, "persistentvolumeclaims persistentvolumes"),
+            rule(READ, CORE, "services replicationcontrollers"),
+            rule(READ, "apps", "replicasets statefulsets"),
+            rule(READ, "policy", "poddisruptionbudgets"),
+            rule(READ, CORE, "persistentvolumeclaims persistentvolumes"),
             rule("create", "authentication.k8s.io", "tokenreviews"),
             rule("create", "authorization.k8s.io", "subjectaccessreviews"),
+            rule(READ, "storage.k8s.io", "csinodes"),
+            rule(READ, CORE, "namespaces"),
+            rule(READ, "storage.k8s.io", "csidrivers csistoragecapacities"),
+        ]),
+        # What VolumeBinding writes (the selected-node annotation on claims), as upstream.
+        _cluster_role("system:volume-scheduler", [
+            rule("get list watch update patch", CORE, "persistentvolumes"),
+            rule(READ, "storage.k8s.io", "storageclasses"),
+            rule("get list watch update patch", CORE, "persistentvolumeclaims"),
         ]),
         _cluster_role("system:kube-controller-manager", [
             *EVENTS,
@@ -191,6 +201,13 @@ def cluster_roles() -> list[dict[str, Any]]:
             rule("list watch", "*", "*"),
             rule("create", CORE, "serviceaccounts/token"),
         ]),
+        # Full access to the kubelet API: what the API server's kubelet client is bound to.
+        _cluster_role("system:kubelet-api-admin", [
+            rule(READ, CORE, "nodes"),
+            rule("proxy", CORE, "nodes"),
+            rule("*", CORE, "nodes/proxy nodes/metrics nodes/stats nodes/log"),
+        ]),
+        *(_cluster_role(name, rules) for name, rules in controller_roles()),
     ]
 
 
@@ -212,8 +229,14 @@ def cluster_role_bindings() -> list[dict[str, Any]]:
         _binding(NETPOL_AGENT_ROLE, NETPOL_AGENT_ROLE, [("Group", "system:nodes")]),
         _binding("system:kube-dns", "system:kube-dns", [("ServiceAccount", "kube-system/kube-dns")]),
         _binding("system:kube-scheduler", "system:kube-scheduler", [("User", "system:kube-scheduler")]),
+        _binding("system:volume-scheduler", "system:volume-scheduler", [("User", "system:kube-scheduler")]),
         _binding("system:kube-controller-manager", "system:kube-controller-manager",
                  [("User", "system:kube-controller-manager")]),
+        # kubeadm puts its apiserver-kubelet-client in system:masters; kubepy binds the user to this role only.
+        _binding("system:kube-apiserver-kubelet-client", "system:kubelet-api-admin",
+                 [("User", "kube-apiserver-kubelet-client")]),
+        *(_binding(name, name, [("ServiceAccount", f"{NAMESPACE}/{name[len(ROLE_PREFIX):]}")])
+          for name, _ in controller_roles()),
     ]
 
 

@@ -3,7 +3,12 @@
 Files in the data dir: ``ca.crt``/``ca.key`` (the cluster CA),
 ``apiserver.crt``/``apiserver.key`` (serving certificate signed by it),
 ``admin.crt``/``admin.key`` (the admin's client certificate: CN = user,
-O = groups, as kubeadm writes ``admin.conf``), ``admin.kubeconfig``.
+O = groups, as kubeadm writes ``admin.conf``), ``admin.kubeconfig``; the
+scheduler's and the controller manager's own certificates and kubeconfigs
+(``scheduler.crt``/``.key``/``.kubeconfig``: CN ``system:kube-scheduler``;
+``controller-manager.*``: CN ``system:kube-controller-manager``; no groups, as
+kubeadm's ``scheduler.conf`` and ``controller-manager.conf``); the API
+server's client certificate for the kubelets (``apiserver-kubelet-client.*``).
 Existing files are reused, so restarts keep trust.
 All are written mode 0600 (``kubepy.privatefiles``), in the 0700 data dir.
 """
@@ -136,9 +141,14 @@ def issue_client_cert(data_dir: Path, *, user: str, groups: tuple[str, ...],
 
 
 def ensure_admin_cert(data_dir: Path, *, user: str, groups: tuple[str, ...]) -> tuple[bytes, bytes]:
-    """The admin's client certificate (``admin.crt``/``admin.key``), re-issued when it names another
-    user, was signed by another CA or ends within 30 days."""
-    crt, key = data_dir / "admin.crt", data_dir / "admin.key"
+    """The admin's client certificate (``admin.crt``/``admin.key``)."""
+    return ensure_client_cert(data_dir, "admin", user=user, groups=groups)
+
+
+def ensure_client_cert(data_dir: Path, name: str, *, user: str, groups: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """The client certificate ``NAME.crt``/``NAME.key`` for ``user`` in ``groups``, re-issued when it
+    names another user, was signed by another CA or ends within 30 days."""
+    crt, key = data_dir / f"{name}.crt", data_dir / f"{name}.key"
     if crt.exists() and key.exists():
         cert = x509.load_pem_x509_certificate(crt.read_bytes())
         ca_cert, _ = ensure_ca(data_dir)
@@ -185,3 +195,53 @@ def kubeconfig(*, server: str, ca_pem: bytes, token: str | None, user: str = "ad
 
 def write_kubeconfig(path: Path, config: dict) -> None:
     write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
+
+
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"  # kubeadm's apiserver-kubelet-client.crt
+
+
+class CSRRefused(ValueError):
+    """A certificate request the API server will not sign; ``str()`` says why."""
+
+
+def sign_kubelet_serving_cert(data_dir: Path, csr_pem: bytes, *, node_name: str,
+                              validity: dt.timedelta = _CLIENT_VALIDITY) -> bytes:
+    """A serving certificate for node ``node_name``'s kubelet, as the ``kubernetes.io/kubelet-serving``
+    signer makes them: CN ``system:node:NAME``, O ``system:nodes``, serverAuth, the request's
+    IP addresses, and DNS names limited to the node's own name (the API server checks that
+    name when it connects, so a node cannot pass for another)."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as e:
+        raise CSRRefused(f"not a PEM certificate request: {e}") from None
+    if not csr.is_signature_valid:
+        raise CSRRefused("the certificate request's signature does not verify")
+    try:
+        sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise CSRRefused("the certificate request names no subjectAltNames") from None
+    dns = sans.get_values_for_type(x509.DNSName)
+    ips = sans.get_values_for_type(x509.IPAddress)
+    if [d for d in dns if d != node_name]:
+        raise CSRRefused(f"DNS names other than the node's own ({node_name}) are not allowed: "
+                         f"{', '.join(d for d in dns if d != node_name)}")
+    if node_name not in dns:
+        raise CSRRefused(f"the certificate request must name the node ({node_name}) as a DNS name")
+    ca_cert, ca_key = ensure_ca(data_dir)
+    now = dt.datetime.now(dt.timezone.utc)
+    names: list[x509.GeneralName] = [x509.DNSName(node_name), *(x509.IPAddress(i) for i in ips)]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                                 x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node_name}")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)

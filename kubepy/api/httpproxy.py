@@ -31,7 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from kubepy.api import errors
-from kubepy.api.proxy import _kubelet_refused, _session, _unreachable, kubelet_base_url
+from kubepy.api.proxy import KubeletTLS, _kubelet_refused, _session, _unreachable, kubelet_base_url
 
 __all__ = ["parse_proxy_name", "proxy_to_kubelet", "rewrite_html", "rewrite_location", "service_backend"]
 
@@ -130,7 +130,7 @@ def rewrite_location(location: str, prefix: str, backend_host: str) -> str:
     return urllib.parse.urlunsplit(("", "", prefix + parts.path, parts.query, parts.fragment))
 
 
-async def proxy_to_kubelet(request: web.Request, *, node: dict[str, Any], token: str, kubelet_path: str,
+async def proxy_to_kubelet(request: web.Request, *, node: dict[str, Any], kubelet: KubeletTLS, kubelet_path: str,
                            prefix: str, backend_host: str) -> web.StreamResponse:
     """Send ``request`` to ``kubelet_path`` on the node's kubelet; stream the answer back, rewritten."""
     node_name = node["metadata"]["name"]
@@ -139,10 +139,11 @@ async def proxy_to_kubelet(request: web.Request, *, node: dict[str, Any], token:
         url += "?" + request.query_string
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
     body = await request.read() if request.body_exists else None
-    async with _session(token) as session:
+    async with _session(kubelet) as session:
         try:
             upstream = await session.request(request.method, url, headers=headers, data=body,
-                                             allow_redirects=False, auto_decompress=False)
+                                             allow_redirects=False, auto_decompress=False,
+                                             **kubelet.connect_args(node_name))
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise _unreachable(node_name, url, e) from e
         async with upstream:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from kubepy import tlsclientauth
 from kubepy.api import auth, certs
 from kubepy.api.listener import ConnectionTimeouts, TimedTCPSite
 from kubepy.privatefiles import narrow_file, private_dir
@@ -37,11 +38,23 @@ def client_address(config: ServerConfig) -> str:
     return config.bind_address
 
 
+# The control plane's own components, each on its own identity (kubeadm's scheduler.conf and
+# controller-manager.conf): file stem -> user. No groups: RBAC binds the users by name.
+COMPONENT_IDENTITIES = {"scheduler": auth.SCHEDULER_USER, "controller-manager": auth.CONTROLLER_MANAGER_USER}
+
+
 def write_admin_kubeconfig(config: ServerConfig) -> Path:
+    """Writes the components' kubeconfigs, then the admin's (written last: a supervisor that waits
+    for ``admin.kubeconfig`` finds the others there too)."""
     tokens = auth.load_or_create_static_tokens(config.data_dir)
     host = client_address(config)
     server = f"https://{'[' + host + ']' if ':' in host else host}:{config.port}"
     ca_pem = (config.data_dir / "ca.crt").read_bytes()
+    for stem, user in COMPONENT_IDENTITIES.items():
+        cert = certs.ensure_client_cert(config.data_dir, stem, user=user, groups=())
+        certs.write_kubeconfig(config.data_dir / f"{stem}.kubeconfig",
+                               certs.kubeconfig(server=server, ca_pem=ca_pem, user=user, token=None,
+                                                client_cert=cert))
     path = config.data_dir / "admin.kubeconfig"
     # As kubeadm's admin.conf: a client certificate (CN=kubernetes-admin, O=system:masters); the static
     # token stays beside it for the components and tools that still read it from this file.
@@ -62,15 +75,20 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(crt, key)
     # Client certificates are asked for, not required (tokens and anonymous health checks go on
-    # working), and verified against the cluster CA: a verified one names the user (auth.x509_user).
+    # working); the CA list is what the handshake offers clients to choose a certificate by.
     ctx.verify_mode = ssl.CERT_OPTIONAL
     ctx.load_verify_locations(cafile=str(config.data_dir / "ca.crt"))
+    # ... and, as Go's RequestClientCert, any certificate is taken: the authenticator verifies it, so a
+    # bad one is a 401 with a Status body rather than a failed handshake (kubepy.tlsclientauth).
+    tlsclientauth.request_client_certificates(ctx)
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
 
 
 # Files of the data dir that hold secrets (the store's own files are narrowed by the store).
-PRIVATE_FILES = ("ca.key", "apiserver.key", "tokens.csv", "admin.kubeconfig", "admin.key", "sa.key")
+PRIVATE_FILES = ("ca.key", "apiserver.key", "tokens.csv", "admin.kubeconfig", "admin.key", "sa.key",
+                 "apiserver-kubelet-client.key",
+                 *(f"{stem}.{ext}" for stem in COMPONENT_IDENTITIES for ext in ("key", "kubeconfig")))
 
 
 def secure_data_dir(data_dir: Path) -> None:

@@ -1,7 +1,7 @@
 """pods/log, pods/exec, pods/attach and pods/portforward: the API server's side of the kubelet connection.
 
 The API server's ``subresource()`` handler authorizes the request, reads the
-pod, its node and the node's token, and calls ``proxy_pod_subresource``. This
+pod and its node, and calls ``proxy_pod_subresource``. This
 module talks to exactly one thing, the kubelet's HTTPS endpoint on the pod's
 node (``https://<InternalIP>:<daemonEndpoints.kubeletEndpoint.Port>``):
 
@@ -18,9 +18,12 @@ node (``https://<InternalIP>:<daemonEndpoints.kubeletEndpoint.Port>``):
   side closes. SPDY (the POST fallback of older kubectl) is refused.
 - ``attach``: the same as exec, to the kubelet's ``/attach`` (no ``command``).
 
-The kubelet's certificate is not verified (Kubernetes without
-``--kubelet-certificate-authority`` does the same); the node's token is
-always sent. Errors are ``kubepy.api.errors`` (rendered as Status by the
+The API server authenticates to the kubelet with its own client certificate
+(``KubeletTLS``: ``kube-apiserver-kubelet-client``, bound to
+``system:kubelet-api-admin``; the kubelet asks the API server whether it may) and
+verifies the kubelet's serving certificate against the cluster CA *and* the node's
+name (the kubelet has it signed with its name as the only DNS name: a node cannot
+pass for another), as ``--kubelet-certificate-authority`` does upstream. Errors are ``kubepy.api.errors`` (rendered as Status by the
 server): pod not on a node → 400, kubelet unreachable or refusing → 503.
 Once kubectl's WebSocket is open, errors go to it as a Failure Status on
 channel 3, which kubectl prints.
@@ -31,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -41,7 +46,8 @@ from kubepy.api import errors
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXEC_PROTOCOLS", "choose_container", "kubelet_base_url", "proxy_pod_subresource"]
+__all__ = ["EXEC_PROTOCOLS", "KubeletTLS", "choose_container", "kubelet_base_url", "kubelet_tls",
+           "proxy_pod_subresource"]
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 PORTFORWARD_TUNNEL = "SPDY/3.1+portforward.k8s.io"   # SPDY bytes in WebSocket messages (kubectl 1.31+)
@@ -56,8 +62,35 @@ ATTACH_QUERY = ("stdin", "stdout", "stderr", "tty")
 ERROR_CHANNEL = 3
 
 
+@dataclass(frozen=True)
+class KubeletTLS:
+    """How the API server connects to kubelets: a client context with its own certificate that
+    verifies theirs (``verify`` False: a test stand-in whose kubelet is self-signed)."""
+    context: ssl.SSLContext
+    verify: bool = True
+
+    def connect_args(self, node_name: str) -> dict[str, Any]:
+        return {"server_hostname": node_name} if self.verify else {}
+
+
+def kubelet_tls(*, ca_pem: bytes, client_cert: tuple[bytes, bytes], verify: bool = True) -> KubeletTLS:
+    ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    if not verify:
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    import os
+    import tempfile
+    fd, name = tempfile.mkstemp(prefix="kubepy-kubelet-client-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(client_cert[0].rstrip(b"\n") + b"\n" + client_cert[1])
+        ctx.load_cert_chain(name)
+    finally:
+        os.unlink(name)
+    return KubeletTLS(ctx, verify)
+
+
 async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str, Any],
-                                node: dict[str, Any] | None, node_token: str | None) -> web.StreamResponse:
+                                node: dict[str, Any] | None, kubelet: KubeletTLS) -> web.StreamResponse:
     """Serve ``pods/log`` (GET) or ``pods/exec``/``pods/attach`` (GET + WebSocket upgrade) through the pod's kubelet."""
     name = pod["metadata"]["name"]
     namespace = pod["metadata"].get("namespace", "default")
@@ -66,8 +99,6 @@ async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str
         raise errors.BadRequest(f"pod {name} does not have a host assigned")
     if node is None:
         raise errors.NotFound(f'nodes "{node_name}" not found')
-    if not node_token:
-        raise errors.ServiceUnavailable(f'no credentials for the kubelet on node "{node_name}": it has not joined')
     base = kubelet_base_url(node)
     if sub == "portforward":
         if request.method == "POST" or request.headers.get("Upgrade", "").lower().startswith("spdy"):
@@ -78,7 +109,7 @@ async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str
         query = ""
         if "ports" in request.query:
             query = "?" + urllib.parse.urlencode([("port", p) for p in portforward_ports(request)])
-        return await _proxy_websocket(request, f"{base}/portForward/{pod_args}{query}", node_token, node_name,
+        return await _proxy_websocket(request, f"{base}/portForward/{pod_args}{query}", kubelet, node_name,
                                       protocols=(PORTFORWARD_TUNNEL, PORTFORWARD_CHANNELS),
                                       what="pods/portforward")
     container = choose_container(pod, request.query.get("container") or None, sub=sub)
@@ -87,7 +118,7 @@ async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str
         if request.method != "GET":
             raise errors.MethodNotAllowed(f"{request.method} is not supported on pods/log")
         url = f"{base}/containerLogs/{path_args}?{_query(request, LOG_QUERY)}"
-        return await _proxy_log(request, url, node_token, node_name)
+        return await _proxy_log(request, url, kubelet, node_name)
     if sub in ("exec", "attach"):
         if request.method == "POST" or request.headers.get("Upgrade", "").lower().startswith("spdy"):
             raise errors.BadRequest(f"kubepy serves pods/{sub} over WebSockets only (" + ", ".join(EXEC_PROTOCOLS)
@@ -95,7 +126,7 @@ async def proxy_pod_subresource(request: web.Request, *, sub: str, pod: dict[str
                                       "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false")
         query = EXEC_QUERY if sub == "exec" else ATTACH_QUERY
         url = f"{base}/{sub}/{path_args}?{_query(request, query)}"
-        return await _proxy_exec(request, url, node_token, node_name, what=f"pods/{sub}")
+        return await _proxy_exec(request, url, kubelet, node_name, what=f"pods/{sub}")
     raise errors.NotFound(f"the server could not find the requested resource (pods/{sub})")
 
 
@@ -148,10 +179,9 @@ def _query(request: web.Request, names: tuple[str, ...]) -> str:
     return urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k in names])
 
 
-def _session(token: str) -> aiohttp.ClientSession:
+def _session(kubelet: KubeletTLS) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=False),
-        headers={"Authorization": f"Bearer {token}"},
+        connector=aiohttp.TCPConnector(ssl=kubelet.context),
         timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
     )
 
@@ -173,10 +203,10 @@ def _kubelet_refused(node_name: str, status: int, body: bytes) -> errors.APIErro
     return cls(message)
 
 
-async def _proxy_log(request: web.Request, url: str, token: str, node_name: str) -> web.StreamResponse:
-    async with _session(token) as session:
+async def _proxy_log(request: web.Request, url: str, kubelet: KubeletTLS, node_name: str) -> web.StreamResponse:
+    async with _session(kubelet) as session:
         try:
-            upstream = await session.get(url)
+            upstream = await session.get(url, **kubelet.connect_args(node_name))
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise _unreachable(node_name, url, e) from e
         async with upstream:
@@ -202,7 +232,7 @@ async def _proxy_log(request: web.Request, url: str, token: str, node_name: str)
             return resp
 
 
-async def _proxy_exec(request: web.Request, url: str, token: str, node_name: str, *,
+async def _proxy_exec(request: web.Request, url: str, kubelet: KubeletTLS, node_name: str, *,
                       what: str = "pods/exec") -> web.StreamResponse:
     client = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=16 * 1024 * 1024)
     if not client.can_prepare(request).ok:
@@ -220,20 +250,20 @@ async def _proxy_exec(request: web.Request, url: str, token: str, node_name: str
         await client.close()
         return client
 
-    async with _session(token) as session:
+    async with _session(kubelet) as session:
         try:
-            kubelet = await session.ws_connect(url, protocols=(protocol,), max_msg_size=16 * 1024 * 1024,
-                                               autoping=True)
+            backend = await session.ws_connect(url, protocols=(protocol,), max_msg_size=16 * 1024 * 1024,
+                                               autoping=True, **kubelet.connect_args(node_name))
         except aiohttp.WSServerHandshakeError as e:
             return await fail(_kubelet_refused(node_name, e.status, e.message.encode()))
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return await fail(_unreachable(node_name, url, e))
-        async with kubelet:
-            await _pump(client, kubelet)
+        async with backend:
+            await _pump(client, backend)
     return client
 
 
-async def _proxy_websocket(request: web.Request, url: str, token: str, node_name: str, *,
+async def _proxy_websocket(request: web.Request, url: str, kubelet: KubeletTLS, node_name: str, *,
                            protocols: tuple[str, ...], what: str) -> web.StreamResponse:
     """A WebSocket joined to the same WebSocket on the kubelet: frames pass untouched both ways.
     Errors before the upgrade are Status responses; after it, the socket is closed with the reason."""
@@ -244,17 +274,17 @@ async def _proxy_websocket(request: web.Request, url: str, token: str, node_name
     client = web.WebSocketResponse(protocols=(chosen,) if chosen else (), max_msg_size=16 * 1024 * 1024)
     if not client.can_prepare(request).ok or chosen is None:
         raise errors.BadRequest(f"{what} needs a WebSocket upgrade with subprotocol " + " or ".join(protocols))
-    async with _session(token) as session:
+    async with _session(kubelet) as session:
         try:
-            kubelet = await session.ws_connect(url, protocols=(chosen,), max_msg_size=16 * 1024 * 1024,
-                                               autoping=True)
+            backend = await session.ws_connect(url, protocols=(chosen,), max_msg_size=16 * 1024 * 1024,
+                                               autoping=True, **kubelet.connect_args(node_name))
         except aiohttp.WSServerHandshakeError as e:
             raise _kubelet_refused(node_name, e.status, e.message.encode()) from e
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise _unreachable(node_name, url, e) from e
-        async with kubelet:
+        async with backend:
             await client.prepare(request)
-            await _pump(client, kubelet)
+            await _pump(client, backend)
     return client
 
 

@@ -21,14 +21,16 @@ from typing import Any
 
 import multidict
 from aiohttp import web
+from cryptography import x509
 
-from kubepy import bootstraptoken
+from kubepy import bootstraptoken, tlsclientauth
 from kubepy.api import (
     admission,
     auth,
     authz,
     bodies,
     bootstrappolicy,
+    certs,
     discovery,
     errors,
     escalation,
@@ -222,6 +224,8 @@ class APIServer:
     def __init__(self, store: Store, config: ServerConfig) -> None:
         self.store = store
         self.config = config
+        self._ca_cache: tuple[int, x509.Certificate] | None = None  # (ca.crt's mtime, the CA)
+        self._kubelet_tls: proxy.KubeletTLS | None = None
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
         hooks = WebhookClient(store, source=config.advertise_address)
         # Upstream's order: the built-in mutating plugins, then webhooks (mutating, validating), quota last
@@ -251,6 +255,7 @@ class APIServer:
         self.authorizer = authz.Chain([
             authz.PrivilegedGroups(),
             authz.PathsFor(auth.BOOTSTRAPPERS, frozenset({("post", auth.JOIN_PATH)})),
+            authz.PathsFor(auth.NODES, frozenset({("post", auth.SERVING_CERT_PATH)})),
             nodeauth.NodeAuthorizer(self.node_graph),
             rbac.RBACAuthorizer(self.policy),
         ])
@@ -360,9 +365,8 @@ class APIServer:
         await bootstrappolicy.ensure(self.storage)
 
     # -- node credentials -------------------------------------------------
-    # The store holds one record per node name (its token, which the API
-    # server also presents to that node's kubelet); every API server follows that prefix, so a credential issued or revoked
-    # through one is known to all of them.
+    # The store holds one record per node name (its token); every API server follows that prefix, so a
+    # credential issued or revoked through one is known to all of them.
     def _apply_node_credential(self, key: str, value: bytes | None) -> None:
         name = key[len(NODE_TOKEN_PREFIX):]
         self.authn.remove_user(auth.NODE_PREFIX + name)
@@ -510,6 +514,7 @@ class APIServer:
         r.add_get(_OIDC_CONFIG_PATH, self.openid_configuration)
         r.add_get(_JWKS_PATH, self.openid_jwks)
         r.add_post(auth.JOIN_PATH, self.join)
+        r.add_post(auth.SERVING_CERT_PATH, self.sign_kubelet_serving_cert)
         r.add_delete(auth.CREDENTIALS_PATH + "{name}", self.revoke_node_credential)
         r.add_route("*", "/api/{version}", self.core_root)
         r.add_route("*", "/api/{version}/{tail:.*}", self.core)
@@ -572,10 +577,37 @@ class APIServer:
     async def authenticate(self, request: web.Request) -> auth.User | None:
         """The caller, as Kubernetes' union authenticator finds it: a verified client certificate,
         then a bearer token (static/node, bootstrap, service-account JWT); None when anonymous."""
-        user = auth.x509_user(request.transport.get_extra_info("peercert") if request.transport else None)
+        user, refused = self._certificate_user(request), None
+        if isinstance(user, tlsclientauth.CertificateRefused):
+            user, refused = None, user
         if user is None:
             user = await self._token_user(auth.bearer_token(request.headers.get("Authorization")))
+        if user is None and refused is not None:
+            # As upstream's union authenticator with FailOnError: a failed authenticator and no
+            # other that succeeds is a 401 (never anonymous), with the reason in the log only.
+            log.info("refused client certificate path=%s reason=%s", request.path, refused)
+            raise errors.Unauthorized("Unauthorized")
         return auth.with_authenticated_group(user) if user is not None else None
+
+    def _certificate_user(self, request: web.Request) -> auth.User | tlsclientauth.CertificateRefused | None:
+        """The user a client certificate names once verified here against the cluster CA (the TLS
+        layer takes any certificate: kubepy.tlsclientauth); None without one."""
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            return None
+        try:
+            name, groups = tlsclientauth.verify_client_certificate(der, self._client_ca())
+        except tlsclientauth.CertificateRefused as e:
+            return e
+        return auth.User(name, groups)
+
+    def _client_ca(self) -> x509.Certificate:
+        path = self.config.data_dir / "ca.crt"
+        stamp = path.stat().st_mtime_ns
+        if self._ca_cache is None or self._ca_cache[0] != stamp:
+            self._ca_cache = (stamp, x509.load_pem_x509_certificate(path.read_bytes()))
+        return self._ca_cache[1]
 
     async def _token_user(self, token: str | None) -> auth.User | None:
         if not token:
@@ -675,6 +707,27 @@ class APIServer:
         resp.content_type = "application/jwk-set+json"
         return resp
 
+    async def sign_kubelet_serving_cert(self, request: web.Request) -> web.Response:
+        """A node's kubelet sends a certificate request (``{"csr": PEM}``) and gets its serving
+        certificate signed by the cluster CA (``{"certificate": PEM, "ca": PEM}``), so the API
+        server can verify the kubelet it connects to (kubepy.api.proxy checks the node's name)."""
+        user = request[USER_KEY]
+        node = user.node_name
+        if node is None:
+            raise errors.Forbidden(f'User "{user.name}" is not a node: only a node\'s kubelet may have its '
+                                   "serving certificate signed")
+        body = await read_body(request)
+        csr = body.get("csr") if isinstance(body, dict) else None
+        if not isinstance(csr, str):
+            raise errors.BadRequest("the body must be {\"csr\": \"<PEM certificate request>\"}")
+        try:
+            cert = certs.sign_kubelet_serving_cert(self.config.data_dir, csr.encode(), node_name=node)
+        except certs.CSRRefused as e:
+            raise errors.BadRequest(f"refused to sign the serving certificate of node {node}: {e}") from e
+        log.info("signed kubelet serving certificate node=%s", node)
+        return json_response({"certificate": cert.decode(),
+                              "ca": (self.config.data_dir / "ca.crt").read_text()}, 201)
+
     async def join(self, request: web.Request) -> web.Response:
         """Issues a new node's token in exchange for a bootstrap token: once per node name."""
         user = request[USER_KEY]
@@ -699,8 +752,7 @@ class APIServer:
             log.info("refused join node=%s by=%s code=%d", name, user.name, decision.code)
             raise (errors.Forbidden if decision.code == 403 else errors.Conflict)(decision.message)
         token = auth.new_token()
-        # The token itself is kept (in the 0600 store): the API server presents it to the node's
-        # kubelet when it relays logs and exec (kubepy.kubelet.server checks it).
+        # The token is kept (in the 0600 store): the authenticator loads node tokens from there.
         record = {"token": token, "issued": objects.rfc3339(objects.now()), "by": user.name}
         try:
             # Create, never overwrite: of two joins racing for one name, exactly one gets a token.
@@ -1140,34 +1192,32 @@ class APIServer:
 
     async def _proxy_to_kubelet(self, request: web.Request, t: Target, sub: str) -> web.StreamResponse:
         """pods/log, pods/exec and pods/attach are served by the pod's kubelet; we relay them,
-        authenticating to the kubelet with that node's own token."""
+        authenticating to the kubelet with the API server's own client certificate."""
         pod = await self.storage.get(t.resource, t.namespace, t.name or "")
         node_name = (pod.get("spec") or {}).get("nodeName")
-        node, token = None, None
+        node = None
         if node_name:
             try:
                 node = await self.storage.get(by_plural("nodes"), None, node_name)
             except errors.NotFound:
                 pass
-            try:
-                kv = await self.store.get(NODE_TOKEN_PREFIX + node_name)
-            except StoreError as e:
-                raise store_error(e) from e
-            token = json.loads(kv.value)["token"] if kv else None
-        return await proxy.proxy_pod_subresource(request, sub=sub, pod=pod, node=node, node_token=token)
+        return await proxy.proxy_pod_subresource(request, sub=sub, pod=pod, node=node, kubelet=self.kubelet_tls())
 
-    async def _node_and_token(self, node_name: str) -> tuple[dict[str, Any], str]:
+    def kubelet_tls(self) -> proxy.KubeletTLS:
+        """The API server's side of kubelet connections (upstream's --kubelet-client-certificate
+        and --kubelet-certificate-authority), made on first use."""
+        if self._kubelet_tls is None:
+            cert = certs.ensure_client_cert(self.config.data_dir, "apiserver-kubelet-client",
+                                            user=certs.KUBELET_CLIENT_USER, groups=())
+            self._kubelet_tls = proxy.kubelet_tls(ca_pem=(self.config.data_dir / "ca.crt").read_bytes(),
+                                                  client_cert=cert)
+        return self._kubelet_tls
+
+    async def _node(self, node_name: str) -> dict[str, Any]:
         try:
-            node = await self.storage.get(by_plural("nodes"), None, node_name)
+            return await self.storage.get(by_plural("nodes"), None, node_name)
         except errors.NotFound:
             raise errors.ServiceUnavailable(f'node "{node_name}" not found') from None
-        try:
-            kv = await self.store.get(NODE_TOKEN_PREFIX + node_name)
-        except StoreError as e:
-            raise store_error(e) from e
-        if kv is None:
-            raise errors.ServiceUnavailable(f'no credentials for the kubelet on node "{node_name}"')
-        return node, json.loads(kv.value)["token"]
 
     async def _proxy_http(self, request: web.Request, t: Target) -> web.StreamResponse:
         """pods/proxy, services/proxy, nodes/proxy (kubepy.api.httpproxy)."""
@@ -1181,10 +1231,11 @@ class APIServer:
         at = raw.find(marker)
         tail = raw[at + len(marker):].lstrip("/") if at >= 0 else t.proxy_path
         if plural == "nodes":
-            node, token = await self._node_and_token(name)
+            node = await self._node(name)
             if port and port != str(httpproxy.kubelet_port(node)):
                 raise errors.BadRequest(f"nodes/proxy reaches the kubelet only (port {httpproxy.kubelet_port(node)})")
-            return await httpproxy.proxy_to_kubelet(request, node=node, token=token, kubelet_path="/" + tail,
+            return await httpproxy.proxy_to_kubelet(request, node=node, kubelet=self.kubelet_tls(),
+                                                    kubelet_path="/" + tail,
                                                     prefix=prefix, backend_host="")
         if plural == "pods":
             pod = await self.storage.get(t.resource, t.namespace, name)
@@ -1200,10 +1251,10 @@ class APIServer:
         node_name = (pod.get("spec") or {}).get("nodeName")
         if not node_name:
             raise errors.ServiceUnavailable(f'pod "{pod_name}" is not running on a node')
-        node, token = await self._node_and_token(node_name)
+        node = await self._node(node_name)
         backend = f"{(pod.get('status') or {}).get('podIP', '')}:{target_port}"
         path = f"/proxy/{scheme}/{pod_ns}/{pod_name}/{target_port}/{tail}"
-        return await httpproxy.proxy_to_kubelet(request, node=node, token=token, kubelet_path=path,
+        return await httpproxy.proxy_to_kubelet(request, node=node, kubelet=self.kubelet_tls(), kubelet_path=path,
                                                 prefix=prefix, backend_host=backend)
 
     async def bind(self, request: web.Request, t: Target) -> web.Response:

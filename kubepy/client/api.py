@@ -128,6 +128,11 @@ class Client:
             options["preconditions"] = preconditions
         return await self._request("DELETE", res.path(_ns(res, namespace), name), body=options) or None
 
+    async def post(self, path: str, body: Any) -> Any:
+        """POST to a path that is not a resource (kubepy's own endpoints, e.g. the kubelet's serving
+        certificate); the answer's JSON."""
+        return await self._request("POST", path, body=body)
+
     async def watch(self, resource: str, *, namespace: str | None = None, resource_version: str,
                     label_selector: str | None = None, field_selector: str | None = None,
                     timeout_seconds: int | None = None,
@@ -146,7 +151,8 @@ class Client:
                                         sock_read=timeout_seconds + 30 if timeout_seconds else None)
         session = self._get_session()
         try:
-            async with session.get(self._url(res.path(_ns(res, namespace))), params=params, timeout=timeout) as resp:
+            async with session.get(self._url(res.path(_ns(res, namespace))), params=params, timeout=timeout,
+                                   headers=self._auth_headers()) as resp:
                 if resp.status >= 400:
                     raise await _error(resp)
                 buffer = b""
@@ -169,12 +175,20 @@ class Client:
                 ssl_arg = False
             elif self.config.ca_data:
                 ssl_arg = ssl.create_default_context(cadata=self.config.ca_data.decode())
+            if self.config.client_cert and self.config.client_key:
+                if not isinstance(ssl_arg, ssl.SSLContext):
+                    ssl_arg = ssl.create_default_context()
+                    if self.config.insecure:
+                        ssl_arg.check_hostname, ssl_arg.verify_mode = False, ssl.CERT_NONE
+                load_client_cert(ssl_arg, self.config.client_cert, self.config.client_key)
             headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
-            if self.config.token:
-                headers["Authorization"] = f"Bearer {self.config.token}"
             self._session = aiohttp.ClientSession(headers=headers, timeout=REQUEST_TIMEOUT,
                                                   connector=aiohttp.TCPConnector(ssl=ssl_arg))
         return self._session
+
+    def _auth_headers(self) -> dict[str, str]:
+        token = self.config.bearer_token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _url(self, path: str) -> str:
         return self.config.server.rstrip("/") + path
@@ -182,7 +196,8 @@ class Client:
     async def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
                        body: Any = None, content_type: str = "application/json") -> Any:
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": content_type} if data is not None else None
+        headers = {"Content-Type": content_type} if data is not None else {}
+        headers.update(self._auth_headers())
         # Two failures are worth a second try. A pooled keep-alive connection the
         # server closed shows up as a reset on first use: only a GET is safe to send
         # again. A connection that was never made (refused, or reset during the TLS
@@ -216,6 +231,21 @@ class Client:
 
 
 # -- helpers ------------------------------------------------------------------
+def load_client_cert(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """``SSLContext.load_cert_chain`` reads only files: the PEMs go through a private temporary
+    file that is gone again before this returns."""
+    import os
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="kubepy-client-", suffix=".pem")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(cert_pem.rstrip(b"\n") + b"\n" + key_pem)
+        ctx.load_cert_chain(name)
+    finally:
+        os.unlink(name)
+
+
 def _resource(plural: str) -> Kind:
     try:
         return by_plural(plural)

@@ -2,14 +2,20 @@
 
 Read from a kubeconfig file (the current context's cluster and user), the
 same file kubectl uses. Talks to nothing; the ``Client`` consumes it.
+
+Who we are: a client certificate (``client-certificate-data``/``client-key-data``
+or the file forms, as kubeadm's ``scheduler.conf``), a bearer token
+(``token``/``tokenFile``), or a ``token_source`` a component sets itself (the
+controller manager's per-controller service-account tokens, refreshed before
+they expire). A token is read per request, so a refreshed one is used at once.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -20,6 +26,13 @@ class ClientConfig:
     token: str | None
     ca_data: bytes | None = None  # PEM of the CA that signed the serving certificate
     insecure: bool = False  # skip TLS verification (insecure-skip-tls-verify)
+    client_cert: bytes | None = None  # PEM of a client certificate (CN = user, O = groups)
+    client_key: bytes | None = None   # PEM of its private key
+    token_source: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
+
+    def bearer_token(self) -> str | None:
+        """The token to send now: the source's, else the fixed one."""
+        return self.token_source() if self.token_source is not None else self.token
 
     @classmethod
     def from_kubeconfig(cls, path: str | Path) -> ClientConfig:
@@ -42,8 +55,21 @@ class ClientConfig:
         token = user.get("token")
         if not token and user.get("tokenFile"):
             token = _relative(path, user["tokenFile"]).read_text().strip()
+        cert = _data_or_file(user, "client-certificate", path)
+        key = _data_or_file(user, "client-key", path)
+        if (cert is None) != (key is None):
+            raise ValueError(f"{path}: user {context.get('user')!r} has a client certificate without its key "
+                             "or a key without its certificate")
         return cls(server=cluster["server"].rstrip("/"), token=token, ca_data=ca_data,
-                   insecure=bool(cluster.get("insecure-skip-tls-verify", False)))
+                   insecure=bool(cluster.get("insecure-skip-tls-verify", False)), client_cert=cert, client_key=key)
+
+
+def _data_or_file(user: dict[str, Any], field_name: str, path: Path) -> bytes | None:
+    if user.get(f"{field_name}-data"):
+        return base64.b64decode(user[f"{field_name}-data"])
+    if user.get(field_name):
+        return _relative(path, user[field_name]).read_bytes()
+    return None
 
 
 def _named(doc: dict[str, Any], section: str, field: str, name: str | None, path: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class ControllerConfig:
     node_cidr_mask_size: int = 24
     concurrent_syncs: int = 4
     controllers: list[str] = field(default_factory=lambda: ["*"])
+    use_service_account_credentials: bool = False
 
 
 class InformerFactory:

@@ -3,6 +3,12 @@
 Controllers share one informer per resource; each has its own work queue.
 ``--controllers`` takes Kubernetes' syntax: ``*`` for all, ``-name`` to
 turn one off, ``name`` to turn one on.
+
+With ``--use-service-account-credentials`` (what ``kubepy controlplane`` runs,
+as kubeadm does) each controller reads and writes as its own ServiceAccount in
+kube-system (``SERVICE_ACCOUNTS``; ``kubepy.controllers.credentials``), holding
+only its ``system:controller:<name>`` role; the shared informers and the start-up
+check keep the controller manager's own identity.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import socket
 
 from kubepy.client import Client, ClientConfig, EventRecorder, TransportError
 from kubepy.controllers.context import ControllerConfig, ControllerContext, InformerFactory
+from kubepy.controllers.credentials import ServiceAccountCredentials
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,31 @@ CONTROLLERS = {
     "pvc-protection": "kubepy.controllers.volumeprotection:PVCProtectionController",
     "pv-protection": "kubepy.controllers.volumeprotection:PVProtectionController",
     "clusterrole-aggregation": "kubepy.controllers.clusterroleaggregation:ClusterRoleAggregationController",
+}
+
+# controller -> the ServiceAccount (kube-system) it runs as: upstream's names.
+SERVICE_ACCOUNTS = {
+    "replicaset": "replicaset-controller",
+    "deployment": "deployment-controller",
+    "daemonset": "daemon-set-controller",
+    "endpoint": "endpoint-controller",
+    "nodelifecycle": "node-controller",
+    "nodeipam": "node-controller",
+    "garbagecollector": "generic-garbage-collector",
+    "namespace": "namespace-controller",
+    "serviceaccount": "service-account-controller",
+    "podgc": "pod-garbage-collector",
+    "replicationcontroller": "replication-controller",
+    "disruption": "disruption-controller",
+    "job": "job-controller",
+    "cronjob": "cronjob-controller",
+    "statefulset": "statefulset-controller",
+    "resourcequota": "resourcequota-controller",
+    "root-ca-cert-publisher": "root-ca-cert-publisher",
+    "persistentvolume-binder": "persistent-volume-binder",
+    "pvc-protection": "pvc-protection-controller",
+    "pv-protection": "pv-protection-controller",
+    "clusterrole-aggregation": "clusterrole-aggregation-controller",
 }
 
 
@@ -78,12 +110,26 @@ async def _wait_for_api(client: Client) -> None:
 async def run_controller_manager(kubeconfig: str, config: ControllerConfig, *,
                                  stop: asyncio.Event | None = None) -> None:
     client = Client(ClientConfig.from_kubeconfig(kubeconfig), user_agent="kubepy-controller-manager")
+    credentials = ServiceAccountCredentials(client) if config.use_service_account_credentials else None
     try:
         await _wait_for_api(client)
         informers = InformerFactory(client)
-        recorder = EventRecorder(client, component="controller-manager", host=socket.gethostname())
-        ctx = ControllerContext(client=client, informers=informers, recorder=recorder, config=config)
-        controllers = [load(name)(ctx) for name in enabled_controllers(config.controllers)]
+        recorders: list[EventRecorder] = []
+        controllers = []
+        names = enabled_controllers(config.controllers)
+        clients = {name: client for name in names}
+        if credentials is not None:  # one TokenRequest per service account, all at once
+            accounts = sorted({SERVICE_ACCOUNTS[n] for n in names})
+            own_clients = await asyncio.gather(*(credentials.client_for(sa, user_agent="kubepy-controller-manager")
+                                                 for sa in accounts))
+            by_sa = dict(zip(accounts, own_clients))
+            clients = {name: by_sa[SERVICE_ACCOUNTS[name]] for name in names}
+        for name in names:
+            own = clients[name]
+            recorder = EventRecorder(own, component="controller-manager", host=socket.gethostname())
+            recorders.append(recorder)
+            ctx = ControllerContext(client=own, informers=informers, recorder=recorder, config=config)
+            controllers.append(load(name)(ctx))
         informers.start()
         await informers.wait_synced()
         log.info("controllers started names=%s", ",".join(c.name for c in controllers))
@@ -99,6 +145,9 @@ async def run_controller_manager(kubeconfig: str, config: ControllerConfig, *,
                 t.cancel()
             await asyncio.gather(*tasks, waiter, return_exceptions=True)
             await informers.stop()
-            await recorder.flush()
+            for recorder in recorders:
+                await recorder.flush()
     finally:
+        if credentials is not None:
+            await credentials.close()
         await client.close()

@@ -600,14 +600,29 @@ async def _until(stop: asyncio.Event, coro: Any) -> Any:
 
 async def run_kubelet(config: KubeletConfig, *, stop: asyncio.Event | None = None) -> None:
     """Run the kubelet until ``stop`` is set (SIGTERM/SIGINT when run by ``main``)."""
-    from kubepy.kubelet.server import KubeletServer  # noqa: PLC0415 - keeps `import kubepy.kubelet.kubelet` light
+    # noqa: PLC0415 - keeps `import kubepy.kubelet.kubelet` light
+    from kubepy.kubelet.auth import KubeletAuth  # noqa: PLC0415
+    from kubepy.kubelet.server import KubeletServer  # noqa: PLC0415
+    from kubepy.kubelet.servingcert import ensure_serving_cert  # noqa: PLC0415
 
     stop = stop or asyncio.Event()
     client = await connect(config)
     kubelet = Kubelet(config, client, make_runtime(config))
-    # The API server relays kubectl logs/exec here, authenticating with this node's token.
-    server = KubeletServer(kubelet, node_name=config.node_name, token=client.config.token or "",
-                           cert_dir=Path(config.root_dir) / "pki", address=config.node_ip, port=config.port)
+    # The API server relays kubectl logs/exec here with its own client certificate; every caller is
+    # authenticated (CA, TokenReview) and authorized (SubjectAccessReview) by kubepy.kubelet.auth.
+    ca = client.config.ca_data
+    pki = Path(config.root_dir) / "pki"
+    serving = None
+    if ca:
+        try:
+            serving = await ensure_serving_cert(client, pki, node_name=config.node_name, address=config.node_ip,
+                                                ca_pem=ca)
+        except Exception as e:  # noqa: BLE001 - serve anyway; the API server will refuse the self-signed one
+            log.error("serving certificate not signed node=%s err=%s (the API server cannot verify this kubelet: "
+                      "kubectl logs/exec will fail until it is)", config.node_name, e)
+    server = KubeletServer(kubelet, node_name=config.node_name,
+                           auth=KubeletAuth(client, node_name=config.node_name, ca_pem=ca), client_ca=ca,
+                           serving_cert=serving, cert_dir=pki, address=config.node_ip, port=config.port)
     await server.start()
     try:
         await kubelet.run(stop)

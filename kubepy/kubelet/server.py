@@ -4,8 +4,13 @@ The API server reaches it when it serves ``pods/log``, ``pods/exec`` and ``pods/
 nothing else talks to it. It knows nothing about pods itself: a
 ``PodLocator`` (the kubelet core) maps namespace/pod/container to a container
 id and its CRI log file, and the locator's ``Runtime`` starts exec'd
-processes. Every request must carry ``Authorization: Bearer <node token>``:
-the API server holds each node's token and presents it when it proxies.
+processes. Every request is authenticated and authorized by a ``RequestAuth``
+(``kubepy.kubelet.auth``: client certificates signed by the cluster CA, bearer
+tokens by TokenReview, then a SubjectAccessReview on ``nodes/proxy``,
+``nodes/log``, ``nodes/stats``, ...); the API server calls with its own client
+certificate (``kube-apiserver-kubelet-client``, bound to ``system:kubelet-api-admin``).
+The serving certificate is signed by the cluster CA when the kubelet could have
+it signed (``serving_cert``), so the API server can verify it; else self-signed.
 
 Routes::
 
@@ -48,7 +53,6 @@ import collections
 import ctypes
 import datetime as dt
 import fcntl
-import hmac
 import ipaddress
 import json
 import logging
@@ -69,11 +73,13 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from kubepy.kubelet import attach as attach_pumps
+from kubepy.kubelet.auth import RequestAuth
 from kubepy.kubelet.portforward import TUNNEL_PROTOCOL, PortForwardSession
 from kubepy.kubelet.runtime import Runtime, RuntimeError_
 from kubepy.kubelet.spdy import SpdyError
 from kubepy.kubelet.wsportforward import CHANNEL_PROTOCOL, ChannelPortForward, parse_ports
 from kubepy.privatefiles import narrow_file, private_dir, write_private
+from kubepy.tlsclientauth import request_client_certificates
 
 log = logging.getLogger(__name__)
 
@@ -391,11 +397,14 @@ def ensure_kubelet_cert(cert_dir: Path, *, node_name: str, address: str) -> tupl
 # -- the server ------------------------------------------------------------
 
 class KubeletServer:
-    def __init__(self, locator: PodLocator, *, node_name: str, token: str, cert_dir: Path,
-                 address: str, port: int = 10250) -> None:
+    def __init__(self, locator: PodLocator, *, node_name: str, auth: RequestAuth, cert_dir: Path,
+                 address: str, port: int = 10250, client_ca: bytes | None = None,
+                 serving_cert: tuple[Path, Path] | None = None) -> None:
         self.locator = locator
         self.node_name = node_name
-        self.token = token
+        self.auth = auth
+        self.client_ca = client_ca          # PEM: whose client certificates are asked for
+        self.serving_cert = serving_cert    # (crt, key) signed by the cluster CA, if the kubelet has one
         self.cert_dir = Path(cert_dir)
         self.address = address
         self.port = port
@@ -405,9 +414,15 @@ class KubeletServer:
 
     async def start(self) -> None:
         self._stopping = False
-        crt, key = ensure_kubelet_cert(self.cert_dir, node_name=self.node_name, address=self.address)
+        crt, key = self.serving_cert or ensure_kubelet_cert(self.cert_dir, node_name=self.node_name,
+                                                            address=self.address)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(crt, key)
+        if self.client_ca:
+            # Asked for, any taken; kubepy.kubelet.auth verifies them against the CA.
+            ctx.verify_mode = ssl.CERT_OPTIONAL
+            ctx.load_verify_locations(cadata=self.client_ca.decode())
+            request_client_certificates(ctx)
         app = web.Application(middlewares=[self._auth_mw])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
@@ -439,10 +454,9 @@ class KubeletServer:
 
     @web.middleware
     async def _auth_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        header = request.headers.get("Authorization", "")
-        scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), self.token.encode()):
-            return _status_response(401, "Unauthorized", "Unauthorized")
+        refusal = await self.auth.check(request)
+        if refusal is not None:
+            return _status_response(*refusal)
         result: web.StreamResponse = await handler(request)
         return result
 

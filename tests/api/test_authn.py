@@ -133,11 +133,77 @@ async def test_the_admin_kubeconfig_carries_a_kubeadm_style_admin_certificate(cl
         user["user"]["client-certificate-data"]
 
 
+async def test_the_scheduler_and_controller_manager_have_their_own_certificates(cluster: Cluster):
+    """kubeadm's scheduler.conf and controller-manager.conf: each component's own client certificate,
+    no token, not system:masters; the kubepy client presents the certificate."""
+    import dataclasses
+    import yaml
+    from kubepy.client import Client, ClientConfig, ForbiddenError
+    config = ServerConfig(data_dir=cluster.data_dir, bind_address="127.0.0.1", port=6443)
+    main.write_admin_kubeconfig(config)
+    for stem, user in (("scheduler", "system:kube-scheduler"),
+                       ("controller-manager", "system:kube-controller-manager")):
+        path = cluster.data_dir / f"{stem}.kubeconfig"
+        assert path.stat().st_mode & 0o777 == 0o600
+        kc = yaml.safe_load(path.read_text())
+        assert kc["users"][0]["name"] == user and "token" not in kc["users"][0]["user"]
+        cfg = dataclasses.replace(ClientConfig.from_kubeconfig(path), server=cluster.base)
+        async with Client(cfg) as client:
+            review = await client.create("selfsubjectreviews", {"apiVersion": "authentication.k8s.io/v1",
+                                                                "kind": "SelfSubjectReview"})
+            assert review["status"]["userInfo"] == {"username": user, "groups": ["system:authenticated"]}
+            with pytest.raises(ForbiddenError):
+                await client.create("pods", _pod("by-" + stem), namespace=NS)
+            with pytest.raises(ForbiddenError):  # only the controllers' own identities write workloads
+                await client.delete("serviceaccounts", "robot", namespace=NS)
+
+
 async def test_a_certificate_from_another_ca_is_refused(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory):
+    # Refused by the authenticator, as upstream: 401 with a Status body, not a failed TLS handshake.
     other = tmp_path_factory.mktemp("other-ca")
     mallory = certs.issue_client_cert(other, user="kubernetes-admin", groups=("system:masters",))
-    with pytest.raises(aiohttp.ClientError):
-        await cluster.whoami(cert=mallory)
+    for path in (SSR, "/api/v1/namespaces/kube-system/secrets", "/healthz"):
+        code, out = await cluster.call("POST" if path == SSR else "GET", path, cert=mallory,
+                                       body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+                                       if path == SSR else None)
+        assert code == 401, (path, out)
+        assert out["kind"] == "Status" and out["reason"] == "Unauthorized" and out["code"] == 401, out
+    # a valid token beside the bad certificate still authenticates (the union of authenticators)
+    code, info = await cluster.whoami(cert=mallory, token=cluster.admin_token)
+    assert code == 201 and info["username"] == "admin", info
+
+
+async def test_an_expired_certificate_is_refused(cluster: Cluster):
+    import datetime as dt
+    old = certs.issue_client_cert(cluster.data_dir, user="alice", groups=(), validity=dt.timedelta(minutes=-1))
+    code, out = await cluster.whoami(cert=old)
+    assert code == 401 and out["reason"] == "Unauthorized", out
+    fresh = certs.issue_client_cert(cluster.data_dir, user="alice", groups=())
+    code, info = await cluster.whoami(cert=fresh)
+    assert code == 201 and info["username"] == "alice", info
+
+
+def test_certificate_verification_reasons(tmp_path: Path) -> None:
+    import datetime as dt
+    from cryptography import x509
+    from kubepy.tlsclientauth import CertificateRefused, verify_client_certificate
+    ca, _ = certs.ensure_ca(tmp_path / "a") if (tmp_path / "a").mkdir() is None else (None, None)
+    other = tmp_path / "b"
+    other.mkdir()
+
+    def der(pem: bytes) -> bytes:
+        from cryptography.hazmat.primitives.serialization import Encoding
+        return x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+
+    good = der(certs.issue_client_cert(tmp_path / "a", user="u", groups=("g1", "g2"))[0])
+    assert verify_client_certificate(good, ca) == ("u", ("g1", "g2"))
+    stranger = der(certs.issue_client_cert(other, user="u", groups=())[0])
+    with pytest.raises(CertificateRefused, match="signed by unknown authority"):
+        verify_client_certificate(stranger, ca)
+    with pytest.raises(CertificateRefused, match="expired or is not yet valid: current time .* is after"):
+        verify_client_certificate(good, ca, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=400))
+    with pytest.raises(CertificateRefused, match="malformed"):
+        verify_client_certificate(b"junk", ca)
 
 
 async def test_anonymous_callers_reach_only_health_version_and_oidc_discovery(cluster: Cluster):

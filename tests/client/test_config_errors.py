@@ -85,3 +85,31 @@ def test_invalid_causes_and_non_json_body():
     assert isinstance(err, InvalidError) and err.causes == causes
     plain = error_from_status(502, None, "bad gateway")
     assert isinstance(plain, ServerError) and plain.message == "bad gateway" and plain.body is None
+
+
+def test_from_kubeconfig_client_certificate_inline_and_files(tmp_path):
+    user = {"client-certificate-data": base64.b64encode(b"CERT").decode(),
+            "client-key-data": base64.b64encode(b"KEY").decode()}
+    doc = {"clusters": [{"name": "c", "cluster": {"server": "https://h:1"}}],
+           "users": [{"name": "u", "user": user}],
+           "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}], "current-context": "ctx"}
+    write(tmp_path / "kc", doc)
+    cfg = ClientConfig.from_kubeconfig(tmp_path / "kc")
+    assert (cfg.client_cert, cfg.client_key, cfg.token) == (b"CERT", b"KEY", None)
+    (tmp_path / "u.crt").write_bytes(b"C2")
+    (tmp_path / "u.key").write_bytes(b"K2")
+    doc["users"][0]["user"] = {"client-certificate": "u.crt", "client-key": "u.key"}
+    write(tmp_path / "kc", doc)
+    cfg = ClientConfig.from_kubeconfig(tmp_path / "kc")
+    assert (cfg.client_cert, cfg.client_key) == (b"C2", b"K2")
+    doc["users"][0]["user"] = {"client-certificate": "u.crt"}
+    write(tmp_path / "kc", doc)
+    with pytest.raises(ValueError, match="without its key"):
+        ClientConfig.from_kubeconfig(tmp_path / "kc")
+
+
+def test_a_token_source_is_asked_per_request():
+    tokens = iter(["t1", "t2"])
+    cfg = ClientConfig(server="https://h:1", token="fixed", token_source=lambda: next(tokens))
+    assert (cfg.bearer_token(), cfg.bearer_token()) == ("t1", "t2")
+    assert ClientConfig(server="https://h:1", token="fixed").bearer_token() == "fixed"

@@ -38,7 +38,9 @@ pytestmark = pytest.mark.slow
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 # Files that hold a secret, by name (the walk as root checks their modes wherever they are).
 SECRET_NAMES = {"state.db", "state.db-wal", "state.db-shm", "ca.key", "apiserver.key", "tokens.csv", "admin.key", "sa.key",
-                "admin.kubeconfig", "bootstrap-token", "kubelet.token", "kubelet.kubeconfig", "kubelet.key"}
+                "admin.kubeconfig", "bootstrap-token", "kubelet.token", "kubelet.kubeconfig", "kubelet.key",
+                "kubelet-server.key", "scheduler.key", "scheduler.kubeconfig", "controller-manager.key",
+                "controller-manager.kubeconfig", "apiserver-kubelet-client.key"}
 
 # Run by nobody with the system's python: every path it could list or open under the root.
 WALK = r"""
@@ -186,7 +188,8 @@ def test_secret_files_are_0600_and_their_dirs_0700(lab):
     names = {Path(p).name for p in found}
     # Every kind of secret this cluster has was found (so the check looked at them).
     assert {"state.db", "ca.key", "apiserver.key", "tokens.csv", "admin.kubeconfig", "bootstrap-token",
-            "kubelet.token", "kubelet.kubeconfig", "kubelet.key"} <= names, names
+            "kubelet.token", "kubelet.kubeconfig", "kubelet-server.key", "scheduler.key", "scheduler.kubeconfig",
+            "controller-manager.key", "controller-manager.kubeconfig"} <= names, names
     assert {p: oct(m) for p, m in found.items() if m & 0o077} == {}
     assert loose_dirs == []
 

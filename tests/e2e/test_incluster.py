@@ -257,3 +257,39 @@ def test_whoami_with_the_pods_token(lab: Lab):
     assert {"system:serviceaccounts", f"system:serviceaccounts:{NS}", "system:authenticated"} <= set(user["groups"])
     assert user["extra"]["authentication.kubernetes.io/pod-name"] == ["kubectl"]
     assert ["Username", SA_USER] in [line.split() for line in whoami().splitlines()]
+
+
+def test_the_kubelet_api_asks_who_and_may_they(lab: Lab):
+    """Rows of the authorization table for the kubelet's own HTTPS API (:10250): anonymous 401, the
+    pod's token (no nodes/proxy) 403, and the API server's own client certificate, which the kubelet
+    lets in and whose serving certificate the API server verifies (kubectl logs/exec/port-forward
+    rest on it: the tests above use them)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    node = lab.json("get", "pod", "kubectl", "-n", NS)["spec"]["nodeName"]
+    addr = next(a["address"] for a in lab.json("get", "node", node)["status"]["addresses"]
+                if a["type"] == "InternalIP")
+    ca = lab.root / "cluster-ca-kubelet.crt"
+    cluster = yaml.safe_load(lab.kubeconfig.read_text())["clusters"][0]["cluster"]
+    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.check_hostname = False  # by address here; the API server checks the node's name
+
+    def call(path: str, token: str | None = None) -> tuple[int, dict]:
+        req = urllib.request.Request(f"https://{addr}:10250{path}",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+                return r.status, {}
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    code, body = call("/healthz")
+    assert code == 401 and body["reason"] == "Unauthorized", body
+    token = in_pod(lab, "cat", f"{SA_DIR}/token").stdout.strip()
+    code, body = call(f"/containerLogs/{NS}/kubectl/main", token)
+    assert code == 403 and body["message"] == (f"Forbidden (user={SA_USER}, verb=get, resource=nodes, "
+                                               "subresource=proxy)"), body
+    # the admin through the API server: nodes/proxy reaches the kubelet with a verified certificate
+    assert lab.kubectl("get", "--raw", f"/api/v1/nodes/{node}/proxy/healthz").stdout == "ok"

@@ -65,3 +65,57 @@ def test_rbac_tables(srv) -> None:
     roles = srv.kubectl("get", "clusterroles", "cluster-admin", "view").stdout.splitlines()
     assert roles[0].split() == ["NAME", "CREATED", "AT"]
     assert [r.split()[0] for r in roles[1:]] == ["cluster-admin", "view"]
+
+
+def test_components_on_their_own_identities(srv) -> None:
+    """Rows of the authorization table for the control plane's own components: the scheduler's and
+    the controller manager's kubeconfigs (written by the API server, as kubeadm's scheduler.conf and
+    controller-manager.conf) and a controller's service account; a certificate of another CA."""
+    import subprocess
+    from kubepy.api import certs
+    from tests.e2e.conftest import KUBECTL
+
+    def as_file(name: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([KUBECTL, "--kubeconfig", str(srv.data_dir / name), *args], capture_output=True,
+                              text=True, timeout=60)
+
+    who = as_file("scheduler.kubeconfig", "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    assert who.stdout == "system:kube-scheduler", who.stderr
+    # the scheduler creating a Pod: 403
+    made = as_file("scheduler.kubeconfig", "run", "sneaky", "--image=busybox", "-n", "dev")
+    assert made.returncode == 1 and "Forbidden" in made.stderr and \
+        'User "system:kube-scheduler" cannot create resource "pods"' in made.stderr, made.stderr
+    assert as_file("scheduler.kubeconfig", "auth", "can-i", "create", "pods", "--subresource=binding",
+                   "-n", "dev").stdout.strip() \
+        == "yes"
+    assert as_file("scheduler.kubeconfig", "auth", "can-i", "get", "secrets", "-n", "dev").stdout.strip() == "no"
+    cm = "controller-manager.kubeconfig"
+    assert as_file(cm, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout == \
+        "system:kube-controller-manager"
+    assert as_file(cm, "auth", "can-i", "create", "serviceaccounts/token", "-n", "kube-system").stdout.strip() \
+        == "yes"
+    assert as_file(cm, "auth", "can-i", "create", "pods", "-n", "dev").stdout.strip() == "no"
+    rs = "--as=system:serviceaccount:kube-system:replicaset-controller"
+    deadline = time.monotonic() + 10
+    while can_i(srv, "create", "pods", "-n", "dev", rs) != (0, "yes") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert can_i(srv, "create", "pods", "-n", "dev", rs) == (0, "yes")
+    assert can_i(srv, "get", "secrets", "-n", "dev", rs) == (1, "no")
+    assert can_i(srv, "create", "deployments.apps", "-n", "dev", rs) == (1, "no")
+    # nothing but admin.kubeconfig is system:masters
+    for name in ("scheduler.kubeconfig", cm):
+        assert "system:masters" not in as_file(name, "auth", "whoami").stdout
+    # a client certificate of another CA: 401 from the authenticator, not a TLS failure
+    other = srv.data_dir / "other-ca"
+    other.mkdir(exist_ok=True)
+    crt, key = certs.issue_client_cert(other, user="kubernetes-admin", groups=("system:masters",))
+    import base64
+    import yaml
+    cfg = yaml.safe_load(srv.kubeconfig.read_text())
+    cfg["users"][0]["user"] = {"client-certificate-data": base64.b64encode(crt).decode(),
+                               "client-key-data": base64.b64encode(key).decode()}
+    forged = srv.data_dir / "forged.kubeconfig"
+    forged.write_text(yaml.safe_dump(cfg))
+    forged.chmod(0o600)
+    cp = as_file("forged.kubeconfig", "auth", "whoami")
+    assert cp.returncode == 1 and "(Unauthorized)" in cp.stderr, cp.stderr

@@ -4,7 +4,9 @@ The kubelet side is ``KubeletServer`` in its own process with a fake pod
 locator (no containerd): pods come from a JSON file, "containers" run
 commands on the host, and a container "runs" while its marker file exists.
 The node's kubelet token is the one ``/kubepy/v1/join`` issued, as in a real
-cluster.
+cluster: with it the kubelet has its serving certificate signed and asks the API
+server (TokenReview, SubjectAccessReview) about every caller; the API server
+comes with its own client certificate and verifies the kubelet's.
 """
 
 from __future__ import annotations
@@ -77,13 +79,21 @@ class FileLocator:
         return c["id"], Path(c["log"])
 
 
-def serve(state: str, token: str, port: int) -> None:
+def serve(state: str, token: str, port: int, server: str, ca_file: str) -> None:
     """Entry point of the kubelet process: serve until killed."""
+    from kubepy.client import Client, ClientConfig
+    from kubepy.kubelet.auth import KubeletAuth
     from kubepy.kubelet.server import KubeletServer
+    from kubepy.kubelet.servingcert import ensure_serving_cert
 
     async def main() -> None:
-        srv = KubeletServer(FileLocator(Path(state)), node_name=NODE, token=token,  # type: ignore[arg-type]
-                            cert_dir=Path(state) / "pki", address="127.0.0.1", port=port)
+        ca = Path(ca_file).read_bytes()
+        client = Client(ClientConfig(server=server, token=token, ca_data=ca))
+        serving = await ensure_serving_cert(client, Path(state) / "pki", node_name=NODE, address="127.0.0.1",
+                                            ca_pem=ca)
+        srv = KubeletServer(FileLocator(Path(state)), node_name=NODE,  # type: ignore[arg-type]
+                            auth=KubeletAuth(client, node_name=NODE, ca_pem=ca), client_ca=ca,
+                            serving_cert=serving, cert_dir=Path(state) / "pki", address="127.0.0.1", port=port)
         await srv.start()
         print("ready", flush=True)
         await asyncio.Event().wait()
@@ -141,9 +151,11 @@ def cluster():
         for cid in ("c-app", "c-side"):
             (state / f"{cid}.running").touch()
         port = free_port()
-        entry = "import sys; from tests.e2e.test_logs_exec import serve; serve(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
+        entry = ("import sys; from tests.e2e.test_logs_exec import serve; "
+                 "serve(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])")
         with open(tmp / "kubelet.log", "wb") as kubelet_log:
-            kubelet = subprocess.Popen([sys.executable, "-c", entry, str(state), token, str(port)],
+            kubelet = subprocess.Popen([sys.executable, "-c", entry, str(state), token, str(port), srv.url,
+                                        str(srv.data_dir / "ca.crt")],
                                        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
                                        stderr=kubelet_log, text=True)
         assert kubelet.stdout is not None and kubelet.stdout.readline().strip() == "ready", \

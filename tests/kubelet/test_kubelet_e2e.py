@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from kubepy.client import Client, NotFoundError
-from tests.kubelet.conftest import KubeletNode
+from tests.kubelet.conftest import KubeletNode, kubeconfig_token
 
 pytestmark = pytest.mark.slow
 BUSYBOX = "busybox:1.36"
@@ -496,7 +496,8 @@ async def test_short_execs_never_lose_their_output(kubelet_node: KubeletNode, cl
     ns = node.test_ns
     await client.create("pods", pod(node, "quick", [{"name": "main", "command": ["sleep", "3600"]}]), namespace=ns)
     await wait_for(client, node, "quick", lambda p: p["status"].get("phase") == "Running", what="Running")
-    token = (node.root_dir / "kubelet.token").read_text().strip()
+    # The kubelet asks the API server who the token is and whether it may use nodes/proxy: the admin may.
+    token = kubeconfig_token(node.apiserver.kubeconfig)
     query = urlencode([("command", "hostname"), ("stdout", "1"), ("stderr", "1")])
     gate = asyncio.Semaphore(6)
 

@@ -16,8 +16,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from kubepy.api import certs
 from kubepy.api import errors as api_errors
-from kubepy.api.proxy import choose_container, kubelet_base_url, proxy_pod_subresource
+from kubepy.api.proxy import choose_container, kubelet_base_url, kubelet_tls, proxy_pod_subresource
+from kubepy.tlsclientauth import CertificateRefused, verify_client_certificate
 from kubepy.kubelet.logshim import format_cri_line
 from kubepy.kubelet.runtime import _exec_with_pty
 from kubepy.kubelet.server import (
@@ -30,6 +32,28 @@ from kubepy.kubelet.server import (
 )
 
 TOKEN = "node-token-abc"
+
+
+class StaticAuth:
+    """A kubelet RequestAuth for these tests (kubepy.kubelet.auth's real one asks the API server:
+    tests/api/test_kubelet_auth.py): the bearer TOKEN, or a client certificate the test CA signed
+    for the API server's kubelet client."""
+
+    def __init__(self, ca_pem: bytes) -> None:
+        from cryptography import x509
+        self.ca = x509.load_pem_x509_certificate(ca_pem)
+
+    async def check(self, request: web.Request) -> tuple[int, str, str] | None:
+        der = request.transport.get_extra_info("ssl_object").getpeercert(True) if request.transport else None
+        if der:
+            try:
+                if verify_client_certificate(der, self.ca)[0] == certs.KUBELET_CLIENT_USER:
+                    return None
+            except CertificateRefused:
+                pass
+        if request.headers.get("Authorization") == f"Bearer {TOKEN}":
+            return None
+        return 401, "Unauthorized", "Unauthorized"
 T0 = 1_795_258_800_000_000_000          # 2026-11-21T11:00:00Z
 
 
@@ -102,8 +126,13 @@ async def kubelet(tmp_path: Path, logs: dict[str, Path]):
         ("default", "web"): {"app": ("cid-1", logs["current"], logs["previous"])},
         ("default", "two"): {"a": ("cid-a", None, None), "b": ("cid-b", None, None)},
     })
-    srv = KubeletServer(locator, node_name="node-1", token=TOKEN, cert_dir=tmp_path / "pki",
-                        address="127.0.0.1", port=0)
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    certs.ensure_ca(ca_dir)
+    ca_pem = (ca_dir / "ca.crt").read_bytes()
+    srv = KubeletServer(locator, node_name="node-1", auth=StaticAuth(ca_pem), cert_dir=tmp_path / "pki",
+                        address="127.0.0.1", port=0, client_ca=ca_pem, serving_cert=_signed_serving_cert(ca_dir))
+    srv.ca_dir = ca_dir  # type: ignore[attr-defined]
     await srv.start()
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False),
                                     headers={"Authorization": f"Bearer {TOKEN}"})
@@ -112,6 +141,23 @@ async def kubelet(tmp_path: Path, logs: dict[str, Path]):
     finally:
         await session.close()
         await srv.stop()
+
+
+def _signed_serving_cert(ca_dir: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    import ipaddress
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName("node-1"),
+                                                       x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+           .sign(key, hashes.SHA256()))
+    crt = certs.sign_kubelet_serving_cert(ca_dir, csr.public_bytes(serialization.Encoding.PEM), node_name="node-1")
+    (ca_dir / "kubelet-server.crt").write_bytes(crt)
+    (ca_dir / "kubelet-server.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return ca_dir / "kubelet-server.crt", ca_dir / "kubelet-server.key"
 
 
 def free_port_local() -> int:
@@ -186,8 +232,17 @@ async def test_auth_required(kubelet):
 async def test_healthz_and_cert_reused(kubelet, tmp_path: Path):
     srv, session, _ = kubelet
     assert await get_text(session, srv, "/healthz") == (200, "ok")
-    crt = (tmp_path / "pki" / "kubelet.crt").read_bytes()
+    # the serving certificate it was given (signed by the CA for its name), not a self-signed one
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(srv.ca_dir / "ca.crt"))
+    async with aiohttp.ClientSession() as s, s.get(url(srv, "/healthz"), ssl=ctx, server_hostname="node-1",
+                                                   headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+        assert r.status == 200
+    assert not (tmp_path / "pki" / "kubelet.crt").exists()
+    # without one it makes a self-signed certificate once and reuses it
     from kubepy.kubelet.server import ensure_kubelet_cert
+    ensure_kubelet_cert(tmp_path / "pki", node_name="node-1", address="127.0.0.1")
+    crt = (tmp_path / "pki" / "kubelet.crt").read_bytes()
     ensure_kubelet_cert(tmp_path / "pki", node_name="node-1", address="127.0.0.1")
     assert (tmp_path / "pki" / "kubelet.crt").read_bytes() == crt
 
@@ -369,12 +424,15 @@ def test_choose_container_and_kubelet_url():
 async def apiserver(kubelet):
     """A stand-in API server: one route that calls the proxy as server.py's subresource() does."""
     srv, _, _ = kubelet
-    state = {"pod": pod(), "node": node(srv.port), "token": TOKEN}
+    ca_dir = srv.ca_dir
+    client = certs.issue_client_cert(ca_dir, user=certs.KUBELET_CLIENT_USER, groups=())
+    state = {"pod": pod(), "node": node(srv.port),
+             "kubelet": kubelet_tls(ca_pem=(ca_dir / "ca.crt").read_bytes(), client_cert=client)}
 
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
             return await proxy_pod_subresource(request, sub=request.match_info["sub"], pod=state["pod"],
-                                               node=state["node"], node_token=state["token"])
+                                               node=state["node"], kubelet=state["kubelet"])
         except api_errors.APIError as e:
             return web.json_response(e.status(), status=e.code)
 
@@ -407,17 +465,30 @@ async def test_proxy_logs_follow_streams(apiserver, logs):
         assert await asyncio.wait_for(r.content.readline(), 5) == b"through the proxy\n"
 
 
-async def test_proxy_errors(apiserver, kubelet):
+async def test_proxy_errors(apiserver, kubelet, tmp_path_factory: pytest.TempPathFactory):
     base, session, state = apiserver
+    srv, _, _ = kubelet
     state["pod"] = pod(node=None)
     async with session.get(base + "/log") as r:
         assert r.status == 400 and (await r.json())["message"] == "pod web does not have a host assigned"
     state["pod"] = pod()
-    state["token"] = "stolen"
+    good = state["kubelet"]
+    stranger = tmp_path_factory.mktemp("other-ca")
+    state["kubelet"] = kubelet_tls(ca_pem=(srv.ca_dir / "ca.crt").read_bytes(),
+                                   client_cert=certs.issue_client_cert(stranger, user=certs.KUBELET_CLIENT_USER,
+                                                                       groups=()))
     async with session.get(base + "/log") as r:
         body = await r.json()
-        assert r.status == 503 and "refused the API server's credentials" in body["message"]
-    state["token"] = TOKEN
+        assert r.status == 503 and "refused the API server's credentials (401)" in body["message"]
+    # The kubelet's serving certificate must be the node's: one for another name is not trusted.
+    state["kubelet"] = good
+    state["node"] = {**node(srv.port), "metadata": {"name": "node-2"}}
+    state["pod"] = pod(node="node-2")
+    async with session.get(base + "/log") as r:
+        body = await r.json()
+        assert r.status == 503 and "error dialing the kubelet" in body["message"], body
+        assert "certificate" in body["message"].lower(), body
+    state["pod"] = pod()
     state["node"] = node(free_port_local())
     async with session.get(base + "/log") as r:
         body = await r.json()
