@@ -54,7 +54,8 @@ __all__ = [
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' MaxRequestBodyBytes: 3 MiB
 MAX_DEPTH = 200
 _JSON_TYPES = {"application/json", ""}
-_YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml"}
+_YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml",
+               "application/apply-patch+yaml"}  # server-side apply: YAML (or JSON, which YAML reads)
 
 # go-yaml (yaml.v2 ≥ 2.2.8, yaml.v3), decode.go: aliases may make up 99 % of
 # the nodes of a document of up to 400,000 nodes, falling to 10 % at 4,000,000.
