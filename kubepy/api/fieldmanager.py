@@ -126,7 +126,8 @@ def _describe(identifier: str) -> str:
 class Managed:
     fields: dict[str, smd.Entry] = field(default_factory=dict)
     times: dict[str, str | None] = field(default_factory=dict)
-    subresources: dict[str, str] = field(default_factory=dict)
+    # The entries as decoded, to encode an unchanged one as it was (no re-encoding).
+    decoded: dict[str, tuple[smd.Entry, dict[str, Any]]] = field(default_factory=dict)
 
 
 class BadManagedFields(ValueError):
@@ -157,15 +158,19 @@ def decode(entries: Any) -> Managed:
             fields = fieldpath.from_fields_v1(e.get("fieldsV1") or {})
         except fieldpath.FieldsError as err:
             raise BadManagedFields(f"error decoding set of {ident}: {err}") from err
-        m.fields[ident] = smd.Entry(fields, e["apiVersion"], op == "Apply")
+        entry = m.fields[ident] = smd.Entry(fields, e["apiVersion"], op == "Apply")
         m.times[ident] = e.get("time")
-        m.subresources[ident] = sub
+        m.decoded[ident] = (entry, e)
     return m
 
 
 def encode(m: Managed) -> list[dict[str, Any]] | None:
     out = []
     for ident, entry in m.fields.items():
+        was = m.decoded.get(ident)
+        if was is not None and was[0] is entry and was[1].get("time") == m.times.get(ident):
+            out.append(was[1])
+            continue
         info = json.loads(ident)
         e: dict[str, Any] = {"manager": info.get("manager", ""),
                              "operation": "Apply" if entry.applied else "Update",

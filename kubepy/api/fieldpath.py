@@ -20,6 +20,7 @@ spells a path as conflicts name it (``.spec.containers[name="nginx"].image``).
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any, Iterable
 
 __all__ = [
@@ -74,6 +75,7 @@ def _json(value: Any) -> str:
 
 
 # -- FieldsV1 ---------------------------------------------------------------
+@lru_cache(maxsize=4096)
 def element_string(pe: PathElement) -> str:
     """A path element as a FieldsV1 key: ``f:name``, ``k:{...}``, ``v:...``, ``i:N``."""
     kind, v = pe
@@ -86,6 +88,7 @@ def element_string(pe: PathElement) -> str:
     return f"i:{v}"
 
 
+@lru_cache(maxsize=4096)
 def parse_element(text: str) -> PathElement:
     kind, sep, rest = text.partition(":")
     if not sep:
@@ -122,6 +125,7 @@ def _value_order(v: Any) -> tuple[int, Any]:
     return (4, str(v))
 
 
+@lru_cache(maxsize=4096)
 def _element_order(pe: PathElement) -> tuple[Any, ...]:
     kind, v = pe
     if kind == "k":
@@ -133,25 +137,27 @@ def _element_order(pe: PathElement) -> tuple[Any, ...]:
 
 def to_fields_v1(fields: Iterable[Path]) -> dict[str, Any]:
     """The FieldsV1 trie of a set, children in upstream's order (fields, keys, values, indexes)."""
-    root: dict[PathElement, Any] = {}
-    members: set[Path] = set()
+    # A trie of [children, is-member] nodes.
+    root: list[Any] = [{}, False]
     for p in fields:
         node = root
         for pe in p:
-            node = node.setdefault(pe, {})
-        members.add(p)
+            children = node[0]
+            node = children.get(pe)
+            if node is None:
+                node = children[pe] = [{}, False]
+        node[1] = True
 
-    def render(node: dict[PathElement, Any], prefix: Path) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for pe in sorted(node, key=_element_order):
-            path = prefix + (pe,)
-            child = render(node[pe], path)
-            if child and path in members:
-                child = {".": {}, **child}
-            out[element_string(pe)] = child
+    def render(node: list[Any]) -> dict[str, Any]:
+        children = node[0]
+        out: dict[str, Any] = {".": {}} if node[1] and children else {}
+        for pe in sorted(children, key=_element_order) if len(children) > 1 else children:
+            out[element_string(pe)] = render(children[pe])
         return out
 
-    return render(root, ())
+    out = render(root)
+    out.pop(".", None)
+    return out
 
 
 def from_fields_v1(doc: Any) -> FieldSet:
@@ -216,4 +222,7 @@ def recursive_difference(fields: FieldSet, exclude: Iterable[Path]) -> FieldSet:
     ex = tuple(exclude)
     if not ex:
         return fields
+    if all(len(e) == 1 for e in ex):  # the usual case: whole top-level fields (status, spec)
+        firsts = {e[0] for e in ex}
+        return frozenset(p for p in fields if not p or p[0] not in firsts)
     return frozenset(p for p in fields if not any(p[:len(e)] == e for e in ex))

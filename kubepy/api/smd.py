@@ -279,6 +279,8 @@ def _is_empty(v: Any) -> bool:
 
 
 def _compare(lhs: Any, rhs: Any, t: Type, path: Path, c: Comparison) -> None:
+    if lhs == rhs and lhs is not ABSENT:
+        return  # equal values differ nowhere below (one C-speed comparison instead of a walk)
     # null takes the other side's form (structured-merge-diff: "nil is a wildcard").
     tl = resolve(t, lhs) if lhs is not ABSENT and (lhs is not None or rhs is ABSENT or rhs is None) else None
     tr = resolve(t, rhs) if rhs is not ABSENT and (rhs is not None or tl is None) else None
@@ -394,20 +396,28 @@ def _remove(v: Any, t: Type, rm: FieldSet) -> Any:
 def ensure_named_fields_are_members(fields: FieldSet, t: Type) -> FieldSet:
     """``fields`` plus every prefix of its paths that is a struct's named field."""
     extra: set[Path] = set()
+    types: dict[Path, Type | None] = {(): t}  # prefix -> its type (None: nothing named below)
     for p in fields:
-        cur: Type = t
-        for i, pe in enumerate(p[:-1]):
-            if isinstance(cur, MapType):
-                if pe[0] != "f":
-                    break
-                if cur.declares(pe[1]):
-                    extra.add(p[:i + 1])
-                cur = cur.field(pe[1])
-            elif isinstance(cur, ListType):
-                cur = cur.elem
-            else:
+        for i in range(1, len(p)):
+            prefix = p[:i]
+            cur = types.get(prefix, _UNSEEN)
+            if cur is _UNSEEN:
+                parent = types[p[:i - 1]]
+                pe = p[i - 1]
+                cur = None
+                if isinstance(parent, MapType) and pe[0] == "f":
+                    if parent.declares(pe[1]):
+                        extra.add(prefix)
+                    cur = parent.field(pe[1])
+                elif isinstance(parent, ListType):
+                    cur = parent.elem
+                types[prefix] = cur
+            if cur is None:
                 break
     return fields | extra if extra else fields
+
+
+_UNSEEN: Any = object()
 
 
 # -- the updater -----------------------------------------------------------------------
@@ -440,7 +450,9 @@ class Updater:
             clash = e.fields & changed
             if clash:
                 conflicts[name] = clash
-            out[name] = Entry(e.fields - clash - removed, e.api_version, e.applied)
+            lost = clash | (e.fields & removed)
+            # An entry that loses nothing stays the same object (fieldmanager reuses its encoding).
+            out[name] = Entry(e.fields - lost, e.api_version, e.applied) if lost else e
         if conflicts and not force:
             raise Conflicts(conflicts)
         return {n: e for n, e in out.items() if e.fields}, c
@@ -464,7 +476,8 @@ class Updater:
         last = managers.get(manager)
         managers = dict(managers)
         managers[manager] = Entry(self._filter(to_field_set(config, self.type)), api_version, True)
-        if last is not None and last.fields:
+        if last is not None and last.fields and not last.fields <= managers[manager].fields:
+            # Only what was applied last time and is not applied now can go.
             merged = self._prune(merged, managers, last.fields)
         managers, _ = self._take(live, merged, managers, manager, force=force)
         return (None if merged == live else merged), managers
