@@ -313,7 +313,13 @@ class FieldManager:
             allowed = self._allowed_by_last_applied(live) if manager == _KUBECTL else None
             pairs = c.pairs()
             if allowed is None or any(p not in allowed for _, p in pairs):
-                raise _conflict_error([(m, p) for m, p in pairs if allowed is None or p not in allowed]) from c
+                left = [(m, p) for m, p in pairs if allowed is None or p not in allowed]
+                log.info("apply refused resource=%s name=%s manager=%s reason=Conflict conflicts=%d first=%s",
+                         self.res.plural, (live.get("metadata") or {}).get("name", ""), manager, len(left),
+                         fieldpath.path_string(left[0][1]))
+                raise _conflict_error(left) from c
+            log.info("apply upgraded client-side apply resource=%s name=%s fields=%d", self.res.plural,
+                     (live.get("metadata") or {}).get("name", ""), len(pairs))
             new, fields = self.updater.apply(live, config, managed.fields, ident, self.api_version, force=True)
         entry = fields.get(ident)
         if entry is not None:

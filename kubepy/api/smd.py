@@ -112,6 +112,9 @@ def to_field_set(value: Any, t: Type) -> FieldSet:
 
 
 def _to_set(v: Any, t: Type, path: Path, out: set[Path]) -> None:
+    if not isinstance(v, (dict, list)):
+        out.add(path)
+        return
     t = resolve(t, v)
     if isinstance(t, ListType):
         if t.list_type == "atomic":
@@ -281,6 +284,15 @@ def _is_empty(v: Any) -> bool:
 def _compare(lhs: Any, rhs: Any, t: Type, path: Path, c: Comparison) -> None:
     if lhs == rhs and lhs is not ABSENT:
         return  # equal values differ nowhere below (one C-speed comparison instead of a walk)
+    if not isinstance(lhs, (dict, list)) and not isinstance(rhs, (dict, list)):
+        # Scalars, nulls, absences (most nodes): a leaf, without resolving types.
+        if lhs is ABSENT:
+            c.added.add(path)
+        elif rhs is ABSENT:
+            c.removed.add(path)
+        else:
+            c.modified.add(path)
+        return
     # null takes the other side's form (structured-merge-diff: "nil is a wildcard").
     tl = resolve(t, lhs) if lhs is not ABSENT and (lhs is not None or rhs is ABSENT or rhs is None) else None
     tr = resolve(t, rhs) if rhs is not ABSENT and (rhs is not None or tl is None) else None
