@@ -1317,8 +1317,13 @@ class APIServer:
             cur.setdefault("spec", {})["replicas"] = replicas
             return cur
 
+        # The parent records the writer as an Update of its subresource "scale" (owning
+        # .spec.replicas), as Kubernetes' scale handler maps the Scale's fields back.
         updated = await self.storage.update(res, t.namespace, name, set_replicas, precondition_rv=rv,
-                                            dry_run=is_dry_run(request))
+                                            dry_run=is_dry_run(request),
+                                            managed=self._managed_fields(
+                                                request, t, "UpdateOptions" if m == "PUT" else "PatchOptions",
+                                                "scale"))
         return json_response(_scale_of(updated))
 
     async def finalize_namespace(self, request: web.Request, t: Target) -> web.Response:

@@ -412,3 +412,34 @@ async def test_dry_run_apply_changes_nothing(api):
 
 async def test_apply_to_the_status_of_a_missing_object_is_404(api):
     await apply(api, f"{DEPLOYS}/nope/status", deployment("nope"), status=404)
+
+
+async def test_scale_writes_take_replicas_as_the_scale_subresource(api):
+    """kubectl scale through /scale takes .spec.replicas; the applier then conflicts with it."""
+    await apply(api, f"{DEPLOYS}/nginx", deployment(replicas=2), status=201)
+    await call(api, "PATCH", f"{DEPLOYS}/nginx/scale", {"spec": {"replicas": 4}},
+               content_type="application/merge-patch+json", fieldManager="kubectl-scale")
+    got = await call(api, "GET", f"{DEPLOYS}/nginx")
+    entry = entries(got)["kubectl-scale/scale"]
+    assert entry["subresource"] == "scale" and entry["apiVersion"] == "apps/v1"
+    assert entry["fieldsV1"] == {"f:spec": {"f:replicas": {}}}
+    err = await apply(api, f"{DEPLOYS}/nginx", deployment(replicas=3), status=409)
+    assert err["message"] == ('Apply failed with 1 conflict: conflict with "kubectl-scale" with subresource "scale" '
+                              "using apps/v1: .spec.replicas")
+    await apply(api, f"{DEPLOYS}/scale-ssa", deployment("scale-ssa"), status=201)
+    resp = await api.patch(f"{DEPLOYS}/scale-ssa/scale", data="{}", params={"fieldManager": "x"},
+                           headers={"Content-Type": APPLY})
+    assert resp.status == 415  # apply through /scale is not served (yet): said, not ignored
+
+
+async def test_services_apply_merges_ports_by_port_and_protocol(api):
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+           "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+    created = await apply(api, "/api/v1/namespaces/default/services/web", svc, status=201)
+    assert created["spec"]["clusterIP"]
+    same = await apply(api, "/api/v1/namespaces/default/services/web", svc)
+    assert same["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    other = {**svc, "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}
+    out = await apply(api, "/api/v1/namespaces/default/services/web", other, "dns-owner")
+    assert [(p["port"], p["protocol"]) for p in out["spec"]["ports"]] == [(80, "TCP"), (53, "UDP")]
+    assert out["spec"]["clusterIP"] == created["spec"]["clusterIP"]
