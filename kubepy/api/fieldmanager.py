@@ -291,8 +291,9 @@ class FieldManager:
                 self._update_managed({"metadata": {}}, live_plain, managed, _BEFORE_FIRST_APPLY)
             new = self._apply_with_upgrade(live_plain, config, managed, manager, force)
         except smd.SchemaError as e:
-            raise errors.InternalError(f"failed to create typed patch object ({self._gvk_of(config)}): "
-                                       f"errors:\n  {e}") from e
+            meta = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
+            raise errors.InternalError(f"failed to create typed patch object ({meta.get('namespace') or ''}/"
+                                       f"{meta.get('name') or ''}; {self._gvk_of(config)}): {e}") from e
         if new is None:
             new = live_plain
         new = dict(new)

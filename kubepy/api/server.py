@@ -1056,7 +1056,8 @@ class APIServer:
                                     "on the request")
         manager = request.query.get("fieldManager", "")
         fm = fieldmanager.FieldManager(res, subresource or "")
-        warnings = self._field_validation(request, t, body)
+        warnings: list[str] = []
+        self._apply_validation(request, t, body)
         dry_run = is_dry_run(request)
         try:
             existing = await self.storage.get(res, t.namespace, name)
@@ -1087,6 +1088,29 @@ class APIServer:
         log.info("applied resource=%s namespace=%s name=%s manager=%s force=%s dryRun=%s", res.plural,
                  t.namespace or "", name, manager, force, dry_run)
         return self._respond(request, t, updated, 200, warnings)
+
+    def _apply_validation(self, request: web.Request, t: Target, body: dict[str, Any]) -> None:
+        """An applied configuration must fit the kind's schema whatever fieldValidation
+        says: Kubernetes answers an unknown field with the error of its typed
+        conversion (a 500, "field not declared in schema"), never drops it."""
+        mode = request.query.get("fieldValidation", "Warn")
+        if mode not in ("Strict", "Warn", "Ignore"):
+            raise errors.BadRequest(f"fieldValidation must be one of Strict, Warn, Ignore (got {mode!r})")
+        res = t.resource
+        bad_types = openapi.type_errors(res.api_version, res.kind, body)
+        if bad_types:
+            raise errors.BadRequest(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
+                                    + "; ".join(bad_types))
+        unknown = openapi.unknown_fields(res.api_version, res.kind, copy.deepcopy(body))
+        if unknown:
+            meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+            problems = [f"{p}: field not declared in schema" for p in unknown]
+            text = problems[0] if len(problems) == 1 else "errors:\n  " + "\n  ".join(problems)
+            log.info("apply refused resource=%s name=%s reason=UnknownFields fields=%s", res.plural,
+                     meta.get("name", ""), json.dumps(unknown[:5]))
+            raise errors.InternalError(
+                f"failed to create typed patch object ({meta.get('namespace') or ''}/{meta.get('name') or ''}; "
+                f"{res.group}/{res.version}, Kind={res.kind}): {text}")
 
     async def delete(self, request: web.Request, t: Target) -> web.Response:
         name = t.name or ""

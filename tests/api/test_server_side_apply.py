@@ -443,3 +443,13 @@ async def test_services_apply_merges_ports_by_port_and_protocol(api):
     out = await apply(api, "/api/v1/namespaces/default/services/web", other, "dns-owner")
     assert [(p["port"], p["protocol"]) for p in out["spec"]["ports"]] == [(80, "TCP"), (53, "UDP")]
     assert out["spec"]["clusterIP"] == created["spec"]["clusterIP"]
+
+
+@pytest.mark.parametrize("validation", ["Strict", "Warn", "Ignore"])
+async def test_unknown_fields_in_an_applied_configuration_are_refused(api, validation):
+    body = cm("u", data={"a": "1"})
+    body["bogus"] = 1
+    err = await apply(api, f"{CM}/u", body, status=500, fieldValidation=validation)
+    assert err["message"] == 'failed to create typed patch object (/u; /v1, Kind=ConfigMap): ' \
+                             '.bogus: field not declared in schema'
+    await call(api, "GET", f"{CM}/u", status=404)
