@@ -242,10 +242,10 @@ class FieldManager:
             return
         try:
             changed = self._update_managed(live or {}, new, managed, manager)
-        except smd.SchemaError as e:
-            # Upstream's UpdateNoErrors: keep the managed fields as they were.
-            log.warning("managed fields not updated resource=%s name=%s err=%s", self.res.plural,
-                        meta.get("name", ""), e)
+        except Exception as e:  # noqa: BLE001 - bookkeeping never fails a write
+            # Upstream's UpdateNoErrors: the write goes on, the managed fields stay as they were.
+            log.warning("managed fields not updated resource=%s name=%s manager=%s err=%s", self.res.plural,
+                        meta.get("name", ""), manager, e, exc_info=not isinstance(e, smd.SchemaError))
             if live_entries:
                 meta["managedFields"] = live_entries
             return

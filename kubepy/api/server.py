@@ -1083,8 +1083,11 @@ class APIServer:
             applied[0] = new["metadata"].get("managedFields")
             return self._admitted(request, "patch", t, old, new)
 
+        # A resourceVersion in the configuration is a precondition, as for any write.
+        rv = meta.get("resourceVersion") or None
         updated = await self.storage.update(res, t.namespace, name, mutate, subresource=subresource,
-                                            dry_run=dry_run, managed=lambda old, new: _set_managed(new, applied[0]))
+                                            precondition_rv=rv, dry_run=dry_run,
+                                            managed=lambda old, new: _set_managed(new, applied[0]))
         log.info("applied resource=%s namespace=%s name=%s manager=%s force=%s dryRun=%s", res.plural,
                  t.namespace or "", name, manager, force, dry_run)
         return self._respond(request, t, updated, 200, warnings)

@@ -453,3 +453,12 @@ async def test_unknown_fields_in_an_applied_configuration_are_refused(api, valid
     assert err["message"] == 'failed to create typed patch object (/u; /v1, Kind=ConfigMap): ' \
                              '.bogus: field not declared in schema'
     await call(api, "GET", f"{CM}/u", status=404)
+
+
+async def test_a_resource_version_in_the_configuration_is_a_precondition(api):
+    created = await apply(api, f"{CM}/rv", cm("rv", data={"a": "1"}), status=201)
+    stale = cm("rv", data={"a": "2"}, metadata={"resourceVersion": "1"})
+    err = await apply(api, f"{CM}/rv", stale, status=409)
+    assert "the object has been modified" in err["message"]
+    fresh = cm("rv", data={"a": "2"}, metadata={"resourceVersion": created["metadata"]["resourceVersion"]})
+    assert (await apply(api, f"{CM}/rv", fresh))["data"] == {"a": "2"}
