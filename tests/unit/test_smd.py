@@ -121,3 +121,15 @@ def test_registered_types_take_precedence_over_the_model():
         assert structure.root_type(FakeKind) is t  # type: ignore[arg-type]
     finally:
         structure.unregister("widgets.example.com")
+
+
+def test_openapi_publishes_the_merge_markers():
+    from kubepy.api import openapi
+
+    defs = openapi.openapi_v2()["definitions"]
+    container = defs["io.k8s.api.core.v1.Container"]["properties"]
+    assert container["ports"]["x-kubernetes-list-type"] == "map"
+    assert container["ports"]["x-kubernetes-list-map-keys"] == ["containerPort", "protocol"]
+    assert container["args"]["x-kubernetes-list-type"] == "atomic"
+    assert defs["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"]["x-kubernetes-map-type"] == "atomic"
+    assert defs["io.k8s.api.core.v1.PodSpec"]["properties"]["nodeSelector"]["x-kubernetes-map-type"] == "atomic"
