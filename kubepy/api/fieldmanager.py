@@ -24,7 +24,8 @@ client-side apply upgrade: ``kubectl`` applying over fields
 without a conflict, and keeps that annotation in step.
 
 Errors are ``kubepy.api.errors`` ones: 409 Conflict (apply conflicts), 400
-(a bad applied object), 500 (an item without its list key, as upstream).
+(a bad applied object, an item without its list key: upstream's message,
+whose 500 is a known upstream bug, kubernetes#139253).
 """
 
 from __future__ import annotations
@@ -292,7 +293,8 @@ class FieldManager:
             new = self._apply_with_upgrade(live_plain, config, managed, manager, force)
         except smd.SchemaError as e:
             meta = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
-            raise errors.InternalError(f"failed to create typed patch object ({meta.get('namespace') or ''}/"
+            # Upstream answers 500 (kubernetes#139253); it is the client's input: 400.
+            raise errors.BadRequest(f"failed to create typed patch object ({meta.get('namespace') or ''}/"
                                        f"{meta.get('name') or ''}; {self._gvk_of(config)}): {e}") from e
         if new is None:
             new = live_plain

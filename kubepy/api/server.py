@@ -1095,7 +1095,8 @@ class APIServer:
     def _apply_validation(self, request: web.Request, t: Target, body: dict[str, Any]) -> None:
         """An applied configuration must fit the kind's schema whatever fieldValidation
         says: Kubernetes answers an unknown field with the error of its typed
-        conversion (a 500, "field not declared in schema"), never drops it."""
+        conversion ("field not declared in schema"), never drops it. Upstream sends
+        that as a 500 (kubernetes#139253, fix pending as a 400); bad input is a 400 here."""
         mode = request.query.get("fieldValidation", "Warn")
         if mode not in ("Strict", "Warn", "Ignore"):
             raise errors.BadRequest(f"fieldValidation must be one of Strict, Warn, Ignore (got {mode!r})")
@@ -1111,7 +1112,7 @@ class APIServer:
             text = problems[0] if len(problems) == 1 else "errors:\n  " + "\n  ".join(problems)
             log.info("apply refused resource=%s name=%s reason=UnknownFields fields=%s", res.plural,
                      meta.get("name", ""), json.dumps(unknown[:5]))
-            raise errors.InternalError(
+            raise errors.BadRequest(
                 f"failed to create typed patch object ({meta.get('namespace') or ''}/{meta.get('name') or ''}; "
                 f"{res.group}/{res.version}, Kind={res.kind}): {text}")
 

@@ -390,14 +390,14 @@ async def test_bad_apply_bodies_are_400(api, body, message):
 
 
 async def test_map_list_item_without_its_key_is_refused_with_the_path(api):
-    err = await apply(api, f"{PODS}/p", _pod([{"image": "i"}]), status=500)
+    err = await apply(api, f"{PODS}/p", _pod([{"image": "i"}]), status=400)
     assert '.spec.containers: element 0: associative list with keys has an element that omits key field "name"' \
         in err["message"]
 
 
 async def test_duplicate_applied_items_are_refused(api):
     err = await apply(api, f"{PODS}/p", _pod([{"name": "a", "image": "i"}, {"name": "a", "image": "j"}]),
-                      status=500)
+                      status=400)
     assert 'duplicate entries for key [name="a"]' in err["message"]
 
 
@@ -449,7 +449,7 @@ async def test_services_apply_merges_ports_by_port_and_protocol(api):
 async def test_unknown_fields_in_an_applied_configuration_are_refused(api, validation):
     body = cm("u", data={"a": "1"})
     body["bogus"] = 1
-    err = await apply(api, f"{CM}/u", body, status=500, fieldValidation=validation)
+    err = await apply(api, f"{CM}/u", body, status=400, fieldValidation=validation)
     assert err["message"] == 'failed to create typed patch object (/u; /v1, Kind=ConfigMap): ' \
                              '.bogus: field not declared in schema'
     await call(api, "GET", f"{CM}/u", status=404)
