@@ -135,8 +135,20 @@ def _element_order(pe: PathElement) -> tuple[Any, ...]:
     return (_KIND_ORDER[kind], v)
 
 
-def to_fields_v1(fields: Iterable[Path]) -> dict[str, Any]:
-    """The FieldsV1 trie of a set, children in upstream's order (fields, keys, values, indexes)."""
+def to_fields_v1(fields: FieldSet) -> dict[str, Any]:
+    """The FieldsV1 trie of a set, children in upstream's order (fields, keys, values, indexes).
+
+    Objects of one shape (the pods of a ReplicaSet, say) own equal sets, so the
+    rendering is cached by set (as JSON text: every caller gets its own dict)."""
+    return json.loads(_fields_v1_text(frozenset(fields)))
+
+
+@lru_cache(maxsize=1024)
+def _fields_v1_text(fields: FieldSet) -> str:
+    return json.dumps(_render_fields_v1(fields), separators=(",", ":"), ensure_ascii=False)
+
+
+def _render_fields_v1(fields: FieldSet) -> dict[str, Any]:
     # A trie of [children, is-member] nodes.
     root: list[Any] = [{}, False]
     for p in fields:
@@ -151,7 +163,13 @@ def to_fields_v1(fields: Iterable[Path]) -> dict[str, Any]:
     def render(node: list[Any]) -> dict[str, Any]:
         children = node[0]
         out: dict[str, Any] = {".": {}} if node[1] and children else {}
-        for pe in sorted(children, key=_element_order) if len(children) > 1 else children:
+        if len(children) < 2:
+            order: Iterable[PathElement] = children
+        elif all(pe[0] == "f" for pe in children):
+            order = sorted(children)  # field names only (most nodes): plain tuple order is upstream's
+        else:
+            order = sorted(children, key=_element_order)
+        for pe in order:
             out[element_string(pe)] = render(children[pe])
         return out
 
@@ -161,9 +179,25 @@ def to_fields_v1(fields: Iterable[Path]) -> dict[str, Any]:
 
 
 def from_fields_v1(doc: Any) -> FieldSet:
-    """The set a FieldsV1 trie holds; FieldsError if it is malformed."""
+    """The set a FieldsV1 trie holds; FieldsError if it is malformed.
+
+    Every write decodes the object's entries: cached by their JSON text, which
+    C code writes much faster than the trie is walked."""
     if not isinstance(doc, dict):
         raise FieldsError("fieldsV1 must be an object")
+    try:
+        text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as e:
+        raise FieldsError(f"fieldsV1 is not JSON: {e}") from None
+    return _from_fields_v1_text(text)
+
+
+@lru_cache(maxsize=1024)
+def _from_fields_v1_text(text: str) -> FieldSet:
+    return _decode_fields_v1(json.loads(text))
+
+
+def _decode_fields_v1(doc: dict[str, Any]) -> FieldSet:
     out: set[Path] = set()
 
     def walk(node: dict[str, Any], prefix: Path) -> None:
