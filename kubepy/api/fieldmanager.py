@@ -264,7 +264,7 @@ class FieldManager:
         current = fields.pop(_CURRENT, None)
         changed = fields != managed.fields
         if current is not None:
-            current_fields = current.fields - _STRIP_ALL(current.fields)
+            current_fields = current.fields - _metadata_kubernetes_sets(current.fields)
             if current_fields:
                 previous = fields.get(ident)
                 merged = current_fields | previous.fields if previous else current_fields
@@ -326,7 +326,7 @@ class FieldManager:
             new, fields = self.updater.apply(live, config, managed.fields, ident, self.api_version, force=True)
         entry = fields.get(ident)
         if entry is not None:
-            stripped = entry.fields - _STRIP_ALL(entry.fields)
+            stripped = entry.fields - _metadata_kubernetes_sets(entry.fields)
             if stripped:
                 fields[ident] = smd.Entry(stripped, entry.api_version, True)
             else:
@@ -371,7 +371,8 @@ class FieldManager:
             raise errors.BadRequest("metadata.managedFields must be nil")
 
 
-def _STRIP_ALL(fields: FieldSet) -> FieldSet:
+def _metadata_kubernetes_sets(fields: FieldSet) -> FieldSet:
+    """The paths of ``fields`` that only Kubernetes sets (owned by nobody)."""
     return fields & _STRIP
 
 
