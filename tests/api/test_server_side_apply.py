@@ -462,3 +462,16 @@ async def test_a_resource_version_in_the_configuration_is_a_precondition(api):
     assert "the object has been modified" in err["message"]
     fresh = cm("rv", data={"a": "2"}, metadata={"resourceVersion": created["metadata"]["resourceVersion"]})
     assert (await apply(api, f"{CM}/rv", fresh))["data"] == {"a": "2"}
+
+
+async def test_cluster_scoped_kinds_apply(api):
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kptest-ssa-ns", "labels": {"team": "a"}}}
+    created = await apply(api, "/api/v1/namespaces/kptest-ssa-ns", ns, status=201)
+    assert created["metadata"]["labels"]["team"] == "a"
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "kptest-ssa"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}
+    path = "/apis/rbac.authorization.k8s.io/v1/clusterroles/kptest-ssa"
+    await apply(api, path, role, "one", status=201)
+    other = {**role, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}
+    err = await apply(api, path, other, "two", status=409)  # rules are an atomic list
+    assert err["details"]["causes"][0]["field"] == ".rules"

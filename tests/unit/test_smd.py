@@ -133,3 +133,30 @@ def test_openapi_publishes_the_merge_markers():
     assert container["args"]["x-kubernetes-list-type"] == "atomic"
     assert defs["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"]["x-kubernetes-map-type"] == "atomic"
     assert defs["io.k8s.api.core.v1.PodSpec"]["properties"]["nodeSelector"]["x-kubernetes-map-type"] == "atomic"
+
+
+def test_every_served_kind_has_a_type_tree_that_resolves():
+    """Each built-in kind's structure resolves all the way down (models, markers, skeletons)."""
+    from kubepy.kinds import all_kinds
+
+    seen: set[int] = set()
+
+    def walk(t: structure.Type, depth: int) -> None:
+        if id(t) in seen or depth > 30:
+            return
+        seen.add(id(t))
+        if isinstance(t, structure.MapType):
+            t.present()
+            for sub in t.fields().values():
+                walk(sub, depth + 1)
+        elif isinstance(t, structure.ListType):
+            assert t.list_type in ("atomic", "set", "map")
+            assert (t.list_type == "map") == bool(t.keys)
+            walk(t.elem, depth + 1)
+
+    for kind in all_kinds():
+        root = structure.root_type(kind)
+        if kind.model:
+            assert isinstance(root, structure.MapType), kind.plural
+            assert "metadata" in root.fields(), kind.plural
+        walk(root, 0)
