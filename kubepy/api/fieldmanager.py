@@ -238,8 +238,9 @@ class FieldManager:
                 managed = Managed()
             if not managed.fields:
                 managed = _decode_or_empty(live_entries)
-        if not managed.fields and live is not None and base_from_live:
-            # Not tracked before: updates start tracking only at the first apply (or a create).
+        if not managed.fields and live is not None:
+            # Not tracked (never, or reset by this write): updates start tracking only at
+            # the first apply (or a create), as upstream's skipNonAppliedManager.
             return
         try:
             changed = self._update_managed(live or {}, new, managed, manager)

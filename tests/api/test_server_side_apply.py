@@ -303,9 +303,9 @@ async def test_status_in_an_apply_to_the_main_resource_is_not_owned(api):
 
 async def test_managed_fields_reset_by_an_update(api):
     created = await call(api, "POST", CM, cm("z", data={"a": "1"}), status=201, fieldManager="a")
-    body = {**created, "metadata": {**created["metadata"], "managedFields": [{}]}}
+    body = {**created, "metadata": {**created["metadata"], "managedFields": [{}]}, "data": {"a": "2"}}
     out = await call(api, "PUT", f"{CM}/z", body, fieldManager="b")
-    assert "managedFields" not in out["metadata"]
+    assert "managedFields" not in out["metadata"]  # reset, and not tracked again until an apply
 
 
 async def test_objects_without_managed_fields_start_tracking_at_first_apply(api):
