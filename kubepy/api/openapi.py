@@ -45,7 +45,7 @@ import typing
 from typing import Any
 
 from kubepy import kinds
-from kubepy.api import patch, protobuf
+from kubepy.api import patch, protobuf, structure_markers
 
 __all__ = [
     "served",
@@ -255,6 +255,7 @@ class _Builder:
 
     def _model_schema(self, cname: str) -> dict[str, Any]:
         cls = _model_class(cname)
+        go_name = _canonical(cname).rsplit(".", 1)[1]
         fields = _fields_by_json(cls)
         props: dict[str, Any] = {}
         required: list[str] = []
@@ -281,6 +282,14 @@ class _Builder:
                 prop["x-kubernetes-patch-strategy"] = pm[0]
                 if pm[1]:
                     prop["x-kubernetes-patch-merge-key"] = pm[1]
+            # Server-side apply's merge markers, as Kubernetes publishes them.
+            markers = structure_markers.FIELDS.get((go_name, json_name), {})
+            if markers.get("listType") and prop.get("type") == "array":
+                prop["x-kubernetes-list-type"] = markers["listType"]
+                if markers.get("keys"):
+                    prop["x-kubernetes-list-map-keys"] = list(markers["keys"])
+            if markers.get("mapType") and prop.get("type") == "object":
+                prop["x-kubernetes-map-type"] = markers["mapType"]
             props[json_name] = prop
         schema: dict[str, Any] = {"type": "object"}
         desc = _class_description(cls)
@@ -289,6 +298,9 @@ class _Builder:
         schema["properties"] = dict(sorted(props.items()))
         if required:
             schema["required"] = sorted(required)
+        type_markers = structure_markers.TYPES.get(go_name, {})
+        if "atomic" in (type_markers.get("structType"), type_markers.get("mapType")):
+            schema["x-kubernetes-map-type"] = "atomic"
         return schema
 
     def _type_schema(self, cname: str, json_name: str, type_str: str, finfo: Any) -> dict[str, Any]:

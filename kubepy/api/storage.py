@@ -37,6 +37,9 @@ from kubepy.store import (
 log = logging.getLogger(__name__)
 
 Mutator = Callable[[dict[str, Any]], dict[str, Any]]
+# Records a write's managed fields in the new object, given the stored one (None: a create);
+# kubepy.api.fieldmanager's, bound to the request's manager (see server.py).
+ManagedFields = Callable[[dict[str, Any] | None, dict[str, Any]], None]
 Matcher = Callable[[dict[str, Any]], bool]
 
 _UPDATE_RETRIES = 16
@@ -171,8 +174,10 @@ class Storage:
 
     # -- create -----------------------------------------------------------
     async def create(self, res: Kind, namespace: str | None, obj: dict[str, Any], *,
-                     dry_run: bool = False) -> dict[str, Any]:
+                     dry_run: bool = False, managed: ManagedFields | None = None) -> dict[str, Any]:
+        """Stores a new object; ``managed`` records its managed fields (without, it has none)."""
         m = objects.meta(obj)
+        requested = m.get("managedFields")
         if res.namespaced:
             m["namespace"] = namespace
             await self._check_namespace_open(namespace or "")
@@ -195,6 +200,10 @@ class Storage:
         await self.admission.admit(attrs)
         _validate(res, obj, None)
         await self.admission.validate(attrs)
+        if managed is not None:
+            if requested is not None:
+                obj["metadata"]["managedFields"] = requested
+            managed(None, obj)
         key = res.key(namespace, m["name"])
         if res in self.allocations:
             async with self._alloc_lock:
@@ -249,19 +258,29 @@ class Storage:
     # -- update -----------------------------------------------------------
     async def update(self, res: Kind, namespace: str | None, name: str, mutate: Mutator, *,
                      precondition_rv: str | None = None, subresource: str | None = None,
-                     dry_run: bool = False) -> dict[str, Any]:
+                     dry_run: bool = False, managed: ManagedFields | None = None) -> dict[str, Any]:
         """Read, ``mutate(copy)``, write if unchanged since the read, retry.
 
         With ``precondition_rv`` (a resourceVersion the client sent) a
-        concurrent change is the client's 409, not a retry."""
+        concurrent change is the client's 409, not a retry. ``managed``
+        records the write's managed fields once the object is final; without
+        it the stored entries stay as they were."""
         key = res.key(namespace, name)
         for _ in range(_UPDATE_RETRIES):
             kv = await self._read(res, key, name)
             old = objects.decode(kv)
             if precondition_rv and precondition_rv != old["metadata"]["resourceVersion"]:
                 raise _conflict(res, name)
-            new = mutate(copy.deepcopy(old))
+            # The mutator's copy decoded afresh: much cheaper than deepcopy for JSON (and
+            # managedFields make objects twice their size, in many small maps).
+            new = mutate(objects.decode(kv))
             new = self._merge_update(res, old, new, subresource)
+            if managed is not None:
+                managed(old, new)
+            elif "managedFields" in old["metadata"]:
+                new["metadata"]["managedFields"] = old["metadata"]["managedFields"]
+            else:
+                new["metadata"].pop("managedFields", None)
             if new == old:
                 return old  # a no-op write keeps the resourceVersion, as Kubernetes does
             # Kubernetes' order again: (defaults above,) mutating admission, validation, validating admission.
@@ -313,7 +332,6 @@ class Storage:
                 nm[k] = om[k]
             else:
                 nm.pop(k, None)
-        nm.pop("managedFields", None)
         nm["resourceVersion"] = om["resourceVersion"]
         if res.has_status:
             if "status" in old:

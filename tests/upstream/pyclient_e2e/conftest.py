@@ -40,10 +40,8 @@ sys.modules.setdefault("kubernetes.e2e_test.base", importlib.import_module(VENDO
 
 # node id (relative to kubernetes/e2e_test/) -> why it cannot pass yet: the kind and the issue adding it.
 NEEDS: dict[str, str] = {
-    # apiregistration.k8s.io/v1 APIService and server-side apply (create_from_yaml(apply=True)): issue 16.
+    # apiregistration.k8s.io/v1 APIService: issue 16.
     "test_utils.py::TestUtils::test_create_apiservice_from_yaml_with_conflict": "APIService (issue 16)",
-    "test_utils.py::TestUtils::test_create_apps_deployment_from_yaml_with_apply_is_idempotent":
-        "server-side apply (issue 16)",
     # metrics.k8s.io (NodeMetrics/PodMetrics from the metrics-server add-on): not served yet, comes
     # with autoscaling (later). Upstream's test skips itself on the 404; deselected to say why.
     "test_utils.py::TestUtils::test_metrics_utilities_integration": "metrics.k8s.io add-on (later, with HPA)",
