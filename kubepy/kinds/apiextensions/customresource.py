@@ -268,6 +268,7 @@ class CustomResourceSchema:
         self._validator = ValidatorClass(self._for_validation(self.schema))
         self._defaulter = DefaultingClass(self.schema)
         self._rules: dict[int, list[_Rule]] = {}
+        self._with_rules: set[int] = set()  # schema nodes with a rule at or below them: the CEL walk visits only these
         self._compile(self.schema)
 
     def _for_validation(self, schema: dict) -> dict:
@@ -279,16 +280,18 @@ class CustomResourceSchema:
             props.pop("metadata", None)
         return root
 
-    def _compile(self, node: Any) -> None:
+    def _compile(self, node: Any) -> bool:
         if not isinstance(node, dict):
-            return
+            return False
         rules = node.get("x-kubernetes-validations")
         if rules:
             self._rules[id(node)] = [compile_rule(r) for r in rules]
-        for sub in (node.get("properties") or {}).values():
-            self._compile(sub)
-        for key in ("items", "additionalProperties"):
-            self._compile(node.get(key))
+        below = [self._compile(sub) for sub in (node.get("properties") or {}).values()]
+        below += [self._compile(node.get(key)) for key in ("items", "additionalProperties")]
+        if rules or any(below):
+            self._with_rules.add(id(node))
+            return True
+        return False
 
     # -- pruning ----------------------------------------------------------
     def prune(self, obj: dict) -> list[str]:
@@ -318,7 +321,7 @@ class CustomResourceSchema:
         return causes
 
     def _cel(self, schema: dict, value: Any, old: Any, path: str, out: list, *, root: bool = False) -> None:
-        if value is None:
+        if value is None or id(schema) not in self._with_rules:
             return
         for r in self._rules.get(id(schema), ()):
             if r.transition and old is None:
