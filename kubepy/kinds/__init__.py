@@ -162,7 +162,7 @@ class Kind:
     # -- names -------------------------------------------------------------
     @property
     def singular(self) -> str:
-        return self.kind.lower()
+        return self.custom.singular if self.custom is not None else self.kind.lower()
 
     @property
     def api_version(self) -> str:

@@ -5,6 +5,7 @@ printer columns, scale, schema errors), its objects deleted with it."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -117,3 +118,29 @@ def test_crd_with_kubectl(srv) -> None:
     srv.kubectl("delete", "crd", "crontabs.kptest.example.com", "--timeout=30s")
     gone = srv.kubectl("get", "crontabs.kptest.example.com", check=False)
     assert gone.returncode != 0 and "the server doesn't have a resource type" in gone.stderr, gone.stderr
+
+
+@pytest.mark.etcd
+def test_a_crd_made_through_one_api_server_is_served_by_another() -> None:
+    """Two API servers on one etcd: the second learns of the CRD from the store, not from a request."""
+    import contextlib
+
+    from tests.etcd import running_etcd
+
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(running_etcd())
+        extra = ["--store", "etcd://" + endpoint.removeprefix("http://")]
+        a = stack.enter_context(running_apiserver("kptest-crd-a-", extra=extra))
+        b = stack.enter_context(running_apiserver("kptest-crd-b-", extra=extra))
+        a.kubectl("apply", "-f", "-", input=CRD)
+        b.kubectl("wait", "--for=condition=Established", "crd/crontabs.kptest.example.com", "--timeout=20s")
+        deadline = time.monotonic() + 20
+        while "crontabs" not in b.kubectl("api-resources", "--api-group=kptest.example.com").stdout:
+            assert time.monotonic() < deadline, "the second API server never served crontabs"
+            time.sleep(0.2)
+        b.kubectl("apply", "--validate=false", "-f", "-", input=CR)
+        assert a.kubectl("get", "ct", "my-cron", "-o", "name").stdout.strip() == "crontab.kptest.example.com/my-cron"
+        a.kubectl("delete", "crd", "crontabs.kptest.example.com", "--timeout=30s")
+        while b.kubectl("get", "crontabs.kptest.example.com", check=False).returncode == 0:
+            assert time.monotonic() < deadline + 20, "the second API server still serves crontabs"
+            time.sleep(0.2)
