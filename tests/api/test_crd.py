@@ -35,7 +35,10 @@ SCHEMA: dict[str, Any] = {
                 "image": {"type": "string", "minLength": 1,
                           "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "image is immutable"}]},
                 "replicas": {"type": "integer", "minimum": 0, "maximum": 10, "default": 1},
-                "maxReplicas": {"type": "integer", "default": 5},
+                "maxReplicas": {"type": "integer", "default": 5,
+                                "x-kubernetes-validations": [
+                                    {"rule": "self < 100", "messageExpression": "'maxReplicas is ' + string(self)",
+                                     "reason": "FieldValueForbidden"}]},
                 "color": {"type": "string", "enum": ["red", "blue"], "default": "red"},
                 "size": {"x-kubernetes-int-or-string": True},
                 "note": {"type": "string", "nullable": True},
@@ -134,6 +137,15 @@ async def test_established_crd_is_discovered_and_described(api: TestClient) -> N
     assert (await api.get("/openapi/v2", headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})).status == 200
 
 
+async def test_a_stored_version_cannot_be_dropped(widgets: TestClient) -> None:
+    current = await call(widgets, "GET", f"{CRDS}/widgets.{GROUP}")
+    current["spec"]["versions"] = [v for v in current["spec"]["versions"] if v["name"] == "v1beta1"]
+    current["spec"]["versions"][0]["storage"] = True
+    err = await call(widgets, "PUT", f"{CRDS}/widgets.{GROUP}", current, status=422)
+    assert {"reason": "FieldValueInvalid", "field": "status.storedVersions[0]",
+            "message": 'Invalid value: "v1": must appear in spec.versions'} in err["details"]["causes"]
+
+
 async def test_crd_with_a_taken_name_is_not_accepted(widgets: TestClient) -> None:
     other = crd(name="gadgets", kind="Widget")
     other["spec"]["names"]["shortNames"] = ["gd"]
@@ -176,6 +188,9 @@ CRD_CASES = [
      {"field": "spec.versions[0].schema.openAPIV3Schema", "message": "Required value: schemas are required"}),
     (lambda b: b["spec"].update(conversion={"strategy": "Webhook"}),
      {"field": "spec.conversion.strategy", "message": 'Unsupported value: "Webhook": supported values: "None"'}),
+    (lambda b: b["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+     .update({"x-kubernetes-validations": [{"rule": "true", "messageExpression": "'a' +"}]}),
+     {"field": "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].messageExpression"}),
     (lambda b: b["spec"]["names"].update(plural="Widgets"),
      {"field": "spec.names.plural", "reason": "FieldValueInvalid"}),
 ]
@@ -205,6 +220,7 @@ SCHEMA_CASES = [
     ({"labels": {"a": 1}}, "spec.labels.a", 'Invalid value: "integer": spec.labels.a in body must be of type string: "integer"'),
     ({"template": {"kind": "Pod"}}, "spec.template.apiVersion", "Required value: must not be empty"),
     ({"replicas": 7, "maxReplicas": 5}, "spec", 'Invalid value: "object": replicas must not exceed maxReplicas'),
+    ({"maxReplicas": 200}, "spec.maxReplicas", "Forbidden: maxReplicas is 200"),
 ]
 
 

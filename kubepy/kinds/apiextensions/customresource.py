@@ -232,20 +232,39 @@ class _Rule:
     reason: str
     field_path: str
     transition: bool  # uses oldSelf: checked only on update, where an old value exists
+    message_program: Any = None  # messageExpression, compiled
 
 
 def compile_rule(rule: dict) -> _Rule:
     text = str(rule.get("rule") or "")
+    program = _compile(text)
+    message_expr = str(rule.get("messageExpression") or "")
+    return _Rule(text, program, str(rule.get("message") or ""), str(rule.get("reason") or "FieldValueInvalid"),
+                 str(rule.get("fieldPath") or ""), bool(re.search(r"\boldSelf\b", text)),
+                 _compile(message_expr) if message_expr else None)
+
+
+def _compile(text: str) -> Any:
     try:
-        program = _CEL_ENV.program(_CEL_ENV.compile(text))
+        return _CEL_ENV.program(_CEL_ENV.compile(text))
     except Exception as e:  # celpy raises its parser's and lark's errors
         raise CELCompileError(f"compilation failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    return _Rule(text, program, str(rule.get("message") or ""), str(rule.get("reason") or "FieldValueInvalid"),
-                 str(rule.get("fieldPath") or ""), bool(re.search(r"\boldSelf\b", text)))
 
 
 _CEL_MESSAGE = {"FieldValueForbidden": "Forbidden: {m}", "FieldValueRequired": "Required value: {m}",
                 "FieldValueDuplicate": "Duplicate value: {v}: {m}"}
+
+
+def _message(r: _Rule, activation: dict) -> str:
+    """messageExpression's string when it gives one (upstream falls back as below when it fails or is empty)."""
+    if r.message_program is not None:
+        try:
+            text = r.message_program.evaluate(activation)
+        except Exception:
+            text = None
+        if isinstance(text, str) and text.strip():
+            return str(text)
+    return r.message or f"failed rule: {r.rule}"
 
 
 def _rule_cause(r: _Rule, path: str, value: Any, detail: str) -> dict[str, str]:
@@ -336,7 +355,7 @@ class CustomResourceSchema:
                 out.append(_rule_cause(r, path, value, f"Internal error occurred: {e.args[0] if e.args else e}"))
                 continue
             if not bool(result):
-                out.append(_rule_cause(r, path, value, r.message or f"failed rule: {r.rule}"))
+                out.append(_rule_cause(r, path, value, _message(r, activation)))
         if isinstance(value, dict):
             props = schema.get("properties") or {}
             extra = schema.get("additionalProperties")

@@ -77,6 +77,10 @@ def validate_crd(obj: dict, old: dict | None, errs: v.Errs) -> None:
     if strategy not in (None, "None"):
         # Webhook conversion needs a conversion webhook kubepy does not call: refused, not ignored.
         errs.not_supported("spec.conversion.strategy", strategy, ("None",))
+    names_served = [ver.get("name") for ver in spec.get("versions") or [] if isinstance(ver, dict)]
+    for i, stored in enumerate(((obj.get("status") or {}).get("storedVersions") or []) if old is not None else []):
+        if stored not in names_served:
+            errs.invalid(f"status.storedVersions[{i}]", stored, "must appear in spec.versions")
     if old is not None:
         old_spec = old.get("spec") or {}
         if old_spec.get("scope") and scope != old_spec.get("scope"):
@@ -216,9 +220,14 @@ def _validate_structural(schema: dict, path: str, errs: v.Errs, *, root: bool = 
             errs.required(f"{rp}.rule")
             continue
         try:
-            compile_rule(rule)
+            compile_rule({"rule": rule["rule"]})
         except CELCompileError as e:
             errs.invalid(f"{rp}.rule", rule["rule"], str(e))
+        if rule.get("messageExpression"):
+            try:
+                compile_rule({"rule": rule["messageExpression"]})
+            except CELCompileError as e:
+                errs.invalid(f"{rp}.messageExpression", rule["messageExpression"], str(e))
         reason = rule.get("reason")
         allowed = ("FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate")
         if reason and reason not in allowed:
