@@ -63,7 +63,10 @@ class CustomResourceDefinitions:
         """Serve every stored CRD before the server is ready, then follow the cache."""
         items, revision, _ = await self.storage.list(self.crd_kind, None)
         for crd in items:
-            await self.reconcile(crd["metadata"]["name"], crd)
+            try:
+                await self.reconcile(crd["metadata"]["name"], crd)
+            except Exception:  # a CRD the server cannot serve must not stop the server starting
+                log.exception("crd reconcile crashed crd=%s", crd["metadata"]["name"])
         self._task = asyncio.create_task(self._follow(cache, revision))
 
     async def stop(self) -> None:

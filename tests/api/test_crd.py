@@ -191,6 +191,14 @@ CRD_CASES = [
     (lambda b: b["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
      .update({"x-kubernetes-validations": [{"rule": "true", "messageExpression": "'a' +"}]}),
      {"field": "spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].messageExpression"}),
+    (lambda b: b["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["replicas"]
+     .update(default="one"),
+     {"field": "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[replicas].default",
+      "message": 'Invalid value: "string": spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[replicas]'
+                 '.default in body must be of type integer: "string"'}),
+    (lambda b: b["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["image"]
+     .update(pattern="(unclosed"),
+     {"field": "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[image].pattern"}),
     (lambda b: b["spec"]["names"].update(plural="Widgets"),
      {"field": "spec.names.plural", "reason": "FieldValueInvalid"}),
 ]

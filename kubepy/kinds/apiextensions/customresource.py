@@ -33,7 +33,7 @@ from kubepy.kinds import Kind, Printer, Strategy, printers
 from kubepy.kinds.validation import _show
 
 __all__ = ["CLEANUP_FINALIZER", "CustomResourceSchema", "kinds_for", "store_prefix", "compile_rule",
-           "CELCompileError"]
+           "CELCompileError", "default_errors"]
 
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 _META_KEYS = ("apiVersion", "kind", "metadata")
@@ -159,9 +159,12 @@ def _field_path(parts: Any) -> str:
     return out
 
 
-def _cause(err: ValidationError) -> dict[str, str]:
-    """One jsonschema error as upstream's field error (kubeOpenAPIResultToFieldErrors)."""
+def _cause(err: ValidationError, at: str = "") -> dict[str, str]:
+    """One jsonschema error as upstream's field error (kubeOpenAPIResultToFieldErrors); ``at`` is
+    where the validated value sits (a CRD's default), prefixed to every path."""
     path = _field_path(err.absolute_path)
+    if at:
+        path = at + ("." + path if path and not path.startswith("[") else path)
     kw, value = err.validator, err.instance
     name = path or "body"
     if kw == "required":
@@ -207,6 +210,15 @@ def _cause(err: ValidationError) -> dict[str, str]:
         "additionalProperties": "must not have additional properties",
     }.get(str(kw), err.message)
     return {"reason": "FieldValueInvalid", "field": path, "message": f"Invalid value: {_show(value)}: {name} in body {detail}"}
+
+
+def default_errors(schema: dict, at: str) -> list[dict[str, str]]:
+    """What is wrong with a schema node's ``default`` (at path ``at``) by that node's own schema."""
+    own = {k: v for k, v in schema.items() if k not in ("default", "x-kubernetes-validations")}
+    try:
+        return [_cause(e, at) for e in ValidatorClass(own).iter_errors(schema["default"])]
+    except Exception as e:  # a schema jsonschema cannot use: say so rather than crash
+        return [{"reason": "FieldValueInvalid", "field": at, "message": f"Invalid value: the default cannot be checked: {e}"}]
 
 
 def _num(v: Any) -> str:

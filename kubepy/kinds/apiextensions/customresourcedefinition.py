@@ -10,11 +10,12 @@ structural with CEL rules that compile.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from kubepy.kinds import Kind, Printer, Strategy, register
 from kubepy.kinds import validation as v
-from kubepy.kinds.apiextensions.customresource import CLEANUP_FINALIZER, CELCompileError, compile_rule
+from kubepy.kinds.apiextensions.customresource import CLEANUP_FINALIZER, CELCompileError, compile_rule, default_errors
 
 GROUP = "apiextensions.k8s.io"
 SCOPES = ("Cluster", "Namespaced")
@@ -207,6 +208,18 @@ def _validate_structural(schema: dict, path: str, errs: v.Errs, *, root: bool = 
         if list_type == "map" and not schema.get("x-kubernetes-list-map-keys"):
             errs.required(f"{path}.x-kubernetes-list-map-keys",
                           "must not be empty if x-kubernetes-list-type is map")
+    if "pattern" in schema:
+        try:
+            re.compile(str(schema["pattern"]))
+        except re.error as e:
+            errs.invalid(f"{path}.pattern", schema["pattern"], f"must be a valid regular expression, but isn't: {e}")
+    if "default" in schema and not errs_below(schema):
+        # A default must itself be valid by the schema it defaults (upstream validates defaults the same way).
+        errs.extend(default_errors(schema, f"{path}.default"))
+    for key in ("allOf", "anyOf", "oneOf", "not"):
+        if key in schema and _has_forbidden_in_junctor(schema[key]):
+            errs.forbidden(f"{path}.{key}", "must not specify type, default, nullable or "
+                           "x-kubernetes-* extensions inside a logical junctor (structural schema)")
     if "properties" in schema and isinstance(schema.get("additionalProperties"), dict):
         errs.forbidden(f"{path}.additionalProperties", "additionalProperties and properties are mutual exclusive")
     if root and isinstance(schema.get("properties"), dict):
@@ -239,6 +252,34 @@ def _validate_structural(schema: dict, path: str, errs: v.Errs, *, root: bool = 
     if isinstance(schema.get("additionalProperties"), dict):
         _validate_structural(schema["additionalProperties"], f"{path}.additionalProperties", errs,
                              where="additionalProperties")
+
+
+def errs_below(schema: dict) -> bool:
+    """Whether the schema is too broken to check a default against (bad types, bad patterns)."""
+    try:
+        for node in _nodes(schema):
+            if "pattern" in node:
+                re.compile(str(node["pattern"]))
+            if node.get("type") not in (None, *_SCHEMA_TYPES):
+                return True
+    except re.error:
+        return True
+    return False
+
+
+def _nodes(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        yield schema
+        for sub in (schema.get("properties") or {}).values():
+            yield from _nodes(sub)
+        for key in ("items", "additionalProperties"):
+            yield from _nodes(schema.get(key))
+
+
+def _has_forbidden_in_junctor(node: Any) -> bool:
+    nodes = node if isinstance(node, list) else [node]
+    return any(isinstance(n, dict) and (set(n) & {"type", "default", "nullable", "additionalProperties"}
+                                        or any(k.startswith("x-kubernetes-") for k in n)) for n in nodes)
 
 
 def _cells(obj: dict, now: Any) -> list:
