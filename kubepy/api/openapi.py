@@ -1098,6 +1098,22 @@ def unknown_fields(api_version: str, kind: str, obj: dict[str, Any], *, drop: bo
     return out
 
 
+def metadata_problems(obj: dict[str, Any], *, drop: bool) -> tuple[list[str], list[str]]:
+    """(type errors, unknown field paths) of a custom resource's ``metadata``, which is an ObjectMeta
+    whatever its CRD's schema says; unknown fields are removed when *drop* is set."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return ([f"metadata: expected object, got {_json_type_name(meta)}"] if meta is not None else []), []
+    docs = _get()
+    ref = {"$ref": "#/definitions/" + _META + "ObjectMeta"}
+    types: list[str] = []
+    _check_types(docs.defs, ref, meta, ".metadata", types)
+    unknown: list[str] = []
+    if not types:
+        _walk(docs.defs, ref, meta, ".metadata", unknown, drop)
+    return types, unknown
+
+
 def _walk(defs: dict[str, Any], schema: dict[str, Any], value: Any, path: str,
           out: list[str], drop: bool) -> None:
     while "$ref" in schema:

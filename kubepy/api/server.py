@@ -975,9 +975,10 @@ class APIServer:
             raise errors.BadRequest(f"fieldValidation must be one of Strict, Warn, Ignore (got {mode!r})")
         res = t.resource
         if res.custom is not None:
-            # A custom resource's types are its schema's to check (422s); unknown fields are pruned.
-            unknown = res.custom.schema.prune(obj)
-            bad_types = []
+            # A custom resource's types are its schema's to check (422s) and unknown fields are pruned;
+            # its metadata is an ObjectMeta like any object's.
+            bad_types, unknown = openapi.metadata_problems(obj, drop=mode != "Strict")
+            unknown += res.custom.schema.prune(obj)
         else:
             bad_types = openapi.type_errors(res.api_version, res.kind, obj)
         if bad_types:

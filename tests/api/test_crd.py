@@ -407,3 +407,16 @@ async def test_crds_are_served_after_a_restart(tmp_path: Path) -> None:
         await call(api, "PATCH", f"{W1}/kept", {"spec": {"replicas": 2}}, content_type="application/merge-patch+json")
         (ev,) = await task
         assert ev["type"] == "MODIFIED" and ev["object"]["spec"]["replicas"] == 2
+
+
+async def test_metadata_is_an_object_meta(widgets: TestClient) -> None:
+    labels_list = widget("m")
+    labels_list["metadata"]["labels"] = ["x"]
+    err = await call(widgets, "POST", W1, labels_list, status=400)
+    assert err["message"] == ('Widget in version "v1" cannot be handled as a Widget: '
+                              "metadata.labels: expected object, got array")
+    extra = widget("m")
+    extra["metadata"]["bogus"] = 1
+    resp = await widgets.post(W1, json=extra)
+    assert resp.status == 201 and "bogus" not in (await resp.json())["metadata"]
+    assert any("metadata.bogus" in w for w in resp.headers.getall("Warning", []))
