@@ -245,7 +245,8 @@ def _validate_structural(schema: dict, path: str, errs: v.Errs, *, root: bool = 
         allowed = ("FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate")
         if reason and reason not in allowed:
             errs.not_supported(f"{rp}.reason", reason, allowed)
-    for name, sub in (schema.get("properties") or {}).items():
+    props = schema.get("properties")
+    for name, sub in (props.items() if isinstance(props, dict) else ()):
         _validate_structural(sub, f"{path}.properties[{name}]", errs, where="object fields")
     if isinstance(schema.get("items"), dict):
         _validate_structural(schema["items"], f"{path}.items", errs, where="array items")
@@ -270,7 +271,8 @@ def errs_below(schema: dict) -> bool:
 def _nodes(schema: Any) -> Any:
     if isinstance(schema, dict):
         yield schema
-        for sub in (schema.get("properties") or {}).values():
+        props = schema.get("properties")
+        for sub in (props.values() if isinstance(props, dict) else ()):
             yield from _nodes(sub)
         for key in ("items", "additionalProperties"):
             yield from _nodes(schema.get(key))
