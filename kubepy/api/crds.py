@@ -86,8 +86,11 @@ class CustomResourceDefinitions:
         return res.custom is not None and res.custom.crd_name in self.terminating
 
     async def _follow(self, cache: Any, revision: int) -> None:
-        sub = cache.subscribe(after=revision, matches=lambda o: True)
         pending: set[str] = set()
+        sub = cache.subscribe(after=revision, matches=lambda o: True)
+        if sub is None:  # the cache no longer holds that revision: start from its newest, look at everything
+            sub = cache.subscribe(after=cache.last_revision, matches=lambda o: True)
+            pending |= set(self.served)
         try:
             while True:
                 try:
@@ -99,7 +102,8 @@ class CustomResourceDefinitions:
                     sub.close()
                     items, revision, _ = await self.storage.list(self.crd_kind, None)
                     pending |= {c["metadata"]["name"] for c in items} | set(self.served)
-                    sub = cache.subscribe(after=revision, matches=lambda o: True)
+                    sub = cache.subscribe(after=revision, matches=lambda o: True) or \
+                        cache.subscribe(after=cache.last_revision, matches=lambda o: True)
                 elif ev != "resync":
                     pending.add(ev.obj["metadata"]["name"])
                     while not sub.queue.empty():  # coalesce a burst into one pass per CRD
