@@ -68,7 +68,8 @@ def crd(name: str = "widgets", group: str = GROUP, *, kind: str = "Widget", scop
                "additionalPrinterColumns": [
                    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
                    {"name": "Color", "type": "string", "jsonPath": ".spec.color"},
-                   {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]}
+                   {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
+               "selectableFields": [{"jsonPath": ".spec.color"}]}
     beta = {**copy.deepcopy(version), "name": "v1beta1", "storage": False}
     body = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
             "metadata": {"name": f"{name}.{group}"},
@@ -347,6 +348,11 @@ async def test_selectors_and_watch(widgets: TestClient) -> None:
     assert (await call(widgets, "GET", W1, fieldSelector="metadata.namespace=other"))["items"] == []
     err = await call(widgets, "GET", W1, status=400, fieldSelector="spec.image=x")
     assert "spec.image" in err["message"]
+    await call(widgets, "PATCH", f"{W1}/b", {"spec": {"color": "blue"}}, content_type="application/merge-patch+json")
+    assert [i["metadata"]["name"] for i in (await call(widgets, "GET", W1, fieldSelector="spec.color=blue"))["items"]] \
+        == ["b"]
+    assert [i["metadata"]["name"] for i in (await call(widgets, "GET", W1, fieldSelector="spec.color!=blue"))["items"]] \
+        == ["a"]
     listed = await call(widgets, "GET", W1)
     rv = listed["metadata"]["resourceVersion"]
     task = asyncio.create_task(watch_events(widgets, W1B, 1, resourceVersion=rv, labelSelector="tier=web"))

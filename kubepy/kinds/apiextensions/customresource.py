@@ -31,6 +31,7 @@ from jsonschema import ValidationError, validators
 
 from kubepy.kinds import Kind, Printer, Strategy, printers
 from kubepy.kinds.validation import _show
+from kubepy.meta.selectors import generic_fields
 
 __all__ = ["CLEANUP_FINALIZER", "CustomResourceSchema", "kinds_for", "store_prefix", "compile_rule",
            "CELCompileError", "default_errors"]
@@ -528,6 +529,17 @@ def _kind(crd: dict, group: str, names: dict, namespaced: bool, version: dict) -
         if has_status:
             obj.pop("status", None)
 
+    selectable = [str(f.get("jsonPath") or "") for f in version.get("selectableFields") or [] if isinstance(f, dict)]
+
+    def fields(obj: dict) -> dict[str, str]:
+        """metadata.name/namespace, and the version's selectableFields (``.spec.color`` selects as spec.color)."""
+        out = generic_fields(obj)
+        for path in selectable:
+            value = json_path(obj, path)
+            out[path.lstrip(".")] = "" if value is None else (
+                ("true" if value else "false") if isinstance(value, bool) else str(value))
+        return out
+
     strategy = Strategy(default=default, validate=validate, prepare_create=prepare_create, kind=kind_name, group=group)
     sub_strategies = {"status": strategy} if has_status else {}
     if scale:
@@ -540,7 +552,7 @@ def _kind(crd: dict, group: str, names: dict, namespaced: bool, version: dict) -
         has_status=has_status, has_spec_generation=True,
         strategy=strategy, subresource_strategies=sub_strategies,
         printer=_printer(version.get("additionalPrinterColumns") or []),
-        store_prefix=store_prefix(group, names["plural"]),
+        store_prefix=store_prefix(group, names["plural"]), fields=fields,
         custom=CustomResource(schema=schema, schema_doc=schema_doc, crd_name=crd["metadata"]["name"],
                               singular=names.get("singular") or kind_name.lower(),
                               scale=(scale.get("specReplicasPath", ""), scale.get("statusReplicasPath", ""),

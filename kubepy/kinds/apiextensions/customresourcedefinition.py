@@ -162,6 +162,16 @@ def _validate_versions(versions: Any, errs: v.Errs) -> None:
             sel = scale.get("labelSelectorPath")
             if sel and not sel.startswith((".spec.", ".status.")):
                 errs.invalid(f"{sp}.labelSelectorPath", sel, "should be a json path under either .spec or .status")
+        selectable = ver.get("selectableFields") or []
+        if isinstance(selectable, list) and len(selectable) > 8:
+            errs.invalid_shown(f"{path}.selectableFields", str(len(selectable)), "must have at most 8 items")
+        for j, sel in enumerate(selectable if isinstance(selectable, list) else []):
+            jp = sel.get("jsonPath") if isinstance(sel, dict) else None
+            if not jp:
+                errs.required(f"{path}.selectableFields[{j}].jsonPath")
+            elif not str(jp).startswith(".") or str(jp).startswith(".metadata."):
+                errs.invalid(f"{path}.selectableFields[{j}].jsonPath", jp,
+                             "must be a simple JSON path under .spec or .status (metadata fields are always selectable)")
         for j, col in enumerate(ver.get("additionalPrinterColumns") or []):
             cp = f"{path}.additionalPrinterColumns[{j}]"
             if not isinstance(col, dict):
