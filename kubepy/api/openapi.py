@@ -112,21 +112,27 @@ def _api_package(k: kinds.Kind) -> str:
     return f"io.k8s.api.{k.group.split('.')[0]}.{k.version}"
 
 
-def _package_of(short: str) -> str | None:
+def _package_of(short: str, prefix: str = "") -> str | None:
     pkg = _PKG_BY_TYPE.get(short)
+    if pkg is None and prefix:
+        # The client names a type two API packages share by its group (ApiextensionsV1WebhookClientConfig,
+        # AdmissionregistrationV1WebhookClientConfig): only that group's kinds may claim it.
+        same_group = [k for k in kinds.all_kinds() if k.group.split(".")[0].lower() == prefix.lower()]
+        if same_group:
+            return next((_api_package(k) for k in same_group if short in k.api_types), None)
     if pkg is None:
         pkg = next((_api_package(k) for k in kinds.all_kinds() if short in k.api_types), None)
     return pkg
 
-_CLASS_RE = re.compile(r"^(?:[A-Z][a-z]+)?(V\d+(?:alpha\d+|beta\d+)?)([A-Z]\w*)$")
+_CLASS_RE = re.compile(r"^([A-Z][a-z]+)?(V\d+(?:alpha\d+|beta\d+)?)([A-Z]\w*)$")
 
 
 def _canonical(class_name: str) -> str:
     m = _CLASS_RE.match(class_name)
     if not m:  # pragma: no cover - all served models match
         raise ValueError(f"unexpected model class name {class_name!r}")
-    version, short = m.group(1).lower(), m.group(2)
-    pkg = _package_of(short)
+    version, short = m.group(2).lower(), m.group(3)
+    pkg = _package_of(short, m.group(1) or "")
     if pkg is None:
         pkg = f"io.k8s.api.core.{version}"
     return f"{pkg}.{short}"
