@@ -55,7 +55,7 @@ _SUBRESOURCE = {
 def _resource_entries(r: Kind) -> list[dict[str, Any]]:
     main: dict[str, Any] = {
         "name": r.plural,
-        "singularName": r.kind.lower(),
+        "singularName": r.singular,
         "namespaced": r.namespaced,
         "kind": r.kind,
         "verbs": r.verbs,

@@ -107,24 +107,32 @@ _PKG_BY_TYPE = {
 
 def _api_package(k: kinds.Kind) -> str:
     """io.k8s.api.<first label of the group>.<version>: apps, coordination, batch, rbac, …"""
+    if k.group == "apiextensions.k8s.io":
+        return f"io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{k.version}"
     return f"io.k8s.api.{k.group.split('.')[0]}.{k.version}"
 
 
-def _package_of(short: str) -> str | None:
+def _package_of(short: str, prefix: str = "") -> str | None:
     pkg = _PKG_BY_TYPE.get(short)
+    if pkg is None and prefix:
+        # The client names a type two API packages share by its group (ApiextensionsV1WebhookClientConfig,
+        # AdmissionregistrationV1WebhookClientConfig): only that group's kinds may claim it.
+        same_group = [k for k in kinds.all_kinds() if k.group.split(".")[0].lower() == prefix.lower()]
+        if same_group:
+            return next((_api_package(k) for k in same_group if short in k.api_types), None)
     if pkg is None:
         pkg = next((_api_package(k) for k in kinds.all_kinds() if short in k.api_types), None)
     return pkg
 
-_CLASS_RE = re.compile(r"^(?:[A-Z][a-z]+)?(V\d+(?:alpha\d+|beta\d+)?)([A-Z]\w*)$")
+_CLASS_RE = re.compile(r"^([A-Z][a-z]+)?(V\d+(?:alpha\d+|beta\d+)?)([A-Z]\w*)$")
 
 
 def _canonical(class_name: str) -> str:
     m = _CLASS_RE.match(class_name)
     if not m:  # pragma: no cover - all served models match
         raise ValueError(f"unexpected model class name {class_name!r}")
-    version, short = m.group(1).lower(), m.group(2)
-    pkg = _package_of(short)
+    version, short = m.group(2).lower(), m.group(3)
+    pkg = _package_of(short, m.group(1) or "")
     if pkg is None:
         pkg = f"io.k8s.api.core.{version}"
     return f"{pkg}.{short}"
@@ -240,7 +248,11 @@ class _Builder:
         return name
 
     def build(self) -> None:
+        self.v3_custom: dict[str, dict[str, Any]] = {}
         for s in served():
+            if s.custom is not None:
+                self._add_custom(s)
+                continue
             self.ref(s.model)
             if not s.virtual:
                 self.ref(s.list_model)
@@ -252,6 +264,33 @@ class _Builder:
             cname = self._pending.pop()
             self.defs[self.class_to_def[cname]] = self._model_schema(cname)
         self._add_specials()
+
+    def _add_custom(self, s: kinds.Kind) -> None:
+        """A custom resource's definitions from its CRD's schema (v3 as written, v2 without what
+        Swagger 2.0 cannot say), named as upstream names them (com.example.stable.v1.CronTab)."""
+        gvk = [{"group": s.group, "kind": s.kind, "version": s.version}]
+        schema = copy.deepcopy(s.custom.schema_doc) or {"type": "object"}
+        props = schema.setdefault("properties", {}) if isinstance(schema, dict) else {}
+        props["apiVersion"] = {"type": "string", "description": "APIVersion defines the versioned schema of this "
+                               "representation of an object."}
+        props["kind"] = {"type": "string", "description": "Kind is a string value representing the REST resource "
+                         "this object represents."}
+        props["metadata"] = {"$ref": "#/definitions/" + self.ref("V1ObjectMeta"),
+                             "description": "Standard object's metadata."}
+        schema["properties"] = dict(sorted(props.items()))
+        schema["x-kubernetes-group-version-kind"] = gvk
+        name, list_name = _custom_def(s), _custom_def(s) + "List"
+        self.defs[name] = _v2_custom(schema)
+        self.v3_custom[name] = _v3_custom(schema)
+        lst = {"type": "object", "description": f"{s.kind}List is a list of {s.kind}",
+               "required": ["items"],
+               "properties": {"apiVersion": props["apiVersion"], "kind": props["kind"],
+                              "items": {"type": "array", "items": {"$ref": "#/definitions/" + name}},
+                              "metadata": {"$ref": "#/definitions/" + self.ref("V1ListMeta")}},
+               "x-kubernetes-group-version-kind": [{"group": s.group, "kind": s.kind + "List",
+                                                    "version": s.version}]}
+        self.defs[list_name] = lst
+        self.v3_custom[list_name] = _to_v3(lst)
 
     def _model_schema(self, cname: str) -> dict[str, Any]:
         cls = _model_class(cname)
@@ -312,6 +351,10 @@ class _Builder:
             if type_str.startswith("Dict["):
                 return {"type": "object", "additionalProperties": q}
             return q
+        if cname == "V1JSONSchemaProps" and "object" in type_str:
+            # JSON, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool: any JSON value (a default, an enum member,
+            # a schema or a bool), which upstream's document leaves untyped too.
+            return {"type": "array", "items": {}} if type_str.startswith("List[") else {}
         if type_str == "datetime":
             target = _MICROTIME if key in _MICROTIME_FIELDS else _TIME
             return {"$ref": "#/definitions/" + target}
@@ -389,6 +432,8 @@ class _Builder:
         }
         # group-version-kind extensions on top-level kinds
         for s in served():
+            if s.custom is not None:
+                continue
             gvk = [{"group": s.group, "kind": s.kind, "version": s.version}]
             d[_canonical(s.model)]["x-kubernetes-group-version-kind"] = gvk
             if s.virtual:
@@ -545,6 +590,43 @@ class _Op(typing.NamedTuple):
     codes: tuple[str, ...]
     description: str
     tag: str
+    patch_types: tuple[str, ...] = ()
+
+
+def _custom_def(s: kinds.Kind) -> str:
+    """Upstream's definition name of a custom resource: the group reversed, version, kind."""
+    return ".".join(reversed(s.group.split("."))) + f".{s.version}.{s.kind}"
+
+
+_V2_KEYS = {"description", "type", "format", "properties", "items", "additionalProperties", "required", "enum",
+            "default", "maximum", "minimum", "exclusiveMaximum", "exclusiveMinimum", "maxLength", "minLength",
+            "pattern", "maxItems", "minItems", "uniqueItems", "multipleOf", "$ref", "title"}
+
+
+def _v2_custom(node: Any) -> Any:
+    """A CRD schema as Swagger 2.0 can hold it (upstream's v2 builder also drops nullable, oneOf/anyOf/not,
+    and the type of int-or-string fields); x-kubernetes-* extensions stay."""
+    if isinstance(node, list):
+        return [_v2_custom(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if k == "x-kubernetes-validations" or (k not in _V2_KEYS and not k.startswith("x-")):
+            continue
+        if k == "properties" and isinstance(v, dict):
+            out[k] = {name: _v2_custom(sub) for name, sub in v.items()}
+        elif k in ("items", "additionalProperties") and isinstance(v, dict):
+            out[k] = _v2_custom(v)
+        else:
+            out[k] = copy.deepcopy(v)
+    if node.get("x-kubernetes-int-or-string") or node.get("nullable"):
+        out.pop("type", None)
+    return out
+
+
+def _v3_custom(node: Any) -> Any:
+    return _to_v3(copy.deepcopy(node))
 
 
 def _ops_prefix(group: str, version: str) -> tuple[str, str]:
@@ -567,14 +649,14 @@ def _paths_for(s: kinds.Kind) -> dict[str, tuple[list[str], list[_Op]]]:
     prefix, tag = _ops_prefix(s.group, s.version)
     gvk = {"group": s.group, "kind": s.kind, "version": s.version}
     root = _root(s.group, s.version)
-    obj = _canonical(s.model)
+    obj = _custom_def(s) if s.custom is not None else _canonical(s.model)
     if s.virtual:  # create-only (TokenReview): one POST, as Kubernetes documents it
         base = f"{root}/namespaces/{{namespace}}/{s.plural}" if s.namespaced else f"{root}/{s.plural}"
         return {base: (["namespace", "pretty"] if s.namespaced else ["pretty"], [_Op(
             "post", f"create{prefix}{'Namespaced' if s.namespaced else ''}{s.kind}", "post", gvk,
             ("dryRun", "fieldManager", "fieldValidation"), obj, False, obj, ("200", "201", "202"),
             f"create a {s.kind}", tag)])}
-    lst = _canonical(s.list_model)
+    lst = _custom_def(s) + "List" if s.custom is not None else _canonical(s.list_model)
     status = _canonical("V1Status")
     delopts = _canonical("V1DeleteOptions")
     scope = "Namespaced" if s.namespaced else ""
@@ -584,8 +666,11 @@ def _paths_for(s: kinds.Kind) -> dict[str, tuple[list[str], list[_Op]]]:
     pp_item = ["name", "namespace", "pretty"] if s.namespaced else ["name", "pretty"]
     out: dict[str, tuple[list[str], list[_Op]]] = {}
 
+    # Custom resources take no strategic merge patch (upstream answers 415).
+    patch_types = tuple(t for t in _PATCH_TYPES if s.custom is None or "strategic" not in t)
+
     def op(method, verb, action, params, body, response, codes, desc, g=gvk, patch=False):
-        return _Op(method, verb, action, g, tuple(params), body, patch, response, codes, desc, tag)
+        return _Op(method, verb, action, g, tuple(params), body, patch, response, codes, desc, tag, patch_types)
 
     out[base] = (pp_coll, [
         op("get", f"list{prefix}{scope}{k}", "list", _LIST_PARAMS, None, lst, ("200",),
@@ -721,7 +806,7 @@ def _op_v2(o: _Op) -> dict[str, Any]:
     d: dict[str, Any] = {
         "description": o.description,
         "operationId": o.op_id,
-        "consumes": list(_PATCH_TYPES) if o.patch else ["*/*"],
+        "consumes": list(o.patch_types or _PATCH_TYPES) if o.patch else ["*/*"],
         "produces": list(_PRODUCES) if o.response else ["text/plain", "application/json"],
         "schemes": ["https"],
         "tags": [o.tag],
@@ -756,7 +841,7 @@ def _op_v3(o: _Op) -> dict[str, Any]:
         d["parameters"] = [_param_v3(p) for p in o.params]
     if o.body:
         ref = {"schema": {"$ref": "#/components/schemas/" + o.body}}
-        types = _PATCH_TYPES if o.patch else ("*/*",)
+        types = (o.patch_types or _PATCH_TYPES) if o.patch else ("*/*",)
         d["requestBody"] = {"content": {t: copy.deepcopy(ref) for t in types},
                             "required": o.method != "delete"}
     for c in o.codes:
@@ -782,11 +867,12 @@ def _to_v3(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
+    is_ref = isinstance(node.get("$ref"), str)  # not a property named "$ref" (JSONSchemaProps has one)
     for k, v in node.items():
-        if k in ("$ref", _FALLBACK):
+        if (k == "$ref" and is_ref) or k == _FALLBACK:
             continue
         out[k] = _to_v3(v)
-    if "$ref" in node:
+    if is_ref:
         ref = node["$ref"].replace("#/definitions/", "#/components/schemas/")
         if len(out) == 0 or node.get(_FALLBACK):
             out["$ref"] = ref
@@ -856,6 +942,7 @@ class _Docs:
         b = _Builder()
         b.build()
         self.defs = b.defs
+        self.v3_custom = b.v3_custom
         self.gvk_to_def: dict[tuple[str, str, str], str] = {}
         for name, schema in self.defs.items():
             for g in schema.get("x-kubernetes-group-version-kind", ()):
@@ -897,7 +984,8 @@ class _Docs:
                 v3_paths[path] = item
                 _refs(item, roots)
             names = _closure(self.defs, roots)
-            schemas = {n: _v3_special(n, self.defs[n]) for n in sorted(names)}
+            schemas = {n: self.v3_custom[n] if n in self.v3_custom else _v3_special(n, self.defs[n])
+                       for n in sorted(names)}
             doc = {
                 "openapi": "3.0.0",
                 "info": {"title": "Kubernetes", "version": "v1.37.0-kubepy"},
@@ -1026,6 +1114,22 @@ def unknown_fields(api_version: str, kind: str, obj: dict[str, Any], *, drop: bo
     out: list[str] = []
     _walk(docs.defs, docs.defs[name], obj, "", out, drop)
     return out
+
+
+def metadata_problems(obj: dict[str, Any], *, drop: bool) -> tuple[list[str], list[str]]:
+    """(type errors, unknown field paths) of a custom resource's ``metadata``, which is an ObjectMeta
+    whatever its CRD's schema says; unknown fields are removed when *drop* is set."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return ([f"metadata: expected object, got {_json_type_name(meta)}"] if meta is not None else []), []
+    docs = _get()
+    ref = {"$ref": "#/definitions/" + _META + "ObjectMeta"}
+    types: list[str] = []
+    _check_types(docs.defs, ref, meta, ".metadata", types)
+    unknown: list[str] = []
+    if not types:
+        _walk(docs.defs, ref, meta, ".metadata", unknown, drop)
+    return types, unknown
 
 
 def _walk(defs: dict[str, Any], schema: dict[str, Any], value: Any, path: str,

@@ -51,6 +51,7 @@ from kubepy.api import (
 from kubepy.meta import selectors
 from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validation
 from kubepy.kinds.scheduling.priorityclass import SYSTEM_PRIORITY_CLASSES
+from kubepy.api.crds import CustomResourceDefinitions
 from kubepy.api.limitranger import LimitRanger
 from kubepy.api.priority import PriorityAdmission
 from kubepy.api.saadmission import ServiceAccountAdmission
@@ -249,6 +250,8 @@ class APIServer:
         self.caches: dict[str, WatchCache] = {r.plural: WatchCache(store, r.prefix) for r in all_kinds()
                                                if not r.virtual}
         self._tasks: list[asyncio.Task[None]] = []
+        # CustomResourceDefinitions: the kinds they define are registered while the server runs.
+        self.crds = CustomResourceDefinitions(self.storage, on_removed=self._drop_cache)
         self._store_subs: set[StoreSubscription] = set()  # watches older than the caches hold
         # Answers of other create-only kinds (Kind.virtual), by qualified plural: (request, target, body) -> object.
         self.virtual_creates: dict[str, Any] = {}
@@ -278,6 +281,7 @@ class APIServer:
         for cache in self.caches.values():
             await cache.start()
         await self._bootstrap_objects()
+        await self.crds.start(self.caches["customresourcedefinitions"])
         await self._start_authorization()
         self._tasks.append(asyncio.create_task(self._compactor()))
         self._tasks.append(asyncio.create_task(self._event_reaper()))
@@ -288,6 +292,7 @@ class APIServer:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.crds.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -302,12 +307,20 @@ class APIServer:
         await self.storage.admission.stop()
 
     async def _cache(self, res: Kind) -> WatchCache:
-        """The watch cache of a kind; one registered after start gets its own on first watch."""
-        cache = self.caches.get(res.plural)
+        """The watch cache of a kind; one registered after start gets its own on first watch
+        (custom resources by store prefix: every version of a CRD shares one)."""
+        key = res.plural if res.custom is None else res.prefix
+        cache = self.caches.get(key)
         if cache is None:
-            cache = self.caches[res.plural] = WatchCache(self.store, res.prefix)
+            cache = self.caches[key] = WatchCache(self.store, res.prefix)
             await cache.start()
         return cache
+
+    def _drop_cache(self, res: Kind) -> None:
+        """A CRD's kinds are gone: so is their watch cache (its watchers are ended)."""
+        cache = self.caches.pop(res.prefix, None)
+        if cache is not None:
+            self._tasks.append(asyncio.create_task(cache.stop()))
 
     async def _bootstrap_objects(self) -> None:
         """Default namespaces and the ``kubernetes`` Service, as a fresh cluster has."""
@@ -865,6 +878,7 @@ class APIServer:
         headers = None
         if warnings:
             headers = multidict.CIMultiDict(("Warning", h) for h in _fitting_warnings(warnings))
+        obj = _as_version(t.resource, obj)
         tv = wants_table(request)
         if tv:
             return json_response(self._table(t.resource, [obj], tv, request, {"resourceVersion": obj["metadata"].get("resourceVersion", "")}), status, headers)
@@ -935,6 +949,7 @@ class APIServer:
         list_meta: dict[str, Any] = {"resourceVersion": str(read_rev)}
         if token:
             list_meta["continue"] = token
+        items = [_as_version(t.resource, o) for o in items] if tv else _raw_as_version(t.resource, items)
         if tv:
             return json_response(self._table(t.resource, items, tv, request, list_meta))
         return web.Response(body=self._list_head(t, list_meta) + b",".join(items) + b"]}\n",
@@ -951,6 +966,7 @@ class APIServer:
         10,000-pod list never holds all 10,000 objects in memory at once."""
         items, read_rev, token = await self.storage.list(t.resource, t.namespace, matches=matches, limit=_STREAM_PAGE,
                                                          continue_token=cont, revision=revision, raw=True)
+        items = _raw_as_version(t.resource, items)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
@@ -964,6 +980,7 @@ class APIServer:
                 # Too late for a Status: cut the response so the client sees a failed list.
                 log.warning("list aborted mid-stream resource=%s err=%s", t.resource.plural, e.message)
                 raise ConnectionResetError("list aborted") from e
+            items = _raw_as_version(t.resource, items)
             if items:
                 await resp.write((b"," if sent else b"") + b",".join(items))
                 sent = True
@@ -981,6 +998,9 @@ class APIServer:
         warnings = self._field_validation(request, t, obj)
         if t.resource.virtual:
             return await self._review(request, t, obj)
+        if self.crds.is_terminating(t.resource):
+            raise errors.MethodNotAllowed(
+                "create not allowed while custom resource definition is terminating")
         if t.resource.plural == "secrets" and t.namespace and not is_dry_run(request):
             obj = await self.sa_tokens.fill_legacy_secret(t.namespace, obj)
         created = await self.storage.create(t.resource, t.namespace, obj, dry_run=is_dry_run(request),
@@ -1032,12 +1052,19 @@ class APIServer:
         if mode not in ("Strict", "Warn", "Ignore"):
             raise errors.BadRequest(f"fieldValidation must be one of Strict, Warn, Ignore (got {mode!r})")
         res = t.resource
-        bad_types = openapi.type_errors(res.api_version, res.kind, obj)
+        if res.custom is not None:
+            # A custom resource's types are its schema's to check (422s) and unknown fields are pruned;
+            # its metadata is an ObjectMeta like any object's.
+            bad_types, unknown = openapi.metadata_problems(obj, drop=mode != "Strict")
+            unknown += res.custom.schema.prune(obj)
+        else:
+            bad_types = openapi.type_errors(res.api_version, res.kind, obj)
         if bad_types:
             # Kubernetes' decoder refuses these before validation, whatever the mode.
             raise errors.BadRequest(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
                                     + "; ".join(bad_types))
-        unknown = openapi.unknown_fields(res.api_version, res.kind, obj, drop=mode != "Strict")
+        if res.custom is None:
+            unknown = openapi.unknown_fields(res.api_version, res.kind, obj, drop=mode != "Strict")
         if not unknown:
             return []
         user = request.get(USER_KEY)
@@ -1074,6 +1101,11 @@ class APIServer:
         if ctype not in _PATCH_TYPES:
             raise errors.UnsupportedMedia(f"the patch content type {ctype!r} is not supported; use one of "
                                           + ", ".join(sorted(_PATCH_TYPES)))
+        if ctype == "application/strategic-merge-patch+json" and t.resource.custom is not None:
+            # Upstream: custom resources have no Go struct to carry patch strategies.
+            raise errors.UnsupportedMedia(
+                "the body of the request was in an unknown format - accepted media types include: "
+                "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")
         force = _patch_options(request, ctype)
         if ctype == APPLY_PATCH:
             return await self.apply(request, t, subresource=subresource, force=force)
@@ -1390,9 +1422,10 @@ class APIServer:
     async def scale(self, request: web.Request, t: Target) -> web.Response:
         res, name, m = t.resource, t.name or "", request.method
         obj = await self.storage.get(res, t.namespace, name)
+        scale_of = res.custom.scale_of if res.custom is not None else _scale_of
         if m == "GET":
             self.authorize(request, "get", t)
-            return json_response(_scale_of(obj))
+            return json_response(scale_of(obj))
         if m not in ("PUT", "PATCH"):
             raise errors.MethodNotAllowed(f"{m} is not supported on {res.plural}/scale")
         self.authorize(request, "update" if m == "PUT" else "patch", t, existing=obj)
@@ -1403,7 +1436,7 @@ class APIServer:
         rv = body.get("metadata", {}).get("resourceVersion") if isinstance(body, dict) and isinstance(body.get("metadata"), dict) else None
 
         def set_replicas(cur: dict[str, Any]) -> dict[str, Any]:
-            scale = _scale_of(cur)
+            scale = scale_of(cur)
             new_scale = body if m == "PUT" else _apply_patch(ctype, scale, body, None)
             bad_types = openapi.type_errors("autoscaling/v1", "Scale", new_scale) if isinstance(new_scale, dict) else []
             if bad_types:
@@ -1412,7 +1445,10 @@ class APIServer:
             if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
                 raise errors.Invalid("Scale", name, [{"reason": "FieldValueInvalid", "field": "spec.replicas",
                                                       "message": f"Invalid value: {replicas!r}: must be greater than or equal to 0"}])
-            cur.setdefault("spec", {})["replicas"] = replicas
+            if res.custom is not None:
+                res.custom.set_replicas(cur, replicas)
+            else:
+                cur.setdefault("spec", {})["replicas"] = replicas
             return cur
 
         # The parent records the writer as an Update of its subresource "scale" (owning
@@ -1422,7 +1458,7 @@ class APIServer:
                                             managed=self._managed_fields(
                                                 request, t, "UpdateOptions" if m == "PUT" else "PatchOptions",
                                                 "scale"))
-        return json_response(_scale_of(updated))
+        return json_response(scale_of(updated))
 
     async def finalize_namespace(self, request: web.Request, t: Target) -> web.Response:
         body = self._check_body(t, await read_body(request))
@@ -1488,7 +1524,7 @@ class APIServer:
 
         try:
             for obj in initial:
-                await resp.write(frame("ADDED", obj))
+                await resp.write(frame("ADDED", _as_version(t.resource, obj)))
             if send_initial and bookmarks:
                 await resp.write(bookmark(after, {"k8s.io/initial-events-end": "true"}))
             last_sent = after
@@ -1512,7 +1548,10 @@ class APIServer:
                     await resp.write(json.dumps({"type": "ERROR", "object": gone.status()}).encode() + b"\n")
                     break
                 last_sent = ev.revision
-                await resp.write(frame(ev.type, ev.obj) if tv else ev.json_line())
+                if tv or (t.resource.custom is not None and ev.obj.get("apiVersion") != t.resource.api_version):
+                    await resp.write(frame(ev.type, _as_version(t.resource, ev.obj)))
+                else:
+                    await resp.write(ev.json_line())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -1563,6 +1602,22 @@ def _fitting_warnings(warnings: list[str]) -> list[str]:
         out.append(header)
         size += len(header)
     return out
+
+
+def _as_version(res: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+    """A custom resource as the version asked for: every version of a CRD shares its objects and
+    conversion "None" changes only apiVersion (upstream's nopConverter)."""
+    if res.custom is None or obj.get("apiVersion") == res.api_version:
+        return obj
+    return {**obj, "apiVersion": res.api_version}
+
+
+def _raw_as_version(res: Kind, items: list[Any]) -> list[Any]:
+    if res.custom is None:
+        return items
+    marker = f'"apiVersion":"{res.api_version}"'.encode()
+    return [b if marker in b else json.dumps(_as_version(res, json.loads(b)), separators=(",", ":")).encode()
+            for b in items]
 
 
 def _parse_rv(rv: str) -> int:

@@ -57,12 +57,12 @@ class Client:
             await session.close()
 
     # -- verbs ----------------------------------------------------------------
-    async def get(self, resource: str, name: str, *, namespace: str | None = None,
+    async def get(self, resource: str | Kind, name: str, *, namespace: str | None = None,
                   subresource: str | None = None) -> dict[str, Any]:
         res = _resource(resource)
         return await self._request("GET", res.path(_ns(res, namespace), name, subresource))
 
-    async def list(self, resource: str, *, namespace: str | None = None, label_selector: str | None = None,
+    async def list(self, resource: str | Kind, *, namespace: str | None = None, label_selector: str | None = None,
                    field_selector: str | None = None, limit: int | None = None, continue_: str | None = None,
                    resource_version: str | None = None) -> dict[str, Any]:
         res = _resource(resource)
@@ -72,7 +72,7 @@ class Client:
             params["continue"] = continue_
         return await self._request("GET", res.path(_ns(res, namespace)), params=params)
 
-    async def list_all(self, resource: str, *, namespace: str | None = None, label_selector: str | None = None,
+    async def list_all(self, resource: str | Kind, *, namespace: str | None = None, label_selector: str | None = None,
                        field_selector: str | None = None,
                        resource_version: str | None = None) -> tuple[list[dict[str, Any]], str]:
         """Every item, fetched in pages; the resourceVersion is the list's
@@ -91,7 +91,7 @@ class Client:
             if not token:
                 return items, rv
 
-    async def create(self, resource: str, obj: dict[str, Any], *, namespace: str | None = None,
+    async def create(self, resource: str | Kind, obj: dict[str, Any], *, namespace: str | None = None,
                      subresource: str | None = None, name: str | None = None,
                      dry_run: bool = False) -> dict[str, Any]:
         res = _resource(resource)
@@ -99,13 +99,13 @@ class Client:
         path = res.path(_ns(res, namespace), name if subresource else None, subresource)
         return await self._request("POST", path, params=_params(dryRun="All" if dry_run else None), body=obj)
 
-    async def update(self, resource: str, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
+    async def update(self, resource: str | Kind, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:
         res = _resource(resource)
         meta = obj.get("metadata") or {}
         return await self._request("PUT", res.path(_ns(res, meta.get("namespace")), meta["name"], subresource),
                                    body=obj)
 
-    async def patch(self, resource: str, name: str, patch: Any, *, namespace: str | None = None,
+    async def patch(self, resource: str | Kind, name: str, patch: Any, *, namespace: str | None = None,
                     subresource: str | None = None, patch_type: str = "merge") -> dict[str, Any]:
         res = _resource(resource)
         try:
@@ -115,7 +115,7 @@ class Client:
         return await self._request("PATCH", res.path(_ns(res, namespace), name, subresource), body=patch,
                                    content_type=content_type)
 
-    async def delete(self, resource: str, name: str, *, namespace: str | None = None,
+    async def delete(self, resource: str | Kind, name: str, *, namespace: str | None = None,
                      grace_period_seconds: int | None = None, propagation_policy: str | None = None,
                      preconditions: dict[str, Any] | None = None) -> dict[str, Any] | None:
         res = _resource(resource)
@@ -246,7 +246,10 @@ def load_client_cert(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> No
         os.unlink(name)
 
 
-def _resource(plural: str) -> Kind:
+def _resource(plural: str | Kind) -> Kind:
+    """A kind by plural, or a Kind the caller built (a custom resource's, from its CRD)."""
+    if isinstance(plural, Kind):
+        return plural
     try:
         return by_plural(plural)
     except KeyError:

@@ -9,7 +9,9 @@ first; a pod still there after ``force_pod_delete_after`` seconds, or bound
 to a node that does not exist, is force-deleted (grace 0) since no kubelet
 will finish it. When nothing is left the ``kubernetes`` finalizer is removed
 through ``PUT /api/v1/namespaces/NAME/finalize`` and the API server deletes
-the namespace. Reads the namespaces and nodes informers; lists, deletes and
+the namespace. Custom resources are content too: the namespaced kinds of every
+CustomResourceDefinition (listed live, as upstream reads discovery) are emptied
+the same way. Reads the namespaces and nodes informers; lists, deletes and
 finalizes through the client.
 """
 
@@ -21,7 +23,8 @@ from typing import Any
 
 from kubepy.client import ConflictError, NotFoundError, WorkQueue, run_workers
 from kubepy.controllers.context import ControllerContext
-from kubepy.kinds import all_kinds
+from kubepy.kinds import Kind, all_kinds
+from kubepy.kinds.apiextensions.customresource import kinds_for
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +62,28 @@ class NamespaceController:
         remaining = 0
         for resource in NAMESPACED_RESOURCES:
             remaining += await self._delete_all(resource, name)
+        for kind in await self._custom_kinds():
+            remaining += await self._delete_all(kind, name)
         if remaining:
             log.info("namespace content remaining namespace=%s objects=%d", name, remaining)
             self.queue.add_after(name, RECHECK)
             return
         await self._finalize(name)
 
-    async def _delete_all(self, resource: str, namespace: str) -> int:
+    async def _custom_kinds(self) -> list[Kind]:
+        """One served kind per namespaced, established CRD (every version shares the objects)."""
+        crds, _ = await self.client.list_all("customresourcedefinitions")
+        out = []
+        for crd in crds:
+            established = any(c.get("type") == "Established" and c.get("status") == "True"
+                              for c in (crd.get("status") or {}).get("conditions") or [])
+            if established and (crd.get("spec") or {}).get("scope") == "Namespaced":
+                served = kinds_for(crd)
+                if served:
+                    out.append(served[0])
+        return out
+
+    async def _delete_all(self, resource: str | Kind, namespace: str) -> int:
         """Ask for every object of ``resource`` to go; how many are still there."""
         items, _ = await self.client.list_all(resource, namespace=namespace)
         for obj in items:

@@ -150,6 +150,10 @@ class Kind:
     # A create-only kind whose objects are answered, never stored (TokenReview, SubjectAccessReview):
     # no list/watch/get, no list model, printer or watch cache; the API server answers its create.
     virtual: bool = False
+    # Custom resources (kinds.apiextensions.customresource): their store prefix (/registry/<group>/<plural>/,
+    # shared by every version of one CRD) and their schema, CRD and scale paths.
+    store_prefix: str = ""
+    custom: Any = None
 
     @property
     def verbs(self) -> list[str]:
@@ -158,7 +162,7 @@ class Kind:
     # -- names -------------------------------------------------------------
     @property
     def singular(self) -> str:
-        return self.kind.lower()
+        return self.custom.singular if self.custom is not None else self.kind.lower()
 
     @property
     def api_version(self) -> str:
@@ -184,7 +188,7 @@ class Kind:
     # -- store keys and URLs -------------------------------------------------
     @property
     def prefix(self) -> str:
-        return f"/registry/{self.plural}/"
+        return self.store_prefix or f"/registry/{self.plural}/"
 
     def key(self, namespace: str | None, name: str) -> str:
         if self.namespaced:

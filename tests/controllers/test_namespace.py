@@ -110,3 +110,28 @@ async def test_podgc_force_deletes_pods_of_missing_nodes(apiserver, namespace):
 
 async def _is_none(aw):
     return (await aw) is None
+
+
+@pytest.mark.slow
+async def test_namespace_deletion_deletes_custom_resources(apiserver, namespace):
+    from kubepy.kinds.apiextensions.customresource import kinds_for
+    from tests.api.test_crd import crd, widget
+
+    ns = namespace
+    definition = crd(name="nswidgets", kind="NsWidget")
+    definition["spec"]["names"].pop("shortNames")
+    async with controller_env(apiserver, NamespaceController) as env:
+        c = env.client
+        await c.create("customresourcedefinitions", definition)
+        try:
+            async def established():
+                got = await c.get("customresourcedefinitions", definition["metadata"]["name"])
+                return any(x["type"] == "Established" and x["status"] == "True"
+                           for x in (got.get("status") or {}).get("conditions", []))
+            await env.wait_for(established, message="CRD established")
+            kind = kinds_for(await c.get("customresourcedefinitions", definition["metadata"]["name"]))[0]
+            await c.create(kind, {**widget("w"), "kind": "NsWidget"}, namespace=ns)
+            await asyncio.to_thread(apiserver.kubectl, "delete", "namespace", ns, "--timeout=30s", timeout=40)
+            assert (await c.list(kind))["items"] == []
+        finally:
+            await c.delete("customresourcedefinitions", definition["metadata"]["name"])

@@ -41,6 +41,24 @@ EXISTING = [
     ("/apis/apps/v1/namespaces/default/replicasets", {"metadata": {"name": NAME}, "spec": {
         "selector": {"matchLabels": {"st": "r"}}, "template": {"metadata": {"labels": {"st": "r"}}, **_TEMPLATE}}}),
     ("/apis/coordination.k8s.io/v1/namespaces/default/leases", {"metadata": {"name": NAME}}),
+    # A custom resource, so its operations (schema, CEL, status, scale) are fuzzed too.
+    ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
+        "metadata": {"name": "sttargets.kptest.example.com"},
+        "spec": {"group": "kptest.example.com", "scope": "Namespaced",
+                 "names": {"plural": "sttargets", "kind": "StTarget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas",
+                                                                        "statusReplicasPath": ".status.replicas"}},
+                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                   "spec": {"type": "object", "x-kubernetes-validations": [
+                                       {"rule": "!has(self.replicas) || self.replicas < 100"}],
+                                       "properties": {"replicas": {"type": "integer", "default": 1},
+                                                      "tags": {"type": "array", "x-kubernetes-list-type": "set",
+                                                               "items": {"type": "string"}},
+                                                      "size": {"x-kubernetes-int-or-string": True}}},
+                                   "status": {"type": "object",
+                                              "properties": {"replicas": {"type": "integer"}}}}}}}]}}),
+    ("/apis/kptest.example.com/v1/namespaces/default/sttargets", {"metadata": {"name": NAME}, "spec": {}}),
 ]
 
 
@@ -57,7 +75,11 @@ def session(srv):
     s.verify = str(srv.data_dir / "ca.crt")
     s.headers["Authorization"] = f"Bearer {srv.token()}"
     for path, body in EXISTING:
-        r = s.post(srv.url + path, json=body, timeout=60)
+        for _ in range(100):  # a custom resource's path is served once its CRD is established
+            r = s.post(srv.url + path, json=body, timeout=60)
+            if r.status_code != 404:
+                break
+            time.sleep(0.1)
         assert r.status_code == 201, (path, r.text)
     yield s
     s.close()

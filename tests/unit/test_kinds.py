@@ -15,6 +15,9 @@ from kubepy.api.protobuf import SCHEMA
 from kubepy.kinds import printers, validation
 
 
+_JSON_ONLY = {"customresourcedefinitions.apiextensions.k8s.io"}
+
+
 @pytest.mark.parametrize("k", kinds.all_kinds(), ids=lambda k: f"{k.api_version}/{k.kind}")
 def test_every_kind_is_fully_described(k: kinds.Kind):
     assert hasattr(models, k.model), f"{k.kind}: no schema (model {k.model!r} is not a client model)"
@@ -23,7 +26,9 @@ def test_every_kind_is_fully_described(k: kinds.Kind):
         assert openapi.definition_for(k.api_version, k.kind) is not None, f"{k.kind}: not in the OpenAPI document"
         return
     assert hasattr(models, k.list_model), f"{k.kind}: no list schema {k.list_model!r}"
-    assert k.proto in SCHEMA, f"{k.kind}: no protobuf root"
+    # CRDs are JSON-only in kubepy (their JSONSchemaProps carry raw JSON inside protobuf, which the decoder
+    # does not model); a protobuf body for one is refused with a 400 naming application/json.
+    assert k.proto in SCHEMA or k.qualified in _JSON_ONLY, f"{k.kind}: no protobuf root"
     assert k.printer is not None and k.printer.columns, f"{k.kind}: no printer"
     assert k.strategy is not None
     assert {"metadata.name"} <= k.selectable_fields
@@ -87,6 +92,9 @@ def test_the_same_resource_twice_is_refused():
 def test_protobuf_roots_come_from_the_kinds():
     roots = protobuf.roots()
     for k in kinds.all_kinds():
+        if k.qualified in _JSON_ONLY:
+            assert (k.api_version, k.kind) not in roots
+            continue
         if k.virtual:
             continue
         assert roots[(k.api_version, k.kind)] == k.proto
