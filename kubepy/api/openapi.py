@@ -116,15 +116,18 @@ def _package_of(short: str) -> str | None:
         pkg = next((_api_package(k) for k in kinds.all_kinds() if short in k.api_types), None)
     return pkg
 
-_CLASS_RE = re.compile(r"^(?:[A-Z][a-z]+)?(V\d+(?:alpha\d+|beta\d+)?)([A-Z]\w*)$")
+_CLASS_RE = re.compile(r"^([A-Z][a-z]+)?(V\d+(?:alpha\d+|beta\d+)?)([A-Z]\w*)$")
 
 
 def _canonical(class_name: str) -> str:
     m = _CLASS_RE.match(class_name)
     if not m:  # pragma: no cover - all served models match
         raise ValueError(f"unexpected model class name {class_name!r}")
-    version, short = m.group(1).lower(), m.group(2)
-    pkg = _package_of(short)
+    group, version, short = m.group(1), m.group(2).lower(), m.group(3)
+    # The client prefixes a model with its group where two API packages share
+    # the short name (CoreV1EndpointPort / DiscoveryV1EndpointPort): that
+    # prefix names the package.
+    pkg = f"io.k8s.api.{group.lower()}.{version}" if group and short not in _PKG_BY_TYPE else _package_of(short)
     if pkg is None:
         pkg = f"io.k8s.api.core.{version}"
     return f"{pkg}.{short}"

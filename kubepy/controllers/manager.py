@@ -23,6 +23,8 @@ CONTROLLERS = {
     "deployment": "kubepy.controllers.deployment:DeploymentController",
     "daemonset": "kubepy.controllers.daemonset:DaemonSetController",
     "endpoint": "kubepy.controllers.endpoints:EndpointsController",
+    "endpointslice": "kubepy.controllers.endpointslice:EndpointSliceController",
+    "endpointslicemirroring": "kubepy.controllers.endpointslicemirroring:EndpointSliceMirroringController",
     "nodelifecycle": "kubepy.controllers.nodelifecycle:NodeLifecycleController",
     "nodeipam": "kubepy.controllers.nodeipam:NodeIpamController",
     "garbagecollector": "kubepy.controllers.garbagecollector:GarbageCollector",
