@@ -1,6 +1,6 @@
-"""The proxier: Services and Endpoints of the cluster → this node's iptables, kept in step.
+"""The proxier: Services and EndpointSlices of the cluster → this node's iptables, kept in step.
 
-Three informers (services, endpoints, nodes) feed caches; their handlers only note
+Three informers (services, endpointslices, nodes) feed caches; their handlers only note
 that something changed and set a dirty flag. One runner owns every sync:
 it waits for the flag (or ``sync_period``), never starts two syncs closer
 than ``min_sync_period`` (a burst of changes becomes one sync), builds the
@@ -120,9 +120,9 @@ class Proxier:
                                                                                 service_cidr=service_cidr)
         self.routes: Routes = routes if routes is not None else NodeRoutes()
         self.services = Informer(client, "services")
-        self.endpoints = Informer(client, "endpoints")
+        self.slices = Informer(client, "endpointslices")
         self.nodes = Informer(client, "nodes")
-        for informer in (self.services, self.endpoints):
+        for informer in (self.services, self.slices):
             informer.add_handler(self._on_change, lambda _old, new: self._on_change(new), self._on_change)
         self.nodes.add_handler(self._on_node, lambda _old, new: self._on_node(new), self._on_node)
         self._nodes_dirty = True
@@ -148,9 +148,9 @@ class Proxier:
     async def run(self) -> None:
         """Informers, then the sync runner, until cancelled."""
         tasks = [asyncio.create_task(i.run(), name=f"proxy-informer-{i.resource}")
-                 for i in (self.services, self.endpoints, self.nodes)]
+                 for i in (self.services, self.slices, self.nodes)]
         try:
-            for informer in (self.services, self.endpoints, self.nodes):
+            for informer in (self.services, self.slices, self.nodes):
                 await informer.wait_synced()
             log.info("proxy caches synced node=%s node_ips=%s", self.node_name, ",".join(self.node_ips))
             await self.sync_loop()
@@ -182,7 +182,7 @@ class Proxier:
         start = time.monotonic()
         self._last_sync = start
         pending, self._pending = self._pending, set()
-        ports = service_ports(self.services.cache.list(), self.endpoints.cache.list())
+        ports = service_ports(self.services.cache.list(), self.slices.cache.list())
         full = self._need_full or self._applied is None
         if full or self._nodes_dirty:
             await self._sync_routes()

@@ -1,7 +1,7 @@
-"""Services and Endpoints → iptables-restore text, in kube-proxy's layout (pure).
+"""Services and EndpointSlices → iptables-restore text, in kube-proxy's layout (pure).
 
 Nothing here runs a command: ``service_ports`` turns core/v1 Services and
-Endpoints (raw JSON) into ``ServicePort`` models, ``render_full`` and
+discovery/v1 EndpointSlices (raw JSON) into ``ServicePort`` models, ``render_full`` and
 ``render_partial`` turn those into one ``iptables-restore --noflush``
 payload. The iptables adapter applies it; the proxier decides which to call.
 
@@ -55,6 +55,8 @@ __all__ = [
     "render_full",
     "render_partial",
     "service_ports",
+    "slices_by_service",
+    "usable_endpoints",
 ]
 
 # -- names --------------------------------------------------------------------
@@ -194,16 +196,30 @@ class Ruleset:
 
 
 # -- Kubernetes JSON → model --------------------------------------------------
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def slices_by_service(slices: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """IPv4 EndpointSlices grouped by "namespace/service" (their ``kubernetes.io/service-name`` label)."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for s in slices:
+        meta = s.get("metadata") or {}
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if service and s.get("addressType") == "IPv4":
+            out.setdefault(f"{meta.get('namespace') or 'default'}/{service}", []).append(s)
+    return out
+
+
 def service_ports(services: Iterable[Mapping[str, Any]],
-                  endpoints: Iterable[Mapping[str, Any]]) -> dict[str, ServicePort]:
-    """Every proxied service port by ``key|protocol``.
+                  slices: Iterable[Mapping[str, Any]]) -> dict[str, ServicePort]:
+    """Every proxied service port by ``key|protocol``, its endpoints from the Service's EndpointSlices.
 
     Skipped, as kube-proxy does: ExternalName, headless (clusterIP None) and
-    IPv6 cluster IPs. Endpoint ports are matched by name (the Endpoints
-    controller names them after the service port, already resolving named
-    target ports to numbers) and protocol; only ready addresses count.
+    IPv6 cluster IPs. Slice ports are matched by name (the controllers name
+    them after the service port, already resolving named target ports to
+    numbers) and protocol; which endpoints are used is ``usable_endpoints``.
     """
-    eps_by_key = {_meta_key(e): e for e in endpoints}
+    by_service = slices_by_service(slices)
     out: dict[str, ServicePort] = {}
     for svc in services:
         spec = svc.get("spec") or {}
@@ -222,7 +238,7 @@ def service_ports(services: Iterable[Mapping[str, Any]],
             cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
             affinity = int(cfg.get("timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT)
         has_node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
-        subsets = (eps_by_key.get(f"{ns}/{name}") or {}).get("subsets") or []
+        own_slices = by_service.get(f"{ns}/{name}") or []
         for p in spec.get("ports") or []:
             proto = PROTOCOLS.get(p.get("protocol") or "TCP")
             if proto is None:
@@ -231,28 +247,35 @@ def service_ports(services: Iterable[Mapping[str, Any]],
             sp = ServicePort(
                 namespace=ns, name=name, port_name=port_name, protocol=proto, cluster_ip=cluster_ip,
                 port=int(p["port"]), node_port=int(p["nodePort"]) if has_node_ports and p.get("nodePort") else None,
-                affinity_timeout=affinity, endpoints=_ready_endpoints(subsets, port_name, proto))
+                affinity_timeout=affinity, endpoints=usable_endpoints(own_slices, port_name, proto))
             out[f"{sp.key}|{proto}"] = sp
     return out
 
 
-def _ready_endpoints(subsets: list[dict[str, Any]], port_name: str, proto: str) -> tuple[Endpoint, ...]:
-    found: set[Endpoint] = set()
-    for subset in subsets:
-        for ep_port in subset.get("ports") or []:
-            if (ep_port.get("name") or "") != port_name:
+def usable_endpoints(slices: Iterable[Mapping[str, Any]], port_name: str, proto: str) -> tuple[Endpoint, ...]:
+    """The endpoints traffic to one service port goes to, as kube-proxy's CategorizeEndpoints:
+    the ready ones; if there are none, the ones still serving while they terminate (so a
+    rolling update or a scale to zero drains gracefully instead of refusing connections).
+    Conditions as discovery/v1 says: ready and serving nil mean true, terminating nil false."""
+    ready: set[Endpoint] = set()
+    draining: set[Endpoint] = set()
+    for s in slices:
+        port = next((p for p in s.get("ports") or []
+                     if (p.get("name") or "") == port_name and PROTOCOLS.get(p.get("protocol") or "TCP") == proto
+                     and p.get("port") is not None), None)
+        if port is None:
+            continue
+        for ep in s.get("endpoints") or []:
+            addresses = ep.get("addresses") or []
+            if not addresses:
                 continue
-            if PROTOCOLS.get(ep_port.get("protocol") or "TCP") != proto:
-                continue
-            for addr in subset.get("addresses") or []:
-                if addr.get("ip"):
-                    found.add(Endpoint(addr["ip"], int(ep_port["port"])))
-    return tuple(sorted(found, key=lambda e: (ipaddress.ip_address(e.ip), e.port)))
-
-
-def _meta_key(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+            cond = ep.get("conditions") or {}
+            endpoint = Endpoint(addresses[0], int(port["port"]))  # kube-proxy uses the first address only
+            if cond.get("ready") is not False:
+                ready.add(endpoint)
+            elif cond.get("serving") is not False and cond.get("terminating") is True:
+                draining.add(endpoint)
+    return tuple(sorted(ready or draining, key=lambda e: (ipaddress.ip_address(e.ip), e.port)))
 
 
 # -- rendering ----------------------------------------------------------------

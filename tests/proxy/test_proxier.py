@@ -57,8 +57,11 @@ def service(name: str, ip: str, *, protocol: str = "TCP", port: int = 80) -> dic
 
 
 def endpoints(name: str, *ips: str, protocol: str = "TCP", port: int = 80) -> dict[str, Any]:
-    return {"metadata": {"namespace": "ns", "name": name, "uid": name + "-ep"},
-            "subsets": [{"addresses": [{"ip": ip} for ip in ips], "ports": [{"port": port, "protocol": protocol}]}]}
+    """The one EndpointSlice of Service ``name``, all endpoints ready."""
+    return {"metadata": {"namespace": "ns", "name": name + "-abcde", "uid": name + "-ep",
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": [{"name": "", "port": port, "protocol": protocol}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips]}
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -96,7 +99,7 @@ async def harness() -> AsyncIterator[Harness]:
     h = Harness()
     for i in range(3):
         h.client.seed("services", service(f"s{i}", f"10.96.0.{10 + i}"))
-        h.client.seed("endpoints", endpoints(f"s{i}", f"10.244.1.{10 + i}"))
+        h.client.seed("endpointslices", endpoints(f"s{i}", f"10.244.1.{10 + i}"))
     yield h
     await h.stop()
 
@@ -118,7 +121,7 @@ async def test_burst_of_changes_is_one_sync(harness: Harness) -> None:
     await asyncio.sleep(0.05)
     start = time.monotonic()
     for i in range(10):  # 10 changes in 100 ms
-        await harness.client.update("endpoints", endpoints("s0", f"10.244.1.{100 + i}"))
+        await harness.client.update("endpointslices", endpoints("s0", f"10.244.1.{100 + i}"))
         await asyncio.sleep(0.01)
     assert time.monotonic() - start < 0.3
     await wait_until(lambda: harness.proxier.syncs >= 2)
@@ -129,7 +132,7 @@ async def test_burst_of_changes_is_one_sync(harness: Harness) -> None:
 
 async def test_change_of_one_service_is_a_partial_sync(harness: Harness) -> None:
     await harness.start()
-    await harness.client.update("endpoints", endpoints("s1", "10.244.1.50"))
+    await harness.client.update("endpointslices", endpoints("s1", "10.244.1.50"))
     await wait_until(lambda: harness.proxier.syncs >= 2)
     payload = harness.iptables.last
     s1 = harness.proxier._applied["ns/s1|tcp"]  # type: ignore[index]
@@ -145,7 +148,7 @@ async def test_change_of_one_service_is_a_partial_sync(harness: Harness) -> None
 async def test_failed_apply_forces_a_full_resync(harness: Harness) -> None:
     await harness.start()
     harness.iptables.fail_next = 1
-    await harness.client.update("endpoints", endpoints("s2", "10.244.1.60"))
+    await harness.client.update("endpointslices", endpoints("s2", "10.244.1.60"))
     await wait_until(lambda: harness.proxier.failures == 1)
     await wait_until(lambda: harness.proxier.syncs >= 2)  # retried after min_sync_period
     assert harness.iptables.saves == 2  # the retry read the kernel again: full
@@ -175,10 +178,10 @@ async def test_no_change_no_restore(harness: Harness) -> None:
 async def test_udp_endpoint_change_deletes_conntrack_entries() -> None:
     h = Harness(min_sync_period=0.05)
     h.client.seed("services", service("dns", "10.96.0.10", protocol="UDP", port=53))
-    h.client.seed("endpoints", endpoints("dns", "10.244.1.5", protocol="UDP", port=53))
+    h.client.seed("endpointslices", endpoints("dns", "10.244.1.5", protocol="UDP", port=53))
     try:
         await h.start()
-        await h.client.update("endpoints", endpoints("dns", "10.244.1.6", protocol="UDP", port=53))
+        await h.client.update("endpointslices", endpoints("dns", "10.244.1.6", protocol="UDP", port=53))
         await wait_until(lambda: h.proxier.syncs >= 2)
         await wait_until(lambda: len(h.netlink.flows) >= 2)
         # the first sync saw the service gain endpoints; the second, 10.244.1.5 leave

@@ -33,11 +33,15 @@ def svc(name: str, ports: list[dict[str, Any]], *, type_: str = "ClusterIP", ip:
     return {"metadata": {"namespace": "ns", "name": name}, "spec": spec}
 
 
-def eps(name: str, ips: list[str], ports: list[dict[str, Any]], not_ready: list[str] = ()) -> dict[str, Any]:
-    subset: dict[str, Any] = {"addresses": [{"ip": i} for i in ips], "ports": ports}
-    if not_ready:
-        subset["notReadyAddresses"] = [{"ip": i} for i in not_ready]
-    return {"metadata": {"namespace": "ns", "name": name}, "subsets": [subset]}
+def eps(name: str, ips: list[str], ports: list[dict[str, Any]], not_ready: list[str] = (),
+        terminating: list[str] = ()) -> dict[str, Any]:
+    """One EndpointSlice of Service ``name``: ``terminating`` ones still serving."""
+    endpoints = ([{"addresses": [i], "conditions": {"ready": True, "serving": True, "terminating": False}} for i in ips]
+                 + [{"addresses": [i], "conditions": {"ready": False, "serving": False}} for i in not_ready]
+                 + [{"addresses": [i], "conditions": {"ready": False, "serving": True, "terminating": True}}
+                    for i in terminating])
+    return {"metadata": {"namespace": "ns", "name": f"{name}-x7k2p", "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": ports, "endpoints": endpoints}
 
 
 STATIC = set(render_full({}, CONFIG, kernel=JUMPED).text.splitlines())
@@ -299,3 +303,27 @@ def test_partial_render_of_a_deleted_service_deletes_its_chains() -> None:
 
 def test_endpoint_str_and_order() -> None:
     assert str(Endpoint("10.0.0.1", 80)) == "10.0.0.1:80"
+
+
+def test_terminating_endpoints_are_used_only_when_none_is_ready() -> None:
+    service = [svc("web", [{"port": 80}])]
+    both = service_ports(service, [eps("web", ["10.244.1.5"], [{"port": 80}], terminating=["10.244.1.6"])])
+    assert both["ns/web|tcp"].endpoints == (Endpoint("10.244.1.5", 80),)
+    draining = service_ports(service, [eps("web", [], [{"port": 80}], not_ready=["10.244.1.7"],
+                                           terminating=["10.244.1.6"])])
+    assert draining["ns/web|tcp"].endpoints == (Endpoint("10.244.1.6", 80),)
+    not_serving = eps("web", [], [{"port": 80}], not_ready=["10.244.1.7"])
+    assert service_ports(service, [not_serving])["ns/web|tcp"].endpoints == ()
+
+
+def test_endpoints_come_from_every_slice_of_the_service_only() -> None:
+    a = eps("web", ["10.244.1.5"], [{"port": 8080}])
+    b = eps("web", ["10.244.2.5", "10.244.1.5"], [{"port": 8080}])  # listed twice while it moves: counted once
+    b["metadata"]["name"] = "web-other"
+    other = eps("db", ["10.244.3.5"], [{"port": 8080}])
+    v6 = {**eps("web", ["fd00::5"], [{"port": 8080}]), "addressType": "IPv6"}
+    bare = eps("web", [], [{"port": 8080}])
+    bare["endpoints"] = [{"addresses": ["10.244.4.5"]}]  # conditions unset: ready
+    ports = service_ports([svc("web", [{"port": 80}])], [a, b, other, v6, bare])
+    assert ports["ns/web|tcp"].endpoints == (Endpoint("10.244.1.5", 8080), Endpoint("10.244.2.5", 8080),
+                                             Endpoint("10.244.4.5", 8080))
