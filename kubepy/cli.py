@@ -104,6 +104,10 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-cidr-mask-size", type=int, default=24)
     p.add_argument("--controllers", default="*", help="comma list: * for all, -name to disable one")
     p.add_argument("--concurrent-syncs", type=int, default=4)
+    p.add_argument("--load-balancer-ip-range", "--lb-pool", dest="load_balancer_ip_range", default="",
+                   metavar="A-B|CIDR[,...]",
+                   help="addresses for type: LoadBalancer Services (one node answers ARP for each); "
+                        "none by default: such Services stay pending with an AllocationFailed event")
 
 
 def controller_config(args: argparse.Namespace):  # -> ControllerConfig
@@ -115,6 +119,7 @@ def controller_config(args: argparse.Namespace):  # -> ControllerConfig
         default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
         cluster_cidr=args.cluster_cidr, node_cidr_mask_size=args.node_cidr_mask_size,
         concurrent_syncs=args.concurrent_syncs, controllers=[c.strip() for c in args.controllers.split(",") if c.strip()],
+        load_balancer_ip_range=args.load_balancer_ip_range,
     )
 
 
@@ -153,9 +158,12 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 def cmd_controller_manager(args: argparse.Namespace) -> int:
     from kubepy.controllers.manager import enabled_controllers, run_controller_manager
 
+    from kubepy.controllers.servicelb import parse_pool
+
     config = controller_config(args)
     try:
         enabled_controllers(config.controllers)
+        parse_pool(config.load_balancer_ip_range)
     except ValueError as e:
         print(f"kubepy controller-manager: {e}", file=sys.stderr)
         return 2
@@ -215,6 +223,14 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         sched += ["--config", str(args.scheduler_config.resolve())]
+    if args.load_balancer_ip_range:
+        from kubepy.controllers.servicelb import parse_pool
+
+        try:  # refuse now rather than have the supervisor restart a controller manager that cannot start
+            parse_pool(args.load_balancer_ip_range)
+        except ValueError as e:
+            print(f"kubepy controlplane: --load-balancer-ip-range: {e}", file=sys.stderr)
+            return 2
     cm = ["--log-level", args.log_level, "controller-manager", "--kubeconfig", kubeconfig,
           "--node-monitor-grace-period", str(args.node_monitor_grace_period),
           "--node-monitor-period", str(args.node_monitor_period),
@@ -222,6 +238,8 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
           "--default-unreachable-toleration-seconds", str(args.default_unreachable_toleration_seconds),
           "--cluster-cidr", args.cluster_cidr, "--node-cidr-mask-size", str(args.node_cidr_mask_size),
           "--controllers", args.controllers, "--concurrent-syncs", str(args.concurrent_syncs)]
+    if args.load_balancer_ip_range:
+        cm += ["--load-balancer-ip-range", args.load_balancer_ip_range]
     return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port)
 
 
@@ -264,8 +282,16 @@ def _cluster(args: argparse.Namespace):
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.lb_range:
+        from kubepy.controllers.servicelb import parse_pool
+
+        try:
+            parse_pool(args.lb_range)
+        except ValueError as e:
+            print(f"kubepy up: --lb-range: {e}", file=sys.stderr)
+            return 2
     return _cluster(args).up(nodes=args.nodes, port=args.port, store=args.store, subnet=args.node_subnet,
-                             zones=args.zones, region=args.region)
+                             zones=args.zones, region=args.region, lb_range=args.lb_range)
 
 
 def cmd_lab_supervise(args: argparse.Namespace) -> int:
@@ -387,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "node 2 in B, …) so zone spreading can be tried on one host; every node always carries "
                         "kubernetes.io/hostname")
     p.add_argument("--region", default=None, help="label every node topology.kubernetes.io/region=REGION")
+    p.add_argument("--lb-range", default=None, metavar="A-B",
+                   help="addresses for LoadBalancer Services (default: .200-.219 of the node subnet)")
     lab("down", "stop a lab cluster and remove everything it made", cmd_down)
     lab("status", "health of a lab cluster's components", cmd_status)
     lab("kubeconfig", "print the path of a lab cluster's admin kubeconfig", cmd_kubeconfig)

@@ -42,6 +42,7 @@ CONTROLLERS = {
     "pvc-protection": "kubepy.controllers.volumeprotection:PVCProtectionController",
     "pv-protection": "kubepy.controllers.volumeprotection:PVProtectionController",
     "clusterrole-aggregation": "kubepy.controllers.clusterroleaggregation:ClusterRoleAggregationController",
+    "service-lb": "kubepy.controllers.servicelb:ServiceLBController",
 }
 
 
