@@ -182,7 +182,7 @@ class Proxier:
         start = time.monotonic()
         self._last_sync = start
         pending, self._pending = self._pending, set()
-        ports = service_ports(self.services.cache.list(), self.slices.cache.list())
+        ports = service_ports(self.services.cache.list(), self.slices.cache.list(), node_name=self.node_name)
         full = self._need_full or self._applied is None
         if full or self._nodes_dirty:
             await self._sync_routes()
@@ -206,10 +206,10 @@ class Proxier:
         flows = stale_udp_flows(self._applied or {}, ports)
         self._applied, self._chains = ports, ruleset.nat_chains
         self._need_full = False
-        self.syncs += 1
         if full:
             self._last_full = start
         await self._after_apply(full, flows)
+        self.syncs += 1  # counted once the whole sync is done (tests wait on it)
         self._log(full, ports, ruleset, pending, start)
         return True
 

@@ -327,3 +327,68 @@ def test_endpoints_come_from_every_slice_of_the_service_only() -> None:
     ports = service_ports([svc("web", [{"port": 80}])], [a, b, other, v6, bare])
     assert ports["ns/web|tcp"].endpoints == (Endpoint("10.244.1.5", 8080), Endpoint("10.244.2.5", 8080),
                                              Endpoint("10.244.4.5", 8080))
+
+
+# -- LoadBalancer addresses and externalTrafficPolicy ---------------------------
+def lb_svc(policy: str) -> dict[str, Any]:
+    s = svc("web", [{"name": "http", "port": 80, "nodePort": 30080}], type_="LoadBalancer")
+    s["spec"].update(externalTrafficPolicy=policy, healthCheckNodePort=31999, externalIPs=["192.0.2.9"])
+    s["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
+    return s
+
+
+def two_node_slice() -> dict[str, Any]:
+    s = eps("web", ["10.244.1.5", "10.244.2.5"], [{"name": "http", "port": 8080}])
+    s["endpoints"][0]["nodeName"], s["endpoints"][1]["nodeName"] = "n1", "n2"
+    return s
+
+
+def test_load_balancer_ip_cluster_policy_masquerades_and_uses_every_endpoint() -> None:
+    ports = service_ports([lb_svc("Cluster")], [two_node_slice()], node_name="n1")
+    sp = ports["ns/web:http|tcp"]
+    assert sp.load_balancer_ips == ("172.30.0.200",) and sp.external_ips == ("192.0.2.9",)
+    assert not sp.external_local and sp.health_check_node_port is None
+    lines = specific(render_full(ports, CONFIG, kernel=JUMPED).text)
+    ext, svc_chain = sp.ext_chain, sp.svc_chain
+    assert (f'-A KUBE-SERVICES -m comment --comment "ns/web:http loadbalancer IP" -m tcp -p tcp -d 172.30.0.200 '
+            f'--dport 80 -j {ext}') in lines
+    assert (f'-A KUBE-SERVICES -m comment --comment "ns/web:http external IP" -m tcp -p tcp -d 192.0.2.9 '
+            f'--dport 80 -j {ext}') in lines
+    assert [line for line in lines if line.startswith(f"-A {ext} ")] == [
+        f'-A {ext} -m comment --comment "masquerade traffic for ns/web:http external destinations" -j KUBE-MARK-MASQ',
+        f"-A {ext} -j {svc_chain}"]
+
+
+def test_local_policy_keeps_the_source_and_sends_outside_traffic_to_local_endpoints_only() -> None:
+    ports = service_ports([lb_svc("Local")], [two_node_slice()], node_name="n1")
+    sp = ports["ns/web:http|tcp"]
+    assert sp.external_local and sp.health_check_node_port == 31999
+    assert sp.local_endpoints == (Endpoint("10.244.1.5", 8080),) and len(sp.endpoints) == 2
+    assert sp.svl_chain.startswith("KUBE-SVL-") and sp.svl_chain in sp.chains()
+    lines = specific(render_full(ports, CONFIG, kernel=JUMPED).text)
+    ext, svl, svc_chain = sp.ext_chain, sp.svl_chain, sp.svc_chain
+    assert [line for line in lines if line.startswith(f"-A {ext} ")] == [
+        f'-A {ext} -m comment --comment "pod traffic for ns/web:http external destinations" -s 10.244.0.0/16 '
+        f'-j {svc_chain}',
+        f'-A {ext} -m comment --comment "masquerade LOCAL traffic for ns/web:http external destinations" '
+        f'-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ',
+        f'-A {ext} -m comment --comment "route LOCAL traffic for ns/web:http external destinations" '
+        f'-m addrtype --src-type LOCAL -j {svc_chain}',
+        f"-A {ext} -j {svl}"]
+    assert [line for line in lines if line.startswith(f"-A {svl} ")] == [
+        f'-A {svl} -m comment --comment "ns/web:http -> 10.244.1.5:8080" -j {sp.sep_chain(Endpoint("10.244.1.5", 8080))}']
+    assert not any("DROP" in line for line in lines)
+    # A node without local endpoints drops external traffic (the health check says 503 there).
+    far = service_ports([lb_svc("Local")], [two_node_slice()], node_name="n3")
+    lines = specific(render_full(far, CONFIG, kernel=JUMPED).text)
+    assert ('-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/web:http has no local endpoints" -m tcp -p tcp '
+            '-d 172.30.0.200 --dport 80 -j DROP') in lines
+    assert ('-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/web:http has no local endpoints" -m addrtype '
+            '--dst-type LOCAL -m tcp -p tcp --dport 30080 -j DROP') in lines
+
+
+def test_load_balancer_without_endpoints_rejects_its_address() -> None:
+    ports = service_ports([lb_svc("Cluster")], [])
+    lines = specific(render_full(ports, CONFIG, kernel=JUMPED).text)
+    assert ('-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/web:http has no endpoints" -m tcp -p tcp '
+            '-d 172.30.0.200 --dport 80 -j REJECT --reject-with icmp-port-unreachable') in lines
