@@ -258,7 +258,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     config = ProxyConfig(kubeconfig=str(args.kubeconfig), hostname_override=args.hostname_override or socket.gethostname(),
                          node_ips=args.node_ip or [], cluster_cidr=args.cluster_cidr,
                          service_cidr=args.service_cluster_ip_range, bridge=args.bridge,
-                         masquerade_pod_egress=not args.no_masquerade_pod_egress)
+                         masquerade_pod_egress=not args.no_masquerade_pod_egress, healthz_port=args.healthz_port)
     return _run_async(run_proxy(config))
 
 
@@ -361,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bridge", default="cni0", help="the pod bridge (hairpin mode is kept on its ports)")
     p.add_argument("--no-masquerade-pod-egress", action="store_true",
                    help="don't masquerade pod traffic that leaves the cluster CIDR")
+    p.add_argument("--healthz-port", type=int, default=10256,
+                   help="port of /healthz on every address (peers probe it to pick who announces "
+                        "load-balancer addresses; 0: none)")
     p.add_argument("--cleanup", action="store_true", help="remove every rule kube-proxy made, then exit")
     p.set_defaults(func=cmd_proxy)
 

@@ -32,6 +32,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubepy.client import Client, Informer, object_key
+from kubepy.proxy.announce import (
+    NodeAddresses,
+    PeerProbe,
+    desired_addresses,
+    endpoint_nodes,
+    internal_ip,
+    live_nodes,
+)
+from kubepy.proxy.healthcheck import HealthServer, local_endpoint_counts
 from kubepy.proxy.iptables import IPTables, RealIPTables, parse_state
 from kubepy.proxy.netlink import NodeNetlink, UDPFlow
 from kubepy.proxy.routes import NodeRoutes, desired_routes
@@ -59,6 +68,10 @@ log = logging.getLogger(__name__)
 
 class Routes(Protocol):
     def sync(self, wanted: dict[str, str]) -> tuple[int, int]: ...
+
+
+class Addresses(Protocol):
+    def sync(self, wanted: set[str]) -> tuple[list[str], list[str]]: ...
 
 
 class Netlink(Protocol):
@@ -108,7 +121,9 @@ class Proxier:
     def __init__(self, client: Any, *, node_name: str, node_ips: list[str], cluster_cidr: str, service_cidr: str,
                  bridge: str, min_sync_period: float = 1.0, sync_period: float = 30.0,
                  iptables: IPTables | None = None, netlink: Netlink | None = None,
-                 routes: Routes | None = None, masquerade_pod_egress: bool = False) -> None:
+                 routes: Routes | None = None, masquerade_pod_egress: bool = False,
+                 health: HealthServer | None = None, addresses: Addresses | None = None,
+                 probe: PeerProbe | None = None) -> None:
         self.node_name = node_name
         self.node_ips = list(node_ips)
         self.config = NodeConfig(cluster_cidr=cluster_cidr,
@@ -119,6 +134,12 @@ class Proxier:
         self.netlink: Netlink = netlink if netlink is not None else NodeNetlink(bridge=bridge,
                                                                                 service_cidr=service_cidr)
         self.routes: Routes = routes if routes is not None else NodeRoutes()
+        # Load-balancer duties (run_proxy gives all three; a proxier without them announces nothing):
+        # health answers, the announced /32s, and which peers' proxies answer.
+        self.health = health
+        self.addresses = addresses
+        self.probe = probe
+        self.announced: set[str] = set()
         self.services = Informer(client, "services")
         self.slices = Informer(client, "endpointslices")
         self.nodes = Informer(client, "nodes")
@@ -149,6 +170,10 @@ class Proxier:
         """Informers, then the sync runner, until cancelled."""
         tasks = [asyncio.create_task(i.run(), name=f"proxy-informer-{i.resource}")
                  for i in (self.services, self.slices, self.nodes)]
+        if self.probe is not None:
+            tasks.append(asyncio.create_task(self.probe.run(self._dirty.set), name="proxy-peer-probe"))
+        if self.health is not None:
+            await self.health.start()
         try:
             for informer in (self.services, self.slices, self.nodes):
                 await informer.wait_synced()
@@ -160,6 +185,8 @@ class Proxier:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            if self.health is not None:
+                await self.health.stop()
 
     async def sync_loop(self) -> None:
         self._dirty.set()
@@ -193,6 +220,7 @@ class Proxier:
                 assert self._applied is not None
                 changed = changed_ports(self._applied, ports)
                 if not changed:
+                    await self._load_balancing(ports)
                     return True
                 ruleset = render_partial(ports, self.config, changed, previous_chains=self._chains)
             await self.iptables.restore(ruleset.text)
@@ -209,9 +237,41 @@ class Proxier:
         if full:
             self._last_full = start
         await self._after_apply(full, flows)
+        await self._load_balancing(ports)
         self.syncs += 1  # counted once the whole sync is done (tests wait on it)
         self._log(full, ports, ruleset, pending, start)
         return True
+
+    async def _load_balancing(self, ports: dict[str, ServicePort]) -> None:
+        """Health answers, then the load-balancer addresses this node announces (``announce``)."""
+        if self.health is not None:
+            self.health.last_synced = time.time()
+            await self.health.sync_services(local_endpoint_counts(ports))
+        if self.addresses is None or self.probe is None:
+            return
+        nodes = self.nodes.cache.list()
+        self.probe.set_peers({n["metadata"]["name"]: ip for n in nodes
+                              if n["metadata"]["name"] != self.node_name and (ip := internal_ip(n))})
+        if not self.probe.rounds:
+            return  # not knowing which peers live yet, this node could claim what another holds
+        live = live_nodes(nodes, self.probe.answering(), self.node_name)
+        owners = desired_addresses(ports, endpoint_nodes(self.slices.cache.list()), live)
+        mine = {ip for ip, node in owners.items() if node == self.node_name}
+        if mine == self.announced and not self._need_full:
+            return
+        try:
+            added, removed = await asyncio.to_thread(self.addresses.sync, mine)
+        except Exception as e:  # noqa: BLE001 - retried at the next sync
+            self._dirty.set()
+            log.warning("load balancer announce failed wanted=%s err=%s", ",".join(sorted(mine)) or "-", e)
+            return
+        self.announced = mine
+        for ip in added:
+            log.info("load balancer address announced ip=%s node=%s live=%s", ip, self.node_name,
+                     ",".join(sorted(live)))
+        for ip in removed:
+            log.info("load balancer address withdrawn ip=%s node=%s now=%s", ip, self.node_name,
+                     owners.get(ip, "-"))
 
     async def _sync_routes(self) -> None:
         """Host-gw routes to the other nodes' pod CIDRs (``routes.NodeRoutes``)."""
@@ -263,6 +323,7 @@ class ProxyConfig:
     sync_period: float = 30.0
     masquerade_pod_egress: bool = False
     cleanup: bool = False
+    healthz_port: int = 10256
 
 
 async def cleanup_all(iptables: RealIPTables | None = None) -> int:
@@ -276,10 +337,13 @@ async def run_proxy(config: ProxyConfig) -> None:
         return
     async with Client.from_kubeconfig(config.kubeconfig, user_agent="kubepy-proxy") as client:
         node_ips = config.node_ips or await _node_ips(client, config.hostname_override)
+        health = HealthServer(healthz_port=config.healthz_port, max_age=2 * config.sync_period + 5)
         proxier = Proxier(client, node_name=config.hostname_override, node_ips=node_ips,
                           cluster_cidr=config.cluster_cidr, service_cidr=config.service_cidr, bridge=config.bridge,
                           min_sync_period=config.min_sync_period, sync_period=config.sync_period,
-                          masquerade_pod_egress=config.masquerade_pod_egress)
+                          masquerade_pod_egress=config.masquerade_pod_egress, health=health,
+                          addresses=NodeAddresses(node_ips[0]) if node_ips else None,
+                          probe=PeerProbe(port=config.healthz_port))
         await proxier.run()
 
 
