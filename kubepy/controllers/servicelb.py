@@ -9,10 +9,13 @@ address and exactly one node answers ARP for it (``kubepy.proxy.announce``).
 
 Race-free across several controller managers / API servers: an address is
 taken by *creating* the Lease ``kube-system/servicelb-<a-b-c-d>`` (holder:
-the Service's "namespace/name", owner: the Service). Creation is a
+the Service's "namespace/name", labelled with its UID). Creation is a
 compare-and-swap in the store, so two writers can never both hold one
 address; a loser (409 AlreadyExists) tries the next free one. Releasing is
-deleting the Lease (the garbage collector does it too when the Service goes).
+deleting the Lease, when the Service goes or stops being ours. The Lease
+names its Service by a label with the Service's UID, not an ownerReference:
+an owner must be in the dependent's namespace, and the garbage collector
+would delete a kube-system Lease "owned" by a Service elsewhere at once.
 
 ``spec.loadBalancerIP`` asks for one address of the pool; outside the pool
 or taken by another Service it is an ``AllocationFailed`` warning event and
@@ -36,6 +39,7 @@ LB_CLASS = "kubepy.io/servicelb"
 LEASE_NAMESPACE = "kube-system"
 LEASE_PREFIX = "servicelb-"
 ADDRESS_LABEL = "servicelb.kubepy.io/address"
+SERVICE_UID_LABEL = "servicelb.kubepy.io/service-uid"
 MAX_POOL = 65536
 
 __all__ = ["LB_CLASS", "ServiceLBController", "is_ours", "lease_name", "parse_pool", "pick_address"]
@@ -95,6 +99,10 @@ def pick_address(pool: list[str], taken: set[str], *, requested: str | None, hel
     return None, "no available IPs"
 
 
+def _uid_of(lease: dict[str, Any]) -> str:
+    return ((lease.get("metadata") or {}).get("labels") or {}).get(SERVICE_UID_LABEL, "")
+
+
 def ingress_ips(service: dict[str, Any]) -> list[str]:
     ingress = (((service.get("status") or {}).get("loadBalancer") or {}).get("ingress")) or []
     return [i["ip"] for i in ingress if isinstance(i, dict) and i.get("ip")]
@@ -140,9 +148,9 @@ class ServiceLBController:
                  len(self.pool))
         await run_workers(self.queue, self.reconcile, workers=1, logger=log)
 
-    def _held_by(self, key: str) -> list[tuple[str, dict[str, Any]]]:
+    def _held_by(self, key: str, leases: list[dict[str, Any]] | None = None) -> list[tuple[str, dict[str, Any]]]:
         out = []
-        for lease in self.leases.cache.by_index("namespace", LEASE_NAMESPACE):
+        for lease in self.leases.cache.by_index("namespace", LEASE_NAMESPACE) if leases is None else leases:
             ip = lease_address(lease)
             if ip is not None and (lease.get("spec") or {}).get("holderIdentity") == key:
                 out.append((ip, lease))
@@ -162,9 +170,15 @@ class ServiceLBController:
             return
         assert service is not None
         uid = service["metadata"].get("uid", "")
+        leases = self.leases.cache.by_index("namespace", LEASE_NAMESPACE)
+        if not any(_uid_of(lease) == uid for _, lease in held):
+            # About to pick an address: the cache may not show a lease just written (ours or
+            # another writer's), so the store is asked. Picking twice would move the address.
+            leases = (await self.client.list("leases", namespace=LEASE_NAMESPACE,
+                                             label_selector=f"{ADDRESS_LABEL}=true"))["items"]
+            held = self._held_by(key, leases)
         # A lease of an earlier Service of the same name is not ours to keep.
-        mine = [(ip, lease) for ip, lease in held
-                if any(r.get("uid") == uid for r in (lease.get("metadata") or {}).get("ownerReferences") or [])]
+        mine = [(ip, lease) for ip, lease in held if _uid_of(lease) == uid]
         for ip, lease in held:
             if (ip, lease) not in mine:
                 await self._release(key, ip, lease, reason="OwnerReplaced")
@@ -173,7 +187,7 @@ class ServiceLBController:
                                 f'Failed to allocate IP for "{key}": no load-balancer address pool configured '
                                 "(kubepy controller-manager --load-balancer-ip-range)")
             return
-        taken = {lease_address(lease) or "" for lease in self.leases.cache.by_index("namespace", LEASE_NAMESPACE)}
+        taken = {lease_address(lease) or "" for lease in leases}
         requested = (service.get("spec") or {}).get("loadBalancerIP") or None
         current = mine[0][0] if mine else None
         ip, why = pick_address(self.pool, taken, requested=requested, held=current)
@@ -202,9 +216,8 @@ class ServiceLBController:
         meta = service["metadata"]
         await self.client.create("leases", {
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": lease_name(ip), "namespace": LEASE_NAMESPACE, "labels": {ADDRESS_LABEL: "true"},
-                         "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": meta["name"],
-                                              "uid": meta.get("uid", ""), "blockOwnerDeletion": False}]},
+            "metadata": {"name": lease_name(ip), "namespace": LEASE_NAMESPACE,
+                         "labels": {ADDRESS_LABEL: "true", SERVICE_UID_LABEL: meta.get("uid", "")}},
             "spec": {"holderIdentity": key}}, namespace=LEASE_NAMESPACE)
         log.info("load balancer address claimed service=%s ip=%s lease=%s", key, ip, lease_name(ip))
 

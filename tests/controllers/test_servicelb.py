@@ -8,6 +8,7 @@ import contextlib
 
 import pytest
 
+from kubepy.controllers.garbagecollector import GarbageCollector
 from kubepy.controllers.servicelb import ServiceLBController, lease_name, parse_pool, pick_address
 from tests.controllers.conftest import controller_env, get_or_none
 
@@ -54,8 +55,10 @@ async def test_addresses_from_the_pool_race_free_and_released(apiserver, namespa
     pool = "192.0.2.10-192.0.2.12"
     async with contextlib.AsyncExitStack() as stack:
         # Two controller managers (as with several API servers behind them): no address twice.
-        envs = [await stack.enter_async_context(controller_env(apiserver, ServiceLBController,
-                                                               load_balancer_ip_range=pool)) for _ in range(2)]
+        # The garbage collector runs too: it must leave the address Leases alone.
+        envs = [await stack.enter_async_context(controller_env(apiserver, ServiceLBController, *extra,
+                                                               load_balancer_ip_range=pool))
+                for extra in ((GarbageCollector,), ())]
         c = envs[0].client
         await asyncio.gather(*(c.create("services", lb(f"s{i}"), namespace=ns) for i in range(3)))
 
@@ -67,6 +70,9 @@ async def test_addresses_from_the_pool_race_free_and_released(apiserver, namespa
         assert sorted(ip for ips in got for ip in ips) == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
         lease = await c.get("leases", lease_name(got[0][0]), namespace="kube-system")
         assert lease["spec"]["holderIdentity"] == f"{ns}/s0"
+        await asyncio.sleep(1.0)  # time for a garbage collector to (wrongly) take it
+        assert [ips_of(await c.get("services", f"s{i}", namespace=ns)) for i in range(3)] == got
+        assert await get_or_none(c, "leases", lease_name(got[0][0]), "kube-system") is not None
 
         # The pool is empty now: a fourth waits, with MetalLB's event.
         await c.create("services", lb("s3"), namespace=ns)
