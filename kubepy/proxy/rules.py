@@ -142,7 +142,8 @@ class ServicePort:
     load_balancer_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress[].ip
     external_ips: tuple[str, ...] = ()  # spec.externalIPs
     external_local: bool = False  # externalTrafficPolicy Local: external traffic to this node's endpoints only
-    local_endpoints: tuple[Endpoint, ...] = ()  # the endpoints on this node (for external_local)
+    internal_local: bool = False  # internalTrafficPolicy Local: cluster-IP traffic to this node's endpoints only
+    local_endpoints: tuple[Endpoint, ...] = ()  # the endpoints on this node (for either Local policy)
     health_check_node_port: int | None = None
 
     @property
@@ -173,9 +174,13 @@ class ServicePort:
         return bool(self.node_port or self.load_balancer_ips or self.external_ips)
 
     @property
-    def external_endpoints(self) -> tuple[Endpoint, ...]:
-        """Where external traffic may go: every endpoint, or with ``external_local`` this node's only."""
-        return self.local_endpoints if self.external_local else self.endpoints
+    def uses_local_chain(self) -> bool:
+        return self.internal_local or (self.external_local and self.has_external)
+
+    @property
+    def internal_endpoints(self) -> tuple[Endpoint, ...]:
+        """Where cluster-IP traffic may go: every endpoint, or with ``internal_local`` this node's only."""
+        return self.local_endpoints if self.internal_local else self.endpoints
 
     def sep_chain(self, ep: Endpoint) -> str:
         return SEP_PREFIX + port_proto_hash(self.key + self.protocol + str(ep))
@@ -187,8 +192,8 @@ class ServicePort:
         names = [self.svc_chain]
         if self.has_external:
             names.append(self.ext_chain)
-            if self.external_local:
-                names.append(self.svl_chain)
+        if self.uses_local_chain:
+            names.append(self.svl_chain)
         names.extend(self.sep_chain(ep) for ep in self.endpoints)
         return names
 
@@ -268,6 +273,7 @@ def service_ports(services: Iterable[Mapping[str, Any]],
                               )) if spec.get("type") == "LoadBalancer" else ()
         external_ips = tuple(sorted({_ipv4(ip) for ip in spec.get("externalIPs") or []} - {""}))
         external_local = spec.get("externalTrafficPolicy") == "Local" and (has_node_ports or bool(lb_ips))
+        internal_local = spec.get("internalTrafficPolicy") == "Local"
         hc_port = int(spec["healthCheckNodePort"]) if external_local and spec.get("healthCheckNodePort") else None
         for p in spec.get("ports") or []:
             proto = PROTOCOLS.get(p.get("protocol") or "TCP")
@@ -279,8 +285,9 @@ def service_ports(services: Iterable[Mapping[str, Any]],
                 port=int(p["port"]), node_port=int(p["nodePort"]) if has_node_ports and p.get("nodePort") else None,
                 affinity_timeout=affinity, endpoints=usable_endpoints(own_slices, port_name, proto),
                 load_balancer_ips=lb_ips, external_ips=external_ips, external_local=external_local,
+                internal_local=internal_local,
                 local_endpoints=usable_endpoints(own_slices, port_name, proto, node_name=node_name)
-                if external_local else (),
+                if external_local or internal_local else (),
                 health_check_node_port=hc_port)
             out[f"{sp.key}|{proto}"] = sp
     return out
@@ -424,8 +431,13 @@ def _dispatch(t: _Tables, sp: ServicePort, nodeport_rules: list[str]) -> None:
     external = [(ip, "external IP") for ip in sp.external_ips] + [(ip, "loadbalancer IP")
                                                                    for ip in sp.load_balancer_ips]
     if sp.endpoints:
-        t.add("nat", KUBE_SERVICES, f"{_comment(sp.key + ' cluster IP')} {proto} -d {sp.cluster_ip} "
-                                    f"--dport {sp.port} -j {sp.svc_chain}")
+        if sp.internal_endpoints:
+            internal = sp.svl_chain if sp.internal_local else sp.svc_chain
+            t.add("nat", KUBE_SERVICES, f"{_comment(sp.key + ' cluster IP')} {proto} -d {sp.cluster_ip} "
+                                        f"--dport {sp.port} -j {internal}")
+        else:  # internalTrafficPolicy Local on a node without endpoints of it
+            t.add("filter", KUBE_SERVICES, f"{_comment(sp.key + ' has no local endpoints')} {proto} "
+                                           f"-d {sp.cluster_ip} --dport {sp.port} -j DROP")
         for ip, what in external:
             t.add("nat", KUBE_SERVICES, f"{_comment(f'{sp.key} {what}')} {proto} -d {ip} --dport {sp.port} "
                                         f"-j {sp.ext_chain}")
@@ -476,11 +488,12 @@ def _service_chains(t: _Tables, sp: ServicePort, config: NodeConfig) -> None:
             t.add_body(ext, _comment(f"route LOCAL traffic for {sp.key} external destinations")
                        + f" -m addrtype --src-type LOCAL -j {svc}")
             t.add_body(ext, f"-j {sp.svl_chain}")
-            _balance(t, sp, sp.svl_chain, sp.local_endpoints)
         else:
             t.add_body(ext, _comment(f"masquerade traffic for {sp.key} external destinations")
                        + f" -j {KUBE_MARK_MASQ}")
             t.add_body(ext, f"-j {svc}")
+    if sp.uses_local_chain:
+        _balance(t, sp, sp.svl_chain, sp.local_endpoints)
     _balance(t, sp, svc, sp.endpoints)
     for ep in sp.endpoints:
         sep = sp.sep_chain(ep)

@@ -392,3 +392,21 @@ def test_load_balancer_without_endpoints_rejects_its_address() -> None:
     lines = specific(render_full(ports, CONFIG, kernel=JUMPED).text)
     assert ('-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/web:http has no endpoints" -m tcp -p tcp '
             '-d 172.30.0.200 --dport 80 -j REJECT --reject-with icmp-port-unreachable') in lines
+
+
+def test_internal_traffic_policy_local_sends_cluster_ip_traffic_to_local_endpoints_only() -> None:
+    s = svc("web", [{"name": "http", "port": 80}])
+    s["spec"]["internalTrafficPolicy"] = "Local"
+    near = service_ports([s], [two_node_slice()], node_name="n1")["ns/web:http|tcp"]
+    assert near.internal_local and near.internal_endpoints == (Endpoint("10.244.1.5", 8080),)
+    lines = specific(render_full({"k": near}, CONFIG, kernel=JUMPED).text)
+    assert (f'-A KUBE-SERVICES -m comment --comment "ns/web:http cluster IP" -m tcp -p tcp -d 10.96.0.20 '
+            f'--dport 80 -j {near.svl_chain}') in lines
+    assert [line for line in lines if line.startswith(f"-A {near.svl_chain} ")] == [
+        f'-A {near.svl_chain} -m comment --comment "ns/web:http -> 10.244.1.5:8080" '
+        f'-j {near.sep_chain(Endpoint("10.244.1.5", 8080))}']
+    far = service_ports([s], [two_node_slice()], node_name="n3")["ns/web:http|tcp"]
+    lines = specific(render_full({"k": far}, CONFIG, kernel=JUMPED).text)
+    assert ('-A KUBE-SERVICES -m comment --comment "ns/web:http has no local endpoints" -m tcp -p tcp '
+            '-d 10.96.0.20 --dport 80 -j DROP') in lines
+    assert not any(line.startswith("-A KUBE-SERVICES") and "KUBE-SVC-" in line for line in lines)
