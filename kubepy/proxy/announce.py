@@ -124,8 +124,9 @@ class NodeAddresses:
                 return idx, ipr.get_links(idx)[0].get_attr("IFLA_IFNAME")
         raise RuntimeError(f"no interface holds the node address {self.node_ip}")
 
-    def sync(self, wanted: set[str]) -> tuple[list[str], list[str]]:
-        """Hold exactly ``wanted`` (as /32s with our label); returns (added, removed)."""
+    def sync(self, wanted: set[str], *, reannounce: bool = False) -> tuple[list[str], list[str]]:
+        """Hold exactly ``wanted`` (as /32s with our label); returns (added, removed). Gratuitous ARP
+        goes out for the added ones, or for all of ``wanted`` with ``reannounce``."""
         added, removed = [], []
         with IPRoute() as ipr:
             idx, ifname = self._link(ipr)
@@ -140,8 +141,12 @@ class NodeAddresses:
                 ipr.addr("add", index=idx, address=ip, prefixlen=32, label=label)
                 added.append(ip)
             mac = bytes.fromhex(ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS").replace(":", ""))
-        if added:
-            self.gratuitous_arp(ifname, mac, added)
+        if added or (reannounce and wanted):
+            try:
+                self.gratuitous_arp(ifname, mac, sorted(wanted) if reannounce else added)
+            except OSError as e:  # e.g. the link is down: the addresses are held; announced again later
+                log.warning("gratuitous arp failed ifname=%s ips=%s err=%s", ifname,
+                            ",".join(sorted(wanted) if reannounce else added), e)
         return added, removed
 
     @staticmethod

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -71,7 +72,7 @@ class Routes(Protocol):
 
 
 class Addresses(Protocol):
-    def sync(self, wanted: set[str]) -> tuple[list[str], list[str]]: ...
+    def sync(self, wanted: set[str], *, reannounce: bool = False) -> tuple[list[str], list[str]]: ...
 
 
 class Netlink(Protocol):
@@ -140,6 +141,8 @@ class Proxier:
         self.addresses = addresses
         self.probe = probe
         self.announced: set[str] = set()
+        self._live: set[str] = set()  # the live nodes the last announcement was decided with
+        self._announce_failed = False
         self.services = Informer(client, "services")
         self.slices = Informer(client, "endpointslices")
         self.nodes = Informer(client, "nodes")
@@ -257,15 +260,24 @@ class Proxier:
         live = live_nodes(nodes, self.probe.answering(), self.node_name)
         owners = desired_addresses(ports, endpoint_nodes(self.slices.cache.list()), live)
         mine = {ip for ip, node in owners.items() if node == self.node_name}
-        if mine == self.announced and not self._need_full:
+        # Peers came or went: neighbours may have cached another node's MAC for our addresses
+        # (one that held them while this node was unreachable), so they are announced again.
+        reannounce = live != self._live and bool(mine)
+        if mine == self.announced and not reannounce and not self._need_full and not self._announce_failed:
             return
         try:
-            added, removed = await asyncio.to_thread(self.addresses.sync, mine)
+            added, removed = await asyncio.to_thread(functools.partial(self.addresses.sync, mine,
+                                                                       reannounce=reannounce))
         except Exception as e:  # noqa: BLE001 - retried at the next sync
+            # What the kernel holds is unknown now: the next sync sets it whatever it looks like.
+            self._announce_failed = True
             self._dirty.set()
             log.warning("load balancer announce failed wanted=%s err=%s", ",".join(sorted(mine)) or "-", e)
             return
-        self.announced = mine
+        self.announced, self._live, self._announce_failed = mine, live, False
+        if reannounce and not added:
+            log.info("load balancer addresses announced again ips=%s node=%s live=%s", ",".join(sorted(mine)),
+                     self.node_name, ",".join(sorted(live)))
         for ip in added:
             log.info("load balancer address announced ip=%s node=%s live=%s", ip, self.node_name,
                      ",".join(sorted(live)))

@@ -282,3 +282,84 @@ async def test_node_changes_sync_host_gw_routes(harness: Harness) -> None:
     await wait_until(lambda: len(harness.routes.synced) >= 2)
     assert harness.routes.synced[-1] == {"10.244.2.0/24": "192.168.77.2"}
     assert len(harness.iptables.restores) == 1  # no service changed: no iptables work
+
+
+# -- load-balancer announcement through the proxier ------------------------------
+class FakeAddresses:
+    """Records what the proxier asked the node to hold; ``fail`` makes the next call raise."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+        self.calls: list[tuple[set[str], bool]] = []
+        self.fail = False
+
+    def sync(self, wanted: set[str], *, reannounce: bool = False) -> tuple[list[str], list[str]]:
+        self.calls.append((set(wanted), reannounce))
+        added, removed = sorted(wanted - self.held), sorted(self.held - wanted)
+        self.held = set(wanted)  # the kernel changed even if what follows fails
+        if self.fail:
+            self.fail = False
+            raise OSError(100, "Network is down")
+        return added, removed
+
+
+class FakeProbe:
+    def __init__(self) -> None:
+        self.rounds, self.peers, self.live = 1, {}, set()
+
+    def set_peers(self, peers: dict[str, str]) -> None:
+        self.peers = dict(peers)
+
+    def answering(self) -> set[str]:
+        return set(self.live)
+
+    async def run(self, on_change: Callable[[], None]) -> None:
+        await asyncio.Event().wait()
+
+
+def lb_node(name: str, ip: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "uid": name}, "spec": {},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+async def test_the_announcing_node_holds_the_address_and_gives_it_up_when_a_peer_comes_back() -> None:
+    from kubepy.proxy.announce import announcing_node
+
+    h = Harness(min_sync_period=0.05)
+    h.proxier.addresses, h.proxier.probe = FakeAddresses(), FakeProbe()
+    ip = "172.30.0.200"
+    # Make n1 (this node) the second choice: it announces only while the first is gone.
+    other = next(n for n in (f"n{i}" for i in range(2, 50)) if announcing_node(ip, {"n1", n}) == n)
+    for name, addr in (("n1", "192.168.77.1"), (other, "192.168.77.2")):
+        h.client.seed("nodes", lb_node(name, addr))
+    svc = service("web", "10.96.0.30")
+    svc["spec"]["type"] = "LoadBalancer"
+    svc["status"] = {"loadBalancer": {"ingress": [{"ip": ip}]}}
+    h.client.seed("services", svc)
+    slice_ = endpoints("web", "10.244.1.5", "10.244.2.5")
+    slice_["endpoints"][0]["nodeName"], slice_["endpoints"][1]["nodeName"] = "n1", other
+    h.client.seed("endpointslices", slice_)
+    addresses, probe = h.proxier.addresses, h.proxier.probe
+    probe.live = {other}
+    try:
+        await h.start()
+        assert probe.peers == {other: "192.168.77.2"} and addresses.held == set()
+        # The peer stops answering: n1 takes the address, but the call fails after the kernel took it
+        # (a link that is down: the address is added, the gratuitous ARP is not sent).
+        addresses.fail = True
+        probe.live = set()
+        h.proxier._dirty.set()
+        await wait_until(lambda: addresses.held == {ip} and not addresses.fail)
+        # The peer is back before any retry succeeded: n1 must still give the address up.
+        probe.live = {other}
+        h.proxier._dirty.set()
+        await wait_until(lambda: addresses.held == set())
+        assert h.proxier.announced == set()
+        # The peer goes again: n1 takes over, and announces.
+        probe.live = set()
+        h.proxier._dirty.set()
+        await wait_until(lambda: addresses.held == {ip})
+        assert addresses.calls[-1] == ({ip}, True)
+    finally:
+        await h.stop()
