@@ -1,7 +1,8 @@
 """LoadBalancer Services on a 3-node lab cluster: an address from the pool on the lab bridge,
 answering HTTP from the host; externalTrafficPolicy Local keeping the client's address; exactly
 one node holding the address, and another taking over within seconds when that node's link
-goes down.
+goes down. On the same cluster: spec.externalIPs, internalTrafficPolicy Local, a type
+ExternalName Service answered by cluster DNS as a CNAME, and publishNotReadyAddresses.
 
 Traffic stays on the lab's bridge and inside its node namespaces.
 """
@@ -132,6 +133,110 @@ def test_addresses_from_the_pool_answer_from_the_host(lab: Lab):
         assert r.status == 200 and b'"localEndpoints": 1' in r.read()
 
 
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except OSError:
+        return None
+
+
+EXTRAS = """
+apiVersion: v1
+kind: Service
+metadata: {name: who-ext}
+spec:
+  selector: {app: who}
+  externalIPs: [EXTERNAL_IP]
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: who-itp}
+spec:
+  selector: {app: who}
+  internalTrafficPolicy: Local
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: alias}
+spec:
+  type: ExternalName
+  externalName: who-cluster.default.svc.cluster.local
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: never-ready, labels: {app: never-ready}}
+spec:
+  containers:
+  - name: c
+    image: busybox:1.36
+    command: ["sleep", "3600"]
+    readinessProbe:
+      exec: {command: ["false"]}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: published}
+spec:
+  clusterIP: None
+  publishNotReadyAddresses: true
+  selector: {app: never-ready}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: unpublished}
+spec:
+  clusterIP: None
+  selector: {app: never-ready}
+  ports: [{port: 80}]
+"""
+
+ASK = """
+import sys, dns.resolver
+r = dns.resolver.Resolver(configure=False); r.nameservers = [sys.argv[1]]; r.lifetime = 3
+try:
+    print(" ".join(sorted(rd.to_text() for rd in r.resolve(sys.argv[2], sys.argv[3]))))
+except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+    print("-")
+"""
+
+
+def test_external_ips_internal_policy_external_name_and_not_ready_addresses(lab: Lab):
+    import sys
+
+    node_ip = {i: lab.in_node(i, "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3].split("/")[0]
+               for i in (1, 2)}
+    external_ip = str(ipaddress.ip_network(f"{node_ip[1]}/24", strict=False).network_address + 250)
+    lab.kubectl("apply", "-f", "-", input=EXTRAS.replace("EXTERNAL_IP", external_ip))
+    pods = wait_for(lambda: (lambda r: r if len(r) == 3 else None)(ready(lab)), 60, "a ready pod per node")
+
+    def fetch(node: int, url: str) -> str:
+        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=3).read().decode())"
+        return lab.in_node(node, sys.executable, "-c", code).stdout.strip()
+
+    # spec.externalIPs: kube-proxy takes the address (here from node 2 itself).
+    assert wait_for(lambda: fetch(2, f"http://{external_ip}/") in pods, 20, "the external IP answering")
+    # internalTrafficPolicy Local: node 1's own pod, every time.
+    itp = lab.json("get", "svc", "who-itp")["spec"]["clusterIP"]
+    seen = {fetch(1, f"http://{itp}/") for _ in range(6)}
+    assert seen == {p for p, n in pods.items() if n == lab.node_netns(1)}, seen
+
+    def ask(name: str, qtype: str) -> str:
+        return lab.in_node(1, sys.executable, "-c", ASK, node_ip[1], name, qtype).stdout.strip()
+
+    # type ExternalName: a CNAME from cluster DNS.
+    assert wait_for(lambda: ask("alias.default.svc.cluster.local", "CNAME"), 20, "the CNAME") == \
+        "who-cluster.default.svc.cluster.local."
+    # publishNotReadyAddresses: a pod that never gets ready is published by one headless Service only.
+    pod_ip = wait_for(lambda: lab.json("get", "pod", "never-ready")["status"].get("podIP"), 60, "its IP")
+    assert wait_for(lambda: ask("published.default.svc.cluster.local", "A") == pod_ip, 20, "published")
+    assert ask("unpublished.default.svc.cluster.local", "A") == "-"
+
+
+# Last: it leaves one node's routes to be rebuilt by its next full sync.
 def test_another_node_takes_over_when_the_announcing_node_goes_down(lab: Lab):
     local = address(lab, "who-local")
     [node] = wait_for(lambda: (lambda h: h if len(h) == 1 else None)(holders(lab, local)), 20, "one holder")
@@ -152,10 +257,3 @@ def test_another_node_takes_over_when_the_announcing_node_goes_down(lab: Lab):
         subprocess.run(["ip", "-n", dead, "route", "replace", "default", "via",
                         lab.in_node(1 if node != 1 else 2, "ip", "-4", "route", "show", "default").stdout.split()[2]],
                        check=False)
-
-
-def _try(fn, *args):
-    try:
-        return fn(*args)
-    except OSError:
-        return None
