@@ -162,8 +162,10 @@ class EndpointSliceController:
             return
         service = self.services.cache.get(key)
         selector = service_selector(service) if service is not None else None
+        if service is not None and (service.get("spec") or {}).get("type") == "ExternalName":
+            selector = None  # an ExternalName Service has no endpoints, selector or not (as upstream)
         if service is None or selector is None:
-            # Gone, or selector-less now (mirroring's business): our slices go.
+            # Gone, selector-less now (mirroring's business) or ExternalName: our slices go.
             for s in ours:
                 await self.writer.apply_delete(key, s)
             if ours:

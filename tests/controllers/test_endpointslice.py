@@ -152,8 +152,12 @@ async def test_slices_follow_pods_and_mirror_selectorless_services(apiserver, na
         await c.delete("services", "ext", namespace=ns)
         await env.wait_for(lambda: _get_slices(c, ns, "ext", "endpointslicemirroring-controller.k8s.io", count=0))
 
-        await c.delete("services", "web", namespace=ns)
+        # ExternalName (even with a selector): no endpoints.
+        await c.patch("services", "web", {"spec": {"type": "ExternalName", "externalName": "example.org",
+                                                   "clusterIP": None, "clusterIPs": None, "ports": None}},
+                      namespace=ns)
         await env.wait_for(lambda: _get_slices(c, ns, "web", "endpointslice-controller.k8s.io", count=0))
+        await c.delete("services", "web", namespace=ns)
 
 
 async def _get_slices(c, ns, service, managed_by, *, count):
