@@ -46,6 +46,9 @@ def test_defaults_and_a_valid_slice():
     (good(ports=[{"name": "Bad_Name"}]), "ports[0].name", None),
     (good(ports=[{"protocol": "ICMP"}]), "ports[0].protocol", None),
     (good(endpoints=[{"addresses": ["10.0.0.1"], "hostname": "Not A Label"}]), "endpoints[0].hostname", None),
+    (good(endpoints=[{"addresses": [10]}]), "endpoints[0].addresses[0]", "Invalid value: 10: must be a string"),
+    (good(ports=[{"name": 5}]), "ports[0].name", "Invalid value: 5: must be a string"),
+    (good(endpoints=[{"addresses": ["10.0.0.1"], "nodeName": ["n1"]}]), "endpoints[0].nodeName", None),
 ])
 def test_invalid(obj, field, message):
     problems = check(obj)

@@ -89,11 +89,17 @@ def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
         elif len(addresses) > MAX_ADDRESSES:
             _too_many(errs, f"{p}.addresses", len(addresses), MAX_ADDRESSES)
         for j, address in enumerate(addresses):
+            if not isinstance(address, str):
+                errs.invalid(f"{p}.addresses[{j}]", address, "must be a string")
+                continue
             _validate_address(address, str(address_type or ""), f"{p}.addresses[{j}]", errs)
-        if ep.get("nodeName") is not None:
-            errs.each(f"{p}.nodeName", ep["nodeName"], v.is_dns1123_subdomain(str(ep["nodeName"])))
-        if ep.get("hostname") is not None:
-            errs.each(f"{p}.hostname", ep["hostname"], v.is_dns1123_label(str(ep["hostname"])))
+        for key, rule in (("nodeName", v.is_dns1123_subdomain), ("hostname", v.is_dns1123_label)):
+            if ep.get(key) is None:
+                continue
+            if not isinstance(ep[key], str):
+                errs.invalid(f"{p}.{key}", ep[key], "must be a string")
+            else:
+                errs.each(f"{p}.{key}", ep[key], rule(ep[key]))
         for cond, value in _d(ep.get("conditions")).items():
             if value is not None and not isinstance(value, bool):
                 errs.invalid(f"{p}.conditions.{cond}", value, "must be a boolean")
@@ -104,6 +110,8 @@ def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
     names: set[str] = set()
     for i, port in enumerate(ports):
         port, p = _d(port), f"ports[{i}]"
+        if port.get("name") is not None and not isinstance(port.get("name"), str):
+            errs.invalid(f"{p}.name", port["name"], "must be a string")
         name = str(port.get("name") or "")
         if name:
             errs.each(f"{p}.name", name, v.is_dns1123_label(name))
@@ -134,7 +142,7 @@ def ports_cell(obj: dict) -> str:
     shown = []
     for port in _l(obj.get("ports")):
         port = _d(port)
-        shown.append(str(port["port"]) if port.get("port") is not None else (port.get("name") or "*"))
+        shown.append(str(port["port"]) if port.get("port") is not None else str(port.get("name") or "*"))
     return _list_with_more(shown, len(shown))
 
 
