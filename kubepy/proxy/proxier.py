@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kubepy.client import Client, Informer, object_key
+from kubepy.client import Client, EventRecorder, Informer, object_key
 from kubepy.proxy.announce import (
     NodeAddresses,
     PeerProbe,
@@ -124,7 +124,7 @@ class Proxier:
                  iptables: IPTables | None = None, netlink: Netlink | None = None,
                  routes: Routes | None = None, masquerade_pod_egress: bool = False,
                  health: HealthServer | None = None, addresses: Addresses | None = None,
-                 probe: PeerProbe | None = None) -> None:
+                 probe: PeerProbe | None = None, recorder: Any = None) -> None:
         self.node_name = node_name
         self.node_ips = list(node_ips)
         self.config = NodeConfig(cluster_cidr=cluster_cidr,
@@ -140,6 +140,7 @@ class Proxier:
         self.health = health
         self.addresses = addresses
         self.probe = probe
+        self.recorder = recorder  # an EventRecorder: "nodeAssigned" on a Service whose address this node took
         self.announced: set[str] = set()
         self._live: set[str] = set()  # the live nodes the last announcement was decided with
         self._announce_failed = False
@@ -281,6 +282,12 @@ class Proxier:
         for ip in added:
             log.info("load balancer address announced ip=%s node=%s live=%s", ip, self.node_name,
                      ",".join(sorted(live)))
+            if self.recorder is not None:  # as MetalLB's speaker says it, so kubectl describe shows who answers
+                for svc in self.services.cache.list():
+                    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+                    if any(isinstance(i, dict) and i.get("ip") == ip for i in ingress):
+                        self.recorder.event({"apiVersion": "v1", "kind": "Service", **svc}, "Normal", "nodeAssigned",
+                                            f'announcing from node "{self.node_name}" with protocol "layer2"')
         for ip in removed:
             log.info("load balancer address withdrawn ip=%s node=%s now=%s", ip, self.node_name,
                      owners.get(ip, "-"))
@@ -350,13 +357,17 @@ async def run_proxy(config: ProxyConfig) -> None:
     async with Client.from_kubeconfig(config.kubeconfig, user_agent="kubepy-proxy") as client:
         node_ips = config.node_ips or await _node_ips(client, config.hostname_override)
         health = HealthServer(healthz_port=config.healthz_port, max_age=2 * config.sync_period + 5)
+        recorder = EventRecorder(client, component="kube-proxy", host=config.hostname_override)
         proxier = Proxier(client, node_name=config.hostname_override, node_ips=node_ips,
                           cluster_cidr=config.cluster_cidr, service_cidr=config.service_cidr, bridge=config.bridge,
                           min_sync_period=config.min_sync_period, sync_period=config.sync_period,
                           masquerade_pod_egress=config.masquerade_pod_egress, health=health,
                           addresses=NodeAddresses(node_ips[0]) if node_ips else None,
-                          probe=PeerProbe(port=config.healthz_port))
-        await proxier.run()
+                          probe=PeerProbe(port=config.healthz_port), recorder=recorder)
+        try:
+            await proxier.run()
+        finally:
+            await recorder.flush()
 
 
 async def _node_ips(client: Client, node_name: str) -> list[str]:

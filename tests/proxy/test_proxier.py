@@ -303,6 +303,14 @@ class FakeAddresses:
         return added, removed
 
 
+class FakeRecorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, str]] = []
+
+    def event(self, obj: dict[str, Any], type: str, reason: str, message: str) -> None:
+        self.events.append((f"{obj['kind']}/{obj['metadata']['name']}", type, reason, message))
+
+
 class FakeProbe:
     def __init__(self) -> None:
         self.rounds, self.peers, self.live = 1, {}, set()
@@ -327,7 +335,7 @@ async def test_the_announcing_node_holds_the_address_and_gives_it_up_when_a_peer
     from kubepy.proxy.announce import announcing_node
 
     h = Harness(min_sync_period=0.05)
-    h.proxier.addresses, h.proxier.probe = FakeAddresses(), FakeProbe()
+    h.proxier.addresses, h.proxier.probe, h.proxier.recorder = FakeAddresses(), FakeProbe(), FakeRecorder()
     ip = "172.30.0.200"
     # Make n1 (this node) the second choice: it announces only while the first is gone.
     other = next(n for n in (f"n{i}" for i in range(2, 50)) if announcing_node(ip, {"n1", n}) == n)
@@ -361,5 +369,7 @@ async def test_the_announcing_node_holds_the_address_and_gives_it_up_when_a_peer
         h.proxier._dirty.set()
         await wait_until(lambda: addresses.held == {ip})
         assert addresses.calls[-1] == ({ip}, True)
+        assert h.proxier.recorder.events[-1] == ("Service/web", "Normal", "nodeAssigned",
+                                                 'announcing from node "n1" with protocol "layer2"')
     finally:
         await h.stop()
