@@ -124,6 +124,13 @@ def test_addresses_from_the_pool_answer_from_the_host(lab: Lab):
     pod, client = wait_for(lambda: _try(who, cluster), 20, "who-cluster answering")
     assert pod in pods and client != gateway
     [node] = holders(lab, local)
+
+    def assigned() -> list[str]:
+        items = lab.json("get", "events", "--field-selector", "involvedObject.name=who-local")["items"]
+        return [e["message"] for e in items if e["reason"] == "nodeAssigned"]
+
+    assert f'announcing from node "{lab.node_netns(node)}" with protocol "layer2"' in \
+        wait_for(assigned, 20, "the nodeAssigned event")
     pod, client = wait_for(lambda: _try(who, local), 20, "who-local answering")
     assert client == gateway, f"externalTrafficPolicy Local must keep the client's address, pod saw {client}"
     assert pods[pod] == lab.node_netns(node)
