@@ -77,7 +77,13 @@ class HealthServer:
         await self._runner.setup()
         if self.healthz_port:
             site = web.TCPSite(self._runner, self.bind, self.healthz_port, reuse_address=True)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as e:
+                # Services must still be proxied; only this node's part in load balancing suffers
+                # (peers will not see it live, so it is not chosen to announce addresses).
+                log.error("healthz not served address=%s:%d err=%s", self.bind, self.healthz_port, e)
+                return
             self._sites[self.healthz_port] = site
 
     async def stop(self) -> None:

@@ -170,3 +170,20 @@ def test_node_addresses_hold_exactly_the_wanted_32s(netns):
     shown = subprocess.run(["ip", "-n", netns, "-4", "-o", "addr", "show", "dev", "eth0"], capture_output=True,
                            text=True, check=True).stdout
     assert "192.0.2.11/24" in shown and "/32" not in shown  # the node's own address is never touched
+
+
+async def test_a_taken_healthz_port_is_logged_not_fatal(caplog):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        srv = HealthServer(bind="127.0.0.1", healthz_port=taken.getsockname()[1])
+        await srv.start()
+        try:
+            assert "healthz not served" in caplog.text
+            hc = _free_port()
+            await srv.sync_services({hc: ("ns", "web", 1)})  # the health-check ports still work
+            srv.last_synced = srv.clock()
+            import asyncio
+            assert (await asyncio.to_thread(_get, hc))[0] == 200
+        finally:
+            await srv.stop()
