@@ -104,6 +104,10 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-cidr-mask-size", type=int, default=24)
     p.add_argument("--controllers", default="*", help="comma list: * for all, -name to disable one")
     p.add_argument("--concurrent-syncs", type=int, default=4)
+    p.add_argument("--load-balancer-ip-range", "--lb-pool", dest="load_balancer_ip_range", default="",
+                   metavar="A-B|CIDR[,...]",
+                   help="addresses for type: LoadBalancer Services (one node answers ARP for each); "
+                        "none by default: such Services stay pending with an AllocationFailed event")
 
 
 def controller_config(args: argparse.Namespace):  # -> ControllerConfig
@@ -116,6 +120,7 @@ def controller_config(args: argparse.Namespace):  # -> ControllerConfig
         cluster_cidr=args.cluster_cidr, node_cidr_mask_size=args.node_cidr_mask_size,
         concurrent_syncs=args.concurrent_syncs, controllers=[c.strip() for c in args.controllers.split(",") if c.strip()],
         use_service_account_credentials=getattr(args, "use_service_account_credentials", False),
+        load_balancer_ip_range=args.load_balancer_ip_range,
     )
 
 
@@ -185,9 +190,12 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 def cmd_controller_manager(args: argparse.Namespace) -> int:
     from kubepy.controllers.manager import enabled_controllers, run_controller_manager
 
+    from kubepy.controllers.servicelb import parse_pool
+
     config = controller_config(args)
     try:
         enabled_controllers(config.controllers)
+        parse_pool(config.load_balancer_ip_range)
     except ValueError as e:
         print(f"kubepy controller-manager: {e}", file=sys.stderr)
         return 2
@@ -275,6 +283,14 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         sched += ["--config", str(args.scheduler_config.resolve())]
+    if args.load_balancer_ip_range:
+        from kubepy.controllers.servicelb import parse_pool
+
+        try:  # refuse now rather than have the supervisor restart a controller manager that cannot start
+            parse_pool(args.load_balancer_ip_range)
+        except ValueError as e:
+            print(f"kubepy controlplane: --load-balancer-ip-range: {e}", file=sys.stderr)
+            return 2
     cm = ["--log-level", args.log_level, "controller-manager", "--kubeconfig", cm_kubeconfig,
           "--node-monitor-grace-period", str(args.node_monitor_grace_period),
           "--node-monitor-period", str(args.node_monitor_period),
@@ -283,6 +299,8 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
           "--cluster-cidr", args.cluster_cidr, "--node-cidr-mask-size", str(args.node_cidr_mask_size),
           "--controllers", args.controllers, "--concurrent-syncs", str(args.concurrent_syncs),
           "--use-service-account-credentials"]
+    if args.load_balancer_ip_range:
+        cm += ["--load-balancer-ip-range", args.load_balancer_ip_range]
     election = []   # the scheduler and the controller manager elect their leaders alike
     if args.leader_elect:
         election.append("--leader-elect")
@@ -313,7 +331,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     config = ProxyConfig(kubeconfig=str(args.kubeconfig), hostname_override=args.hostname_override or socket.gethostname(),
                          node_ips=args.node_ip or [], cluster_cidr=args.cluster_cidr,
                          service_cidr=args.service_cluster_ip_range, bridge=args.bridge,
-                         masquerade_pod_egress=not args.no_masquerade_pod_egress)
+                         masquerade_pod_egress=not args.no_masquerade_pod_egress, healthz_port=args.healthz_port)
     return _run_async(run_proxy(config))
 
 
@@ -438,8 +456,16 @@ def cmd_etcd_snapshot_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if args.lb_range:
+        from kubepy.controllers.servicelb import parse_pool
+
+        try:
+            parse_pool(args.lb_range)
+        except ValueError as e:
+            print(f"kubepy up: --lb-range: {e}", file=sys.stderr)
+            return 2
     return _cluster(args).up(nodes=args.nodes, port=args.port, store=args.store, subnet=args.node_subnet,
-                             zones=args.zones, region=args.region)
+                             zones=args.zones, region=args.region, lb_range=args.lb_range)
 
 
 def cmd_lab_supervise(args: argparse.Namespace) -> int:
@@ -514,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bridge", default="cni0", help="the pod bridge (hairpin mode is kept on its ports)")
     p.add_argument("--no-masquerade-pod-egress", action="store_true",
                    help="don't masquerade pod traffic that leaves the cluster CIDR")
+    p.add_argument("--healthz-port", type=int, default=10256,
+                   help="port of /healthz on every address (peers probe it to pick who announces "
+                        "load-balancer addresses; 0: none)")
     p.add_argument("--cleanup", action="store_true", help="remove every rule kube-proxy made, then exit")
     p.set_defaults(func=cmd_proxy)
 
@@ -577,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "node 2 in B, …) so zone spreading can be tried on one host; every node always carries "
                         "kubernetes.io/hostname")
     p.add_argument("--region", default=None, help="label every node topology.kubernetes.io/region=REGION")
+    p.add_argument("--lb-range", default=None, metavar="A-B",
+                   help="addresses for LoadBalancer Services (default: .200-.219 of the node subnet)")
     lab("down", "stop a lab cluster and remove everything it made", cmd_down)
     lab("status", "health of a lab cluster's components", cmd_status)
     lab("kubeconfig", "print the path of a lab cluster's admin kubeconfig", cmd_kubeconfig)

@@ -13,6 +13,7 @@
 #   KUBEPY_API_PORT         default 6443
 #   KUBEPY_NODES            name=ip,... of every VM (for /etc/hosts)
 #   KUBEPY_INSTALL          auto (default) | online | offline
+#   KUBEPY_LB_RANGE         LoadBalancer addresses A.B.C.D-A.B.C.E (control plane; default A.B.C.200-A.B.C.219)
 #       online:  missing packages from the distribution (apt), kubepy from the
 #                synced source and its dependencies from PyPI;
 #       offline: packages must already be in the box (vagrant/build-box), kubepy
@@ -158,6 +159,8 @@ topology=""
 [ -z "${KUBEPY_ZONE:-}" ] || topology="topology.kubernetes.io/zone=$KUBEPY_ZONE"
 [ -z "${KUBEPY_REGION:-}" ] || topology="${topology:+$topology,}topology.kubernetes.io/region=$KUBEPY_REGION"
 extra_kubelet="${topology:+--node-labels $topology}"
+LB_RANGE=${KUBEPY_LB_RANGE:-$SUBNET.200-$SUBNET.219}
+[[ $LB_RANGE =~ ^[0-9.]+-[0-9.]+$ ]] || die "KUBEPY_LB_RANGE must look like $SUBNET.200-$SUBNET.219, not $LB_RANGE"
 if write_file "$ENV_FILE" 0644 <<EOF; then touch "$RESTART_MARK"; fi
 # Written by kubepy's vagrant/common.sh; read by the kubepy-* systemd units.
 # Every daemon uses the private-network address, never eth0's.
@@ -168,7 +171,7 @@ NODE_ROLE="$ROLE"
 CONTROLPLANE_IP="$CONTROLPLANE_IP"
 API_PORT="$API_PORT"
 API_SERVER="https://$CONTROLPLANE_IP:$API_PORT"
-CONTROLPLANE_EXTRA_ARGS=""
+CONTROLPLANE_EXTRA_ARGS="--load-balancer-ip-range $LB_RANGE"
 KUBELET_EXTRA_ARGS="$extra_kubelet"
 PROXY_EXTRA_ARGS=""
 NETPOL_EXTRA_ARGS=""

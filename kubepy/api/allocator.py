@@ -1,4 +1,4 @@
-"""ClusterIP and NodePort allocation for Services, without collisions.
+"""ClusterIP, NodePort and healthCheckNodePort allocation for Services, without collisions.
 
 State is derived from the stored Services: rebuilt from a list at start
 and kept current from the server's own writes and the services watch, so
@@ -72,6 +72,9 @@ class ServiceAllocator:
         if spec.get("clusterIP"):
             spec["clusterIPs"] = [spec["clusterIP"]]
         wants_node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
+        # allocateLoadBalancerNodePorts: false keeps the nodePorts a client gave, allocates none.
+        picks_node_ports = wants_node_ports and not (spec.get("type") == "LoadBalancer"
+                                                     and spec.get("allocateLoadBalancerNodePorts") is False)
         old_ports = {(p.get("protocol", "TCP"), p.get("port")): p.get("nodePort")
                      for p in old_spec.get("ports") or [] if p.get("nodePort")}
         taken_here: set[tuple[str, int]] = set()
@@ -83,10 +86,23 @@ class ServiceAllocator:
             np = port.get("nodePort") or old_ports.get((proto, port.get("port")))
             if np:
                 self._claim_port(key, proto, int(np), f"spec.ports[{i}].nodePort", taken_here)
-            else:
+            elif picks_node_ports:
                 np = self._pick_port(proto, taken_here)
+            else:
+                continue
             port["nodePort"] = int(np)
             taken_here.add((proto, int(np)))
+        # A LoadBalancer with externalTrafficPolicy Local gets a TCP node port on
+        # which kube-proxy says whether the node has local endpoints.
+        if spec.get("type") == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local":
+            hc = spec.get("healthCheckNodePort") or old_spec.get("healthCheckNodePort")
+            if hc:
+                self._claim_port(key, "TCP", int(hc), "spec.healthCheckNodePort", taken_here)
+            else:
+                hc = self._pick_port("TCP", taken_here)
+            spec["healthCheckNodePort"] = int(hc)
+        else:
+            spec.pop("healthCheckNodePort", None)
 
     def _claim_ip(self, key: str, ip: str) -> None:
         try:
@@ -139,4 +155,6 @@ def _held(svc: dict[str, Any]) -> tuple[set[str], set[tuple[str, int]]]:
     spec = svc.get("spec") or {}
     ips = {ip for ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]) if ip and ip != "None"}
     ports = {(p.get("protocol", "TCP"), int(p["nodePort"])) for p in spec.get("ports") or [] if p.get("nodePort")}
+    if spec.get("healthCheckNodePort"):
+        ports.add(("TCP", int(spec["healthCheckNodePort"])))
     return ips, ports

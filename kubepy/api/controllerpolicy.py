@@ -83,6 +83,20 @@ CONTROLLER_RULES: dict[str, list[dict[str, Any]]] = {
     "endpoint-controller": [
         _rule("list watch", C, "services pods"),
         _rule("get list watch create update delete", C, "endpoints")],
+    "endpointslice-controller": [
+        _rule("list watch", C, "services pods nodes"),
+        _rule("get list watch create update delete", "discovery.k8s.io", "endpointslices"),
+        EVENTS],
+    "endpointslicemirroring-controller": [
+        _rule("list watch", C, "services endpoints"),
+        _rule("get list watch create update delete", "discovery.k8s.io", "endpointslices"),
+        EVENTS],
+    "service-lb-controller": [
+        # one Lease per address in kube-system is how addresses are held race-free
+        _rule("list watch", C, "services"),
+        _rule("update", C, "services/status"),
+        _rule("get list watch create delete", "coordination.k8s.io", "leases"),
+        EVENTS],
     "node-controller": [  # nodelifecycle and nodeipam, as upstream
         _rule("list watch update patch", C, "nodes"),
         _rule("update", C, "nodes/status"),

@@ -131,8 +131,17 @@ def _canonical(class_name: str) -> str:
     m = _CLASS_RE.match(class_name)
     if not m:  # pragma: no cover - all served models match
         raise ValueError(f"unexpected model class name {class_name!r}")
-    version, short = m.group(2).lower(), m.group(3)
-    pkg = _package_of(short, m.group(1) or "")
+    prefix, version, short = m.group(1) or "", m.group(2).lower(), m.group(3)
+    if prefix and short not in _PKG_BY_TYPE:
+        # The client prefixes a model with its group where two API packages share the
+        # short name (CoreV1EndpointPort / DiscoveryV1EndpointPort, AdmissionregistrationV1 /
+        # ApiextensionsV1WebhookClientConfig): that group's kinds claim it, else the prefix
+        # names the package.
+        pkg = _package_of(short, prefix) if prefix.lower() != "core" else None
+        if pkg is None:
+            pkg = f"io.k8s.api.{prefix.lower()}.{version}"
+    else:
+        pkg = _package_of(short)
     if pkg is None:
         pkg = f"io.k8s.api.core.{version}"
     return f"{pkg}.{short}"

@@ -31,6 +31,7 @@ class ControllerConfig:
     cluster_cidr: str = "10.244.0.0/16"
     node_cidr_mask_size: int = 24
     concurrent_syncs: int = 4
+    load_balancer_ip_range: str = ""  # the LoadBalancer address pool ("A-B", CIDRs, comma list); "" none
     controllers: list[str] = field(default_factory=lambda: ["*"])
     use_service_account_credentials: bool = False
 

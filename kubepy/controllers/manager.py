@@ -30,6 +30,8 @@ CONTROLLERS = {
     "deployment": "kubepy.controllers.deployment:DeploymentController",
     "daemonset": "kubepy.controllers.daemonset:DaemonSetController",
     "endpoint": "kubepy.controllers.endpoints:EndpointsController",
+    "endpointslice": "kubepy.controllers.endpointslice:EndpointSliceController",
+    "endpointslicemirroring": "kubepy.controllers.endpointslicemirroring:EndpointSliceMirroringController",
     "nodelifecycle": "kubepy.controllers.nodelifecycle:NodeLifecycleController",
     "nodeipam": "kubepy.controllers.nodeipam:NodeIpamController",
     "garbagecollector": "kubepy.controllers.garbagecollector:GarbageCollector",
@@ -47,6 +49,7 @@ CONTROLLERS = {
     "pvc-protection": "kubepy.controllers.volumeprotection:PVCProtectionController",
     "pv-protection": "kubepy.controllers.volumeprotection:PVProtectionController",
     "clusterrole-aggregation": "kubepy.controllers.clusterroleaggregation:ClusterRoleAggregationController",
+    "service-lb": "kubepy.controllers.servicelb:ServiceLBController",
 }
 
 # controller -> the ServiceAccount (kube-system) it runs as: upstream's names.
@@ -72,6 +75,9 @@ SERVICE_ACCOUNTS = {
     "pvc-protection": "pvc-protection-controller",
     "pv-protection": "pv-protection-controller",
     "clusterrole-aggregation": "clusterrole-aggregation-controller",
+    "endpointslice": "endpointslice-controller",
+    "endpointslicemirroring": "endpointslicemirroring-controller",
+    "service-lb": "service-lb-controller",   # kubepy's (k3s: servicelb in its supervisor)
 }
 
 

@@ -2,7 +2,7 @@
 
 Layers, each importing only those above it::
 
-    records     ClusterRecords: Services + Endpoints -> answers (pure)
+    records     ClusterRecords: Services + EndpointSlices -> answers (pure)
     server      DNSServer (UDP + TCP, forwarding); run_dns: informers -> records -> server
 """
 

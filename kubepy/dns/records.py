@@ -1,4 +1,4 @@
-"""``ClusterRecords``: the cluster's DNS names, from Services and Endpoints.
+"""``ClusterRecords``: the cluster's DNS names, from Services and EndpointSlices.
 
 Pure: no sockets, no API. The semantics are CoreDNS's ``kubernetes`` plugin
 (with ``pods insecure`` and ``fallthrough in-addr.arpa ip6.arpa``)::
@@ -18,7 +18,8 @@ type is NOERROR with no answer; both carry the zone's SOA in authority.
 a reverse name of an IP we do not know - and the server forwards those.
 
 Updates are incremental: ``set_*``/``delete_*`` re-render the records of
-one Service (its own object plus its Endpoints) and swap them into the
+one Service (its own object plus its EndpointSlices, found by their
+``kubernetes.io/service-name`` label) and swap them into the
 index, so a lookup is a dict hit. Record names are kept as lowercase
 absolute text ("web.default.svc.cluster.local.").
 """
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import dns.name
@@ -47,6 +49,7 @@ import dns.rrset
 TTL = 5  # CoreDNS's default for the kubernetes plugin; also the negative TTL (SOA minimum)
 SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 7200, 1800, 86400
 REVERSE_SUFFIXES = (".in-addr.arpa.", ".ip6.arpa.")
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 IN = dns.rdataclass.IN
 A, AAAA, CNAME, NS, PTR, SOA, SRV, ANY = (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME,
@@ -69,6 +72,13 @@ def service_key(obj: dict[str, Any]) -> str:
     return f"{meta.get('namespace') or 'default'}/{meta['name']}"
 
 
+def slice_service_key(endpoint_slice: dict[str, Any]) -> str | None:
+    """"namespace/service" of an EndpointSlice, from its ``kubernetes.io/service-name`` label."""
+    meta = endpoint_slice.get("metadata") or {}
+    service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return f"{meta.get('namespace') or 'default'}/{service}" if service else None
+
+
 def is_headless(service: dict[str, Any]) -> bool:
     return (service.get("spec") or {}).get("clusterIP") == "None"
 
@@ -82,8 +92,8 @@ def reverse_name(ip: str) -> str:
     return dns.reversename.from_address(ip).to_text().lower()
 
 
-def render_service(service: dict[str, Any], endpoints: dict[str, Any] | None, *, zone: str) -> dict[str, Entry]:
-    """Every record ``service`` (with its ``endpoints``) puts in the zone,
+def render_service(service: dict[str, Any], slices: Iterable[dict[str, Any]], *, zone: str) -> dict[str, Entry]:
+    """Every record ``service`` (with its EndpointSlices) puts in the zone,
     reverse records included: name -> type -> rdatas."""
     meta, spec = service.get("metadata") or {}, service.get("spec") or {}
     base = f"{meta['name']}.{meta.get('namespace') or 'default'}.svc.{_absolute(zone)}".lower()
@@ -97,19 +107,27 @@ def render_service(service: dict[str, Any], endpoints: dict[str, Any] | None, *,
 
     srv: dict[tuple[str, str], list[tuple[int, str]]] = {}  # (port name, protocol) -> [(port, target)]
     if is_headless(service):
-        for subset in (endpoints or {}).get("subsets") or []:
-            ports = subset.get("ports") or []
-            for address in subset.get("addresses") or []:  # ready ones only
-                ip = _ip(address.get("ip"))
-                if ip is None:
-                    continue
-                host = f"{(address.get('hostname') or dashed(str(ip))).lower()}.{base}"
-                _add(out, base, _address(ip))
-                _add(out, host, _address(ip))
-                _add(out, reverse_name(str(ip)), _ptr(host))
-                for port in ports:
-                    srv.setdefault((port.get("name") or "", port.get("protocol") or "TCP"), []).append(
-                        (int(port["port"]), host))
+        seen: set[tuple[str, str]] = set()  # an endpoint moving between slices is listed twice for a moment
+        for s in slices:
+            ports = s.get("ports") or []
+            for endpoint in s.get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready") is False:
+                    continue  # ready nil means ready (discovery/v1)
+                for text in endpoint.get("addresses") or []:
+                    ip = _ip(text)
+                    if ip is None:
+                        continue
+                    host = f"{(endpoint.get('hostname') or dashed(str(ip))).lower()}.{base}"
+                    if (str(ip), host) in seen:
+                        continue
+                    seen.add((str(ip), host))
+                    _add(out, base, _address(ip))
+                    _add(out, host, _address(ip))
+                    _add(out, reverse_name(str(ip)), _ptr(host))
+                    for port in ports:
+                        if port.get("port") is not None:
+                            srv.setdefault((port.get("name") or "", port.get("protocol") or "TCP"), []).append(
+                                (int(port["port"]), host))
     else:
         for text in spec.get("clusterIPs") or [spec.get("clusterIP")]:
             ip = _ip(text)
@@ -166,7 +184,7 @@ class ClusterRecords:
         self.ready = False  # set by whoever feeds it, once its informers have listed
         self.serial = 1  # bumps on every change: the SOA serial
         self._services: dict[str, dict[str, Any]] = {}
-        self._endpoints: dict[str, dict[str, Any]] = {}
+        self._slices: dict[str, dict[str, dict[str, Any]]] = {}  # service key -> slice name -> slice
         self._by_service: dict[str, dict[str, Entry]] = {}
         self._contributions: dict[str, dict[str, Entry]] = {}  # name -> service key -> its records there
         self._rrsets: dict[str, dict[dns.rdatatype.RdataType, dns.rrset.RRset]] = {}
@@ -186,14 +204,21 @@ class ClusterRecords:
         self._services.pop(key, None)
         self._rerender(key)
 
-    def set_endpoints(self, endpoints: dict[str, Any]) -> None:
-        key = service_key(endpoints)
-        self._endpoints[key] = endpoints
+    def set_endpoint_slice(self, endpoint_slice: dict[str, Any]) -> None:
+        key = slice_service_key(endpoint_slice)
+        if key is None:
+            return
+        self._slices.setdefault(key, {})[endpoint_slice["metadata"]["name"]] = endpoint_slice
         self._rerender(key)
 
-    def delete_endpoints(self, endpoints: dict[str, Any]) -> None:
-        key = service_key(endpoints)
-        self._endpoints.pop(key, None)
+    def delete_endpoint_slice(self, endpoint_slice: dict[str, Any]) -> None:
+        key = slice_service_key(endpoint_slice)
+        if key is None:
+            return
+        own = self._slices.get(key, {})
+        own.pop(endpoint_slice["metadata"]["name"], None)
+        if not own:
+            self._slices.pop(key, None)
         self._rerender(key)
 
     @property
@@ -202,7 +227,7 @@ class ClusterRecords:
 
     def _rerender(self, key: str) -> None:
         service = self._services.get(key)
-        new = render_service(service, self._endpoints.get(key), zone=self.zone) if service else {}
+        new = render_service(service, self._slices.get(key, {}).values(), zone=self.zone) if service else {}
         old = self._by_service.pop(key, {})
         if new == old:
             if new:

@@ -12,7 +12,7 @@ get an answer (no loops).
 DNS is high-volume, so nothing is logged per query: errors (rate-limited)
 and one summary line per interval with the counters.
 
-``run_dns(DNSConfig)`` is the process: services and endpoints informers
+``run_dns(DNSConfig)`` is the process: services and endpointslices informers
 (through ``kubepy.client``) feed a ``ClusterRecords``; cluster names are
 answered SERVFAIL, not NXDOMAIN, until both have listed, so no client
 caches a wrong negative answer at startup.
@@ -481,11 +481,11 @@ class DNSConfig:
     summary_interval: float = SUMMARY_INTERVAL
 
 
-def feed_records(records: ClusterRecords, *, services: Any, endpoints: Any) -> None:
-    """Wire two informers' handlers to ``records``."""
+def feed_records(records: ClusterRecords, *, services: Any, slices: Any) -> None:
+    """Wire the services and endpointslices informers' handlers to ``records``."""
     services.add_handler(records.set_service, lambda old, new: records.set_service(new), records.delete_service)
-    endpoints.add_handler(records.set_endpoints, lambda old, new: records.set_endpoints(new),
-                          records.delete_endpoints)
+    slices.add_handler(records.set_endpoint_slice, lambda old, new: records.set_endpoint_slice(new),
+                       records.delete_endpoint_slice)
 
 
 async def run_dns(config: DNSConfig) -> None:
@@ -496,11 +496,11 @@ async def run_dns(config: DNSConfig) -> None:
     server = DNSServer(records, listen=config.listen, upstreams=config.upstreams, domain=config.domain,
                        summary_interval=config.summary_interval)
     async with Client.from_kubeconfig(config.kubeconfig, user_agent="kubepy-dns") as client:
-        services, endpoints = Informer(client, "services"), Informer(client, "endpoints")
-        feed_records(records, services=services, endpoints=endpoints)
-        tasks = [asyncio.create_task(services.run()), asyncio.create_task(endpoints.run()),
+        services, slices = Informer(client, "services"), Informer(client, "endpointslices")
+        feed_records(records, services=services, slices=slices)
+        tasks = [asyncio.create_task(services.run()), asyncio.create_task(slices.run()),
                  asyncio.create_task(server.serve_forever())]
-        tasks.append(asyncio.create_task(_mark_ready(records, services, endpoints)))
+        tasks.append(asyncio.create_task(_mark_ready(records, services, slices)))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -511,9 +511,9 @@ async def run_dns(config: DNSConfig) -> None:
                     await task
 
 
-async def _mark_ready(records: ClusterRecords, services: Any, endpoints: Any) -> None:
+async def _mark_ready(records: ClusterRecords, services: Any, slices: Any) -> None:
     started = time.monotonic()
     await services.wait_synced()
-    await endpoints.wait_synced()
+    await slices.wait_synced()
     records.ready = True
     log.info("dns records synced services=%d took=%.2fs", records.service_count, time.monotonic() - started)

@@ -68,6 +68,7 @@ class ClusterState:
     store_url: str = ""     # what the API server was given
     zones: str = ""         # comma-separated: node i is in zone i mod len (topology.kubernetes.io/zone)
     region: str = ""        # topology.kubernetes.io/region of every node, when set
+    lb_range: str = ""      # LoadBalancer addresses on the node subnet ("A-B"); "" in older files: the default
 
     def node_labels(self, i: int) -> dict[str, str]:
         """The topology labels node *i* (1-based) registers with."""
@@ -94,8 +95,18 @@ class ClusterState:
         tmp.replace(path)
 
 
+def default_lb_range(subnet: str) -> str:
+    """.200-.219 of the node subnet: on the lab bridge, so the host reaches them, clear of the nodes (.11…)."""
+    import ipaddress
+
+    net = ipaddress.IPv4Network(subnet)
+    base = net.network_address
+    return f"{base + 200}-{base + 219}"
+
+
 def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None, port: int | None,
-                subnet: str | None, zones: str | None = None, region: str | None = None) -> str | None:
+                subnet: str | None, zones: str | None = None, region: str | None = None,
+                lb_range: str | None = None) -> str | None:
     """Why ``up`` with these flags can't repair (or grow) ``existing`` (None: it can); flags left unset match."""
     flag = "" if existing.name == DEFAULT_NAME else f" --name {existing.name}"
     differ = []
@@ -112,6 +123,8 @@ def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None,
         differ.append(f"zones {existing.zones or '(none)'}, not --zones {zones}")
     if region is not None and region != existing.region:
         differ.append(f"region {existing.region or '(none)'}, not --region {region}")
+    if lb_range is not None and lb_range != existing.lb_range:
+        differ.append(f"load-balancer range {existing.lb_range or '(default)'}, not --lb-range {lb_range}")
     if not differ:
         return None
     return (f"cluster {existing.name!r} exists with {'; '.join(differ)}: run kubepy up{flag} without those "
@@ -196,7 +209,8 @@ class Cluster:
 
     # -- up ----------------------------------------------------------------
     def up(self, *, nodes: int | None = None, port: int | None = None, store: str | None = None,
-           subnet: str | None = None, zones: str | None = None, region: str | None = None) -> int:
+           subnet: str | None = None, zones: str | None = None, region: str | None = None,
+           lb_range: str | None = None) -> int:
         """Build a new cluster, or repair an existing one; never deletes an existing store.
 
         ``--nodes`` above an existing cluster's count adds the missing nodes (they
@@ -204,7 +218,7 @@ class Cluster:
         existing = self.state()
         if existing is not None:
             conflict = up_conflict(existing, nodes=nodes, store=store, port=port, subnet=subnet, zones=zones,
-                                   region=region)
+                                   region=region, lb_range=lb_range)
             if conflict:
                 print(f"kubepy up: {conflict}", file=sys.stderr)
                 return 1
@@ -231,7 +245,7 @@ class Cluster:
             preferred = 6443 if self.name == DEFAULT_NAME else 7000 + int(_short_hash(self.name), 16) % 2000
             state = ClusterState(self.name, port or _free_port(preferred), nodes=nodes,
                                  subnet=subnet or default_subnet(self.name), store=store or "sqlite",
-                                 zones=zones or "", region=region or "")
+                                 zones=zones or "", region=region or "", lb_range=lb_range or "")
             private_dir(self.dir)  # the store, keys, tokens and every node's credentials are below
             state.save(self.state_path)
         private_dir(self.dir)  # an older cluster's dir is narrowed too
@@ -273,7 +287,8 @@ class Cluster:
             cp_args = ["controlplane", "--data-dir", str(self.cp_dir), "--port", str(state.port),
                        "--store", state.store_url or state.store]
             if nodes:
-                cp_args += ["--advertise-address", net.gateway, "--tls-san", net.gateway]
+                cp_args += ["--advertise-address", net.gateway, "--tls-san", net.gateway,
+                            "--load-balancer-ip-range", state.lb_range or default_lb_range(net.subnet)]
             self._run(self._daemon("controlplane", cp_args, kill_group=False))
             self._wait_ready(state, "controlplane")
         for i in range(1, nodes + 1):
@@ -541,6 +556,8 @@ class Cluster:
         print(f"  try:        kubepy kubectl{flag} get nodes -o wide")
         print(f"          or: KUBECONFIG={self.kubeconfig} kubectl get nodes -o wide")
         print(f"  logs:       {self.logs}/")
+        if state.nodes:
+            print(f"  load balancers: {state.lb_range or default_lb_range(self.network(state).subnet)}")
 
     def _kubectl_out(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([_kubectl_binary(), "--kubeconfig", str(self.kubeconfig), *args], input=input,

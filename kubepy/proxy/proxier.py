@@ -1,6 +1,6 @@
-"""The proxier: Services and Endpoints of the cluster → this node's iptables, kept in step.
+"""The proxier: Services and EndpointSlices of the cluster → this node's iptables, kept in step.
 
-Three informers (services, endpoints, nodes) feed caches; their handlers only note
+Three informers (services, endpointslices, nodes) feed caches; their handlers only note
 that something changed and set a dirty flag. One runner owns every sync:
 it waits for the flag (or ``sync_period``), never starts two syncs closer
 than ``min_sync_period`` (a burst of changes becomes one sync), builds the
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -31,7 +32,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from kubepy.client import Client, Informer, object_key
+from kubepy.client import Client, EventRecorder, Informer, object_key
+from kubepy.proxy.announce import (
+    NodeAddresses,
+    PeerProbe,
+    desired_addresses,
+    endpoint_nodes,
+    internal_ip,
+    live_nodes,
+)
+from kubepy.proxy.healthcheck import HealthServer, local_endpoint_counts
 from kubepy.proxy.iptables import IPTables, RealIPTables, parse_state
 from kubepy.proxy.netlink import NodeNetlink, UDPFlow
 from kubepy.proxy.routes import NodeRoutes, desired_routes
@@ -59,6 +69,10 @@ log = logging.getLogger(__name__)
 
 class Routes(Protocol):
     def sync(self, wanted: dict[str, str]) -> tuple[int, int]: ...
+
+
+class Addresses(Protocol):
+    def sync(self, wanted: set[str], *, reannounce: bool = False) -> tuple[list[str], list[str]]: ...
 
 
 class Netlink(Protocol):
@@ -108,7 +122,9 @@ class Proxier:
     def __init__(self, client: Any, *, node_name: str, node_ips: list[str], cluster_cidr: str, service_cidr: str,
                  bridge: str, min_sync_period: float = 1.0, sync_period: float = 30.0,
                  iptables: IPTables | None = None, netlink: Netlink | None = None,
-                 routes: Routes | None = None, masquerade_pod_egress: bool = False) -> None:
+                 routes: Routes | None = None, masquerade_pod_egress: bool = False,
+                 health: HealthServer | None = None, addresses: Addresses | None = None,
+                 probe: PeerProbe | None = None, recorder: Any = None) -> None:
         self.node_name = node_name
         self.node_ips = list(node_ips)
         self.config = NodeConfig(cluster_cidr=cluster_cidr,
@@ -119,10 +135,19 @@ class Proxier:
         self.netlink: Netlink = netlink if netlink is not None else NodeNetlink(bridge=bridge,
                                                                                 service_cidr=service_cidr)
         self.routes: Routes = routes if routes is not None else NodeRoutes()
+        # Load-balancer duties (run_proxy gives all three; a proxier without them announces nothing):
+        # health answers, the announced /32s, and which peers' proxies answer.
+        self.health = health
+        self.addresses = addresses
+        self.probe = probe
+        self.recorder = recorder  # an EventRecorder: "nodeAssigned" on a Service whose address this node took
+        self.announced: set[str] = set()
+        self._live: set[str] = set()  # the live nodes the last announcement was decided with
+        self._announce_failed = False
         self.services = Informer(client, "services")
-        self.endpoints = Informer(client, "endpoints")
+        self.slices = Informer(client, "endpointslices")
         self.nodes = Informer(client, "nodes")
-        for informer in (self.services, self.endpoints):
+        for informer in (self.services, self.slices):
             informer.add_handler(self._on_change, lambda _old, new: self._on_change(new), self._on_change)
         self.nodes.add_handler(self._on_node, lambda _old, new: self._on_node(new), self._on_node)
         self._nodes_dirty = True
@@ -148,9 +173,13 @@ class Proxier:
     async def run(self) -> None:
         """Informers, then the sync runner, until cancelled."""
         tasks = [asyncio.create_task(i.run(), name=f"proxy-informer-{i.resource}")
-                 for i in (self.services, self.endpoints, self.nodes)]
+                 for i in (self.services, self.slices, self.nodes)]
+        if self.probe is not None:
+            tasks.append(asyncio.create_task(self.probe.run(self._dirty.set), name="proxy-peer-probe"))
+        if self.health is not None:
+            await self.health.start()
         try:
-            for informer in (self.services, self.endpoints, self.nodes):
+            for informer in (self.services, self.slices, self.nodes):
                 await informer.wait_synced()
             log.info("proxy caches synced node=%s node_ips=%s", self.node_name, ",".join(self.node_ips))
             await self.sync_loop()
@@ -160,6 +189,8 @@ class Proxier:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            if self.health is not None:
+                await self.health.stop()
 
     async def sync_loop(self) -> None:
         self._dirty.set()
@@ -182,7 +213,7 @@ class Proxier:
         start = time.monotonic()
         self._last_sync = start
         pending, self._pending = self._pending, set()
-        ports = service_ports(self.services.cache.list(), self.endpoints.cache.list())
+        ports = service_ports(self.services.cache.list(), self.slices.cache.list(), node_name=self.node_name)
         full = self._need_full or self._applied is None
         if full or self._nodes_dirty:
             await self._sync_routes()
@@ -193,6 +224,7 @@ class Proxier:
                 assert self._applied is not None
                 changed = changed_ports(self._applied, ports)
                 if not changed:
+                    await self._load_balancing(ports)
                     return True
                 ruleset = render_partial(ports, self.config, changed, previous_chains=self._chains)
             await self.iptables.restore(ruleset.text)
@@ -206,12 +238,59 @@ class Proxier:
         flows = stale_udp_flows(self._applied or {}, ports)
         self._applied, self._chains = ports, ruleset.nat_chains
         self._need_full = False
-        self.syncs += 1
         if full:
             self._last_full = start
         await self._after_apply(full, flows)
+        await self._load_balancing(ports)
+        self.syncs += 1  # counted once the whole sync is done (tests wait on it)
         self._log(full, ports, ruleset, pending, start)
         return True
+
+    async def _load_balancing(self, ports: dict[str, ServicePort]) -> None:
+        """Health answers, then the load-balancer addresses this node announces (``announce``)."""
+        if self.health is not None:
+            self.health.last_synced = time.time()
+            await self.health.sync_services(local_endpoint_counts(ports))
+        if self.addresses is None or self.probe is None:
+            return
+        nodes = self.nodes.cache.list()
+        self.probe.set_peers({n["metadata"]["name"]: ip for n in nodes
+                              if n["metadata"]["name"] != self.node_name and (ip := internal_ip(n))})
+        if not self.probe.rounds:
+            return  # not knowing which peers live yet, this node could claim what another holds
+        live = live_nodes(nodes, self.probe.answering(), self.node_name)
+        owners = desired_addresses(ports, endpoint_nodes(self.slices.cache.list()), live)
+        mine = {ip for ip, node in owners.items() if node == self.node_name}
+        # Peers came or went: neighbours may have cached another node's MAC for our addresses
+        # (one that held them while this node was unreachable), so they are announced again.
+        reannounce = live != self._live and bool(mine)
+        if mine == self.announced and not reannounce and not self._need_full and not self._announce_failed:
+            return
+        try:
+            added, removed = await asyncio.to_thread(functools.partial(self.addresses.sync, mine,
+                                                                       reannounce=reannounce))
+        except Exception as e:  # noqa: BLE001 - retried at the next sync
+            # What the kernel holds is unknown now: the next sync sets it whatever it looks like.
+            self._announce_failed = True
+            self._dirty.set()
+            log.warning("load balancer announce failed wanted=%s err=%s", ",".join(sorted(mine)) or "-", e)
+            return
+        self.announced, self._live, self._announce_failed = mine, live, False
+        if reannounce and not added:
+            log.info("load balancer addresses announced again ips=%s node=%s live=%s", ",".join(sorted(mine)),
+                     self.node_name, ",".join(sorted(live)))
+        for ip in added:
+            log.info("load balancer address announced ip=%s node=%s live=%s", ip, self.node_name,
+                     ",".join(sorted(live)))
+            if self.recorder is not None:  # as MetalLB's speaker says it, so kubectl describe shows who answers
+                for svc in self.services.cache.list():
+                    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+                    if any(isinstance(i, dict) and i.get("ip") == ip for i in ingress):
+                        self.recorder.event({"apiVersion": "v1", "kind": "Service", **svc}, "Normal", "nodeAssigned",
+                                            f'announcing from node "{self.node_name}" with protocol "layer2"')
+        for ip in removed:
+            log.info("load balancer address withdrawn ip=%s node=%s now=%s", ip, self.node_name,
+                     owners.get(ip, "-"))
 
     async def _sync_routes(self) -> None:
         """Host-gw routes to the other nodes' pod CIDRs (``routes.NodeRoutes``)."""
@@ -263,6 +342,7 @@ class ProxyConfig:
     sync_period: float = 30.0
     masquerade_pod_egress: bool = False
     cleanup: bool = False
+    healthz_port: int = 10256
 
 
 async def cleanup_all(iptables: RealIPTables | None = None) -> int:
@@ -276,11 +356,18 @@ async def run_proxy(config: ProxyConfig) -> None:
         return
     async with Client.from_kubeconfig(config.kubeconfig, user_agent="kubepy-proxy") as client:
         node_ips = config.node_ips or await _node_ips(client, config.hostname_override)
+        health = HealthServer(healthz_port=config.healthz_port, max_age=2 * config.sync_period + 5)
+        recorder = EventRecorder(client, component="kube-proxy", host=config.hostname_override)
         proxier = Proxier(client, node_name=config.hostname_override, node_ips=node_ips,
                           cluster_cidr=config.cluster_cidr, service_cidr=config.service_cidr, bridge=config.bridge,
                           min_sync_period=config.min_sync_period, sync_period=config.sync_period,
-                          masquerade_pod_egress=config.masquerade_pod_egress)
-        await proxier.run()
+                          masquerade_pod_egress=config.masquerade_pod_egress, health=health,
+                          addresses=NodeAddresses(node_ips[0]) if node_ips else None,
+                          probe=PeerProbe(port=config.healthz_port), recorder=recorder)
+        try:
+            await proxier.run()
+        finally:
+            await recorder.flush()
 
 
 async def _node_ips(client: Client, node_name: str) -> list[str]:

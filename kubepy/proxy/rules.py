@@ -1,7 +1,7 @@
-"""Services and Endpoints → iptables-restore text, in kube-proxy's layout (pure).
+"""Services and EndpointSlices → iptables-restore text, in kube-proxy's layout (pure).
 
 Nothing here runs a command: ``service_ports`` turns core/v1 Services and
-Endpoints (raw JSON) into ``ServicePort`` models, ``render_full`` and
+discovery/v1 EndpointSlices (raw JSON) into ``ServicePort`` models, ``render_full`` and
 ``render_partial`` turn those into one ``iptables-restore --noflush``
 payload. The iptables adapter applies it; the proxier decides which to call.
 
@@ -55,6 +55,8 @@ __all__ = [
     "render_full",
     "render_partial",
     "service_ports",
+    "slices_by_service",
+    "usable_endpoints",
 ]
 
 # -- names --------------------------------------------------------------------
@@ -67,6 +69,7 @@ KUBE_FORWARD = "KUBE-FORWARD"
 EGRESS_CHAIN = "KUBEPY-EGRESS"
 SVC_PREFIX = "KUBE-SVC-"
 EXT_PREFIX = "KUBE-EXT-"
+SVL_PREFIX = "KUBE-SVL-"
 SEP_PREFIX = "KUBE-SEP-"
 OUR_PREFIXES = ("KUBE-", "KUBEPY-")
 MASQ_MARK = "0x4000"
@@ -136,6 +139,12 @@ class ServicePort:
     node_port: int | None = None
     affinity_timeout: int | None = None  # seconds when sessionAffinity is ClientIP
     endpoints: tuple[Endpoint, ...] = ()
+    load_balancer_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress[].ip
+    external_ips: tuple[str, ...] = ()  # spec.externalIPs
+    external_local: bool = False  # externalTrafficPolicy Local: external traffic to this node's endpoints only
+    internal_local: bool = False  # internalTrafficPolicy Local: cluster-IP traffic to this node's endpoints only
+    local_endpoints: tuple[Endpoint, ...] = ()  # the endpoints on this node (for either Local policy)
+    health_check_node_port: int | None = None
 
     @property
     def key(self) -> str:
@@ -155,6 +164,24 @@ class ServicePort:
     def ext_chain(self) -> str:
         return EXT_PREFIX + port_proto_hash(self.key + self.protocol)
 
+    @property
+    def svl_chain(self) -> str:
+        return SVL_PREFIX + port_proto_hash(self.key + self.protocol)
+
+    @property
+    def has_external(self) -> bool:
+        """Reachable from outside the cluster: a NodePort, a load-balancer or an external IP."""
+        return bool(self.node_port or self.load_balancer_ips or self.external_ips)
+
+    @property
+    def uses_local_chain(self) -> bool:
+        return self.internal_local or (self.external_local and self.has_external)
+
+    @property
+    def internal_endpoints(self) -> tuple[Endpoint, ...]:
+        """Where cluster-IP traffic may go: every endpoint, or with ``internal_local`` this node's only."""
+        return self.local_endpoints if self.internal_local else self.endpoints
+
     def sep_chain(self, ep: Endpoint) -> str:
         return SEP_PREFIX + port_proto_hash(self.key + self.protocol + str(ep))
 
@@ -163,8 +190,10 @@ class ServicePort:
         if not self.endpoints:
             return []
         names = [self.svc_chain]
-        if self.node_port:
+        if self.has_external:
             names.append(self.ext_chain)
+        if self.uses_local_chain:
+            names.append(self.svl_chain)
         names.extend(self.sep_chain(ep) for ep in self.endpoints)
         return names
 
@@ -194,16 +223,32 @@ class Ruleset:
 
 
 # -- Kubernetes JSON → model --------------------------------------------------
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def slices_by_service(slices: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """IPv4 EndpointSlices grouped by "namespace/service" (their ``kubernetes.io/service-name`` label)."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for s in slices:
+        meta = s.get("metadata") or {}
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if service and s.get("addressType") == "IPv4":
+            out.setdefault(f"{meta.get('namespace') or 'default'}/{service}", []).append(s)
+    return out
+
+
 def service_ports(services: Iterable[Mapping[str, Any]],
-                  endpoints: Iterable[Mapping[str, Any]]) -> dict[str, ServicePort]:
-    """Every proxied service port by ``key|protocol``.
+                  slices: Iterable[Mapping[str, Any]], *, node_name: str = "") -> dict[str, ServicePort]:
+    """Every proxied service port by ``key|protocol``, its endpoints from the Service's EndpointSlices.
 
     Skipped, as kube-proxy does: ExternalName, headless (clusterIP None) and
-    IPv6 cluster IPs. Endpoint ports are matched by name (the Endpoints
-    controller names them after the service port, already resolving named
-    target ports to numbers) and protocol; only ready addresses count.
+    IPv6 cluster IPs. Slice ports are matched by name (the controllers name
+    them after the service port, already resolving named target ports to
+    numbers) and protocol; which endpoints are used is ``usable_endpoints``.
+    ``node_name`` is this node: its endpoints are the ones external traffic of
+    an ``externalTrafficPolicy: Local`` Service may reach.
     """
-    eps_by_key = {_meta_key(e): e for e in endpoints}
+    by_service = slices_by_service(slices)
     out: dict[str, ServicePort] = {}
     for svc in services:
         spec = svc.get("spec") or {}
@@ -222,7 +267,14 @@ def service_ports(services: Iterable[Mapping[str, Any]],
             cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
             affinity = int(cfg.get("timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT)
         has_node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
-        subsets = (eps_by_key.get(f"{ns}/{name}") or {}).get("subsets") or []
+        own_slices = by_service.get(f"{ns}/{name}") or []
+        lb_ips = tuple(sorted({_ipv4(i.get("ip")) for i in ((svc.get("status") or {}).get("loadBalancer") or {})
+                               .get("ingress") or [] if isinstance(i, dict)} - {""}
+                              )) if spec.get("type") == "LoadBalancer" else ()
+        external_ips = tuple(sorted({_ipv4(ip) for ip in spec.get("externalIPs") or []} - {""}))
+        external_local = spec.get("externalTrafficPolicy") == "Local" and (has_node_ports or bool(lb_ips))
+        internal_local = spec.get("internalTrafficPolicy") == "Local"
+        hc_port = int(spec["healthCheckNodePort"]) if external_local and spec.get("healthCheckNodePort") else None
         for p in spec.get("ports") or []:
             proto = PROTOCOLS.get(p.get("protocol") or "TCP")
             if proto is None:
@@ -231,28 +283,49 @@ def service_ports(services: Iterable[Mapping[str, Any]],
             sp = ServicePort(
                 namespace=ns, name=name, port_name=port_name, protocol=proto, cluster_ip=cluster_ip,
                 port=int(p["port"]), node_port=int(p["nodePort"]) if has_node_ports and p.get("nodePort") else None,
-                affinity_timeout=affinity, endpoints=_ready_endpoints(subsets, port_name, proto))
+                affinity_timeout=affinity, endpoints=usable_endpoints(own_slices, port_name, proto),
+                load_balancer_ips=lb_ips, external_ips=external_ips, external_local=external_local,
+                internal_local=internal_local,
+                local_endpoints=usable_endpoints(own_slices, port_name, proto, node_name=node_name)
+                if external_local or internal_local else (),
+                health_check_node_port=hc_port)
             out[f"{sp.key}|{proto}"] = sp
     return out
 
 
-def _ready_endpoints(subsets: list[dict[str, Any]], port_name: str, proto: str) -> tuple[Endpoint, ...]:
-    found: set[Endpoint] = set()
-    for subset in subsets:
-        for ep_port in subset.get("ports") or []:
-            if (ep_port.get("name") or "") != port_name:
-                continue
-            if PROTOCOLS.get(ep_port.get("protocol") or "TCP") != proto:
-                continue
-            for addr in subset.get("addresses") or []:
-                if addr.get("ip"):
-                    found.add(Endpoint(addr["ip"], int(ep_port["port"])))
-    return tuple(sorted(found, key=lambda e: (ipaddress.ip_address(e.ip), e.port)))
+def _ipv4(text: Any) -> str:
+    try:
+        return str(text) if ipaddress.ip_address(str(text)).version == 4 else ""
+    except ValueError:
+        return ""
 
 
-def _meta_key(obj: Mapping[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+def usable_endpoints(slices: Iterable[Mapping[str, Any]], port_name: str, proto: str, *,
+                     node_name: str | None = None) -> tuple[Endpoint, ...]:
+    """The endpoints traffic to one service port goes to, as kube-proxy's CategorizeEndpoints:
+    the ready ones; if there are none, the ones still serving while they terminate (so a
+    rolling update or a scale to zero drains gracefully instead of refusing connections).
+    Conditions as discovery/v1 says: ready and serving nil mean true, terminating nil false.
+    With ``node_name``: only the endpoints on that node (the fallback decided among them)."""
+    ready: set[Endpoint] = set()
+    draining: set[Endpoint] = set()
+    for s in slices:
+        port = next((p for p in s.get("ports") or []
+                     if (p.get("name") or "") == port_name and PROTOCOLS.get(p.get("protocol") or "TCP") == proto
+                     and p.get("port") is not None), None)
+        if port is None:
+            continue
+        for ep in s.get("endpoints") or []:
+            addresses = ep.get("addresses") or []
+            if not addresses or (node_name is not None and ep.get("nodeName") != node_name):
+                continue
+            cond = ep.get("conditions") or {}
+            endpoint = Endpoint(addresses[0], int(port["port"]))  # kube-proxy uses the first address only
+            if cond.get("ready") is not False:
+                ready.add(endpoint)
+            elif cond.get("serving") is not False and cond.get("terminating") is True:
+                draining.add(endpoint)
+    return tuple(sorted(ready or draining, key=lambda e: (ipaddress.ip_address(e.ip), e.port)))
 
 
 # -- rendering ----------------------------------------------------------------
@@ -337,7 +410,7 @@ def _render(ports: Mapping[str, ServicePort], config: NodeConfig, *, changed: se
         t.rules["nat"].append(rule)
     _static(t, config)
 
-    stale = sorted(c for c in previous - wanted if c.startswith((SVC_PREFIX, EXT_PREFIX, SEP_PREFIX)))
+    stale = sorted(c for c in previous - wanted if c.startswith((SVC_PREFIX, EXT_PREFIX, SVL_PREFIX, SEP_PREFIX)))
     for name in stale:
         t.chain("nat", name)
         t.tail["nat"].append(f"-X {name}")
@@ -355,16 +428,37 @@ def _render(ports: Mapping[str, ServicePort], config: NodeConfig, *, changed: se
 def _dispatch(t: _Tables, sp: ServicePort, nodeport_rules: list[str]) -> None:
     """The rules in KUBE-SERVICES / KUBE-NODEPORTS / filter chains that lead to this service port."""
     proto = f"-m {sp.protocol} -p {sp.protocol}"
+    external = [(ip, "external IP") for ip in sp.external_ips] + [(ip, "loadbalancer IP")
+                                                                   for ip in sp.load_balancer_ips]
     if sp.endpoints:
-        t.add("nat", KUBE_SERVICES, f"{_comment(sp.key + ' cluster IP')} {proto} -d {sp.cluster_ip} "
-                                    f"--dport {sp.port} -j {sp.svc_chain}")
+        if sp.internal_endpoints:
+            internal = sp.svl_chain if sp.internal_local else sp.svc_chain
+            t.add("nat", KUBE_SERVICES, f"{_comment(sp.key + ' cluster IP')} {proto} -d {sp.cluster_ip} "
+                                        f"--dport {sp.port} -j {internal}")
+        else:  # internalTrafficPolicy Local on a node without endpoints of it
+            t.add("filter", KUBE_SERVICES, f"{_comment(sp.key + ' has no local endpoints')} {proto} "
+                                           f"-d {sp.cluster_ip} --dport {sp.port} -j DROP")
+        for ip, what in external:
+            t.add("nat", KUBE_SERVICES, f"{_comment(f'{sp.key} {what}')} {proto} -d {ip} --dport {sp.port} "
+                                        f"-j {sp.ext_chain}")
         if sp.node_port:
             nodeport_rules.append(f"-A {KUBE_NODEPORTS} {_comment(sp.key)} {proto} --dport {sp.node_port} "
                                   f"-j {sp.ext_chain}")
+        if sp.external_local and not sp.local_endpoints:
+            # Nowhere local to send it: dropped (the load balancer's health check steers clients elsewhere).
+            no_local = _comment(sp.key + " has no local endpoints")
+            for ip, _ in external:
+                t.add("filter", KUBE_EXTERNAL_SERVICES, f"{no_local} {proto} -d {ip} --dport {sp.port} -j DROP")
+            if sp.node_port:
+                t.add("filter", KUBE_EXTERNAL_SERVICES, f"{no_local} -m addrtype --dst-type LOCAL {proto} "
+                                                        f"--dport {sp.node_port} -j DROP")
         return
     no_eps = _comment(sp.key + " has no endpoints")
     t.add("filter", KUBE_SERVICES, f"{no_eps} {proto} -d {sp.cluster_ip} --dport {sp.port} "
                                    f"-j REJECT --reject-with icmp-port-unreachable")
+    for ip, _ in external:
+        t.add("filter", KUBE_EXTERNAL_SERVICES, f"{no_eps} {proto} -d {ip} --dport {sp.port} "
+                                                f"-j REJECT --reject-with icmp-port-unreachable")
     if sp.node_port:
         t.add("filter", KUBE_EXTERNAL_SERVICES, f"{no_eps} -m addrtype --dst-type LOCAL {proto} "
                                                 f"--dport {sp.node_port} -j REJECT --reject-with icmp-port-unreachable")
@@ -382,19 +476,25 @@ def _service_chains(t: _Tables, sp: ServicePort, config: NodeConfig) -> None:
         # Off-cluster clients (the node itself, other hosts) must see replies
         # come back through this node, so their source is rewritten.
         t.add_body(svc, f"{vip} ! -s {config.cluster_cidr} -j {KUBE_MARK_MASQ}")
-    if sp.node_port:
+    if sp.has_external:
         ext = sp.ext_chain
-        t.add_body(ext, _comment(f"masquerade traffic for {sp.key} external destinations") + f" -j {KUBE_MARK_MASQ}")
-        t.add_body(ext, f"-j {svc}")
-    n = len(sp.endpoints)
-    if sp.affinity_timeout is not None:
-        for ep in sp.endpoints:
-            sep = sp.sep_chain(ep)
-            t.add_body(svc, f"{_comment(f'{sp.key} -> {ep}')} -m recent --name {sep} --rcheck "
-                              f"--seconds {sp.affinity_timeout} --reap -j {sep}")
-    for i, ep in enumerate(sp.endpoints):
-        stat = f" -m statistic --mode random --probability {probability(n - i)}" if i < n - 1 else ""
-        t.add_body(svc, f"{_comment(f'{sp.key} -> {ep}')}{stat} -j {sp.sep_chain(ep)}")
+        if sp.external_local:
+            # kube-proxy's Local layout: pods and the node itself still reach every endpoint;
+            # outside clients only this node's, with their source address kept.
+            t.add_body(ext, _comment(f"pod traffic for {sp.key} external destinations")
+                       + f" -s {config.cluster_cidr} -j {svc}")
+            t.add_body(ext, _comment(f"masquerade LOCAL traffic for {sp.key} external destinations")
+                       + f" -m addrtype --src-type LOCAL -j {KUBE_MARK_MASQ}")
+            t.add_body(ext, _comment(f"route LOCAL traffic for {sp.key} external destinations")
+                       + f" -m addrtype --src-type LOCAL -j {svc}")
+            t.add_body(ext, f"-j {sp.svl_chain}")
+        else:
+            t.add_body(ext, _comment(f"masquerade traffic for {sp.key} external destinations")
+                       + f" -j {KUBE_MARK_MASQ}")
+            t.add_body(ext, f"-j {svc}")
+    if sp.uses_local_chain:
+        _balance(t, sp, sp.svl_chain, sp.local_endpoints)
+    _balance(t, sp, svc, sp.endpoints)
     for ep in sp.endpoints:
         sep = sp.sep_chain(ep)
         # A pod reaching itself through its Service: without SNAT its reply
@@ -402,6 +502,19 @@ def _service_chains(t: _Tables, sp: ServicePort, config: NodeConfig) -> None:
         t.add_body(sep, f"{_comment(sp.key)} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}")
         recent = f" -m recent --name {sep} --set" if sp.affinity_timeout is not None else ""
         t.add_body(sep, f"{_comment(sp.key)}{recent} {proto} -j DNAT --to-destination {ep}")
+
+
+def _balance(t: _Tables, sp: ServicePort, chain: str, endpoints: tuple[Endpoint, ...]) -> None:
+    """``chain`` spreads new connections evenly over ``endpoints`` (with ClientIP affinity first)."""
+    n = len(endpoints)
+    if sp.affinity_timeout is not None:
+        for ep in endpoints:
+            sep = sp.sep_chain(ep)
+            t.add_body(chain, f"{_comment(f'{sp.key} -> {ep}')} -m recent --name {sep} --rcheck "
+                              f"--seconds {sp.affinity_timeout} --reap -j {sep}")
+    for i, ep in enumerate(endpoints):
+        stat = f" -m statistic --mode random --probability {probability(n - i)}" if i < n - 1 else ""
+        t.add_body(chain, f"{_comment(f'{sp.key} -> {ep}')}{stat} -j {sp.sep_chain(ep)}")
 
 
 def _static(t: _Tables, config: NodeConfig) -> None:

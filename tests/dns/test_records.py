@@ -23,13 +23,17 @@ def service(name, ns="default", *, cluster_ip="10.96.0.20", ports=(("http", 80, 
     return {"metadata": {"name": name, "namespace": ns}, "spec": spec}
 
 
-def endpoints(name, ns="default", *, ready=(), not_ready=(), ports=(("http", 8080, "TCP"),)):
-    """ready/not_ready: IPs or (ip, hostname) pairs."""
-    def address(a):
-        return {"ip": a[0], "hostname": a[1]} if isinstance(a, tuple) else {"ip": a}
-    subset = {"addresses": [address(a) for a in ready], "notReadyAddresses": [address(a) for a in not_ready],
-              "ports": [{"name": n, "port": p, "protocol": proto} for n, p, proto in ports]}
-    return {"metadata": {"name": name, "namespace": ns}, "subsets": [subset]}
+def endpoints(name, ns="default", *, ready=(), not_ready=(), ports=(("http", 8080, "TCP"),), slice_name=None):
+    """The EndpointSlice of Service ``name``; ready/not_ready: IPs or (ip, hostname) pairs."""
+    def endpoint(a, is_ready):
+        ep = {"addresses": [a[0] if isinstance(a, tuple) else a], "conditions": {"ready": is_ready}}
+        if isinstance(a, tuple):
+            ep["hostname"] = a[1]
+        return ep
+    return {"metadata": {"name": slice_name or f"{name}-abcde", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "endpoints": [endpoint(a, True) for a in ready] + [endpoint(a, False) for a in not_ready],
+            "ports": [{"name": n, "port": p, "protocol": proto} for n, p, proto in ports]}
 
 
 def answer(records, qname, qtype):
@@ -46,11 +50,11 @@ def answer(records, qname, qtype):
 def records():
     r = ClusterRecords(domain="cluster.local")
     r.set_service(service("web"))
-    r.set_endpoints(endpoints("web", ready=["10.244.1.5"]))
+    r.set_endpoint_slice(endpoints("web", ready=["10.244.1.5"]))
     r.set_service(service("dnsy", "kube-system", cluster_ip="10.96.0.10",
                           ports=(("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"))))
     r.set_service(service("db", cluster_ip="None", ports=(("pg", 5432, "TCP"),)))
-    r.set_endpoints(endpoints("db", ready=[("10.244.1.7", "db-0"), "10.244.2.8"], not_ready=["10.244.3.9"],
+    r.set_endpoint_slice(endpoints("db", ready=[("10.244.1.7", "db-0"), "10.244.2.8"], not_ready=["10.244.3.9"],
                               ports=(("pg", 5432, "TCP"),)))
     r.set_service(service("ext", type_="ExternalName", cluster_ip="", external_name="example.org"))
     r.set_service(service("alias", type_="ExternalName", cluster_ip="", external_name=f"web.default.svc.{Z}"))
@@ -149,14 +153,14 @@ def test_srv_additional_addresses(records):
 
 
 def test_endpoint_changes_update_headless_answers(records):
-    records.set_endpoints(endpoints("db", ready=["10.244.2.8", "10.244.3.9"], ports=(("pg", 5432, "TCP"),)))
+    records.set_endpoint_slice(endpoints("db", ready=["10.244.2.8", "10.244.3.9"], ports=(("pg", 5432, "TCP"),)))
     assert answer(records, "db.default.svc.cluster.local", "A") == \
         ("NOERROR", ["A 10.244.2.8", "A 10.244.3.9"], [])
     assert answer(records, "db-0.db.default.svc.cluster.local", "A")[0] == "NXDOMAIN"
     assert answer(records, "7.1.244.10.in-addr.arpa", "PTR") is None
     assert answer(records, "9.3.244.10.in-addr.arpa", "PTR") == \
         ("NOERROR", ["PTR 10-244-3-9.db.default.svc.cluster.local."], [])
-    records.delete_endpoints(endpoints("db"))
+    records.delete_endpoint_slice(endpoints("db"))
     # The service still exists: its name does, with nothing to answer.
     assert answer(records, "db.default.svc.cluster.local", "A") == ("NOERROR", [], ["SOA"])
     assert answer(records, "9.3.244.10.in-addr.arpa", "PTR") is None
@@ -186,7 +190,7 @@ def test_namespace_empties_out():
 
 def test_endpoints_before_service():
     r = ClusterRecords()
-    r.set_endpoints(endpoints("late", ready=["10.244.1.1"]))
+    r.set_endpoint_slice(endpoints("late", ready=["10.244.1.1"]))
     assert answer(r, "late.default.svc.cluster.local", "A")[0] == "NXDOMAIN"
     r.set_service(service("late", cluster_ip="None"))
     assert answer(r, "late.default.svc.cluster.local", "A") == ("NOERROR", ["A 10.244.1.1"], [])
@@ -196,7 +200,7 @@ def test_shared_endpoint_ip_gets_a_ptr_per_service():
     r = ClusterRecords()
     for name in ("a", "b"):
         r.set_service(service(name, cluster_ip="None"))
-        r.set_endpoints(endpoints(name, ready=["10.244.1.1"]))
+        r.set_endpoint_slice(endpoints(name, ready=["10.244.1.1"]))
     assert answer(r, "1.1.244.10.in-addr.arpa", "PTR") == \
         ("NOERROR", ["PTR 10-244-1-1.a.default.svc.cluster.local.",
                      "PTR 10-244-1-1.b.default.svc.cluster.local."], [])
@@ -213,10 +217,26 @@ def test_other_domain():
 
 
 def test_service_without_cluster_ip_yet():
-    assert render_service(service("x", cluster_ip=""), None, zone=Z)["x.default.svc.cluster.local."].get(
+    assert render_service(service("x", cluster_ip=""), [], zone=Z)["x.default.svc.cluster.local."].get(
         dns.rdatatype.A) is None
 
 
 def test_dashed():
     assert dashed("10.244.1.5") == "10-244-1-5"
     assert dashed("fd00::1") == "fd00--1"
+
+
+def test_headless_names_come_from_every_slice_of_the_service():
+    r = ClusterRecords()
+    r.set_service(service("db", cluster_ip="None"))
+    r.set_endpoint_slice(endpoints("db", ready=[("10.244.1.7", "db-0")]))
+    r.set_endpoint_slice(endpoints("db", ready=[("10.244.2.8", "db-1"), ("10.244.1.7", "db-0")], slice_name="db-2"))
+    bare = endpoints("db", slice_name="db-3")
+    bare["endpoints"] = [{"addresses": ["10.244.3.9"]}]  # conditions unset: ready
+    r.set_endpoint_slice(bare)
+    r.set_endpoint_slice({**endpoints("other", ready=["10.244.4.4"]), "metadata": {"name": "x", "namespace": "default"}})
+    assert answer(r, "db.default.svc.cluster.local", "A") == \
+        ("NOERROR", ["A 10.244.1.7", "A 10.244.2.8", "A 10.244.3.9"], [])
+    r.delete_endpoint_slice(endpoints("db", slice_name="db-2"))
+    assert answer(r, "db.default.svc.cluster.local", "A") == ("NOERROR", ["A 10.244.1.7", "A 10.244.3.9"], [])
+    assert answer(r, "db-1.db.default.svc.cluster.local", "A")[0] == "NXDOMAIN"

@@ -86,9 +86,9 @@ def cluster_records() -> ClusterRecords:
     r = ClusterRecords()
     r.set_service(service("web", ports=(("http", 80, "TCP"),)))
     r.set_service(service("db", cluster_ip="None", ports=(("pg", 5432, "TCP"),)))
-    r.set_endpoints(endpoints("db", ready=[("10.244.1.7", "db-0")], ports=(("pg", 5432, "TCP"),)))
+    r.set_endpoint_slice(endpoints("db", ready=[("10.244.1.7", "db-0")], ports=(("pg", 5432, "TCP"),)))
     r.set_service(service("many", cluster_ip="None"))
-    r.set_endpoints(endpoints("many", ready=[f"10.244.9.{i}" for i in range(1, 101)]))
+    r.set_endpoint_slice(endpoints("many", ready=[f"10.244.9.{i}" for i in range(1, 101)]))
     r.set_service(service("ext", type_="ExternalName", cluster_ip="", external_name="www.example.com"))
     r.ready = True
     return r
@@ -374,13 +374,14 @@ async def test_run_dns_follows_the_api(apiserver, upstream):
             await client.create("services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
                                              "spec": {"clusterIP": "None", "ports": [{"name": "pg", "port": 5432}]}},
                                 namespace="default")
-            ep = await client.create("endpoints", {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "db"},
-                                                   "subsets": [{"addresses": [{"ip": "10.244.1.7"}],
-                                                                "ports": [{"name": "pg", "port": 5432}]}]},
-                                     namespace="default")
+            ep = await client.create("endpointslices", {
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "db-x1", "labels": {"kubernetes.io/service-name": "db"}},
+                "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.1.7"]}],
+                "ports": [{"name": "pg", "port": 5432}]}, namespace="default")
             await until(lambda: answers("db.default.svc.cluster.local", dns.rcode.NOERROR, ["10.244.1.7"]), 1)
-            ep["subsets"][0]["addresses"].append({"ip": "10.244.2.8"})
-            await client.update("endpoints", ep)
+            ep["endpoints"].append({"addresses": ["10.244.2.8"], "conditions": {"ready": True}})
+            await client.update("endpointslices", ep)
             took = await until(lambda: answers("db.default.svc.cluster.local", dns.rcode.NOERROR,
                                                ["10.244.1.7", "10.244.2.8"]), 1)
             print(f"endpoint change visible in DNS after {took * 1000:.0f} ms")

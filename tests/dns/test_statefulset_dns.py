@@ -1,6 +1,6 @@
 """A StatefulSet's pods by name in cluster DNS, in process: the pods the statefulset
-controller makes (hostname = pod name, subdomain = serviceName), the Endpoints the
-endpoints controller builds for their headless Service (addresses carry the hostname
+controller makes (hostname = pod name, subdomain = serviceName), the EndpointSlice the
+endpointslice controller builds for their headless Service (endpoints carry the hostname
 only when the subdomain names that Service), and the records and answers of cluster
 DNS: ``web-0.nginx.default.svc.cluster.local`` A, and SRV for each named port whose
 targets are those names."""
@@ -12,7 +12,8 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from kubepy.controllers.endpoints import build_subsets
+from kubepy.controllers.endpointslice import desired_endpoints
+from kubepy.controllers.endpointslices import port_list
 from kubepy.controllers.statefulset import new_pod
 from kubepy.dns.records import ClusterRecords
 from kubepy.dns.server import DNSServer
@@ -51,7 +52,10 @@ def headless(name: str = "nginx") -> dict:
 def cluster_records(pods: list[dict], service: dict) -> ClusterRecords:
     records = ClusterRecords(domain="cluster.local")
     records.set_service(service)
-    records.set_endpoints({"metadata": dict(service["metadata"]), "subsets": build_subsets(service, pods)})
+    for i, (ports, eps) in enumerate(desired_endpoints(service, pods).items()):
+        records.set_endpoint_slice({"metadata": {"name": f"s{i}", "namespace": "default",
+                                                 "labels": {"kubernetes.io/service-name": service["metadata"]["name"]}},
+                                    "addressType": "IPv4", "ports": port_list(ports), "endpoints": eps})
     records.ready = True
     return records
 
@@ -65,12 +69,11 @@ def texts(records: ClusterRecords, qname: str, qtype: str) -> tuple[str, list[st
 def test_endpoint_addresses_carry_the_pods_hostnames():
     sts = statefulset()
     pods = [running(new_pod(sts, sts["spec"]["template"], i, "web-1"), f"10.244.1.{10 + i}") for i in range(2)]
-    [subset] = build_subsets(headless(), pods)
-    assert [(a["ip"], a["hostname"]) for a in subset["addresses"]] == [("10.244.1.10", "web-0"),
-                                                                      ("10.244.1.11", "web-1")]
+    [eps] = desired_endpoints(headless(), pods).values()
+    assert [(e["addresses"][0], e["hostname"]) for e in eps] == [("10.244.1.10", "web-0"), ("10.244.1.11", "web-1")]
     # the same pods seen by a Service they are not the subdomain of: no hostname
-    [other] = build_subsets(headless("other"), pods)
-    assert all("hostname" not in a for a in other["addresses"])
+    [other] = desired_endpoints(headless("other"), pods).values()
+    assert all("hostname" not in e for e in other)
 
 
 def test_each_pod_has_its_own_name_and_srv_records_point_at_them():

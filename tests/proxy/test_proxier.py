@@ -57,8 +57,11 @@ def service(name: str, ip: str, *, protocol: str = "TCP", port: int = 80) -> dic
 
 
 def endpoints(name: str, *ips: str, protocol: str = "TCP", port: int = 80) -> dict[str, Any]:
-    return {"metadata": {"namespace": "ns", "name": name, "uid": name + "-ep"},
-            "subsets": [{"addresses": [{"ip": ip} for ip in ips], "ports": [{"port": port, "protocol": protocol}]}]}
+    """The one EndpointSlice of Service ``name``, all endpoints ready."""
+    return {"metadata": {"namespace": "ns", "name": name + "-abcde", "uid": name + "-ep",
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": [{"name": "", "port": port, "protocol": protocol}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips]}
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float = 3.0) -> None:
@@ -96,7 +99,7 @@ async def harness() -> AsyncIterator[Harness]:
     h = Harness()
     for i in range(3):
         h.client.seed("services", service(f"s{i}", f"10.96.0.{10 + i}"))
-        h.client.seed("endpoints", endpoints(f"s{i}", f"10.244.1.{10 + i}"))
+        h.client.seed("endpointslices", endpoints(f"s{i}", f"10.244.1.{10 + i}"))
     yield h
     await h.stop()
 
@@ -118,7 +121,7 @@ async def test_burst_of_changes_is_one_sync(harness: Harness) -> None:
     await asyncio.sleep(0.05)
     start = time.monotonic()
     for i in range(10):  # 10 changes in 100 ms
-        await harness.client.update("endpoints", endpoints("s0", f"10.244.1.{100 + i}"))
+        await harness.client.update("endpointslices", endpoints("s0", f"10.244.1.{100 + i}"))
         await asyncio.sleep(0.01)
     assert time.monotonic() - start < 0.3
     await wait_until(lambda: harness.proxier.syncs >= 2)
@@ -129,7 +132,7 @@ async def test_burst_of_changes_is_one_sync(harness: Harness) -> None:
 
 async def test_change_of_one_service_is_a_partial_sync(harness: Harness) -> None:
     await harness.start()
-    await harness.client.update("endpoints", endpoints("s1", "10.244.1.50"))
+    await harness.client.update("endpointslices", endpoints("s1", "10.244.1.50"))
     await wait_until(lambda: harness.proxier.syncs >= 2)
     payload = harness.iptables.last
     s1 = harness.proxier._applied["ns/s1|tcp"]  # type: ignore[index]
@@ -145,7 +148,7 @@ async def test_change_of_one_service_is_a_partial_sync(harness: Harness) -> None
 async def test_failed_apply_forces_a_full_resync(harness: Harness) -> None:
     await harness.start()
     harness.iptables.fail_next = 1
-    await harness.client.update("endpoints", endpoints("s2", "10.244.1.60"))
+    await harness.client.update("endpointslices", endpoints("s2", "10.244.1.60"))
     await wait_until(lambda: harness.proxier.failures == 1)
     await wait_until(lambda: harness.proxier.syncs >= 2)  # retried after min_sync_period
     assert harness.iptables.saves == 2  # the retry read the kernel again: full
@@ -175,10 +178,10 @@ async def test_no_change_no_restore(harness: Harness) -> None:
 async def test_udp_endpoint_change_deletes_conntrack_entries() -> None:
     h = Harness(min_sync_period=0.05)
     h.client.seed("services", service("dns", "10.96.0.10", protocol="UDP", port=53))
-    h.client.seed("endpoints", endpoints("dns", "10.244.1.5", protocol="UDP", port=53))
+    h.client.seed("endpointslices", endpoints("dns", "10.244.1.5", protocol="UDP", port=53))
     try:
         await h.start()
-        await h.client.update("endpoints", endpoints("dns", "10.244.1.6", protocol="UDP", port=53))
+        await h.client.update("endpointslices", endpoints("dns", "10.244.1.6", protocol="UDP", port=53))
         await wait_until(lambda: h.proxier.syncs >= 2)
         await wait_until(lambda: len(h.netlink.flows) >= 2)
         # the first sync saw the service gain endpoints; the second, 10.244.1.5 leave
@@ -279,3 +282,94 @@ async def test_node_changes_sync_host_gw_routes(harness: Harness) -> None:
     await wait_until(lambda: len(harness.routes.synced) >= 2)
     assert harness.routes.synced[-1] == {"10.244.2.0/24": "192.168.77.2"}
     assert len(harness.iptables.restores) == 1  # no service changed: no iptables work
+
+
+# -- load-balancer announcement through the proxier ------------------------------
+class FakeAddresses:
+    """Records what the proxier asked the node to hold; ``fail`` makes the next call raise."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+        self.calls: list[tuple[set[str], bool]] = []
+        self.fail = False
+
+    def sync(self, wanted: set[str], *, reannounce: bool = False) -> tuple[list[str], list[str]]:
+        self.calls.append((set(wanted), reannounce))
+        added, removed = sorted(wanted - self.held), sorted(self.held - wanted)
+        self.held = set(wanted)  # the kernel changed even if what follows fails
+        if self.fail:
+            self.fail = False
+            raise OSError(100, "Network is down")
+        return added, removed
+
+
+class FakeRecorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, str]] = []
+
+    def event(self, obj: dict[str, Any], type: str, reason: str, message: str) -> None:
+        self.events.append((f"{obj['kind']}/{obj['metadata']['name']}", type, reason, message))
+
+
+class FakeProbe:
+    def __init__(self) -> None:
+        self.rounds, self.peers, self.live = 1, {}, set()
+
+    def set_peers(self, peers: dict[str, str]) -> None:
+        self.peers = dict(peers)
+
+    def answering(self) -> set[str]:
+        return set(self.live)
+
+    async def run(self, on_change: Callable[[], None]) -> None:
+        await asyncio.Event().wait()
+
+
+def lb_node(name: str, ip: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "uid": name}, "spec": {},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+async def test_the_announcing_node_holds_the_address_and_gives_it_up_when_a_peer_comes_back() -> None:
+    from kubepy.proxy.announce import announcing_node
+
+    h = Harness(min_sync_period=0.05)
+    h.proxier.addresses, h.proxier.probe, h.proxier.recorder = FakeAddresses(), FakeProbe(), FakeRecorder()
+    ip = "172.30.0.200"
+    # Make n1 (this node) the second choice: it announces only while the first is gone.
+    other = next(n for n in (f"n{i}" for i in range(2, 50)) if announcing_node(ip, {"n1", n}) == n)
+    for name, addr in (("n1", "192.168.77.1"), (other, "192.168.77.2")):
+        h.client.seed("nodes", lb_node(name, addr))
+    svc = service("web", "10.96.0.30")
+    svc["spec"]["type"] = "LoadBalancer"
+    svc["status"] = {"loadBalancer": {"ingress": [{"ip": ip}]}}
+    h.client.seed("services", svc)
+    slice_ = endpoints("web", "10.244.1.5", "10.244.2.5")
+    slice_["endpoints"][0]["nodeName"], slice_["endpoints"][1]["nodeName"] = "n1", other
+    h.client.seed("endpointslices", slice_)
+    addresses, probe = h.proxier.addresses, h.proxier.probe
+    probe.live = {other}
+    try:
+        await h.start()
+        assert probe.peers == {other: "192.168.77.2"} and addresses.held == set()
+        # The peer stops answering: n1 takes the address, but the call fails after the kernel took it
+        # (a link that is down: the address is added, the gratuitous ARP is not sent).
+        addresses.fail = True
+        probe.live = set()
+        h.proxier._dirty.set()
+        await wait_until(lambda: addresses.held == {ip} and not addresses.fail)
+        # The peer is back before any retry succeeded: n1 must still give the address up.
+        probe.live = {other}
+        h.proxier._dirty.set()
+        await wait_until(lambda: addresses.held == set())
+        assert h.proxier.announced == set()
+        # The peer goes again: n1 takes over, and announces.
+        probe.live = set()
+        h.proxier._dirty.set()
+        await wait_until(lambda: addresses.held == {ip})
+        assert addresses.calls[-1] == ({ip}, True)
+        assert h.proxier.recorder.events[-1] == ("Service/web", "Normal", "nodeAssigned",
+                                                 'announcing from node "n1" with protocol "layer2"')
+    finally:
+        await h.stop()

@@ -33,11 +33,15 @@ def svc(name: str, ports: list[dict[str, Any]], *, type_: str = "ClusterIP", ip:
     return {"metadata": {"namespace": "ns", "name": name}, "spec": spec}
 
 
-def eps(name: str, ips: list[str], ports: list[dict[str, Any]], not_ready: list[str] = ()) -> dict[str, Any]:
-    subset: dict[str, Any] = {"addresses": [{"ip": i} for i in ips], "ports": ports}
-    if not_ready:
-        subset["notReadyAddresses"] = [{"ip": i} for i in not_ready]
-    return {"metadata": {"namespace": "ns", "name": name}, "subsets": [subset]}
+def eps(name: str, ips: list[str], ports: list[dict[str, Any]], not_ready: list[str] = (),
+        terminating: list[str] = ()) -> dict[str, Any]:
+    """One EndpointSlice of Service ``name``: ``terminating`` ones still serving."""
+    endpoints = ([{"addresses": [i], "conditions": {"ready": True, "serving": True, "terminating": False}} for i in ips]
+                 + [{"addresses": [i], "conditions": {"ready": False, "serving": False}} for i in not_ready]
+                 + [{"addresses": [i], "conditions": {"ready": False, "serving": True, "terminating": True}}
+                    for i in terminating])
+    return {"metadata": {"namespace": "ns", "name": f"{name}-x7k2p", "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": ports, "endpoints": endpoints}
 
 
 STATIC = set(render_full({}, CONFIG, kernel=JUMPED).text.splitlines())
@@ -299,3 +303,110 @@ def test_partial_render_of_a_deleted_service_deletes_its_chains() -> None:
 
 def test_endpoint_str_and_order() -> None:
     assert str(Endpoint("10.0.0.1", 80)) == "10.0.0.1:80"
+
+
+def test_terminating_endpoints_are_used_only_when_none_is_ready() -> None:
+    service = [svc("web", [{"port": 80}])]
+    both = service_ports(service, [eps("web", ["10.244.1.5"], [{"port": 80}], terminating=["10.244.1.6"])])
+    assert both["ns/web|tcp"].endpoints == (Endpoint("10.244.1.5", 80),)
+    draining = service_ports(service, [eps("web", [], [{"port": 80}], not_ready=["10.244.1.7"],
+                                           terminating=["10.244.1.6"])])
+    assert draining["ns/web|tcp"].endpoints == (Endpoint("10.244.1.6", 80),)
+    not_serving = eps("web", [], [{"port": 80}], not_ready=["10.244.1.7"])
+    assert service_ports(service, [not_serving])["ns/web|tcp"].endpoints == ()
+
+
+def test_endpoints_come_from_every_slice_of_the_service_only() -> None:
+    a = eps("web", ["10.244.1.5"], [{"port": 8080}])
+    b = eps("web", ["10.244.2.5", "10.244.1.5"], [{"port": 8080}])  # listed twice while it moves: counted once
+    b["metadata"]["name"] = "web-other"
+    other = eps("db", ["10.244.3.5"], [{"port": 8080}])
+    v6 = {**eps("web", ["fd00::5"], [{"port": 8080}]), "addressType": "IPv6"}
+    bare = eps("web", [], [{"port": 8080}])
+    bare["endpoints"] = [{"addresses": ["10.244.4.5"]}]  # conditions unset: ready
+    ports = service_ports([svc("web", [{"port": 80}])], [a, b, other, v6, bare])
+    assert ports["ns/web|tcp"].endpoints == (Endpoint("10.244.1.5", 8080), Endpoint("10.244.2.5", 8080),
+                                             Endpoint("10.244.4.5", 8080))
+
+
+# -- LoadBalancer addresses and externalTrafficPolicy ---------------------------
+def lb_svc(policy: str) -> dict[str, Any]:
+    s = svc("web", [{"name": "http", "port": 80, "nodePort": 30080}], type_="LoadBalancer")
+    s["spec"].update(externalTrafficPolicy=policy, healthCheckNodePort=31999, externalIPs=["192.0.2.9"])
+    s["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
+    return s
+
+
+def two_node_slice() -> dict[str, Any]:
+    s = eps("web", ["10.244.1.5", "10.244.2.5"], [{"name": "http", "port": 8080}])
+    s["endpoints"][0]["nodeName"], s["endpoints"][1]["nodeName"] = "n1", "n2"
+    return s
+
+
+def test_load_balancer_ip_cluster_policy_masquerades_and_uses_every_endpoint() -> None:
+    ports = service_ports([lb_svc("Cluster")], [two_node_slice()], node_name="n1")
+    sp = ports["ns/web:http|tcp"]
+    assert sp.load_balancer_ips == ("172.30.0.200",) and sp.external_ips == ("192.0.2.9",)
+    assert not sp.external_local and sp.health_check_node_port is None
+    lines = specific(render_full(ports, CONFIG, kernel=JUMPED).text)
+    ext, svc_chain = sp.ext_chain, sp.svc_chain
+    assert (f'-A KUBE-SERVICES -m comment --comment "ns/web:http loadbalancer IP" -m tcp -p tcp -d 172.30.0.200 '
+            f'--dport 80 -j {ext}') in lines
+    assert (f'-A KUBE-SERVICES -m comment --comment "ns/web:http external IP" -m tcp -p tcp -d 192.0.2.9 '
+            f'--dport 80 -j {ext}') in lines
+    assert [line for line in lines if line.startswith(f"-A {ext} ")] == [
+        f'-A {ext} -m comment --comment "masquerade traffic for ns/web:http external destinations" -j KUBE-MARK-MASQ',
+        f"-A {ext} -j {svc_chain}"]
+
+
+def test_local_policy_keeps_the_source_and_sends_outside_traffic_to_local_endpoints_only() -> None:
+    ports = service_ports([lb_svc("Local")], [two_node_slice()], node_name="n1")
+    sp = ports["ns/web:http|tcp"]
+    assert sp.external_local and sp.health_check_node_port == 31999
+    assert sp.local_endpoints == (Endpoint("10.244.1.5", 8080),) and len(sp.endpoints) == 2
+    assert sp.svl_chain.startswith("KUBE-SVL-") and sp.svl_chain in sp.chains()
+    lines = specific(render_full(ports, CONFIG, kernel=JUMPED).text)
+    ext, svl, svc_chain = sp.ext_chain, sp.svl_chain, sp.svc_chain
+    assert [line for line in lines if line.startswith(f"-A {ext} ")] == [
+        f'-A {ext} -m comment --comment "pod traffic for ns/web:http external destinations" -s 10.244.0.0/16 '
+        f'-j {svc_chain}',
+        f'-A {ext} -m comment --comment "masquerade LOCAL traffic for ns/web:http external destinations" '
+        f'-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ',
+        f'-A {ext} -m comment --comment "route LOCAL traffic for ns/web:http external destinations" '
+        f'-m addrtype --src-type LOCAL -j {svc_chain}',
+        f"-A {ext} -j {svl}"]
+    assert [line for line in lines if line.startswith(f"-A {svl} ")] == [
+        f'-A {svl} -m comment --comment "ns/web:http -> 10.244.1.5:8080" -j {sp.sep_chain(Endpoint("10.244.1.5", 8080))}']
+    assert not any("DROP" in line for line in lines)
+    # A node without local endpoints drops external traffic (the health check says 503 there).
+    far = service_ports([lb_svc("Local")], [two_node_slice()], node_name="n3")
+    lines = specific(render_full(far, CONFIG, kernel=JUMPED).text)
+    assert ('-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/web:http has no local endpoints" -m tcp -p tcp '
+            '-d 172.30.0.200 --dport 80 -j DROP') in lines
+    assert ('-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/web:http has no local endpoints" -m addrtype '
+            '--dst-type LOCAL -m tcp -p tcp --dport 30080 -j DROP') in lines
+
+
+def test_load_balancer_without_endpoints_rejects_its_address() -> None:
+    ports = service_ports([lb_svc("Cluster")], [])
+    lines = specific(render_full(ports, CONFIG, kernel=JUMPED).text)
+    assert ('-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/web:http has no endpoints" -m tcp -p tcp '
+            '-d 172.30.0.200 --dport 80 -j REJECT --reject-with icmp-port-unreachable') in lines
+
+
+def test_internal_traffic_policy_local_sends_cluster_ip_traffic_to_local_endpoints_only() -> None:
+    s = svc("web", [{"name": "http", "port": 80}])
+    s["spec"]["internalTrafficPolicy"] = "Local"
+    near = service_ports([s], [two_node_slice()], node_name="n1")["ns/web:http|tcp"]
+    assert near.internal_local and near.internal_endpoints == (Endpoint("10.244.1.5", 8080),)
+    lines = specific(render_full({"k": near}, CONFIG, kernel=JUMPED).text)
+    assert (f'-A KUBE-SERVICES -m comment --comment "ns/web:http cluster IP" -m tcp -p tcp -d 10.96.0.20 '
+            f'--dport 80 -j {near.svl_chain}') in lines
+    assert [line for line in lines if line.startswith(f"-A {near.svl_chain} ")] == [
+        f'-A {near.svl_chain} -m comment --comment "ns/web:http -> 10.244.1.5:8080" '
+        f'-j {near.sep_chain(Endpoint("10.244.1.5", 8080))}']
+    far = service_ports([s], [two_node_slice()], node_name="n3")["ns/web:http|tcp"]
+    lines = specific(render_full({"k": far}, CONFIG, kernel=JUMPED).text)
+    assert ('-A KUBE-SERVICES -m comment --comment "ns/web:http has no local endpoints" -m tcp -p tcp '
+            '-d 10.96.0.20 --dport 80 -j DROP') in lines
+    assert not any(line.startswith("-A KUBE-SERVICES") and "KUBE-SVC-" in line for line in lines)
