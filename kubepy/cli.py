@@ -328,10 +328,17 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         return 2
     import socket
 
+    bind, _, port = args.healthz_bind_address.rpartition(":") if args.healthz_bind_address.count(":") == 1 \
+        else (args.healthz_bind_address, "", "")
+    if port and not port.isdigit():
+        print(f"kubepy proxy: --healthz-bind-address {args.healthz_bind_address!r}: the port is not a number",
+              file=sys.stderr)
+        return 2
     config = ProxyConfig(kubeconfig=str(args.kubeconfig), hostname_override=args.hostname_override or socket.gethostname(),
                          node_ips=args.node_ip or [], cluster_cidr=args.cluster_cidr,
                          service_cidr=args.service_cluster_ip_range, bridge=args.bridge,
-                         masquerade_pod_egress=not args.no_masquerade_pod_egress, healthz_port=args.healthz_port)
+                         masquerade_pod_egress=not args.no_masquerade_pod_egress,
+                         healthz_port=int(port) if port else args.healthz_port, healthz_bind=bind.strip("[]"))
     return _run_async(run_proxy(config))
 
 
@@ -543,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--healthz-port", type=int, default=10256,
                    help="port of /healthz on every address (peers probe it to pick who announces "
                         "load-balancer addresses; 0: none)")
+    p.add_argument("--healthz-bind-address", default="0.0.0.0", metavar="ADDR[:PORT]",
+                   help="address (and port) of /healthz and the Services' healthCheckNodePorts "
+                        "(default 0.0.0.0; a node's InternalIP keeps them off its other networks)")
     p.add_argument("--cleanup", action="store_true", help="remove every rule kube-proxy made, then exit")
     p.set_defaults(func=cmd_proxy)
 

@@ -343,6 +343,7 @@ class ProxyConfig:
     masquerade_pod_egress: bool = False
     cleanup: bool = False
     healthz_port: int = 10256
+    healthz_bind: str = "0.0.0.0"
 
 
 async def cleanup_all(iptables: RealIPTables | None = None) -> int:
@@ -356,7 +357,7 @@ async def run_proxy(config: ProxyConfig) -> None:
         return
     async with Client.from_kubeconfig(config.kubeconfig, user_agent="kubepy-proxy") as client:
         node_ips = config.node_ips or await _node_ips(client, config.hostname_override)
-        health = HealthServer(healthz_port=config.healthz_port, max_age=2 * config.sync_period + 5)
+        health = HealthServer(bind=config.healthz_bind, healthz_port=config.healthz_port, max_age=2 * config.sync_period + 5)
         recorder = EventRecorder(client, component="kube-proxy", host=config.hostname_override)
         proxier = Proxier(client, node_name=config.hostname_override, node_ips=node_ips,
                           cluster_cidr=config.cluster_cidr, service_cidr=config.service_cidr, bridge=config.bridge,

@@ -228,7 +228,8 @@ def test_external_ips_internal_policy_external_name_and_not_ready_addresses(lab:
     assert wait_for(lambda: fetch(2, f"http://{external_ip}/") in pods, 20, "the external IP answering")
     # internalTrafficPolicy Local: node 1's own pod, every time.
     itp = lab.json("get", "svc", "who-itp")["spec"]["clusterIP"]
-    seen = {fetch(1, f"http://{itp}/") for _ in range(6)}
+    first = wait_for(lambda: fetch(1, f"http://{itp}/"), 20, "node 1's kube-proxy programming the new Service")
+    seen = {first} | {fetch(1, f"http://{itp}/") for _ in range(6)}
     assert seen == {p for p, n in pods.items() if n == lab.node_netns(1)}, seen
 
     def ask(name: str, qtype: str) -> str:

@@ -195,10 +195,10 @@ def test_nodes_ready_on_private_addresses(cluster: Cluster):
     # Under systemd: the units are active.
     state = cluster.vms.ssh("worker1", "systemctl is-active kubepy-kubelet kubepy-proxy kubepy-netpol kubepy-dns containerd")
     assert state.split() == ["active"] * 5, state
-    # The kubelet's server (10250) and DNS (53) listen on the private address only.
+    # The kubelet's server (10250), kube-proxy's healthz (10256) and DNS (53) listen on the private address only.
     listeners = [line.split()[4] for line in cluster.vms.ssh("worker1", "sudo ss -Hltnup").splitlines()
                  if '(("kubepy"' in line]
-    assert sorted({a.rsplit(":", 1)[1] for a in listeners}) == ["10250", "53"], listeners
+    assert sorted({a.rsplit(":", 1)[1] for a in listeners}) == ["10250", "10256", "53"], listeners
     assert all(a.rsplit(":", 1)[0] == want["kubepy-worker1"] for a in listeners), listeners
 
 
