@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import time
 from typing import Any
 
 NODE_PORT_RANGE = (30000, 32767)
@@ -30,6 +31,9 @@ class ServiceAllocator:
         self._ips: dict[str, str] = {}  # ip -> service key
         self._ports: dict[tuple[str, int], str] = {}  # (protocol, port) -> service key
         self._by_key: dict[str, tuple[set[str], set[tuple[str, int]]]] = {}
+        # Items another API server reserved in the store before its Service reached our
+        # watch: not picked again until that Service shows up (or FOREIGN_TTL passes).
+        self._foreign: dict[str | tuple[str, int], float] = {}
 
     @property
     def first_ip(self) -> str:
@@ -53,6 +57,18 @@ class ServiceAllocator:
         for p in ports:
             self._ports[p] = key
         self._by_key[key] = (ips, ports)
+
+    def mark_foreign(self, item: str | tuple[str, int], ttl: float = 300.0) -> None:
+        """``item`` (an IP or (protocol, port)) is reserved elsewhere: don't pick it."""
+        now = time.monotonic()
+        self._foreign = {i: t for i, t in self._foreign.items() if t > now}
+        self._foreign[item] = now + ttl
+
+    def _free(self, item: str | tuple[str, int]) -> bool:
+        if item in (self._ports if isinstance(item, tuple) else self._ips):
+            return False
+        until = self._foreign.get(item)
+        return until is None or until < time.monotonic()
 
     # -- allocation -------------------------------------------------------
     def assign(self, key: str, svc: dict[str, Any], old: dict[str, Any] | None = None) -> None:
@@ -124,11 +140,11 @@ class ServiceAllocator:
             lo = 1
         for _ in range(64):
             cand = str(self.net.network_address + random.randint(lo, hi))
-            if cand not in self._ips:
+            if self._free(cand):
                 return cand
         for off in range(1, size - 1):  # small or nearly full range: scan
             cand = str(self.net.network_address + off)
-            if cand not in self._ips:
+            if self._free(cand):
                 return cand
         raise AllocationError("spec.clusterIPs", f"no IP addresses available in range {self.net}")
 
@@ -143,10 +159,10 @@ class ServiceAllocator:
     def _pick_port(self, proto: str, taken_here: set) -> int:
         for _ in range(64):
             cand = random.randint(self.port_lo, self.port_hi)
-            if (proto, cand) not in self._ports and (proto, cand) not in taken_here:
+            if self._free((proto, cand)) and (proto, cand) not in taken_here:
                 return cand
         for cand in range(self.port_lo, self.port_hi + 1):
-            if (proto, cand) not in self._ports and (proto, cand) not in taken_here:
+            if self._free((proto, cand)) and (proto, cand) not in taken_here:
                 return cand
         raise AllocationError("spec.ports", "no node ports available")
 

@@ -286,6 +286,7 @@ class APIServer:
         self._tasks.append(asyncio.create_task(self._compactor()))
         self._tasks.append(asyncio.create_task(self._event_reaper()))
         self._tasks.append(asyncio.create_task(self._observe_services()))
+        self._tasks.append(asyncio.create_task(self._repair_allocations()))
         self._tasks.append(asyncio.create_task(self._follow_node_credentials(revision)))
         self._tasks.append(asyncio.create_task(self._revoke_deleted_nodes()))
         self.ready = True
@@ -496,6 +497,12 @@ class APIServer:
                             pass
             except errors.APIError as e:
                 log.warning("event expiry failed err=%s", e.message)
+
+    async def _repair_allocations(self, period: float = 60.0) -> None:
+        """Drops ClusterIP/node-port reservations a crashed write left behind (see kubepy.api.reservations)."""
+        while True:
+            await asyncio.sleep(period)
+            await self.storage.repair_allocations()
 
     async def _observe_services(self) -> None:
         """Keeps the allocator's view current with writes it did not make."""

@@ -22,6 +22,7 @@ from kubepy import kinds
 from kubepy.api import admission, errors, objects
 from kubepy.kinds import validation
 from kubepy.api.allocator import AllocationError, ServiceAllocator
+from kubepy.api.reservations import Reservations, Taken, held
 from kubepy.kinds import Kind, by_plural
 from kubepy.store import (
     CompactedError,
@@ -94,6 +95,8 @@ class Storage:
                  node_port_range: tuple[int, int] = (30000, 32767)) -> None:
         self.store = store
         self.allocator = ServiceAllocator(service_cidr, node_port_range)
+        # What the allocator picks is decided in the store, so API servers sharing it agree.
+        self.reservations = Reservations(store)
         # The kinds whose writes go through the allocator (clusterIPs, nodePorts).
         self.allocations: set[Kind] = {by_plural("services")}
         # Allocation reads then writes the allocator's view: one at a time.
@@ -109,8 +112,19 @@ class Storage:
             for kv in page.kvs:
                 self.allocator.observe(kv.key, json.loads(kv.value))
             if not page.more:
-                return
+                break
             start = page.kvs[-1].key + "\x00"
+        await self.repair_allocations()
+
+    async def repair_allocations(self) -> None:
+        services, = self.allocations
+        try:
+            made, dropped = await self.reservations.repair(services.prefix)
+        except StoreError as e:
+            log.warning("allocation repair failed err=%s", e)
+            return
+        if made or dropped:
+            log.info("allocation repair reserved=%d dropped=%d", made, dropped)
 
     # -- reads ------------------------------------------------------------
     async def get(self, res: Kind, namespace: str | None, name: str) -> dict[str, Any]:
@@ -207,8 +221,8 @@ class Storage:
         key = res.key(namespace, m["name"])
         if res in self.allocations:
             async with self._alloc_lock:
-                self._allocate(res, key, obj, None)
-                return await self._write_create(res, key, obj, dry_run)
+                return await self._allocate_and_write(res, key, obj, None, dry_run,
+                                                      lambda: self._write_create(res, key, obj, dry_run))
         return await self._write_create(res, key, obj, dry_run)
 
     async def _write_create(self, res: Kind, key: str, obj: dict[str, Any], dry_run: bool) -> dict[str, Any]:
@@ -252,8 +266,52 @@ class Storage:
         try:
             self.allocator.assign(key, obj, old)
         except AllocationError as e:
-            raise errors.Invalid(res.kind, obj["metadata"].get("name", ""), [
-                {"reason": "FieldValueInvalid", "message": str(e), "field": e.field}]) from e
+            raise _allocation_invalid(res, obj, e) from e
+
+    async def _allocate_and_write(self, res: Kind, key: str, obj: dict[str, Any], old: dict[str, Any] | None,
+                                  dry_run: bool, write: Callable[[], Any]) -> dict[str, Any] | None:
+        """Allocates, reserves in the store what ``obj`` newly holds, writes; releases what the
+        write let go (or, if the write failed, what it had reserved). An address or port another
+        API server reserved first is picked again if this server picked it, refused if the
+        client asked for it."""
+        given = copy.deepcopy(obj.get("spec"))
+        asked = held(obj)
+        for _ in range(_UPDATE_RETRIES):
+            self._allocate(res, key, obj, old)
+            if dry_run:
+                return await write()
+            try:
+                made = await self.reservations.reserve(key, held(obj) - held(old))
+            except Taken as t:
+                if t.item in asked:
+                    raise _allocation_invalid(res, obj, AllocationError(
+                        _field_of(t.item, given), f"{_show(t.item)}: provided "
+                        f"{'IP' if isinstance(t.item, str) else 'port'} is already allocated")) from None
+                log.info("allocation taken elsewhere item=%s holder=%s service=%s", t.item, t.holder, key)
+                self.allocator.mark_foreign(t.item)
+                obj["spec"] = copy.deepcopy(given)
+                continue
+            except StoreError as e:
+                raise store_error(e) from e
+            try:
+                result = await write()
+            except BaseException:
+                await asyncio.shield(self.reservations.release(key, made))
+                raise
+            if result is None:
+                await self.reservations.release(key, made)
+                return None
+            await self._release(key, held(old) - held(result))
+            return result
+        raise errors.Conflict(f"could not allocate for {res.plural} {obj['metadata'].get('name')!r}: "
+                              "every pick was taken by another API server; try again")
+
+    async def _release(self, key: str, items: set) -> None:
+        if items:
+            try:
+                await self.reservations.release(key, items)
+            except StoreError as e:  # the repair drops it later
+                log.warning("release failed service=%s err=%s", key, e)
 
     # -- update -----------------------------------------------------------
     async def update(self, res: Kind, namespace: str | None, name: str, mutate: Mutator, *,
@@ -292,8 +350,8 @@ class Storage:
             await self.admission.validate(attrs)
             if res in self.allocations and subresource is None:
                 async with self._alloc_lock:
-                    self._allocate(res, key, new, old)
-                    result = await self._write_update(res, key, kv, old, new, dry_run)
+                    result = await self._allocate_and_write(
+                        res, key, new, old, dry_run, lambda: self._write_update(res, key, kv, old, new, dry_run))
             else:
                 result = await self._write_update(res, key, kv, old, new, dry_run)
             if result is not None:
@@ -356,7 +414,7 @@ class Storage:
             if finalize:
                 deleted = await self.store.delete(key, revision=kv.mod_revision)
                 new["metadata"]["resourceVersion"] = str(deleted.mod_revision)
-                self._forget(res, key)
+                await self._forget(res, key, new)
                 log.info("deleted resource=%s key=%s reason=finalized", res.plural, key)
                 return new
             written = await self.store.update(key, _encode(new), revision=kv.mod_revision)
@@ -373,9 +431,10 @@ class Storage:
         obj["metadata"]["resourceVersion"] = str(kv.mod_revision)
         return obj
 
-    def _forget(self, res: Kind, key: str) -> None:
+    async def _forget(self, res: Kind, key: str, obj: dict[str, Any]) -> None:
         if res in self.allocations:
             self.allocator.observe(key, None)
+            await self._release(key, held(obj))
 
     # -- delete -----------------------------------------------------------
     async def delete(self, res: Kind, namespace: str | None, name: str,
@@ -406,7 +465,7 @@ class Storage:
                     continue
                 except StoreError as e:
                     raise store_error(e) from e
-                self._forget(res, key)
+                await self._forget(res, key, obj)
                 obj["metadata"]["resourceVersion"] = str(deleted.mod_revision)
                 log.info("deleted resource=%s key=%s", res.plural, key)
                 return obj
@@ -424,6 +483,25 @@ class Storage:
                      ",".join(marked["metadata"].get("finalizers") or []) or "-")
             return marked
         raise errors.Conflict(f"too many concurrent writes to {res.plural} {name!r}; try again")
+
+
+def _allocation_invalid(res: Kind, obj: dict[str, Any], e: AllocationError) -> errors.Invalid:
+    return errors.Invalid(res.kind, obj["metadata"].get("name", ""), [
+        {"reason": "FieldValueInvalid", "message": str(e), "field": e.field}])
+
+
+def _show(item: Any) -> str:
+    return item if isinstance(item, str) else str(item[1])
+
+
+def _field_of(item: Any, spec: dict[str, Any] | None) -> str:
+    """The field of the client's ``spec`` that asked for ``item``."""
+    if isinstance(item, str):
+        return "spec.clusterIPs"
+    for i, p in enumerate((spec or {}).get("ports") or []):
+        if p.get("nodePort") == item[1] and p.get("protocol", "TCP") == item[0]:
+            return f"spec.ports[{i}].nodePort"
+    return "spec.healthCheckNodePort"
 
 
 def _already_exists(res: Kind, name: str) -> errors.AlreadyExists:

@@ -1,0 +1,100 @@
+"""Two real API servers on one etcd hand out every ClusterIP and node port once (issue 21).
+
+Both run with a small Service range, so their pickers collide often and only
+the store's reservations (kubepy.api.reservations) keep them apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from kubepy.client import Client
+from kubepy.client.errors import APIStatusError
+from tests.e2e.conftest import start_apiserver, stop_apiserver
+from tests.etcd import running_etcd
+
+pytestmark = pytest.mark.etcd
+
+RANGE = ["--service-cluster-ip-range", "10.100.0.0/22", "--service-node-port-range", "30000-30299"]
+
+
+@pytest.fixture(scope="module")
+def servers():
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(running_etcd())
+        out = []
+        for _ in range(2):
+            tmp = Path(tempfile.mkdtemp(prefix="kptest-ha-"))
+            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+            srv = start_apiserver(tmp, extra=["--store", "etcd://" + endpoint.removeprefix("http://"), *RANGE])
+            stack.callback(stop_apiserver, srv)
+            out.append(srv)
+        yield out
+
+
+def service(name: str, **spec) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": "x"}, "ports": [{"port": 80}], **spec}}
+
+
+async def _create_many(servers, n: int) -> None:
+    clients = [Client.from_kubeconfig(str(s.kubeconfig)) for s in servers]
+    gate = asyncio.Semaphore(32)
+
+    async def one(i: int) -> None:
+        async with gate:
+            spec = {"type": "NodePort"} if i % 2 else {}
+            await clients[i % 2].create("services", service(f"s{i}", **spec), namespace="default")
+
+    try:
+        await asyncio.gather(*[one(i) for i in range(n)])
+    finally:
+        for c in clients:
+            await c.close()
+
+
+def test_500_services_on_two_servers_get_distinct_addresses_and_ports(servers):
+    asyncio.run(_create_many(servers, 500))
+    items = servers[0].kubectl("get", "services", "-A", "-o", "json")
+    import json
+
+    svcs = json.loads(items.stdout)["items"]
+    assert len([s for s in svcs if s["metadata"]["name"].startswith("s")]) == 500
+    ips = collections.Counter(s["spec"]["clusterIP"] for s in svcs if s["spec"].get("clusterIP") not in (None, "None"))
+    ports = collections.Counter(p["nodePort"] for s in svcs for p in s["spec"].get("ports", []) if p.get("nodePort"))
+    assert [ip for ip, n in ips.items() if n > 1] == []
+    assert [p for p, n in ports.items() if n > 1] == []
+    assert len(ports) == 250
+
+
+async def _race(servers, round_: int, **spec) -> list:
+    clients = [Client.from_kubeconfig(str(s.kubeconfig)) for s in servers]
+    try:
+        return await asyncio.gather(*[c.create("services", service(f"race{round_}-{i}", **spec), namespace="default")
+                                      for i, c in enumerate(clients)], return_exceptions=True)
+    finally:
+        for c in clients:
+            await c.close()
+
+
+def test_the_same_explicit_address_or_port_asked_of_both_servers_at_once_goes_to_one(servers):
+    import json
+
+    svcs = json.loads(servers[0].kubectl("get", "services", "-A", "-o", "json").stdout)["items"]
+    taken = {p.get("nodePort") for s in svcs for p in s["spec"].get("ports", [])}
+    free = [p for p in range(30299, 30000, -1) if p not in taken]
+    for r in range(10):
+        # Addresses from the low band, which the servers never pick at random.
+        for spec in ({"clusterIP": f"10.100.0.{20 + r}"},
+                     {"type": "NodePort", "ports": [{"port": 80, "nodePort": free[r]}]}):
+            results = asyncio.run(_race(servers, r if "clusterIP" in spec else 100 + r, **spec))
+            refused = [e for e in results if isinstance(e, APIStatusError)]
+            assert len(refused) == 1 and refused[0].status == 422, results
+            assert "already allocated" in refused[0].message
