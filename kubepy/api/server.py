@@ -61,6 +61,7 @@ from kubepy.api.webhookclient import WebhookClient
 from kubepy.api import storagedefaults
 from kubepy.api.defaultstorageclass import DefaultStorageClass
 from kubepy.api import storage as storage_mod
+from kubepy.api.endpointreconciler import EndpointReconciler
 from kubepy.api.storage import DeleteOptions, Storage, store_error
 from kubepy.api.watchcache import StoreSubscription, Subscription, WatchCache
 from kubepy.store import CompactedError, KeyExistsError, KeyNotFoundError, Store, StoreError
@@ -234,6 +235,9 @@ class APIServer:
         self._ca_cache: tuple[int, x509.Certificate] | None = None  # (ca.crt's mtime, the CA)
         self._kubelet_tls: proxy.KubeletTLS | None = None
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
+        # The kubernetes Service's endpoints: every live API server (kubepy.api.endpointreconciler).
+        self.endpoints = EndpointReconciler(self.storage, config.advertise_address, config.port) \
+            if config.advertise_address else None
         hooks = WebhookClient(store, source=config.advertise_address)
         # Upstream's order: the built-in mutating plugins, then webhooks (mutating, validating), quota last
         # so a write a webhook refuses is never charged.
@@ -287,12 +291,19 @@ class APIServer:
         self._tasks.append(asyncio.create_task(self._event_reaper()))
         self._tasks.append(asyncio.create_task(self._observe_services()))
         self._tasks.append(asyncio.create_task(self._repair_allocations()))
+        if self.endpoints is not None:
+            self._tasks.append(asyncio.create_task(self.endpoints.run()))
         self._tasks.append(asyncio.create_task(self._follow_node_credentials(revision)))
         self._tasks.append(asyncio.create_task(self._revoke_deleted_nodes()))
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        if self.endpoints is not None:
+            try:
+                await asyncio.wait_for(self.endpoints.remove(), 5)
+            except (asyncio.TimeoutError, errors.APIError) as e:
+                log.warning("kubernetes endpoints not updated on stop err=%s", e)
         await self.crds.stop()
         for t in self._tasks:
             t.cancel()
@@ -351,16 +362,12 @@ class APIServer:
         except errors.AlreadyExists:
             pass
         await storagedefaults.ensure_default_storage_class(self.storage)
-        addr = self.config.advertise_address
-        if addr:
-            ep = by_plural("endpoints")
-            body = {"metadata": {"name": "kubernetes"}, "subsets": [{
-                "addresses": [{"ip": addr}],
-                "ports": [{"name": "https", "port": self.config.port, "protocol": "TCP"}]}]}
+        if self.endpoints is not None:  # this server's address in the kubernetes Endpoints before it is ready
             try:
-                await self.storage.create(ep, "default", body)
-            except errors.AlreadyExists:
-                await self.storage.update(ep, "default", "kubernetes", lambda o: {**o, "subsets": body["subsets"]})
+                await self.endpoints.reconcile()
+            except errors.APIError as e:
+                log.error("kubernetes endpoints not written address=%s err=%s", self.config.advertise_address,
+                          e.message)
 
     async def _start_authorization(self) -> None:
         """RBAC index and node graph from the watch caches, then the default roles (reconciled)."""

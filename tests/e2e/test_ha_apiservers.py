@@ -1,6 +1,8 @@
-"""Two real API servers on one etcd hand out every ClusterIP and node port once (issue 21).
+"""Two real API servers on one etcd (issue 21): every ClusterIP and node port handed out once,
+and the ``kubernetes`` Service's endpoints listing the live ones.
 
-Both run with a small Service range, so their pickers collide often and only
+They advertise documentation addresses (192.0.2.0/24; no traffic goes there). Both
+run with a small Service range, so their pickers collide often and only
 the store's reservations (kubepy.api.reservations) keep them apart.
 """
 
@@ -30,11 +32,14 @@ def servers():
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(running_etcd())
         out = []
-        for _ in range(2):
+        for i in range(2):
             tmp = Path(tempfile.mkdtemp(prefix="kptest-ha-"))
             stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-            srv = start_apiserver(tmp, extra=["--store", "etcd://" + endpoint.removeprefix("http://"), *RANGE])
+            srv = start_apiserver(tmp, extra=["--store", "etcd://" + endpoint.removeprefix("http://"), *RANGE,
+                                              "--advertise-address", f"192.0.2.{i + 1}"])
             stack.callback(stop_apiserver, srv)
+            # The admin kubeconfig names the advertised address; this test reaches the server on loopback.
+            srv.kubeconfig.write_text(srv.kubeconfig.read_text().replace(f"https://192.0.2.{i + 1}:", "https://127.0.0.1:"))
             out.append(srv)
         yield out
 
@@ -98,3 +103,29 @@ def test_the_same_explicit_address_or_port_asked_of_both_servers_at_once_goes_to
             refused = [e for e in results if isinstance(e, APIStatusError)]
             assert len(refused) == 1 and refused[0].status == 422, results
             assert "already allocated" in refused[0].message
+
+
+def _endpoints(srv) -> list[tuple[str, int]]:
+    import json
+
+    ep = json.loads(srv.kubectl("get", "endpoints", "kubernetes", "-o", "json").stdout)
+    return sorted((a["ip"], p["port"]) for s in ep.get("subsets", []) for a in s["addresses"] for p in s["ports"])
+
+
+# Last: it stops the second server.
+def test_kubernetes_endpoints_list_every_live_server_and_drop_one_that_stops(servers):
+    import json
+    import time
+
+    a, b = servers
+    assert _endpoints(a) == sorted([("192.0.2.1", a.port), ("192.0.2.2", b.port)])
+    leases = json.loads(a.kubectl("get", "leases", "-n", "kube-system", "-l",
+                                  "apiserver.kubernetes.io/identity=kube-apiserver", "-o", "json").stdout)["items"]
+    assert sorted(lease["metadata"]["annotations"]["kubepy.io/advertise-address"] for lease in leases) == \
+        sorted(f"192.0.2.{i + 1}:{s.port}" for i, s in enumerate(servers))
+    stop_apiserver(b)  # SIGTERM: it takes itself out before it exits
+    deadline = time.monotonic() + 10
+    while _endpoints(a) != [("192.0.2.1", a.port)]:
+        assert time.monotonic() < deadline, _endpoints(a)
+        time.sleep(0.2)
+    # The mirrored EndpointSlice is the controller manager's job, not running here.
