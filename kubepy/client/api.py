@@ -33,6 +33,8 @@ PATCH_CONTENT_TYPES = {
 }
 LIST_PAGE_SIZE = 500
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
+# With several API servers a connect that hangs (a host gone without a reset) moves on sooner.
+FAILOVER_CONNECT = 3.0
 
 
 class Client:
@@ -40,6 +42,7 @@ class Client:
         self.config = config
         self.user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        self._at = 0  # which of config.servers requests go to
 
     @classmethod
     def from_kubeconfig(cls, path: str, *, user_agent: str = "kubepy") -> Client:
@@ -147,11 +150,13 @@ class Client:
                          fieldSelector=field_selector, timeoutSeconds=timeout_seconds,
                          allowWatchBookmarks="true" if allow_bookmarks else None)
         # A stream may be quiet for as long as the server keeps it open.
-        timeout = aiohttp.ClientTimeout(total=None, connect=10,
+        several = len(self.config.servers) > 1
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=FAILOVER_CONNECT if several else None,
                                         sock_read=timeout_seconds + 30 if timeout_seconds else None)
         session = self._get_session()
+        server = self.server
         try:
-            async with session.get(self._url(res.path(_ns(res, namespace))), params=params, timeout=timeout,
+            async with session.get(server + res.path(_ns(res, namespace)), params=params, timeout=timeout,
                                    headers=self._auth_headers()) as resp:
                 if resp.status >= 400:
                     raise await _error(resp)
@@ -165,6 +170,10 @@ class Client:
                 if buffer.strip():
                     yield _event(buffer)
         except (aiohttp.ClientError, TimeoutError) as e:
+            # The caller watches again (an informer does): on the next API server if this one is gone.
+            if isinstance(e, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
+                              aiohttp.ServerDisconnectedError)) and not isinstance(e, aiohttp.ClientSSLError):
+                self._fail_over(server, e)
             raise TransportError(f"watch {resource}: {type(e).__name__}: {e}") from e
 
     # -- transport ------------------------------------------------------------
@@ -190,8 +199,26 @@ class Client:
         token = self.config.bearer_token()
         return {"Authorization": f"Bearer {token}"} if token else {}
 
+    @property
+    def server(self) -> str:
+        """The API server requests go to now (one of ``config.servers``)."""
+        servers = self.config.servers or [self.config.server]
+        return servers[self._at % len(servers)]
+
     def _url(self, path: str) -> str:
-        return self.config.server.rstrip("/") + path
+        return self.server.rstrip("/") + path
+
+    def _fail_over(self, failed: str, err: BaseException) -> bool:
+        """Moves to the next API server if ``failed`` is still the current one; whether
+        there is another to move to."""
+        servers = self.config.servers or [self.config.server]
+        if len(servers) < 2:
+            return False
+        if self.server == failed:
+            self._at = (self._at + 1) % len(servers)
+            log.warning("API server unreachable, failing over from=%s to=%s err=%s", failed, self.server,
+                        type(err).__name__)
+        return True
 
     async def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
                        body: Any = None, content_type: str = "application/json") -> Any:
@@ -200,13 +227,19 @@ class Client:
         headers.update(self._auth_headers())
         # Two failures are worth a second try. A pooled keep-alive connection the
         # server closed shows up as a reset on first use: only a GET is safe to send
-        # again. A connection that was never made (refused, or reset during the TLS
-        # handshake by a busy server) carried no request: any method is tried again
-        # after a pause. A certificate the client rejects is not retried.
-        for attempt in range(2):
+        # again. A connection that was never made (refused, timed out, or reset during
+        # the TLS handshake by a busy server) carried no request: any method is tried
+        # again - on the next API server when there are several, else after a pause.
+        # A certificate the client rejects is not retried.
+        several = len(self.config.servers) > 1
+        timeout = aiohttp.ClientTimeout(total=60, connect=10, sock_connect=FAILOVER_CONNECT) if several else None
+        attempts = len(self.config.servers) + 1 if several else 2
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            url = self._url(path)
             try:
-                async with self._get_session().request(method, self._url(path), params=params, data=data,
-                                                       headers=headers) as resp:
+                async with self._get_session().request(method, url, params=params, data=data,
+                                                       headers=headers, timeout=timeout or REQUEST_TIMEOUT) as resp:
                     if resp.status >= 400:
                         raise await _error(resp)
                     text = await resp.text()
@@ -214,8 +247,10 @@ class Client:
                         return None
                     # Only a few subresources (pods/log) answer with plain text.
                     return json.loads(text) if "json" in resp.content_type else text
-            except aiohttp.ClientConnectorError as e:
-                if attempt == 0 and not isinstance(e, aiohttp.ClientSSLError):
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+                if not last and not isinstance(e, aiohttp.ClientSSLError):
+                    if self._fail_over(url.removesuffix(path), e):
+                        continue
                     log.debug("retrying after a failed connect method=%s path=%s err=%s", method, path, e)
                     await asyncio.sleep(_RECONNECT_PAUSE)
                     continue

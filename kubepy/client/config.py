@@ -8,6 +8,12 @@ or the file forms, as kubeadm's ``scheduler.conf``), a bearer token
 (``token``/``tokenFile``), or a ``token_source`` a component sets itself (the
 controller manager's per-controller service-account tokens, refreshed before
 they expire). A token is read per request, so a refreshed one is used at once.
+
+Where: ``server``, and, with several API servers, ``servers`` - every one of
+them, tried in turn when one cannot be reached (the ``Client`` fails over, as
+k3s's agent load balancer does). A kubeconfig lists them in its cluster's
+``extensions`` under ``kubepy.io/servers`` (kubectl ignores what it doesn't
+know and uses ``server``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ class ClientConfig:
     client_cert: bytes | None = None  # PEM of a client certificate (CN = user, O = groups)
     client_key: bytes | None = None   # PEM of its private key
     token_source: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
+    servers: list[str] = field(default_factory=list)  # every API server's URL, ``server`` first
+
+    def __post_init__(self) -> None:
+        urls = [u.rstrip("/") for u in [self.server, *self.servers] if u]
+        self.servers = list(dict.fromkeys(urls))
+        self.server = self.servers[0] if self.servers else self.server
 
     def bearer_token(self) -> str | None:
         """The token to send now: the source's, else the fixed one."""
@@ -60,8 +72,21 @@ class ClientConfig:
         if (cert is None) != (key is None):
             raise ValueError(f"{path}: user {context.get('user')!r} has a client certificate without its key "
                              "or a key without its certificate")
+        more: list[str] = []
+        for ext in cluster.get("extensions") or []:
+            if ext.get("name") == SERVERS_EXTENSION:
+                more = [str(u) for u in (ext.get("extension") or {}).get("servers") or []]
         return cls(server=cluster["server"].rstrip("/"), token=token, ca_data=ca_data,
-                   insecure=bool(cluster.get("insecure-skip-tls-verify", False)), client_cert=cert, client_key=key)
+                   insecure=bool(cluster.get("insecure-skip-tls-verify", False)), client_cert=cert, client_key=key,
+                   servers=more)
+
+
+SERVERS_EXTENSION = "kubepy.io/servers"
+
+
+def servers_extension(servers: list[str]) -> list[dict[str, Any]]:
+    """A kubeconfig cluster's ``extensions`` naming every API server (for ``ClientConfig.servers``)."""
+    return [{"name": SERVERS_EXTENSION, "extension": {"servers": list(servers)}}]
 
 
 def _data_or_file(user: dict[str, Any], field_name: str, path: Path) -> bytes | None:

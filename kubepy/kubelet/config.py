@@ -157,7 +157,8 @@ def add_kubelet_flags(p: argparse.ArgumentParser) -> None:
     d = KubeletConfig()
     p.add_argument("--hostname-override", dest="node_name", default=d.node_name)
     p.add_argument("--node-ip", required=True)
-    p.add_argument("--server", default=None, help="API server URL (with --bootstrap-token-file)")
+    p.add_argument("--server", default=None, help="API server URL (with --bootstrap-token-file); several, comma-separated, "
+                        "are failed over between")
     p.add_argument("--kubeconfig", type=Path, default=None)
     p.add_argument("--bootstrap-token-file", type=Path, default=None,
                    help="file (mode 0600) with the token to join with, when there is no saved credential")

@@ -59,6 +59,7 @@ from pyroute2 import config as pyroute2_config
 
 from kubepy import bootstraptoken
 from kubepy.client import Client, ClientConfig, EventRecorder, Informer, TransportError
+from kubepy.client.config import servers_extension
 from kubepy.kubelet.cgroups import PodCgroups
 from kubepy.kubelet.config import KubeletConfig, add_kubelet_flags, config_from_args
 from kubepy.kubelet.ipam import HostLocalIPAM
@@ -113,17 +114,25 @@ async def connect(config: KubeletConfig) -> Client:
         token = await join(config, ca)
         write_private(config.token_path, token + "\n")
         log.info("joined cluster node=%s server=%s token=%s", config.node_name, config.server, config.token_path)
-    cluster: dict[str, Any] = {"server": config.server}
+    servers = _servers(config.server)
+    cluster: dict[str, Any] = {"server": servers[0]}
     if ca:
         cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    if len(servers) > 1:  # the client fails over between them (kubepy.client.config)
+        cluster["extensions"] = servers_extension(servers)
     kubeconfig = {"apiVersion": "v1", "kind": "Config", "current-context": "kubelet",
                   "clusters": [{"name": "kubepy", "cluster": cluster}],
                   "users": [{"name": f"system:node:{config.node_name}", "user": {"token": token}}],
                   "contexts": [{"name": "kubelet", "context": {"cluster": "kubepy",
                                                                 "user": f"system:node:{config.node_name}"}}]}
     write_private(config.own_kubeconfig, yaml.safe_dump(kubeconfig))
-    return Client(ClientConfig(server=config.server, token=token, ca_data=ca),
+    return Client(ClientConfig(server=servers[0], servers=servers, token=token, ca_data=ca),
                   user_agent=f"kubepy-kubelet/{config.node_name}")
+
+
+def _servers(flag: str) -> list[str]:
+    """``--server``: one API server URL, or several separated by commas."""
+    return [u.strip().rstrip("/") for u in flag.split(",") if u.strip()]
 
 
 async def join(config: KubeletConfig, ca: bytes | None) -> str:
@@ -139,14 +148,18 @@ async def join(config: KubeletConfig, ca: bytes | None) -> str:
         log.warning("bootstrap token file is readable by others path=%s mode=%o (chmod 600 it)",
                     config.bootstrap_token_file, mode & 0o777)
     ctx: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca.decode()) if ca else True
-    url = config.server.rstrip("/") + "/kubepy/v1/join"
-    try:
-        async with aiohttp.ClientSession() as s, s.post(
-                url, json={"nodeName": config.node_name}, ssl=ctx,
-                headers={"Authorization": f"Bearer {bootstrap}"}) as resp:
-            body = await resp.text()
-    except (aiohttp.ClientError, OSError) as e:
-        raise SystemExit(f"kubelet: join failed: cannot reach {url}: {e}") from None
+    for i, server in enumerate(_servers(config.server)):  # the first that answers
+        url = server + "/kubepy/v1/join"
+        try:
+            async with aiohttp.ClientSession() as s, s.post(
+                    url, json={"nodeName": config.node_name}, ssl=ctx,
+                    headers={"Authorization": f"Bearer {bootstrap}"}) as resp:
+                body = await resp.text()
+            break
+        except (aiohttp.ClientError, OSError) as e:
+            if i == len(_servers(config.server)) - 1:
+                raise SystemExit(f"kubelet: join failed: cannot reach {url}: {e}") from None
+            log.warning("join: API server unreachable server=%s err=%s", server, type(e).__name__)
     if resp.status >= 300:
         try:
             message = json.loads(body).get("message") or body

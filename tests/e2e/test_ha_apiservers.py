@@ -35,6 +35,9 @@ def servers():
         for i in range(2):
             tmp = Path(tempfile.mkdtemp(prefix="kptest-ha-"))
             stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+            if out:  # a second control-plane node shares the cluster's CA, signing key and tokens (as kubeadm joins)
+                for name in ("ca.crt", "ca.key", "sa.key", "tokens.csv"):
+                    shutil.copy2(out[0].data_dir / name, tmp / name)
             srv = start_apiserver(tmp, extra=["--store", "etcd://" + endpoint.removeprefix("http://"), *RANGE,
                                               "--advertise-address", f"192.0.2.{i + 1}"])
             stack.callback(stop_apiserver, srv)
@@ -112,8 +115,36 @@ def _endpoints(srv) -> list[tuple[str, int]]:
     return sorted((a["ip"], p["port"]) for s in ep.get("subsets", []) for a in s["addresses"] for p in s["ports"])
 
 
+async def _informer_fails_over(a, b) -> None:
+    """An informer whose client lists both servers, watching through ``b``, carries on through ``a``
+    when ``b`` stops; ``b`` is stopped here."""
+    from kubepy.client import ClientConfig, Informer
+
+    config = ClientConfig.from_kubeconfig(b.kubeconfig)
+    config = ClientConfig(server=b.url, servers=[b.url, a.url], token=config.token, ca_data=config.ca_data,
+                          client_cert=config.client_cert, client_key=config.client_key)
+    async with Client(config) as client:
+        informer = Informer(client, "configmaps", namespace="default")
+        task = asyncio.create_task(informer.run())
+        try:
+            await informer.wait_synced(10)
+            assert client.server == b.url
+            await asyncio.to_thread(stop_apiserver, b)
+            async with Client.from_kubeconfig(str(a.kubeconfig)) as writer:
+                await writer.create("configmaps", {"metadata": {"name": "after-failover"}}, namespace="default")
+            async with asyncio.timeout(15):
+                while informer.cache.get("default/after-failover") is None:
+                    await asyncio.sleep(0.1)
+            assert client.server == a.url
+            assert (await client.get("configmaps", "after-failover", namespace="default"))["metadata"]["name"]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 # Last: it stops the second server.
-def test_kubernetes_endpoints_list_every_live_server_and_drop_one_that_stops(servers):
+def test_a_server_that_stops_leaves_the_endpoints_and_its_clients_fail_over(servers):
     import json
     import time
 
@@ -123,7 +154,7 @@ def test_kubernetes_endpoints_list_every_live_server_and_drop_one_that_stops(ser
                                   "apiserver.kubernetes.io/identity=kube-apiserver", "-o", "json").stdout)["items"]
     assert sorted(lease["metadata"]["annotations"]["kubepy.io/advertise-address"] for lease in leases) == \
         sorted(f"192.0.2.{i + 1}:{s.port}" for i, s in enumerate(servers))
-    stop_apiserver(b)  # SIGTERM: it takes itself out before it exits
+    asyncio.run(_informer_fails_over(a, b))  # b stops (SIGTERM): it takes itself out before it exits
     deadline = time.monotonic() + 10
     while _endpoints(a) != [("192.0.2.1", a.port)]:
         assert time.monotonic() < deadline, _endpoints(a)
