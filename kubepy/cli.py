@@ -42,6 +42,9 @@ def add_apiserver_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind-address", default="0.0.0.0")
     p.add_argument("--port", type=int, default=6443)
     p.add_argument("--store", default="sqlite", help="sqlite (default) or etcd://HOST:PORT[,HOST:PORT]")
+    p.add_argument("--etcd-cafile", default=None, help="CA of etcd's serving certificates (etcd over TLS)")
+    p.add_argument("--etcd-certfile", default=None, help="client certificate for etcd's --client-cert-auth")
+    p.add_argument("--etcd-keyfile", default=None, help="its key")
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
     p.add_argument("--service-node-port-range", type=_port_range, default=(30000, 32767))
     p.add_argument("--advertise-address", default=None, help="address other hosts use to reach this API server")
@@ -66,6 +69,7 @@ def apiserver_config(args: argparse.Namespace):  # -> ServerConfig
 
     return ServerConfig(
         data_dir=args.data_dir.resolve(), bind_address=args.bind_address, port=args.port, store_url=args.store,
+        etcd_cafile=args.etcd_cafile, etcd_certfile=args.etcd_certfile, etcd_keyfile=args.etcd_keyfile,
         service_cidr=args.service_cluster_ip_range, node_port_range=args.service_node_port_range,
         advertise_address=args.advertise_address, tls_sans=args.tls_san,
         compaction_interval=args.etcd_compaction_interval, event_ttl=args.event_ttl,
@@ -270,6 +274,9 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
            "--idle-connection-timeout", str(args.idle_connection_timeout)]
     if args.advertise_address:
         api += ["--advertise-address", args.advertise_address]
+    for flag in ("etcd_cafile", "etcd_certfile", "etcd_keyfile"):
+        if getattr(args, flag):
+            api += ["--" + flag.replace("_", "-"), getattr(args, flag)]
     for san in args.tls_san:
         api += ["--tls-san", san]
     sched = ["--log-level", args.log_level, "scheduler", "--kubeconfig", sched_kubeconfig]
@@ -395,6 +402,12 @@ def add_snapshot_parsers(sub) -> None:
     p.set_defaults(func=cmd_snapshot_restore)
 
     etcd = sub.add_parser("etcd", help="etcd store tools").add_subparsers(dest="etcd_command", required=True)
+    p = etcd.add_parser("certs", help="an etcd member's TLS certificates, signed by the cluster CA")
+    p.add_argument("--data-dir", type=Path, required=True, help="the API server's data dir (its ca.crt/ca.key)")
+    p.add_argument("--name", required=True, help="the member's name (etcd --name), also a DNS SAN")
+    p.add_argument("--ip", action="append", default=[], help="an address the member serves on (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="where to write server/peer/client certificates")
+    p.set_defaults(func=cmd_etcd_certs)
     esnap = etcd.add_parser("snapshot", help="etcd snapshots (the distribution's etcdctl)") \
         .add_subparsers(dest="etcd_snapshot_command", required=True)
     p = esnap.add_parser("save", help="etcdctl snapshot save")
@@ -436,6 +449,26 @@ def cmd_snapshot_restore(args: argparse.Namespace) -> int:
         print(f"kubepy snapshot restore: {e}", file=sys.stderr)
         return 1
     return _snapshot_result("restored", args.data_dir / "state.db", info)
+
+
+def cmd_etcd_certs(args: argparse.Namespace) -> int:
+    from kubepy.api.certs import issue_etcd_member
+
+    if not (args.data_dir / "ca.key").exists():
+        print(f"kubepy etcd certs: no cluster CA in {args.data_dir} (ca.crt/ca.key)", file=sys.stderr)
+        return 1
+    try:
+        files = issue_etcd_member(args.data_dir, args.out, name=args.name, ips=args.ip)
+    except ValueError as e:
+        print(f"kubepy etcd certs: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(f"{k}: {v}" for k, v in files.items()))
+    print(f"etcd: --cert-file={files['server_cert']} --key-file={files['server_key']} "
+          f"--trusted-ca-file={files['ca']} --client-cert-auth --peer-cert-file={files['peer_cert']} "
+          f"--peer-key-file={files['peer_key']} --peer-trusted-ca-file={files['ca']} --peer-client-cert-auth")
+    print(f"kubepy apiserver: --etcd-cafile={files['ca']} --etcd-certfile={files['client_cert']} "
+          f"--etcd-keyfile={files['client_key']}")
+    return 0
 
 
 def cmd_etcd_snapshot_save(args: argparse.Namespace) -> int:

@@ -245,3 +245,49 @@ def sign_kubelet_serving_cert(data_dir: Path, csr_pem: bytes, *, node_name: str,
         .sign(ca_key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+ETCD_CLIENT_USER = "kube-apiserver-etcd-client"  # kubeadm's apiserver-etcd-client.crt
+
+
+def issue_etcd_member(data_dir: Path, out_dir: Path, *, name: str, ips: list[str]) -> dict[str, Path]:
+    """An etcd member's serving and peer certificates (``server.crt``/``.key``, ``peer.crt``/``.key``),
+    the cluster CA (``ca.crt``), and the API server's etcd client certificate
+    (``apiserver-etcd-client.crt``/``.key``), signed by the cluster CA, into ``out_dir``.
+    Both member certificates carry serverAuth and clientAuth (peers dial each other, and
+    etcd's JSON gateway dials its own gRPC port with the serving certificate), with SANs
+    ``name``, localhost, 127.0.0.1 and ``ips`` - as kubeadm's etcd/server and etcd/peer."""
+    ca_cert, ca_key = ensure_ca(data_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sans: list[x509.GeneralName] = [x509.DNSName(name), x509.DNSName("localhost"),
+                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips if ip != "127.0.0.1")]
+    usages = x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+                                    x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH])
+    now = dt.datetime.now(dt.timezone.utc)
+    out: dict[str, Path] = {}
+    for kind in ("server", "peer"):
+        pkey = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject)
+            .public_key(pkey.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + _CLIENT_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(usages, critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        write_private(out_dir / f"{kind}.key", _key_pem(pkey))
+        write_private(out_dir / f"{kind}.crt", cert.public_bytes(serialization.Encoding.PEM))
+        out[kind + "_cert"], out[kind + "_key"] = out_dir / f"{kind}.crt", out_dir / f"{kind}.key"
+    client_cert, client_key = issue_client_cert(data_dir, user=ETCD_CLIENT_USER, groups=())
+    write_private(out_dir / "apiserver-etcd-client.key", client_key)
+    write_private(out_dir / "apiserver-etcd-client.crt", client_cert)
+    write_private(out_dir / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
+    out.update(client_cert=out_dir / "apiserver-etcd-client.crt", client_key=out_dir / "apiserver-etcd-client.key",
+               ca=out_dir / "ca.crt")
+    return out

@@ -103,7 +103,8 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> N
                                   request_header=config.request_header_timeout, idle=config.idle_connection_timeout)
     secure_data_dir(config.data_dir)
     ctx = tls_context(config)
-    store = open_store(config.store_url, data_dir=str(config.data_dir))
+    store = open_store(config.store_url, data_dir=str(config.data_dir), etcd_ca=config.etcd_cafile,
+                       etcd_cert=config.etcd_certfile, etcd_key=config.etcd_keyfile)
     server = APIServer(store, config)
     await server.start()
     kubeconfig = write_admin_kubeconfig(config)

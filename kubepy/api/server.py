@@ -96,6 +96,9 @@ class ServerConfig:
     bind_address: str = "0.0.0.0"
     port: int = 6443
     store_url: str = "sqlite"
+    etcd_cafile: str | None = None    # TLS to etcd (upstream's --etcd-cafile/--etcd-certfile/--etcd-keyfile)
+    etcd_certfile: str | None = None
+    etcd_keyfile: str | None = None
     service_cidr: str = "10.96.0.0/12"
     node_port_range: tuple[int, int] = (30000, 32767)
     advertise_address: str | None = None

@@ -106,8 +106,10 @@ class Store(abc.ABC):
     async def close(self) -> None: ...
 
 
-def open_store(url: str, *, data_dir: str) -> Store:
-    """``sqlite`` (file in data_dir), ``sqlite:///path.db`` or ``etcd://h:p,h:p``."""
+def open_store(url: str, *, data_dir: str, etcd_ca: str | None = None, etcd_cert: str | None = None,
+               etcd_key: str | None = None) -> Store:
+    """``sqlite`` (file in data_dir), ``sqlite:///path.db`` or ``etcd://h:p,h:p`` (over TLS when
+    ``etcd_ca`` or a client certificate is given)."""
     if url == "sqlite" or url.startswith("sqlite:"):
         from kubepy.store.sqlite import SQLiteStore
         import os
@@ -117,8 +119,11 @@ def open_store(url: str, *, data_dir: str) -> Store:
     if url.startswith("etcd://"):
         from kubepy.store.etcd import EtcdStore
 
-        endpoints = [f"http://{hp}" for hp in url[len("etcd://"):].split(",") if hp]
+        scheme = "https" if etcd_ca or etcd_cert else "http"
+        endpoints = [f"{scheme}://{hp}" for hp in url[len("etcd://"):].split(",") if hp]
         if not endpoints:
             raise ValueError(f"no etcd endpoints in {url!r}")
-        return EtcdStore(endpoints)
+        return EtcdStore(endpoints, ca_file=etcd_ca, cert_file=etcd_cert, key_file=etcd_key)
+    if etcd_ca or etcd_cert:
+        raise ValueError("--etcd-cafile/--etcd-certfile/--etcd-keyfile need an etcd:// store")
     raise ValueError(f"unknown store {url!r}: use sqlite or etcd://HOST:PORT[,HOST:PORT]")

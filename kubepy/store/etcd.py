@@ -17,6 +17,7 @@ import asyncio
 import base64
 import json
 import logging
+import ssl
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -95,19 +96,30 @@ class _EtcdError(Exception):
 class EtcdStore(Store):
     """etcd semantics from etcd itself (see module docstring)."""
 
-    def __init__(self, endpoints: list[str]) -> None:
+    def __init__(self, endpoints: list[str], *, ca_file: str | None = None, cert_file: str | None = None,
+                 key_file: str | None = None) -> None:
+        """``ca_file`` (and a client ``cert_file``/``key_file`` for etcd's --client-cert-auth):
+        talk TLS to https:// endpoints, as the API server's --etcd-cafile/--etcd-certfile/--etcd-keyfile."""
         if not endpoints:
             raise ValueError("EtcdStore needs at least one endpoint")
+        if (cert_file is None) != (key_file is None):
+            raise ValueError("an etcd client certificate needs its key, and a key its certificate")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self._preferred = 0  # index of the endpoint that last answered
         self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | None = None
+        if ca_file or cert_file:
+            self._ssl = ssl.create_default_context(cafile=ca_file)
+            if cert_file and key_file:
+                self._ssl.load_cert_chain(cert_file, key_file)
 
     # -------------------------------------------------------------- transport
 
     def _http(self) -> aiohttp.ClientSession:
         # Created lazily: a session binds to the running loop.
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl)
+                                                  if self._ssl is not None else None)
         return self._session
 
     def _rotation(self) -> list[int]:
