@@ -22,6 +22,7 @@ import aiohttp
 from kubepy.client.config import ClientConfig
 from kubepy.client.errors import TransportError, error_from_status
 from kubepy.kinds import Kind, by_plural
+from kubepy.tcp import dead_peer_socket
 
 log = logging.getLogger(__name__)
 _RECONNECT_PAUSE = 0.2   # seconds before the one retry of a connection that was never made
@@ -172,7 +173,8 @@ class Client:
         except (aiohttp.ClientError, TimeoutError) as e:
             # The caller watches again (an informer does): on the next API server if this one is gone.
             if isinstance(e, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError,
-                              aiohttp.ServerDisconnectedError)) and not isinstance(e, aiohttp.ClientSSLError):
+                              aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)) \
+                    and not isinstance(e, aiohttp.ClientSSLError):
                 self._fail_over(server, e)
             raise TransportError(f"watch {resource}: {type(e).__name__}: {e}") from e
 
@@ -191,8 +193,10 @@ class Client:
                         ssl_arg.check_hostname, ssl_arg.verify_mode = False, ssl.CERT_NONE
                 load_client_cert(ssl_arg, self.config.client_cert, self.config.client_key)
             headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
-            self._session = aiohttp.ClientSession(headers=headers, timeout=REQUEST_TIMEOUT,
-                                                  connector=aiohttp.TCPConnector(ssl=ssl_arg))
+            several = len(self.config.servers) > 1
+            self._session = aiohttp.ClientSession(
+                headers=headers, timeout=REQUEST_TIMEOUT,
+                connector=aiohttp.TCPConnector(ssl=ssl_arg, socket_factory=dead_peer_socket if several else None))
         return self._session
 
     def _auth_headers(self) -> dict[str, str]:

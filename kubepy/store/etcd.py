@@ -22,6 +22,7 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 
+from kubepy.tcp import dead_peer_socket
 from kubepy.store.base import (
     CompactedError,
     ConflictError,
@@ -118,8 +119,9 @@ class EtcdStore(Store):
     def _http(self) -> aiohttp.ClientSession:
         # Created lazily: a session binds to the running loop.
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl)
-                                                  if self._ssl is not None else None)
+            # A member cut off answers nothing: the connection (a watch above all) must notice.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                ssl=self._ssl if self._ssl is not None else True, socket_factory=dead_peer_socket))
         return self._session
 
     def _rotation(self) -> list[int]:
