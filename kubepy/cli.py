@@ -505,7 +505,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"kubepy up: --lb-range: {e}", file=sys.stderr)
             return 2
     return _cluster(args).up(nodes=args.nodes, port=args.port, store=args.store, subnet=args.node_subnet,
-                             zones=args.zones, region=args.region, lb_range=args.lb_range)
+                             zones=args.zones, region=args.region, lb_range=args.lb_range,
+                             control_planes=args.control_planes)
 
 
 def cmd_lab_supervise(args: argparse.Namespace) -> int:
@@ -651,6 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", default=None, help="label every node topology.kubernetes.io/region=REGION")
     p.add_argument("--lb-range", default=None, metavar="A-B",
                    help="addresses for LoadBalancer Services (default: .200-.219 of the node subnet)")
+    p.add_argument("--control-planes", type=int, default=None,
+                   help="control-plane nodes (default 1 on the host); N > 1: each in a namespace with an etcd "
+                        "member, API server, leader-elected scheduler and controller manager, behind HAProxy")
     lab("down", "stop a lab cluster and remove everything it made", cmd_down)
     lab("status", "health of a lab cluster's components", cmd_status)
     lab("kubeconfig", "print the path of a lab cluster's admin kubeconfig", cmd_kubeconfig)

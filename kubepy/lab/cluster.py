@@ -69,6 +69,7 @@ class ClusterState:
     zones: str = ""         # comma-separated: node i is in zone i mod len (topology.kubernetes.io/zone)
     region: str = ""        # topology.kubernetes.io/region of every node, when set
     lb_range: str = ""      # LoadBalancer addresses on the node subnet ("A-B"); "" in older files: the default
+    control_planes: int = 1  # > 1: control-plane nodes in namespaces on an etcd cluster (kubepy.lab.controlplanes)
 
     def node_labels(self, i: int) -> dict[str, str]:
         """The topology labels node *i* (1-based) registers with."""
@@ -106,7 +107,7 @@ def default_lb_range(subnet: str) -> str:
 
 def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None, port: int | None,
                 subnet: str | None, zones: str | None = None, region: str | None = None,
-                lb_range: str | None = None) -> str | None:
+                lb_range: str | None = None, control_planes: int | None = None) -> str | None:
     """Why ``up`` with these flags can't repair (or grow) ``existing`` (None: it can); flags left unset match."""
     flag = "" if existing.name == DEFAULT_NAME else f" --name {existing.name}"
     differ = []
@@ -125,6 +126,8 @@ def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None,
         differ.append(f"region {existing.region or '(none)'}, not --region {region}")
     if lb_range is not None and lb_range != existing.lb_range:
         differ.append(f"load-balancer range {existing.lb_range or '(default)'}, not --lb-range {lb_range}")
+    if control_planes is not None and control_planes != existing.control_planes:
+        differ.append(f"{existing.control_planes} control planes, not --control-planes {control_planes}")
     if not differ:
         return None
     return (f"cluster {existing.name!r} exists with {'; '.join(differ)}: run kubepy up{flag} without those "
@@ -133,8 +136,12 @@ def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None,
 
 def expected_daemons(state: ClusterState, *, proxy: bool = True, netpol: bool = True) -> list[str]:
     """Every daemon a complete cluster of this shape runs, in start order."""
-    names = ["etcd"] if state.store == "etcd" else []
-    names.append("controlplane")
+    if state.control_planes > 1:
+        names = [f"cp{j}/{d}" for j in range(1, state.control_planes + 1) for d in ("etcd", "controlplane")]
+        names.append("apiserver-lb")
+    else:
+        names = ["etcd"] if state.store == "etcd" else []
+        names.append("controlplane")
     for i in range(1, state.nodes + 1):
         node = f"{state.name}-node{i}"
         names += [f"{node}/containerd", f"{node}/kubelet", *([f"{node}/proxy"] if proxy else []),
@@ -159,9 +166,12 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.0f}h"
 
 
-def missing_prerequisites() -> list[str]:
-    """What this host lacks, each with how to get it."""
+def missing_prerequisites(*, ha: bool = False) -> list[str]:
+    """What this host lacks, each with how to get it (``ha``: for several control planes)."""
     problems = []
+    for cmd, pkg in ((("etcd", "etcd-server"), ("haproxy", "haproxy")) if ha else ()):
+        if shutil.which(cmd) is None:
+            problems.append(f"{cmd} is missing: apt-get install -y {pkg}")
     if os.geteuid() != 0:
         problems.append("run as root (network namespaces, cgroups and containerd need it)")
     for cmd, pkg in (("containerd", "containerd"), ("ctr", "containerd"), ("runc", "runc"),
@@ -188,7 +198,13 @@ class Cluster:
 
     @property
     def kubeconfig(self) -> Path:
-        return self.cp_dir / "admin.kubeconfig"
+        # With several control planes the admin's kubeconfig names HAProxy's address, not one server's.
+        ha = self.dir / "admin.kubeconfig"
+        return ha if ha.exists() else self.cp_dir / "admin.kubeconfig"
+
+    def cp_data_dir(self, j: int) -> Path:
+        """Control-plane node ``j``'s data dir (the first is the cluster's ``controlplane/``)."""
+        return self.cp_dir if j == 1 else self.dir / f"controlplane-{j}"
 
     @property
     def registry_hosts_dir(self) -> Path:
@@ -210,7 +226,7 @@ class Cluster:
     # -- up ----------------------------------------------------------------
     def up(self, *, nodes: int | None = None, port: int | None = None, store: str | None = None,
            subnet: str | None = None, zones: str | None = None, region: str | None = None,
-           lb_range: str | None = None) -> int:
+           lb_range: str | None = None, control_planes: int | None = None) -> int:
         """Build a new cluster, or repair an existing one; never deletes an existing store.
 
         ``--nodes`` above an existing cluster's count adds the missing nodes (they
@@ -218,7 +234,7 @@ class Cluster:
         existing = self.state()
         if existing is not None:
             conflict = up_conflict(existing, nodes=nodes, store=store, port=port, subnet=subnet, zones=zones,
-                                   region=region, lb_range=lb_range)
+                                   region=region, lb_range=lb_range, control_planes=control_planes)
             if conflict:
                 print(f"kubepy up: {conflict}", file=sys.stderr)
                 return 1
@@ -232,7 +248,15 @@ class Cluster:
                 self._summary(existing)
                 return 0
         nodes = existing.nodes if existing else (3 if nodes is None else nodes)
-        problems = missing_prerequisites() if nodes else []
+        control_planes = existing.control_planes if existing else (control_planes or 1)
+        if control_planes > 1 and store not in (None, "etcd"):
+            print(f"kubepy up: --control-planes {control_planes} runs an etcd member on each control-plane node; "
+                  f"--store {store} cannot be shared between them", file=sys.stderr)
+            return 2
+        if not 1 <= control_planes <= LabNetwork.MAX_CONTROL_PLANES:
+            print(f"kubepy up: --control-planes must be 1 to {LabNetwork.MAX_CONTROL_PLANES}", file=sys.stderr)
+            return 2
+        problems = missing_prerequisites(ha=control_planes > 1) if nodes or control_planes > 1 else []
         if problems:
             print("kubepy up: this host is missing what a cluster needs:\n  - " + "\n  - ".join(problems),
                   file=sys.stderr)
@@ -244,8 +268,10 @@ class Cluster:
             # Clusters with other names start their search elsewhere, so two `up`s at once rarely race.
             preferred = 6443 if self.name == DEFAULT_NAME else 7000 + int(_short_hash(self.name), 16) % 2000
             state = ClusterState(self.name, port or _free_port(preferred), nodes=nodes,
-                                 subnet=subnet or default_subnet(self.name), store=store or "sqlite",
-                                 zones=zones or "", region=region or "", lb_range=lb_range or "")
+                                 subnet=subnet or default_subnet(self.name),
+                                 store=store or ("etcd" if control_planes > 1 else "sqlite"),
+                                 zones=zones or "", region=region or "", lb_range=lb_range or "",
+                                 control_planes=control_planes)
             private_dir(self.dir)  # the store, keys, tokens and every node's credentials are below
             state.save(self.state_path)
         private_dir(self.dir)  # an older cluster's dir is narrowed too
@@ -272,25 +298,31 @@ class Cluster:
         net = self.network(state)
         nodes = state.nodes
         self._fresh = fresh
-        if nodes:
-            with step(f"network: bridge {net.bridge} {net.subnet}, {nodes} node namespaces"):
+        if nodes or state.control_planes > 1:
+            with step(f"network: bridge {net.bridge} {net.subnet}, {nodes} node namespaces"
+                      + (f", {state.control_planes} control-plane namespaces" if state.control_planes > 1 else "")):
                 net.ensure_bridge()
                 for i in range(1, nodes + 1):
                     net.ensure_node(i)
+                for j in range(1, state.control_planes + 1 if state.control_planes > 1 else 1):
+                    net.ensure_control_plane(j)
         with step("supervisor: two twins that restart every daemon that dies"):
             self._ensure_supervisor()
-        if state.store == "etcd":
+        if state.control_planes > 1:
+            self._build_control_planes(state, net)
+        elif state.store == "etcd":
             with step("etcd (the distribution's etcd-server) on loopback"):
                 state.store_url = self._start_etcd(state)
                 state.save(self.state_path)
-        with step(f"control plane on {net.gateway}:{state.port} (API server, scheduler, controller manager)"):
-            cp_args = ["controlplane", "--data-dir", str(self.cp_dir), "--port", str(state.port),
-                       "--store", state.store_url or state.store]
-            if nodes:
-                cp_args += ["--advertise-address", net.gateway, "--tls-san", net.gateway,
-                            "--load-balancer-ip-range", state.lb_range or default_lb_range(net.subnet)]
-            self._run(self._daemon("controlplane", cp_args, kill_group=False))
-            self._wait_ready(state, "controlplane")
+        if state.control_planes == 1:
+            with step(f"control plane on {net.gateway}:{state.port} (API server, scheduler, controller manager)"):
+                cp_args = ["controlplane", "--data-dir", str(self.cp_dir), "--port", str(state.port),
+                           "--store", state.store_url or state.store]
+                if nodes:
+                    cp_args += ["--advertise-address", net.gateway, "--tls-san", net.gateway,
+                                "--load-balancer-ip-range", state.lb_range or default_lb_range(net.subnet)]
+                self._run(self._daemon("controlplane", cp_args, kill_group=False))
+                self._wait_ready(state, "controlplane")
         for i in range(1, nodes + 1):
             with step(f"node {self.node_name(i)} ({net.node_ip(i)}): containerd, kubelet, kube-proxy, "
                       "network policies, DNS"):
@@ -301,6 +333,84 @@ class Cluster:
                 self._publish_dns(net, nodes)
             with step(f"pod routes for the control plane (from {net.gateway}, table {net.route_table})"):
                 self._route_pods(net)
+
+    def _build_control_planes(self, state: ClusterState, net: LabNetwork) -> None:
+        """etcd members, then each control-plane node, then HAProxy in front (kubepy.lab.controlplanes)."""
+        from kubepy.api.certs import ensure_ca, issue_etcd_member
+        from kubepy.lab import controlplanes as ha
+
+        n = state.control_planes
+        with step(f"etcd: {n} members with client and peer TLS ({net.cp_ip(1)}-{net.cp_ip(n)}:{ha.ETCD_CLIENT_PORT})"):
+            if shutil.which("etcd") is None:
+                raise StepFailed("etcd", "etcd is missing: apt-get install -y etcd-server")
+            private_dir(self.cp_dir)
+            ensure_ca(self.cp_dir)
+            for j in range(1, n + 1):
+                pki = self._etcd_pki(j)
+                if not (pki / "server.crt").exists():
+                    issue_etcd_member(self.cp_dir, pki, name=f"{self.name}-cp{j}", ips=[net.cp_ip(j)])
+                argv = ha.etcd_argv(net, self.name, j, n, self.dir / "etcd" / f"cp{j}" / "data", pki)
+                self._run(Daemon(f"cp{j}/etcd", ["nsenter", f"--net=/var/run/netns/{net.cp_netns(j)}", *argv],
+                                 log=str(self.logs / f"cp{j}-etcd.log")))
+            self._wait_etcd(net, n)
+        tls = ["--etcd-cafile", str(self._etcd_pki(1) / "ca.crt"),
+                 "--etcd-certfile", str(self._etcd_pki(1) / "apiserver-etcd-client.crt"),
+                 "--etcd-keyfile", str(self._etcd_pki(1) / "apiserver-etcd-client.key")]
+        for j in range(1, n + 1):
+            with step(f"control-plane node {self.name}-cp{j} ({net.cp_ip(j)}): API server, scheduler, "
+                      "controller manager (leader-elected)"):
+                data = self.cp_data_dir(j)
+                if j > 1:
+                    ha.copy_shared(self.cp_dir, data)
+                self._run(self._daemon(f"cp{j}/controlplane", [
+                    "controlplane", "--data-dir", str(data), "--port", str(ha.API_PORT),
+                    "--store", "etcd://" + ha.etcd_urls(net, n, first=j), *tls,
+                    "--advertise-address", net.cp_ip(j), "--tls-san", net.gateway,
+                    "--load-balancer-ip-range", state.lb_range or default_lb_range(net.subnet), *ha.LEADER_ELECTION],
+                    netns=net.cp_netns(j), kill_group=False, hostname=f"{self.name}-cp{j}"))
+                deadline = time.monotonic() + 90
+                while not ha.member_ready(net, j, data / "ca.crt"):
+                    self._check_watched()
+                    if time.monotonic() > deadline:
+                        raise StepFailed(f"cp{j}", "API server not ready after 90s", self._tail(f"cp{j}-controlplane"))
+                    time.sleep(0.2)
+        with step(f"API load balancer: HAProxy on {net.gateway}:{state.port} (and 127.0.0.1), /readyz-checked"):
+            if shutil.which("haproxy") is None:
+                raise StepFailed("haproxy", "haproxy is missing: apt-get install -y haproxy")
+            cfg = self.dir / "haproxy.cfg"
+            cfg.write_text(ha.haproxy_config(net, n, state.port))
+            self._run(Daemon("apiserver-lb", ["haproxy", "-db", "-f", str(cfg)], log=str(self.logs / "apiserver-lb.log")))
+            self._wait_ready(state, "apiserver-lb")
+            import yaml
+
+            doc = yaml.safe_load((self.cp_dir / "admin.kubeconfig").read_text())
+            for c in doc.get("clusters") or []:
+                c["cluster"]["server"] = f"https://{net.gateway}:{state.port}"
+            write_private(self.dir / "admin.kubeconfig", yaml.safe_dump(doc, sort_keys=False))
+
+    def _etcd_pki(self, j: int) -> Path:
+        return self.dir / "etcd" / f"cp{j}" / "pki"
+
+    def _wait_etcd(self, net: LabNetwork, n: int, timeout: float = 60) -> None:
+        """Until a member answers /health (so a quorum formed), with the API server's client certificate."""
+        import ssl
+        import urllib.request
+
+        pki = self._etcd_pki(1)
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "apiserver-etcd-client.crt"), str(pki / "apiserver-etcd-client.key"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_watched()
+            for j in range(1, n + 1):
+                try:
+                    with urllib.request.urlopen(f"https://{net.cp_ip(j)}:2379/health", context=ctx, timeout=1) as r:
+                        if json.load(r).get("health") == "true":
+                            return
+                except (OSError, ValueError):
+                    pass
+            time.sleep(0.2)
+        raise StepFailed("etcd", f"no healthy member after {timeout:.0f}s", self._tail("cp1-etcd"))
 
     def _complete(self, state: ClusterState) -> bool:
         """Supervised, every daemon running, API server ready: nothing for `up` to repair."""
@@ -324,9 +434,14 @@ class Cluster:
                 raise StepFailed("supervisor", f"not active after {timeout:.0f}s", self._tail("supervisor"))
             time.sleep(0.1)
 
-    def _daemon(self, name: str, args: list[str], *, netns: str | None = None, kill_group: bool = True) -> Daemon:
-        """A ``kubepy`` daemon as the supervisor runs it (in a node's netns when ``netns``)."""
+    def _daemon(self, name: str, args: list[str], *, netns: str | None = None, kill_group: bool = True,
+                hostname: str | None = None) -> Daemon:
+        """A ``kubepy`` daemon as the supervisor runs it (in a node's netns when ``netns``; with a
+        host name of its own in a UTS namespace when ``hostname``, as a control-plane node has:
+        its leader-election identity names it)."""
         prefix = ["nsenter", f"--net=/var/run/netns/{netns}"] if netns else []
+        if hostname:
+            prefix += ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', hostname]
         return Daemon(name, [*prefix, sys.executable, "-m", "kubepy", *args],
                       log=str(self.logs / f"{name.replace('/', '-')}.log"), kill_group=kill_group)
 
@@ -427,6 +542,10 @@ class Cluster:
                          pid_file=str(containerd.pid_path), kill_group=False))
         asyncio.run(self._prepare_containerd(containerd))
         server = f"https://{net.gateway}:{state.port}"
+        if state.control_planes > 1:  # every API server: the kubelet (and what uses its kubeconfig) fails over
+            from kubepy.lab.controlplanes import API_PORT
+
+            server = ",".join(f"https://{net.cp_ip(j)}:{API_PORT}" for j in range(1, state.control_planes + 1))
         self.registry_hosts_dir.mkdir(exist_ok=True)
         self._run(self._daemon(f"{node}/kubelet", [
             "kubelet", "--hostname-override", node, "--node-ip", net.node_ip(i), "--server", server,
@@ -511,6 +630,10 @@ class Cluster:
                 if address and ":" not in cidr:
                     routes[cidr] = address
         net.ensure_pod_routes(routes)
+        state = self.state()
+        if state is not None and state.control_planes > 1:
+            for j in range(1, state.control_planes + 1):
+                net.ensure_pod_routes_in(net.cp_netns(j), routes)
 
     def _publish_dns(self, net: LabNetwork, nodes: int) -> None:
         """kube-dns: a Service at 10.96.0.10 whose endpoints are every node's DNS server."""
@@ -551,7 +674,8 @@ class Cluster:
 
     def _summary(self, state: ClusterState) -> None:
         flag = "" if self.name == DEFAULT_NAME else f" --name {self.name}"
-        print(f"\ncluster {self.name!r} is up ({state.nodes} nodes)")
+        planes = f", {state.control_planes} control-plane nodes behind HAProxy" if state.control_planes > 1 else ""
+        print(f"\ncluster {self.name!r} is up ({state.nodes} nodes{planes})")
         print(f"  kubeconfig: {self.kubeconfig}")
         print(f"  try:        kubepy kubectl{flag} get nodes -o wide")
         print(f"          or: KUBECONFIG={self.kubeconfig} kubectl get nodes -o wide")
@@ -586,15 +710,17 @@ class Cluster:
         for i in range(1, (state.nodes if state else 0) + 1):
             with ctx(f"remove node {self.node_name(i)}: containers, shims, pod networks, cgroups, containerd"):
                 self._clean_node(state, i, running.get(f"{self.node_name(i)}/containerd"))
-        for name in ("controlplane", "etcd"):
+        for name in ("apiserver-lb", "controlplane", "etcd"):
             if name in running:
                 with ctx(f"stop {'control plane' if name == 'controlplane' else name} (pid {running[name].pid})"):
                     _stop(running[name])
-        if state and state.nodes:
+        if state and (state.nodes or state.control_planes > 1):
             with ctx("remove network namespaces, bridge and NAT rules"):
                 net = self.network(state)
                 for i in range(1, state.nodes + 1):
                     net.remove_node(i)
+                for j in range(1, state.control_planes + 1 if state.control_planes > 1 else 1):
+                    net.remove_control_plane(j)
                 net.remove_pod_routes()
                 net.remove_bridge()
         leftovers = processes_naming(self.dir)

@@ -4,6 +4,8 @@
 
     host: bridge kpb-<name> 172.30.K.1/24 ──veth── node netns <name>-node1: eth0 172.30.K.11/24
                                          ──veth── node netns <name>-node2: eth0 172.30.K.12/24 …
+                                         ──veth── control-plane netns <name>-cp1: eth0 172.30.K.2/24 …
+                                                  (with --control-planes N > 1; .2 to .9)
 
 Every node's default route points at the host; the host masquerades the
 lab subnet for traffic that leaves the bridge (image pulls, DNS
@@ -78,6 +80,18 @@ class LabNetwork:
     def host_veth(self, i: int) -> str:
         return f"kpv-{_short(self.name)}-{i}"
 
+    # Control-plane nodes (``kubepy up --control-planes N``, N > 1): .2 to .9, below the nodes.
+    MAX_CONTROL_PLANES = 8
+
+    def cp_netns(self, j: int) -> str:
+        return f"{self.name}-cp{j}"
+
+    def cp_ip(self, j: int) -> str:
+        return str(self.net.network_address + 1 + j)
+
+    def cp_veth(self, j: int) -> str:
+        return f"kpv-{_short(self.name)}-c{j}"
+
     # -- up ---------------------------------------------------------------
     def ensure_bridge(self) -> None:
         with IPRoute() as ipr:
@@ -107,17 +121,23 @@ class LabNetwork:
 
     def ensure_node(self, i: int) -> str:
         """The node's netns with eth0 on the bridge; returns its name."""
-        name = self.node_netns(i)
+        return self._ensure_member(self.node_netns(i), self.node_ip(i), self.host_veth(i))
+
+    def ensure_control_plane(self, j: int) -> str:
+        """Control-plane node ``j``'s netns with eth0 on the bridge; returns its name."""
+        return self._ensure_member(self.cp_netns(j), self.cp_ip(j), self.cp_veth(j))
+
+    def _ensure_member(self, name: str, ip: str, veth: str) -> str:
         if not (NETNS_DIR / name).exists():
             netns.create(name)
         with IPRoute() as ipr, IPRoute(netns=name, flags=0) as node:
             if not node.link_lookup(ifname="eth0"):
                 with contextlib.suppress(Exception):
-                    for idx in ipr.link_lookup(ifname=self.host_veth(i)):
+                    for idx in ipr.link_lookup(ifname=veth):
                         ipr.link("del", index=idx)
-                ipr.link("add", ifname=self.host_veth(i), kind="veth",
+                ipr.link("add", ifname=veth, kind="veth",
                          peer={"ifname": "eth0", "net_ns_fd": name})
-            (host,) = ipr.link_lookup(ifname=self.host_veth(i))
+            (host,) = ipr.link_lookup(ifname=veth)
             (br,) = ipr.link_lookup(ifname=self.bridge)
             ipr.link("set", index=host, master=br, state="up")
             (lo,) = node.link_lookup(ifname="lo")
@@ -125,8 +145,8 @@ class LabNetwork:
             (eth,) = node.link_lookup(ifname="eth0")
             node.link("set", index=eth, state="up")
             have = {a.get("IFA_ADDRESS") for a in node.get_addr(index=eth)}
-            if self.node_ip(i) not in have:
-                node.addr("add", index=eth, address=self.node_ip(i), prefixlen=self.net.prefixlen)
+            if ip not in have:
+                node.addr("add", index=eth, address=ip, prefixlen=self.net.prefixlen)
             if not [r for r in node.get_routes(dst_len=0, table=254) if r.get("RTA_GATEWAY")]:
                 node.route("add", dst="0.0.0.0/0", gateway=self.gateway)
         return name
@@ -157,6 +177,19 @@ class LabNetwork:
                 removed += 1
         return added, removed
 
+    def ensure_pod_routes_in(self, netns_name: str, routes: dict[str, str]) -> int:
+        """A control-plane netns's routes to pods (``{podCIDR: node address}``, its main table: the
+        API server there calls webhooks and aggregated APIs in pods). Returns how many it set."""
+        changed = 0
+        with IPRoute(netns=netns_name, flags=0) as ipr:
+            have = {f"{r.get_attr('RTA_DST')}/{r['dst_len']}": r.get_attr("RTA_GATEWAY") or ""
+                    for r in ipr.get_routes(family=2, table=254) if r.get_attr("RTA_GATEWAY") and r["dst_len"]}
+            for dst, via in routes.items():
+                if have.get(dst) != via:
+                    ipr.route("replace", dst=dst, gateway=via)
+                    changed += 1
+        return changed
+
     # -- down -------------------------------------------------------------
     def remove_pod_routes(self) -> None:
         with IPRoute() as ipr:
@@ -175,6 +208,14 @@ class LabNetwork:
             netns.remove(name)
         with IPRoute() as ipr:
             for idx in ipr.link_lookup(ifname=self.host_veth(i)):
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=idx)
+
+    def remove_control_plane(self, j: int) -> None:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            netns.remove(self.cp_netns(j))
+        with IPRoute() as ipr:
+            for idx in ipr.link_lookup(ifname=self.cp_veth(j)):
                 with contextlib.suppress(Exception):
                     ipr.link("del", index=idx)
 

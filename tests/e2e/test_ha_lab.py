@@ -1,0 +1,153 @@
+"""`kubepy up --control-planes 3`: three control-plane nodes on a three-member etcd behind HAProxy,
+and the cluster keeps working when the leaders' node is cut off (issue 21).
+
+Under a steady writer (ConfigMaps through the one address kubectl uses, every acknowledged
+name recorded): the link of the control-plane node holding the controller-manager lease goes
+down; the API answers again through HAProxy within seconds, both leases move to a live node, a
+Deployment scaled meanwhile converges, and every acknowledged write is there afterwards. The
+node's link comes back and it rejoins (its API server ready, listed in the kubernetes endpoints).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_lab import Lab, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+class HALab(Lab):
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / self.name / "admin.kubeconfig"
+
+    def cp_netns(self, j: int) -> str:
+        return f"{self.name}-cp{j}"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    lab = HALab()
+    try:
+        up = lab.kubepy("up", "--control-planes", "3", "--nodes", "1", timeout=400)
+        assert "ready in" in up.stdout, up.stdout
+        from kubepy.images import busybox_image
+
+        archive = lab.root / "busybox.tar"
+        busybox_image("docker.io/library/busybox:1.36", archive)
+        lab.kubepy("image", "load", str(archive), "--name", lab.name, "--state-dir", str(lab.root))
+        yield lab
+    finally:
+        lab.kubepy("down", check=False)
+        shutil.rmtree(lab.root, ignore_errors=True)
+
+
+def holder(lab: HALab, lease: str) -> str:
+    return lab.json("get", "lease", "-n", "kube-system", lease)["spec"].get("holderIdentity", "")
+
+
+def api_endpoints(lab: HALab) -> list[str]:
+    ep = lab.json("get", "endpoints", "kubernetes")
+    return sorted(a["ip"] for s in ep.get("subsets", []) for a in s["addresses"])
+
+
+def test_three_api_servers_behind_one_address_and_one_leader_each(lab: HALab):
+    server = next(line for line in lab.kubeconfig.read_text().splitlines() if "server:" in line)
+    assert ":" in server and ".1:" in server, server  # HAProxy on the bridge's gateway address
+    prefix = lab.json("get", "nodes")["items"][0]["status"]["addresses"][0]["address"].rsplit(".", 1)[0]
+    assert wait_for(lambda: api_endpoints(lab) == [f"{prefix}.{k}" for k in (2, 3, 4)], 30, "three endpoints")
+    for lease in ("kube-scheduler", "kube-controller-manager"):
+        assert holder(lab, lease).split("_")[0] in {f"{lab.name}-cp{j}" for j in (1, 2, 3)}
+
+
+DEPLOY = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ha-web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: ha-web}}
+  template:
+    metadata: {labels: {app: ha-web}}
+    spec:
+      containers: [{name: c, image: "busybox:1.36", command: ["sleep", "3600"]}]
+"""
+
+
+class Writer(threading.Thread):
+    """Creates ConfigMaps through the admin kubeconfig as fast as it can; records what was acknowledged."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        super().__init__(daemon=True)
+        self.kubeconfig, self.acked, self.errors, self.stop = kubeconfig, [], 0, threading.Event()
+        self.last_ack = time.monotonic()
+
+    def run(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        from kubepy.client import Client
+        from kubepy.client.errors import APIStatusError, TransportError
+
+        async with Client.from_kubeconfig(str(self.kubeconfig)) as client:
+            i = 0
+            while not self.stop.is_set():
+                name = f"ha-{i}"
+                i += 1
+                try:
+                    async with asyncio.timeout(10):
+                        await client.create("configmaps", {"metadata": {"name": name}}, namespace="default")
+                    self.acked.append(name)
+                    self.last_ack = time.monotonic()
+                except (APIStatusError, TransportError, TimeoutError):
+                    self.errors += 1
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.05)
+
+
+def test_cutting_off_the_leaders_node_keeps_the_cluster_working_and_loses_no_write(lab: HALab):
+    lab.kubectl("apply", "-f", "-", input=DEPLOY)
+    wait_for(lambda: lab.json("get", "deploy", "ha-web").get("status", {}).get("readyReplicas") == 1, 120, "1 ready pod")
+    leader = holder(lab, "kube-controller-manager").split("_")[0]
+    j = int(leader.rsplit("cp", 1)[1])
+    writer = Writer(lab.kubeconfig)
+    writer.start()
+    try:
+        wait_for(lambda: len(writer.acked) >= 10, 30, "the writer going")
+        cut = time.monotonic()
+        acked_before = len(writer.acked)
+        subprocess.run(["ip", "-n", lab.cp_netns(j), "link", "set", "eth0", "down"], check=True)
+        try:
+            wait_for(lambda: len(writer.acked) >= acked_before + 10, 60, "writes through the other two servers")
+            api_back = time.monotonic() - cut
+            moved = {}
+            for lease in ("kube-controller-manager", "kube-scheduler"):
+                wait_for(lambda: not holder(lab, lease).startswith(leader + "_"), 60, f"{lease} moving")
+                moved[lease] = time.monotonic() - cut
+            lab.kubectl("scale", "deploy", "ha-web", "--replicas", "3")
+            wait_for(lambda: lab.json("get", "deploy", "ha-web").get("status", {}).get("readyReplicas") == 3, 120,
+                     "the Deployment converging without the old leaders")
+            converged = time.monotonic() - cut
+            print(f"control-plane node cp{j} cut off: writes again after {api_back:.1f}s, "
+                  + ", ".join(f"{k} lease moved after {v:.1f}s" for k, v in moved.items())
+                  + f", Deployment at 3 ready after {converged:.1f}s")
+        finally:
+            subprocess.run(["ip", "-n", lab.cp_netns(j), "link", "set", "eth0", "up"], check=True)
+        prefix = lab.json("get", "nodes")["items"][0]["status"]["addresses"][0]["address"].rsplit(".", 1)[0]
+        assert wait_for(lambda: len(api_endpoints(lab)) == 3, 60, "the node rejoining the endpoints") == \
+            [f"{prefix}.{k}" for k in (2, 3, 4)]
+    finally:
+        writer.stop.set()
+        writer.join(20)
+    names = {c["metadata"]["name"] for c in lab.json("get", "configmaps")["items"]}
+    lost = [n for n in writer.acked if n not in names]
+    assert not lost, f"{len(lost)} acknowledged writes lost: {lost[:10]}"
+    print(f"{len(writer.acked)} writes acknowledged, none lost; {writer.errors} refused or timed out during the cut")
