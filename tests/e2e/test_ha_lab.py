@@ -142,8 +142,8 @@ def test_cutting_off_the_leaders_node_keeps_the_cluster_working_and_loses_no_wri
         finally:
             subprocess.run(["ip", "-n", lab.cp_netns(j), "link", "set", "eth0", "up"], check=True)
         prefix = lab.json("get", "nodes")["items"][0]["status"]["addresses"][0]["address"].rsplit(".", 1)[0]
-        assert wait_for(lambda: len(api_endpoints(lab)) == 3, 60, "the node rejoining the endpoints") == \
-            [f"{prefix}.{k}" for k in (2, 3, 4)]
+        assert wait_for(lambda: (lambda e: e if len(e) == 3 else None)(api_endpoints(lab)), 60,
+                        "the node rejoining the endpoints") == [f"{prefix}.{k}" for k in (2, 3, 4)]
     finally:
         writer.stop.set()
         writer.join(20)
