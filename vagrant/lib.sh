@@ -18,10 +18,10 @@ CP_DIR=/var/lib/kubepy/controlplane                # kubepy controlplane --data-
 KUBELET_DIR=/var/lib/kubepy/kubelet                # kubepy kubelet --root-dir
 KUBELET_KUBECONFIG=$KUBELET_DIR/kubelet.kubeconfig # written by the kubelet once it has joined
 PUBLISH_DIR=/var/lib/kubepy/publish                # what the control plane hands out (host + workers)
+SHARED_DIR=$KUBEPY_SRC/.kube                       # the same, in the synced folder
 # Node add-ons on identities of their own (system:kube-proxy, system:kubepy-netpol, system:kubepy-dns):
 # the API server writes $CP_DIR/<name>.kubeconfig; every node runs them on its copy $ETC/<name>.kubeconfig.
 ADDON_KUBECONFIGS=(proxy netpol dns)
-SHARED_DIR=$KUBEPY_SRC/.kube                       # the same, in the synced folder
 CONTAINERD_SOCKET=/run/containerd/containerd.sock
 CONTAINERD_NAMESPACE=kubepy
 PAUSE_IMAGE=kubepy.local/pause:1                   # = kubepy.lab.cluster.PAUSE_IMAGE

@@ -474,8 +474,8 @@ class Cluster:
             try:
                 data = src.read_bytes()
             except FileNotFoundError as e:
-                raise StepFailed(f"{stem} credentials", f"the API server wrote no {src}", self._tail("controlplane")) \
-                    from e
+                raise StepFailed(f"{stem} credentials", f"the API server wrote no {src} (one started by an older "
+                                 "kubepy writes none: restart the cluster's controlplane process)", self._tail("controlplane")) from e
             if not dst.exists() or dst.read_bytes() != data:
                 write_private(dst, data)
             out[stem] = dst
