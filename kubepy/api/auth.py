@@ -51,6 +51,10 @@ AUTHENTICATED = "system:authenticated"
 ADMIN_CERT_USER = "kubernetes-admin"  # kubeadm's admin.conf user
 SCHEDULER_USER = "system:kube-scheduler"                    # kubeadm's scheduler.conf
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"  # kubeadm's controller-manager.conf
+# The node add-ons, host daemons on every node: each its own user, none in system:nodes.
+KUBE_PROXY_USER = "system:kube-proxy"     # upstream's user.KubeProxy, bound to system:node-proxier
+DNS_USER = "system:kubepy-dns"            # cluster DNS (upstream's runs as a pod's ServiceAccount)
+NETPOL_USER = "system:kubepy-netpol"      # the network-policy agent
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 JOIN_PATH = "/kubepy/v1/join"
 CREDENTIALS_PATH = "/kubepy/v1/nodecredentials/"

@@ -12,7 +12,15 @@ without RemoveExtraPermissions) puts back missing rules, labels,
 annotations and subjects and keeps anything a person added.  An object
 whose autoupdate annotation says "false" is left alone. Aggregated roles
 (admin, edit, view) get their aggregationRule back; their rules are the
-aggregation controller's.
+aggregation controller's. The one exception to "keep what is there":
+subjects an older kubepy bound by default and no longer does
+(``RETIRED_SUBJECTS``, e.g. system:nodes on the network-policy agent's
+role) are taken out, or the rights would outlive the reason for them.
+
+The node add-ons have identities of their own (``kubepy.api.auth``):
+``system:kube-proxy`` holds upstream's ``system:node-proxier``; cluster DNS
+(``system:kubepy-dns``) upstream's ``system:kube-dns``; the network-policy
+agent (``system:kubepy-netpol``) ``kubepy:network-policy-agent``.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import copy
 import logging
 from typing import Any
 
-from kubepy.api import errors
+from kubepy.api import auth, errors
 from kubepy.api.controllerpolicy import NAMESPACE, ROLE_PREFIX, controller_roles
 from kubepy.kinds import by_plural
 
@@ -92,6 +100,7 @@ _ADMIN = [
 ]
 
 NETPOL_AGENT_ROLE = "kubepy:network-policy-agent"
+DNS_BINDING = "system:kubepy-dns"
 NODE_RULES_NOTE = "system:node's rules are kubepy.api.nodeauth.NODE_RULES (the node authorizer applies them)"
 
 
@@ -157,7 +166,7 @@ def cluster_roles() -> list[dict[str, Any]]:
             rule("list watch", "discovery.k8s.io", "endpointslices"),
             *EVENTS]),
         # Upstream's system:node reads no NetworkPolicies; policy agents (kube-router, Calico) get a role of
-        # their own. kubepy's agent (kubepy netpol) runs as its node, so the nodes are bound to it.
+        # their own. kubepy's agent (kubepy netpol) reads these and its own Node's podCIDR, nothing more.
         _cluster_role(NETPOL_AGENT_ROLE, [rule("list watch", "networking.k8s.io", "networkpolicies"),
                                           rule("list watch", CORE, "pods namespaces"),
                                           rule("get", CORE, "nodes")]),
@@ -225,9 +234,13 @@ def cluster_role_bindings() -> list[dict[str, Any]]:
                  [("Group", "system:serviceaccounts"), ("Group", "system:authenticated"),
                   ("Group", "system:unauthenticated")]),
         _binding("system:node", "system:node", []),
-        _binding("system:node-proxier", "system:node-proxier", [("User", "system:kube-proxy")]),
-        _binding(NETPOL_AGENT_ROLE, NETPOL_AGENT_ROLE, [("Group", "system:nodes")]),
+        _binding("system:node-proxier", "system:node-proxier", [("User", auth.KUBE_PROXY_USER)]),
+        _binding(NETPOL_AGENT_ROLE, NETPOL_AGENT_ROLE, [("User", auth.NETPOL_USER)]),
         _binding("system:kube-dns", "system:kube-dns", [("ServiceAccount", "kube-system/kube-dns")]),
+        # kubepy's cluster DNS is a host daemon on a client certificate, not a pod, so it is a user of its own
+        # rather than upstream's kube-dns (or CoreDNS's coredns) ServiceAccount; it holds upstream's
+        # system:kube-dns role, which reads what it serves (Services, Endpoints/EndpointSlices) and no more.
+        _binding(DNS_BINDING, "system:kube-dns", [("User", auth.DNS_USER)]),
         _binding("system:kube-scheduler", "system:kube-scheduler", [("User", "system:kube-scheduler")]),
         _binding("system:volume-scheduler", "system:volume-scheduler", [("User", "system:kube-scheduler")]),
         _binding("system:kube-controller-manager", "system:kube-controller-manager",
@@ -271,15 +284,26 @@ def reconcile_role(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+# Subjects earlier kubepy versions bound by default, by binding: reconciling takes them out.
+RETIRED_SUBJECTS: dict[str, set[tuple[str, str]]] = {
+    # The network-policy agent ran on the kubelet's credentials until it had a user of its own.
+    NETPOL_AGENT_ROLE: {("Group", auth.NODES)},
+}
+
+
 def reconcile_binding(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
+    """What ``have`` must become: missing subjects, labels and annotations added, retired subjects gone."""
     out = copy.deepcopy(have)
     _merge_meta(out, want)
-    subjects = list(out.get("subjects") or [])
+    retired = RETIRED_SUBJECTS.get(want["metadata"]["name"], set())
+    subjects = [s for s in out.get("subjects") or [] if (s.get("kind"), s.get("name")) not in retired]
     for s in want.get("subjects") or []:
         if s not in subjects:
             subjects.append(s)
     if subjects:
         out["subjects"] = subjects
+    else:
+        out.pop("subjects", None)
     return out
 
 

@@ -7,7 +7,9 @@ O = groups, as kubeadm writes ``admin.conf``), ``admin.kubeconfig``; the
 scheduler's and the controller manager's own certificates and kubeconfigs
 (``scheduler.crt``/``.key``/``.kubeconfig``: CN ``system:kube-scheduler``;
 ``controller-manager.*``: CN ``system:kube-controller-manager``; no groups, as
-kubeadm's ``scheduler.conf`` and ``controller-manager.conf``); the API
+kubeadm's ``scheduler.conf`` and ``controller-manager.conf``); the node
+add-ons' (``proxy.*``: CN ``system:kube-proxy``; ``dns.*``: ``system:kubepy-dns``;
+``netpol.*``: ``system:kubepy-netpol``), copied to every node; the API
 server's client certificate for the kubelets (``apiserver-kubelet-client.*``).
 Existing files are reused, so restarts keep trust.
 All are written mode 0600 (``kubepy.privatefiles``), in the 0700 data dir.

@@ -11,8 +11,9 @@ Talks to: nothing but the API server's pod watch cache (through
   (``fieldSelector=metadata.name=X``), as upstream;
 - writes its own Lease in kube-node-lease only;
 - everything else it may do is ``NODE_RULES`` (upstream's system:node rules,
-  bootstrappolicy.NodeRules, restricted to what kubepy serves, plus the reads
-  kube-proxy and cluster DNS need while they still run as the node).
+  bootstrappolicy.NodeRules, restricted to what kubepy serves, plus what
+  kubepy's local-path storage needs). kube-proxy, cluster DNS and the
+  network-policy agent run on identities of their own, not the node's.
 
 ``admit`` is NodeRestriction (plugin/pkg/admission/noderestriction): a node
 modifies only its own Node (not its taints, not labels in the
@@ -53,8 +54,8 @@ READ = "get list watch"
 NODE_RULES = [
     _rule("create", "authentication.k8s.io", "tokenreviews"),
     _rule("create", "authorization.k8s.io", "subjectaccessreviews localsubjectaccessreviews"),
-    _rule(READ, '""', "services endpoints namespaces"),
-    _rule(READ, "discovery.k8s.io", "endpointslices"),
+    _rule(READ, '""', "services"),  # the Service environment variables
+    _rule("get", '""', "endpoints"),
     _rule("create get list watch update patch", '""', "nodes"),
     _rule("update patch", '""', "nodes/status"),
     _rule("create update patch", '""', "events"),

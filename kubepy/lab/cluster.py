@@ -4,7 +4,9 @@ a whole kubepy cluster on one Linux host.
 A cluster named NAME lives in ``/var/lib/kubepy/NAME`` (``--state-dir``
 changes the root): ``cluster.json`` records what was started, ``controlplane/``
 is the control plane's data dir (store, certificates, ``admin.kubeconfig``),
-``nodes/<node>/`` holds each node's containerd and kubelet state, ``logs/``
+``nodes/<node>/`` holds each node's containerd and kubelet state and, in
+``addons/`` (0700), its copies of the add-ons' kubeconfigs (kube-proxy, DNS,
+the network-policy agent: each its own user, issued by the API server), ``logs/``
 every daemon's log, ``certs.d/`` every node's registry hosts directory (what
 ``/etc/containerd/certs.d`` is on a host: a ``<registry>/hosts.toml`` put
 there names a mirror or a plain-HTTP registry for every kubelet's next pull,
@@ -56,6 +58,9 @@ DNS_IP = "10.96.0.10"
 PAUSE_IMAGE = "kubepy.local/pause:1"
 # The bootstrap token `up` makes for its kubelets: they join within seconds, then keep their own credentials.
 LAB_TOKEN_TTL = dt.timedelta(hours=1)
+# Node add-ons, each on its own identity: the kubeconfig the API server writes as CONTROLPLANE/<stem>.kubeconfig
+# (kubepy.api.main.COMPONENT_IDENTITIES), copied to every node as vagrant/controlplane.sh and worker.sh do.
+ADDON_KUBECONFIGS = ("proxy", "netpol", "dns")
 
 
 @dataclass
@@ -556,7 +561,8 @@ class Cluster:
             *(["--node-labels", ",".join(f"{k}={v}" for k, v in state.node_labels(i).items())]
               if state.node_labels(i) else [])],
             netns=netns))
-        # The kubelet writes its own kubeconfig after joining; proxy and DNS use it.
+        # The add-ons start once the kubelet has joined (its Node exists: the proxy logs its addresses, the
+        # policy agent reads its pod CIDR), each on its own kubeconfig, never the kubelet's or the admin's.
         own = ndir / "kubelet" / "kubelet.kubeconfig"
         deadline = time.monotonic() + 60
         while not own.exists():
@@ -564,17 +570,35 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise StepFailed(f"node {node}", "kubelet did not join in 60s", self._tail(f"{node}-kubelet"))
             time.sleep(0.1)
+        addons = self._addon_kubeconfigs(ndir)
         if _module_exists("kubepy.proxy.proxier"):
             self._run(self._daemon(f"{node}/proxy", [
-                "proxy", "--kubeconfig", str(own), "--hostname-override", node, "--node-ip", net.node_ip(i)],
-                netns=netns))
+                "proxy", "--kubeconfig", str(addons["proxy"]), "--hostname-override", node,
+                "--node-ip", net.node_ip(i)], netns=netns))
         if _module_exists("kubepy.netpol.agent"):
-            # The node's own identity, like kube-proxy; its pod CIDR comes from its Node.
+            # Its pod CIDR comes from its Node.
             self._run(self._daemon(f"{node}/netpol", [
-                "netpol", "--kubeconfig", str(own), "--hostname-override", node], netns=netns))
+                "netpol", "--kubeconfig", str(addons["netpol"]), "--hostname-override", node], netns=netns))
         self._run(self._daemon(f"{node}/dns", [
-            "dns", "--kubeconfig", str(own), "--listen", f"{net.node_ip(i)}:53",
+            "dns", "--kubeconfig", str(addons["dns"]), "--listen", f"{net.node_ip(i)}:53",
             "--upstream", f"{net.gateway}:53"], netns=netns))
+
+    def _addon_kubeconfigs(self, ndir: Path) -> dict[str, Path]:
+        """The node's own copies (0600, in a 0700 dir) of the add-ons' kubeconfigs, refreshed when the
+        API server re-issued one."""
+        out: dict[str, Path] = {}
+        addons = private_dir(ndir / "addons")
+        for stem in ADDON_KUBECONFIGS:
+            src, dst = self.cp_dir / f"{stem}.kubeconfig", addons / f"{stem}.kubeconfig"
+            try:
+                data = src.read_bytes()
+            except FileNotFoundError as e:
+                raise StepFailed(f"{stem} credentials", f"the API server wrote no {src} (one started by an older "
+                                 "kubepy writes none: restart the cluster's controlplane process)", self._tail("controlplane")) from e
+            if not dst.exists() or dst.read_bytes() != data:
+                write_private(dst, data)
+            out[stem] = dst
+        return out
 
     async def _prepare_containerd(self, containerd, timeout: float = 30) -> None:
         """Wait until the node's containerd answers, then give it the pause image the kubelet needs."""

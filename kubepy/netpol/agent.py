@@ -1,8 +1,9 @@
 """The network-policy agent: NetworkPolicies, pods and namespaces → this node's filter rules, kept in step.
 
-``kubepy netpol`` runs one per node, as the node's own identity (its
-kubelet's kubeconfig; the ``kubepy:netpol-agent`` ClusterRole lets nodes
-list and watch networkpolicies).  Three informers feed caches; their
+``kubepy netpol`` runs one per node, as its own user ``system:kubepy-netpol``
+(not the node's: the ``kubepy:network-policy-agent`` ClusterRole lets it list
+and watch networkpolicies, pods and namespaces and get its Node, nothing
+else).  Three informers feed caches; their
 handlers only set a dirty flag.  One runner owns every sync: it waits for
 the flag (or ``sync_period``), never starts two syncs closer than
 ``min_sync_period`` (a burst of changes becomes one sync), compiles the

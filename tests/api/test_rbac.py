@@ -291,9 +291,12 @@ async def test_node_reads_only_what_its_pods_use(api: Api) -> None:
                                'and this object')
     await api.expect(node, "GET", "/api/v1/namespaces/a/secrets", 403)
     await api.expect(node, "GET", "/api/v1/secrets", 403)
-    # reads the kubelet, kube-proxy and DNS need
-    for path in ("/api/v1/nodes", "/api/v1/pods", "/api/v1/services", "/api/v1/endpoints", "/api/v1/namespaces"):
+    # reads the kubelet needs; kube-proxy's and DNS's (endpoints, EndpointSlices, namespaces) are theirs, not
+    # the node's (upstream's system:node: endpoints get only)
+    for path in ("/api/v1/nodes", "/api/v1/pods", "/api/v1/services"):
         await api.expect(node, "GET", path, 200)
+    for path in ("/api/v1/endpoints", "/api/v1/namespaces", "/apis/discovery.k8s.io/v1/endpointslices"):
+        await api.expect(node, "GET", path, 403)
     # its pods: status and deletion; not others'
     patch = {"status": {"phase": "Running"}}
     mp = "application/merge-patch+json"

@@ -346,7 +346,9 @@ async def test_run_dns_follows_the_api(apiserver, upstream):
     from kubepy.client import Client
 
     port = free_udp_tcp_port()
-    config = DNSConfig(kubeconfig=str(apiserver.kubeconfig), listen=[(LOOP, port)],
+    # As the nodes run it: on its own client certificate (system:kubepy-dns, the API server's dns.kubeconfig),
+    # with only its default role; a refused list or watch would leave the names below unanswered.
+    config = DNSConfig(kubeconfig=str(apiserver.data_dir / "dns.kubeconfig"), listen=[(LOOP, port)],
                        upstreams=[f"{UPSTREAM}:{upstream.port}"], summary_interval=0.2)
     task = asyncio.create_task(run_dns(config))
 

@@ -40,7 +40,9 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 SECRET_NAMES = {"state.db", "state.db-wal", "state.db-shm", "ca.key", "apiserver.key", "tokens.csv", "admin.key", "sa.key",
                 "admin.kubeconfig", "bootstrap-token", "kubelet.token", "kubelet.kubeconfig", "kubelet.key",
                 "kubelet-server.key", "scheduler.key", "scheduler.kubeconfig", "controller-manager.key",
-                "controller-manager.kubeconfig", "apiserver-kubelet-client.key"}
+                "controller-manager.kubeconfig", "apiserver-kubelet-client.key",
+                # the node add-ons' own credentials: in the control plane's dir and each node's addons/
+                "proxy.key", "proxy.kubeconfig", "dns.key", "dns.kubeconfig", "netpol.key", "netpol.kubeconfig"}
 
 # Run by nobody with the system's python: every path it could list or open under the root.
 WALK = r"""
@@ -189,7 +191,10 @@ def test_secret_files_are_0600_and_their_dirs_0700(lab):
     # Every kind of secret this cluster has was found (so the check looked at them).
     assert {"state.db", "ca.key", "apiserver.key", "tokens.csv", "admin.kubeconfig", "bootstrap-token",
             "kubelet.token", "kubelet.kubeconfig", "kubelet-server.key", "scheduler.key", "scheduler.kubeconfig",
-            "controller-manager.key", "controller-manager.kubeconfig"} <= names, names
+            "controller-manager.key", "controller-manager.kubeconfig", "proxy.kubeconfig", "dns.kubeconfig",
+            "netpol.kubeconfig", "proxy.key", "dns.key", "netpol.key"} <= names, names
+    nodes_copies = [p for p in found if "/nodes/" in p and "/addons/" in p and p.endswith(".kubeconfig")]
+    assert len(nodes_copies) == 3, found  # proxy, dns, netpol on the one node
     assert {p: oct(m) for p, m in found.items() if m & 0o077} == {}
     assert loose_dirs == []
 

@@ -215,6 +215,43 @@ def test_not_ready_pods_stop_getting_traffic(lab: Lab):
     wait_for(lambda: len(ready_pods(lab, "echo")) == 6, 30, "ready again")
 
 
+def test_node_addons_run_on_their_own_identities(lab: Lab):
+    """Every node's kube-proxy, DNS and policy agent run on their own kubeconfig (0600, a certificate of their
+    own user, no group), never the kubelet's or the admin's; and the API server refused them nothing while
+    the tests above used Services and DNS."""
+    import base64
+    import os
+    import stat
+
+    import yaml
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    users = {"proxy": "system:kube-proxy", "dns": "system:kubepy-dns", "netpol": "system:kubepy-netpol"}
+    argv = [open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0") for pid in os.listdir("/proc") if pid.isdigit()
+            and os.path.exists(f"/proc/{pid}/cmdline")]
+    ours = str(lab.root / lab.name).encode()   # other clusters may run beside this one
+    running = [[a.decode(errors="replace") for a in args] for args in argv if ours in b" ".join(args)]
+    for i in range(1, NODES + 1):
+        addons = lab.root / lab.name / "nodes" / lab.node_netns(i) / "addons"
+        assert stat.S_IMODE(addons.stat().st_mode) == 0o700
+        for stem, user in users.items():
+            path = addons / f"{stem}.kubeconfig"
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            creds = yaml.safe_load(path.read_text())["users"][0]["user"]
+            cert = x509.load_pem_x509_certificate(base64.b64decode(creds["client-certificate-data"]))
+            assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)] == [user]
+            assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME) == []
+            assert "token" not in creds
+            assert [a for a in running if stem in a and str(path) in a], (stem, i)   # kubepy <stem> --kubeconfig PATH
+    assert not [a for a in running if any(x.endswith(("kubelet.kubeconfig", "admin.kubeconfig")) for x in a)
+                and any(stem in a for stem in users)]
+    log = (lab.root / lab.name / "logs" / "controlplane.log").read_text()
+    refused = [line for line in log.splitlines() if "forbidden user=" in line
+               and any(f"user={u} " in line for u in users.values())]
+    assert not refused, "\n".join(refused[:5])
+
+
 def test_down_leaves_nothing(lab: Lab):
     from kubepy.kubelet.network import pod_netns_name
     from kubepy.lab.network import LabNetwork, default_subnet
