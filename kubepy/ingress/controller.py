@@ -52,7 +52,7 @@ def _key(obj: dict[str, Any]) -> str:
 
 class Controller:
     def __init__(self, client: Any, *, state_dir: Path, publish: list[str], node: str = "",
-                 controller: str = CONTROLLER, http_port: int = 80, https_port: int = 443,
+                 controller: str = CONTROLLER, http_port: int | str = 80, https_port: int | str = 443,
                  nginx: Nginx | None = None, min_sync_period: float = 0.1, sync_period: float = 30.0) -> None:
         self.client = client
         self.state_dir = Path(state_dir)

@@ -70,8 +70,8 @@ def _location(loc: Location) -> list[str]:
     return [head, body, "        }"]
 
 
-def _server(server: Server, *, state_dir: Path, cert_files: Mapping[str, str], http_port: int,
-            https_port: int) -> list[str]:
+def _server(server: Server, *, state_dir: Path, cert_files: Mapping[str, str], http_port: int | str,
+            https_port: int | str) -> list[str]:
     default = " default_server" if not server.host else ""
     cert = str(state_dir / "certs" / cert_files[server.tls_secret]) if server.tls_secret else \
         str(state_dir / "default.pem")
@@ -90,7 +90,8 @@ def _server(server: Server, *, state_dir: Path, cert_files: Mapping[str, str], h
 
 
 def render(config: ProxyConfig, *, state_dir: Path, cert_files: Mapping[str, str], node: str = "",
-           http_port: int = 80, https_port: int = 443, workers: int = 1) -> str:
+           http_port: int | str = 80, https_port: int | str = 443,
+           workers: int = 1) -> str:
     """nginx.conf for ``config``; ``cert_files``: secret namespace/name → file name under ``certs/``."""
     d = state_dir
     lines = [
@@ -124,6 +125,9 @@ def render(config: ProxyConfig, *, state_dir: Path, cert_files: Mapping[str, str
         "    proxy_set_header Upgrade $http_upgrade;",
         "    proxy_set_header Connection $connection_upgrade;",
         "    proxy_connect_timeout 5s;",
+        # Stream bodies both ways instead of spooling them to temp files the workers (nobody) may not reach.
+        "    proxy_request_buffering off;",
+        "    proxy_max_temp_file_size 0;",
         "    proxy_next_upstream error timeout;",
         "    proxy_next_upstream_tries 3;",
         "    ssl_protocols TLSv1.2 TLSv1.3;",
