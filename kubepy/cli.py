@@ -366,7 +366,8 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     publish = [a.strip() for a in (args.publish_status_address or "").split(",") if a.strip()]
     config = ControllerConfig(kubeconfig=str(args.kubeconfig), state_dir=str(args.state_dir),
                               publish_status_address=publish, node=args.hostname_override or "",
-                              controller=args.controller_class, http_port=args.http_port,
+                              controller=args.controller_class, ingress_class=args.ingress_class,
+                              http_port=args.http_port,
                               https_port=args.https_port, min_sync_period=args.min_sync_period)
     return _run_async(run_controller(config), "ingress")
 
@@ -587,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hostname-override", default=None, help="this node's name (for logs and Events)")
     p.add_argument("--controller-class", default="kubepy.io/ingress",
                    help="the IngressClass spec.controller this controller serves")
+    p.add_argument("--ingress-class", default="kubepy",
+                   help="the IngressClass to create (as the default class) if none of that name exists; '' for none")
     p.add_argument("--http-port", type=int, default=80)
     p.add_argument("--https-port", type=int, default=443)
     p.add_argument("--min-sync-period", type=float, default=0.1,

@@ -40,7 +40,8 @@ def client_address(config: ServerConfig) -> str:
 
 # The control plane's own components, each on its own identity (kubeadm's scheduler.conf and
 # controller-manager.conf): file stem -> user. No groups: RBAC binds the users by name.
-COMPONENT_IDENTITIES = {"scheduler": auth.SCHEDULER_USER, "controller-manager": auth.CONTROLLER_MANAGER_USER}
+COMPONENT_IDENTITIES = {"scheduler": auth.SCHEDULER_USER, "controller-manager": auth.CONTROLLER_MANAGER_USER,
+                        "ingress": auth.INGRESS_CONTROLLER_USER}
 
 
 def write_admin_kubeconfig(config: ServerConfig) -> Path:

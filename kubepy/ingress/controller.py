@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from kubepy.client import Client, Informer
+from kubepy.client.errors import AlreadyExistsError
 from kubepy.client.events import EventRecorder
-from kubepy.ingress.model import CONTROLLER, ProxyConfig, build
+from kubepy.ingress.model import CONTROLLER, DEFAULT_CLASS_ANNOTATION, ProxyConfig, build
 from kubepy.ingress.nginx import Nginx, NginxError, render
 
 __all__ = ["Controller", "ControllerConfig", "run_controller"]
@@ -53,8 +54,10 @@ def _key(obj: dict[str, Any]) -> str:
 class Controller:
     def __init__(self, client: Any, *, state_dir: Path, publish: list[str], node: str = "",
                  controller: str = CONTROLLER, http_port: int | str = 80, https_port: int | str = 443,
-                 nginx: Nginx | None = None, min_sync_period: float = 0.1, sync_period: float = 30.0) -> None:
+                 nginx: Nginx | None = None, min_sync_period: float = 0.1, sync_period: float = 30.0,
+                 ingress_class: str = "") -> None:
         self.client = client
+        self.ingress_class = ingress_class
         self.state_dir = Path(state_dir)
         self.publish = publish
         self.node = node
@@ -87,8 +90,30 @@ class Controller:
     def _on_change(self, _obj: dict[str, Any]) -> None:
         self._dirty.set()
 
+    async def ensure_class(self) -> None:
+        """Create our IngressClass, as the default class, when no class of that name exists (as k3s's Traefik
+        chart installs its own); one that exists is left as it is, whoever changed it."""
+        body = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                "metadata": {"name": self.ingress_class, "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
+                "spec": {"controller": self.controller}}
+        delay = 0.2
+        while True:
+            try:
+                await self.client.create("ingressclasses", body)
+                log.info("ingress class created name=%s controller=%s default=true", self.ingress_class,
+                         self.controller)
+                return
+            except AlreadyExistsError:
+                return
+            except Exception as e:  # noqa: BLE001 - the API server may not be up yet
+                log.warning("ingress class not created name=%s err=%s retry_in=%.1fs", self.ingress_class, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
     async def run(self) -> None:
         self.nginx.prepare()
+        if self.ingress_class:
+            await self.ensure_class()
         tasks = [asyncio.create_task(i.run(), name=f"ingress-informer-{i.resource}") for i in self.informers]
         try:
             for informer in self.informers:
@@ -213,6 +238,7 @@ class ControllerConfig:
     publish_status_address: list[str] = field(default_factory=list)
     node: str = ""
     controller: str = CONTROLLER
+    ingress_class: str = "kubepy"
     http_port: int = 80
     https_port: int = 443
     min_sync_period: float = 0.1
@@ -224,7 +250,7 @@ async def run_controller(config: ControllerConfig) -> None:
         controller = Controller(client, state_dir=Path(config.state_dir), publish=config.publish_status_address,
                                 node=config.node, controller=config.controller, http_port=config.http_port,
                                 https_port=config.https_port, min_sync_period=config.min_sync_period,
-                                sync_period=config.sync_period)
+                                sync_period=config.sync_period, ingress_class=config.ingress_class)
         try:
             await controller.run()
         finally:

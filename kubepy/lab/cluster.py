@@ -131,14 +131,16 @@ def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None,
             f"flags to repair it, or kubepy down{flag} first to replace it (down deletes its store)")
 
 
-def expected_daemons(state: ClusterState, *, proxy: bool = True, netpol: bool = True) -> list[str]:
+def expected_daemons(state: ClusterState, *, proxy: bool = True, netpol: bool = True,
+                     ingress: bool = True) -> list[str]:
     """Every daemon a complete cluster of this shape runs, in start order."""
     names = ["etcd"] if state.store == "etcd" else []
     names.append("controlplane")
     for i in range(1, state.nodes + 1):
         node = f"{state.name}-node{i}"
         names += [f"{node}/containerd", f"{node}/kubelet", *([f"{node}/proxy"] if proxy else []),
-                  *([f"{node}/netpol"] if netpol else []), f"{node}/dns"]
+                  *([f"{node}/netpol"] if netpol else []), f"{node}/dns",
+                  *([f"{node}/ingress"] if ingress else [])]
     return names
 
 
@@ -293,7 +295,7 @@ class Cluster:
             self._wait_ready(state, "controlplane")
         for i in range(1, nodes + 1):
             with step(f"node {self.node_name(i)} ({net.node_ip(i)}): containerd, kubelet, kube-proxy, "
-                      "network policies, DNS"):
+                      "network policies, DNS, ingress"):
                 self._start_node(state, net, i)
         if nodes:
             with step(f"{nodes} nodes Ready, cluster DNS at {DNS_IP}"):
@@ -308,7 +310,8 @@ class Cluster:
             return False
         desired, sup = load_desired(self.dir), load_state(self.dir)
         names = expected_daemons(state, proxy=_module_exists("kubepy.proxy.proxier"),
-                                 netpol=_module_exists("kubepy.netpol.agent"))
+                                 netpol=_module_exists("kubepy.netpol.agent"),
+                                 ingress=_module_exists("kubepy.ingress.controller"))
         if desired.stopped or any(desired.get(n) is None or not record_running(sup.daemons.get(n)) for n in names):
             return False
         return self._ready(state.port)
@@ -456,6 +459,13 @@ class Cluster:
         self._run(self._daemon(f"{node}/dns", [
             "dns", "--kubeconfig", str(own), "--listen", f"{net.node_ip(i)}:53",
             "--upstream", f"{net.gateway}:53"], netns=netns))
+        if _module_exists("kubepy.ingress.controller"):
+            # nginx on the node's ports 80/443 (k3s serves Traefik on every node); its own identity, as the
+            # controller manager's; every node publishes all node addresses, so they agree on the status.
+            self._run(self._daemon(f"{node}/ingress", [
+                "ingress", "--kubeconfig", str(self.cp_dir / "ingress.kubeconfig"), "--state-dir",
+                str(ndir / "ingress"), "--hostname-override", node, "--publish-status-address",
+                ",".join(net.node_ip(j) for j in range(1, state.nodes + 1))], netns=netns))
 
     async def _prepare_containerd(self, containerd, timeout: float = 30) -> None:
         """Wait until the node's containerd answers, then give it the pause image the kubelet needs."""
