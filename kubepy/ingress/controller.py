@@ -30,7 +30,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from kubepy.client import Client, Informer
 from kubepy.client.errors import AlreadyExistsError
@@ -38,12 +38,28 @@ from kubepy.client.events import EventRecorder
 from kubepy.ingress.model import CONTROLLER, DEFAULT_CLASS_ANNOTATION, ProxyConfig, build
 from kubepy.ingress.nginx import Nginx, NginxError, render
 
-__all__ = ["Controller", "ControllerConfig", "run_controller"]
+__all__ = ["Controller", "ControllerConfig", "Proxy", "run_controller"]
 
 log = logging.getLogger(__name__)
 
 SYNC = "Sync"          # ingress-nginx's reason when an Ingress is loaded
 RELOAD = "RELOAD"      # ingress-nginx's reason when nginx refused a configuration
+
+
+class Proxy(Protocol):
+    """What the controller needs of its proxy (``nginx.Nginx``; tests pass a recording fake)."""
+
+    def prepare(self) -> None: ...
+
+    def write_certificates(self, certs: dict[str, str]) -> dict[str, str]: ...
+
+    def prune_certificates(self, keep: set[str]) -> None: ...
+
+    def pid(self) -> int | None: ...
+
+    async def apply(self, text: str) -> str: ...
+
+    async def stop(self) -> None: ...
 
 
 def _key(obj: dict[str, Any]) -> str:
@@ -54,7 +70,7 @@ def _key(obj: dict[str, Any]) -> str:
 class Controller:
     def __init__(self, client: Any, *, state_dir: Path, publish: list[str], node: str = "",
                  controller: str = CONTROLLER, http_port: int | str = 80, https_port: int | str = 443,
-                 nginx: Nginx | None = None, min_sync_period: float = 0.1, sync_period: float = 30.0,
+                 nginx: Proxy | None = None, min_sync_period: float = 0.1, sync_period: float = 30.0,
                  ingress_class: str = "") -> None:
         self.client = client
         self.ingress_class = ingress_class
@@ -63,7 +79,7 @@ class Controller:
         self.node = node
         self.controller = controller
         self.http_port, self.https_port = http_port, https_port
-        self.nginx = nginx or Nginx(self.state_dir)
+        self.nginx: Proxy = nginx or Nginx(self.state_dir)
         self.min_sync_period, self.sync_period = min_sync_period, sync_period
         self.events = EventRecorder(client, component="kubepy-ingress", host=node or None)
         self.ingresses = Informer(client, "ingresses")
@@ -156,7 +172,7 @@ class Controller:
         self._last_sync = start
         cfg = self.config()
         self._report(cfg)
-        names = self.nginx.write_certificates(cfg.certificates)
+        names = self.nginx.write_certificates(dict(cfg.certificates))
         text = render(cfg, state_dir=self.state_dir, cert_files=names, node=self.node, http_port=self.http_port,
                       https_port=self.https_port)
         result = "unchanged"
