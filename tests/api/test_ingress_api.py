@@ -98,6 +98,19 @@ async def test_bad_ingresses_are_refused_with_upstreams_messages(api: TestClient
                                  'Invalid value: "a": must match `ingressClassName` when both are specified')}
 
 
+async def test_wrongly_typed_fields_are_refused_as_upstream_decodes_them(api: TestClient) -> None:
+    body = await call(api, "POST", INGRESSES, ingress(
+        "types", ingressClassName=5, tls=[{"hosts": [7], "secretName": 3}],
+        rules=[{"host": 1, "http": {"paths": [{"path": 5, "pathType": ["Prefix"],
+                                               "backend": {"service": {"name": 2, "port": {"name": 9}}}}]}}]),
+        status=400)
+    assert body["message"].startswith('Ingress in version "v1" cannot be handled as a Ingress: ')
+    assert "spec.rules[0].http.paths[0].path: expected string, got number" in body["message"]
+    cls = await call(api, "POST", CLASSES, ingress_class("types", controller=5, parameters={"kind": 1, "name": [],
+                                                                                           "scope": {}}), status=400)
+    assert "spec.controller: expected string, got number" in cls["message"]
+
+
 async def test_a_good_ingress_is_stored_as_sent_with_an_empty_status(api: TestClient) -> None:
     spec = {"ingressClassName": "other",
             "rules": [{"host": "*.example.com", "http": {"paths": [

@@ -120,8 +120,11 @@ def _validate_path(item: dict, path: str, errs: v.Errs) -> None:
         errs.required(f"{path}.pathType", "pathType must be specified")
         return
     value = item.get("path") or ""
+    if not isinstance(value, str):
+        errs.invalid(f"{path}.path", value, "must be a string")
+        value = ""
     if path_type in ("Exact", "Prefix"):
-        if not str(value).startswith("/"):
+        if not value.startswith("/"):
             errs.invalid(f"{path}.path", value, "must be an absolute path")
         for seq in _INVALID_SEQUENCES:
             if seq in value:
