@@ -261,3 +261,33 @@ def test_rolling_update_of_a_backend_loses_no_request(lab: Lab):
         thread.join()
     print(f"\nrolling update behind the Ingress: {count} requests, {len(failures)} failed")
     assert count > 20 and failures == []
+
+
+def test_requests_per_second_through_the_ingress_vs_straight_to_the_pod(lab: Lab):
+    """The issue's benchmark: sequential requests (a new connection each) through nginx, and straight
+    to a pod's IP from the host (the lab routes pod CIDRs for packets from its gateway address)."""
+    ip = node_ip(lab, 1)
+    gateway = lab.in_node(1, "ip", "-4", "route", "show", "default").stdout.split()[2]
+    pod_ip = next(p["status"]["podIP"] for p in lab.json("get", "pods", "-l", "app=green")["items"]
+                  if not p["metadata"].get("deletionTimestamp") and p["status"].get("podIP"))
+    wait_for(lambda: try_get(ip, "b.kptest.local", "/index.html") == (200, "green"), 30, "green served")
+
+    def rate(fetch) -> float:
+        n, start = 200, time.monotonic()
+        for _ in range(n):
+            assert fetch() == (200, "green")
+        return n / (time.monotonic() - start)
+
+    def direct() -> tuple[int, str]:
+        conn = http.client.HTTPConnection(pod_ip, 8080, timeout=3, source_address=(gateway, 0))
+        try:
+            conn.request("GET", "/index.html")
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode().strip()
+        finally:
+            conn.close()
+
+    through = rate(lambda: get(ip, "b.kptest.local", "/index.html"))
+    straight = rate(direct)
+    print(f"\nrequests/s, one connection each: through the Ingress {through:.0f}, straight to the pod "
+          f"{straight:.0f}, ratio {through / straight:.2f}")
