@@ -48,7 +48,8 @@ spec:
       containers:
       - name: httpd
         image: busybox:1.36
-        command: [sh, -c, 'mkdir -p /w/api && for f in {FILES}; do echo {name} > /w/$f; done && exec httpd -f -p 8080 -h /w']
+        command: [sh, -c, 'mkdir -p /w/api && for f in {FILES}; do echo {name} > /w/$f; done &&
+                          exec httpd -f -p 8080 -h /w']
         ports: [{{name: http, containerPort: 8080}}]
         readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
 ---

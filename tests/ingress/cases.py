@@ -1,4 +1,4 @@
-"""Objects for the ingress tests: Ingresses, classes, Services, EndpointSlices and TLS Secrets as the API serves them."""
+"""Objects for the ingress tests: Ingresses, classes, Services, EndpointSlices, TLS Secrets as the API serves them."""
 
 from __future__ import annotations
 
