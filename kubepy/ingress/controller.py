@@ -233,16 +233,26 @@ class Controller:
         self._synced_generations = seen
 
     async def _write_status(self, cfg: ProxyConfig) -> None:
+        """Our addresses on the Ingresses we serve; taken off one we no longer serve (its class changed),
+        as ingress-nginx does, but only while they are exactly ours (another controller's stay)."""
         want = [{"ip": a} for a in self.publish]
-        for obj in self._served(cfg):
-            lb = (obj.get("status") or {}).get("loadBalancer") or {}
-            if (lb.get("ingress") or []) == want:
+        served = set(cfg.ingresses)
+        for obj in self.ingresses.cache.list():
+            have = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+            if _key(obj) in served:
+                target = want
+            elif have and have == want:
+                target = []
+            else:
+                continue
+            if have == target:
                 continue
             meta = obj["metadata"]
             try:
-                await self.client.patch("ingresses", meta["name"], {"status": {"loadBalancer": {"ingress": want}}},
+                await self.client.patch("ingresses", meta["name"], {"status": {"loadBalancer": {"ingress": target}}},
                                         namespace=meta.get("namespace"), subresource="status")
-                log.info("ingress status ingress=%s address=%s", _key(obj), ",".join(self.publish))
+                log.info("ingress status ingress=%s address=%s", _key(obj),
+                         ",".join(self.publish) if target else "-")
             except Exception as e:  # noqa: BLE001 - retried on the next sync
                 log.warning("ingress status failed ingress=%s err=%s retry=next-sync", _key(obj), e)
 

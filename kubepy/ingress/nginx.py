@@ -236,14 +236,34 @@ class Nginx:
         os.kill(pid, signal.SIGHUP)  # nginx -s reload: new workers, old ones finish their requests
         return "reloaded"
 
+    def orphans(self) -> list[int]:
+        """nginx processes of this state directory whose master is gone: workers of a master that was
+        killed keep its listening sockets.  They are recognised by their working directory, which is the
+        state directory (``start`` runs nginx there), so no other nginx is ever touched."""
+        master, out = self.pid(), []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == master:
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+                if ppid != master and (proc / "cmdline").read_bytes().startswith(b"nginx:") and \
+                        os.readlink(proc / "cwd") == str(self.dir.resolve()):
+                    out.append(int(proc.name))
+        return out
+
     async def start(self, timeout: float = 10.0) -> None:
-        """nginx in the foreground as our child (dies with our process group under the supervisor)."""
+        """nginx in the foreground as our child (dies with our process group under the supervisor),
+        after the leftovers of a master that was killed (they hold the ports)."""
+        for pid in self.orphans():
+            log.warning("nginx orphan killed pid=%d state_dir=%s", pid, self.dir)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(FileNotFoundError):
             self.pid_file.unlink()
         self._proc = await asyncio.create_subprocess_exec(
             self.binary, "-p", f"{self.dir}/", "-e", str(self.dir / "error.log"), "-c", str(self.conf),
-            "-g", "daemon off;", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL)
+            "-g", "daemon off;", cwd=self.dir, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         deadline = asyncio.get_running_loop().time() + timeout
         while not self.pid_file.exists():
             if self._proc.returncode is not None or asyncio.get_running_loop().time() > deadline:

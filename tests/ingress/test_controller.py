@@ -111,6 +111,22 @@ async def test_serves_its_ingresses_writes_status_and_reports_bad_references(run
     await api.create("endpointslices", endpoint_slice("gone", "http", 9000, "10.244.1.5"))
     await until(lambda: "server 10.244.1.5:9000 max_fails=0;" in proxy.applied[-1])
     assert len(events(api, "ServiceNotFound")) == 1
+    # good moves to another controller's class: our addresses are taken off it.
+    good = next(i for i in api.objects("ingresses") if i["metadata"]["name"] == "good")
+    good["spec"]["ingressClassName"] = "other"
+    await api.update("ingresses", good)
+    await until(lambda: statuses()["good"].get("ingress") == [])
+    assert "good.example.com" not in proxy.applied[-1]
+
+
+async def test_a_dead_proxy_is_started_again(running) -> None:
+    api, proxy, _ = running
+    await api.create("ingresses", ingress("good", rule("good.example.com", path("/", "web"))))
+    await until(lambda: proxy.applied and "good.example.com" in proxy.applied[-1])
+    applied = len(proxy.applied)
+    proxy.running = False  # nginx died
+    await until(lambda: proxy.running, timeout=3)
+    assert len(proxy.applied) == applied + 1 and proxy.applied[-1] == proxy.applied[-2]
 
 
 async def test_a_refused_configuration_is_reported_and_the_next_change_applies(running) -> None:

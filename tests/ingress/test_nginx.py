@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import http.client
 import http.server
+import os
+import signal
 import socket
 import ssl
 import threading
@@ -216,3 +218,23 @@ async def test_reload_keeps_requests_and_a_refused_configuration_leaves_the_last
     assert await asyncio.to_thread(_get, http_port, "a.example.com", "/x") == (200, "api /x")
     with contextlib.suppress(FileNotFoundError):
         assert "maybe" not in (nginx.dir / "nginx.conf").read_text()
+
+
+async def test_a_killed_nginx_is_started_again_and_a_running_one_adopted(
+        backends: dict[str, int], proxy: tuple[Nginx, int, int]) -> None:
+    nginx, http_port, https_port = proxy
+    cfg = _config(backends, ingress("site", rule("a.example.com", path("/", "web"))))
+    assert await _apply(nginx, cfg, http_port, https_port) == "started"
+    os.kill(nginx.pid() or 0, signal.SIGKILL)  # its worker lives on, holding the ports
+    deadline = time.monotonic() + 5
+    while nginx.pid() is not None:
+        assert time.monotonic() < deadline, "nginx still counted as running after SIGKILL"
+        await asyncio.sleep(0.05)
+    assert nginx.orphans(), "the killed master's worker"
+    assert await _apply(nginx, cfg, http_port, https_port) == "started"
+    assert nginx.orphans() == []
+    assert await asyncio.to_thread(_get, http_port, "a.example.com", "/") == (200, "web /")
+    # A new adapter (the controller restarted) finds the running master through its pid file.
+    again = Nginx(nginx.dir)
+    assert again.pid() == nginx.pid()
+    assert await again.apply(nginx.conf.read_text()) == "unchanged"
