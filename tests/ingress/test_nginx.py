@@ -39,6 +39,8 @@ def _free_port() -> int:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.startswith("/slow"):
+            time.sleep(1.0)
         body = f"{self.server.name} {self.path}".encode()  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -207,6 +209,12 @@ async def test_reload_keeps_requests_and_a_refused_configuration_leaves_the_last
         thread.join()
     assert failures == []
     assert nginx.pid() == pid
+    # A request in flight across a reload is answered by the old worker, not cut.
+    slow = asyncio.create_task(asyncio.to_thread(_get, http_port, "a.example.com", "/slow"))
+    await asyncio.sleep(0.3)
+    assert await _apply(nginx, first, http_port, https_port) == "reloaded"
+    assert await slow == (200, "api /slow")
+    await _apply(nginx, second, http_port, https_port)
     deadline = time.monotonic() + 5
     while (await asyncio.to_thread(_get, http_port, "a.example.com", "/"))[1] != "api /":
         assert time.monotonic() < deadline, "the reloaded configuration never answered"
