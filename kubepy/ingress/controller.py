@@ -94,6 +94,8 @@ class Controller:
         self._last_full = float("-inf")
         self._text = ""              # the configuration nginx runs
         self._rejected = ""          # the last text nginx -t refused (not retried until something changes)
+        self._start_backoff = 0.0    # while nginx will not start: seconds until the next try (doubling to 30)
+        self._start_retry_at = float("-inf")
         self._reported: set[tuple[str, str, str]] = set()
         self._synced_generations: dict[str, tuple[str, int]] = {}
         self.syncs = 0
@@ -153,7 +155,9 @@ class Controller:
                 # Wake at least every second: a dead nginx is started again within one.
                 await asyncio.wait_for(self._dirty.wait(), max(0.0, min(until_full, 1.0)))
             if not self._dirty.is_set():
-                if time.monotonic() < self._last_full + self.sync_period and self.nginx.pid() is not None:
+                now = time.monotonic()
+                if now < self._last_full + self.sync_period and (self.nginx.pid() is not None
+                                                                 or now < self._start_retry_at):
                     continue
                 self._rejected = ""
             wait = self._last_sync + self.min_sync_period - time.monotonic()
@@ -183,16 +187,18 @@ class Controller:
             except (NginxError, OSError) as e:
                 self.failures += 1
                 self._rejected = text
-                log.error("ingress sync failed node=%s ingresses=%d err=%s", self.node or "-",
-                          len(cfg.ingresses), e)
+                if self.nginx.pid() is None:  # not even the last good configuration runs: try again, backing off
+                    self._start_backoff = min(max(self._start_backoff * 2, 1.0), 30.0)
+                    self._start_retry_at = time.monotonic() + self._start_backoff
+                log.error("ingress sync failed node=%s ingresses=%d nginx_running=%s retry_in=%s err=%s",
+                          self.node or "-", len(cfg.ingresses), self.nginx.pid() is not None,
+                          f"{self._start_backoff:.0f}s" if self.nginx.pid() is None else "next-change", e)
                 for obj in self._served(cfg):
                     self.events.event(obj, "Warning", RELOAD,
                                       f"Error reloading NGINX (the last good configuration keeps serving): {e}")
                 return False
-            self._text, self._rejected = text, ""
+            self._text, self._rejected, self._start_backoff = text, "", 0.0
             self.nginx.prune_certificates(set(names.values()))
-            if not running and result == "reloaded":
-                result = "adopted"
         self.syncs += 1
         self._last_full = start
         await self._write_status(cfg)

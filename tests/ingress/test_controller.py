@@ -25,6 +25,8 @@ class FakeProxy:
         self.applied: list[str] = []
         self.refuse: Callable[[str], bool] = lambda text: False
         self.running = False
+        self.starts_failing = False
+        self.attempts = 0
 
     def prepare(self) -> None:
         return None
@@ -39,6 +41,9 @@ class FakeProxy:
         return 1 if self.running else None
 
     async def apply(self, text: str) -> str:
+        self.attempts += 1
+        if not self.running and self.starts_failing:
+            raise NginxError("nginx did not start (exit 1)", "bind() to 0.0.0.0:80 failed (98: Address already in use)")
         if self.refuse(text):
             raise NginxError("nginx -t refused the configuration", "nginx: [emerg] made up")
         self.applied.append(text)
@@ -145,3 +150,14 @@ async def test_a_refused_configuration_is_reported_and_the_next_change_applies(r
     await api.delete("ingresses", "poison", namespace="default")
     await api.create("ingresses", ingress("next", rule("next.example.com", path("/", "web"))))
     await until(lambda: "next.example.com" in proxy.applied[-1])
+
+
+async def test_an_nginx_that_will_not_start_is_retried_with_backoff(running) -> None:
+    api, proxy, _ = running
+    await api.create("ingresses", ingress("good", rule("good.example.com", path("/", "web"))))
+    await until(lambda: proxy.applied)
+    proxy.starts_failing, proxy.running = True, False
+    await asyncio.sleep(3.5)
+    assert 2 <= proxy.attempts - 1 <= 3, "tries after 0, 1 and 2 s, not every second"
+    proxy.starts_failing = False
+    await until(lambda: proxy.running, timeout=6)
