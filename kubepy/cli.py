@@ -367,6 +367,7 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     config = ControllerConfig(kubeconfig=str(args.kubeconfig), state_dir=str(args.state_dir),
                               publish_status_address=publish, node=args.hostname_override or "",
                               controller=args.controller_class, ingress_class=args.ingress_class,
+                              publish_service=args.publish_service,
                               http_port=args.http_port,
                               https_port=args.https_port, min_sync_period=args.min_sync_period)
     return _run_async(run_controller(config), "ingress")
@@ -585,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--publish-status-address", default="",
                    help="A,B,...: the addresses written to the Ingresses' status.loadBalancer "
                    "(ingress-nginx's flag; the same on every node)")
+    p.add_argument("--publish-service", default="",
+                   help="NAMESPACE/NAME of a LoadBalancer Service in front of the controllers: its address is "
+                   "written to the Ingresses' status (ingress-nginx's flag; --publish-status-address until it has one)")
     p.add_argument("--hostname-override", default=None, help="this node's name (for logs and Events)")
     p.add_argument("--controller-class", default="kubepy.io/ingress",
                    help="the IngressClass spec.controller this controller serves")

@@ -10,9 +10,11 @@ sync: it waits for the flag (or ``sync_period``), never starts two syncs
 closer than ``min_sync_period`` (a burst of changes becomes one reload),
 decides the whole configuration (``model.build``), renders it
 (``nginx.render``) and, if the text changed, has nginx check and load it
-(``Nginx.apply``).  Then it writes ``status.loadBalancer.ingress`` (the
-``--publish-status-address`` list: the same on every node, so controllers
-never fight over it) and records Events: Warning for a reference that cannot
+(``Nginx.apply``).  Then it writes ``status.loadBalancer.ingress``: the
+address of the ``--publish-service`` LoadBalancer in front of every node's
+nginx (the lab's kube-system/kubepy-ingress), else the
+``--publish-status-address`` list; the same on every node, so controllers
+never fight over it and records Events: Warning for a reference that cannot
 be served (once per problem while it lasts), Normal ``Sync`` when an
 Ingress generation is first loaded, Warning ``RELOAD`` when nginx refused a
 configuration (the last good one keeps serving; retried on the next change
@@ -71,8 +73,9 @@ class Controller:
     def __init__(self, client: Any, *, state_dir: Path, publish: list[str], node: str = "",
                  controller: str = CONTROLLER, http_port: int | str = 80, https_port: int | str = 443,
                  nginx: Proxy | None = None, min_sync_period: float = 0.1, sync_period: float = 30.0,
-                 ingress_class: str = "") -> None:
+                 ingress_class: str = "", publish_service: str = "") -> None:
         self.client = client
+        self.publish_service = publish_service
         self.ingress_class = ingress_class
         self.state_dir = Path(state_dir)
         self.publish = publish
@@ -238,10 +241,21 @@ class Controller:
                 self.events.event(obj, "Normal", SYNC, "Scheduled for sync")
         self._synced_generations = seen
 
+    def addresses(self) -> list[dict[str, str]]:
+        """What status.loadBalancer.ingress says: the ``publish_service``'s load-balancer addresses
+        (ingress-nginx's --publish-service), else the ``publish`` list."""
+        if self.publish_service:
+            svc = self.services.cache.get(self.publish_service) or {}
+            found = [{k: str(i[k]) for k in ("ip", "hostname") if i.get(k)}
+                     for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
+            if [f for f in found if f]:
+                return [f for f in found if f]
+        return [{"ip": a} for a in self.publish]
+
     async def _write_status(self, cfg: ProxyConfig) -> None:
         """Our addresses on the Ingresses we serve; taken off one we no longer serve (its class changed),
         as ingress-nginx does, but only while they are exactly ours (another controller's stay)."""
-        want = [{"ip": a} for a in self.publish]
+        want = self.addresses()
         served = set(cfg.ingresses)
         for obj in self.ingresses.cache.list():
             have = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
@@ -258,7 +272,7 @@ class Controller:
                 await self.client.patch("ingresses", meta["name"], {"status": {"loadBalancer": {"ingress": target}}},
                                         namespace=meta.get("namespace"), subresource="status")
                 log.info("ingress status ingress=%s address=%s", _key(obj),
-                         ",".join(self.publish) if target else "-")
+                         ",".join(a.get("ip") or a.get("hostname", "") for a in target) or "-")
             except Exception as e:  # noqa: BLE001 - retried on the next sync
                 log.warning("ingress status failed ingress=%s err=%s retry=next-sync", _key(obj), e)
 
@@ -271,6 +285,7 @@ class ControllerConfig:
     node: str = ""
     controller: str = CONTROLLER
     ingress_class: str = "kubepy"
+    publish_service: str = ""
     http_port: int = 80
     https_port: int = 443
     min_sync_period: float = 0.1
@@ -282,7 +297,8 @@ async def run_controller(config: ControllerConfig) -> None:
         controller = Controller(client, state_dir=Path(config.state_dir), publish=config.publish_status_address,
                                 node=config.node, controller=config.controller, http_port=config.http_port,
                                 https_port=config.https_port, min_sync_period=config.min_sync_period,
-                                sync_period=config.sync_period, ingress_class=config.ingress_class)
+                                sync_period=config.sync_period, ingress_class=config.ingress_class,
+                                publish_service=config.publish_service)
         try:
             await controller.run()
         finally:

@@ -1,5 +1,6 @@
 """Ingress on a 2-node lab cluster: ``kubepy ingress`` and its nginx on every node's ports 80/443,
-reached from the host at the nodes' addresses.
+reached from the host at the nodes' addresses and at the address of the LoadBalancer Service in front of
+them (kube-system/kubepy-ingress), which is what the Ingresses' status says.
 
 Two backends (busybox httpd, each answering every test path with its own name) behind one
 Ingress by host and by path (Prefix by path element, Exact beating Prefix, the longest Prefix
@@ -199,18 +200,28 @@ def _try_tls(ip: str, host: str, ca: str) -> tuple[int, str] | None:
         return None
 
 
-def test_status_address_and_kubectl_get(lab: Lab):
-    ips = [node_ip(lab, i) for i in range(1, NODES + 1)]
+def test_status_is_the_load_balancer_address_which_serves_too(lab: Lab):
+    """kube-system/kubepy-ingress, a LoadBalancer whose endpoints are the nodes' nginx: its address from
+    the pool is what the Ingresses' status says, and it answers HTTP and HTTPS from the host."""
+
+    def lb_ip() -> str | None:
+        svc = lab.json("get", "svc", "-n", "kube-system", "kubepy-ingress")
+        return next((i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []),
+                    None)
 
     def address() -> list[str] | None:
         lb = (lab.json("get", "ingress", "site").get("status") or {}).get("loadBalancer") or {}
         return [i.get("ip") for i in lb.get("ingress") or []] or None
 
-    assert wait_for(address, 30, "status.loadBalancer of site") == ips
+    lb = wait_for(lb_ip, 30, "an address for kube-system/kubepy-ingress")
+    assert wait_for(lambda: address() == [lb], 30, f"status.loadBalancer of site to be {lb}")
     out = lab.kubectl("get", "ing").stdout
     row = next(line for line in out.splitlines() if line.startswith("site "))
-    assert row.split()[1:5] == ["kubepy", "a.kptest.local,b.kptest.local,secure.kptest.local", ",".join(ips),
-                                "80,"], out
+    assert row.split()[1:5] == ["kubepy", "a.kptest.local,b.kptest.local,secure.kptest.local", lb, "80,"], out
+    assert wait_for(lambda: try_get(lb, "a.kptest.local", "/api/v1"), 20, f"HTTP at {lb}") == (200, "green")
+    assert get(lb, "a.kptest.local", "/apix") == (200, "blue")
+    assert wait_for(lambda: _try_tls(lb, "secure.kptest.local", (lab.root / "tls.crt").read_text()), 20,
+                    f"HTTPS at {lb}") == (200, "green")
     classes = lab.kubectl("get", "ingressclass").stdout
     assert "kubepy" in classes and "kubepy.io/ingress" in classes, classes
     assert lab.json("get", "ingress", "site")["spec"]["ingressClassName"] == "kubepy"  # defaulted at admission

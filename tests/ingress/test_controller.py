@@ -161,3 +161,28 @@ async def test_an_nginx_that_will_not_start_is_retried_with_backoff(running) -> 
     assert 2 <= proxy.attempts - 1 <= 3, "tries after 0, 1 and 2 s, not every second"
     proxy.starts_failing = False
     await until(lambda: proxy.running, timeout=6)
+
+
+async def test_the_published_services_address_is_the_status_once_it_has_one(tmp_path: Path) -> None:
+    api = FakeAPI()
+    api.seed("services", service("web", ("http", 80)))
+    api.seed("endpointslices", endpoint_slice("web", "http", 8080, "10.244.0.2"))
+    lb = api.seed("services", service("kubepy-ingress", ("http", 80), namespace="kube-system",
+                                      type_="LoadBalancer"))
+    controller = Controller(api, state_dir=tmp_path, publish=["172.30.0.11"], nginx=FakeProxy(),
+                            min_sync_period=0.01, ingress_class="kubepy", publish_service="kube-system/kubepy-ingress")
+    task = asyncio.create_task(controller.run())
+    try:
+        await api.create("ingresses", ingress("good", rule("good.example.com", path("/", "web"))))
+
+        def status() -> Any:
+            return api.objects("ingresses")[0]["status"]["loadBalancer"].get("ingress")
+
+        assert await until(status) == [{"ip": "172.30.0.11"}]  # no address yet: the fallback
+        lb["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200", "ipMode": "VIP"}]}}
+        await api.update("services", lb, subresource="status")
+        await until(lambda: status() == [{"ip": "172.30.0.200"}])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
