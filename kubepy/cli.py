@@ -367,6 +367,19 @@ def cmd_netpol(args: argparse.Namespace) -> int:
     return _run_async(run_agent(config))
 
 
+def cmd_ingress(args: argparse.Namespace) -> int:
+    from kubepy.ingress.controller import ControllerConfig, run_controller
+
+    publish = [a.strip() for a in (args.publish_status_address or "").split(",") if a.strip()]
+    config = ControllerConfig(kubeconfig=str(args.kubeconfig), state_dir=str(args.state_dir),
+                              publish_status_address=publish, node=args.hostname_override or "",
+                              controller=args.controller_class, ingress_class=args.ingress_class,
+                              publish_service=args.publish_service,
+                              http_port=args.http_port,
+                              https_port=args.https_port, min_sync_period=args.min_sync_period)
+    return _run_async(run_controller(config), "ingress")
+
+
 def cmd_dns(args: argparse.Namespace) -> int:
     from kubepy.dns.server import DNSConfig, parse_address, run_dns
 
@@ -598,6 +611,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between two syncs at least (a burst of changes becomes one sync)")
     p.add_argument("--cleanup", action="store_true", help="remove every rule the agent made, then exit")
     p.set_defaults(func=cmd_netpol)
+
+    p = sub.add_parser("ingress", help="run the ingress controller: Ingresses of its class served by nginx on "
+                       "this node's ports 80 and 443")
+    p.add_argument("--kubeconfig", required=True, type=Path)
+    p.add_argument("--state-dir", required=True, type=Path,
+                   help="nginx's directory: nginx.conf (the rendered configuration), certs/, logs, pid")
+    p.add_argument("--publish-status-address", default="",
+                   help="A,B,...: the addresses written to the Ingresses' status.loadBalancer "
+                   "(ingress-nginx's flag; the same on every node)")
+    p.add_argument("--publish-service", default="",
+                   help="NAMESPACE/NAME of a LoadBalancer Service in front of the controllers: its address is "
+                   "written to the Ingresses' status (ingress-nginx's flag; --publish-status-address until it has one)")
+    p.add_argument("--hostname-override", default=None, help="this node's name (for logs and Events)")
+    p.add_argument("--controller-class", default="kubepy.io/ingress",
+                   help="the IngressClass spec.controller this controller serves")
+    p.add_argument("--ingress-class", default="kubepy",
+                   help="the IngressClass to create (as the default class) if none of that name exists; '' for none")
+    p.add_argument("--http-port", type=int, default=80)
+    p.add_argument("--https-port", type=int, default=443)
+    p.add_argument("--min-sync-period", type=float, default=0.1,
+                   help="seconds between two nginx reloads at least (a burst of changes becomes one reload)")
+    p.set_defaults(func=cmd_ingress)
 
     p = sub.add_parser("dns", help="run cluster DNS (<svc>.<ns>.svc.cluster.local; forwards the rest)")
     p.add_argument("--kubeconfig", required=True, type=Path)

@@ -33,7 +33,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 VAGRANT_DIR = ROOT / "vagrant"
 UNIT_DIR = ROOT / "systemd"
-UNITS = ["kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-netpol", "kubepy-dns"]
+UNITS = ["kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-netpol", "kubepy-dns", "kubepy-ingress"]
 # Node agents that need no address of their own (the network-policy agent reads its pod CIDR from its Node).
 NO_ADDRESS_UNITS = {"kubepy-netpol"}
 SHUTDOWN_UNIT = "kubepy-shutdown"   # oneshot: stops the pods at shutdown
@@ -384,7 +384,8 @@ def test_common_sh_gives_the_kubelet_its_topology_labels(zone, region, want):
 
 def test_scripts_call_no_unknown_kubepy_flags():
     """Any `$KUBEPY <cmd> --flag` or `kubepy <cmd> --flag` in the scripts exists in the CLI."""
-    subs = {"apiserver", "scheduler", "controller-manager", "proxy", "netpol", "dns", "kubelet", "controlplane"}
+    subs = {"apiserver", "scheduler", "controller-manager", "proxy", "netpol", "dns", "kubelet", "controlplane",
+            "ingress"}
     for script in SCRIPTS:
         for line in script.read_text().splitlines():
             m = re.search(r'(?:"\$KUBEPY"|\$KUBEPY|/bin/kubepy)\s+(\S+)(.*)', line)

@@ -52,7 +52,7 @@ mkdir -p "$(dirname "$RESTART_MARK")"
 need=()
 for pair in containerd:containerd ctr:containerd runc:runc iptables:iptables iptables-restore:iptables \
             conntrack:conntrack ip:iproute2 nsenter:util-linux umoci:umoci tar:tar modprobe:kmod \
-            sysctl:procps python3:python3; do
+            sysctl:procps python3:python3 nginx:nginx-light; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)   # the pause image's /bin/busybox
@@ -66,6 +66,11 @@ if [ ${#need[@]} -gt 0 ]; then
   log "apt-get install ${need[*]}"
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# kubepy-ingress runs its own nginx; the package's own service (its default site on port 80) must not.
+if systemctl is-enabled nginx.service >/dev/null 2>&1; then
+  log "disable nginx.service (kubepy-ingress runs nginx itself)"
+  systemctl disable --now nginx.service >/dev/null 2>&1 || true
 fi
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "kubepy needs Python >= 3.11 (Debian 12 or newer)"
 
@@ -175,6 +180,7 @@ CONTROLPLANE_EXTRA_ARGS="--load-balancer-ip-range $LB_RANGE"
 KUBELET_EXTRA_ARGS="$extra_kubelet"
 PROXY_EXTRA_ARGS=""
 NETPOL_EXTRA_ARGS=""
+INGRESS_EXTRA_ARGS=""
 DNS_EXTRA_ARGS=""
 EOF
 

@@ -128,6 +128,7 @@ wait_kubelet_joined
 ensure_service kubepy-proxy
 ensure_service kubepy-netpol
 ensure_service kubepy-dns
+ensure_service kubepy-ingress
 log "wait for node $NODE_NAME to register"
 wait_for "$WAIT" "node $NODE_NAME to register" kc get node "$NODE_NAME"
 taints=$(kc get node "$NODE_NAME" -o 'jsonpath={range .spec.taints[*]}{.key}:{.effect}{"\n"}{end}')

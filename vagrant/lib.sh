@@ -25,7 +25,7 @@ ADDON_KUBECONFIGS=(proxy netpol dns)
 CONTAINERD_SOCKET=/run/containerd/containerd.sock
 CONTAINERD_NAMESPACE=kubepy
 PAUSE_IMAGE=kubepy.local/pause:1                   # = kubepy.lab.cluster.PAUSE_IMAGE
-UNITS=(kubepy-controlplane kubepy-kubelet kubepy-proxy kubepy-netpol kubepy-dns)
+UNITS=(kubepy-controlplane kubepy-kubelet kubepy-proxy kubepy-netpol kubepy-dns kubepy-ingress)
 SHUTDOWN_UNIT=kubepy-shutdown                      # stops the pods when the VM shuts down
 RESTART_MARK=/var/lib/kubepy/provision/restart    # common.sh changed something the daemons read
 CONTROLPLANE_TAINT=node-role.kubernetes.io/control-plane:NoSchedule

@@ -55,6 +55,7 @@ CONTROLLER_MANAGER_USER = "system:kube-controller-manager"  # kubeadm's controll
 KUBE_PROXY_USER = "system:kube-proxy"     # upstream's user.KubeProxy, bound to system:node-proxier
 DNS_USER = "system:kubepy-dns"            # cluster DNS (upstream's runs as a pod's ServiceAccount)
 NETPOL_USER = "system:kubepy-netpol"      # the network-policy agent
+INGRESS_CONTROLLER_USER = "kubepy:ingress-controller"       # kubepy ingress (ingress.kubeconfig)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 JOIN_PATH = "/kubepy/v1/join"
 CREDENTIALS_PATH = "/kubepy/v1/nodecredentials/"

@@ -101,6 +101,7 @@ _ADMIN = [
 
 NETPOL_AGENT_ROLE = "kubepy:network-policy-agent"
 DNS_BINDING = "system:kubepy-dns"
+INGRESS_CONTROLLER_ROLE = "kubepy:ingress-controller"
 NODE_RULES_NOTE = "system:node's rules are kubepy.api.nodeauth.NODE_RULES (the node authorizer applies them)"
 
 
@@ -170,6 +171,14 @@ def cluster_roles() -> list[dict[str, Any]]:
         _cluster_role(NETPOL_AGENT_ROLE, [rule("list watch", "networking.k8s.io", "networkpolicies"),
                                           rule("list watch", CORE, "pods namespaces"),
                                           rule("get", CORE, "nodes")]),
+        # kubepy ingress (its own user, ingress.kubeconfig): what ingress-nginx's ClusterRole grants it, TLS
+        # Secrets cluster-wide included (any namespace's Ingress may name one).
+        _cluster_role(INGRESS_CONTROLLER_ROLE, [rule("list watch", "networking.k8s.io", "ingresses ingressclasses"),
+                                                rule("create", "networking.k8s.io", "ingressclasses"),
+                                                rule("update patch", "networking.k8s.io", "ingresses/status"),
+                                                rule("list watch", CORE, "services secrets"),
+                                                rule("list watch", "discovery.k8s.io", "endpointslices"),
+                                                *EVENTS]),
         _cluster_role("system:kube-dns", [rule("list watch", CORE, "endpoints services"),
                                           rule("list watch", "discovery.k8s.io", "endpointslices")]),
         # As upstream's policy.go; kubepy's scheduler is not leader-elected, so the lease rules are unused.
@@ -236,6 +245,7 @@ def cluster_role_bindings() -> list[dict[str, Any]]:
         _binding("system:node", "system:node", []),
         _binding("system:node-proxier", "system:node-proxier", [("User", auth.KUBE_PROXY_USER)]),
         _binding(NETPOL_AGENT_ROLE, NETPOL_AGENT_ROLE, [("User", auth.NETPOL_USER)]),
+        _binding(INGRESS_CONTROLLER_ROLE, INGRESS_CONTROLLER_ROLE, [("User", auth.INGRESS_CONTROLLER_USER)]),
         _binding("system:kube-dns", "system:kube-dns", [("ServiceAccount", "kube-system/kube-dns")]),
         # kubepy's cluster DNS is a host daemon on a client certificate, not a pod, so it is a user of its own
         # rather than upstream's kube-dns (or CoreDNS's coredns) ServiceAccount; it holds upstream's

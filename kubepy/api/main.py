@@ -42,7 +42,8 @@ def client_address(config: ServerConfig) -> str:
 # controller-manager.conf), and the node add-ons' (the lab and vagrant/controlplane.sh hand these to
 # every node): file stem -> user. No groups: RBAC binds the users by name, and none is system:masters.
 COMPONENT_IDENTITIES = {"scheduler": auth.SCHEDULER_USER, "controller-manager": auth.CONTROLLER_MANAGER_USER,
-                        "proxy": auth.KUBE_PROXY_USER, "dns": auth.DNS_USER, "netpol": auth.NETPOL_USER}
+                        "proxy": auth.KUBE_PROXY_USER, "dns": auth.DNS_USER, "netpol": auth.NETPOL_USER,
+                        "ingress": auth.INGRESS_CONTROLLER_USER}
 
 
 def write_admin_kubeconfig(config: ServerConfig) -> Path:

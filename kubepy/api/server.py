@@ -59,6 +59,7 @@ from kubepy.api.resourcequota import ResourceQuotaAdmission
 from kubepy.api.webhookadmission import MutatingAdmissionWebhook, ValidatingAdmissionWebhook
 from kubepy.api.webhookclient import WebhookClient
 from kubepy.api import storagedefaults
+from kubepy.api.defaultingressclass import DefaultIngressClass
 from kubepy.api.defaultstorageclass import DefaultStorageClass
 from kubepy.api import storage as storage_mod
 from kubepy.api.endpointreconciler import EndpointReconciler
@@ -245,7 +246,8 @@ class APIServer:
         # Upstream's order: the built-in mutating plugins, then webhooks (mutating, validating), quota last
         # so a write a webhook refuses is never charged.
         self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
-                                           DefaultStorageClass(store), MutatingAdmissionWebhook(store, client=hooks),
+                                           DefaultStorageClass(store), DefaultIngressClass(store),
+                                           MutatingAdmissionWebhook(store, client=hooks),
                                            ValidatingAdmissionWebhook(store, client=hooks),
                                            ResourceQuotaAdmission(store)]
         self.authn = auth.TokenAuthenticator()

@@ -54,6 +54,7 @@ from kubepy.privatefiles import private_dir, write_private
 DEFAULT_ROOT = Path("/var/lib/kubepy")
 DEFAULT_NAME = "kubepy"
 DNS_IP = "10.96.0.10"
+INGRESS_SERVICE = ("kube-system", "kubepy-ingress")  # the LoadBalancer in front of every node's ingress nginx
 # Each node's pod sandbox (pause) image: built locally from busybox-static, no registry needed.
 PAUSE_IMAGE = "kubepy.local/pause:1"
 # The bootstrap token `up` makes for its kubelets: they join within seconds, then keep their own credentials.
@@ -139,7 +140,8 @@ def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None,
             f"flags to repair it, or kubepy down{flag} first to replace it (down deletes its store)")
 
 
-def expected_daemons(state: ClusterState, *, proxy: bool = True, netpol: bool = True) -> list[str]:
+def expected_daemons(state: ClusterState, *, proxy: bool = True, netpol: bool = True,
+                     ingress: bool = True) -> list[str]:
     """Every daemon a complete cluster of this shape runs, in start order."""
     if state.control_planes > 1:
         names = [f"cp{j}/{d}" for j in range(1, state.control_planes + 1) for d in ("etcd", "controlplane")]
@@ -150,7 +152,8 @@ def expected_daemons(state: ClusterState, *, proxy: bool = True, netpol: bool = 
     for i in range(1, state.nodes + 1):
         node = f"{state.name}-node{i}"
         names += [f"{node}/containerd", f"{node}/kubelet", *([f"{node}/proxy"] if proxy else []),
-                  *([f"{node}/netpol"] if netpol else []), f"{node}/dns"]
+                  *([f"{node}/netpol"] if netpol else []), f"{node}/dns",
+                  *([f"{node}/ingress"] if ingress else [])]
     return names
 
 
@@ -330,12 +333,14 @@ class Cluster:
                 self._wait_ready(state, "controlplane")
         for i in range(1, nodes + 1):
             with step(f"node {self.node_name(i)} ({net.node_ip(i)}): containerd, kubelet, kube-proxy, "
-                      "network policies, DNS"):
+                      "network policies, DNS, ingress"):
                 self._start_node(state, net, i)
         if nodes:
             with step(f"{nodes} nodes Ready, cluster DNS at {DNS_IP}"):
                 self._wait_nodes_ready(state, nodes)
                 self._publish_dns(net, nodes)
+                if _module_exists("kubepy.ingress.controller"):
+                    self._publish_ingress(net, nodes)
             with step(f"pod routes for the control plane (from {net.gateway}, table {net.route_table})"):
                 self._route_pods(net)
 
@@ -423,7 +428,8 @@ class Cluster:
             return False
         desired, sup = load_desired(self.dir), load_state(self.dir)
         names = expected_daemons(state, proxy=_module_exists("kubepy.proxy.proxier"),
-                                 netpol=_module_exists("kubepy.netpol.agent"))
+                                 netpol=_module_exists("kubepy.netpol.agent"),
+                                 ingress=_module_exists("kubepy.ingress.controller"))
         if desired.stopped or any(desired.get(n) is None or not record_running(sup.daemons.get(n)) for n in names):
             return False
         return self._ready(state.port)
@@ -582,6 +588,15 @@ class Cluster:
         self._run(self._daemon(f"{node}/dns", [
             "dns", "--kubeconfig", str(addons["dns"]), "--listen", f"{net.node_ip(i)}:53",
             "--upstream", f"{net.gateway}:53"], netns=netns))
+        if _module_exists("kubepy.ingress.controller"):
+            # nginx on the node's ports 80/443 (k3s serves Traefik on every node); its own identity, as the
+            # controller manager's. Every node publishes the same address: the kube-system/kubepy-ingress
+            # LoadBalancer's (see _publish_ingress), all node addresses until it has one.
+            self._run(self._daemon(f"{node}/ingress", [
+                "ingress", "--kubeconfig", str(self.cp_dir / "ingress.kubeconfig"), "--state-dir",
+                str(ndir / "ingress"), "--hostname-override", node, "--publish-service", "/".join(INGRESS_SERVICE),
+                "--publish-status-address", ",".join(net.node_ip(j) for j in range(1, state.nodes + 1))],
+                netns=netns))
 
     def _addon_kubeconfigs(self, ndir: Path) -> dict[str, Path]:
         """The node's own copies (0600, in a 0700 dir) of the add-ons' kubeconfigs, refreshed when the
@@ -673,6 +688,22 @@ class Cluster:
             cp = self._kubectl_out("apply", "-f", "-", input=json.dumps(obj))
             if cp.returncode != 0:
                 raise StepFailed("DNS", f"could not publish kube-dns: {cp.stderr.strip()}")
+
+    def _publish_ingress(self, net: LabNetwork, nodes: int) -> None:
+        """kube-system/kubepy-ingress: a LoadBalancer Service whose endpoints are every node's nginx (80, 443),
+        as k3s puts Traefik behind ServiceLB; the ingress controllers publish its address on the Ingresses."""
+        ports = [{"name": "http", "port": 80, "protocol": "TCP"}, {"name": "https", "port": 443, "protocol": "TCP"}]
+        meta = {"name": INGRESS_SERVICE[1], "namespace": INGRESS_SERVICE[0],
+                "labels": {"app.kubernetes.io/name": "kubepy-ingress"}}
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+               "spec": {"type": "LoadBalancer", "ports": [dict(p, targetPort=p["port"]) for p in ports]}}
+        eps = {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
+               "subsets": [{"addresses": [{"ip": net.node_ip(i), "nodeName": self.node_name(i)}
+                                          for i in range(1, nodes + 1)], "ports": ports}]}
+        for obj in (svc, eps):
+            cp = self._kubectl_out("apply", "-f", "-", input=json.dumps(obj))
+            if cp.returncode != 0:
+                raise StepFailed("ingress", f"could not publish {'/'.join(INGRESS_SERVICE)}: {cp.stderr.strip()}")
 
     def _wait_ready(self, state: ClusterState, daemon: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

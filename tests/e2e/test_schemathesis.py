@@ -41,6 +41,12 @@ EXISTING = [
     ("/apis/apps/v1/namespaces/default/replicasets", {"metadata": {"name": NAME}, "spec": {
         "selector": {"matchLabels": {"st": "r"}}, "template": {"metadata": {"labels": {"st": "r"}}, **_TEMPLATE}}}),
     ("/apis/coordination.k8s.io/v1/namespaces/default/leases", {"metadata": {"name": NAME}}),
+    ("/apis/networking.k8s.io/v1/ingressclasses", {"metadata": {"name": NAME},
+                                                   "spec": {"controller": "kubepy.io/ingress"}}),
+    ("/apis/networking.k8s.io/v1/namespaces/default/ingresses", {"metadata": {"name": NAME}, "spec": {
+        "tls": [{"hosts": ["a.example.com"], "secretName": "tls"}],
+        "rules": [{"host": "a.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
     # A custom resource, so its operations (schema, CEL, status, scale) are fuzzed too.
     ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
         "metadata": {"name": "sttargets.kptest.example.com"},

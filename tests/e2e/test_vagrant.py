@@ -319,7 +319,8 @@ def test_kubelet_restart_keeps_the_pods_running(cluster: Cluster):
 
 def test_provision_again_changes_nothing(cluster: Cluster):
     """`vagrant provision` on a provisioned cluster writes no file and restarts no daemon."""
-    units = {"controlplane": ["containerd", "kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-netpol", "kubepy-dns"],
+    units = {"controlplane": ["containerd", "kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-netpol",
+                              "kubepy-dns", "kubepy-ingress"],
              "worker2": ["containerd", "kubepy-kubelet", "kubepy-proxy", "kubepy-netpol", "kubepy-dns"]}
     before = {m: _main_pids(cluster, m, u) for m, u in units.items()}
     tasks = {m: _running_tasks(cluster, m) for m in units}

@@ -120,7 +120,7 @@ def test_expected_daemons():
     assert expected_daemons(ClusterState("c", 1, nodes=0)) == ["controlplane"]
     assert expected_daemons(ClusterState("c", 1, nodes=1, store="etcd")) == [
         "etcd", "controlplane", "c-node1/containerd", "c-node1/kubelet", "c-node1/proxy", "c-node1/netpol",
-        "c-node1/dns"]
+        "c-node1/dns", "c-node1/ingress"]
 
 
 def test_restarts_text():

@@ -326,7 +326,7 @@ CLIENT_ONLY = {("NodeSystemInfo", "runningInUserNamespace"),
                ("UserInfo", "extra"),  # map of ExtraValue: only ever answered (TokenReview), never sent to us
                ("SubjectAccessReviewSpec", "extra")}  # likewise (a bare list per key in JSON): JSON only
 # messages that exist only inline in JSON (no model class of their own)
-INLINE_ONLY = {"VolumeSource", "ProbeHandler", "EphemeralContainerCommon", "PersistentVolumeSource", "Rule"}
+INLINE_ONLY = {"VolumeSource", "ProbeHandler", "EphemeralContainerCommon", "PersistentVolumeSource", "Rule", "IngressRuleValue"}
 
 _PY_SCALAR = {"string": "str", "int32": "int", "int64": "int", "bool": "bool", "double": "float",
               "float": "float", "bytes": "bytes", "Quantity": "str", "IntOrString": "object",

@@ -1,0 +1,338 @@
+"""The routing decision, pure: Ingresses + Services + EndpointSlices + Secrets → a proxy configuration model.
+
+Nothing here talks to anything; ``nginx.render`` turns the model into
+nginx.conf text and the controller (``controller``) feeds it from informers.
+
+Which Ingresses are ours: ``spec.ingressClassName`` names an IngressClass
+whose ``spec.controller`` is ours; or the legacy ``kubernetes.io/ingress.class``
+annotation names such a class; or neither is set and one of our classes is
+the default.
+
+Kubernetes' matching rules, and how they become nginx locations:
+
+- host: an exact host is one server; ``*.example.com`` matches exactly one
+  more label (``a.example.com``, not ``a.b.example.com`` nor
+  ``example.com``), a regex server name; nginx tries exact names before
+  regexes, so an exact host beats a wildcard.  Rules without a host, and
+  requests for no known host, go to the default server.
+- Exact ``/foo`` is ``location = /foo``.  Prefix ``/foo`` (or ``/foo/``)
+  matches by path element: ``location = /foo`` and ``location ^~ /foo/``,
+  so ``/foo`` and ``/foo/bar`` match and ``/foobar`` does not.  nginx picks
+  an exact location first, then the longest prefix: Exact beats Prefix and
+  the longest Prefix wins, as Kubernetes defines.  ImplementationSpecific
+  is nginx's plain string prefix (``location ^~ /foo``: also ``/foobar``).
+- When two Ingresses claim the same host and location, the older one wins
+  (creationTimestamp, then namespace/name), as ingress-nginx decides; an
+  Exact path wins its ``= /foo`` over a Prefix of another Ingress.
+- What no path matches goes to the defaultBackend of the oldest Ingress
+  naming that host (for the default server: of the oldest Ingress with one),
+  else 404.  A backend without ready endpoints answers 503.
+- Backends: the Service port by number or name; upstream servers are the
+  ready endpoints' pod IPs with the EndpointSlice port of that Service port
+  (as ingress-nginx does: no Service VIP in between).
+- TLS: a host listed in ``spec.tls[].hosts`` is served on 443 with that
+  Secret's certificate (``kubernetes.io/tls``), chosen by SNI; every other
+  server uses the controller's default certificate.  A ``tls`` entry without
+  hosts applies to the default server.
+
+What cannot be served is a ``Problem`` (an Event on that Ingress), never an
+exception: one Ingress's bad reference never breaks the others.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CONTROLLER", "Backend", "Location", "Problem", "ProxyConfig", "Server", "Upstream", "build",
+           "is_ours", "ours", "tls_pem"]
+
+CONTROLLER = "kubepy.io/ingress"
+INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+# Event reasons (Warning): what an Ingress refers to and cannot be served.
+SERVICE_NOT_FOUND = "ServiceNotFound"
+PORT_NOT_FOUND = "ServicePortNotFound"
+SECRET_NOT_FOUND = "SecretNotFound"
+INVALID_SECRET = "InvalidSecret"
+UNSUPPORTED_BACKEND = "UnsupportedBackend"
+
+EXACT, PREFIX = "=", "^~"  # nginx location modifiers
+
+
+def _d(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _meta(obj: Mapping[str, Any]) -> dict:
+    return _d(obj.get("metadata"))
+
+
+def _key(obj: Mapping[str, Any]) -> str:
+    m = _meta(obj)
+    return f"{m.get('namespace')}/{m.get('name')}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str                      # default_web_80: namespace, Service and port (names never hold "_")
+    servers: tuple[str, ...]       # "10.244.1.2:8080", sorted
+
+
+@dataclass(frozen=True)
+class Backend:
+    upstream: str | None           # None: nothing to proxy to, answer ``status``
+    status: int = 503
+    service: str = ""              # "default/web:80", for comments and logs
+
+
+NOT_FOUND = Backend(None, 404)
+
+
+@dataclass(frozen=True)
+class Location:
+    modifier: str                  # "=" exact, "^~" prefix
+    path: str
+    backend: Backend
+    source: str                    # namespace/name of the Ingress it came from
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str                      # "" for the default server
+    locations: tuple[Location, ...]
+    tls_secret: str | None = None  # namespace/name of the Secret whose certificate it serves
+
+
+@dataclass(frozen=True)
+class Problem:
+    ingress: str                   # namespace/name
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    servers: tuple[Server, ...]
+    upstreams: tuple[Upstream, ...]
+    certificates: Mapping[str, str] = field(default_factory=dict)  # secret namespace/name → cert + key PEM
+    problems: tuple[Problem, ...] = ()
+    ingresses: tuple[str, ...] = ()  # the Ingresses served, namespace/name
+
+
+def is_ours(ingress: Mapping[str, Any], classes: Mapping[str, Mapping[str, Any]], *,
+            controller: str = CONTROLLER) -> bool:
+    """``classes``: IngressClasses by name."""
+    def mine(name: Any) -> bool:
+        cls = classes.get(str(name))
+        return cls is not None and _d(cls.get("spec")).get("controller") == controller
+    name = _d(ingress.get("spec")).get("ingressClassName")
+    if name is not None:
+        return mine(name)
+    legacy = _d(_meta(ingress).get("annotations")).get(INGRESS_CLASS_ANNOTATION)
+    if legacy is not None:
+        return mine(legacy)
+    return any(mine(n) and _d(_meta(c).get("annotations")).get(DEFAULT_CLASS_ANNOTATION) == "true"
+               for n, c in classes.items())
+
+
+def ours(ingresses: Iterable[Mapping[str, Any]], classes: Iterable[Mapping[str, Any]], *,
+         controller: str = CONTROLLER) -> list[Mapping[str, Any]]:
+    """Our Ingresses, oldest first (creationTimestamp, then namespace/name): the order conflicts are won in."""
+    by_name = {str(_meta(c).get("name")): c for c in classes}
+    mine = [i for i in ingresses if not _meta(i).get("deletionTimestamp") and is_ours(i, by_name,
+                                                                                       controller=controller)]
+    return sorted(mine, key=lambda i: (str(_meta(i).get("creationTimestamp") or ""), _key(i)))
+
+
+def tls_pem(secret: Mapping[str, Any] | None) -> tuple[str | None, str]:
+    """(cert + key PEM, "") for a usable kubernetes.io/tls Secret, else (None, why)."""
+    if secret is None:
+        return None, "not found"
+    if secret.get("type") != "kubernetes.io/tls":
+        return None, f"is of type {secret.get('type') or 'Opaque'!r}, not 'kubernetes.io/tls'"
+    data = _d(secret.get("data"))
+    try:
+        crt = base64.b64decode(str(data.get("tls.crt") or ""), validate=True).decode()
+        key = base64.b64decode(str(data.get("tls.key") or ""), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None, "has tls.crt or tls.key that is not base64 PEM"
+    if "-----BEGIN CERTIFICATE-----" not in crt or "PRIVATE KEY-----" not in key:
+        return None, "has no PEM certificate in tls.crt or no PEM private key in tls.key"
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    try:
+        cert = x509.load_pem_x509_certificate(crt.encode())
+        private = serialization.load_pem_private_key(key.encode(), password=None)
+    except ValueError as e:
+        return None, f"has a certificate or key that cannot be read: {e}"
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(serialization.Encoding.PEM, public) != \
+            private.public_key().public_bytes(serialization.Encoding.PEM, public):
+        return None, "has a private key that does not match its certificate"
+    return crt.rstrip("\n") + "\n" + key.rstrip("\n") + "\n", ""
+
+
+class _Builder:
+    def __init__(self, services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]],
+                 secrets: Iterable[Mapping[str, Any]]) -> None:
+        self.services = {_key(s): s for s in services}
+        self.slices: dict[str, list[Mapping[str, Any]]] = {}
+        for s in slices:
+            owner = _d(_meta(s).get("labels")).get(SERVICE_NAME_LABEL)
+            if owner:
+                self.slices.setdefault(f"{_meta(s).get('namespace')}/{owner}", []).append(s)
+        self.secrets = {_key(s): s for s in secrets}
+        self.upstreams: dict[str, Upstream] = {}
+        self.problems: list[Problem] = []
+        self.certificates: dict[str, str] = {}
+        # host → {(modifier, path): (location, from_exact)}, host → fallback, host → tls secret
+        self.locations: dict[str, dict[tuple[str, str], tuple[Location, bool]]] = {}
+        self.fallback: dict[str, Backend] = {}
+        self.tls: dict[str, str] = {}
+
+    def problem(self, ingress: str, reason: str, message: str) -> None:
+        p = Problem(ingress, reason, message)
+        if p not in self.problems:
+            self.problems.append(p)
+
+    def backend(self, ing: str, namespace: str, backend: Mapping[str, Any]) -> Backend:
+        if backend.get("resource") is not None:
+            ref = _d(backend["resource"])
+            self.problem(ing, UNSUPPORTED_BACKEND, f"resource backend {ref.get('kind')}/{ref.get('name')} is not "
+                         f"supported by {CONTROLLER}: only Service backends are")
+            return Backend(None, 503, f"{ref.get('kind')}/{ref.get('name')}")
+        svc_ref = _d(backend.get("service"))
+        name, port_ref = str(svc_ref.get("name") or ""), _d(svc_ref.get("port"))
+        wanted = port_ref.get("name") or port_ref.get("number")
+        label = f"{namespace}/{name}:{wanted}"
+        svc = self.services.get(f"{namespace}/{name}")
+        if svc is None:
+            self.problem(ing, SERVICE_NOT_FOUND, f'Service "{namespace}/{name}" not found')
+            return Backend(None, 503, label)
+        spec = _d(svc.get("spec"))
+        if spec.get("type") == "ExternalName":
+            self.problem(ing, UNSUPPORTED_BACKEND, f'Service "{namespace}/{name}" is of type ExternalName, which '
+                         f"{CONTROLLER} does not proxy to")
+            return Backend(None, 503, label)
+        port = next((p for p in map(_d, _l(spec.get("ports")))
+                     if (port_ref.get("name") and p.get("name") == port_ref["name"])
+                     or (port_ref.get("number") and p.get("port") == port_ref["number"])), None)
+        if port is None:
+            self.problem(ing, PORT_NOT_FOUND, f'Service "{namespace}/{name}" has no port {wanted!r}' if
+                         port_ref.get("name") else f'Service "{namespace}/{name}" has no port {wanted}')
+            return Backend(None, 503, label)
+        upstream = f"{namespace}_{name}_{port.get('port')}"
+        if upstream not in self.upstreams:
+            self.upstreams[upstream] = Upstream(upstream, self.endpoints(namespace, name, port))
+        if not self.upstreams[upstream].servers:
+            return Backend(None, 503, label)
+        return Backend(upstream, 0, label)
+
+    def endpoints(self, namespace: str, service: str, port: Mapping[str, Any]) -> tuple[str, ...]:
+        """Ready endpoints of the Service's port, as ip:port (kube-proxy's reading of EndpointSlices)."""
+        out = set()
+        port_name = port.get("name") or ""
+        for s in self.slices.get(f"{namespace}/{service}", []):
+            if s.get("addressType") not in (None, "IPv4"):
+                continue
+            number = next((p.get("port") for p in map(_d, _l(s.get("ports")))
+                           if (p.get("name") or "") == port_name and (p.get("protocol") or "TCP") == "TCP"), None)
+            if not number:
+                continue
+            for ep in map(_d, _l(s.get("endpoints"))):
+                if _d(ep.get("conditions")).get("ready") is False:
+                    continue
+                out.update(f"{a}:{number}" for a in _l(ep.get("addresses")))
+        return tuple(sorted(out))
+
+    def add(self, host: str, modifier: str, path: str, backend: Backend, ing: str, *, exact: bool) -> None:
+        locs = self.locations.setdefault(host, {})
+        held = locs.get((modifier, path))
+        if held is None or (exact and not held[1]):
+            locs[(modifier, path)] = (Location(modifier, path, backend, ing), exact)
+
+    def ingress(self, obj: Mapping[str, Any]) -> None:
+        ing, namespace = _key(obj), str(_meta(obj).get("namespace"))
+        spec = _d(obj.get("spec"))
+        for tls in map(_d, _l(spec.get("tls"))):
+            secret_name = tls.get("secretName")
+            if not secret_name:
+                continue
+            secret_key = f"{namespace}/{secret_name}"
+            pem, why = tls_pem(self.secrets.get(secret_key))
+            if pem is None:
+                self.problem(ing, SECRET_NOT_FOUND if why == "not found" else INVALID_SECRET,
+                             f'Secret "{secret_key}" {why}: its hosts are served with the default certificate')
+                continue
+            self.certificates[secret_key] = pem
+            for host in [str(h) for h in _l(tls.get("hosts"))] or [""]:
+                self.tls.setdefault(host, secret_key)
+        default = spec.get("defaultBackend")
+        default_backend = self.backend(ing, namespace, _d(default)) if default is not None else None
+        hosts = set()
+        for rule in map(_d, _l(spec.get("rules"))):
+            host = str(rule.get("host") or "")
+            hosts.add(host)
+            self.locations.setdefault(host, {})
+            for item in map(_d, _l(_d(rule.get("http")).get("paths"))):
+                backend = self.backend(ing, namespace, _d(item.get("backend")))
+                path, kind = str(item.get("path") or "/"), item.get("pathType")
+                if kind == "Exact":
+                    self.add(host, EXACT, path, backend, ing, exact=True)
+                elif kind == "Prefix":
+                    trimmed = path.rstrip("/")
+                    if trimmed:
+                        self.add(host, EXACT, trimmed, backend, ing, exact=False)
+                    self.add(host, PREFIX, trimmed + "/", backend, ing, exact=False)
+                else:  # ImplementationSpecific: nginx's own string prefix
+                    self.add(host, PREFIX, path, backend, ing, exact=False)
+        if default_backend is not None:
+            for host in hosts | {""}:
+                self.fallback.setdefault(host, default_backend)
+
+    def config(self, served: list[str]) -> ProxyConfig:
+        servers = []
+        for host in sorted(set(self.locations) | {""}):
+            locs = {k: loc for k, (loc, _) in self.locations.get(host, {}).items()}
+            if (PREFIX, "/") not in locs:
+                locs[(PREFIX, "/")] = Location(PREFIX, "/", self.fallback.get(host, NOT_FOUND), "")
+            ordered = tuple(locs[k] for k in sorted(locs, key=lambda k: (k[1], k[0])))
+            servers.append(Server(host, ordered, self.tls.get(host)))
+        used = {loc.backend.upstream for s in servers for loc in s.locations}
+        upstreams = tuple(u for n, u in sorted(self.upstreams.items()) if n in used and u.servers)
+        certs = {s.tls_secret: self.certificates[s.tls_secret] for s in servers if s.tls_secret}
+        return ProxyConfig(tuple(servers), upstreams, certs, tuple(self.problems), tuple(served))
+
+
+def build(ingresses: Iterable[Mapping[str, Any]], *, classes: Iterable[Mapping[str, Any]],
+          services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]],
+          secrets: Iterable[Mapping[str, Any]], controller: str = CONTROLLER) -> ProxyConfig:
+    """The whole proxy configuration for our Ingresses."""
+    builder = _Builder(services, slices, secrets)
+    mine = ours(ingresses, classes, controller=controller)
+    for obj in mine:
+        builder.ingress(obj)
+    return builder.config([_key(i) for i in mine])
+
+
+_WILDCARD = re.compile(r"\*\.(.+)")
+
+
+def server_name(host: str) -> str:
+    """nginx's server_name for a Kubernetes host: ``*.example.com`` matches exactly one more label."""
+    if not host:
+        return "_"
+    m = _WILDCARD.fullmatch(host)
+    if m:
+        return "~^[^.]+\\." + re.escape(m.group(1)).replace("\\-", "-") + "$"
+    return host

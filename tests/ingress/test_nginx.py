@@ -1,0 +1,248 @@
+"""nginx: rendered configurations pass ``nginx -t``, and a real nginx (the distribution's) on loopback
+routes requests as Kubernetes defines, terminates TLS per SNI, reloads without losing the requests in
+flight and keeps serving the last good configuration when a new one is refused.
+
+Backends are small HTTP servers on 127.0.0.1 that answer with their name and the path they saw;
+nginx listens on free loopback ports; everything is stopped even when a test fails."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import http.server
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubepy.ingress.model import ProxyConfig, build
+from kubepy.ingress.nginx import FAKE_CERT_CN, Nginx, NginxError, render
+from tests.ingress.cases import (KUBEPY_CLASS, backend, endpoint_slice, ingress, path, rule, self_signed, service,
+                                 tls_secret)
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.startswith("/slow"):
+            time.sleep(1.0)
+        body = f"{self.server.name} {self.path}".encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def backends() -> Iterator[dict[str, int]]:
+    """Three named HTTP servers on loopback: name → port."""
+    servers = {}
+    for name in ("web", "api", "docs"):
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        srv.name = name  # type: ignore[attr-defined]
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers[name] = srv
+    try:
+        yield {n: int(s.server_address[1]) for n, s in servers.items()}
+    finally:
+        for s in servers.values():
+            s.shutdown()
+            s.server_close()
+
+
+def _config(ports: dict[str, int], *ingresses: dict[str, Any], secrets: list[dict[str, Any]] = ()) -> ProxyConfig:
+    services = [service(n, ("http", 80)) for n in ports]
+    slices = [endpoint_slice(n, "http", p, "127.0.0.1") for n, p in ports.items()]
+    return build(ingresses, classes=[KUBEPY_CLASS], services=services, slices=slices, secrets=list(secrets))
+
+
+@pytest.fixture
+async def proxy(tmp_path: Path) -> AsyncIterator[tuple[Nginx, int, int]]:
+    nginx = Nginx(tmp_path / "ingress")
+    nginx.prepare()
+    http_port, https_port = _free_port(), _free_port()
+    try:
+        yield nginx, http_port, https_port
+    finally:
+        await nginx.stop()
+
+
+async def _apply(nginx: Nginx, cfg: ProxyConfig, http_port: int, https_port: int) -> str:
+    names = nginx.write_certificates(cfg.certificates)
+    text = render(cfg, state_dir=nginx.dir, cert_files=names, http_port=f"127.0.0.1:{http_port}",
+                  https_port=f"127.0.0.1:{https_port}")
+    return await nginx.apply(text)
+
+
+def _get(port: int, host: str, uri: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", uri, headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def _get_tls(port: int, host: str, uri: str, cadata: str | None) -> tuple[int, str, str]:
+    """(status, body, the certificate's subject CN) over TLS with SNI ``host``."""
+    ctx = ssl.create_default_context(cadata=cadata) if cadata else ssl._create_unverified_context()
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
+    conn._tunnel_host = None
+    try:
+        conn.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname=host)
+        peer = conn.sock.getpeercert(binary_form=True)
+        from cryptography import x509
+        cn = x509.load_der_x509_certificate(peer).subject.rfc4514_string()
+        conn.request("GET", uri, headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace"), cn
+    finally:
+        conn.close()
+
+
+async def test_rendered_configurations_pass_nginx_t(tmp_path: Path) -> None:
+    cert, key = self_signed("a.example.com")
+    cfg = build([ingress("site", rule("a.example.com", path("/", "web"), path("/we ird\"path", "web", "Exact")),
+                         rule("*.example.com", path("/x", "web", "ImplementationSpecific")),
+                         rule(None, path("/", "web")), default=backend("web"),
+                         tls=[{"hosts": ["a.example.com"], "secretName": "a-tls"}])],
+                classes=[KUBEPY_CLASS], services=[service("web", ("http", 80))],
+                slices=[endpoint_slice("web", "http", 8080, "10.244.0.2")],
+                secrets=[tls_secret("a-tls", cert, key)])
+    nginx = Nginx(tmp_path / "ingress")
+    nginx.prepare()
+    names = nginx.write_certificates(cfg.certificates)
+    text = render(cfg, state_dir=nginx.dir, cert_files=names, node="kptest-node1")
+    await nginx.check(text)
+    assert "server_name ~^[^.]+\\.example\\.com$;" in text
+    assert 'location = "/we ird\\"path"' in text
+    assert "server 10.244.0.2:8080 max_fails=0;" in text
+    with pytest.raises(NginxError, match="unknown directive"):
+        await nginx.check(text.replace("server_tokens off;", "server_tokens off; no_such_directive on;"))
+
+
+async def test_real_nginx_routes_by_host_and_path(backends: dict[str, int], proxy: tuple[Nginx, int, int]) -> None:
+    nginx, http_port, https_port = proxy
+    cfg = _config(backends,
+                  ingress("site", rule("a.example.com", path("/", "web"), path("/api", "api"),
+                                       path("/api/exact", "docs", "Exact")),
+                          rule("*.wild.example.com", path("/", "docs")), default=backend("docs")),
+                  ingress("b", rule("b.example.com", path("/only", "api"))))
+    assert await _apply(nginx, cfg, http_port, https_port) == "started"
+    cases = [
+        ("a.example.com", "/", 200, "web /"),
+        ("a.example.com", "/api", 200, "api /api"),
+        ("a.example.com", "/api/v1", 200, "api /api/v1"),
+        ("a.example.com", "/apix", 200, "web /apix"),          # Prefix is by path element
+        ("a.example.com", "/api/exact", 200, "docs /api/exact"),  # Exact beats Prefix
+        ("a.example.com", "/api/exact/x", 200, "api /api/exact/x"),
+        ("x.wild.example.com", "/p", 200, "docs /p"),
+        ("x.y.wild.example.com", "/p", 200, "docs /p"),       # no rule's host: site's defaultBackend
+        ("b.example.com", "/only/1", 200, "api /only/1"),
+        ("b.example.com", "/other", 404, ""),                 # b has no defaultBackend
+    ]
+    got = [(h, u, *(await asyncio.to_thread(_get, http_port, h, u))) for h, u, _, _ in cases]
+    assert [(h, u, s, b if s == 200 else "") for h, u, s, b in got] == cases
+
+
+async def test_real_nginx_terminates_tls_per_sni(backends: dict[str, int], proxy: tuple[Nginx, int, int]) -> None:
+    nginx, http_port, https_port = proxy
+    cert, key = self_signed("secure.example.com")
+    cfg = _config(backends, ingress("tls", rule("secure.example.com", path("/", "api")),
+                                    rule("plain.example.com", path("/", "web")),
+                                    tls=[{"hosts": ["secure.example.com"], "secretName": "tls"}]),
+                  secrets=[tls_secret("tls", cert, key)])
+    await _apply(nginx, cfg, http_port, https_port)
+    status, body, cn = await asyncio.to_thread(_get_tls, https_port, "secure.example.com", "/s", cert.decode())
+    assert (status, body, cn) == (200, "api /s", "CN=secure.example.com")
+    status, body, cn = await asyncio.to_thread(_get_tls, https_port, "plain.example.com", "/p", None)
+    assert (status, body) == (200, "web /p") and FAKE_CERT_CN in cn
+
+
+async def test_reload_keeps_requests_and_a_refused_configuration_leaves_the_last_good_one(
+        backends: dict[str, int], proxy: tuple[Nginx, int, int]) -> None:
+    nginx, http_port, https_port = proxy
+    first = _config(backends, ingress("site", rule("a.example.com", path("/", "web"))))
+    second = _config(backends, ingress("site", rule("a.example.com", path("/", "api"))))
+    assert await _apply(nginx, first, http_port, https_port) == "started"
+    pid = nginx.pid()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                status, _ = _get(http_port, "a.example.com", "/")
+                if status != 200:
+                    failures.append(str(status))
+            except OSError as e:
+                failures.append(repr(e))
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        for cfg in (second, first, second):
+            assert await _apply(nginx, cfg, http_port, https_port) == "reloaded"
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == []
+    assert nginx.pid() == pid
+    # A request in flight across a reload is answered by the old worker, not cut.
+    slow = asyncio.create_task(asyncio.to_thread(_get, http_port, "a.example.com", "/slow"))
+    await asyncio.sleep(0.3)
+    assert await _apply(nginx, first, http_port, https_port) == "reloaded"
+    assert await slow == (200, "api /slow")
+    await _apply(nginx, second, http_port, https_port)
+    deadline = time.monotonic() + 5
+    while (await asyncio.to_thread(_get, http_port, "a.example.com", "/"))[1] != "api /":
+        assert time.monotonic() < deadline, "the reloaded configuration never answered"
+        await asyncio.sleep(0.05)
+    good = nginx.conf.read_text()
+    with pytest.raises(NginxError):
+        await nginx.apply(good.replace("server_tokens off;", "server_tokens maybe;"))
+    assert nginx.conf.read_text() == good
+    assert await asyncio.to_thread(_get, http_port, "a.example.com", "/x") == (200, "api /x")
+    with contextlib.suppress(FileNotFoundError):
+        assert "maybe" not in (nginx.dir / "nginx.conf").read_text()
+
+
+async def test_a_killed_nginx_is_started_again_and_a_running_one_adopted(
+        backends: dict[str, int], proxy: tuple[Nginx, int, int]) -> None:
+    nginx, http_port, https_port = proxy
+    cfg = _config(backends, ingress("site", rule("a.example.com", path("/", "web"))))
+    assert await _apply(nginx, cfg, http_port, https_port) == "started"
+    os.kill(nginx.pid() or 0, signal.SIGKILL)  # its worker lives on, holding the ports
+    deadline = time.monotonic() + 5
+    while nginx.pid() is not None:
+        assert time.monotonic() < deadline, "nginx still counted as running after SIGKILL"
+        await asyncio.sleep(0.05)
+    assert nginx.orphans(), "the killed master's worker"
+    assert await _apply(nginx, cfg, http_port, https_port) == "started"
+    assert nginx.orphans() == []
+    assert await asyncio.to_thread(_get, http_port, "a.example.com", "/") == (200, "web /")
+    # A new adapter (the controller restarted) finds the running master through its pid file.
+    again = Nginx(nginx.dir)
+    assert again.pid() == nginx.pid()
+    assert await again.apply(nginx.conf.read_text()) == "unchanged"
