@@ -151,16 +151,17 @@ def leader_election(args: argparse.Namespace, name: str, base=None):  # -> Leade
 
 def add_healthz_flags(p: argparse.ArgumentParser, default_port: int) -> None:
     p.add_argument("--healthz-bind-address", default=f"127.0.0.1:{default_port}",
-                   help=f"HOST:PORT for plain-HTTP /healthz (default 127.0.0.1:{default_port}; '' for none); "
-                        "it fails while the event loop lags")
+                   help=f"HOST:PORT for plain-HTTP /healthz, /livez, /readyz and /metrics (default "
+                        f"127.0.0.1:{default_port}; '' for none); health fails while the event loop lags")
     p.add_argument("--healthz-max-loop-lag", type=_duration, default=5.0,
                    help="event-loop lag beyond which /healthz fails (default 5s)")
 
 
-def _with_health(coro, args: argparse.Namespace):
+def _with_health(coro, args: argparse.Namespace, registry=None):
     from kubepy.healthz import with_loop_health
 
-    return with_loop_health(coro, bind=args.healthz_bind_address or None, max_lag=args.healthz_max_loop_lag)
+    return with_loop_health(coro, bind=args.healthz_bind_address or None, max_lag=args.healthz_max_loop_lag,
+                            registry=registry)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -184,7 +185,12 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         print("kubepy scheduler: no kubeconfig: pass --kubeconfig or set clientConnection.kubeconfig in --config",
               file=sys.stderr)
         return 2
-    return _run_async(_with_health(run_scheduler(kubeconfig, config=config), args), "scheduler")
+    from kubepy.metrics import new_registry
+    from kubepy.scheduler.metrics import SchedulerMetrics
+
+    registry = new_registry()   # /metrics on the healthz port
+    return _run_async(_with_health(run_scheduler(kubeconfig, config=config, metrics=SchedulerMetrics(registry)),
+                                   args, registry), "scheduler")
 
 
 def cmd_controller_manager(args: argparse.Namespace) -> int:
@@ -204,9 +210,15 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"kubepy controller-manager: {e}", file=sys.stderr)
         return 2
+    from kubepy.client.workqueuemetrics import WorkQueueMetrics
+    from kubepy.metrics import new_registry
+
+    registry = new_registry()   # /metrics on the healthz port: workqueue_*{name} per controller
+    queue_metrics = WorkQueueMetrics(registry)
     return _run_async(_with_health(_elected(str(args.kubeconfig), election, "kubepy-controller-manager",
-                                            lambda: run_controller_manager(str(args.kubeconfig), config)), args),
-                      "controller-manager")
+                                            lambda: run_controller_manager(str(args.kubeconfig), config,
+                                                                           queue_metrics=queue_metrics)),
+                                   args, registry), "controller-manager")
 
 
 async def _elected(kubeconfig: str, election, user_agent: str, lead) -> None:
