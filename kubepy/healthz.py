@@ -116,11 +116,19 @@ class HealthServer:
 
 
 async def with_loop_health(coro: Awaitable[T], *, bind: str | None, max_lag: float = DEFAULT_MAX_LAG,
-                           registry: CollectorRegistry | None = None) -> T:
+                           registry: CollectorRegistry | None = None, required: bool = True) -> T:
     """Run ``coro`` with a heartbeat on this loop and, when ``bind`` is set, /healthz (and
-    /metrics from ``registry``) served on it."""
+    /metrics from ``registry``) served on it. When not ``required`` (a node agent's metrics port),
+    an address that cannot be bound is an error in the log, not a daemon that fails to start."""
     beat = LoopHeartbeat(max_lag=max_lag)
-    server = HealthServer(beat, bind, registry=registry) if bind else None
+    server = None
+    if bind:
+        try:
+            server = HealthServer(beat, bind, registry=registry)
+        except OSError as e:
+            if required:
+                raise
+            log.error("health and metrics not served addr=%s err=%s", bind, e)
     task = asyncio.create_task(beat.run(), name="loop-heartbeat")
     if server is not None:
         server.start()
