@@ -678,7 +678,10 @@ def main(argv: list[str] | None = None) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
-        await run_kubelet(config, stop=stop)
+        from kubepy.healthz import with_loop_health
+
+        bind = f"{config.healthz_bind_address}:{config.healthz_port}" if config.healthz_port else None
+        await with_loop_health(run_kubelet(config, stop=stop), bind=bind, required=False)
 
     asyncio.run(run())
     return 0
