@@ -9,7 +9,9 @@
 - ``apiserver_storage_objects{resource}`` - objects in the store per resource, counted at most every
   ``STORAGE_COUNT_INTERVAL`` seconds (upstream counts every minute)
 
-Upstream's vocabulary: verbs ``GET LIST WATCH POST PUT PATCH APPLY DELETE DELETECOLLECTION CONNECT``;
+Only resources the server serves (and their subresources) are named in labels: anything else in
+a URL is counted with empty group, version and resource, so no caller can grow the series without
+bound. Upstream's vocabulary: verbs ``GET LIST WATCH POST PUT PATCH APPLY DELETE DELETECOLLECTION CONNECT``;
 scope ``resource`` (one named object, or a create), ``namespace``, ``cluster``, or empty for
 non-resource paths (``/healthz``, ``/openapi/v2``: verb is the HTTP method there).
 
@@ -25,6 +27,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from kubepy.kinds import lookup
 from kubepy.metrics import REQUEST_DURATION_BUCKETS, CollectorRegistry, GaugeCallback
 
 __all__ = ["APIServerMetrics", "request_labels"]
@@ -55,7 +58,13 @@ def request_labels(attrs: Any, method: str, content_type: str) -> Labels:
         scope = "namespace"
     else:
         scope = "cluster"
-    return verb, attrs.api_group, attrs.api_version, attrs.resource, attrs.subresource, scope
+    kind = lookup(attrs.api_group, attrs.api_version, attrs.resource)
+    if kind is None:
+        # Label values come from the URL: a resource the server does not serve would let any caller
+        # (anonymous ones too) add series without end. They are counted together, unnamed.
+        return verb, "", "", "", "", scope
+    subresource = attrs.subresource if attrs.subresource in kind.subresources else ""
+    return verb, attrs.api_group, attrs.api_version, attrs.resource, subresource, scope
 
 
 class APIServerMetrics:

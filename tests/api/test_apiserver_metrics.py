@@ -105,6 +105,21 @@ async def test_request_counts_and_durations_by_kubernetes_labels(client: TestCli
     assert "process_cpu_seconds" in families
 
 
+async def test_what_the_server_does_not_serve_is_not_a_label(client: TestClient) -> None:
+    """Label values come from URLs: made-up resources, versions and subresources must not become series."""
+    for i in range(5):
+        assert (await client.get(f"/api/v1/namespaces/default/made-up-{i}")).status == 401
+        assert (await client.get(f"/apis/x{i}.example.com/v1/things", headers=_headers("admin"))).status == 404
+        resp = await client.get(f"/api/v1/namespaces/default/pods/p/nonsense-{i}", headers=_headers("admin"))
+        assert resp.status == 404
+    samples = (await _scrape(client))["apiserver_request"]
+    labels = {(s.labels["group"], s.labels["resource"], s.labels["subresource"]) for s in samples}
+    assert not any("made-up" in r or "example.com" in g or "nonsense" in sub for g, r, sub in labels), labels
+    assert _sample(samples, "apiserver_request_total", verb="LIST", resource="", code="401") == 5
+    assert _sample(samples, "apiserver_request_total", verb="GET", resource="pods", subresource="",
+                   code="404") == 5
+
+
 async def test_storage_objects_watchers_and_long_running_requests(client: TestClient) -> None:
     admin = _headers("admin")
     families = await _scrape(client)
