@@ -6,8 +6,8 @@
   filtering and scoring (the binding runs on after it, as upstream's does)
 - ``scheduler_pending_pods{queue}`` - pods waiting: ``active`` (queued now),
   ``backoff`` (waiting out a failure's backoff), ``unschedulable`` (until the
-  cluster changes), ``gated`` (always 0: kubepy has no scheduling gates);
-  read from the scheduler's queue when scraped
+  cluster changes), ``gated`` (held back by ``spec.schedulingGates``); read from the
+  scheduler's queues when scraped
 """
 
 from __future__ import annotations

@@ -136,6 +136,7 @@ class Scheduler:
                                    max_delay=config.pod_max_backoff_seconds, name="scheduler")
         self.nominated: dict[str, str] = {}  # pod key -> node it preempted on, until it is bound or gone
         self.unschedulable: set[str] = set()
+        self.gated: set[str] = set()  # pods of ours held back by spec.schedulingGates (scheduler_pending_pods)
         self.assumed: dict[str, str] = {}  # pod key -> node, until the informer shows the binding
         self._binds = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
         self._bind_tasks: set[asyncio.Task[None]] = set()
@@ -164,7 +165,7 @@ class Scheduler:
         self.bound = 0
         if metrics is not None:
             metrics.watch_pending(lambda: {"active": len(self.queue), "backoff": self.queue.num_delayed,
-                                           "unschedulable": len(self.unschedulable), "gated": 0})
+                                           "unschedulable": len(self.unschedulable), "gated": len(self.gated)})
         self.bind_timeout = BIND_TIMEOUT
         self.nodes.add_handler(self._node_added, self._node_updated, self._node_deleted)
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
@@ -219,7 +220,16 @@ class Scheduler:
             info.remove_pod(pod)
         self._waiting_for_node.get(node, {}).pop(object_key(pod), None)
 
+    def _track_gates(self, pod: dict[str, Any]) -> None:
+        spec = pod.get("spec") or {}
+        if spec.get("schedulingGates") and _wants_us({**pod, "spec": {**spec, "schedulingGates": None}},
+                                                    self.profiles):
+            self.gated.add(object_key(pod))
+        else:
+            self.gated.discard(object_key(pod))
+
     def _pod_added(self, pod: dict[str, Any]) -> None:
+        self._track_gates(pod)
         if (pod.get("spec") or {}).get("nodeName"):
             self.assumed.pop(object_key(pod), None)
             if not _is_terminated(pod):
@@ -230,6 +240,7 @@ class Scheduler:
             self.queue.add(object_key(pod))
 
     def _pod_updated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        self._track_gates(new)
         key = object_key(new)
         if (new.get("spec") or {}).get("nodeName"):
             self.assumed.pop(key, None)
@@ -255,6 +266,7 @@ class Scheduler:
 
     def _pod_deleted(self, pod: dict[str, Any]) -> None:
         key = object_key(pod)
+        self.gated.discard(key)
         self.unschedulable.discard(key)
         self.nominated.pop(key, None)
         self.queue.forget(key)

@@ -38,6 +38,9 @@ async def test_attempts_durations_and_pending_pods() -> None:
     for i in range(3):
         api.seed("pods", _pod(f"fits-{i}", "100m"))
     api.seed("pods", _pod("too-big", "64"))
+    gated = _pod("gated", "100m")
+    gated["spec"]["schedulingGates"] = [{"name": "example.com/wait"}]
+    api.seed("pods", gated)
     registry = new_registry()
     scheduler = Scheduler(api, metrics=SchedulerMetrics(registry))
     server = HealthServer(LoopHeartbeat(), "127.0.0.1:0", registry=registry)
@@ -57,10 +60,21 @@ async def test_attempts_durations_and_pending_pods() -> None:
         assert got[("scheduler_scheduling_attempt_duration_seconds_sum", (profile, ("result", "scheduled")))] > 0
         assert got[("scheduler_pending_pods", (("queue", "unschedulable"),))] == 1
         assert got[("scheduler_pending_pods", (("queue", "active"),))] == 0
-        assert got[("scheduler_pending_pods", (("queue", "gated"),))] == 0
+        assert got[("scheduler_pending_pods", (("queue", "gated"),))] == 1
         assert ("scheduler_pending_pods", (("queue", "backoff"),)) in got
         assert all(p["spec"].get("nodeName") == "n1" for p in api.objects("pods", "default")
                    if p["metadata"]["name"].startswith("fits-"))
+        # Its gates removed, the gated pod is scheduled and leaves the count.
+        gated = next(p for p in api.objects("pods", "default") if p["metadata"]["name"] == "gated")
+        gated["spec"]["schedulingGates"] = []
+        await api.update("pods", gated)
+        for _ in range(200):
+            got = await asyncio.to_thread(_scrape, server.port)
+            if got[("scheduler_schedule_attempts_total", (profile, ("result", "scheduled")))] == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert got[("scheduler_schedule_attempts_total", (profile, ("result", "scheduled")))] == 4
+        assert got[("scheduler_pending_pods", (("queue", "gated"),))] == 0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
