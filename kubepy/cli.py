@@ -155,16 +155,17 @@ def leader_election(args: argparse.Namespace, name: str, base=None):  # -> Leade
 
 def add_healthz_flags(p: argparse.ArgumentParser, default_port: int) -> None:
     p.add_argument("--healthz-bind-address", default=f"127.0.0.1:{default_port}",
-                   help=f"HOST:PORT for plain-HTTP /healthz (default 127.0.0.1:{default_port}; '' for none); "
-                        "it fails while the event loop lags")
+                   help=f"HOST:PORT for plain-HTTP /healthz, /livez, /readyz and /metrics (default "
+                        f"127.0.0.1:{default_port}; '' for none); health fails while the event loop lags")
     p.add_argument("--healthz-max-loop-lag", type=_duration, default=5.0,
                    help="event-loop lag beyond which /healthz fails (default 5s)")
 
 
-def _with_health(coro, args: argparse.Namespace):
+def _with_health(coro, args: argparse.Namespace, registry=None):
     from kubepy.healthz import with_loop_health
 
-    return with_loop_health(coro, bind=args.healthz_bind_address or None, max_lag=args.healthz_max_loop_lag)
+    return with_loop_health(coro, bind=args.healthz_bind_address or None, max_lag=args.healthz_max_loop_lag,
+                            registry=registry)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -188,7 +189,12 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         print("kubepy scheduler: no kubeconfig: pass --kubeconfig or set clientConnection.kubeconfig in --config",
               file=sys.stderr)
         return 2
-    return _run_async(_with_health(run_scheduler(kubeconfig, config=config), args), "scheduler")
+    from kubepy.metrics import new_registry
+    from kubepy.scheduler.metrics import SchedulerMetrics
+
+    registry = new_registry()   # /metrics on the healthz port
+    return _run_async(_with_health(run_scheduler(kubeconfig, config=config, metrics=SchedulerMetrics(registry)),
+                                   args, registry), "scheduler")
 
 
 def cmd_controller_manager(args: argparse.Namespace) -> int:
@@ -208,9 +214,15 @@ def cmd_controller_manager(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"kubepy controller-manager: {e}", file=sys.stderr)
         return 2
+    from kubepy.client.workqueuemetrics import WorkQueueMetrics
+    from kubepy.metrics import new_registry
+
+    registry = new_registry()   # /metrics on the healthz port: workqueue_*{name} per controller
+    queue_metrics = WorkQueueMetrics(registry)
     return _run_async(_with_health(_elected(str(args.kubeconfig), election, "kubepy-controller-manager",
-                                            lambda: run_controller_manager(str(args.kubeconfig), config)), args),
-                      "controller-manager")
+                                            lambda: run_controller_manager(str(args.kubeconfig), config,
+                                                                           queue_metrics=queue_metrics)),
+                                   args, registry), "controller-manager")
 
 
 async def _elected(kubeconfig: str, election, user_agent: str, lead) -> None:
@@ -346,7 +358,38 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                          service_cidr=args.service_cluster_ip_range, bridge=args.bridge,
                          masquerade_pod_egress=not args.no_masquerade_pod_egress,
                          healthz_port=int(port) if port else args.healthz_port, healthz_bind=bind.strip("[]"))
-    return _run_async(run_proxy(config))
+    try:
+        metrics_bind = _host_port(args.metrics_bind_address, "--metrics-bind-address")
+    except ValueError as e:
+        print(f"kubepy proxy: {e}", file=sys.stderr)
+        return 2
+    from kubepy.proxy.metrics import ProxyMetrics
+
+    config.metrics = ProxyMetrics(registry := _new_registry())
+    return _run_async(_with_metrics(run_proxy(config), metrics_bind, registry))
+
+
+def _new_registry():
+    from kubepy.metrics import new_registry
+
+    return new_registry()
+
+
+def _host_port(value: str, flag: str) -> str:
+    """HOST:PORT as a metrics flag takes it ('' turns serving off); a bad one is a ValueError naming ``flag``."""
+    if not value:
+        return ""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{flag} {value!r}: want HOST:PORT (e.g. 127.0.0.1:10249), or '' for none")
+    return f"{host.strip('[]') or '0.0.0.0'}:{port}"
+
+
+def _with_metrics(coro, bind: str, registry):
+    """/metrics, /healthz, /livez and /readyz of a node daemon on ``bind`` (a taken port is logged, not fatal)."""
+    from kubepy.healthz import with_loop_health
+
+    return with_loop_health(coro, bind=bind or None, registry=registry, required=False)
 
 
 def cmd_netpol(args: argparse.Namespace) -> int:
@@ -364,7 +407,15 @@ def cmd_netpol(args: argparse.Namespace) -> int:
     config = AgentConfig(kubeconfig=str(args.kubeconfig),
                          hostname_override=args.hostname_override or socket.gethostname(),
                          pod_cidr=args.pod_cidr, min_sync_period=args.min_sync_period)
-    return _run_async(run_agent(config))
+    try:
+        metrics_bind = _host_port(args.metrics_bind_address, "--metrics-bind-address")
+    except ValueError as e:
+        print(f"kubepy netpol: {e}", file=sys.stderr)
+        return 2
+    from kubepy.netpol.metrics import AgentMetrics
+
+    config.metrics = AgentMetrics(registry := _new_registry())
+    return _run_async(_with_metrics(run_agent(config), metrics_bind, registry))
 
 
 def cmd_ingress(args: argparse.Namespace) -> int:
@@ -386,11 +437,16 @@ def cmd_dns(args: argparse.Namespace) -> int:
     try:
         listen = [parse_address(a) for a in (args.listen or ["10.96.0.10:53"])]
         upstreams = args.upstream if args.upstream is not None else None
+        metrics_bind = _host_port(args.metrics_bind_address, "--metrics-bind-address")
     except ValueError as e:
         print(f"kubepy dns: {e}", file=sys.stderr)
         return 2
-    config = DNSConfig(kubeconfig=str(args.kubeconfig), listen=listen, upstreams=upstreams, domain=args.cluster_domain)
-    return _run_async(run_dns(config))
+    from kubepy.dns.metrics import DNSMetrics
+
+    registry = _new_registry()
+    config = DNSConfig(kubeconfig=str(args.kubeconfig), listen=listen, upstreams=upstreams, domain=args.cluster_domain,
+                       metrics=DNSMetrics(registry, domain=args.cluster_domain))
+    return _run_async(_with_metrics(run_dns(config), metrics_bind, registry))
 
 
 def _cluster(args: argparse.Namespace):
@@ -600,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--healthz-bind-address", default="0.0.0.0", metavar="ADDR[:PORT]",
                    help="address (and port) of /healthz and the Services' healthCheckNodePorts "
                         "(default 0.0.0.0; a node's InternalIP keeps them off its other networks)")
+    p.add_argument("--metrics-bind-address", default="127.0.0.1:10249", metavar="HOST:PORT",
+                   help="where /metrics, /healthz, /livez and /readyz are served over plain HTTP "
+                        "(default 127.0.0.1:10249, as upstream; '' for none)")
     p.add_argument("--cleanup", action="store_true", help="remove every rule kube-proxy made, then exit")
     p.set_defaults(func=cmd_proxy)
 
@@ -609,6 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pod-cidr", default=None, help="this node's pod CIDR (default: the Node's spec.podCIDR)")
     p.add_argument("--min-sync-period", type=float, default=0.1,
                    help="seconds between two syncs at least (a burst of changes becomes one sync)")
+    p.add_argument("--metrics-bind-address", default="127.0.0.1:10262", metavar="HOST:PORT",
+                   help="where /metrics, /healthz, /livez and /readyz are served over plain HTTP "
+                        "(default 127.0.0.1:10262; '' for none)")
     p.add_argument("--cleanup", action="store_true", help="remove every rule the agent made, then exit")
     p.set_defaults(func=cmd_netpol)
 
@@ -640,6 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upstream", action="append", default=None,
                    help="resolver for names outside the cluster (default: /etc/resolv.conf's)")
     p.add_argument("--cluster-domain", default="cluster.local")
+    p.add_argument("--metrics-bind-address", default="127.0.0.1:9153", metavar="HOST:PORT",
+                   help="where /metrics (CoreDNS' coredns_dns_* series), /healthz, /livez and /readyz are served "
+                        "over plain HTTP (default 127.0.0.1:9153, CoreDNS' metrics port; '' for none)")
     p.set_defaults(func=cmd_dns)
 
     p = sub.add_parser("stop-pods", help="stop every pod container on this node (for a node shutdown)")

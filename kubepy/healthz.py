@@ -6,9 +6,12 @@ the process looks fine to ``ps``. ``LoopHeartbeat`` is a task that wakes every
 ``interval`` and records when it did; ``HealthServer`` answers plain HTTP on
 its own thread, so it still answers (500, naming the lag) when the loop is
 stuck. The supervisor (``kubepy.controlplane``) polls it and restarts a
-process whose health fails.
+process whose health fails. The same port serves the daemon's ``/metrics``
+(``kubepy.metrics``) when it is given a registry, as upstream's scheduler and
+controller manager serve both on one port.
 
-    GET /healthz, /livez   200 "ok" | 500 "event loop lag 12.3s exceeds 5.0s"
+    GET /healthz, /livez, /readyz   200 "ok" | 500 "event loop lag 12.3s exceeds 5.0s"
+    GET /metrics                    the registry in the Prometheus text format (404 without one)
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import time
 from collections.abc import Awaitable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
+
+from kubepy.metrics import CollectorRegistry, exposition
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +69,28 @@ class LoopHeartbeat:
 class HealthServer:
     """Plain HTTP on a thread of its own (the loop it reports on may be stuck)."""
 
-    def __init__(self, heartbeat: LoopHeartbeat, bind: str) -> None:
+    def __init__(self, heartbeat: LoopHeartbeat, bind: str, *, registry: CollectorRegistry | None = None) -> None:
         host, _, port = bind.rpartition(":")
         self.heartbeat = heartbeat
         beat = heartbeat
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                if self.path.split("?")[0] not in ("/healthz", "/livez"):
+                path = self.path.split("?")[0]
+                if path == "/metrics" and registry is not None:
+                    body, content_type = exposition(registry, self.headers.get("Accept"))
+                    self._send(200, body, content_type)
+                    return
+                if path not in ("/healthz", "/livez", "/readyz"):
                     self._send(404, "not found\n")
                     return
                 ok, message = beat.check()
                 self._send(200 if ok else 500, message + "\n")
 
-            def _send(self, code: int, body: str) -> None:
-                data = body.encode()
+            def _send(self, code: int, body: str | bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+                data = body.encode() if isinstance(body, str) else body
                 self.send_response(code)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -105,10 +115,20 @@ class HealthServer:
         self._server.server_close()
 
 
-async def with_loop_health(coro: Awaitable[T], *, bind: str | None, max_lag: float = DEFAULT_MAX_LAG) -> T:
-    """Run ``coro`` with a heartbeat on this loop and, when ``bind`` is set, /healthz served on it."""
+async def with_loop_health(coro: Awaitable[T], *, bind: str | None, max_lag: float = DEFAULT_MAX_LAG,
+                           registry: CollectorRegistry | None = None, required: bool = True) -> T:
+    """Run ``coro`` with a heartbeat on this loop and, when ``bind`` is set, /healthz (and
+    /metrics from ``registry``) served on it. When not ``required`` (a node agent's metrics port),
+    an address that cannot be bound is an error in the log, not a daemon that fails to start."""
     beat = LoopHeartbeat(max_lag=max_lag)
-    server = HealthServer(beat, bind) if bind else None
+    server = None
+    if bind:
+        try:
+            server = HealthServer(beat, bind, registry=registry)
+        except OSError as e:
+            if required:
+                raise
+            log.error("health and metrics not served addr=%s err=%s", bind, e)
     task = asyncio.create_task(beat.run(), name="loop-heartbeat")
     if server is not None:
         server.start()

@@ -52,6 +52,8 @@ from kubepy.meta import selectors
 from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validation
 from kubepy.kinds.scheduling.priorityclass import SYSTEM_PRIORITY_CLASSES
 from kubepy.api.crds import CustomResourceDefinitions
+from kubepy.api.metrics import APIServerMetrics, request_labels
+from kubepy.metrics import exposition, new_registry
 from kubepy.api.limitranger import LimitRanger
 from kubepy.api.priority import PriorityAdmission
 from kubepy.api.saadmission import ServiceAccountAdmission
@@ -89,6 +91,7 @@ _BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": T
           "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 
 USER_KEY = web.AppKey("user", auth.User)
+ATTRS_KEY = web.AppKey("attributes", authz.Attributes)  # the request's authorization attributes, for its metrics
 
 
 @dataclass
@@ -267,6 +270,10 @@ class APIServer:
         for plural in reviews.PLURALS:
             self.virtual_creates[f"{plural}.{reviews.GROUP}"] = self._access_review
         self.ready = False
+        # /metrics (kubepy.api.metrics): this server's own registry, never the process-global one.
+        self.registry = new_registry()
+        self.metrics = APIServerMetrics(self.registry, watchers=self._watcher_counts,
+                                        count_objects=self._count_objects)
         # Authorization (kubepy.api.authz): masters, bootstrap joins, the node authorizer, RBAC.
         self.policy = rbac.PolicyIndex()
         self.node_graph = nodeauth.NodeGraph()
@@ -542,6 +549,7 @@ class APIServer:
         r.add_get("/healthz", self.health)
         r.add_get("/livez", self.health)
         r.add_get("/readyz", self.readyz)
+        r.add_get("/metrics", self.serve_metrics)
         r.add_get("/version", lambda req: _json_async(discovery.version_info()))
         r.add_get("/api", self.api_versions)
         r.add_get("/apis", lambda req: _json_async(discovery.api_group_list()))
@@ -590,6 +598,7 @@ class APIServer:
         if admission_warnings and not resp.prepared:
             for header in _fitting_warnings(admission_warnings):
                 resp.headers.add("Warning", header)
+        self._observe(request, resp.status, time.monotonic() - started)
         if request.method != "GET" or resp.status >= 400:
             user = request.get(USER_KEY)
             log.info("request method=%s path=%s status=%d user=%s ms=%.1f", request.method, request.path,
@@ -671,7 +680,25 @@ class APIServer:
                      attrs.verb, attrs.resource + ("/" + attrs.subresource if attrs.subresource else ""),
                      attrs.namespace, attrs.name, attrs.path, decision.reason or "-")
             raise authz.forbidden(attrs, decision.reason)
+        request[ATTRS_KEY] = attrs
+        if attrs.verb in ("watch", "proxy") or attrs.subresource in ("exec", "attach", "portforward", "proxy"):
+            gauge = self.metrics.longrunning_gauge(request_labels(attrs, request.method, request.content_type))
+            gauge.inc()
+            try:
+                return await handler(request)
+            finally:
+                gauge.dec()
         return await handler(request)
+
+    def _observe(self, request: web.Request, code: int, seconds: float) -> None:
+        attrs = request.get(ATTRS_KEY)
+        if attrs is None:  # refused before authorization (401), or not a path it knows
+            try:
+                attrs = authz.request_attributes(None, request.method, request.path, request.query)
+            except errors.APIError:
+                attrs = authz.Attributes(None, request.method.lower(), is_resource=False, path=request.path)
+        self.metrics.observe(request_labels(attrs, request.method, request.content_type),
+                             "All" if request.query.get("dryRun") else "", code, seconds)
 
     async def _bootstrap_user(self, token: str | None) -> auth.User | None:
         """The bootstrap token's user, read from its Secret; 401 with the reason for an expired one."""
@@ -695,6 +722,35 @@ class APIServer:
     # -- simple endpoints -------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    async def serve_metrics(self, request: web.Request) -> web.Response:
+        """GET /metrics: the non-resource URL that system:monitoring grants."""
+        await self.metrics.refresh_storage_objects()
+        body, content_type = exposition(self.registry, request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    def _watcher_counts(self) -> list[tuple[tuple[str, str, str], int]]:
+        kinds = {r.plural if r.custom is None else r.prefix: r for r in all_kinds()}
+        counts = []
+        for key, cache in list(self.caches.items()):
+            kind = kinds.get(key)
+            if kind is not None:
+                counts.append(((kind.group, kind.version, kind.kind), len(cache.subscribers)))
+        return counts
+
+    async def _count_objects(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        seen: set[str] = set()
+        for kind in all_kinds():
+            if kind.virtual or kind.prefix in seen:
+                continue
+            seen.add(kind.prefix)
+            resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+            try:
+                counts[resource] = len((await self.store.range(kind.prefix)).kvs)
+            except StoreError as e:
+                log.warning("storage objects not counted resource=%s err=%s", resource, e)
+        return counts
 
     async def readyz(self, request: web.Request) -> web.Response:
         if not self.ready:

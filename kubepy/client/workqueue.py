@@ -18,6 +18,12 @@ Two guards make a hot loop impossible, whatever a controller does:
   apart (a context variable holds the key a worker is reconciling).
 - A worker yields to the event loop after every key, so a reconcile that never
   awaits cannot starve informers, other controllers or the health endpoint.
+
+Metrics (client-go's ``workqueue_*`` series, ``kubepy.client.workqueuemetrics``): a
+queue made while ``QUEUE_METRICS`` holds a provider reports its adds, how long
+keys wait and how long they take to it, as upstream's ``workqueue.SetProvider``;
+the provider sits in a context variable rather than a global so that several
+daemons in one test process each count their own queues.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
+import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,24 @@ HOT_FREE = 3
 
 # The key the current worker task is reconciling (None outside a worker).
 _reconciling: contextvars.ContextVar[str | None] = contextvars.ContextVar("kubepy_reconciling", default=None)
+
+
+class QueueMetrics(Protocol):
+    """What a queue reports (client-go's queueMetrics): each call is cheap and never fails."""
+
+    def added(self) -> None: ...
+    def waited(self, seconds: float) -> None: ...
+    def worked(self, seconds: float) -> None: ...
+    def retried(self) -> None: ...
+
+
+class QueueMetricsProvider(Protocol):
+    def new_queue(self, queue: WorkQueue) -> QueueMetrics: ...
+
+
+# The provider queues made in this context report to (None: no metrics).
+QUEUE_METRICS: contextvars.ContextVar[QueueMetricsProvider | None] = contextvars.ContextVar(
+    "kubepy_queue_metrics", default=None)
 
 
 class QueueShutdown(Exception):
@@ -55,6 +81,10 @@ class WorkQueue:
         self._hot: dict[str, int] = {}  # consecutive reconciles that re-queued themselves at once
         self._getters: list[asyncio.Future[None]] = []
         self._shutting_down = False
+        self._added_at: dict[str, float] = {}  # keys queued and not yet handed out: when they were added
+        self._started_at: dict[str, float] = {}  # keys being processed: when a worker got them
+        provider = QUEUE_METRICS.get()
+        self._metrics = provider.new_queue(self) if provider is not None and name else None
 
     def add(self, key: str) -> None:
         self._add(key, by_own_reconcile=_reconciling.get() == key)
@@ -67,6 +97,9 @@ class WorkQueue:
         if key in self._dirty:
             return
         self._dirty.add(key)
+        if self._metrics is not None:
+            self._metrics.added()
+            self._added_at.setdefault(key, time.monotonic())
         if key in self._processing:
             return
         self._push(key)
@@ -88,6 +121,8 @@ class WorkQueue:
         self._timers[key] = loop.call_at(when, self._fire, key)
 
     def add_rate_limited(self, key: str) -> None:
+        if self._metrics is not None:
+            self._metrics.retried()
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
         self.add_after(key, min(self.base_delay * 2 ** failures, self.max_delay))
@@ -107,6 +142,10 @@ class WorkQueue:
                 key = self._pop()
                 self._dirty.discard(key)
                 self._processing.add(key)
+                if self._metrics is not None:
+                    now = time.monotonic()
+                    self._metrics.waited(now - self._added_at.pop(key, now))
+                    self._started_at[key] = now
                 return key
             waiter = asyncio.get_running_loop().create_future()
             self._getters.append(waiter)
@@ -118,6 +157,10 @@ class WorkQueue:
 
     def done(self, key: str) -> None:
         self._processing.discard(key)
+        if self._metrics is not None:
+            started = self._started_at.pop(key, None)
+            if started is not None:
+                self._metrics.worked(time.monotonic() - started)
         if key in self._self_requeued:
             self._self_requeued.discard(key)
             streak = self._hot.get(key, 0) + 1
@@ -126,6 +169,7 @@ class WorkQueue:
                 # A hot loop: the key comes back after the backoff, not at once.
                 delay = min(self.base_delay * 2 ** (streak - HOT_FREE - 1), self.max_delay)
                 self._dirty.discard(key)
+                self._added_at.pop(key, None)  # it waits again from when the backoff re-adds it
                 if streak == HOT_FREE + 1 or delay >= self.max_delay:
                     log.warning("hot requeue queue=%s key=%s streak=%d delay=%.2fs", self.name, key, streak, delay)
                 self.add_after(key, delay)
@@ -153,6 +197,11 @@ class WorkQueue:
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    @property
+    def num_delayed(self) -> int:
+        """Keys waiting for their ``add_after`` (a backoff) before they are queued."""
+        return len(self._timers)
 
     def _push(self, key: str) -> None:
         self._queue.append(key)

@@ -19,6 +19,7 @@ import logging
 import socket
 
 from kubepy.client import Client, ClientConfig, EventRecorder, TransportError
+from kubepy.client.workqueue import QUEUE_METRICS, QueueMetricsProvider
 from kubepy.controllers.context import ControllerConfig, ControllerContext, InformerFactory
 from kubepy.controllers.credentials import ServiceAccountCredentials
 
@@ -114,7 +115,8 @@ async def _wait_for_api(client: Client) -> None:
 
 
 async def run_controller_manager(kubeconfig: str, config: ControllerConfig, *,
-                                 stop: asyncio.Event | None = None) -> None:
+                                 stop: asyncio.Event | None = None,
+                                 queue_metrics: QueueMetricsProvider | None = None) -> None:
     client = Client(ClientConfig.from_kubeconfig(kubeconfig), user_agent="kubepy-controller-manager")
     credentials = ServiceAccountCredentials(client) if config.use_service_account_credentials else None
     try:
@@ -130,12 +132,16 @@ async def run_controller_manager(kubeconfig: str, config: ControllerConfig, *,
                                                  for sa in accounts))
             by_sa = dict(zip(accounts, own_clients))
             clients = {name: by_sa[SERVICE_ACCOUNTS[name]] for name in names}
-        for name in names:
-            own = clients[name]
-            recorder = EventRecorder(own, component="controller-manager", host=socket.gethostname())
-            recorders.append(recorder)
-            ctx = ControllerContext(client=own, informers=informers, recorder=recorder, config=config)
-            controllers.append(load(name)(ctx))
+        metrics_token = QUEUE_METRICS.set(queue_metrics)  # the controllers' queues report workqueue_*{name}
+        try:
+            for name in names:
+                own = clients[name]
+                recorder = EventRecorder(own, component="controller-manager", host=socket.gethostname())
+                recorders.append(recorder)
+                ctx = ControllerContext(client=own, informers=informers, recorder=recorder, config=config)
+                controllers.append(load(name)(ctx))
+        finally:
+            QUEUE_METRICS.reset(metrics_token)
         informers.start()
         await informers.wait_synced()
         log.info("controllers started names=%s", ",".join(c.name for c in controllers))

@@ -43,6 +43,7 @@ import dns.rdatatype
 import dns.rrset
 
 from kubepy.dns.records import ClusterRecords, Lookup
+from kubepy.dns.metrics import DNSMetrics
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,10 @@ class _Local(NamedTuple):
 class DNSServer:
     def __init__(self, records: RecordSource, *, listen: list[tuple[str, int]] | None = None,
                  upstreams: list[str] | None = None, domain: str = "cluster.local",
-                 timeout: float = UPSTREAM_TIMEOUT, summary_interval: float = SUMMARY_INTERVAL) -> None:
+                 timeout: float = UPSTREAM_TIMEOUT, summary_interval: float = SUMMARY_INTERVAL,
+                 metrics: DNSMetrics | None = None) -> None:
         self.records = records
+        self.metrics = metrics
         self.listen = list(listen if listen is not None else DEFAULT_LISTEN)
         self.upstreams = [parse_address(u) for u in
                           (upstreams if upstreams is not None else default_upstreams(self.listen))]
@@ -367,11 +370,18 @@ class DNSServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _udp_query(self, transport: asyncio.DatagramTransport, wire: bytes, addr: Any) -> None:
+    def _observe(self, server: str, proto: str, addr: Any, wire: bytes, reply: bytes | None, started: float) -> None:
+        if self.metrics is not None:
+            family = "2" if addr and ":" in str(addr[0]) else "1"
+            self.metrics.observe(server, proto, family, wire, reply, time.monotonic() - started)
+
+    def _udp_query(self, transport: asyncio.DatagramTransport, wire: bytes, addr: Any, server: str = "") -> None:
+        started = time.monotonic()
         try:
             reply = self.answer_local(wire, tcp=False)
             if isinstance(reply, bytes):
                 transport.sendto(reply, addr)
+                self._observe(server, "udp", addr, wire, reply, started)
             elif reply is not None:
                 if len(self._tasks) >= MAX_FORWARDS:
                     self._error_log("too many queries upstream in_flight=%d", len(self._tasks))
@@ -379,13 +389,16 @@ class DNSServer:
                         transport.sendto(self._render(self._error(reply.message, dns.rcode.SERVFAIL),
                                                       reply.max_size), addr)
                 else:
-                    self._spawn(self._udp_upstream(transport, reply, addr))
+                    self._spawn(self._udp_upstream(transport, reply, addr, server, wire, started))
         except Exception:  # noqa: BLE001 - a bug in one query must not stop the listener
             self._error_log("udp query failed client=%s", addr, exc_info=True)
 
-    async def _udp_upstream(self, transport: asyncio.DatagramTransport, pending: Pending, addr: Any) -> None:
+    async def _udp_upstream(self, transport: asyncio.DatagramTransport, pending: Pending, addr: Any,
+                            server: str = "", wire: bytes = b"", started: float = 0.0) -> None:
         try:
-            transport.sendto(await self.answer_upstream(pending), addr)
+            reply = await self.answer_upstream(pending)
+            transport.sendto(reply, addr)
+            self._observe(server, "udp", addr, wire, reply, started)
         except Exception:  # noqa: BLE001 - logged; the client retries
             self._error_log("udp forward failed client=%s", addr, exc_info=True)
 
@@ -394,6 +407,8 @@ class DNSServer:
         assert task is not None
         self._tasks.add(task)  # so stop() ends open connections too
         peer = writer.get_extra_info("peername")
+        sockname = writer.get_extra_info("sockname")
+        server = _server_label(sockname) if self.metrics is not None else ""
         try:
             while True:
                 try:
@@ -402,12 +417,14 @@ class DNSServer:
                     wire = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE_TIMEOUT)
                 except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                     return
+                started = time.monotonic()
                 reply = self.answer_local(wire, tcp=True)
                 if isinstance(reply, Pending):
                     reply = await self.answer_upstream(reply)
                 if reply is None:
                     return  # a response or garbage without a header: not a DNS client
                 writer.write(struct.pack("!H", len(reply)) + reply)
+                self._observe(server, "tcp", peer, wire, reply, started)
                 await writer.drain()
         except ConnectionError:
             pass
@@ -429,16 +446,26 @@ class _UDPProtocol(asyncio.DatagramProtocol):
     def __init__(self, server: DNSServer) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
+        self.server_label = ""   # the metrics' server label: dns://ADDR:PORT
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.server_label = _server_label(transport.get_extra_info("sockname"))
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         assert self.transport is not None
-        self.server._udp_query(self.transport, data, addr)
+        self.server._udp_query(self.transport, data, addr, self.server_label)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP unreachable from a client that went away: nothing to do
+
+
+def _server_label(sockname: Any) -> str:
+    """CoreDNS' ``server`` label for a listening socket: dns://10.96.0.10:53."""
+    if not sockname:
+        return "dns://"
+    host, port = sockname[0], sockname[1]
+    return f"dns://[{host}]:{port}" if ":" in host else f"dns://{host}:{port}"
 
 
 def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
@@ -479,6 +506,7 @@ class DNSConfig:
     upstreams: list[str] | None = None  # None: /etc/resolv.conf's, minus our own addresses
     domain: str = "cluster.local"
     summary_interval: float = SUMMARY_INTERVAL
+    metrics: DNSMetrics | None = None
 
 
 def feed_records(records: ClusterRecords, *, services: Any, slices: Any) -> None:
@@ -494,7 +522,7 @@ async def run_dns(config: DNSConfig) -> None:
 
     records = ClusterRecords(domain=config.domain)
     server = DNSServer(records, listen=config.listen, upstreams=config.upstreams, domain=config.domain,
-                       summary_interval=config.summary_interval)
+                       summary_interval=config.summary_interval, metrics=config.metrics)
     async with Client.from_kubeconfig(config.kubeconfig, user_agent="kubepy-dns") as client:
         services, slices = Informer(client, "services"), Informer(client, "endpointslices")
         feed_records(records, services=services, slices=slices)

@@ -90,6 +90,8 @@ class KubeletConfig:
     cluster_dns: str = "10.96.0.10"
     cluster_domain: str = "cluster.local"
     port: int = 10250
+    healthz_port: int = 10248              # plain-HTTP /healthz, /livez, /readyz (0: none), as upstream
+    healthz_bind_address: str = "127.0.0.1"
     node_status_update_frequency: float = 10.0
     lease_duration: int = 40
     lease_renew_interval: float = 10.0
@@ -173,6 +175,10 @@ def add_kubelet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-dns", default=d.cluster_dns)
     p.add_argument("--cluster-domain", default=d.cluster_domain)
     p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--healthz-port", type=int, default=d.healthz_port,
+                   help="plain-HTTP /healthz, /livez and /readyz (default 10248; 0 for none); they fail while the "
+                        "kubelet's event loop lags")
+    p.add_argument("--healthz-bind-address", default=d.healthz_bind_address)
     p.add_argument("--node-status-update-frequency", type=parse_duration, default=d.node_status_update_frequency)
     p.add_argument("--node-lease-duration-seconds", dest="lease_duration", type=int, default=d.lease_duration)
     p.add_argument("--node-lease-renew-interval", dest="lease_renew_interval", type=parse_duration,

@@ -65,6 +65,7 @@ from kubepy.kubelet.config import KubeletConfig, add_kubelet_flags, config_from_
 from kubepy.kubelet.ipam import HostLocalIPAM
 from kubepy.kubelet.localvolumes import LocalVolumes
 from kubepy.kubelet.network import NodeNetwork
+from kubepy.kubelet.metrics import KubeletMetrics
 from kubepy.kubelet.node import NodeAgent, machine_info
 from kubepy.kubelet.pods import (
     LABEL_POD_UID,
@@ -231,8 +232,12 @@ def _refs(pod: dict[str, Any]) -> set[tuple[str, str, str]]:
 class Kubelet:
     """The node agent; see the module docstring."""
 
-    def __init__(self, config: KubeletConfig, client: Client, runtime: Runtime) -> None:
+    def __init__(self, config: KubeletConfig, client: Client, runtime: Runtime,
+                 metrics: KubeletMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch_pods(self._pod_states)
         self.client = client
         self.runtime = runtime
         self.recorder = EventRecorder(client, component="kubelet", host=config.node_name)
@@ -450,6 +455,15 @@ class Kubelet:
         if self.node is not None:
             self.node.poke()
 
+    def _pod_states(self) -> list[tuple[bool, list[bool]]]:
+        """(sandbox running, [each container running]) for every pod of this node (kubelet_running_*)."""
+        states = []
+        for w in list(self.workers.values()):
+            records = list(w.records)
+            states.append((any(r.running for r in records if r.kind == "sandbox"),
+                           [r.running for r in records if r.kind != "sandbox"]))
+        return states
+
     def worker_done(self, worker: PodWorker) -> None:
         if self.workers.get(worker.uid) is worker:
             del self.workers[worker.uid]
@@ -618,9 +632,13 @@ async def run_kubelet(config: KubeletConfig, *, stop: asyncio.Event | None = Non
     from kubepy.kubelet.server import KubeletServer  # noqa: PLC0415
     from kubepy.kubelet.servingcert import ensure_serving_cert  # noqa: PLC0415
 
+    from kubepy.kubelet.metrics import instrument_runtime  # noqa: PLC0415
+    from kubepy.metrics import new_registry  # noqa: PLC0415
+
     stop = stop or asyncio.Event()
     client = await connect(config)
-    kubelet = Kubelet(config, client, make_runtime(config))
+    metrics = KubeletMetrics(new_registry())   # served as /metrics on :10250 (nodes/metrics)
+    kubelet = Kubelet(config, client, instrument_runtime(make_runtime(config), metrics), metrics)
     # The API server relays kubectl logs/exec here with its own client certificate; every caller is
     # authenticated (CA, TokenReview) and authorized (SubjectAccessReview) by kubepy.kubelet.auth.
     ca = client.config.ca_data
@@ -635,7 +653,8 @@ async def run_kubelet(config: KubeletConfig, *, stop: asyncio.Event | None = Non
                       "kubectl logs/exec will fail until it is)", config.node_name, e)
     server = KubeletServer(kubelet, node_name=config.node_name,
                            auth=KubeletAuth(client, node_name=config.node_name, ca_pem=ca), client_ca=ca,
-                           serving_cert=serving, cert_dir=pki, address=config.node_ip, port=config.port)
+                           serving_cert=serving, cert_dir=pki, address=config.node_ip, port=config.port,
+                           registry=metrics.registry)
     await server.start()
     try:
         await kubelet.run(stop)
@@ -672,7 +691,10 @@ def main(argv: list[str] | None = None) -> int:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
-        await run_kubelet(config, stop=stop)
+        from kubepy.healthz import with_loop_health
+
+        bind = f"{config.healthz_bind_address}:{config.healthz_port}" if config.healthz_port else None
+        await with_loop_health(run_kubelet(config, stop=stop), bind=bind, required=False)
 
     asyncio.run(run())
     return 0

@@ -610,7 +610,11 @@ class PodWorker:
         if clock.spent is not None and initialized and all(
                 (rec := self.latest(c["name"], APP)[0]) is not None and rec.running
                 for c in spec.get("containers") or []):
+            pulling = clock.spent.get("image", 0.0)
             log.info("pod started pod=%s/%s uid=%s %s", self.namespace, self.name, self.uid, clock.line())
+            metrics = getattr(self.k, "metrics", None)
+            if metrics is not None:   # the start-up SLI leaves image pulls out, as upstream's does
+                metrics.pod_started(time.monotonic() - clock.t0 - pulling)
         if is_terminal(status.get("phase")):
             self.mark_dirty()   # tear down the sandbox of a finished pod
         return False

@@ -15,6 +15,7 @@ it signed (``serving_cert``), so the API server can verify it; else self-signed.
 Routes::
 
     GET /healthz
+    GET /metrics       → the kubelet's series in the Prometheus text format (``kubepy.kubelet.metrics``)
     GET /containerLogs/{namespace}/{pod}/{container}?follow&tailLines&timestamps
         &previous&sinceSeconds&sinceTime&limitBytes&stream  → text/plain
     GET /exec/{namespace}/{pod}/{container}?command=..&stdin&stdout&stderr&tty
@@ -74,6 +75,7 @@ from aiohttp import WSMsgType, web
 
 from kubepy.kubelet import attach as attach_pumps
 from kubepy.kubelet.auth import RequestAuth
+from kubepy.metrics import CollectorRegistry, exposition
 from kubepy.kubelet.portforward import TUNNEL_PROTOCOL, PortForwardSession
 from kubepy.kubelet.runtime import Runtime, RuntimeError_
 from kubepy.kubelet.spdy import SpdyError
@@ -399,8 +401,9 @@ def ensure_kubelet_cert(cert_dir: Path, *, node_name: str, address: str) -> tupl
 class KubeletServer:
     def __init__(self, locator: PodLocator, *, node_name: str, auth: RequestAuth, cert_dir: Path,
                  address: str, port: int = 10250, client_ca: bytes | None = None,
-                 serving_cert: tuple[Path, Path] | None = None) -> None:
+                 serving_cert: tuple[Path, Path] | None = None, registry: CollectorRegistry | None = None) -> None:
         self.locator = locator
+        self.registry = registry            # what /metrics serves (kubepy.kubelet.metrics); None: 404
         self.node_name = node_name
         self.auth = auth
         self.client_ca = client_ca          # PEM: whose client certificates are asked for
@@ -425,6 +428,8 @@ class KubeletServer:
             request_client_certificates(ctx)
         app = web.Application(middlewares=[self._auth_mw])
         app.router.add_get("/healthz", self.healthz)
+        if self.registry is not None:
+            app.router.add_get("/metrics", self.serve_metrics)
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self.container_logs)
         app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self.exec)
         app.router.add_route("*", "/attach/{namespace}/{pod}/{container}", self.attach)
@@ -462,6 +467,11 @@ class KubeletServer:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
+
+    async def serve_metrics(self, request: web.Request) -> web.Response:
+        assert self.registry is not None
+        body, content_type = exposition(self.registry, request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     def _locate(self, request: web.Request, *, previous: bool = False) -> tuple[str | None, Path | None]:
         m = request.match_info

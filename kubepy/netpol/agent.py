@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from kubepy.client import Client, Informer
 from kubepy.netpol.rules import BUILTIN_JUMPS, NodeState, compile_node, node_state, parse_kernel
+from kubepy.netpol.metrics import AgentMetrics
 
 __all__ = ["Agent", "AgentConfig", "IPTables", "IPTablesError", "RealIPTables", "cleanup", "run_agent"]
 
@@ -116,8 +117,10 @@ async def cleanup(iptables: IPTables | None = None) -> int:
 
 class Agent:
     def __init__(self, client: Any, *, node_name: str, pod_cidr: str | None, iptables: IPTables | None = None,
-                 min_sync_period: float = 0.1, sync_period: float = 30.0, head_check_period: float = 1.0) -> None:
+                 min_sync_period: float = 0.1, sync_period: float = 30.0, head_check_period: float = 1.0,
+                 metrics: AgentMetrics | None = None) -> None:
         self.node_name = node_name
+        self.metrics = metrics
         self.pod_cidr = pod_cidr
         self.iptables: IPTables = iptables if iptables is not None else RealIPTables()
         self.min_sync_period = min_sync_period
@@ -195,6 +198,12 @@ class Agent:
     async def sync(self) -> bool:
         """One sync; False (and a full resync scheduled) if applying failed."""
         start = time.monotonic()
+        ok = await self._sync(start)
+        if self.metrics is not None:
+            self.metrics.synced(time.monotonic() - start, ok=ok)
+        return ok
+
+    async def _sync(self, start: float) -> bool:
         self._last_sync = start
         state = self.state()
         full = self._need_full or self._applied is None
@@ -229,6 +238,7 @@ class AgentConfig:
     pod_cidr: str | None = None  # default: the Node's spec.podCIDR
     min_sync_period: float = 0.1
     sync_period: float = 30.0
+    metrics: AgentMetrics | None = None
 
 
 async def _node_pod_cidr(client: Client, node: str) -> str:
@@ -250,6 +260,7 @@ async def run_agent(config: AgentConfig) -> None:
     async with Client.from_kubeconfig(config.kubeconfig, user_agent="kubepy-netpol") as client:
         pod_cidr = config.pod_cidr or await _node_pod_cidr(client, config.hostname_override)
         agent = Agent(client, node_name=config.hostname_override, pod_cidr=pod_cidr,
-                      min_sync_period=config.min_sync_period, sync_period=config.sync_period)
+                      min_sync_period=config.min_sync_period, sync_period=config.sync_period,
+                      metrics=config.metrics)
         await agent.run()
 

@@ -43,6 +43,7 @@ from kubepy.proxy.announce import (
 )
 from kubepy.proxy.healthcheck import HealthServer, local_endpoint_counts
 from kubepy.proxy.iptables import IPTables, RealIPTables, parse_state
+from kubepy.proxy.metrics import ProxyMetrics
 from kubepy.proxy.netlink import NodeNetlink, UDPFlow
 from kubepy.proxy.routes import NodeRoutes, desired_routes
 from kubepy.proxy.rules import (
@@ -124,8 +125,9 @@ class Proxier:
                  iptables: IPTables | None = None, netlink: Netlink | None = None,
                  routes: Routes | None = None, masquerade_pod_egress: bool = False,
                  health: HealthServer | None = None, addresses: Addresses | None = None,
-                 probe: PeerProbe | None = None, recorder: Any = None) -> None:
+                 probe: PeerProbe | None = None, recorder: Any = None, metrics: ProxyMetrics | None = None) -> None:
         self.node_name = node_name
+        self.metrics = metrics
         self.node_ips = list(node_ips)
         self.config = NodeConfig(cluster_cidr=cluster_cidr,
                                  pod_egress_cidr=cluster_cidr if masquerade_pod_egress else None)
@@ -211,6 +213,12 @@ class Proxier:
     async def sync(self) -> bool:
         """One sync; False (and a full resync scheduled) if applying failed."""
         start = time.monotonic()
+        ok = await self._sync(start)
+        if self.metrics is not None:
+            self.metrics.synced(time.monotonic() - start, ok=ok)
+        return ok
+
+    async def _sync(self, start: float) -> bool:
         self._last_sync = start
         pending, self._pending = self._pending, set()
         ports = service_ports(self.services.cache.list(), self.slices.cache.list(), node_name=self.node_name)
@@ -344,6 +352,7 @@ class ProxyConfig:
     cleanup: bool = False
     healthz_port: int = 10256
     healthz_bind: str = "0.0.0.0"
+    metrics: ProxyMetrics | None = None
 
 
 async def cleanup_all(iptables: RealIPTables | None = None) -> int:
@@ -364,7 +373,7 @@ async def run_proxy(config: ProxyConfig) -> None:
                           min_sync_period=config.min_sync_period, sync_period=config.sync_period,
                           masquerade_pod_egress=config.masquerade_pod_egress, health=health,
                           addresses=NodeAddresses(node_ips[0]) if node_ips else None,
-                          probe=PeerProbe(port=config.healthz_port), recorder=recorder)
+                          probe=PeerProbe(port=config.healthz_port), recorder=recorder, metrics=config.metrics)
         try:
             await proxier.run()
         finally:

@@ -20,6 +20,7 @@ import heapq
 import itertools
 import logging
 import random
+import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from kubepy.client import (
 )
 from kubepy.meta.volumes import ANN_SELECTED_NODE, LOCAL_PATH_PROVISIONER
 from kubepy.scheduler.listers import Listers
+from kubepy.scheduler.metrics import SchedulerMetrics
 from kubepy.scheduler import preemption
 from kubepy.scheduler.config import SchedulerConfig, build_plugins, default_config
 from kubepy.scheduler.framework import (
@@ -112,8 +114,10 @@ class _Profile:
 
 class Scheduler:
     def __init__(self, client: Client, *, name: str = DEFAULT_SCHEDULER, rng: random.Random | None = None,
-                 percentage_of_nodes_to_score: int = 0, config: SchedulerConfig | None = None) -> None:
+                 percentage_of_nodes_to_score: int = 0, config: SchedulerConfig | None = None,
+                 metrics: SchedulerMetrics | None = None) -> None:
         self.client = client
+        self.metrics = metrics
         if config is None:
             config = default_config()
             config.profiles[0].scheduler_name = name
@@ -132,6 +136,7 @@ class Scheduler:
                                    max_delay=config.pod_max_backoff_seconds, name="scheduler")
         self.nominated: dict[str, str] = {}  # pod key -> node it preempted on, until it is bound or gone
         self.unschedulable: set[str] = set()
+        self.gated: set[str] = set()  # pods of ours held back by spec.schedulingGates (scheduler_pending_pods)
         self.assumed: dict[str, str] = {}  # pod key -> node, until the informer shows the binding
         self._binds = asyncio.Semaphore(MAX_BINDS_IN_FLIGHT)
         self._bind_tasks: set[asyncio.Task[None]] = set()
@@ -158,6 +163,9 @@ class Scheduler:
         self.recorder = first.recorder
         self._filters, self._scorers = first.filters, first.scorers
         self.bound = 0
+        if metrics is not None:
+            metrics.watch_pending(lambda: {"active": len(self.queue), "backoff": self.queue.num_delayed,
+                                           "unschedulable": len(self.unschedulable), "gated": len(self.gated)})
         self.bind_timeout = BIND_TIMEOUT
         self.nodes.add_handler(self._node_added, self._node_updated, self._node_deleted)
         self.pods.add_handler(self._pod_added, self._pod_updated, self._pod_deleted)
@@ -212,7 +220,16 @@ class Scheduler:
             info.remove_pod(pod)
         self._waiting_for_node.get(node, {}).pop(object_key(pod), None)
 
+    def _track_gates(self, pod: dict[str, Any]) -> None:
+        spec = pod.get("spec") or {}
+        if spec.get("schedulingGates") and _wants_us({**pod, "spec": {**spec, "schedulingGates": None}},
+                                                    self.profiles):
+            self.gated.add(object_key(pod))
+        else:
+            self.gated.discard(object_key(pod))
+
     def _pod_added(self, pod: dict[str, Any]) -> None:
+        self._track_gates(pod)
         if (pod.get("spec") or {}).get("nodeName"):
             self.assumed.pop(object_key(pod), None)
             if not _is_terminated(pod):
@@ -223,6 +240,7 @@ class Scheduler:
             self.queue.add(object_key(pod))
 
     def _pod_updated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        self._track_gates(new)
         key = object_key(new)
         if (new.get("spec") or {}).get("nodeName"):
             self.assumed.pop(key, None)
@@ -248,6 +266,7 @@ class Scheduler:
 
     def _pod_deleted(self, pod: dict[str, Any]) -> None:
         key = object_key(pod)
+        self.gated.discard(key)
         self.unschedulable.discard(key)
         self.nominated.pop(key, None)
         self.queue.forget(key)
@@ -298,10 +317,14 @@ class Scheduler:
                     key = await self.queue.get()
                 except QueueShutdown:
                     return
+                started = time.monotonic()
+                result = "error"
                 try:
-                    await self._schedule(key)
+                    result = await self._schedule(key)
                 finally:
                     self.queue.done(key)
+                    if self.metrics is not None and result is not None:
+                        self.metrics.attempted(result, self._profile_of(key), time.monotonic() - started)
         finally:
             self.queue.shutdown()
             for t in [*tasks, *self._bind_tasks]:
@@ -320,10 +343,15 @@ class Scheduler:
             self._node_list = [self.node_infos[n] for n in sorted(self.node_infos)]
         return self._node_list
 
-    async def _schedule(self, key: str) -> None:
+    def _profile_of(self, key: str) -> str:
+        pod = self.pods.cache.get(key)
+        return _profile_name(pod) if pod is not None else self.name
+
+    async def _schedule(self, key: str) -> str | None:
+        """One attempt: "scheduled", "unschedulable", or None when the pod is not ours to schedule."""
         pod = self.pods.cache.get(key)
         if pod is None or not _wants_us(pod, self.profiles) or key in self.assumed:
-            return
+            return None
         prof = self.profiles[_profile_name(pod)]
         info = PodInfo(pod)
         nodes = self._with_nominated(info, self._nodes_in_order())
@@ -333,7 +361,7 @@ class Scheduler:
         self._next_start = result.next_start
         if result.node is None:
             self._unschedulable(key, pod, self._preempt(key, info, nodes, result, prof), prof)
-            return
+            return "unschedulable"
         node = result.node
         why = result.why()
         log.info("scheduled pod=%s node=%s profile=%s %s", key, node, prof.name, why)
@@ -345,6 +373,7 @@ class Scheduler:
         task = asyncio.create_task(self._bind(key, pod, node, prof, why))
         self._bind_tasks.add(task)
         task.add_done_callback(self._bind_tasks.discard)
+        return "scheduled"
 
     async def _select_node_for_claims(self, pod: dict[str, Any], node: str) -> None:
         """The provisioner's cue (VolumeBinding's PreBind): claims waiting for their first
@@ -558,7 +587,7 @@ def _assumed_copy(pod: dict[str, Any], node: str, info: PodInfo) -> PodInfo:
 
 
 async def run_scheduler(kubeconfig: str, *, stop: asyncio.Event | None = None,
-                        config: SchedulerConfig | None = None) -> None:
+                        config: SchedulerConfig | None = None, metrics: SchedulerMetrics | None = None) -> None:
     from kubepy.client import ClientConfig
 
     from kubepy.client.leaderelection import run_leader_elected
@@ -566,7 +595,7 @@ async def run_scheduler(kubeconfig: str, *, stop: asyncio.Event | None = None,
     client = Client(ClientConfig.from_kubeconfig(kubeconfig), user_agent="kubepy-scheduler")
 
     async def lead() -> None:
-        await Scheduler(client, config=config).run()
+        await Scheduler(client, config=config, metrics=metrics).run()
 
     task = asyncio.create_task(run_leader_elected(client, config.leader_election if config else None, lead))
     try:

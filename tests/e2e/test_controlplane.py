@@ -210,6 +210,36 @@ def test_deployment_converges_and_rolls_safely(cp):
                           if p["spec"]["containers"][0]["image"] == "web:1"]) == 10, what="undo", cp=cp)
 
 
+def test_scheduler_and_controller_manager_serve_metrics_on_their_health_ports(cp):
+    """After the Deployment above: the controllers' work queues and the scheduler's attempts, as
+    Prometheus reads them from each process's /metrics (beside its /healthz)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape(child: str) -> dict[tuple[str, tuple], float]:
+        # Where the supervisor put the child's health port (DATA_DIR/run/<child>.json).
+        url = json.loads((cp.dir / "run" / f"{child}.json").read_text())["health_url"].replace("/healthz", "/metrics")
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            text = r.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples}
+
+    cm = scrape("controller-manager")
+    for name in ("deployment", "replicaset"):
+        assert cm[("workqueue_adds_total", (("name", name),))] > 0, name
+        assert cm[("workqueue_work_duration_seconds_count", (("name", name),))] > 0, name
+        assert ("workqueue_depth", (("name", name),)) in cm
+    assert ("workqueue_queue_duration_seconds_bucket", (("le", "+Inf"), ("name", "deployment"))) in cm
+    sched = scrape("scheduler")
+    assert sched[("scheduler_schedule_attempts_total", (("profile", "default-scheduler"), ("result", "scheduled")))] > 0
+    assert ("scheduler_pending_pods", (("queue", "unschedulable"),)) in sched
+    assert sched[("scheduler_scheduling_attempt_duration_seconds_count",
+                  (("profile", "default-scheduler"), ("result", "scheduled")))] > 0
+    assert sched[("process_resident_memory_bytes", ())] > 0
+
+
 def test_unschedulable_pod_reports_why(cp):
     cp.kubectl("run", "huge", "--image=web:1", "--restart=Never", "--overrides",
                json.dumps({"spec": {"containers": [{"name": "huge", "image": "web:1",

@@ -252,6 +252,195 @@ def test_node_addons_run_on_their_own_identities(lab: Lab):
     assert not refused, "\n".join(refused[:5])
 
 
+PROMETHEUS_RBAC = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: prometheus, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: prometheus}
+rules:
+- apiGroups: [""]
+  resources: [nodes, nodes/metrics, services, endpoints, pods]
+  verbs: [get, list, watch]
+- nonResourceURLs: [/metrics]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: prometheus}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: prometheus}
+subjects: [{kind: ServiceAccount, name: prometheus, namespace: kube-system}]
+"""
+
+
+def has_kubernetes_sd(prometheus: str, tmp_path: Path) -> bool:
+    """Whether this Prometheus build knows kubernetes_sd_configs: Debian's 2.42 leaves the
+    client-go based discoverers out (its promtool refuses the field)."""
+    probe = tmp_path / "probe.yml"
+    probe.write_text(json.dumps({"scrape_configs": [{"job_name": "x", "kubernetes_sd_configs": [{"role": "node"}]}]}))
+    promtool = Path(prometheus).with_name("promtool")
+    return subprocess.run([str(promtool), "check", "config", str(probe)], capture_output=True).returncode == 0
+
+
+def prometheus_config(server: str, token: Path, ca: Path, *, sd_dir: Path | None) -> str:
+    """Prometheus' own Kubernetes service discovery, as its example configuration has it: the API
+    servers through the default/kubernetes Endpoints, the kubelets through the Nodes. With
+    ``sd_dir`` (a build without it), the same targets from files the test writes from the API."""
+    auth = {"authorization": {"credentials_file": str(token)}, "tls_config": {"ca_file": str(ca)}}
+    if sd_dir is None:
+        sd = {"api_server": server, **auth}
+        apiservers = {"kubernetes_sd_configs": [{"role": "endpoints", **sd}],
+                      "relabel_configs": [{"source_labels": ["__meta_kubernetes_namespace",
+                                                             "__meta_kubernetes_service_name",
+                                                             "__meta_kubernetes_endpoint_port_name"],
+                                           "action": "keep", "regex": "default;kubernetes;https"}]}
+        nodes = {"kubernetes_sd_configs": [{"role": "node", **sd}],
+                 "relabel_configs": [{"action": "labelmap", "regex": "__meta_kubernetes_node_label_(.+)"}]}
+    else:
+        apiservers = {"file_sd_configs": [{"files": [str(sd_dir / "apiservers.json")], "refresh_interval": "1s"}]}
+        nodes = {"file_sd_configs": [{"files": [str(sd_dir / "nodes.json")], "refresh_interval": "1s"}]}
+    return json.dumps({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "kubernetes-apiservers", "scheme": "https", **auth, **apiservers},
+                           {"job_name": "kubernetes-nodes", "scheme": "https", **auth, **nodes}]})
+
+
+def discover(lab: Lab, sd_dir: Path) -> None:
+    """What Prometheus' role: endpoints and role: node find, as file_sd target groups: the addresses
+    of default/kubernetes's https port, and each Node's InternalIP with its kubelet's port, labelled
+    with the Node's labels as the labelmap relabeling above makes them."""
+    ep = lab.json("get", "endpoints", "kubernetes", "-n", "default")
+    apiservers = [f"{a['ip']}:{p['port']}" for sub in ep["subsets"] for a in sub["addresses"]
+                  for p in sub["ports"] if p.get("name") == "https"]
+    (sd_dir / "apiservers.json").write_text(json.dumps([{"targets": apiservers}]))
+    groups = []
+    for n in lab.json("get", "nodes")["items"]:
+        ip = next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+        port = n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        labels = {k.replace(".", "_").replace("/", "_").replace("-", "_"): v
+                  for k, v in n["metadata"].get("labels", {}).items()}
+        groups.append({"targets": [f"{ip}:{port}"], "labels": labels})
+    (sd_dir / "nodes.json").write_text(json.dumps(groups))
+
+
+def test_prometheus_scrapes_the_cluster_through_kubernetes_service_discovery(lab: Lab, tmp_path: Path):
+    """Debian's prometheus scrapes the API server and every kubelet /metrics with a ServiceAccount
+    token (nodes/metrics, nonResourceURL /metrics) and the cluster CA; it finds them by itself with
+    kubernetes_sd_configs where its build has them, else through file_sd from the same API objects."""
+    import urllib.parse
+    import urllib.request
+
+    import yaml
+
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus is not installed: .ci/install installs Debian's package"
+    lab.kubectl("apply", "-f", "-", input=PROMETHEUS_RBAC)
+    token = tmp_path / "token"
+    token.write_text(lab.kubectl("create", "token", "prometheus", "-n", "kube-system", "--duration", "1h").stdout.strip())
+    kubeconfig = yaml.safe_load(lab.kubeconfig.read_text())
+    server = kubeconfig["clusters"][0]["cluster"]["server"]
+    ca = lab.kubeconfig.parent / "ca.crt"
+    sd_dir = None if has_kubernetes_sd(prometheus, tmp_path) else tmp_path
+    if sd_dir is not None:
+        discover(lab, sd_dir)
+    (tmp_path / "prometheus.yml").write_text(prometheus_config(server, token, ca, sd_dir=sd_dir))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+    def api(path: str, **params: str) -> dict:
+        url = f"http://127.0.0.1:{port}/api/v1/{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.loads(r.read())
+
+    def query(q: str) -> list[dict]:
+        try:
+            return api("query", query=q)["data"]["result"]
+        except OSError:
+            return []   # not listening yet
+
+    def targets() -> str:
+        try:
+            return json.dumps([(t["labels"].get("job"), t["scrapeUrl"], t["health"], t["lastError"])
+                               for t in api("targets")["data"]["activeTargets"]], indent=1)
+        except OSError as e:
+            return str(e)
+
+    try:
+        try:
+            wait_for(lambda: len([r for r in query("up == 1")]) == NODES + 1, 60, "every target up")
+        except AssertionError as e:
+            log.flush()
+            raise AssertionError(f"{e}\ntargets: {targets()}\nprometheus log:\n"
+                                 f"{(tmp_path / 'prometheus.log').read_text()[-3000:]}") from None
+        up = {(r["metric"]["job"], r["metric"]["instance"]) for r in query("up")}
+        nodes = lab.json("get", "nodes")["items"]
+        ips = {a["address"] for n in nodes for a in n["status"]["addresses"] if a["type"] == "InternalIP"}
+        assert {i for job, i in up if job == "kubernetes-nodes"} == {f"{ip}:10250" for ip in ips}
+        assert len([1 for job, _ in up if job == "kubernetes-apiservers"]) == 1
+        # The requests the controllers and kubelets make, by Kubernetes' labels.
+        lists = wait_for(lambda: query('sum by (resource) (apiserver_request_total{verb="LIST",code="200"})'),
+                         20, "apiserver_request_total")
+        assert {"pods", "nodes"} <= {r["metric"].get("resource") for r in lists}, lists
+        running = wait_for(lambda: len(r := query("kubelet_running_pods")) == NODES and r, 20, "kubelet_running_pods")
+        assert {r["metric"]["kubernetes_io_hostname"] for r in running} == {n["metadata"]["name"] for n in nodes}
+
+        def same_count() -> tuple[int, int] | None:   # the kubelets' sandboxes vs the API's Running pods
+            pods = [p for p in lab.json("get", "pods", "-A")["items"] if p["status"].get("phase") == "Running"]
+            scraped = int(sum(float(r["value"][1]) for r in query("kubelet_running_pods")))
+            return (scraped, len(pods)) if scraped == len(pods) else None
+        wait_for(same_count, 20, "kubelet_running_pods to sum to the Running pods")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+NODE_DAEMON_METRICS = {   # port in each node's network namespace: a series it must carry
+    10248: None,                                              # the kubelet's plain /healthz only
+    10249: "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+    9153: "coredns_dns_requests_total",
+    10262: "kubepy_netpol_sync_rules_last_timestamp_seconds",
+}
+
+
+def test_every_node_daemon_serves_health_and_metrics(lab: Lab):
+    """The real daemons of node 1, each on its own loopback port inside the node's namespace."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    # One DNS query first, so CoreDNS' request counter has a sample.
+    node = next(n for n in lab.json("get", "nodes")["items"] if n["metadata"]["name"].endswith("node1"))
+    ip = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    cp = lab.in_node(1, sys.executable, "-c", "import sys, dns.message, dns.query; print(dns.query.udp("
+                     "dns.message.make_query('kubernetes.default.svc.cluster.local.', 'A'), sys.argv[1], timeout=5))",
+                     ip)
+    assert cp.returncode == 0 and "kubernetes.default.svc.cluster.local. " in cp.stdout, (cp.stdout, cp.stderr)
+    script = ("import sys, urllib.request\n"
+              "for path in sys.argv[2:]:\n"
+              "    with urllib.request.urlopen(f'http://127.0.0.1:{sys.argv[1]}{path}', timeout=5) as r:\n"
+              "        print(f'=== {path} {r.status}'); print(r.read().decode())\n")
+    for port, series in NODE_DAEMON_METRICS.items():
+        paths = ["/healthz", "/livez", "/readyz"] + (["/metrics"] if series else [])
+        cp = lab.in_node(1, sys.executable, "-c", script, str(port), *paths)
+        assert cp.returncode == 0, (port, cp.stdout, cp.stderr)
+        for path in paths:
+            assert f"=== {path} 200" in cp.stdout, (port, path, cp.stdout[:500])
+        if series:
+            text = cp.stdout.split("=== /metrics 200\n", 1)[1]
+            names = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+            assert series in names and "process_cpu_seconds_total" in names, (port, sorted(names)[:40])
+
+
 def test_down_leaves_nothing(lab: Lab):
     from kubepy.kubelet.network import pod_netns_name
     from kubepy.lab.network import LabNetwork, default_subnet
