@@ -1,0 +1,128 @@
+"""CEL as the API server uses it: compile against declared variables, evaluate, word the errors.
+
+Role: the one place kubepy turns CEL text into a program (cel-python, ``celpy``)
+and runs it, shared by CRD ``x-kubernetes-validations``
+(kinds.apiextensions.customresource), webhook ``matchConditions``
+(kinds.admissionregistration.webhooks, api.webhookadmission) and
+ValidatingAdmissionPolicy (kinds.admissionregistration.validatingadmissionpolicy,
+api.policyadmission).
+
+celpy parses but does not type-check, so ``compile_expression`` adds the one
+check upstream's checker makes that matters most to a user writing a
+policy: every top-level name must be a declared variable
+(``undeclared reference to 'x'``), with comprehension variables
+(``all(c, …)``) and type names allowed. Names upstream declares that kubepy
+cannot serve (``authorizer``) are refused by the caller, never ignored.
+
+Errors::
+
+    CELCompileError (ValueError)   the text does not compile; message as upstream's
+                                   ``compilation failed: ERROR: <input>:L:C: …``
+    CELEvalError   (ValueError)    evaluation failed; message as cel-go words the common
+                                   cases (``no such key: x``)
+
+Pure: no HTTP, no store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import celpy
+
+__all__ = ["CELCompileError", "CELEvalError", "Program", "compile_expression", "to_cel", "references"]
+
+_ENV = celpy.Environment()
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",
+                         "dyn"})
+
+
+class CELCompileError(ValueError):
+    pass
+
+
+class CELEvalError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Program:
+    """One compiled expression and its text."""
+
+    text: str
+    program: Any
+
+    def evaluate(self, activation: Mapping[str, Any]) -> Any:
+        """The value (celpy's types), or CELEvalError worded as cel-go words it."""
+        try:
+            return self.program.evaluate(dict(activation))
+        except Exception as e:  # celpy raises CELEvalError, and Python's own errors from its functions
+            raise CELEvalError(_eval_message(e)) from e
+
+
+def _eval_message(e: Exception) -> str:
+    text = str(e.args[0]) if e.args else type(e).__name__
+    m = re.match(r"no such member in mapping: '(.*)'$", text)
+    if m:
+        return f"no such key: {m.group(1)}"
+    return text
+
+
+def _idents(tree: Any) -> tuple[set[str], set[str]]:
+    """(top-level identifiers, names bound by comprehension macros) of a parsed expression."""
+    used: set[str] = set()
+    bound: set[str] = set()
+    for node in tree.iter_subtrees():
+        if node.data == "primary" and node.children and getattr(node.children[0], "data", None) == "ident":
+            used.add(str(node.children[0].children[0]))
+        elif node.data == "member_dot_arg" and len(node.children) >= 3 and str(node.children[1]) in _MACROS:
+            args = node.children[2]
+            first = args.children[0] if getattr(args, "children", None) else None
+            if first is not None:
+                for sub in first.iter_subtrees():
+                    if sub.data == "ident":
+                        bound.add(str(sub.children[0]))
+                        break
+    return used, bound
+
+
+def references(text: str) -> set[str]:
+    """The top-level names an expression that compiles refers to (``object``, ``variables``, …)."""
+    used, bound = _idents(_ENV.compile(text))
+    return used - bound
+
+
+def compile_expression(text: str, variables: Iterable[str] | None = None) -> Program:
+    """Compile ``text``; with ``variables``, refuse names outside them as upstream's checker does."""
+    try:
+        tree = _ENV.compile(text)
+    except Exception as e:  # celpy raises its parser's and lark's errors
+        line, col = getattr(e, "line", None), getattr(e, "column", None)
+        where = f"<input>:{line}:{col}: " if line is not None and col is not None else ""
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CELCompileError(f"compilation failed: ERROR: {where}Syntax error: {first}") from e
+    if variables is not None:
+        declared = set(variables) | _TYPE_NAMES
+        used, bound = _idents(tree)
+        for name in sorted(used - bound - declared):
+            raise CELCompileError(f"compilation failed: ERROR: <input>:1:1: undeclared reference to '{name}' "
+                                  "(in container '')")
+    try:
+        return Program(text, _ENV.program(tree))
+    except Exception as e:
+        raise CELCompileError(f"compilation failed: {e}") from e
+
+
+def to_cel(value: Any) -> Any:
+    """A JSON value as CEL sees it (null stays null)."""
+    return celpy.json_to_cel(value)
+
+
+def is_true(value: Any) -> bool:
+    """CEL's ``== true``: only a bool true counts (a non-bool result is not a match)."""
+    return isinstance(value, bool) and bool(value) is True or (
+        isinstance(value, celpy.celtypes.BoolType) and bool(value))
