@@ -18,7 +18,11 @@ What the client gets, in upstream's words:
   failed calling webhook "<name>": …``; with Ignore the write goes on;
 - a dry run meeting a webhook with side effects: 400 ``admission webhook
   "<name>" does not support dry run``;
-- the webhooks' ``warnings``: ``Warning`` headers.
+- the webhooks' ``warnings``: ``Warning`` headers;
+- ``matchConditions`` (CEL, kubepy.api.admissioncel): a webhook is called only
+  when all are true; one that cannot be evaluated skips the webhook under
+  failurePolicy Ignore and refuses the write under Fail (403, upstream's
+  ``… is forbidden: expression '…' resulted in error: …``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 
 import jsonpatch
 
-from kubepy.api import errors, webhookrules
+from kubepy.api import admissioncel, errors, webhookrules
 from kubepy.api.admission import CREATE, DELETE, UPDATE, Attributes, warn
 from kubepy.api.mirror import Mirror
 from kubepy.api.webhookclient import CallError, WebhookClient
@@ -88,6 +92,7 @@ class _WebhookPlugin:
         sub = a.subresource or ""
         hooks = []
         ns_labels: dict[str, str] | None = None
+        variables: dict[str, Any] | None = None
         for config in sorted(configs, key=lambda c: c["metadata"]["name"]):
             for hook in config.get("webhooks") or []:
                 if not webhookrules.rules_match(hook, operation=a.operation, res=a.res, subresource=sub):
@@ -104,8 +109,26 @@ class _WebhookPlugin:
                         continue
                 except ValueError as e:  # validation keeps bad selectors out; one stored before is an error
                     raise errors.InternalError(f'webhook "{hook.get("name")}": {e}') from e
+                if hook.get("matchConditions"):
+                    if variables is None:
+                        variables = admissioncel.activation(a)
+                    if not self._conditions_match(hook, a, variables):
+                        continue
                 hooks.append({**hook, "configuration": config["metadata"]["name"]})
         return hooks
+
+    def _conditions_match(self, hook: dict[str, Any], a: Attributes, variables: dict[str, Any]) -> bool:
+        """All its matchConditions true; an evaluation error is the failurePolicy's (Fail: 403, as upstream)."""
+        policy = hook.get("failurePolicy") or "Fail"
+        result = admissioncel.match(hook["matchConditions"], variables, failure_policy=policy)
+        if result.error:
+            log.warning("webhook match conditions failed webhook=%s resource=%s name=%s/%s policy=%s err=%s",
+                        hook.get("name"), a.res.qualified, a.namespace or "", a.name, policy, result.error)
+            raise a.forbidden(result.error)
+        if not result.matches:
+            log.info("webhook skipped webhook=%s resource=%s name=%s/%s condition=%s", hook.get("name"),
+                     a.res.qualified, a.namespace or "", a.name, result.failed_condition or "(error, Ignore)")
+        return result.matches
 
     async def _namespace_labels(self, namespace: str) -> dict[str, str]:
         key = by_plural("namespaces").key(None, namespace)

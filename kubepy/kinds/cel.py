@@ -33,7 +33,7 @@ from typing import Any
 
 import celpy
 
-__all__ = ["CELCompileError", "CELEvalError", "Program", "compile_expression", "to_cel", "references"]
+__all__ = ["CELCompileError", "CELEvalError", "Program", "compile_expression", "to_cel", "references", "as_bool"]
 
 _ENV = celpy.Environment()
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
@@ -122,7 +122,8 @@ def to_cel(value: Any) -> Any:
     return celpy.json_to_cel(value)
 
 
-def is_true(value: Any) -> bool:
-    """CEL's ``== true``: only a bool true counts (a non-bool result is not a match)."""
-    return isinstance(value, bool) and bool(value) is True or (
-        isinstance(value, celpy.celtypes.BoolType) and bool(value))
+def as_bool(value: Any) -> bool | None:
+    """A CEL bool as Python's, None for any other type (upstream's checker insists on bool)."""
+    if isinstance(value, (bool, celpy.celtypes.BoolType)):
+        return bool(value)
+    return None

@@ -8,8 +8,11 @@ a fully qualified domain, names are unique within a configuration, v1 needs
 admission (kubepy.api.webhookadmission) reads these objects; it relies on
 the defaults set here.
 
-``matchConditions`` are CEL expressions; kubepy has no CEL evaluator, so a
-configuration using them is refused here rather than stored and ignored.
+``matchConditions`` are CEL expressions (kubepy.kinds.cel): each must
+compile against the variables upstream declares (``object``, ``oldObject``,
+``request``); ``authorizer`` is declared upstream but this server cannot
+serve it, so an expression using it is refused rather than stored and
+never true.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlsplit
 
-from kubepy.kinds import printers
+from kubepy.kinds import cel, printers
 from kubepy.kinds import validation as v
 
 OPERATIONS = ("*", "CONNECT", "CREATE", "DELETE", "UPDATE")
@@ -34,7 +37,10 @@ MAX_TIMEOUT_SECONDS = 30
 SENT_SUBRESOURCES = frozenset({"status", "ephemeralcontainers"})
 UNSENT_SUBRESOURCES = frozenset({"binding", "scale", "eviction", "exec", "attach", "portforward", "log", "proxy",
                                  "token", "finalize", "approval"})
-NO_CEL = "matchConditions are CEL expressions, and this API server has no CEL evaluator"
+MAX_MATCH_CONDITIONS = 64
+# What a webhook's matchConditions may name (upstream also declares ``authorizer``: see NO_AUTHORIZER).
+MATCH_CONDITION_VARIABLES = ("object", "oldObject", "request")
+NO_AUTHORIZER = "the authorizer variable is not supported by this API server"
 
 
 def default_webhooks(obj: dict, *, mutating: bool) -> None:
@@ -118,9 +124,56 @@ def _validate_webhook(hook: dict, path: str, errs: v.Errs, *, mutating: bool) ->
     if mutating:
         errs.enum(f"{path}.reinvocationPolicy", hook.get("reinvocationPolicy"), REINVOCATION_POLICIES,
                   required=False)
-    if hook.get("matchConditions"):
-        errs.forbidden(f"{path}.matchConditions", NO_CEL)
+    if hook.get("matchConditions") is not None:
+        validate_match_conditions(hook["matchConditions"], f"{path}.matchConditions", errs,
+                                  variables=MATCH_CONDITION_VARIABLES)
     _validate_client_config(hook.get("clientConfig"), f"{path}.clientConfig", errs)
+
+
+def validate_match_conditions(conds: object, path: str, errs: v.Errs, *, variables: tuple[str, ...]) -> None:
+    """Upstream's validateMatchConditions: at most 64, names unique qualified names, expressions that compile."""
+    if not isinstance(conds, list):
+        errs.invalid(path, conds, "must be a list")
+        return
+    if len(conds) > MAX_MATCH_CONDITIONS:
+        errs._add("FieldValueTooMany", path, f"Too many: {len(conds)}: must have at most {MAX_MATCH_CONDITIONS} items")
+    seen: set[str] = set()
+    for i, cond in enumerate(conds):
+        cp = f"{path}[{i}]"
+        if not isinstance(cond, dict):
+            errs.invalid(cp, cond, "must be an object")
+            continue
+        name = cond.get("name")
+        if not name:
+            errs.required(f"{cp}.name")
+        elif not isinstance(name, str):
+            errs.invalid(f"{cp}.name", name, "must be a string")
+        else:
+            errs.each(f"{cp}.name", name, v.is_qualified_name(name))
+            if name in seen:
+                errs.duplicate(f"{cp}.name", name)
+            seen.add(name)
+        validate_expression(cond.get("expression"), f"{cp}.expression", errs, variables=variables)
+
+
+def validate_expression(expr: object, path: str, errs: v.Errs, *, variables: tuple[str, ...],
+                        required: bool = True) -> None:
+    """A CEL expression that compiles against ``variables`` and does not use ``authorizer``."""
+    if expr in (None, ""):
+        if required:
+            errs.required(path)
+        return
+    if not isinstance(expr, str):
+        errs.invalid(path, expr, "must be a string")
+        return
+    try:
+        cel.compile_expression(expr, variables + ("authorizer",))
+        uses_authorizer = "authorizer" in cel.references(expr)
+    except cel.CELCompileError as e:
+        errs.invalid(path, expr, str(e))
+        return
+    if uses_authorizer:
+        errs.forbidden(path, NO_AUTHORIZER)
 
 
 def _validate_review_versions(versions: object, path: str, errs: v.Errs) -> None:
