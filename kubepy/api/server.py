@@ -53,6 +53,7 @@ from kubepy.kinds import Kind, all_kinds, by_plural, lookup, printers, validatio
 from kubepy.kinds.scheduling.priorityclass import SYSTEM_PRIORITY_CLASSES
 from kubepy.api.crds import CustomResourceDefinitions
 from kubepy.api.limitranger import LimitRanger
+from kubepy.api.policyadmission import ValidatingAdmissionPolicy
 from kubepy.api.priority import PriorityAdmission
 from kubepy.api.saadmission import ServiceAccountAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
@@ -235,10 +236,11 @@ class APIServer:
         self._kubelet_tls: proxy.KubeletTLS | None = None
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
         hooks = WebhookClient(store, source=config.advertise_address)
-        # Upstream's order: the built-in mutating plugins, then webhooks (mutating, validating), quota last
-        # so a write a webhook refuses is never charged.
+        # Upstream's order: the built-in mutating plugins, then mutating webhooks, ValidatingAdmissionPolicy,
+        # validating webhooks, quota last so a write a policy or webhook refuses is never charged.
         self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
                                            DefaultStorageClass(store), MutatingAdmissionWebhook(store, client=hooks),
+                                           ValidatingAdmissionPolicy(store),
                                            ValidatingAdmissionWebhook(store, client=hooks),
                                            ResourceQuotaAdmission(store)]
         self.authn = auth.TokenAuthenticator()

@@ -36,6 +36,30 @@ import celpy
 __all__ = ["CELCompileError", "CELEvalError", "Program", "compile_expression", "to_cel", "references", "as_bool"]
 
 _ENV = celpy.Environment()
+_S = celpy.celtypes.StringType
+
+
+def _join(items: Any, sep: Any = "") -> Any:
+    return _S(str(sep).join(str(x) for x in items))
+
+
+def _split(text: Any, sep: Any, limit: Any = -1) -> Any:
+    n = int(limit)
+    parts = str(text).split(str(sep)) if n < 0 else ([] if n == 0 else str(text).split(str(sep), n - 1))
+    return celpy.celtypes.ListType([_S(p) for p in parts])
+
+
+# The parts of Kubernetes' CEL string library (cel-go's ext.Strings) that cel-python lacks and policies use most.
+_FUNCTIONS = {
+    "join": _join,
+    "split": _split,
+    "lowerAscii": lambda s: _S(str(s).lower()),
+    "upperAscii": lambda s: _S(str(s).upper()),
+    "trim": lambda s: _S(str(s).strip()),
+    "replace": lambda s, old, new, n=-1: _S(str(s).replace(str(old), str(new), int(n))),
+    "indexOf": lambda s, sub: celpy.celtypes.IntType(str(s).find(str(sub))),
+    "lastIndexOf": lambda s, sub: celpy.celtypes.IntType(str(s).rfind(str(sub))),
+}
 _MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 _TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type",
                          "dyn"})
@@ -112,7 +136,7 @@ def compile_expression(text: str, variables: Iterable[str] | None = None) -> Pro
             raise CELCompileError(f"compilation failed: ERROR: <input>:1:1: undeclared reference to '{name}' "
                                   "(in container '')")
     try:
-        return Program(text, _ENV.program(tree))
+        return Program(text, _ENV.program(tree, functions=_FUNCTIONS))
     except Exception as e:
         raise CELCompileError(f"compilation failed: {e}") from e
 
