@@ -54,6 +54,7 @@ from kubepy.kinds.scheduling.priorityclass import SYSTEM_PRIORITY_CLASSES
 from kubepy.api.crds import CustomResourceDefinitions
 from kubepy.api.limitranger import LimitRanger
 from kubepy.api.policyadmission import ValidatingAdmissionPolicy
+from kubepy.api.policystatus import PolicyStatus
 from kubepy.api.priority import PriorityAdmission
 from kubepy.api.saadmission import ServiceAccountAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
@@ -291,6 +292,8 @@ class APIServer:
         self._tasks.append(asyncio.create_task(self._repair_allocations()))
         self._tasks.append(asyncio.create_task(self._follow_node_credentials(revision)))
         self._tasks.append(asyncio.create_task(self._revoke_deleted_nodes()))
+        self._tasks.append(asyncio.create_task(
+            PolicyStatus(self.storage).run(self.caches["validatingadmissionpolicies"])))
         self.ready = True
 
     async def stop(self) -> None:

@@ -264,7 +264,9 @@ async def test_an_expression_that_fails_at_run_time_follows_the_failure_policy(e
                                       '"RequestEntityTooLarge", "Unauthorized"'),
         ("spec.validations[0].message", 'Invalid value: "two\\nlines": message must not contain line breaks'),
     ]),
-    (VAP, {"failurePolicy": "Sometimes", "validations": [], "variables": [{"name": "1x", "expression": "x"}]}, [
+    (VAP, {"failurePolicy": "Sometimes", "validations": [], "variables": [
+        {"name": "1x", "expression": "x"}, {"name": "a", "expression": "1"}, {"name": "a", "expression": "2"}]}, [
+        ("spec.variables[2].name", 'Duplicate value: "a"'),
         ("spec.failurePolicy", 'Unsupported value: "Sometimes": supported values: "Fail", "Ignore"'),
         ("spec.matchConstraints", "Required value"),
         ("spec.validations", "Required value: validations or auditAnnotations must contain at least one item"),
@@ -315,3 +317,26 @@ async def test_tables_show_upstreams_columns(env: Env) -> None:
     table = await resp.json()
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "PolicyName", "ParamRef", "Age"]
     assert table["rows"][0]["cells"][:3] == ["b.example.com", "p.example.com", "*/limits"]
+
+
+async def test_the_server_writes_the_observed_generation_and_status_is_a_subresource(env: Env) -> None:
+    await env.policy("p.example.com", {"matchConstraints": DEPLOYMENT_RULES,
+                                       "validations": [{"expression": "object.spec.replicas <= 5"}]})
+
+    async def status_of_generation(generation: int) -> dict[str, Any]:
+        for _ in range(300):
+            got = await call(env.api, "GET", f"{VAP}/p.example.com")
+            if (got.get("status") or {}).get("observedGeneration") == generation:
+                return got
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"observedGeneration never reached {generation}: {got.get('status')}")
+    got = await status_of_generation(1)
+    assert got["status"] == {"observedGeneration": 1, "typeChecking": {}}
+    await call(env.api, "PATCH", f"{VAP}/p.example.com", {"spec": {"validations": [
+        {"expression": "object.spec.replicas <= 3"}]}}, content_type="application/merge-patch+json")
+    got = await status_of_generation(2)
+    assert got["metadata"]["generation"] == 2
+    # status is written through /status only: a spec write's status is dropped.
+    await call(env.api, "PATCH", f"{VAP}/p.example.com", {"status": {"observedGeneration": 9}},
+               content_type="application/merge-patch+json")
+    assert (await call(env.api, "GET", f"{VAP}/p.example.com"))["status"]["observedGeneration"] == 2

@@ -138,8 +138,10 @@ def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
             errs.required(f"{vp}.name", "name is not specified")
         elif not isinstance(name, str) or not _CEL_IDENT.fullmatch(name):
             errs.invalid(f"{vp}.name", name, "name is not a valid CEL identifier")
+        elif name in declared:  # a list-map keyed by name
+            errs.duplicate(f"{vp}.name", name)
         _validate_expression(var.get("expression"), f"{vp}.expression", errs, declared)
-        if isinstance(name, str) and name:
+        if isinstance(name, str) and name and name not in declared:
             declared.append(name)  # later variables and every validation may use it
     if spec.get("matchConditions") is not None:
         webhooks.validate_match_conditions(spec["matchConditions"], "spec.matchConditions", errs,
