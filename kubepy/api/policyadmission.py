@@ -197,6 +197,7 @@ class ValidatingAdmissionPolicy:
         self.policies = Mirror(store, by_plural("validatingadmissionpolicies").prefix)
         self.bindings = Mirror(store, by_plural("validatingadmissionpolicybindings").prefix)
         self.namespaces = Mirror(store, by_plural("namespaces").prefix)
+        self.authorizer: Any = None  # the server's chain (kubepy.api.authz), for CEL's authorizer
 
     async def stop(self) -> None:
         await self.policies.stop()
@@ -246,7 +247,8 @@ class ValidatingAdmissionPolicy:
             if fail:
                 denied.append((policy, binding, Decision(True, f"failed to configure binding: {e}")))
             return
-        base = admissioncel.activation(a, request=ctx.request(), namespace_object=await ctx.namespace_object())
+        base = admissioncel.activation(a, request=ctx.request(), namespace_object=await ctx.namespace_object(),
+                                       authorizer=self.authorizer)
         for param in params:
             decisions, annotations = evaluate(spec, {**base, "params": cel.to_cel(param)})
             for key, value in annotations.items():

@@ -271,6 +271,9 @@ class APIServer:
             nodeauth.NodeAuthorizer(self.node_graph),
             rbac.RBACAuthorizer(self.policy),
         ])
+        for plugin in self.storage.admission.plugins:  # CEL's authorizer asks the same chain
+            if hasattr(plugin, "authorizer"):
+                plugin.authorizer = self.authorizer
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:

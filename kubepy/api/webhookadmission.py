@@ -76,6 +76,7 @@ class _WebhookPlugin:
         self.configs = Mirror(store, by_plural(self.plural).prefix)
         self.namespaces = Mirror(store, by_plural("namespaces").prefix)
         self.client = client or WebhookClient(store)
+        self.authorizer: Any = None  # the server's chain (kubepy.api.authz), for matchConditions' authorizer
 
     async def stop(self) -> None:
         await self.configs.stop()
@@ -111,7 +112,7 @@ class _WebhookPlugin:
                     raise errors.InternalError(f'webhook "{hook.get("name")}": {e}') from e
                 if hook.get("matchConditions"):
                     if variables is None:
-                        variables = admissioncel.activation(a)
+                        variables = admissioncel.activation(a, authorizer=self.authorizer)
                     if not self._conditions_match(hook, a, variables):
                         continue
                 hooks.append({**hook, "configuration": config["metadata"]["name"]})

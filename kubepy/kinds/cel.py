@@ -11,8 +11,9 @@ celpy parses but does not type-check, so ``compile_expression`` adds the one
 check upstream's checker makes that matters most to a user writing a
 policy: every top-level name must be a declared variable
 (``undeclared reference to 'x'``), with comprehension variables
-(``all(c, …)``) and type names allowed. Names upstream declares that kubepy
-cannot serve (``authorizer``) are refused by the caller, never ignored.
+(``all(c, …)``) and type names allowed. cel-go's string functions that
+cel-python lacks (``join``, ``split``, ``lowerAscii``, …) are added here; a
+caller may add more (admission's ``authorizer`` methods).
 
 Errors::
 
@@ -120,8 +121,10 @@ def references(text: str) -> set[str]:
     return used - bound
 
 
-def compile_expression(text: str, variables: Iterable[str] | None = None) -> Program:
-    """Compile ``text``; with ``variables``, refuse names outside them as upstream's checker does."""
+def compile_expression(text: str, variables: Iterable[str] | None = None,
+                       functions: Mapping[str, Any] | None = None) -> Program:
+    """Compile ``text``; with ``variables``, refuse names outside them as upstream's checker does.
+    ``functions`` adds to the string library (the admission authorizer's methods)."""
     try:
         tree = _ENV.compile(text)
     except Exception as e:  # celpy raises its parser's and lark's errors
@@ -136,7 +139,7 @@ def compile_expression(text: str, variables: Iterable[str] | None = None) -> Pro
             raise CELCompileError(f"compilation failed: ERROR: <input>:1:1: undeclared reference to '{name}' "
                                   "(in container '')")
     try:
-        return Program(text, _ENV.program(tree, functions=_FUNCTIONS))
+        return Program(text, _ENV.program(tree, functions={**_FUNCTIONS, **(functions or {})}))
     except Exception as e:
         raise CELCompileError(f"compilation failed: {e}") from e
 

@@ -381,7 +381,7 @@ async def test_webhook_configurations_are_validated_and_printed_as_upstream(env:
            "matchConditions": [{"name": "c", "expression": "object.x == "}, {"name": "c", "expression": "nope"},
                                {"name": "bad name!", "expression": ""},
                                {"name": "authz", "expression": "authorizer.group('').resource('x').check('get')"
-                                                                ".allowed()"}],
+                                                                ".allowed() && nope"}],
            "timeoutSeconds": 31,
            "admissionReviewVersions": ["v2"]}
     body = await call(env.api, "POST", MWC, {"metadata": {"name": "bad"}, "webhooks": [bad, bad]}, status=422)
@@ -406,7 +406,8 @@ async def test_webhook_configurations_are_validated_and_printed_as_upstream(env:
          "regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"),
         ("webhooks[0].matchConditions[2].expression", "Required value"),
         ("webhooks[0].matchConditions[3].expression",
-         "Forbidden: the authorizer variable is not supported by this API server"),
+         "Invalid value: \"authorizer.group('').resource('x').check('get').allowed() && nope\": compilation failed: "
+         "ERROR: <input>:1:1: undeclared reference to 'nope' (in container '')"),
         ("webhooks[0].rules[0].operations[0]", "Forbidden: CONNECT requests (exec, attach, port-forward) are not "
                                                "sent to admission webhooks by this API server"),
         ("webhooks[0].rules[0].resources[0]", "Forbidden: the exec subresource is not sent to admission webhooks "

@@ -5,9 +5,8 @@ Upstream's ``pkg/registry/admissionregistration/validatingadmissionpolicy``
 the status subresource, the printer's Validations and ParamKind columns).
 Every expression must compile (kubepy.kinds.cel) against the variables a
 policy's expressions see: ``object``, ``oldObject``, ``request``, ``params``,
-``namespaceObject`` and ``variables.<name>`` for the names the policy
-declares. ``authorizer`` is upstream's too, but this server cannot serve
-it: an expression using it is refused. ``matchConstraints`` (shared with the
+``namespaceObject``, ``authorizer`` and ``variables.<name>`` for the names
+the policy declares. ``matchConstraints`` (shared with the
 binding's ``matchResources``) is checked here as well.
 
 Enforced by kubepy.api.policyadmission for every binding
@@ -25,7 +24,7 @@ from kubepy.kinds.admissionregistration import webhooks
 
 FAILURE_POLICIES = ("Fail", "Ignore")
 REASONS = ("Forbidden", "Invalid", "RequestEntityTooLarge", "Unauthorized")
-POLICY_VARIABLES = ("object", "oldObject", "request", "params", "namespaceObject", "variables")
+POLICY_VARIABLES = ("object", "oldObject", "request", "params", "namespaceObject", "variables", "authorizer")
 MAX_MESSAGE_LENGTH = 1024  # upstream's validation message limit
 _CEL_IDENT = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*")
 _VARIABLE_REF = re.compile(r"\bvariables\.([_a-zA-Z][_a-zA-Z0-9]*)")

@@ -10,9 +10,7 @@ the defaults set here.
 
 ``matchConditions`` are CEL expressions (kubepy.kinds.cel): each must
 compile against the variables upstream declares (``object``, ``oldObject``,
-``request``); ``authorizer`` is declared upstream but this server cannot
-serve it, so an expression using it is refused rather than stored and
-never true.
+``request``, ``authorizer``, the latter served by kubepy.api.admissioncel).
 """
 
 from __future__ import annotations
@@ -38,9 +36,8 @@ SENT_SUBRESOURCES = frozenset({"status", "ephemeralcontainers"})
 UNSENT_SUBRESOURCES = frozenset({"binding", "scale", "eviction", "exec", "attach", "portforward", "log", "proxy",
                                  "token", "finalize", "approval"})
 MAX_MATCH_CONDITIONS = 64
-# What a webhook's matchConditions may name (upstream also declares ``authorizer``: see NO_AUTHORIZER).
-MATCH_CONDITION_VARIABLES = ("object", "oldObject", "request")
-NO_AUTHORIZER = "the authorizer variable is not supported by this API server"
+# What a webhook's matchConditions may name.
+MATCH_CONDITION_VARIABLES = ("object", "oldObject", "request", "authorizer")
 
 
 def default_webhooks(obj: dict, *, mutating: bool) -> None:
@@ -158,7 +155,7 @@ def validate_match_conditions(conds: object, path: str, errs: v.Errs, *, variabl
 
 def validate_expression(expr: object, path: str, errs: v.Errs, *, variables: tuple[str, ...],
                         required: bool = True) -> None:
-    """A CEL expression that compiles against ``variables`` and does not use ``authorizer``."""
+    """A CEL expression that compiles against ``variables``."""
     if expr in (None, ""):
         if required:
             errs.required(path)
@@ -167,13 +164,9 @@ def validate_expression(expr: object, path: str, errs: v.Errs, *, variables: tup
         errs.invalid(path, expr, "must be a string")
         return
     try:
-        cel.compile_expression(expr, variables + ("authorizer",))
-        uses_authorizer = "authorizer" in cel.references(expr)
+        cel.compile_expression(expr, variables)
     except cel.CELCompileError as e:
         errs.invalid(path, expr, str(e))
-        return
-    if uses_authorizer:
-        errs.forbidden(path, NO_AUTHORIZER)
 
 
 def _validate_review_versions(versions: object, path: str, errs: v.Errs) -> None:
