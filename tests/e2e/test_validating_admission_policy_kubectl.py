@@ -3,7 +3,7 @@
 The documentation's example ("Validating Admission Policy"): a policy that
 allows at most 5 replicas per Deployment, bound with Deny to namespaces
 labelled ``environment: test`` and with Warn to ``environment: staging``.
-kubectl prints the denial and the warning as it does against Kubernetes;
+kubectl prints the denial (create, apply, patch) and the warning as it does against Kubernetes;
 policies and bindings take effect without a restart; ``kubectl get`` shows
 upstream's columns.
 """
@@ -107,8 +107,11 @@ def test_kubectl_shows_a_policy_denial_and_a_warning() -> None:
             'The deployments "big" is invalid: : ValidatingAdmissionPolicy \'demo-policy.example.com\' with binding '
             "'demo-binding-test.example.com' denied request: failed expression: object.spec.replicas <= 5"), cp.stderr
         srv.kubectl("create", "deployment", "web", "--image=busybox", "--replicas=5", "-n", "test")
-        cp = srv.kubectl("scale", "deployment", "web", "--replicas=7", "-n", "test", check=False)
-        assert cp.returncode == 1 and "denied request: failed expression: object.spec.replicas <= 5" in cp.stderr
+        cp = srv.kubectl("patch", "deployment", "web", "-n", "test", "-p", '{"spec":{"replicas":7}}', check=False)
+        assert cp.returncode == 1
+        assert cp.stderr.strip() == (
+            'The deployments "web" is invalid: : ValidatingAdmissionPolicy \'demo-policy.example.com\' with binding '
+            "'demo-binding-test.example.com' denied request: failed expression: object.spec.replicas <= 5"), cp.stderr
 
         cp = srv.kubectl("create", "deployment", "web", "--image=busybox", "--replicas=6", "-n", "staging")
         assert "deployment.apps/web created" in cp.stdout
