@@ -276,7 +276,9 @@ async def test_an_expression_that_fails_at_run_time_follows_the_failure_policy(e
     ]),
     (VAP, {"matchConstraints": DEPLOYMENT_RULES, "validations": [{"expression": "variables.nope == 1"},
                                                                  {"expression": ""}],
-           "paramKind": {"kind": "ConfigMap"}}, [
+           "paramKind": {"kind": "ConfigMap"},
+           "auditAnnotations": [{"key": "a", "valueExpression": "'x'"}, {"key": "a", "valueExpression": "'y'"}]}, [
+        ("spec.auditAnnotations[1].key", 'Duplicate value: "a"'),
         ("spec.validations[0].expression", "Invalid value: \"variables.nope == 1\": compilation failed: ERROR: "
                                            "<input>:1:10: undefined field 'nope'"),
         ("spec.validations[1].expression", "Required value: expression is not specified"),
@@ -340,3 +342,25 @@ async def test_the_server_writes_the_observed_generation_and_status_is_a_subreso
     await call(env.api, "PATCH", f"{VAP}/p.example.com", {"status": {"observedGeneration": 9}},
                content_type="application/merge-patch+json")
     assert (await call(env.api, "GET", f"{VAP}/p.example.com"))["status"]["observedGeneration"] == 2
+
+
+async def test_delete_sees_the_old_object_and_the_request_names_the_user(env: Env) -> None:
+    await env.policy("protect.example.com", {
+        "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE"],
+                                                "resources": ["configmaps"]}]},
+        "validations": [{"expression": "object == null && !(has(oldObject.metadata.labels) && "
+                         "'protected' in oldObject.metadata.labels)",
+                         "messageExpression": "request.userInfo.username + ' may not delete protected ' + "
+                                              "request.resource.resource + ' in ' + request.namespace",
+                         "reason": "Forbidden"}]})
+    await env.binding("protect-binding.example.com", {"policyName": "protect.example.com",
+                                                      "validationActions": ["Deny"]})
+    cms = "/api/v1/namespaces/default/configmaps"
+    await call(env.api, "POST", cms, {"metadata": {"name": "keep", "labels": {"protected": "yes"}}}, status=201)
+    await call(env.api, "POST", cms, {"metadata": {"name": "drop"}}, status=201)
+    body = await call(env.api, "DELETE", f"{cms}/keep", status=403)
+    assert body["message"] == (
+        'configmaps "keep" is forbidden: ValidatingAdmissionPolicy \'protect.example.com\' with binding '
+        "'protect-binding.example.com' denied request: admin may not delete protected configmaps in default")
+    await call(env.api, "GET", f"{cms}/keep")
+    await call(env.api, "DELETE", f"{cms}/drop")

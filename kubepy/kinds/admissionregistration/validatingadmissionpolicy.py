@@ -152,6 +152,7 @@ def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
         errs.required("spec.auditAnnotations", detail)
     for i, val in enumerate(v._l(validations)):
         _validate_validation(v._d(val), f"spec.validations[{i}]", errs, declared)
+    keys: set[str] = set()
     for i, ann in enumerate(v._l(audits)):
         ap = f"spec.auditAnnotations[{i}]"
         ann = v._d(ann)
@@ -160,6 +161,9 @@ def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
             errs.required(f"{ap}.key", "key is not specified")
         elif isinstance(key, str):
             errs.each(f"{ap}.key", key, v.is_qualified_name(f"{obj.get('metadata', {}).get('name', '')}/{key}"))
+            if key in keys:
+                errs.duplicate(f"{ap}.key", key)
+            keys.add(key)
         _validate_expression(ann.get("valueExpression"), f"{ap}.valueExpression", errs, declared,
                              required_detail="valueExpression is not specified")
 
