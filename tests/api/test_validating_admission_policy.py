@@ -284,6 +284,16 @@ async def test_an_expression_that_fails_at_run_time_follows_the_failure_policy(e
         ("spec.validations[1].expression", "Required value: expression is not specified"),
         ("spec.paramKind.apiVersion", "Required value"),
     ]),
+    (VAP, {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CONNECT"],
+                                                   "resources": ["pods/exec"]}], "matchPolicy": "Roughly"},
+           "validations": [{"expression": "true"}]}, [
+        ("spec.matchConstraints.matchPolicy", 'Unsupported value: "Roughly": supported values: "Equivalent", "Exact"'),
+        ("spec.matchConstraints.resourceRules[0].operations[0]", "Forbidden: CONNECT requests (exec, attach, "
+                                                                 "port-forward) are not sent to admission policies by "
+                                                                 "this API server"),
+        ("spec.matchConstraints.resourceRules[0].resources[0]", "Forbidden: the exec subresource is not sent to "
+                                                                "admission policies by this API server"),
+    ]),
     (VAPB, {"policyName": "p", "validationActions": ["Deny", "Warn", "Deny", "Block"],
             "paramRef": {"name": "x", "selector": {}}}, [
         ("spec.validationActions[2]", 'Duplicate value: "Deny"'),

@@ -77,7 +77,7 @@ def validate_match_resources(mr: object, path: str, errs: v.Errs) -> None:
             if not isinstance(rule, dict):
                 errs.invalid(rp, rule, "must be an object")
                 continue
-            webhooks._validate_rule(rule, rp, errs)
+            webhooks.validate_rule(rule, rp, errs, sent_to="admission policies")
             for j, name in enumerate(v._l(rule.get("resourceNames"))):
                 if not isinstance(name, str) or not name:
                     errs.required(f"{rp}.resourceNames[{j}]")

@@ -100,7 +100,7 @@ def validate_webhooks(obj: dict, old: dict | None, errs: v.Errs, *, mutating: bo
 
 def _validate_webhook(hook: dict, path: str, errs: v.Errs, *, mutating: bool) -> None:
     for j, rule in enumerate(v._l(hook.get("rules"))):
-        _validate_rule(v._d(rule), f"{path}.rules[{j}]", errs)
+        validate_rule(v._d(rule), f"{path}.rules[{j}]", errs)
     errs.enum(f"{path}.failurePolicy", hook.get("failurePolicy"), FAILURE_POLICIES, required=False)
     errs.enum(f"{path}.matchPolicy", hook.get("matchPolicy"), MATCH_POLICIES, required=False)
     side = hook.get("sideEffects")
@@ -194,7 +194,8 @@ def _has_wildcard(values: list) -> bool:
     return "*" in values
 
 
-def _validate_rule(rule: dict, path: str, errs: v.Errs) -> None:
+def validate_rule(rule: dict, path: str, errs: v.Errs, *, sent_to: str = "admission webhooks") -> None:
+    """One rule as upstream validates it; what kubepy's admission never sends to ``sent_to`` is refused."""
     ops = v._l(rule.get("operations"))
     if not ops:
         errs.required(f"{path}.operations")
@@ -205,7 +206,7 @@ def _validate_rule(rule: dict, path: str, errs: v.Errs) -> None:
             errs.not_supported(f"{path}.operations[{i}]", op, OPERATIONS)
         elif op == "CONNECT":
             errs.forbidden(f"{path}.operations[{i}]", "CONNECT requests (exec, attach, port-forward) are not sent "
-                           "to admission webhooks by this API server")
+                           f"to {sent_to} by this API server")
     groups = v._l(rule.get("apiGroups"))
     if not groups:
         errs.required(f"{path}.apiGroups")
@@ -219,13 +220,13 @@ def _validate_rule(rule: dict, path: str, errs: v.Errs) -> None:
     for i, version in enumerate(versions):
         if not version:
             errs.required(f"{path}.apiVersions[{i}]")
-    _validate_resources(v._l(rule.get("resources")), f"{path}.resources", errs)
+    _validate_resources(v._l(rule.get("resources")), f"{path}.resources", errs, sent_to=sent_to)
     scope = rule.get("scope")
     if scope is not None and scope not in SCOPES:
         errs.not_supported(f"{path}.scope", scope, SCOPES)
 
 
-def _validate_resources(resources: list, path: str, errs: v.Errs) -> None:
+def _validate_resources(resources: list, path: str, errs: v.Errs, *, sent_to: str) -> None:
     """Upstream's validateResources: ``x/*``, ``*/x``, ``*/*`` and ``*`` may not overlap other entries."""
     if not resources:
         errs.required(path)
@@ -246,7 +247,7 @@ def _validate_resources(resources: list, path: str, errs: v.Errs) -> None:
             continue
         res, sub = entry.split("/", 1)
         if sub in UNSENT_SUBRESOURCES:
-            errs.forbidden(f"{path}[{i}]", f"the {sub} subresource is not sent to admission webhooks by this "
+            errs.forbidden(f"{path}[{i}]", f"the {sub} subresource is not sent to {sent_to} by this "
                            "API server")
         if res in wild_sub:
             errs.invalid(f"{path}[{i}]", entry, f"if '{res}/*' is present, must not specify {entry}")
