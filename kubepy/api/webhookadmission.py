@@ -70,6 +70,9 @@ class _WebhookPlugin:
     operations = frozenset({CREATE, UPDATE, DELETE})
     name = ""
     plural = ""
+    # Mutating webhooks see the object as the previous ones left it, so their matchConditions are evaluated
+    # just before each call (as upstream's dispatcher asks ShouldCallHook per webhook), not once up front.
+    conditions_at_call = False
 
     def __init__(self, store: Store, *, client: WebhookClient | None = None) -> None:
         self.store = store
@@ -110,7 +113,7 @@ class _WebhookPlugin:
                         continue
                 except ValueError as e:  # validation keeps bad selectors out; one stored before is an error
                     raise errors.InternalError(f'webhook "{hook.get("name")}": {e}') from e
-                if hook.get("matchConditions"):
+                if hook.get("matchConditions") and not self.conditions_at_call:
                     if variables is None:
                         variables = admissioncel.activation(a, authorizer=self.authorizer)
                     if not self._conditions_match(hook, a, variables):
@@ -174,6 +177,7 @@ class _WebhookPlugin:
 class MutatingAdmissionWebhook(_WebhookPlugin):
     name = "MutatingAdmissionWebhook"
     plural = "mutatingwebhookconfigurations"
+    conditions_at_call = True
 
     async def admit(self, a: Attributes) -> None:
         hooks = await self._matching(a)
@@ -195,6 +199,9 @@ class MutatingAdmissionWebhook(_WebhookPlugin):
 
     async def _mutate(self, hook: dict[str, Any], a: Attributes) -> bool:
         """Call one mutating webhook and apply its patch; True when the object changed."""
+        if hook.get("matchConditions") and not self._conditions_match(
+                hook, a, admissioncel.activation(a, authorizer=self.authorizer)):
+            return False
         response = await self._call(hook, a)
         if response is None or not response.get("patch"):
             return False

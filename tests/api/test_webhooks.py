@@ -501,3 +501,15 @@ async def test_match_conditions_choose_the_requests_a_webhook_sees_and_errors_fo
                                                                                "expression": "object.data.nothere == 'x'"}]))
     await call(env.api, "POST", CM, configmap("e2"), status=201)
     assert [r["request"]["name"] for r in env.hooks.seen["/mc"]] == ["checked"]
+
+
+async def test_a_mutating_webhooks_match_conditions_see_what_earlier_webhooks_did(env: Env) -> None:
+    env.hooks.answers["/first"] = lambda req: asyncio.sleep(0, patch(
+        [{"op": "add", "path": "/metadata/labels/tier", "value": "gold"}]))
+    env.hooks.answers["/gold"] = lambda req: asyncio.sleep(0, patch(
+        [{"op": "add", "path": "/metadata/labels/gold-seen", "value": "yes"}]))
+    await env.configure("mutating", "a-first", env.hook("first.kptest.example.com", "/first"))
+    await env.configure("mutating", "b-gold", env.hook("gold.kptest.example.com", "/gold", matchConditions=[
+        {"name": "gold-only", "expression": "has(object.metadata.labels) && object.metadata.labels['tier'] == 'gold'"}]))
+    made = await call(env.api, "POST", CM, configmap("g"), status=201)
+    assert made["metadata"]["labels"] == {"tier": "gold", "gold-seen": "yes"}
