@@ -12,8 +12,8 @@ matches (the policy's ``matchConstraints``, then the binding's
 ``matchResources``) is evaluated once per param object (``paramRef``: one by
 name, or all a selector picks, in the param's namespace or the request's):
 the policy's ``matchConditions``, then its ``variables`` in order, then its
-``validations`` and ``auditAnnotations`` (kubepy.api.admissioncel gives
-the variables every expression sees).
+``validations`` and ``auditAnnotations`` (decisions: kubepy.api.policyevaluation,
+pure; the variables every expression sees: kubepy.api.admissioncel).
 
 What the client gets, in upstream's words:
 - a failed validation under a binding's ``Deny``: ``<resource> "<name>" is
@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from kubepy import kinds
 from kubepy.api import admissioncel, errors, webhookrules
 from kubepy.api.admission import CREATE, DELETE, UPDATE, Attributes, warn
 from kubepy.api.mirror import Mirror
+from kubepy.api.policyevaluation import Decision, evaluate, matches_resources
 from kubepy.kinds import by_plural, cel
 from kubepy.meta.selectors import label_selector_from_dict
 from kubepy.store.base import Store, StoreError
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 __all__ = ["ValidatingAdmissionPolicy", "reason_to_code"]
 
 _CODES = {"Forbidden": 403, "Unauthorized": 401, "RequestEntityTooLarge": 413, "Invalid": 422}
-MAX_MESSAGE_EXPRESSION_BYTES = 5 * 1024  # upstream's MaxEvaluatedMessageExpressionSizeBytes
-MAX_AUDIT_ANNOTATION_VALUE = 10 * 1024
 
 
 def reason_to_code(reason: str) -> int:
@@ -62,130 +60,6 @@ def reason_to_code(reason: str) -> int:
 
 class ConfigError(Exception):
     """A policy or binding that cannot be applied to this request (its failurePolicy decides)."""
-
-
-@dataclass
-class Decision:
-    deny: bool
-    message: str = ""
-    reason: str = ""
-    index: int = 0  # the validation's index, for the Audit annotation
-
-
-def _matches_rules(rules: list[dict[str, Any]], a: Attributes) -> bool:
-    for rule in rules:
-        if not webhookrules.rules_match({"rules": [rule]}, operation=a.operation, res=a.res,
-                                        subresource=a.subresource or ""):
-            continue
-        names = rule.get("resourceNames") or []
-        if names and a.name not in names:
-            continue
-        return True
-    return False
-
-
-def matches_resources(mr: dict[str, Any], a: Attributes, *, namespace_labels: dict[str, str] | None,
-                      require_rules: bool) -> bool:
-    """Upstream's generic Matcher.Matches: namespace and object selectors, then exclusions, then rules.
-    A binding's matchResources without resourceRules does not constrain resources (``require_rules`` False)."""
-    if not webhookrules.namespace_selector_matches(mr, res=a.res, namespace=a.namespace, obj=a.obj,
-                                                   namespace_labels=namespace_labels):
-        return False
-    if not webhookrules.object_selector_matches(mr, a.obj if a.operation != DELETE else None, a.old):
-        return False
-    if _matches_rules(mr.get("excludeResourceRules") or [], a):
-        return False
-    rules = mr.get("resourceRules") or []
-    if not rules:
-        return not require_rules
-    return _matches_rules(rules, a)
-
-
-def _message_of(validation: dict[str, Any], variables: dict[str, Any]) -> str:
-    """messageExpression's string if it gives a usable one, else message, else ``failed expression: …``."""
-    text = validation.get("messageExpression")
-    if text:
-        try:
-            value = admissioncel.program(text).evaluate(variables)
-        except (cel.CELEvalError, cel.CELCompileError) as e:
-            log.info("messageExpression failed expression=%r err=%s", text, e)
-            value = None
-        if isinstance(value, str):
-            value = value.strip()
-            if value and "\n" not in value and len(value.encode()) <= MAX_MESSAGE_EXPRESSION_BYTES:
-                return value
-    if (validation.get("message") or "").strip():
-        return str(validation["message"]).strip()
-    return f"failed expression: {str(validation.get('expression') or '').strip()}"
-
-
-def evaluate(spec: dict[str, Any], variables: dict[str, Any]) -> tuple[list[Decision], dict[str, str]]:
-    """One policy against one request and one param: the denials, and the audit annotations to publish.
-
-    ``variables`` holds object, oldObject, request, params, namespaceObject; ``variables`` (the policy's
-    own) is added here. Pure apart from the program cache."""
-    fail = (spec.get("failurePolicy") or "Fail") != "Ignore"
-    conditions = spec.get("matchConditions") or []
-    if conditions:
-        result = admissioncel.match(conditions, variables, failure_policy="Fail" if fail else "Ignore")
-        if result.error:
-            return [Decision(True, result.error)], {}
-        if not result.matches:
-            return [], {}
-    composed: dict[str, Any] = {}
-    failed: dict[str, str] = {}
-    scope = dict(variables)
-    for var in spec.get("variables") or []:
-        name, text = str(var.get("name") or ""), str(var.get("expression") or "")
-        scope["variables"] = _cel_map(composed)  # the ones before it
-        try:
-            composed[name] = admissioncel.program(text).evaluate(scope)
-        except (cel.CELEvalError, cel.CELCompileError) as e:
-            failed[name] = str(e)
-    scope["variables"] = _cel_map(composed)
-    decisions: list[Decision] = []
-    for i, validation in enumerate(spec.get("validations") or []):
-        text = str(validation.get("expression") or "")
-        try:
-            _uses_failed_variable(text, failed)
-            verdict = cel.as_bool(admissioncel.program(text).evaluate(scope))
-            if verdict is None:
-                raise cel.CELEvalError("expected a bool result")
-        except (cel.CELEvalError, cel.CELCompileError) as e:
-            if fail:
-                decisions.append(Decision(True, admissioncel.evaluation_error(text, e), index=i))
-            continue
-        if not verdict:
-            decisions.append(Decision(True, _message_of(validation, scope), str(validation.get("reason") or
-                                                                                  "Invalid"), index=i))
-    annotations: dict[str, str] = {}
-    for ann in spec.get("auditAnnotations") or []:
-        text = str(ann.get("valueExpression") or "")
-        try:
-            _uses_failed_variable(text, failed)
-            value = admissioncel.program(text).evaluate(scope)
-        except (cel.CELEvalError, cel.CELCompileError) as e:
-            if fail:
-                decisions.append(Decision(True, admissioncel.evaluation_error(text, e)))
-            continue
-        if isinstance(value, str):
-            annotations[str(ann.get("key"))] = value[:MAX_AUDIT_ANNOTATION_VALUE]
-        elif value is not None:  # null: no annotation
-            if fail:
-                decisions.append(Decision(True, admissioncel.evaluation_error(
-                    text, ValueError("valueExpression must evaluate to a string or null"))))
-    return decisions, annotations
-
-
-def _cel_map(values: dict[str, Any]) -> Any:
-    import celpy  # the map type itself; values are CEL values already
-    return celpy.celtypes.MapType({celpy.celtypes.StringType(k): v for k, v in values.items()})
-
-
-def _uses_failed_variable(text: str, failed: dict[str, str]) -> None:
-    for name, err in failed.items():
-        if f"variables.{name}" in text:
-            raise cel.CELEvalError(f'composited variable "{name}" fails to evaluate: {err}')
 
 
 class ValidatingAdmissionPolicy:

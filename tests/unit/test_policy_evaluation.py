@@ -1,4 +1,4 @@
-"""ValidatingAdmissionPolicy's evaluation as a pure function (kubepy.api.policyadmission.evaluate), by tables.
+"""ValidatingAdmissionPolicy's evaluation as a pure function (kubepy.api.policyevaluation.evaluate), by tables.
 
 The decisions of one policy for one request: matchConditions, variables in
 order, validations with message/messageExpression/reason, failurePolicy for
@@ -15,7 +15,7 @@ import pytest
 from kubepy import kinds
 from kubepy.api import admissioncel, authz
 from kubepy.api.admission import CREATE, Attributes
-from kubepy.api.policyadmission import Decision, evaluate
+from kubepy.api.policyevaluation import Decision, evaluate
 
 
 class User:
