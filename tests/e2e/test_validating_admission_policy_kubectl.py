@@ -127,3 +127,11 @@ def test_kubectl_shows_a_policy_denial_and_a_warning() -> None:
         assert [line.split()[:3] for line in out[1:]] == [
             ["demo-binding-staging.example.com", "demo-policy.example.com", "<unset>"],
             ["demo-binding-test.example.com", "demo-policy.example.com", "<unset>"]]
+        # The status the server wrote, and the types kubectl explains from the OpenAPI document.
+        deadline = time.monotonic() + 10
+        while srv.kubectl("get", "validatingadmissionpolicy", "demo-policy.example.com", "-o",
+                          "jsonpath={.status.observedGeneration}").stdout != "1":
+            assert time.monotonic() < deadline, "status.observedGeneration never written"
+            time.sleep(0.1)
+        out = srv.kubectl("explain", "validatingadmissionpolicy.spec.validations.reason").stdout
+        assert "GROUP:      admissionregistration.k8s.io" in out and "FIELD: reason <string>" in out, out
