@@ -61,6 +61,10 @@ def reason_to_code(reason: str) -> int:
 class ConfigError(Exception):
     """A policy or binding that cannot be applied to this request (its failurePolicy decides)."""
 
+    def __init__(self, message: str, *, of_policy: bool = False) -> None:
+        super().__init__(message)
+        self.of_policy = of_policy  # upstream: "failed to configure policy", the denial names no binding
+
 
 class ValidatingAdmissionPolicy:
     name = "ValidatingAdmissionPolicy"
@@ -107,19 +111,25 @@ class ValidatingAdmissionPolicy:
         fail = (spec.get("failurePolicy") or "Fail") != "Ignore"
         try:
             labels = await ctx.namespace_labels()
-            if not matches_resources(spec.get("matchConstraints") or {}, a, namespace_labels=labels,
-                                     require_rules=True):
-                return
+            try:
+                if not matches_resources(spec.get("matchConstraints") or {}, a, namespace_labels=labels,
+                                         require_rules=True):
+                    return
+            except ValueError as e:  # a selector stored before validation refused it
+                raise ConfigError(str(e), of_policy=True) from e
             mr = bspec.get("matchResources")
             if mr is not None and not matches_resources(mr, a, namespace_labels=labels, require_rules=False):
                 return
             params = await self._params(spec, bspec, a)
         except (ConfigError, ValueError) as e:
+            of_policy = isinstance(e, ConfigError) and e.of_policy
             log.warning("policy misconfigured policy=%s binding=%s resource=%s name=%s/%s policy_failure=%s "
                         "err=%s", pname, bname, a.res.qualified, a.namespace or "", a.name,
                         "Fail" if fail else "Ignore", e)
             if fail:
-                denied.append((policy, binding, Decision(True, f"failed to configure binding: {e}")))
+                what = "policy" if of_policy else "binding"
+                denied.append((policy, None if of_policy else binding,
+                               Decision(True, f"failed to configure {what}: {e}")))
             return
         base = admissioncel.activation(a, request=ctx.request(), namespace_object=await ctx.namespace_object(),
                                        authorizer=self.authorizer)
@@ -166,7 +176,7 @@ class ValidatingAdmissionPolicy:
         if res is None:
             group, _, version = str(pk.get("apiVersion") or "").rpartition("/")
             raise ConfigError(f"failed to find resource referenced by paramKind: '{group}/{version}, "
-                              f"Kind={pk.get('kind')}'")
+                              f"Kind={pk.get('kind')}'", of_policy=True)
         namespace: str | None = None
         if res.namespaced:
             namespace = ref.get("namespace") or a.namespace

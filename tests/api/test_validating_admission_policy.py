@@ -374,3 +374,18 @@ async def test_delete_sees_the_old_object_and_the_request_names_the_user(env: En
         "'protect-binding.example.com' denied request: admin may not delete protected configmaps in default")
     await call(env.api, "GET", f"{cms}/keep")
     await call(env.api, "DELETE", f"{cms}/drop")
+
+
+@pytest.mark.parametrize("failure_policy,status", [("Fail", 422), ("Ignore", 201)])
+async def test_a_param_kind_the_server_does_not_serve_is_the_policys_configuration_error(
+        env: Env, failure_policy: str, status: int) -> None:
+    await env.policy("p.example.com", {**PARAM_POLICY, "failurePolicy": failure_policy,
+                                       "paramKind": {"apiVersion": "rules.example.com/v1", "kind": "ReplicaLimit"}})
+    await env.binding("b.example.com", {"policyName": "p.example.com", "validationActions": ["Deny"],
+                                        "paramRef": {"name": "x", "parameterNotFoundAction": "Deny"}})
+    body = await call(env.api, "POST", deployments("default"), deployment("d", 1), status=status)
+    if status == 422:
+        assert body["message"] == (
+            'deployments.apps "d" is forbidden: ValidatingAdmissionPolicy \'p.example.com\' denied request: failed to '
+            "configure policy: failed to find resource referenced by paramKind: 'rules.example.com/v1, "
+            "Kind=ReplicaLimit'")
