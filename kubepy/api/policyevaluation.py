@@ -15,6 +15,7 @@ decisions into answers. No HTTP, no store.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +108,7 @@ def evaluate(spec: dict[str, Any], variables: dict[str, Any]) -> tuple[list[Deci
         name, text = str(var.get("name") or ""), str(var.get("expression") or "")
         scope["variables"] = _cel_map(composed)  # the ones before it
         try:
+            _uses_failed_variable(text, failed)
             composed[name] = admissioncel.program(text).evaluate(scope)
         except (cel.CELEvalError, cel.CELCompileError) as e:
             failed[name] = str(e)
@@ -151,6 +153,7 @@ def _cel_map(values: dict[str, Any]) -> Any:
 
 
 def _uses_failed_variable(text: str, failed: dict[str, str]) -> None:
+    """Upstream evaluates variables lazily: an expression using one that failed fails with its error."""
     for name, err in failed.items():
-        if f"variables.{name}" in text:
+        if re.search(rf"\bvariables\.{re.escape(name)}\b", text):
             raise cel.CELEvalError(f'composited variable "{name}" fails to evaluate: {err}')

@@ -77,6 +77,12 @@ def decide(spec: dict[str, Any], a: Attributes, decider: Any = None) -> list[Dec
       "validations": [{"expression": "variables.bad == 1"}, {"expression": "true"}]},
      1, [("expression 'variables.bad == 1' resulted in error: composited variable \"bad\" fails to evaluate: "
           "no such key: nope", "")]),
+    # … and only those: a variable whose name extends the failed one's is its own
+    ({"variables": [{"name": "bad", "expression": "object.spec.nope"}, {"name": "badge", "expression": "1"},
+                    {"name": "worse", "expression": "variables.bad + 1"}],
+      "validations": [{"expression": "variables.badge == 1"}, {"expression": "variables.worse == 2"}]},
+     1, [("expression 'variables.worse == 2' resulted in error: composited variable \"worse\" fails to evaluate: "
+          "composited variable \"bad\" fails to evaluate: no such key: nope", "")]),
     ({"failurePolicy": "Ignore", "validations": [{"expression": "object.spec.nope == 1"}]}, 1, []),
     # matchConditions: false → the policy does not apply; an error under Fail → a denial
     ({"matchConditions": [{"name": "big", "expression": "object.spec.replicas > 100"}],
