@@ -36,7 +36,6 @@ import celpy
 
 __all__ = ["CELCompileError", "CELEvalError", "Program", "compile_expression", "to_cel", "references", "as_bool"]
 
-_ENV = celpy.Environment()
 _S = celpy.celtypes.StringType
 
 
@@ -66,6 +65,49 @@ _TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "li
                          "dyn"})
 
 
+# Upstream's per-expression runtime limit (apiserver/pkg/apis/cel PerCallLimit). kubepy counts one unit per
+# step of cel-python's interpreter (every node it visits, macro bodies once per element): several steps per
+# unit cel-go charges (about 5 on a nested comprehension), so the limit bites earlier than upstream's, never
+# later. An expression that runs out is cancelled as upstream cancels it. (cel-python runs ~60k steps/s: an
+# expression near the limit holds the API server's event loop for seconds.)
+PER_CALL_LIMIT = 1_000_000
+COST_EXCEEDED = "operation cancelled: actual cost limit exceeded"
+
+
+class _CostExceeded(Exception):
+    """Not a CEL error value: nothing in the expression may absorb it (``true || …``)."""
+
+
+class _Budget:
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+
+class _BudgetedEvaluator(celpy.evaluation.Evaluator):
+    def __init__(self, ast: Any, activation: Any, budget: _Budget) -> None:
+        super().__init__(ast, activation=activation)
+        self.budget = budget
+
+    def _visit_tree(self, tree: Any) -> Any:
+        self.budget.left -= 1
+        if self.budget.left < 0:
+            raise _CostExceeded(COST_EXCEEDED)
+        return super()._visit_tree(tree)
+
+    def sub_evaluator(self, ast: Any) -> Any:
+        return _BudgetedEvaluator(ast, self.activation, self.budget)
+
+
+class _BudgetedRunner(celpy.InterpretedRunner):
+    limit = PER_CALL_LIMIT
+
+    def evaluate(self, context: Any) -> Any:
+        return _BudgetedEvaluator(self.ast, self.new_activation(), _Budget(self.limit)).evaluate(context)
+
+
+_ENV = celpy.Environment(runner_class=_BudgetedRunner)
+
+
 class CELCompileError(ValueError):
     pass
 
@@ -85,6 +127,8 @@ class Program:
         """The value (celpy's types), or CELEvalError worded as cel-go words it."""
         try:
             return self.program.evaluate(dict(activation))
+        except _CostExceeded:
+            raise CELEvalError(COST_EXCEEDED) from None
         except Exception as e:  # celpy raises CELEvalError, and Python's own errors from its functions
             raise CELEvalError(_eval_message(e)) from e
 

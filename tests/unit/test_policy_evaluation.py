@@ -118,3 +118,19 @@ def test_the_authorizer_is_asked_for_the_requesting_user_and_what_the_expression
         ("jane", "update", True, "apps", "deployments", "scale", "team", "web", ""),
         ("jane", "create", True, "apps", "deployments", "", "team", "web", ""),
         ("jane", "get", False, "", "", "", "", "", "/healthz")]
+
+
+def test_an_expression_that_runs_out_of_budget_is_cancelled_as_upstream_cancels_it(monkeypatch) -> None:
+    from kubepy.kinds import cel
+    monkeypatch.setattr(cel._BudgetedRunner, "limit", 500)
+    admissioncel._PROGRAMS.clear()
+    spec = {"validations": [{"expression": "object.spec.template.spec.containers.all(c, "
+                                           "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10].all(i, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"
+                                           ".all(j, i * j > 0)))"}]}
+    got = decide(spec, request(1))
+    assert [d.message for d in got] == [
+        f"expression '{spec['validations'][0]['expression']}' resulted in error: operation cancelled: actual cost "
+        "limit exceeded"]
+    monkeypatch.setattr(cel._BudgetedRunner, "limit", cel.PER_CALL_LIMIT)
+    assert decide(spec, request(1)) == []
+    admissioncel._PROGRAMS.clear()
