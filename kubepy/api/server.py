@@ -55,6 +55,8 @@ from kubepy.api.crds import CustomResourceDefinitions
 from kubepy.api.metrics import APIServerMetrics, request_labels
 from kubepy.metrics import exposition, new_registry
 from kubepy.api.limitranger import LimitRanger
+from kubepy.api.policyadmission import ValidatingAdmissionPolicy
+from kubepy.api.policystatus import PolicyStatus
 from kubepy.api.priority import PriorityAdmission
 from kubepy.api.saadmission import ServiceAccountAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
@@ -246,11 +248,12 @@ class APIServer:
         self.endpoints = EndpointReconciler(self.storage, config.advertise_address, config.port) \
             if config.advertise_address else None
         hooks = WebhookClient(store, source=config.advertise_address)
-        # Upstream's order: the built-in mutating plugins, then webhooks (mutating, validating), quota last
-        # so a write a webhook refuses is never charged.
+        # Upstream's order: the built-in mutating plugins, then mutating webhooks, ValidatingAdmissionPolicy,
+        # validating webhooks, quota last so a write a policy or webhook refuses is never charged.
         self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
                                            DefaultStorageClass(store), DefaultIngressClass(store),
                                            MutatingAdmissionWebhook(store, client=hooks),
+                                           ValidatingAdmissionPolicy(store),
                                            ValidatingAdmissionWebhook(store, client=hooks),
                                            ResourceQuotaAdmission(store)]
         self.authn = auth.TokenAuthenticator()
@@ -284,6 +287,9 @@ class APIServer:
             nodeauth.NodeAuthorizer(self.node_graph),
             rbac.RBACAuthorizer(self.policy),
         ])
+        for plugin in self.storage.admission.plugins:  # CEL's authorizer asks the same chain
+            if hasattr(plugin, "authorizer"):
+                plugin.authorizer = self.authorizer
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -307,6 +313,8 @@ class APIServer:
             self._tasks.append(asyncio.create_task(self.endpoints.run()))
         self._tasks.append(asyncio.create_task(self._follow_node_credentials(revision)))
         self._tasks.append(asyncio.create_task(self._revoke_deleted_nodes()))
+        self._tasks.append(asyncio.create_task(
+            PolicyStatus(self.storage).run(self.caches["validatingadmissionpolicies"])))
         self.ready = True
 
     async def stop(self) -> None:

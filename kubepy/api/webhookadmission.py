@@ -18,7 +18,11 @@ What the client gets, in upstream's words:
   failed calling webhook "<name>": …``; with Ignore the write goes on;
 - a dry run meeting a webhook with side effects: 400 ``admission webhook
   "<name>" does not support dry run``;
-- the webhooks' ``warnings``: ``Warning`` headers.
+- the webhooks' ``warnings``: ``Warning`` headers;
+- ``matchConditions`` (CEL, kubepy.api.admissioncel): a webhook is called only
+  when all are true; one that cannot be evaluated skips the webhook under
+  failurePolicy Ignore and refuses the write under Fail (403, upstream's
+  ``… is forbidden: expression '…' resulted in error: …``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any
 
 import jsonpatch
 
-from kubepy.api import errors, webhookrules
+from kubepy.api import admissioncel, errors, webhookrules
 from kubepy.api.admission import CREATE, DELETE, UPDATE, Attributes, warn
 from kubepy.api.mirror import Mirror
 from kubepy.api.webhookclient import CallError, WebhookClient
@@ -66,12 +70,16 @@ class _WebhookPlugin:
     operations = frozenset({CREATE, UPDATE, DELETE})
     name = ""
     plural = ""
+    # Mutating webhooks see the object as the previous ones left it, so their matchConditions are evaluated
+    # just before each call (as upstream's dispatcher asks ShouldCallHook per webhook), not once up front.
+    conditions_at_call = False
 
     def __init__(self, store: Store, *, client: WebhookClient | None = None) -> None:
         self.store = store
         self.configs = Mirror(store, by_plural(self.plural).prefix)
         self.namespaces = Mirror(store, by_plural("namespaces").prefix)
         self.client = client or WebhookClient(store)
+        self.authorizer: Any = None  # the server's chain (kubepy.api.authz), for matchConditions' authorizer
 
     async def stop(self) -> None:
         await self.configs.stop()
@@ -88,6 +96,7 @@ class _WebhookPlugin:
         sub = a.subresource or ""
         hooks = []
         ns_labels: dict[str, str] | None = None
+        variables: dict[str, Any] | None = None
         for config in sorted(configs, key=lambda c: c["metadata"]["name"]):
             for hook in config.get("webhooks") or []:
                 if not webhookrules.rules_match(hook, operation=a.operation, res=a.res, subresource=sub):
@@ -104,8 +113,26 @@ class _WebhookPlugin:
                         continue
                 except ValueError as e:  # validation keeps bad selectors out; one stored before is an error
                     raise errors.InternalError(f'webhook "{hook.get("name")}": {e}') from e
+                if hook.get("matchConditions") and not self.conditions_at_call:
+                    if variables is None:
+                        variables = admissioncel.activation(a, authorizer=self.authorizer)
+                    if not self._conditions_match(hook, a, variables):
+                        continue
                 hooks.append({**hook, "configuration": config["metadata"]["name"]})
         return hooks
+
+    def _conditions_match(self, hook: dict[str, Any], a: Attributes, variables: dict[str, Any]) -> bool:
+        """All its matchConditions true; an evaluation error is the failurePolicy's (Fail: 403, as upstream)."""
+        policy = hook.get("failurePolicy") or "Fail"
+        result = admissioncel.match(hook["matchConditions"], variables, failure_policy=policy)
+        if result.error:
+            log.warning("webhook match conditions failed webhook=%s resource=%s name=%s/%s policy=%s err=%s",
+                        hook.get("name"), a.res.qualified, a.namespace or "", a.name, policy, result.error)
+            raise a.forbidden(result.error)
+        if not result.matches:
+            log.info("webhook skipped webhook=%s resource=%s name=%s/%s condition=%s", hook.get("name"),
+                     a.res.qualified, a.namespace or "", a.name, result.failed_condition or "(error, Ignore)")
+        return result.matches
 
     async def _namespace_labels(self, namespace: str) -> dict[str, str]:
         key = by_plural("namespaces").key(None, namespace)
@@ -150,6 +177,7 @@ class _WebhookPlugin:
 class MutatingAdmissionWebhook(_WebhookPlugin):
     name = "MutatingAdmissionWebhook"
     plural = "mutatingwebhookconfigurations"
+    conditions_at_call = True
 
     async def admit(self, a: Attributes) -> None:
         hooks = await self._matching(a)
@@ -171,6 +199,9 @@ class MutatingAdmissionWebhook(_WebhookPlugin):
 
     async def _mutate(self, hook: dict[str, Any], a: Attributes) -> bool:
         """Call one mutating webhook and apply its patch; True when the object changed."""
+        if hook.get("matchConditions") and not self._conditions_match(
+                hook, a, admissioncel.activation(a, authorizer=self.authorizer)):
+            return False
         response = await self._call(hook, a)
         if response is None or not response.get("patch"):
             return False

@@ -378,7 +378,11 @@ async def test_webhook_configurations_are_validated_and_printed_as_upstream(env:
                                                   "service": {"namespace": "n", "name": "s"}},
            "rules": [{"operations": ["CONNECT"], "apiGroups": [""], "apiVersions": ["v1"],
                       "resources": ["pods/exec"]}],
-           "matchConditions": [{"name": "c", "expression": "true"}], "timeoutSeconds": 31,
+           "matchConditions": [{"name": "c", "expression": "object.x == "}, {"name": "c", "expression": "nope"},
+                               {"name": "bad name!", "expression": ""},
+                               {"name": "authz", "expression": "authorizer.group('').resource('x').check('get')"
+                                                                ".allowed() && nope"}],
+           "timeoutSeconds": 31,
            "admissionReviewVersions": ["v2"]}
     body = await call(env.api, "POST", MWC, {"metadata": {"name": "bad"}, "webhooks": [bad, bad]}, status=422)
     causes = {(c["field"], c["message"]) for c in body["details"]["causes"]}
@@ -390,8 +394,20 @@ async def test_webhook_configurations_are_validated_and_printed_as_upstream(env:
         ("webhooks[0].timeoutSeconds", "Invalid value: 31: the timeout value must be between 1 and 30 seconds"),
         ("webhooks[0].admissionReviewVersions", 'Invalid value: ["v2"]: must include at least one of v1, v1beta1'),
         ("webhooks[0].clientConfig", "Required value: exactly one of url or service is required"),
-        ("webhooks[0].matchConditions", "Forbidden: matchConditions are CEL expressions, and this API server has "
-                                        "no CEL evaluator"),
+        ("webhooks[0].matchConditions[0].expression",
+         'Invalid value: "object.x == ": compilation failed: ERROR: <input>:1:10: Syntax error: object.x == '),
+        ("webhooks[0].matchConditions[1].name", 'Duplicate value: "c"'),
+        ("webhooks[0].matchConditions[1].expression",
+         "Invalid value: \"nope\": compilation failed: ERROR: <input>:1:1: undeclared reference to 'nope' "
+         "(in container '')"),
+        ("webhooks[0].matchConditions[2].name",
+         'Invalid value: "bad name!": name part must consist of alphanumeric characters, \'-\', \'_\' or \'.\', '
+         "and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', "
+         "regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"),
+        ("webhooks[0].matchConditions[2].expression", "Required value"),
+        ("webhooks[0].matchConditions[3].expression",
+         "Invalid value: \"authorizer.group('').resource('x').check('get').allowed() && nope\": compilation failed: "
+         "ERROR: <input>:1:1: undeclared reference to 'nope' (in container '')"),
         ("webhooks[0].rules[0].operations[0]", "Forbidden: CONNECT requests (exec, attach, port-forward) are not "
                                                "sent to admission webhooks by this API server"),
         ("webhooks[0].rules[0].resources[0]", "Forbidden: the exec subresource is not sent to admission webhooks "
@@ -454,3 +470,46 @@ async def test_a_mutating_webhook_on_update_is_validated_again_and_a_status_writ
     got = await call(env.api, "PATCH", f"{pods}/p/status", {"status": {"message": "hi"}},
                      content_type="application/merge-patch+json")
     assert got["status"]["message"] == "stamped" and not got["metadata"].get("labels")
+
+
+async def test_match_conditions_choose_the_requests_a_webhook_sees_and_errors_follow_its_failure_policy(
+        env: Env) -> None:
+    env.hooks.answers["/mc"] = lambda req: asyncio.sleep(0, {"allowed": False, "status": {"message": "called"}})
+    # Upstream's documented example: skip requests from node users, and only objects labelled for it.
+    await env.configure("validating", "mc", env.hook("mc.kptest.example.com", "/mc", rules=[
+        {"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+        matchConditions=[
+            {"name": "exclude-nodes", "expression": "!('system:nodes' in request.userInfo.groups)"},
+            {"name": "labelled", "expression": "has(object.metadata.labels) && 'check' in object.metadata.labels"},
+            {"name": "update-only-if-data-changed",
+             "expression": "request.operation != 'UPDATE' || oldObject.data != object.data"}]))
+    await call(env.api, "POST", CM, configmap("plain"), status=201)  # 'labelled' is false: not called
+    body = await call(env.api, "POST", CM, configmap("checked", {"check": "1"}), status=400)
+    assert body["message"] == 'admission webhook "mc.kptest.example.com" denied the request: called'
+    assert [r["request"]["name"] for r in env.hooks.seen["/mc"]] == ["checked"]
+    # An expression that fails at run time (no such key) and no false one: the failurePolicy decides.
+    await call(env.api, "DELETE", f"{VWC}/mc")
+    await env.configure("validating", "err-fail", env.hook("fail.kptest.example.com", "/mc", matchConditions=[
+        {"name": "missing", "expression": "object.data.nothere == 'x'"}]))
+    body = await call(env.api, "POST", CM, configmap("e1"), status=403)
+    assert body["message"] == ('configmaps "e1" is forbidden: expression \'object.data.nothere == \'x\'\' '
+                               "resulted in error: no such key: nothere"), body["message"]
+    assert body["reason"] == "Forbidden"
+    await call(env.api, "DELETE", f"{VWC}/err-fail")
+    await env.configure("validating", "err-ignore", env.hook("ignore.kptest.example.com", "/mc", failurePolicy="Ignore",
+                                                             matchConditions=[{"name": "missing",
+                                                                               "expression": "object.data.nothere == 'x'"}]))
+    await call(env.api, "POST", CM, configmap("e2"), status=201)
+    assert [r["request"]["name"] for r in env.hooks.seen["/mc"]] == ["checked"]
+
+
+async def test_a_mutating_webhooks_match_conditions_see_what_earlier_webhooks_did(env: Env) -> None:
+    env.hooks.answers["/first"] = lambda req: asyncio.sleep(0, patch(
+        [{"op": "add", "path": "/metadata/labels/tier", "value": "gold"}]))
+    env.hooks.answers["/gold"] = lambda req: asyncio.sleep(0, patch(
+        [{"op": "add", "path": "/metadata/labels/gold-seen", "value": "yes"}]))
+    await env.configure("mutating", "a-first", env.hook("first.kptest.example.com", "/first"))
+    await env.configure("mutating", "b-gold", env.hook("gold.kptest.example.com", "/gold", matchConditions=[
+        {"name": "gold-only", "expression": "has(object.metadata.labels) && object.metadata.labels['tier'] == 'gold'"}]))
+    made = await call(env.api, "POST", CM, configmap("g"), status=201)
+    assert made["metadata"]["labels"] == {"tier": "gold", "gold-seen": "yes"}

@@ -8,8 +8,9 @@ a fully qualified domain, names are unique within a configuration, v1 needs
 admission (kubepy.api.webhookadmission) reads these objects; it relies on
 the defaults set here.
 
-``matchConditions`` are CEL expressions; kubepy has no CEL evaluator, so a
-configuration using them is refused here rather than stored and ignored.
+``matchConditions`` are CEL expressions (kubepy.kinds.cel): each must
+compile against the variables upstream declares (``object``, ``oldObject``,
+``request``, ``authorizer``, the latter served by kubepy.api.admissioncel).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlsplit
 
-from kubepy.kinds import printers
+from kubepy.kinds import cel, printers
 from kubepy.kinds import validation as v
 
 OPERATIONS = ("*", "CONNECT", "CREATE", "DELETE", "UPDATE")
@@ -34,7 +35,9 @@ MAX_TIMEOUT_SECONDS = 30
 SENT_SUBRESOURCES = frozenset({"status", "ephemeralcontainers"})
 UNSENT_SUBRESOURCES = frozenset({"binding", "scale", "eviction", "exec", "attach", "portforward", "log", "proxy",
                                  "token", "finalize", "approval"})
-NO_CEL = "matchConditions are CEL expressions, and this API server has no CEL evaluator"
+MAX_MATCH_CONDITIONS = 64
+# What a webhook's matchConditions may name.
+MATCH_CONDITION_VARIABLES = ("object", "oldObject", "request", "authorizer")
 
 
 def default_webhooks(obj: dict, *, mutating: bool) -> None:
@@ -97,7 +100,7 @@ def validate_webhooks(obj: dict, old: dict | None, errs: v.Errs, *, mutating: bo
 
 def _validate_webhook(hook: dict, path: str, errs: v.Errs, *, mutating: bool) -> None:
     for j, rule in enumerate(v._l(hook.get("rules"))):
-        _validate_rule(v._d(rule), f"{path}.rules[{j}]", errs)
+        validate_rule(v._d(rule), f"{path}.rules[{j}]", errs)
     errs.enum(f"{path}.failurePolicy", hook.get("failurePolicy"), FAILURE_POLICIES, required=False)
     errs.enum(f"{path}.matchPolicy", hook.get("matchPolicy"), MATCH_POLICIES, required=False)
     side = hook.get("sideEffects")
@@ -118,9 +121,52 @@ def _validate_webhook(hook: dict, path: str, errs: v.Errs, *, mutating: bool) ->
     if mutating:
         errs.enum(f"{path}.reinvocationPolicy", hook.get("reinvocationPolicy"), REINVOCATION_POLICIES,
                   required=False)
-    if hook.get("matchConditions"):
-        errs.forbidden(f"{path}.matchConditions", NO_CEL)
+    if hook.get("matchConditions") is not None:
+        validate_match_conditions(hook["matchConditions"], f"{path}.matchConditions", errs,
+                                  variables=MATCH_CONDITION_VARIABLES)
     _validate_client_config(hook.get("clientConfig"), f"{path}.clientConfig", errs)
+
+
+def validate_match_conditions(conds: object, path: str, errs: v.Errs, *, variables: tuple[str, ...]) -> None:
+    """Upstream's validateMatchConditions: at most 64, names unique qualified names, expressions that compile."""
+    if not isinstance(conds, list):
+        errs.invalid(path, conds, "must be a list")
+        return
+    if len(conds) > MAX_MATCH_CONDITIONS:
+        errs._add("FieldValueTooMany", path, f"Too many: {len(conds)}: must have at most {MAX_MATCH_CONDITIONS} items")
+    seen: set[str] = set()
+    for i, cond in enumerate(conds):
+        cp = f"{path}[{i}]"
+        if not isinstance(cond, dict):
+            errs.invalid(cp, cond, "must be an object")
+            continue
+        name = cond.get("name")
+        if not name:
+            errs.required(f"{cp}.name")
+        elif not isinstance(name, str):
+            errs.invalid(f"{cp}.name", name, "must be a string")
+        else:
+            errs.each(f"{cp}.name", name, v.is_qualified_name(name))
+            if name in seen:
+                errs.duplicate(f"{cp}.name", name)
+            seen.add(name)
+        validate_expression(cond.get("expression"), f"{cp}.expression", errs, variables=variables)
+
+
+def validate_expression(expr: object, path: str, errs: v.Errs, *, variables: tuple[str, ...],
+                        required: bool = True) -> None:
+    """A CEL expression that compiles against ``variables``."""
+    if expr in (None, ""):
+        if required:
+            errs.required(path)
+        return
+    if not isinstance(expr, str):
+        errs.invalid(path, expr, "must be a string")
+        return
+    try:
+        cel.compile_expression(expr, variables)
+    except cel.CELCompileError as e:
+        errs.invalid(path, expr, str(e))
 
 
 def _validate_review_versions(versions: object, path: str, errs: v.Errs) -> None:
@@ -148,7 +194,8 @@ def _has_wildcard(values: list) -> bool:
     return "*" in values
 
 
-def _validate_rule(rule: dict, path: str, errs: v.Errs) -> None:
+def validate_rule(rule: dict, path: str, errs: v.Errs, *, sent_to: str = "admission webhooks") -> None:
+    """One rule as upstream validates it; what kubepy's admission never sends to ``sent_to`` is refused."""
     ops = v._l(rule.get("operations"))
     if not ops:
         errs.required(f"{path}.operations")
@@ -159,7 +206,7 @@ def _validate_rule(rule: dict, path: str, errs: v.Errs) -> None:
             errs.not_supported(f"{path}.operations[{i}]", op, OPERATIONS)
         elif op == "CONNECT":
             errs.forbidden(f"{path}.operations[{i}]", "CONNECT requests (exec, attach, port-forward) are not sent "
-                           "to admission webhooks by this API server")
+                           f"to {sent_to} by this API server")
     groups = v._l(rule.get("apiGroups"))
     if not groups:
         errs.required(f"{path}.apiGroups")
@@ -173,13 +220,13 @@ def _validate_rule(rule: dict, path: str, errs: v.Errs) -> None:
     for i, version in enumerate(versions):
         if not version:
             errs.required(f"{path}.apiVersions[{i}]")
-    _validate_resources(v._l(rule.get("resources")), f"{path}.resources", errs)
+    _validate_resources(v._l(rule.get("resources")), f"{path}.resources", errs, sent_to=sent_to)
     scope = rule.get("scope")
     if scope is not None and scope not in SCOPES:
         errs.not_supported(f"{path}.scope", scope, SCOPES)
 
 
-def _validate_resources(resources: list, path: str, errs: v.Errs) -> None:
+def _validate_resources(resources: list, path: str, errs: v.Errs, *, sent_to: str) -> None:
     """Upstream's validateResources: ``x/*``, ``*/x``, ``*/*`` and ``*`` may not overlap other entries."""
     if not resources:
         errs.required(path)
@@ -200,7 +247,7 @@ def _validate_resources(resources: list, path: str, errs: v.Errs) -> None:
             continue
         res, sub = entry.split("/", 1)
         if sub in UNSENT_SUBRESOURCES:
-            errs.forbidden(f"{path}[{i}]", f"the {sub} subresource is not sent to admission webhooks by this "
+            errs.forbidden(f"{path}[{i}]", f"the {sub} subresource is not sent to {sent_to} by this "
                            "API server")
         if res in wild_sub:
             errs.invalid(f"{path}[{i}]", entry, f"if '{res}/*' is present, must not specify {entry}")

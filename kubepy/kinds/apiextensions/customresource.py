@@ -6,7 +6,7 @@ unknown fields pruned (unless ``x-kubernetes-preserve-unknown-fields``),
 defaults from ``default``, validation of the ``openAPIV3Schema`` by the
 ``jsonschema`` library (Draft 4, the dialect OpenAPI 3.0 schemas are written
 in, extended with the ``x-kubernetes-*`` keywords and ``nullable``), and the
-``x-kubernetes-validations`` CEL rules by ``celpy`` (cel-python).  Also the
+``x-kubernetes-validations`` CEL rules (kubepy.kinds.cel, cel-python).  Also the
 server-side Table from ``additionalPrinterColumns`` and the scale paths.
 
 Problems are Status causes worded as upstream's
@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import celpy
 import jsonschema
 from jsonschema import ValidationError, validators
 
 from kubepy.kinds import Kind, Printer, Strategy, printers
+from kubepy.kinds.cel import CELCompileError, compile_expression, to_cel
 from kubepy.kinds.validation import _show
 from kubepy.meta.selectors import generic_fields
 
@@ -230,13 +230,6 @@ def _num(v: Any) -> str:
 # CEL (x-kubernetes-validations)
 # ---------------------------------------------------------------------------
 
-_CEL_ENV = celpy.Environment()
-
-
-class CELCompileError(ValueError):
-    pass
-
-
 @dataclass(frozen=True)
 class _Rule:
     rule: str
@@ -258,10 +251,7 @@ def compile_rule(rule: dict) -> _Rule:
 
 
 def _compile(text: str) -> Any:
-    try:
-        return _CEL_ENV.program(_CEL_ENV.compile(text))
-    except Exception as e:  # celpy raises its parser's and lark's errors
-        raise CELCompileError(f"compilation failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    return compile_expression(text)  # kubepy.kinds.cel: shared with admission's CEL
 
 
 _CEL_MESSAGE = {"FieldValueForbidden": "Forbidden: {m}", "FieldValueRequired": "Required value: {m}",
@@ -359,9 +349,9 @@ class CustomResourceSchema:
             if r.transition and old is None:
                 continue
             self_value = {k: v for k, v in value.items() if k != "metadata"} if root and isinstance(value, dict) else value
-            activation = {"self": celpy.json_to_cel(self_value)}
+            activation = {"self": to_cel(self_value)}
             if r.transition:
-                activation["oldSelf"] = celpy.json_to_cel(old)
+                activation["oldSelf"] = to_cel(old)
             try:
                 result = r.program.evaluate(activation)
             except Exception as e:  # an evaluation error (no such key, overflow) refuses the object
