@@ -364,8 +364,8 @@ class Cluster:
                                  log=str(self.logs / f"cp{j}-etcd.log")))
             self._wait_etcd(net, n)
         tls = ["--etcd-cafile", str(self._etcd_pki(1) / "ca.crt"),
-                 "--etcd-certfile", str(self._etcd_pki(1) / "apiserver-etcd-client.crt"),
-                 "--etcd-keyfile", str(self._etcd_pki(1) / "apiserver-etcd-client.key")]
+               "--etcd-certfile", str(self._etcd_pki(1) / "apiserver-etcd-client.crt"),
+               "--etcd-keyfile", str(self._etcd_pki(1) / "apiserver-etcd-client.key")]
         for j in range(1, n + 1):
             with step(f"control-plane node {self.name}-cp{j} ({net.cp_ip(j)}): API server, scheduler, "
                       "controller manager (leader-elected)"):
@@ -576,7 +576,8 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise StepFailed(f"node {node}", "kubelet did not join in 60s", self._tail(f"{node}-kubelet"))
             time.sleep(0.1)
-        addons = self._addon_kubeconfigs(ndir)
+        servers = server.split(",") if "," in server else None
+        addons = self._addon_kubeconfigs(ndir, servers)
         if _module_exists("kubepy.proxy.proxier"):
             self._run(self._daemon(f"{node}/proxy", [
                 "proxy", "--kubeconfig", str(addons["proxy"]), "--hostname-override", node,
@@ -593,23 +594,36 @@ class Cluster:
             # controller manager's. Every node publishes the same address: the kube-system/kubepy-ingress
             # LoadBalancer's (see _publish_ingress), all node addresses until it has one.
             self._run(self._daemon(f"{node}/ingress", [
-                "ingress", "--kubeconfig", str(self.cp_dir / "ingress.kubeconfig"), "--state-dir",
+                "ingress", "--kubeconfig", str(self._addon_kubeconfigs(ndir, servers, ("ingress",))["ingress"]),
+                "--state-dir",
                 str(ndir / "ingress"), "--hostname-override", node, "--publish-service", "/".join(INGRESS_SERVICE),
                 "--publish-status-address", ",".join(net.node_ip(j) for j in range(1, state.nodes + 1))],
                 netns=netns))
 
-    def _addon_kubeconfigs(self, ndir: Path) -> dict[str, Path]:
+    def _addon_kubeconfigs(self, ndir: Path, servers: list[str] | None = None,
+                           stems: tuple[str, ...] = ADDON_KUBECONFIGS) -> dict[str, Path]:
         """The node's own copies (0600, in a 0700 dir) of the add-ons' kubeconfigs, refreshed when the
-        API server re-issued one."""
+        API server re-issued one; with several control planes they list every API server (the client
+        fails over), as the kubelet's does."""
         out: dict[str, Path] = {}
         addons = private_dir(ndir / "addons")
-        for stem in ADDON_KUBECONFIGS:
+        for stem in stems:
             src, dst = self.cp_dir / f"{stem}.kubeconfig", addons / f"{stem}.kubeconfig"
             try:
                 data = src.read_bytes()
             except FileNotFoundError as e:
                 raise StepFailed(f"{stem} credentials", f"the API server wrote no {src} (one started by an older "
                                  "kubepy writes none: restart the cluster's controlplane process)", self._tail("controlplane")) from e
+            if servers:
+                import yaml
+
+                from kubepy.client.config import servers_extension
+
+                doc = yaml.safe_load(data)
+                for c in doc.get("clusters") or []:
+                    c["cluster"]["server"] = servers[0]
+                    c["cluster"]["extensions"] = servers_extension(servers)
+                data = yaml.safe_dump(doc, sort_keys=False).encode()
             if not dst.exists() or dst.read_bytes() != data:
                 write_private(dst, data)
             out[stem] = dst
