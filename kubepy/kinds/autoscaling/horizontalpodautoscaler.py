@@ -349,17 +349,17 @@ _COLUMNS = (
 )
 
 _PROTO_V2 = """
-HorizontalPodAutoscaler
+HorizontalPodAutoscalerV2
     1 metadata                         ObjectMeta
-    2 spec                             HorizontalPodAutoscalerSpec
-    3 status                           HorizontalPodAutoscalerStatus
-HorizontalPodAutoscalerSpec
-    1 scaleTargetRef                   CrossVersionObjectReference
+    2 spec                             HorizontalPodAutoscalerSpecV2
+    3 status                           HorizontalPodAutoscalerStatusV2
+HorizontalPodAutoscalerSpecV2
+    1 scaleTargetRef                   CrossVersionObjectReferenceV2
     2 minReplicas                      *int32
     3 maxReplicas                      int32
     4 metrics                          []MetricSpec
     5 behavior                         *HorizontalPodAutoscalerBehavior
-CrossVersionObjectReference
+CrossVersionObjectReferenceV2
     1 kind                             string
     2 name                             string
     3 apiVersion                       string
@@ -371,7 +371,7 @@ MetricSpec
     7 containerResource                *ContainerResourceMetricSource
     5 external                         *ExternalMetricSource
 ObjectMetricSource
-    1 describedObject                  CrossVersionObjectReference
+    1 describedObject                  CrossVersionObjectReferenceV2
     2 target                           MetricTarget
     3 metric                           MetricIdentifier
 PodsMetricSource
@@ -407,7 +407,7 @@ HPAScalingPolicy
     1 type                             string
     2 value                            int32
     3 periodSeconds                    int32
-HorizontalPodAutoscalerStatus
+HorizontalPodAutoscalerStatusV2
     1 observedGeneration               *int64
     2 lastScaleTime                    *Time
     3 currentReplicas                  int32
@@ -424,7 +424,7 @@ MetricStatus
 ObjectMetricStatus
     1 metric                           MetricIdentifier
     2 current                          MetricValueStatus
-    3 describedObject                  CrossVersionObjectReference
+    3 describedObject                  CrossVersionObjectReferenceV2
 PodsMetricStatus
     1 metric                           MetricIdentifier
     2 current                          MetricValueStatus
@@ -450,7 +450,7 @@ HorizontalPodAutoscalerCondition
     5 message                          string
 """
 
-# autoscaling/v1's messages, renamed: message names are global in kubepy's protobuf schema.
+# Message names are global in kubepy's protobuf schema: the two versions' own messages carry a suffix.
 _PROTO_V1 = """
 HorizontalPodAutoscalerV1
     1 metadata                         ObjectMeta
@@ -461,6 +461,10 @@ HorizontalPodAutoscalerSpecV1
     2 minReplicas                      *int32
     3 maxReplicas                      int32
     4 targetCPUUtilizationPercentage   *int32
+CrossVersionObjectReference
+    1 kind                             string
+    2 name                             string
+    3 apiVersion                       string
 HorizontalPodAutoscalerStatusV1
     1 observedGeneration               *int64
     2 lastScaleTime                    *Time
@@ -476,7 +480,7 @@ _STATUS_STRATEGY = Strategy(validate=_validate_status)
 HPA = register(Kind(
     "autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", namespaced=True,
     short_names=("hpa",), subresources=("status",), categories=("all",), has_status=True, has_spec_generation=True,
-    model="V2HorizontalPodAutoscaler", proto="HorizontalPodAutoscaler", proto_schema=_PROTO_V2,
+    model="V2HorizontalPodAutoscaler", proto="HorizontalPodAutoscalerV2", proto_schema=_PROTO_V2,
     api_types=("HorizontalPodAutoscaler", "HorizontalPodAutoscalerList", "HorizontalPodAutoscalerSpec",
                "HorizontalPodAutoscalerStatus", "CrossVersionObjectReference", "MetricSpec", "MetricStatus",
                "ObjectMetricSource", "PodsMetricSource", "ResourceMetricSource", "ContainerResourceMetricSource",
