@@ -1,0 +1,234 @@
+"""The horizontal pod autoscaler against a real API server, in process: the
+Deployment and ReplicaSet controllers make the pods, a fake kubelet runs them,
+and a fake metrics.k8s.io source (the controller's metrics seam) reports a
+load split evenly across the running pods."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from datetime import UTC, datetime, timedelta
+
+from kubepy.client import Client, ClientConfig
+from kubepy.controllers.deployment import DeploymentController
+from kubepy.controllers.podautoscaler import HorizontalPodAutoscalerController
+from kubepy.controllers.replicacalculator import MetricsError, PodMetric
+from kubepy.controllers.replicaset import ReplicaSetController
+from tests.controllers.conftest import controller_env
+from tests.controllers.conftest_rsdeploy import FakeKubelet, live_pods
+
+SYNC = 0.2
+DOWNSCALE_WINDOW = 2.0
+
+
+class FakeMetrics:
+    """PodMetrics as a metrics server would report them: ``total_milli`` of the resource, split
+    evenly over the Running pods the selector picks."""
+
+    def __init__(self, client: Client, total_milli: int) -> None:
+        self.client = client
+        self.total_milli = total_milli
+
+    async def pod_resource_metrics(self, resource: str, namespace: str, selector: str,
+                                   container: str = "") -> tuple[dict[str, PodMetric], datetime]:
+        pods = [p for p in await live_pods(self.client, namespace, selector)
+                if (p.get("status") or {}).get("phase") == "Running"]
+        if not pods:
+            raise MetricsError("no metrics returned from resource metrics API")
+        now = datetime.now(UTC)
+        each = self.total_milli // len(pods)
+        return {p["metadata"]["name"]: PodMetric(each, now, timedelta(0)) for p in pods}, now
+
+
+def _deployment(name: str, replicas: int = 1) -> dict:
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                         {"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}}]}}}}
+
+
+def _hpa(name: str, *, target: str = "web", min_replicas: int = 1, max_replicas: int = 5,
+         metrics: list | None = None) -> dict:
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": name},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                     "minReplicas": min_replicas, "maxReplicas": max_replicas,
+                     "metrics": metrics or [{"type": "Resource", "resource": {
+                         "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]}}
+
+
+def _condition(hpa: dict, ctype: str) -> dict:
+    return next((c for c in (hpa.get("status") or {}).get("conditions") or [] if c["type"] == ctype), {})
+
+
+async def _events(client: Client, namespace: str, name: str) -> list[dict]:
+    items, _ = await client.list_all("events", namespace=namespace)
+    return [e for e in items if e["involvedObject"].get("name") == name
+            and e["involvedObject"].get("kind") == "HorizontalPodAutoscaler"]
+
+
+async def _replicas(client: Client, namespace: str, name: str = "web") -> int:
+    return (await client.get("deployments", name, namespace=namespace))["spec"]["replicas"]
+
+
+async def test_scales_up_under_load_holds_scale_down_for_the_window_then_scales_down(apiserver, namespace):
+    client = Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig))
+    metrics = FakeMetrics(client, total_milli=150)  # 150% of one pod's 100m request
+    kubelet = FakeKubelet(Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig)))
+    hpa_controller = functools.partial(HorizontalPodAutoscalerController, metrics=metrics)
+    kubelet_task = asyncio.create_task(kubelet.run())
+    try:
+        async with controller_env(apiserver, DeploymentController, ReplicaSetController, hpa_controller,
+                                  horizontal_pod_autoscaler_sync_period=SYNC,
+                                  horizontal_pod_autoscaler_downscale_stabilization=DOWNSCALE_WINDOW) as env:
+            await client.create("deployments", _deployment("web"), namespace=namespace)
+            await env.wait_for(lambda: _running(client, namespace, 1), message="one running pod")
+            await client.create("horizontalpodautoscalers", _hpa("web"), namespace=namespace)
+
+            # 150% against 50%: ceil(3 × 1) = 3
+            await env.wait_for(lambda: _is(client, namespace, 3), message="scaled to 3")
+            events = await env.wait_for(lambda: _events(client, namespace, "web"), message="an event")
+            assert [(e["reason"], e["message"]) for e in events] == [
+                ("SuccessfulRescale", "New size: 3; reason: cpu resource utilization (percentage of request) "
+                                      "above target")]
+            await env.wait_for(lambda: _running(client, namespace, 3), message="three running pods")
+
+            async def settled() -> dict | None:
+                hpa = await client.get("horizontalpodautoscalers", "web", namespace=namespace)
+                status = hpa.get("status") or {}
+                return hpa if status.get("currentReplicas") == 3 and (status.get("currentMetrics") or [{}])[0].get(
+                    "resource", {}).get("current", {}).get("averageUtilization") == 50 else None
+            hpa = await env.wait_for(settled, message="status at 3 replicas, 50%")
+            status = hpa["status"]
+            assert status["desiredReplicas"] == 3 and status["lastScaleTime"]
+            assert status["currentMetrics"] == [{"type": "Resource", "resource": {
+                "name": "cpu", "current": {"averageUtilization": 50, "averageValue": "50m"}}}]
+            assert (_condition(hpa, "AbleToScale")["status"], _condition(hpa, "AbleToScale")["reason"]) == (
+                "True", "ReadyForNewScale")
+            active = _condition(hpa, "ScalingActive")
+            assert (active["status"], active["reason"]) == ("True", "ValidMetricFound")
+            assert active["message"] == ("the HPA was able to successfully calculate a replica count from cpu "
+                                         "resource utilization (percentage of request)")
+            limited = _condition(hpa, "ScalingLimited")
+            assert (limited["status"], limited["reason"]) == ("False", "DesiredWithinRange")
+
+            # The load drops to 10%: the recommendation is 1, but the window holds the recent 3.
+            metrics.total_milli = 30
+            dropped = time.monotonic()
+
+            async def stabilized() -> bool:
+                hpa = await client.get("horizontalpodautoscalers", "web", namespace=namespace)
+                return _condition(hpa, "AbleToScale").get("reason") == "ScaleDownStabilized"
+            await env.wait_for(stabilized, timeout=DOWNSCALE_WINDOW, message="ScaleDownStabilized")
+            assert await _replicas(client, namespace) == 3
+            await env.wait_for(lambda: _is(client, namespace, 1), timeout=DOWNSCALE_WINDOW + 5, message="back to 1")
+            assert time.monotonic() - dropped >= DOWNSCALE_WINDOW - 2 * SYNC
+            events = await _events(client, namespace, "web")
+            assert ("SuccessfulRescale", "New size: 1; reason: All metrics below target") in [
+                (e["reason"], e["message"]) for e in events]
+    finally:
+        kubelet_task.cancel()
+        await asyncio.gather(kubelet_task, return_exceptions=True)
+        await kubelet.client.close()
+        await client.close()
+
+
+async def _running(client: Client, namespace: str, n: int) -> bool:
+    pods = await live_pods(client, namespace, "app=web")
+    return len(pods) == n and all((p.get("status") or {}).get("phase") == "Running" for p in pods)
+
+
+async def _is(client: Client, namespace: str, n: int) -> bool:
+    return await _replicas(client, namespace) == n
+
+
+async def test_min_replicas_bring_the_target_up_without_metrics(apiserver, namespace):
+    client = Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig))
+    try:
+        async with controller_env(apiserver, HorizontalPodAutoscalerController,
+                                  horizontal_pod_autoscaler_sync_period=SYNC) as env:
+            await client.create("deployments", _deployment("web"), namespace=namespace)
+            await client.create("horizontalpodautoscalers", _hpa("web", min_replicas=2), namespace=namespace)
+            await env.wait_for(lambda: _is(client, namespace, 2), message="scaled to minReplicas")
+            events = await env.wait_for(lambda: _events(client, namespace, "web"), message="an event")
+            assert ("SuccessfulRescale", "New size: 2; reason: Current number of replicas below Spec.MinReplicas") in [
+                (e["reason"], e["message"]) for e in events]
+    finally:
+        await client.close()
+
+
+async def test_without_a_metrics_api_the_hpa_says_so_and_leaves_the_target(apiserver, namespace):
+    client = Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig))
+    kubelet = FakeKubelet(Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig)))
+    kubelet_task = asyncio.create_task(kubelet.run())
+    try:
+        # the controller's own REST metrics client: this API server serves no metrics.k8s.io
+        async with controller_env(apiserver, DeploymentController, ReplicaSetController,
+                                  HorizontalPodAutoscalerController, horizontal_pod_autoscaler_sync_period=SYNC) as env:
+            await client.create("deployments", _deployment("web", replicas=2), namespace=namespace)
+            await env.wait_for(lambda: _running(client, namespace, 2), message="two running pods")
+            await client.create("horizontalpodautoscalers", _hpa("web"), namespace=namespace)
+
+            async def inactive() -> dict | None:
+                hpa = await client.get("horizontalpodautoscalers", "web", namespace=namespace)
+                return hpa if _condition(hpa, "ScalingActive").get("status") == "False" else None
+            hpa = await env.wait_for(inactive, message="ScalingActive False")
+            active = _condition(hpa, "ScalingActive")
+            assert active["reason"] == "FailedGetResourceMetric"
+            assert active["message"].startswith(
+                "the HPA was unable to compute the replica count: failed to get cpu utilization: unable to get "
+                "metrics for resource cpu: unable to fetch metrics from resource metrics API: 404"), active
+            assert hpa["status"]["currentReplicas"] == 2 and _condition(hpa, "AbleToScale")["reason"] == \
+                "SucceededGetScale"
+            reasons = {e["reason"] for e in await env.wait_for(lambda: _events(client, namespace, "web"))}
+            assert "FailedGetResourceMetric" in reasons
+            assert await _replicas(client, namespace) == 2
+    finally:
+        kubelet_task.cancel()
+        await asyncio.gather(kubelet_task, return_exceptions=True)
+        await kubelet.client.close()
+        await client.close()
+
+
+async def test_unserved_metric_types_are_refused_not_ignored(apiserver, namespace):
+    client = Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig))
+    metrics = FakeMetrics(client, total_milli=100)
+    try:
+        async with controller_env(apiserver, functools.partial(HorizontalPodAutoscalerController, metrics=metrics),
+                                  horizontal_pod_autoscaler_sync_period=SYNC) as env:
+            await client.create("deployments", _deployment("web"), namespace=namespace)
+            await client.create("horizontalpodautoscalers", _hpa("web", metrics=[{"type": "Pods", "pods": {
+                "metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}]),
+                namespace=namespace)
+
+            async def inactive() -> dict | None:
+                hpa = await client.get("horizontalpodautoscalers", "web", namespace=namespace)
+                return hpa if _condition(hpa, "ScalingActive").get("status") == "False" else None
+            hpa = await env.wait_for(inactive, message="ScalingActive False")
+            assert _condition(hpa, "ScalingActive")["reason"] == "FailedGetPodsMetric"
+            events = await env.wait_for(lambda: _events(client, namespace, "web"))
+            assert ("FailedGetPodsMetric", "unable to get metric qps: custom.metrics.k8s.io is not served by this "
+                                           "cluster") in [(e["reason"], e["message"]) for e in events]
+    finally:
+        await client.close()
+
+
+async def test_a_missing_target_is_failed_get_scale(apiserver, namespace):
+    client = Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig))
+    try:
+        async with controller_env(apiserver, HorizontalPodAutoscalerController,
+                                  horizontal_pod_autoscaler_sync_period=SYNC) as env:
+            await client.create("horizontalpodautoscalers", _hpa("web", target="nothing"), namespace=namespace)
+
+            async def failed() -> dict | None:
+                hpa = await client.get("horizontalpodautoscalers", "web", namespace=namespace)
+                return _condition(hpa, "AbleToScale") or None
+            able = await env.wait_for(failed, message="AbleToScale")
+            assert (able["status"], able["reason"]) == ("False", "FailedGetScale")
+            assert able["message"].startswith("the HPA controller was unable to get the target's current scale: "
+                                              "404"), able
+            assert "FailedGetScale" in {e["reason"] for e in await env.wait_for(
+                lambda: _events(client, namespace, "web"))}
+    finally:
+        await client.close()
