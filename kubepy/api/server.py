@@ -1623,8 +1623,10 @@ def _as_version(res: Kind, obj: dict[str, Any]) -> dict[str, Any]:
 def _raw_as_version(res: Kind, items: list[Any]) -> list[Any]:
     if not _converts(res):
         return items
-    marker = f'"apiVersion":"{res.api_version}"'.encode()
-    return [b if marker in b else json.dumps(_as_version(res, json.loads(b)), separators=(",", ":")).encode()
+    # Stored objects lead with their apiVersion (kubepy.api.objects); "in" would also match a
+    # managedFields entry written through the other version.
+    marker = f'{{"apiVersion":"{res.api_version}"'.encode()
+    return [b if b.startswith(marker) else json.dumps(_as_version(res, json.loads(b)), separators=(",", ":")).encode()
             for b in items]
 
 
