@@ -317,6 +317,10 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
           "--use-service-account-credentials"]
     if args.load_balancer_ip_range:
         cm += ["--load-balancer-ip-range", args.load_balancer_ip_range]
+    for flag in ("sync-period", "downscale-stabilization", "tolerance", "cpu-initialization-period",
+                 "initial-readiness-delay"):
+        cm += [f"--horizontal-pod-autoscaler-{flag}",
+               str(getattr(args, "horizontal_pod_autoscaler_" + flag.replace("-", "_")))]
     election = []   # the scheduler and the controller manager elect their leaders alike
     if args.leader_elect:
         election.append("--leader-elect")

@@ -175,7 +175,7 @@ class HorizontalPodAutoscalerController:
         min_replicas = int(spec.get("minReplicas") or 1)
         max_replicas = int(spec.get("maxReplicas") or 0)
         metric_statuses: list[dict] | None = None
-        rescale, reason = True, ""
+        rescale, reason, decision = True, "", "proposed=-"
         if current == 0 and min_replicas != 0:
             desired, rescale = 0, False
             set_condition(status, SCALING_ACTIVE, "False", "ScalingDisabled",
@@ -210,9 +210,8 @@ class HorizontalPodAutoscalerController:
             set_condition(status, ABLE_TO_SCALE, "True", limited.able_reason, limited.able_message, now)
             set_condition(status, SCALING_LIMITED, "True" if limited.limited else "False", limited.limited_reason,
                           limited.limited_message, now)
-            log.info("hpa recommendation hpa=%s target=%s current=%d proposed=%d desired=%d stabilized=%s "
-                     "limited=%s", key, reference, current, proposal, limited.replicas, limited.able_reason,
-                     limited.limited_reason if limited.limited else "-")
+            decision = (f"proposed={proposal} able={limited.able_reason} "
+                        f"limited={limited.limited_reason if limited.limited else '-'}")
             desired = limited.replicas
             rescale = desired != current
         if rescale:
@@ -235,10 +234,11 @@ class HorizontalPodAutoscalerController:
             self._event(hpa, "Normal", "SuccessfulRescale", f"New size: {desired}; reason: {reason}")
             history.record_scale(spec.get("behavior"), current, desired, now)
             status["lastScaleTime"] = format_time(now)
-            log.info("hpa rescaled hpa=%s target=%s from=%d to=%d reason=%r", key, reference, current, desired,
-                     reason)
+            log.info("hpa rescaled hpa=%s target=%s from=%d to=%d %s reason=%r", key, reference, current, desired,
+                     decision, reason)
         else:
             desired = current
+            log.info("hpa unchanged hpa=%s target=%s replicas=%d %s", key, reference, current, decision)
         status["currentReplicas"] = current
         status["desiredReplicas"] = desired
         if metric_statuses:
