@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kubepy.client import APIStatusError, NotFoundError, TransportError, WorkQueue, object_key, run_workers
+from kubepy.client import (
+    APIStatusError, ConflictError, NotFoundError, TransportError, WorkQueue, object_key, run_workers)
 from kubepy.controllers.context import ControllerContext
 from kubepy.controllers.metricsclient import RESTMetricsClient, ResourceMetricsClient
 from kubepy.controllers.pods import format_time
@@ -371,7 +372,15 @@ class HorizontalPodAutoscalerController:
             return
         body = {**hpa, "status": status}
         try:
-            await self.client.update("horizontalpodautoscalers", body, subresource="status")
+            try:
+                await self.client.update("horizontalpodautoscalers", body, subresource="status")
+            except ConflictError:
+                # The cache lagged a write (a spec change, our own last status): the status is ours
+                # to write, so put it on the current object rather than redo the sync.
+                fresh = await self.client.get("horizontalpodautoscalers", hpa["metadata"]["name"],
+                                              namespace=hpa["metadata"]["namespace"])
+                await self.client.update("horizontalpodautoscalers", {**fresh, "status": status},
+                                         subresource="status")
         except NotFoundError:
             return
 

@@ -53,8 +53,10 @@ class PodMetric:
 @dataclass(frozen=True)
 class ReplicaCalculatorConfig:
     tolerance: float = 0.1  # --horizontal-pod-autoscaler-tolerance
-    cpu_initialization_period: timedelta = timedelta(minutes=5)  # --horizontal-pod-autoscaler-cpu-initialization-period
-    delay_of_initial_readiness_status: timedelta = timedelta(seconds=30)  # --horizontal-pod-autoscaler-initial-readiness-delay
+    # --horizontal-pod-autoscaler-cpu-initialization-period
+    cpu_initialization_period: timedelta = timedelta(minutes=5)
+    # --horizontal-pod-autoscaler-initial-readiness-delay
+    delay_of_initial_readiness_status: timedelta = timedelta(seconds=30)
 
 
 @dataclass

@@ -134,7 +134,8 @@ def test_a_v1_object_without_a_target_gets_v1s_implicit_80_percent():
 def test_v2_only_fields_round_trip_through_v1_in_upstreams_annotations():
     v2 = _hpa(minReplicas=2, metrics=[
         {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}},
-        {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
+        {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue",
+                                                                       "averageValue": "100Mi"}}},
         {"type": "Pods", "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "10"}}},
         {"type": "External", "external": {"metric": {"name": "queue", "selector": {"matchLabels": {"q": "a"}}},
                                           "target": {"type": "Value", "value": "30"}}},

@@ -107,7 +107,8 @@ def _spec_from_v1(m: dict) -> dict:
     if isinstance(m.get("resource"), dict):
         r = m["resource"]
         out["resource"] = {"name": r.get("name"),
-                           "target": _utilization_target(r.get("targetAverageUtilization"), r.get("targetAverageValue"))}
+                           "target": _utilization_target(r.get("targetAverageUtilization"),
+                                                         r.get("targetAverageValue"))}
     if isinstance(m.get("containerResource"), dict):
         r = m["containerResource"]
         out["containerResource"] = {"name": r.get("name"), "container": r.get("container"),

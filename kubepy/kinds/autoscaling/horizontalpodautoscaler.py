@@ -301,7 +301,8 @@ def _metric_cell(spec: dict, status: dict | None) -> str:
     if mtype in ("Resource", "ContainerResource"):
         prefix = f"{src.get('name')}" + (f" of container \"{src.get('container')}\"" if mtype != "Resource" else "")
         if target.get("averageValue") is not None:
-            return f"{prefix}: {current.get('averageValue', '<unknown>') if cur else '<unknown>'}/{target['averageValue']}"
+            now = current.get("averageValue", "<unknown>") if cur else "<unknown>"
+            return f"{prefix}: {now}/{target['averageValue']}"
         now = f"{current['averageUtilization']}%" if current.get("averageUtilization") is not None else "<unknown>"
         goal = f"{target['averageUtilization']}%" if target.get("averageUtilization") is not None else "<auto>"
         return f"{prefix}: {now}/{goal}"
