@@ -232,3 +232,56 @@ async def test_a_missing_target_is_failed_get_scale(apiserver, namespace):
                 lambda: _events(client, namespace, "web"))}
     finally:
         await client.close()
+
+
+async def test_a_custom_resource_with_a_scale_subresource_is_scaled_through_discovery(apiserver, namespace):
+    group = "hpa.kubepy.test"
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": f"workers.{group}"},
+           "spec": {"group": group, "scope": "Namespaced",
+                    "names": {"plural": "workers", "singular": "worker", "kind": "Worker"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                      "spec": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+                                      "status": {"type": "object", "properties": {
+                                          "replicas": {"type": "integer"}, "selector": {"type": "string"}}}}}},
+                                  "subresources": {"status": {}, "scale": {
+                                      "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                                      "labelSelectorPath": ".status.selector"}}}]}}
+    client = Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig))
+    path = f"/apis/{group}/v1/namespaces/{namespace}/workers"
+    try:
+        await client.create("customresourcedefinitions", crd)
+
+        async def served() -> bool:
+            try:
+                await client.get_path(path)
+                return True
+            except Exception:  # noqa: BLE001 - not yet served
+                return False
+        async with controller_env(apiserver, HorizontalPodAutoscalerController,
+                                  horizontal_pod_autoscaler_sync_period=SYNC) as env:
+            await env.wait_for(served, message="the CRD served")
+            await client.post(path, {"apiVersion": f"{group}/v1", "kind": "Worker", "metadata": {"name": "w"},
+                                     "spec": {"replicas": 1}})
+            hpa = _hpa("w", min_replicas=3)
+            hpa["spec"]["scaleTargetRef"] = {"apiVersion": f"{group}/v1", "kind": "Worker", "name": "w"}
+            await client.create("horizontalpodautoscalers", hpa, namespace=namespace)
+
+            async def scaled() -> bool:
+                return (await client.get_path(f"{path}/w"))["spec"]["replicas"] == 3
+            await env.wait_for(scaled, message="the Worker scaled to minReplicas")
+            # a kind that does not exist is FailedGetScale with the RESTMapper's words
+            bad = _hpa("nothing")
+            bad["spec"]["scaleTargetRef"] = {"apiVersion": f"{group}/v1", "kind": "Nothing", "name": "w"}
+            await client.create("horizontalpodautoscalers", bad, namespace=namespace)
+
+            async def failed() -> dict | None:
+                got = await client.get("horizontalpodautoscalers", "nothing", namespace=namespace)
+                return _condition(got, "AbleToScale") or None
+            able = await env.wait_for(failed, message="FailedGetScale")
+            assert able["reason"] == "FailedGetScale"
+            assert able["message"].endswith(f'no matches for kind "Nothing" in group "{group}"'), able
+    finally:
+        await client.delete("customresourcedefinitions", f"workers.{group}")
+        await client.close()
