@@ -256,6 +256,7 @@ class HorizontalPodAutoscalerController:
         selector_text = str(_d(scale.get("status")).get("selector") or "")
         if not selector_text:
             self._event(hpa, "Warning", "SelectorRequired", "selector is required")
+            self._event(hpa, "Warning", "FailedComputeMetricsReplicas", "selector is required")
             set_condition(status, SCALING_ACTIVE, "False", "InvalidSelector",
                           "the HPA target's scale is missing a selector", now)
             log.info("hpa not scaled hpa=%s reason=InvalidSelector", object_key(hpa))
@@ -265,6 +266,7 @@ class HorizontalPodAutoscalerController:
         except SelectorError as e:
             message = f"couldn't convert selector into a corresponding internal selector object: {e}"
             self._event(hpa, "Warning", "InvalidSelector", message)
+            self._event(hpa, "Warning", "FailedComputeMetricsReplicas", message)
             set_condition(status, SCALING_ACTIVE, "False", "InvalidSelector", message, now)
             log.info("hpa not scaled hpa=%s reason=InvalidSelector err=%s", object_key(hpa), e)
             return None

@@ -153,8 +153,28 @@ def test_kubectl_autoscale_get_and_describe(server):
     assert "Reference:" in described and "Deployment/web" in described
     assert "resource cpu on pods  (as a percentage of request):  <unknown> / 50%" in described
     assert "Min replicas:" in described and "Max replicas:" in described
-    bad = server.kubectl("autoscale", "deployment", "web", "--name=bad", "--min=3", "--max=2", check=False)
+    bad = server.kubectl("create", "-f", "-", check=False, input=json.dumps({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "bad"},
+        "spec": {"scaleTargetRef": REF, "minReplicas": 0, "maxReplicas": 2}}))
     assert bad.returncode != 0
+    assert ('The HorizontalPodAutoscaler "bad" is invalid: spec.minReplicas: Invalid value: 0: must be greater '
+            'than or equal to 1') in bad.stderr, bad.stderr
+    # what the controller writes, as describe and get show it
+    status = {"currentReplicas": 3, "desiredReplicas": 3, "currentMetrics": [{"type": "Resource", "resource": {
+        "name": "cpu", "current": {"averageUtilization": 73, "averageValue": "73m"}}}], "conditions": [
+        {"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale",
+         "message": "recommended size matches current size", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound",
+         "message": "the HPA was able to successfully calculate a replica count from cpu resource utilization "
+                    "(percentage of request)", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    server.kubectl("patch", "hpa", "web", "--subresource=status", "--type=merge", "-p",
+                   json.dumps({"status": status}))
+    assert server.kubectl("get", "hpa", "web").stdout.splitlines()[1].split()[:7] == [
+        "web", "Deployment/web", "cpu:", "73%/50%", "1", "5", "3"]
+    described = server.kubectl("describe", "hpa", "web").stdout
+    assert "resource cpu on pods  (as a percentage of request):  73% (73m) / 50%" in described, described
+    assert "Deployment pods:" in described and "3 current / 3 desired" in described
+    assert "AbleToScale" in described and "ReadyForNewScale" in described and "ValidMetricFound" in described
 
 
 def test_kubectl_applies_a_v1_manifest(server):
