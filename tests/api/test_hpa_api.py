@@ -189,3 +189,38 @@ def test_kubectl_applies_a_v1_manifest(server):
     server.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     v2 = json.loads(server.kubectl("get", "hpa", "legacy", "-o", "json").stdout)
     assert v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 75
+
+
+def test_the_official_python_client_in_both_versions(server):
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(str(server.kubeconfig))
+    try:
+        v2 = client.AutoscalingV2Api(api_client)
+        v1 = client.AutoscalingV1Api(api_client)
+        body = client.V2HorizontalPodAutoscaler(
+            metadata=client.V1ObjectMeta(name="py"),
+            spec=client.V2HorizontalPodAutoscalerSpec(
+                scale_target_ref=client.V2CrossVersionObjectReference(api_version="apps/v1", kind="Deployment",
+                                                                      name="web"),
+                max_replicas=4,
+                metrics=[client.V2MetricSpec(type="Resource", resource=client.V2ResourceMetricSource(
+                    name="memory", target=client.V2MetricTarget(type="AverageValue", average_value="64Mi")))],
+                behavior=client.V2HorizontalPodAutoscalerBehavior(scale_down=client.V2HPAScalingRules(
+                    stabilization_window_seconds=30))))
+        created = v2.create_namespaced_horizontal_pod_autoscaler("default", body)
+        assert created.spec.min_replicas == 1
+        assert created.spec.behavior.scale_up.policies[0].type == "Pods"  # defaults filled in a given behavior
+        assert created.spec.behavior.scale_down.stabilization_window_seconds == 30
+        old = v1.read_namespaced_horizontal_pod_autoscaler("py", "default")
+        assert old.spec.target_cpu_utilization_percentage is None  # no CPU target: v1 has none to show
+        assert "autoscaling.alpha.kubernetes.io/metrics" in old.metadata.annotations
+        old.spec.max_replicas = 6
+        v1.replace_namespaced_horizontal_pod_autoscaler("py", "default", old)
+        again = v2.read_namespaced_horizontal_pod_autoscaler("py", "default")
+        assert again.spec.max_replicas == 6 and again.spec.metrics[0].resource.name == "memory"
+        assert again.spec.behavior.scale_down.stabilization_window_seconds == 30
+        names = [h.metadata.name for h in v1.list_namespaced_horizontal_pod_autoscaler("default").items]
+        assert "py" in names
+    finally:
+        api_client.close()
