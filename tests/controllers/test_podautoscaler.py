@@ -12,9 +12,10 @@ and burns CPU on demand (busybox-static: ``while :; do :; done`` started by
 ``kubectl get --raw /apis/metrics.k8s.io/v1beta1/namespaces/NS/pods`` shows
 usage, ``kubectl get hpa`` shows ``cpu: N%/50%`` and the replicas rise within
 a few 15 s syncs (SuccessfulRescale events); stop the load and they fall back
-after the 5-minute downscale window (start the control plane's controller
-manager with ``--horizontal-pod-autoscaler-downscale-stabilization 30s`` to
-keep the test short: ``kubepy controlplane`` passes the flag on)."""
+after the downscale window: 5 minutes by default, so give the HPA
+``spec.behavior.scaleDown.stabilizationWindowSeconds: 30`` to keep the test
+short (the lab's ``kubepy up`` does not pass controller-manager flags; a bare
+``kubepy controlplane`` passes ``--horizontal-pod-autoscaler-*`` on)."""
 
 from __future__ import annotations
 
