@@ -52,7 +52,7 @@ from kubepy.controllers.pods import format_time
 from kubepy.controllers.replicacalculator import (
     MetricsError, ReplicaCalculatorConfig, milli_value, raw_resource_replicas, resource_replicas)
 from kubepy.controllers.scalebehavior import ScaleHistory, effective_behavior, normalize, normalize_with_behavior
-from kubepy.kinds import by_api_version
+from kubepy.kinds import by_api_version, by_kind
 from kubepy.meta.quantity import format_quantity
 from kubepy.meta.selectors import SelectorError, parse_label_selector
 
@@ -216,9 +216,8 @@ class HorizontalPodAutoscalerController:
             desired = limited.replicas
             rescale = desired != current
         if rescale:
-            scale.setdefault("spec", {})["replicas"] = desired
             try:
-                await self.client.put_path(scale_path, scale)
+                await self._write_scale(scale_path, scale, current, desired)
             except (APIStatusError, TransportError) as e:
                 self._event(hpa, "Warning", "FailedRescale", f"New size: {desired}; reason: {reason}; error: {e}")
                 set_condition(status, ABLE_TO_SCALE, "False", "FailedUpdateScale",
@@ -342,7 +341,8 @@ class HorizontalPodAutoscalerController:
     # -- the target's scale ---------------------------------------------------------------------------
     async def _scale_path(self, ref: dict, namespace: str) -> str:
         api_version, kind, name = str(ref.get("apiVersion") or ""), str(ref.get("kind") or ""), ref.get("name")
-        known = by_api_version(api_version, kind) if api_version else None
+        # No apiVersion is the core group's kind, as an empty GroupVersion maps in upstream's RESTMapper.
+        known = by_api_version(api_version, kind) if api_version else by_kind("", kind)
         if known is not None and known.custom is None:
             if "scale" not in known.subresources:
                 raise LookupError(f"{known.qualified} has no scale subresource")
@@ -363,6 +363,22 @@ class HorizontalPodAutoscalerController:
         return f"{base}/namespaces/{namespace}/{plural}/{name}/scale"
 
     # -- writes ---------------------------------------------------------------------------------------
+    async def _write_scale(self, path: str, scale: dict, current: int, desired: int) -> None:
+        """PUT the new replica count. A 409 from a write to the target that left its replicas as
+        they were (its controller writing status) is retried on the fresh Scale; one that changed
+        them is not: the decision was made for ``current``, so the next sync decides again."""
+        for attempt in range(3):
+            scale.setdefault("spec", {})["replicas"] = desired
+            try:
+                await self.client.put_path(path, scale)
+                return
+            except ConflictError:
+                if attempt == 2:
+                    raise
+                scale = await self.client.get_path(path)
+                if int(_d(scale.get("spec")).get("replicas") or 0) != current:
+                    raise
+
     def _event(self, hpa: dict, etype: str, reason: str, message: str) -> None:
         self.recorder.event(hpa, etype, reason, message)
 

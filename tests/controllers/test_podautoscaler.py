@@ -299,3 +299,45 @@ async def test_a_custom_resource_with_a_scale_subresource_is_scaled_through_disc
     finally:
         await client.delete("customresourcedefinitions", f"workers.{group}")
         await client.close()
+
+
+async def test_a_conflicting_scale_write_is_retried_only_if_the_replicas_did_not_move(apiserver, namespace):
+    client = Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig))
+    try:
+        async with controller_env(apiserver, HorizontalPodAutoscalerController,
+                                  horizontal_pod_autoscaler_sync_period=30) as env:
+            ctrl = env.controllers["horizontalpodautoscaling"]
+            put = ctrl.client.put_path
+            meddle: list[tuple[str, dict]] = []
+
+            async def put_after_a_concurrent_write(path: str, body: dict) -> dict:
+                if meddle:  # someone writes the Deployment between our GET and PUT of its scale
+                    name, patch = meddle.pop()
+                    await client.patch("deployments", name, patch, namespace=namespace)
+                return await put(path, body)
+            ctrl.client.put_path = put_after_a_concurrent_write
+
+            # a write that leaves the replicas alone (a label): retried, scaled at once
+            meddle.append(("web", {"metadata": {"labels": {"touched": "yes"}}}))
+            await client.create("deployments", _deployment("web"), namespace=namespace)
+            await client.create("horizontalpodautoscalers", _hpa("web", min_replicas=2), namespace=namespace)
+            await env.wait_for(lambda: _is(client, namespace, 2), timeout=10, message="scaled despite the 409")
+            assert not meddle
+
+            # a write that moves the replicas: not overwritten; FailedRescale, AbleToScale FailedUpdateScale
+            await client.create("deployments", _deployment("other"), namespace=namespace)
+            meddle.append(("other", {"spec": {"replicas": 4}}))
+            await client.create("horizontalpodautoscalers", _hpa("other", target="other", min_replicas=2),
+                                namespace=namespace)
+
+            async def refused() -> dict | None:
+                hpa = await client.get("horizontalpodautoscalers", "other", namespace=namespace)
+                return hpa if _condition(hpa, "AbleToScale").get("reason") == "FailedUpdateScale" else None
+            await env.wait_for(refused, timeout=10, message="FailedUpdateScale")
+            assert await _replicas(client, namespace, "other") == 4
+            events = await env.wait_for(lambda: _events(client, namespace, "other"))
+            assert any(e["reason"] == "FailedRescale" and e["message"].startswith(
+                "New size: 2; reason: Current number of replicas below Spec.MinReplicas; error: 409")
+                for e in events), events
+    finally:
+        await client.close()
