@@ -14,11 +14,12 @@ reconciled; creating one or changing its spec reconciles it at once.
 3. otherwise selects the pods by the scale's ``status.selector`` (pods
    informer) and computes each metric's proposal
    (``kubepy.controllers.replicacalculator``) from the pods' PodMetrics
-   (``kubepy.controllers.metricsclient``): Resource metrics, Utilization of the
-   pods' requests or AverageValue.  Pods, Object, External and
-   ContainerResource metrics are refused (ScalingActive False with a
-   FailedGet…Metric reason, and an event): ``custom.metrics.k8s.io`` and
-   ``external.metrics.k8s.io`` are not served.  The largest proposal wins
+   (``kubepy.controllers.metricsclient``): Resource metrics (the pods' usage)
+   and ContainerResource metrics (one container's), by Utilization of the
+   requests or by AverageValue.  Pods, Object and External metrics are refused
+   (ScalingActive False with a FailedGet…Metric reason, and an event):
+   ``custom.metrics.k8s.io`` and ``external.metrics.k8s.io`` are not served.
+   The largest proposal wins
    (ScalingActive True, ValidMetricFound); if every metric failed, or some
    failed and the rest would scale down, nothing is changed;
 4. normalizes it (``kubepy.controllers.scalebehavior``: stabilization,
@@ -64,8 +65,7 @@ ABLE_TO_SCALE, SCALING_ACTIVE, SCALING_LIMITED = "AbleToScale", "ScalingActive",
 # The metric types kubepy cannot read, and the reason upstream gives when their API fails.
 _UNSERVED = {"Pods": ("FailedGetPodsMetric", "custom.metrics.k8s.io"),
              "Object": ("FailedGetObjectMetric", "custom.metrics.k8s.io"),
-             "External": ("FailedGetExternalMetric", "external.metrics.k8s.io"),
-             "ContainerResource": ("FailedGetContainerResourceMetric", "")}
+             "External": ("FailedGetExternalMetric", "external.metrics.k8s.io")}
 
 
 def utcnow() -> datetime:
@@ -308,34 +308,38 @@ class HorizontalPodAutoscalerController:
         mtype = metric.get("type")
         if mtype in _UNSERVED:
             reason, api = _UNSERVED[mtype]
-            source = _d(metric.get({"Pods": "pods", "Object": "object", "External": "external",
-                                    "ContainerResource": "containerResource"}[mtype]))
-            name = _d(source.get("metric")).get("name") or source.get("name") or ""
-            why = (f"{api} is not served by this cluster" if api
-                   else "ContainerResource metrics are not supported by kubepy's autoscaler")
-            raise _MetricFailure(reason, f"unable to get metric {name}: {why}")
-        if mtype != "Resource":
+            source = _d(metric.get({"Pods": "pods", "Object": "object", "External": "external"}[mtype]))
+            name = _d(source.get("metric")).get("name") or ""
+            raise _MetricFailure(reason, f"unable to get metric {name}: {api} is not served by this cluster")
+        if mtype not in ("Resource", "ContainerResource"):
             raise _MetricFailure("InvalidMetricSourceType", f'unknown metric source type "{mtype}"')
-        src = _d(metric.get("resource"))
+        # Resource: the pods' total; ContainerResource: one container's (upstream's two computeStatusFor… paths).
+        field = "resource" if mtype == "Resource" else "containerResource"
+        src = _d(metric.get(field))
         resource, target = str(src.get("name") or ""), _d(src.get("target"))
+        container = str(src.get("container") or "") if mtype == "ContainerResource" else ""
+        kind = "resource" if not container else "container resource"
+        identity = {"name": resource, **({"container": container} if container else {})}
         try:
-            samples, _ = await self.metrics.pod_resource_metrics(resource, namespace, selector)
+            samples, _ = await self.metrics.pod_resource_metrics(resource, namespace, selector, container)
             if target.get("averageValue") is not None:
                 replicas, raw = raw_resource_replicas(current, milli_value(target["averageValue"]), resource, pods,
                                                       samples, self.calc, now)
-                return _Proposal(replicas, f"{resource} resource", {"type": "Resource", "resource": {
-                    "name": resource, "current": {"averageValue": _milli_quantity(raw)}}})
+                return _Proposal(replicas, f"{resource} {kind}", {"type": mtype, field: {
+                    **identity, "current": {"averageValue": _milli_quantity(raw)}}})
             utilization = target.get("averageUtilization")
             if utilization is None:
-                raise MetricsError("invalid resource metric source: neither an average utilization target nor an "
+                raise MetricsError(f"invalid {kind} metric source: neither an average utilization target nor an "
                                    "average value (usage) target was set")
             replicas, percent, raw = resource_replicas(current, int(utilization), resource, pods, samples,
-                                                       self.calc, now)
+                                                       self.calc, now, container)
         except MetricsError as e:
-            raise _MetricFailure("FailedGetResourceMetric", f"failed to get {resource} utilization: "
-                                 f"unable to get metrics for resource {resource}: {e}") from e
-        return _Proposal(replicas, f"{resource} resource utilization (percentage of request)", {
-            "type": "Resource", "resource": {"name": resource, "current": {
+            reason = "FailedGetResourceMetric" if not container else "FailedGetContainerResourceMetric"
+            of = f"resource {resource}" if not container else f"resource {resource} of container {container}"
+            raise _MetricFailure(reason, f"failed to get {resource} utilization: unable to get metrics for "
+                                 f"{of}: {e}") from e
+        return _Proposal(replicas, f"{resource} {kind} utilization (percentage of request)", {
+            "type": mtype, field: {**identity, "current": {
                 "averageUtilization": percent, "averageValue": _milli_quantity(raw)}}})
 
     # -- the target's scale ---------------------------------------------------------------------------

@@ -40,9 +40,10 @@ class FakeMetrics:
     """PodMetrics as a metrics server would report them: ``total_milli`` of the resource, split
     evenly over the Running pods the selector picks."""
 
-    def __init__(self, client: Client, total_milli: int) -> None:
+    def __init__(self, client: Client, total_milli: int, *, per_container: dict[str, int] | None = None) -> None:
         self.client = client
         self.total_milli = total_milli
+        self.per_container = per_container or {}  # a container's share when one container is asked for
 
     async def pod_resource_metrics(self, resource: str, namespace: str, selector: str,
                                    container: str = "") -> tuple[dict[str, PodMetric], datetime]:
@@ -51,7 +52,7 @@ class FakeMetrics:
         if not pods:
             raise MetricsError("no metrics returned from resource metrics API")
         now = datetime.now(UTC)
-        each = self.total_milli // len(pods)
+        each = (self.per_container[container] if container else self.total_milli) // len(pods)
         return {p["metadata"]["name"]: PodMetric(each, now, timedelta(0)) for p in pods}, now
 
 
@@ -340,4 +341,42 @@ async def test_a_conflicting_scale_write_is_retried_only_if_the_replicas_did_not
                 "New size: 2; reason: Current number of replicas below Spec.MinReplicas; error: 409")
                 for e in events), events
     finally:
+        await client.close()
+
+
+async def test_a_container_resource_metric_scales_on_one_containers_usage(apiserver, namespace):
+    client = Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig))
+    # the pod as a whole is at 1150m of 1000m requested; its app container alone at 150m of 100m
+    metrics = FakeMetrics(client, total_milli=1150, per_container={"app": 150})
+    kubelet = FakeKubelet(Client(ClientConfig.from_kubeconfig(apiserver.kubeconfig)))
+    kubelet_task = asyncio.create_task(kubelet.run())
+    try:
+        async with controller_env(apiserver, DeploymentController, ReplicaSetController,
+                                  functools.partial(HorizontalPodAutoscalerController, metrics=metrics),
+                                  horizontal_pod_autoscaler_sync_period=SYNC) as env:
+            deployment = _deployment("web")
+            deployment["spec"]["template"]["spec"]["containers"] = [
+                {"name": "app", "image": "busybox", "resources": {"requests": {"cpu": "100m"}}},
+                {"name": "sidecar", "image": "busybox", "resources": {"requests": {"cpu": "900m"}}}]
+            await client.create("deployments", deployment, namespace=namespace)
+            await env.wait_for(lambda: _running(client, namespace, 1), message="one running pod")
+            await client.create("horizontalpodautoscalers", _hpa("web", metrics=[
+                {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "app", "target": {
+                    "type": "Utilization", "averageUtilization": 50}}}]), namespace=namespace)
+            await env.wait_for(lambda: _is(client, namespace, 3), message="scaled to 3 on the app container")
+            events = await env.wait_for(lambda: _events(client, namespace, "web"))
+            assert ("SuccessfulRescale", "New size: 3; reason: cpu container resource utilization (percentage of "
+                                         "request) above target") in [(e["reason"], e["message"]) for e in events]
+
+            async def reported() -> list | None:
+                hpa = await client.get("horizontalpodautoscalers", "web", namespace=namespace)
+                return (hpa.get("status") or {}).get("currentMetrics")
+            current = await env.wait_for(reported, message="currentMetrics")
+            assert current[0]["type"] == "ContainerResource"
+            assert {k: current[0]["containerResource"][k] for k in ("name", "container")} == {
+                "name": "cpu", "container": "app"}
+    finally:
+        kubelet_task.cancel()
+        await asyncio.gather(kubelet_task, return_exceptions=True)
+        await kubelet.client.close()
         await client.close()

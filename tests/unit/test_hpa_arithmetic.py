@@ -219,3 +219,11 @@ def test_the_controllers_downscale_window_applies_when_scale_down_sets_none():
     assert b["scaleDown"]["stabilizationWindowSeconds"] == 300
     b = effective_behavior({"scaleDown": {"stabilizationWindowSeconds": 0}}, timedelta(seconds=300))
     assert b["scaleDown"]["stabilizationWindowSeconds"] == 0
+
+
+def test_a_container_metric_uses_that_containers_request_only():
+    pod = _pod("a")
+    pod["spec"]["containers"].append({"name": "side", "resources": {"requests": {"cpu": "9"}}})
+    # app container: 1500m of its 1000m = 150% against 50% → 3 (with the sidecar's request it would be 15%)
+    assert resource_replicas(1, 50, "cpu", [pod], _metrics(a=1500), CFG, NOW, container="c") == (3, 150, 1500)
+    assert resource_replicas(1, 50, "cpu", [pod], _metrics(a=1500), CFG, NOW)[:2] == (1, 15)
