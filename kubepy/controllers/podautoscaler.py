@@ -97,9 +97,14 @@ class _Proposal:
 
 
 class _MetricFailure(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    """One metric that gave no proposal. Its message goes into its event and the ScalingActive
+    condition; ``wrapped`` (the message after ``"failed to get cpu utilization: "``, as upstream's
+    computeStatusFor… wraps it) into FailedComputeMetricsReplicas."""
+
+    def __init__(self, reason: str, message: str, *, context: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+        self.wrapped = f"{context}: {message}" if context else message
 
 
 class HorizontalPodAutoscalerController:
@@ -294,7 +299,7 @@ class HorizontalPodAutoscalerController:
             set_condition(status, SCALING_ACTIVE, "False", first.reason,
                           f"the HPA was unable to compute the replica count: {first}", now)
             message = (f"invalid metrics ({len(failures)} invalid out of {len(metrics)}), "
-                       f"first error is: {first}")
+                       f"first error is: {first.wrapped}")
             self._event(hpa, "Warning", "FailedComputeMetricsReplicas", message)
             log.info("hpa not scaled hpa=%s reason=%s err=%r", object_key(hpa), first.reason, str(first))
             return None
@@ -336,8 +341,8 @@ class HorizontalPodAutoscalerController:
         except MetricsError as e:
             reason = "FailedGetResourceMetric" if not container else "FailedGetContainerResourceMetric"
             of = f"resource {resource}" if not container else f"resource {resource} of container {container}"
-            raise _MetricFailure(reason, f"failed to get {resource} utilization: unable to get metrics for "
-                                 f"{of}: {e}") from e
+            raise _MetricFailure(reason, f"unable to get metrics for {of}: {e}",
+                                 context=f"failed to get {resource} utilization") from e
         return _Proposal(replicas, f"{resource} {kind} utilization (percentage of request)", {
             "type": mtype, field: {**identity, "current": {
                 "averageUtilization": percent, "averageValue": _milli_quantity(raw)}}})

@@ -192,12 +192,18 @@ async def test_without_a_metrics_api_the_hpa_says_so_and_leaves_the_target(apise
             active = _condition(hpa, "ScalingActive")
             assert active["reason"] == "FailedGetResourceMetric"
             assert active["message"].startswith(
-                "the HPA was unable to compute the replica count: failed to get cpu utilization: unable to get "
-                "metrics for resource cpu: unable to fetch metrics from resource metrics API: 404"), active
+                "the HPA was unable to compute the replica count: unable to get metrics for resource cpu: unable "
+                "to fetch metrics from resource metrics API: 404"), active
             assert hpa["status"]["currentReplicas"] == 2 and _condition(hpa, "AbleToScale")["reason"] == \
                 "SucceededGetScale"
-            reasons = {e["reason"] for e in await env.wait_for(lambda: _events(client, namespace, "web"))}
-            assert "FailedGetResourceMetric" in reasons
+            async def both_events() -> dict | None:
+                got = {e["reason"]: e["message"] for e in await _events(client, namespace, "web")}
+                return got if {"FailedGetResourceMetric", "FailedComputeMetricsReplicas"} <= set(got) else None
+            events = await env.wait_for(both_events, message="the two events")
+            assert events["FailedGetResourceMetric"].startswith("unable to get metrics for resource cpu: ")
+            assert events["FailedComputeMetricsReplicas"].startswith(
+                "invalid metrics (1 invalid out of 1), first error is: failed to get cpu utilization: unable to "
+                "get metrics for resource cpu: "), events
             assert await _replicas(client, namespace) == 2
     finally:
         kubelet_task.cancel()
