@@ -43,6 +43,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from kubepy.client import (
@@ -413,6 +414,5 @@ class HorizontalPodAutoscalerController:
 
 
 def _milli_quantity(milli: int) -> str:
-    """resource.NewMilliQuantity(v, DecimalSI).String(): "250m", "2", "104857600k"."""
-    from decimal import Decimal
+    """resource.NewMilliQuantity(v, DecimalSI).String(): "250m", "2", "1500m"."""
     return format_quantity(Decimal(milli) / 1000)
