@@ -139,9 +139,11 @@ async def test_scales_up_under_load_holds_scale_down_for_the_window_then_scales_
             assert await _replicas(client, namespace) == 3
             await env.wait_for(lambda: _is(client, namespace, 1), timeout=DOWNSCALE_WINDOW + 5, message="back to 1")
             assert time.monotonic() - dropped >= DOWNSCALE_WINDOW / 2  # not at the first sync after the drop
-            events = await _events(client, namespace, "web")
-            assert ("SuccessfulRescale", "New size: 1; reason: All metrics below target") in [
-                (e["reason"], e["message"]) for e in events]
+
+            async def scaled_down_event() -> bool:  # events are recorded in the background
+                return ("SuccessfulRescale", "New size: 1; reason: All metrics below target") in [
+                    (e["reason"], e["message"]) for e in await _events(client, namespace, "web")]
+            await env.wait_for(scaled_down_event, timeout=5, message="the scale-down event")
     finally:
         kubelet_task.cancel()
         await asyncio.gather(kubelet_task, return_exceptions=True)
