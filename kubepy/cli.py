@@ -112,6 +112,17 @@ def add_controller_flags(p: argparse.ArgumentParser) -> None:
                    metavar="A-B|CIDR[,...]",
                    help="addresses for type: LoadBalancer Services (one node answers ARP for each); "
                         "none by default: such Services stay pending with an AllocationFailed event")
+    p.add_argument("--horizontal-pod-autoscaler-sync-period", type=_duration, default=15.0,
+                   help="how often each HorizontalPodAutoscaler is reconciled (default 15s)")
+    p.add_argument("--horizontal-pod-autoscaler-downscale-stabilization", type=_duration, default=300.0,
+                   help="how far back the highest recommendation holds a scale-down (default 5m0s)")
+    p.add_argument("--horizontal-pod-autoscaler-tolerance", type=float, default=0.1,
+                   help="the smallest usage/target ratio change (either way) that rescales (default 0.1)")
+    p.add_argument("--horizontal-pod-autoscaler-cpu-initialization-period", type=_duration, default=300.0,
+                   help="after a pod starts, CPU samples count only once it is Ready for a whole window "
+                        "(default 5m0s)")
+    p.add_argument("--horizontal-pod-autoscaler-initial-readiness-delay", type=_duration, default=30.0,
+                   help="after a pod starts, readiness changes in this time are its initial readiness (default 30s)")
 
 
 def controller_config(args: argparse.Namespace):  # -> ControllerConfig
@@ -125,6 +136,11 @@ def controller_config(args: argparse.Namespace):  # -> ControllerConfig
         concurrent_syncs=args.concurrent_syncs, controllers=[c.strip() for c in args.controllers.split(",") if c.strip()],
         use_service_account_credentials=getattr(args, "use_service_account_credentials", False),
         load_balancer_ip_range=args.load_balancer_ip_range,
+        horizontal_pod_autoscaler_sync_period=args.horizontal_pod_autoscaler_sync_period,
+        horizontal_pod_autoscaler_downscale_stabilization=args.horizontal_pod_autoscaler_downscale_stabilization,
+        horizontal_pod_autoscaler_tolerance=args.horizontal_pod_autoscaler_tolerance,
+        horizontal_pod_autoscaler_cpu_initialization_period=args.horizontal_pod_autoscaler_cpu_initialization_period,
+        horizontal_pod_autoscaler_initial_readiness_delay=args.horizontal_pod_autoscaler_initial_readiness_delay,
     )
 
 
@@ -320,6 +336,10 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
           "--use-service-account-credentials"]
     if args.load_balancer_ip_range:
         cm += ["--load-balancer-ip-range", args.load_balancer_ip_range]
+    for flag in ("sync-period", "downscale-stabilization", "tolerance", "cpu-initialization-period",
+                 "initial-readiness-delay"):
+        cm += [f"--horizontal-pod-autoscaler-{flag}",
+               str(getattr(args, "horizontal_pod_autoscaler_" + flag.replace("-", "_")))]
     election = []   # the scheduler and the controller manager elect their leaders alike
     if args.leader_elect:
         election.append("--leader-elect")

@@ -80,6 +80,13 @@ CONTROLLER_RULES: dict[str, list[dict[str, Any]]] = {
         _rule("update", "policy", "poddisruptionbudgets/status"),
         _rule("get", "*", "*/scale"),
         EVENTS],
+    "horizontal-pod-autoscaler": [
+        _rule("list watch", "autoscaling", "horizontalpodautoscalers"),
+        _rule("update", "autoscaling", "horizontalpodautoscalers/status"),
+        _rule("get update", "*", "*/scale"),
+        _rule("list watch", C, "pods"),
+        _rule("list", "metrics.k8s.io", "pods"),  # PodMetrics, through API aggregation
+        EVENTS],
     "endpoint-controller": [
         _rule("list watch", C, "services pods"),
         _rule("get list watch create update delete", C, "endpoints")],

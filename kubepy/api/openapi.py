@@ -112,8 +112,13 @@ def _api_package(k: kinds.Kind) -> str:
     return f"io.k8s.api.{k.group.split('.')[0]}.{k.version}"
 
 
-def _package_of(short: str, prefix: str = "") -> str | None:
+def _package_of(short: str, prefix: str = "", version: str = "") -> str | None:
     pkg = _PKG_BY_TYPE.get(short)
+    if pkg is None and version:
+        # A type several versions of one group declare (autoscaling/v1 and v2 HorizontalPodAutoscaler):
+        # the version of the client's class name picks the package.
+        pkg = next((_api_package(k) for k in kinds.all_kinds() if short in k.api_types and k.version == version
+                    and not prefix), None)
     if pkg is None and prefix:
         # The client names a type two API packages share by its group (ApiextensionsV1WebhookClientConfig,
         # AdmissionregistrationV1WebhookClientConfig): only that group's kinds may claim it.
@@ -141,7 +146,7 @@ def _canonical(class_name: str) -> str:
         if pkg is None:
             pkg = f"io.k8s.api.{prefix.lower()}.{version}"
     else:
-        pkg = _package_of(short)
+        pkg = _package_of(short, version=version)
     if pkg is None:
         pkg = f"io.k8s.api.core.{version}"
     return f"{pkg}.{short}"
@@ -158,6 +163,8 @@ _QUANTITY_FIELDS = {
     ("V1ContainerStatus", "allocatedResources"),
     ("V1EmptyDirVolumeSource", "sizeLimit"), ("V1ResourceFieldSelector", "divisor"),
     ("V1NodeAllocatableMappedResources", "quantity"),
+    ("V2MetricTarget", "value"), ("V2MetricTarget", "averageValue"),
+    ("V2MetricValueStatus", "value"), ("V2MetricValueStatus", "averageValue"), ("V2HPAScalingRules", "tolerance"),
     ("V1NodeAllocatableOverheadResources", "perContainer"),
     ("V1NodeAllocatableOverheadResources", "perPod"),
 }

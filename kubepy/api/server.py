@@ -1308,7 +1308,7 @@ class APIServer:
         self.authorize(request, "delete", t, existing=existing)
         opts = await self._delete_options(request)
         obj = await self.storage.delete(t.resource, t.namespace, name, opts)
-        return json_response(obj, 200)
+        return json_response(_as_version(t.resource, obj), 200)
 
     async def _delete_options(self, request: web.Request) -> DeleteOptions:
         body: dict[str, Any] = {}
@@ -1375,7 +1375,7 @@ class APIServer:
                                                     precondition_rv=rv, subresource=sub,
                                                     dry_run=is_dry_run(request),
                                                     managed=self._managed_fields(request, t, "UpdateOptions", sub))
-                return json_response(updated)
+                return json_response(_as_version(res, updated))
             if m == "PATCH":
                 return await self.patch(request, t, subresource=sub)
         elif sub == "binding" and m == "POST":
@@ -1631,7 +1631,7 @@ class APIServer:
                     await resp.write(json.dumps({"type": "ERROR", "object": gone.status()}).encode() + b"\n")
                     break
                 last_sent = ev.revision
-                if tv or (t.resource.custom is not None and ev.obj.get("apiVersion") != t.resource.api_version):
+                if tv or (_converts(t.resource) and ev.obj.get("apiVersion") != t.resource.api_version):
                     await resp.write(frame(ev.type, _as_version(t.resource, ev.obj)))
                 else:
                     await resp.write(ev.json_line())
@@ -1687,19 +1687,29 @@ def _fitting_warnings(warnings: list[str]) -> list[str]:
     return out
 
 
+def _converts(res: Kind) -> bool:
+    """Whether stored objects of ``res`` may be in another version than the one it serves."""
+    return res.custom is not None or res.conversion is not None
+
+
 def _as_version(res: Kind, obj: dict[str, Any]) -> dict[str, Any]:
-    """A custom resource as the version asked for: every version of a CRD shares its objects and
+    """A stored object as the version asked for: a built-in kind served by conversion
+    (``Kind.conversion``) converts; every version of a CRD shares its objects and
     conversion "None" changes only apiVersion (upstream's nopConverter)."""
-    if res.custom is None or obj.get("apiVersion") == res.api_version:
+    if not _converts(res) or obj.get("apiVersion") == res.api_version:
         return obj
+    if res.conversion is not None:
+        return res.conversion.from_storage(obj)
     return {**obj, "apiVersion": res.api_version}
 
 
 def _raw_as_version(res: Kind, items: list[Any]) -> list[Any]:
-    if res.custom is None:
+    if not _converts(res):
         return items
-    marker = f'"apiVersion":"{res.api_version}"'.encode()
-    return [b if marker in b else json.dumps(_as_version(res, json.loads(b)), separators=(",", ":")).encode()
+    # Stored objects lead with their apiVersion (kubepy.api.objects); "in" would also match a
+    # managedFields entry written through the other version.
+    marker = f'{{"apiVersion":"{res.api_version}"'.encode()
+    return [b if b.startswith(marker) else json.dumps(_as_version(res, json.loads(b)), separators=(",", ":")).encode()
             for b in items]
 
 

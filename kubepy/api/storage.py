@@ -189,7 +189,12 @@ class Storage:
     # -- create -----------------------------------------------------------
     async def create(self, res: Kind, namespace: str | None, obj: dict[str, Any], *,
                      dry_run: bool = False, managed: ManagedFields | None = None) -> dict[str, Any]:
-        """Stores a new object; ``managed`` records its managed fields (without, it has none)."""
+        """Stores a new object; ``managed`` records its managed fields (without, it has none).
+
+        A version served by conversion (``Kind.conversion``) is stored as its storage
+        version: the answer is the stored object, for the caller to convert back."""
+        if res.conversion is not None:
+            obj, res = res.conversion.to_storage(obj), res.conversion.storage
         m = objects.meta(obj)
         requested = m.get("managedFields")
         if res.namespaced:
@@ -323,6 +328,11 @@ class Storage:
         concurrent change is the client's 409, not a retry. ``managed``
         records the write's managed fields once the object is final; without
         it the stored entries stay as they were."""
+        if res.conversion is not None:
+            # The mutator sees (and returns) the request's version; the rest works on the stored one.
+            conv, request_mutate = res.conversion, mutate
+            mutate = lambda stored: conv.to_storage(request_mutate(conv.from_storage(stored)))  # noqa: E731
+            res = conv.storage
         key = res.key(namespace, name)
         for _ in range(_UPDATE_RETRIES):
             kv = await self._read(res, key, name)

@@ -132,6 +132,15 @@ class Client:
             options["preconditions"] = preconditions
         return await self._request("DELETE", res.path(_ns(res, namespace), name), body=options) or None
 
+    async def get_path(self, path: str, *, params: dict[str, str] | None = None) -> Any:
+        """GET a path that is not a kind of the local registry: an aggregated API
+        (``/apis/metrics.k8s.io/v1beta1/...``), discovery, a custom resource's ``/scale``."""
+        return await self._request("GET", path, params=params)
+
+    async def put_path(self, path: str, body: Any) -> Any:
+        """PUT to such a path (a custom resource's ``/scale``)."""
+        return await self._request("PUT", path, body=body)
+
     async def post(self, path: str, body: Any) -> Any:
         """POST to a path that is not a resource (kubepy's own endpoints, e.g. the kubelet's serving
         certificate); the answer's JSON."""

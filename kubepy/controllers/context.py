@@ -34,6 +34,12 @@ class ControllerConfig:
     load_balancer_ip_range: str = ""  # the LoadBalancer address pool ("A-B", CIDRs, comma list); "" none
     controllers: list[str] = field(default_factory=lambda: ["*"])
     use_service_account_credentials: bool = False
+    # The horizontal pod autoscaler (seconds; ratios as fractions), with kube-controller-manager's defaults.
+    horizontal_pod_autoscaler_sync_period: float = 15.0
+    horizontal_pod_autoscaler_downscale_stabilization: float = 300.0
+    horizontal_pod_autoscaler_tolerance: float = 0.1
+    horizontal_pod_autoscaler_cpu_initialization_period: float = 300.0
+    horizontal_pod_autoscaler_initial_readiness_delay: float = 30.0
 
 
 class InformerFactory:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def graph_resources() -> tuple[str, ...]:
     """Every served kind but events: what can own or be owned."""
-    return tuple(k.plural for k in all_kinds() if k.plural != "events" and not k.virtual)
+    return tuple(dict.fromkeys(k.plural for k in all_kinds() if k.plural != "events" and not k.virtual))
 
 
 FOREGROUND = "foregroundDeletion"

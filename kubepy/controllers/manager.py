@@ -51,6 +51,7 @@ CONTROLLERS = {
     "pv-protection": "kubepy.controllers.volumeprotection:PVProtectionController",
     "clusterrole-aggregation": "kubepy.controllers.clusterroleaggregation:ClusterRoleAggregationController",
     "service-lb": "kubepy.controllers.servicelb:ServiceLBController",
+    "horizontalpodautoscaling": "kubepy.controllers.podautoscaler:HorizontalPodAutoscalerController",
 }
 
 # controller -> the ServiceAccount (kube-system) it runs as: upstream's names.
@@ -79,6 +80,7 @@ SERVICE_ACCOUNTS = {
     "endpointslice": "endpointslice-controller",
     "endpointslicemirroring": "endpointslicemirroring-controller",
     "service-lb": "service-lb-controller",   # kubepy's (k3s: servicelb in its supervisor)
+    "horizontalpodautoscaling": "horizontal-pod-autoscaler",
 }
 
 

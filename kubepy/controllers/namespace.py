@@ -29,7 +29,8 @@ from kubepy.kinds.apiextensions.customresource import kinds_for
 log = logging.getLogger(__name__)
 
 FINALIZER = "kubernetes"
-NAMESPACED_RESOURCES = tuple(r.plural for r in all_kinds() if r.namespaced and not r.virtual)
+# One per plural: a kind served in several versions (HorizontalPodAutoscaler) has one set of objects.
+NAMESPACED_RESOURCES = tuple(dict.fromkeys(r.plural for r in all_kinds() if r.namespaced and not r.virtual))
 RECHECK = 1.0  # seconds between looks at a namespace whose content lingers
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "VERBS",
     "Kind",
     "Strategy",
+    "Conversion",
     "Printer",
     "Invalid",
     "register",
@@ -120,6 +121,21 @@ class Printer:
     cells: Callable[[dict, dt.datetime], list]
 
 
+@dataclass(frozen=True, eq=False)
+class Conversion:
+    """How a served version that is not its kind's storage version is read and written.
+
+    Objects are stored in the ``storage`` kind's version (both kinds share the
+    plural, so the store prefix and watch cache); a read converts with
+    ``from_storage``, a write converts the request's object with ``to_storage``
+    and is then defaulted, validated and admitted as the storage kind (upstream
+    converts through the internal version; kubepy converts directly)."""
+
+    storage: Kind
+    to_storage: Callable[[dict], dict]
+    from_storage: Callable[[dict], dict]
+
+
 def _generic_fields(obj: dict) -> dict[str, str]:
     from kubepy.meta.selectors import generic_fields
     return generic_fields(obj)
@@ -154,6 +170,8 @@ class Kind:
     # shared by every version of one CRD) and their schema, CRD and scale paths.
     store_prefix: str = ""
     custom: Any = None
+    # A version served by conversion from its storage version (autoscaling/v1 HorizontalPodAutoscaler).
+    conversion: Conversion | None = None
 
     @property
     def verbs(self) -> list[str]:

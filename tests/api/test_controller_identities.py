@@ -109,6 +109,10 @@ def _workloads(ns: str) -> list[tuple[str, dict[str, Any]]]:
         (f"/api/v1/namespaces/{ns}/resourcequotas", {"metadata": {"name": "q"}, "spec": {"hard": {"pods": "10"}}}),
         (f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets", {"metadata": {"name": "pdb"}, "spec": {
             "minAvailable": 1, "selector": {"matchLabels": {"d": "1"}}}}),
+        # below its minReplicas: the autoscaler scales d without needing metrics
+        (f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers", {"metadata": {"name": "hpa"}, "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
+            "minReplicas": 2, "maxReplicas": 3}}),
     ]
 
 
@@ -151,8 +155,11 @@ async def test_each_controller_runs_as_its_own_service_account(served: tuple[Api
             q = (await api.admin("GET", "/api/v1/namespaces/w/resourcequotas/q")).get("status", {}).get("used")
             pdb = (await api.admin("GET", "/apis/policy/v1/namespaces/w/poddisruptionbudgets/pdb")).get("status")
             node = (await api.admin("GET", "/api/v1/nodes/n1")).get("spec", {}).get("podCIDR")
-            return bool(sa and cm_ and ep and q and pdb and node)
-        await _eventually(reconciled, "service account, root CA, endpoints, quota, PDB and node CIDR")
+            scaled = (await api.admin("GET", "/apis/apps/v1/namespaces/w/deployments/d"))["spec"]["replicas"] == 2
+            hpa = (await api.admin("GET", "/apis/autoscaling/v2/namespaces/w/horizontalpodautoscalers/hpa")).get(
+                "status", {}).get("lastScaleTime")
+            return bool(sa and cm_ and ep and q and pdb and node and scaled and hpa)
+        await _eventually(reconciled, "service account, root CA, endpoints, quota, PDB, node CIDR and HPA")
 
         await api.admin("DELETE", "/api/v1/namespaces/w")
 

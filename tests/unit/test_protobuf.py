@@ -8,6 +8,8 @@ throwaway aiohttp server and checks what they decode to.
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 import base64
 import json
@@ -321,6 +323,7 @@ kclient = pytest.importorskip("kubernetes.client")
 # table) did not yet have: left out of the table, so they are decode errors
 CLIENT_ONLY = {("NodeSystemInfo", "runningInUserNamespace"),
                ("PersistentVolumeClaimStatus", "healthStatus"),  # release-1.37; its field number unconfirmed
+               ("HorizontalPodAutoscalerCondition", "observedGeneration"),  # likewise
                ("JobSpec", "scheduling"),  # scheduling/v1alpha3 types behind a feature gate: refused if sent
                ("TokenRequestSpec", "attestations"),  # webhook-bound tokens (no webhooks served): refused if sent
                ("UserInfo", "extra"),  # map of ExtraValue: only ever answered (TokenReview), never sent to us
@@ -336,6 +339,12 @@ _PY_SCALAR = {"string": "str", "int32": "int", "int64": "int", "bool": "bool", "
 def _model(msg: str):
     # discovery.k8s.io's messages are prefixed in the table (core/v1 has its own EndpointPort)
     bare = msg.removeprefix("Discovery")
+    # a message two versions of a group declare carries its version as a suffix (HorizontalPodAutoscalerV2)
+    suffixed = re.fullmatch(r"(\w+?)(V\d+)", msg)
+    if suffixed and hasattr(kclient, f"{suffixed.group(2)}{suffixed.group(1)}"):
+        return getattr(kclient, f"{suffixed.group(2)}{suffixed.group(1)}")
+    if hasattr(kclient, f"V2{msg}") and not hasattr(kclient, f"V1{msg}"):  # autoscaling/v2's own types
+        return getattr(kclient, f"V2{msg}")
     for name in (f"V1{msg}", f"CoreV1{msg}", f"AuthenticationV1{msg}", f"RbacV1{msg}",
                  f"AdmissionregistrationV1{msg}", f"DiscoveryV1{bare}", f"V1{bare}"):
         if hasattr(kclient, name):
