@@ -51,11 +51,18 @@ def lab():
 
 
 def holder(lab: HALab, lease: str) -> str:
-    return lab.json("get", "lease", "-n", "kube-system", lease)["spec"].get("holderIdentity", "")
+    """The lease's holder ("" while the API cannot be read: one loaded host, three control planes)."""
+    try:
+        return lab.json("get", "lease", "-n", "kube-system", lease)["spec"].get("holderIdentity", "")
+    except AssertionError:
+        return ""
 
 
 def api_endpoints(lab: HALab) -> list[str]:
-    ep = lab.json("get", "endpoints", "kubernetes")
+    try:
+        ep = lab.json("get", "endpoints", "kubernetes")
+    except AssertionError:
+        return []
     return sorted(a["ip"] for s in ep.get("subsets", []) for a in s["addresses"])
 
 
@@ -116,7 +123,7 @@ class Writer(threading.Thread):
 def test_cutting_off_the_leaders_node_keeps_the_cluster_working_and_loses_no_write(lab: HALab):
     lab.kubectl("apply", "-f", "-", input=DEPLOY)
     wait_for(lambda: lab.json("get", "deploy", "ha-web").get("status", {}).get("readyReplicas") == 1, 120, "1 ready pod")
-    leader = holder(lab, "kube-controller-manager").split("_")[0]
+    leader = wait_for(lambda: holder(lab, "kube-controller-manager"), 30, "the leader").split("_")[0]
     j = int(leader.rsplit("cp", 1)[1])
     writer = Writer(lab.kubeconfig)
     writer.start()
@@ -130,7 +137,8 @@ def test_cutting_off_the_leaders_node_keeps_the_cluster_working_and_loses_no_wri
             api_back = time.monotonic() - cut
             moved = {}
             for lease in ("kube-controller-manager", "kube-scheduler"):
-                wait_for(lambda: not holder(lab, lease).startswith(leader + "_"), 60, f"{lease} moving")
+                wait_for(lambda: (lambda h: h and not h.startswith(leader + "_"))(holder(lab, lease)), 60,
+                         f"{lease} moving")
                 moved[lease] = time.monotonic() - cut
             lab.kubectl("scale", "deploy", "ha-web", "--replicas", "3")
             wait_for(lambda: lab.json("get", "deploy", "ha-web").get("status", {}).get("readyReplicas") == 3, 120,
