@@ -51,6 +51,7 @@ AUTHENTICATED = "system:authenticated"
 ADMIN_CERT_USER = "kubernetes-admin"  # kubeadm's admin.conf user
 SCHEDULER_USER = "system:kube-scheduler"                    # kubeadm's scheduler.conf
 CONTROLLER_MANAGER_USER = "system:kube-controller-manager"  # kubeadm's controller-manager.conf
+METRICS_SERVER_USER = "system:metrics-server"               # kubepy metrics-server (kubepy.metricsserver)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 JOIN_PATH = "/kubepy/v1/join"
 CREDENTIALS_PATH = "/kubepy/v1/nodecredentials/"

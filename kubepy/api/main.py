@@ -40,7 +40,8 @@ def client_address(config: ServerConfig) -> str:
 
 # The control plane's own components, each on its own identity (kubeadm's scheduler.conf and
 # controller-manager.conf): file stem -> user. No groups: RBAC binds the users by name.
-COMPONENT_IDENTITIES = {"scheduler": auth.SCHEDULER_USER, "controller-manager": auth.CONTROLLER_MANAGER_USER}
+COMPONENT_IDENTITIES = {"scheduler": auth.SCHEDULER_USER, "controller-manager": auth.CONTROLLER_MANAGER_USER,
+                        "metrics-server": auth.METRICS_SERVER_USER}
 
 
 def write_admin_kubeconfig(config: ServerConfig) -> Path:
@@ -87,7 +88,7 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext:
 
 # Files of the data dir that hold secrets (the store's own files are narrowed by the store).
 PRIVATE_FILES = ("ca.key", "apiserver.key", "tokens.csv", "admin.kubeconfig", "admin.key", "sa.key",
-                 "apiserver-kubelet-client.key",
+                 "apiserver-kubelet-client.key", "front-proxy-ca.key", "front-proxy-client.key",
                  *(f"{stem}.{ext}" for stem in COMPONENT_IDENTITIES for ext in ("key", "kubeconfig")))
 
 

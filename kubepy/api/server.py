@@ -26,6 +26,7 @@ from cryptography import x509
 from kubepy import bootstraptoken, tlsclientauth
 from kubepy.api import (
     admission,
+    aggregator,
     auth,
     authz,
     bodies,
@@ -36,6 +37,7 @@ from kubepy.api import (
     escalation,
     eviction,
     fieldmanager,
+    frontproxy,
     httpproxy,
     nodeauth,
     objects,
@@ -234,7 +236,7 @@ class APIServer:
         self._ca_cache: tuple[int, x509.Certificate] | None = None  # (ca.crt's mtime, the CA)
         self._kubelet_tls: proxy.KubeletTLS | None = None
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
-        hooks = WebhookClient(store, source=config.advertise_address)
+        hooks = self.hooks = WebhookClient(store, source=config.advertise_address)
         # Upstream's order: the built-in mutating plugins, then webhooks (mutating, validating), quota last
         # so a write a webhook refuses is never charged.
         self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
@@ -257,6 +259,8 @@ class APIServer:
         self.virtual_creates: dict[str, Any] = {}
         for plural in reviews.PLURALS:
             self.virtual_creates[f"{plural}.{reviews.GROUP}"] = self._access_review
+        # The aggregation layer (kubepy.api.aggregator): APIServices proxied to their Services.
+        self.aggregator: aggregator.Aggregator | None = None
         self.ready = False
         # Authorization (kubepy.api.authz): masters, bootstrap joins, the node authorizer, RBAC.
         self.policy = rbac.PolicyIndex()
@@ -282,6 +286,10 @@ class APIServer:
             await cache.start()
         await self._bootstrap_objects()
         await self.crds.start(self.caches["customresourcedefinitions"])
+        _, proxy_cert = frontproxy.ensure_front_proxy(self.config.data_dir)
+        self.aggregator = aggregator.Aggregator(self.storage, front_proxy_cert=proxy_cert,
+                                                source=self.hooks.source)
+        await self.aggregator.start(self.caches["apiservices"])
         await self._start_authorization()
         self._tasks.append(asyncio.create_task(self._compactor()))
         self._tasks.append(asyncio.create_task(self._event_reaper()))
@@ -293,6 +301,8 @@ class APIServer:
     async def stop(self) -> None:
         self.ready = False
         await self.crds.stop()
+        if self.aggregator is not None:
+            await self.aggregator.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -350,6 +360,7 @@ class APIServer:
         except errors.AlreadyExists:
             pass
         await storagedefaults.ensure_default_storage_class(self.storage)
+        await self._ensure_authentication_configmap()
         addr = self.config.advertise_address
         if addr:
             ep = by_plural("endpoints")
@@ -360,6 +371,23 @@ class APIServer:
                 await self.storage.create(ep, "default", body)
             except errors.AlreadyExists:
                 await self.storage.update(ep, "default", "kubernetes", lambda o: {**o, "subsets": body["subsets"]})
+
+    async def _ensure_authentication_configmap(self) -> None:
+        """``kube-system/extension-apiserver-authentication``: whom aggregated API servers trust (kubepy.api.frontproxy)."""
+        front_ca, _ = frontproxy.ensure_front_proxy(self.config.data_dir)
+        ca = self.config.data_dir / "ca.crt"
+        want = frontproxy.authentication_configmap(client_ca_pem=ca.read_bytes() if ca.exists() else b"",
+                                                   front_proxy_ca_pem=front_ca)
+        cms = by_plural("configmaps")
+        try:
+            await self.storage.create(cms, "kube-system", copy.deepcopy(want))
+            log.info("created configmap=kube-system/%s reason=bootstrap", frontproxy.AUTH_CONFIGMAP)
+        except errors.AlreadyExists:
+            have = await self.storage.get(cms, "kube-system", frontproxy.AUTH_CONFIGMAP)
+            if have.get("data") != want["data"]:
+                await self.storage.update(cms, "kube-system", frontproxy.AUTH_CONFIGMAP,
+                                          lambda o: {**o, "data": want["data"]})
+                log.info("updated configmap=kube-system/%s reason=bootstrap", frontproxy.AUTH_CONFIGMAP)
 
     async def _start_authorization(self) -> None:
         """RBAC index and node graph from the watch caches, then the default roles (reconciled)."""
@@ -525,7 +553,7 @@ class APIServer:
         r.add_get("/readyz", self.readyz)
         r.add_get("/version", lambda req: _json_async(discovery.version_info()))
         r.add_get("/api", self.api_versions)
-        r.add_get("/apis", lambda req: _json_async(discovery.api_group_list()))
+        r.add_get("/apis", self.api_groups)
         r.add_get("/openapi/v2", self.openapi_v2)
         r.add_get("/swagger-2.0.0.pb-v1", self.openapi_v2)  # the legacy path of the protobuf form
         r.add_get("/openapi/v3", self.openapi_v3)
@@ -803,13 +831,31 @@ class APIServer:
             raise errors.NotFound("the server could not find the requested resource")
         return json_response(doc)
 
+    async def api_groups(self, request: web.Request) -> web.Response:
+        extra = self.aggregator.remote_groups() if self.aggregator is not None else {}
+        return json_response(discovery.api_group_list(extra))
+
+    def _remote(self, request: web.Request) -> dict[str, Any] | None:
+        """The APIService that serves this /apis/<group>/<version> path elsewhere, if one does."""
+        if self.aggregator is None:
+            return None
+        return self.aggregator.remote(request.match_info["group"], request.match_info["version"])
+
     async def group_root(self, request: web.Request) -> web.Response:
+        group = request.match_info["group"]
+        if self.aggregator is not None and request.method == "GET" and discovery.api_group(group) is None:
+            versions = self.aggregator.remote_groups().get(group)
+            if versions:
+                return json_response(discovery.api_group_doc(group, versions))
         doc = discovery.api_group(request.match_info["group"])
         if doc is None or request.method != "GET":
             raise errors.NotFound("the server could not find the requested resource")
         return json_response(doc)
 
-    async def group_version_root(self, request: web.Request) -> web.Response:
+    async def group_version_root(self, request: web.Request) -> web.StreamResponse:
+        remote = self._remote(request)
+        if remote is not None:
+            return await self.aggregator.proxy(request, remote, request[USER_KEY])  # type: ignore[union-attr]
         doc = discovery.api_resource_list(request.match_info["group"], request.match_info["version"])
         if doc is None or request.method != "GET":
             raise errors.NotFound("the server could not find the requested resource")
@@ -819,6 +865,9 @@ class APIServer:
         return await self.dispatch(request, "", request.match_info["version"])
 
     async def grouped(self, request: web.Request) -> web.StreamResponse:
+        remote = self._remote(request)
+        if remote is not None:
+            return await self.aggregator.proxy(request, remote, request[USER_KEY])  # type: ignore[union-attr]
         return await self.dispatch(request, request.match_info["group"], request.match_info["version"])
 
     # -- resource dispatch ------------------------------------------------
