@@ -111,7 +111,34 @@ _COLUMNS = (
 
 APISERVICE = register(Kind(
     GROUP, "v1", "APIService", "apiservices", namespaced=False, categories=("api-extensions",),
-    subresources=("status",), has_status=True, model="V1APIService", proto=None,
+    subresources=("status",), has_status=True, model="V1APIService", proto="APIService",
+    # kube-aggregator's generated.proto (its ServiceReference renamed: admissionregistration has one too).
+    proto_schema="""
+APIService
+    1 metadata                         ObjectMeta
+    2 spec                             APIServiceSpec
+    3 status                           APIServiceStatus
+APIServiceSpec
+    1 service                          *APIServiceServiceReference
+    2 group                            string
+    3 version                          string
+    4 insecureSkipTLSVerify            bool
+    5 caBundle                         bytes
+    7 groupPriorityMinimum             int32
+    8 versionPriority                  int32
+APIServiceServiceReference
+    1 namespace                        string
+    2 name                             string
+    3 port                             *int32
+APIServiceStatus
+    1 conditions                       []APIServiceCondition
+APIServiceCondition
+    1 type                             string
+    2 status                           string
+    3 lastTransitionTime               Time
+    4 reason                           string
+    5 message                          string
+""",
     api_types=("APIService", "APIServiceList", "APIServiceSpec", "APIServiceStatus", "APIServiceCondition",
                "ServiceReference"),
     strategy=Strategy(default=_default, validate=_validate, prepare_create=_prepare_create),
