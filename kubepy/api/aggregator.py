@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Aggregator", "Unavailable"]
 
 CHECK_PERIOD = 10.0      # upstream re-checks every 30 s; faster here, the checks are cheap
+UNAVAILABLE_PERIOD = 1.0  # while one is not Available: a backend that is starting is seen within a second
 CHECK_TIMEOUT = 5.0
 PROXY_CONNECT_TIMEOUT = 5.0
 # Hop-by-hop (RFC 7230 6.1) and what the API server sets itself.
@@ -323,7 +324,8 @@ class Aggregator:
                 except Exception:  # one APIService must not stop the others being checked
                     log.exception("apiservice availability check crashed apiservice=%s", name)
             self._changed.clear()
+            waiting = any(_spec(o).get("service") and not is_available(o) for o in self.apiservices.values())
             try:
-                await asyncio.wait_for(self._changed.wait(), CHECK_PERIOD)
+                await asyncio.wait_for(self._changed.wait(), UNAVAILABLE_PERIOD if waiting else CHECK_PERIOD)
             except TimeoutError:
                 pass
