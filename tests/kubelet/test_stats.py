@@ -148,3 +148,47 @@ def test_resource_metrics_parse_with_timestamps(tmp_path: Path) -> None:
 def test_bad_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown cgroup mode"):
         CgroupStatsReader(mode="v3")
+
+
+class _AllowBearer:
+    async def check(self, request):  # the kubelet's RequestAuth: one token, else 401
+        if request.headers.get("Authorization") == "Bearer kptest-token":
+            return None
+        return 401, "Unauthorized", "Unauthorized"
+
+
+async def test_the_kubelet_serves_both_formats_and_metrics_server_reads_them(tmp_path: Path) -> None:
+    import aiohttp
+
+    from kubepy.kubelet.server import KubeletServer
+    from kubepy.metricsserver.samples import parse_scrape
+
+    mounts = _v1_tree(tmp_path / "cg", pod_cpu=3_000_000_000, ctr_cpu=2_000_000_000)
+    (tmp_path / "meminfo").write_text(MEMINFO)
+    reader = CgroupStatsReader(mode="v1", v1=mounts, meminfo=tmp_path / "meminfo")
+    srv = KubeletServer(object(), node_name="node1", auth=_AllowBearer(), cert_dir=tmp_path / "pki",  # type: ignore[arg-type]
+                        address="127.0.0.1", port=0, stats=_collector(reader, [POD]), memory_capacity=1024000)
+    await srv.start()
+    base = f"https://127.0.0.1:{srv.port}"
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False),
+                                         headers={"Authorization": "Bearer kptest-token"}) as s:
+            async with s.get(f"{base}/stats/summary") as r:
+                assert r.status == 200
+                body = await r.json()
+            assert body["pods"][0]["podRef"] == {"name": "web", "namespace": "default", "uid": "u1"}
+            assert body["pods"][0]["containers"][0]["cpu"]["usageCoreNanoSeconds"] == 2_000_000_000
+            async with s.get(f"{base}/stats/summary?only_cpu_and_memory=false") as r:
+                assert r.status == 400  # network, filesystem and the rest are not collected: said, not faked
+            async with s.get(f"{base}/metrics/resource") as r:
+                assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                text = await r.text()
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as anon:
+                async with anon.get(f"{base}/metrics/resource") as r:
+                    assert r.status == 401
+        scrape = parse_scrape(text, now=0.0)
+        assert scrape.node is not None and scrape.node.cpu_seconds == 5.0
+        assert scrape.pods[("default", "web")]["app"].cpu_seconds == 2.0
+        assert scrape.pods[("default", "web")]["app"].memory == 7000
+    finally:
+        await srv.stop()
