@@ -839,7 +839,10 @@ class APIServer:
         """The APIService that serves this /apis/<group>/<version> path elsewhere, if one does."""
         if self.aggregator is None:
             return None
-        return self.aggregator.remote(request.match_info["group"], request.match_info["version"])
+        group, version = request.match_info["group"], request.match_info["version"]
+        if lookup_served(group, version):
+            return None  # what this server serves is never proxied (a CRD made after the APIService, say)
+        return self.aggregator.remote(group, version)
 
     async def group_root(self, request: web.Request) -> web.Response:
         group = request.match_info["group"]
@@ -1623,6 +1626,10 @@ async def _has_body(request: web.Request) -> bool:
         return False
     request.content.unread_data(chunk)
     return True
+
+
+def lookup_served(group: str, version: str) -> bool:
+    return any(k.group == group and k.version == version for k in all_kinds())
 
 
 def _node_user(name: str) -> auth.User:

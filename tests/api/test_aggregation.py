@@ -254,3 +254,12 @@ async def test_apiservice_validation(env: Env) -> None:
     assert json.loads(cm["data"]["requestheader-allowed-names"]) == ["front-proxy-client"]
     assert json.loads(cm["data"]["requestheader-username-headers"]) == ["X-Remote-User"]
     assert cm["data"]["requestheader-client-ca-file"].startswith("-----BEGIN CERTIFICATE-----")
+
+
+async def test_groups_served_here_are_never_handed_elsewhere(env: Env) -> None:
+    hijack = apiservice(env.backend.ca_bundle, group="apps")
+    hijack["metadata"]["name"] = "v1.apps"
+    body = await call(env.api, "POST", APISERVICES, hijack, status=422)
+    assert body["details"]["causes"][0]["message"] == ('Invalid value: "default/kptest-metrics": apps/v1 is served '
+                                                       "by the API server itself")
+    assert (await call(env.api, "GET", "/apis/apps/v1"))["groupVersion"] == "apps/v1"

@@ -334,10 +334,12 @@ _PY_SCALAR = {"string": "str", "int32": "int", "int64": "int", "bool": "bool", "
 
 
 def _model(msg: str):
-    # discovery.k8s.io's messages are prefixed in the table (core/v1 has its own EndpointPort)
+    # discovery.k8s.io's messages are prefixed in the table (core/v1 has its own EndpointPort), and
+    # apiregistration's ServiceReference is APIServiceServiceReference (admissionregistration has one too)
     bare = msg.removeprefix("Discovery")
     for name in (f"V1{msg}", f"CoreV1{msg}", f"AuthenticationV1{msg}", f"RbacV1{msg}",
-                 f"AdmissionregistrationV1{msg}", f"DiscoveryV1{bare}", f"V1{bare}"):
+                 f"AdmissionregistrationV1{msg}", f"DiscoveryV1{bare}", f"V1{bare}",
+                 f"ApiregistrationV1{msg.removeprefix('APIService')}"):
         if hasattr(kclient, name):
             return getattr(kclient, name)
     return None

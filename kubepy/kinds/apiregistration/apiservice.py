@@ -8,7 +8,9 @@ reference needs a namespace, a name and a port in 1-65535; ``caBundle`` and
 ``insecureSkipTLSVerify`` exclude each other; priorities are in range.
 APIServices without a ``service`` are served by the API server itself
 ("Local"); kubepy does not create those for its built-in groups, and one
-that names a group the API server does not serve is refused.
+that names a group the API server does not serve is refused, as is a
+``service`` for a group/version the API server serves (built-in or custom
+resources are never handed elsewhere).
 """
 
 from __future__ import annotations
@@ -45,8 +47,13 @@ def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
     elif not isinstance(version, str) or v.is_dns1035_label(version):
         errs.invalid("spec.version", version, "a DNS-1035 label must consist of lower case alphanumeric "
                      "characters or '-', start with an alphabetic character, and end with an alphanumeric character")
-    if group and isinstance(group, str):
+    if not isinstance(group, str):
+        errs.invalid("spec.group", group, "must be a string")
+        group = ""
+    elif group:
         errs.each("spec.group", group, v.is_dns1123_subdomain(group))
+    if not isinstance(version, str):
+        version = ""
     wanted = f"{version}.{group}" if group else version
     if name and name != wanted:
         errs.invalid("metadata.name", name, f'must be `spec.version+"."+spec.group`: "{wanted}"')
@@ -75,10 +82,15 @@ def _validate(obj: dict, old: dict | None, errs: v.Errs) -> None:
             base64.b64decode(ca, validate=True)
         except (ValueError, TypeError):
             errs.invalid("spec.caBundle", "<bytes>", "must be base64-encoded PEM")
+    from kubepy.kinds import all_kinds  # noqa: PLC0415
+    served_here = bool(version) and any(k.group == group and k.version == version for k in all_kinds())
+    if svc is not None and served_here:
+        # Built-in and custom resources are never handed to another server.
+        errs.invalid("spec.service", f"{svc.get('namespace')}/{svc.get('name')}" if isinstance(svc, dict) else svc,
+                     f"{group or 'core'}/{version} is served by the API server itself")
     if svc is None:
         # A Local APIService says the API server serves the group itself: only true of the ones it does.
-        from kubepy.kinds import all_kinds  # noqa: PLC0415
-        if version and not any(k.group == group and k.version == version for k in all_kinds()):
+        if version and not served_here:
             errs.invalid("spec.service", None, f"the API server does not serve {wanted.partition('.')[2] or group}/"
                          f"{version} itself: name a service")
 
