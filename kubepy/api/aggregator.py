@@ -79,9 +79,14 @@ def _spec(obj: dict[str, Any]) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else {}
 
 
+def _conditions(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    status = obj.get("status")
+    conds = status.get("conditions") if isinstance(status, dict) else None
+    return [c for c in conds if isinstance(c, dict)] if isinstance(conds, list) else []
+
+
 def is_available(obj: dict[str, Any]) -> bool:
-    conds = (obj.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Available" and c.get("status") == "True" for c in conds if isinstance(c, dict))
+    return any(c.get("type") == "Available" and c.get("status") == "True" for c in _conditions(obj))
 
 
 class Aggregator:
@@ -156,8 +161,9 @@ class Aggregator:
         for obj in self.apiservices.values():
             spec = _spec(obj)
             if spec.get("service") and spec.get("group"):
-                by_group.setdefault(spec["group"], []).append((-int(spec.get("versionPriority") or 0),
-                                                               spec.get("version") or ""))
+                priority = spec.get("versionPriority")
+                by_group.setdefault(spec["group"], []).append((-(priority if isinstance(priority, int) else 0),
+                                                               str(spec.get("version") or "")))
         return {g: [v for _, v in sorted(vs)] for g, vs in sorted(by_group.items())}
 
     # -- finding and reaching the backend ----------------------------------------------
@@ -293,18 +299,18 @@ class Aggregator:
         if obj is None:
             return
         status, reason, message = await self.check(obj)
-        old = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Available"), {})
+        old = next((c for c in _conditions(obj) if c.get("type") == "Available"), {})
         if (old.get("status"), old.get("reason"), old.get("message")) == (status, reason, message):
             return
 
         def write(cur: dict[str, Any]) -> dict[str, Any]:
-            conds = [c for c in (cur.get("status") or {}).get("conditions") or [] if c.get("type") != "Available"]
-            prev = next((c for c in (cur.get("status") or {}).get("conditions") or []
-                         if c.get("type") == "Available"), {})
+            conds = [c for c in _conditions(cur) if c.get("type") != "Available"]
+            prev = next((c for c in _conditions(cur) if c.get("type") == "Available"), {})
             since = prev.get("lastTransitionTime") if prev.get("status") == status else None
             conds.append({"type": "Available", "status": status, "lastTransitionTime": since or _now(),
                           "reason": reason, "message": message})
-            cur["status"] = {**(cur.get("status") or {}), "conditions": conds}
+            cur["status"] = {**(cur.get("status") if isinstance(cur.get("status"), dict) else {}),
+                             "conditions": conds}
             return cur
 
         try:

@@ -59,7 +59,7 @@ from kubepy.api.priority import PriorityAdmission
 from kubepy.api.saadmission import ServiceAccountAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
 from kubepy.api.webhookadmission import MutatingAdmissionWebhook, ValidatingAdmissionWebhook
-from kubepy.api.webhookclient import WebhookClient
+from kubepy.api.webhookclient import WebhookClient, local_source
 from kubepy.api import storagedefaults
 from kubepy.api.defaultstorageclass import DefaultStorageClass
 from kubepy.api import storage as storage_mod
@@ -236,7 +236,7 @@ class APIServer:
         self._ca_cache: tuple[int, x509.Certificate] | None = None  # (ca.crt's mtime, the CA)
         self._kubelet_tls: proxy.KubeletTLS | None = None
         self.storage = Storage(store, service_cidr=config.service_cidr, node_port_range=config.node_port_range)
-        hooks = self.hooks = WebhookClient(store, source=config.advertise_address)
+        hooks = WebhookClient(store, source=config.advertise_address)
         # Upstream's order: the built-in mutating plugins, then webhooks (mutating, validating), quota last
         # so a write a webhook refuses is never charged.
         self.storage.admission.plugins += [ServiceAccountAdmission(store), PriorityAdmission(store), LimitRanger(store),
@@ -286,9 +286,11 @@ class APIServer:
             await cache.start()
         await self._bootstrap_objects()
         await self.crds.start(self.caches["customresourcedefinitions"])
+        await self._ensure_authentication_configmap()
         _, proxy_cert = frontproxy.ensure_front_proxy(self.config.data_dir)
+        # Backends are called from the advertised address, as webhooks are (a lab host routes by source).
         self.aggregator = aggregator.Aggregator(self.storage, front_proxy_cert=proxy_cert,
-                                                source=self.hooks.source)
+                                                source=local_source(self.config.advertise_address))
         await self.aggregator.start(self.caches["apiservices"])
         await self._start_authorization()
         self._tasks.append(asyncio.create_task(self._compactor()))
@@ -360,7 +362,6 @@ class APIServer:
         except errors.AlreadyExists:
             pass
         await storagedefaults.ensure_default_storage_class(self.storage)
-        await self._ensure_authentication_configmap()
         addr = self.config.advertise_address
         if addr:
             ep = by_plural("endpoints")

@@ -41,6 +41,12 @@ EXISTING = [
     ("/apis/apps/v1/namespaces/default/replicasets", {"metadata": {"name": NAME}, "spec": {
         "selector": {"matchLabels": {"st": "r"}}, "template": {"metadata": {"labels": {"st": "r"}}, **_TEMPLATE}}}),
     ("/apis/coordination.k8s.io/v1/namespaces/default/leases", {"metadata": {"name": NAME}}),
+    # An APIService (to a Service without endpoints): the aggregator checks and writes it while the fuzzer runs.
+    ("/apis/apiregistration.k8s.io/v1/apiservices", {
+        "metadata": {"name": "v1.sttarget.kptest.example.com"},
+        "spec": {"group": "sttarget.kptest.example.com", "version": "v1", "insecureSkipTLSVerify": True,
+                 "service": {"namespace": "default", "name": NAME, "port": 443},
+                 "groupPriorityMinimum": 100, "versionPriority": 100}}),
     # A custom resource, so its operations (schema, CEL, status, scale) are fuzzed too.
     ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
         "metadata": {"name": "sttargets.kptest.example.com"},
