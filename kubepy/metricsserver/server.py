@@ -287,7 +287,8 @@ class MetricsServer:
                 "metadata": {"name": meta["name"], "namespace": meta.get("namespace"),
                              "creationTimestamp": _rfc3339(time.time()), "labels": meta.get("labels") or {}},
                 "timestamp": _rfc3339(whole.time), "window": format_window(whole.window),
-                "containers": [{"name": n, "usage": {"cpu": format_cpu(r.nano_cores), "memory": format_memory(r.memory)}}
+                "containers": [{"name": n, "usage": {"cpu": format_cpu(r.nano_cores),
+                                                     "memory": format_memory(r.memory)}}
                                for n, r in sorted(rates.items())]}
 
     # -- HTTP -----------------------------------------------------------------------
@@ -443,7 +444,8 @@ class MetricsServer:
         if namespace and fields.get("metadata.namespace", namespace) != namespace:
             return web.json_response({"kind": "PodMetricsList", "apiVersion": GV, "metadata": {}, "items": []})
         items = []
-        for pod in sorted(self.pods.cache.list(), key=lambda p: (p["metadata"].get("namespace"), p["metadata"]["name"])):
+        pods = self.pods.cache.list()
+        for pod in sorted(pods, key=lambda p: (p["metadata"].get("namespace") or "", p["metadata"]["name"])):
             meta = pod["metadata"]
             if namespace and meta.get("namespace") != namespace:
                 continue

@@ -33,6 +33,9 @@ from tests.api.test_semantics import call
 from tests.api.test_webhooks import make_ca_and_cert
 
 APISERVICES = "/apis/apiregistration.k8s.io/v1/apiservices"
+SERVICES = "/api/v1/namespaces/default/services"
+SERVICE = {"metadata": {"name": "kptest-metrics"},
+           "spec": {"ports": [{"name": "https", "port": 443, "targetPort": 8443}], "clusterIP": "None"}}
 
 
 @dataclass
@@ -143,8 +146,7 @@ async def test_an_apiservice_is_available_proxied_and_in_discovery(env: Env) -> 
     # Not available: the API server answers for it, the backend never sees the request.
     body = await call(env.api, "GET", "/apis/kptest.example.com/v1/widgets", status=503)
     assert body["message"] == "service unavailable" and env.backend.seen == []
-    await call(env.api, "POST", "/api/v1/namespaces/default/services", {"metadata": {"name": "kptest-metrics"}, "spec": {
-        "ports": [{"name": "https", "port": 443, "targetPort": 8443}], "clusterIP": "None"}}, status=201)
+    await call(env.api, "POST", SERVICES, SERVICE, status=201)
     cond = await env.available("v1.kptest.example.com", "EndpointsNotFound")
     assert cond["message"] == 'cannot find endpoints for service/kptest-metrics in "default"'
     await env.endpoints(env.backend.port)
@@ -170,8 +172,7 @@ async def test_an_apiservice_is_available_proxied_and_in_discovery(env: Env) -> 
 
 
 async def test_impersonated_callers_reach_the_backend_as_themselves(env: Env) -> None:
-    await call(env.api, "POST", "/api/v1/namespaces/default/services", {"metadata": {"name": "kptest-metrics"}, "spec": {
-        "ports": [{"name": "https", "port": 443, "targetPort": 8443}], "clusterIP": "None"}}, status=201)
+    await call(env.api, "POST", SERVICES, SERVICE, status=201)
     await env.endpoints(env.backend.port)
     await call(env.api, "POST", APISERVICES, apiservice(env.backend.ca_bundle), status=201)
     await env.available("v1.kptest.example.com", "Passed")
@@ -204,8 +205,7 @@ async def test_impersonated_callers_reach_the_backend_as_themselves(env: Env) ->
 
 
 async def test_a_backend_that_fails_is_unavailable_and_answers_503(env: Env) -> None:
-    await call(env.api, "POST", "/api/v1/namespaces/default/services", {"metadata": {"name": "kptest-metrics"}, "spec": {
-        "ports": [{"name": "https", "port": 443, "targetPort": 8443}], "clusterIP": "None"}}, status=201)
+    await call(env.api, "POST", SERVICES, SERVICE, status=201)
     await env.endpoints(env.backend.port)
     # A CA that did not sign the backend's certificate: the discovery check fails on TLS.
     other_ca, _, _ = make_ca_and_cert(dns=["x"], ips=[])

@@ -1,4 +1,4 @@
-"""Resource metrics end to end on one lab cluster (one node): kubelet stats → metrics server → aggregation → kubectl top.
+"""Resource metrics end to end on a one-node lab: kubelet stats → metrics server → aggregation → kubectl top.
 
 The control plane runs ``kubepy metrics-server`` and registers it (Service, Endpoints, APIService
 ``v1beta1.metrics.k8s.io``); the stock kubectl's ``top`` reads ``metrics.k8s.io`` through the API

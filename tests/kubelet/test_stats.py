@@ -166,7 +166,8 @@ async def test_the_kubelet_serves_both_formats_and_metrics_server_reads_them(tmp
     mounts = _v1_tree(tmp_path / "cg", pod_cpu=3_000_000_000, ctr_cpu=2_000_000_000)
     (tmp_path / "meminfo").write_text(MEMINFO)
     reader = CgroupStatsReader(mode="v1", v1=mounts, meminfo=tmp_path / "meminfo")
-    srv = KubeletServer(object(), node_name="node1", auth=_AllowBearer(), cert_dir=tmp_path / "pki",  # type: ignore[arg-type]
+    srv = KubeletServer(object(), node_name="node1", auth=_AllowBearer(),  # type: ignore[arg-type]
+                        cert_dir=tmp_path / "pki",
                         address="127.0.0.1", port=0, stats=_collector(reader, [POD]), memory_capacity=1024000)
     await srv.start()
     base = f"https://127.0.0.1:{srv.port}"

@@ -58,7 +58,8 @@ def test_parse_refuses_what_is_not_the_text_format() -> None:
     ((11.0, 2.5, 10.0, T0 + 5), (50_000_000, None)),                 # the container restarted: start over
     ((11.0, 2.5, 0.0, T0 - 100), (None, None)),                      # no newer sample: no rate yet
 ])
-def test_rates_from_two_scrapes(second: tuple[float, float, float, float], expected: tuple[int | None, int | None]) -> None:
+def test_rates_from_two_scrapes(second: tuple[float, float, float, float],
+                                expected: tuple[int | None, int | None]) -> None:
     node_cpu, ctr_cpu, dt, start = second
     store = Storage()
     store.store("n1", parse_scrape(kubelet_text(T0, node_cpu=10.5, ctr_cpu=2.0), now=T0))
