@@ -3,7 +3,8 @@ for a metrics server that runs beside the control plane (not as a pod).
 
 - Service ``kube-system/metrics-server`` without a selector, port 443 named ``https``, and its
   Endpoints naming the metrics server's address and port (several control planes: every one's
-  address, each added by its own supervisor).
+  address, each added by its own supervisor; an address nothing answers on any more is dropped
+  then, so a control plane that is gone does not stay an endpoint).
 - APIService ``v1beta1.metrics.k8s.io`` for that Service, trusting its serving certificate by the
   cluster CA (``caBundle``; the certificate is issued for ``metrics-server.kube-system.svc``),
   groupPriorityMinimum 100, versionPriority 100, as upstream's manifest.
@@ -13,6 +14,7 @@ for a metrics server that runs beside the control plane (not as a pod).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -64,12 +66,22 @@ async def _put(client: Any, resource: str, want: dict[str, Any], *, namespace: s
         await client.update(resource, merged)
 
 
+async def _answers(address: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(address, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
 async def apply(client: Any, *, address: str, port: int, ca_pem: bytes) -> None:
     await _put(client, "services", service(), namespace=NAMESPACE)
     try:
         have = await client.get("endpoints", NAME, namespace=NAMESPACE)
         others = [a["ip"] for s in have.get("subsets") or [] for a in s.get("addresses") or []
-                  if any(p.get("port") == port for p in s.get("ports") or [])]
+                  if a.get("ip") != address and any(p.get("port") == port for p in s.get("ports") or [])]
+        others = [ip for ip in others if await _answers(ip, port)]
     except APIStatusError as e:
         if e.status != 404:
             raise
