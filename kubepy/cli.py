@@ -283,6 +283,22 @@ def _run_async(coro, name: str = "kubepy") -> int:
     return 0
 
 
+def cmd_metrics_server(args: argparse.Namespace) -> int:
+    from kubepy.metricsserver.server import MetricsServerConfig, run_metrics_server
+
+    if args.metric_resolution <= 0 or args.kubelet_request_timeout <= 0:
+        print("kubepy metrics-server: --metric-resolution and --kubelet-request-timeout must be positive",
+              file=sys.stderr)
+        return 2
+    config = MetricsServerConfig(kubeconfig=str(args.kubeconfig), bind_address=args.bind_address,
+                                 secure_port=args.secure_port, tls_cert_file=args.tls_cert_file,
+                                 tls_private_key_file=args.tls_private_key_file,
+                                 metric_resolution=args.metric_resolution,
+                                 kubelet_request_timeout=args.kubelet_request_timeout,
+                                 kubelet_insecure_tls=args.kubelet_insecure_tls)
+    return _run_async(_with_health(run_metrics_server(config), args), "metrics-server")
+
+
 def cmd_controlplane(args: argparse.Namespace) -> int:
     from kubepy.controlplane import run_controlplane
 
@@ -352,7 +368,19 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
         return 2
     sched += election
     cm += election
-    return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port)
+    metrics = None
+    if args.advertise_address and args.metrics_server_port:
+        if args.metric_resolution <= 0:
+            print("kubepy controlplane: --metric-resolution must be positive", file=sys.stderr)
+            return 2
+        metrics = ["--log-level", args.log_level, "metrics-server",
+                   "--kubeconfig", str(data_dir / "metrics-server.kubeconfig"),
+                   "--bind-address", args.advertise_address, "--secure-port", str(args.metrics_server_port),
+                   "--tls-cert-file", str(data_dir / "metrics-server-serving.crt"),
+                   "--tls-private-key-file", str(data_dir / "metrics-server-serving.key"),
+                   "--metric-resolution", f"{args.metric_resolution:g}s"]
+    return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port, metrics_argv=metrics,
+                            advertise_address=args.advertise_address, metrics_port=args.metrics_server_port)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
@@ -736,11 +764,31 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help; `main` hands `kubepy kubelet ...` to the kubelet's own parser.
     sub.add_parser("kubelet", help="run the node agent (pods on containerd); kubepy kubelet -h for flags")
 
-    p = sub.add_parser("controlplane", help="run API server, scheduler and controller manager, supervised")
+    p = sub.add_parser("metrics-server", help="run the resource metrics API (metrics.k8s.io) add-on")
+    p.add_argument("--kubeconfig", required=True, type=Path, help="its own identity (system:metrics-server)")
+    p.add_argument("--bind-address", default="0.0.0.0")
+    p.add_argument("--secure-port", type=int, default=4443)
+    p.add_argument("--tls-cert-file", type=Path, required=True)
+    p.add_argument("--tls-private-key-file", type=Path, required=True)
+    p.add_argument("--metric-resolution", type=_duration, default=15.0,
+                   help="how often every kubelet is scraped (default 15s, as upstream)")
+    p.add_argument("--kubelet-request-timeout", type=_duration, default=10.0)
+    p.add_argument("--kubelet-insecure-tls", action="store_true",
+                   help="do not verify the kubelets' serving certificates")
+    add_healthz_flags(p, 4444)
+    p.set_defaults(func=cmd_metrics_server)
+
+    p = sub.add_parser("controlplane", help="run API server, scheduler, controller manager and metrics server, "
+                                            "supervised")
     add_apiserver_flags(p)
     add_controller_flags(p)
     p.add_argument("--scheduler-config", type=Path, default=None,
                    help="a KubeSchedulerConfiguration file for the scheduler (its --config)")
+    p.add_argument("--metrics-server-port", type=int, default=4443,
+                   help="the metrics server's port on --advertise-address (0: no metrics server; without "
+                        "--advertise-address there is none either)")
+    p.add_argument("--metric-resolution", type=_duration, default=15.0,
+                   help="the metrics server's scrape interval (default 15s)")
     add_leader_election_flags(p)
     p.set_defaults(func=cmd_controlplane)
 

@@ -1,5 +1,15 @@
 """``kubepy controlplane``: the API server, scheduler and controller manager
-as three supervised child processes.
+(and, with an advertised address, the metrics server) as supervised child processes.
+
+The metrics server (``kubepy.metricsserver``) is an add-on upstream runs as a
+pod; here it runs beside the control plane on its advertised address, so the
+API server (which cannot reach pod addresses in a lab) can proxy
+``/apis/metrics.k8s.io`` to it. Once the API server is ready the supervisor
+issues its serving certificate (cluster CA, ``metrics-server.kube-system.svc``)
+and registers it with the admin's credentials: Service and Endpoints
+``kube-system/metrics-server``, APIService ``v1beta1.metrics.k8s.io``
+(``kubepy.metricsserver.register``). A registration that fails is logged and
+the metrics server is not started; the rest of the control plane runs on.
 
 Each child is the same ``kubepy`` command a person could run alone; they
 talk only through the API. The supervisor keeps them alive and healthy:
@@ -35,6 +45,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,8 +192,11 @@ def health_verdict(child: Child, ok: bool, now: float) -> str:
 
 
 class Supervisor:
-    def __init__(self, children: list[Child], *, data_dir: Path, port: int) -> None:
+    def __init__(self, children: list[Child], *, data_dir: Path, port: int,
+                 before_children: Callable[[], list[str]] | None = None) -> None:
         self.children = children
+        # Called once the API server is ready; returns the names of children not to start.
+        self.before_children = before_children
         self.data_dir = data_dir
         self.port = port
         self.run_dir = data_dir / "run"
@@ -210,6 +224,10 @@ class Supervisor:
                 self._shutdown()
                 return 1
             time.sleep(0.1)
+        if self.before_children is not None:
+            skipped = set(self.before_children())
+            self.children = [c for c in self.children if c.name not in skipped]
+            rest = [c for c in rest if c.name not in skipped]
         for child in rest:
             if not child.adopt(self.run_dir):
                 child.start(self.run_dir)
@@ -283,13 +301,46 @@ class Supervisor:
         return 0
 
 
+def register_metrics_server(data_dir: Path, *, address: str, port: int) -> bool:
+    """The metrics server's serving certificate, then its Service, Endpoints and APIService; False on failure."""
+    import asyncio
+
+    from kubepy.api import certs
+    from kubepy.client import Client, ClientConfig
+    from kubepy.metricsserver import register
+
+    try:
+        certs.ensure_serving_cert(data_dir, [register.SERVICE_DNS, f"{register.NAME}.{register.NAMESPACE}",
+                                             address], name="metrics-server-serving", common_name=register.NAME)
+
+        async def apply() -> None:
+            async with Client(ClientConfig.from_kubeconfig(data_dir / "admin.kubeconfig"),
+                              user_agent="kubepy-controlplane") as client:
+                await register.apply(client, address=address, port=port, ca_pem=(data_dir / "ca.crt").read_bytes())
+
+        asyncio.run(apply())
+    except Exception as e:  # noqa: BLE001 - the control plane runs on without the add-on
+        log.error("metrics server not registered address=%s port=%d err=%s", address, port, e)
+        return False
+    log.info("metrics server registered apiservice=v1beta1.metrics.k8s.io endpoint=%s:%d", address, port)
+    return True
+
+
 def run_controlplane(apiserver_argv: list[str], scheduler_argv: list[str], cm_argv: list[str], *,
-                     data_dir: Path, port: int) -> int:
+                     data_dir: Path, port: int, metrics_argv: list[str] | None = None,
+                     advertise_address: str | None = None, metrics_port: int = 0) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     children = [Child("apiserver", apiserver_argv),
                 Child("scheduler", scheduler_argv, health_flag="--healthz-bind-address"),
                 Child("controller-manager", cm_argv, health_flag="--healthz-bind-address")]
-    return Supervisor(children, data_dir=data_dir, port=port).run()
+    before = None
+    if metrics_argv is not None and advertise_address:
+        children.append(Child("metrics-server", metrics_argv, health_flag="--healthz-bind-address"))
+
+        def before() -> list[str]:
+            ok = register_metrics_server(data_dir, address=advertise_address, port=metrics_port)
+            return [] if ok else ["metrics-server"]
+    return Supervisor(children, data_dir=data_dir, port=port, before_children=before).run()
 
 
 def recorded_children(data_dir: Path) -> dict[str, dict[str, object]]:

@@ -56,6 +56,7 @@ KUBE_PROXY_USER = "system:kube-proxy"     # upstream's user.KubeProxy, bound to 
 DNS_USER = "system:kubepy-dns"            # cluster DNS (upstream's runs as a pod's ServiceAccount)
 NETPOL_USER = "system:kubepy-netpol"      # the network-policy agent
 INGRESS_CONTROLLER_USER = "kubepy:ingress-controller"       # kubepy ingress (ingress.kubeconfig)
+METRICS_SERVER_USER = "system:metrics-server"               # kubepy metrics-server (kubepy.metricsserver)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 JOIN_PATH = "/kubepy/v1/join"
 CREDENTIALS_PATH = "/kubepy/v1/nodecredentials/"

@@ -102,6 +102,8 @@ _ADMIN = [
 NETPOL_AGENT_ROLE = "kubepy:network-policy-agent"
 DNS_BINDING = "system:kubepy-dns"
 INGRESS_CONTROLLER_ROLE = "kubepy:ingress-controller"
+METRICS_SERVER_ROLE = "system:metrics-server"
+METRICS_SERVER_USER = "system:metrics-server"   # the CN of metrics-server.kubeconfig's certificate
 NODE_RULES_NOTE = "system:node's rules are kubepy.api.nodeauth.NODE_RULES (the node authorizer applies them)"
 
 
@@ -219,6 +221,15 @@ def cluster_roles() -> list[dict[str, Any]]:
             rule("list watch", "*", "*"),
             rule("create", CORE, "serviceaccounts/token"),
         ]),
+        # metrics-server's own (upstream's manifests): read the kubelets' resource metrics, pods and nodes.
+        _cluster_role(METRICS_SERVER_ROLE, [
+            rule("get", CORE, "nodes/metrics"),
+            rule(READ, CORE, "pods nodes"),
+        ]),
+        # Who may read metrics.k8s.io: everyone with view, edit or admin.
+        _cluster_role("system:aggregated-metrics-reader", [rule(READ, "metrics.k8s.io", "pods nodes")],
+                      labels={AGGREGATE_TO + "view": "true", AGGREGATE_TO + "edit": "true",
+                              AGGREGATE_TO + "admin": "true"}),
         # Full access to the kubelet API: what the API server's kubelet client is bound to.
         _cluster_role("system:kubelet-api-admin", [
             rule(READ, CORE, "nodes"),
@@ -260,7 +271,26 @@ def cluster_role_bindings() -> list[dict[str, Any]]:
                  [("User", "kube-apiserver-kubelet-client")]),
         *(_binding(name, name, [("ServiceAccount", f"{NAMESPACE}/{name[len(ROLE_PREFIX):]}")])
           for name, _ in controller_roles()),
+        _binding(METRICS_SERVER_ROLE, METRICS_SERVER_ROLE, [("User", METRICS_SERVER_USER)]),
+        # Delegated authentication and authorization of the requests the API server proxies to it.
+        _binding("metrics-server:system:auth-delegator", "system:auth-delegator", [("User", METRICS_SERVER_USER)]),
     ]
+
+
+def namespace_roles() -> list[dict[str, Any]]:
+    """Upstream's bootstrap Roles in kube-system (the one extension API servers read their trust from)."""
+    return [{"apiVersion": f"{GROUP}/v1", "kind": "Role",
+             "metadata": {"name": "extension-apiserver-authentication-reader", "namespace": "kube-system",
+                          "labels": dict(BOOTSTRAPPING), "annotations": {AUTOUPDATE: "true"}},
+             "rules": [rule(READ, CORE, "configmaps", ["extension-apiserver-authentication"])]}]
+
+
+def namespace_role_bindings() -> list[dict[str, Any]]:
+    return [{"apiVersion": f"{GROUP}/v1", "kind": "RoleBinding",
+             "metadata": {"name": "metrics-server-auth-reader", "namespace": "kube-system",
+                          "labels": dict(BOOTSTRAPPING), "annotations": {AUTOUPDATE: "true"}},
+             "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": "extension-apiserver-authentication-reader"},
+             "subjects": [{"kind": "User", "apiGroup": GROUP, "name": METRICS_SERVER_USER}]}]
 
 
 # -- reconciling ------------------------------------------------------------------------------
@@ -320,29 +350,32 @@ def reconcile_binding(have: dict[str, Any], want: dict[str, Any]) -> dict[str, A
 async def ensure(storage: Any) -> None:
     """Create what is missing, reconcile what changed (unless autoupdate is "false")."""
     for plural, wanted, fix in (("clusterroles", cluster_roles(), reconcile_role),
-                                ("clusterrolebindings", cluster_role_bindings(), reconcile_binding)):
+                                ("clusterrolebindings", cluster_role_bindings(), reconcile_binding),
+                                ("roles", namespace_roles(), reconcile_role),
+                                ("rolebindings", namespace_role_bindings(), reconcile_binding)):
         kind = by_plural(plural)
         for want in wanted:
             name = want["metadata"]["name"]
+            ns = want["metadata"].get("namespace")
             try:
-                have = await storage.get(kind, None, name)
+                have = await storage.get(kind, ns, name)
             except errors.NotFound:
                 try:
-                    await storage.create(kind, None, copy.deepcopy(want))
+                    await storage.create(kind, ns, copy.deepcopy(want))
                     log.info("created %s=%s reason=RBACDefaults", kind.singular, name)
                 except errors.AlreadyExists:
                     pass
                 continue
             if ((have.get("metadata") or {}).get("annotations") or {}).get(AUTOUPDATE) == "false":
                 continue
-            if plural == "clusterrolebindings" and have.get("roleRef") != want["roleRef"]:
-                await storage.delete(kind, None, name, _delete_now())
-                await storage.create(kind, None, copy.deepcopy(want))
+            if plural in ("clusterrolebindings", "rolebindings") and have.get("roleRef") != want["roleRef"]:
+                await storage.delete(kind, ns, name, _delete_now())
+                await storage.create(kind, ns, copy.deepcopy(want))
                 log.info("recreated %s=%s reason=RoleRefChanged", kind.singular, name)
                 continue
             fixed = fix(have, want)
             if fixed != have:
-                await storage.update(kind, None, name, lambda _old, f=fixed: copy.deepcopy(f))
+                await storage.update(kind, ns, name, lambda _old, f=fixed: copy.deepcopy(f))
                 log.info("reconciled %s=%s reason=RBACDefaults", kind.singular, name)
 
 

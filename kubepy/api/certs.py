@@ -83,10 +83,11 @@ def _sans(extra: list[str]) -> list[x509.GeneralName]:
     return out
 
 
-def ensure_serving_cert(data_dir: Path, sans: list[str]) -> tuple[Path, Path]:
-    """Serving cert for every name in ``sans`` (plus the usual ones). Re-issued
+def ensure_serving_cert(data_dir: Path, sans: list[str], *, name: str = "apiserver",
+                        common_name: str = "kube-apiserver") -> tuple[Path, Path]:
+    """Serving cert ``NAME.crt``/``.key`` for every name in ``sans`` (plus the usual ones). Re-issued
     when a requested SAN is missing from the existing certificate."""
-    crt, key = data_dir / "apiserver.crt", data_dir / "apiserver.key"
+    crt, key = data_dir / f"{name}.crt", data_dir / f"{name}.key"
     wanted = _sans(sans)
     if crt.exists() and key.exists():
         cert = x509.load_pem_x509_certificate(crt.read_bytes())
@@ -98,7 +99,7 @@ def ensure_serving_cert(data_dir: Path, sans: list[str]) -> tuple[Path, Path]:
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(pkey.public_key())
         .serial_number(x509.random_serial_number())

@@ -20,12 +20,19 @@ def _group_doc(group: str, versions: list[str]) -> dict[str, Any]:
     return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
 
 
-def api_group_list() -> dict[str, Any]:
+def api_group_list(extra: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Every group this server serves, then ``extra`` ({group: versions}: the aggregated ones)."""
+    local = group_versions()
+    remote = {g: vs for g, vs in (extra or {}).items() if g not in local}
     return {
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [_group_doc(g, vs) for g, vs in group_versions().items()],
+        "groups": [_group_doc(g, vs) for g, vs in {**local, **remote}.items()],
     }
+
+
+def api_group_doc(group: str, versions: list[str]) -> dict[str, Any]:
+    return {"kind": "APIGroup", "apiVersion": "v1", **_group_doc(group, versions)}
 
 
 def api_group(group: str) -> dict[str, Any] | None:

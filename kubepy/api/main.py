@@ -43,7 +43,8 @@ def client_address(config: ServerConfig) -> str:
 # every node): file stem -> user. No groups: RBAC binds the users by name, and none is system:masters.
 COMPONENT_IDENTITIES = {"scheduler": auth.SCHEDULER_USER, "controller-manager": auth.CONTROLLER_MANAGER_USER,
                         "proxy": auth.KUBE_PROXY_USER, "dns": auth.DNS_USER, "netpol": auth.NETPOL_USER,
-                        "ingress": auth.INGRESS_CONTROLLER_USER}
+                        "ingress": auth.INGRESS_CONTROLLER_USER,
+                        "metrics-server": auth.METRICS_SERVER_USER}
 
 
 def write_admin_kubeconfig(config: ServerConfig) -> Path:
@@ -90,7 +91,7 @@ def tls_context(config: ServerConfig) -> ssl.SSLContext:
 
 # Files of the data dir that hold secrets (the store's own files are narrowed by the store).
 PRIVATE_FILES = ("ca.key", "apiserver.key", "tokens.csv", "admin.kubeconfig", "admin.key", "sa.key",
-                 "apiserver-kubelet-client.key",
+                 "apiserver-kubelet-client.key", "front-proxy-ca.key", "front-proxy-client.key",
                  *(f"{stem}.{ext}" for stem in COMPONENT_IDENTITIES for ext in ("key", "kubeconfig")))
 
 

@@ -109,6 +109,8 @@ def _api_package(k: kinds.Kind) -> str:
     """io.k8s.api.<first label of the group>.<version>: apps, coordination, batch, rbac, …"""
     if k.group == "apiextensions.k8s.io":
         return f"io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{k.version}"
+    if k.group == "apiregistration.k8s.io":
+        return f"io.k8s.kube-aggregator.pkg.apis.apiregistration.{k.version}"
     return f"io.k8s.api.{k.group.split('.')[0]}.{k.version}"
 
 

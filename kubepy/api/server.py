@@ -26,6 +26,7 @@ from cryptography import x509
 from kubepy import bootstraptoken, tlsclientauth
 from kubepy.api import (
     admission,
+    aggregator,
     auth,
     authz,
     bodies,
@@ -36,6 +37,7 @@ from kubepy.api import (
     escalation,
     eviction,
     fieldmanager,
+    frontproxy,
     httpproxy,
     nodeauth,
     objects,
@@ -61,7 +63,7 @@ from kubepy.api.priority import PriorityAdmission
 from kubepy.api.saadmission import ServiceAccountAdmission
 from kubepy.api.resourcequota import ResourceQuotaAdmission
 from kubepy.api.webhookadmission import MutatingAdmissionWebhook, ValidatingAdmissionWebhook
-from kubepy.api.webhookclient import WebhookClient
+from kubepy.api.webhookclient import WebhookClient, local_source
 from kubepy.api import storagedefaults
 from kubepy.api.defaultingressclass import DefaultIngressClass
 from kubepy.api.defaultstorageclass import DefaultStorageClass
@@ -272,6 +274,8 @@ class APIServer:
         self.virtual_creates: dict[str, Any] = {}
         for plural in reviews.PLURALS:
             self.virtual_creates[f"{plural}.{reviews.GROUP}"] = self._access_review
+        # The aggregation layer (kubepy.api.aggregator): APIServices proxied to their Services.
+        self.aggregator: aggregator.Aggregator | None = None
         self.ready = False
         # /metrics (kubepy.api.metrics): this server's own registry, never the process-global one.
         self.registry = new_registry()
@@ -304,6 +308,12 @@ class APIServer:
             await cache.start()
         await self._bootstrap_objects()
         await self.crds.start(self.caches["customresourcedefinitions"])
+        await self._ensure_authentication_configmap()
+        _, proxy_cert = frontproxy.ensure_front_proxy(self.config.data_dir)
+        # Backends are called from the advertised address, as webhooks are (a lab host routes by source).
+        self.aggregator = aggregator.Aggregator(self.storage, front_proxy_cert=proxy_cert,
+                                                source=local_source(self.config.advertise_address))
+        await self.aggregator.start(self.caches["apiservices"])
         await self._start_authorization()
         self._tasks.append(asyncio.create_task(self._compactor()))
         self._tasks.append(asyncio.create_task(self._event_reaper()))
@@ -325,6 +335,8 @@ class APIServer:
             except (asyncio.TimeoutError, errors.APIError) as e:
                 log.warning("kubernetes endpoints not updated on stop err=%s", e)
         await self.crds.stop()
+        if self.aggregator is not None:
+            await self.aggregator.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -388,6 +400,23 @@ class APIServer:
             except errors.APIError as e:
                 log.error("kubernetes endpoints not written address=%s err=%s", self.config.advertise_address,
                           e.message)
+
+    async def _ensure_authentication_configmap(self) -> None:
+        """``kube-system/extension-apiserver-authentication``: whom aggregated API servers trust (kubepy.api.frontproxy)."""
+        front_ca, _ = frontproxy.ensure_front_proxy(self.config.data_dir)
+        ca = self.config.data_dir / "ca.crt"
+        want = frontproxy.authentication_configmap(client_ca_pem=ca.read_bytes() if ca.exists() else b"",
+                                                   front_proxy_ca_pem=front_ca)
+        cms = by_plural("configmaps")
+        try:
+            await self.storage.create(cms, "kube-system", copy.deepcopy(want))
+            log.info("created configmap=kube-system/%s reason=bootstrap", frontproxy.AUTH_CONFIGMAP)
+        except errors.AlreadyExists:
+            have = await self.storage.get(cms, "kube-system", frontproxy.AUTH_CONFIGMAP)
+            if have.get("data") != want["data"]:
+                await self.storage.update(cms, "kube-system", frontproxy.AUTH_CONFIGMAP,
+                                          lambda o: {**o, "data": want["data"]})
+                log.info("updated configmap=kube-system/%s reason=bootstrap", frontproxy.AUTH_CONFIGMAP)
 
     async def _start_authorization(self) -> None:
         """RBAC index and node graph from the watch caches, then the default roles (reconciled)."""
@@ -560,7 +589,7 @@ class APIServer:
         r.add_get("/metrics", self.serve_metrics)
         r.add_get("/version", lambda req: _json_async(discovery.version_info()))
         r.add_get("/api", self.api_versions)
-        r.add_get("/apis", lambda req: _json_async(discovery.api_group_list()))
+        r.add_get("/apis", self.api_groups)
         r.add_get("/openapi/v2", self.openapi_v2)
         r.add_get("/swagger-2.0.0.pb-v1", self.openapi_v2)  # the legacy path of the protobuf form
         r.add_get("/openapi/v3", self.openapi_v3)
@@ -886,13 +915,34 @@ class APIServer:
             raise errors.NotFound("the server could not find the requested resource")
         return json_response(doc)
 
+    async def api_groups(self, request: web.Request) -> web.Response:
+        extra = self.aggregator.remote_groups() if self.aggregator is not None else {}
+        return json_response(discovery.api_group_list(extra))
+
+    def _remote(self, request: web.Request) -> dict[str, Any] | None:
+        """The APIService that serves this /apis/<group>/<version> path elsewhere, if one does."""
+        if self.aggregator is None:
+            return None
+        group, version = request.match_info["group"], request.match_info["version"]
+        if lookup_served(group, version):
+            return None  # what this server serves is never proxied (a CRD made after the APIService, say)
+        return self.aggregator.remote(group, version)
+
     async def group_root(self, request: web.Request) -> web.Response:
+        group = request.match_info["group"]
+        if self.aggregator is not None and request.method == "GET" and discovery.api_group(group) is None:
+            versions = self.aggregator.remote_groups().get(group)
+            if versions:
+                return json_response(discovery.api_group_doc(group, versions))
         doc = discovery.api_group(request.match_info["group"])
         if doc is None or request.method != "GET":
             raise errors.NotFound("the server could not find the requested resource")
         return json_response(doc)
 
-    async def group_version_root(self, request: web.Request) -> web.Response:
+    async def group_version_root(self, request: web.Request) -> web.StreamResponse:
+        remote = self._remote(request)
+        if remote is not None:
+            return await self.aggregator.proxy(request, remote, request[USER_KEY])  # type: ignore[union-attr]
         doc = discovery.api_resource_list(request.match_info["group"], request.match_info["version"])
         if doc is None or request.method != "GET":
             raise errors.NotFound("the server could not find the requested resource")
@@ -902,6 +952,9 @@ class APIServer:
         return await self.dispatch(request, "", request.match_info["version"])
 
     async def grouped(self, request: web.Request) -> web.StreamResponse:
+        remote = self._remote(request)
+        if remote is not None:
+            return await self.aggregator.proxy(request, remote, request[USER_KEY])  # type: ignore[union-attr]
         return await self.dispatch(request, request.match_info["group"], request.match_info["version"])
 
     # -- resource dispatch ------------------------------------------------
@@ -1657,6 +1710,10 @@ async def _has_body(request: web.Request) -> bool:
         return False
     request.content.unread_data(chunk)
     return True
+
+
+def lookup_served(group: str, version: str) -> bool:
+    return any(k.group == group and k.version == version for k in all_kinds())
 
 
 def _node_user(name: str) -> auth.User:

@@ -271,6 +271,15 @@ class Kubelet:
                                             on_recovered=self.collect_leaked_shims)
         self._shim_recheck: asyncio.Task[None] | None = None
 
+    def stats_collector(self) -> Any:
+        """What ``/stats/summary`` and ``/metrics/resource`` read: this node's pod cgroups (kubepy.kubelet.stats)."""
+        from kubepy.kubelet.stats import CgroupStatsReader, StatsCollector, pod_refs  # noqa: PLC0415
+
+        cg = self.cgroups
+        reader = CgroupStatsReader(mode=cg.mode, v1=cg.v1, v2_root=cg.v2_root)
+        return StatsCollector(reader, node_name=self.config.node_name, pod_path=cg.pod_path,
+                              pods=lambda: pod_refs(list(self.workers.values())))
+
     # -- lookups the workers use ------------------------------------------------------
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.configmaps.get(namespace, name)
@@ -654,7 +663,8 @@ async def run_kubelet(config: KubeletConfig, *, stop: asyncio.Event | None = Non
     server = KubeletServer(kubelet, node_name=config.node_name,
                            auth=KubeletAuth(client, node_name=config.node_name, ca_pem=ca), client_ca=ca,
                            serving_cert=serving, cert_dir=pki, address=config.node_ip, port=config.port,
-                           registry=metrics.registry)
+                           registry=metrics.registry, stats=kubelet.stats_collector(),
+                           memory_capacity=kubelet.node_alloc["memory"])
     await server.start()
     try:
         await kubelet.run(stop)

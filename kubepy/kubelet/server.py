@@ -28,6 +28,8 @@ Routes::
         → WebSocket, subprotocol v4.channel.k8s.io or none (``kubepy.kubelet.wsportforward``)
     *   /proxy/{scheme}/{namespace}/{pod}/{port}/{path}
         → the same request to the pod at scheme://<pod IP>:port/path (pods/proxy, services/proxy)
+    GET /stats/summary      → the Summary API JSON (CPU and memory; ``kubepy.kubelet.stats``), nodes/stats
+    GET /metrics/resource   → Prometheus text: node/pod/container CPU and working set, nodes/metrics
 
 Logs are read from the CRI files the log shim writes (``path.N`` … ``path.1``,
 ``path``, oldest first); ``P`` pieces are joined into one line with the first
@@ -401,9 +403,12 @@ def ensure_kubelet_cert(cert_dir: Path, *, node_name: str, address: str) -> tupl
 class KubeletServer:
     def __init__(self, locator: PodLocator, *, node_name: str, auth: RequestAuth, cert_dir: Path,
                  address: str, port: int = 10250, client_ca: bytes | None = None,
-                 serving_cert: tuple[Path, Path] | None = None, registry: CollectorRegistry | None = None) -> None:
+                 serving_cert: tuple[Path, Path] | None = None, registry: CollectorRegistry | None = None,
+                 stats: Any = None, memory_capacity: int | None = None) -> None:
         self.locator = locator
         self.registry = registry            # what /metrics serves (kubepy.kubelet.metrics); None: 404
+        self.stats = stats                  # a kubepy.kubelet.stats.StatsCollector; None: no stats routes
+        self.memory_capacity = memory_capacity
         self.node_name = node_name
         self.auth = auth
         self.client_ca = client_ca          # PEM: whose client certificates are asked for
@@ -435,6 +440,9 @@ class KubeletServer:
         app.router.add_route("*", "/attach/{namespace}/{pod}/{container}", self.attach)
         app.router.add_route("*", "/portForward/{namespace}/{pod}", self.port_forward)
         app.router.add_route("*", "/proxy/{scheme}/{namespace}/{pod}/{port}/{path:.*}", self.proxy)
+        if self.stats is not None:
+            app.router.add_get("/stats/summary", self.stats_summary)
+            app.router.add_get("/metrics/resource", self.resource_metrics)
         app.on_shutdown.append(self._on_shutdown)
         self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=2.0, access_log=None)
         await self._runner.setup()
@@ -472,6 +480,21 @@ class KubeletServer:
         assert self.registry is not None
         body, content_type = exposition(self.registry, request.headers.get("Accept"))
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def stats_summary(self, request: web.Request) -> web.Response:
+        from kubepy.kubelet import stats as stats_mod  # noqa: PLC0415
+
+        if request.query.get("only_cpu_and_memory") not in (None, "true", "1"):
+            raise web.HTTPBadRequest(text="only_cpu_and_memory=false is not supported: kubepy reports CPU and memory")
+        snapshot = await asyncio.to_thread(self.stats.collect)
+        return web.json_response(stats_mod.summary(snapshot, memory_capacity=self.memory_capacity))
+
+    async def resource_metrics(self, request: web.Request) -> web.Response:
+        from kubepy.kubelet import stats as stats_mod  # noqa: PLC0415
+
+        snapshot = await asyncio.to_thread(self.stats.collect)
+        return web.Response(body=stats_mod.resource_metrics_text(snapshot),
+                            headers={"Content-Type": stats_mod.RESOURCE_METRICS_CONTENT_TYPE})
 
     def _locate(self, request: web.Request, *, previous: bool = False) -> tuple[str | None, Path | None]:
         m = request.match_info

@@ -323,7 +323,8 @@ class Cluster:
                 state.store_url = self._start_etcd(state)
                 state.save(self.state_path)
         if state.control_planes == 1:
-            with step(f"control plane on {net.gateway}:{state.port} (API server, scheduler, controller manager)"):
+            with step(f"control plane on {net.gateway}:{state.port} (API server, scheduler, controller manager"
+                      f"{', metrics server' if nodes else ''})"):
                 cp_args = ["controlplane", "--data-dir", str(self.cp_dir), "--port", str(state.port),
                            "--store", state.store_url or state.store]
                 if nodes:
@@ -976,7 +977,7 @@ def _children_by_role(pid: int) -> dict[str, int]:
     try:
         for child in psutil.Process(pid).children():
             cmd = child.cmdline()
-            for role in ("apiserver", "scheduler", "controller-manager"):
+            for role in ("apiserver", "scheduler", "controller-manager", "metrics-server"):
                 if role in cmd:
                     out[role] = child.pid
     except psutil.Error:

@@ -47,6 +47,12 @@ EXISTING = [
         "tls": [{"hosts": ["a.example.com"], "secretName": "tls"}],
         "rules": [{"host": "a.example.com", "http": {"paths": [
             {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}}),
+    # An APIService (to a Service without endpoints): the aggregator checks and writes it while the fuzzer runs.
+    ("/apis/apiregistration.k8s.io/v1/apiservices", {
+        "metadata": {"name": "v1.sttarget.kptest.example.com"},
+        "spec": {"group": "sttarget.kptest.example.com", "version": "v1", "insecureSkipTLSVerify": True,
+                 "service": {"namespace": "default", "name": NAME, "port": 443},
+                 "groupPriorityMinimum": 100, "versionPriority": 100}}),
     # A custom resource, so its operations (schema, CEL, status, scale) are fuzzed too.
     ("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
         "metadata": {"name": "sttargets.kptest.example.com"},

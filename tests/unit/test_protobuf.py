@@ -337,7 +337,8 @@ _PY_SCALAR = {"string": "str", "int32": "int", "int64": "int", "bool": "bool", "
 
 
 def _model(msg: str):
-    # discovery.k8s.io's messages are prefixed in the table (core/v1 has its own EndpointPort)
+    # discovery.k8s.io's messages are prefixed in the table (core/v1 has its own EndpointPort), and
+    # apiregistration's ServiceReference is APIServiceServiceReference (admissionregistration has one too)
     bare = msg.removeprefix("Discovery")
     # a message two versions of a group declare carries its version as a suffix (HorizontalPodAutoscalerV2)
     suffixed = re.fullmatch(r"(\w+?)(V\d+)", msg)
@@ -346,7 +347,8 @@ def _model(msg: str):
     if hasattr(kclient, f"V2{msg}") and not hasattr(kclient, f"V1{msg}"):  # autoscaling/v2's own types
         return getattr(kclient, f"V2{msg}")
     for name in (f"V1{msg}", f"CoreV1{msg}", f"AuthenticationV1{msg}", f"RbacV1{msg}",
-                 f"AdmissionregistrationV1{msg}", f"DiscoveryV1{bare}", f"V1{bare}"):
+                 f"AdmissionregistrationV1{msg}", f"DiscoveryV1{bare}", f"V1{bare}",
+                 f"ApiregistrationV1{msg.removeprefix('APIService')}"):
         if hasattr(kclient, name):
             return getattr(kclient, name)
     return None
