@@ -35,7 +35,7 @@ import signal
 from collections.abc import Mapping
 from pathlib import Path
 
-from kubepy.ingress.model import EXACT, Location, ProxyConfig, Server, server_name
+from kubepy.ingress.model import Location, ProxyConfig, Server, server_name
 from kubepy.privatefiles import write_private
 
 __all__ = ["Nginx", "NginxError", "cert_file_name", "default_certificate", "render"]

@@ -71,7 +71,7 @@ def _spec_to_v1(m: dict) -> dict:
             "name": r.get("name"), "container": r.get("container"),
             "targetAverageUtilization": t.get("averageUtilization"), "targetAverageValue": t.get("averageValue")})
     if isinstance(m.get("pods"), dict):
-        p, ident, t = m["pods"], _d(m["pods"].get("metric")), _d(m["pods"].get("target"))
+        ident, t = _d(m["pods"].get("metric")), _d(m["pods"].get("target"))
         out["pods"] = _drop_none({"metricName": ident.get("name"), "selector": ident.get("selector"),
                                   "targetAverageValue": t.get("averageValue")})
     if isinstance(m.get("object"), dict):
@@ -80,7 +80,7 @@ def _spec_to_v1(m: dict) -> dict:
                                     "selector": ident.get("selector"), "targetValue": t.get("value"),
                                     "averageValue": t.get("averageValue")})
     if isinstance(m.get("external"), dict):
-        e, ident, t = m["external"], _d(m["external"].get("metric")), _d(m["external"].get("target"))
+        ident, t = _d(m["external"].get("metric")), _d(m["external"].get("target"))
         out["external"] = _drop_none({"metricName": ident.get("name"), "metricSelector": ident.get("selector"),
                                       "targetValue": t.get("value"), "targetAverageValue": t.get("averageValue")})
     return out
@@ -142,7 +142,7 @@ def _status_to_v1(m: dict) -> dict:
             "name": r.get("name"), "container": r.get("container"),
             "currentAverageUtilization": c.get("averageUtilization"), "currentAverageValue": c.get("averageValue")})
     if isinstance(m.get("pods"), dict):
-        p, ident, c = m["pods"], _d(m["pods"].get("metric")), _d(m["pods"].get("current"))
+        ident, c = _d(m["pods"].get("metric")), _d(m["pods"].get("current"))
         out["pods"] = _drop_none({"metricName": ident.get("name"), "selector": ident.get("selector"),
                                   "currentAverageValue": c.get("averageValue")})
     if isinstance(m.get("object"), dict):
@@ -151,7 +151,7 @@ def _status_to_v1(m: dict) -> dict:
                                     "selector": ident.get("selector"), "currentValue": c.get("value"),
                                     "averageValue": c.get("averageValue")})
     if isinstance(m.get("external"), dict):
-        e, ident, c = m["external"], _d(m["external"].get("metric")), _d(m["external"].get("current"))
+        ident, c = _d(m["external"].get("metric")), _d(m["external"].get("current"))
         out["external"] = _drop_none({"metricName": ident.get("name"), "metricSelector": ident.get("selector"),
                                       "currentValue": c.get("value"), "currentAverageValue": c.get("averageValue")})
     return out
