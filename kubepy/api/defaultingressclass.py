@@ -40,15 +40,8 @@ class DefaultIngressClass:
         self.store = store
 
     async def _classes(self) -> list[dict]:
-        out, start = [], None
-        prefix = by_plural("ingressclasses").prefix
         try:
-            while True:
-                page = await self.store.range(prefix, start=start, limit=500)
-                out += [json.loads(kv.value) for kv in page.kvs]
-                if not page.more or not page.kvs:
-                    return out
-                start = page.kvs[-1].key + "\x00"
+            return [json.loads(kv.value) for kv in await self.store.range_all(by_plural("ingressclasses").prefix)]
         except StoreError as e:
             raise errors.ServiceUnavailable(f"ingress classes could not be read: {e}") from e
 

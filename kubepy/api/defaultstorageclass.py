@@ -31,15 +31,8 @@ class DefaultStorageClass:
         self.store = store
 
     async def _classes(self) -> list[dict]:
-        out, start = [], None
-        prefix = by_plural("storageclasses").prefix
         try:
-            while True:
-                page = await self.store.range(prefix, start=start, limit=500)
-                out += [json.loads(kv.value) for kv in page.kvs]
-                if not page.more or not page.kvs:
-                    return out
-                start = page.kvs[-1].key + "\x00"
+            return [json.loads(kv.value) for kv in await self.store.range_all(by_plural("storageclasses").prefix)]
         except StoreError as e:
             raise errors.ServiceUnavailable(f"storage classes could not be read: {e}") from e
 

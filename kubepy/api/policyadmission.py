@@ -200,15 +200,7 @@ class ValidatingAdmissionPolicy:
         return list(found)
 
     async def _list(self, res: kinds.Kind, namespace: str | None) -> list[dict]:
-        out: list[dict] = []
-        start: str | None = None
-        prefix = res.list_prefix(namespace)
-        while True:
-            page = await self.store.range(prefix, start=start, limit=500)
-            out += [json.loads(kv.value) for kv in page.kvs]
-            if not page.more or not page.kvs:
-                return out
-            start = page.kvs[-1].key + "\x00"
+        return [json.loads(kv.value) for kv in await self.store.range_all(res.list_prefix(namespace))]
 
 
 class _Request:

@@ -139,10 +139,10 @@ class Reservations:
         reservation was made is always seen."""
         reserved: dict[Item, tuple[str, float, int]] = {}
         for prefix in (IP_PREFIX, PORT_PREFIX):
-            for kv in await self._all(prefix):
+            for kv in await self.store.range_all(prefix, page=1000):
                 reserved[_item_of(kv.key)] = (_holder(kv.value), _created(kv.value), kv.mod_revision)
         holders: dict[Item, str] = {}
-        for kv in await self._all(services_prefix):
+        for kv in await self.store.range_all(services_prefix, page=1000):
             for item in held(json.loads(kv.value)):
                 holders.setdefault(item, kv.key)
         created = dropped = 0
@@ -166,13 +166,3 @@ class Reservations:
             except (ConflictError, KeyNotFoundError):
                 pass
         return created, dropped
-
-    async def _all(self, prefix: str) -> list[Any]:
-        out: list[Any] = []
-        start: str | None = None
-        while True:
-            page = await self.store.range(prefix, start=start, limit=1000)
-            out.extend(page.kvs)
-            if not page.more or not page.kvs:
-                return out
-            start = page.kvs[-1].key + "\x00"

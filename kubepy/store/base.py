@@ -74,6 +74,17 @@ class Store(abc.ABC):
         by key, as of ``revision`` (0: latest). ``limit`` 0 means all.
         Raises CompactedError when ``revision`` was compacted away."""
 
+    async def range_all(self, prefix: str, *, page: int = 500) -> list[KeyValue]:
+        """Every key under ``prefix``, read ``page`` keys at a time (the latest revision of each page)."""
+        out: list[KeyValue] = []
+        start: str | None = None
+        while True:
+            result = await self.range(prefix, start=start, limit=page)
+            out.extend(result.kvs)
+            if not result.more or not result.kvs:
+                return out
+            start = result.kvs[-1].key + "\x00"
+
     @abc.abstractmethod
     async def create(self, key: str, value: bytes) -> KeyValue:
         """Raises KeyExistsError."""
