@@ -271,9 +271,10 @@ def _run_async(coro, name: str = "kubepy") -> int:
             pass
 
     from kubepy.client.leaderelection import LeadershipLost
+    from kubepy.daemon import run as run_daemon
 
     try:
-        asyncio.run(main())
+        run_daemon(main(), name=name)
     except OSError as e:  # e.g. the health address is taken
         print(f"kubepy {name}: {e}", file=sys.stderr)
         return 1
@@ -414,7 +415,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     from kubepy.proxy.metrics import ProxyMetrics
 
     config.metrics = ProxyMetrics(registry := _new_registry())
-    return _run_async(_with_metrics(run_proxy(config), metrics_bind, registry))
+    return _run_async(_with_metrics(run_proxy(config), metrics_bind, registry), "proxy")
 
 
 def _new_registry():
@@ -463,7 +464,7 @@ def cmd_netpol(args: argparse.Namespace) -> int:
     from kubepy.netpol.metrics import AgentMetrics
 
     config.metrics = AgentMetrics(registry := _new_registry())
-    return _run_async(_with_metrics(run_agent(config), metrics_bind, registry))
+    return _run_async(_with_metrics(run_agent(config), metrics_bind, registry), "netpol")
 
 
 def cmd_ingress(args: argparse.Namespace) -> int:
@@ -494,7 +495,7 @@ def cmd_dns(args: argparse.Namespace) -> int:
     registry = _new_registry()
     config = DNSConfig(kubeconfig=str(args.kubeconfig), listen=listen, upstreams=upstreams, domain=args.cluster_domain,
                        metrics=DNSMetrics(registry, domain=args.cluster_domain))
-    return _run_async(_with_metrics(run_dns(config), metrics_bind, registry))
+    return _run_async(_with_metrics(run_dns(config), metrics_bind, registry), "dns")
 
 
 def _cluster(args: argparse.Namespace):

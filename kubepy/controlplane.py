@@ -54,8 +54,12 @@ log = logging.getLogger(__name__)
 HEALTHY_AFTER = 60.0
 MAX_BACKOFF = 30.0
 PROBE_PERIOD = 2.0
-PROBE_TIMEOUT = 2.0
-FAILURE_THRESHOLD = 3  # consecutive failed probes before a kill
+# A stuck child is killed after FAILURE_THRESHOLD failed probes in a row: 10-35 s. Tighter (2 s
+# timeouts, 3 failures) killed a healthy but CPU-starved API server on a 2-vCPU emulated VM while
+# every node daemon was starting, and each restart made the starvation worse. Upstream's static
+# pods allow 15 s per probe and 8 failures; these stay tighter so a livelock is not left for minutes.
+PROBE_TIMEOUT = 5.0
+FAILURE_THRESHOLD = 5
 STARTUP_GRACE = 60.0
 
 

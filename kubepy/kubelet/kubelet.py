@@ -706,7 +706,9 @@ def main(argv: list[str] | None = None) -> int:
         bind = f"{config.healthz_bind_address}:{config.healthz_port}" if config.healthz_port else None
         await with_loop_health(run_kubelet(config, stop=stop), bind=bind, required=False)
 
-    asyncio.run(run())
+    from kubepy.daemon import run as run_daemon
+
+    run_daemon(run(), name="kubelet")
     return 0
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import psutil
 
-from kubepy.client import AlreadyExistsError, NotFoundError
+from kubepy.client import AlreadyExistsError, NotFoundError, ServerError, TransportError
 from kubepy.kubelet.runtimestate import ready_state
 from kubepy.version import version_info
 
@@ -45,6 +45,8 @@ MEMORY_PRESSURE_BYTES = 100 * 1024 * 1024
 DISK_PRESSURE_FRACTION = 0.10
 PID_PRESSURE_FRACTION = 0.05
 LEASE_NAMESPACE = "kube-node-lease"
+REGISTER_FIRST_DELAY = 0.1   # upstream: 100 ms doubling to 7 s
+REGISTER_MAX_DELAY = 7.0
 
 
 def _now() -> str:
@@ -194,6 +196,20 @@ class NodeAgent:
                           runtime_version=self.runtime_version, max_pods=c.max_pods, labels=c.node_labels)
 
     async def register(self) -> dict[str, Any]:
+        """Create (or adopt) this Node, trying again while the API server cannot be reached or
+        fails (upstream's registerWithAPIServer: it never gives up, backing off to 7 s); a refusal
+        (Forbidden, Invalid) is not retried."""
+        delay = REGISTER_FIRST_DELAY
+        while True:
+            try:
+                return await self._register_once()
+            except (TransportError, ServerError) as e:
+                log.warning("node registration failed node=%s retry_in=%.1fs err=%s", self.config.node_name,
+                            delay, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REGISTER_MAX_DELAY)
+
+    async def _register_once(self) -> dict[str, Any]:
         node = self._node()
         node["status"]["conditions"] = self._next_conditions()
         try:

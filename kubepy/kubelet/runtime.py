@@ -489,7 +489,8 @@ class Runtime:
             *cmd, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self._env)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+            async with asyncio.timeout(timeout):   # not wait_for: see RuntimeHealth.run
+                out, err = await proc.communicate(stdin)
         except (TimeoutError, asyncio.CancelledError):
             proc.kill()
             await proc.wait()

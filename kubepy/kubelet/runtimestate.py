@@ -148,5 +148,8 @@ class RuntimeHealth:
         while True:
             self._poke.clear()   # before the probe: a poke during it means "probe again"
             await self.check()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that arrives as
+            # the poke does, and a task that outlives its cancel hangs the daemon's exit.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._poke.wait()

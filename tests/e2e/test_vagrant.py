@@ -178,9 +178,24 @@ def cluster(request):
 
 def _save_logs(vms: VagrantVMs) -> None:
     """Print the daemons' last journal lines on every VM."""
+    try:
+        nodes = vms.run(KUBECTL, "--kubeconfig", str(vms.kubeconfig), "--request-timeout=30s", "get", "nodes",
+                        "-o", "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=='Ready')].reason,"
+                        "MESSAGE:.status.conditions[?(@.type=='Ready')].message", check=False, timeout=60)
+        print(f"--- nodes ---\n{nodes.stdout}{nodes.stderr}")
+    except subprocess.TimeoutExpired:
+        print("--- nodes: kubectl timed out ---")
     for machine in vms.addresses():
-        journal = vms.ssh(machine, "sudo journalctl -u 'kubepy-*' --no-pager -n 60 -o short-monotonic",
-                          timeout=120, check=False)
+        # The units' states first, then the node daemons' journals apart from the API server's request lines.
+        states = vms.ssh(machine, "systemctl --no-pager --all list-units 'kubepy-*' containerd.service; "
+                                  "sudo dmesg | grep -iE 'oom|killed process' | tail -5", timeout=120, check=False)
+        print(f"--- units of {machine} ---\n{states[-3000:]}")
+        for unit in ("kubepy-kubelet", "kubepy-proxy"):
+            journal = vms.ssh(machine, f"sudo journalctl -u {unit} --no-pager -n 40 -o short-monotonic",
+                              timeout=120, check=False)
+            print(f"--- journal of {unit} on {machine} ---\n{journal[-4000:]}")
+        journal = vms.ssh(machine, "sudo journalctl -u 'kubepy-*' --no-pager -n 60 -o short-monotonic "
+                                   "| grep -v ' request method='", timeout=120, check=False)
         print(f"--- journal of {machine} ---\n{journal[-6000:]}")
 
 

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from kubepy.ingress.model import ProxyConfig, build
@@ -214,11 +215,16 @@ async def test_reload_keeps_requests_and_a_refused_configuration_leaves_the_last
     await asyncio.sleep(0.3)
     assert await _apply(nginx, first, http_port, https_port) == "reloaded"
     assert await slow == (200, "api /slow")
+    old_workers = set(psutil.Process(nginx.pid() or 0).children())
     await _apply(nginx, second, http_port, https_port)
     deadline = time.monotonic() + 5
     while (await asyncio.to_thread(_get, http_port, "a.example.com", "/"))[1] != "api /":
         assert time.monotonic() < deadline, "the reloaded configuration never answered"
         await asyncio.sleep(0.05)
+    # Until the previous workers have seen the master's QUIT they may still accept a connection (the
+    # listening socket is shared), so "the last good configuration" is judged once they are gone.
+    _gone, alive = await asyncio.to_thread(psutil.wait_procs, old_workers, 10)
+    assert alive == [], "the previous workers outlived the reload"
     good = nginx.conf.read_text()
     with pytest.raises(NginxError):
         await nginx.apply(good.replace("server_tokens off;", "server_tokens maybe;"))

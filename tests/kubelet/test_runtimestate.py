@@ -183,3 +183,37 @@ async def test_node_agent_reports_images_when_they_change(tmp_path, monkeypatch)
     now[0] += node_mod.IMAGES_REFRESH
     await agent.update_status()
     assert patched()["images"] == images[0]
+
+
+async def test_registration_outlives_an_api_server_that_is_away(tmp_path, monkeypatch, caplog):
+    """Upstream's registerWithAPIServer: connection failures and 5xx are tried again (backing off),
+    a refusal is not. A kubelet that gave up here exited and, on a loaded VM, never came back."""
+    from kubepy.client import ForbiddenError, ServerError, TransportError
+    from kubepy.kubelet import node as node_mod
+
+    monkeypatch.setattr(node_mod, "REGISTER_FIRST_DELAY", 0.01)
+    monkeypatch.setattr(node_mod, "REGISTER_MAX_DELAY", 0.02)
+    client = FakeAPI()
+    failures = [TransportError("POST /api/v1/nodes: connection refused"),
+                ServerError(503, "ServiceUnavailable", "etcd is away"),
+                TransportError("POST /api/v1/nodes: reset")]
+
+    def flaky(_action):
+        if failures:
+            raise failures.pop(0)
+    client.react("create", "nodes", flaky)
+    config = SimpleNamespace(node_name="n1", root_dir=tmp_path, node_ip="10.0.0.1", port=10250, max_pods=110,
+                             node_labels={})
+    agent = NodeAgent(client, config, runtime_version="x")
+    caplog.set_level(logging.WARNING, logger="kubepy.kubelet.node")
+    node = await asyncio.wait_for(agent.register(), 5)
+    assert node["metadata"]["name"] == "n1" and [o["metadata"]["name"] for o in client.objects("nodes")] == ["n1"]
+    assert len(client.calls("create", "nodes")) == 4
+    assert caplog.text.count("node registration failed node=n1 retry_in=") == 3
+
+    def refuse(_action):
+        raise ForbiddenError(403, "Forbidden", "nodes is forbidden")
+    refused = FakeAPI()
+    refused.react("create", "nodes", refuse)
+    with pytest.raises(ForbiddenError):
+        await asyncio.wait_for(NodeAgent(refused, config, runtime_version="x").register(), 5)
