@@ -614,6 +614,27 @@ def cmd_etcd_snapshot_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from kubepy.lab.cluster import DEFAULT_NAME
+
+    kind = {}
+    if args.config is not None:
+        from kubepy.lab import kindconfig
+
+        try:
+            config = kindconfig.load(args.config)
+        except kindconfig.ConfigError as e:
+            print(f"kubepy up: {e}", file=sys.stderr)
+            return 2
+        conflicts = kindconfig.conflicting_flags(config, name=args.name, nodes=args.nodes,
+                                                 control_planes=args.control_planes, port=args.port)
+        if conflicts:
+            print(f"kubepy up: --config {args.config} conflicts with {'; '.join(conflicts)}", file=sys.stderr)
+            return 2
+        args.name = args.name or config.name
+        args.nodes, args.control_planes = config.nodes, config.control_planes
+        args.port = args.port or config.api_server_port
+        kind = dict(labels=config.node_labels, pod_subnet=config.pod_subnet, service_subnet=config.service_subnet)
+    args.name = args.name or DEFAULT_NAME
     if args.lb_range:
         from kubepy.controllers.servicelb import parse_pool
 
@@ -624,7 +645,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 2
     return _cluster(args).up(nodes=args.nodes, port=args.port, store=args.store, subnet=args.node_subnet,
                              zones=args.zones, region=args.region, lb_range=args.lb_range,
-                             control_planes=args.control_planes)
+                             control_planes=args.control_planes, **kind)
 
 
 def cmd_lab_supervise(args: argparse.Namespace) -> int:
@@ -824,6 +845,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-planes", type=int, default=None,
                    help="control-plane nodes (default 1 on the host); N > 1: each in a namespace with an etcd "
                         "member, API server, leader-elected scheduler and controller manager, behind HAProxy")
+    p.add_argument("--config", type=Path, default=None, metavar="CLUSTER.YAML",
+                   help="a kind cluster file (kind.x-k8s.io/v1alpha4): its control-plane and worker nodes, worker "
+                        "labels, name, networking.podSubnet/serviceSubnet/apiServerPort; any field kubepy cannot "
+                        "honour is refused by name")
+    # Unset unless given, so a --name that contradicts the file's name is noticed (cmd_up: default kubepy).
+    p.set_defaults(name=None)
     lab("down", "stop a lab cluster and remove everything it made", cmd_down)
     lab("status", "health of a lab cluster's components", cmd_status)
     lab("kubeconfig", "print the path of a lab cluster's admin kubeconfig", cmd_kubeconfig)

@@ -41,7 +41,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from kubepy.controlplane import apiserver_ready
@@ -53,7 +53,8 @@ from kubepy.privatefiles import private_dir, write_private
 
 DEFAULT_ROOT = Path("/var/lib/kubepy")
 DEFAULT_NAME = "kubepy"
-DNS_IP = "10.96.0.10"
+DEFAULT_POD_SUBNET = "10.244.0.0/16"
+DEFAULT_SERVICE_SUBNET = "10.96.0.0/12"   # cluster DNS at its 10th address, 10.96.0.10
 INGRESS_SERVICE = ("kube-system", "kubepy-ingress")  # the LoadBalancer in front of every node's ingress nginx
 # Each node's pod sandbox (pause) image: built locally from busybox-static, no registry needed.
 PAUSE_IMAGE = "kubepy.local/pause:1"
@@ -76,10 +77,25 @@ class ClusterState:
     region: str = ""        # topology.kubernetes.io/region of every node, when set
     lb_range: str = ""      # LoadBalancer addresses on the node subnet ("A-B"); "" in older files: the default
     control_planes: int = 1  # > 1: control-plane nodes in namespaces on an etcd cluster (kubepy.lab.controlplanes)
+    labels: list[dict[str, str]] = field(default_factory=list)  # node i's own labels at i-1 (a kind file's workers)
+    pod_subnet: str = ""     # "": DEFAULT_POD_SUBNET
+    service_subnet: str = ""  # "": DEFAULT_SERVICE_SUBNET
+
+    @property
+    def pods(self) -> str:
+        return self.pod_subnet or DEFAULT_POD_SUBNET
+
+    @property
+    def services(self) -> str:
+        return self.service_subnet or DEFAULT_SERVICE_SUBNET
+
+    @property
+    def dns_ip(self) -> str:
+        return dns_ip(self.services)
 
     def node_labels(self, i: int) -> dict[str, str]:
-        """The topology labels node *i* (1-based) registers with."""
-        labels = {}
+        """The labels node *i* (1-based) registers with: its own (a kind file's), then topology."""
+        labels = dict(self.labels[i - 1]) if i <= len(self.labels) else {}
         zones = [z for z in self.zones.split(",") if z]
         if zones:
             labels["topology.kubernetes.io/zone"] = zones[(i - 1) % len(zones)]
@@ -102,6 +118,13 @@ class ClusterState:
         tmp.replace(path)
 
 
+def dns_ip(service_subnet: str) -> str:
+    """Cluster DNS: the service network's 10th address (10.96.0.10 by default), as kubeadm picks it."""
+    import ipaddress
+
+    return str(ipaddress.IPv4Network(service_subnet).network_address + 10)
+
+
 def default_lb_range(subnet: str) -> str:
     """.200-.219 of the node subnet: on the lab bridge, so the host reaches them, clear of the nodes (.11…)."""
     import ipaddress
@@ -113,8 +136,13 @@ def default_lb_range(subnet: str) -> str:
 
 def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None, port: int | None,
                 subnet: str | None, zones: str | None = None, region: str | None = None,
-                lb_range: str | None = None, control_planes: int | None = None) -> str | None:
-    """Why ``up`` with these flags can't repair (or grow) ``existing`` (None: it can); flags left unset match."""
+                lb_range: str | None = None, control_planes: int | None = None,
+                labels: list[dict[str, str]] | None = None, pod_subnet: str | None = None,
+                service_subnet: str | None = None) -> str | None:
+    """Why ``up`` with these flags can't repair (or grow) ``existing`` (None: it can); flags left unset match.
+
+    ``labels``, ``pod_subnet`` and ``service_subnet`` come from a kind file (``--config``): its
+    workers' labels must be those of the nodes the cluster has (a longer list grows it)."""
     flag = "" if existing.name == DEFAULT_NAME else f" --name {existing.name}"
     differ = []
     # More nodes than a cluster with nodes has is a way to grow it (nodes join); fewer is not.
@@ -134,10 +162,24 @@ def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None,
         differ.append(f"load-balancer range {existing.lb_range or '(default)'}, not --lb-range {lb_range}")
     if control_planes is not None and control_planes != existing.control_planes:
         differ.append(f"{existing.control_planes} control planes, not --control-planes {control_planes}")
+    if labels is not None:
+        for i in range(1, min(existing.nodes, len(labels)) + 1):
+            has = existing.labels[i - 1] if i <= len(existing.labels) else {}
+            if labels[i - 1] != has:
+                differ.append(f"node {i} labelled {_labels_text(has)}, "
+                              f"not {_labels_text(labels[i - 1])} as in --config")
+    if pod_subnet is not None and pod_subnet != existing.pods:
+        differ.append(f"pod subnet {existing.pods}, not {pod_subnet} as in --config")
+    if service_subnet is not None and service_subnet != existing.services:
+        differ.append(f"service subnet {existing.services}, not {service_subnet} as in --config")
     if not differ:
         return None
     return (f"cluster {existing.name!r} exists with {'; '.join(differ)}: run kubepy up{flag} without those "
             f"flags to repair it, or kubepy down{flag} first to replace it (down deletes its store)")
+
+
+def _labels_text(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items()) or "(none)"
 
 
 def expected_daemons(state: ClusterState, *, proxy: bool = True, netpol: bool = True,
@@ -234,15 +276,20 @@ class Cluster:
     # -- up ----------------------------------------------------------------
     def up(self, *, nodes: int | None = None, port: int | None = None, store: str | None = None,
            subnet: str | None = None, zones: str | None = None, region: str | None = None,
-           lb_range: str | None = None, control_planes: int | None = None) -> int:
+           lb_range: str | None = None, control_planes: int | None = None,
+           labels: list[dict[str, str]] | None = None, pod_subnet: str | None = None,
+           service_subnet: str | None = None) -> int:
         """Build a new cluster, or repair an existing one; never deletes an existing store.
 
         ``--nodes`` above an existing cluster's count adds the missing nodes (they
-        join like the first ones did: the same steps, each idempotent)."""
+        join like the first ones did: the same steps, each idempotent). ``labels``
+        (node i's at i-1), ``pod_subnet`` and ``service_subnet``: a kind file's
+        (``kubepy.lab.kindconfig``); None leaves them as they are, or the defaults."""
         existing = self.state()
         if existing is not None:
             conflict = up_conflict(existing, nodes=nodes, store=store, port=port, subnet=subnet, zones=zones,
-                                   region=region, lb_range=lb_range, control_planes=control_planes)
+                                   region=region, lb_range=lb_range, control_planes=control_planes,
+                                   labels=labels, pod_subnet=pod_subnet, service_subnet=service_subnet)
             if conflict:
                 print(f"kubepy up: {conflict}", file=sys.stderr)
                 return 1
@@ -250,6 +297,8 @@ class Cluster:
                 print(f"cluster {self.name!r} has {existing.nodes} nodes: adding "
                       f"{', '.join(self.node_name(i) for i in range(existing.nodes + 1, nodes + 1))}")
                 existing.nodes = nodes
+                if labels is not None:
+                    existing.labels = [dict(x) for x in labels]
                 existing.save(self.state_path)
             if self._complete(existing):
                 print(f"cluster {self.name!r} is already running")
@@ -279,7 +328,8 @@ class Cluster:
                                  subnet=subnet or default_subnet(self.name),
                                  store=store or ("etcd" if control_planes > 1 else "sqlite"),
                                  zones=zones or "", region=region or "", lb_range=lb_range or "",
-                                 control_planes=control_planes)
+                                 control_planes=control_planes, labels=[dict(x) for x in labels or []],
+                                 pod_subnet=pod_subnet or "", service_subnet=service_subnet or "")
             private_dir(self.dir)  # the store, keys, tokens and every node's credentials are below
             state.save(self.state_path)
         private_dir(self.dir)  # an older cluster's dir is narrowed too
@@ -327,6 +377,7 @@ class Cluster:
                       f"{', metrics server' if nodes else ''})"):
                 cp_args = ["controlplane", "--data-dir", str(self.cp_dir), "--port", str(state.port),
                            "--store", state.store_url or state.store]
+                cp_args += self._subnet_args(state)
                 if nodes:
                     cp_args += ["--advertise-address", net.gateway, "--tls-san", net.gateway,
                                 "--load-balancer-ip-range", state.lb_range or default_lb_range(net.subnet)]
@@ -337,9 +388,9 @@ class Cluster:
                       "network policies, DNS, ingress"):
                 self._start_node(state, net, i)
         if nodes:
-            with step(f"{nodes} nodes Ready, cluster DNS at {DNS_IP}"):
+            with step(f"{nodes} nodes Ready, cluster DNS at {state.dns_ip}"):
                 self._wait_nodes_ready(state, nodes)
-                self._publish_dns(net, nodes)
+                self._publish_dns(state, net, nodes)
                 if _module_exists("kubepy.ingress.controller"):
                     self._publish_ingress(net, nodes)
             with step(f"pod routes for the control plane (from {net.gateway}, table {net.route_table})"):
@@ -377,7 +428,8 @@ class Cluster:
                     "controlplane", "--data-dir", str(data), "--port", str(ha.API_PORT),
                     "--store", "etcd://" + ha.etcd_urls(net, n, first=j), *tls,
                     "--advertise-address", net.cp_ip(j), "--tls-san", net.gateway,
-                    "--load-balancer-ip-range", state.lb_range or default_lb_range(net.subnet), *ha.LEADER_ELECTION],
+                    "--load-balancer-ip-range", state.lb_range or default_lb_range(net.subnet),
+                    *self._subnet_args(state), *ha.LEADER_ELECTION],
                     netns=net.cp_netns(j), kill_group=False, hostname=f"{self.name}-cp{j}"))
                 deadline = time.monotonic() + 90
                 while not ha.member_ready(net, j, data / "ca.crt"):
@@ -398,6 +450,12 @@ class Cluster:
             for c in doc.get("clusters") or []:
                 c["cluster"]["server"] = f"https://{net.gateway}:{state.port}"
             write_private(self.dir / "admin.kubeconfig", yaml.safe_dump(doc, sort_keys=False))
+
+    @staticmethod
+    def _subnet_args(state: ClusterState) -> list[str]:
+        """The control plane's pod and service networks, when they are not its defaults (a kind file's)."""
+        return ([*(["--cluster-cidr", state.pod_subnet] if state.pod_subnet else []),
+                 *(["--service-cluster-ip-range", state.service_subnet] if state.service_subnet else [])])
 
     def _etcd_pki(self, j: int) -> Path:
         return self.dir / "etcd" / f"cp{j}" / "pki"
@@ -564,7 +622,7 @@ class Cluster:
             "--ca-file", str(self.cp_dir / "ca.crt"), "--bootstrap-token-file", str(self._bootstrap_token_file()),
             "--root-dir", str(ndir / "kubelet"), "--pod-logs-dir", str(ndir / "pod-logs"),
             "--container-runtime-endpoint", containerd.socket, "--pod-infra-container-image", PAUSE_IMAGE,
-            "--registry-hosts-dir", str(self.registry_hosts_dir),
+            "--registry-hosts-dir", str(self.registry_hosts_dir), "--cluster-dns", state.dns_ip,
             *(["--node-labels", ",".join(f"{k}={v}" for k, v in state.node_labels(i).items())]
               if state.node_labels(i) else [])],
             netns=netns))
@@ -582,7 +640,8 @@ class Cluster:
         if _module_exists("kubepy.proxy.proxier"):
             self._run(self._daemon(f"{node}/proxy", [
                 "proxy", "--kubeconfig", str(addons["proxy"]), "--hostname-override", node,
-                "--node-ip", net.node_ip(i)], netns=netns))
+                "--node-ip", net.node_ip(i), "--cluster-cidr", state.pods, "--service-cluster-ip-range",
+                state.services], netns=netns))
         if _module_exists("kubepy.netpol.agent"):
             # Its pod CIDR comes from its Node.
             self._run(self._daemon(f"{node}/netpol", [
@@ -689,12 +748,13 @@ class Cluster:
             for j in range(1, state.control_planes + 1):
                 net.ensure_pod_routes_in(net.cp_netns(j), routes)
 
-    def _publish_dns(self, net: LabNetwork, nodes: int) -> None:
-        """kube-dns: a Service at 10.96.0.10 whose endpoints are every node's DNS server."""
+    def _publish_dns(self, state: ClusterState, net: LabNetwork, nodes: int) -> None:
+        """kube-dns: a Service at the service network's 10th address (10.96.0.10) whose endpoints are
+        every node's DNS server."""
         ports = [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]
         svc = {"apiVersion": "v1", "kind": "Service", "metadata": {
             "name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
-            "spec": {"clusterIP": DNS_IP, "ports": [dict(p, targetPort=53) for p in ports]}}
+            "spec": {"clusterIP": state.dns_ip, "ports": [dict(p, targetPort=53) for p in ports]}}
         eps = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {
             "name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
             "subsets": [{"addresses": [{"ip": net.node_ip(i), "nodeName": self.node_name(i)}
@@ -853,7 +913,7 @@ class Cluster:
         ipam_dir = ndir / "kubelet" / "ipam"
         if ipam_dir.exists():
             with contextlib.suppress(Exception):
-                for uid, nsname in HostLocalIPAM(ipam_dir, "10.244.0.0/16").names().items():
+                for uid, nsname in HostLocalIPAM(ipam_dir, state.pods).names().items():
                     namespace, _, pod = nsname.partition("/")
                     _remove_netns(pod_netns_name(namespace, pod, uid))
         with contextlib.suppress(Exception):

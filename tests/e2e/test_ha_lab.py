@@ -1,5 +1,6 @@
-"""`kubepy up --control-planes 3`: three control-plane nodes on a three-member etcd behind HAProxy,
-and the cluster keeps working when the leaders' node is cut off (issue 21).
+"""`kubepy up --config cluster.yaml` with kind's own file of three control-plane nodes and a
+labelled worker: three control-plane nodes on a three-member etcd behind HAProxy, and the cluster
+keeps working when the leaders' node is cut off (issue 21).
 
 Under a steady writer (ConfigMaps through the one address kubectl uses, every acknowledged
 name recorded): the link of the control-plane node holding the controller-manager lease goes
@@ -33,11 +34,27 @@ class HALab(Lab):
         return f"{self.name}-cp{j}"
 
 
+# kind's docs' shape (kind.sigs.k8s.io/docs/user/configuration): as `kubepy up --control-planes 3 --nodes 1`.
+KIND_CLUSTER = """\
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+nodes:
+- role: control-plane
+- role: control-plane
+- role: control-plane
+- role: worker
+  labels:
+    tier: backend
+"""
+
+
 @pytest.fixture(scope="module")
 def lab():
     lab = HALab()
     try:
-        up = lab.kubepy("up", "--control-planes", "3", "--nodes", "1", timeout=400)
+        config = lab.root / "cluster.yaml"
+        config.write_text(KIND_CLUSTER)
+        up = lab.kubepy("up", "--config", str(config), timeout=400)
         assert "ready in" in up.stdout, up.stdout
         from kubepy.images import busybox_image
 
@@ -73,6 +90,10 @@ def test_three_api_servers_behind_one_address_and_one_leader_each(lab: HALab):
     assert wait_for(lambda: api_endpoints(lab) == [f"{prefix}.{k}" for k in (2, 3, 4)], 30, "three endpoints")
     for lease in ("kube-scheduler", "kube-controller-manager"):
         assert holder(lab, lease).split("_")[0] in {f"{lab.name}-cp{j}" for j in (1, 2, 3)}
+    # The kind file's worker is the lab's one node, with the file's label.
+    nodes = lab.json("get", "nodes")["items"]
+    assert [(n["metadata"]["name"], n["metadata"]["labels"].get("tier")) for n in nodes] == \
+        [(f"{lab.name}-node1", "backend")]
 
 
 DEPLOY = """
