@@ -285,22 +285,30 @@ class _Registry:
 
 _REGISTRY = _Registry()
 _loaded = False
-_load_lock = threading.Lock()
+_loading = False
+_load_lock = threading.RLock()
 
 
 def _load_builtins() -> None:
     """Import every ``kubepy.kinds.<group>.<kind>`` module once: each registers its kind."""
-    global _loaded
+    global _loaded, _loading
     if _loaded:
         return
+    # Other threads wait on the lock until every kind is registered (marking it loaded first let a
+    # second thread's by_plural("configmaps") see a half-filled registry); the loading thread itself
+    # re-enters (a kind module asking for another) and gets what is registered so far, as before.
     with _load_lock:
-        if _loaded:
+        if _loaded or _loading:
             return
-        _loaded = True
-        for group in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg):
-            pkg = importlib.import_module(f"{__name__}.{group}")
-            for mod in sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)):
-                importlib.import_module(f"{pkg.__name__}.{mod}")
+        _loading = True
+        try:
+            for group in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg):
+                pkg = importlib.import_module(f"{__name__}.{group}")
+                for mod in sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)):
+                    importlib.import_module(f"{pkg.__name__}.{mod}")
+            _loaded = True
+        finally:
+            _loading = False
 
 
 def register(k: Kind) -> Kind:

@@ -351,7 +351,7 @@ def test_a_stuck_controller_manager_is_restarted(cp):
     try:
         wait_for(lambda: "controller-manager" in cp.children()
                  and cp.children()["controller-manager"].pid != before.pid,
-                 timeout=60, what="stuck controller-manager replaced", cp=cp)
+                 timeout=120, what="stuck controller-manager replaced", cp=cp)   # 5 probes of up to 7 s
     finally:
         if before.is_running():
             before.resume()
