@@ -214,7 +214,8 @@ def cut_leaders_node(lab: Lab) -> dict[str, float] | None:
     w.join(15)
     wait(lambda: lab.holder("kube-controller-manager"), 30)
     out = {"api unavailable (s)": w.longest_gap(cut, end), **{f"{k} lease moved (s)": v for k, v in moved.items()}}
-    out["lost"] = len([n for _, n in w.acked if n not in lab.names()])
+    present = lab.names()
+    out["lost"] = len([n for _, n in w.acked if n not in present])
     return out
 
 
@@ -226,8 +227,15 @@ def kill_etcd_leader(lab: Lab) -> dict[str, float] | None:
     w.start()
     wait(lambda: len(w.acked) >= 10, 30)
     killed = time.monotonic()
-    etcd_members(lab)[j].send_signal(signal.SIGKILL)
-    new = wait(lambda: (lambda k: k if k not in (None, j) else None)(etcd_leader(lab)), 60)
+    victim = etcd_members(lab)[j]
+    victim.send_signal(signal.SIGKILL)
+
+    def new_leader() -> int | None:
+        # Another member, or the killed one restarted by the lab's supervisor and elected again.
+        k = etcd_leader(lab)
+        members = etcd_members(lab)
+        return k if k is not None and k in members and members[k].pid != victim.pid else None
+    new = wait(new_leader, 60)
     elected = time.monotonic() - killed
     wait(lambda: len(w.acked) and w.acked[-1][0] > killed + 3, 60)
     end = time.monotonic()
@@ -235,16 +243,20 @@ def kill_etcd_leader(lab: Lab) -> dict[str, float] | None:
     w.join(15)
     # The lab's supervisor restarts the member; wait for it before the next round.
     wait(lambda: j in etcd_members(lab), 60)
+    present = lab.names()
     return {"api unavailable (s)": w.longest_gap(killed, end),
             "new etcd leader (s)": elected if new else float("nan"),
-            "lost": len([n for _, n in w.acked if n not in lab.names()])}
+            "lost": len([n for _, n in w.acked if n not in present])}
 
 
 def summary(rounds: list[dict[str, float]]) -> str:
     keys = list(dict.fromkeys(k for r in rounds for k in r))
     parts = []
     for k in keys:
-        vals = [r[k] for r in rounds if k in r]
+        vals = [r[k] for r in rounds if k in r and r[k] == r[k]]   # NaN: not seen within the wait
+        if not vals:
+            parts.append(f"{k}: not seen")
+            continue
         if k == "lost":
             parts.append(f"acknowledged writes lost: {sum(vals):.0f}")
         else:
