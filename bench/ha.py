@@ -26,7 +26,6 @@ printed, not hidden). Every cluster is taken down at the end, even on error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import secrets
@@ -37,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -47,8 +45,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kubepy.client import Client  # noqa: E402
-from kubepy.client.errors import APIStatusError, TransportError  # noqa: E402
+from tests.e2e.writer import Writer  # noqa: E402
 
 KP = [sys.executable, "-m", "kubepy"]
 KUBECTL = shutil.which("kubectl") or str(REPO / ".venv" / "bin" / "kubectl")
@@ -96,43 +93,8 @@ class Lab:
         return {c["metadata"]["name"] for c in (got or {}).get("items", [])}
 
 
-class Writer(threading.Thread):
-    """Creates ConfigMaps as fast as acknowledgements come; records each acknowledgement's time."""
-
-    def __init__(self, kubeconfig: Path, prefix: str, pause: float = 0.0) -> None:
-        super().__init__(daemon=True)
-        self.kubeconfig, self.prefix, self.pause = kubeconfig, prefix, pause
-        self.acked: list[tuple[float, str]] = []
-        self.errors = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        asyncio.run(self._run())
-
-    async def _run(self) -> None:
-        async with Client.from_kubeconfig(str(self.kubeconfig)) as client:
-            i = 0
-            while not self.stop.is_set():
-                name = f"{self.prefix}-{i}"
-                i += 1
-                try:
-                    async with asyncio.timeout(10):
-                        await client.create("configmaps", {"metadata": {"name": name}, "data": {"k": "v"}},
-                                            namespace="default")
-                    self.acked.append((time.monotonic(), name))
-                except (APIStatusError, TransportError, TimeoutError):
-                    self.errors += 1
-                    await asyncio.sleep(0.05)
-                if self.pause:
-                    await asyncio.sleep(self.pause)
-
-    def longest_gap(self, start: float, end: float) -> float:
-        times = [start] + [t for t, _ in self.acked if start <= t <= end] + [end]
-        return max(b - a for a, b in zip(times, times[1:]))
-
-
 def throughput(lab: Lab, writers: int, seconds: float) -> tuple[float, int]:
-    ws = [Writer(lab.kubeconfig, f"tp{k}-{secrets.token_hex(2)}") for k in range(writers)]
+    ws = [Writer(lab.kubeconfig, f"tp{k}-{secrets.token_hex(2)}", pause=0) for k in range(writers)]
     for w in ws:
         w.start()
     time.sleep(2)   # connections made, caches warm
@@ -206,7 +168,7 @@ def cut_leaders_node(lab: Lab) -> dict[str, float] | None:
         for lease in ("kube-controller-manager", "kube-scheduler"):
             if wait(lambda: (lambda h: h and not h.startswith(leader + "_"))(lab.holder(lease)), 60):
                 moved[lease] = time.monotonic() - cut
-        wait(lambda: len(w.acked) and w.acked[-1][0] > cut + 3, 60)
+        wait(lambda: len(w.acked) and w.times[-1] > cut + 3, 60)
         end = time.monotonic()
     finally:
         cp_link(lab, j, "up")
@@ -215,7 +177,7 @@ def cut_leaders_node(lab: Lab) -> dict[str, float] | None:
     wait(lambda: lab.holder("kube-controller-manager"), 30)
     out = {"api unavailable (s)": w.longest_gap(cut, end), **{f"{k} lease moved (s)": v for k, v in moved.items()}}
     present = lab.names()
-    out["lost"] = len([n for _, n in w.acked if n not in present])
+    out["lost"] = len([n for n in w.acked if n not in present])
     return out
 
 
@@ -237,7 +199,7 @@ def kill_etcd_leader(lab: Lab) -> dict[str, float] | None:
         return k if k is not None and k in members and members[k].pid != victim.pid else None
     new = wait(new_leader, 60)
     elected = time.monotonic() - killed
-    wait(lambda: len(w.acked) and w.acked[-1][0] > killed + 3, 60)
+    wait(lambda: len(w.acked) and w.times[-1] > killed + 3, 60)
     end = time.monotonic()
     w.stop.set()
     w.join(15)
@@ -246,7 +208,7 @@ def kill_etcd_leader(lab: Lab) -> dict[str, float] | None:
     present = lab.names()
     return {"api unavailable (s)": w.longest_gap(killed, end),
             "new etcd leader (s)": elected if new else float("nan"),
-            "lost": len([n for _, n in w.acked if n not in present])}
+            "lost": len([n for n in w.acked if n not in present])}
 
 
 def summary(rounds: list[dict[str, float]]) -> str:

@@ -11,16 +11,15 @@ node's link comes back and it rejoins (its API server ready, listed in the kuber
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_lab import Lab, wait_for
+from tests.e2e.writer import Writer
 
 pytestmark = pytest.mark.slow
 
@@ -108,37 +107,6 @@ spec:
     spec:
       containers: [{name: c, image: "busybox:1.36", command: ["sleep", "3600"]}]
 """
-
-
-class Writer(threading.Thread):
-    """Creates ConfigMaps through the admin kubeconfig as fast as it can; records what was acknowledged."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        super().__init__(daemon=True)
-        self.kubeconfig, self.acked, self.errors, self.stop = kubeconfig, [], 0, threading.Event()
-        self.last_ack = time.monotonic()
-
-    def run(self) -> None:
-        asyncio.run(self._run())
-
-    async def _run(self) -> None:
-        from kubepy.client import Client
-        from kubepy.client.errors import APIStatusError, TransportError
-
-        async with Client.from_kubeconfig(str(self.kubeconfig)) as client:
-            i = 0
-            while not self.stop.is_set():
-                name = f"ha-{i}"
-                i += 1
-                try:
-                    async with asyncio.timeout(10):
-                        await client.create("configmaps", {"metadata": {"name": name}}, namespace="default")
-                    self.acked.append(name)
-                    self.last_ack = time.monotonic()
-                except (APIStatusError, TransportError, TimeoutError):
-                    self.errors += 1
-                    await asyncio.sleep(0.1)
-                await asyncio.sleep(0.05)
 
 
 def test_cutting_off_the_leaders_node_keeps_the_cluster_working_and_loses_no_write(lab: HALab):
