@@ -116,13 +116,16 @@ def _workloads(ns: str) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-async def _eventually(check: Any, what: str, timeout: float = 8.0) -> Any:
+async def _eventually(check: Any, what: str, timeout: float = 30.0) -> Any:
+    """Until check() is truthy; a check may return (False, detail) to say what is still missing.
+    The deadline is generous: the whole controller manager shares a loaded CI host's two cores."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         got = await check()
-        if got:
+        ok, detail = got if isinstance(got, tuple) else (got, "")
+        if ok:
             return got
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what} {detail}".rstrip()
         await asyncio.sleep(0.05)
 
 
@@ -148,7 +151,7 @@ async def test_each_controller_runs_as_its_own_service_account(served: tuple[Api
             return kinds >= {"ReplicaSet", "StatefulSet", "DaemonSet", "Job", "ReplicationController"}
         await _eventually(pods_of_every_owner, "pods made by every workload controller")
 
-        async def reconciled() -> bool:
+        async def reconciled() -> tuple[bool, str]:
             sa = (await api.call("admin", "GET", "/api/v1/namespaces/w/serviceaccounts/default"))[0] == 200
             cm_ = (await api.call("admin", "GET", "/api/v1/namespaces/w/configmaps/kube-root-ca.crt"))[0] == 200
             ep = (await api.call("admin", "GET", "/api/v1/namespaces/w/endpoints/svc"))[0] == 200
@@ -158,7 +161,10 @@ async def test_each_controller_runs_as_its_own_service_account(served: tuple[Api
             scaled = (await api.admin("GET", "/apis/apps/v1/namespaces/w/deployments/d"))["spec"]["replicas"] == 2
             hpa = (await api.admin("GET", "/apis/autoscaling/v2/namespaces/w/horizontalpodautoscalers/hpa")).get(
                 "status", {}).get("lastScaleTime")
-            return bool(sa and cm_ and ep and q and pdb and node and scaled and hpa)
+            done = {"service account": sa, "root CA": cm_, "endpoints": ep, "quota": q, "PDB": pdb,
+                    "node CIDR": node, "scaled by the HPA": scaled, "HPA status": hpa}
+            missing = [name for name, got in done.items() if not got]
+            return not missing, f"(still missing: {', '.join(missing)})"
         await _eventually(reconciled, "service account, root CA, endpoints, quota, PDB, node CIDR and HPA")
 
         await api.admin("DELETE", "/api/v1/namespaces/w")
