@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import time
+from collections.abc import Iterable
 from typing import Any
 
 NODE_PORT_RANGE = (30000, 32767)
@@ -63,6 +64,17 @@ class ServiceAllocator:
         now = time.monotonic()
         self._foreign = {i: t for i, t in self._foreign.items() if t > now}
         self._foreign[item] = now + ttl
+
+    def foreign_are(self, items: Iterable[str | tuple[str, int]], ttl: float = 300.0) -> None:
+        """What is reserved elsewhere is exactly ``items`` (read from the store just now): earlier
+        marks go, as a reservation another server made and then released is free again."""
+        until = time.monotonic() + ttl
+        self._foreign = {i: until for i in items}
+
+    @property
+    def has_foreign(self) -> bool:
+        now = time.monotonic()
+        return any(t > now for t in self._foreign.values())
 
     def _free(self, item: str | tuple[str, int]) -> bool:
         if item in (self._ports if isinstance(item, tuple) else self._ips):

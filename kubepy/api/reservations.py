@@ -132,6 +132,14 @@ class Reservations:
             except (ConflictError, KeyNotFoundError):
                 pass
 
+    async def holders(self) -> dict[Item, str]:
+        """Every reserved item and the Service key holding it, as the store has them now."""
+        out: dict[Item, str] = {}
+        for prefix in (IP_PREFIX, PORT_PREFIX):
+            for kv in await self.store.range_all(prefix, page=1000):
+                out[_item_of(kv.key)] = _holder(kv.value)
+        return out
+
     async def repair(self, services_prefix: str) -> tuple[int, int]:
         """(created, dropped): reservations made for Services that hold an item without
         one, and dropped where no Service holds it and it is older than LEAK_GRACE.

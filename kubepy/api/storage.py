@@ -282,7 +282,15 @@ class Storage:
         given = copy.deepcopy(obj.get("spec"))
         asked = held(obj)
         for _ in range(_UPDATE_RETRIES):
-            self._allocate(res, key, obj, old)
+            try:
+                self._allocate(res, key, obj, old)
+            except errors.Invalid:
+                if dry_run or not self.allocator.has_foreign:
+                    raise
+                # Full only counting other servers' picks: some may have been released since; re-read.
+                await self._learn_foreign(key)
+                obj["spec"] = copy.deepcopy(given)
+                self._allocate(res, key, obj, old)
             if dry_run:
                 return await write()
             try:
@@ -292,8 +300,12 @@ class Storage:
                     raise _allocation_invalid(res, obj, AllocationError(
                         _field_of(t.item, given), f"{_show(t.item)}: provided "
                         f"{'IP' if isinstance(t.item, str) else 'port'} is already allocated")) from None
-                log.info("allocation taken elsewhere item=%s holder=%s service=%s", t.item, t.holder, key)
-                self.allocator.mark_foreign(t.item)
+                # This server's view missed another server's picks: learn all of them from the store
+                # at once (as upstream re-reads its allocation bitmap), not one per retry, so a nearly
+                # full range does not run out of retries.
+                others = await self._learn_foreign(key)
+                log.info("allocation taken elsewhere item=%s holder=%s service=%s foreign=%d",
+                         t.item, t.holder, key, len(others))
                 obj["spec"] = copy.deepcopy(given)
                 continue
             except StoreError as e:
@@ -310,6 +322,15 @@ class Storage:
             return result
         raise errors.Conflict(f"could not allocate for {res.plural} {obj['metadata'].get('name')!r}: "
                               "every pick was taken by another API server; try again")
+
+    async def _learn_foreign(self, key: str) -> set:
+        """Tell the allocator what the store says other Services (of any API server) hold."""
+        try:
+            others = {i for i, h in (await self.reservations.holders()).items() if h != key}
+        except StoreError as e:
+            raise store_error(e) from e
+        self.allocator.foreign_are(others)
+        return others
 
     async def _release(self, key: str, items: set) -> None:
         if items:

@@ -51,6 +51,15 @@ async def test_blind_servers_never_hand_out_one_address_or_port_twice(store):
     assert reserved == {IP_PREFIX + ip for ip in ips} | {f"{PORT_PREFIX}TCP/{p}" for p in ports}
 
 
+async def test_blind_servers_fill_the_whole_node_port_range(store):
+    """All 41 node ports for 41 Services: a server whose pick was taken learns every other server's
+    picks from the store at once, so the last Services find the last free ports within the retries."""
+    a, b = await two_servers(store)
+    made = await asyncio.gather(*[(a if i % 2 else b).create(SERVICES, "default", svc(f"f{i}", type="NodePort"))
+                                  for i in range(41)])
+    assert sorted(s["spec"]["ports"][0]["nodePort"] for s in made) == list(range(30000, 30041))
+
+
 async def test_an_address_asked_for_on_both_servers_goes_to_one(store):
     a, b = await two_servers(store)
     results = await asyncio.gather(a.create(SERVICES, "default", svc("x", clusterIP="10.0.0.9")),
@@ -96,12 +105,13 @@ async def test_deleting_or_dropping_node_ports_releases_them_for_the_other_serve
 
 async def test_a_failed_write_leaves_no_reservation(store):
     a, _ = await two_servers(store)
-    await a.create(SERVICES, "default", svc("x"))
+    first = await a.create(SERVICES, "default", svc("x"))
+    other = "10.0.0.21" if first["spec"]["clusterIP"] == "10.0.0.20" else "10.0.0.20"   # not the one x got
     before = len((await store.range(IP_PREFIX)).kvs)
     with pytest.raises(errors.AlreadyExists):
-        await a.create(SERVICES, "default", svc("x", clusterIP="10.0.0.20"))
+        await a.create(SERVICES, "default", svc("x", clusterIP=other))
     assert len((await store.range(IP_PREFIX)).kvs) == before
-    assert await store.get(IP_PREFIX + "10.0.0.20") is None
+    assert await store.get(IP_PREFIX + other) is None
 
 
 async def test_repair_adds_missing_reservations_and_drops_old_leaked_ones(store):
