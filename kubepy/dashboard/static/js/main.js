@@ -4,6 +4,7 @@
 import { ListWatch, request, session } from "./api.js";
 import { h, replace } from "./dom.js";
 import * as apply from "./apply.js";
+import * as architecture from "./architecture.js";
 import * as events from "./events.js";
 import * as namespaces from "./namespaces.js";
 import * as overview from "./overview.js";
@@ -12,7 +13,7 @@ import * as pods from "./pods.js";
 import * as services from "./services.js";
 import * as workloads from "./workloads.js";
 
-const VIEWS = { overview, namespaces, workloads, pods, pod, services, events, apply };
+const VIEWS = { overview, namespaces, workloads, pods, pod, services, events, apply, architecture };
 const NS_KEY = "kubepy-dashboard-namespace";
 const $ = (id) => document.getElementById(id);
 
