@@ -49,10 +49,14 @@ export function drawCluster({ nodes, pods, followed, active }) {
     const ready = isReady(n);
     const half = (nw - 30) / 2;
     parts.push(line(400, 130, x + nw / 2, y));
-    const mine = pods.filter((p) => p.spec.nodeName === name);
-    const dots = mine.map((p, j) => {
-      const col = j % Math.max(1, Math.floor((nw - 20) / 26));
-      const r = Math.floor(j / Math.max(1, Math.floor((nw - 20) / 26)));
+    // Followed pods first, so they are drawn even on a node with more pods than its box holds.
+    const mine = pods.filter((p) => p.spec.nodeName === name)
+      .sort((a, b) => Number(followed.has(b.metadata.uid)) - Number(followed.has(a.metadata.uid)));
+    const perLine = Math.max(1, Math.floor((nw - 20) / 26));
+    const room = perLine * 4;
+    const dots = mine.slice(0, mine.length > room ? room - 1 : room).map((p, j) => {
+      const col = j % perLine;
+      const r = Math.floor(j / perLine);
       const cx = x + 22 + col * 26, cy = y + 150 + r * 26;
       const st = podStatus(p);
       const f = followed.has(p.metadata.uid);
@@ -69,7 +73,9 @@ export function drawCluster({ nodes, pods, followed, active }) {
       box(`containerd:${name}`, x + 10, y + 82, nw - 20, 36, "containerd", n.status?.nodeInfo?.containerRuntimeVersion || "",
         on(`containerd:${name}`)),
       s("text", { x: x + 12, y: y + 136, class: "sub" }, `pods (${mine.length})`),
-      dots));
+      dots,
+      mine.length > room ? s("text", { x: x + nw - 12, y: y + nh - 10, "text-anchor": "end", class: "sub" },
+        `+${mine.length - room + 1} more`) : null));
   });
   return s("svg", { id: "arch", viewBox: `0 0 ${W} ${height}`, role: "img", "aria-label": "the cluster's architecture" }, parts);
 }
@@ -92,7 +98,7 @@ function componentName(step) {
 
 export function render(root, ctx) {
   const input = h("input", { id: "follow-name", placeholder: "deployment (or namespace/deployment)", autocomplete: "off" });
-  const followBtn = h("button", { type: "button", id: "follow-button" }, "Follow");
+  const followBtn = h("button", { type: "submit", id: "follow-button" }, "Follow");
   const nextBtn = h("button", { type: "button", id: "follow-next" }, "Follow the next new Deployment");
   const status = h("p", { id: "follow-status", class: "muted" });
   const errors = h("div");

@@ -38,8 +38,14 @@ export function render(root, ctx) {
         if (atBottom) logBox.scrollTop = logBox.scrollHeight;
       },
     }).then(() => { logState.textContent = "the log stream ended (the container stopped)"; })
-      .catch((e) => { if (e.name !== "AbortError") logState.textContent = `log unavailable: ${e.status || ""} ${e.message}`; });
+      .catch((e) => {
+        if (e.name === "AbortError") return;
+        logState.textContent = `log unavailable: ${e.status || ""} ${e.message}`;
+        // A container not started yet is a 400: ask again while this view is open.
+        if (e.status === 400) retry = setTimeout(() => { if (following === container) follow(container); }, 2000);
+      });
   }
+  let retry = null;
   picker.addEventListener("change", () => follow(picker.value));
 
   const pod = new ListWatch(collection("v1", "pods", ns), {
@@ -82,7 +88,7 @@ export function render(root, ctx) {
   });
   pod.start();
   events.start();
-  return () => { pod.stop(); events.stop(); if (logAbort) logAbort.abort(); };
+  return () => { pod.stop(); events.stop(); clearTimeout(retry); if (logAbort) logAbort.abort(); };
 }
 
 export function lastSeen(e) {
