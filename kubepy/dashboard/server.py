@@ -8,6 +8,7 @@ Talks to: the API server only, and only with the user's token (``kubepy.dashboar
     *    /api/..., /apis/..., /version   forwarded with the caller's Authorization
     POST /dashboard/manifest      a pasted YAML (or JSON) manifest as a JSON list of objects, so the
                                   browser can apply each with server-side apply (no cluster access here)
+    GET  /dashboard/watch?w=…     several watches in one stream, each as the user (kubepy.dashboard.watchmux)
     GET  /healthz                 "ok" (no authentication; the supervisor probes the plain-HTTP port)
 
 The views keep the token in ``sessionStorage`` and send it as a header, never
@@ -28,6 +29,7 @@ import yaml
 from aiohttp import web
 
 from kubepy.dashboard.proxy import FORWARDED_PREFIXES, forward, status_response
+from kubepy.dashboard.watchmux import multiplexed_watch
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,11 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
+async def _watch(request: web.Request) -> web.StreamResponse:
+    return await multiplexed_watch(request, session=request.app[SESSION], server=request.app[CONFIG].server,
+                                   ssl=request.app[UPSTREAM_SSL])
+
+
 async def _forward(request: web.Request) -> web.StreamResponse:
     return await forward(request, session=request.app[SESSION], server=request.app[CONFIG].server,
                          ssl=request.app[UPSTREAM_SSL])
@@ -164,6 +171,7 @@ def make_app(config: DashboardConfig, *, static_dir: Path = STATIC_DIR) -> web.A
     r.add_get("/static/{path:.+}", _static)
     r.add_get("/healthz", _healthz)
     r.add_post("/dashboard/manifest", _manifest)
+    r.add_get("/dashboard/watch", _watch)
     for prefix in FORWARDED_PREFIXES:
         r.add_route("*", prefix, _forward)
         r.add_route("*", prefix + "/{tail:.*}", _forward)

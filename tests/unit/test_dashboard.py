@@ -191,6 +191,43 @@ async def test_a_watch_streams_through_the_dashboard(cluster: Cluster) -> None:
     resp.close()
 
 
+async def test_several_watches_share_one_stream_each_with_the_users_rights(cluster: Cluster) -> None:
+    from urllib.parse import urlencode
+
+    rv = (await cluster.admin("GET", "/api/v1/namespaces/default/configmaps"))["metadata"]["resourceVersion"]
+    targets = [f"{DEPLOYMENTS}?resourceVersion={rv}", f"/api/v1/namespaces/default/pods?resourceVersion={rv}"]
+    resp = await cluster.dash.get("/dashboard/watch?" + urlencode([("w", t) for t in targets]),
+                                  headers=_auth("viewer"))
+    assert resp.status == 200
+    # viewer may watch Deployments but not Pods: the pods watch is refused with the API server's 403 ...
+    async with asyncio.timeout(10):
+        refused = json.loads(await resp.content.readline())
+    assert (refused["i"], refused["code"]) == (1, 403), refused
+    assert 'cannot watch resource "pods"' in refused["error"]["message"], refused
+    # ... and the Deployments watch goes on delivering in the same stream.
+    web_ = await cluster.admin("GET", f"{DEPLOYMENTS}/web")
+    web_["metadata"]["labels"] = {"touched": "yes"}
+    await cluster.admin("PUT", f"{DEPLOYMENTS}/web", web_)
+    async with asyncio.timeout(10):
+        event = json.loads(await resp.content.readline())
+    assert event["i"] == 0 and event["event"]["type"] == "MODIFIED", event
+    assert event["event"]["object"]["metadata"]["labels"] == {"touched": "yes"}
+    resp.close()
+    # A watch that ends says so (here its timeoutSeconds).
+    resp = await cluster.dash.get("/dashboard/watch?" + urlencode([("w", f"{DEPLOYMENTS}?resourceVersion={rv}&"
+                                                                          "timeoutSeconds=1")]), headers=_auth("admin"))
+    async with asyncio.timeout(10):
+        lines = [json.loads(line) for line in (await resp.read()).splitlines()]
+    assert lines[-1] == {"i": 0, "end": True}, lines
+
+
+async def test_the_watch_stream_refuses_what_the_proxy_refuses(cluster: Cluster) -> None:
+    assert (await cluster.dash.get("/dashboard/watch?w=/api/v1/pods")).status == 401
+    for w in ("", "https://evil.example/api/v1/pods", "/api/v1/namespaces/a/pods/p/proxy/", "/metrics"):
+        resp = await cluster.dash.get("/dashboard/watch" + (f"?w={w}" if w else ""), headers=_auth("admin"))
+        assert resp.status == 400, (w, await resp.text())
+
+
 async def test_a_watch_refused_by_rbac_is_the_api_servers_403(cluster: Cluster) -> None:
     resp = await cluster.dash.get("/api/v1/namespaces/default/pods?watch=1", headers=_auth("viewer"))
     body = await resp.json()

@@ -85,9 +85,9 @@ async function* lines(resp) {
   }
 }
 
-// List, then watch from the list's resourceVersion; a 410 Gone (the store compacted that far)
-// lists again; an ended watch resumes from the last version seen. 401/403/404 stop it: retrying
-// cannot help, and the view shows the API server's message.
+// One kind's objects, kept current: listed, then changed by watch events. The watching is done
+// by a WatchSet, which carries every watch of a view in one connection (a browser opens at most
+// six to one server; a view watching seven kinds would otherwise wait, and so would its actions).
 export class ListWatch {
   constructor(path, { query = {}, onChange = () => {}, onError = () => {} } = {}) {
     this.path = path;
@@ -95,10 +95,11 @@ export class ListWatch {
     this.items = new Map();
     this.onChange = onChange;
     this.onError = onError;
-    this.controller = new AbortController();
-    this.stopped = false;
     this.synced = false;
     this.error = null;
+    this.needsList = true;
+    this.dead = false;      // refused (401/403/404): retrying cannot help; the view shows why
+    this.own = null;
   }
 
   static key(obj) {
@@ -107,9 +108,65 @@ export class ListWatch {
 
   list() { return [...this.items.values()]; }
 
-  stop() {
-    this.stopped = true;
-    this.controller.abort();
+  // Alone: a set of one. In a view with several, new WatchSet([a, b, …]).start() instead.
+  start() {
+    this.own = new WatchSet([this]).start();
+    return this;
+  }
+
+  stop() { if (this.own) this.own.stop(); }
+
+  setError(err) {
+    this.error = err;
+    this.onError(err);
+  }
+
+  async relist(signal) {
+    try {
+      const list = await get(this.path, this.query, signal);
+      this.items = new Map((list.items || []).map((o) => [ListWatch.key(o), o]));
+      this.rv = list.metadata.resourceVersion;
+      this.synced = true;
+      this.needsList = false;
+      if (this.error) this.setError(null);
+      this.onChange({ type: "SYNC" });
+    } catch (err) {
+      if (err.name === "AbortError") throw err;
+      this.setError(err);
+      if ([401, 403, 404].includes(err.status)) this.dead = true;
+      else throw err;
+    }
+  }
+
+  watchTarget() {
+    return url(this.path, { ...this.query, resourceVersion: this.rv, allowWatchBookmarks: "true", timeoutSeconds: "290" });
+  }
+
+  // -> "relist" when the store no longer has our resourceVersion (410 Gone)
+  handle(event) {
+    if (event.type === "ERROR") {
+      if (event.object && event.object.code === 410) return "relist";
+      throw new ApiError(event.object?.code || 500, event.object);
+    }
+    const obj = event.object;
+    if (obj?.metadata?.resourceVersion) this.rv = obj.metadata.resourceVersion;
+    if (event.type === "BOOKMARK") return null;
+    const key = ListWatch.key(obj);
+    if (event.type === "DELETED") this.items.delete(key);
+    else this.items.set(key, obj);
+    this.onChange({ type: event.type, object: obj, at: Date.now() });
+    return null;
+  }
+}
+
+// List each kind (again after a 410), then watch them all in one stream from the dashboard
+// (GET /dashboard/watch?w=…&w=…); when any watch ends, every one resumes from where it was.
+export class WatchSet {
+  constructor(members) {
+    this.members = members;
+    for (const m of members) m.own = this;
+    this.stopped = false;
+    this.controller = new AbortController();
   }
 
   start() {
@@ -117,51 +174,50 @@ export class ListWatch {
     return this;
   }
 
-  setError(err) {
-    this.error = err;
-    this.onError(err);
+  stop() {
+    this.stopped = true;
+    this.controller.abort();
   }
 
   async run() {
     let backoff = 1000;
     while (!this.stopped) {
       try {
-        const list = await get(this.path, this.query, this.controller.signal);
-        this.items = new Map((list.items || []).map((o) => [ListWatch.key(o), o]));
-        this.rv = list.metadata.resourceVersion;
-        this.synced = true;
-        if (this.error) this.setError(null);
-        this.onChange({ type: "SYNC" });
-        await this.watch();
-        backoff = 1000;
+        await Promise.all(this.members.filter((m) => m.needsList && !m.dead).map((m) => m.relist(this.controller.signal)));
+        const live = this.members.filter((m) => !m.dead);
+        if (!live.length) return;
+        const query = live.map((m) => "w=" + encodeURIComponent(m.watchTarget())).join("&");
+        const resp = await fetch(`/dashboard/watch?${query}`, { headers: headers(), signal: this.controller.signal });
+        if (!resp.ok) throw await failure(resp);
+        for (const m of live) if (m.error) m.setError(null);
+        let heard = false;
+        for await (const line of lines(resp)) {
+          heard = true;
+          const msg = JSON.parse(line);
+          const m = live[msg.i];
+          if (msg.event) {
+            if (m.handle(msg.event) === "relist") { m.needsList = true; break; }
+            backoff = 1000;
+          } else if (msg.error) {
+            m.setError(new ApiError(msg.code, msg.error));
+            if ([401, 403, 404].includes(msg.code)) m.dead = true;
+            else if (msg.code === 410) m.needsList = true;
+            else throw m.error;
+            break;
+          } else if (msg.end) {
+            break;
+          }
+        }
+        // Leaving the loop closes the stream (the generator cancels its reader): every watch stops upstream.
+        if (!heard) {   // a stream that ends at once must not become a tight loop
+          await sleep(backoff);
+          backoff = Math.min(backoff * 2, 30000);
+        }
       } catch (err) {
         if (this.stopped) return;
-        this.setError(err);
-        if ([401, 403, 404].includes(err.status)) return;
+        for (const m of this.members) if (!m.dead && !m.error) m.setError(err);
         await sleep(backoff);
         backoff = Math.min(backoff * 2, 30000);
-      }
-    }
-  }
-
-  async watch() {
-    while (!this.stopped) {
-      const resp = await fetch(url(this.path, { ...this.query, watch: "1", resourceVersion: this.rv,
-        allowWatchBookmarks: "true", timeoutSeconds: "290" }), { headers: headers(), signal: this.controller.signal });
-      if (!resp.ok) throw await failure(resp);
-      for await (const line of lines(resp)) {
-        const event = JSON.parse(line);
-        if (event.type === "ERROR") {
-          if (event.object && event.object.code === 410) return;   // list again
-          throw new ApiError(event.object?.code || 500, event.object);
-        }
-        const obj = event.object;
-        if (obj?.metadata?.resourceVersion) this.rv = obj.metadata.resourceVersion;
-        if (event.type === "BOOKMARK") continue;
-        const key = ListWatch.key(obj);
-        if (event.type === "DELETED") this.items.delete(key);
-        else this.items.set(key, obj);
-        this.onChange({ type: event.type, object: obj, at: Date.now() });
       }
     }
   }

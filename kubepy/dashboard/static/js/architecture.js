@@ -2,7 +2,7 @@
 // plane's API server, store, scheduler and controller manager; each node's kubelet, kube-proxy,
 // containerd and pods), live from watches, and one Deployment followed through it step by step.
 
-import { ListWatch, collection } from "./api.js";
+import { ListWatch, WatchSet, collection } from "./api.js";
 import { clock, copyButton, errorBox, h, replace, s, throttled } from "./dom.js";
 import { serviceChain } from "./commands.js";
 import { Sightings, followSteps, proxyCommands } from "./follow.js";
@@ -209,8 +209,8 @@ export function render(root, ctx) {
       commandsOf(st).map((c) => h("div", { class: "cmd" }, h("code", {}, c), copyButton(c)))))));
   });
 
-  for (const w of all) w.start();
+  const set = new WatchSet(all).start();
   const tick = setInterval(draw, 1000);   // the glow fades and relative times move even without events
   draw();
-  return () => { clearInterval(tick); all.forEach((w) => w.stop()); };
+  return () => { clearInterval(tick); set.stop(); };
 }

@@ -1,7 +1,7 @@
 // Cluster overview: every node with capacity, allocatable, usage (metrics.k8s.io) and conditions,
 // and how many pods and Deployments are where they should be.
 
-import { ListWatch, get } from "./api.js";
+import { ListWatch, WatchSet, get } from "./api.js";
 import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 import { bytes, cores, percent } from "./quantity.js";
 
@@ -93,8 +93,8 @@ export function render(root) {
   }
   readMetrics();
   const timer = setInterval(readMetrics, METRICS_PERIOD_MS);
-  for (const w of [nodes, pods, deployments]) w.start();
-  return () => { clearInterval(timer); for (const w of [nodes, pods, deployments]) w.stop(); };
+  const set = new WatchSet([nodes, pods, deployments]).start();
+  return () => { clearInterval(timer); set.stop(); };
 }
 
 function card(title, value, id) {

@@ -1,6 +1,6 @@
 // One pod: its containers and conditions, its events as they come, and its log as it is written.
 
-import { ListWatch, collection, followLog, objectPath } from "./api.js";
+import { ListWatch, WatchSet, collection, followLog, objectPath } from "./api.js";
 import { remove } from "./actions.js";
 import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 import { podStatus, readyCount, restarts, statusKind } from "./pods.js";
@@ -86,9 +86,8 @@ export function render(root, ctx) {
         e.source?.component || e.reportingComponent || "", `${e.message || ""}${e.count > 1 ? ` (×${e.count})` : ""}`])),
     { empty: events.synced ? "no events" : "loading…" }));
   });
-  pod.start();
-  events.start();
-  return () => { pod.stop(); events.stop(); clearTimeout(retry); if (logAbort) logAbort.abort(); };
+  const set = new WatchSet([pod, events]).start();
+  return () => { set.stop(); clearTimeout(retry); if (logAbort) logAbort.abort(); };
 }
 
 export function lastSeen(e) {

@@ -1,7 +1,7 @@
 // Services with their endpoints (EndpointSlices) and every way to reach them: the cluster IP and
 // DNS name from pods, NodePorts on every node, load-balancer addresses, and Ingress rules.
 
-import { ListWatch, collection } from "./api.js";
+import { ListWatch, WatchSet, collection } from "./api.js";
 import { remove } from "./actions.js";
 import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 
@@ -84,6 +84,6 @@ export function render(root, ctx) {
       ]);
     }), { empty: services.synced ? "no services" : "loading…" }));
   });
-  for (const w of [services, slices, ingresses, nodes]) w.start();
-  return () => [services, slices, ingresses, nodes].forEach((w) => w.stop());
+  const set = new WatchSet([services, slices, ingresses, nodes]).start();
+  return () => set.stop();
 }

@@ -1,7 +1,7 @@
 // Workloads: Deployments, StatefulSets, DaemonSets, Jobs and CronJobs with where their rollouts
 // stand, and the actions people take on them (scale, restart, delete), each as the user.
 
-import { ListWatch, collection } from "./api.js";
+import { ListWatch, WatchSet, collection } from "./api.js";
 import { remove, restart, scale } from "./actions.js";
 import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 import { daemonSetRollout, deploymentRollout, jobState, statefulSetRollout } from "./rollout.js";
@@ -82,7 +82,8 @@ export function render(root, ctx) {
         items.map((o) => row(`${o.metadata.namespace}/${o.metadata.name}`, kind.cells(o), { dataset: kind.data ? kind.data(o) : {} })),
         { empty: lw.synced ? "none" : "loading…" }));
     });
-    return lw.start();
+    return lw;
   });
-  return () => watches.forEach((w) => w.stop());
+  const set = new WatchSet(watches).start();
+  return () => set.stop();
 }
