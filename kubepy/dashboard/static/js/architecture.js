@@ -156,8 +156,11 @@ export function render(root, ctx) {
   function stepTime(step, t0) {
     if (step.time === null || step.time === undefined) return h("span", { class: "time muted" }, step.done ? "—" : "pending");
     if (step.initial) return h("span", { class: "time muted", title: "already so when this page began to watch" }, "before");
-    return h("span", { class: "time", title: new Date(step.time).toISOString() },
-      (step.seen ? "seen " : "") + clock(step.time), h("span", { class: "delta" }, t0 ? ` +${((step.time - t0) / 1000).toFixed(1)}s` : ""));
+    // The API keeps its timestamps to the second; what this page saw arrive it knows to the millisecond.
+    const precise = step.seen;
+    return h("span", { class: "time", title: precise ? "when this page saw the watch event" : "the object's own timestamp (to the second)" },
+      precise ? `seen ${clock(step.time)}` : clock(step.time).slice(0, 8),
+      h("span", { class: "delta" }, t0 ? ` +${((step.time - t0) / 1000).toFixed(precise ? 1 : 0)}s` : ""));
   }
 
   function commandsOf(step) {
