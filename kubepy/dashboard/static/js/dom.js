@@ -41,6 +41,8 @@ export function replace(el, ...children) {
   return append(el, children);
 }
 
+export const AGE_REFRESH_MS = 5000;   // how often a view redraws only so that its ages move
+
 // "12s", "4m", "3h", "2d" as kubectl prints ages.
 export function age(timestamp, now = Date.now()) {
   if (!timestamp) return "";

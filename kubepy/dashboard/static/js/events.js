@@ -1,7 +1,7 @@
 // Events as they happen, newest first: what every component said about every object.
 
 import { ListWatch, collection } from "./api.js";
-import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
+import { AGE_REFRESH_MS, age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 import { evTime, lastSeen } from "./pod.js";
 
 const SHOWN = 300;
@@ -26,5 +26,6 @@ export function render(root, ctx) {
     }), { empty: lw.synced ? "no events" : "loading…" }));
   });
   lw.start();
-  return () => lw.stop();
+  const ages = setInterval(draw, AGE_REFRESH_MS);   // ages move without events
+  return () => { clearInterval(ages); lw.stop(); };
 }

@@ -2,7 +2,7 @@
 
 import { ListWatch } from "./api.js";
 import { remove } from "./actions.js";
-import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
+import { AGE_REFRESH_MS, age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 
 export function render(root) {
   const errors = h("div");
@@ -22,7 +22,8 @@ export function render(root) {
     ])), { empty: lw.synced ? "none visible" : "loading…" }));
   });
   lw.start();
-  return () => lw.stop();
+  const ages = setInterval(draw, AGE_REFRESH_MS);   // ages move without events
+  return () => { clearInterval(ages); lw.stop(); };
 }
 
 function choose(name) {

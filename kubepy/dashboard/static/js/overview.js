@@ -2,7 +2,7 @@
 // and how many pods and Deployments are where they should be.
 
 import { ListWatch, WatchSet, get } from "./api.js";
-import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
+import { AGE_REFRESH_MS, age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 import { bytes, cores, percent } from "./quantity.js";
 
 // The metrics API serves no watch (upstream's neither): usage is read again at its resolution.
@@ -94,7 +94,8 @@ export function render(root) {
   readMetrics();
   const timer = setInterval(readMetrics, METRICS_PERIOD_MS);
   const set = new WatchSet([nodes, pods, deployments]).start();
-  return () => { clearInterval(timer); set.stop(); };
+  const ages = setInterval(draw, AGE_REFRESH_MS);   // ages move without events
+  return () => { clearInterval(timer); clearInterval(ages); set.stop(); };
 }
 
 function card(title, value, id) {

@@ -2,7 +2,7 @@
 
 import { ListWatch, WatchSet, collection, followLog, objectPath } from "./api.js";
 import { remove } from "./actions.js";
-import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
+import { AGE_REFRESH_MS, age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 import { podStatus, readyCount, restarts, statusKind } from "./pods.js";
 
 const MAX_LOG_CHARS = 500000;   // a long-running follow keeps its tail only
@@ -87,7 +87,8 @@ export function render(root, ctx) {
     { empty: events.synced ? "no events" : "loading…" }));
   });
   const set = new WatchSet([pod, events]).start();
-  return () => { set.stop(); clearTimeout(retry); if (logAbort) logAbort.abort(); };
+  const ages = setInterval(draw, AGE_REFRESH_MS);   // ages move without events
+  return () => { clearInterval(ages); set.stop(); clearTimeout(retry); if (logAbort) logAbort.abort(); };
 }
 
 export function lastSeen(e) {

@@ -2,7 +2,7 @@
 
 import { ListWatch, collection } from "./api.js";
 import { remove } from "./actions.js";
-import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
+import { AGE_REFRESH_MS, age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 
 // kubectl's STATUS column: a waiting or terminated reason wins over the phase.
 export function podStatus(pod) {
@@ -61,5 +61,6 @@ export function render(root, ctx) {
       }), { empty: pods.synced ? "no pods" : "loading…" }));
   });
   pods.start();
-  return () => pods.stop();
+  const ages = setInterval(draw, AGE_REFRESH_MS);   // ages move without events
+  return () => { clearInterval(ages); pods.stop(); };
 }

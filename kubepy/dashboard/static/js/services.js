@@ -3,7 +3,7 @@
 
 import { ListWatch, WatchSet, collection } from "./api.js";
 import { remove } from "./actions.js";
-import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
+import { AGE_REFRESH_MS, age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 
 export function endpointsOf(slices, svc) {
   const out = [];
@@ -85,5 +85,6 @@ export function render(root, ctx) {
     }), { empty: services.synced ? "no services" : "loading…" }));
   });
   const set = new WatchSet([services, slices, ingresses, nodes]).start();
-  return () => set.stop();
+  const ages = setInterval(draw, AGE_REFRESH_MS);   // ages move without events
+  return () => { clearInterval(ages); set.stop(); };
 }

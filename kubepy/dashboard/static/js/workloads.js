@@ -3,7 +3,7 @@
 
 import { ListWatch, WatchSet, collection } from "./api.js";
 import { remove, restart, scale } from "./actions.js";
-import { age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
+import { AGE_REFRESH_MS, age, errorBox, h, pill, replace, row, table, throttled } from "./dom.js";
 import { daemonSetRollout, deploymentRollout, jobState, statefulSetRollout } from "./rollout.js";
 
 const STATE_PILL = { complete: "ok", progressing: "warn", paused: "warn", failed: "bad" };
@@ -66,6 +66,7 @@ function duration(j) {
 
 export function render(root, ctx) {
   replace(root, h("h2", {}, "Workloads", h("span", { class: "muted" }, ctx.namespace ? ` in ${ctx.namespace}` : " in all namespaces")));
+  const redraws = [];
   const watches = KINDS.map((kind) => {
     const box = h("section", { id: kind.resource });
     root.append(box);
@@ -82,8 +83,10 @@ export function render(root, ctx) {
         items.map((o) => row(`${o.metadata.namespace}/${o.metadata.name}`, kind.cells(o), { dataset: kind.data ? kind.data(o) : {} })),
         { empty: lw.synced ? "none" : "loading…" }));
     });
+    redraws.push(draw);
     return lw;
   });
   const set = new WatchSet(watches).start();
-  return () => set.stop();
+  const ages = setInterval(() => redraws.forEach((d) => d()), AGE_REFRESH_MS);   // ages move without events
+  return () => { clearInterval(ages); set.stop(); };
 }
