@@ -36,7 +36,6 @@ pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 IMAGE = "docker.io/library/busybox:1.36"
-SHOTS = Path(tempfile.mkdtemp(prefix="kubepy-dashboard-shots-"))
 
 
 def _browser_prerequisites() -> None:
@@ -75,11 +74,11 @@ def lab() -> Iterator[Lab]:
 class Page:
     """The browser on the dashboard, with waits that save a screenshot and the console when they fail."""
 
-    def __init__(self, driver: Any, url: str) -> None:
-        self.driver, self.url = driver, url
+    def __init__(self, driver: Any, url: str, shots: Path) -> None:
+        self.driver, self.url, self.shots = driver, url, shots
 
     def shot(self, name: str) -> Path:
-        path = SHOTS / f"{name}.png"
+        path = self.shots / f"{name}.png"
         self.driver.save_screenshot(str(path))
         return path
 
@@ -151,9 +150,10 @@ def page(lab: Lab) -> Iterator[Page]:
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
-    print(f"\nscreenshots: {SHOTS}")
+    shots = Path(tempfile.mkdtemp(prefix="kubepy-dashboard-shots-"))
+    print(f"\nscreenshots: {shots}")
     try:
-        yield Page(driver, url)
+        yield Page(driver, url, shots)
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
