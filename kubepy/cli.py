@@ -300,6 +300,37 @@ def cmd_metrics_server(args: argparse.Namespace) -> int:
     return _run_async(_with_health(run_metrics_server(config), args), "metrics-server")
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from kubepy.dashboard.server import DashboardConfig, run_dashboard
+
+    server, ca_pem = args.server, None
+    try:
+        if args.kubeconfig:   # only where the API server is and its CA: the dashboard uses no one's credentials
+            from kubepy.client import ClientConfig
+
+            cc = ClientConfig.from_kubeconfig(args.kubeconfig)
+            server, ca_pem = server or cc.server, cc.ca_data
+        if args.ca:
+            ca_pem = args.ca.read_bytes()
+    except (OSError, ValueError, KeyError) as e:
+        print(f"kubepy dashboard: {e}", file=sys.stderr)
+        return 2
+    if not server:
+        print("kubepy dashboard: --server (or --kubeconfig) is required: the API server's URL", file=sys.stderr)
+        return 2
+    if not (args.tls_cert_file and args.tls_private_key_file):
+        print("kubepy dashboard: --tls-cert-file and --tls-private-key-file are required (HTTPS only: a token must "
+              "never cross the network in clear)", file=sys.stderr)
+        return 2
+    for path in (args.tls_cert_file, args.tls_private_key_file):
+        if not path.is_file():
+            print(f"kubepy dashboard: {path}: no such file", file=sys.stderr)
+            return 2
+    config = DashboardConfig(server=server, ca_pem=ca_pem, bind_address=args.bind_address, port=args.port,
+                             tls_cert_file=args.tls_cert_file, tls_private_key_file=args.tls_private_key_file)
+    return _run_async(_with_health(run_dashboard(config), args), "dashboard")
+
+
 def cmd_controlplane(args: argparse.Namespace) -> int:
     from kubepy.controlplane import run_controlplane
 
@@ -380,8 +411,19 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
                    "--tls-cert-file", str(data_dir / "metrics-server-serving.crt"),
                    "--tls-private-key-file", str(data_dir / "metrics-server-serving.key"),
                    "--metric-resolution", f"{args.metric_resolution:g}s"]
+    dashboard = None
+    if args.advertise_address and args.dashboard_port:
+        # Its own serving certificate (the supervisor issues it by the cluster CA); the API server on loopback.
+        api_host = "127.0.0.1" if args.bind_address in ("0.0.0.0", "::", "") else args.bind_address
+        api_host = f"[{api_host}]" if ":" in api_host else api_host
+        dashboard = ["--log-level", args.log_level, "dashboard",
+                     "--server", f"https://{api_host}:{args.port}", "--ca", str(data_dir / "ca.crt"),
+                     "--bind-address", args.advertise_address, "--port", str(args.dashboard_port),
+                     "--tls-cert-file", str(data_dir / "dashboard-serving.crt"),
+                     "--tls-private-key-file", str(data_dir / "dashboard-serving.key")]
     return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port, metrics_argv=metrics,
-                            advertise_address=args.advertise_address, metrics_port=args.metrics_server_port)
+                            advertise_address=args.advertise_address, metrics_port=args.metrics_server_port,
+                            dashboard_argv=dashboard)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
@@ -800,8 +842,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_healthz_flags(p, 4444)
     p.set_defaults(func=cmd_metrics_server)
 
-    p = sub.add_parser("controlplane", help="run API server, scheduler, controller manager and metrics server, "
-                                            "supervised")
+    p = sub.add_parser("dashboard", help="run the web dashboard (HTTPS): users log in with their own bearer token")
+    p.add_argument("--server", default=None, help="the API server's URL (default: --kubeconfig's)")
+    p.add_argument("--ca", type=Path, default=None, help="the CA of the API server's certificate (default: "
+                   "--kubeconfig's, else the system's)")
+    p.add_argument("--kubeconfig", type=Path, default=None,
+                   help="read only the server URL and CA from it; its credentials are never used")
+    p.add_argument("--bind-address", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8443)
+    p.add_argument("--tls-cert-file", "--tls-cert", dest="tls_cert_file", type=Path, default=None,
+                   help="the dashboard's serving certificate (kubepy controlplane issues one by the cluster CA)")
+    p.add_argument("--tls-private-key-file", "--tls-key", dest="tls_private_key_file", type=Path, default=None)
+    add_healthz_flags(p, 8444)
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("controlplane", help="run API server, scheduler, controller manager, metrics server "
+                                            "and dashboard, supervised")
     add_apiserver_flags(p)
     add_controller_flags(p)
     p.add_argument("--scheduler-config", type=Path, default=None,
@@ -811,6 +867,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--advertise-address there is none either)")
     p.add_argument("--metric-resolution", type=_duration, default=15.0,
                    help="the metrics server's scrape interval (default 15s)")
+    p.add_argument("--dashboard-port", type=int, default=8443,
+                   help="the web dashboard's HTTPS port on --advertise-address (0: no dashboard; without "
+                        "--advertise-address there is none either)")
     add_leader_election_flags(p)
     p.set_defaults(func=cmd_controlplane)
 

@@ -1,5 +1,6 @@
 """``kubepy controlplane``: the API server, scheduler and controller manager
-(and, with an advertised address, the metrics server) as supervised child processes.
+(and, with an advertised address, the metrics server and the web dashboard) as
+supervised child processes.
 
 The metrics server (``kubepy.metricsserver``) is an add-on upstream runs as a
 pod; here it runs beside the control plane on its advertised address, so the
@@ -10,6 +11,9 @@ and registers it with the admin's credentials: Service and Endpoints
 ``kube-system/metrics-server``, APIService ``v1beta1.metrics.k8s.io``
 (``kubepy.metricsserver.register``). A registration that fails is logged and
 the metrics server is not started; the rest of the control plane runs on.
+The dashboard (``kubepy.dashboard``) gets a serving certificate by the
+cluster CA for the advertised address and forwards its users' requests to the
+API server on loopback with their own tokens; it has no identity of its own.
 
 Each child is the same ``kubepy`` command a person could run alone; they
 talk only through the API. The supervisor keeps them alive and healthy:
@@ -330,21 +334,42 @@ def register_metrics_server(data_dir: Path, *, address: str, port: int) -> bool:
     return True
 
 
+def issue_dashboard_cert(data_dir: Path, *, address: str) -> bool:
+    """The dashboard's serving certificate (cluster CA) for ``address``; False (logged) on failure."""
+    from kubepy.api import certs
+
+    try:
+        certs.ensure_serving_cert(data_dir, [address], name="dashboard-serving", common_name="kubepy-dashboard")
+    except (OSError, ValueError) as e:
+        log.error("dashboard not started: no serving certificate address=%s err=%s", address, e)
+        return False
+    return True
+
+
 def run_controlplane(apiserver_argv: list[str], scheduler_argv: list[str], cm_argv: list[str], *,
                      data_dir: Path, port: int, metrics_argv: list[str] | None = None,
-                     advertise_address: str | None = None, metrics_port: int = 0) -> int:
+                     advertise_address: str | None = None, metrics_port: int = 0,
+                     dashboard_argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     children = [Child("apiserver", apiserver_argv),
                 Child("scheduler", scheduler_argv, health_flag="--healthz-bind-address"),
                 Child("controller-manager", cm_argv, health_flag="--healthz-bind-address")]
-    before = None
-    if metrics_argv is not None and advertise_address:
+    metrics = metrics_argv is not None and bool(advertise_address)
+    dashboard = dashboard_argv is not None and bool(advertise_address)
+    if metrics:
         children.append(Child("metrics-server", metrics_argv, health_flag="--healthz-bind-address"))
+    if dashboard:
+        children.append(Child("dashboard", dashboard_argv, health_flag="--healthz-bind-address"))
 
-        def before() -> list[str]:
-            ok = register_metrics_server(data_dir, address=advertise_address, port=metrics_port)
-            return [] if ok else ["metrics-server"]
-    return Supervisor(children, data_dir=data_dir, port=port, before_children=before).run()
+    def before() -> list[str]:
+        skipped = []
+        if metrics and not register_metrics_server(data_dir, address=advertise_address, port=metrics_port):
+            skipped.append("metrics-server")
+        if dashboard and not issue_dashboard_cert(data_dir, address=advertise_address):
+            skipped.append("dashboard")
+        return skipped
+    return Supervisor(children, data_dir=data_dir, port=port,
+                      before_children=before if metrics or dashboard else None).run()
 
 
 def recorded_children(data_dir: Path) -> dict[str, dict[str, object]]:

@@ -55,6 +55,10 @@ DEFAULT_ROOT = Path("/var/lib/kubepy")
 DEFAULT_NAME = "kubepy"
 DEFAULT_POD_SUBNET = "10.244.0.0/16"
 DEFAULT_SERVICE_SUBNET = "10.96.0.0/12"   # cluster DNS at its 10th address, 10.96.0.10
+# Node annotations read by the dashboard: kubeadm's name for the CRI socket, ours for the lab node's netns.
+CRI_SOCKET_ANNOTATION = "kubeadm.alpha.kubernetes.io/cri-socket"
+NETNS_ANNOTATION = "kubepy.io/netns"
+DASHBOARD_PORT = 8443   # kubepy controlplane's --dashboard-port default
 INGRESS_SERVICE = ("kube-system", "kubepy-ingress")  # the LoadBalancer in front of every node's ingress nginx
 # Each node's pod sandbox (pause) image: built locally from busybox-static, no registry needed.
 PAUSE_IMAGE = "kubepy.local/pause:1"
@@ -390,6 +394,7 @@ class Cluster:
         if nodes:
             with step(f"{nodes} nodes Ready, cluster DNS at {state.dns_ip}"):
                 self._wait_nodes_ready(state, nodes)
+                self._annotate_nodes(net, nodes)
                 self._publish_dns(state, net, nodes)
                 if _module_exists("kubepy.ingress.controller"):
                     self._publish_ingress(net, nodes)
@@ -727,6 +732,19 @@ class Cluster:
         raise StepFailed("nodes", f"not all nodes Ready after {timeout:.0f}s ({last})",
                          self._tail(f"{self.node_name(1)}-kubelet"))
 
+    def _annotate_nodes(self, net: LabNetwork, nodes: int) -> None:
+        """Where a person finds each node's parts on this host, as kubeadm records a node's CRI socket:
+        the dashboard prints its ``ctr --address`` and ``ip netns exec`` commands from these."""
+        from kubepy.kubelet.containerd import Containerd
+
+        for i in range(1, nodes + 1):
+            socket_path = Containerd(self.node_dir(i) / "containerd").socket
+            cp = self._kubectl_out("annotate", "node", self.node_name(i), "--overwrite",
+                                   f"{CRI_SOCKET_ANNOTATION}=unix://{socket_path}",
+                                   f"{NETNS_ANNOTATION}={net.node_netns(i)}")
+            if cp.returncode != 0:
+                raise StepFailed("nodes", f"could not annotate {self.node_name(i)}: {cp.stderr.strip()}")
+
     def _route_pods(self, net: LabNetwork) -> None:
         """The host reaches every node's pods (the API server calls webhooks running in pods)."""
         cp = self._kubectl_out("get", "nodes", "-o", "json")
@@ -812,6 +830,12 @@ class Cluster:
         print(f"  logs:       {self.logs}/")
         if state.nodes:
             print(f"  load balancers: {state.lb_range or default_lb_range(self.network(state).subnet)}")
+            net = self.network(state)
+            address = net.gateway if state.control_planes == 1 else net.cp_ip(1)
+            print(f"  dashboard:  https://{address}:{DASHBOARD_PORT}/  (its certificate is by the cluster CA, "
+                  f"{self.cp_dir / 'ca.crt'})")
+            print(f"              log in with a bearer token, e.g. the admin's: kubepy kubectl{flag} config view "
+                  "--raw -o jsonpath='{.users[0].user.token}'")
 
     def _kubectl_out(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([_kubectl_binary(), "--kubeconfig", str(self.kubeconfig), *args], input=input,
@@ -1037,7 +1061,7 @@ def _children_by_role(pid: int) -> dict[str, int]:
     try:
         for child in psutil.Process(pid).children():
             cmd = child.cmdline()
-            for role in ("apiserver", "scheduler", "controller-manager", "metrics-server"):
+            for role in ("apiserver", "scheduler", "controller-manager", "metrics-server", "dashboard"):
                 if role in cmd:
                     out[role] = child.pid
     except psutil.Error:
