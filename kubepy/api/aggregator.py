@@ -11,8 +11,9 @@ upstream's proxy handler does:
   ``insecureSkipTLSVerify``); the API server presents its front-proxy
   client certificate (``kubepy.api.frontproxy``) and says who asks in
   ``X-Remote-User``, ``X-Remote-Group`` (one per group) and
-  ``X-Remote-Extra-<key>``; the caller's own ``Authorization`` and
-  impersonation headers are never passed on.
+  ``X-Remote-Extra-<key>`` (the key percent-encoded: ``kubepy.meta.userextra``);
+  the caller's own ``Authorization`` and impersonation headers are never
+  passed on.
 - An APIService that is not Available answers 503 ``service unavailable``.
 - Discovery is merged: ``/apis`` lists the group (versions by
   ``versionPriority``), ``/apis/<group>`` is answered here, ``/apis/<group>/
@@ -47,6 +48,7 @@ from aiohttp import web
 
 from kubepy.api import errors
 from kubepy.kinds import by_plural
+from kubepy.meta.userextra import escape_extra_key
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +249,8 @@ class Aggregator:
         out = [(k, v) for k, v in headers.items()]
         out.append(("X-Remote-User", user.name))
         out += [("X-Remote-Group", g) for g in user.groups]
-        out += [(f"X-Remote-Extra-{k}", v) for k, vs in getattr(user, "extra", ()) for v in vs]
+        out += [(f"X-Remote-Extra-{escape_extra_key(k)}", v)
+                for k, vs in getattr(user, "extra", ()) for v in vs]
         body = await request.read() if request.can_read_body else None
         try:
             async with self._client().request(request.method, url, headers=out, data=body,

@@ -25,12 +25,12 @@ every request, resource or not.
 from __future__ import annotations
 
 import dataclasses
-import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kubepy.api import errors
+from kubepy.meta.userextra import unescape_extra_key
 
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
@@ -243,7 +243,7 @@ def impersonate(user: Any, headers: Mapping[str, str], getall: Any, authorizer: 
     extra: dict[str, list[str]] = {}
     for h in headers:
         if h.lower().startswith(IMPERSONATE_EXTRA.lower()):
-            key = urllib.parse.unquote(h[len(IMPERSONATE_EXTRA):]).lower()
+            key = unescape_extra_key(h[len(IMPERSONATE_EXTRA):])
             extra.setdefault(key, []).extend(getall(h))
     if target is None:
         if groups or uid or extra:

@@ -81,7 +81,7 @@ CONTROLLER_RULES: dict[str, list[dict[str, Any]]] = {
         _rule("get", "*", "*/scale"),
         EVENTS],
     "horizontal-pod-autoscaler": [
-        _rule("list watch", "autoscaling", "horizontalpodautoscalers"),
+        _rule("get list watch", "autoscaling", "horizontalpodautoscalers"),  # get: a status write that met a 409
         _rule("update", "autoscaling", "horizontalpodautoscalers/status"),
         _rule("get update", "*", "*/scale"),
         _rule("list watch", C, "pods"),

@@ -47,6 +47,7 @@ from kubepy import tlsclientauth
 from kubepy.client import Client, ClientConfig
 from kubepy.client.informer import Informer
 from kubepy.meta.selectors import parse_label_selector
+from kubepy.meta.userextra import unescape_extra_key
 from kubepy.metricsserver.samples import (
     Storage,
     format_cpu,
@@ -144,7 +145,7 @@ class RequestHeaderAuth:
         for k, v in headers.items():
             for prefix in self.extra_prefixes:
                 if k.lower().startswith(prefix.lower()):
-                    extra.setdefault(k[len(prefix):].lower(), []).append(v)
+                    extra.setdefault(unescape_extra_key(k[len(prefix):]), []).append(v)
         return Caller(user, groups, tuple(sorted((k, tuple(v)) for k, v in extra.items())))
 
     def from_client_cert(self, der: bytes) -> Caller | None:

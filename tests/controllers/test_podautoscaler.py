@@ -3,19 +3,8 @@ Deployment and ReplicaSet controllers make the pods, a fake kubelet runs them,
 and a fake metrics.k8s.io source (the controller's metrics seam) reports a
 load split evenly across the running pods.
 
-The lab end-to-end test comes once the metrics server (kubelet stats, the
-metrics-server add-on, metrics.k8s.io through API aggregation) is merged:
-``kubepy up --nodes 2``, a Deployment whose container requests ``cpu: 100m``
-and burns CPU on demand (busybox-static: ``while :; do :; done`` started by
-``kubectl exec``, or an HTTP handler a load-generator pod calls in a loop),
-``kubectl autoscale deployment X --cpu-percent=50 --min=1 --max=5``; then
-``kubectl get --raw /apis/metrics.k8s.io/v1beta1/namespaces/NS/pods`` shows
-usage, ``kubectl get hpa`` shows ``cpu: N%/50%`` and the replicas rise within
-a few 15 s syncs (SuccessfulRescale events); stop the load and they fall back
-after the downscale window: 5 minutes by default, so give the HPA
-``spec.behavior.scaleDown.stabilizationWindowSeconds: 30`` to keep the test
-short (the lab's ``kubepy up`` does not pass controller-manager flags; a bare
-``kubepy controlplane`` passes ``--horizontal-pod-autoscaler-*`` on)."""
+The lab end-to-end test, with real kubelet stats, the metrics server behind API
+aggregation and a load-generator pod, is the last test of ``tests/e2e/test_metrics.py``."""
 
 from __future__ import annotations
 

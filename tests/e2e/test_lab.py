@@ -100,14 +100,14 @@ def lab():
         shutil.rmtree(lab.root, ignore_errors=True)
 
 
-def wait_for(cond, timeout: float = 60, what: str = ""):
+def wait_for(cond, timeout: float = 60, what: str = "", *, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         last = cond()
         if last:
             return last
-        time.sleep(0.5)
+        time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}: last={last!r}")
 
 

@@ -3,7 +3,9 @@
 The control plane runs ``kubepy metrics-server`` and registers it (Service, Endpoints, APIService
 ``v1beta1.metrics.k8s.io``); the stock kubectl's ``top`` reads ``metrics.k8s.io`` through the API
 server's aggregation layer. A pod holding ~30 MB shows memory; a pod that starts burning CPU when
-told (a file made with ``kubectl exec``) shows its CPU rise from idle.
+told (a file made with ``kubectl exec``) shows its CPU rise from idle. Last, the same metrics drive
+a HorizontalPodAutoscaler: a web Deployment behind a Service scales from 1 to 3 or more replicas
+while a load-generator pod sends it requests, and back to 1 once the load generator is deleted.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 
 import pytest
 
@@ -20,9 +23,9 @@ pytestmark = pytest.mark.slow
 
 IMAGE = "docker.io/library/busybox:1.36"
 
-# Burns CPU only once /tmp/go exists; holds ~30 MB in a shell variable meanwhile.
-BURN = ("x=$(head -c 30000000 /dev/zero | tr '\\0' a); while [ ! -e /tmp/go ]; do sleep 1; done; "
-        "while :; do :; done")
+# Burns CPU only while /tmp/go exists; holds ~30 MB in a shell variable throughout.
+BURN = ("x=$(head -c 30000000 /dev/zero | tr '\\0' a); "
+        "while :; do while [ ! -e /tmp/go ]; do sleep 1; done; while [ -e /tmp/go ]; do :; done; done")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +105,11 @@ def test_a_pod_burning_cpu_shows_its_cpu_rise(lab: Lab) -> None:
     before = wait_for(lambda: (c := burn_cpu()) is not None and (c,), 60, "metrics of kptest-burn")[0]
     assert before < 100, f"kptest-burn is idle until told, yet uses {before}m"
     lab.kubectl("exec", "kptest-burn", "--", "touch", "/tmp/go")
-    after = wait_for(lambda: (c := burn_cpu()) is not None and c >= 200 and c, 75, "kptest-burn's CPU to rise")
+    try:
+        after = wait_for(lambda: (c := burn_cpu()) is not None and c >= 200 and c, 75, "kptest-burn's CPU to rise")
+    finally:
+        # A core burnt for the rest of the module would slow every later test on a two-core host.
+        lab.kubectl("exec", "kptest-burn", "--", "rm", "-f", "/tmp/go")
     assert after >= before + 150
 
 
@@ -115,3 +122,161 @@ def test_metrics_need_rbac(lab: Lab) -> None:
     lab.kubectl("create", "rolebinding", "kptest-view", "--clusterrole=view", "--user=kptest-viewer")
     rows = wait_for(lambda: top(lab, "pod", "--as=kptest-viewer"), 30, "kubectl top pod as a viewer")
     assert rows[0][0] == "kptest-burn"
+
+
+# -- the horizontal pod autoscaler, end to end --------------------------------------------------------
+HPA_NS = "kptest-hpa"
+
+# A web Deployment whose every request to /cgi-bin/burn spends ~0.1 s of CPU in the pod that serves
+# it, a Service in front, and an autoscaling/v2 HPA on its CPU: target 50% of the 100m request,
+# 1-4 replicas, scale-up at once (upstream's default policies: +4 pods or +100% per 15 s) and a
+# scale-down window of 5 s instead of 5 minutes, so the test sees both ways within minutes.
+HPA_APP = f"""
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: kptest-web-cgi, namespace: {HPA_NS}}}
+data:
+  burn: |
+    #!/bin/sh
+    i=0; while [ $i -lt 50000 ]; do i=$((i+1)); done
+    printf 'Content-Type: text/plain\\r\\n\\r\\n'
+    hostname
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: kptest-web, namespace: {HPA_NS}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: kptest-web}}}}
+  template:
+    metadata: {{labels: {{app: kptest-web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1   # httpd as PID 1 ignores SIGTERM
+      containers:
+      - name: httpd
+        image: busybox:1.36
+        imagePullPolicy: Never
+        command: [httpd, -f, -p, "8080", -h, /www]
+        ports: [{{name: http, containerPort: 8080}}]
+        resources: {{requests: {{cpu: 100m}}}}
+        readinessProbe: {{tcpSocket: {{port: http}}, periodSeconds: 1}}
+        volumeMounts: [{{name: cgi, mountPath: /www/cgi-bin}}]
+      volumes:
+      - name: cgi
+        configMap: {{name: kptest-web-cgi, defaultMode: 365}}   # 0555
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: kptest-web, namespace: {HPA_NS}}}
+spec:
+  selector: {{app: kptest-web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {{name: kptest-web, namespace: {HPA_NS}}}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: kptest-web}}
+  minReplicas: 1
+  maxReplicas: 4
+  metrics:
+  - type: Resource
+    resource: {{name: cpu, target: {{type: Utilization, averageUtilization: 50}}}}
+  behavior:
+    scaleUp: {{stabilizationWindowSeconds: 0}}
+    scaleDown: {{stabilizationWindowSeconds: 5}}
+"""
+
+# One client asking again and again, as upstream's HPA walkthrough does; it stops at SIGTERM. A
+# request that hangs gives up after 5 s rather than stop the load (`timeout`, not `wget -T`: Debian
+# 12's static busybox wget segfaults with -T, and the loop would spin on the crash, sending nothing).
+LOAD = ("trap 'exit 0' TERM; "
+        "while sleep 0.01; do timeout 5 wget -q -O- http://kptest-web/cgi-bin/burn >/dev/null 2>&1; done")
+
+
+def _conditions(obj: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def _hpa_and_deployment(lab: Lab) -> tuple[dict, dict]:
+    """Both in one request: the test polls for minutes and the host has two cores."""
+    items = lab.json("get", "-n", HPA_NS, "horizontalpodautoscaler/kptest-web", "deployment/kptest-web")["items"]
+    by_kind = {i["kind"]: i for i in items}
+    return by_kind["HorizontalPodAutoscaler"], by_kind["Deployment"]
+
+
+def _rescales(lab: Lab) -> list[str]:
+    events = lab.json("get", "events", "-n", HPA_NS, "--field-selector", "reason=SuccessfulRescale")["items"]
+    return [e["message"] for e in events if e["involvedObject"]["kind"] == "HorizontalPodAutoscaler"]
+
+
+def _wait_for_hpa(lab: Lab, cond, timeout: float, what: str):
+    """wait_for, every 2 s; on a timeout the message carries what a user would look at."""
+    try:
+        return wait_for(cond, timeout, what, interval=2)
+    except AssertionError as e:
+        seen = [lab.kubectl(*args, "-n", HPA_NS, check=False) for args in (
+            ("describe", "hpa", "kptest-web"), ("get", "pods", "-o", "wide"), ("top", "pods"))]
+        raise AssertionError("\n".join([str(e), *(cp.stdout + cp.stderr for cp in seen)])) from None
+
+
+def test_an_hpa_scales_a_deployment_up_under_load_and_back_down(lab: Lab) -> None:
+    # The controller manager syncs each HPA every 15 s and the metrics server scrapes every 15 s (the
+    # lab's defaults, as upstream's); a new pod's CPU counts once a whole window follows its readiness.
+    # So each step below takes about 30-60 s; the deadlines allow a loaded host several times that.
+    lab.kubectl("create", "namespace", HPA_NS)
+    lab.kubectl("apply", "-f", "-", input=HPA_APP)
+
+    def measured_idle():
+        hpa, deploy = _hpa_and_deployment(lab)
+        active = _conditions(hpa).get("ScalingActive", {})
+        return (active.get("status") == "True" and (hpa["status"].get("currentMetrics") or [])
+                and (deploy.get("status") or {}).get("readyReplicas") == 1 and (hpa, deploy))
+    hpa, deploy = _wait_for_hpa(lab, measured_idle, 180, "the HPA to measure the idle Deployment")
+    [metric] = hpa["status"]["currentMetrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["current"]["averageUtilization"] < 50, metric
+    assert (hpa["status"]["currentReplicas"], hpa["status"]["desiredReplicas"]) == (1, 1)
+    assert deploy["spec"]["replicas"] == 1
+    conds = _conditions(hpa)
+    assert conds["AbleToScale"]["status"] == "True"
+    assert conds["ScalingActive"]["reason"] == "ValidMetricFound"
+
+    lab.kubectl("run", "kptest-load", "-n", HPA_NS, f"--image={IMAGE}", "--image-pull-policy=Never",
+                "--", "sh", "-c", LOAD)
+    loaded = time.monotonic()
+
+    def scaled_up():
+        hpa, deploy = _hpa_and_deployment(lab)
+        st = hpa.get("status") or {}
+        return (st.get("currentReplicas", 0) >= 3 and st.get("desiredReplicas", 0) >= 3
+                and (deploy.get("status") or {}).get("readyReplicas", 0) >= 3 and (hpa, deploy))
+    hpa, deploy = _wait_for_hpa(lab, scaled_up, 240, "the HPA to scale kptest-web to 3 or more ready replicas")
+    up_seconds, up_ready = time.monotonic() - loaded, deploy["status"]["readyReplicas"]
+    assert deploy["spec"]["replicas"] <= 4
+    conds = _conditions(hpa)
+    assert conds["AbleToScale"]["status"] == "True", conds
+    assert (conds["ScalingActive"]["status"], conds["ScalingActive"]["reason"]) == ("True", "ValidMetricFound")
+    assert hpa["status"]["lastScaleTime"]
+    up = wait_for(lambda: [m for m in _rescales(lab) if "above target" in m], 30, "a SuccessfulRescale event")
+    # One step to 4 when the first sample already shows the load; 2 then more when it caught only its start.
+    assert all(re.fullmatch(r"New size: [234]; reason: cpu resource utilization \(percentage of request\) "
+                            r"above target", m) for m in up), up
+    printed = lab.kubectl("get", "hpa", "-n", HPA_NS).stdout
+    assert re.search(r"^kptest-web\s+Deployment/kptest-web\s+cpu: \d+%/50%\s+1\s+4\s+[34]\s", printed, re.M), printed
+
+    lab.kubectl("delete", "pod", "kptest-load", "-n", HPA_NS)
+    stopped = time.monotonic()
+
+    def scaled_down():
+        hpa, deploy = _hpa_and_deployment(lab)
+        st, dst = hpa.get("status") or {}, deploy.get("status") or {}
+        return (st.get("desiredReplicas") == 1 and deploy["spec"]["replicas"] == 1
+                and dst.get("replicas") == 1 and dst.get("readyReplicas") == 1 and (hpa, deploy))
+    hpa, deploy = _wait_for_hpa(lab, scaled_down, 240, "the HPA to scale kptest-web back to 1")
+    down_seconds = time.monotonic() - stopped
+    down = wait_for(lambda: [m for m in _rescales(lab) if "below target" in m], 30, "a scale-down event")
+    assert "New size: 1; reason: All metrics below target" in down, down
+    assert _conditions(hpa)["ScalingActive"]["status"] == "True"
+    print(f"hpa: load started → {up_ready} replicas ready in {up_seconds:.0f}s; "
+          f"load stopped → 1 replica in {down_seconds:.0f}s")
