@@ -32,7 +32,8 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORWARDED_PREFIXES", "bearer_token", "forward", "refusal", "status_response", "subresource"]
+__all__ = ["FORWARDED_PREFIXES", "bearer_token", "forward", "refusal", "status_response", "subresource",
+           "unauthorized"]
 
 FORWARDED_PREFIXES = ("/api", "/apis", "/version")
 REFUSED_SUBRESOURCES = frozenset({"proxy", "exec", "attach", "portforward"})
@@ -78,6 +79,15 @@ def subresource(path: str) -> str | None:
     return rest[2] if len(rest) > 2 else None
 
 
+def unauthorized(request: web.Request) -> web.Response | None:
+    """The 401 for a request without the user's bearer token (the dashboard holds none of its own)."""
+    if bearer_token(request.headers.get("Authorization")) is not None:
+        return None
+    return status_response(401, "Unauthorized",
+                           "log in: the dashboard sends your bearer token to the API server and holds none "
+                           "of its own (Authorization: Bearer <token> is missing)")
+
+
 def refusal(method: str, path: str) -> str | None:
     """Why the dashboard will not forward this request, or None to forward it."""
     if method not in METHODS:
@@ -94,10 +104,8 @@ def refusal(method: str, path: str) -> str | None:
 async def forward(request: web.Request, *, session: aiohttp.ClientSession, server: str,
                   ssl: Any = None) -> web.StreamResponse:
     """Forward ``request`` to the API server at ``server`` with the user's own Authorization."""
-    if bearer_token(request.headers.get("Authorization")) is None:
-        return status_response(401, "Unauthorized",
-                               "log in: the dashboard sends your bearer token to the API server and holds none "
-                               "of its own (Authorization: Bearer <token> is missing)")
+    if (missing := unauthorized(request)) is not None:
+        return missing
     why = refusal(request.method, request.path)
     if why is not None:
         return status_response(403 if request.path.startswith(("/api/", "/apis/")) else 404,

@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import aiohttp
 from aiohttp import web
 
-from kubepy.dashboard.proxy import REQUEST_HEADERS, bearer_token, refusal, status_response
+from kubepy.dashboard.proxy import REQUEST_HEADERS, refusal, status_response, unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,8 @@ def watch_targets(values: list[str]) -> list[str]:
 
 async def multiplexed_watch(request: web.Request, *, session: aiohttp.ClientSession, server: str,
                             ssl: Any = None) -> web.StreamResponse:
-    if bearer_token(request.headers.get("Authorization")) is None:
-        return status_response(401, "Unauthorized",
-                               "log in: the dashboard sends your bearer token to the API server and holds none "
-                               "of its own (Authorization: Bearer <token> is missing)")
+    if (missing := unauthorized(request)) is not None:
+        return missing
     try:
         targets = watch_targets(request.query.getall("w", []))
     except ValueError as e:
