@@ -59,12 +59,6 @@ class ServiceAllocator:
             self._ports[p] = key
         self._by_key[key] = (ips, ports)
 
-    def mark_foreign(self, item: str | tuple[str, int], ttl: float = 300.0) -> None:
-        """``item`` (an IP or (protocol, port)) is reserved elsewhere: don't pick it."""
-        now = time.monotonic()
-        self._foreign = {i: t for i, t in self._foreign.items() if t > now}
-        self._foreign[item] = now + ttl
-
     def foreign_are(self, items: Iterable[str | tuple[str, int]], ttl: float = 300.0) -> None:
         """What is reserved elsewhere is exactly ``items`` (read from the store just now): earlier
         marks go, as a reservation another server made and then released is free again."""

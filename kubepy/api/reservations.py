@@ -134,11 +134,11 @@ class Reservations:
 
     async def holders(self) -> dict[Item, str]:
         """Every reserved item and the Service key holding it, as the store has them now."""
-        out: dict[Item, str] = {}
-        for prefix in (IP_PREFIX, PORT_PREFIX):
-            for kv in await self.store.range_all(prefix, page=1000):
-                out[_item_of(kv.key)] = _holder(kv.value)
-        return out
+        return {_item_of(kv.key): _holder(kv.value) for kv in await self._reserved()}
+
+    async def _reserved(self) -> list[Any]:
+        """Every reservation's key-value, addresses then ports."""
+        return [kv for prefix in (IP_PREFIX, PORT_PREFIX) for kv in await self.store.range_all(prefix, page=1000)]
 
     async def repair(self, services_prefix: str) -> tuple[int, int]:
         """(created, dropped): reservations made for Services that hold an item without
@@ -146,9 +146,8 @@ class Reservations:
         Reservations are read before the Services, so a Service written after its
         reservation was made is always seen."""
         reserved: dict[Item, tuple[str, float, int]] = {}
-        for prefix in (IP_PREFIX, PORT_PREFIX):
-            for kv in await self.store.range_all(prefix, page=1000):
-                reserved[_item_of(kv.key)] = (_holder(kv.value), _created(kv.value), kv.mod_revision)
+        for kv in await self._reserved():
+            reserved[_item_of(kv.key)] = (_holder(kv.value), _created(kv.value), kv.mod_revision)
         holders: dict[Item, str] = {}
         for kv in await self.store.range_all(services_prefix, page=1000):
             for item in held(json.loads(kv.value)):
