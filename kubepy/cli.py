@@ -423,7 +423,7 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
                      "--tls-private-key-file", str(data_dir / "dashboard-serving.key")]
     return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port, metrics_argv=metrics,
                             advertise_address=args.advertise_address, metrics_port=args.metrics_server_port,
-                            dashboard_argv=dashboard)
+                            dashboard_argv=dashboard, tls_sans=args.tls_san)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:

@@ -334,12 +334,15 @@ def register_metrics_server(data_dir: Path, *, address: str, port: int) -> bool:
     return True
 
 
-def issue_dashboard_cert(data_dir: Path, *, address: str) -> bool:
-    """The dashboard's serving certificate (cluster CA) for ``address``; False (logged) on failure."""
+def issue_dashboard_cert(data_dir: Path, *, address: str, sans: list[str] | tuple[str, ...] = ()) -> bool:
+    """The dashboard's serving certificate (cluster CA) for ``address`` and the API server's extra
+    ``sans`` (``--tls-san``: a shared address in front of several control planes serves the dashboard
+    too); False (logged) on failure."""
     from kubepy.api import certs
 
     try:
-        certs.ensure_serving_cert(data_dir, [address], name="dashboard-serving", common_name="kubepy-dashboard")
+        certs.ensure_serving_cert(data_dir, [address, *sans], name="dashboard-serving",
+                                  common_name="kubepy-dashboard")
     except (OSError, ValueError) as e:
         log.error("dashboard not started: no serving certificate address=%s err=%s", address, e)
         return False
@@ -349,7 +352,7 @@ def issue_dashboard_cert(data_dir: Path, *, address: str) -> bool:
 def run_controlplane(apiserver_argv: list[str], scheduler_argv: list[str], cm_argv: list[str], *,
                      data_dir: Path, port: int, metrics_argv: list[str] | None = None,
                      advertise_address: str | None = None, metrics_port: int = 0,
-                     dashboard_argv: list[str] | None = None) -> int:
+                     dashboard_argv: list[str] | None = None, tls_sans: list[str] | tuple[str, ...] = ()) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     children = [Child("apiserver", apiserver_argv),
                 Child("scheduler", scheduler_argv, health_flag="--healthz-bind-address"),
@@ -365,7 +368,7 @@ def run_controlplane(apiserver_argv: list[str], scheduler_argv: list[str], cm_ar
         skipped = []
         if metrics and not register_metrics_server(data_dir, address=advertise_address, port=metrics_port):
             skipped.append("metrics-server")
-        if dashboard and not issue_dashboard_cert(data_dir, address=advertise_address):
+        if dashboard and not issue_dashboard_cert(data_dir, address=advertise_address, sans=tls_sans):
             skipped.append("dashboard")
         return skipped
     return Supervisor(children, data_dir=data_dir, port=port,

@@ -442,11 +442,12 @@ class Cluster:
                     if time.monotonic() > deadline:
                         raise StepFailed(f"cp{j}", "API server not ready after 90s", self._tail(f"cp{j}-controlplane"))
                     time.sleep(0.2)
-        with step(f"API load balancer: HAProxy on {net.gateway}:{state.port} (and 127.0.0.1), /readyz-checked"):
+        with step(f"API load balancer: HAProxy on {net.gateway}:{state.port} (and 127.0.0.1), /readyz-checked; "
+                  f"the dashboards on {net.gateway}:{DASHBOARD_PORT}"):
             if shutil.which("haproxy") is None:
                 raise StepFailed("haproxy", "haproxy is missing: apt-get install -y haproxy")
             cfg = self.dir / "haproxy.cfg"
-            cfg.write_text(ha.haproxy_config(net, n, state.port))
+            cfg.write_text(ha.haproxy_config(net, n, state.port, DASHBOARD_PORT))
             self._run(Daemon("apiserver-lb", ["haproxy", "-db", "-f", str(cfg)], log=str(self.logs / "apiserver-lb.log")))
             self._wait_ready(state, "apiserver-lb")
             import yaml
@@ -831,7 +832,7 @@ class Cluster:
         if state.nodes:
             print(f"  load balancers: {state.lb_range or default_lb_range(self.network(state).subnet)}")
             net = self.network(state)
-            address = net.gateway if state.control_planes == 1 else net.cp_ip(1)
+            address = net.gateway  # with several control planes, HAProxy's: any live one's dashboard
             print(f"  dashboard:  https://{address}:{DASHBOARD_PORT}/  (its certificate is by the cluster CA, "
                   f"{self.cp_dir / 'ca.crt'})")
             print(f"              log in with a bearer token, e.g. the admin's: kubepy kubectl{flag} config view "

@@ -73,8 +73,10 @@ def copy_shared(first: Path, joining: Path) -> None:
             shutil.copy2(first / name, joining / name)
 
 
-def haproxy_config(net: LabNetwork, count: int, port: int) -> str:
-    """HAProxy in TCP mode (TLS passes through to the API servers), each checked on /readyz."""
+def haproxy_config(net: LabNetwork, count: int, port: int, dashboard_port: int | None = None) -> str:
+    """HAProxy in TCP mode (TLS passes through to the API servers), each checked on /readyz; with
+    ``dashboard_port``, the control planes' dashboards behind the same address (TLS passes through:
+    each dashboard's certificate names the shared address), each checked by a TLS handshake."""
     servers = "\n".join(
         f"    server cp{j} {net.cp_ip(j)}:{API_PORT} check check-ssl verify none inter 1s fall 2 rise 2"
         for j in range(1, count + 1))
@@ -100,6 +102,20 @@ backend apiservers
     option httpchk
     http-check send meth GET uri /readyz
     http-check expect status 200
+    default-server on-marked-down shutdown-sessions
+{servers}
+""" + (_dashboard_section(net, count, dashboard_port) if dashboard_port else "")
+
+
+def _dashboard_section(net: LabNetwork, count: int, port: int) -> str:
+    servers = "\n".join(f"    server cp{j} {net.cp_ip(j)}:{port} check check-ssl verify none inter 2s fall 2 rise 2"
+                        for j in range(1, count + 1))
+    return f"""
+frontend dashboard
+    bind {net.gateway}:{port}
+    default_backend dashboards
+
+backend dashboards
     default-server on-marked-down shutdown-sessions
 {servers}
 """

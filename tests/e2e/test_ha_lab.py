@@ -12,8 +12,10 @@ node's link comes back and it rejoins (its API server ready, listed in the kuber
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,7 @@ def lab():
         config.write_text(KIND_CLUSTER)
         up = lab.kubepy("up", "--config", str(config), timeout=400)
         assert "ready in" in up.stdout, up.stdout
+        lab.up_stdout = up.stdout
         from kubepy.images import busybox_image
 
         archive = lab.root / "busybox.tar"
@@ -82,6 +85,18 @@ def api_endpoints(lab: HALab) -> list[str]:
     return sorted(a["ip"] for s in ep.get("subsets", []) for a in s["addresses"])
 
 
+def dashboard_page(lab: HALab) -> str:
+    """The dashboard's page through the address `kubepy up` printed, its certificate checked against the
+    cluster CA for that address ("" while no control plane's dashboard answers)."""
+    url = next(line.split()[1] for line in lab.up_stdout.splitlines() if line.strip().startswith("dashboard:"))
+    ctx = ssl.create_default_context(cafile=str(lab.root / lab.name / "controlplane" / "ca.crt"))
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=5) as r:
+            return r.read().decode()
+    except OSError:
+        return ""
+
+
 def test_three_api_servers_behind_one_address_and_one_leader_each(lab: HALab):
     server = next(line for line in lab.kubeconfig.read_text().splitlines() if "server:" in line)
     assert ":" in server and ".1:" in server, server  # HAProxy on the bridge's gateway address
@@ -93,6 +108,9 @@ def test_three_api_servers_behind_one_address_and_one_leader_each(lab: HALab):
     nodes = lab.json("get", "nodes")["items"]
     assert [(n["metadata"]["name"], n["metadata"]["labels"].get("tier")) for n in nodes] == \
         [(f"{lab.name}-node1", "backend")]
+    # One dashboard address for the cluster: HAProxy's, in front of every control plane's dashboard.
+    assert f"https://{server.split('//')[1].split(':')[0]}:8443/" in lab.up_stdout, lab.up_stdout
+    assert "<title>kubepy dashboard</title>" in wait_for(lambda: dashboard_page(lab), 30, "the dashboard")
 
 
 DEPLOY = """
@@ -129,6 +147,8 @@ def test_cutting_off_the_leaders_node_keeps_the_cluster_working_and_loses_no_wri
                 wait_for(lambda: (lambda h: h and not h.startswith(leader + "_"))(holder(lab, lease)), 60,
                          f"{lease} moving")
                 moved[lease] = time.monotonic() - cut
+            assert "<title>kubepy dashboard</title>" in wait_for(
+                lambda: dashboard_page(lab), 30, "the dashboard through another control plane")
             lab.kubectl("scale", "deploy", "ha-web", "--replicas", "3")
             wait_for(lambda: lab.json("get", "deploy", "ha-web").get("status", {}).get("readyReplicas") == 3, 120,
                      "the Deployment converging without the old leaders")

@@ -271,6 +271,31 @@ def test_node_port_on_every_vm_address(cluster: Cluster):
     FIGURES["NodePort checks (s)"] = round(time.monotonic() - start, 1)
 
 
+DASHBOARD_GET = """
+import base64, json, ssl, sys, urllib.request
+import yaml
+cfg = yaml.safe_load(open(sys.argv[1]))
+ctx = ssl.create_default_context(cadata=base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]).decode())
+def get(path, token=None):
+    req = urllib.request.Request(sys.argv[2] + path, headers={"Authorization": "Bearer " + token} if token else {})
+    with urllib.request.urlopen(req, context=ctx, timeout=20) as r:
+        return r.read().decode()
+page = get("/")
+nodes = json.loads(get("/api/v1/nodes", cfg["users"][0]["user"]["token"]))
+print(json.dumps({"title": "<title>kubepy dashboard</title>" in page,
+                  "nodes": sorted(n["metadata"]["name"] for n in nodes["items"])}))
+"""
+
+
+def test_dashboard_on_the_control_planes_private_address(cluster: Cluster):
+    """The control plane's unit serves the dashboard on its advertised address, its certificate by the
+    cluster CA for that address; a request through it acts with the bearer token it carries."""
+    ip = cluster.vms.addresses()["controlplane"]
+    out = wait_for(lambda: cluster.vms.run(PYTHON, "-c", DASHBOARD_GET, str(cluster.vms.kubeconfig),
+                                           f"https://{ip}:8443", timeout=60).stdout, 120, "the dashboard")
+    assert json.loads(out) == {"title": True, "nodes": sorted("kubepy-" + n for n in cluster.vms.addresses())}
+
+
 def test_logs_and_exec(cluster: Cluster):
     start = time.monotonic()
     assert "the first 20 primes: 2 3 5 7 11" in cluster.kubectl("logs", "job/primes").stdout
