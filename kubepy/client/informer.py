@@ -137,11 +137,12 @@ class _Backoff:
 
 
 class Informer:
-    def __init__(self, client: Any, resource: str, *, namespace: str | None = None,
+    def __init__(self, client: Any, resource: Any, *, namespace: str | None = None,
                  label_selector: str | None = None, field_selector: str | None = None,
                  indexers: dict[str, Indexer] | None = None, resync_period: float | None = None) -> None:
         self.client = client
-        self.resource = resource
+        self.resource = resource  # a plural, or a Kind the caller built (a custom resource's)
+        self.name = resource if isinstance(resource, str) else resource.qualified  # for the logs
         self.namespace = namespace
         self.label_selector = label_selector
         self.field_selector = field_selector
@@ -181,19 +182,19 @@ class Informer:
                         await backoff.sleep()
                 except GoneError as e:
                     log.info("watch expired, re-listing resource=%s rv=%s err=%s",
-                             self.resource, self.resource_version, e.message)
+                             self.name, self.resource_version, e.message)
                     if need_list or self._watch_events == 0:
                         await backoff.sleep()  # 410 again straight after a list: do not hammer the server
                     need_list = True
                 except (TransportError, APIStatusError) as e:
                     log.warning("%s failed resource=%s rv=%s retry_in=%.1fs err=%s",
-                                "list" if need_list else "watch", self.resource, self.resource_version,
+                                "list" if need_list else "watch", self.name, self.resource_version,
                                 backoff.delay, e)
                     await backoff.sleep()
                 except Exception:
                     # A bug must not silently stop every consumer of this cache:
                     # log it and start over from a fresh list.
-                    log.exception("informer error resource=%s retry_in=%.1fs", self.resource, backoff.delay)
+                    log.exception("informer error resource=%s retry_in=%.1fs", self.name, backoff.delay)
                     need_list = True
                     await backoff.sleep()
         finally:
@@ -209,7 +210,7 @@ class Informer:
         old = {object_key(obj): obj for obj in self.cache.list()}
         self.cache.replace(items)
         self.resource_version = rv
-        log.info("listed resource=%s items=%d rv=%s", self.resource, len(items), rv)
+        log.info("listed resource=%s items=%d rv=%s", self.name, len(items), rv)
         # The cache is whole again before any handler runs.
         for obj in items:
             previous = old.pop(object_key(obj), None)
@@ -254,7 +255,7 @@ class Informer:
             self.cache.delete(object_key(obj))
             self._emit_delete(obj)
         else:
-            log.warning("unexpected watch event resource=%s type=%s", self.resource, kind)
+            log.warning("unexpected watch event resource=%s type=%s", self.name, kind)
         self.resource_version = rv or self.resource_version
 
     async def _resync_loop(self) -> None:
@@ -285,7 +286,7 @@ class Informer:
         try:
             fn(*args)
         except Exception:
-            log.exception("handler failed resource=%s event=%s key=%s", self.resource, what, object_key(args[-1]))
+            log.exception("handler failed resource=%s event=%s key=%s", self.name, what, object_key(args[-1]))
 
 
 def _rv(obj: dict[str, Any] | None) -> str:

@@ -50,13 +50,23 @@ class InformerFactory:
         self._informers: dict[str, Informer] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    def informer(self, resource: str) -> Informer:
+    def informer(self, resource: str, *, kind: Kind | None = None) -> Informer:
+        """The informer of ``resource`` (a built-in plural); with ``kind``, of a kind the caller built (a
+        custom resource's, from its CRD), keyed ``resource``. One started later runs once ``start`` is
+        called again."""
         inf = self._informers.get(resource)
         if inf is None:
             indexers = POD_INDEXERS if resource == "pods" else DEFAULT_INDEXERS
-            inf = Informer(self.client, resource, indexers=dict(indexers))
+            inf = Informer(self.client, kind or resource, indexers=dict(indexers))
             self._informers[resource] = inf
         return inf
+
+    def remove(self, resource: str) -> None:
+        """Stop and forget the informer of ``resource`` (a custom resource whose CRD is gone)."""
+        self._informers.pop(resource, None)
+        for t in [t for t in self._tasks if t.get_name() == f"informer:{resource}"]:
+            t.cancel()
+            self._tasks.remove(t)
 
     def start(self) -> None:
         for resource, inf in self._informers.items():

@@ -14,6 +14,11 @@ looked at in two roles:
   background; when some owner is left, references to the missing ones are
   dropped and it stays.
 
+Custom resources own and are owned too, as upstream's collector finds every deletable resource by
+discovery: each Established CustomResourceDefinition adds an informer of its storage version to the
+graph (keyed ``<plural>.<group>``), and objects owned by that kind are looked at again; when the CRD
+goes, its objects' dependents are looked at again (their owner is gone: the API server deleted it).
+
 Reads the shared informers; writes through the client.
 """
 
@@ -91,10 +96,27 @@ def without_owner_refs(obj: dict[str, Any], uids: set[str]) -> list[dict[str, An
     return [r for r in (obj.get("metadata") or {}).get("ownerReferences") or [] if r.get("uid") not in uids]
 
 
+def group_of(api_version: str) -> str:
+    return api_version.split("/", 1)[0] if "/" in api_version else ""
+
+
 def resource_of_ref(ref: dict[str, Any]) -> Kind | None:
-    api_version = ref.get("apiVersion") or ""
-    group = api_version.split("/", 1)[0] if "/" in api_version else ""
-    return by_kind(group, ref.get("kind") or "")
+    return by_kind(group_of(ref.get("apiVersion") or ""), ref.get("kind") or "")
+
+
+def custom_kind(crd: dict[str, Any]) -> Kind | None:
+    """The kind of an Established CRD's storage version (what its objects are read as), or None."""
+    status = crd.get("status") or {}
+    if not any(c.get("type") == "Established" and c.get("status") == "True" for c in status.get("conditions") or []):
+        return None
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    served = [v for v in spec.get("versions") or [] if v.get("served")]
+    version = next((v for v in served if v.get("storage")), served[0] if served else None)
+    if version is None or not spec.get("group") or not names.get("plural") or not names.get("kind"):
+        return None
+    return Kind(group=spec["group"], version=version["name"], kind=names["kind"], plural=names["plural"],
+                namespaced=spec.get("scope") == "Namespaced")
 
 
 # -- the controller -------------------------------------------------------------
@@ -106,12 +128,65 @@ class GarbageCollector:
         self.client = ctx.client
         self.queue = WorkQueue(name=self.name)
         self.informers: dict[str, Informer] = {}
+        # Custom resources' kinds by (group, kind), and by graph key (``<plural>.<group>``): kept after
+        # their CRD goes, so references to them still resolve (to a 404: the owner is gone).
+        self.custom: dict[tuple[str, str], Kind] = {}
+        self.custom_keys: dict[str, Kind] = {}
         for resource in graph_resources():
-            inf = ctx.informers.informer(resource)
-            self.informers[resource] = inf
-            inf.add_handler(lambda o, r=resource: self._changed(r, o),
-                            lambda old, new, r=resource: self._changed(r, new),
-                            lambda o, r=resource: self._deleted(r, o))
+            self._watch(resource)
+        crds = self.informers.get("customresourcedefinitions")
+        if crds is not None:
+            crds.add_handler(self._crd_seen, lambda old, new: self._crd_seen(new), self._crd_gone)
+
+    def _watch(self, resource: str, kind: Kind | None = None) -> None:
+        inf = self.ctx.informers.informer(resource, kind=kind)
+        self.informers[resource] = inf
+        inf.add_handler(lambda o, r=resource: self._changed(r, o),
+                        lambda old, new, r=resource: self._changed(r, new),
+                        lambda o, r=resource: self._deleted(r, o))
+
+    def _res(self, resource: str) -> str | Kind:
+        """What the client is given for a graph key: a built-in's plural, a custom resource's Kind."""
+        return self.custom_keys.get(resource, resource)
+
+    def _kind_of_ref(self, ref: dict[str, Any]) -> tuple[str, Kind] | None:
+        """(graph key, kind) of an ownerReference's kind, None for a kind nobody serves that we know of."""
+        res = resource_of_ref(ref)
+        if res is not None:
+            return res.plural, res
+        custom = self.custom.get((group_of(ref.get("apiVersion") or ""), ref.get("kind") or ""))
+        return (custom.qualified, custom) if custom is not None else None
+
+    # -- custom resources joining and leaving the graph ---------------------------
+    def _crd_seen(self, crd: dict[str, Any]) -> None:
+        kind = custom_kind(crd)
+        if kind is None or kind.qualified in self.informers:
+            return
+        self.custom[(kind.group, kind.kind)] = kind
+        self.custom_keys[kind.qualified] = kind
+        self._watch(kind.qualified, kind)
+        self.ctx.informers.start()
+        log.info("custom resource added to the graph resource=%s version=%s", kind.qualified, kind.version)
+        # Dependents whose owner was of an unknown kind (kept so far) are looked at again.
+        for resource, inf in list(self.informers.items()):
+            for obj in inf.cache.list():
+                if any(r.get("kind") == kind.kind and group_of(r.get("apiVersion") or "") == kind.group
+                       for r in (obj.get("metadata") or {}).get("ownerReferences") or []):
+                    self.queue.add(f"{resource}|{object_key(obj)}")
+
+    def _crd_gone(self, crd: dict[str, Any]) -> None:
+        spec = crd.get("spec") or {}
+        key = f"{(spec.get('names') or {}).get('plural')}.{spec.get('group')}"
+        inf = self.informers.pop(key, None)
+        if inf is None:
+            return
+        # The API server deletes the CRD's objects; their dependents are looked at again (a GET of
+        # their owner answers 404 now).
+        for obj in inf.cache.list():
+            for dep_resource, dep in self._dependents((obj.get("metadata") or {}).get("uid", "")):
+                self.queue.add(f"{dep_resource}|{object_key(dep)}")
+        self.ctx.informers.remove(key)
+        log.info("custom resource left the graph resource=%s", key)
 
     # -- handlers --------------------------------------------------------------
     def _changed(self, resource: str, obj: dict[str, Any]) -> None:
@@ -129,10 +204,11 @@ class GarbageCollector:
                 self.queue.add(f"{dep_resource}|{object_key(dep)}")
         # A foreground owner waiting for this object may go now.
         for ref in meta.get("ownerReferences") or []:
-            res = resource_of_ref(ref)
-            if res is not None and res.plural in self.informers:
+            found = self._kind_of_ref(ref)
+            if found is not None and found[0] in self.informers:
+                graph_key, res = found
                 key = f"{meta.get('namespace')}/{ref.get('name')}" if res.namespaced else str(ref.get("name"))
-                self.queue.add(f"{res.plural}|{key}")
+                self.queue.add(f"{graph_key}|{key}")
 
     def _dependents(self, uid: str) -> list[tuple[str, dict[str, Any]]]:
         return [(resource, dep) for resource, inf in self.informers.items()
@@ -144,7 +220,8 @@ class GarbageCollector:
     # -- one object ------------------------------------------------------------
     async def reconcile(self, item: str) -> None:
         resource, key = item.split("|", 1)
-        obj = self.informers[resource].cache.get(key)
+        inf = self.informers.get(resource)
+        obj = inf.cache.get(key) if inf is not None else None
         if obj is None:
             return
         meta = obj["metadata"]
@@ -197,18 +274,20 @@ class GarbageCollector:
             await self._delete(resource, obj, decision.policy, reason="all owners gone")
 
     async def _owner_state(self, namespace: str | None, ref: dict[str, Any]) -> OwnerState:
-        res = resource_of_ref(ref)
-        if res is None:
+        found = self._kind_of_ref(ref)
+        if found is None:
             return OwnerState.UNKNOWN
+        graph_key, res = found
         if res.namespaced and not namespace:
             return OwnerState.UNKNOWN  # a cluster-scoped object cannot have a namespaced owner
         key = f"{namespace}/{ref.get('name')}" if res.namespaced else str(ref.get("name"))
-        inf = self.informers.get(res.plural)
+        inf = self.informers.get(graph_key)
         owner = inf.cache.get(key) if inf is not None else None
         if owner is None or owner["metadata"].get("uid") != ref["uid"]:
             # The cache may not have seen it yet: only the API server can say it is gone.
             try:
-                owner = await self.client.get(res.plural, str(ref.get("name")), namespace=namespace)
+                owner = await self.client.get(self._res(graph_key),
+                                              str(ref.get("name")), namespace=namespace)
             except NotFoundError:
                 return OwnerState.ABSENT
             if owner["metadata"].get("uid") != ref["uid"]:
@@ -222,7 +301,7 @@ class GarbageCollector:
     async def _delete(self, resource: str, obj: dict[str, Any], policy: str, *, reason: str) -> None:
         meta = obj["metadata"]
         try:
-            await self.client.delete(resource, meta["name"], namespace=meta.get("namespace"),
+            await self.client.delete(self._res(resource), meta["name"], namespace=meta.get("namespace"),
                                      propagation_policy=policy, preconditions={"uid": meta.get("uid")})
         except NotFoundError:
             return
@@ -234,7 +313,7 @@ class GarbageCollector:
     async def _remove_refs(self, resource: str, obj: dict[str, Any], uids: set[str]) -> None:
         meta = obj["metadata"]
         try:
-            live = await self.client.get(resource, meta["name"], namespace=meta.get("namespace"))
+            live = await self.client.get(self._res(resource), meta["name"], namespace=meta.get("namespace"))
         except NotFoundError:
             return
         if live["metadata"].get("uid") != meta.get("uid"):
@@ -245,16 +324,16 @@ class GarbageCollector:
         live["metadata"]["ownerReferences"] = refs
         if not refs:
             live["metadata"].pop("ownerReferences")
-        await self.client.update(resource, live)  # 409 on a concurrent write: retried
+        await self.client.update(self._res(resource), live)  # 409 on a concurrent write: retried
 
     async def _remove_finalizer(self, resource: str, obj: dict[str, Any], finalizer: str) -> None:
         meta = obj["metadata"]
         try:
-            live = await self.client.get(resource, meta["name"], namespace=meta.get("namespace"))
+            live = await self.client.get(self._res(resource), meta["name"], namespace=meta.get("namespace"))
         except NotFoundError:
             return
         finalizers = live["metadata"].get("finalizers") or []
         if live["metadata"].get("uid") != meta.get("uid") or finalizer not in finalizers:
             return
         live["metadata"]["finalizers"] = [f for f in finalizers if f != finalizer]
-        await self.client.update(resource, live)
+        await self.client.update(self._res(resource), live)

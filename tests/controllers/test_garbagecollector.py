@@ -166,3 +166,82 @@ async def test_orphan_deletion_keeps_dependents(apiserver, namespace):
             pod = await c.get("pods", f"orph-{i}", namespace=ns)
             assert not pod["metadata"].get("ownerReferences")
             assert not pod["metadata"].get("deletionTimestamp")
+
+
+GC_GROUP = "kptest-gc.example.com"
+GC_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": f"gcowners.{GC_GROUP}"},
+    "spec": {"group": GC_GROUP, "scope": "Namespaced",
+             "names": {"plural": "gcowners", "singular": "gcowner", "kind": "GcOwner", "listKind": "GcOwnerList"},
+             "versions": [{"name": "v1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+def configmap(name, owner=None, *, kind="GcOwner", api_version=f"{GC_GROUP}/v1"):
+    meta = {"name": name}
+    if owner is not None:
+        meta["ownerReferences"] = [{"apiVersion": api_version, "kind": kind, "name": owner["metadata"]["name"],
+                                    "uid": owner["metadata"]["uid"], "blockOwnerDeletion": True}]
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+
+
+@pytest.mark.slow
+async def test_custom_resources_own_and_are_owned(apiserver, namespace):
+    """As upstream's collector, which finds every resource by discovery: a CRD's kind joins the graph
+    once Established, in both roles, for background and foreground deletion; deleting the CRD
+    collects what its objects owned."""
+    from kubepy.kinds import Kind
+
+    ns = namespace
+    gc_kind = Kind(group=GC_GROUP, version="v1", kind="GcOwner", plural="gcowners", namespaced=True)
+    async with controller_env(apiserver, GarbageCollector) as env:
+        c = env.client
+        await c.create("customresourcedefinitions", GC_CRD)
+        try:
+            async def established():
+                crd = await c.get("customresourcedefinitions", GC_CRD["metadata"]["name"])
+                return any(x["type"] == "Established" and x["status"] == "True"
+                           for x in (crd.get("status") or {}).get("conditions") or [])
+            await env.wait_for(established)
+
+            def owner(name):
+                return {"apiVersion": f"{GC_GROUP}/v1", "kind": "GcOwner", "metadata": {"name": name}}
+
+            o1 = await c.create(gc_kind, owner("o1"), namespace=ns)
+            o2 = await c.create(gc_kind, owner("o2"), namespace=ns)
+            o3 = await c.create(gc_kind, owner("o3"), namespace=ns)
+            await c.create("configmaps", configmap("of-o1", o1), namespace=ns)
+            await c.create("configmaps", configmap("of-o2", o2), namespace=ns)
+            await c.create("configmaps", configmap("of-o3", o3), namespace=ns)
+            cm_owner = await c.create("configmaps", configmap("cm-owner"), namespace=ns)
+            child = owner("child")
+            child["metadata"]["ownerReferences"] = [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cm-owner",
+                                                     "uid": cm_owner["metadata"]["uid"]}]
+            await c.create(gc_kind, child, namespace=ns)
+
+            # A custom resource as the owner (background), and as the dependent.
+            await c.delete(gc_kind, "o1", namespace=ns)
+            await c.delete("configmaps", "cm-owner", namespace=ns)
+
+            async def background_done():
+                return (await get_or_none(c, "configmaps", "of-o1", ns) is None
+                        and await get_or_none(c, gc_kind, "child", ns) is None)
+            await env.wait_for(background_done)
+
+            # Foreground: the owner's finalizer is taken off once its dependent is gone.
+            await c.delete(gc_kind, "o2", namespace=ns, propagation_policy="Foreground")
+
+            async def foreground_done():
+                return (await get_or_none(c, "configmaps", "of-o2", ns) is None
+                        and await get_or_none(c, gc_kind, "o2", ns) is None)
+            await env.wait_for(foreground_done)
+            assert await get_or_none(c, "configmaps", "of-o3", ns) is not None
+        finally:
+            await c.delete("customresourcedefinitions", GC_CRD["metadata"]["name"])
+
+        # The CRD goes with its objects: what they owned is collected.
+        async def crd_objects_collected():
+            return await get_or_none(c, "configmaps", "of-o3", ns) is None
+        await env.wait_for(crd_objects_collected)
