@@ -46,6 +46,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 
 HEALTHY_AFTER = 60.0
 MAX_BACKOFF = 30.0
+METRICS_REGISTRATION_REFRESH = 10.0  # seconds between a control plane's re-registrations of its metrics server
 PROBE_PERIOD = 2.0
 # A stuck child is killed after FAILURE_THRESHOLD failed probes in a row: 10-35 s. Tighter (2 s
 # timeouts, 3 failures) killed a healthy but CPU-starved API server on a 2-vCPU emulated VM while
@@ -201,8 +203,13 @@ def health_verdict(child: Child, ok: bool, now: float) -> str:
 
 class Supervisor:
     def __init__(self, children: list[Child], *, data_dir: Path, port: int,
-                 before_children: Callable[[], list[str]] | None = None) -> None:
+                 before_children: Callable[[], list[str]] | None = None,
+                 periodic: tuple[float, Callable[[], object]] | None = None) -> None:
         self.children = children
+        # (every seconds, job): run on a thread of its own once the children run, never two at once.
+        self.periodic = periodic
+        self._periodic_thread: threading.Thread | None = None
+        self._periodic_due = 0.0
         # Called once the API server is ready; returns the names of children not to start.
         self.before_children = before_children
         self.data_dir = data_dir
@@ -239,10 +246,23 @@ class Supervisor:
         for child in rest:
             if not child.adopt(self.run_dir):
                 child.start(self.run_dir)
+        if self.periodic is not None:
+            self._periodic_due = time.monotonic() + self.periodic[0]
         while not self.stopping:
             self._tend()
+            self._run_periodic()
             time.sleep(0.2)
         return self._shutdown()
+
+    def _run_periodic(self) -> None:
+        if self.periodic is None or time.monotonic() < self._periodic_due:
+            return
+        if self._periodic_thread is not None and self._periodic_thread.is_alive():
+            return
+        every, job = self.periodic
+        self._periodic_due = time.monotonic() + every
+        self._periodic_thread = threading.Thread(target=job, name="supervisor-periodic", daemon=True)
+        self._periodic_thread.start()
 
     def _tend(self) -> None:
         now = time.monotonic()
@@ -309,8 +329,9 @@ class Supervisor:
         return 0
 
 
-def register_metrics_server(data_dir: Path, *, address: str, port: int) -> bool:
-    """The metrics server's serving certificate, then its Service, Endpoints and APIService; False on failure."""
+def register_metrics_server(data_dir: Path, *, address: str, port: int, refresh: bool = False) -> bool:
+    """The metrics server's serving certificate, then its Service, Endpoints and APIService; False on failure.
+    ``refresh``: the periodic re-application, which logs only what it changed."""
     import asyncio
 
     from kubepy.api import certs
@@ -324,13 +345,19 @@ def register_metrics_server(data_dir: Path, *, address: str, port: int) -> bool:
         async def apply() -> None:
             async with Client(ClientConfig.from_kubeconfig(data_dir / "admin.kubeconfig"),
                               user_agent="kubepy-controlplane") as client:
-                await register.apply(client, address=address, port=port, ca_pem=(data_dir / "ca.crt").read_bytes())
+                return await register.apply(client, address=address, port=port,
+                                            ca_pem=(data_dir / "ca.crt").read_bytes())
 
-        asyncio.run(apply())
+        addresses, changed = asyncio.run(apply())
     except Exception as e:  # noqa: BLE001 - the control plane runs on without the add-on
-        log.error("metrics server not registered address=%s port=%d err=%s", address, port, e)
+        if refresh:
+            log.warning("metrics server registration not refreshed address=%s port=%d err=%s", address, port, e)
+        else:
+            log.error("metrics server not registered address=%s port=%d err=%s", address, port, e)
         return False
-    log.info("metrics server registered apiservice=v1beta1.metrics.k8s.io endpoint=%s:%d", address, port)
+    if changed or not refresh:
+        log.info("metrics server registered apiservice=v1beta1.metrics.k8s.io endpoint=%s:%d endpoints=%s",
+                 address, port, ",".join(addresses))
     return True
 
 
@@ -371,8 +398,15 @@ def run_controlplane(apiserver_argv: list[str], scheduler_argv: list[str], cm_ar
         if dashboard and not issue_dashboard_cert(data_dir, address=advertise_address, sans=tls_sans):
             skipped.append("dashboard")
         return skipped
-    return Supervisor(children, data_dir=data_dir, port=port,
-                      before_children=before if metrics or dashboard else None).run()
+    supervisor = Supervisor(children, data_dir=data_dir, port=port,
+                            before_children=before if metrics or dashboard else None)
+    if metrics:
+        # Every control plane re-registers its metrics server (unless it was not started): the live ones
+        # drop an address nothing answers on, one that comes back adds itself again.
+        supervisor.periodic = (METRICS_REGISTRATION_REFRESH, lambda: any(
+            c.name == "metrics-server" for c in supervisor.children) and register_metrics_server(
+            data_dir, address=advertise_address, port=metrics_port, refresh=True))
+    return supervisor.run()
 
 
 def recorded_children(data_dir: Path) -> dict[str, dict[str, object]]:

@@ -34,7 +34,10 @@ API_PORT = 6443
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 # What a joining control-plane node copies from the first (kubeadm's shared certificates and keys).
-SHARED_FILES = ("ca.crt", "ca.key", "sa.key", "tokens.csv")
+# The front proxy's CA too (as kubeadm shares it on a control-plane join): every aggregator's client
+# certificate must be trusted by every extension API server (metrics server), which reads one CA from
+# the extension-apiserver-authentication ConfigMap all API servers write.
+SHARED_FILES = ("ca.crt", "ca.key", "sa.key", "tokens.csv", "front-proxy-ca.crt", "front-proxy-ca.key")
 # Faster than upstream's 15/10/2 s: a lab on one host, where a dead leader is noticed at once.
 LEADER_ELECTION = ["--leader-elect", "--leader-elect-lease-duration", "8s", "--leader-elect-renew-deadline", "6s",
                    "--leader-elect-retry-period", "1s"]

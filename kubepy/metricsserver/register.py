@@ -51,19 +51,22 @@ def apiservice(ca_pem: bytes) -> dict[str, Any]:
                      "groupPriorityMinimum": 100, "versionPriority": 100}}
 
 
-async def _put(client: Any, resource: str, want: dict[str, Any], *, namespace: str | None) -> None:
+async def _put(client: Any, resource: str, want: dict[str, Any], *, namespace: str | None) -> bool:
+    """Create or update ``want`` (its resourceVersion kept: a concurrent writer gets a 409); True if written."""
     try:
         have = await client.get(resource, want["metadata"]["name"], namespace=namespace)
     except APIStatusError as e:
         if e.status != 404:
             raise
         await client.create(resource, want, namespace=namespace)
-        return
+        return True
     merged = {**have, **{k: v for k, v in want.items() if k != "metadata"}}
     merged["metadata"] = {**have["metadata"], "labels": {**(have["metadata"].get("labels") or {}),
                                                          **want["metadata"]["labels"]}}
     if merged != have:
         await client.update(resource, merged)
+        return True
+    return False
 
 
 async def _answers(address: str, port: int, timeout: float = 1.0) -> bool:
@@ -75,8 +78,9 @@ async def _answers(address: str, port: int, timeout: float = 1.0) -> bool:
     return True
 
 
-async def apply(client: Any, *, address: str, port: int, ca_pem: bytes) -> None:
-    await _put(client, "services", service(), namespace=NAMESPACE)
+async def apply(client: Any, *, address: str, port: int, ca_pem: bytes) -> tuple[list[str], bool]:
+    """The endpoint addresses now registered, and whether anything was written."""
+    changed = await _put(client, "services", service(), namespace=NAMESPACE)
     try:
         have = await client.get("endpoints", NAME, namespace=NAMESPACE)
         others = [a["ip"] for s in have.get("subsets") or [] for a in s.get("addresses") or []
@@ -86,5 +90,7 @@ async def apply(client: Any, *, address: str, port: int, ca_pem: bytes) -> None:
         if e.status != 404:
             raise
         others = []
-    await _put(client, "endpoints", endpoints([*others, address], port), namespace=NAMESPACE)
-    await _put(client, "apiservices", apiservice(ca_pem), namespace=None)
+    addresses = sorted({*others, address})
+    changed = await _put(client, "endpoints", endpoints(addresses, port), namespace=NAMESPACE) or changed
+    changed = await _put(client, "apiservices", apiservice(ca_pem), namespace=None) or changed
+    return addresses, changed

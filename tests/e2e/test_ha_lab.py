@@ -85,6 +85,20 @@ def api_endpoints(lab: HALab) -> list[str]:
     return sorted(a["ip"] for s in ep.get("subsets", []) for a in s["addresses"])
 
 
+def metrics_endpoints(lab: HALab) -> list[str]:
+    try:
+        ep = lab.json("get", "endpoints", "-n", "kube-system", "metrics-server")
+    except AssertionError:
+        return []
+    return sorted(a["ip"] for s in ep.get("subsets", []) for a in s["addresses"])
+
+
+def node_metrics_served(lab: HALab, times: int) -> bool:
+    """``times`` reads of NodeMetrics in a row, each through the aggregator to some metrics server."""
+    return all(lab.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False,
+                           timeout=20).returncode == 0 for _ in range(times))
+
+
 def dashboard_page(lab: HALab) -> str:
     """The dashboard's page through the address `kubepy up` printed, its certificate checked against the
     cluster CA for that address ("" while no control plane's dashboard answers)."""
@@ -108,6 +122,10 @@ def test_three_api_servers_behind_one_address_and_one_leader_each(lab: HALab):
     nodes = lab.json("get", "nodes")["items"]
     assert [(n["metadata"]["name"], n["metadata"]["labels"].get("tier")) for n in nodes] == \
         [(f"{lab.name}-node1", "backend")]
+    # Every control plane's metrics server behind the one Service, each trusting every aggregator (one
+    # front-proxy CA): reads through any API server to any metrics server are answered.
+    wait_for(lambda: metrics_endpoints(lab) == [f"{prefix}.{k}" for k in (2, 3, 4)], 60, "three metrics servers")
+    assert node_metrics_served(lab, 9)
     # One dashboard address for the cluster: HAProxy's, in front of every control plane's dashboard.
     assert f"https://{server.split('//')[1].split(':')[0]}:8443/" in lab.up_stdout, lab.up_stdout
     assert "<title>kubepy dashboard</title>" in wait_for(lambda: dashboard_page(lab), 30, "the dashboard")
@@ -132,6 +150,7 @@ def test_cutting_off_the_leaders_node_keeps_the_cluster_working_and_loses_no_wri
     wait_for(lambda: lab.json("get", "deploy", "ha-web").get("status", {}).get("readyReplicas") == 1, 120, "1 ready pod")
     leader = wait_for(lambda: holder(lab, "kube-controller-manager"), 30, "the leader").split("_")[0]
     j = int(leader.rsplit("cp", 1)[1])
+    prefix = lab.json("get", "nodes")["items"][0]["status"]["addresses"][0]["address"].rsplit(".", 1)[0]
     writer = Writer(lab.kubeconfig)
     writer.start()
     try:
@@ -149,6 +168,11 @@ def test_cutting_off_the_leaders_node_keeps_the_cluster_working_and_loses_no_wri
                 moved[lease] = time.monotonic() - cut
             assert "<title>kubepy dashboard</title>" in wait_for(
                 lambda: dashboard_page(lab), 30, "the dashboard through another control plane")
+            # The live control planes drop the cut one's metrics server from the Service (each re-registers
+            # every 10 s), so every aggregated read reaches a live one.
+            live = [f"{prefix}.{k + 1}" for k in (1, 2, 3) if k != j]
+            wait_for(lambda: metrics_endpoints(lab) == live, 60, "the cut metrics server dropped")
+            assert node_metrics_served(lab, 6)
             lab.kubectl("scale", "deploy", "ha-web", "--replicas", "3")
             wait_for(lambda: lab.json("get", "deploy", "ha-web").get("status", {}).get("readyReplicas") == 3, 120,
                      "the Deployment converging without the old leaders")
@@ -158,9 +182,10 @@ def test_cutting_off_the_leaders_node_keeps_the_cluster_working_and_loses_no_wri
                   + f", Deployment at 3 ready after {converged:.1f}s")
         finally:
             subprocess.run(["ip", "-n", lab.cp_netns(j), "link", "set", "eth0", "up"], check=True)
-        prefix = lab.json("get", "nodes")["items"][0]["status"]["addresses"][0]["address"].rsplit(".", 1)[0]
         assert wait_for(lambda: (lambda e: e if len(e) == 3 else None)(api_endpoints(lab)), 60,
                         "the node rejoining the endpoints") == [f"{prefix}.{k}" for k in (2, 3, 4)]
+        wait_for(lambda: metrics_endpoints(lab) == [f"{prefix}.{k}" for k in (2, 3, 4)], 60,
+                 "its metrics server registered again")
     finally:
         writer.stop.set()
         writer.join(20)

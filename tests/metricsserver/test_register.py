@@ -16,8 +16,9 @@ async def test_register_is_idempotent_and_drops_endpoints_nobody_answers_on() ->
         async with FakeAPI() as api:
             # A control plane that is gone left its address (127.0.0.5: nothing listens there).
             await api.create("endpoints", register.endpoints(["127.0.0.5"], port), namespace="kube-system")
-            await register.apply(api, address="127.0.0.1", port=port, ca_pem=b"PEM")
-            await register.apply(api, address="127.0.0.1", port=port, ca_pem=b"PEM")
+            assert await register.apply(api, address="127.0.0.1", port=port, ca_pem=b"PEM") == (["127.0.0.1"], True)
+            # Applied again (each control plane does, every few seconds): nothing to write.
+            assert await register.apply(api, address="127.0.0.1", port=port, ca_pem=b"PEM") == (["127.0.0.1"], False)
             eps = await api.get("endpoints", "metrics-server", namespace="kube-system")
             assert eps["subsets"] == [{"addresses": [{"ip": "127.0.0.1"}],
                                        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]
@@ -28,7 +29,8 @@ async def test_register_is_idempotent_and_drops_endpoints_nobody_answers_on() ->
             assert base64.b64decode(aps["spec"]["caBundle"]) == b"PEM"
             assert (aps["spec"]["groupPriorityMinimum"], aps["spec"]["versionPriority"]) == (100, 100)
             # Another live control plane's address stays beside ours.
-            await register.apply(api, address="127.0.0.2", port=port, ca_pem=b"PEM")
+            assert await register.apply(api, address="127.0.0.2", port=port, ca_pem=b"PEM") == \
+                (["127.0.0.1", "127.0.0.2"], True)
             eps = await api.get("endpoints", "metrics-server", namespace="kube-system")
             assert [a["ip"] for a in eps["subsets"][0]["addresses"]] == ["127.0.0.1", "127.0.0.2"]
             writes = [a for a in api.actions if a.verb in ("create", "update")]
