@@ -129,7 +129,7 @@ class Proxier:
         self.node_name = node_name
         self.metrics = metrics
         self.node_ips = list(node_ips)
-        self.config = NodeConfig(cluster_cidr=cluster_cidr,
+        self.config = NodeConfig(cluster_cidr=cluster_cidr, node_ip=next((ip for ip in node_ips if "." in ip), None),
                                  pod_egress_cidr=cluster_cidr if masquerade_pod_egress else None)
         self.min_sync_period = min_sync_period
         self.sync_period = sync_period
@@ -331,10 +331,11 @@ class Proxier:
 
     def _log(self, full: bool, ports: dict[str, ServicePort], ruleset: Ruleset, pending: set[str],
              start: float) -> None:
-        log.info("sync full=%s services=%d ports=%d endpoints=%d changed=%d objects=%d rules=%d deleted=%d ms=%.1f",
-                 full, len({p.service_key for p in ports.values()}), len(ports),
-                 sum(len(p.endpoints) for p in ports.values()), ruleset.rendered, len(pending), ruleset.rules,
-                 len(ruleset.deleted), (time.monotonic() - start) * 1000)
+        log.info("sync full=%s services=%d ports=%d endpoints=%d firewalled=%d changed=%d objects=%d rules=%d "
+                 "deleted=%d ms=%.1f", full, len({p.service_key for p in ports.values()}), len(ports),
+                 sum(len(p.endpoints) for p in ports.values()), sum(p.uses_fw_chain for p in ports.values()),
+                 ruleset.rendered, len(pending), ruleset.rules, len(ruleset.deleted),
+                 (time.monotonic() - start) * 1000)
 
 
 # -- entry points -------------------------------------------------------------
@@ -381,7 +382,8 @@ async def run_proxy(config: ProxyConfig) -> None:
 
 
 async def _node_ips(client: Client, node_name: str) -> list[str]:
-    """The Node's InternalIPs, for the log only: NodePorts match ``--dst-type LOCAL``."""
+    """The Node's InternalIPs: for the log, and for source ranges that admit the node itself
+    (NodePorts match ``--dst-type LOCAL``)."""
     try:
         node = await client.get("nodes", node_name)
     except Exception as e:  # noqa: BLE001 - only for the log
