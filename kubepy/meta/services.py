@@ -43,17 +43,14 @@ def parse_cidr(text: Any) -> Network | None:
         return None
 
 
-def source_ranges(service: Mapping[str, Any]) -> tuple[str, list[str]] | None:
-    """(where they came from, the ranges as written, trimmed) or None when no range restricts clients.
+def source_ranges(service: Mapping[str, Any]) -> list[str] | None:
+    """The ranges that restrict a LoadBalancer's clients as written (trimmed), or None when none do.
 
-    "where" is ``spec.loadBalancerSourceRanges`` or the annotation key. An annotation that is
-    empty or only spaces restricts nothing (upstream reads it as 0.0.0.0/0)."""
+    An annotation that is empty or only spaces restricts nothing (upstream reads it as 0.0.0.0/0)."""
     spec = service.get("spec") or {}
     field = spec.get("loadBalancerSourceRanges")
     if isinstance(field, list) and field:
-        return "spec.loadBalancerSourceRanges", [str(r).strip() for r in field]
+        return [str(r).strip() for r in field]
     annotations = (service.get("metadata") or {}).get("annotations") or {}
     value = str(annotations.get(SOURCE_RANGES_ANNOTATION) or "").strip()
-    if not value:
-        return None
-    return SOURCE_RANGES_ANNOTATION, [r.strip() for r in value.split(",")]
+    return [r.strip() for r in value.split(",")] if value else None

@@ -334,10 +334,10 @@ def allowed_sources(service: Mapping[str, Any]) -> tuple[str, ...] | None:
     honours when the field is empty, and here kube-proxy is that load balancer. A range that is
     no IPv4 CIDR (IPv6, or invalid in an object older than validation) admits nobody: a typo
     must not open the address to everyone."""
-    found = source_ranges(service)
-    if found is None:
+    ranges = source_ranges(service)
+    if ranges is None:
         return None
-    nets = (parse_cidr(text) for text in found[1])
+    nets = (parse_cidr(text) for text in ranges)
     return tuple(dict.fromkeys(str(n) for n in nets if n is not None and n.version == 4))
 
 
