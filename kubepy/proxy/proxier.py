@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import socket
 import time
@@ -118,6 +119,14 @@ def stale_udp_flows(old: Mapping[str, ServicePort], new: Mapping[str, ServicePor
     return flows
 
 
+def _first_ipv4(ips: list[str]) -> str | None:
+    for ip in ips:
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(ip).version == 4:
+                return ip
+    return None
+
+
 # -- the runner ---------------------------------------------------------------
 class Proxier:
     def __init__(self, client: Any, *, node_name: str, node_ips: list[str], cluster_cidr: str, service_cidr: str,
@@ -129,7 +138,7 @@ class Proxier:
         self.node_name = node_name
         self.metrics = metrics
         self.node_ips = list(node_ips)
-        self.config = NodeConfig(cluster_cidr=cluster_cidr, node_ip=next((ip for ip in node_ips if "." in ip), None),
+        self.config = NodeConfig(cluster_cidr=cluster_cidr, node_ip=_first_ipv4(node_ips),
                                  pod_egress_cidr=cluster_cidr if masquerade_pod_egress else None)
         self.min_sync_period = min_sync_period
         self.sync_period = sync_period
