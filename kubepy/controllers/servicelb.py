@@ -19,8 +19,7 @@ would delete a kube-system Lease "owned" by a Service elsewhere at once.
 
 ``spec.loadBalancerIP`` asks for one address of the pool; outside the pool
 or taken by another Service it is an ``AllocationFailed`` warning event and
-the Service stays pending (never a silent substitute). So is
-``spec.loadBalancerSourceRanges``, which nothing here enforces. Events as MetalLB's:
+the Service stays pending (never a silent substitute). Events as MetalLB's:
 ``IPAllocated`` "Assigned IP [...]", ``AllocationFailed``.
 Reads services and leases informers; writes leases, services/status, events.
 """
@@ -192,9 +191,6 @@ class ServiceLBController:
         requested = (service.get("spec") or {}).get("loadBalancerIP") or None
         current = mine[0][0] if mine else None
         ip, why = pick_address(self.pool, taken, requested=requested, held=current)
-        if (service.get("spec") or {}).get("loadBalancerSourceRanges"):
-            # Not enforced by kubepy's proxy: an address that ignored the restriction would be open to all.
-            ip, why = None, "spec.loadBalancerSourceRanges is not supported by kubepy's load balancer"
         while ip is not None and ip != current:
             try:
                 await self._claim(service, key, ip)

@@ -35,6 +35,7 @@ from typing import Any
 from kubepy import kinds
 from kubepy.meta.quantity import parse_quantity
 from kubepy.meta.selectors import label_selector_from_dict
+from kubepy.meta.services import CIDR_MESSAGE, SOURCE_RANGES_ANNOTATION, parse_cidr
 
 __all__ = [
     "default_object",
@@ -1729,8 +1730,31 @@ def validate_service(obj: dict, old: dict | None, errs: Errs) -> None:
         errs.enum(f"spec.ipFamilies[{i}]", family, IP_FAMILIES)
     for i, ip in enumerate(_l(spec.get("externalIPs"))):
         errs.each(f"spec.externalIPs[{i}]", ip, is_valid_ip(str(ip)))
+    _validate_source_ranges(obj, svc_type, errs)
     if old is not None:
         _validate_service_update(spec, _d(old.get("spec")), errs)
+
+
+def _validate_source_ranges(obj: dict, svc_type: Any, errs: Errs) -> None:
+    """spec.loadBalancerSourceRanges, or else the annotation, as upstream's ValidateService: only on
+    LoadBalancers, each a CIDR (space padding tolerated). The field's path is upstream's, capital L
+    included; an annotation is checked whenever it is set, even empty."""
+    ranges = _l(_d(obj.get("spec")).get("loadBalancerSourceRanges"))
+    annotations = _d(_d(obj.get("metadata")).get("annotations"))
+    if ranges:
+        path = "spec.LoadBalancerSourceRanges"
+        values = [(f"{path}[{i}]", str(r).strip()) for i, r in enumerate(ranges)]
+    elif SOURCE_RANGES_ANNOTATION in annotations:
+        path = f"metadata.annotations[{SOURCE_RANGES_ANNOTATION}]"
+        text = str(annotations[SOURCE_RANGES_ANNOTATION]).strip()
+        values = [(path, r.strip()) for r in text.split(",")] if text else []
+    else:
+        return
+    if svc_type != "LoadBalancer":
+        errs.forbidden(path, "may only be used when `type` is 'LoadBalancer'")
+    for where, value in values:
+        if parse_cidr(value) is None:
+            errs.invalid(where, value, CIDR_MESSAGE)
 
 
 def _validate_service_update(spec: dict, old_spec: dict, errs: Errs) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import socket
 import time
@@ -118,6 +119,14 @@ def stale_udp_flows(old: Mapping[str, ServicePort], new: Mapping[str, ServicePor
     return flows
 
 
+def _first_ipv4(ips: list[str]) -> str | None:
+    for ip in ips:
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(ip).version == 4:
+                return ip
+    return None
+
+
 # -- the runner ---------------------------------------------------------------
 class Proxier:
     def __init__(self, client: Any, *, node_name: str, node_ips: list[str], cluster_cidr: str, service_cidr: str,
@@ -129,7 +138,7 @@ class Proxier:
         self.node_name = node_name
         self.metrics = metrics
         self.node_ips = list(node_ips)
-        self.config = NodeConfig(cluster_cidr=cluster_cidr,
+        self.config = NodeConfig(cluster_cidr=cluster_cidr, node_ip=_first_ipv4(node_ips),
                                  pod_egress_cidr=cluster_cidr if masquerade_pod_egress else None)
         self.min_sync_period = min_sync_period
         self.sync_period = sync_period
@@ -331,10 +340,11 @@ class Proxier:
 
     def _log(self, full: bool, ports: dict[str, ServicePort], ruleset: Ruleset, pending: set[str],
              start: float) -> None:
-        log.info("sync full=%s services=%d ports=%d endpoints=%d changed=%d objects=%d rules=%d deleted=%d ms=%.1f",
-                 full, len({p.service_key for p in ports.values()}), len(ports),
-                 sum(len(p.endpoints) for p in ports.values()), ruleset.rendered, len(pending), ruleset.rules,
-                 len(ruleset.deleted), (time.monotonic() - start) * 1000)
+        log.info("sync full=%s services=%d ports=%d endpoints=%d firewalled=%d changed=%d objects=%d rules=%d "
+                 "deleted=%d ms=%.1f", full, len({p.service_key for p in ports.values()}), len(ports),
+                 sum(len(p.endpoints) for p in ports.values()), sum(p.uses_fw_chain for p in ports.values()),
+                 ruleset.rendered, len(pending), ruleset.rules, len(ruleset.deleted),
+                 (time.monotonic() - start) * 1000)
 
 
 # -- entry points -------------------------------------------------------------
@@ -381,7 +391,8 @@ async def run_proxy(config: ProxyConfig) -> None:
 
 
 async def _node_ips(client: Client, node_name: str) -> list[str]:
-    """The Node's InternalIPs, for the log only: NodePorts match ``--dst-type LOCAL``."""
+    """The Node's InternalIPs: for the log, and for source ranges that admit the node itself
+    (NodePorts match ``--dst-type LOCAL``)."""
     try:
         node = await client.get("nodes", node_name)
     except Exception as e:  # noqa: BLE001 - only for the log

@@ -8,6 +8,8 @@ payload. The iptables adapter applies it; the proxier decides which to call.
 Layout (nat table; names and comments as kube-proxy writes them)::
 
     PREROUTING, OUTPUT ─► KUBE-SERVICES ─┬─ -d clusterIP --dport p ─► KUBE-SVC-<h>
+                                          ├─ -d lbIP --dport p ─► KUBE-EXT-<h>, or with source ranges:
+                                          │    KUBE-FW-<h> ─ -s range ─► KUBE-EXT-<h>; others fall through
                                           └─ (last) dst-type LOCAL ─► KUBE-NODEPORTS
     KUBE-NODEPORTS ─ --dport nodePort ─► KUBE-EXT-<h> ─► KUBE-MARK-MASQ, KUBE-SVC-<h>
     KUBE-SVC-<h>   ─ ! -s clusterCIDR ─► KUBE-MARK-MASQ
@@ -18,7 +20,11 @@ Layout (nat table; names and comments as kube-proxy writes them)::
 
 filter table: KUBE-SERVICES / KUBE-EXTERNAL-SERVICES REJECT the ports of
 services without ready endpoints (so clients fail at once instead of
-timing out), KUBE-FORWARD accepts marked and established forwarded traffic.
+timing out), KUBE-FORWARD accepts marked and established forwarded traffic,
+KUBE-PROXY-FIREWALL (from INPUT, FORWARD and OUTPUT, new connections only)
+DROPs what is still addressed to a load-balancer IP:port with source ranges:
+a packet a KUBE-FW chain let through was DNATed to a pod before the filter
+table sees it, so only the refused ones still carry the LB address.
 
 What must stay true with ``--noflush``: declaring ``:CHAIN - [0:0]``
 flushes that chain and chains not named are left alone. So a partial
@@ -38,6 +44,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubepy.meta.services import parse_cidr, source_ranges
+
 __all__ = [
     "BUILTIN_JUMPS",
     "DEFAULT_AFFINITY_TIMEOUT",
@@ -49,6 +57,7 @@ __all__ = [
     "NodeConfig",
     "Ruleset",
     "ServicePort",
+    "allowed_sources",
     "has_our_prefix",
     "port_proto_hash",
     "probability",
@@ -66,11 +75,14 @@ KUBE_NODEPORTS = "KUBE-NODEPORTS"
 KUBE_POSTROUTING = "KUBE-POSTROUTING"
 KUBE_MARK_MASQ = "KUBE-MARK-MASQ"
 KUBE_FORWARD = "KUBE-FORWARD"
+KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
 EGRESS_CHAIN = "KUBEPY-EGRESS"
 SVC_PREFIX = "KUBE-SVC-"
 EXT_PREFIX = "KUBE-EXT-"
 SVL_PREFIX = "KUBE-SVL-"
 SEP_PREFIX = "KUBE-SEP-"
+FW_PREFIX = "KUBE-FW-"
+SERVICE_CHAIN_PREFIXES = (SVC_PREFIX, EXT_PREFIX, SVL_PREFIX, FW_PREFIX, SEP_PREFIX)
 OUR_PREFIXES = ("KUBE-", "KUBEPY-")
 MASQ_MARK = "0x4000"
 DEFAULT_AFFINITY_TIMEOUT = 10800  # seconds, the API default for ClientIP affinity
@@ -79,11 +91,16 @@ PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 
 # Dispatch chains: declared (so flushed) and rewritten whole on every sync.
 NAT_DISPATCH = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ)
-FILTER_DISPATCH = (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD)
+FILTER_DISPATCH = (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_PROXY_FIREWALL)
 
 # (table, built-in chain, rule spec before "-j", our target). Inserted at the
-# head of the built-in chain when missing; never rewritten otherwise.
+# head of the built-in chain when missing; never rewritten otherwise. The
+# firewall comes first in each chain, as upstream's prepends leave it.
+_FIREWALL_JUMP = '-m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall"'
 BUILTIN_JUMPS: tuple[tuple[str, str, str, str], ...] = (
+    ("filter", "INPUT", _FIREWALL_JUMP, KUBE_PROXY_FIREWALL),
+    ("filter", "FORWARD", _FIREWALL_JUMP, KUBE_PROXY_FIREWALL),
+    ("filter", "OUTPUT", _FIREWALL_JUMP, KUBE_PROXY_FIREWALL),
     ("filter", "INPUT", '-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals"',
      KUBE_EXTERNAL_SERVICES),
     ("filter", "FORWARD", '-m comment --comment "kubernetes forwarding rules"', KUBE_FORWARD),
@@ -145,6 +162,9 @@ class ServicePort:
     internal_local: bool = False  # internalTrafficPolicy Local: cluster-IP traffic to this node's endpoints only
     local_endpoints: tuple[Endpoint, ...] = ()  # the endpoints on this node (for either Local policy)
     health_check_node_port: int | None = None
+    # loadBalancerSourceRanges (or its annotation), the IPv4 ones: who may reach the LB IPs.
+    # None: no restriction. Empty: ranges were given but none is IPv4, so no IPv4 client may.
+    source_ranges: tuple[str, ...] | None = None
 
     @property
     def key(self) -> str:
@@ -167,6 +187,15 @@ class ServicePort:
     @property
     def svl_chain(self) -> str:
         return SVL_PREFIX + port_proto_hash(self.key + self.protocol)
+
+    @property
+    def fw_chain(self) -> str:
+        return FW_PREFIX + port_proto_hash(self.key + self.protocol)
+
+    @property
+    def uses_fw_chain(self) -> bool:
+        """Load-balancer traffic passes KUBE-FW-<h> (as upstream: only with endpoints to reach)."""
+        return bool(self.endpoints and self.load_balancer_ips and self.source_ranges is not None)
 
     @property
     def has_external(self) -> bool:
@@ -192,6 +221,8 @@ class ServicePort:
         names = [self.svc_chain]
         if self.has_external:
             names.append(self.ext_chain)
+        if self.uses_fw_chain:
+            names.append(self.fw_chain)
         if self.uses_local_chain:
             names.append(self.svl_chain)
         names.extend(self.sep_chain(ep) for ep in self.endpoints)
@@ -201,6 +232,7 @@ class ServicePort:
 @dataclass(frozen=True)
 class NodeConfig:
     cluster_cidr: str
+    node_ip: str | None = None  # this node's IPv4: source ranges holding it also admit the LB IPs as sources
     masquerade_all: bool = False
     pod_egress_cidr: str | None = None  # masquerade pod → outside-the-cluster traffic in KUBEPY-EGRESS
 
@@ -275,6 +307,7 @@ def service_ports(services: Iterable[Mapping[str, Any]],
         external_local = spec.get("externalTrafficPolicy") == "Local" and (has_node_ports or bool(lb_ips))
         internal_local = spec.get("internalTrafficPolicy") == "Local"
         hc_port = int(spec["healthCheckNodePort"]) if external_local and spec.get("healthCheckNodePort") else None
+        ranges = allowed_sources(svc) if lb_ips else None
         for p in spec.get("ports") or []:
             proto = PROTOCOLS.get(p.get("protocol") or "TCP")
             if proto is None:
@@ -288,9 +321,24 @@ def service_ports(services: Iterable[Mapping[str, Any]],
                 internal_local=internal_local,
                 local_endpoints=usable_endpoints(own_slices, port_name, proto, node_name=node_name)
                 if external_local or internal_local else (),
-                health_check_node_port=hc_port)
+                health_check_node_port=hc_port, source_ranges=ranges)
             out[f"{sp.key}|{proto}"] = sp
     return out
+
+
+def allowed_sources(service: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The IPv4 networks a LoadBalancer's source ranges admit, in order, as iptables prints them;
+    None when nothing restricts its clients (``ServicePort.source_ranges``).
+
+    Upstream's kube-proxy reads the field only; the annotation is what a cloud's load balancer
+    honours when the field is empty, and here kube-proxy is that load balancer. A range that is
+    no IPv4 CIDR (IPv6, or invalid in an object older than validation) admits nobody: a typo
+    must not open the address to everyone."""
+    ranges = source_ranges(service)
+    if ranges is None:
+        return None
+    nets = (parse_cidr(text) for text in ranges)
+    return tuple(dict.fromkeys(str(n) for n in nets if n is not None and n.version == 4))
 
 
 def _ipv4(text: Any) -> str:
@@ -410,7 +458,7 @@ def _render(ports: Mapping[str, ServicePort], config: NodeConfig, *, changed: se
         t.rules["nat"].append(rule)
     _static(t, config)
 
-    stale = sorted(c for c in previous - wanted if c.startswith((SVC_PREFIX, EXT_PREFIX, SVL_PREFIX, SEP_PREFIX)))
+    stale = sorted(c for c in previous - wanted if c.startswith(SERVICE_CHAIN_PREFIXES))
     for name in stale:
         t.chain("nat", name)
         t.tail["nat"].append(f"-X {name}")
@@ -430,6 +478,10 @@ def _dispatch(t: _Tables, sp: ServicePort, nodeport_rules: list[str]) -> None:
     proto = f"-m {sp.protocol} -p {sp.protocol}"
     external = [(ip, "external IP") for ip in sp.external_ips] + [(ip, "loadbalancer IP")
                                                                    for ip in sp.load_balancer_ips]
+    if sp.uses_fw_chain:
+        refused = _comment(f"{sp.key} traffic not accepted by {sp.fw_chain}")
+        for ip in sp.load_balancer_ips:
+            t.add("filter", KUBE_PROXY_FIREWALL, f"{refused} {proto} -d {ip} --dport {sp.port} -j DROP")
     if sp.endpoints:
         if sp.internal_endpoints:
             internal = sp.svl_chain if sp.internal_local else sp.svc_chain
@@ -439,8 +491,9 @@ def _dispatch(t: _Tables, sp: ServicePort, nodeport_rules: list[str]) -> None:
             t.add("filter", KUBE_SERVICES, f"{_comment(sp.key + ' has no local endpoints')} {proto} "
                                            f"-d {sp.cluster_ip} --dport {sp.port} -j DROP")
         for ip, what in external:
+            target = sp.fw_chain if sp.uses_fw_chain and what == "loadbalancer IP" else sp.ext_chain
             t.add("nat", KUBE_SERVICES, f"{_comment(f'{sp.key} {what}')} {proto} -d {ip} --dport {sp.port} "
-                                        f"-j {sp.ext_chain}")
+                                        f"-j {target}")
         if sp.node_port:
             nodeport_rules.append(f"-A {KUBE_NODEPORTS} {_comment(sp.key)} {proto} --dport {sp.node_port} "
                                   f"-j {sp.ext_chain}")
@@ -492,6 +545,8 @@ def _service_chains(t: _Tables, sp: ServicePort, config: NodeConfig) -> None:
             t.add_body(ext, _comment(f"masquerade traffic for {sp.key} external destinations")
                        + f" -j {KUBE_MARK_MASQ}")
             t.add_body(ext, f"-j {svc}")
+    if sp.uses_fw_chain:
+        _firewall_chain(t, sp, config)
     if sp.uses_local_chain:
         _balance(t, sp, sp.svl_chain, sp.local_endpoints)
     _balance(t, sp, svc, sp.endpoints)
@@ -502,6 +557,23 @@ def _service_chains(t: _Tables, sp: ServicePort, config: NodeConfig) -> None:
         t.add_body(sep, f"{_comment(sp.key)} -s {ep.ip}/32 -j {KUBE_MARK_MASQ}")
         recent = f" -m recent --name {sep} --set" if sp.affinity_timeout is not None else ""
         t.add_body(sep, f"{_comment(sp.key)}{recent} {proto} -j DNAT --to-destination {ep}")
+
+
+def _firewall_chain(t: _Tables, sp: ServicePort, config: NodeConfig) -> None:
+    """KUBE-FW-<h>: the allowed sources go on to KUBE-EXT-<h>; the rest fall off its end not DNATed,
+    to be dropped by KUBE-PROXY-FIREWALL."""
+    assert sp.source_ranges is not None
+    lb = _comment(f"{sp.key} loadbalancer IP")
+    allow_from_node = False
+    for cidr in sp.source_ranges:
+        t.add_body(sp.fw_chain, f"{lb} -s {cidr} -j {sp.ext_chain}")
+        if config.node_ip and ipaddress.ip_address(config.node_ip) in ipaddress.ip_network(cidr):
+            allow_from_node = True
+    if allow_from_node:
+        # The node reaching an LB IP it holds itself talks from that address, not its node IP.
+        for ip in sp.load_balancer_ips:
+            t.add_body(sp.fw_chain, f"{lb} -s {ip}/32 -j {sp.ext_chain}")
+    t.add_body(sp.fw_chain, _comment(f"other traffic to {sp.key} will be dropped by {KUBE_PROXY_FIREWALL}"))
 
 
 def _balance(t: _Tables, sp: ServicePort, chain: str, endpoints: tuple[Endpoint, ...]) -> None:

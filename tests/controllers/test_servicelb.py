@@ -99,12 +99,14 @@ async def test_addresses_from_the_pool_race_free_and_released(apiserver, namespa
         await c.create("services", lb("outside", loadBalancerIP="198.51.100.1"), namespace=ns)
         await envs[0].wait_for(lambda: _has_event(c, ns, "outside", "AllocationFailed", "not in the pool"))
         assert ips_of(await c.get("services", "other", namespace=ns)) == []
-        # Source ranges cannot be enforced: refused, not ignored (the address it held is given back).
+        # Source ranges are kube-proxy's to enforce (KUBE-FW chains): the address stays.
         await c.patch("services", "fixed", {"spec": {"loadBalancerSourceRanges": ["203.0.113.0/24"]}},
                       namespace=ns)
-        await envs[0].wait_for(lambda: _has_event(c, ns, "fixed", "AllocationFailed", "loadBalancerSourceRanges"))
-        await envs[0].wait_for(lambda: _ips_are(c, ns, "fixed", []))
-        await envs[0].wait_for(lambda: _is_none(get_or_none(c, "leases", lease_name(ips_of(s0)[0]), "kube-system")))
+        freed = ips_of(await c.get("services", "s2", namespace=ns))
+        await c.delete("services", "s2", namespace=ns)
+        await c.create("services", lb("ranged", loadBalancerSourceRanges=["203.0.113.0/24"]), namespace=ns)
+        await envs[0].wait_for(lambda: _ips_are(c, ns, "ranged", freed))
+        assert ips_of(await c.get("services", "fixed", namespace=ns)) == ips_of(s0)
 
 
 async def _has_event(c, ns, name, reason, text):

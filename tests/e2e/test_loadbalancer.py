@@ -1,8 +1,9 @@
 """LoadBalancer Services on a 3-node lab cluster: an address from the pool on the lab bridge,
 answering HTTP from the host; externalTrafficPolicy Local keeping the client's address; exactly
 one node holding the address, and another taking over within seconds when that node's link
-goes down. On the same cluster: spec.externalIPs, internalTrafficPolicy Local, a type
-ExternalName Service answered by cluster DNS as a CNAME, and publishNotReadyAddresses.
+goes down; loadBalancerSourceRanges keeping the host out until they admit it. On the same
+cluster: spec.externalIPs, internalTrafficPolicy Local, a type ExternalName Service answered
+by cluster DNS as a CNAME, and publishNotReadyAddresses.
 
 Traffic stays on the lab's bridge and inside its node namespaces.
 """
@@ -10,7 +11,10 @@ Traffic stays on the lab's bridge and inside its node namespaces.
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 import shutil
+import socket
 import subprocess
 import time
 import urllib.request
@@ -242,6 +246,53 @@ def test_external_ips_internal_policy_external_name_and_not_ready_addresses(lab:
     pod_ip = wait_for(lambda: lab.json("get", "pod", "never-ready")["status"].get("podIP"), 60, "its IP")
     assert wait_for(lambda: ask("published.default.svc.cluster.local", "A") == pod_ip, 20, "published")
     assert ask("unpublished.default.svc.cluster.local", "A") == "-"
+
+
+FIREWALLED = """
+apiVersion: v1
+kind: Service
+metadata: {name: who-fw}
+spec:
+  type: LoadBalancer
+  loadBalancerSourceRanges: [203.0.113.0/24]
+  selector: {app: who}
+  ports: [{name: http, port: 80, targetPort: http}]
+"""
+
+
+def firewall(lab: Lab, node: int) -> str:
+    return lab.in_node(node, "iptables", "-t", "filter", "-S", "KUBE-PROXY-FIREWALL").stdout
+
+
+def test_source_ranges_keep_the_host_out_until_they_admit_it(lab: Lab):
+    wait_for(lambda: len(ready(lab)) == 3, 60, "a ready pod per node")
+    gateway = lab.in_node(1, "ip", "-4", "route", "show", "default").stdout.split()[2]  # the host, on the bridge
+    lab.kubectl("apply", "-f", "-", input=FIREWALLED)
+    try:
+        # Not refused an address any more: kube-proxy enforces the ranges.
+        ip = wait_for(lambda: address(lab, "who-fw"), 30, "an address for who-fw")
+        [node] = wait_for(lambda: (lambda h: h if len(h) == 1 else None)(holders(lab, ip)), 20, "one holder")
+        rule = next(line for line in firewall(lab, node).splitlines() if f"-d {ip}/32" in line)
+        assert re.search(r'--comment "default/who-fw:http traffic not accepted by KUBE-FW-[A-Z2-7]{16}"', rule), rule
+        assert rule.endswith("-j DROP") and "--dport 80" in rule, rule
+        fw_chain = re.search(r"KUBE-FW-[A-Z2-7]{16}", rule).group(0)
+        # The host is outside 203.0.113.0/24: its SYN is dropped, so the connect times out.
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            socket.create_connection((ip, 80), timeout=1.5).close()
+        assert time.monotonic() - start >= 1.4
+        # Admit the host's address on the lab bridge: answered after the next sync.
+        lab.kubectl("patch", "svc", "who-fw", "-p",
+                    json.dumps({"spec": {"loadBalancerSourceRanges": [f"{gateway}/32"]}}))
+        pod, _ = wait_for(lambda: _try(lambda a: who(a, timeout=1), ip), 20, "who-fw answering the host")
+        assert pod in ready(lab)
+        nat = lab.in_node(node, "iptables", "-t", "nat", "-S", fw_chain).stdout
+        assert f"-s {gateway}/32" in nat and "-j KUBE-EXT-" in nat, nat
+    finally:
+        lab.kubectl("delete", "svc", "who-fw", "--ignore-not-found", check=False)
+    # Its rules go with it, on every node.
+    wait_for(lambda: not any("who-fw" in firewall(lab, i) or fw_chain in lab.in_node(i, "iptables-save", "-t", "nat")
+                             .stdout for i in (1, 2, 3)), 20, "who-fw's firewall rules removed")
 
 
 # Last: it leaves one node's routes to be rebuilt by its next full sync.

@@ -45,6 +45,7 @@ CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/12"
 GATEWAY = "10.244.1.1"
 NODE_IP = "192.168.77.1"
+LB_IP = "192.168.77.100"
 POD_IPS = {"a": "10.244.1.10", "b": "10.244.1.11", "c": "10.244.1.12"}
 PORT = 8080
 CONFIG = NodeConfig(cluster_cidr=CLUSTER_CIDR)
@@ -118,9 +119,9 @@ class Topology:
                 mode, host, str(port), str(n)] + ([str(sport)] if mode == "udp" else [])
         return json.loads(sh(*argv).stdout)
 
-    async def apply(self, ports: dict[str, ServicePort]) -> None:
+    async def apply(self, ports: dict[str, ServicePort], config: NodeConfig = CONFIG) -> None:
         state = parse_state(await self.iptables.save())
-        await self.iptables.restore(render_full(ports, CONFIG, kernel=state).text)
+        await self.iptables.restore(render_full(ports, config, kernel=state).text)
 
 
 def build(t: Topology) -> None:
@@ -179,10 +180,12 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
 
 
 def sp(name: str, *backends: str, protocol: str = "tcp", cluster_ip: str = "10.96.0.20", port: int = 80,
-       node_port: int | None = None, port_name: str = "http") -> ServicePort:
+       node_port: int | None = None, port_name: str = "http", load_balancer_ips: tuple[str, ...] = (),
+       source_ranges: tuple[str, ...] | None = None) -> ServicePort:
     eps = tuple(sorted(Endpoint(POD_IPS[b], PORT) for b in backends))
     return ServicePort(namespace="kptest", name=name, port_name=port_name, protocol=protocol, cluster_ip=cluster_ip,
-                       port=port, node_port=node_port, endpoints=eps)
+                       port=port, node_port=node_port, endpoints=eps, load_balancer_ips=load_balancer_ips,
+                       source_ranges=source_ranges)
 
 
 def keyed(*ports: ServicePort) -> dict[str, ServicePort]:
@@ -282,8 +285,38 @@ async def test_partial_sync_leaves_other_services_alone(topo: Topology) -> None:
     assert topo.client("a", "tcp", "10.96.0.32", 80)[0][1].startswith("c ")
 
 
+async def test_source_ranges_admit_only_their_clients(topo: Topology) -> None:
+    # The LB address held by the node, as the announcer holds it (a /32 on the node's link).
+    sh("ip", "-n", topo.node, "addr", "add", f"{LB_IP}/32", "dev", "vout")
+    try:
+        outsider = sp("web", "a", port=80, load_balancer_ips=(LB_IP,), source_ranges=("203.0.113.0/24",))
+        await topo.apply(keyed(outsider))
+        (dropped,) = topo.client("out", "tcp", LB_IP, 80)
+        assert dropped[0] == "TimeoutError", dropped  # dropped, not refused: nothing answers
+        rules = sh("ip", "netns", "exec", topo.node, "iptables", "-t", "filter", "-S", "KUBE-PROXY-FIREWALL").stdout
+        assert (f'-A KUBE-PROXY-FIREWALL -d {LB_IP}/32 -p tcp -m comment --comment '
+                f'"kptest/web:http traffic not accepted by {outsider.fw_chain}" -m tcp --dport 80 -j DROP') in rules
+        # The client's /32 admitted; the node too, its IP being in the other range (it talks from the LB IP).
+        admitted = sp("web", "a", port=80, load_balancer_ips=(LB_IP,),
+                      source_ranges=("192.168.77.2/32", "192.168.77.0/30"))
+        await topo.apply(keyed(admitted), NodeConfig(cluster_cidr=CLUSTER_CIDR, node_ip=NODE_IP))
+        (ok,) = topo.client("out", "tcp", LB_IP, 80)
+        assert ok[0] == "ok" and ok[1] == f"a {GATEWAY}", ok  # through KUBE-EXT: masqueraded
+        (node,) = topo.client("node", "tcp", LB_IP, 80)
+        assert node[0] == "ok" and node[1].startswith("a "), node
+        # The cluster IP is not subject to the ranges.
+        assert topo.client("c", "tcp", "10.96.0.20", 80)[0][0] == "ok"
+    finally:
+        sh("ip", "-n", topo.node, "addr", "del", f"{LB_IP}/32", "dev", "vout", check=False)
+
+
 async def test_cleanup_leaves_no_chains_of_ours(topo: Topology) -> None:
-    await topo.apply(keyed(sp("web", "a", node_port=30080), sp("empty", cluster_ip="10.96.0.21")))
+    await topo.apply(keyed(sp("web", "a", node_port=30080, load_balancer_ips=(LB_IP,), source_ranges=()),
+                           sp("empty", cluster_ip="10.96.0.21")))
+    before = parse_state(await topo.iptables.save())
+    assert ("filter", "KUBE-PROXY-FIREWALL") in before.chains
+    assert ("filter", "INPUT", "KUBE-PROXY-FIREWALL") in before.jumps
+    assert any(c.startswith("KUBE-FW-") for _, c in before.chains)
     assert await topo.iptables.cleanup() > 0
     saved = await topo.iptables.save()
     assert "KUBE-" not in saved and "KUBEPY-" not in saved, saved

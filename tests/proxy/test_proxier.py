@@ -200,6 +200,40 @@ async def test_deleted_service_chains_are_removed(harness: Harness) -> None:
     assert not {("nat", c) for c in gone.chains()} & harness.iptables.chains
 
 
+async def test_source_ranges_patched_take_effect_in_a_partial_sync() -> None:
+    h = Harness(min_sync_period=0.05)
+    svc = service("web", "10.96.0.30")
+    svc["spec"]["type"] = "LoadBalancer"
+    svc["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
+    h.client.seed("services", svc)
+    h.client.seed("endpointslices", endpoints("web", "10.244.1.5"))
+    try:
+        await h.start()
+        web = h.proxier._applied["ns/web|tcp"]  # type: ignore[index]
+        assert f":{web.fw_chain}" not in h.iptables.last and "-A KUBE-PROXY-FIREWALL" not in h.iptables.last
+        await h.client.patch("services", "web", {"spec": {"loadBalancerSourceRanges": ["203.0.113.0/24"]}},
+                             namespace="ns")
+        await wait_until(lambda: h.proxier.syncs >= 2)
+        payload = h.iptables.last
+        assert h.iptables.saves == 1  # partial: the kernel was not read again
+        assert declared(payload)[4:] == [web.svc_chain, web.ext_chain, web.fw_chain, web.sep_chain(web.endpoints[0])]
+        assert f"-s 203.0.113.0/24 -j {web.ext_chain}" in payload
+        assert (f'-A KUBE-PROXY-FIREWALL -m comment --comment "ns/web traffic not accepted by {web.fw_chain}" '
+                "-m tcp -p tcp -d 172.30.0.200 --dport 80 -j DROP") in payload
+        # The node's own IP (192.168.77.1) in a range admits the LB address as a source.
+        await h.client.patch("services", "web", {"spec": {"loadBalancerSourceRanges": ["192.168.77.0/24"]}},
+                             namespace="ns")
+        await wait_until(lambda: h.proxier.syncs >= 3)
+        assert f"-s 172.30.0.200/32 -j {web.ext_chain}" in h.iptables.last
+        # Ranges gone: the chain is deleted and the firewall emptied.
+        await h.client.patch("services", "web", {"spec": {"loadBalancerSourceRanges": None}}, namespace="ns")
+        await wait_until(lambda: h.proxier.syncs >= 4)
+        assert f"-X {web.fw_chain}" in h.iptables.last and "-A KUBE-PROXY-FIREWALL" not in h.iptables.last
+        assert ("nat", web.fw_chain) not in h.iptables.chains
+    finally:
+        await h.stop()
+
+
 # -- pure parts ----------------------------------------------------------------
 def sp(*ips: str, protocol: str = "udp", node_port: int | None = None, ip: str = "10.96.0.10") -> ServicePort:
     return ServicePort(namespace="ns", name="dns", port_name="dns", protocol=protocol, cluster_ip=ip, port=53,
@@ -240,15 +274,20 @@ COMMIT
 *filter
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
+:KUBE-PROXY-FIREWALL - [0:0]
+-A INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
 -A FORWARD -j ACCEPT
+-A KUBE-PROXY-FIREWALL -d 172.30.0.200/32 -p tcp -m tcp --dport 80 -j DROP
 COMMIT
 """
 
 
 def test_parse_state_sees_only_our_chains_and_jumps() -> None:
     state = parse_state(SAVED)
-    assert state.chains == {("nat", "KUBE-SERVICES"), ("nat", "KUBE-SVC-AAAAAAAAAAAAAAAA"), ("nat", "KUBEPY-EGRESS")}
-    assert state.jumps == {("nat", "PREROUTING", "KUBE-SERVICES"), ("nat", "POSTROUTING", "KUBEPY-EGRESS")}
+    assert state.chains == {("nat", "KUBE-SERVICES"), ("nat", "KUBE-SVC-AAAAAAAAAAAAAAAA"), ("nat", "KUBEPY-EGRESS"),
+                            ("filter", "KUBE-PROXY-FIREWALL")}
+    assert state.jumps == {("nat", "PREROUTING", "KUBE-SERVICES"), ("nat", "POSTROUTING", "KUBEPY-EGRESS"),
+                           ("filter", "INPUT", "KUBE-PROXY-FIREWALL")}
 
 
 def test_cleanup_payload_touches_only_our_prefixes() -> None:
@@ -262,6 +301,11 @@ def test_cleanup_payload_touches_only_our_prefixes() -> None:
 -X KUBE-SERVICES
 -X KUBE-SVC-AAAAAAAAAAAAAAAA
 -X KUBEPY-EGRESS
+COMMIT
+*filter
+:KUBE-PROXY-FIREWALL - [0:0]
+-D INPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+-X KUBE-PROXY-FIREWALL
 COMMIT
 """
     assert cleanup_payload("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n") == ""

@@ -58,11 +58,15 @@ FULL_CLUSTER_IP = """\
 :KUBE-SERVICES - [0:0]
 :KUBE-EXTERNAL-SERVICES - [0:0]
 :KUBE-FORWARD - [0:0]
+:KUBE-PROXY-FIREWALL - [0:0]
 -I OUTPUT 1 -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 -I FORWARD 1 -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
 -I FORWARD 1 -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 -I FORWARD 1 -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
 -I INPUT 1 -m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES
+-I OUTPUT 1 -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+-I FORWARD 1 -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
+-I INPUT 1 -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" -j KUBE-PROXY-FIREWALL
 -A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
 -A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
 -A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
@@ -410,3 +414,132 @@ def test_internal_traffic_policy_local_sends_cluster_ip_traffic_to_local_endpoin
     assert ('-A KUBE-SERVICES -m comment --comment "ns/web:http has no local endpoints" -m tcp -p tcp '
             '-d 10.96.0.20 --dport 80 -j DROP') in lines
     assert not any(line.startswith("-A KUBE-SERVICES") and "KUBE-SVC-" in line for line in lines)
+
+
+# -- loadBalancerSourceRanges: KUBE-FW chains and KUBE-PROXY-FIREWALL ---------------
+NODE = NodeConfig(cluster_cidr="10.244.0.0/16", node_ip="172.30.0.11")
+
+
+def ranged(policy: str = "Cluster", ranges: list[str] | None = None, annotation: str | None = None) -> dict[str, Any]:
+    s = lb_svc(policy)
+    if ranges is not None:
+        s["spec"]["loadBalancerSourceRanges"] = ranges
+    if annotation is not None:
+        s["metadata"]["annotations"] = {"service.beta.kubernetes.io/load-balancer-source-ranges": annotation}
+    return s
+
+
+FW = "KUBE-FW-HMALVVKA6APKJPPY"
+EXT = "KUBE-EXT-HMALVVKA6APKJPPY"
+
+
+def test_source_ranges_send_load_balancer_traffic_through_a_firewall_chain() -> None:
+    # 172.30.0.0/24 holds the node's own IP: the LB address is admitted as a source too (allowFromNode).
+    ports = service_ports([ranged(ranges=["192.168.0.0/16", " 172.30.0.9/24 ", "2001:db8::/64"])],
+                          [two_node_slice()], node_name="n1")
+    sp = ports["ns/web:http|tcp"]
+    assert sp.source_ranges == ("192.168.0.0/16", "172.30.0.0/24") and sp.fw_chain == FW
+    assert sp.chains()[:3] == [sp.svc_chain, EXT, FW]
+    lines = specific(render_full(ports, NODE, kernel=JUMPED).text)
+    assert [line for line in lines if FW in line] == [
+        '-A KUBE-PROXY-FIREWALL -m comment --comment "ns/web:http traffic not accepted by KUBE-FW-HMALVVKA6APKJPPY" '
+        '-m tcp -p tcp -d 172.30.0.200 --dport 80 -j DROP',
+        f":{FW} - [0:0]",
+        '-A KUBE-SERVICES -m comment --comment "ns/web:http loadbalancer IP" -m tcp -p tcp -d 172.30.0.200 '
+        f'--dport 80 -j {FW}',
+        f'-A {FW} -m comment --comment "ns/web:http loadbalancer IP" -s 192.168.0.0/16 -j {EXT}',
+        f'-A {FW} -m comment --comment "ns/web:http loadbalancer IP" -s 172.30.0.0/24 -j {EXT}',
+        f'-A {FW} -m comment --comment "ns/web:http loadbalancer IP" -s 172.30.0.200/32 -j {EXT}',
+        f'-A {FW} -m comment --comment "other traffic to ns/web:http will be dropped by KUBE-PROXY-FIREWALL"',
+    ]
+    # External IPs and node ports are not subject to the ranges (as upstream).
+    assert (f'-A KUBE-SERVICES -m comment --comment "ns/web:http external IP" -m tcp -p tcp -d 192.0.2.9 '
+            f'--dport 80 -j {EXT}') in lines
+    assert f"-A KUBE-NODEPORTS -m comment --comment ns/web:http -m tcp -p tcp --dport 30080 -j {EXT}" in lines
+
+
+def test_ranges_without_the_node_do_not_admit_the_load_balancer_address() -> None:
+    ports = service_ports([ranged(ranges=["203.0.113.0/24"])], [two_node_slice()], node_name="n1")
+    fw_rules = [line for line in specific(render_full(ports, NODE, kernel=JUMPED).text)
+                if line.startswith(f"-A {FW} ")]
+    assert fw_rules == [
+        f'-A {FW} -m comment --comment "ns/web:http loadbalancer IP" -s 203.0.113.0/24 -j {EXT}',
+        f'-A {FW} -m comment --comment "other traffic to ns/web:http will be dropped by KUBE-PROXY-FIREWALL"']
+
+
+@pytest.mark.parametrize(("ranges", "annotation", "expected"), [
+    (None, "10.1.0.0/16, 10.2.0.0/16", ("10.1.0.0/16", "10.2.0.0/16")),  # the annotation when the field is empty
+    ([], " 10.1.0.0/16 ", ("10.1.0.0/16",)),
+    (["10.3.0.0/16"], "10.1.0.0/16", ("10.3.0.0/16",)),  # the field wins
+    (None, "  ", None),  # an empty annotation restricts nothing (upstream: 0.0.0.0/0)
+    (None, None, None),
+    (["2001:db8::/64"], None, ()),  # ranges given, none IPv4: no IPv4 client admitted, never all
+    (["not-a-cidr", "10.0.0.1"], None, ()),  # an object older than validation: closed, not open
+    (["10.1.0.0/16", "10.1.2.3/16"], None, ("10.1.0.0/16",)),  # host bits cleared, duplicates once
+])
+def test_which_ranges_restrict_a_load_balancer(ranges: list[str] | None, annotation: str | None,
+                                               expected: tuple[str, ...] | None) -> None:
+    sp = service_ports([ranged(ranges=ranges, annotation=annotation)], [two_node_slice()], node_name="n1")
+    assert sp["ns/web:http|tcp"].source_ranges == expected
+    assert sp["ns/web:http|tcp"].uses_fw_chain is (expected is not None)
+
+
+def test_ranges_given_but_none_ipv4_drop_every_client() -> None:
+    ports = service_ports([ranged(ranges=["2001:db8::/64"])], [two_node_slice()], node_name="n1")
+    lines = specific(render_full(ports, NODE, kernel=JUMPED).text)
+    assert [line for line in lines if line.startswith(f"-A {FW} ")] == [
+        f'-A {FW} -m comment --comment "other traffic to ns/web:http will be dropped by KUBE-PROXY-FIREWALL"']
+    assert any(line.startswith("-A KUBE-PROXY-FIREWALL ") and line.endswith("-j DROP") for line in lines)
+
+
+def test_ranges_are_ignored_without_an_address_and_without_endpoints() -> None:
+    pending = ranged(ranges=["203.0.113.0/24"])
+    pending["status"] = {}
+    sp = service_ports([pending], [two_node_slice()], node_name="n1")["ns/web:http|tcp"]
+    assert sp.source_ranges is None and not sp.uses_fw_chain
+    # No endpoints: the address is REJECTed for everyone, no firewall chain (as upstream).
+    ports = service_ports([ranged(ranges=["203.0.113.0/24"])], [], node_name="n1")
+    lines = specific(render_full(ports, NODE, kernel=JUMPED).text)
+    assert not any("KUBE-FW-" in line for line in lines)
+    assert ('-A KUBE-EXTERNAL-SERVICES -m comment --comment "ns/web:http has no endpoints" -m tcp -p tcp '
+            '-d 172.30.0.200 --dport 80 -j REJECT --reject-with icmp-port-unreachable') in lines
+
+
+def test_local_policy_with_ranges_goes_firewall_then_ext_then_local_endpoints() -> None:
+    ports = service_ports([ranged("Local", ranges=["203.0.113.0/24"])], [two_node_slice()], node_name="n1")
+    sp = ports["ns/web:http|tcp"]
+    assert sp.chains()[:4] == [sp.svc_chain, EXT, FW, sp.svl_chain]
+    lines = specific(render_full(ports, NODE, kernel=JUMPED).text)
+    assert f'-A {FW} -m comment --comment "ns/web:http loadbalancer IP" -s 203.0.113.0/24 -j {EXT}' in lines
+    assert f"-A {EXT} -j {sp.svl_chain}" in lines
+
+
+def test_changed_ranges_are_a_partial_sync_and_removed_ranges_delete_the_chain() -> None:
+    before = service_ports([ranged(ranges=["203.0.113.0/24"])], [two_node_slice()], node_name="n1")
+    wider = service_ports([ranged(ranges=["203.0.113.0/24", "198.51.100.7/32"])], [two_node_slice()],
+                          node_name="n1")
+    previous = render_full(before, NODE).nat_chains
+    assert FW in previous and before != wider
+    rs = render_partial(wider, NODE, {"ns/web:http|tcp"}, previous_chains=previous)
+    assert f":{FW} - [0:0]" in rs.text and rs.deleted == ()
+    assert f'-A {FW} -m comment --comment "ns/web:http loadbalancer IP" -s 198.51.100.7/32 -j {EXT}' in rs.text
+    # KUBE-PROXY-FIREWALL is a dispatch chain: declared, so rewritten whole, on every sync.
+    assert rs.text.split("*nat")[0].count(":KUBE-PROXY-FIREWALL - [0:0]") == 1
+    opened = service_ports([ranged()], [two_node_slice()], node_name="n1")
+    rs = render_partial(opened, NODE, {"ns/web:http|tcp"}, previous_chains=previous)
+    assert rs.deleted == (FW,) and rs.text.splitlines()[-2] == f"-X {FW}"
+    assert "-A KUBE-PROXY-FIREWALL" not in rs.text and f"-j {FW}" not in rs.text
+    assert f'"ns/web:http loadbalancer IP" -m tcp -p tcp -d 172.30.0.200 --dport 80 -j {EXT}' in rs.text
+
+
+def test_full_render_deletes_a_stale_firewall_chain() -> None:
+    kernel = KernelState(chains=frozenset({("nat", "KUBE-FW-OLDOLDOLDOLDOLD1")}), jumps=JUMPED.jumps)
+    rs = render_full({}, CONFIG, kernel=kernel)
+    assert rs.deleted == ("KUBE-FW-OLDOLDOLDOLDOLD1",)
+
+
+def test_firewall_is_jumped_to_from_input_forward_and_output_for_new_connections() -> None:
+    text = render_full({}, CONFIG).text
+    for chain in ("INPUT", "FORWARD", "OUTPUT"):
+        assert (f'-I {chain} 1 -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer firewall" '
+                "-j KUBE-PROXY-FIREWALL") in text

@@ -298,6 +298,13 @@ INVALID = [
     ("services", service(type="Magic"), "spec.type", "FieldValueNotSupported"),
     ("services", service(clusterIP="10.0.0.300"), "spec.clusterIPs[0]", "FieldValueInvalid"),
     ("services", service(type="ExternalName", ports=[]), "spec.externalName", "FieldValueRequired"),
+    ("services", service(type="LoadBalancer", loadBalancerSourceRanges=["10.0.0.0/8", "10.1.0.1"]),
+     "spec.LoadBalancerSourceRanges[1]", "FieldValueInvalid"),
+    ("services", service(loadBalancerSourceRanges=["10.0.0.0/8"]), "spec.LoadBalancerSourceRanges",
+     "FieldValueForbidden"),
+    ("services", {**service(type="LoadBalancer"), "metadata": {
+        "name": "web", "annotations": {"service.beta.kubernetes.io/load-balancer-source-ranges": "10.0.0.0/8,x"}}},
+     "metadata.annotations[service.beta.kubernetes.io/load-balancer-source-ranges]", "FieldValueInvalid"),
     # workloads
     ("deployments", deployment(selector=None), "spec.selector", "FieldValueRequired"),
     ("deployments", deployment(selector={"matchLabels": {"app": "other"}}),
