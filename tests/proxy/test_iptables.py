@@ -208,6 +208,22 @@ async def test_applied_rules_read_back(topo: Topology) -> None:
     assert (await topo.iptables.save()).count("-j KUBE-POSTROUTING") == 1
 
 
+async def test_sctp_service_rules_load_into_the_kernel(topo: Topology) -> None:
+    """SCTP Services get the same chains with ``-p sctp`` matches, and the kernel takes them (its SCTP
+    netfilter match and conntrack are built in here). No SCTP traffic: this kernel has no SCTP sockets
+    (CONFIG_IP_SCTP is not set), which is also why the lab's policy matrix probes only TCP and UDP."""
+    web = sp("sctp", "a", "b", protocol="sctp", cluster_ip="10.96.0.21", port=132, node_port=30132)
+    await topo.apply(keyed(web))
+    saved = await topo.iptables.save()
+    svc_rules = [r for r in saved.splitlines() if r.startswith("-A KUBE-SERVICES") and "10.96.0.21/32" in r]
+    assert svc_rules and all("-p sctp" in r and "--dport 132" in r for r in svc_rules), svc_rules
+    nodeport = [r for r in saved.splitlines() if r.startswith("-A KUBE-NODEPORTS") and "--dport 30132" in r]
+    assert nodeport and all("-p sctp" in r for r in nodeport), nodeport
+    dnat = [r for r in saved.splitlines() if "-j DNAT" in r and "-p sctp" in r]
+    assert sorted(r.rsplit("--to-destination ", 1)[1] for r in dnat) == \
+        [f"{POD_IPS['a']}:{PORT}", f"{POD_IPS['b']}:{PORT}"], dnat
+
+
 async def test_cluster_ip_reaches_both_backends(topo: Topology) -> None:
     await topo.apply(keyed(sp("web", "a", "b")))
     results = topo.client("c", "tcp", "10.96.0.20", 80, n=40)
