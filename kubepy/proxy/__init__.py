@@ -1,9 +1,10 @@
-"""kubepy proxy: Services as iptables NAT rules in kube-proxy's layout, one proxier per node.
+"""kubepy proxy: Services as iptables or nftables NAT rules in kube-proxy's layouts, one proxier per node.
 
 Layers, each importing only those above it::
 
     rules       pure: Services + Endpoints → iptables-restore text
     iptables    adapter: iptables-restore / iptables-save (+ a fake)
+    nftables    the same models → one nft -f script (kube-proxy's nftables layout); adapter + fake
     netlink     adapter (pyroute2): service route, hairpin, UDP conntrack
     proxier     informers + rate-limited sync runner; run_proxy, cleanup_all
 """
