@@ -308,13 +308,15 @@ def _batched(lines: list[str]) -> list[str]:
 
 
 def render_nft_full(ports: Mapping[str, ServicePort], config: NodeConfig, *, kernel: NftState = NftState(),
-                    recreate: bool = False) -> Ruleset:
+                    recreate: bool = False, first: bool = False) -> Ruleset:
     """Every chain, map element and set; stale per-service chains and affinity sets in ``kernel`` deleted.
 
     ``recreate``: delete the whole table first (in the same transaction), the
-    way out of a kernel state a previous failure left unknown."""
+    way out of a kernel state a previous failure left unknown. ``first``: this
+    process's first sync, which makes the base chains again (an earlier
+    version may have hooked them at another priority, which can't be altered)."""
     s = _Script()
-    _head(s, config, recreate=recreate, recreate_base=kernel.exists and not recreate)
+    _head(s, config, recreate=recreate, recreate_base=first and kernel.exists and not recreate)
     for name, _type, _comment in MAPS:
         s.head.append(f"flush map {T} {name}")
     for name, _comment in SETS:
@@ -417,7 +419,6 @@ def _head(s: _Script, config: NodeConfig, *, recreate: bool, recreate_base: bool
         h.append(f"delete table {T}")
         h.append(f'add table {T} {{ comment "rules for kube-proxy" ; }}')
     elif recreate_base:
-        # Base chains made by another version (another priority) could not be altered in place.
         for name, *_ in BASE_CHAINS:
             h.append(f"add chain {T} {name}")
             h.append(f"delete chain {T} {name}")

@@ -1,4 +1,4 @@
-"""The proxier: Services and EndpointSlices of the cluster → this node's iptables, kept in step.
+"""The proxier: Services and EndpointSlices of the cluster → this node's iptables (or nftables), kept in step.
 
 Three informers (services, endpointslices, nodes) feed caches; their handlers only note
 that something changed and set a dirty flag. One runner owns every sync:
@@ -12,6 +12,11 @@ last successful sync applied:
   chains, re-insert missing jumps, re-check the service route, hairpin and ICMP redirects;
 - partial sync: only the changed service ports' chains plus the dispatch
   chains (``rules.render_partial``).
+
+In nftables mode (``proxy_mode="nftables"``) the same models go to
+``nftables.render_nft_full`` / ``render_nft_partial`` and one ``nft -f``
+per sync; a failed apply makes the next full sync recreate the table. The
+first full sync of either mode removes what the other mode left.
 
 After a successful apply, UDP conntrack entries pointing at removed
 endpoints are deleted. Node changes (and every full sync) re-sync the
@@ -277,7 +282,7 @@ class Proxier:
             assert self.nftables is not None
             if full:
                 ruleset = render_nft_full(ports, self.config, kernel=await self.nftables.state(),
-                                          recreate=self._recreate)
+                                          recreate=self._recreate, first=self._applied is None)
             else:
                 assert self._applied is not None
                 ruleset = render_nft_partial(ports, self.config, changed, previous=self._applied,

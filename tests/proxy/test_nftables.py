@@ -134,7 +134,7 @@ def test_full_sync_deletes_what_the_kernel_holds_but_no_one_wants() -> None:
     kernel = NftState(exists=True, chains=frozenset({*service_chains(gone), *service_chains(web), "services",
                                                      "service-endpoints-check"}),
                       sets=frozenset({f"affinity-{endpoint_chain_base(gone, gone.endpoints[0])}", "cluster-ips"}))
-    rs = render_nft_full(keyed(web), CONFIG, kernel=kernel)
+    rs = render_nft_full(keyed(web), CONFIG, kernel=kernel, first=True)
     assert set(rs.deleted) == set(service_chains(gone))
     tail = rs.text.splitlines()[-3:]
     assert sorted(tail) == sorted([*(f"delete chain {T} {c}" for c in service_chains(gone)),
@@ -142,6 +142,7 @@ def test_full_sync_deletes_what_the_kernel_holds_but_no_one_wants() -> None:
     assert f"delete chain {T} service-endpoints-check" not in rs.text
     # A table made by an earlier process: its base chains are deleted and made again (their priority may differ).
     assert f"delete chain {T} nat-output" in rs.text
+    assert f"delete chain {T} nat-output" not in render_nft_full(keyed(web), CONFIG, kernel=kernel).text  # later syncs
     assert f"delete table {T}" not in rs.text
     assert f"delete table {T}" in render_nft_full(keyed(web), CONFIG, kernel=kernel, recreate=True).text
 
