@@ -181,7 +181,7 @@ def raw_nft(netns: str, payload: str) -> float:
     return time.perf_counter() - t0
 
 
-def latency(prefix: str, tmp: Path, requests: int, big: int) -> dict[str, float]:
+def latency(prefix: str, tmp: Path, requests: int, big: int, mode: str = "iptables") -> dict[str, float]:
     node, pod, cli = f"{prefix}-node", f"{prefix}-a", f"{prefix}-c"
     for ns in (node, pod, cli):
         sh("ip", "netns", "add", ns)
@@ -213,12 +213,21 @@ def latency(prefix: str, tmp: Path, requests: int, big: int) -> dict[str, float]
                      str(requests)).stdout
             return json.loads(out)
 
-        asyncio.run(ipt.restore(render_full({"t": target}, CONFIG).text))
+        nft = RealNFTables(netns=node)
+
+        async def load(ports: dict[str, ServicePort]) -> None:
+            if mode == "nftables":
+                await nft.apply(render_nft_full(ports, CONFIG, kernel=await nft.state()).text)
+            else:
+                await ipt.restore(render_full(ports, CONFIG, kernel=parse_state(await ipt.save())).text)
+
+        asyncio.run(load({"t": target}))
         direct = measure("10.244.1.10", 8080)
         via_svc = measure("10.111.0.1", 80)
-        # The target Service last in KUBE-SERVICES, behind `big` others ("~" sorts after "b").
+        # The target Service last in KUBE-SERVICES, behind `big` others ("~" sorts after "b");
+        # in nftables mode one element among `big` in the service-ips map.
         many = synthetic(big) | {"~target": target}
-        asyncio.run(ipt.restore(render_full(many, CONFIG, kernel=parse_state(asyncio.run(ipt.save()))).text))
+        asyncio.run(load(many))
         via_svc_big = measure("10.111.0.1", 80)
     finally:
         server.kill()
@@ -275,11 +284,16 @@ def main() -> None:
                       f"one-Service change {nft['partial_sync_ms']:.1f} ms vs {ipt['partial_sync_ms']:.1f} ms")
         if args.no_latency:
             return
-        made.extend(f"{prefix}-{s}" for s in ("node", "a", "c"))
-        with tempfile.TemporaryDirectory() as tmp:
-            lat = latency(prefix, Path(tmp), args.requests, max(sizes))
-        print("latency (fresh TCP connection + 4-byte answer, µs)")
-        print("  " + json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in lat.items()}))
+        for mode in modes:
+            lprefix = f"{prefix}-{mode[:3]}"
+            made.extend(f"{lprefix}-{s}" for s in ("node", "a", "c"))
+            with tempfile.TemporaryDirectory() as tmp:
+                lat = latency(lprefix, Path(tmp), args.requests, max(sizes), mode)
+            print(f"latency, {mode} mode (fresh TCP connection + 4-byte answer, µs)")
+            print("  " + json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in lat.items()}))
+            for s in ("node", "a", "c"):
+                sh("ip", "netns", "del", f"{lprefix}-{s}", check=False)
+                made.remove(f"{lprefix}-{s}")
     finally:
         for ns in made:
             sh("ip", "netns", "del", ns, check=False)
