@@ -11,6 +11,7 @@ Layers, each importing only those above it::
 
 from kubepy.proxy.iptables import FakeIPTables, IPTablesError, RealIPTables
 from kubepy.proxy.netlink import NodeNetlink, UDPFlow
+from kubepy.proxy.nftables import FakeNFTables, NFTablesError, RealNFTables, render_nft_full, render_nft_partial
 from kubepy.proxy.proxier import Proxier, ProxyConfig, cleanup_all, run_proxy
 from kubepy.proxy.rules import (
     NodeConfig,
@@ -22,16 +23,21 @@ from kubepy.proxy.rules import (
 
 __all__ = [
     "FakeIPTables",
+    "FakeNFTables",
     "IPTablesError",
+    "NFTablesError",
     "NodeConfig",
     "NodeNetlink",
     "Proxier",
     "ProxyConfig",
     "RealIPTables",
+    "RealNFTables",
     "ServicePort",
     "UDPFlow",
     "cleanup_all",
     "render_full",
+    "render_nft_full",
+    "render_nft_partial",
     "render_partial",
     "run_proxy",
     "service_ports",
