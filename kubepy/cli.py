@@ -431,7 +431,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
     if args.cleanup:
         removed = asyncio.run(cleanup_all())
-        print(f"kubepy proxy: removed {removed} chains")
+        print(f"kubepy proxy: removed {removed} chains and tables (iptables and nftables modes)")
         return 0
     if not args.kubeconfig:
         print("kubepy proxy: --kubeconfig is required (unless --cleanup)", file=sys.stderr)
@@ -448,7 +448,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                          node_ips=args.node_ip or [], cluster_cidr=args.cluster_cidr,
                          service_cidr=args.service_cluster_ip_range, bridge=args.bridge,
                          masquerade_pod_egress=not args.no_masquerade_pod_egress,
-                         healthz_port=int(port) if port else args.healthz_port, healthz_bind=bind.strip("[]"))
+                         healthz_port=int(port) if port else args.healthz_port, healthz_bind=bind.strip("[]"),
+                         proxy_mode=args.proxy_mode)
     try:
         metrics_bind = _host_port(args.metrics_bind_address, "--metrics-bind-address")
     except ValueError as e:
@@ -753,7 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_healthz_flags(p, 10257)
     p.set_defaults(func=cmd_controller_manager)
 
-    p = sub.add_parser("proxy", help="run kube-proxy: Services as iptables rules on this node")
+    p = sub.add_parser("proxy", help="run kube-proxy: Services as iptables or nftables rules on this node")
     p.add_argument("--kubeconfig", type=Path)
     p.add_argument("--hostname-override", default=None, help="this node's name (default: the host name)")
     p.add_argument("--node-ip", action="append", help="this node's address(es), for NodePorts")
@@ -771,7 +772,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-bind-address", default="127.0.0.1:10249", metavar="HOST:PORT",
                    help="where /metrics, /healthz, /livez and /readyz are served over plain HTTP "
                         "(default 127.0.0.1:10249, as upstream; '' for none)")
-    p.add_argument("--cleanup", action="store_true", help="remove every rule kube-proxy made, then exit")
+    p.add_argument("--proxy-mode", choices=("iptables", "nftables"), default="iptables",
+                   help="iptables: kube-proxy's iptables layout (iptables-restore); nftables: its nftables layout, "
+                        "table ip kube-proxy with verdict maps (nft -f). Starting in one mode removes the other's rules")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove every rule kube-proxy made (both modes), then exit")
     p.set_defaults(func=cmd_proxy)
 
     p = sub.add_parser("netpol", help="run the network-policy agent: NetworkPolicies as iptables rules on this node")

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,6 +55,8 @@ class IPTables(Protocol):
 
     async def save(self) -> str: ...
 
+    async def cleanup(self, *, owned: Callable[[str], bool] = ...) -> int: ...
+
 
 # -- pure: reading iptables-save, writing the cleanup payload ----------------
 def parse_state(save_text: str) -> KernelState:
@@ -76,8 +79,8 @@ def parse_state(save_text: str) -> KernelState:
     return KernelState(chains=frozenset(chains), jumps=frozenset(jumps))
 
 
-def cleanup_payload(save_text: str) -> str:
-    """Delete our jumps from built-in chains, then flush and delete every chain of ours."""
+def cleanup_payload(save_text: str, *, owned: Callable[[str], bool] = has_our_prefix) -> str:
+    """Delete our jumps from built-in chains, then flush and delete every chain of ours (``owned``)."""
     per_table: dict[str, tuple[list[str], list[str]]] = {}
     table = ""
     for line in save_text.splitlines():
@@ -86,12 +89,12 @@ def cleanup_payload(save_text: str) -> str:
             per_table.setdefault(table, ([], []))
         elif line.startswith(":"):
             name = line[1:].split()[0]
-            if has_our_prefix(name):
+            if owned(name):
                 per_table[table][0].append(name)
         elif line.startswith("-A "):
             chain = line.split()[1]
             m = _JUMP_RE.search(line)
-            if chain in BUILTIN_CHAINS and m and has_our_prefix(m.group(1)):
+            if chain in BUILTIN_CHAINS and m and owned(m.group(1)):
                 per_table[table][1].append("-D" + line[2:])
     out: list[str] = []
     for name, (ours, deletes) in per_table.items():
@@ -131,13 +134,13 @@ class RealIPTables:
         parts = [await self._run(self._argv("iptables-save", "-t", table)) for table in TABLES]
         return "".join(parts)
 
-    async def cleanup(self) -> int:
-        """Remove every KUBE-/KUBEPY- chain and the jumps to them; the number of chains removed."""
+    async def cleanup(self, *, owned: Callable[[str], bool] = has_our_prefix) -> int:
+        """Remove every KUBE-/KUBEPY- chain (or every ``owned`` one) and the jumps to them; the number removed."""
         text = await self.save()
-        payload = cleanup_payload(text)
+        payload = cleanup_payload(text, owned=owned)
         if payload:
             await self.restore(payload)
-        removed = len(parse_state(text).chains)
+        removed = sum(1 for _t, c in parse_state(text).chains if owned(c))
         log.info("iptables cleanup netns=%s chains_removed=%d", self.netns or "-", removed)
         return removed
 
@@ -189,12 +192,12 @@ class FakeIPTables:
             out.append("COMMIT")
         return "\n".join(out) + "\n"
 
-    async def cleanup(self) -> int:
+    async def cleanup(self, *, owned: Callable[[str], bool] = has_our_prefix) -> int:
         text = await self.save()
-        payload = cleanup_payload(text)
+        payload = cleanup_payload(text, owned=owned)
         if payload:
             await self.restore(payload)
-        return len(parse_state(text).chains)
+        return sum(1 for _t, c in parse_state(text).chains if owned(c))
 
     @property
     def last(self) -> str:

@@ -1,4 +1,4 @@
-"""The proxier: Services and EndpointSlices of the cluster → this node's iptables, kept in step.
+"""The proxier: Services and EndpointSlices of the cluster → this node's iptables (or nftables), kept in step.
 
 Three informers (services, endpointslices, nodes) feed caches; their handlers only note
 that something changed and set a dirty flag. One runner owns every sync:
@@ -12,6 +12,11 @@ last successful sync applied:
   chains, re-insert missing jumps, re-check the service route, hairpin and ICMP redirects;
 - partial sync: only the changed service ports' chains plus the dispatch
   chains (``rules.render_partial``).
+
+In nftables mode (``proxy_mode="nftables"``) the same models go to
+``nftables.render_nft_full`` / ``render_nft_partial`` and one ``nft -f``
+per sync; a failed apply makes the next full sync recreate the table. The
+first full sync of either mode removes what the other mode left.
 
 After a successful apply, UDP conntrack entries pointing at removed
 endpoints are deleted. Node changes (and every full sync) re-sync the
@@ -44,11 +49,13 @@ from kubepy.proxy.announce import (
 )
 from kubepy.proxy.healthcheck import HealthServer, local_endpoint_counts
 from kubepy.proxy.iptables import IPTables, RealIPTables, parse_state
+from kubepy.proxy.nftables import NFTables, RealNFTables, render_nft_full, render_nft_partial
 from kubepy.proxy.metrics import ProxyMetrics
 from kubepy.proxy.netlink import NodeNetlink, UDPFlow
 from kubepy.proxy.routes import NodeRoutes, desired_routes
 from kubepy.proxy.rules import (
     NodeConfig,
+    is_proxy_chain,
     Ruleset,
     ServicePort,
     render_full,
@@ -57,6 +64,7 @@ from kubepy.proxy.rules import (
 )
 
 __all__ = [
+    "PROXY_MODES",
     "Netlink",
     "Proxier",
     "ProxyConfig",
@@ -67,6 +75,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+IPTABLES, NFTABLES = "iptables", "nftables"
+PROXY_MODES = (IPTABLES, NFTABLES)
 
 
 class Routes(Protocol):
@@ -134,15 +145,25 @@ class Proxier:
                  iptables: IPTables | None = None, netlink: Netlink | None = None,
                  routes: Routes | None = None, masquerade_pod_egress: bool = False,
                  health: HealthServer | None = None, addresses: Addresses | None = None,
-                 probe: PeerProbe | None = None, recorder: Any = None, metrics: ProxyMetrics | None = None) -> None:
+                 probe: PeerProbe | None = None, recorder: Any = None, metrics: ProxyMetrics | None = None,
+                 proxy_mode: str = IPTABLES, nftables: NFTables | None = None) -> None:
+        if proxy_mode not in PROXY_MODES:
+            raise ValueError(f"unknown proxy mode {proxy_mode!r}: one of {', '.join(PROXY_MODES)}")
         self.node_name = node_name
+        self.proxy_mode = proxy_mode
         self.metrics = metrics
         self.node_ips = list(node_ips)
         self.config = NodeConfig(cluster_cidr=cluster_cidr, node_ip=_first_ipv4(node_ips),
-                                 pod_egress_cidr=cluster_cidr if masquerade_pod_egress else None)
+                                 pod_egress_cidr=cluster_cidr if masquerade_pod_egress else None,
+                                 node_ips=tuple(node_ips) if proxy_mode == NFTABLES else ())
         self.min_sync_period = min_sync_period
         self.sync_period = sync_period
-        self.iptables: IPTables = iptables if iptables is not None else RealIPTables()
+        # The writer of the other mode is given only to clean up what that mode left (run_proxy gives both).
+        self.iptables: IPTables | None = iptables if iptables is not None or proxy_mode == NFTABLES \
+            else RealIPTables()
+        self.nftables: NFTables | None = nftables if nftables is not None or proxy_mode == IPTABLES \
+            else RealNFTables()
+        self._other_mode_cleaned = False
         self.netlink: Netlink = netlink if netlink is not None else NodeNetlink(bridge=bridge,
                                                                                 service_cidr=service_cidr)
         self.routes: Routes = routes if routes is not None else NodeRoutes()
@@ -165,6 +186,7 @@ class Proxier:
         self._dirty = asyncio.Event()
         self._pending: set[str] = set()  # namespace/name noted by handlers since the last sync
         self._need_full = True
+        self._recreate = False  # nftables: the last apply failed, the next full sync deletes the table first
         self._applied: dict[str, ServicePort] | None = None  # what the kernel holds after the last good sync
         self._chains: frozenset[str] = frozenset()
         self._last_sync = float("-inf")
@@ -235,33 +257,74 @@ class Proxier:
         if full or self._nodes_dirty:
             await self._sync_routes()
         try:
-            if full:
-                ruleset = render_full(ports, self.config, kernel=parse_state(await self.iptables.save()))
-            else:
+            changed: set[str] = set()
+            if not full:
                 assert self._applied is not None
                 changed = changed_ports(self._applied, ports)
                 if not changed:
                     await self._load_balancing(ports)
                     return True
-                ruleset = render_partial(ports, self.config, changed, previous_chains=self._chains)
-            await self.iptables.restore(ruleset.text)
+            ruleset = await self._apply(ports, full, changed)
         except Exception as e:  # noqa: BLE001 - any failure: full resync after min_sync_period
             self.failures += 1
             self._need_full = True
+            self._recreate = self.proxy_mode == NFTABLES
             self._pending |= pending
             self._dirty.set()  # retried after min_sync_period
             log.error("sync failed full=%s retry_in=%.1fs err=%s", full, self.min_sync_period, e)
             return False
         flows = stale_udp_flows(self._applied or {}, ports)
         self._applied, self._chains = ports, ruleset.nat_chains
-        self._need_full = False
+        self._need_full = self._recreate = False
         if full:
             self._last_full = start
+            await self._clean_other_mode()
         await self._after_apply(full, flows)
         await self._load_balancing(ports)
         self.syncs += 1  # counted once the whole sync is done (tests wait on it)
         self._log(full, ports, ruleset, pending, start)
         return True
+
+    async def _apply(self, ports: dict[str, ServicePort], full: bool, changed: set[str]) -> Ruleset:
+        """Render for this node's mode and apply it: one ``iptables-restore`` or one ``nft -f``."""
+        if self.proxy_mode == NFTABLES:
+            assert self.nftables is not None
+            if full:
+                ruleset = render_nft_full(ports, self.config, kernel=await self.nftables.state(),
+                                          recreate=self._recreate, first=self._applied is None)
+            else:
+                assert self._applied is not None
+                ruleset = render_nft_partial(ports, self.config, changed, previous=self._applied,
+                                             previous_chains=self._chains)
+            await self.nftables.apply(ruleset.text)
+            return ruleset
+        assert self.iptables is not None
+        if full:
+            ruleset = render_full(ports, self.config, kernel=parse_state(await self.iptables.save()))
+        else:
+            ruleset = render_partial(ports, self.config, changed, previous_chains=self._chains)
+        await self.iptables.restore(ruleset.text)
+        return ruleset
+
+    async def _clean_other_mode(self) -> None:
+        """Once per process: remove what the other proxy mode left on this node (switching modes), as
+        kube-proxy does at startup. Only the proxy's own chains: the policy agent's KUBE-NWPLCY- stay."""
+        if self._other_mode_cleaned:
+            return
+        try:
+            if self.proxy_mode == NFTABLES and self.iptables is not None:
+                removed = await self.iptables.cleanup(owned=is_proxy_chain)
+                if removed:
+                    log.info("other proxy mode cleaned mode=iptables chains_removed=%d", removed)
+            elif self.proxy_mode == IPTABLES and self.nftables is not None:
+                if await self.nftables.cleanup():
+                    log.info("other proxy mode cleaned mode=nftables table=ip/kube-proxy")
+        except FileNotFoundError:  # that mode's tool isn't installed: it left nothing
+            pass
+        except Exception as e:  # noqa: BLE001 - tried again at the next full sync
+            log.warning("other proxy mode cleanup failed err=%s", e)
+            return
+        self._other_mode_cleaned = True
 
     async def _load_balancing(self, ports: dict[str, ServicePort]) -> None:
         """Health answers, then the load-balancer addresses this node announces (``announce``)."""
@@ -340,11 +403,11 @@ class Proxier:
 
     def _log(self, full: bool, ports: dict[str, ServicePort], ruleset: Ruleset, pending: set[str],
              start: float) -> None:
-        log.info("sync full=%s services=%d ports=%d endpoints=%d firewalled=%d changed=%d objects=%d rules=%d "
-                 "deleted=%d ms=%.1f", full, len({p.service_key for p in ports.values()}), len(ports),
-                 sum(len(p.endpoints) for p in ports.values()), sum(p.uses_fw_chain for p in ports.values()),
-                 ruleset.rendered, len(pending), ruleset.rules, len(ruleset.deleted),
-                 (time.monotonic() - start) * 1000)
+        log.info("sync mode=%s full=%s services=%d ports=%d endpoints=%d firewalled=%d changed=%d objects=%d "
+                 "rules=%d deleted=%d ms=%.1f", self.proxy_mode, full, len({p.service_key for p in ports.values()}),
+                 len(ports), sum(len(p.endpoints) for p in ports.values()),
+                 sum(p.uses_fw_chain for p in ports.values()), ruleset.rendered, len(pending), ruleset.rules,
+                 len(ruleset.deleted), (time.monotonic() - start) * 1000)
 
 
 # -- entry points -------------------------------------------------------------
@@ -363,11 +426,18 @@ class ProxyConfig:
     healthz_port: int = 10256
     healthz_bind: str = "0.0.0.0"
     metrics: ProxyMetrics | None = None
+    proxy_mode: str = IPTABLES
 
 
-async def cleanup_all(iptables: RealIPTables | None = None) -> int:
-    """``kubepy proxy --cleanup``: every KUBE-/KUBEPY- chain and jump gone; chains removed."""
-    return await (iptables or RealIPTables()).cleanup()
+async def cleanup_all(iptables: RealIPTables | None = None, nftables: RealNFTables | None = None) -> int:
+    """``kubepy proxy --cleanup``, whatever the mode: every KUBE-/KUBEPY- chain and jump gone, and the
+    nftables table ``ip kube-proxy``; the number of chains (and tables) removed."""
+    removed = await (iptables or RealIPTables()).cleanup()
+    try:
+        removed += int(await (nftables or RealNFTables()).cleanup())
+    except FileNotFoundError:  # no nft on this node: nftables mode never ran here
+        pass
+    return removed
 
 
 async def run_proxy(config: ProxyConfig) -> None:
@@ -383,7 +453,8 @@ async def run_proxy(config: ProxyConfig) -> None:
                           min_sync_period=config.min_sync_period, sync_period=config.sync_period,
                           masquerade_pod_egress=config.masquerade_pod_egress, health=health,
                           addresses=NodeAddresses(node_ips[0]) if node_ips else None,
-                          probe=PeerProbe(port=config.healthz_port), recorder=recorder, metrics=config.metrics)
+                          probe=PeerProbe(port=config.healthz_port), recorder=recorder, metrics=config.metrics,
+                          proxy_mode=config.proxy_mode, iptables=RealIPTables(), nftables=RealNFTables())
         try:
             await proxier.run()
         finally:

@@ -59,6 +59,7 @@ __all__ = [
     "ServicePort",
     "allowed_sources",
     "has_our_prefix",
+    "is_proxy_chain",
     "port_proto_hash",
     "probability",
     "render_full",
@@ -117,6 +118,12 @@ EGRESS_JUMP = ("nat", "POSTROUTING", '-m comment --comment "kubepy pod egress"',
 
 def has_our_prefix(chain: str) -> bool:
     return chain.startswith(OUR_PREFIXES)
+
+
+def is_proxy_chain(chain: str) -> bool:
+    """A chain the proxy's iptables mode writes (not the policy agent's KUBE-NWPLCY-/KUBE-POD-)."""
+    return (chain in NAT_DISPATCH or chain in FILTER_DISPATCH or chain == EGRESS_CHAIN
+            or chain.startswith((SVC_PREFIX, EXT_PREFIX, SVL_PREFIX, SEP_PREFIX)))
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -235,6 +242,7 @@ class NodeConfig:
     node_ip: str | None = None  # this node's IPv4: source ranges holding it also admit the LB IPs as sources
     masquerade_all: bool = False
     pod_egress_cidr: str | None = None  # masquerade pod → outside-the-cluster traffic in KUBEPY-EGRESS
+    node_ips: tuple[str, ...] = ()  # nftables mode: the addresses NodePorts answer on (none known: every local one)
 
 
 @dataclass(frozen=True)

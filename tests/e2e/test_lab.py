@@ -1,6 +1,6 @@
 """A whole lab cluster (`kubepy up --nodes 3`): real pods on containerd in three node
-namespaces, Services through kube-proxy's iptables rules, cluster DNS, and `kubepy down`
-leaving nothing behind.
+namespaces, Services through kube-proxy's iptables rules (one node switched to its nftables
+layout for a while), cluster DNS, and `kubepy down` leaving nothing behind.
 
 Traffic stays inside the namespaces the cluster made (and the bridge between them).
 """
@@ -8,13 +8,16 @@ Traffic stays inside the namespaces the cluster made (and the bridge between the
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -191,6 +194,68 @@ def test_node_port_on_every_node_from_outside(lab: Lab):
             while chunk := s.recv(4096):
                 body += chunk
         assert b"200 OK" in body and b"echo-" in body, (addr, body[:200])
+
+
+def switch_proxy_mode(lab: Lab, i: int, mode: str) -> None:
+    """Node ``i``'s kube-proxy restarted in ``mode``, as an operator would edit its unit: the supervisor's
+    declared argv changed, the running proxy stopped, the supervisor starts it again with the new argv."""
+    from kubepy.lab.supervisor import load_desired, load_state, save_desired
+
+    cluster = lab.root / lab.name
+    name = f"{lab.node_netns(i)}/proxy"
+    desired = load_desired(cluster)
+    daemon = desired.get(name)
+    assert daemon is not None, [d.name for d in desired.daemons]
+    argv = [a for a in daemon.argv if a not in ("--proxy-mode", "iptables", "nftables")] + ["--proxy-mode", mode]
+    desired.daemons = [replace(d, argv=argv) if d.name == name else d for d in desired.daemons]
+    save_desired(cluster, desired)
+    pid = load_state(cluster).daemons[name].pid
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: load_state(cluster).daemons[name].pid not in (0, pid), 30, f"{name} restarted")
+
+
+def test_nftables_mode_on_one_node(lab: Lab):
+    """Node 3's proxy switched to nftables mode beside two iptables-mode nodes: ClusterIP to backends on
+    every node, hairpin, NodePort from outside and ClientIP affinity; switched back at the end."""
+    wait_for(lambda: len(ready_pods(lab, "echo")) == 6, 60, "echo ready")
+    svc = lab.json("get", "svc", "echo")
+    ip, port = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["nodePort"]
+    node3 = lab.node_netns(3)
+    try:
+        switch_proxy_mode(lab, 3, "nftables")
+        wait_for(lambda: f"{ip} . tcp . 80 : goto service-" in lab.in_node(3, "nft", "list", "map", "ip",
+                                                                             "kube-proxy", "service-ips").stdout,
+                 30, "echo in node 3's service-ips map")
+        # Switching removed iptables mode's proxy chains (and only those).
+        saved = lab.in_node(3, "iptables-save", "-t", "nat").stdout
+        assert "KUBE-SVC-" not in saved and "KUBE-SERVICES" not in saved, saved
+        pods = ready_pods(lab, "echo")
+        client = next(p for p in pods if p["spec"]["nodeName"] == node3)["metadata"]["name"]
+        out = lab.kubectl("exec", client, "--", "sh", "-c",
+                          f"for i in $(seq 40); do wget -qO- http://{ip}/; done").stdout.split()
+        node_of = {p["metadata"]["name"]: p["spec"]["nodeName"] for p in pods}
+        assert set(out) <= set(node_of) and {node_of[n] for n in out} == {lab.node_netns(j) for j in (1, 2, 3)}, out
+        assert client in out, "a pod must reach itself through its own Service (hairpin + masquerade)"
+        addr = next(a["address"] for n in lab.json("get", "nodes")["items"] if n["metadata"]["name"] == node3
+                    for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+        with socket.create_connection((addr, port), timeout=5) as s:  # from the host: outside every node
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            body = b""
+            while chunk := s.recv(4096):
+                body += chunk
+        assert b"200 OK" in body and b"echo-" in body, body[:200]
+        lab.kubectl("patch", "svc", "echo", "-p", '{"spec":{"sessionAffinity":"ClientIP"}}')
+        wait_for(lambda: "update @affinity-" in lab.in_node(3, "nft", "list", "table", "ip", "kube-proxy").stdout,
+                 30, "affinity in node 3's rules")
+        sticky = lab.kubectl("exec", client, "--", "sh", "-c",
+                             f"for i in $(seq 12); do wget -qO- http://{ip}/; done").stdout.split()
+        assert len(sticky) == 12 and len(set(sticky)) == 1, sticky
+    finally:
+        lab.kubectl("patch", "svc", "echo", "-p", '{"spec":{"sessionAffinity":"None"}}', check=False)
+        switch_proxy_mode(lab, 3, "iptables")
+    # Back in iptables mode: the nftables table is gone and the Service is in KUBE-SERVICES again.
+    wait_for(lambda: "KUBE-SVC-" in lab.in_node(3, "iptables-save", "-t", "nat").stdout, 30, "iptables rules back")
+    assert "kube-proxy" not in lab.in_node(3, "nft", "list", "tables").stdout
 
 
 def test_not_ready_pods_stop_getting_traffic(lab: Lab):

@@ -1,4 +1,4 @@
-"""The iptables adapter and rendered rules on a real kernel, with real traffic (slow).
+"""Both proxy modes' adapters and rendered rules on a real kernel, with real traffic (slow).
 
 Topology, all made by the fixture and all named ``kptest-<rand>-*``::
 
@@ -10,8 +10,11 @@ Topology, all made by the fixture and all named ``kptest-<rand>-*``::
 Each "pod" runs a small Python server (TCP and UDP on 8080) via ``ip netns
 exec`` that answers "<pod name> <peer ip>", so a test sees both which
 backend answered and whether the source was masqueraded. The rules are
-applied with ``RealIPTables(netns=<node>)``: only that namespace's chains
-are touched. Every namespace and server is removed even when a test fails.
+applied with ``RealIPTables(netns=<node>)`` or, in nftables mode,
+``RealNFTables(netns=<node>)``: only that namespace's rules are touched. The
+traffic tests run against both modes (one topology per mode); tests of one
+mode's own output name it. Every namespace and server is removed even when
+a test fails.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import pytest
 
 from kubepy.proxy.iptables import RealIPTables, parse_state
 from kubepy.proxy.netlink import NodeNetlink
+from kubepy.proxy.nftables import RealNFTables, render_nft_full, render_nft_partial, service_chains
 from kubepy.proxy.proxier import stale_udp_flows
 from kubepy.proxy.rules import (
     Endpoint,
@@ -49,6 +53,10 @@ LB_IP = "192.168.77.100"
 POD_IPS = {"a": "10.244.1.10", "b": "10.244.1.11", "c": "10.244.1.12"}
 PORT = 8080
 CONFIG = NodeConfig(cluster_cidr=CLUSTER_CIDR)
+NFT_CONFIG = NodeConfig(cluster_cidr=CLUSTER_CIDR, node_ips=(NODE_IP,))
+BOTH = pytest.mark.parametrize("topo", ["iptables", "nftables"], indirect=True)
+IPTABLES = pytest.mark.parametrize("topo", ["iptables"], indirect=True)
+NFTABLES = pytest.mark.parametrize("topo", ["nftables"], indirect=True)
 
 SERVER = textwrap.dedent("""
     import socket, sys, threading
@@ -97,6 +105,7 @@ def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class Topology:
     prefix: str
     tmp: Path
+    mode: str = "iptables"
     servers: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def ns(self, short: str) -> str:
@@ -119,9 +128,26 @@ class Topology:
                 mode, host, str(port), str(n)] + ([str(sport)] if mode == "udp" else [])
         return json.loads(sh(*argv).stdout)
 
+    @property
+    def nftables(self) -> RealNFTables:
+        return RealNFTables(netns=self.node)
+
     async def apply(self, ports: dict[str, ServicePort], config: NodeConfig = CONFIG) -> None:
+        """A full sync in this topology's mode."""
+        if self.mode == "nftables":
+            await self.nftables.apply(render_nft_full(ports, NFT_CONFIG, kernel=await self.nftables.state()).text)
+            return
         state = parse_state(await self.iptables.save())
         await self.iptables.restore(render_full(ports, config, kernel=state).text)
+
+    async def apply_partial(self, before: dict[str, ServicePort], after: dict[str, ServicePort]) -> None:
+        """A partial sync from ``before`` (in the kernel) to ``after``, of the keys that differ."""
+        changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+        if self.mode == "nftables":
+            await self.nftables.apply(render_nft_partial(after, NFT_CONFIG, changed, previous=before).text)
+            return
+        previous = {c for p in before.values() for c in p.chains()}
+        await self.iptables.restore(render_partial(after, CONFIG, changed, previous_chains=previous).text)
 
 
 def build(t: Topology) -> None:
@@ -164,8 +190,8 @@ def teardown(t: Topology) -> None:
 
 
 @pytest.fixture(scope="module")
-def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    t = Topology(prefix=f"kptest-{secrets.token_hex(3)}", tmp=tmp_path_factory.mktemp("proxy"))
+def topo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    t = Topology(prefix=f"kptest-{secrets.token_hex(3)}", tmp=tmp_path_factory.mktemp("proxy"), mode=request.param)
     try:
         build(t)
         # What the proxier does on a full sync: hairpin on every bridge port, service route, no redirects.
@@ -181,17 +207,18 @@ def topo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
 
 def sp(name: str, *backends: str, protocol: str = "tcp", cluster_ip: str = "10.96.0.20", port: int = 80,
        node_port: int | None = None, port_name: str = "http", load_balancer_ips: tuple[str, ...] = (),
-       source_ranges: tuple[str, ...] | None = None) -> ServicePort:
+       source_ranges: tuple[str, ...] | None = None, affinity: int | None = None) -> ServicePort:
     eps = tuple(sorted(Endpoint(POD_IPS[b], PORT) for b in backends))
     return ServicePort(namespace="kptest", name=name, port_name=port_name, protocol=protocol, cluster_ip=cluster_ip,
                        port=port, node_port=node_port, endpoints=eps, load_balancer_ips=load_balancer_ips,
-                       source_ranges=source_ranges)
+                       source_ranges=source_ranges, affinity_timeout=affinity)
 
 
 def keyed(*ports: ServicePort) -> dict[str, ServicePort]:
     return {f"{p.key}|{p.protocol}": p for p in ports}
 
 
+@IPTABLES
 async def test_applied_rules_read_back(topo: Topology) -> None:
     web = sp("web", "a", "b", "c")
     await topo.apply(keyed(web))
@@ -208,6 +235,7 @@ async def test_applied_rules_read_back(topo: Topology) -> None:
     assert (await topo.iptables.save()).count("-j KUBE-POSTROUTING") == 1
 
 
+@IPTABLES
 async def test_sctp_service_rules_load_into_the_kernel(topo: Topology) -> None:
     """SCTP Services get the same chains with ``-p sctp`` matches, and the kernel takes them (its SCTP
     netfilter match and conntrack are built in here). No SCTP traffic: this kernel has no SCTP sockets
@@ -224,6 +252,7 @@ async def test_sctp_service_rules_load_into_the_kernel(topo: Topology) -> None:
         [f"{POD_IPS['a']}:{PORT}", f"{POD_IPS['b']}:{PORT}"], dnat
 
 
+@BOTH
 async def test_cluster_ip_reaches_both_backends(topo: Topology) -> None:
     await topo.apply(keyed(sp("web", "a", "b")))
     results = topo.client("c", "tcp", "10.96.0.20", 80, n=40)
@@ -233,12 +262,14 @@ async def test_cluster_ip_reaches_both_backends(topo: Topology) -> None:
     assert {r[1].split()[1] for r in results} == {POD_IPS["c"]}  # in-cluster source kept
 
 
+@BOTH
 async def test_node_itself_reaches_cluster_ip(topo: Topology) -> None:
     await topo.apply(keyed(sp("web", "a")))
     (result,) = topo.client("node", "tcp", "10.96.0.20", 80)
     assert result[0] == "ok" and result[1].startswith("a "), result
 
 
+@BOTH
 async def test_pod_reaches_itself_through_its_service(topo: Topology) -> None:
     await topo.apply(keyed(sp("web", "a")))
     results = topo.client("a", "tcp", "10.96.0.20", 80, n=3)
@@ -247,6 +278,7 @@ async def test_pod_reaches_itself_through_its_service(topo: Topology) -> None:
     assert {r[1] for r in results} == {f"a {GATEWAY}"}
 
 
+@BOTH
 async def test_node_port_answers_from_outside(topo: Topology) -> None:
     await topo.apply(keyed(sp("web", "b", node_port=30080)))
     (result,) = topo.client("out", "tcp", NODE_IP, 30080)
@@ -254,6 +286,7 @@ async def test_node_port_answers_from_outside(topo: Topology) -> None:
     assert result[1] == f"b {GATEWAY}"  # external traffic is masqueraded
 
 
+@BOTH
 async def test_service_without_endpoints_is_refused_at_once(topo: Topology) -> None:
     await topo.apply(keyed(sp("web", "a"), sp("empty", cluster_ip="10.96.0.21", node_port=30081)))
     (inside,) = topo.client("c", "tcp", "10.96.0.21", 80)
@@ -264,6 +297,7 @@ async def test_service_without_endpoints_is_refused_at_once(topo: Topology) -> N
     assert node[0] == "ConnectionRefusedError" and node[2] < 0.5, node
 
 
+@BOTH
 async def test_udp_endpoint_swap_keeps_client_answered(topo: Topology) -> None:
     before = keyed(sp("dns", "a", protocol="udp", cluster_ip="10.96.0.10", port=53, port_name="dns"))
     after = keyed(sp("dns", "b", protocol="udp", cluster_ip="10.96.0.10", port=53, port_name="dns"))
@@ -271,9 +305,7 @@ async def test_udp_endpoint_swap_keeps_client_answered(topo: Topology) -> None:
     (r1,) = topo.client("c", "udp", "10.96.0.10", 53, sport=40053)
     assert r1[0] == "ok" and r1[1].startswith("a "), r1
     # Rules alone: the conntrack entry still DNATs this 5-tuple to a.
-    text = render_partial(after, CONFIG, set(before) | set(after), previous_chains=set(before["kptest/dns:dns|udp"]
-                                                                                       .chains())).text
-    await topo.iptables.restore(text)
+    await topo.apply_partial(before, after)
     (r2,) = topo.client("c", "udp", "10.96.0.10", 53, sport=40053)
     assert r2[0] == "ok" and r2[1].startswith("a "), r2
     # What the proxier does after the apply: delete entries answered by a.
@@ -284,6 +316,7 @@ async def test_udp_endpoint_swap_keeps_client_answered(topo: Topology) -> None:
     assert r3[0] == "ok" and r3[1].startswith("b "), r3
 
 
+@IPTABLES
 async def test_partial_sync_leaves_other_services_alone(topo: Topology) -> None:
     one, two = sp("one", "a", cluster_ip="10.96.0.31"), sp("two", "b", cluster_ip="10.96.0.32")
     await topo.apply(keyed(one, two))
@@ -301,6 +334,7 @@ async def test_partial_sync_leaves_other_services_alone(topo: Topology) -> None:
     assert topo.client("a", "tcp", "10.96.0.32", 80)[0][1].startswith("c ")
 
 
+@IPTABLES
 async def test_source_ranges_admit_only_their_clients(topo: Topology) -> None:
     # The LB address held by the node, as the announcer holds it (a /32 on the node's link).
     sh("ip", "-n", topo.node, "addr", "add", f"{LB_IP}/32", "dev", "vout")
@@ -326,6 +360,7 @@ async def test_source_ranges_admit_only_their_clients(topo: Topology) -> None:
         sh("ip", "-n", topo.node, "addr", "del", f"{LB_IP}/32", "dev", "vout", check=False)
 
 
+@IPTABLES
 async def test_cleanup_leaves_no_chains_of_ours(topo: Topology) -> None:
     await topo.apply(keyed(sp("web", "a", node_port=30080, load_balancer_ips=(LB_IP,), source_ranges=()),
                            sp("empty", cluster_ip="10.96.0.21")))
@@ -337,3 +372,50 @@ async def test_cleanup_leaves_no_chains_of_ours(topo: Topology) -> None:
     saved = await topo.iptables.save()
     assert "KUBE-" not in saved and "KUBEPY-" not in saved, saved
     assert await topo.iptables.cleanup() == 0  # idempotent
+
+
+@BOTH
+async def test_client_ip_affinity_keeps_a_client_on_one_backend(topo: Topology) -> None:
+    await topo.apply(keyed(sp("sticky", "a", "b", cluster_ip="10.96.0.40", affinity=300)))
+    for client in ("c", "node"):
+        results = topo.client(client, "tcp", "10.96.0.40", 80, n=12)
+        assert all(r[0] == "ok" for r in results), results
+        assert len({r[1].split()[0] for r in results}) == 1, results
+    # Without affinity the same client is spread (both backends in 40 tries: 1 - 2^-39).
+    await topo.apply(keyed(sp("sticky", "a", "b", cluster_ip="10.96.0.40")))
+    assert {r[1].split()[0] for r in topo.client("c", "tcp", "10.96.0.40", 80, n=40)} == {"a", "b"}
+
+
+@NFTABLES
+async def test_nft_ruleset_loads_and_reads_back(topo: Topology) -> None:
+    web = sp("web", "a", "b", node_port=30080, affinity=60)
+    empty = sp("empty", cluster_ip="10.96.0.21", node_port=30081)
+    await topo.apply(keyed(web, empty))
+    listing = await topo.nftables.list_table()
+    for name in ("map service-ips", "map service-nodeports", "map no-endpoint-services", "map no-endpoint-nodeports",
+                 "set nodeport-ips", "set cluster-ips", "chain services", "chain mark-for-masquerade",
+                 "chain masquerading", *(f"chain {c} " for c in service_chains(web))):
+        assert name in listing, name
+    assert "type ipv4_addr . inet_proto . inet_service : verdict" in listing
+    assert f"10.96.0.20 . tcp . 80 : goto service-" in listing
+    assert "tcp . 30081 : goto reject-chain" in listing
+    assert "update @affinity-" in listing and "timeout 1m" in listing
+    state = await topo.nftables.state()
+    assert state.exists and set(service_chains(web)) <= state.chains
+    # A second full sync over a populated table, then a partial that moves web to c: one transaction each.
+    await topo.apply(keyed(web, empty))
+    moved = sp("web", "c", node_port=30080, affinity=60)
+    await topo.apply_partial(keyed(web, empty), keyed(moved, empty))
+    state = await topo.nftables.state()
+    assert set(service_chains(moved)) <= state.chains
+    assert not (set(service_chains(web)) - set(service_chains(moved))) & state.chains
+    assert topo.client("a", "tcp", "10.96.0.20", 80)[0][1].startswith("c ")
+    assert topo.client("out", "tcp", NODE_IP, 30080)[0][1] == f"c {GATEWAY}"
+
+
+@NFTABLES
+async def test_nft_cleanup_removes_the_table(topo: Topology) -> None:
+    await topo.apply(keyed(sp("web", "a")))
+    assert await topo.nftables.cleanup() is True
+    assert "kube-proxy" not in sh("ip", "netns", "exec", topo.node, "nft", "list", "tables").stdout
+    assert await topo.nftables.cleanup() is False  # idempotent
