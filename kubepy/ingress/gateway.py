@@ -207,6 +207,11 @@ class _Gateways:
                 x.conditions = [condition(CONFLICTED, True, HOSTNAME_CONFLICT, message, gen) if c["type"] == CONFLICTED
                                 else condition(PROGRAMMED, False, INVALID, message, gen) if c["type"] == PROGRAMMED
                                 else c for c in x.conditions]
+        if _l(spec.get("addresses")):  # the Gateway is not accepted (UnsupportedAddress): nothing of it is served
+            for ls in listeners:
+                ls.valid = False
+                ls.conditions = [condition(PROGRAMMED, False, INVALID, "the Gateway is not accepted", gen)
+                                 if c["type"] == PROGRAMMED else c for c in ls.conditions]
         self.listeners[key] = listeners
 
     def listener(self, gateway: str, namespace: str, spec: Mapping[str, Any], gen: int) -> _Listener:
@@ -384,7 +389,7 @@ class _Gateways:
         parents: list[dict[str, Any]] = []
         attached: list[tuple[_Listener, list[str]]] = []
         unsupported = self.unsupported(spec)
-        backends, problems = self.backends(key, namespace, spec) if unsupported is None else ([], [])
+        backends, problems = self.backends(key, namespace, spec)
         resolved = condition(RESOLVED_REFS, not problems, problems[0][0] if problems else RESOLVED_REFS,
                              "; ".join(m for _, m in problems) if problems else "All references are resolved", gen)
         for ref in map(_d, _l(spec.get("parentRefs"))):

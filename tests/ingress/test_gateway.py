@@ -235,6 +235,22 @@ def test_https_listener_terminates_with_the_secrets_certificate():
     assert server.tls_secret == "default/tls" and "default/tls" in cfg.certificates
 
 
+def test_requested_addresses_are_unsupported_and_nothing_of_that_gateway_is_served():
+    cfg, st = decide(gateway(listener(), addresses=[{"type": "IPAddress", "value": "10.0.0.1"}]),
+                     http_route("r", rule_(match("/"), backends=[ref("web")])))
+    gw = st.gateways["default/gw"]
+    assert conds(gw) == {"Accepted": ("False", "UnsupportedAddress"), "Programmed": ("False", "Invalid")}
+    assert conds(gw["listeners"][0])["Programmed"] == ("False", "Invalid")
+    assert conds(st.routes["default/r"][0])["Accepted"] == ("False", "NotAllowedByListeners")
+    assert cfg.routes == ()
+
+
+def test_an_unsupported_route_still_reports_its_references():
+    _, st = decide(gateway(listener()), http_route("r", rule_(match("/", method="GET"), backends=[ref("nowhere")])))
+    assert conds(st.routes["default/r"][0]) == {"Accepted": ("False", "UnsupportedValue"),
+                                                "ResolvedRefs": ("False", "BackendNotFound")}
+
+
 def test_without_an_address_the_gateway_is_accepted_but_not_programmed():
     _, st = decide(gateway(listener()), addresses=[])
     assert conds(st.gateways["default/gw"]) == {"Accepted": ("True", "Accepted"),
