@@ -360,3 +360,13 @@ def test_the_gatewayclass_manifest_names_our_controller():
     assert (gc["apiVersion"], gc["kind"], gc["metadata"]["name"], gc["spec"]["controllerName"]) == \
         (f"{G}/v1", "GatewayClass", "kubepy", "kubepy.io/gateway")
     assert isinstance(decide()[0], ProxyConfig)
+
+
+def test_a_gatewayclass_controller_name_is_immutable():
+    schema = _schema("GatewayClass")
+    old = {"apiVersion": f"{G}/v1", "kind": "GatewayClass", "metadata": {"name": "x"},
+           "spec": {"controllerName": "kubepy.io/gateway"}}
+    new = copy.deepcopy(old)
+    new["spec"]["controllerName"] = "example.com/other"
+    assert schema.validate(old, None) == [] and schema.validate(copy.deepcopy(old), old) == []
+    assert [e["field"] for e in schema.validate(new, old)] == ["spec.controllerName"]
