@@ -370,3 +370,17 @@ def test_a_gatewayclass_controller_name_is_immutable():
     new["spec"]["controllerName"] = "example.com/other"
     assert schema.validate(old, None) == [] and schema.validate(copy.deepcopy(old), old) == []
     assert [e["field"] for e in schema.validate(new, old)] == ["spec.controllerName"]
+
+
+def test_kubectl_get_gateway_shows_class_address_and_programmed():
+    import datetime as dt
+
+    from kubepy.kinds.apiextensions.customresource import kinds_for
+    crd = crds()["Gateway"]
+    default_crd(crd, None)
+    [kind] = kinds_for(crd)
+    _, st = decide(gateway(listener()))
+    obj = dict(gateway(listener()), status=st.gateways["default/gw"])
+    now = dt.datetime(2026, 1, 1, 0, 1, tzinfo=dt.UTC)
+    assert [c["name"] for c in kind.printer.columns] == ["Name", "Class", "Address", "Programmed", "Age"]
+    assert kind.printer.cells(obj, now) == ["gw", "kubepy", "192.168.50.240", "True", "60s"]
