@@ -242,9 +242,10 @@ class Controller:
         await self._write_gateway_status(statuses)
         self._announce_synced(cfg)
         if result != "unchanged":
-            log.info("ingress sync node=%s nginx=%s ingresses=%d httproutes=%d servers=%d upstreams=%d endpoints=%d tls=%d "
-                     "problems=%d ms=%.1f", self.node or "-", result, len(cfg.ingresses), len(cfg.routes), len(cfg.servers),
-                     len(cfg.upstreams), sum(len(u.servers) for u in cfg.upstreams), len(cfg.certificates),
+            log.info("ingress sync node=%s nginx=%s ingresses=%d httproutes=%d servers=%d upstreams=%d endpoints=%d "
+                     "tls=%d problems=%d ms=%.1f", self.node or "-", result, len(cfg.ingresses), len(cfg.routes),
+                     len(cfg.servers), len(cfg.upstreams), sum(len(u.servers) for u in cfg.upstreams),
+                     len(cfg.certificates),
                      len(cfg.problems), (time.monotonic() - start) * 1000)
         return True
 
@@ -330,8 +331,8 @@ class Controller:
                     continue
                 have = obj.get("status") or {}
                 old_listeners = {ls.get("name"): ls for ls in have.get("listeners") or []}
-                status = dict(want, conditions=gateway.merge_conditions(want["conditions"], have.get("conditions") or [],
-                                                                        now),
+                status = dict(want, conditions=gateway.merge_conditions(want["conditions"],
+                                                                        have.get("conditions") or [], now),
                               listeners=[dict(ls, conditions=gateway.merge_conditions(
                                   ls["conditions"], (old_listeners.get(ls["name"]) or {}).get("conditions") or [], now))
                                   for ls in want["listeners"]])

@@ -332,7 +332,8 @@ class _Gateways:
                            '"Exact", "PathPrefix"'
         return None
 
-    def backends(self, key: str, namespace: str, spec: Mapping[str, Any]) -> tuple[list[Backend], list[tuple[str, str]]]:
+    def backends(self, key: str, namespace: str,
+                 spec: Mapping[str, Any]) -> tuple[list[Backend], list[tuple[str, str]]]:
         """Each rule's backend, and the refs that did not resolve as (reason, message)."""
         out, problems = [], []
         name = key.partition("/")[2]

@@ -136,8 +136,8 @@ def render(config: ProxyConfig, *, state_dir: Path, cert_files: Mapping[str, str
     for up in config.upstreams:
         # max_fails=0: readiness comes from the EndpointSlices, nginx never benches an endpoint on its own.
         weights = [f" weight={w}" for w in up.weights] if up.weights else [""] * len(up.servers)
-        lines += [f"    upstream {up.name} {{", *(f"        server {s}{w} max_fails=0;" for s, w in zip(up.servers, weights,
-                                                                                                 strict=True)),
+        lines += [f"    upstream {up.name} {{",
+                  *(f"        server {s}{w} max_fails=0;" for s, w in zip(up.servers, weights, strict=True)),
                   "        keepalive 16;", "    }"]
     for server in config.servers:
         lines += _server(server, state_dir=state_dir, cert_files=cert_files, http_port=http_port,

@@ -804,7 +804,8 @@ class Cluster:
                      ("apply", "-f", str(gatewayapi / "gatewayclass.yaml"))):
             cp = self._kubectl_out(*args)
             if cp.returncode != 0:
-                raise StepFailed("ingress", f"could not install Gateway API ({' '.join(args[:2])}): {cp.stderr.strip()}")
+                raise StepFailed("ingress", f"could not install Gateway API ({' '.join(args[:2])}): "
+                                            f"{cp.stderr.strip()}")
 
     def _wait_ready(self, state: ClusterState, daemon: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -458,7 +458,7 @@ def column_values(obj: Any, path: str) -> list[Any]:
         if m is None:
             return []
         pos = m.end()
-        key, index, quoted, star, field_path, op = m.group(1), m.group(2), m.group(3), m.group(4), m.group(5), m.group(6)
+        key, index, quoted, star, field_path, op = m.group(1, 2, 3, 4, 5, 6)
         if index is not None:
             cur = [c[int(index)] for c in cur if isinstance(c, list) and int(index) < len(c)]
         elif star is not None:
