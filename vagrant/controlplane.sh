@@ -129,6 +129,13 @@ ensure_service kubepy-proxy
 ensure_service kubepy-netpol
 ensure_service kubepy-dns
 ensure_service kubepy-ingress
+# Gateway API on the ingress controller's nginx, as `kubepy up` installs it: the CRDs, then (once they are
+# served) the GatewayClass kubepy (controller kubepy.io/gateway). Both ship inside the kubepy package.
+gatewayapi=$("$VENV/bin/python" -c 'import pathlib, kubepy.ingress; print(pathlib.Path(kubepy.ingress.__file__).parent / "gatewayapi")')
+log "install Gateway API CRDs and GatewayClass kubepy ($gatewayapi)"
+kc apply -f "$gatewayapi/crds.yaml" >/dev/null
+kc wait --for=condition=Established --timeout=60s -f "$gatewayapi/crds.yaml" >/dev/null
+kc apply -f "$gatewayapi/gatewayclass.yaml" >/dev/null
 log "wait for node $NODE_NAME to register"
 wait_for "$WAIT" "node $NODE_NAME to register" kc get node "$NODE_NAME"
 taints=$(kc get node "$NODE_NAME" -o 'jsonpath={range .spec.taints[*]}{.key}:{.effect}{"\n"}{end}')

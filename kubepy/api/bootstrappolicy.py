@@ -180,6 +180,12 @@ def cluster_roles() -> list[dict[str, Any]]:
                                                 rule("update patch", "networking.k8s.io", "ingresses/status"),
                                                 rule("list watch", CORE, "services secrets"),
                                                 rule("list watch", "discovery.k8s.io", "endpointslices"),
+                                                # Gateway API on the same nginx (kubepy.ingress.gateway).
+                                                rule("list watch", "gateway.networking.k8s.io",
+                                                     "gatewayclasses gateways httproutes"),
+                                                rule("update patch", "gateway.networking.k8s.io",
+                                                     "gatewayclasses/status gateways/status httproutes/status"),
+                                                rule("list watch", CORE, "namespaces"),
                                                 *EVENTS]),
         _cluster_role("system:kube-dns", [rule("list watch", CORE, "endpoints services"),
                                           rule("list watch", "discovery.k8s.io", "endpointslices")]),

@@ -20,6 +20,11 @@ Ingress generation is first loaded, Warning ``RELOAD`` when nginx refused a
 configuration (the last good one keeps serving; retried on the next change
 or resync).  nginx is restarted if it died.
 
+Gateway API (``gateway``): GatewayClasses, Gateways, HTTPRoutes (custom resources, informers that wait
+for their CRDs without holding up the Ingresses) and Namespaces feed the same decision; after a sync
+the controller writes their statuses (the same on every node, written only when they differ, each
+condition's lastTransitionTime kept while its status stays).
+
 Errors: a failed sync is logged (one line) and retried after
 ``min_sync_period``; nothing here raises out of the loop.
 """
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -37,8 +43,10 @@ from typing import Any, Protocol
 from kubepy.client import Client, Informer
 from kubepy.client.errors import AlreadyExistsError
 from kubepy.client.events import EventRecorder
-from kubepy.ingress.model import CONTROLLER, DEFAULT_CLASS_ANNOTATION, ProxyConfig, build
+from kubepy.ingress import gateway
+from kubepy.ingress.model import CONTROLLER, DEFAULT_CLASS_ANNOTATION, ProxyConfig
 from kubepy.ingress.nginx import Nginx, NginxError, render
+from kubepy.kinds import Kind
 
 __all__ = ["Controller", "ControllerConfig", "Proxy", "run_controller"]
 
@@ -46,6 +54,11 @@ log = logging.getLogger(__name__)
 
 SYNC = "Sync"          # ingress-nginx's reason when an Ingress is loaded
 RELOAD = "RELOAD"      # ingress-nginx's reason when nginx refused a configuration
+
+# Gateway API kinds (custom resources: kubepy/ingress/gatewayapi/crds.yaml), as this client addresses them.
+GATEWAY_CLASSES = Kind(gateway.GROUP, "v1", "GatewayClass", "gatewayclasses", namespaced=False, has_status=True)
+GATEWAYS = Kind(gateway.GROUP, "v1", "Gateway", "gateways", namespaced=True, has_status=True)
+HTTP_ROUTES = Kind(gateway.GROUP, "v1", "HTTPRoute", "httproutes", namespaced=True, has_status=True)
 
 
 class Proxy(Protocol):
@@ -73,7 +86,8 @@ class Controller:
     def __init__(self, client: Any, *, state_dir: Path, publish: list[str], node: str = "",
                  controller: str = CONTROLLER, http_port: int | str = 80, https_port: int | str = 443,
                  nginx: Proxy | None = None, min_sync_period: float = 0.1, sync_period: float = 30.0,
-                 ingress_class: str = "", publish_service: str = "") -> None:
+                 ingress_class: str = "", publish_service: str = "",
+                 gateway_controller: str = gateway.CONTROLLER) -> None:
         self.client = client
         self.publish_service = publish_service
         self.ingress_class = ingress_class
@@ -81,6 +95,7 @@ class Controller:
         self.publish = publish
         self.node = node
         self.controller = controller
+        self.gateway_controller = gateway_controller
         self.http_port, self.https_port = http_port, https_port
         self.nginx: Proxy = nginx or Nginx(self.state_dir)
         self.min_sync_period, self.sync_period = min_sync_period, sync_period
@@ -90,7 +105,14 @@ class Controller:
         self.services = Informer(client, "services")
         self.slices = Informer(client, "endpointslices")
         self.secrets = Informer(client, "secrets", field_selector="type=kubernetes.io/tls")
-        for informer in self.informers:
+        # Gateway API: custom resources that may not be installed (yet). Their informers retry until the CRDs
+        # are served and never hold up the Ingresses; until one has listed, its objects count as none and
+        # no status of its kind is written.
+        self.gateway_classes = Informer(client, GATEWAY_CLASSES)  # type: ignore[arg-type]
+        self.gateways = Informer(client, GATEWAYS)  # type: ignore[arg-type]
+        self.routes = Informer(client, HTTP_ROUTES)  # type: ignore[arg-type]
+        self.namespaces = Informer(client, "namespaces")  # allowedRoutes.namespaces.selector
+        for informer in self.informers + self.gateway_informers:
             informer.add_handler(self._on_change, lambda _old, _new: self._on_change(_new), self._on_change)
         self._dirty = asyncio.Event()
         self._last_sync = float("-inf")
@@ -107,6 +129,10 @@ class Controller:
     @property
     def informers(self) -> tuple[Informer, ...]:
         return (self.ingresses, self.classes, self.services, self.slices, self.secrets)
+
+    @property
+    def gateway_informers(self) -> tuple[Informer, ...]:
+        return (self.gateway_classes, self.gateways, self.routes, self.namespaces)
 
     def _on_change(self, _obj: dict[str, Any]) -> None:
         self._dirty.set()
@@ -135,7 +161,8 @@ class Controller:
         self.nginx.prepare()
         if self.ingress_class:
             await self.ensure_class()
-        tasks = [asyncio.create_task(i.run(), name=f"ingress-informer-{i.resource}") for i in self.informers]
+        tasks = [asyncio.create_task(i.run(), name=f"ingress-informer-{getattr(i.resource, 'plural', i.resource)}")
+                 for i in self.informers + self.gateway_informers]
         try:
             for informer in self.informers:
                 await informer.wait_synced()
@@ -170,14 +197,21 @@ class Controller:
             await self.sync()
 
     def config(self) -> ProxyConfig:
-        return build(self.ingresses.cache.list(), classes=self.classes.cache.list(),
-                     services=self.services.cache.list(), slices=self.slices.cache.list(),
-                     secrets=self.secrets.cache.list(), controller=self.controller)
+        return self.decide()[0]
+
+    def decide(self) -> tuple[ProxyConfig, gateway.Statuses]:
+        """The proxy configuration and the Gateway API statuses, from the caches (Ingresses first)."""
+        return gateway.build(self.ingresses.cache.list(), classes=self.classes.cache.list(),
+                             services=self.services.cache.list(), slices=self.slices.cache.list(),
+                             secrets=self.secrets.cache.list(), gateway_classes=self.gateway_classes.cache.list(),
+                             gateways=self.gateways.cache.list(), routes=self.routes.cache.list(),
+                             namespaces=self.namespaces.cache.list(), addresses=self.addresses(),
+                             controller=self.controller, gateway_controller=self.gateway_controller)
 
     async def sync(self) -> bool:
         start = time.monotonic()
         self._last_sync = start
-        cfg = self.config()
+        cfg, statuses = self.decide()
         self._report(cfg)
         names = self.nginx.write_certificates(dict(cfg.certificates))
         text = render(cfg, state_dir=self.state_dir, cert_files=names, node=self.node, http_port=self.http_port,
@@ -205,11 +239,13 @@ class Controller:
         self.syncs += 1
         self._last_full = start
         await self._write_status(cfg)
+        await self._write_gateway_status(statuses)
         self._announce_synced(cfg)
         if result != "unchanged":
-            log.info("ingress sync node=%s nginx=%s ingresses=%d servers=%d upstreams=%d endpoints=%d tls=%d "
-                     "problems=%d ms=%.1f", self.node or "-", result, len(cfg.ingresses), len(cfg.servers),
-                     len(cfg.upstreams), sum(len(u.servers) for u in cfg.upstreams), len(cfg.certificates),
+            log.info("ingress sync node=%s nginx=%s ingresses=%d httproutes=%d servers=%d upstreams=%d endpoints=%d "
+                     "tls=%d problems=%d ms=%.1f", self.node or "-", result, len(cfg.ingresses), len(cfg.routes),
+                     len(cfg.servers), len(cfg.upstreams), sum(len(u.servers) for u in cfg.upstreams),
+                     len(cfg.certificates),
                      len(cfg.problems), (time.monotonic() - start) * 1000)
         return True
 
@@ -275,6 +311,62 @@ class Controller:
                          ",".join(a.get("ip") or a.get("hostname", "") for a in target) or "-")
             except Exception as e:  # noqa: BLE001 - retried on the next sync
                 log.warning("ingress status failed ingress=%s err=%s retry=next-sync", _key(obj), e)
+
+    async def _write_gateway_status(self, statuses: gateway.Statuses) -> None:
+        """Our GatewayClasses', Gateways' and HTTPRoute parents' status, written when it differs from what the
+        object says (every node decides the same, so the first node's write makes the others' a no-op)."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.gateway_classes.has_synced:
+            for name, want in statuses.classes.items():
+                obj = self.gateway_classes.cache.get(name)
+                if obj is not None:
+                    have = obj.get("status") or {}
+                    status = dict(have, conditions=gateway.merge_conditions(want["conditions"],
+                                                                            have.get("conditions") or [], now))
+                    await self._patch_status(GATEWAY_CLASSES, obj, status, have)
+        if self.gateways.has_synced:
+            for key, want in statuses.gateways.items():
+                obj = self.gateways.cache.get(key)
+                if obj is None:
+                    continue
+                have = obj.get("status") or {}
+                old_listeners = {ls.get("name"): ls for ls in have.get("listeners") or []}
+                status = dict(want, conditions=gateway.merge_conditions(want["conditions"],
+                                                                        have.get("conditions") or [], now),
+                              listeners=[dict(ls, conditions=gateway.merge_conditions(
+                                  ls["conditions"], (old_listeners.get(ls["name"]) or {}).get("conditions") or [], now))
+                                  for ls in want["listeners"]])
+                await self._patch_status(GATEWAYS, obj, status, have)
+        if self.routes.has_synced:
+            for obj in self.routes.cache.list():
+                key = _key(obj)
+                have = obj.get("status") or {}
+                old = {json.dumps(p.get("parentRef"), sort_keys=True): p for p in have.get("parents") or []
+                       if p.get("controllerName") == self.gateway_controller}
+                ours = [dict(p, conditions=gateway.merge_conditions(
+                    p["conditions"], (old.get(json.dumps(p["parentRef"], sort_keys=True)) or {}).get("conditions")
+                    or [], now)) for p in statuses.routes.get(key, [])]
+                status = dict(have, parents=gateway.route_parents(ours, have.get("parents") or [],
+                                                                   self.gateway_controller))
+                if status["parents"] or have.get("parents"):
+                    await self._patch_status(HTTP_ROUTES, obj, status, have)
+
+    async def _patch_status(self, kind: Kind, obj: dict[str, Any], status: dict[str, Any],
+                            have: dict[str, Any]) -> None:
+        if status == have:
+            return
+        meta = obj["metadata"]
+        try:
+            # A merge patch replaces lists whole, so the conditions, listeners and parents are exactly ours.
+            await self.client.patch(kind, meta["name"], {"status": status}, namespace=meta.get("namespace"),
+                                    subresource="status")
+            log.info("gateway status kind=%s object=%s %s", kind.kind,
+                     _key(obj) if meta.get("namespace") else meta["name"],
+                     " ".join(f"{c['type']}={c['status']}" for c in status.get("conditions") or []) or
+                     f"parents={len(status.get('parents') or [])}")
+        except Exception as e:  # noqa: BLE001 - retried on the next sync
+            log.warning("gateway status failed kind=%s object=%s err=%s retry=next-sync", kind.kind, meta.get("name"),
+                        e)
 
 
 @dataclass

@@ -86,6 +86,7 @@ def _key(obj: Mapping[str, Any]) -> str:
 class Upstream:
     name: str                      # default_web_80: namespace, Service and port (names never hold "_")
     servers: tuple[str, ...]       # "10.244.1.2:8080", sorted
+    weights: tuple[int, ...] = ()  # nginx weight of each server (an HTTPRoute rule's backendRefs); () all equal
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class ProxyConfig:
     certificates: Mapping[str, str] = field(default_factory=dict)  # secret namespace/name → cert + key PEM
     problems: tuple[Problem, ...] = ()
     ingresses: tuple[str, ...] = ()  # the Ingresses served, namespace/name
+    routes: tuple[str, ...] = ()     # the HTTPRoutes served (kubepy.ingress.gateway), namespace/name
 
 
 def is_ours(ingress: Mapping[str, Any], classes: Mapping[str, Mapping[str, Any]], *,
@@ -300,7 +302,7 @@ class _Builder:
             for host in hosts | {""}:
                 self.fallback.setdefault(host, default_backend)
 
-    def config(self, served: list[str]) -> ProxyConfig:
+    def config(self, served: list[str], routes: Iterable[str] = ()) -> ProxyConfig:
         servers = []
         for host in sorted(set(self.locations) | {""}):
             locs = {k: loc for k, (loc, _) in self.locations.get(host, {}).items()}
@@ -311,7 +313,7 @@ class _Builder:
         used = {loc.backend.upstream for s in servers for loc in s.locations}
         upstreams = tuple(u for n, u in sorted(self.upstreams.items()) if n in used and u.servers)
         certs = {s.tls_secret: self.certificates[s.tls_secret] for s in servers if s.tls_secret}
-        return ProxyConfig(tuple(servers), upstreams, certs, tuple(self.problems), tuple(served))
+        return ProxyConfig(tuple(servers), upstreams, certs, tuple(self.problems), tuple(served), tuple(routes))
 
 
 def build(ingresses: Iterable[Mapping[str, Any]], *, classes: Iterable[Mapping[str, Any]],

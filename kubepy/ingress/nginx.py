@@ -96,7 +96,8 @@ def render(config: ProxyConfig, *, state_dir: Path, cert_files: Mapping[str, str
     d = state_dir
     lines = [
         f"# kubepy ingress{' on ' + node if node else ''}: {len(config.ingresses)} Ingresses "
-        f"({', '.join(config.ingresses) or 'none'}).",
+        f"({', '.join(config.ingresses) or 'none'}), {len(config.routes)} HTTPRoutes "
+        f"({', '.join(config.routes) or 'none'}).",
         "# Rendered on every change and checked with nginx -t before it replaces the last good one: do not edit.",
         f"worker_processes {workers};",
         f"pid {d / 'nginx.pid'};",
@@ -134,7 +135,9 @@ def render(config: ProxyConfig, *, state_dir: Path, cert_files: Mapping[str, str
     ]
     for up in config.upstreams:
         # max_fails=0: readiness comes from the EndpointSlices, nginx never benches an endpoint on its own.
-        lines += [f"    upstream {up.name} {{", *(f"        server {s} max_fails=0;" for s in up.servers),
+        weights = [f" weight={w}" for w in up.weights] if up.weights else [""] * len(up.servers)
+        lines += [f"    upstream {up.name} {{",
+                  *(f"        server {s}{w} max_fails=0;" for s, w in zip(up.servers, weights, strict=True)),
                   "        keepalive 16;", "    }"]
     for server in config.servers:
         lines += _server(server, state_dir=state_dir, cert_files=cert_files, http_port=http_port,

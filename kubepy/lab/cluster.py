@@ -798,6 +798,15 @@ class Cluster:
             cp = self._kubectl_out("apply", "-f", "-", input=json.dumps(obj))
             if cp.returncode != 0:
                 raise StepFailed("ingress", f"could not publish {'/'.join(INGRESS_SERVICE)}: {cp.stderr.strip()}")
+        # Gateway API on the same nginx: the CRDs, then (once they are served) the `kubepy` GatewayClass.
+        gatewayapi = Path(__file__).resolve().parent.parent / "ingress" / "gatewayapi"
+        for args in (("apply", "-f", str(gatewayapi / "crds.yaml")),
+                     ("wait", "--for=condition=Established", "--timeout=30s", "-f", str(gatewayapi / "crds.yaml")),
+                     ("apply", "-f", str(gatewayapi / "gatewayclass.yaml"))):
+            cp = self._kubectl_out(*args)
+            if cp.returncode != 0:
+                raise StepFailed("ingress", f"could not install Gateway API ({' '.join(args[:2])}): "
+                                            f"{cp.stderr.strip()}")
 
     def _wait_ready(self, state: ClusterState, daemon: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -56,7 +56,7 @@ from kubepy.client.errors import (
     InvalidError,
     NotFoundError,
 )
-from kubepy.kinds import by_plural
+from kubepy.kinds import Kind, by_plural
 
 __all__ = ["Action", "FakeAPI"]
 
@@ -456,23 +456,28 @@ class FakeAPI:
 
 
 # -- helpers --------------------------------------------------------------------
+def _of(resource: str | Kind) -> Kind:
+    """The kind of a plural, or a Kind the caller built (a custom resource's), as ``Client`` takes both."""
+    return resource if isinstance(resource, Kind) else by_plural(resource)
+
+
 def _kind(resource: str) -> str:
     try:
-        return by_plural(resource).kind
+        return _of(resource).kind
     except KeyError:
         return resource
 
 
 def _api_version(resource: str) -> str:
     try:
-        return by_plural(resource).api_version
+        return _of(resource).api_version
     except KeyError:
         return "v1"
 
 
 def _ns(resource: str, namespace: str | None) -> str | None:
     try:
-        namespaced = by_plural(resource).namespaced
+        namespaced = _of(resource).namespaced
     except KeyError:
         namespaced = True
     return (namespace or None) if namespaced else None
@@ -481,7 +486,7 @@ def _ns(resource: str, namespace: str | None) -> str | None:
 def _selectors(resource: str, label_selector: str | None, field_selector: str | None) -> tuple[Any, Any]:
     try:
         labels = parse_label_selector(label_selector) if label_selector else None
-        fields = parse_field_selector(field_selector, allowed=by_plural(resource).selectable_fields) if field_selector else None
+        fields = parse_field_selector(field_selector, allowed=_of(resource).selectable_fields) if field_selector else None
     except ValueError as e:
         raise _status(BadRequestError, 400, "BadRequest", str(e)) from e
     return labels, fields
@@ -490,7 +495,7 @@ def _selectors(resource: str, label_selector: str | None, field_selector: str | 
 def _matches(resource: str, obj: dict[str, Any], labels: Any, fields: Any) -> bool:
     if labels is not None and not labels.matches((obj.get("metadata") or {}).get("labels") or {}):
         return False
-    return fields is None or fields.matches(by_plural(resource).fields(obj))
+    return fields is None or fields.matches(_of(resource).fields(obj))
 
 
 def _filtered(w: _Watcher, e: _Event) -> dict[str, Any] | None:

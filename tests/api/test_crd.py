@@ -448,3 +448,22 @@ async def test_server_side_apply_merges_by_the_crds_list_types(widgets: TestClie
     owned = {m["manager"]: m["fieldsV1"] for m in got["metadata"]["managedFields"]}
     assert 'k:{"name":"metrics"}' in owned["b"]["f:spec"]["f:ports"]
     assert 'k:{"name":"http"}' in owned["a"]["f:spec"]["f:ports"]
+
+
+@pytest.mark.parametrize("path, want", [
+    (".spec.replicas", [3]),
+    (".status.addresses[*].value", ["1.2.3.4", "5.6.7.8"]),
+    ('.status.conditions[?(@.type=="Programmed")].status', ["False"]),
+    ("{.status.conditions[?(@.type!='Accepted')].type}", ["Programmed"]),
+    (".status.conditions[0].reason", ["Ok"]),
+    (".spec.tags", [["a", "b"]]),
+    (".spec.missing", []),
+    ('.status.conditions[?(@.type=="Nope")].status', []),
+])
+def test_printer_column_json_paths_as_client_go_finds_them(path: str, want: list) -> None:
+    from kubepy.kinds.apiextensions.customresource import column_values
+    obj = {"spec": {"replicas": 3, "tags": ["a", "b"]},
+           "status": {"addresses": [{"value": "1.2.3.4"}, {"value": "5.6.7.8"}],
+                      "conditions": [{"type": "Accepted", "status": "True", "reason": "Ok"},
+                                     {"type": "Programmed", "status": "False"}]}}
+    assert column_values(obj, path) == want

@@ -7,7 +7,9 @@ Ingress by host and by path (Prefix by path element, Exact beating Prefix, the l
 winning), TLS terminated with a certificate from a kubernetes.io/tls Secret chosen by SNI, a
 default backend for unknown hosts, an Ingress change taking effect (timed), a backend's rolling
 update with a request every 50 ms losing none, the status address written (``kubectl get
-ingress``), and a missing Service reported as an Event without disturbing the other Ingresses.
+ingress``), and a missing Service reported as an Event without disturbing the other Ingresses. Gateway API on the
+same nginx: a Gateway of class ``kubepy`` and an HTTPRoute with two paths to the two Services, reached at
+the LoadBalancer's address, with their Accepted / Programmed / ResolvedRefs statuses.
 
 Traffic stays on the lab's bridge and inside its node namespaces.
 """
@@ -225,6 +227,76 @@ def test_status_is_the_load_balancer_address_which_serves_too(lab: Lab):
     classes = lab.kubectl("get", "ingressclass").stdout
     assert "kubepy" in classes and "kubepy.io/ingress" in classes, classes
     assert lab.json("get", "ingress", "site")["spec"]["ingressClassName"] == "kubepy"  # defaulted at admission
+
+
+GATEWAY = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "kptest-gw"},
+           "spec": {"gatewayClassName": "kubepy", "listeners": [
+               {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "gw.kptest.local"}]}}
+ROUTE = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "kptest-route"},
+         "spec": {"parentRefs": [{"name": "kptest-gw"}], "rules": [
+             {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+              "backendRefs": [{"name": "green", "port": 8080}]},
+             {"matches": [{"path": {"type": "Exact", "value": "/apix"}}],
+              "backendRefs": [{"name": "blue", "port": 80}]}]}}
+ROUTE_NOWHERE = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                 "metadata": {"name": "kptest-nowhere"}, "spec": {
+                     "parentRefs": [{"name": "kptest-gw"}], "rules": [
+                         {"matches": [{"path": {"type": "Exact", "value": "/nowhere"}}],
+                          "backendRefs": [{"name": "nowhere", "port": 80}]}]}}
+
+
+def _conditions(obj: dict) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in obj.get("conditions") or []}
+
+
+def test_gateway_api_httproute_on_the_same_nginx(lab: Lab):
+    """A Gateway of class kubepy (installed by kubepy up with its CRDs) and an HTTPRoute with two paths to
+    two Services: served by the Ingresses' nginx at the LoadBalancer's address, with upstream's statuses."""
+    for app in ("blue", "green"):
+        wait_for(lambda: ready_pods(lab, app) == 2, 90, f"two ready {app} pods")
+    start = time.monotonic()
+    try:
+        for obj in (GATEWAY, ROUTE, ROUTE_NOWHERE):
+            lab.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+        def address() -> str | None:
+            status = lab.json("get", "gateway", "kptest-gw").get("status") or {}
+            ok = _conditions(status).get("Programmed") == ("True", "Programmed")
+            return next((a["value"] for a in status.get("addresses") or []), None) if ok else None
+
+        ip = wait_for(address, 30, "the Gateway Programmed with an address")
+        lb = lab.json("get", "svc", "-n", "kube-system", "kubepy-ingress")["status"]["loadBalancer"]["ingress"][0]["ip"]
+        assert ip == lb
+        wait_for(lambda: try_get(ip, "gw.kptest.local", "/api/v1") == (200, "green"), 20, "the route served")
+        assert get(ip, "gw.kptest.local", "/apix") == (200, "blue")           # Exact, to the other Service
+        assert get(ip, "gw.kptest.local", "/apix/more")[0] == 404             # Exact is exact
+        assert get(ip, "gw.kptest.local", "/api/") == (200, "green")           # PathPrefix by element
+        assert get(ip, "gw.kptest.local", "/index.html")[0] == 404            # no rule of the route matches
+        assert get(ip, "a.kptest.local", "/apix") == (200, "blue")            # the Ingress beside it, one nginx
+        wait_for(lambda: (try_get(ip, "gw.kptest.local", "/nowhere") or (0,))[0] == 500, 20,
+                 "500 for a rule whose backend does not resolve")
+        elapsed = time.monotonic() - start
+        gc = lab.json("get", "gatewayclass", "kubepy")
+        assert gc["spec"]["controllerName"] == "kubepy.io/gateway"
+        assert _conditions(gc["status"])["Accepted"] == ("True", "Accepted")
+        gw = lab.json("get", "gateway", "kptest-gw")["status"]
+        assert _conditions(gw)["Accepted"] == ("True", "Accepted")
+        listener = gw["listeners"][0]
+        assert (listener["name"], listener["attachedRoutes"], listener["supportedKinds"]) == \
+            ("http", 2, [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+        assert _conditions(listener)["Programmed"] == ("True", "Programmed")
+        parents = lab.json("get", "httproute", "kptest-route")["status"]["parents"]
+        assert [(p["controllerName"], _conditions(p)) for p in parents] == [("kubepy.io/gateway", {
+            "Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "ResolvedRefs")})]
+        parents = lab.json("get", "httproute", "kptest-nowhere")["status"]["parents"]
+        assert _conditions(parents[0]) == {"Accepted": ("True", "Accepted"),
+                                           "ResolvedRefs": ("False", "BackendNotFound")}
+        out = lab.kubectl("get", "gateway", "kptest-gw").stdout
+        assert "kubepy" in out and ip in out and "True" in out, out
+        print(f"\nGateway + HTTPRoute applied → served and statuses written: {elapsed * 1000:.0f} ms")
+    finally:
+        for kind, name in (("httproute", "kptest-nowhere"), ("httproute", "kptest-route"), ("gateway", "kptest-gw")):
+            lab.kubectl("delete", kind, name, "--ignore-not-found", check=False)
 
 
 def test_a_missing_service_is_an_event_and_the_others_keep_working(lab: Lab):

@@ -186,3 +186,43 @@ async def test_the_published_services_address_is_the_status_once_it_has_one(tmp_
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_gateway_api_objects_are_served_on_the_same_nginx_with_their_statuses(running) -> None:
+    """A GatewayClass of ours, a Gateway and an HTTPRoute created after the controller started (as when the
+    CRDs arrive late): the route lands in the same nginx.conf and each object gets its status; a status
+    that already says the same is not written again."""
+    from kubepy.ingress.controller import GATEWAY_CLASSES, GATEWAYS, HTTP_ROUTES
+    api, proxy, controller = running
+    await until(lambda: proxy.applied)
+    await api.create(GATEWAY_CLASSES, {"metadata": {"name": "kubepy"}, "spec": {"controllerName": "kubepy.io/gateway"}})
+    await api.create(GATEWAYS, {"metadata": {"name": "gw", "namespace": "default"}, "spec": {
+        "gatewayClassName": "kubepy", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]}})
+    theirs = {"parentRef": {"name": "elsewhere"}, "controllerName": "example.com/gateway", "conditions": []}
+    await api.create(HTTP_ROUTES, {"metadata": {"name": "r", "namespace": "default"}, "spec": {
+        "parentRefs": [{"name": "gw"}], "hostnames": ["gw.example.com"],
+        "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                   "backendRefs": [{"name": "web", "port": 80}]}]}, "status": {"parents": [theirs]}})
+    await until(lambda: "gw.example.com" in proxy.applied[-1])
+    assert '# gw.example.com; certificate: default' in proxy.applied[-1]
+    assert "1 HTTPRoutes (default/r)" in proxy.applied[-1]
+
+    def conds(obj: dict[str, Any]) -> dict[str, str]:
+        return {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}
+
+    await until(lambda: conds(api.objects(GATEWAYS)[0]).get("Programmed") == "True")
+    gw = api.objects(GATEWAYS)[0]["status"]
+    assert gw["addresses"] == [{"type": "IPAddress", "value": "172.30.0.11"},
+                               {"type": "IPAddress", "value": "172.30.0.12"}]
+    assert gw["listeners"][0]["attachedRoutes"] == 1
+    assert all(c["lastTransitionTime"] for c in gw["conditions"] + gw["listeners"][0]["conditions"])
+    assert conds(api.objects(GATEWAY_CLASSES)[0]) == {"Accepted": "True"}
+    parents = await until(lambda: len(api.objects(HTTP_ROUTES)[0]["status"]["parents"]) == 2
+                          and api.objects(HTTP_ROUTES)[0]["status"]["parents"])
+    assert parents[0] == theirs                                   # another controller's entry stays
+    assert (parents[1]["controllerName"], conds({"status": parents[1]})) == ("kubepy.io/gateway",
+                                                                                  {"Accepted": "True", "ResolvedRefs": "True"})
+    writes = len(api.calls("patch", subresource="status"))
+    await api.create("services", service("unrelated", ("http", 80)))   # a sync that changes no status
+    await asyncio.sleep(0.3)
+    assert len(api.calls("patch", subresource="status")) == writes

@@ -252,3 +252,32 @@ async def test_a_killed_nginx_is_started_again_and_a_running_one_adopted(
     again = Nginx(nginx.dir)
     assert again.pid() == nginx.pid()
     assert await again.apply(nginx.conf.read_text()) == "unchanged"
+
+
+async def test_real_nginx_serves_an_httproute_with_weighted_backends(backends: dict[str, int],
+                                                                     proxy: tuple[Nginx, int, int]) -> None:
+    """Gateway API on the same nginx: a Gateway + HTTPRoute (kubepy.ingress.gateway), beside an Ingress; the
+    route's two backendRefs weighted 1:3 get a quarter and three quarters of the requests."""
+    from kubepy.ingress.gateway import build as build_all
+    nginx, http_port, https_port = proxy
+    services = [service(n, ("http", 80)) for n in backends]
+    slices = [endpoint_slice(n, "http", p, "127.0.0.1") for n, p in backends.items()]
+    gw = {"metadata": {"name": "gw", "namespace": "default"}, "spec": {
+        "gatewayClassName": "kubepy", "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]}}
+    route = {"metadata": {"name": "r", "namespace": "default"}, "spec": {
+        "parentRefs": [{"name": "gw"}], "hostnames": ["gw.example.com"], "rules": [
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/split"}}],
+             "backendRefs": [{"name": "web", "port": 80, "weight": 1}, {"name": "api", "port": 80, "weight": 3}]},
+            {"matches": [{"path": {"type": "Exact", "value": "/docs"}}], "backendRefs": [{"name": "docs", "port": 80}]}]}}
+    cfg, _ = build_all([ingress("site", rule("a.example.com", path("/", "web")))], classes=[KUBEPY_CLASS],
+                       services=services, slices=slices, secrets=[],
+                       gateway_classes=[{"metadata": {"name": "kubepy"},
+                                         "spec": {"controllerName": "kubepy.io/gateway"}}],
+                       gateways=[gw], routes=[route], addresses=[{"ip": "192.0.2.1"}])
+    assert await _apply(nginx, cfg, http_port, https_port) == "started"
+    got = [await asyncio.to_thread(_get, http_port, "gw.example.com", "/split/x") for _ in range(40)]
+    assert sorted({b for _, b in got}) == ["api /split/x", "web /split/x"]
+    assert sum(b.startswith("api") for _, b in got) == 30 and {s for s, _ in got} == {200}
+    assert await asyncio.to_thread(_get, http_port, "gw.example.com", "/docs") == (200, "docs /docs")
+    assert (await asyncio.to_thread(_get, http_port, "gw.example.com", "/docs/x"))[0] == 404
+    assert await asyncio.to_thread(_get, http_port, "a.example.com", "/split") == (200, "web /split")

@@ -439,6 +439,40 @@ def json_path(obj: Any, path: str) -> Any:
     return cur
 
 
+# What printer columns' JSONPaths may also hold, as upstream's CRDs use them (Gateway API, cert-manager):
+# ``[*]`` (every item) and a filter ``[?(@.type=="Ready")]`` (== or != against a quoted string).
+_COLUMN_TOKEN = re.compile(r"\.([A-Za-z0-9_\-/]+)|\[(\d+)\]|\['([^']+)'\]|\[(\*)\]"
+                           r"|\[\?\(@((?:\.[A-Za-z0-9_\-/]+)+)\s*(==|!=)\s*(?:\"([^\"]*)\"|'([^']*)')\)\]")
+
+
+def column_values(obj: Any, path: str) -> list[Any]:
+    """Every value a printer column's JSONPath finds (client-go's jsonpath: each step maps over all results)."""
+    text = path.strip()
+    if text.startswith("{") and text.endswith("}"):
+        text = text[1:-1]
+    if text.startswith("$"):
+        text = text[1:]
+    pos, cur = 0, [obj]
+    while pos < len(text) and cur:
+        m = _COLUMN_TOKEN.match(text, pos)
+        if m is None:
+            return []
+        pos = m.end()
+        key, index, quoted, star, field_path, op = m.group(1, 2, 3, 4, 5, 6)
+        if index is not None:
+            cur = [c[int(index)] for c in cur if isinstance(c, list) and int(index) < len(c)]
+        elif star is not None:
+            cur = [x for c in cur for x in (c if isinstance(c, list) else c.values() if isinstance(c, dict) else [])]
+        elif field_path is not None:
+            want = m.group(7) if m.group(7) is not None else m.group(8)
+            items = [x for c in cur for x in (c if isinstance(c, list) else [])]
+            cur = [x for x in items if (json_path(x, field_path) == want) == (op == "==")]
+        else:
+            name = key or quoted
+            cur = [c[name] for c in cur if isinstance(c, dict) and c.get(name) is not None]
+    return cur
+
+
 def set_json_path(obj: dict, path: str, value: Any) -> None:
     keys = [m.group(1) or m.group(3) for m in _PATH_TOKEN.finditer(path)]
     cur = obj
@@ -469,7 +503,10 @@ def _printer(columns: list[dict]) -> Printer | None:
     def cells(obj: dict, now: dt.datetime) -> list:
         row: list[Any] = [(obj.get("metadata") or {}).get("name", "")]
         for c in columns:
-            v = json_path(obj, str(c.get("jsonPath", "")))
+            found = column_values(obj, str(c.get("jsonPath", "")))
+            # One value keeps its type; several print space-separated (upstream's jsonpath PrintResults).
+            v = found[0] if len(found) == 1 else " ".join(
+                x if isinstance(x, str) else json.dumps(x, separators=(",", ":")) for x in found) if found else None
             if v is not None and c.get("type") == "date" and isinstance(v, str):
                 try:
                     when = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
