@@ -6,8 +6,12 @@ that host a ready endpoint of the Service, the one with the smallest
 ``sha256(node + "#" + ip)`` - and only that node puts the address on its
 interface (as a /32 labelled ``<ifname>:klb``, so the kernel answers ARP
 for it and it is easy to spot with ``ip -4 addr``) and sends gratuitous
-ARP so neighbours' caches move at once. When that node goes away, the next
-one in the order takes over.
+ARP so neighbours' caches move at once - again every ``REANNOUNCE_INTERVAL``
+for ``REANNOUNCE_FOR`` seconds, as MetalLB's speaker does, since Linux ignores
+an update to a neighbour entry changed less than ``locktime`` (1 s) ago: an
+address that moved twice within a second would otherwise stay on the first
+node's MAC in the host's cache. When that node goes away, the next one in the
+order takes over.
 
 A node is live while its kube-proxy answers ``/healthz`` on its InternalIP
 (port 10256, probed every ``PROBE_INTERVAL``) and its Node is not NotReady:
@@ -43,6 +47,8 @@ __all__ = ["NodeAddresses", "PeerProbe", "announcing_node", "desired_addresses",
 LABEL_SUFFIX = ":klb"
 PROBE_INTERVAL = 0.5
 PEER_TIMEOUT = 2.0
+REANNOUNCE_INTERVAL = 1.1  # seconds: just past the kernel's default neighbour locktime (1 s)
+REANNOUNCE_FOR = 5.0
 HEALTHZ_PORT = 10256
 
 
@@ -148,6 +154,19 @@ class NodeAddresses:
                 log.warning("gratuitous arp failed ifname=%s ips=%s err=%s", ifname,
                             ",".join(sorted(wanted) if reannounce else added), e)
         return added, removed
+
+    def announce(self, ips: set[str]) -> list[str]:
+        """Gratuitous ARP again for those of ``ips`` this node still holds (it may have given some up
+        since); returns them. Synchronous: run in a thread."""
+        with IPRoute() as ipr:
+            idx, ifname = self._link(ipr)
+            label = (ifname + LABEL_SUFFIX)[:15]
+            held = sorted(ips & {m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(family=socket.AF_INET, index=idx)
+                                 if m.get_attr("IFA_LABEL") == label})
+            mac = bytes.fromhex(ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS").replace(":", ""))
+        if held:
+            self.gratuitous_arp(ifname, mac, held, count=1)
+        return held
 
     @staticmethod
     def gratuitous_arp(ifname: str, mac: bytes, ips: list[str], *, count: int = 2) -> None:

@@ -40,6 +40,8 @@ from typing import Any, Protocol
 
 from kubepy.client import Client, EventRecorder, Informer, object_key
 from kubepy.proxy.announce import (
+    REANNOUNCE_FOR,
+    REANNOUNCE_INTERVAL,
     NodeAddresses,
     PeerProbe,
     desired_addresses,
@@ -86,6 +88,8 @@ class Routes(Protocol):
 
 class Addresses(Protocol):
     def sync(self, wanted: set[str], *, reannounce: bool = False) -> tuple[list[str], list[str]]: ...
+
+    def announce(self, ips: set[str]) -> list[str]: ...
 
 
 class Netlink(Protocol):
@@ -176,6 +180,8 @@ class Proxier:
         self.announced: set[str] = set()
         self._live: set[str] = set()  # the live nodes the last announcement was decided with
         self._announce_failed = False
+        self._reannouncing: asyncio.Task[None] | None = None  # gratuitous ARP repeated after taking addresses
+        self._reannouncing_ips: set[str] = set()
         self.services = Informer(client, "services")
         self.slices = Informer(client, "endpointslices")
         self.nodes = Informer(client, "nodes")
@@ -217,6 +223,8 @@ class Proxier:
             log.info("proxy caches synced node=%s node_ips=%s", self.node_name, ",".join(self.node_ips))
             await self.sync_loop()
         finally:
+            if self._reannouncing is not None:
+                tasks.append(self._reannouncing)
             for t in tasks:
                 t.cancel()
             for t in tasks:
@@ -356,6 +364,8 @@ class Proxier:
             log.warning("load balancer announce failed wanted=%s err=%s", ",".join(sorted(mine)) or "-", e)
             return
         self.announced, self._live, self._announce_failed = mine, live, False
+        if added or reannounce:
+            self._reannounce(set(added) if not reannounce else set(mine))
         if reannounce and not added:
             log.info("load balancer addresses announced again ips=%s node=%s live=%s", ",".join(sorted(mine)),
                      self.node_name, ",".join(sorted(live)))
@@ -371,6 +381,33 @@ class Proxier:
         for ip in removed:
             log.info("load balancer address withdrawn ip=%s node=%s now=%s", ip, self.node_name,
                      owners.get(ip, "-"))
+
+    def _reannounce(self, ips: set[str]) -> None:
+        """Gratuitous ARP for ``ips`` again every REANNOUNCE_INTERVAL for REANNOUNCE_FOR seconds (MetalLB's
+        speaker does the same): a neighbour ignores an update within its locktime of the last one."""
+        if self._reannouncing is not None:
+            ips |= self._reannouncing_ips
+            self._reannouncing.cancel()
+        self._reannouncing_ips = ips
+        self._reannouncing = asyncio.get_running_loop().create_task(self._reannounce_for(ips))
+
+    async def _reannounce_for(self, ips: set[str]) -> None:
+        assert self.addresses is not None
+        deadline = time.monotonic() + REANNOUNCE_FOR
+        try:
+            while time.monotonic() + REANNOUNCE_INTERVAL <= deadline + 0.05:
+                await asyncio.sleep(REANNOUNCE_INTERVAL)
+                ips = ips & self.announced
+                if not ips:
+                    return
+                try:
+                    await asyncio.to_thread(self.addresses.announce, set(ips))
+                except OSError as e:  # the link is down: the next sync announces again
+                    log.warning("gratuitous arp repeat failed ips=%s err=%s", ",".join(sorted(ips)), e)
+                    return
+        finally:
+            if self._reannouncing is asyncio.current_task():
+                self._reannouncing, self._reannouncing_ips = None, set()
 
     async def _sync_routes(self) -> None:
         """Host-gw routes to the other nodes' pod CIDRs (``routes.NodeRoutes``)."""

@@ -335,6 +335,7 @@ class FakeAddresses:
     def __init__(self) -> None:
         self.held: set[str] = set()
         self.calls: list[tuple[set[str], bool]] = []
+        self.announced: list[list[str]] = []  # the repeated gratuitous ARPs
         self.fail = False
 
     def sync(self, wanted: set[str], *, reannounce: bool = False) -> tuple[list[str], list[str]]:
@@ -345,6 +346,11 @@ class FakeAddresses:
             self.fail = False
             raise OSError(100, "Network is down")
         return added, removed
+
+    def announce(self, ips: set[str]) -> list[str]:
+        held = sorted(ips & self.held)
+        self.announced.append(held)
+        return held
 
 
 class FakeRecorder:
@@ -415,5 +421,16 @@ async def test_the_announcing_node_holds_the_address_and_gives_it_up_when_a_peer
         assert addresses.calls[-1] == ({ip}, True)
         assert h.proxier.recorder.events[-1] == ("Service/web", "Normal", "nodeAssigned",
                                                  'announcing from node "n1" with protocol "layer2"')
+        # Announced again every REANNOUNCE_INTERVAL while the address stays ours (a neighbour ignores an
+        # update within its locktime of the one before, when the address moved twice in a second).
+        await wait_until(lambda: len(addresses.announced) >= 2, timeout=5)
+        assert addresses.announced[:2] == [[ip], [ip]]
+        # Given up: the repeats stop.
+        probe.live = {other}
+        h.proxier._dirty.set()
+        await wait_until(lambda: addresses.held == set())
+        count = len(addresses.announced)
+        await asyncio.sleep(1.3)
+        assert len(addresses.announced) == count
     finally:
         await h.stop()
