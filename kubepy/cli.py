@@ -677,6 +677,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.nodes, args.control_planes = config.nodes, config.control_planes
         args.port = args.port or config.api_server_port
         kind = dict(labels=config.node_labels, pod_subnet=config.pod_subnet, service_subnet=config.service_subnet)
+        if config.proxy_mode is not None:
+            if args.proxy_mode is not None and args.proxy_mode != config.proxy_mode:
+                print(f"kubepy up: --config {args.config} conflicts with --proxy-mode {args.proxy_mode} (the file "
+                      f"says networking.kubeProxyMode: {config.proxy_mode})", file=sys.stderr)
+                return 2
+            args.proxy_mode = config.proxy_mode
     args.name = args.name or DEFAULT_NAME
     if args.lb_range:
         from kubepy.controllers.servicelb import parse_pool
@@ -688,7 +694,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 2
     return _cluster(args).up(nodes=args.nodes, port=args.port, store=args.store, subnet=args.node_subnet,
                              zones=args.zones, region=args.region, lb_range=args.lb_range,
-                             control_planes=args.control_planes, **kind)
+                             control_planes=args.control_planes, proxy_mode=args.proxy_mode, **kind)
 
 
 def cmd_lab_supervise(args: argparse.Namespace) -> int:
@@ -909,6 +915,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-planes", type=int, default=None,
                    help="control-plane nodes (default 1 on the host); N > 1: each in a namespace with an etcd "
                         "member, API server, leader-elected scheduler and controller manager, behind HAProxy")
+    p.add_argument("--proxy-mode", choices=("iptables", "nftables"), default=None,
+                   help="kube-proxy's mode on every node (default iptables; kind's networking.kubeProxyMode)")
     p.add_argument("--config", type=Path, default=None, metavar="CLUSTER.YAML",
                    help="a kind cluster file (kind.x-k8s.io/v1alpha4): its control-plane and worker nodes, worker "
                         "labels, name, networking.podSubnet/serviceSubnet/apiServerPort; any field kubepy cannot "

@@ -58,6 +58,7 @@ DEFAULT_SERVICE_SUBNET = "10.96.0.0/12"   # cluster DNS at its 10th address, 10.
 # Node annotations read by the dashboard: kubeadm's name for the CRI socket, ours for the lab node's netns.
 CRI_SOCKET_ANNOTATION = "kubeadm.alpha.kubernetes.io/cri-socket"
 NETNS_ANNOTATION = "kubepy.io/netns"
+PROXY_MODE_ANNOTATION = "kubepy.io/proxy-mode"  # which of kube-proxy's layouts the node's rules are in
 DASHBOARD_PORT = 8443   # kubepy controlplane's --dashboard-port default
 INGRESS_SERVICE = ("kube-system", "kubepy-ingress")  # the LoadBalancer in front of every node's ingress nginx
 # Each node's pod sandbox (pause) image: built locally from busybox-static, no registry needed.
@@ -84,6 +85,7 @@ class ClusterState:
     labels: list[dict[str, str]] = field(default_factory=list)  # node i's own labels at i-1 (a kind file's workers)
     pod_subnet: str = ""     # "": DEFAULT_POD_SUBNET
     service_subnet: str = ""  # "": DEFAULT_SERVICE_SUBNET
+    proxy_mode: str = ""     # kube-proxy's --proxy-mode on every node; "": iptables
 
     @property
     def pods(self) -> str:
@@ -142,7 +144,7 @@ def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None,
                 subnet: str | None, zones: str | None = None, region: str | None = None,
                 lb_range: str | None = None, control_planes: int | None = None,
                 labels: list[dict[str, str]] | None = None, pod_subnet: str | None = None,
-                service_subnet: str | None = None) -> str | None:
+                service_subnet: str | None = None, proxy_mode: str | None = None) -> str | None:
     """Why ``up`` with these flags can't repair (or grow) ``existing`` (None: it can); flags left unset match.
 
     ``labels``, ``pod_subnet`` and ``service_subnet`` come from a kind file (``--config``): its
@@ -164,6 +166,8 @@ def up_conflict(existing: ClusterState, *, nodes: int | None, store: str | None,
         differ.append(f"region {existing.region or '(none)'}, not --region {region}")
     if lb_range is not None and lb_range != existing.lb_range:
         differ.append(f"load-balancer range {existing.lb_range or '(default)'}, not --lb-range {lb_range}")
+    if proxy_mode is not None and proxy_mode != (existing.proxy_mode or "iptables"):
+        differ.append(f"proxy mode {existing.proxy_mode or 'iptables'}, not --proxy-mode {proxy_mode}")
     if control_planes is not None and control_planes != existing.control_planes:
         differ.append(f"{existing.control_planes} control planes, not --control-planes {control_planes}")
     if labels is not None:
@@ -282,7 +286,7 @@ class Cluster:
            subnet: str | None = None, zones: str | None = None, region: str | None = None,
            lb_range: str | None = None, control_planes: int | None = None,
            labels: list[dict[str, str]] | None = None, pod_subnet: str | None = None,
-           service_subnet: str | None = None) -> int:
+           service_subnet: str | None = None, proxy_mode: str | None = None) -> int:
         """Build a new cluster, or repair an existing one; never deletes an existing store.
 
         ``--nodes`` above an existing cluster's count adds the missing nodes (they
@@ -293,7 +297,8 @@ class Cluster:
         if existing is not None:
             conflict = up_conflict(existing, nodes=nodes, store=store, port=port, subnet=subnet, zones=zones,
                                    region=region, lb_range=lb_range, control_planes=control_planes,
-                                   labels=labels, pod_subnet=pod_subnet, service_subnet=service_subnet)
+                                   labels=labels, pod_subnet=pod_subnet, service_subnet=service_subnet,
+                                   proxy_mode=proxy_mode)
             if conflict:
                 print(f"kubepy up: {conflict}", file=sys.stderr)
                 return 1
@@ -333,7 +338,8 @@ class Cluster:
                                  store=store or ("etcd" if control_planes > 1 else "sqlite"),
                                  zones=zones or "", region=region or "", lb_range=lb_range or "",
                                  control_planes=control_planes, labels=[dict(x) for x in labels or []],
-                                 pod_subnet=pod_subnet or "", service_subnet=service_subnet or "")
+                                 pod_subnet=pod_subnet or "", service_subnet=service_subnet or "",
+                                 proxy_mode=proxy_mode if proxy_mode and proxy_mode != "iptables" else "")
             private_dir(self.dir)  # the store, keys, tokens and every node's credentials are below
             state.save(self.state_path)
         private_dir(self.dir)  # an older cluster's dir is narrowed too
@@ -388,13 +394,13 @@ class Cluster:
                 self._run(self._daemon("controlplane", cp_args, kill_group=False))
                 self._wait_ready(state, "controlplane")
         for i in range(1, nodes + 1):
-            with step(f"node {self.node_name(i)} ({net.node_ip(i)}): containerd, kubelet, kube-proxy, "
-                      "network policies, DNS, ingress"):
+            with step(f"node {self.node_name(i)} ({net.node_ip(i)}): containerd, kubelet, kube-proxy"
+                      f"{' (nftables)' if state.proxy_mode == 'nftables' else ''}, network policies, DNS, ingress"):
                 self._start_node(state, net, i)
         if nodes:
             with step(f"{nodes} nodes Ready, cluster DNS at {state.dns_ip}"):
                 self._wait_nodes_ready(state, nodes)
-                self._annotate_nodes(net, nodes)
+                self._annotate_nodes(net, nodes, state.proxy_mode or "iptables")
                 self._publish_dns(state, net, nodes)
                 if _module_exists("kubepy.ingress.controller"):
                     self._publish_ingress(net, nodes)
@@ -647,7 +653,7 @@ class Cluster:
             self._run(self._daemon(f"{node}/proxy", [
                 "proxy", "--kubeconfig", str(addons["proxy"]), "--hostname-override", node,
                 "--node-ip", net.node_ip(i), "--cluster-cidr", state.pods, "--service-cluster-ip-range",
-                state.services], netns=netns))
+                state.services, *(["--proxy-mode", state.proxy_mode] if state.proxy_mode else [])], netns=netns))
         if _module_exists("kubepy.netpol.agent"):
             # Its pod CIDR comes from its Node.
             self._run(self._daemon(f"{node}/netpol", [
@@ -733,7 +739,7 @@ class Cluster:
         raise StepFailed("nodes", f"not all nodes Ready after {timeout:.0f}s ({last})",
                          self._tail(f"{self.node_name(1)}-kubelet"))
 
-    def _annotate_nodes(self, net: LabNetwork, nodes: int) -> None:
+    def _annotate_nodes(self, net: LabNetwork, nodes: int, proxy_mode: str = "iptables") -> None:
         """Where a person finds each node's parts on this host, as kubeadm records a node's CRI socket:
         the dashboard prints its ``ctr --address`` and ``ip netns exec`` commands from these."""
         from kubepy.kubelet.containerd import Containerd
@@ -742,7 +748,7 @@ class Cluster:
             socket_path = Containerd(self.node_dir(i) / "containerd").socket
             cp = self._kubectl_out("annotate", "node", self.node_name(i), "--overwrite",
                                    f"{CRI_SOCKET_ANNOTATION}=unix://{socket_path}",
-                                   f"{NETNS_ANNOTATION}={net.node_netns(i)}")
+                                   f"{NETNS_ANNOTATION}={net.node_netns(i)}", f"{PROXY_MODE_ANNOTATION}={proxy_mode}")
             if cp.returncode != 0:
                 raise StepFailed("nodes", f"could not annotate {self.node_name(i)}: {cp.stderr.strip()}")
 

@@ -17,7 +17,8 @@ What kubepy honours: the node list (control-plane entries become
 ``--control-planes``, workers become the lab's nodes, each worker's
 ``labels`` its kubelet's ``--node-labels``), the cluster ``name``,
 ``networking.podSubnet``/``serviceSubnet``/``apiServerPort``, and
-``ipFamily: ipv4``, ``kubeProxyMode: iptables``, ``apiServerAddress:
+``kubeProxyMode`` (``iptables`` or ``nftables``: ``--proxy-mode``), and
+``ipFamily: ipv4``, ``apiServerAddress:
 127.0.0.1``, ``disableDefaultCNI: false`` (what kubepy does anyway). Every
 other field kind knows is refused by its path when it is set (kind would
 act on it; silently ignoring it would make a different cluster than the file
@@ -47,6 +48,7 @@ __all__ = ["API_VERSION", "ConfigError", "KindCluster", "conflicting_flags", "lo
 API_VERSION = "kind.x-k8s.io/v1alpha4"
 NODE_CIDR_PREFIX = 24   # the controller manager's --node-cidr-mask-size in the lab
 UNSUPPORTED = "not supported by kubepy"
+PROXY_MODES = ("iptables", "nftables")  # kubepy proxy --proxy-mode
 
 # kind's v1alpha4 fields kubepy cannot honour (refused when set to anything but empty).
 _REFUSED_CLUSTER = ("featureGates", "runtimeConfig", "kubeadmConfigPatches", "kubeadmConfigPatchesJSON6902",
@@ -57,7 +59,7 @@ _NODE_FIELDS = {"role", "labels", *_REFUSED_NODE}
 _NETWORKING_FIELDS = {"ipFamily", "apiServerPort", "apiServerAddress", "podSubnet", "serviceSubnet",
                       "disableDefaultCNI", "kubeProxyMode", "dnsSearch"}
 # networking fields whose only value kubepy honours is what it does anyway.
-_ONLY = {"ipFamily": ("ipv4", "IPv4 only"), "kubeProxyMode": ("iptables", "kube-proxy writes iptables rules"),
+_ONLY = {"ipFamily": ("ipv4", "IPv4 only"),
          "apiServerAddress": ("127.0.0.1", "the API server is published on the host's loopback and lab bridge"),
          "disableDefaultCNI": (False, "the kubelet wires pods itself")}
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -81,6 +83,7 @@ class KindCluster:
     pod_subnet: str | None = None
     service_subnet: str | None = None
     api_server_port: int | None = None
+    proxy_mode: str | None = None   # networking.kubeProxyMode: iptables or nftables
 
     @property
     def nodes(self) -> int:
@@ -126,6 +129,10 @@ def parse(text: str, *, source: str = "file") -> KindCluster:
     for field, (value, why) in _ONLY.items():
         if field in networking and networking[field] is not None and networking[field] != value:
             raise ConfigError(f"networking.{field}", f"{networking[field]!r}: {UNSUPPORTED} ({why})")
+    proxy_mode = networking.get("kubeProxyMode")
+    if proxy_mode is not None and proxy_mode not in PROXY_MODES:
+        raise ConfigError("networking.kubeProxyMode", f"{proxy_mode!r}: {UNSUPPORTED} (kube-proxy's modes here: "
+                                                      f"{', '.join(PROXY_MODES)})")
     port = networking.get("apiServerPort")
     if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
         raise ConfigError("networking.apiServerPort", f"{port!r}: must be a port number (0: any free port)")
@@ -142,7 +149,7 @@ def parse(text: str, *, source: str = "file") -> KindCluster:
         raise ConfigError("networking.serviceSubnet", f"{service} overlaps networking.podSubnet {pod}")
     return KindCluster(control_planes=control_planes, worker_labels=tuple(workers), name=name,
                        pod_subnet=str(pod) if pod else None, service_subnet=str(service) if service else None,
-                       api_server_port=port or None)
+                       api_server_port=port or None, proxy_mode=proxy_mode)
 
 
 def conflicting_flags(config: KindCluster, *, name: str | None, nodes: int | None, control_planes: int | None,

@@ -55,6 +55,12 @@ def test_kinds_default_one_control_plane_gets_one_node_to_run_pods(text) -> None
     assert (c.control_planes, c.nodes, c.node_labels) == (1, 1, [{}])
 
 
+@pytest.mark.parametrize("mode", ["iptables", "nftables"])
+def test_kube_proxy_mode(mode) -> None:
+    assert parse(HEAD + f"networking: {{kubeProxyMode: {mode}}}\n").proxy_mode == mode
+    assert parse(HEAD).proxy_mode is None
+
+
 def test_subnets() -> None:
     c = parse(HEAD + "networking: {podSubnet: 10.200.0.0/16, serviceSubnet: 10.100.0.0/16}\n")
     assert (c.pod_subnet, c.service_subnet) == ("10.200.0.0/16", "10.100.0.0/16")

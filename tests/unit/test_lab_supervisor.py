@@ -105,6 +105,8 @@ CLUSTER = ClusterState("kptlab-x", 7001, nodes=2, subnet="172.30.9.0/24", store=
     ({"store": "etcd"}, "store sqlite, not --store etcd"),
     ({"port": 7002}, "port 7001, not --port 7002"),
     ({"subnet": "172.30.10.0/24"}, "node subnet 172.30.9.0/24, not --node-subnet 172.30.10.0/24"),
+    ({"proxy_mode": "iptables"}, None),  # what an older state file (no mode) runs
+    ({"proxy_mode": "nftables"}, "proxy mode iptables, not --proxy-mode nftables"),
 ])
 def test_up_on_an_existing_cluster_refuses_other_flags_in_one_line(flags, problem):
     args = {"nodes": None, "store": None, "port": None, "subnet": None, **flags}

@@ -4,7 +4,7 @@
 
 import { ListWatch, WatchSet, collection } from "./api.js";
 import { clock, copyButton, errorBox, h, replace, s, throttled } from "./dom.js";
-import { serviceChain } from "./commands.js";
+import { nftServiceChain, serviceChain } from "./commands.js";
 import { Sightings, followSteps, proxyCommands } from "./follow.js";
 import { isReady } from "./overview.js";
 import { podStatus, statusKind } from "./pods.js";
@@ -111,7 +111,7 @@ export function render(root, ctx) {
   const scope = ctx.namespace;
   const sightings = new Sightings();
   const doneAt = new Map();        // step id -> when this page first saw it done (for the glow)
-  const chains = new Map();        // "ns/svc/port" -> KUBE-SVC-… (computed asynchronously)
+  const chains = new Map();        // "ns/svc/port" -> {iptables: KUBE-SVC-…, nftables: service-…} (computed asynchronously)
   let target = null;               // { namespace, name } or { next: true, since }
   let initialIds = null;           // steps already done when following began: they do not glow
   const on = (ev) => {
@@ -170,7 +170,9 @@ export function render(root, ctx) {
       const key = `${step.service.metadata.namespace}/${step.service.metadata.name}/${port.name || ""}/${port.protocol || "TCP"}`;
       if (!chains.has(key)) {
         chains.set(key, null);
-        serviceChain(step.service.metadata.namespace, step.service.metadata.name, port).then((c) => { chains.set(key, c); draw(); });
+        const [ns, name] = [step.service.metadata.namespace, step.service.metadata.name];
+        Promise.all([serviceChain(ns, name, port), nftServiceChain(ns, name, port)])
+          .then(([iptables, nftables]) => { chains.set(key, { iptables, nftables }); draw(); });
       }
       if (chains.get(key)) out.push(...proxyCommands(nodes.list(), step.service, chains.get(key)));
     }

@@ -3,12 +3,16 @@
 //   containerd     namespace "kubepy", labels io.kubernetes.pod.name / io.kubernetes.container.name /
 //                  io.kubepy.container.kind                  (kubepy.kubelet.pods)
 //   Service chain  KUBE-SVC-<base32(sha256("ns/name:port" + "tcp"))[:16]>   (kubepy.proxy.rules, as kube-proxy)
+//                  nftables mode: service-<base32(sha256("ns/name/tcp/port"))[:8]>-ns/name/tcp/port
+//                  in table ip kube-proxy (kubepy.proxy.nftables, as kube-proxy's nftables mode)
 // Where a node's parts are on the host comes from its annotations, which `kubepy up` writes as
 // kubeadm records a node's CRI socket: kubeadm.alpha.kubernetes.io/cri-socket and kubepy.io/netns
 // (the lab node's network namespace). Without them (a VM) the commands are run on the node itself.
+// kubepy.io/proxy-mode says which of kube-proxy's layouts a node's rules are in (none: iptables).
 
 export const CRI_SOCKET_ANNOTATION = "kubeadm.alpha.kubernetes.io/cri-socket";
 export const NETNS_ANNOTATION = "kubepy.io/netns";
+export const PROXY_MODE_ANNOTATION = "kubepy.io/proxy-mode";
 const NETNS_NAME_MAX = 63;
 
 function annotations(node) {
@@ -19,6 +23,10 @@ function annotations(node) {
 export function onNode(node, cmd) {
   const netns = annotations(node)[NETNS_ANNOTATION];
   return netns ? `ip netns exec ${netns} ${cmd}` : cmd;
+}
+
+export function proxyMode(node) {
+  return annotations(node)[PROXY_MODE_ANNOTATION] || "iptables";
 }
 
 export function ctr(node, args) {
@@ -108,4 +116,13 @@ export async function portProtoHash(text) {
 export async function serviceChain(namespace, name, port) {
   const key = `${namespace}/${name}${port.name ? ":" + port.name : ""}`;
   return "KUBE-SVC-" + await portProtoHash(key + (port.protocol || "TCP").toLowerCase());
+}
+
+// nftables mode's chain of a Service port (upstream's hashAndTruncate of "ns/name/proto/portname").
+export async function nftServiceChain(namespace, name, port) {
+  const key = `${namespace}/${name}/${(port.protocol || "TCP").toLowerCase()}/${port.name || ""}`;
+  const data = new TextEncoder().encode(key);
+  const digest = globalThis.crypto?.subtle ? new Uint8Array(await crypto.subtle.digest("SHA-256", data)) : sha256(data);
+  const full = `${base32(digest).slice(0, 8)}-${key}`;
+  return "service-" + (full.length <= 240 ? full : full.slice(0, 237) + "...");
 }

@@ -11,7 +11,7 @@
 // "seen"; what was already there when following began is marked so. kube-proxy writes nothing to
 // the API when it syncs, so its step has no time: its commands show the rules on each node.
 
-import { ctr, labelFilter, onNode, podNetns } from "./commands.js";
+import { ctr, labelFilter, onNode, podNetns, proxyMode } from "./commands.js";
 
 export const MAX_PODS = 6;
 
@@ -181,11 +181,13 @@ function podSteps(p, { ns, nodeByName, events, selecting, sightings }) {
   return out;
 }
 
-// The commands of a kube-proxy step, once the chain name is known (it needs a SHA-256).
-export function proxyCommands(nodes, service, chain) {
+// The commands of a kube-proxy step, once the chain names are known (they need a SHA-256):
+// chains = { iptables: "KUBE-SVC-…", nftables: "service-…" }, each node's in the layout its proxy writes.
+export function proxyCommands(nodes, service, chains) {
   const ip = service.spec?.clusterIP;
   return nodes.flatMap((n) => [
-    onNode(n, `iptables -t nat -S ${chain}`),
+    proxyMode(n) === "nftables" ? onNode(n, `nft list chain ip kube-proxy ${chains.nftables}`)
+      : onNode(n, `iptables -t nat -S ${chains.iptables}`),
     ...(ip && ip !== "None" ? [onNode(n, `conntrack -L -d ${ip}`)] : []),
   ]);
 }
