@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import secrets
+import random
 import string
 import uuid
 from typing import Any
@@ -34,8 +34,13 @@ def new_uid() -> str:
     return str(uuid.uuid4())
 
 
+# generateName's suffix is not a secret (upstream's utilrand.String is math/rand too); the system's
+# random source cost a syscall per letter.
+_RANDOM = random.Random()
+
+
 def generate_name(prefix: str) -> str:
-    return prefix + "".join(secrets.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
+    return prefix + "".join(_RANDOM.choices(_NAME_SUFFIX_ALPHABET, k=5))
 
 
 _META_OPEN = b'"metadata":{'
