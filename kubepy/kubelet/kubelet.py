@@ -4,7 +4,8 @@
 bootstrap token of ``--bootstrap-token-file`` the first time: ``POST
 /kubepy/v1/join`` → a node token saved as ``ROOT/kubelet.token`` and
 ``ROOT/kubelet.kubeconfig``, 0600 in the 0700 root dir, reused on every
-later start), registers
+later start; tried again with back-off until an API server answers, as
+registration is), registers
 the Node and keeps its Lease and status fresh (``node``), waits for
 ``spec.podCIDR``, brings up the bridge, and then runs one ``PodWorker``
 (``pods``) per pod of this node, fed by:
@@ -89,6 +90,10 @@ log = logging.getLogger(__name__)
 
 # A shim younger than this may belong to a task being created right now (not listed yet).
 SHIM_MIN_AGE = 10.0
+# Joining: each attempt bounded; between rounds over the servers, 100 ms doubling to 7 s (as registration).
+JOIN_ATTEMPT_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+JOIN_FIRST_DELAY = 0.1
+JOIN_MAX_DELAY = 7.0
 
 __all__ = ["Kubelet", "KubeletConfig", "connect", "main", "run_kubelet"]
 
@@ -137,7 +142,14 @@ def _servers(flag: str) -> list[str]:
 
 
 async def join(config: KubeletConfig, ca: bytes | None) -> str:
-    """``POST /kubepy/v1/join`` with the token in ``--bootstrap-token-file``: this node's new token."""
+    """``POST /kubepy/v1/join`` with the token in ``--bootstrap-token-file``: this node's new token.
+
+    Tried on each ``--server`` in turn, and again and again while none
+    answers (refused, timed out, a 5xx or 429), backing off from
+    ``JOIN_FIRST_DELAY`` to ``JOIN_MAX_DELAY`` as registration does: a
+    node booting beside its control plane waits for it. One log line per
+    failed attempt. A refusal (a 4xx: bad token, the name already joined)
+    ends the kubelet at once with the server's message."""
     if config.bootstrap_token_file is None:
         raise SystemExit("kubelet: no kubeconfig, no saved node token and no --bootstrap-token-file")
     try:
@@ -149,25 +161,40 @@ async def join(config: KubeletConfig, ca: bytes | None) -> str:
         log.warning("bootstrap token file is readable by others path=%s mode=%o (chmod 600 it)",
                     config.bootstrap_token_file, mode & 0o777)
     ctx: ssl.SSLContext | bool = ssl.create_default_context(cadata=ca.decode()) if ca else True
-    for i, server in enumerate(_servers(config.server)):  # the first that answers
-        url = server + "/kubepy/v1/join"
-        try:
-            async with aiohttp.ClientSession() as s, s.post(
-                    url, json={"nodeName": config.node_name}, ssl=ctx,
-                    headers={"Authorization": f"Bearer {bootstrap}"}) as resp:
-                body = await resp.text()
-            break
-        except (aiohttp.ClientError, OSError) as e:
-            if i == len(_servers(config.server)) - 1:
-                raise SystemExit(f"kubelet: join failed: cannot reach {url}: {e}") from None
-            log.warning("join: API server unreachable server=%s err=%s", server, type(e).__name__)
-    if resp.status >= 300:
-        try:
-            message = json.loads(body).get("message") or body
-        except ValueError:
-            message = body
-        raise SystemExit(f"kubelet: join as {config.node_name!r} refused ({resp.status}): {message}")
-    return json.loads(body)["token"]
+    servers = _servers(config.server)
+    delay = JOIN_FIRST_DELAY
+    attempt = 0
+    while True:
+        attempt += 1
+        for i, server in enumerate(servers):   # the first that answers
+            url = server + "/kubepy/v1/join"
+            try:
+                async with aiohttp.ClientSession(timeout=JOIN_ATTEMPT_TIMEOUT) as s, s.post(
+                        url, json={"nodeName": config.node_name}, ssl=ctx,
+                        headers={"Authorization": f"Bearer {bootstrap}"}) as resp:
+                    status, body = resp.status, await resp.text()
+            except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                err = f"{type(e).__name__}: {e}".rstrip(": ")
+            else:
+                if status < 300:
+                    return json.loads(body)["token"]
+                if status < 500 and status != 429:
+                    raise SystemExit(f"kubelet: join as {config.node_name!r} refused ({status}): "
+                                     f"{_status_message(body)}")
+                err = f"status {status}: {_status_message(body)}"
+            last = i == len(servers) - 1
+            log.warning("join failed node=%s server=%s attempt=%d %s err=%r", config.node_name, server, attempt,
+                        f"retry_in={delay:.1f}s" if last else f"next={servers[i + 1]}", err)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, JOIN_MAX_DELAY)
+
+
+def _status_message(body: str) -> str:
+    """A Status body's ``message`` (the body itself if it is not one)."""
+    try:
+        return str(json.loads(body).get("message") or body)
+    except (ValueError, AttributeError):
+        return body
 
 
 def make_runtime(config: KubeletConfig) -> Runtime:
@@ -634,6 +661,25 @@ async def _until(stop: asyncio.Event, coro: Any) -> Any:
     return None
 
 
+async def _connect_until(stop: asyncio.Event, config: KubeletConfig) -> Client | None:
+    """``connect``, or None when ``stop`` is set first. Its ``SystemExit`` (join refused, no
+    token) is raised here, in the caller's task: raised in a task of its own it would escape
+    the event loop with a "never retrieved" traceback."""
+    async def attempt() -> tuple[Client | None, SystemExit | None]:
+        try:
+            return await connect(config), None
+        except SystemExit as e:
+            return None, e
+
+    got = await _until(stop, attempt())
+    if got is None:
+        return None
+    client, refused = got
+    if refused is not None:
+        raise refused
+    return client
+
+
 async def run_kubelet(config: KubeletConfig, *, stop: asyncio.Event | None = None) -> None:
     """Run the kubelet until ``stop`` is set (SIGTERM/SIGINT when run by ``main``)."""
     # noqa: PLC0415 - keeps `import kubepy.kubelet.kubelet` light
@@ -645,7 +691,10 @@ async def run_kubelet(config: KubeletConfig, *, stop: asyncio.Event | None = Non
     from kubepy.metrics import new_registry  # noqa: PLC0415
 
     stop = stop or asyncio.Event()
-    client = await connect(config)
+    client = await _connect_until(stop, config)   # joining waits for the API server: a stop ends it
+    if client is None:
+        log.info("kubelet stopped before it connected node=%s", config.node_name)
+        return
     metrics = KubeletMetrics(new_registry())   # served as /metrics on :10250 (nodes/metrics)
     kubelet = Kubelet(config, client, instrument_runtime(make_runtime(config), metrics), metrics)
     # The API server relays kubectl logs/exec here with its own client certificate; every caller is

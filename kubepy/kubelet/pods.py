@@ -75,6 +75,7 @@ from kubepy.kubelet.runtime import (
     ContainerSpec,
     ImagePullError,
     RuntimeError_,
+    kill_exec,
 )
 from kubepy.kubelet.status import (
     ContainerRecord,
@@ -482,8 +483,11 @@ class PodWorker:
         while True:
             timeout = self._wake_at - time.monotonic() if self._wake_at else None
             if timeout is None or timeout > 0:
+                # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel (``stop``) that
+                # arrives as the pod is marked dirty, and the worker would outlive the kubelet.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.dirty.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self.dirty.wait()
             self.dirty.clear()
             if not self.k.runtime_health.up:
                 # As upstream skips pod syncs while the runtime is down: every ctr call would fail.
@@ -965,7 +969,11 @@ class PodWorker:
             argv = list(hook["exec"].get("command") or [])
             try:
                 proc = await k.runtime.exec(rec.id, "prestop-" + secrets.token_hex(4), argv)
-                await asyncio.wait_for(proc.communicate(), max(0.1, deadline - time.monotonic()))
+                try:
+                    async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                        await proc.communicate()
+                finally:
+                    await kill_exec(proc)   # a hook past the grace period (or cancelled) leaves no ctr behind
                 if proc.returncode:
                     self.event("Warning", "FailedPreStopHook", f"PreStopHook failed: exit {proc.returncode}")
             except (TimeoutError, RuntimeError_, OSError) as e:
@@ -986,10 +994,16 @@ class PodWorker:
                 return w.kind
         return None
 
+    def _cancel_probes(self, cid: str | None = None) -> list[ProbeWorker]:
+        """Tell the probes of ``cid`` (or of every container) to stop, without waiting; the workers."""
+        workers = [w for key in ([cid] if cid else list(self.probes)) for w in self.probes.pop(key, [])]
+        for w in workers:
+            w.cancel()
+        return workers
+
     async def _stop_probes(self, cid: str | None = None) -> None:
-        for key in [cid] if cid else list(self.probes):
-            for w in self.probes.pop(key, []):
-                await w.stop()
+        """Stop the probes of ``cid`` (or of every container): all at once, each bounded by its ``stop``."""
+        await asyncio.gather(*(w.stop() for w in self._cancel_probes(cid)))
 
     async def _sync_probes(self) -> None:
         spec = (self.pod or {}).get("spec") or {}
@@ -1094,21 +1108,15 @@ class PodWorker:
 
     async def terminate(self) -> bool:
         pod = self.pod
-        await self._stop_probes()
-        await self.snapshot()
-        if pod is not None:
-            meta = pod["metadata"]
-            grace = float(meta.get("deletionGracePeriodSeconds") or 0)
-            if self.kill_deadline is None:
-                self.kill_deadline = time.monotonic() + grace
-                log.info("pod terminating pod=%s/%s uid=%s grace=%ss", self.namespace, self.name, self.uid, grace)
-            spec = pod.get("spec") or {}
-            by_name = {c["name"]: c for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])}
-            running = [r for r in self.records if r.running and r.kind != SANDBOX]
-            for r in running:
-                self.event("Normal", "Killing", f"Stopping container {r.name}")
-            await asyncio.gather(*(self.kill_container(r, self.kill_deadline - time.monotonic(), by_name.get(r.name))
-                                   for r in running))
+        # Termination starts now, whatever the probes are doing: they are told to stop here and
+        # their ends are awaited (bounded) beside the kill, so a probe stuck in its runtime call
+        # can neither delay the grace period nor outlive the pod.
+        probes = self._cancel_probes()
+        if pod is not None and self.kill_deadline is None:
+            grace = float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
+            self.kill_deadline = time.monotonic() + grace
+            log.info("pod terminating pod=%s/%s uid=%s grace=%ss", self.namespace, self.name, self.uid, grace)
+        await asyncio.gather(asyncio.gather(*(w.stop() for w in probes)), self._kill_all(pod))
         await self.k.cleanup_pod(self.uid, log_dir=self.log_dir() if self.name else None)
         self.records = []
         if pod is not None:
@@ -1122,6 +1130,19 @@ class PodWorker:
         self.k.status.forget(self.uid)
         self.k.backoff.forget_prefix(f"{self.uid}/")
         return True
+
+    async def _kill_all(self, pod: dict[str, Any] | None) -> None:
+        """Kill every running container of a terminating pod by its deadline (``terminate``)."""
+        await self.snapshot()
+        if pod is None or self.kill_deadline is None:
+            return
+        spec = pod.get("spec") or {}
+        by_name = {c["name"]: c for c in (spec.get("containers") or []) + (spec.get("initContainers") or [])}
+        running = [r for r in self.records if r.running and r.kind != SANDBOX]
+        for r in running:
+            self.event("Normal", "Killing", f"Stopping container {r.name}")
+        await asyncio.gather(*(self.kill_container(r, self.kill_deadline - time.monotonic(), by_name.get(r.name))
+                               for r in running))
 
 
 def _fmt_duration(seconds: int) -> str:

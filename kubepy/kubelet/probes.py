@@ -14,6 +14,15 @@ Handlers: ``exec`` (``Runtime.exec`` in the container, exit 0 is success),
 ``httpGet`` (HTTP/1.1 GET from the kubelet's network namespace - the
 node's, which reaches pod IPs through the bridge - status 200-399 is
 success), ``tcpSocket`` (a connect). A timeout is a failure.
+
+Stopping (``stop``) never waits without bound: a pod's termination and a
+container's restart wait for it. The loop is cancelled and also told to
+end by a flag it checks at every step (so a cancellation lost on the way -
+3.11's ``wait_for`` drops one that arrives as the awaited call finishes -
+still ends it); the exec probe's ``ctr`` is killed at once, and if the task
+has not ended within ``STOP_TIMEOUT`` the worker says so in the log and
+kills whatever probe process is still left. Timeouts here use
+``asyncio.timeout``, never ``wait_for``, for the same reason.
 """
 
 from __future__ import annotations
@@ -28,12 +37,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kubepy.kubelet.runtime import kill_exec
+
 log = logging.getLogger(__name__)
 
 __all__ = ["LIVENESS", "READINESS", "STARTUP", "ProbeResult", "ProbeState", "ProbeWorker", "run_probe"]
 
 LIVENESS, READINESS, STARTUP = "Liveness", "Readiness", "Startup"
 MAX_OUTPUT = 1024
+STOP_TIMEOUT = 2.0   # seconds ProbeWorker.stop waits for its loop to end
 
 
 @dataclass
@@ -87,19 +99,22 @@ def _port(value: Any, ports: dict[str, int]) -> int:
 
 
 async def _http_get(host: str, port: int, path: str, headers: list[dict[str, str]], timeout: float) -> ProbeResult:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port)
     try:
         lines = [f"GET {path or '/'} HTTP/1.1", f"Host: {host}:{port}", "User-Agent: kube-probe/1.30",
                  "Accept: */*", "Connection: close"]
         lines += [f"{h['name']}: {h['value']}" for h in headers if h.get("name")]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         await writer.drain()
-        head = await asyncio.wait_for(reader.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            head = await reader.readline()
         parts = head.decode(errors="replace").split(" ", 2)
         code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
         body = b""
         with contextlib.suppress(Exception):
-            body = await asyncio.wait_for(reader.read(MAX_OUTPUT), 0.2)
+            async with asyncio.timeout(0.2):
+                body = await reader.read(MAX_OUTPUT)
         if 200 <= code < 400:
             return ProbeResult(True, f"HTTP probe succeeded with statuscode: {code}")
         return ProbeResult(False, f"HTTP probe failed with statuscode: {code}"
@@ -120,20 +135,27 @@ def _dial_error(host: str, port: int, e: OSError) -> str:
 
 
 async def run_probe(probe: dict[str, Any], *, runtime: Any, container_id: str, pod_ip: str,
-                    ports: dict[str, int]) -> ProbeResult:
-    """Run ``probe``'s handler once."""
+                    ports: dict[str, int], processes: set[Any] | None = None) -> ProbeResult:
+    """Run ``probe``'s handler once.
+
+    An exec probe's process is in ``processes`` while it runs; however the
+    probe ends (done, timed out, cancelled) it is killed if still running."""
     timeout = float(probe.get("timeoutSeconds") or 1)
     try:
         if "exec" in probe:
             argv = list((probe["exec"] or {}).get("command") or [])
             proc = await runtime.exec(container_id, "probe-" + secrets.token_hex(4), argv)
+            if processes is not None:
+                processes.add(proc)
             try:
-                out, err = await asyncio.wait_for(proc.communicate(), timeout)
+                async with asyncio.timeout(timeout):
+                    out, err = await proc.communicate()
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
                 return ProbeResult(False, f"command {argv!r} timed out")
+            finally:
+                await kill_exec(proc)
+                if processes is not None:
+                    processes.discard(proc)
             output = (out + err).decode(errors="replace")[:MAX_OUTPUT]
             return ProbeResult(proc.returncode == 0, output)
         if "httpGet" in probe:
@@ -153,7 +175,8 @@ async def run_probe(probe: dict[str, Any], *, runtime: Any, container_id: str, p
             host = t.get("host") or pod_ip
             port = _port(t.get("port"), ports)
             try:
-                _r, w = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+                async with asyncio.timeout(timeout):
+                    _r, w = await asyncio.open_connection(host, port)
             except TimeoutError:
                 return ProbeResult(False, f"dial tcp {host}:{port}: i/o timeout")
             except OSError as e:
@@ -184,6 +207,8 @@ class ProbeWorker:
         self.state = ProbeState.from_spec(probe, initial=kind == LIVENESS)
         self.state.verdict = True if kind == LIVENESS else None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._processes: set[Any] = set()   # the exec probe's process while one runs
 
     @property
     def ok(self) -> bool:
@@ -192,21 +217,51 @@ class ProbeWorker:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"probe:{self.kind}:{self.container_id}")
 
-    async def stop(self) -> None:
+    def cancel(self) -> None:
+        """Tell the loop to end and kill its running probe process; returns at once."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        self._kill_processes()
+
+    async def stop(self, timeout: float | None = None) -> bool:
+        """``cancel``, then wait at most ``timeout`` (``STOP_TIMEOUT``) for the loop to end; False if it did not."""
+        timeout = STOP_TIMEOUT if timeout is None else timeout
+        self.cancel()
+        task = self._task
+        if task is None:
+            return True
+        if not task.done():
+            await asyncio.wait([task], timeout=timeout)   # a cancel of the caller still propagates
+        if task.done():
+            if not task.cancelled():
+                task.exception()   # retrieved: a probe error was already a failed probe
+            return True
+        killed = self._kill_processes()
+        log.warning("probe did not stop container=%s probe=%s waited=%.1fs killed_processes=%d",
+                    self.container_id, self.kind, timeout, killed)
+        return False
+
+    def _kill_processes(self) -> int:
+        killed = 0
+        for proc in list(self._processes):
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                    killed += 1
+        return killed
 
     async def _loop(self) -> None:
         await asyncio.sleep(probe_delays(self.probe, self.started, time.monotonic()))
         period = max(1.0, float(self.probe.get("periodSeconds") or 10))
-        while True:
+        while not self._stopping:
             if self.gate():
                 if self.kind == STARTUP and self.state.verdict is True:
                     return   # a startup probe stops once it has succeeded
                 result = await run_probe(self.probe, runtime=self.runtime, container_id=self.container_id,
-                                         pod_ip=self.pod_ip, ports=self.ports)
+                                         pod_ip=self.pod_ip, ports=self.ports, processes=self._processes)
+                if self._stopping:
+                    return   # stopped while probing: the result belongs to nobody
                 if not result.ok:
                     self.on_failure(self.kind, result.output.strip())
                 if self.state.observe(result.ok):

@@ -77,6 +77,7 @@ __all__ = [
     "RuntimeError_",
     "RuntimeEvent",
     "build_oci_spec",
+    "kill_exec",
     "normalize_image_ref",
     "resolve_process_args",
 ]
@@ -87,6 +88,7 @@ LABEL_EXITED_AT = "io.kubepy.exited-at"
 ATTACH_START_TIMEOUT = 180.0   # seconds for an attachable container's IO process to start it
 EXEC_HANDOFF_TIMEOUT = 60.0    # seconds for the shim to start an exec's IO process and hand its pipes over
 EXEC_DRAIN_AFTER_EXIT = 2.0    # seconds an exec's output may still end after ctr exits (see ExecProcess)
+EXEC_REAP_TIMEOUT = 2.0        # seconds to wait for a killed exec's ctr to be reaped (see kill_exec)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 RUNNING, STOPPED, CREATED, PAUSED, UNKNOWN = "RUNNING", "STOPPED", "CREATED", "PAUSED", "UNKNOWN"
@@ -1081,6 +1083,27 @@ class ExecProcess:
         out, err, _ = await asyncio.gather(self.stdout.read(), self.stderr.read(), self._proc.wait())
         await self._done
         return out, err
+
+
+async def kill_exec(proc: Any, *, wait: float = EXEC_REAP_TIMEOUT) -> bool:
+    """Kill an exec's ``ctr`` (``Runtime.exec``'s process) if it still runs; True once it is reaped.
+
+    For whoever gives up on an exec - a probe or hook that timed out or was
+    cancelled: its ctr must not outlive it. The wait is bounded (a killed
+    process's ``wait`` also waits for its pipes, which something it left
+    behind may hold) and uses no cancellation of its own, so it behaves the
+    same in a ``finally`` of a task that is being cancelled.
+    """
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    waiter = asyncio.ensure_future(proc.wait())
+    try:
+        await asyncio.wait([waiter], timeout=wait)
+    finally:
+        if not waiter.done():
+            waiter.cancel()
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
 
 
 def remove_tree(path: Path) -> None:

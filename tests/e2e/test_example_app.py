@@ -1,6 +1,10 @@
 """The README's example on a fresh 3-node lab cluster: examples/run brings it up, it answers
 through its NodePort on every node, survives losing any one of its pods, and a rolling update
-to v2 completes with the app answering throughout."""
+to v2 completes with the app answering throughout.
+
+This lab runs kube-proxy in nftables mode (``kubepy up --proxy-mode nftables``): the other labs
+run the default iptables mode, so the example app's Services are the nftables mode's end-to-end
+check at no extra lab's cost."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 def app():
     lab = Lab()
     try:
-        lab.kubepy("up", "--nodes", "3")
+        lab.kubepy("up", "--nodes", "3", "--proxy-mode", "nftables")
         # HOME stays a real home: kubectl keeps its discovery cache there, not in the repo.
         env = {**os.environ, "NAME": lab.name, "STATE_DIR": str(lab.root)}
         run = subprocess.run([str(REPO / "examples" / "run")], cwd=REPO, env=env, capture_output=True, text=True,
@@ -65,6 +69,16 @@ def test_answers_on_every_node_and_counts_in_redis(app: Lab):
     assert all(r.startswith("hello from web v1 on web-") for r in replies), replies
     counts = [int(r.rsplit("visits: ", 1)[1]) for r in replies]
     assert counts == sorted(counts) and len(set(counts)) == len(counts), "each visit reaches the one Redis"
+
+
+def test_every_node_proxies_with_nftables(app: Lab):
+    web = app.json("get", "svc", "web")["spec"]["clusterIP"]
+    for i in (1, 2, 3):
+        elements = app.in_node(i, "nft", "list", "map", "ip", "kube-proxy", "service-ips")
+        assert elements.returncode == 0 and f"{web} . tcp . 80 : goto service-" in elements.stdout, elements
+        assert "KUBE-SERVICES" not in app.in_node(i, "iptables-save", "-t", "nat").stdout
+    assert all(n["metadata"]["annotations"]["kubepy.io/proxy-mode"] == "nftables"
+               for n in app.json("get", "nodes")["items"])
 
 
 def test_survives_losing_any_one_pod(app: Lab):

@@ -101,7 +101,9 @@ def udplab():
         pytest.fail("gcc is needed to build the udpecho image (apt-get install gcc libc6-dev); .ci/install installs it")
     lab = Lab()
     try:
-        up = lab.kubepy("up", "--nodes", str(NODES))
+        # nftables mode (the other labs but test_example_app's run iptables): stale UDP flows are the
+        # proxier's to delete whatever writes the rules.
+        up = lab.kubepy("up", "--nodes", str(NODES), "--proxy-mode", "nftables")
         assert "ready in" in up.stdout, up.stdout
         from kubepy.images import udp_echo_image
 
