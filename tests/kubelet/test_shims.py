@@ -68,7 +68,10 @@ def fake_shim(tmp_path):
     shutil.copy("/bin/sh", binary)
     sock = str(tmp_path / "containerd.sock")
     # sh -c 'script' NAME args...: argv[0] is the binary's path, the flags follow as $0...
-    proc = subprocess.Popen([str(binary), "-c", "sleep 300 & wait", "-namespace", "kubepy", "-id", "kptnode-t1",
+    # Like a real shim it outlives its container: kill_shim kills the child first, and a bare `wait`
+    # would let sh exit 0 before its own SIGKILL lands (the test saw 0, not -9, about 1 run in 4).
+    proc = subprocess.Popen([str(binary), "-c", "sleep 300 & wait; exec sleep 300", "-namespace", "kubepy",
+                             "-id", "kptnode-t1",
                              "-address", sock], start_new_session=True)
     try:
         yield proc, sock
