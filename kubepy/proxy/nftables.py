@@ -547,7 +547,7 @@ def _firewall(s: _Script, sp: ServicePort, config: NodeConfig) -> None:
         # nft merges overlapping elements of an anonymous interval set (a /32 inside a /24).
         s.rule(_fw(sp), f"ip saddr != {{ {', '.join(sources)} }} drop")
     else:  # ranges given, none of them IPv4: no IPv4 client is admitted (as iptables mode)
-        s.rule(_fw(sp), f'drop comment "{sp.key} admits no IPv4 source"')
+        s.rule(_fw(sp), 'drop comment "no IPv4 source range: nobody admitted"')
 
 
 def _balance(s: _Script, sp: ServicePort, chain: str, endpoints: tuple[Endpoint, ...],

@@ -247,7 +247,7 @@ def test_source_ranges_without_ipv4_admit_nobody() -> None:
     text = render_nft_full(keyed(web), CONFIG).text
     base = chain_base(web)
     assert lines(text, f"add rule {T} firewall-{base}") == [
-        f'add rule {T} firewall-{base} drop comment "ns/web:http admits no IPv4 source"']
+        f'add rule {T} firewall-{base} drop comment "no IPv4 source range: nobody admitted"']
     assert f"add element {T} firewall-ips {{ 172.30.0.200 . tcp . 80 : goto firewall-{base} }}" in text
 
 
