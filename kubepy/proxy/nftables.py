@@ -23,8 +23,18 @@ tests (``FakeNFTables``). Everything lives in one table, ``ip kube-proxy``
     filter-forward ─ ct state new ─► service-endpoints-check, cluster-ips-check
     filter-output  ─ ct state new ─► service-endpoints-check, firewall-check
     filter-output-post-dnat ─ ct state new ─► cluster-ips-check (a ClusterIP on a port no Service has: reject)
-    filter-prerouting ─ ct state new ─► firewall-check (vmap @firewall-ips; empty until
-                        loadBalancerSourceRanges are proxied)
+    filter-prerouting ─ ct state new ─► firewall-check
+        firewall-check ─ ip daddr . meta l4proto . th dport vmap @firewall-ips
+                       ─► firewall-<H>-…  (load-balancer IP:port of a Service with source ranges)
+        firewall-<H>-… ─ ip saddr != { ranges[, LB IPs when a range holds the node IP] } drop
+                         (no IPv4 range: drop); the rest goes on to the nat chains
+
+The firewall runs before DNAT, where the packet still carries the
+load-balancer address (iptables mode drops the refused ones later, in the
+filter table, because its KUBE-FW chain left them not DNATed: the same
+verdicts). It exists only for a Service port with endpoints and
+``source_ranges`` not None, and restricts the load-balancer IPs only: not
+the cluster IP, external IPs or NodePort (as upstream).
 
 The no-endpoint maps point at ``reject-chain`` (a Service without ready
 endpoints is refused at once) or ``drop`` (Local policy, nothing on this node).
@@ -51,6 +61,7 @@ import asyncio
 import base64
 import functools
 import hashlib
+import ipaddress
 import logging
 import re
 import shlex
@@ -102,9 +113,10 @@ SERVICE_PREFIX = "service-"
 EXTERNAL_PREFIX = "external-"
 LOCAL_PREFIX = "local-"
 ENDPOINT_PREFIX = "endpoint-"
+FIREWALL_PREFIX = "firewall-"
 AFFINITY_PREFIX = "affinity-"
 # A per-service chain or affinity set: a prefix, then the 8-character hash (so never "service-endpoints-check").
-PER_SERVICE_RE = re.compile(r"^(service|external|local|endpoint)-[A-Z2-7]{8}-")
+PER_SERVICE_RE = re.compile(r"^(service|external|local|firewall|endpoint)-[A-Z2-7]{8}-")
 AFFINITY_RE = re.compile(r"^affinity-[A-Z2-7]{8}-")
 
 IP_KEY = "ipv4_addr . inet_proto . inet_service : verdict"
@@ -175,6 +187,10 @@ def _local(sp: ServicePort) -> str:
     return LOCAL_PREFIX + chain_base(sp)
 
 
+def _fw(sp: ServicePort) -> str:
+    return FIREWALL_PREFIX + chain_base(sp)
+
+
 def _ep(sp: ServicePort, ep: Endpoint) -> str:
     return ENDPOINT_PREFIX + endpoint_chain_base(sp, ep)
 
@@ -193,6 +209,8 @@ def service_chains(sp: ServicePort) -> tuple[str, ...]:
     names = [_svc(sp)]
     if sp.has_external:
         names.append(_ext(sp))
+    if sp.uses_fw_chain:
+        names.append(_fw(sp))
     if sp.uses_local_chain:
         names.append(_local(sp))
     names.extend(_ep(sp, ep) for ep in sp.endpoints)
@@ -222,6 +240,9 @@ def elements(sp: ServicePort) -> dict[Element, str]:
             out[(NO_ENDPOINT_SERVICES, f"{sp.cluster_ip} . {proto} . {sp.port}")] = "drop"
         for ip in external:
             out[(SERVICE_IPS, f"{ip} . {proto} . {sp.port}")] = f"goto {_ext(sp)}"
+        if sp.uses_fw_chain:
+            for ip in sp.load_balancer_ips:
+                out[(FIREWALL_IPS, f"{ip} . {proto} . {sp.port}")] = f"goto {_fw(sp)}"
         if sp.node_port:
             out[(SERVICE_NODEPORTS, f"{proto} . {sp.node_port}")] = f"goto {_ext(sp)}"
         if sp.external_local and not sp.local_endpoints:
@@ -499,6 +520,8 @@ def _service(s: _Script, sp: ServicePort, config: NodeConfig) -> None:
         else:
             s.rule(ext, f'jump {MARK_MASQ} comment "masquerade traffic for {sp.key} external destinations"')
             s.rule(ext, f"goto {svc}")
+    if sp.uses_fw_chain:
+        _firewall(s, sp, config)
     if sp.uses_local_chain:
         _balance(s, sp, _local(sp), sp.local_endpoints, bases)
     _balance(s, sp, svc, sp.endpoints, bases)
@@ -509,6 +532,22 @@ def _service(s: _Script, sp: ServicePort, config: NodeConfig) -> None:
         if sp.affinity_timeout is not None:
             s.rule(chain, f"update @{AFFINITY_PREFIX}{bases[ep]} {{ ip saddr }}")
         s.rule(chain, f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}")
+
+
+def _firewall(s: _Script, sp: ServicePort, config: NodeConfig) -> None:
+    """firewall-<H>-…: drops (before DNAT) new connections to a load-balancer IP:port from any source
+    outside the Service's ranges; the others return to the base chain and go on to be DNATed."""
+    assert sp.source_ranges is not None
+    sources = list(sp.source_ranges)
+    node = ipaddress.ip_address(config.node_ip) if config.node_ip else None
+    if node is not None and any(node in ipaddress.ip_network(cidr) for cidr in sp.source_ranges):
+        # The node reaching an LB IP it holds itself talks from that address, not its node IP.
+        sources.extend(sp.load_balancer_ips)
+    if sources:
+        # nft merges overlapping elements of an anonymous interval set (a /32 inside a /24).
+        s.rule(_fw(sp), f"ip saddr != {{ {', '.join(sources)} }} drop")
+    else:  # ranges given, none of them IPv4: no IPv4 client is admitted (as iptables mode)
+        s.rule(_fw(sp), 'drop comment "no IPv4 source range: nobody admitted"')
 
 
 def _balance(s: _Script, sp: ServicePort, chain: str, endpoints: tuple[Endpoint, ...],

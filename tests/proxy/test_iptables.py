@@ -20,6 +20,7 @@ a test fails.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 import subprocess
@@ -33,7 +34,7 @@ import pytest
 
 from kubepy.proxy.iptables import RealIPTables, parse_state
 from kubepy.proxy.netlink import NodeNetlink
-from kubepy.proxy.nftables import RealNFTables, render_nft_full, render_nft_partial, service_chains
+from kubepy.proxy.nftables import RealNFTables, chain_base, render_nft_full, render_nft_partial, service_chains
 from kubepy.proxy.proxier import stale_udp_flows
 from kubepy.proxy.rules import (
     Endpoint,
@@ -135,19 +136,29 @@ class Topology:
     async def apply(self, ports: dict[str, ServicePort], config: NodeConfig = CONFIG) -> None:
         """A full sync in this topology's mode."""
         if self.mode == "nftables":
-            await self.nftables.apply(render_nft_full(ports, NFT_CONFIG, kernel=await self.nftables.state()).text)
+            await self.nftables.apply(render_nft_full(ports, nft_config(config),
+                                                      kernel=await self.nftables.state()).text)
             return
         state = parse_state(await self.iptables.save())
         await self.iptables.restore(render_full(ports, config, kernel=state).text)
 
-    async def apply_partial(self, before: dict[str, ServicePort], after: dict[str, ServicePort]) -> None:
+    async def apply_partial(self, before: dict[str, ServicePort], after: dict[str, ServicePort],
+                            config: NodeConfig = CONFIG) -> None:
         """A partial sync from ``before`` (in the kernel) to ``after``, of the keys that differ."""
         changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
         if self.mode == "nftables":
-            await self.nftables.apply(render_nft_partial(after, NFT_CONFIG, changed, previous=before).text)
+            await self.nftables.apply(render_nft_partial(after, nft_config(config), changed, previous=before).text)
             return
         previous = {c for p in before.values() for c in p.chains()}
-        await self.iptables.restore(render_partial(after, CONFIG, changed, previous_chains=previous).text)
+        await self.iptables.restore(render_partial(after, config, changed, previous_chains=previous).text)
+
+    def nft(self, *argv: str) -> str:
+        return sh("ip", "netns", "exec", self.node, "nft", *argv).stdout
+
+
+def nft_config(config: NodeConfig) -> NodeConfig:
+    """``config`` with the node address NodePorts answer on, as the proxier gives nftables mode."""
+    return dataclasses.replace(config, node_ips=NFT_CONFIG.node_ips)
 
 
 def build(t: Topology) -> None:
@@ -334,7 +345,7 @@ async def test_partial_sync_leaves_other_services_alone(topo: Topology) -> None:
     assert topo.client("a", "tcp", "10.96.0.32", 80)[0][1].startswith("c ")
 
 
-@IPTABLES
+@BOTH
 async def test_source_ranges_admit_only_their_clients(topo: Topology) -> None:
     # The LB address held by the node, as the announcer holds it (a /32 on the node's link).
     sh("ip", "-n", topo.node, "addr", "add", f"{LB_IP}/32", "dev", "vout")
@@ -343,19 +354,45 @@ async def test_source_ranges_admit_only_their_clients(topo: Topology) -> None:
         await topo.apply(keyed(outsider))
         (dropped,) = topo.client("out", "tcp", LB_IP, 80)
         assert dropped[0] == "TimeoutError", dropped  # dropped, not refused: nothing answers
-        rules = sh("ip", "netns", "exec", topo.node, "iptables", "-t", "filter", "-S", "KUBE-PROXY-FIREWALL").stdout
-        assert (f'-A KUBE-PROXY-FIREWALL -d {LB_IP}/32 -p tcp -m comment --comment '
-                f'"kptest/web:http traffic not accepted by {outsider.fw_chain}" -m tcp --dport 80 -j DROP') in rules
+        fw = f"firewall-{chain_base(outsider)}"
+        if topo.mode == "iptables":
+            rules = sh("ip", "netns", "exec", topo.node, "iptables", "-t", "filter", "-S", "KUBE-PROXY-FIREWALL").stdout
+            assert (f'-A KUBE-PROXY-FIREWALL -d {LB_IP}/32 -p tcp -m comment --comment '
+                    f'"kptest/web:http traffic not accepted by {outsider.fw_chain}" -m tcp --dport 80 -j DROP') in rules
+        else:
+            assert f"{LB_IP} . tcp . 80 : goto {fw}" in topo.nft("list", "map", "ip", "kube-proxy", "firewall-ips")
+            assert "ip saddr != 203.0.113.0/24 drop" in topo.nft("list", "chain", "ip", "kube-proxy", fw)
         # The client's /32 admitted; the node too, its IP being in the other range (it talks from the LB IP).
+        # A partial sync, as the proxier's when the Service is patched.
         admitted = sp("web", "a", port=80, load_balancer_ips=(LB_IP,),
                       source_ranges=("192.168.77.2/32", "192.168.77.0/30"))
-        await topo.apply(keyed(admitted), NodeConfig(cluster_cidr=CLUSTER_CIDR, node_ip=NODE_IP))
+        node_config = NodeConfig(cluster_cidr=CLUSTER_CIDR, node_ip=NODE_IP)
+        await topo.apply_partial(keyed(outsider), keyed(admitted), node_config)
+        if topo.mode == "nftables":  # the /32 merged into the /30 that holds it
+            assert (f"ip saddr != {{ 192.168.77.0/30, {LB_IP} }} drop"
+                    in topo.nft("list", "chain", "ip", "kube-proxy", fw))
         (ok,) = topo.client("out", "tcp", LB_IP, 80)
-        assert ok[0] == "ok" and ok[1] == f"a {GATEWAY}", ok  # through KUBE-EXT: masqueraded
+        assert ok[0] == "ok" and ok[1] == f"a {GATEWAY}", ok  # through the external chain: masqueraded
         (node,) = topo.client("node", "tcp", LB_IP, 80)
         assert node[0] == "ok" and node[1].startswith("a "), node
         # The cluster IP is not subject to the ranges.
         assert topo.client("c", "tcp", "10.96.0.20", 80)[0][0] == "ok"
+        # A range list with no IPv4 CIDR admits nobody, the node included.
+        nobody = sp("web", "a", port=80, load_balancer_ips=(LB_IP,), source_ranges=())
+        await topo.apply_partial(keyed(admitted), keyed(nobody), node_config)
+        assert topo.client("out", "tcp", LB_IP, 80)[0][0] == "TimeoutError"
+        assert topo.client("node", "tcp", LB_IP, 80)[0][0] == "TimeoutError"
+        # Ranges gone: open to everyone, and (nftables) the element and the chain deleted.
+        everyone = sp("web", "a", port=80, load_balancer_ips=(LB_IP,))
+        await topo.apply_partial(keyed(nobody), keyed(everyone), node_config)
+        (ok,) = topo.client("out", "tcp", LB_IP, 80)
+        assert ok[0] == "ok" and ok[1] == f"a {GATEWAY}", ok
+        if topo.mode == "nftables":
+            assert LB_IP not in topo.nft("list", "map", "ip", "kube-proxy", "firewall-ips")
+            assert fw not in (await topo.nftables.state()).chains
+        else:
+            saved = await topo.iptables.save()
+            assert outsider.fw_chain not in saved and "-A KUBE-PROXY-FIREWALL" not in saved
     finally:
         sh("ip", "-n", topo.node, "addr", "del", f"{LB_IP}/32", "dev", "vout", check=False)
 

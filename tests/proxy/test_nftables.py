@@ -27,10 +27,13 @@ T = "ip kube-proxy"
 
 
 def sp(name: str, *ips: str, cluster_ip: str = "10.96.0.20", node_port: int | None = None,
-       affinity: int | None = None, port_name: str = "http", protocol: str = "tcp") -> ServicePort:
+       affinity: int | None = None, port_name: str = "http", protocol: str = "tcp",
+       lb: tuple[str, ...] = (), external: tuple[str, ...] = (),
+       ranges: tuple[str, ...] | None = None) -> ServicePort:
     return ServicePort(namespace="ns", name=name, port_name=port_name, protocol=protocol, cluster_ip=cluster_ip,
                        port=80, node_port=node_port, affinity_timeout=affinity,
-                       endpoints=tuple(Endpoint(ip, 8080) for ip in ips))
+                       endpoints=tuple(Endpoint(ip, 8080) for ip in ips), load_balancer_ips=lb,
+                       external_ips=external, source_ranges=ranges)
 
 
 def keyed(*ports: ServicePort) -> dict[str, ServicePort]:
@@ -203,6 +206,112 @@ def test_partial_sync_affinity_timeout_change_updates_the_set() -> None:
     assert off.text.splitlines()[-1] == f"delete set {T} affinity-{e}"
 
 
+def test_source_ranges_firewall_the_load_balancer_ips_only() -> None:
+    web = sp("web", "10.244.1.10", node_port=30080, lb=("172.30.0.200", "172.30.0.201"), external=("198.51.100.7",),
+             ranges=("203.0.113.0/24", "192.168.77.0/24"))
+    # The node's IP is in the second range: the LB addresses (the node's own source when it dials them) too.
+    config = NodeConfig(cluster_cidr="10.244.0.0/16", node_ip="192.168.77.1", node_ips=("192.168.77.1",))
+    rs = render_nft_full(keyed(web), config)
+    base = chain_base(web)
+    assert service_chains(web) == (f"service-{base}", f"external-{base}", f"firewall-{base}",
+                                   f"endpoint-{endpoint_chain_base(web, web.endpoints[0])}")
+    assert f"add chain {T} firewall-{base}" in rs.text and f"flush chain {T} firewall-{base}" in rs.text
+    assert lines(rs.text, f"add rule {T} firewall-{base}") == [
+        f"add rule {T} firewall-{base} ip saddr != {{ 203.0.113.0/24, 192.168.77.0/24, 172.30.0.200, 172.30.0.201 }} "
+        "drop",
+    ]
+    # Only the load-balancer IP:port goes through it; external IP, cluster IP and NodePort don't (as upstream).
+    assert f"add element {T} firewall-ips {{ 172.30.0.200 . tcp . 80 : goto firewall-{base}, " \
+           f"172.30.0.201 . tcp . 80 : goto firewall-{base} }}" in lines(rs.text, "add element")
+    assert "198.51.100.7 . tcp . 80 : goto external-" in rs.text and "30080 : goto firewall" not in rs.text
+    # Admitted traffic still dispatches to external-…; the check runs pre-DNAT from prerouting and output.
+    assert f"172.30.0.200 . tcp . 80 : goto external-{base}" in rs.text
+    assert lines(rs.text, f"add rule {T} filter-prerouting", f"add rule {T} filter-output ",
+                 f"add rule {T} firewall-check") == [
+        f"add rule {T} filter-output ct state new jump service-endpoints-check",
+        f"add rule {T} filter-prerouting ct state new jump firewall-check",
+        f"add rule {T} filter-output ct state new jump firewall-check",
+        f"add rule {T} firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips",
+    ]
+    assert rs.nat_chains >= {f"firewall-{base}"}
+    # Without the node IP in a range (or with no node IP known) the LB addresses are not admitted.
+    for cfg in (CONFIG, NodeConfig(cluster_cidr="10.244.0.0/16", node_ip="10.0.0.1")):
+        text = render_nft_full(keyed(web), cfg).text
+        assert lines(text, f"add rule {T} firewall-{base}") == [
+            f"add rule {T} firewall-{base} ip saddr != {{ 203.0.113.0/24, 192.168.77.0/24 }} drop"]
+
+
+def test_source_ranges_without_ipv4_admit_nobody() -> None:
+    # As iptables mode: ranges given but none of them IPv4 (source_ranges == ()) → every IPv4 client dropped.
+    web = sp("web", "10.244.1.10", lb=("172.30.0.200",), ranges=())
+    text = render_nft_full(keyed(web), CONFIG).text
+    base = chain_base(web)
+    assert lines(text, f"add rule {T} firewall-{base}") == [
+        f'add rule {T} firewall-{base} drop comment "no IPv4 source range: nobody admitted"']
+    assert f"add element {T} firewall-ips {{ 172.30.0.200 . tcp . 80 : goto firewall-{base} }}" in text
+
+
+def test_no_firewall_without_ranges_lb_ips_or_endpoints() -> None:
+    cases = {
+        "no ranges": sp("web", "10.244.1.10", lb=("172.30.0.200",)),
+        "no LB IP": sp("web", "10.244.1.10", node_port=30080, ranges=("203.0.113.0/24",)),
+        "no endpoints": sp("web", lb=("172.30.0.200",), ranges=("203.0.113.0/24",)),
+    }
+    for what, port in cases.items():
+        text = render_nft_full(keyed(port), CONFIG).text
+        fw = f"firewall-{chain_base(port)}"
+        assert "firewall-ips {" not in "".join(lines(text, "add element")), what
+        assert not lines(text, f"add chain {T} {fw}", f"add rule {T} {fw}") and fw not in service_chains(port), what
+        assert f"add rule {T} firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips" in text
+    # Without endpoints the LB address is refused at once anyway.
+    assert (f"add element {T} no-endpoint-services {{ 10.96.0.20 . tcp . 80 : goto reject-chain, "
+            f"172.30.0.200 . tcp . 80 : goto reject-chain }}") in render_nft_full(keyed(cases["no endpoints"]),
+                                                                                CONFIG).text
+
+
+def test_partial_sync_adds_changes_and_removes_the_firewall() -> None:
+    key = "ns/web:http|tcp"
+    open_ = sp("web", "10.244.1.10", lb=("172.30.0.200",))
+    closed = sp("web", "10.244.1.10", lb=("172.30.0.200",), ranges=("203.0.113.0/24",))
+    wider = sp("web", "10.244.1.10", lb=("172.30.0.200",), ranges=("203.0.113.0/24", "198.51.100.0/24"))
+    other = sp("other", "10.244.1.11", cluster_ip="10.96.0.21", lb=("172.30.0.201",), ranges=("10.0.0.0/8",))
+    fw = f"firewall-{chain_base(closed)}"
+    rs = render_nft_partial(keyed(closed, other), CONFIG, {key}, previous=keyed(open_, other))
+    assert lines(rs.text, "add element", "delete element") == [
+        f"add element {T} firewall-ips {{ 172.30.0.200 . tcp . 80 : goto {fw} }}"]
+    assert f"add chain {T} {fw}" in rs.text
+    assert f"add rule {T} {fw} ip saddr != {{ 203.0.113.0/24 }} drop" in rs.text
+    assert chain_base(other) not in rs.text  # the other firewalled Service is not touched
+    assert fw in rs.nat_chains and f"firewall-{chain_base(other)}" in rs.nat_chains
+    # Ranges changed: the chain rewritten, the map element kept as it is.
+    rs = render_nft_partial(keyed(wider, other), CONFIG, {key}, previous=keyed(closed, other))
+    assert not lines(rs.text, "add element", "delete element")
+    assert lines(rs.text, f"flush chain {T} {fw}", f"add rule {T} {fw}") == [
+        f"flush chain {T} {fw}", f"add rule {T} {fw} ip saddr != {{ 203.0.113.0/24, 198.51.100.0/24 }} drop"]
+    # Ranges gone: element and chain deleted in the same transaction.
+    rs = render_nft_partial(keyed(open_, other), CONFIG, {key}, previous=keyed(wider, other))
+    assert lines(rs.text, "add element", "delete element") == [
+        f"delete element {T} firewall-ips {{ 172.30.0.200 . tcp . 80 }}"]
+    body = rs.text.splitlines()
+    assert body[-1] == f"delete chain {T} {fw}" and rs.deleted == (fw,) and fw not in rs.nat_chains
+    # Endpoints gone: the firewall goes with the chains (the LB address is rejected instead).
+    rs = render_nft_partial(keyed(sp("web", lb=("172.30.0.200",), ranges=("203.0.113.0/24",)), other), CONFIG,
+                            {key}, previous=keyed(closed, other))
+    assert f"delete element {T} firewall-ips {{ 172.30.0.200 . tcp . 80 }}" in rs.text
+    assert f"delete chain {T} {fw}" in rs.text
+
+
+def test_full_sync_deletes_a_stale_firewall_chain() -> None:
+    was = sp("web", "10.244.1.10", lb=("172.30.0.200",), ranges=("203.0.113.0/24",))
+    now = sp("web", "10.244.1.10", lb=("172.30.0.200",))
+    fw = f"firewall-{chain_base(was)}"
+    kernel = NftState(exists=True, chains=frozenset({*service_chains(was), "firewall-check"}))
+    rs = render_nft_full(keyed(now), CONFIG, kernel=kernel)
+    assert rs.deleted == (fw,) and rs.text.splitlines()[-1] == f"delete chain {T} {fw}"
+    assert f"flush map {T} firewall-ips" in rs.text and "firewall-ips {" not in "".join(lines(rs.text, "add element"))
+    assert f"delete chain {T} firewall-check" not in rs.text
+
+
 def test_pod_egress_masquerade() -> None:
     cfg = NodeConfig(cluster_cidr="10.244.0.0/16", pod_egress_cidr="10.244.0.0/16")
     text = render_nft_full({}, cfg).text
@@ -306,6 +415,39 @@ async def test_proxier_nftables_failure_recreates_the_table(nft_harness: NftHarn
     retry = h.nft.last
     assert retry.splitlines()[1] == f"delete table {T}" and "dnat to 10.244.1.60:80" in retry
     assert retry.count(f"add element {T} service-ips") == 1 and retry.count("10.96.0.1") >= 3
+
+
+async def test_proxier_nftables_source_ranges_patched_in_partial_syncs() -> None:
+    h = NftHarness(min_sync_period=0.05)
+    svc = service("web", "10.96.0.30")
+    svc["spec"]["type"] = "LoadBalancer"
+    svc["status"] = {"loadBalancer": {"ingress": [{"ip": "172.30.0.200"}]}}
+    h.client.seed("services", svc)
+    h.client.seed("endpointslices", endpoints("web", "10.244.1.5"))
+    try:
+        await h.start()
+        web = h.proxier._applied["ns/web|tcp"]  # type: ignore[index]
+        fw = f"firewall-{chain_base(web)}"
+        assert fw not in h.nft.last and "firewall-ips {" not in "".join(lines(h.nft.last, "add element"))
+        await h.client.patch("services", "web", {"spec": {"loadBalancerSourceRanges": ["203.0.113.0/24"]}},
+                             namespace="ns")
+        await wait_until(lambda: h.proxier.syncs >= 2)
+        partial = h.nft.last
+        assert "flush map" not in partial
+        assert f"add element {T} firewall-ips {{ 172.30.0.200 . tcp . 80 : goto {fw} }}" in partial
+        assert f"add rule {T} {fw} ip saddr != {{ 203.0.113.0/24 }} drop" in partial
+        assert fw in h.nft.chains
+        # The node's own IP (192.168.77.1) in a range admits the LB address as a source.
+        await h.client.patch("services", "web", {"spec": {"loadBalancerSourceRanges": ["192.168.77.0/24"]}},
+                             namespace="ns")
+        await wait_until(lambda: h.proxier.syncs >= 3)
+        assert f"add rule {T} {fw} ip saddr != {{ 192.168.77.0/24, 172.30.0.200 }} drop" in h.nft.last
+        await h.client.patch("services", "web", {"spec": {"loadBalancerSourceRanges": None}}, namespace="ns")
+        await wait_until(lambda: h.proxier.syncs >= 4)
+        assert f"delete element {T} firewall-ips {{ 172.30.0.200 . tcp . 80 }}" in h.nft.last
+        assert f"delete chain {T} {fw}" in h.nft.last and fw not in h.nft.chains
+    finally:
+        await h.stop()
 
 
 def test_unknown_proxy_mode_is_refused() -> None:
