@@ -14,19 +14,27 @@ looked at in two roles:
   background; when some owner is left, references to the missing ones are
   dropped and it stays.
 
+Custom resources join the graph at run time, as upstream's discovery-driven
+monitors do: once a CRD is Established, an informer of its kind starts (and
+stops when the CRD goes), so an operator's Deployment owned by its custom
+resource is collected when that resource is deleted. A kind served by no
+CRD stays UNKNOWN and is never acted on.
+
 Reads the shared informers; writes through the client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from kubepy.client import ConflictError, Informer, NotFoundError, WorkQueue, object_key, run_workers
-from kubepy.controllers.context import ControllerContext
+from kubepy.controllers.context import DEFAULT_INDEXERS, ControllerContext
 from kubepy.kinds import Kind, all_kinds, by_kind
+from kubepy.kinds.apiextensions.customresource import kinds_for
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +114,63 @@ class GarbageCollector:
         self.client = ctx.client
         self.queue = WorkQueue(name=self.name)
         self.informers: dict[str, Informer] = {}
+        # resource (a built-in plural, or "<plural>.<group>" of a custom kind) -> what the client is given
+        self.apis: dict[str, str | Kind] = {}
+        self.custom: dict[tuple[str, str], str] = {}     # (group, kind) of a served custom kind -> resource
+        self.custom_tasks: dict[str, asyncio.Task[None]] = {}
         for resource in graph_resources():
-            inf = ctx.informers.informer(resource)
-            self.informers[resource] = inf
-            inf.add_handler(lambda o, r=resource: self._changed(r, o),
-                            lambda old, new, r=resource: self._changed(r, new),
-                            lambda o, r=resource: self._deleted(r, o))
+            self._watch(resource, ctx.informers.informer(resource), resource)
+        crds = self.informers.get("customresourcedefinitions")
+        if crds is not None:
+            crds.add_handler(self._crd_changed, lambda old, new: self._crd_changed(new), self._crd_deleted)
+
+    def _watch(self, resource: str, inf: Informer, api: str | Kind) -> None:
+        self.informers[resource] = inf
+        self.apis[resource] = api
+        inf.add_handler(lambda o, r=resource: self._changed(r, o),
+                        lambda old, new, r=resource: self._changed(r, new),
+                        lambda o, r=resource: self._deleted(r, o))
+
+    # -- custom kinds --------------------------------------------------------------
+    def _crd_changed(self, crd: dict[str, Any]) -> None:
+        established = any(c.get("type") == "Established" and c.get("status") == "True"
+                          for c in (crd.get("status") or {}).get("conditions") or [])
+        spec = crd.get("spec") or {}
+        served = kinds_for(crd) if established else []
+        if not served:
+            return
+        kind = served[0]  # every served version shows the same objects
+        resource = f"{kind.plural}.{spec.get('group')}"
+        if resource in self.informers:
+            return
+        inf = Informer(self.client, kind, indexers=dict(DEFAULT_INDEXERS))  # type: ignore[arg-type]
+        self._watch(resource, inf, kind)
+        self.custom[(str(spec.get("group")), str((spec.get("names") or {}).get("kind")))] = resource
+        self.custom_tasks[resource] = asyncio.get_running_loop().create_task(inf.run(), name=f"gc-informer:{resource}")
+        log.info("custom kind monitored resource=%s", resource)
+
+    def _crd_deleted(self, crd: dict[str, Any]) -> None:
+        spec = crd.get("spec") or {}
+        resource = self.custom.pop((str(spec.get("group")), str((spec.get("names") or {}).get("kind"))), None)
+        if resource is None:
+            return
+        task = self.custom_tasks.pop(resource, None)
+        if task is not None:
+            task.cancel()
+        self.informers.pop(resource, None)
+        self.apis.pop(resource, None)
+        log.info("custom kind unmonitored resource=%s", resource)
+
+    def _resource_of_ref(self, ref: dict[str, Any]) -> tuple[str, Kind] | None:
+        """The graph resource and kind an ownerReference names (built-in or served custom kind)."""
+        builtin = resource_of_ref(ref)
+        if builtin is not None and builtin.plural in self.informers:
+            return builtin.plural, builtin
+        api_version = ref.get("apiVersion") or ""
+        group = api_version.split("/", 1)[0] if "/" in api_version else ""
+        resource = self.custom.get((group, ref.get("kind") or ""))
+        api = self.apis.get(resource or "")
+        return (resource, api) if resource and isinstance(api, Kind) else None
 
     # -- handlers --------------------------------------------------------------
     def _changed(self, resource: str, obj: dict[str, Any]) -> None:
@@ -129,22 +188,28 @@ class GarbageCollector:
                 self.queue.add(f"{dep_resource}|{object_key(dep)}")
         # A foreground owner waiting for this object may go now.
         for ref in meta.get("ownerReferences") or []:
-            res = resource_of_ref(ref)
-            if res is not None and res.plural in self.informers:
-                key = f"{meta.get('namespace')}/{ref.get('name')}" if res.namespaced else str(ref.get("name"))
-                self.queue.add(f"{res.plural}|{key}")
+            found = self._resource_of_ref(ref)
+            if found is not None:
+                key = f"{meta.get('namespace')}/{ref.get('name')}" if found[1].namespaced else str(ref.get("name"))
+                self.queue.add(f"{found[0]}|{key}")
 
     def _dependents(self, uid: str) -> list[tuple[str, dict[str, Any]]]:
         return [(resource, dep) for resource, inf in self.informers.items()
                 for dep in inf.cache.by_index("owner", uid)]
 
     async def run(self) -> None:
-        await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
+        try:
+            await run_workers(self.queue, self.reconcile, workers=self.ctx.config.concurrent_syncs, logger=log)
+        finally:
+            for task in self.custom_tasks.values():
+                task.cancel()
+            await asyncio.gather(*self.custom_tasks.values(), return_exceptions=True)
 
     # -- one object ------------------------------------------------------------
     async def reconcile(self, item: str) -> None:
         resource, key = item.split("|", 1)
-        obj = self.informers[resource].cache.get(key)
+        inf = self.informers.get(resource)
+        obj = inf.cache.get(key) if inf is not None else None
         if obj is None:
             return
         meta = obj["metadata"]
@@ -197,18 +262,19 @@ class GarbageCollector:
             await self._delete(resource, obj, decision.policy, reason="all owners gone")
 
     async def _owner_state(self, namespace: str | None, ref: dict[str, Any]) -> OwnerState:
-        res = resource_of_ref(ref)
-        if res is None:
+        found = self._resource_of_ref(ref)
+        if found is None:
             return OwnerState.UNKNOWN
+        resource, res = found
         if res.namespaced and not namespace:
             return OwnerState.UNKNOWN  # a cluster-scoped object cannot have a namespaced owner
         key = f"{namespace}/{ref.get('name')}" if res.namespaced else str(ref.get("name"))
-        inf = self.informers.get(res.plural)
+        inf = self.informers.get(resource)
         owner = inf.cache.get(key) if inf is not None else None
         if owner is None or owner["metadata"].get("uid") != ref["uid"]:
             # The cache may not have seen it yet: only the API server can say it is gone.
             try:
-                owner = await self.client.get(res.plural, str(ref.get("name")), namespace=namespace)
+                owner = await self.client.get(self.apis[resource], str(ref.get("name")), namespace=namespace)
             except NotFoundError:
                 return OwnerState.ABSENT
             if owner["metadata"].get("uid") != ref["uid"]:
@@ -222,8 +288,9 @@ class GarbageCollector:
     async def _delete(self, resource: str, obj: dict[str, Any], policy: str, *, reason: str) -> None:
         meta = obj["metadata"]
         try:
-            await self.client.delete(resource, meta["name"], namespace=meta.get("namespace"),
-                                     propagation_policy=policy, preconditions={"uid": meta.get("uid")})
+            await self.client.delete(self.apis.get(resource, resource), meta["name"],
+                                     namespace=meta.get("namespace"), propagation_policy=policy,
+                                     preconditions={"uid": meta.get("uid")})
         except NotFoundError:
             return
         except ConflictError:
@@ -234,7 +301,8 @@ class GarbageCollector:
     async def _remove_refs(self, resource: str, obj: dict[str, Any], uids: set[str]) -> None:
         meta = obj["metadata"]
         try:
-            live = await self.client.get(resource, meta["name"], namespace=meta.get("namespace"))
+            live = await self.client.get(self.apis.get(resource, resource), meta["name"],
+                                         namespace=meta.get("namespace"))
         except NotFoundError:
             return
         if live["metadata"].get("uid") != meta.get("uid"):
@@ -245,16 +313,17 @@ class GarbageCollector:
         live["metadata"]["ownerReferences"] = refs
         if not refs:
             live["metadata"].pop("ownerReferences")
-        await self.client.update(resource, live)  # 409 on a concurrent write: retried
+        await self.client.update(self.apis.get(resource, resource), live)  # 409 on a concurrent write: retried
 
     async def _remove_finalizer(self, resource: str, obj: dict[str, Any], finalizer: str) -> None:
         meta = obj["metadata"]
         try:
-            live = await self.client.get(resource, meta["name"], namespace=meta.get("namespace"))
+            live = await self.client.get(self.apis.get(resource, resource), meta["name"],
+                                         namespace=meta.get("namespace"))
         except NotFoundError:
             return
         finalizers = live["metadata"].get("finalizers") or []
         if live["metadata"].get("uid") != meta.get("uid") or finalizer not in finalizers:
             return
         live["metadata"]["finalizers"] = [f for f in finalizers if f != finalizer]
-        await self.client.update(resource, live)
+        await self.client.update(self.apis.get(resource, resource), live)
