@@ -25,9 +25,14 @@ the distribution's packages, with no registry::
   Kubernetes client (``python3-kubernetes`` and the packages it imports),
   the libraries they load (``ldd``) and busybox; runs ``/app/incluster.py``,
   which lists pods through in-cluster config (see ``INCLUSTER_PY``).
+- ``kubepy.local/kopf:1``: the pyclient image plus Kopf (the operator
+  framework) and its dependencies, ``pip install --target`` from PyPI for the
+  image's Python; runs ``kopf run`` with the pod's args.
+- ``kubepy.local/hello:1``: busybox ``httpd`` serving a static page on 80.
 
 Downloaded ``.deb`` files are kept in a cache directory (``--deb-cache``,
-default ``$XDG_CACHE_HOME/kubepy/debs``) so rebuilds need no network.
+default ``$XDG_CACHE_HOME/kubepy/debs``) so rebuilds need no network; so is the
+``pip install --target`` tree (``$XDG_CACHE_HOME/kubepy/pip/<key of the requirements>``).
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ import time
 from pathlib import Path
 
 __all__ = ["BUSYBOX_APPLETS", "EXAMPLE_IMAGES", "ImageBuildError", "build_examples", "build_image",
-           "busybox_image", "job_image", "pyclient_image", "redis_image", "udp_echo_image", "web_image"]
+           "busybox_image", "hello_image", "job_image", "kopf_image", "pip_target", "pyclient_image",
+           "redis_image", "udp_echo_image", "web_image"]
 
 BUSYBOX = "/bin/busybox"   # Debian's busybox-static
 BUSYBOX_APPLETS = ["sh", "ash", "sleep", "echo", "cat", "ls", "ps", "wget", "nc", "httpd", "ip",
@@ -190,7 +196,7 @@ REDIS_REF, WEB_REFS, JOB_REF = "kubepy.local/redis:7", ("kubepy.local/web:1", "k
 PYCLIENT_REF = "kubepy.local/pyclient:1"
 EXAMPLE_IMAGES = (REDIS_REF, *WEB_REFS, JOB_REF)
 # Built on request (--only), not by default: examples/ does not use it and it is the largest.
-OPTIONAL_IMAGES = (PYCLIENT_REF,)
+OPTIONAL_IMAGES = (PYCLIENT_REF, "kubepy.local/kopf:1", "kubepy.local/hello:1")
 
 # redis-server's binary is in redis-tools (redis-server is a symlink to it);
 # libjemalloc2 and liblzf1 are installed on few hosts, so they come as packages
@@ -406,7 +412,8 @@ PYCLIENT_PACKAGES = (
 PYTHON = "/usr/bin/python3.11"
 PYTHON_STDLIB, PYTHON_SITE = "/usr/lib/python3.11", "/usr/lib/python3/dist-packages"
 # The stdlib's C modules the client imports (the same measurement), plus a few that
-# a small program commonly does (asyncio, uuid, zoneinfo, select/mmap helpers).
+# a small program commonly does (asyncio, uuid, zoneinfo, select/mmap helpers). Kopf and
+# aiohttp (the kopf image) import no others (measured likewise).
 PYCLIENT_DYNLOAD = ("_bz2", "_decimal", "_hashlib", "_json", "_lzma", "_multibytecodec", "_multiprocessing",
                     "_queue", "_ssl", "_typing", "_asyncio", "_contextvars", "_uuid", "_zoneinfo", "mmap",
                     "resource", "termios", "_posixshmem")
@@ -479,51 +486,141 @@ def _tree_files(staged: Path, under: str) -> tuple[dict[str, Path], dict[str, st
     return files, links
 
 
-def pyclient_image(ref: str, out_tar: Path, *, deb_cache: Path | None = None) -> Path:
-    """Debian's python3.11 + python3-kubernetes (and what it imports) + busybox; runs /app/incluster.py.
+def _python_tree(tmp: Path, deb_cache: Path | None, *,
+                 site: Path | None = None) -> tuple[dict[str, Path], dict[str, str]]:
+    """The pyclient image's files: Debian's python3.11 + python3-kubernetes + busybox.
 
-    The sources are compiled to ``__pycache__`` at build time with the image's own
-    interpreter (unchecked-hash pycs), so a pod does not compile 600 modules on start."""
+    ``site`` (a ``pip install --target`` tree) goes to ``PYTHON_LOCAL_SITE``, which Debian's
+    interpreter puts on ``sys.path`` before its own packages; its extensions' libraries are
+    found like the interpreter's. Everything is compiled to ``__pycache__`` with the image's
+    own interpreter (unchecked-hash pycs), so a pod does not compile hundreds of modules on start."""
+    staged = tmp / "debs"
+    for deb in download_debs(PYCLIENT_PACKAGES, deb_cache):
+        _run("dpkg-deb", "-x", str(deb), str(staged))
+    if site is not None:
+        shutil.copytree(site, staged / PYTHON_LOCAL_SITE.lstrip("/"), symlinks=True)
+    trees = (PYTHON_STDLIB, PYTHON_SITE) + ((PYTHON_LOCAL_SITE,) if site is not None else ())
+    lib_dynload = staged / PYTHON_STDLIB.lstrip("/") / "lib-dynload"
+    for so in lib_dynload.glob("*.so"):
+        if so.name.split(".", 1)[0] not in PYCLIENT_DYNLOAD:
+            so.unlink()
+    python = staged / PYTHON.lstrip("/")
+    extensions = [p for p in staged.rglob("*.so") if p.is_file() and not p.name.startswith("lib")]
+    libraries = library_closure([python, *extensions], staged)
+    for under in trees:
+        for path in list((staged / under.lstrip("/")).rglob("*")):
+            if _PYCLIENT_SKIP.search("/" + str(path.relative_to(staged))) and path.is_file():
+                path.unlink()
+    # The image's interpreter compiles its own tree: same magic number, paths as in the image.
+    env = dict(os.environ, PYTHONHOME=str(staged / "usr"), LD_LIBRARY_PATH=":".join(
+        sorted({str(p.parent) for p in libraries.values()})))
+    env.pop("PYTHONPATH", None)
+    _run(str(python), "-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+         "-s", str(staged), "-p", "/", *(str(staged / t.lstrip("/")) for t in trees), env=env)
+    files, symlinks = _busybox_base(tmp)
+    files[PYTHON] = python
+    for under in trees:
+        tree, links = _tree_files(staged, under)
+        files.update(tree)
+        symlinks.update(links)
+    files.update(libraries)
+    for pkg in PYCLIENT_PACKAGES:
+        copyright_file = staged / "usr/share/doc" / pkg / "copyright"
+        if copyright_file.exists():
+            files[f"/usr/share/doc/{pkg}/copyright"] = copyright_file
+    symlinks["/usr/bin/python3"] = "python3.11"
+    return files, symlinks
+
+
+def pyclient_image(ref: str, out_tar: Path, *, deb_cache: Path | None = None) -> Path:
+    """Debian's python3.11 + python3-kubernetes (and what it imports) + busybox; runs /app/incluster.py."""
     with tempfile.TemporaryDirectory(prefix="kubepy-pyclient-") as tmp_:
         tmp = Path(tmp_)
-        staged = tmp / "debs"
-        for deb in download_debs(PYCLIENT_PACKAGES, deb_cache):
-            _run("dpkg-deb", "-x", str(deb), str(staged))
-        dynload = staged / PYTHON_STDLIB.lstrip("/") / "lib-dynload"
-        for so in dynload.glob("*.so"):
-            if so.name.split(".", 1)[0] not in PYCLIENT_DYNLOAD:
-                so.unlink()
-        python = staged / PYTHON.lstrip("/")
-        extensions = [p for p in staged.rglob("*.so") if p.is_file() and not p.name.startswith("lib")]
-        libraries = library_closure([python, *extensions], staged)
-        app = _script(tmp, "incluster.py", INCLUSTER_PY)
-        for under in (PYTHON_STDLIB, PYTHON_SITE):
-            for path in list((staged / under.lstrip("/")).rglob("*")):
-                if _PYCLIENT_SKIP.search("/" + str(path.relative_to(staged))) and path.is_file():
-                    path.unlink()
-        # The image's interpreter compiles its own tree: same magic number, paths as in the image.
-        env = dict(os.environ, PYTHONHOME=str(staged / "usr"), LD_LIBRARY_PATH=":".join(
-            sorted({str(p.parent) for p in libraries.values()})))
-        env.pop("PYTHONPATH", None)
-        _run(str(python), "-I", "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-             "-s", str(staged), "-p", "/", str(staged / PYTHON_STDLIB.lstrip("/")),
-             str(staged / PYTHON_SITE.lstrip("/")), env=env)
-        files, symlinks = _busybox_base(tmp)
-        files[PYTHON] = python
-        for under in (PYTHON_STDLIB, PYTHON_SITE):
-            tree, links = _tree_files(staged, under)
-            files.update(tree)
-            symlinks.update(links)
-        files.update(libraries)
-        files["/app/incluster.py"] = app
-        for pkg in PYCLIENT_PACKAGES:
-            copyright_file = staged / "usr/share/doc" / pkg / "copyright"
-            if copyright_file.exists():
-                files[f"/usr/share/doc/{pkg}/copyright"] = copyright_file
-        symlinks["/usr/bin/python3"] = "python3.11"
+        files, symlinks = _python_tree(tmp, deb_cache)
+        files["/app/incluster.py"] = _script(tmp, "incluster.py", INCLUSTER_PY)
         return build_image(ref, out_tar, files=files, symlinks=symlinks,
                            entrypoint=["python3", "/app/incluster.py"],
                            env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}, workdir="/app")
+
+
+# -- kopf: the pyclient image plus the Kopf operator framework from PyPI ---------------
+
+KOPF_REF = "kubepy.local/kopf:1"
+# Pinned: the image is rebuilt when this changes (its pip tree is cached under a key of it).
+KOPF_REQUIREMENTS = ("kopf==1.45.2",)
+# Wheels for the image's interpreter, not the host's: CPython 3.11 on glibc (Debian 12's 2.36).
+PIP_TARGET_PLATFORM = ("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
+                       "--only-binary=:all:")
+PYTHON_LOCAL_SITE = "/usr/local/lib/python3.11/dist-packages"
+
+
+def default_pip_cache() -> Path:
+    return default_deb_cache().parent / "pip"
+
+
+def pip_target(requirements: tuple[str, ...], cache_dir: Path | None = None) -> Path:
+    """``pip install --target`` of ``requirements`` (and their dependencies) for the image's
+    Python, kept in ``cache_dir/<key>`` (the key: the requirements and the target platform),
+    so a rebuild needs no network. Returns the tree."""
+    import hashlib
+    machine = os.uname().machine
+    platforms = [f"manylinux_2_{v}_{machine}" for v in (17, 28, 34, 36)] + [f"manylinux2014_{machine}"]
+    spec = [*requirements, *PIP_TARGET_PLATFORM, *platforms]
+    key = hashlib.sha256("\n".join(spec).encode()).hexdigest()[:16]
+    cache_dir = Path(cache_dir or default_pip_cache())
+    tree = cache_dir / key
+    if tree.is_dir():
+        return tree
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kubepy-pip-", dir=cache_dir) as tmp:
+        partial = Path(tmp) / "site"
+        argv = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
+                "--target", str(partial), *PIP_TARGET_PLATFORM]
+        for platform in platforms:
+            argv += ["--platform", platform]
+        _run(*argv, *requirements)
+        shutil.rmtree(partial / "bin", ignore_errors=True)   # console scripts with the host's shebang
+        partial.rename(tree)
+    return tree
+
+
+KOPF_MAIN = """#!/usr/bin/python3.11
+# kopf's console script, for the image's interpreter.
+import sys
+from kopf.cli import main
+sys.exit(main())
+"""
+
+
+def kopf_image(ref: str, out_tar: Path, *, deb_cache: Path | None = None, pip_cache: Path | None = None) -> Path:
+    """The pyclient image (Debian's python3.11 + python3-kubernetes + busybox) plus Kopf and its
+    dependencies from PyPI (``pip_target``); runs ``kopf run``: give the operator's file and flags as args."""
+    site = pip_target(KOPF_REQUIREMENTS, pip_cache)
+    with tempfile.TemporaryDirectory(prefix="kubepy-kopf-") as tmp_:
+        tmp = Path(tmp_)
+        files, symlinks = _python_tree(tmp, deb_cache, site=site)
+        files["/usr/local/bin/kopf"] = _script(tmp, "kopf", KOPF_MAIN)
+        return build_image(ref, out_tar, files=files, symlinks=symlinks, entrypoint=["kopf", "run"],
+                           env={"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1",
+                                "PYTHONUNBUFFERED": "1"}, workdir="/app")
+
+
+# -- a static web server, for charts whose pods serve HTTP ----------------------------
+
+HELLO_REF = "kubepy.local/hello:1"
+
+
+def hello_image(ref: str, out_tar: Path, *, port: int = 80) -> Path:
+    """busybox ``httpd`` serving a static ``/index.html`` (``hello from <ref>``) on ``port``; exits on TERM."""
+    with tempfile.TemporaryDirectory(prefix="kubepy-hello-") as tmp_:
+        tmp = Path(tmp_)
+        files, symlinks = _busybox_base(tmp)
+        files["/bin/web"] = _script(tmp, "web", WEB_ENTRYPOINT)
+        index = tmp / "index.html"
+        index.write_text(f"hello from {ref}\n")
+        files["/www/index.html"] = index
+        return build_image(ref, out_tar, files=files, symlinks=symlinks, entrypoint=["/bin/web"],
+                           env={"PATH": "/bin", "PORT": str(port)}, workdir="/www")
 
 
 def archive_name(ref: str) -> str:
@@ -548,6 +645,10 @@ def build_examples(out_dir: Path, *, deb_cache: Path | None = None,
             built[ref] = job_image(ref, out)
         elif ref == PYCLIENT_REF:
             built[ref] = pyclient_image(ref, out, deb_cache=deb_cache)
+        elif ref == KOPF_REF:
+            built[ref] = kopf_image(ref, out, deb_cache=deb_cache)
+        elif ref == HELLO_REF:
+            built[ref] = hello_image(ref, out)
         else:
             raise ImageBuildError(f"no example image {ref}; known: {', '.join(EXAMPLE_IMAGES + OPTIONAL_IMAGES)}")
     return built

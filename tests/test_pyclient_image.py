@@ -57,3 +57,27 @@ def test_main_reads_its_namespace_then_the_arguments(program, tmp_path, capsys, 
 def test_image_is_optional_and_names_its_archive():
     assert PYCLIENT_REF in OPTIONAL_IMAGES and archive_name(PYCLIENT_REF) == "pyclient-1.tar"
     assert "python3-kubernetes" in PYCLIENT_PACKAGES and "python3.11-minimal" in PYCLIENT_PACKAGES
+
+
+def test_kopf_and_hello_images_are_optional_and_the_pip_tree_is_kept_per_requirements(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from kubepy import images
+
+    assert images.KOPF_REF in OPTIONAL_IMAGES and images.HELLO_REF in OPTIONAL_IMAGES
+    assert archive_name(images.KOPF_REF) == "kopf-1.tar"
+    compile(images.KOPF_MAIN, "/usr/local/bin/kopf", "exec")
+    calls: list[tuple[str, ...]] = []
+
+    def fake_pip(*argv: str, **_: object) -> str:
+        calls.append(argv)
+        Path(argv[argv.index("--target") + 1]).mkdir(parents=True)
+        return ""
+
+    monkeypatch.setattr(images, "_run", fake_pip)
+    first = images.pip_target(("kopf==1.45.2",), tmp_path)
+    assert images.pip_target(("kopf==1.45.2",), tmp_path) == first and first.is_dir()
+    assert len(calls) == 1 and calls[0][-1] == "kopf==1.45.2"
+    # for the image's interpreter, not the host's: binary wheels of CPython 3.11
+    assert {"--python-version", "3.11", "--only-binary=:all:"} <= set(calls[0])
+    assert images.pip_target(("kopf==1.45.3",), tmp_path) != first and len(calls) == 2

@@ -184,12 +184,16 @@ def should_restart(policy: str, exit_code: int | None) -> bool:
     return False
 
 
-_ID_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+_ID_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 
 
 def container_id_for(namespace: str, pod: str, container: str) -> str:
-    """A readable, unique containerd id: ``<ns>_<pod>_<container>_<hex8>`` (≤ 76 chars)."""
-    parts = [_ID_BAD.sub("-", p).strip("._-")[:20] or "x" for p in (namespace, pod, container)]
+    """A readable, unique containerd id: ``<ns>_<pod>_<container>_<hex8>`` (≤ 76 chars).
+
+    containerd wants ``[A-Za-z0-9]+([._-][A-Za-z0-9]+)*``: each part keeps its letters and
+    digits with one ``-`` for every run of anything else (a pod ``a--b`` or one cut after
+    a ``-`` at 20 characters, as a ReplicaSet's pods often are), none at either end."""
+    parts = [_ID_SEPARATORS.sub("-", p)[:20].strip("-") or "x" for p in (namespace, pod, container)]
     return "_".join([*parts, secrets.token_hex(4)])
 
 

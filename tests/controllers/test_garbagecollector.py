@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from kubepy.controllers.garbagecollector import (
@@ -245,3 +247,48 @@ async def test_custom_resources_own_and_are_owned(apiserver, namespace):
         async def crd_objects_collected():
             return await get_or_none(c, "configmaps", "of-o3", ns) is None
         await env.wait_for(crd_objects_collected)
+
+
+@pytest.mark.slow
+async def test_a_custom_resource_owner_deleted_takes_its_dependents(apiserver, namespace):
+    # An operator's objects are owned by its custom resource: when the resource goes, so do they
+    # (the collector watches a kind once its CRD is Established, as upstream's monitors do).
+    from kubepy.kinds.apiextensions.customresource import kinds_for
+    from tests.api.test_crd import crd, widget
+
+    ns = namespace
+    definition = crd(name="gcwidgets", kind="GcWidget")
+    definition["spec"]["names"].pop("shortNames")
+    async with controller_env(apiserver, GarbageCollector) as env:
+        c = env.client
+        await c.create("customresourcedefinitions", definition)
+        try:
+            async def established():
+                got = await c.get("customresourcedefinitions", definition["metadata"]["name"])
+                return any(x["type"] == "Established" and x["status"] == "True"
+                           for x in (got.get("status") or {}).get("conditions", []))
+            await env.wait_for(established, message="CRD established")
+            kind = kinds_for(await c.get("customresourcedefinitions", definition["metadata"]["name"]))[0]
+            owner = await c.create(kind, {**widget("w"), "kind": "GcWidget"}, namespace=ns)
+            ref = {"apiVersion": owner["apiVersion"], "kind": "GcWidget", "name": "w",
+                   "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+            await c.create("configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
+                                          "metadata": {"name": "owned", "ownerReferences": [ref]}}, namespace=ns)
+            await c.create("configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "free"}},
+                           namespace=ns)
+            await c.delete(kind, "w", namespace=ns)
+            await env.wait_for(lambda: _is_none(get_or_none(c, "configmaps", "owned", ns)),
+                               message="the custom resource's ConfigMap collected")
+            assert await get_or_none(c, "configmaps", "free", ns) is not None
+            # A reference to a kind no CRD serves is never acted on.
+            stray = {**ref, "apiVersion": "nowhere.example.com/v1", "kind": "Ghost"}
+            await c.create("configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
+                                          "metadata": {"name": "stray", "ownerReferences": [stray]}}, namespace=ns)
+            await asyncio.sleep(1.0)
+            assert await get_or_none(c, "configmaps", "stray", ns) is not None
+        finally:
+            await c.delete("customresourcedefinitions", definition["metadata"]["name"])
+
+
+async def _is_none(aw):
+    return (await aw) is None

@@ -128,19 +128,26 @@ def pods(lab: Lab) -> list[dict]:
     ]
 
 
-def cached_pyclient_archive() -> Path:
-    """The pyclient image archive, built once per version of kubepy/images.py."""
+def cached_image_archive(ref: str, build) -> Path:
+    """The archive of image ``ref`` made by ``build(ref, out_tar)``, built once per version of
+    kubepy/images.py (older archives of the same image are removed)."""
     key = hashlib.sha256(Path(images.__file__).read_bytes()).hexdigest()[:16]
     cache = images.default_deb_cache().parent / "images"
-    archive = cache / f"{images.archive_name(images.PYCLIENT_REF)[:-4]}-{key}.tar"
+    stem = images.archive_name(ref)[:-4]
+    archive = cache / f"{stem}-{key}.tar"
     if not archive.exists():
         tmp = archive.with_suffix(".partial")
-        images.pyclient_image(images.PYCLIENT_REF, tmp)
+        build(ref, tmp)
         tmp.rename(archive)
-        for old in cache.glob("pyclient-1-*.tar"):
+        for old in cache.glob(f"{stem}-*.tar"):
             if old != archive:
                 old.unlink()
     return archive
+
+
+def cached_pyclient_archive() -> Path:
+    """The pyclient image archive, built once per version of kubepy/images.py."""
+    return cached_image_archive(images.PYCLIENT_REF, images.pyclient_image)
 
 
 @pytest.fixture(scope="module")

@@ -243,6 +243,18 @@ def test_container_id_is_readable_and_valid():
     assert cid.startswith("default_web-") and cid != container_id_for("default", "web", "main.c")
 
 
+def test_container_id_is_valid_when_a_cut_ends_a_part_on_a_separator_or_separators_repeat():
+    # A Deployment's pod: 20 characters end on the '-' before the pod's suffix (containerd refused "…-_pause_…").
+    import re
+    for ns, pod, container in (("kptest-helm4", "web-demo-665d946f66-n5b4c", "pause"),
+                               ("a--b", "x..y-.z", "c_d"), ("-", "..", "-main-")):
+        cid = container_id_for(ns, pod, container)
+        assert re.fullmatch(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*", cid), cid
+    assert container_id_for("kptest-helm4", "web-demo-665d946f66-n5b4c", "pause").startswith(
+        "kptest-helm4_web-demo-665d946f66_pause_")
+    assert container_id_for("a--b", "x..y", "c").startswith("a-b_x-y_c_")
+
+
 def test_atomic_writer_swaps_data_and_drops_stale_keys(tmp_path):
     t = tmp_path / "vol"
     assert write_atomic(t, {"a": (b"1", 0o644), "d/b": (b"2", 0o600)})
