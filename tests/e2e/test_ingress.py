@@ -161,9 +161,10 @@ def test_routes_by_host_and_path_on_every_node(lab: Lab):
         ("b.kptest.local", "/api/v1", (200, "green")),       # by host
         ("unknown.kptest.local", "/apix", (200, "green")),   # the fallback Ingress's defaultBackend
     ]
+    # Each node's controller writes its own nginx.conf: a node may be a moment behind the first one.
+    want = [(h, u, w) for h, u, w in cases]
     for ip in ips:
-        got = [(h, u, get(ip, h, u)) for h, u, _ in cases]
-        assert got == [(h, u, want) for h, u, want in cases], ip
+        wait_for(lambda: [(h, u, try_get(ip, h, u)) for h, u, _ in cases] == want, 30, f"every route on {ip}")
 
 
 def test_longest_prefix_wins_and_a_change_takes_effect(lab: Lab):

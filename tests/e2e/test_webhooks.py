@@ -157,8 +157,10 @@ def lab():
         lab.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests(cert, key)))
         bundle = base64.b64encode(ca).decode()
         lab.ca_bundle = bundle  # type: ignore[attr-defined]
-        wait_for(lambda: any(s.get("addresses") for s in lab.json("get", "endpoints", "hook", "-n", HOOK_NS)
-                             .get("subsets") or []), 60, "the webhook pod ready behind its Service")
+        # (The endpoints controller makes the Endpoints a moment after the Service: not found is "not yet".)
+        wait_for(lambda: any(s.get("addresses") for s in json.loads(
+            lab.kubectl("get", "endpoints", "hook", "-n", HOOK_NS, "-o", "json", check=False).stdout or "{}")
+            .get("subsets") or []), 60, "the webhook pod ready behind its Service")
         lab.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
             configuration("MutatingWebhookConfiguration", "kptest-stamp",
                           webhook("stamp.kptest.kubepy.test", "/mutate", "pods", ca=bundle)),
