@@ -91,7 +91,9 @@ log = logging.getLogger(__name__)
 # A shim younger than this may belong to a task being created right now (not listed yet).
 SHIM_MIN_AGE = 10.0
 # Joining: each attempt bounded; between rounds over the servers, 100 ms doubling to 7 s (as registration).
-JOIN_ATTEMPT_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=10)
+# Only connecting is bounded: once the request is sent the server may act on it, and a second join of
+# the same name is refused (a slow answer retried would end the kubelet), so the answer is waited for.
+JOIN_ATTEMPT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10)
 JOIN_FIRST_DELAY = 0.1
 JOIN_MAX_DELAY = 7.0
 
