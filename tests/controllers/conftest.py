@@ -136,3 +136,10 @@ async def get_or_none(client: Client, resource: str, name: str, namespace: str |
         return await client.get(resource, name, namespace=namespace)
     except NotFoundError:
         return None
+
+
+async def crd_established(client: Client, name: str) -> bool:
+    """The CustomResourceDefinition ``name`` has condition Established=True (its kind is served)."""
+    crd = await client.get("customresourcedefinitions", name)
+    return any(x["type"] == "Established" and x["status"] == "True"
+               for x in (crd.get("status") or {}).get("conditions") or [])

@@ -15,7 +15,7 @@ from kubepy.controllers.garbagecollector import (
     resource_of_ref,
     without_owner_refs,
 )
-from tests.controllers.conftest import controller_env, get_or_none
+from tests.controllers.conftest import controller_env, crd_established, get_or_none
 
 A, D, F, U = OwnerState.ALIVE, OwnerState.ABSENT, OwnerState.DELETING_FOREGROUND, OwnerState.UNKNOWN
 
@@ -202,11 +202,7 @@ async def test_custom_resources_own_and_are_owned(apiserver, namespace):
         c = env.client
         await c.create("customresourcedefinitions", GC_CRD)
         try:
-            async def established():
-                crd = await c.get("customresourcedefinitions", GC_CRD["metadata"]["name"])
-                return any(x["type"] == "Established" and x["status"] == "True"
-                           for x in (crd.get("status") or {}).get("conditions") or [])
-            await env.wait_for(established)
+            await env.wait_for(lambda: crd_established(c, GC_CRD["metadata"]["name"]))
 
             def owner(name):
                 return {"apiVersion": f"{GC_GROUP}/v1", "kind": "GcOwner", "metadata": {"name": name}}
@@ -263,11 +259,7 @@ async def test_a_custom_resource_owner_deleted_takes_its_dependents(apiserver, n
         c = env.client
         await c.create("customresourcedefinitions", definition)
         try:
-            async def established():
-                got = await c.get("customresourcedefinitions", definition["metadata"]["name"])
-                return any(x["type"] == "Established" and x["status"] == "True"
-                           for x in (got.get("status") or {}).get("conditions", []))
-            await env.wait_for(established, message="CRD established")
+            await env.wait_for(lambda: crd_established(c, definition["metadata"]["name"]), message="CRD established")
             kind = kinds_for(await c.get("customresourcedefinitions", definition["metadata"]["name"]))[0]
             owner = await c.create(kind, {**widget("w"), "kind": "GcWidget"}, namespace=ns)
             ref = {"apiVersion": owner["apiVersion"], "kind": "GcWidget", "name": "w",

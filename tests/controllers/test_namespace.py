@@ -11,7 +11,7 @@ import pytest
 from kubepy.controllers.namespace import NAMESPACED_RESOURCES, NamespaceController
 from kubepy.controllers.podgc import PodGCController
 from kubepy.controllers.serviceaccount import ServiceAccountController
-from tests.controllers.conftest import controller_env, get_or_none
+from tests.controllers.conftest import controller_env, crd_established, get_or_none
 
 
 def test_every_namespaced_kind_is_emptied():
@@ -124,11 +124,7 @@ async def test_namespace_deletion_deletes_custom_resources(apiserver, namespace)
         c = env.client
         await c.create("customresourcedefinitions", definition)
         try:
-            async def established():
-                got = await c.get("customresourcedefinitions", definition["metadata"]["name"])
-                return any(x["type"] == "Established" and x["status"] == "True"
-                           for x in (got.get("status") or {}).get("conditions", []))
-            await env.wait_for(established, message="CRD established")
+            await env.wait_for(lambda: crd_established(c, definition["metadata"]["name"]), message="CRD established")
             kind = kinds_for(await c.get("customresourcedefinitions", definition["metadata"]["name"]))[0]
             await c.create(kind, {**widget("w"), "kind": "NsWidget"}, namespace=ns)
             await asyncio.to_thread(apiserver.kubectl, "delete", "namespace", ns, "--timeout=30s", timeout=40)
