@@ -657,7 +657,7 @@ def cmd_etcd_snapshot_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from kubepy.lab.cluster import DEFAULT_NAME
+    from kubepy.lab import DEFAULT_NAME
 
     kind = {}
     if args.config is not None:
@@ -889,7 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_token_parser(sub)
     add_snapshot_parsers(sub)
 
-    from kubepy.lab.cluster import DEFAULT_NAME, DEFAULT_ROOT
+    from kubepy.lab import DEFAULT_NAME, DEFAULT_ROOT
 
     def lab(name: str, help: str, func) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)

@@ -66,7 +66,12 @@ PROBE_PERIOD = 2.0
 # pods allow 15 s per probe and 8 failures; these stay tighter so a livelock is not left for minutes.
 PROBE_TIMEOUT = 5.0
 FAILURE_THRESHOLD = 5
-STARTUP_GRACE = 60.0
+# How long a child may take to answer its first probe (the API server: to become ready) before it is
+# killed: kubeadm's startup probes allow control-plane pods 240 s (24 failures, 10 s apart). 60 s killed
+# a healthy API server still importing its modules on a 2-vCPU emulated VM while every daemon started, and
+# then the scheduler, controller manager, metrics server and dashboard one after another (each restart
+# costing the others more CPU).
+STARTUP_GRACE = 240.0
 
 
 def proc_start_ticks(pid: int) -> int | None:
@@ -227,7 +232,7 @@ class Supervisor:
         api, *rest = self.children
         if not api.adopt(self.run_dir):
             api.start(self.run_dir)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + STARTUP_GRACE
         while not apiserver_ready(self.data_dir, self.port):
             if self.stopping:
                 return self._shutdown()
@@ -235,7 +240,7 @@ class Supervisor:
                 log.error("apiserver exited during start-up code=%s", api.exit_code())
                 return 1
             if time.monotonic() > deadline:
-                log.error("apiserver not ready after 60s")
+                log.error("apiserver not ready after %.0fs", STARTUP_GRACE)
                 self._shutdown()
                 return 1
             time.sleep(0.1)

@@ -15,9 +15,13 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from kubepy import bootstraptoken
-from kubepy.client import Client
-from kubepy.client.errors import APIStatusError, TransportError
+
+if TYPE_CHECKING:
+    from kubepy.client import Client
+# The client (aiohttp) is imported where a command uses it: every daemon's `kubepy …` builds this parser.
 
 __all__ = ["add_token_parser", "create_token", "list_tokens"]
 
@@ -34,6 +38,8 @@ async def _create(client: Client, *, ttl: dt.timedelta, description: str) -> str
 def create_token(kubeconfig: Path, *, ttl: dt.timedelta = bootstraptoken.DEFAULT_TTL, description: str = "") -> str:
     """A new bootstrap token, valid for ``ttl`` (raises the client's APIError/TransportError)."""
     async def run() -> str:
+        from kubepy.client import Client
+
         async with Client.from_kubeconfig(str(kubeconfig), user_agent="kubepy-token") as client:
             return await _create(client, ttl=ttl, description=description)
 
@@ -42,6 +48,8 @@ def create_token(kubeconfig: Path, *, ttl: dt.timedelta = bootstraptoken.DEFAULT
 
 def list_tokens(kubeconfig: Path) -> list[bootstraptoken.TokenRow]:
     async def run() -> list[dict]:
+        from kubepy.client import Client
+
         async with Client.from_kubeconfig(str(kubeconfig), user_agent="kubepy-token") as client:
             items, _ = await client.list_all("secrets", namespace=bootstraptoken.NAMESPACE)
             return items
@@ -53,6 +61,8 @@ def list_tokens(kubeconfig: Path) -> list[bootstraptoken.TokenRow]:
 
 def _delete(kubeconfig: Path, token_id: str) -> None:
     async def run() -> None:
+        from kubepy.client import Client
+
         async with Client.from_kubeconfig(str(kubeconfig), user_agent="kubepy-token") as client:
             await client.delete("secrets", bootstraptoken.secret_name(token_id), namespace=bootstraptoken.NAMESPACE)
 
@@ -74,6 +84,8 @@ def _ttl(text: str) -> dt.timedelta:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    from kubepy.client.errors import APIStatusError, TransportError
+
     kubeconfig = _kubeconfig(args)
     try:
         if args.token_command == "create":

@@ -185,6 +185,7 @@ class VagrantVMs:
     def start(self) -> None:
         if any(_comm(p) == "libvirtd" for p in Path("/proc").glob("*/comm")):
             raise RuntimeError("a libvirtd already runs on this machine; these tests start their own")
+        sweep_stale(keep=self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o711)   # qemu runs as libvirt-qemu and must reach the pool below
         subprocess.run(["ip", "netns", "add", self.netns], check=True)
@@ -259,6 +260,40 @@ class VagrantVMs:
     def _list(self, *args: str) -> list[str]:
         proc = self.virsh(*args, check=False)
         return [line.strip() for line in proc.stdout.splitlines() if line.strip()] if proc.returncode == 0 else []
+
+
+def sweep_stale(keep: Path | None = None) -> None:
+    """Remove what a killed earlier run left (its stop() never ran): its domains, networks and pool in
+    libvirt's configuration and state, its namespace and its work directory.
+
+    Only called while no libvirtd runs, so nothing with our prefix can be in use. A stale network left
+    in /run/libvirt/network is loaded as active by the next libvirtd, and Vagrant then reuses it (same
+    address range) under its old name, so `vagrant up` fails with "Network not found".
+    """
+    patterns = [("/etc/libvirt/qemu", "kptest-vg-*.xml"), ("/etc/libvirt/qemu/autostart", "kptest-vg-*"),
+                ("/etc/libvirt/qemu/networks", "kptest-vg-*.xml"),
+                ("/etc/libvirt/qemu/networks/autostart", "kptest-vg-*"),
+                ("/etc/libvirt/storage", "kptest-vg-*.xml"), ("/etc/libvirt/storage/autostart", "kptest-vg-*"),
+                ("/run/libvirt/network", "kptest-vg-*"), ("/run/libvirt/qemu", "kptest-vg-*"),
+                ("/var/lib/libvirt/dnsmasq", "kptest-vg-*"), ("/var/tmp", "kptest-vg-*")]
+    for directory, pattern in patterns:
+        for leftover in Path(directory).glob(pattern):
+            if keep is not None and leftover == keep:
+                continue
+            log(f"removing {leftover}, left by an earlier run")
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+    namespaces = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE, text=True).stdout.split()
+    for netns in namespaces:
+        if netns.startswith("kptest-vg-"):
+            log(f"removing network namespace {netns}, left by an earlier run")
+            for pid in subprocess.run(["ip", "netns", "pids", netns], stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, text=True).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", netns], stderr=subprocess.DEVNULL)
 
 
 def _comm(path: Path) -> str:

@@ -106,19 +106,30 @@ else
     sort -z | xargs -0 sha256sum | sha256sum)
 fi
 stamp="$INSTALL ${fingerprint%% *}"
+# pip from Debian's wheel of it (python3-venv brings it): ensurepip would byte-compile all of pip,
+# about 75 s of a 2-vCPU emulated VM; run from its wheel, pip installs itself into the venv uncompiled.
+pip_whl=$(compgen -G '/usr/share/python-wheels/pip-*.whl' | sort -V | tail -n 1 || true)
+fresh=0
 if [ ! -x "$VENV/bin/python" ]; then
   log "python3 -m venv $VENV"
   mkdir -p "$(dirname "$VENV")"
-  python3 -m venv "$VENV"
+  if [ -n "$pip_whl" ]; then python3 -m venv --without-pip "$VENV"; else python3 -m venv "$VENV"; fi
+  fresh=1
 fi
 if [ "$(cat "$VENV/.kubepy-installed" 2>/dev/null)" != "$stamp" ]; then
   # --no-compile: byte-compiling every module of every dependency is most of pip's time under
   # emulation (~4x); each daemon compiles what it imports on its first start (as root, into the venv).
-  pip=("$VENV/bin/pip" install -q --disable-pip-version-check --no-compile)
+  if [ -x "$VENV/bin/pip" ]; then
+    pip=("$VENV/bin/pip" install -q --disable-pip-version-check --no-compile)
+  else
+    pip=("$VENV/bin/python" "$pip_whl/pip" install -q --disable-pip-version-check --no-compile "$pip_whl")
+  fi
+  # A fresh venv has no kubepy to replace; otherwise the same version number may hold other code.
   if [ "$INSTALL" = offline ]; then
     log "pip install kubepy from $WHEELHOUSE (no index)"
     "${pip[@]}" --no-index --find-links "$WHEELHOUSE" kubepy
-    "${pip[@]}" --no-index --find-links "$WHEELHOUSE" --force-reinstall --no-deps kubepy
+    [ "$fresh" = 1 ] || "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile --no-index \
+      --find-links "$WHEELHOUSE" --force-reinstall --no-deps kubepy
   else
     # Build from a copy: pip would otherwise write build/ and *.egg-info into the synced folder.
     src=$(mktemp -d /tmp/kubepy-src.XXXXXX)
@@ -126,7 +137,8 @@ if [ "$(cat "$VENV/.kubepy-installed" 2>/dev/null)" != "$stamp" ]; then
     find "$src" -name __pycache__ -prune -exec rm -rf {} +
     log "pip install kubepy from $KUBEPY_SRC, dependencies from PyPI"
     "${pip[@]}" "$src"
-    "${pip[@]}" --force-reinstall --no-deps "$src"
+    [ "$fresh" = 1 ] || "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile \
+      --force-reinstall --no-deps "$src"
     rm -rf "$src"
   fi
   echo "$stamp" >"$VENV/.kubepy-installed"

@@ -297,7 +297,9 @@ class APIServer:
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
-        openapi.warm()
+        # The OpenAPI documents (about 2 s of CPU) are built on a thread while the server starts: the first
+        # request that needs them (/openapi, field validation) waits for them; readiness does not.
+        self._tasks.append(asyncio.create_task(self._warm_openapi()))
         validation.set_default_toleration_seconds(not_ready=self.config.default_not_ready_toleration_seconds,
                                                   unreachable=self.config.default_unreachable_toleration_seconds)
         for token, user in auth.load_or_create_static_tokens(self.config.data_dir).items():
@@ -326,6 +328,16 @@ class APIServer:
         self._tasks.append(asyncio.create_task(
             PolicyStatus(self.storage).run(self.caches["validatingadmissionpolicies"])))
         self.ready = True
+
+    @staticmethod
+    async def _warm_openapi() -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, openapi.warm)
+        except Exception:  # a request that needs them builds them again and answers the error itself
+            log.exception("openapi documents not built")
+            return
+        log.info("openapi documents built ms=%.0f", (time.monotonic() - started) * 1000)
 
     async def stop(self) -> None:
         self.ready = False

@@ -105,7 +105,16 @@ class _BudgetedRunner(celpy.InterpretedRunner):
         return _BudgetedEvaluator(self.ast, self.new_activation(), _Budget(self.limit)).evaluate(context)
 
 
-_ENV = celpy.Environment(runner_class=_BudgetedRunner)
+_env: celpy.Environment | None = None
+
+
+def _environment() -> celpy.Environment:
+    """The one CEL environment, made on first use: building its parser takes about 1 s, which every
+    process importing the kinds (each daemon, each `kubepy` command) would otherwise pay."""
+    global _env
+    if _env is None:
+        _env = celpy.Environment(runner_class=_BudgetedRunner)
+    return _env
 
 
 class CELCompileError(ValueError):
@@ -161,7 +170,7 @@ def _idents(tree: Any) -> tuple[set[str], set[str]]:
 
 def references(text: str) -> set[str]:
     """The top-level names an expression that compiles refers to (``object``, ``variables``, …)."""
-    used, bound = _idents(_ENV.compile(text))
+    used, bound = _idents(_environment().compile(text))
     return used - bound
 
 
@@ -170,7 +179,7 @@ def compile_expression(text: str, variables: Iterable[str] | None = None,
     """Compile ``text``; with ``variables``, refuse names outside them as upstream's checker does.
     ``functions`` adds to the string library (the admission authorizer's methods)."""
     try:
-        tree = _ENV.compile(text)
+        tree = _environment().compile(text)
     except Exception as e:  # celpy raises its parser's and lark's errors
         line, col = getattr(e, "line", None), getattr(e, "column", None)
         where = f"<input>:{line}:{col}: " if line is not None and col is not None else ""
@@ -183,7 +192,7 @@ def compile_expression(text: str, variables: Iterable[str] | None = None,
             raise CELCompileError(f"compilation failed: ERROR: <input>:1:1: undeclared reference to '{name}' "
                                   "(in container '')")
     try:
-        return Program(text, _ENV.program(tree, functions={**_FUNCTIONS, **(functions or {})}))
+        return Program(text, _environment().program(tree, functions={**_FUNCTIONS, **(functions or {})}))
     except Exception as e:
         raise CELCompileError(f"compilation failed: {e}") from e
 

@@ -45,14 +45,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from kubepy.controlplane import apiserver_ready
+from kubepy.lab import DEFAULT_NAME, DEFAULT_ROOT  # noqa: F401 (defined there, named here too)
 from kubepy.lab.network import LabNetwork, default_subnet
 from kubepy.lab.steps import StepFailed, step
 from kubepy.lab.supervisor import (STANDBY, Daemon, Record, declare, launch, load_desired, load_state,
                                    process_start_time, record_running, set_stopped, supervisor_active)
 from kubepy.privatefiles import private_dir, write_private
 
-DEFAULT_ROOT = Path("/var/lib/kubepy")
-DEFAULT_NAME = "kubepy"
 DEFAULT_POD_SUBNET = "10.244.0.0/16"
 DEFAULT_SERVICE_SUBNET = "10.96.0.0/12"   # cluster DNS at its 10th address, 10.96.0.10
 # Node annotations read by the dashboard: kubeadm's name for the CRI socket, ours for the lab node's netns.
