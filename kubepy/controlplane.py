@@ -273,7 +273,7 @@ class Supervisor:
         now = time.monotonic()
         for child in self.children:
             if child.pid and child.alive():
-                if now - child.started > HEALTHY_AFTER and child.failures == 0:
+                if child.healthy_once and now - child.started > HEALTHY_AFTER and child.failures == 0:
                     child.backoff = 1.0
                 if now >= child.next_probe:
                     self._probe(child, now)

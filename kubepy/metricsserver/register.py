@@ -60,13 +60,24 @@ async def _put(client: Any, resource: str, want: dict[str, Any], *, namespace: s
             raise
         await client.create(resource, want, namespace=namespace)
         return True
-    merged = {**have, **{k: v for k, v in want.items() if k != "metadata"}}
+    # What we say over what is stored: fields the API server defaulted (a Service's clusterIP,
+    # sessionAffinity, ipFamilies, ...) are kept, or every refresh would rewrite the object.
+    merged = _over(have, {k: v for k, v in want.items() if k != "metadata"})
     merged["metadata"] = {**have["metadata"], "labels": {**(have["metadata"].get("labels") or {}),
                                                          **want["metadata"]["labels"]}}
     if merged != have:
         await client.update(resource, merged)
         return True
     return False
+
+
+def _over(have: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
+    """``have`` with ``want`` laid over it: maps merged key by key, anything else replaced."""
+    out = dict(have)
+    for key, value in want.items():
+        old = have.get(key)
+        out[key] = _over(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
 
 
 async def _answers(address: str, port: int, timeout: float = 1.0) -> bool:

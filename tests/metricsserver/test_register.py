@@ -38,3 +38,29 @@ async def test_register_is_idempotent_and_drops_endpoints_nobody_answers_on() ->
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_fields_the_api_server_defaulted_are_not_rewritten_on_each_refresh() -> None:
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with FakeAPI() as api:
+            svc = register.service()
+            svc["spec"].update({"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"], "sessionAffinity": "None",
+                                "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
+                                "internalTrafficPolicy": "Cluster"})
+            await api.create("services", svc, namespace="kube-system")
+            await register.apply(api, address="127.0.0.1", port=port, ca_pem=b"PEM")
+            before = len(api.actions)
+            assert await register.apply(api, address="127.0.0.1", port=port, ca_pem=b"PEM") == (["127.0.0.1"], False)
+            assert not [a for a in api.actions[before:] if a.verb in ("create", "update")]
+            stored = await api.get("services", "metrics-server", namespace="kube-system")
+            assert stored["spec"]["clusterIP"] == "10.96.0.20" and stored["spec"]["type"] == "ClusterIP"
+            # What we own still wins: a changed port is written back.
+            stored["spec"]["ports"][0]["port"] = 8443
+            await api.update("services", stored)
+            assert (await register.apply(api, address="127.0.0.1", port=port, ca_pem=b"PEM"))[1] is True
+            assert (await api.get("services", "metrics-server", namespace="kube-system"))["spec"]["ports"][0]["port"] == 443
+    finally:
+        server.close()
+        await server.wait_closed()
