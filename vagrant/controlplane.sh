@@ -79,11 +79,20 @@ if [ -s "$published_token" ] && [ -n "$(find "$published_token" -mmin "-$TOKEN_R
     token=""
   fi
 fi
-if [ -z "$token" ]; then
-  token=$("$KUBEPY" token create --data-dir "$CP_DIR" --ttl "$TOKEN_TTL" --description "published by vagrant/controlplane.sh") \
-    || die "kubepy token create failed"
-  log "created a bootstrap token valid for $TOKEN_TTL"
-fi
+# Three tries: an API server that has just become ready on a starved VM may not finish a TLS handshake
+# within the client's 10 s connect timeout while the other control-plane daemons start.
+for attempt in 1 2 3; do
+  [ -z "$token" ] || break
+  if token=$("$KUBEPY" token create --data-dir "$CP_DIR" --ttl "$TOKEN_TTL" --description "published by vagrant/controlplane.sh"); then
+    log "created a bootstrap token valid for $TOKEN_TTL"
+  elif [ "$attempt" = 3 ]; then
+    die "kubepy token create failed"
+  else
+    warn "kubepy token create failed (try $attempt of 3); again in 5 s"
+    token=""
+    sleep 5
+  fi
+done
 server="https://$NODE_IP:$API_PORT"
 admin_for_host=$("$VENV/bin/python" - "$ADMIN" "$server" <<'EOF'
 import sys

@@ -267,6 +267,7 @@ class APIServer:
         self.caches: dict[str, WatchCache] = {r.plural: WatchCache(store, r.prefix) for r in all_kinds()
                                                if not r.virtual}
         self._tasks: list[asyncio.Task[None]] = []
+        self._openapi_warm: asyncio.Task[None] | None = None
         # CustomResourceDefinitions: the kinds they define are registered while the server runs.
         self.crds = CustomResourceDefinitions(self.storage, on_removed=self._drop_cache)
         self._store_subs: set[StoreSubscription] = set()  # watches older than the caches hold
@@ -297,9 +298,10 @@ class APIServer:
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
-        # The OpenAPI documents (about 2 s of CPU) are built on a thread while the server starts: the first
-        # request that needs them (/openapi, field validation) waits for them; readiness does not.
-        self._tasks.append(asyncio.create_task(self._warm_openapi()))
+        # The OpenAPI documents (about 2 s of CPU) are built on a thread while the server starts; readiness
+        # does not wait for them, requests that need them do (_errors_mw), without blocking the loop.
+        self._openapi_warm = asyncio.create_task(self._warm_openapi())
+        self._tasks.append(self._openapi_warm)
         validation.set_default_toleration_seconds(not_ready=self.config.default_not_ready_toleration_seconds,
                                                   unreachable=self.config.default_unreachable_toleration_seconds)
         for token, user in auth.load_or_create_static_tokens(self.config.data_dir).items():
@@ -624,6 +626,9 @@ class APIServer:
         admission_warnings: list[str] = []  # what admission webhooks said to this request's client
         warnings_token = admission.REQUEST_WARNINGS.set(admission_warnings)
         try:
+            warm = self._openapi_warm
+            if warm is not None and not warm.done() and (request.method != "GET" or request.path.startswith("/openapi")):
+                await asyncio.shield(warm)   # writes validate fields against the documents
             resp = await handler(request)
         except errors.APIError as e:
             resp = json_response(e.status(), e.code)
