@@ -956,6 +956,9 @@ def _dumps(doc: Any) -> bytes:
 # ---------------------------------------------------------------------------
 
 class _Docs:
+    """The definitions (what field validation needs, on every write) at once; the documents served
+    under /openapi (paths, v2, v3 per group-version: about as much CPU again) when first asked for."""
+
     def __init__(self) -> None:
         b = _Builder()
         b.build()
@@ -965,12 +968,51 @@ class _Docs:
         for name, schema in self.defs.items():
             for g in schema.get("x-kubernetes-group-version-kind", ()):
                 self.gvk_to_def.setdefault((g["group"], g["version"], g["kind"]), name)
+        self._served = served()
+        self._documents_lock = threading.Lock()
+        self._documents_built = False
+        self._v2_bytes: bytes | None = None
+        self._v2_proto: tuple[bytes, str] | None = None
 
+    @property
+    def gv_paths(self) -> dict[str, dict[str, tuple[list[str], list[_Op]]]]:
+        self._documents()
+        return self._gv_paths
+
+    @property
+    def v2(self) -> dict[str, Any]:
+        self._documents()
+        return self._v2
+
+    @property
+    def v3(self) -> dict[str, dict[str, Any]]:
+        self._documents()
+        return self._v3
+
+    @property
+    def v3_bytes(self) -> dict[str, tuple[bytes, str]]:
+        self._documents()
+        return self._v3_bytes
+
+    @property
+    def index(self) -> dict[str, Any]:
+        self._documents()
+        return self._index
+
+    def _documents(self) -> None:
+        if self._documents_built:
+            return
+        with self._documents_lock:
+            if not self._documents_built:
+                self._build_documents()
+                self._documents_built = True
+
+    def _build_documents(self) -> None:
         # paths grouped by group-version
         by_gv: dict[str, dict[str, tuple[list[str], list[_Op]]]] = {}
-        for s in served():
+        for s in self._served:
             by_gv.setdefault(_gv_key(s.group, s.version), {}).update(_paths_for(s))
-        self.gv_paths = by_gv
+        self._gv_paths = by_gv
 
         v2_paths: dict[str, Any] = {}
         for paths in by_gv.values():
@@ -978,7 +1020,7 @@ class _Docs:
                 item: dict[str, Any] = {o.method: _op_v2(o) for o in ops}
                 item["parameters"] = [_param_v2(p) for p in pparams]
                 v2_paths[path] = item
-        self.v2 = {
+        self._v2 = {
             "swagger": "2.0",
             "info": {"title": "Kubernetes", "version": "v1.37.0-kubepy"},
             "paths": dict(sorted(v2_paths.items())),
@@ -988,11 +1030,8 @@ class _Docs:
                 "name": "authorization", "in": "header"}},
             "security": [{"BearerToken": []}],
         }
-        self._v2_bytes: bytes | None = None
-        self._v2_proto: tuple[bytes, str] | None = None
-
-        self.v3: dict[str, dict[str, Any]] = {}
-        self.v3_bytes: dict[str, tuple[bytes, str]] = {}
+        self._v3: dict[str, dict[str, Any]] = {}
+        self._v3_bytes: dict[str, tuple[bytes, str]] = {}
         for gv, paths in by_gv.items():
             v3_paths: dict[str, Any] = {}
             roots: set[str] = set()
@@ -1017,11 +1056,11 @@ class _Docs:
                 "security": [{"BearerToken": []}],
             }
             data = _dumps(doc)
-            self.v3[gv] = doc
-            self.v3_bytes[gv] = (data, hashlib.sha512(data).hexdigest().upper())
-        self.index = {"paths": {
+            self._v3[gv] = doc
+            self._v3_bytes[gv] = (data, hashlib.sha512(data).hexdigest().upper())
+        self._index = {"paths": {
             gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash={h}"}
-            for gv, (_, h) in sorted(self.v3_bytes.items())
+            for gv, (_, h) in sorted(self._v3_bytes.items())
         }}
 
     def v2_bytes(self) -> tuple[bytes, str]:
@@ -1058,10 +1097,9 @@ def _get() -> _Docs:
 
 
 def warm() -> None:
-    """Build (and cache) all documents now; call at server start-up."""
-    d = _get()
-    d.v2_bytes()
-    d.v2_proto_bytes()
+    """Build (and cache) the definitions now; call at server start-up. The served documents are built
+    when first asked for."""
+    _get()
 
 
 # ---------------------------------------------------------------------------
