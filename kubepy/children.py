@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
+import signal
 import sys
 import warnings
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl   # looked up now: after fork only the call is made
+
+
+def die_with_parent() -> None:
+    """A ``preexec_fn``: the child gets SIGKILL when the thread that started it ends (the daemon's
+    main thread: when the daemon does, even by SIGKILL). For a long-lived helper of a daemon whose
+    unit uses KillMode=process, which systemd leaves running when the daemon dies."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def use_pidfd_child_watcher(loop: asyncio.AbstractEventLoop) -> None:

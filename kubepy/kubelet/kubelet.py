@@ -747,8 +747,14 @@ def main(argv: list[str] | None = None) -> int:
             # fd, so the parent would read the child's signal as its own.
             if os.getpid() != main_pid:
                 os._exit(128 + signum)
+            # Nothing else here: the handler runs between any two bytecodes of the main thread, also
+            # inside logging's write to stderr, where a log call raises "reentrant call" and the stop
+            # was lost (systemd then killed the kubelet after TimeoutStopSec, leaving its `ctr events`).
+            loop.call_soon_threadsafe(stopping, signum)
+
+        def stopping(signum: int) -> None:
             log.info("kubelet stopping signal=%s", signal.Signals(signum).name)
-            loop.call_soon_threadsafe(stop.set)
+            stop.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)

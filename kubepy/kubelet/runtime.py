@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubepy.children import die_with_parent
 from kubepy.kubelet.unixpath import short_path
 from kubepy.meta.images import normalize_image_ref, parse_ctr_images  # noqa: F401 - re-exported
 
@@ -947,9 +948,12 @@ class Runtime:
         ~100 ms before relying on it); stop by closing the generator. Exits
         seen here also give ``list_containers`` exact ``exited_at`` times.
         """
+        # It dies with the kubelet: a kubelet killed (SIGKILL, or systemd's stop timeout) would otherwise
+        # leave it subscribed beside the next kubelet's (KillMode=process keeps the unit's other processes).
         proc = await asyncio.create_subprocess_exec(
             self.ctr, "--address", self.socket, "events", f"namespace=={self.namespace}",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=self._env)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=self._env,
+            preexec_fn=die_with_parent)
         assert proc.stdout is not None
         try:
             while True:
