@@ -66,6 +66,11 @@ PROBE_PERIOD = 2.0
 # pods allow 15 s per probe and 8 failures; these stay tighter so a livelock is not left for minutes.
 PROBE_TIMEOUT = 5.0
 FAILURE_THRESHOLD = 5
+# The API server gets kubeadm's liveness allowance (15 s probes, 8 failures): everything else depends on
+# it, and on an emulated VM a `vagrant provision` starved it past the tighter limits, so it was
+# killed and spent a minute starting again.
+APISERVER_PROBE_TIMEOUT = 15.0
+APISERVER_FAILURE_THRESHOLD = 8
 # How long a child may take to answer its first probe (the API server: to become ready) before it is
 # killed: kubeadm's startup probes allow control-plane pods 240 s (24 failures, 10 s apart). 60 s killed
 # a healthy API server still importing its modules on a 2-vCPU emulated VM while every daemon started, and
@@ -203,7 +208,8 @@ def health_verdict(child: Child, ok: bool, now: float) -> str:
         return "healthy"
     if not child.healthy_once:
         return "kill" if now - child.started > STARTUP_GRACE else "starting"
-    return "kill" if child.failures + 1 >= FAILURE_THRESHOLD else "failing"
+    threshold = APISERVER_FAILURE_THRESHOLD if child.name == "apiserver" else FAILURE_THRESHOLD
+    return "kill" if child.failures + 1 >= threshold else "failing"
 
 
 class Supervisor:
@@ -292,7 +298,8 @@ class Supervisor:
         child.next_probe = now + PROBE_PERIOD
         if not child.health_url:
             return
-        ok, said = probe(child.health_url, cafile=self.data_dir / "ca.crt")
+        ok, said = probe(child.health_url, cafile=self.data_dir / "ca.crt",
+                         timeout=APISERVER_PROBE_TIMEOUT if child.name == "apiserver" else PROBE_TIMEOUT)
         verdict = health_verdict(child, ok, time.monotonic())
         if verdict == "healthy":
             if child.failures:

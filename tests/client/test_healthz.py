@@ -7,7 +7,8 @@ import time
 import urllib.error
 import urllib.request
 
-from kubepy.controlplane import FAILURE_THRESHOLD, STARTUP_GRACE, Child, health_verdict
+from kubepy.controlplane import (APISERVER_FAILURE_THRESHOLD, FAILURE_THRESHOLD, STARTUP_GRACE, Child,
+                                 health_verdict)
 from kubepy.healthz import HealthServer, LoopHeartbeat
 
 
@@ -71,3 +72,14 @@ def test_adopt_only_the_recorded_process(tmp_path):
     assert not Child("scheduler", []).adopt(tmp_path)
     (tmp_path / "scheduler.json").write_text("garbage")
     assert not Child("scheduler", []).adopt(tmp_path)
+
+
+def test_the_api_server_is_given_kubeadms_liveness_allowance() -> None:
+    api, other = Child("apiserver", []), Child("scheduler", [])
+    for c in (api, other):
+        c.healthy_once, c.started = True, 0.0
+        c.failures = FAILURE_THRESHOLD - 1
+    assert health_verdict(other, False, 100.0) == "kill"
+    assert health_verdict(api, False, 100.0) == "failing"
+    api.failures = APISERVER_FAILURE_THRESHOLD - 1
+    assert health_verdict(api, False, 100.0) == "kill"
