@@ -368,6 +368,7 @@ def test_kubelet_restart_keeps_the_pods_running(cluster: Cluster):
              .strip() == "1", 120, "one `ctr events` subscriber on worker1")
 
 
+@pytest.mark.vagrant_long
 def test_provision_again_changes_nothing(cluster: Cluster):
     """`vagrant provision` on a provisioned cluster writes no file and restarts no daemon."""
     units = {"controlplane": ["containerd", "kubepy-controlplane", "kubepy-kubelet", "kubepy-proxy", "kubepy-netpol",
@@ -387,6 +388,7 @@ def test_provision_again_changes_nothing(cluster: Cluster):
     assert {m: _running_tasks(cluster, m) for m in units} == tasks, "no container restarted"
 
 
+@pytest.mark.vagrant_long
 def test_reboot_a_worker_and_converge(cluster: Cluster):
     before = {p["metadata"]["name"] for p in cluster.pods("app=web") if p["spec"]["nodeName"] == "kubepy-worker1"}
     assert before, "worker1 runs web pods before the reboot"
