@@ -975,11 +975,6 @@ class _Docs:
         self._v2_proto: tuple[bytes, str] | None = None
 
     @property
-    def gv_paths(self) -> dict[str, dict[str, tuple[list[str], list[_Op]]]]:
-        self._documents()
-        return self._gv_paths
-
-    @property
     def v2(self) -> dict[str, Any]:
         self._documents()
         return self._v2
@@ -1012,7 +1007,6 @@ class _Docs:
         by_gv: dict[str, dict[str, tuple[list[str], list[_Op]]]] = {}
         for s in self._served:
             by_gv.setdefault(_gv_key(s.group, s.version), {}).update(_paths_for(s))
-        self._gv_paths = by_gv
 
         v2_paths: dict[str, Any] = {}
         for paths in by_gv.values():
