@@ -21,7 +21,9 @@ upstream's proxy handler does:
   api-resources`` shows its resources).
 
 The availability controller checks every APIService now and then (and at
-once when one changes) and writes its ``Available`` condition with
+once when one changes, or the endpoints of its Service do), calling up to
+``CHECK_ATTEMPTS`` endpoints at once as upstream does (one answer is
+enough), and writes its ``Available`` condition with
 upstream's reasons: ``Local``, ``ServiceNotFound``, ``ServicePortError``,
 ``EndpointsNotFound``, ``MissingEndpoints``, ``FailedDiscoveryCheck``,
 ``Passed``. Several API servers each write the same verdicts; a write
@@ -57,6 +59,7 @@ __all__ = ["Aggregator", "Unavailable"]
 CHECK_PERIOD = 10.0      # upstream re-checks every 30 s; faster here, the checks are cheap
 UNAVAILABLE_PERIOD = 1.0  # while one is not Available: a backend that is starting is seen within a second
 CHECK_TIMEOUT = 5.0
+CHECK_ATTEMPTS = 5        # discovery calls per check, at once (upstream's attempts)
 PROXY_CONNECT_TIMEOUT = 5.0
 # Hop-by-hop (RFC 7230 6.1) and what the API server sets itself.
 _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -103,12 +106,16 @@ class Aggregator:
         self._changed = asyncio.Event()
 
     # -- lifecycle --------------------------------------------------------------------
-    async def start(self, cache: Any) -> None:
+    async def start(self, cache: Any, endpoints: Any = None) -> None:
+        """Follow the APIServices in ``cache`` and (given the Endpoints' watch cache) the endpoints of
+        their Services, which are checked again as soon as those change, as upstream's controller does."""
         kind = by_plural("apiservices")
         items, revision, _ = await self.storage.list(kind, None)
         self.apiservices = {o["metadata"]["name"]: o for o in items}
         self._tasks = [asyncio.create_task(self._follow(cache, revision)),
                        asyncio.create_task(self._availability_loop())]
+        if endpoints is not None:
+            self._tasks.append(asyncio.create_task(self._follow_endpoints(endpoints)))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -145,6 +152,27 @@ class Aggregator:
         finally:
             sub.close()
 
+    def _backs(self, namespace: str, name: str) -> bool:
+        """Whether the Service ``namespace/name`` is behind some APIService."""
+        return any((ref := _spec(o).get("service") or {}).get("namespace") == namespace and ref.get("name") == name
+                   for o in self.apiservices.values())
+
+    async def _follow_endpoints(self, cache: Any) -> None:
+        def matches(obj: dict[str, Any]) -> bool:
+            meta = obj.get("metadata") or {}
+            return self._backs(meta.get("namespace") or "", meta.get("name") or "")
+
+        sub = cache.subscribe(after=cache.last_revision, matches=matches)
+        try:
+            while True:
+                ev = await sub.queue.get()
+                if ev is None:   # fell behind: check everything again, follow from now
+                    sub.close()
+                    sub = cache.subscribe(after=cache.last_revision, matches=matches)
+                self._changed.set()
+        finally:
+            sub.close()
+
     # -- what is aggregated -------------------------------------------------------------
     def remote(self, group: str, version: str) -> dict[str, Any] | None:
         """The APIService that sends ``/apis/group/version`` elsewhere, if one does."""
@@ -172,6 +200,11 @@ class Aggregator:
     async def resolve(self, obj: dict[str, Any]) -> tuple[str, int]:
         """(address, port) of one ready endpoint behind the APIService's Service, as upstream's
         ResolveEndpoint picks it; Unavailable with the availability controller's reason if none."""
+        return random.choice(await self.resolve_all(obj))
+
+    async def resolve_all(self, obj: dict[str, Any]) -> list[tuple[str, int]]:
+        """Every ready (address, port) behind the APIService's Service, in no set order; Unavailable
+        with the availability controller's reason if there is none."""
         ref = _spec(obj).get("service") or {}
         ns, name, port = ref.get("namespace") or "", ref.get("name") or "", int(ref.get("port") or 443)
         try:
@@ -191,7 +224,7 @@ class Aggregator:
         if not choices:
             raise Unavailable("MissingEndpoints", f'endpoints for service/{name} in "{ns}" have no addresses with '
                                                   f'port name "{port_name}"')
-        return random.choice(choices)
+        return list(dict.fromkeys(choices))
 
     def _ssl(self, obj: dict[str, Any]) -> ssl.SSLContext:
         spec = _spec(obj)
@@ -275,9 +308,19 @@ class Aggregator:
         if not spec.get("service"):
             return "True", "Local", "Local APIServices are always available"
         try:
-            address, port = await self.resolve(obj)
+            choices = await self.resolve_all(obj)
         except Unavailable as e:
             return "False", e.reason, e.message
+        # As upstream: several discovery calls at once, each to an endpoint of its own here, and one answer is
+        # enough - an endpoint that just went away (its node cut off, the Endpoints not yet updated) does not
+        # make the group unavailable while the others answer.
+        random.shuffle(choices)
+        results = await asyncio.gather(*(self._discover(obj, a, p) for a, p in choices[:CHECK_ATTEMPTS]))
+        return next((r for r in results if r[0] == "True"), results[-1])
+
+    async def _discover(self, obj: dict[str, Any], address: str, port: int) -> tuple[str, str, str]:
+        """One discovery call to one endpoint: the Available condition it alone would give."""
+        spec = _spec(obj)
         url, kwargs = self._target(obj, address, port, f"/apis/{spec.get('group')}/{spec.get('version')}")
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):

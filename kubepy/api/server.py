@@ -317,7 +317,7 @@ class APIServer:
         # Backends are called from the advertised address, as webhooks are (a lab host routes by source).
         self.aggregator = aggregator.Aggregator(self.storage, front_proxy_cert=proxy_cert,
                                                 source=local_source(self.config.advertise_address))
-        await self.aggregator.start(self.caches["apiservices"])
+        await self.aggregator.start(self.caches["apiservices"], self.caches["endpoints"])
         await self._start_authorization()
         self._tasks.append(asyncio.create_task(self._compactor()))
         self._tasks.append(asyncio.create_task(self._event_reaper()))

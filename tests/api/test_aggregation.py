@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -80,14 +81,14 @@ class Env:
             await asyncio.sleep(0.05)
         raise AssertionError(f"{name}: Available is {cond}, never reason {reason}")
 
-    async def endpoints(self, port: int) -> None:
+    async def endpoints(self, *ports: int) -> None:
         # Endpoints may not hold loopback addresses; the backend lives on loopback, so they are written
         # to the store directly (the aggregator reads them from there, as it would any other).
         key = by_plural("endpoints").key("default", "kptest-metrics")
         body = json.dumps({"apiVersion": "v1", "kind": "Endpoints",
                            "metadata": {"name": "kptest-metrics", "namespace": "default", "uid": "e1"},
                            "subsets": [{"addresses": [{"ip": "127.0.0.1"}],
-                                        "ports": [{"name": "https", "port": port}]}]}).encode()
+                                        "ports": [{"name": "https", "port": port}]} for port in ports]}).encode()
         kv = await self.server.store.get(key)
         if kv is None:
             await self.server.store.create(key, body)
@@ -252,6 +253,53 @@ async def test_a_backend_that_fails_is_unavailable_and_answers_503(env: Env) -> 
     cond = await env.available("v1.kptest.example.com", "MissingEndpoints")
     assert cond["message"] == ('endpoints for service/kptest-metrics in "default" have no addresses with port '
                                'name "https"')
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then let go)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_one_endpoint_gone_does_not_make_the_group_unavailable(env: Env) -> None:
+    """As upstream's availability controller: several discovery calls at once, and one answer is enough."""
+    await call(env.api, "POST", SERVICES, SERVICE, status=201)
+    dead = closed_port()
+    await env.endpoints(dead, env.backend.port)
+    await call(env.api, "POST", APISERVICES, apiservice(env.backend.ca_bundle), status=201)
+    await env.available("v1.kptest.example.com", "Passed")
+    aggregator = env.server.aggregator
+    assert aggregator is not None
+    obj = aggregator.apiservices["v1.kptest.example.com"]
+    verdicts = [await aggregator.check(obj) for _ in range(12)]   # one dead endpoint in two, every time
+    assert all(v[:2] == ("True", "Passed") for v in verdicts), verdicts
+    # Only the dead one left: unavailable, saying where it failed.
+    await env.endpoints(dead)
+    status, reason, message = await aggregator.check(obj)
+    assert (status, reason) == ("False", "FailedDiscoveryCheck")
+    assert message.startswith(f"failing or missing response from https://127.0.0.1:{dead}/apis/"), message
+
+
+async def test_a_change_of_the_endpoints_is_checked_at_once(env: Env) -> None:
+    """The condition follows the Service's endpoints at once, not at the next periodic check."""
+    await call(env.api, "POST", SERVICES, SERVICE, status=201)
+    await env.endpoints(env.backend.port)
+    await call(env.api, "POST", APISERVICES, apiservice(env.backend.ca_bundle), status=201)
+    await env.available("v1.kptest.example.com", "Passed")
+    await asyncio.sleep(1.5)   # past the quick re-check while the aggregator's copy said not yet Available
+    await env.endpoints(closed_port())
+    # Nothing nudges the aggregator here (Env.available does), and the periodic check of an available
+    # APIService is CHECK_PERIOD away: only the Endpoints watch can see this within the time.
+    for _ in range(60):
+        obj = await call(env.api, "GET", f"{APISERVICES}/v1.kptest.example.com")
+        cond = next(c for c in obj["status"]["conditions"] if c["type"] == "Available")
+        if cond["reason"] == "FailedDiscoveryCheck":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"still {cond} 3 s after the endpoints changed")
+    await call(env.api, "GET", "/apis/kptest.example.com/v1/widgets", status=503)
 
 
 async def test_apiservice_validation(env: Env) -> None:
