@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def receive_fds(conn: socket.socket) -> dict[int, int]:
-    """The handed-over pipes, by the shim's fd number (3 stdout, 4 stderr); blocking."""
+    """The handed-over pipes, by the shim's fd number (3 stdout, 4 stderr); blocks unless ``conn`` is readable."""
     fds = array.array("i")
     msg, ancdata, _flags, _addr = conn.recvmsg(64, socket.CMSG_SPACE(2 * fds.itemsize))
     for level, kind, data in ancdata:

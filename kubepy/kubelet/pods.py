@@ -983,6 +983,8 @@ class PodWorker:
             except (TimeoutError, RuntimeError_, OSError) as e:
                 self.event("Warning", "FailedPreStopHook", f"PreStopHook failed: {e}")
         for sig in ("SIGTERM", "SIGKILL"):
+            if sig == "SIGKILL":
+                log.info("container kill escalated container=%s signal=SIGKILL grace=%.1fs", rec.id, grace)
             try:
                 await k.runtime.kill(rec.id, sig, all_processes=sig == "SIGKILL")
             except RuntimeError_:
@@ -990,6 +992,7 @@ class PodWorker:
             wait_until = deadline if sig == "SIGTERM" else time.monotonic() + 10.0
             if await k.wait_exit(rec.id, wait_until - time.monotonic()):
                 return
+        log.warning("container did not exit after SIGKILL container=%s waited=10s", rec.id)
 
     # -- probes ----------------------------------------------------------------------------
     def _failed_probe(self, cid: str) -> str | None:

@@ -90,6 +90,7 @@ ATTACH_START_TIMEOUT = 180.0   # seconds for an attachable container's IO proces
 EXEC_HANDOFF_TIMEOUT = 60.0    # seconds for the shim to start an exec's IO process and hand its pipes over
 EXEC_DRAIN_AFTER_EXIT = 2.0    # seconds an exec's output may still end after ctr exits (see ExecProcess)
 EXEC_REAP_TIMEOUT = 2.0        # seconds to wait for a killed exec's ctr to be reaped (see kill_exec)
+SLOW_CTR_SECONDS = 5.0         # a ctr call (not a pull or import) slower than this is logged
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 RUNNING, STOPPED, CREATED, PAUSED, UNKNOWN = "RUNNING", "STOPPED", "CREATED", "PAUSED", "UNKNOWN"
@@ -488,16 +489,23 @@ class Runtime:
     async def _ctr(self, *args: str, timeout: float | None = 60.0, check: bool = True,
                    stdin: bytes | None = None) -> tuple[int, str, str]:
         cmd = [self.ctr, "--address", self.socket, "--namespace", self.namespace, *args]
+        started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self._env)
         try:
             async with asyncio.timeout(timeout):   # not wait_for: see RuntimeHealth.run
                 out, err = await proc.communicate(stdin)
-        except (TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError) as e:
             proc.kill()
             await proc.wait()
+            if isinstance(e, TimeoutError):
+                log.warning("ctr call timed out args=%r seconds=%.1f", " ".join(args[:4]), time.monotonic() - started)
             raise
+        took = time.monotonic() - started
+        if took > SLOW_CTR_SECONDS and args[0] != "images":   # pulls and imports take their time
+            # a wedged shim or a starved host: say which call, for the pod it delays
+            log.warning("ctr call slow args=%r seconds=%.1f", " ".join(args[:4]), took)
         code = proc.returncode
         assert code is not None
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
@@ -923,11 +931,12 @@ class Runtime:
                 return ExecProcess(proc, {})
             conn, _ = accepted.result()
             with conn:
-                conn.setblocking(True)
-                conn.settimeout(EXEC_HANDOFF_TIMEOUT)
                 try:
-                    fds = await asyncio.to_thread(execio.receive_fds, conn)
-                except OSError as e:
+                    # On the loop, not a thread: a probe cancelled here must not leave a worker thread blocked
+                    # in recvmsg for the whole timeout (closing the socket does not wake it).
+                    await _readable(conn, EXEC_HANDOFF_TIMEOUT)
+                    fds = execio.receive_fds(conn)
+                except (OSError, TimeoutError) as e:
                     log.warning("exec IO handoff failed container=%s exec_id=%s err=%s", cid, exec_id, e)
                     if proc.returncode is None:
                         proc.kill()
@@ -970,6 +979,19 @@ class Runtime:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def _readable(sock: socket.socket, timeout: float) -> None:
+    """Until ``sock`` (made non-blocking) has something to read, or end of stream; TimeoutError after ``timeout``."""
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        async with asyncio.timeout(timeout):
+            await ready
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 def _is_io_process(pid: int, cid: str) -> bool:
