@@ -905,6 +905,7 @@ class Runtime:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        proc: asyncio.subprocess.Process | None = None
         try:
             with short_path(path) as addr:
                 listener.bind(addr)
@@ -943,6 +944,10 @@ class Runtime:
                     await proc.wait()
                     return ExecProcess(proc, {})
             return ExecProcess(proc, fds)
+        except asyncio.CancelledError:
+            if proc is not None and proc.returncode is None:   # the caller gave up: its ctr goes too
+                proc.kill()
+            raise
         finally:
             listener.close()
             with contextlib.suppress(FileNotFoundError):
