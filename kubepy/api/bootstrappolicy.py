@@ -182,7 +182,7 @@ def cluster_roles() -> list[dict[str, Any]]:
                                                 rule("list watch", "discovery.k8s.io", "endpointslices"),
                                                 # Gateway API on the same nginx (kubepy.ingress.gateway).
                                                 rule("list watch", "gateway.networking.k8s.io",
-                                                     "gatewayclasses gateways httproutes"),
+                                                     "gatewayclasses gateways httproutes referencegrants"),
                                                 rule("update patch", "gateway.networking.k8s.io",
                                                      "gatewayclasses/status gateways/status httproutes/status"),
                                                 rule("list watch", CORE, "namespaces"),

@@ -20,7 +20,7 @@ Ingress generation is first loaded, Warning ``RELOAD`` when nginx refused a
 configuration (the last good one keeps serving; retried on the next change
 or resync).  nginx is restarted if it died.
 
-Gateway API (``gateway``): GatewayClasses, Gateways, HTTPRoutes (custom resources, informers that wait
+Gateway API (``gateway``): GatewayClasses, Gateways, HTTPRoutes, ReferenceGrants (custom resources, informers that wait
 for their CRDs without holding up the Ingresses) and Namespaces feed the same decision; after a sync
 the controller writes their statuses (the same on every node, written only when they differ, each
 condition's lastTransitionTime kept while its status stays).
@@ -59,6 +59,8 @@ RELOAD = "RELOAD"      # ingress-nginx's reason when nginx refused a configurati
 GATEWAY_CLASSES = Kind(gateway.GROUP, "v1", "GatewayClass", "gatewayclasses", namespaced=False, has_status=True)
 GATEWAYS = Kind(gateway.GROUP, "v1", "Gateway", "gateways", namespaced=True, has_status=True)
 HTTP_ROUTES = Kind(gateway.GROUP, "v1", "HTTPRoute", "httproutes", namespaced=True, has_status=True)
+REFERENCE_GRANTS = Kind(gateway.GROUP, "v1beta1", "ReferenceGrant", "referencegrants", namespaced=True,
+                        has_status=False)
 
 
 class Proxy(Protocol):
@@ -111,6 +113,7 @@ class Controller:
         self.gateway_classes = Informer(client, GATEWAY_CLASSES)  # type: ignore[arg-type]
         self.gateways = Informer(client, GATEWAYS)  # type: ignore[arg-type]
         self.routes = Informer(client, HTTP_ROUTES)  # type: ignore[arg-type]
+        self.grants = Informer(client, REFERENCE_GRANTS)  # type: ignore[arg-type]
         self.namespaces = Informer(client, "namespaces")  # allowedRoutes.namespaces.selector
         for informer in self.informers + self.gateway_informers:
             informer.add_handler(self._on_change, lambda _old, _new: self._on_change(_new), self._on_change)
@@ -132,7 +135,7 @@ class Controller:
 
     @property
     def gateway_informers(self) -> tuple[Informer, ...]:
-        return (self.gateway_classes, self.gateways, self.routes, self.namespaces)
+        return (self.gateway_classes, self.gateways, self.routes, self.grants, self.namespaces)
 
     def _on_change(self, _obj: dict[str, Any]) -> None:
         self._dirty.set()
@@ -205,7 +208,8 @@ class Controller:
                              services=self.services.cache.list(), slices=self.slices.cache.list(),
                              secrets=self.secrets.cache.list(), gateway_classes=self.gateway_classes.cache.list(),
                              gateways=self.gateways.cache.list(), routes=self.routes.cache.list(),
-                             namespaces=self.namespaces.cache.list(), addresses=self.addresses(),
+                             namespaces=self.namespaces.cache.list(), grants=self.grants.cache.list(),
+                             addresses=self.addresses(),
                              controller=self.controller, gateway_controller=self.gateway_controller)
 
     async def sync(self) -> bool:

@@ -38,8 +38,11 @@ Backends: ``backendRefs`` to Services (group "", kind Service) in the route's na
 several refs of one rule are one nginx upstream whose servers carry ``weight=`` so that each ref gets
 ``weight / sum`` of the requests whatever its endpoint count (a ref of weight 0 gets none).  A rule
 with no backendRefs, or none that resolve, answers 500 (upstream's rule); refs that do not resolve are
-left out of the rest and reported (ResolvedRefs=False: BackendNotFound, InvalidKind, RefNotPermitted
-since ReferenceGrants are not served).
+left out of the rest and reported (ResolvedRefs=False: BackendNotFound, InvalidKind, RefNotPermitted).
+
+References across namespaces - a backendRef to a Service, a listener's certificateRef to a Secret - are
+followed only where a ReferenceGrant in the referred-to namespace lets the referring kind of the referring
+namespace refer to that kind (and name, if the grant names one); else RefNotPermitted.
 
 Not implemented, and so reported, never ignored: filters, header / query-parameter / method matches,
 RegularExpression paths and timeouts make the whole route Accepted=False, reason UnsupportedValue,
@@ -159,8 +162,9 @@ def intersect(listener: str, route: list[str]) -> list[str] | None:
 
 class _Gateways:
     def __init__(self, builder: _Builder, *, namespaces: Iterable[Mapping[str, Any]], addresses: list[dict[str, str]],
-                 controller: str) -> None:
+                 controller: str, grants: Iterable[Mapping[str, Any]] = ()) -> None:
         self.b = builder
+        self.grants = list(grants)
         self.namespaces = {str(_meta(n).get("name")): _d(_meta(n).get("labels")) for n in namespaces}
         self.addresses = [{"type": "IPAddress", "value": a["ip"]} if a.get("ip") else
                           {"type": "Hostname", "value": a["hostname"]} for a in addresses if a.get("ip") or
@@ -172,6 +176,22 @@ class _Gateways:
         self.listeners: dict[str, list[_Listener]] = {}
         self.routes: dict[str, list[dict[str, Any]]] = {}
         self.served: list[str] = []
+
+    def permitted(self, kind: str, namespace: str, to_kind: str, to_namespace: str, to_name: str) -> bool:
+        """Whether a ReferenceGrant in ``to_namespace`` lets a ``kind`` (of this API group) in ``namespace``
+        refer to the core ``to_kind`` named ``to_name`` (upstream's rule: same namespace needs none)."""
+        if namespace == to_namespace:
+            return True
+        for grant in self.grants:
+            if _meta(grant).get("namespace") != to_namespace:
+                continue
+            spec = _d(grant.get("spec"))
+            if any((f.get("group"), f.get("kind"), f.get("namespace")) == (GROUP, kind, namespace)
+                   for f in map(_d, _l(spec.get("from")))) and \
+                    any((t.get("group") or "", t.get("kind")) == ("", to_kind) and t.get("name") in (None, "", to_name)
+                        for t in map(_d, _l(spec.get("to")))):
+                return True
+        return False
 
     # -- GatewayClasses ------------------------------------------------------
     def gateway_class(self, obj: Mapping[str, Any]) -> None:
@@ -260,10 +280,11 @@ class _Gateways:
         if (ref.get("group") or "", ref.get("kind") or "Secret") != ("", "Secret"):
             return (RESOLVED_REFS, INVALID_CERTIFICATE_REF, f"certificateRef {ref.get('kind')}/{ref.get('name')} is "
                     "not a Secret")
-        if (ref.get("namespace") or namespace) != namespace:
-            return (RESOLVED_REFS, REF_NOT_PERMITTED, f"certificateRef to namespace {ref.get('namespace')!r} is not "
-                    f"permitted: {self.controller} serves no ReferenceGrants")
-        secret = f"{namespace}/{ref.get('name')}"
+        ns = str(ref.get("namespace") or namespace)
+        if not self.permitted("Gateway", namespace, "Secret", ns, str(ref.get("name"))):
+            return (RESOLVED_REFS, REF_NOT_PERMITTED, f'certificateRef to Secret "{ns}/{ref.get("name")}" is not '
+                    f'permitted by any ReferenceGrant in namespace "{ns}"')
+        secret = f"{ns}/{ref.get('name')}"
         pem, why = tls_pem(self.b.secrets.get(secret))
         if pem is None:
             return (RESOLVED_REFS, INVALID_CERTIFICATE_REF, f'Secret "{secret}" {why}')
@@ -365,10 +386,10 @@ class _Gateways:
         group, kind, name = ref.get("group") or "", ref.get("kind") or "Service", str(ref.get("name") or "")
         if (group, kind) != ("", "Service"):
             return None, (INVALID_KIND, f"backendRef {group or 'core'}/{kind} {name} is not a Service")
-        ns = ref.get("namespace") or namespace
-        if ns != namespace:
-            return None, (REF_NOT_PERMITTED, f'backendRef to Service "{ns}/{name}" is not permitted: '
-                                             f"{self.controller} serves no ReferenceGrants")
+        ns = str(ref.get("namespace") or namespace)
+        if not self.permitted("HTTPRoute", namespace, "Service", ns, name):
+            return None, (REF_NOT_PERMITTED, f'backendRef to Service "{ns}/{name}" is not permitted by any '
+                                             f'ReferenceGrant in namespace "{ns}"')
         svc = self.b.services.get(f"{ns}/{name}")
         if svc is None:
             return None, (BACKEND_NOT_FOUND, f'Service "{ns}/{name}" not found')
@@ -467,14 +488,16 @@ def build(ingresses: Iterable[Mapping[str, Any]], *, classes: Iterable[Mapping[s
           services: Iterable[Mapping[str, Any]], slices: Iterable[Mapping[str, Any]],
           secrets: Iterable[Mapping[str, Any]], gateway_classes: Iterable[Mapping[str, Any]] = (),
           gateways: Iterable[Mapping[str, Any]] = (), routes: Iterable[Mapping[str, Any]] = (),
-          namespaces: Iterable[Mapping[str, Any]] = (), addresses: list[dict[str, str]] | None = None,
+          namespaces: Iterable[Mapping[str, Any]] = (), grants: Iterable[Mapping[str, Any]] = (),
+          addresses: list[dict[str, str]] | None = None,
           controller: str = model.CONTROLLER, gateway_controller: str = CONTROLLER) -> tuple[ProxyConfig, Statuses]:
     """The whole proxy configuration (our Ingresses, then our HTTPRoutes) and our Gateway API statuses."""
     builder = _Builder(services, slices, secrets)
     mine = model.ours(ingresses, classes, controller=controller)
     for obj in mine:
         builder.ingress(obj)
-    gw = _Gateways(builder, namespaces=namespaces, addresses=addresses or [], controller=gateway_controller)
+    gw = _Gateways(builder, namespaces=namespaces, addresses=addresses or [], controller=gateway_controller,
+                   grants=grants)
     for obj in _oldest_first(gateway_classes):
         gw.gateway_class(obj)
     for obj in _oldest_first(gateways):

@@ -300,6 +300,51 @@ def test_gateway_api_httproute_on_the_same_nginx(lab: Lab):
             lab.kubectl("delete", kind, name, "--ignore-not-found", check=False)
 
 
+def test_a_reference_grant_lets_a_route_reach_a_service_in_another_namespace(lab: Lab):
+    """An HTTPRoute's backendRef to a Service of another namespace answers 500 (ResolvedRefs=False,
+    RefNotPermitted) until a ReferenceGrant there allows it, and again once the grant is gone. The Service
+    there has no selector: its EndpointSlice (written here) names the green pods."""
+    wait_for(lambda: ready_pods(lab, "green") == 2, 90, "two ready green pods")
+    ips = sorted(p["status"]["podIP"] for p in lab.json("get", "pods", "-l", "app=green")["items"])
+    ns = "kptest-shop"
+    other = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop", "namespace": ns},
+              "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+             {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+              "metadata": {"name": "shop-1", "namespace": ns, "labels": {"kubernetes.io/service-name": "shop"}},
+              "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+              "endpoints": [{"addresses": [ip], "conditions": {"ready": True}} for ip in ips]}]
+    gw = {**GATEWAY, "metadata": {"name": "kptest-gw-x"}, "spec": {**GATEWAY["spec"], "listeners": [
+        {"name": "http", "protocol": "HTTP", "port": 80, "hostname": "shop.kptest.local"}]}}
+    route_ = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "kptest-x"},
+              "spec": {"parentRefs": [{"name": "kptest-gw-x"}], "rules": [
+                  {"backendRefs": [{"name": "shop", "namespace": ns, "port": 80}]}]}}
+    grant = {"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+             "metadata": {"name": "kptest-routes", "namespace": ns},
+             "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "default"}],
+                      "to": [{"group": "", "kind": "Service", "name": "shop"}]}}
+
+    def resolved() -> tuple[str, str] | None:
+        parents = (lab.json("get", "httproute", "kptest-x").get("status") or {}).get("parents") or []
+        return _conditions(parents[0]).get("ResolvedRefs") if parents else None
+
+    try:
+        for obj in (*other, gw, route_):
+            lab.kubectl("apply", "-f", "-", input=json.dumps(obj))
+        ip = lab.json("get", "svc", "-n", "kube-system", "kubepy-ingress")["status"]["loadBalancer"]["ingress"][0]["ip"]
+        wait_for(lambda: resolved() == ("False", "RefNotPermitted"), 30, "RefNotPermitted without a grant")
+        assert wait_for(lambda: try_get(ip, "shop.kptest.local", "/api/v1"), 20, "an answer")[0] == 500
+        lab.kubectl("apply", "-f", "-", input=json.dumps(grant))
+        wait_for(lambda: try_get(ip, "shop.kptest.local", "/api/v1") == (200, "green"), 20, "served once granted")
+        assert resolved() == ("True", "ResolvedRefs")
+        lab.kubectl("delete", "referencegrant", "-n", ns, "kptest-routes")
+        wait_for(lambda: (try_get(ip, "shop.kptest.local", "/api/v1") or (0,))[0] == 500, 20, "500 once revoked")
+    finally:
+        lab.kubectl("delete", "httproute", "kptest-x", "--ignore-not-found", check=False)
+        lab.kubectl("delete", "gateway", "kptest-gw-x", "--ignore-not-found", check=False)
+        lab.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=false", check=False)
+
+
 def test_a_missing_service_is_an_event_and_the_others_keep_working(lab: Lab):
     ip = node_ip(lab, 1)
     lab.kubectl("apply", "-f", "-", input=json.dumps(BROKEN))

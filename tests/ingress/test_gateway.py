@@ -65,12 +65,22 @@ def rule_(*matches: dict[str, Any], backends: list[dict[str, Any]] | None = None
 
 
 def decide(*objs: dict[str, Any], ingresses: tuple = (), addresses: list | None = None, secrets: list | None = None,
-           services: list | None = None, slices: list | None = None, classes: list | None = None):
+           services: list | None = None, slices: list | None = None, classes: list | None = None,
+           grants: tuple = ()):
     gws = [o for o in objs if "gatewayClassName" in o["spec"]]
     routes = [o for o in objs if "parentRefs" in o["spec"]]
     return build(ingresses, classes=[KUBEPY_CLASS], services=services or SERVICES, slices=slices or SLICES,
                  secrets=secrets or [], gateway_classes=[CLASS, OTHER] if classes is None else classes,
-                 gateways=gws, routes=routes, namespaces=NAMESPACES, addresses=LB if addresses is None else addresses)
+                 gateways=gws, routes=routes, namespaces=NAMESPACES, grants=grants,
+                 addresses=LB if addresses is None else addresses)
+
+
+def grant(namespace: str, frm: list[tuple[str, str, str]], to: list[tuple[str, str, str | None]],
+          name: str = "g") -> dict[str, Any]:
+    """A ReferenceGrant in ``namespace``: from (group, kind, namespace) to (group, kind, name or None)."""
+    return {"metadata": {"name": name, "namespace": namespace},
+            "spec": {"from": [{"group": g, "kind": k, "namespace": n} for g, k, n in frm],
+                     "to": [{"group": g, "kind": k, **({"name": n} if n else {})} for g, k, n in to]}}
 
 
 def conds(obj: dict[str, Any]) -> dict[str, tuple[str, str]]:
@@ -165,8 +175,8 @@ def test_what_is_not_implemented_is_unsupported_value_and_not_served(rules, fiel
 @pytest.mark.parametrize("backends, reason, message", [
     ([ref("nowhere")], "BackendNotFound", 'Service "default/nowhere" not found'),
     ([ref("web", 81)], "BackendNotFound", 'Service "default/web" has no port 81'),
-    ([ref("web", namespace="team")], "RefNotPermitted", 'backendRef to Service "team/web" is not permitted: '
-                                                        "kubepy.io/gateway serves no ReferenceGrants"),
+    ([ref("web", namespace="team")], "RefNotPermitted", 'backendRef to Service "team/web" is not permitted by any '
+                                                        'ReferenceGrant in namespace "team"'),
     ([ref("web", group="example.com", kind="Bucket")], "InvalidKind", "backendRef example.com/Bucket web is not a Service"),
 ])
 def test_a_backend_that_does_not_resolve_is_reported_and_answers_500(backends, reason, message):
@@ -223,6 +233,57 @@ def test_conflicted_listeners_serve_nothing_and_others_do():
         ("a", ("True", "HostnameConflict"), "False"), ("b", ("True", "HostnameConflict"), "False"),
         ("c", ("False", "NoConflicts"), "True")]
     assert conds(gw)["Accepted"] == ("True", "Accepted")
+
+
+TEAM_SERVICES = SERVICES + [service("shop", ("http", 80), namespace="team")]
+TEAM_SLICES = SLICES + [endpoint_slice("shop", "http", 8080, "10.244.3.7", namespace="team")]
+FROM_ROUTES = (G, "HTTPRoute", NS)
+
+
+@pytest.mark.parametrize("grants, allowed", [
+    ((), False),
+    ((grant("team", [FROM_ROUTES], [("", "Service", None)]),), True),            # every Service of team
+    ((grant("team", [FROM_ROUTES], [("", "Service", "shop")]),), True),          # this one by name
+    ((grant("team", [FROM_ROUTES], [("", "Service", "other")]),), False),        # another one by name
+    ((grant(NS, [FROM_ROUTES], [("", "Service", None)]),), False),               # a grant in the wrong namespace
+    ((grant("team", [(G, "HTTPRoute", "elsewhere")], [("", "Service", None)]),), False),  # for another namespace
+    ((grant("team", [(G, "Gateway", NS)], [("", "Service", None)]),), False),    # for another kind
+    ((grant("team", [FROM_ROUTES], [("", "Secret", None)]),), False),            # to another kind
+    ((grant("team", [(G, "Gateway", NS)], [("", "Secret", None)], name="a"),
+      grant("team", [(G, "Gateway", NS), FROM_ROUTES], [("", "Secret", None), ("", "Service", "shop")], name="b")),
+     True),                                                                      # any grant, any of its entries
+])
+def test_a_backend_in_another_namespace_needs_a_reference_grant_there(grants, allowed):
+    cfg, st = decide(gateway(listener()), http_route("r", rule_(match("/"), backends=[ref("shop", namespace="team")])),
+                     services=TEAM_SERVICES, slices=TEAM_SLICES, grants=grants)
+    [parent] = st.routes["default/r"]
+    assert conds(parent)["Accepted"] == ("True", "Accepted")
+    if allowed:
+        assert conds(parent)["ResolvedRefs"] == ("True", "ResolvedRefs")
+        assert route(cfg, "x.example.com", "/") == "team/shop:80"
+    else:
+        assert parent["conditions"][1]["reason"] == "RefNotPermitted"
+        assert parent["conditions"][1]["message"] == ('backendRef to Service "team/shop" is not permitted by any '
+                                                      'ReferenceGrant in namespace "team"')
+        assert route(cfg, "x.example.com", "/") == "500"
+
+
+def test_a_certificate_in_another_namespace_needs_a_reference_grant_there():
+    cert, key = self_signed("secure.example.com")
+    secrets = [tls_secret("tls", cert, key, namespace="team")]
+    gw = gateway(listener("https", "HTTPS", 443, hostname="secure.example.com",
+                          tls={"certificateRefs": [{"name": "tls", "namespace": "team"}]}))
+    r = http_route("r", rule_(match("/"), backends=[ref("web")]))
+    cfg, st = decide(gw, r, secrets=secrets)
+    [ls] = st.gateways["default/gw"]["listeners"]
+    assert conds(ls)["ResolvedRefs"] == ("False", "RefNotPermitted")
+    assert [c["message"] for c in ls["conditions"] if c["type"] == "ResolvedRefs"] == [
+        'certificateRef to Secret "team/tls" is not permitted by any ReferenceGrant in namespace "team"']
+    assert not any(s.host == "secure.example.com" for s in cfg.servers)
+    cfg, st = decide(gw, r, secrets=secrets, grants=(grant("team", [(G, "Gateway", NS)], [("", "Secret", "tls")]),))
+    assert conds(st.gateways["default/gw"]["listeners"][0])["ResolvedRefs"] == ("True", "ResolvedRefs")
+    server = next(s for s in cfg.servers if s.host == "secure.example.com")
+    assert server.tls_secret == "team/tls" and "team/tls" in cfg.certificates
 
 
 def test_https_listener_terminates_with_the_secrets_certificate():
@@ -318,15 +379,17 @@ def crds() -> dict[str, dict[str, Any]]:
 
 def test_the_crds_are_valid_and_structural():
     got = crds()
-    assert sorted(got) == ["Gateway", "GatewayClass", "HTTPRoute"]
+    assert sorted(got) == ["Gateway", "GatewayClass", "HTTPRoute", "ReferenceGrant"]
     for crd in got.values():
+        served = [("v1beta1", True, True, None)] if crd["spec"]["names"]["kind"] == "ReferenceGrant" else \
+            [("v1", True, True, {"status": {}})]
         crd = copy.deepcopy(crd)
         default_crd(crd, None)
         errs = v.Errs()
         validate_crd(crd, None, errs)
         assert errs == [], crd["metadata"]["name"]
-        assert [(x["name"], x["served"], x["storage"], x["subresources"]) for x in crd["spec"]["versions"]] == \
-            [("v1", True, True, {"status": {}})]
+        assert [(x["name"], x["served"], x["storage"], x.get("subresources")) for x in crd["spec"]["versions"]] == \
+            served
         assert crd["spec"]["group"] == G
 
 
