@@ -44,20 +44,30 @@ References across namespaces - a backendRef to a Service, a listener's certifica
 followed only where a ReferenceGrant in the referred-to namespace lets the referring kind of the referring
 namespace refer to that kind (and name, if the grant names one); else RefNotPermitted.
 
-Not implemented, and so reported, never ignored: filters, header / query-parameter / method matches,
-RegularExpression paths and timeouts make the whole route Accepted=False, reason UnsupportedValue,
-naming the field; such a route is not served.
+Header, query-parameter and method matches (``model.Match``): nginx picks a location by path alone, so
+each such match is placed in every location a request it takes can land in (its own path's, made if
+missing, and longer ones below a prefix), before the location's own backend when its path is at least as
+specific, in Gateway API's order: an Exact path, the longer prefix, a method, more headers, more
+parameters, the older route, the earlier rule.  ``nginx.render`` turns them into ``if`` tests.  Header
+names are case-insensitive; values are compared exactly or, for RegularExpression, matched whole (PCRE).
+A header name must be letters, digits and "-", a parameter name letters, digits and "_" (what nginx
+variables can name; nginx compares parameter names case-insensitively and values still URL-encoded); an
+Exact value cannot hold "$".
+
+Not implemented, and so reported, never ignored: filters, RegularExpression paths and timeouts make the
+whole route Accepted=False, reason UnsupportedValue, naming the field; such a route is not served.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubepy.ingress import model
-from kubepy.ingress.model import EXACT, PREFIX, Backend, ProxyConfig, Upstream, _Builder, tls_pem
+from kubepy.ingress.model import EXACT, PREFIX, Backend, Choice, Match, ProxyConfig, Upstream, _Builder, tls_pem
 from kubepy.meta.selectors import label_selector_from_dict
 
 __all__ = ["CONTROLLER", "GROUP", "Statuses", "build", "merge_conditions", "route_parents"]
@@ -80,6 +90,12 @@ NOT_ALLOWED_BY_LISTENERS, NO_MATCHING_LISTENER_HOSTNAME, NO_MATCHING_PARENT = (
 UNSUPPORTED_VALUE, BACKEND_NOT_FOUND, INVALID_KIND = "UnsupportedValue", "BackendNotFound", "InvalidKind"
 
 HTTP_ROUTE_KIND = {"group": GROUP, "kind": "HTTPRoute"}
+
+# What a header or query-parameter match can name and compare in nginx (``$http_<name>``, ``$arg_<name>``;
+# an Exact value is a string nginx would interpolate ``$`` in).
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
+_QUERY_NAME = re.compile(r"[A-Za-z0-9_]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 _d, _l, _meta, _key = model._d, model._l, model._meta, model._key
 
@@ -344,9 +360,27 @@ class _Gateways:
                 if _l(ref.get("filters")):
                     return f"{at}.backendRefs[{j}].filters: filters are not supported by {self.controller}"
             for j, match in enumerate(map(_d, _l(rule.get("matches")))):
-                for fld in ("headers", "queryParams", "method"):
-                    if match.get(fld):
-                        return f"{at}.matches[{j}].{fld}: {fld} matches are not supported by {self.controller}"
+                for fld, name_re, what in (("headers", _HEADER_NAME, "a header name of letters, digits and '-'"),
+                                           ("queryParams", _QUERY_NAME, "a parameter name of letters, digits and "
+                                                                        "'_'")):
+                    for k, cond in enumerate(map(_d, _l(match.get(fld)))):
+                        place = f"{at}.matches[{j}].{fld}[{k}]"
+                        if (cond.get("type") or "Exact") not in ("Exact", "RegularExpression"):
+                            return f'{place}.type: Unsupported value: "{cond.get("type")}": supported values: ' \
+                                   '"Exact", "RegularExpression"'
+                        if not name_re.fullmatch(str(cond.get("name") or "")):
+                            return f"{place}.name: {self.controller} matches {what} only"
+                        value = str(cond.get("value") or "")
+                        if _CONTROL.search(value):
+                            return f"{place}.value: a control character cannot be matched by {self.controller}"
+                        if (cond.get("type") or "Exact") == "Exact" and "$" in value:
+                            return f"{place}.value: {self.controller} cannot match a value with '$' exactly " \
+                                   "(a RegularExpression can)"
+                        if cond.get("type") == "RegularExpression":
+                            try:
+                                re.compile(value)
+                            except re.error as e:
+                                return f"{place}.value: invalid regular expression: {e}"
                 kind = _d(match.get("path")).get("type") or "PathPrefix"
                 if kind not in ("PathPrefix", "Exact"):
                     return f'{at}.matches[{j}].path.type: Unsupported value: "{kind}": supported values: ' \
@@ -459,9 +493,14 @@ class _Gateways:
             for match in map(_d, _l(rule.get("matches")) or [{}]):
                 path = _d(match.get("path"))
                 value, kind = str(path.get("value") or "/"), path.get("type") or "PathPrefix"
+                conditions = Match(str(match.get("method") or ""), _conditions(match.get("headers"), lower=True),
+                                   _conditions(match.get("queryParams")))
                 for host in hosts:
                     self.b.locations.setdefault(host, {})
-                    if kind == "Exact":
+                    if conditions != Match():
+                        self.b.add_conditional(host, kind == "Exact", value, Choice(conditions, backend,
+                                                                                    f"HTTPRoute {key}"))
+                    elif kind == "Exact":
                         self.b.add(host, EXACT, value, backend, f"HTTPRoute {key}", exact=True)
                     else:
                         trimmed = value.rstrip("/")
@@ -469,6 +508,12 @@ class _Gateways:
                             self.b.add(host, EXACT, trimmed, backend, f"HTTPRoute {key}", exact=False)
                         self.b.add(host, PREFIX, trimmed + "/", backend, f"HTTPRoute {key}", exact=False)
         self.served.append(key)
+
+
+def _conditions(items: Any, *, lower: bool = False) -> tuple[tuple[str, str, str], ...]:
+    """(name, type, value) of each header or query-parameter match; header names are case-insensitive."""
+    return tuple((str(c.get("name") or "").lower() if lower else str(c.get("name") or ""),
+                  str(c.get("type") or "Exact"), str(c.get("value") or "")) for c in map(_d, _l(items)))
 
 
 def _weighted(name: str, refs: list[tuple[Upstream, int, str]]) -> Upstream:

@@ -47,7 +47,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CONTROLLER", "Backend", "Location", "Problem", "ProxyConfig", "Server", "Upstream", "build",
+__all__ = ["CONTROLLER", "Backend", "Choice", "Location", "Match", "Problem", "ProxyConfig", "Server", "Upstream", "build",
            "is_ours", "ours", "tls_pem"]
 
 CONTROLLER = "kubepy.io/ingress"
@@ -100,11 +100,40 @@ NOT_FOUND = Backend(None, 404)
 
 
 @dataclass(frozen=True)
+class Match:
+    """What an HTTPRoute match asks of a request besides its path (all of it, when given)."""
+    method: str = ""
+    headers: tuple[tuple[str, str, str], ...] = ()   # (name, "Exact" | "RegularExpression", value)
+    query: tuple[tuple[str, str, str], ...] = ()     # (name, type, value)
+
+    def precedence(self) -> tuple[int, int, int]:
+        """Gateway API's order among matches of one path: a method, then more headers, then more parameters."""
+        return (1 if self.method else 0, len(self.headers), len(self.query))
+
+
+@dataclass(frozen=True)
+class Choice:
+    match: Match
+    backend: Backend
+    source: str
+
+
+@dataclass(frozen=True)
 class Location:
     modifier: str                  # "=" exact, "^~" prefix
     path: str
-    backend: Backend
+    backend: Backend               # what the location serves when no choice matches
     source: str                    # namespace/name of the Ingress it came from
+    choices: tuple[Choice, ...] = ()   # HTTPRoute matches with conditions, the first that matches wins
+
+
+@dataclass(frozen=True)
+class _Conditional:
+    """An HTTPRoute match with conditions, before it is placed in the locations it can win."""
+    exact: bool                    # an Exact path (else PathPrefix)
+    path: str                      # the Exact path, or the prefix without its trailing "/"
+    choice: Choice
+    order: int                     # route age, then rule and match order
 
 
 @dataclass(frozen=True)
@@ -201,6 +230,7 @@ class _Builder:
         self.locations: dict[str, dict[tuple[str, str], tuple[Location, bool]]] = {}
         self.fallback: dict[str, Backend] = {}
         self.tls: dict[str, str] = {}
+        self.conditional: dict[str, list[_Conditional]] = {}   # host → HTTPRoute matches with conditions
 
     def problem(self, ingress: str, reason: str, message: str) -> None:
         p = Problem(ingress, reason, message)
@@ -263,6 +293,56 @@ class _Builder:
         if held is None or (exact and not held[1]):
             locs[(modifier, path)] = (Location(modifier, path, backend, ing), exact)
 
+    def add_conditional(self, host: str, exact: bool, path: str, choice: Choice) -> None:
+        entries = self.conditional.setdefault(host, [])
+        entries.append(_Conditional(exact, path if exact else path.rstrip("/"), choice, len(entries)))
+
+    def _place_conditionals(self, host: str, locs: dict[tuple[str, str], Location],
+                            rank: dict[tuple[str, str], tuple[int, int]]) -> None:
+        """Put each conditional match into every location where it can win, in Gateway API's order.
+
+        A location is chosen by path alone, so a match is added to its own path's locations (made if
+        missing: a request it does not take goes where it went before) and to every longer-path
+        location a request it matches can land in. There it comes before the location's own backend when
+        its path is at least as specific (an Exact path; else the longer prefix), then by its method,
+        header and parameter counts, then by age."""
+        entries = self.conditional.get(host) or []
+        if not entries:
+            return
+        prefixes = sorted((p for m, p in locs if m == PREFIX), key=len, reverse=True)
+
+        def nginx_pick(uri: str) -> tuple[str, str]:   # the prefix location nginx chooses for uri
+            return PREFIX, next(p for p in prefixes if uri.startswith(p))
+
+        for e in entries:
+            wanted = [(EXACT, e.path)] if e.exact else [(EXACT, e.path), (PREFIX, e.path + "/")] if e.path else \
+                [(PREFIX, "/")]
+            for key in wanted:
+                if key not in locs:
+                    under = nginx_pick(key[1])
+                    locs[key] = Location(key[0], key[1], locs[under].backend, locs[under].source)
+                    rank[key] = rank[under]
+                    if key[0] == PREFIX:
+                        prefixes = sorted({*prefixes, key[1]}, key=len, reverse=True)
+
+        def covers(e: _Conditional, modifier: str, path: str) -> bool:
+            if e.exact:
+                return modifier == EXACT and path == e.path
+            if not e.path:
+                return True
+            element = path if modifier == EXACT else path.rstrip("/") if path.endswith("/") else None
+            return element is not None and (element == e.path or element.startswith(e.path + "/"))
+
+        for key, loc in list(locs.items()):
+            here = [e for e in entries if covers(e, *key)]
+            ranked = [(((2, 0) if e.exact else (1, len(e.path))), e) for e in here]
+            ranked = [(r, e) for r, e in ranked if r >= rank[key]]
+            if not ranked:
+                continue
+            ranked.sort(key=lambda re_: (re_[0], re_[1].choice.match.precedence(), -re_[1].order), reverse=True)
+            locs[key] = Location(loc.modifier, loc.path, loc.backend, loc.source,
+                                 tuple(e.choice for _, e in ranked))
+
     def ingress(self, obj: Mapping[str, Any]) -> None:
         ing, namespace = _key(obj), str(_meta(obj).get("namespace"))
         spec = _d(obj.get("spec"))
@@ -305,12 +385,21 @@ class _Builder:
     def config(self, served: list[str], routes: Iterable[str] = ()) -> ProxyConfig:
         servers = []
         for host in sorted(set(self.locations) | {""}):
-            locs = {k: loc for k, (loc, _) in self.locations.get(host, {}).items()}
+            held = self.locations.get(host, {})
+            locs = {k: loc for k, (loc, _) in held.items()}
+            # How specific each location's own backend is, as Gateway API ranks paths: an Exact path, else the
+            # length of the prefix; what no rule matches ranks below everything.
+            rank = {k: (2, 0) if k[0] == EXACT and exact else (1, len(k[1].rstrip("/")) if k[0] == PREFIX
+                                                                 else len(k[1]))
+                    for k, (_, exact) in held.items()}
             if (PREFIX, "/") not in locs:
                 locs[(PREFIX, "/")] = Location(PREFIX, "/", self.fallback.get(host, NOT_FOUND), "")
+                rank[(PREFIX, "/")] = (0, 0)
+            self._place_conditionals(host, locs, rank)
             ordered = tuple(locs[k] for k in sorted(locs, key=lambda k: (k[1], k[0])))
             servers.append(Server(host, ordered, self.tls.get(host)))
-        used = {loc.backend.upstream for s in servers for loc in s.locations}
+        used = {b.upstream for s in servers for loc in s.locations
+                for b in (loc.backend, *(c.backend for c in loc.choices))}
         upstreams = tuple(u for n, u in sorted(self.upstreams.items()) if n in used and u.servers)
         certs = {s.tls_secret: self.certificates[s.tls_secret] for s in servers if s.tls_secret}
         return ProxyConfig(tuple(servers), upstreams, certs, tuple(self.problems), tuple(served), tuple(routes))

@@ -35,7 +35,7 @@ import signal
 from collections.abc import Mapping
 from pathlib import Path
 
-from kubepy.ingress.model import Location, ProxyConfig, Server, server_name
+from kubepy.ingress.model import Backend, Location, Match, ProxyConfig, Server, server_name
 from kubepy.privatefiles import write_private
 
 __all__ = ["Nginx", "NginxError", "cert_file_name", "default_certificate", "render"]
@@ -60,14 +60,41 @@ def _quote(path: str) -> str:
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _serve(backend: Backend) -> str:
+    return f"return {backend.status};" if backend.upstream is None else f"proxy_pass http://{backend.upstream};"
+
+
+def _tests(match: Match) -> list[str]:
+    """nginx ``if`` conditions that all hold when a request meets ``match``."""
+    out = [f"$request_method = {_quote(match.method)}"] if match.method else []
+    for prefix, items in (("$http_", [(n.lower().replace("-", "_"), t, v) for n, t, v in match.headers]),
+                          ("$arg_", list(match.query))):
+        for name, kind, value in items:
+            out.append(f"{prefix}{name} ~ {_quote(f'^(?:{value})$')}" if kind == "RegularExpression" else
+                       f"{prefix}{name} = {_quote(value)}")
+    return out
+
+
 def _location(loc: Location) -> list[str]:
     what = f"{loc.source} → {loc.backend.service}" if loc.source else "no rule matches"
     head = f"        location {loc.modifier} {_quote(loc.path)} {{  # {what}"
-    if loc.backend.upstream is None:
-        body = f"            return {loc.backend.status};"
-    else:
-        body = f"            proxy_pass http://{loc.backend.upstream};"
-    return [head, body, "        }"]
+    if not loc.choices:
+        return [head, "            " + _serve(loc.backend), "        }"]
+    # HTTPRoute matches with conditions, first to last in precedence: nginx has no "and" in ``if``, so
+    # each match counts its conditions that hold in $kp_ok; they are tried last to first, so the
+    # first that holds is the one $kp_pick keeps.
+    body = ['            set $kp_pick "";']
+    for i, c in reversed(list(enumerate(loc.choices, 1))):
+        tests = _tests(c.match)
+        body += [f"            # {i}: {c.source} → {c.backend.service or c.backend.status}",
+                 '            set $kp_ok "";',
+                 *(f'            if ({t}) {{ set $kp_ok "${{kp_ok}}y"; }}' for t in tests),
+                 f'            if ($kp_ok = "{"y" * len(tests)}") {{ set $kp_pick "{i}"; }}']
+    body += [f'            if ($kp_pick = "{i}") {{ {_serve(c.backend)} }}' for i, c in enumerate(loc.choices, 1)]
+    # A location-level ``return`` would run whatever was picked (it is a rewrite-phase step, as ``if`` is).
+    last = _serve(loc.backend)
+    return [head, *body, "            " + (f'if ($kp_pick = "") {{ {last} }}' if loc.backend.upstream is None
+                                          else last), "        }"]
 
 
 def _server(server: Server, *, state_dir: Path, cert_files: Mapping[str, str], http_port: int | str,

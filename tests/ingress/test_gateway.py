@@ -157,8 +157,16 @@ def test_hostnames_are_intersected_with_the_listeners(listener_host, route_hosts
 
 @pytest.mark.parametrize("rules, field", [
     ([rule_(match("/"), backends=[ref("web")], filters=[{"type": "RequestHeaderModifier"}])], "spec.rules[0].filters"),
-    ([rule_(match("/", headers=[{"name": "x", "value": "y"}]), backends=[ref("web")])], "spec.rules[0].matches[0].headers"),
-    ([rule_(match("/", method="GET"), backends=[ref("web")])], "spec.rules[0].matches[0].method"),
+    ([rule_(match("/", headers=[{"name": "x.y", "value": "1"}]), backends=[ref("web")])],
+     "spec.rules[0].matches[0].headers[0].name"),
+    ([rule_(match("/", queryParams=[{"name": "a-b", "value": "1"}]), backends=[ref("web")])],
+     "spec.rules[0].matches[0].queryParams[0].name"),
+    ([rule_(match("/", headers=[{"name": "x", "value": "a$b"}]), backends=[ref("web")])],
+     "spec.rules[0].matches[0].headers[0].value"),
+    ([rule_(match("/", headers=[{"name": "x", "value": "a(", "type": "RegularExpression"}]), backends=[ref("web")])],
+     "spec.rules[0].matches[0].headers[0].value"),
+    ([rule_(match("/", queryParams=[{"name": "x", "value": "1", "type": "Prefix"}]), backends=[ref("web")])],
+     "spec.rules[0].matches[0].queryParams[0].type"),
     ([rule_(match("/"), backends=[ref("web")]), rule_(match("/a.*", "RegularExpression"), backends=[ref("web")])],
      "spec.rules[1].matches[0].path.type"),
     ([rule_(match("/"), backends=[ref("web", filters=[{"type": "URLRewrite"}])])], "spec.rules[0].backendRefs[0].filters"),
@@ -170,6 +178,70 @@ def test_what_is_not_implemented_is_unsupported_value_and_not_served(rules, fiel
     assert conds(parent)["Accepted"] == ("False", "UnsupportedValue")
     assert parent["conditions"][0]["message"].startswith(field + ":")
     assert cfg.routes == () and route(cfg, "x.example.com", "/") == "404"
+
+
+def matching_route(docs_port: int = 8080) -> dict[str, Any]:
+    """Header, query-parameter and method matches beside plain paths, for the precedence cases below."""
+    hdr = lambda name, value, kind="Exact": {"name": name, "value": value, "type": kind}  # noqa: E731
+    docs = [ref("docs", docs_port)]
+    return http_route(
+        "m",
+        rule_(match("/api", headers=[hdr("X-Version", "2")]), backends=[ref("api")]),
+        rule_(match("/api"), backends=[ref("web")]),
+        rule_(match("/", headers=[hdr("x-canary", "yes")]), backends=docs),
+        rule_(match("/api/v1/exact", "Exact", method="POST"), backends=docs),
+        rule_(match("/multi", headers=[hdr("a", "1")]), backends=[ref("api")]),
+        rule_(match("/multi", headers=[hdr("a", "1"), hdr("b", "2")]), backends=docs),
+        rule_(match("/m", headers=[hdr("h", "1")]), backends=[ref("api")]),
+        rule_(match("/m", method="GET"), backends=docs),
+        rule_(match("/q", queryParams=[{"name": "x", "value": "1"}]), match("/q", headers=[hdr("or", "this")]),
+              backends=[ref("api")]),
+        rule_(match("/re", headers=[hdr("x-user", "v[0-9]+", "RegularExpression")]), backends=[ref("api")]),
+        hostnames=["m.example.com"])
+
+
+# (method, uri, headers, the backend that answers or the status)
+MATCH_CASES = [
+    ("GET", "/api/x", {"X-Version": "2"}, "api"),
+    ("GET", "/api/x", {"x-version": "2"}, "api"),          # header names are case-insensitive
+    ("GET", "/api", {"X-Version": "2"}, "api"),            # the prefix's element itself
+    ("GET", "/api/x", {"X-Version": "3"}, "web"),          # falls back to the rule without conditions
+    ("GET", "/api/x", {}, "web"),
+    ("GET", "/api/x", {"x-canary": "yes"}, "web"),         # the longer path beats the headers of "/"
+    ("GET", "/other", {"x-canary": "yes"}, "docs"),
+    ("GET", "/other", {}, "404"),                          # nothing matches "/" without the header
+    ("POST", "/api/v1/exact", {}, "docs"),                 # an Exact path beats every prefix
+    ("GET", "/api/v1/exact", {}, "web"),                   # not its method: the /api prefix takes it
+    ("GET", "/multi", {"a": "1", "b": "2"}, "docs"),       # more headers first
+    ("GET", "/multi", {"a": "1"}, "api"),
+    ("GET", "/multi", {"b": "2"}, "404"),
+    ("GET", "/m", {"h": "1"}, "docs"),                     # a method before headers
+    ("POST", "/m", {"h": "1"}, "api"),
+    ("GET", "/q?x=1", {}, "api"),                          # a query parameter ...
+    ("GET", "/q?x=2", {}, "404"),
+    ("GET", "/q", {"or": "this"}, "api"),                  # ... or the rule's other match
+    ("GET", "/re", {"x-user": "v12"}, "api"),              # a regular expression matches the whole value
+    ("GET", "/re", {"x-user": "v12x"}, "404"),
+]
+
+
+@pytest.mark.parametrize("method, uri, headers, want", MATCH_CASES)
+def test_header_query_and_method_matches_in_gateway_api_precedence(method, uri, headers, want):
+    cfg, st = decide(gateway(listener()), matching_route())
+    assert conds(st.routes["default/m"][0]) == {"Accepted": ("True", "Accepted"),
+                                                "ResolvedRefs": ("True", "ResolvedRefs")}
+    got = route(cfg, "m.example.com", uri, method=method, headers=headers)
+    assert (got.partition("/")[2].partition(":")[0] if "/" in got else got) == want
+
+
+def test_conditional_matches_render_as_nginx_conditions():
+    cfg, _ = decide(gateway(listener()), matching_route())
+    text = render(cfg, state_dir=Path("/state"), cert_files={})
+    api = text[text.index('location ^~ "/api/"'):]
+    api = api[:api.index("\n        }")]
+    assert '$http_x_version = "2"' in api and "proxy_pass http://default_api_80;" in api
+    assert api.rstrip().endswith("proxy_pass http://default_web_80;")   # the rule without conditions last
+    assert '$http_x_user ~ "^(?:v[0-9]+)$"' in text and '$arg_x = "1"' in text and '$request_method = "POST"' in text
 
 
 @pytest.mark.parametrize("backends, reason, message", [
@@ -307,7 +379,8 @@ def test_requested_addresses_are_unsupported_and_nothing_of_that_gateway_is_serv
 
 
 def test_an_unsupported_route_still_reports_its_references():
-    _, st = decide(gateway(listener()), http_route("r", rule_(match("/", method="GET"), backends=[ref("nowhere")])))
+    _, st = decide(gateway(listener()), http_route("r", rule_(match("/"), filters=[{"type": "RequestMirror"}],
+                                                             backends=[ref("nowhere")])))
     assert conds(st.routes["default/r"][0]) == {"Accepted": ("False", "UnsupportedValue"),
                                                 "ResolvedRefs": ("False", "BackendNotFound")}
 

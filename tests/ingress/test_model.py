@@ -30,8 +30,11 @@ def config(*ingresses: dict[str, Any], secrets: list[dict[str, Any]] | None = No
                  services=SERVICES, slices=SLICES, secrets=secrets or [])
 
 
-def route(cfg: ProxyConfig, host: str, uri: str) -> str:
-    """"default/web:80", or the status code nginx answers with ("404", "503")."""
+def route(cfg: ProxyConfig, host: str, uri: str, *, method: str = "GET", headers: dict[str, str] | None = None) -> str:
+    """"default/web:80", or the status code nginx answers with ("404", "503"); ``uri`` may have a query."""
+    uri, _, qs = uri.partition("?")
+    args = dict(a.partition("=")[::2] for a in qs.split("&") if a)
+    have = {k.lower(): v for k, v in (headers or {}).items()}
     server = next((s for s in cfg.servers if s.host == host), None)
     if server is None:
         server = next((s for s in cfg.servers if s.host.startswith("*.")
@@ -41,9 +44,18 @@ def route(cfg: ProxyConfig, host: str, uri: str) -> str:
     exact = [loc for loc in server.locations if loc.modifier == "=" and loc.path == uri]
     prefixes = [loc for loc in server.locations if loc.modifier == "^~" and uri.startswith(loc.path)]
     loc = exact[0] if exact else max(prefixes, key=lambda loc: len(loc.path))
-    if loc.backend.upstream is None:
-        return str(loc.backend.status)
-    return loc.backend.service
+
+    def holds(got: str | None, kind: str, value: str) -> bool:
+        return got is not None and (re.fullmatch(value, got) is not None if kind == "RegularExpression"
+                                    else got == value)
+
+    backend = next((c.backend for c in loc.choices
+                    if (not c.match.method or c.match.method == method)
+                    and all(holds(have.get(n), t, v) for n, t, v in c.match.headers)
+                    and all(holds(args.get(n), t, v) for n, t, v in c.match.query)), loc.backend)
+    if backend.upstream is None:
+        return str(backend.status)
+    return backend.service
 
 
 TWO_BY_PATH = ingress("site", rule("a.example.com", path("/", "web"), path("/api", "api"),

@@ -48,6 +48,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    do_POST = do_GET  # noqa: N815
+
     def log_message(self, *args: Any) -> None:
         return None
 
@@ -93,10 +95,10 @@ async def _apply(nginx: Nginx, cfg: ProxyConfig, http_port: int, https_port: int
     return await nginx.apply(text)
 
 
-def _get(port: int, host: str, uri: str) -> tuple[int, str]:
+def _get(port: int, host: str, uri: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        conn.request("GET", uri, headers={"Host": host})
+        conn.request(method, uri, headers={"Host": host, **(headers or {})})
         resp = conn.getresponse()
         return resp.status, resp.read().decode(errors="replace")
     finally:
@@ -281,3 +283,22 @@ async def test_real_nginx_serves_an_httproute_with_weighted_backends(backends: d
     assert await asyncio.to_thread(_get, http_port, "gw.example.com", "/docs") == (200, "docs /docs")
     assert (await asyncio.to_thread(_get, http_port, "gw.example.com", "/docs/x"))[0] == 404
     assert await asyncio.to_thread(_get, http_port, "a.example.com", "/split") == (200, "web /split")
+
+
+async def test_real_nginx_follows_header_query_and_method_matches(backends: dict[str, int],
+                                                                  proxy: tuple[Nginx, int, int]) -> None:
+    """The precedence cases of test_gateway, asked of a real nginx: the rendered conditions route as the
+    pure model says."""
+    from kubepy.ingress.gateway import build as build_all
+    from tests.ingress.test_gateway import CLASS, MATCH_CASES, gateway, listener, matching_route
+    nginx, http_port, https_port = proxy
+    cfg, _ = build_all([], classes=[KUBEPY_CLASS], services=[service(n, ("http", 80)) for n in backends],
+                       slices=[endpoint_slice(n, "http", p, "127.0.0.1") for n, p in backends.items()], secrets=[],
+                       gateway_classes=[CLASS], gateways=[gateway(listener())], routes=[matching_route(docs_port=80)],
+                       addresses=[{"ip": "192.0.2.1"}])
+    assert await _apply(nginx, cfg, http_port, https_port) == "started"
+    got = []
+    for method, uri, headers, _want in MATCH_CASES:
+        status, body = await asyncio.to_thread(_get, http_port, "m.example.com", uri, method, headers)
+        got.append((method, uri, headers, body.split()[0] if status == 200 else str(status)))
+    assert got == MATCH_CASES
