@@ -54,8 +54,17 @@ A header name must be letters, digits and "-", a parameter name letters, digits 
 variables can name; nginx compares parameter names case-insensitively and values still URL-encoded); an
 Exact value cannot hold "$".
 
-Not implemented, and so reported, never ignored: filters, RegularExpression paths and timeouts make the
-whole route Accepted=False, reason UnsupportedValue, naming the field; such a route is not served.
+Filters of a rule (``model.Filters``, rendered by ``nginx``): RequestHeaderModifier (set, add - appended
+to a value the request has, after a comma - and remove), ResponseHeaderModifier, RequestRedirect
+(scheme, hostname, port - left out when it is the scheme's own - path by ReplaceFullPath or
+ReplacePrefixMatch, 301 or 302) and URLRewrite (hostname as the Host the backend sees, path).  Gateway
+API's own rules for them (each type once, RequestRedirect neither with URLRewrite nor with backendRefs,
+ReplacePrefixMatch only under PathPrefix matches) and what nginx cannot express (a "$" in a value, a rule
+whose matches have headers, parameters or a method) make the route UnsupportedValue.
+
+Not implemented, and so reported, never ignored: RequestMirror and ExtensionRef filters, filters of a
+backendRef, RegularExpression paths and timeouts make the whole route Accepted=False, reason
+UnsupportedValue, naming the field; such a route is not served.
 """
 
 from __future__ import annotations
@@ -63,11 +72,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubepy.ingress import model
-from kubepy.ingress.model import EXACT, PREFIX, Backend, Choice, Match, ProxyConfig, Upstream, _Builder, tls_pem
+from kubepy.ingress.model import (EXACT, PREFIX, Backend, Choice, Filters, Match, ProxyConfig, Redirect, Upstream,
+                                  _Builder, tls_pem)
 from kubepy.meta.selectors import label_selector_from_dict
 
 __all__ = ["CONTROLLER", "GROUP", "Statuses", "build", "merge_conditions", "route_parents"]
@@ -96,6 +106,9 @@ HTTP_ROUTE_KIND = {"group": GROUP, "kind": "HTTPRoute"}
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]+")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9_]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_HOSTNAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")   # Gateway API's, no "*"
+_FILTERS = {"RequestHeaderModifier": "requestHeaderModifier", "ResponseHeaderModifier": "responseHeaderModifier",
+            "RequestRedirect": "requestRedirect", "URLRewrite": "urlRewrite"}   # type → its field
 
 _d, _l, _meta, _key = model._d, model._l, model._meta, model._key
 
@@ -348,12 +361,69 @@ class _Gateways:
             return selector.matches(self.namespaces.get(route_namespace, {}))
         return route_namespace == ls.namespace
 
+    def unsupported_filters(self, at: str, rule: Mapping[str, Any]) -> str | None:
+        filters = [_d(f) for f in _l(rule.get("filters"))]
+        if not filters:
+            return None
+        types = [str(f.get("type") or "") for f in filters]
+        for k, t in enumerate(types):
+            if t not in _FILTERS:
+                return f'{at}.filters[{k}].type: Unsupported value: "{t}": supported values: ' + \
+                    ", ".join(f'"{x}"' for x in _FILTERS)
+            if types.index(t) != k:
+                return f"{at}.filters[{k}]: {t} may appear only once in a rule"
+        if "RequestRedirect" in types and "URLRewrite" in types:
+            return f"{at}.filters: RequestRedirect and URLRewrite cannot both be used in a rule"
+        if "RequestRedirect" in types and _l(rule.get("backendRefs")):
+            return f"{at}.filters: RequestRedirect cannot be used in a rule with backendRefs"
+        matches = [_d(m) for m in _l(rule.get("matches"))]
+        if any(m.get("headers") or m.get("queryParams") or m.get("method") for m in matches):
+            return f"{at}.filters: {self.controller} does not apply filters to a rule whose matches have " \
+                   "headers, queryParams or method"
+        for k, f in enumerate(filters):
+            body = _d(f.get(_FILTERS[f["type"]]))
+            place = f"{at}.filters[{k}].{_FILTERS[f['type']]}"
+            for verb in ("set", "add", "remove"):
+                for h, item in enumerate(_l(body.get(verb)) if "HeaderModifier" in f["type"] else []):
+                    name = str(item) if verb == "remove" else str(_d(item).get("name") or "")
+                    if not _HEADER_NAME.fullmatch(name):
+                        return f"{place}.{verb}[{h}]: {self.controller} modifies a header name of letters, " \
+                               "digits and '-' only"
+                    value = "" if verb == "remove" else str(_d(item).get("value") or "")
+                    if "$" in value or _CONTROL.search(value):
+                        return f"{place}.{verb}[{h}].value: {self.controller} cannot send a value with '$' or " \
+                               "a control character"
+            if body.get("hostname") is not None and not _HOSTNAME.fullmatch(str(body["hostname"])):
+                return f"{place}.hostname: {str(body['hostname'])!r} is not a hostname"
+            if f["type"] == "RequestRedirect":
+                if body.get("scheme") not in (None, "http", "https"):
+                    return f'{place}.scheme: Unsupported value: "{body["scheme"]}": supported values: "http", "https"'
+                if body.get("statusCode") not in (None, 301, 302):
+                    return f'{place}.statusCode: Unsupported value: {body["statusCode"]}: supported values: 301, 302'
+                port = body.get("port")
+                if port is not None and not (isinstance(port, int) and 1 <= port <= 65535):
+                    return f"{place}.port: {port!r} is not a port number"
+            path = _d(body.get("path"))
+            if path:
+                kind = path.get("type")
+                value = str(path.get("replaceFullPath" if kind == "ReplaceFullPath" else "replacePrefixMatch") or "")
+                if kind not in ("ReplaceFullPath", "ReplacePrefixMatch"):
+                    return f'{place}.path.type: Unsupported value: "{kind}": supported values: "ReplaceFullPath", ' \
+                           '"ReplacePrefixMatch"'
+                if not value.startswith("/") or "$" in value or _CONTROL.search(value) or " " in value:
+                    return f"{place}.path: {value!r} is not an absolute path {self.controller} can write"
+                if kind == "ReplacePrefixMatch" and any((_d(m.get("path")).get("type") or "PathPrefix") != "PathPrefix"
+                                                        for m in matches):
+                    return f"{place}.path: ReplacePrefixMatch needs every match of the rule to be a PathPrefix"
+        return None
+
     def unsupported(self, spec: Mapping[str, Any]) -> str | None:
         """The first field the route uses that we do not implement, as a message."""
         for i, rule in enumerate(map(_d, _l(spec.get("rules")))):
             at = f"spec.rules[{i}]"
-            if _l(rule.get("filters")):
-                return f"{at}.filters: filters are not supported by {self.controller}"
+            problem = self.unsupported_filters(at, rule)
+            if problem is not None:
+                return problem
             if rule.get("timeouts"):
                 return f"{at}.timeouts: timeouts are not supported by {self.controller}"
             for j, ref in enumerate(map(_d, _l(rule.get("backendRefs")))):
@@ -495,19 +565,45 @@ class _Gateways:
                 value, kind = str(path.get("value") or "/"), path.get("type") or "PathPrefix"
                 conditions = Match(str(match.get("method") or ""), _conditions(match.get("headers"), lower=True),
                                    _conditions(match.get("queryParams")))
+                served = replace(backend, filters=_filters(rule, prefix=value.rstrip("/"))) \
+                    if rule.get("filters") else backend
                 for host in hosts:
                     self.b.locations.setdefault(host, {})
                     if conditions != Match():
-                        self.b.add_conditional(host, kind == "Exact", value, Choice(conditions, backend,
+                        self.b.add_conditional(host, kind == "Exact", value, Choice(conditions, served,
                                                                                     f"HTTPRoute {key}"))
                     elif kind == "Exact":
-                        self.b.add(host, EXACT, value, backend, f"HTTPRoute {key}", exact=True)
+                        self.b.add(host, EXACT, value, served, f"HTTPRoute {key}", exact=True)
                     else:
                         trimmed = value.rstrip("/")
                         if trimmed:
-                            self.b.add(host, EXACT, trimmed, backend, f"HTTPRoute {key}", exact=False)
-                        self.b.add(host, PREFIX, trimmed + "/", backend, f"HTTPRoute {key}", exact=False)
+                            self.b.add(host, EXACT, trimmed, served, f"HTTPRoute {key}", exact=False)
+                        self.b.add(host, PREFIX, trimmed + "/", served, f"HTTPRoute {key}", exact=False)
         self.served.append(key)
+
+
+def _filters(rule: Mapping[str, Any], *, prefix: str) -> Filters:
+    """A rule's filters (checked by ``unsupported_filters``) for the match of ``prefix``."""
+    out: dict[str, Any] = {"prefix": prefix}
+    for f in map(_d, _l(rule.get("filters"))):
+        kind = str(f.get("type"))
+        body = _d(f.get(_FILTERS[kind]))
+        path = _d(body.get("path"))
+        replace_path = (str(path.get("type")), str(path.get("replaceFullPath") or path.get("replacePrefixMatch")
+                                                    or "/")) if path else None
+        if kind.endswith("HeaderModifier"):
+            side = "request" if kind.startswith("Request") else "response"
+            out[f"{side}_set"] = tuple((str(_d(h).get("name")), str(_d(h).get("value") or ""))
+                                       for h in _l(body.get("set")))
+            out[f"{side}_add"] = tuple((str(_d(h).get("name")), str(_d(h).get("value") or ""))
+                                       for h in _l(body.get("add")))
+            out[f"{side}_remove"] = tuple(str(h) for h in _l(body.get("remove")))
+        elif kind == "RequestRedirect":
+            out["redirect"] = Redirect(str(body.get("scheme") or ""), str(body.get("hostname") or ""),
+                                       int(body.get("port") or 0), replace_path, int(body.get("statusCode") or 302))
+        elif kind == "URLRewrite":
+            out["rewrite_host"], out["rewrite_path"] = str(body.get("hostname") or ""), replace_path
+    return Filters(**out)
 
 
 def _conditions(items: Any, *, lower: bool = False) -> tuple[tuple[str, str, str], ...]:

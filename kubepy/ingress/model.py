@@ -47,7 +47,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CONTROLLER", "Backend", "Choice", "Location", "Match", "Problem", "ProxyConfig", "Server", "Upstream", "build",
+__all__ = ["CONTROLLER", "Backend", "Choice", "Filters", "Location", "Match", "Problem", "ProxyConfig", "Redirect",
+           "Server", "Upstream", "build",
            "is_ours", "ours", "tls_pem"]
 
 CONTROLLER = "kubepy.io/ingress"
@@ -90,10 +91,36 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class Redirect:
+    """An HTTPRoute RequestRedirect: what is not given stays as the request has it."""
+    scheme: str = ""
+    hostname: str = ""
+    port: int = 0
+    path: tuple[str, str] | None = None   # ("ReplaceFullPath" | "ReplacePrefixMatch", value)
+    status: int = 302
+
+
+@dataclass(frozen=True)
+class Filters:
+    """An HTTPRoute rule's filters, as the nginx rendering needs them (kubepy.ingress.gateway)."""
+    request_set: tuple[tuple[str, str], ...] = ()    # RequestHeaderModifier: (name, value)
+    request_add: tuple[tuple[str, str], ...] = ()
+    request_remove: tuple[str, ...] = ()
+    response_set: tuple[tuple[str, str], ...] = ()   # ResponseHeaderModifier
+    response_add: tuple[tuple[str, str], ...] = ()
+    response_remove: tuple[str, ...] = ()
+    redirect: Redirect | None = None
+    rewrite_host: str = ""                           # URLRewrite
+    rewrite_path: tuple[str, str] | None = None      # ("ReplaceFullPath" | "ReplacePrefixMatch", value)
+    prefix: str = ""                                 # the PathPrefix matched, without its "/" (ReplacePrefixMatch)
+
+
+@dataclass(frozen=True)
 class Backend:
     upstream: str | None           # None: nothing to proxy to, answer ``status``
     status: int = 503
     service: str = ""              # "default/web:80", for comments and logs
+    filters: Filters | None = None  # an HTTPRoute rule's filters, applied where it is served
 
 
 NOT_FOUND = Backend(None, 404)

@@ -31,8 +31,10 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import re
 import signal
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from kubepy.ingress.model import Backend, Location, Match, ProxyConfig, Server, server_name
@@ -60,8 +62,64 @@ def _quote(path: str) -> str:
     return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# The request headers every proxied request carries (the http block's; a location that sets any header of
+# its own repeats them, as nginx inherits proxy_set_header only into locations that set none).
+PROXY_HEADERS = (("Host", "$host"), ("X-Real-IP", "$remote_addr"), ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+                 ("X-Forwarded-Host", "$host"), ("X-Forwarded-Proto", "$scheme"), ("Upgrade", "$http_upgrade"),
+                 ("Connection", "$connection_upgrade"))
+_WELL_KNOWN = {"http": 80, "https": 443}
+
+
 def _serve(backend: Backend) -> str:
+    assert backend.filters is None, "filters are rendered by _served"
     return f"return {backend.status};" if backend.upstream is None else f"proxy_pass http://{backend.upstream};"
+
+
+def _new_path(kind: str, value: str, prefix: str) -> list[str]:
+    """Rewrite-phase steps that leave the path an HTTPRoute path modifier asks for in $kp_path."""
+    if kind == "ReplaceFullPath":
+        return [f"set $kp_path {_quote(value)};"]
+    # ReplacePrefixMatch, as Gateway API's table has it: /foo/bar with prefix /foo and "/xyz" or "/xyz/" →
+    # /xyz/bar; with "" or "/" → /bar; and never an empty path.
+    return ['set $kp_rest "";',
+            f"if ($uri ~ {_quote('^' + re.escape(prefix) + '(/.*)?$')}) {{ set $kp_rest $1; }}",
+            f"set $kp_path {_quote(value.rstrip('/') + '$kp_rest')};",
+            'if ($kp_path = "") { set $kp_path "/"; }']
+
+
+def _served(backend: Backend, maps: list[str]) -> list[str]:
+    """The location's body for ``backend``, its HTTPRoute filters included; http-level maps go to ``maps``."""
+    f = backend.filters
+    if f is None:
+        return [_serve(backend)]
+    if f.redirect is not None:
+        r = f.redirect
+        port = f":{r.port}" if r.port and r.port != _WELL_KNOWN.get(r.scheme or "", 0) and \
+            (r.scheme or r.port not in _WELL_KNOWN.values()) else ""
+        base = f"{r.scheme or '$scheme'}://{r.hostname or '$host'}{port}"
+        if r.path is None:
+            return [f"return {r.status} {_quote(base + '$request_uri')};"]
+        return [*_new_path(*r.path, f.prefix), f"return {r.status} {_quote(base + '$kp_path$is_args$args')};"]
+    out = []
+    names = {n.lower() for n, _ in f.request_set + f.request_add} | {n.lower() for n in f.request_remove}
+    if f.rewrite_host:
+        names.add("host")
+    if names:
+        headers = [(n, v) for n, v in PROXY_HEADERS if n.lower() not in names]
+        headers += [("Host", f.rewrite_host)] if f.rewrite_host else []
+        headers += list(f.request_set) + [(n, "") for n in f.request_remove]
+        for n, v in f.request_add:
+            var = f"$kp_add_{len(maps)}"
+            maps += [f"    map $http_{n.lower().replace('-', '_')} {var} {{", f'        "" {_quote(v)};',
+                     f"        default {_quote('$http_' + n.lower().replace('-', '_') + ',' + v)};", "    }"]
+            headers.append((n, var))
+        out += [f"proxy_set_header {n} {_quote(v)};" for n, v in headers]   # "" drops the header
+    for n in [n for n, _ in f.response_set] + list(f.response_remove):
+        out.append(f"proxy_hide_header {n};")
+    out += [f"add_header {n} {_quote(v)} always;" for n, v in f.response_set + f.response_add]
+    if f.rewrite_path is not None:
+        out += [*_new_path(*f.rewrite_path, f.prefix), "rewrite ^ $kp_path break;"]
+    return out + [_serve(replace(backend, filters=None))]
 
 
 def _tests(match: Match) -> list[str]:
@@ -75,11 +133,11 @@ def _tests(match: Match) -> list[str]:
     return out
 
 
-def _location(loc: Location) -> list[str]:
+def _location(loc: Location, maps: list[str], named: list[str]) -> list[str]:
     what = f"{loc.source} → {loc.backend.service}" if loc.source else "no rule matches"
     head = f"        location {loc.modifier} {_quote(loc.path)} {{  # {what}"
     if not loc.choices:
-        return [head, "            " + _serve(loc.backend), "        }"]
+        return [head, *("            " + line for line in _served(loc.backend, maps)), "        }"]
     # HTTPRoute matches with conditions, first to last in precedence: nginx has no "and" in ``if``, so
     # each match counts its conditions that hold in $kp_ok; they are tried last to first, so the
     # first that holds is the one $kp_pick keeps.
@@ -91,6 +149,14 @@ def _location(loc: Location) -> list[str]:
                  *(f'            if ({t}) {{ set $kp_ok "${{kp_ok}}y"; }}' for t in tests),
                  f'            if ($kp_ok = "{"y" * len(tests)}") {{ set $kp_pick "{i}"; }}']
     body += [f'            if ($kp_pick = "{i}") {{ {_serve(c.backend)} }}' for i, c in enumerate(loc.choices, 1)]
+    if loc.backend.filters is not None:
+        # What no choice takes is served with the rule's filters in a named location of its own (they cannot
+        # sit beside the choices: headers are not set inside ``if``, and its rewrite steps would run for all).
+        name = f"@kp_{sum(line.startswith('        location @') for line in named)}"
+        named += [f"        location {name} {{  # {what}",
+                  *("            " + line for line in _served(loc.backend, maps)), "        }"]
+        return [head, *body, f"            error_page 599 = {name};", '            if ($kp_pick = "") { return 599; }',
+                "        }"]
     # A location-level ``return`` would run whatever was picked (it is a rewrite-phase step, as ``if`` is).
     last = _serve(loc.backend)
     return [head, *body, "            " + (f'if ($kp_pick = "") {{ {last} }}' if loc.backend.upstream is None
@@ -98,7 +164,7 @@ def _location(loc: Location) -> list[str]:
 
 
 def _server(server: Server, *, state_dir: Path, cert_files: Mapping[str, str], http_port: int | str,
-            https_port: int | str) -> list[str]:
+            https_port: int | str, maps: list[str]) -> list[str]:
     default = " default_server" if not server.host else ""
     cert = str(state_dir / "certs" / cert_files[server.tls_secret]) if server.tls_secret else \
         str(state_dir / "default.pem")
@@ -110,8 +176,10 @@ def _server(server: Server, *, state_dir: Path, cert_files: Mapping[str, str], h
            f"        server_name {server_name(server.host)};",
            f"        ssl_certificate {cert};",
            f"        ssl_certificate_key {cert};"]
+    named: list[str] = []
     for loc in server.locations:
-        out += _location(loc)
+        out += _location(loc, maps, named)
+    out += named
     out.append("    }")
     return out
 
@@ -145,13 +213,7 @@ def render(config: ProxyConfig, *, state_dir: Path, cert_files: Mapping[str, str
         "        \"\" \"\";",
         "    }",
         "    proxy_http_version 1.1;",
-        "    proxy_set_header Host $host;",
-        "    proxy_set_header X-Real-IP $remote_addr;",
-        "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        "    proxy_set_header X-Forwarded-Host $host;",
-        "    proxy_set_header X-Forwarded-Proto $scheme;",
-        "    proxy_set_header Upgrade $http_upgrade;",
-        "    proxy_set_header Connection $connection_upgrade;",
+        *(f"    proxy_set_header {n} {v};" for n, v in PROXY_HEADERS),
         "    proxy_connect_timeout 5s;",
         # Stream bodies both ways instead of spooling them to temp files the workers (nobody) may not reach.
         "    proxy_request_buffering off;",
@@ -166,9 +228,12 @@ def render(config: ProxyConfig, *, state_dir: Path, cert_files: Mapping[str, str
         lines += [f"    upstream {up.name} {{",
                   *(f"        server {s}{w} max_fails=0;" for s, w in zip(up.servers, weights, strict=True)),
                   "        keepalive 16;", "    }"]
+    servers: list[str] = []
+    maps: list[str] = []   # HTTPRoute filters' header additions
     for server in config.servers:
-        lines += _server(server, state_dir=state_dir, cert_files=cert_files, http_port=http_port,
-                         https_port=https_port)
+        servers += _server(server, state_dir=state_dir, cert_files=cert_files, http_port=http_port,
+                           https_port=https_port, maps=maps)
+    lines += maps + servers
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -113,10 +113,10 @@ def node_ip(lab: Lab, i: int) -> str:
     return lab.in_node(i, "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3].split("/")[0]
 
 
-def get(ip: str, host: str, uri: str, timeout: float = 3) -> tuple[int, str]:
+def get(ip: str, host: str, uri: str, timeout: float = 3, headers: dict[str, str] | None = None) -> tuple[int, str]:
     conn = http.client.HTTPConnection(ip, 80, timeout=timeout)
     try:
-        conn.request("GET", uri, headers={"Host": host})
+        conn.request("GET", uri, headers={"Host": host, **(headers or {})})
         resp = conn.getresponse()
         return resp.status, resp.read().decode(errors="replace").strip()
     finally:
@@ -238,7 +238,13 @@ ROUTE = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "met
              {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
               "backendRefs": [{"name": "green", "port": 8080}]},
              {"matches": [{"path": {"type": "Exact", "value": "/apix"}}],
-              "backendRefs": [{"name": "blue", "port": 80}]}]}}
+              "backendRefs": [{"name": "blue", "port": 80}]},
+             {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}, "headers": [{"name": "x-color",
+                                                                                        "value": "blue"}]}],
+              "backendRefs": [{"name": "blue", "port": 80}]},
+             {"matches": [{"path": {"type": "PathPrefix", "value": "/moved"}}],
+              "filters": [{"type": "RequestRedirect", "requestRedirect": {
+                  "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/api"}, "statusCode": 301}}]}]}}
 ROUTE_NOWHERE = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
                  "metadata": {"name": "kptest-nowhere"}, "spec": {
                      "parentRefs": [{"name": "kptest-gw"}], "rules": [
@@ -274,6 +280,14 @@ def test_gateway_api_httproute_on_the_same_nginx(lab: Lab):
         assert get(ip, "gw.kptest.local", "/api/") == (200, "green")           # PathPrefix by element
         assert get(ip, "gw.kptest.local", "/index.html")[0] == 404            # no rule of the route matches
         assert get(ip, "a.kptest.local", "/apix") == (200, "blue")            # the Ingress beside it, one nginx
+        assert get(ip, "gw.kptest.local", "/api/v1", headers={"X-Color": "blue"}) == (200, "blue")  # a header match
+        conn = http.client.HTTPConnection(ip, 80, timeout=3)
+        try:
+            conn.request("GET", "/moved/v1?x=1", headers={"Host": "gw.kptest.local"})
+            resp = conn.getresponse()
+            assert (resp.status, resp.headers["Location"]) == (301, "http://gw.kptest.local/api/v1?x=1")
+        finally:
+            conn.close()
         wait_for(lambda: (try_get(ip, "gw.kptest.local", "/nowhere") or (0,))[0] == 500, 20,
                  "500 for a rule whose backend does not resolve")
         elapsed = time.monotonic() - start

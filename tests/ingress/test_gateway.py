@@ -156,7 +156,26 @@ def test_hostnames_are_intersected_with_the_listeners(listener_host, route_hosts
 
 
 @pytest.mark.parametrize("rules, field", [
-    ([rule_(match("/"), backends=[ref("web")], filters=[{"type": "RequestHeaderModifier"}])], "spec.rules[0].filters"),
+    ([rule_(match("/"), backends=[ref("web")], filters=[{"type": "RequestMirror"}])], "spec.rules[0].filters[0].type"),
+    ([rule_(match("/"), filters=[{"type": "RequestRedirect", "requestRedirect": {}},
+                                 {"type": "URLRewrite", "urlRewrite": {}}])], "spec.rules[0].filters"),
+    ([rule_(match("/"), backends=[ref("web")], filters=[{"type": "RequestRedirect", "requestRedirect": {}}])],
+     "spec.rules[0].filters"),
+    ([rule_(match("/"), backends=[ref("web")], filters=[{"type": "URLRewrite", "urlRewrite": {}}] * 2)],
+     "spec.rules[0].filters[1]"),
+    ([rule_(match("/", headers=[{"name": "x", "value": "1"}]), backends=[ref("web")],
+            filters=[{"type": "URLRewrite", "urlRewrite": {"hostname": "a.example.com"}}])], "spec.rules[0].filters"),
+    ([rule_(match("/a", "Exact"), backends=[ref("web")], filters=[{"type": "URLRewrite", "urlRewrite": {
+        "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/b"}}}])],
+     "spec.rules[0].filters[0].urlRewrite.path"),
+    ([rule_(match("/"), backends=[ref("web")], filters=[{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+        "set": [{"name": "x", "value": "a$b"}]}}])], "spec.rules[0].filters[0].requestHeaderModifier.set[0].value"),
+    ([rule_(match("/"), filters=[{"type": "RequestRedirect", "requestRedirect": {"statusCode": 999}}])],
+     "spec.rules[0].filters[0].requestRedirect.statusCode"),
+    ([rule_(match("/"), filters=[{"type": "RequestRedirect", "requestRedirect": {"hostname": "a b"}}])],
+     "spec.rules[0].filters[0].requestRedirect.hostname"),
+    ([rule_(match("/"), backends=[ref("web")], filters=[{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+        "remove": ["a b"]}}])], "spec.rules[0].filters[0].responseHeaderModifier.remove[0]"),
     ([rule_(match("/", headers=[{"name": "x.y", "value": "1"}]), backends=[ref("web")])],
      "spec.rules[0].matches[0].headers[0].name"),
     ([rule_(match("/", queryParams=[{"name": "a-b", "value": "1"}]), backends=[ref("web")])],

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import http.client
 import http.server
+import json
 import os
 import signal
 import socket
@@ -45,6 +46,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = f"{self.server.name} {self.path}".encode()  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Seen", json.dumps({k.lower(): v for k, v in self.headers.items()}))  # what came
+        self.send_header("X-Backend", "original")
         self.end_headers()
         self.wfile.write(body)
 
@@ -302,3 +305,83 @@ async def test_real_nginx_follows_header_query_and_method_matches(backends: dict
         status, body = await asyncio.to_thread(_get, http_port, "m.example.com", uri, method, headers)
         got.append((method, uri, headers, body.split()[0] if status == 200 else str(status)))
     assert got == MATCH_CASES
+
+
+def _ask(port: int, host: str, uri: str, headers: dict[str, str] | None = None) -> tuple[int, str, Any]:
+    """(status, body, response headers) of a GET, redirects not followed."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", uri, headers={"Host": host, **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace"), resp.headers
+    finally:
+        conn.close()
+
+
+async def test_real_nginx_applies_httproute_filters(backends: dict[str, int], proxy: tuple[Nginx, int, int]) -> None:
+    """RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect and URLRewrite as Gateway API defines them,
+    and a filtered rule beside a header match on the same path."""
+    from kubepy.ingress.gateway import build as build_all
+    from tests.ingress.test_gateway import CLASS, gateway, http_route, listener, match, ref, rule_
+    nginx, http_port, https_port = proxy
+
+    def redirect(**body: Any) -> dict[str, Any]:
+        return {"type": "RequestRedirect", "requestRedirect": body}
+
+    def rewrite(**body: Any) -> dict[str, Any]:
+        return {"type": "URLRewrite", "urlRewrite": body}
+
+    headers = [{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                   "set": [{"name": "X-Set", "value": "a"}, {"name": "X-Forwarded-Proto", "value": "gopher"}],
+                   "add": [{"name": "X-Add", "value": "b"}], "remove": ["X-Gone"]}},
+               {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                   "set": [{"name": "X-Resp", "value": "r"}], "add": [{"name": "X-More", "value": "m"}],
+                   "remove": ["X-Backend"]}}]
+    route = http_route(
+        "f",
+        rule_(match("/hdr"), backends=[ref("web")], filters=headers),
+        rule_(match("/hdr", headers=[{"name": "x-alt", "value": "1"}]), backends=[ref("api")]),
+        rule_(match("/old"), filters=[redirect(path={"type": "ReplacePrefixMatch", "replacePrefixMatch": "/new"},
+                                               statusCode=301)]),
+        rule_(match("/full"), filters=[redirect(scheme="https", hostname="other.example.com",
+                                                path={"type": "ReplaceFullPath", "replaceFullPath": "/landing"})]),
+        rule_(match("/port"), filters=[redirect(port=8443)]),
+        rule_(match("/rw"), backends=[ref("docs")], filters=[rewrite(
+            hostname="rewritten.example.com", path={"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"})]),
+        rule_(match("/rwfull"), backends=[ref("docs")], filters=[rewrite(
+            path={"type": "ReplaceFullPath", "replaceFullPath": "/exact"})]),
+        hostnames=["f.example.com"])
+    cfg, st = build_all([], classes=[KUBEPY_CLASS], services=[service(n, ("http", 80)) for n in backends],
+                        slices=[endpoint_slice(n, "http", p, "127.0.0.1") for n, p in backends.items()], secrets=[],
+                        gateway_classes=[CLASS], gateways=[gateway(listener())], routes=[route],
+                        addresses=[{"ip": "192.0.2.1"}])
+    assert [c["reason"] for c in st.routes["default/f"][0]["conditions"]] == ["Accepted", "ResolvedRefs"]
+    assert await _apply(nginx, cfg, http_port, https_port) == "started"
+
+    def ask(uri: str, **headers: str) -> tuple[int, str, Any]:
+        return _ask(http_port, "f.example.com", uri, {k.replace("_", "-"): v for k, v in headers.items()})
+
+    status, body, got = await asyncio.to_thread(ask, "/hdr/x", X_Add="z", X_Gone="1")
+    seen = json.loads(got["X-Seen"])
+    assert (status, body) == (200, "web /hdr/x")
+    assert (seen["x-set"], seen["x-add"], "x-gone" in seen) == ("a", "z,b", False)
+    assert seen["x-forwarded-proto"] == "gopher" and seen["x-real-ip"] == "127.0.0.1"   # the others still go
+    assert (got["X-Resp"], got["X-More"], got["X-Backend"]) == ("r", "m", None)
+    _, _, got = await asyncio.to_thread(ask, "/hdr")
+    assert json.loads(got["X-Seen"])["x-add"] == "b"                     # added to nothing: just the value
+    status, body, got = await asyncio.to_thread(ask, "/hdr/x", X_Alt="1")
+    assert (status, body, got["X-Resp"]) == (200, "api /hdr/x", None)     # the header match: no filters
+    status, _, got = await asyncio.to_thread(ask, "/old/a/b?q=1")
+    assert (status, got["Location"]) == (301, "http://f.example.com/new/a/b?q=1")
+    status, _, got = await asyncio.to_thread(ask, "/old")
+    assert (status, got["Location"]) == (301, "http://f.example.com/new")
+    status, _, got = await asyncio.to_thread(ask, "/full/x?q=1")
+    assert (status, got["Location"]) == (302, "https://other.example.com/landing?q=1")
+    status, _, got = await asyncio.to_thread(ask, "/port/x")
+    assert (status, got["Location"]) == (302, "http://f.example.com:8443/port/x")
+    status, body, got = await asyncio.to_thread(ask, "/rw/deep/er?q=1")
+    assert (status, body, json.loads(got["X-Seen"])["host"]) == (200, "docs /deep/er?q=1", "rewritten.example.com")
+    status, body, _ = await asyncio.to_thread(ask, "/rw")
+    assert (status, body) == (200, "docs /")
+    status, body, got = await asyncio.to_thread(ask, "/rwfull/any?q=2")
+    assert (status, body, json.loads(got["X-Seen"])["host"]) == (200, "docs /exact?q=2", "f.example.com")
