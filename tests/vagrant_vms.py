@@ -156,6 +156,21 @@ class VagrantVMs:
                                f"stdout: {(proc.stdout or '')[-3000:]}\nstderr: {(proc.stderr or '')[-3000:]}")
         return proc
 
+    def vagrant_in_background(self, *args: str) -> subprocess.Popen:
+        """``vagrant ARGS`` started and not waited for (its output goes where ``vagrant`` sends it)."""
+        log(f"vagrant {' '.join(args)} (in the background)")
+        return subprocess.Popen(["ip", "netns", "exec", self.netns, "vagrant", *args], cwd=self.project,
+                                env=self.env(), stdout=sys.stderr, stderr=sys.stderr, stdin=subprocess.DEVNULL)
+
+    def wait_defined(self, machine: str, proc: subprocess.Popen, timeout: float = 1800) -> None:
+        """Until libvirt has ``machine``'s domain (so its networks and the box's image in the pool exist,
+        which a second `vagrant up` would otherwise race to make); fails if ``proc`` ends first."""
+        def defined() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vagrant exited {proc.returncode} before {machine} was defined")
+            return f"{self.prefix}-{machine}" in self._list("list", "--all", "--name")
+        _wait(defined, timeout, f"the {machine} domain")
+
     def vagrant(self, *args: str, timeout: float = 3600, check: bool = True) -> subprocess.CompletedProcess:
         log(f"vagrant {' '.join(args)}")
         return self.run("vagrant", *args, timeout=timeout, check=check, capture=False)
