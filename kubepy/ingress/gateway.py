@@ -406,12 +406,16 @@ class _Gateways:
             path = _d(body.get("path"))
             if path:
                 kind = path.get("type")
-                value = str(path.get("replaceFullPath" if kind == "ReplaceFullPath" else "replacePrefixMatch") or "")
                 if kind not in ("ReplaceFullPath", "ReplacePrefixMatch"):
                     return f'{place}.path.type: Unsupported value: "{kind}": supported values: "ReplaceFullPath", ' \
                            '"ReplacePrefixMatch"'
-                if not value.startswith("/") or "$" in value or _CONTROL.search(value) or " " in value:
-                    return f"{place}.path: {value!r} is not an absolute path {self.controller} can write"
+                field_ = "replaceFullPath" if kind == "ReplaceFullPath" else "replacePrefixMatch"
+                if kind == "ReplaceFullPath" and path.get(field_) is None:
+                    return f"{place}.path.replaceFullPath: Required value"
+                value = str(path.get(field_) or "")
+                if (value or kind == "ReplaceFullPath") and not value.startswith("/") or "$" in value or \
+                        _CONTROL.search(value) or " " in value:
+                    return f"{place}.path.{field_}: {value!r} is not an absolute path {self.controller} can write"
                 if kind == "ReplacePrefixMatch" and any((_d(m.get("path")).get("type") or "PathPrefix") != "PathPrefix"
                                                         for m in matches):
                     return f"{place}.path: ReplacePrefixMatch needs every match of the rule to be a PathPrefix"
@@ -441,20 +445,25 @@ class _Gateways:
                         if not name_re.fullmatch(str(cond.get("name") or "")):
                             return f"{place}.name: {self.controller} matches {what} only"
                         value = str(cond.get("value") or "")
+                        if not value:
+                            return f"{place}.value: Required value"
                         if _CONTROL.search(value):
                             return f"{place}.value: a control character cannot be matched by {self.controller}"
                         if (cond.get("type") or "Exact") == "Exact" and "$" in value:
                             return f"{place}.value: {self.controller} cannot match a value with '$' exactly " \
                                    "(a RegularExpression can)"
                         if cond.get("type") == "RegularExpression":
-                            try:
-                                re.compile(value)
-                            except re.error as e:
-                                return f"{place}.value: invalid regular expression: {e}"
-                kind = _d(match.get("path")).get("type") or "PathPrefix"
+                            problem = _regex_problem(value)
+                            if problem:
+                                return f"{place}.value: {problem}"
+                path = _d(match.get("path"))
+                kind = path.get("type") or "PathPrefix"
                 if kind not in ("PathPrefix", "Exact"):
                     return f'{at}.matches[{j}].path.type: Unsupported value: "{kind}": supported values: ' \
                            '"Exact", "PathPrefix"'
+                value = str(path.get("value") or "/")
+                if not value.startswith("/") or _CONTROL.search(value):
+                    return f"{at}.matches[{j}].path.value: must be an absolute path"
         return None
 
     def backends(self, key: str, namespace: str,
@@ -464,10 +473,12 @@ class _Gateways:
         name = key.partition("/")[2]
         for i, rule in enumerate(map(_d, _l(spec.get("rules")))):
             picked: list[tuple[Upstream, int, str]] = []
+            failed = 0   # the weight of the refs that do not resolve: that share of the requests gets 500
             for ref in map(_d, _l(rule.get("backendRefs"))):
                 upstream, detail = self.backend_ref(namespace, ref)
                 if upstream is None:
                     problems.append(detail)
+                    failed += max(0, int(ref.get("weight", 1)))
                     continue
                 if int(ref.get("weight", 1)) > 0:
                     picked.append((upstream, int(ref.get("weight", 1)), detail[1]))
@@ -475,14 +486,15 @@ class _Gateways:
                 out.append(Backend(None, 500, "no backend"))
                 continue
             live = [(u, w, label) for u, w, label in picked if u.servers]
+            failing = (failed, failed + sum(w for _, w, _ in live)) if failed and live else (0, 0)
             if not live:
                 out.append(Backend(None, 503, ",".join(label for _, _, label in picked)))
             elif len(live) == 1:
-                out.append(Backend(live[0][0].name, 0, live[0][2]))
+                out.append(Backend(live[0][0].name, 0, live[0][2], failing=failing))
             else:
                 up = _weighted(f"{namespace}_{name}_rule{i}", live)
                 self.b.upstreams[up.name] = up
-                out.append(Backend(up.name, 0, ",".join(f"{label}*{w}" for _, w, label in live)))
+                out.append(Backend(up.name, 0, ",".join(f"{label}*{w}" for _, w, label in live), failing=failing))
         return out, problems
 
     def backend_ref(self, namespace: str, ref: Mapping[str, Any]) -> tuple[Upstream | None, tuple[str, str]]:
@@ -582,6 +594,21 @@ class _Gateways:
         self.served.append(key)
 
 
+def _regex_problem(value: str) -> str | None:
+    """Why nginx (PCRE) cannot take ``value`` as a whole-value match, or None. Python's ``re`` stands in for
+    PCRE: what it refuses is refused, and so are the escapes it knows and PCRE does not."""
+    if re.search(r"\\[uUN]", value):
+        return r"\u, \U and \N{...} escapes are not supported by nginx's PCRE"
+    try:
+        whole = re.compile(f"^(?:{value})$")
+    except re.error as e:
+        return f"invalid regular expression: {e}"
+    if whole.match(""):
+        # nginx sees a missing header or parameter as an empty one: such a match would take requests without it.
+        return "a regular expression that matches the empty value cannot be told from a missing one by nginx"
+    return None
+
+
 def _filters(rule: Mapping[str, Any], *, prefix: str) -> Filters:
     """A rule's filters (checked by ``unsupported_filters``) for the match of ``prefix``."""
     out: dict[str, Any] = {"prefix": prefix}
@@ -589,8 +616,8 @@ def _filters(rule: Mapping[str, Any], *, prefix: str) -> Filters:
         kind = str(f.get("type"))
         body = _d(f.get(_FILTERS[kind]))
         path = _d(body.get("path"))
-        replace_path = (str(path.get("type")), str(path.get("replaceFullPath") or path.get("replacePrefixMatch")
-                                                    or "/")) if path else None
+        replace_path = (str(path.get("type")), str(path.get("replaceFullPath" if path.get("type") == "ReplaceFullPath"
+                                                            else "replacePrefixMatch") or "")) if path else None
         if kind.endswith("HeaderModifier"):
             side = "request" if kind.startswith("Request") else "response"
             out[f"{side}_set"] = tuple((str(_d(h).get("name")), str(_d(h).get("value") or ""))
@@ -607,9 +634,13 @@ def _filters(rule: Mapping[str, Any], *, prefix: str) -> Filters:
 
 
 def _conditions(items: Any, *, lower: bool = False) -> tuple[tuple[str, str, str], ...]:
-    """(name, type, value) of each header or query-parameter match; header names are case-insensitive."""
-    return tuple((str(c.get("name") or "").lower() if lower else str(c.get("name") or ""),
-                  str(c.get("type") or "Exact"), str(c.get("value") or "")) for c in map(_d, _l(items)))
+    """(name, type, value) of each header or query-parameter match; header names are case-insensitive. Of
+    several entries with one name only the first counts, as Gateway API says."""
+    out: dict[str, tuple[str, str, str]] = {}
+    for c in map(_d, _l(items)):
+        name = str(c.get("name") or "").lower() if lower else str(c.get("name") or "")
+        out.setdefault(name, (name, str(c.get("type") or "Exact"), str(c.get("value") or "")))
+    return tuple(out.values())
 
 
 def _weighted(name: str, refs: list[tuple[Upstream, int, str]]) -> Upstream:

@@ -121,6 +121,9 @@ class Backend:
     status: int = 503
     service: str = ""              # "default/web:80", for comments and logs
     filters: Filters | None = None  # an HTTPRoute rule's filters, applied where it is served
+    # (weight of an HTTPRoute rule's backendRefs that do not resolve, weight of all): that share of the
+    # requests is answered 500, as Gateway API asks; (0, 0) for none.
+    failing: tuple[int, int] = (0, 0)
 
 
 NOT_FOUND = Backend(None, 404)
@@ -339,7 +342,7 @@ class _Builder:
         prefixes = sorted((p for m, p in locs if m == PREFIX), key=len, reverse=True)
 
         def nginx_pick(uri: str) -> tuple[str, str]:   # the prefix location nginx chooses for uri
-            return PREFIX, next(p for p in prefixes if uri.startswith(p))
+            return PREFIX, next((p for p in prefixes if uri.startswith(p)), "/")
 
         for e in entries:
             wanted = [(EXACT, e.path)] if e.exact else [(EXACT, e.path), (PREFIX, e.path + "/")] if e.path else \

@@ -34,10 +34,9 @@ import os
 import re
 import signal
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 
-from kubepy.ingress.model import Backend, Location, Match, ProxyConfig, Server, server_name
+from kubepy.ingress.model import Backend, Filters, Location, Match, ProxyConfig, Redirect, Server, server_name
 from kubepy.privatefiles import write_private
 
 __all__ = ["Nginx", "NginxError", "cert_file_name", "default_certificate", "render"]
@@ -71,7 +70,7 @@ _WELL_KNOWN = {"http": 80, "https": 443}
 
 
 def _serve(backend: Backend) -> str:
-    assert backend.filters is None, "filters are rendered by _served"
+    """Proxy to the backend, or answer its status; its filters and failing share are the caller's."""
     return f"return {backend.status};" if backend.upstream is None else f"proxy_pass http://{backend.upstream};"
 
 
@@ -80,46 +79,81 @@ def _new_path(kind: str, value: str, prefix: str) -> list[str]:
     if kind == "ReplaceFullPath":
         return [f"set $kp_path {_quote(value)};"]
     # ReplacePrefixMatch, as Gateway API's table has it: /foo/bar with prefix /foo and "/xyz" or "/xyz/" →
-    # /xyz/bar; with "" or "/" → /bar; and never an empty path.
+    # /xyz/bar; with "" or "/" → /bar; and never an empty path. (?s): a decoded path may hold a newline.
     return ['set $kp_rest "";',
-            f"if ($uri ~ {_quote('^' + re.escape(prefix) + '(/.*)?$')}) {{ set $kp_rest $1; }}",
+            f"if ($uri ~ {_quote('(?s)^' + re.escape(prefix) + '(/.*)?$')}) {{ set $kp_rest $1; }}",
             f"set $kp_path {_quote(value.rstrip('/') + '$kp_rest')};",
             'if ($kp_path = "") { set $kp_path "/"; }']
 
 
+def _port_text(r: Redirect, maps: list[str]) -> str:
+    """The ``:port`` of a redirect's Location: left out where it is the scheme's own (Gateway API); with no
+    scheme given that depends on the request's, so nginx decides it (a map on $scheme)."""
+    if not r.port:
+        return ""
+    if r.scheme:
+        return "" if r.port == _WELL_KNOWN.get(r.scheme) else f":{r.port}"
+    own = next((scheme for scheme, port in _WELL_KNOWN.items() if port == r.port), None)
+    if own is None:
+        return f":{r.port}"
+    var = f"$kp_port_{len(maps)}"
+    maps += [f"    map $scheme {var} {{", f'        {own} "";', f'        default ":{r.port}";', "    }"]
+    return var
+
+
+def _request_headers(f: Filters, maps: list[str]) -> list[tuple[str, str]]:
+    """Every request header the backend gets, one value each: the inherited ones, then RequestHeaderModifier's
+    set, add (after the value the request has, or after set's) and remove, then URLRewrite's Host."""
+    headers = {n.lower(): (n, v) for n, v in PROXY_HEADERS}
+    for n, v in f.request_set:
+        headers[n.lower()] = (n, v)
+    for n, v in f.request_add:
+        if n.lower() in {m.lower() for m, _ in f.request_set}:
+            headers[n.lower()] = (headers[n.lower()][0], headers[n.lower()][1] + "," + v)
+            continue
+        var = f"$kp_add_{len(maps)}"
+        source = "$http_" + n.lower().replace("-", "_")
+        maps += [f"    map {source} {var} {{", f'        "" {_quote(v)};',
+                 f"        default {_quote(source + ',' + v)};", "    }"]
+        headers[n.lower()] = (n, var)
+    for n in f.request_remove:
+        headers[n.lower()] = (n, "")   # "" drops the header
+    if f.rewrite_host:
+        headers["host"] = ("Host", f.rewrite_host)
+    return list(headers.values())
+
+
+def _failing(backend: Backend, maps: list[str]) -> str | None:
+    """A variable that is "y" for the share of requests ``backend.failing`` asks to answer 500, or None."""
+    failed, total = backend.failing
+    if not failed:
+        return None
+    var = f"$kp_fail_{len(maps)}"
+    maps += [f'    split_clients "$request_id" {var} {{', f'        {100 * failed / total:.2f}% "y";', '        * "";',
+             "    }"]
+    return var
+
+
 def _served(backend: Backend, maps: list[str]) -> list[str]:
     """The location's body for ``backend``, its HTTPRoute filters included; http-level maps go to ``maps``."""
+    failing = _failing(backend, maps)
+    out = [f"if ({failing}) {{ return 500; }}"] if failing else []
     f = backend.filters
     if f is None:
-        return [_serve(backend)]
-    if f.redirect is not None:
-        r = f.redirect
-        port = f":{r.port}" if r.port and r.port != _WELL_KNOWN.get(r.scheme or "", 0) and \
-            (r.scheme or r.port not in _WELL_KNOWN.values()) else ""
-        base = f"{r.scheme or '$scheme'}://{r.hostname or '$host'}{port}"
-        if r.path is None:
-            return [f"return {r.status} {_quote(base + '$request_uri')};"]
-        return [*_new_path(*r.path, f.prefix), f"return {r.status} {_quote(base + '$kp_path$is_args$args')};"]
-    out = []
-    names = {n.lower() for n, _ in f.request_set + f.request_add} | {n.lower() for n in f.request_remove}
-    if f.rewrite_host:
-        names.add("host")
-    if names:
-        headers = [(n, v) for n, v in PROXY_HEADERS if n.lower() not in names]
-        headers += [("Host", f.rewrite_host)] if f.rewrite_host else []
-        headers += list(f.request_set) + [(n, "") for n in f.request_remove]
-        for n, v in f.request_add:
-            var = f"$kp_add_{len(maps)}"
-            maps += [f"    map $http_{n.lower().replace('-', '_')} {var} {{", f'        "" {_quote(v)};',
-                     f"        default {_quote('$http_' + n.lower().replace('-', '_') + ',' + v)};", "    }"]
-            headers.append((n, var))
-        out += [f"proxy_set_header {n} {_quote(v)};" for n, v in headers]   # "" drops the header
-    for n in [n for n, _ in f.response_set] + list(f.response_remove):
-        out.append(f"proxy_hide_header {n};")
+        return [*out, _serve(backend)]
+    out += [f"proxy_hide_header {n};" for n in [n for n, _ in f.response_set] + list(f.response_remove)]
     out += [f"add_header {n} {_quote(v)} always;" for n, v in f.response_set + f.response_add]
+    if f.redirect is not None:   # the response headers above apply to the redirect nginx answers
+        r = f.redirect
+        base = f"{r.scheme or '$scheme'}://{r.hostname or '$host'}{_port_text(r, maps)}"
+        if r.path is None:
+            return [*out, f"return {r.status} {_quote(base + '$request_uri')};"]
+        return [*out, *_new_path(*r.path, f.prefix), f"return {r.status} {_quote(base + '$kp_path$is_args$args')};"]
+    if f.request_set or f.request_add or f.request_remove or f.rewrite_host:
+        out += [f"proxy_set_header {n} {_quote(v)};" for n, v in _request_headers(f, maps)]
     if f.rewrite_path is not None:
         out += [*_new_path(*f.rewrite_path, f.prefix), "rewrite ^ $kp_path break;"]
-    return out + [_serve(replace(backend, filters=None))]
+    return out + [_serve(backend)]
 
 
 def _tests(match: Match) -> list[str]:
@@ -148,6 +182,14 @@ def _location(loc: Location, maps: list[str], named: list[str]) -> list[str]:
                  '            set $kp_ok "";',
                  *(f'            if ({t}) {{ set $kp_ok "${{kp_ok}}y"; }}' for t in tests),
                  f'            if ($kp_ok = "{"y" * len(tests)}") {{ set $kp_pick "{i}"; }}']
+    # The share of a choice's (or the fallback's) requests that belongs to backendRefs that do not resolve.
+    fails = [(str(i), _failing(c.backend, maps)) for i, c in enumerate(loc.choices, 1)]
+    if loc.backend.filters is None:
+        fails.append(("", _failing(loc.backend, maps)))
+    if any(var for _, var in fails):
+        body += ['            set $kp_fail "";',
+                 *(f'            if ($kp_pick = "{i}") {{ set $kp_fail {var}; }}' for i, var in fails if var),
+                 '            if ($kp_fail) { return 500; }']
     body += [f'            if ($kp_pick = "{i}") {{ {_serve(c.backend)} }}' for i, c in enumerate(loc.choices, 1)]
     if loc.backend.filters is not None:
         # What no choice takes is served with the rule's filters in a named location of its own (they cannot

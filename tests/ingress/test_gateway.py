@@ -170,6 +170,15 @@ def test_hostnames_are_intersected_with_the_listeners(listener_host, route_hosts
      "spec.rules[0].filters[0].urlRewrite.path"),
     ([rule_(match("/"), backends=[ref("web")], filters=[{"type": "RequestHeaderModifier", "requestHeaderModifier": {
         "set": [{"name": "x", "value": "a$b"}]}}])], "spec.rules[0].filters[0].requestHeaderModifier.set[0].value"),
+    ([rule_(match("foo", headers=[{"name": "a", "value": "1"}]), backends=[ref("web")])],
+     "spec.rules[0].matches[0].path.value"),
+    ([rule_(match("foo", "Exact"), backends=[ref("web")])], "spec.rules[0].matches[0].path.value"),
+    ([rule_(match("/", headers=[{"name": "x", "value": "\\u00e9", "type": "RegularExpression"}]),
+            backends=[ref("web")])], "spec.rules[0].matches[0].headers[0].value"),     # PCRE has no \u
+    ([rule_(match("/", headers=[{"name": "x", "value": "(?x) a b  # c", "type": "RegularExpression"}]),
+            backends=[ref("web")])], "spec.rules[0].matches[0].headers[0].value"),
+    ([rule_(match("/", queryParams=[{"name": "x", "value": "(dev|stage)?", "type": "RegularExpression"}]),
+            backends=[ref("web")])], "spec.rules[0].matches[0].queryParams[0].value"),  # would take "no x"
     ([rule_(match("/"), filters=[{"type": "RequestRedirect", "requestRedirect": {"statusCode": 999}}])],
      "spec.rules[0].filters[0].requestRedirect.statusCode"),
     ([rule_(match("/"), filters=[{"type": "RequestRedirect", "requestRedirect": {"hostname": "a b"}}])],
@@ -216,6 +225,7 @@ def matching_route(docs_port: int = 8080) -> dict[str, Any]:
         rule_(match("/q", queryParams=[{"name": "x", "value": "1"}]), match("/q", headers=[hdr("or", "this")]),
               backends=[ref("api")]),
         rule_(match("/re", headers=[hdr("x-user", "v[0-9]+", "RegularExpression")]), backends=[ref("api")]),
+        rule_(match("/dup", headers=[hdr("X-A", "1"), hdr("x-a", "2")]), backends=[ref("api")]),  # the first counts
         hostnames=["m.example.com"])
 
 
@@ -241,6 +251,8 @@ MATCH_CASES = [
     ("GET", "/q", {"or": "this"}, "api"),                  # ... or the rule's other match
     ("GET", "/re", {"x-user": "v12"}, "api"),              # a regular expression matches the whole value
     ("GET", "/re", {"x-user": "v12x"}, "404"),
+    ("GET", "/dup", {"X-A": "1"}, "api"),
+    ("GET", "/dup", {"X-A": "2"}, "404"),
 ]
 
 
@@ -251,6 +263,35 @@ def test_header_query_and_method_matches_in_gateway_api_precedence(method, uri, 
                                                 "ResolvedRefs": ("True", "ResolvedRefs")}
     got = route(cfg, "m.example.com", uri, method=method, headers=headers)
     assert (got.partition("/")[2].partition(":")[0] if "/" in got else got) == want
+
+
+def test_a_refs_share_that_does_not_resolve_answers_500():
+    """Gateway API: requests that would have gone to an invalid backendRef get 500, the rest still go."""
+    cfg, st = decide(gateway(listener()), http_route("r", rule_(match("/"), backends=[
+        ref("web", weight=3), ref("nowhere", weight=1)])))
+    assert conds(st.routes["default/r"][0])["ResolvedRefs"] == ("False", "BackendNotFound")
+    loc = next(loc for s in cfg.servers for loc in s.locations if loc.path == "/")
+    assert (loc.backend.upstream, loc.backend.failing) == ("default_web_80", (1, 4))
+    text = render(cfg, state_dir=Path("/state"), cert_files={})
+    assert 'split_clients "$request_id" $kp_fail_0 {\n        25.00% "y";\n        * "";' in text
+    assert "if ($kp_fail_0) { return 500; }\n            proxy_pass http://default_web_80;" in text
+
+
+def test_one_value_per_request_header_whatever_the_filters_say():
+    headers = {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+        "set": [{"name": "Host", "value": "a.example.com"}, {"name": "X-A", "value": "1"}],
+        "add": [{"name": "x-a", "value": "2"}]}}
+    cfg, st = decide(gateway(listener()), http_route("r", rule_(match("/"), backends=[ref("web")], filters=[
+        headers, {"type": "URLRewrite", "urlRewrite": {"hostname": "b.example.com"}}])))
+    assert conds(st.routes["default/r"][0])["Accepted"] == ("True", "Accepted")
+    text = render(cfg, state_dir=Path("/state"), cert_files={})
+    lines = [line.strip() for line in text.splitlines() if line.strip().startswith("proxy_set_header")]
+    location = [line for line in lines if "X-Real-IP" in line]
+    assert len(location) == 2                  # the http block's and the location's own
+    own = lines[lines.index(location[1]) - 1:]
+    assert [line for line in own if line.lower().startswith("proxy_set_header host ")] == \
+        ['proxy_set_header Host "b.example.com";']
+    assert [line for line in own if line.lower().startswith("proxy_set_header x-a ")] == ['proxy_set_header X-A "1,2";']
 
 
 def test_conditional_matches_render_as_nginx_conditions():

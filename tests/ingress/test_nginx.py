@@ -346,6 +346,12 @@ async def test_real_nginx_applies_httproute_filters(backends: dict[str, int], pr
         rule_(match("/full"), filters=[redirect(scheme="https", hostname="other.example.com",
                                                 path={"type": "ReplaceFullPath", "replaceFullPath": "/landing"})]),
         rule_(match("/port"), filters=[redirect(port=8443)]),
+        rule_(match("/p443"), filters=[redirect(port=443), {"type": "ResponseHeaderModifier",
+                                                            "responseHeaderModifier": {"set": [{"name": "X-Resp",
+                                                                                                "value": "moved"}]}}]),
+        rule_(match("/strip"), backends=[ref("docs")], filters=[rewrite(
+            path={"type": "ReplacePrefixMatch", "replacePrefixMatch": ""})]),
+        rule_(match("/half"), backends=[ref("web"), ref("nowhere")]),
         rule_(match("/rw"), backends=[ref("docs")], filters=[rewrite(
             hostname="rewritten.example.com", path={"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"})]),
         rule_(match("/rwfull"), backends=[ref("docs")], filters=[rewrite(
@@ -355,7 +361,7 @@ async def test_real_nginx_applies_httproute_filters(backends: dict[str, int], pr
                         slices=[endpoint_slice(n, "http", p, "127.0.0.1") for n, p in backends.items()], secrets=[],
                         gateway_classes=[CLASS], gateways=[gateway(listener())], routes=[route],
                         addresses=[{"ip": "192.0.2.1"}])
-    assert [c["reason"] for c in st.routes["default/f"][0]["conditions"]] == ["Accepted", "ResolvedRefs"]
+    assert [c["reason"] for c in st.routes["default/f"][0]["conditions"]] == ["Accepted", "BackendNotFound"]
     assert await _apply(nginx, cfg, http_port, https_port) == "started"
 
     def ask(uri: str, **headers: str) -> tuple[int, str, Any]:
@@ -379,6 +385,16 @@ async def test_real_nginx_applies_httproute_filters(backends: dict[str, int], pr
     assert (status, got["Location"]) == (302, "https://other.example.com/landing?q=1")
     status, _, got = await asyncio.to_thread(ask, "/port/x")
     assert (status, got["Location"]) == (302, "http://f.example.com:8443/port/x")
+    status, _, got = await asyncio.to_thread(ask, "/p443/x")   # no scheme: the request's (http), so :443 stays
+    assert (status, got["Location"], got["X-Resp"]) == (302, "http://f.example.com:443/p443/x", "moved")
+    status, body, _ = await asyncio.to_thread(ask, "/strip/a/b")
+    assert (status, body) == (200, "docs /a/b")                               # "" takes the prefix away
+    status, body, _ = await asyncio.to_thread(ask, "/strip")
+    assert (status, body) == (200, "docs /")
+    status, _, got = await asyncio.to_thread(ask, "/old/a%0Ab/c")            # a newline in the decoded path
+    assert (status, got["Location"]) == (301, "http://f.example.com/new/a%0Ab/c")
+    halves = [(await asyncio.to_thread(ask, "/half"))[0] for _ in range(40)]
+    assert sorted(set(halves)) == [200, 500] and 5 <= halves.count(500) <= 35   # the unresolved ref's half
     status, body, got = await asyncio.to_thread(ask, "/rw/deep/er?q=1")
     assert (status, body, json.loads(got["X-Seen"])["host"]) == (200, "docs /deep/er?q=1", "rewritten.example.com")
     status, body, _ = await asyncio.to_thread(ask, "/rw")
