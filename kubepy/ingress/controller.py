@@ -197,7 +197,12 @@ class Controller:
             if wait > 0:
                 await asyncio.sleep(wait)
             self._dirty.clear()
-            await self.sync()
+            try:
+                await self.sync()
+            except Exception:  # a bug met by some object must not end the loop: the next change tries again
+                self.failures += 1
+                log.exception("ingress sync crashed node=%s (the last good configuration keeps serving)",
+                              self.node or "-")
 
     def config(self) -> ProxyConfig:
         return self.decide()[0]

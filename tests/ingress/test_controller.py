@@ -134,6 +134,18 @@ async def test_a_dead_proxy_is_started_again(running) -> None:
     assert len(proxy.applied) == applied + 1 and proxy.applied[-1] == proxy.applied[-2]
 
 
+async def test_a_sync_that_crashes_does_not_end_the_loop(running, monkeypatch) -> None:
+    api, proxy, controller = running
+    await until(lambda: proxy.applied)
+    real = controller.decide
+    monkeypatch.setattr(controller, "decide", lambda: (_ for _ in ()).throw(RuntimeError("kptest: a bug")))
+    await api.create("ingresses", ingress("first", rule("first.example.com", path("/", "web"))))
+    await until(lambda: controller.failures >= 1)
+    monkeypatch.setattr(controller, "decide", real)
+    await api.create("ingresses", ingress("second", rule("second.example.com", path("/", "web"))))
+    await until(lambda: "second.example.com" in proxy.applied[-1])
+
+
 async def test_a_refused_configuration_is_reported_and_the_next_change_applies(running) -> None:
     api, proxy, _ = running
     await api.create("ingresses", ingress("good", rule("good.example.com", path("/", "web"))))
