@@ -581,6 +581,8 @@ class _Gateways:
                     if rule.get("filters") else backend
                 for host in hosts:
                     self.b.locations.setdefault(host, {})
+                    if host.startswith("*."):
+                        self.b.any_depth.add(host)
                     if conditions != Match():
                         self.b.add_conditional(host, kind == "Exact", value, Choice(conditions, served,
                                                                                     f"HTTPRoute {key}"))

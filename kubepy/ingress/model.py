@@ -171,6 +171,7 @@ class Server:
     host: str                      # "" for the default server
     locations: tuple[Location, ...]
     tls_secret: str | None = None  # namespace/name of the Secret whose certificate it serves
+    any_depth: bool = False        # a wildcard host of an HTTPRoute: "*." stands for one label or more
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,7 @@ class _Builder:
         self.fallback: dict[str, Backend] = {}
         self.tls: dict[str, str] = {}
         self.conditional: dict[str, list[_Conditional]] = {}   # host → HTTPRoute matches with conditions
+        self.any_depth: set[str] = set()   # wildcard hosts of HTTPRoutes (Gateway API's wildcards span labels)
 
     def problem(self, ingress: str, reason: str, message: str) -> None:
         p = Problem(ingress, reason, message)
@@ -427,7 +429,7 @@ class _Builder:
                 rank[(PREFIX, "/")] = (0, 0)
             self._place_conditionals(host, locs, rank)
             ordered = tuple(locs[k] for k in sorted(locs, key=lambda k: (k[1], k[0])))
-            servers.append(Server(host, ordered, self.tls.get(host)))
+            servers.append(Server(host, ordered, self.tls.get(host), host in self.any_depth))
         used = {b.upstream for s in servers for loc in s.locations
                 for b in (loc.backend, *(c.backend for c in loc.choices))}
         upstreams = tuple(u for n, u in sorted(self.upstreams.items()) if n in used and u.servers)
@@ -449,11 +451,12 @@ def build(ingresses: Iterable[Mapping[str, Any]], *, classes: Iterable[Mapping[s
 _WILDCARD = re.compile(r"\*\.(.+)")
 
 
-def server_name(host: str) -> str:
-    """nginx's server_name for a Kubernetes host: ``*.example.com`` matches exactly one more label."""
+def server_name(host: str, any_depth: bool = False) -> str:
+    """nginx's server_name for a Kubernetes host: an Ingress's ``*.example.com`` matches exactly one more
+    label, Gateway API's (``any_depth``) one or more."""
     if not host:
         return "_"
     m = _WILDCARD.fullmatch(host)
     if m:
-        return "~^[^.]+\\." + re.escape(m.group(1)).replace("\\-", "-") + "$"
+        return ("~^.+\\." if any_depth else "~^[^.]+\\.") + re.escape(m.group(1)).replace("\\-", "-") + "$"
     return host

@@ -215,7 +215,7 @@ def _server(server: Server, *, state_dir: Path, cert_files: Mapping[str, str], h
            "    server {",
            f"        listen {http_port}{default};",
            f"        listen {https_port} ssl{default};",
-           f"        server_name {server_name(server.host)};",
+           f"        server_name {server_name(server.host, server.any_depth)};",
            f"        ssl_certificate {cert};",
            f"        ssl_certificate_key {cert};"]
     named: list[str] = []

@@ -265,6 +265,19 @@ def test_header_query_and_method_matches_in_gateway_api_precedence(method, uri, 
     assert (got.partition("/")[2].partition(":")[0] if "/" in got else got) == want
 
 
+def test_a_routes_wildcard_host_spans_labels_an_ingresses_does_not():
+    cfg, _ = decide(gateway(listener()), http_route("r", rule_(match("/"), backends=[ref("api")]),
+                                                    hostnames=["*.gw.example.com"]),
+                    ingresses=(ingress("i", rule("*.ing.example.com", path("/", "web"))),))
+    assert route(cfg, "a.gw.example.com", "/") == "default/api:80"
+    assert route(cfg, "a.b.gw.example.com", "/") == "default/api:80"       # Gateway API: any depth
+    assert route(cfg, "gw.example.com", "/") == "404"
+    assert route(cfg, "a.ing.example.com", "/") == "default/web:80"
+    assert route(cfg, "a.b.ing.example.com", "/") == "404"                  # Ingress: one label
+    text = render(cfg, state_dir=Path("/state"), cert_files={})
+    assert "server_name ~^.+\\.gw\\.example\\.com$;" in text and "server_name ~^[^.]+\\.ing\\.example\\.com$;" in text
+
+
 def test_a_refs_share_that_does_not_resolve_answers_500():
     """Gateway API: requests that would have gone to an invalid backendRef get 500, the rest still go."""
     cfg, st = decide(gateway(listener()), http_route("r", rule_(match("/"), backends=[

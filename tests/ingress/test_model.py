@@ -38,7 +38,7 @@ def route(cfg: ProxyConfig, host: str, uri: str, *, method: str = "GET", headers
     server = next((s for s in cfg.servers if s.host == host), None)
     if server is None:
         server = next((s for s in cfg.servers if s.host.startswith("*.")
-                       and re.fullmatch(server_name(s.host)[1:], host)), None)
+                       and re.fullmatch(server_name(s.host, s.any_depth)[1:], host)), None)
     if server is None:
         server = next(s for s in cfg.servers if s.host == "")
     exact = [loc for loc in server.locations if loc.modifier == "=" and loc.path == uri]
