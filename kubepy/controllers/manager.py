@@ -160,7 +160,7 @@ async def run_controller_manager(kubeconfig: str, config: ControllerConfig, *,
             await asyncio.gather(*tasks, waiter, return_exceptions=True)
             await informers.stop()
             for recorder in recorders:
-                await recorder.flush()
+                await recorder.stop()
     finally:
         if credentials is not None:
             await credentials.close()

@@ -178,7 +178,7 @@ class Controller:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
-            await self.events.flush()
+            await self.events.stop()
 
     async def sync_loop(self) -> None:
         self._dirty.set()

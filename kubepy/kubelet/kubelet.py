@@ -644,7 +644,7 @@ class Kubelet:
         await self.local_volumes.stop()
         await asyncio.gather(*(w.stop() for w in list(self.workers.values())), return_exceptions=True)
         await asyncio.gather(self.configmaps.stop(), self.secrets.stop())
-        await self.recorder.flush()
+        await self.recorder.stop()
         await self.client.close()
         log.info("kubelet stopped node=%s", self.config.node_name)
 

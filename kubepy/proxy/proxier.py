@@ -495,7 +495,7 @@ async def run_proxy(config: ProxyConfig) -> None:
         try:
             await proxier.run()
         finally:
-            await recorder.flush()
+            await recorder.stop()
 
 
 async def _node_ips(client: Client, node_name: str) -> list[str]:

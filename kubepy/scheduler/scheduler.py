@@ -331,7 +331,7 @@ class Scheduler:
                 t.cancel()
             await asyncio.gather(*tasks, *self._bind_tasks, return_exceptions=True)
             for prof in self.profiles.values():
-                await prof.recorder.flush()
+                await prof.recorder.stop()
 
     async def _flush_unschedulable(self) -> None:
         while True:

@@ -361,9 +361,12 @@ async def test_a_container_resource_metric_scales_on_one_containers_usage(apiser
                 {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "app", "target": {
                     "type": "Utilization", "averageUtilization": 50}}}]), namespace=namespace)
             await env.wait_for(lambda: _is(client, namespace, 3), message="scaled to 3 on the app container")
-            events = await env.wait_for(lambda: _events(client, namespace, "web"))
+            async def rescaled() -> list[tuple[str, str]] | None:   # other events (a warning) may come first
+                got = [(e["reason"], e["message"]) for e in await _events(client, namespace, "web")]
+                return got if any(reason == "SuccessfulRescale" for reason, _ in got) else None
+            events = await env.wait_for(rescaled, message="a SuccessfulRescale event")
             assert ("SuccessfulRescale", "New size: 3; reason: cpu container resource utilization (percentage of "
-                                         "request) above target") in [(e["reason"], e["message"]) for e in events]
+                                         "request) above target") in events, events
 
             async def reported() -> list | None:
                 hpa = await client.get("horizontalpodautoscalers", "web", namespace=namespace)
