@@ -352,6 +352,7 @@ async def test_real_nginx_applies_httproute_filters(backends: dict[str, int], pr
         rule_(match("/strip"), backends=[ref("docs")], filters=[rewrite(
             path={"type": "ReplacePrefixMatch", "replacePrefixMatch": ""})]),
         rule_(match("/half"), backends=[ref("web"), ref("nowhere")]),
+        rule_(match("/half", headers=[{"name": "x-alt", "value": "1"}]), backends=[ref("api")]),
         rule_(match("/rw"), backends=[ref("docs")], filters=[rewrite(
             hostname="rewritten.example.com", path={"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"})]),
         rule_(match("/rwfull"), backends=[ref("docs")], filters=[rewrite(
@@ -395,6 +396,8 @@ async def test_real_nginx_applies_httproute_filters(backends: dict[str, int], pr
     assert (status, got["Location"]) == (301, "http://f.example.com/new/a%0Ab/c")
     halves = [(await asyncio.to_thread(ask, "/half"))[0] for _ in range(40)]
     assert sorted(set(halves)) == [200, 500] and 5 <= halves.count(500) <= 35   # the unresolved ref's half
+    alts = [await asyncio.to_thread(ask, "/half", X_Alt="1") for _ in range(10)]   # a header match beside it
+    assert {(status, body) for status, body, _ in alts} == {(200, "api /half")}
     status, body, got = await asyncio.to_thread(ask, "/rw/deep/er?q=1")
     assert (status, body, json.loads(got["X-Seen"])["host"]) == (200, "docs /deep/er?q=1", "rewritten.example.com")
     status, body, _ = await asyncio.to_thread(ask, "/rw")
