@@ -10,7 +10,9 @@ invalid ones anywhere. Hypothesis is derandomized, so a run repeats exactly.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 import requests
@@ -22,7 +24,8 @@ from tests.e2e.conftest import running_apiserver
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = 3  # per operation and flavour: ~1,000 requests in all
+EXAMPLES = 3  # per operation and flavour: ~3,900 requests in all
+SHARES = 2  # processes generating requests
 NAME = "st-target"
 D = "/api/v1/namespaces/default/"
 _TEMPLATE = {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}
@@ -97,15 +100,19 @@ def session(srv):
     s.close()
 
 
-def test_no_request_is_a_server_error(srv, session):
-    doc = session.get(srv.url + "/openapi/v2", timeout=60).json()
-    schema = schemathesis.openapi.from_dict(doc)
-    operations = [r.ok() for r in schema.get_all_operations()]
-    assert len(operations) > 100, "the OpenAPI document lost its paths"
+def _fuzz(doc: dict, url: str, ca: str, token: str, share: int, shares: int) -> tuple[int, list[str]]:
+    """Every ``shares``-th operation from ``share``: its requests sent, and what failed on the server's side.
 
+    Generating bodies (hypothesis drawing a StatefulSet takes ~0.3 s) is the test's cost, not the server's,
+    so the operations are shared between processes; each (operation, flavour) is derandomized on its own,
+    so the split sends the same requests as one process would."""
+    session = requests.Session()
+    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
+    session.verify = ca
+    session.headers["Authorization"] = f"Bearer {token}"
+    operations = [r.ok() for r in schemathesis.openapi.from_dict(doc).get_all_operations()][share::shares]
     faults: list[str] = []
     sent = 0
-    started = time.monotonic()
     for op in operations:
         for mode, existing in ((GenerationMode.POSITIVE, True), (GenerationMode.NEGATIVE, True),
                                (GenerationMode.NEGATIVE, False)):
@@ -124,9 +131,9 @@ def test_no_request_is_a_server_error(srv, session):
             def call(case):
                 nonlocal sent
                 sent += 1
-                curl = case.as_curl_command(base_url=srv.url)
+                curl = case.as_curl_command(base_url=url)
                 try:
-                    r = case.call(base_url=srv.url, session=session, verify=session.verify, timeout=60)
+                    r = case.call(base_url=url, session=session, verify=session.verify, timeout=60)
                 except requests.ConnectionError as e:  # the server dropped the connection: as bad as a 500
                     faults.append(f"connection dropped ({e}):\n  {curl}")
                     return
@@ -137,6 +144,22 @@ def test_no_request_is_a_server_error(srv, session):
                 call()
             except Exception as e:  # the document itself could not be turned into requests
                 faults.append(f"{op.method.upper()} {op.path} ({mode}): schemathesis could not generate: {e!r}")
+    session.close()
+    return sent, faults
+
+
+def test_no_request_is_a_server_error(srv, session):
+    doc = session.get(srv.url + "/openapi/v2", timeout=60).json()
+    operations = list(schemathesis.openapi.from_dict(doc).get_all_operations())
+    assert len(operations) > 100, "the OpenAPI document lost its paths"
+
+    started = time.monotonic()
+    # Two processes on two cores (forked: the test's module and its settings are already loaded).
+    with ProcessPoolExecutor(SHARES, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = list(pool.map(_fuzz, *zip(*[(doc, srv.url, session.verify, srv.token(), i, SHARES)
+                                              for i in range(SHARES)])))
+    sent = sum(n for n, _ in results)
+    faults = [f for _, fs in results for f in fs]
     elapsed = time.monotonic() - started
     assert srv.proc.poll() is None, "the API server died"
     logged = [line for line in srv.log_path.read_text(errors="replace").splitlines()
