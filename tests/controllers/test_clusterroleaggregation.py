@@ -50,9 +50,12 @@ async def test_default_aggregated_roles_fill_and_follow_changes() -> None:
         secrets_read = {"verbs": ["get", "list", "watch"], "apiGroups": [""],
                         "resources": ["pods/attach", "pods/proxy", "pods/exec", "pods/portforward", "secrets",
                                       "services/proxy"]}
-        await until(lambda: rules("view") and secrets_read in rules("admin"))
+        # Each aggregated role is written on its own: view fills, then edit takes view's rules, then admin
+        # edit's, in whatever order the controller's queue runs them. Wait for the whole chain.
+        await until(lambda: rules("view") and secrets_read in rules("admin")
+                    and all(r in rules("admin") for r in rules("edit"))
+                    and all(r in rules("edit") for r in rules("view")))
         assert secrets_read in rules("edit") and secrets_read not in rules("view")
-        assert all(r in rules("admin") for r in rules("edit")) and all(r in rules("edit") for r in rules("view"))
         # a new role labelled aggregate-to-view reaches view, edit and admin
         crd_rule = {"verbs": ["get"], "apiGroups": ["example.com"], "resources": ["widgets"]}
         await api.create("clusterroles", _role("widgets-view", [crd_rule], {AGG + "view": "true"}))

@@ -404,9 +404,10 @@ async def test_scaling_past_the_progress_deadline_does_not_stop_the_controllers(
     async with running_controllers(srv, *CONTROLLERS) as (ctx, controllers, _k):
         c, ns = ctx.client, "dep-deadline"
         await create_namespace(c, ns)
-        await c.create("deployments", deployment_manifest("old", 1, "nginx:1", deadline=1), namespace=ns)
+        # The deadline is also what the scaled pods get to become Ready in: 1 s failed on a loaded host.
+        await c.create("deployments", deployment_manifest("old", 1, "nginx:1", deadline=3), namespace=ns)
         await rollout_status(srv, ns, "old")
-        await asyncio.sleep(2.5)  # the Progressing condition is now older than the deadline
+        await asyncio.sleep(3.5)  # the Progressing condition is now older than the deadline
         await kubectl(srv, "scale", "deployment/old", "--replicas=3", "-n", ns)
         await c.create("deployments", deployment_manifest("new", 2, "nginx:1"), namespace=ns)
         await rollout_status(srv, ns, "new")
