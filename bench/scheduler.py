@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -113,8 +114,7 @@ async def scheduler_case(pods: int, nodes: int) -> None:
         times: list[float] = []
         waiter = asyncio.create_task(wait_bound(client, pods, rv, times))
         started = time.monotonic()
-        sched = subprocess.Popen([sys.executable, "-m", "kubepy", "--log-level", "warning", "scheduler",
-                                  "--kubeconfig", str(srv.kubeconfig)])
+        sched = _start_scheduler(srv.kubeconfig)
         await asyncio.wait_for(waiter, 900)
         wall = time.monotonic() - started
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
@@ -124,8 +124,7 @@ async def scheduler_case(pods: int, nodes: int) -> None:
         await client.close()
     finally:
         if sched:
-            sched.terminate()
-            sched.wait(10)
+            _stop(sched)
         stop_apiserver(srv)
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -165,15 +164,23 @@ THRESHOLDS = {("SchedulingBasic", 5000): "680 pods/s (5000Nodes_10000Pods)",
               ("TopologySpreading", 5000): "460 pods/s (5000Nodes_5000Pods)"}
 
 
+PROFILE: str = ""  # --profile: py-spy's collapsed stacks of the scheduler, written here
+
+
 def _start_scheduler(kubeconfig: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "kubepy", "--log-level", "warning", "scheduler",
-                             "--kubeconfig", str(kubeconfig)])
+    cmd = [sys.executable, "-m", "kubepy", "--log-level", "warning", "scheduler", "--kubeconfig", str(kubeconfig)]
+    if PROFILE:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        cmd = [py_spy, "record", "--format", "raw", "--rate", "200", "--output", PROFILE, "--", *cmd]
+    return subprocess.Popen(cmd)
+
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    # py-spy writes its profile when interrupted, and stops the scheduler with it.
+    proc.send_signal(signal.SIGINT if PROFILE else signal.SIGTERM)
     try:
-        proc.wait(10)
+        proc.wait(30 if PROFILE else 10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -252,7 +259,11 @@ def main() -> int:
                     help="run scheduler_perf's SchedulingBasic, SchedulingPodAntiAffinity, TopologySpreading and "
                          "PreemptionBasic at these node counts")
     ap.add_argument("--only", default="", help="with --shapes: only these workloads (comma-separated)")
+    ap.add_argument("--profile", default="", metavar="FILE",
+                    help="run the scheduler under py-spy and write its collapsed stacks to FILE (the last one started)")
     args = ap.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     for case in args.cases.split(","):
         if case in ("", "none"):
             continue
