@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kubepy.scheduler.framework import JOURNAL, MAX_NODE_SCORE, OK, SUCCESS, NodeInfo, PodInfo, Status
+from kubepy.scheduler import framework
+from kubepy.scheduler.framework import MAX_NODE_SCORE, OK, SUCCESS, NodeInfo, PodInfo, Status
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -49,17 +50,24 @@ class NodeColumns:
         self.position: dict[str, int] = {}
         self.size = 0
 
-    def of(self, node_infos: Sequence[NodeInfo]) -> NodeColumns:
-        """The columns of *node_infos*: rebuilt for a new list, else only the nodes that changed."""
-        changed = JOURNAL.since(self.seen) if self.node_list is node_infos else None
+    def of(self, node_infos: Sequence[NodeInfo]) -> NodeColumns | None:
+        """The columns of *node_infos*: rebuilt for a new list (or one grown in place), else only the
+        nodes that changed. None for a list with copies made to simulate on: their changes are not
+        journaled, so the per-node path must judge them."""
+        journal = framework.JOURNAL  # looked up each time: a test may give the framework another one
+        same = self.node_list is node_infos and len(node_infos) == self.size
+        changed = journal.since(self.seen) if same else None
         if changed is None:
+            if not all(ni.journaled for ni in node_infos):
+                self.node_list = None
+                return None
             self._build(node_infos)
         else:
             for ni in changed:
                 i = self.position.get(ni.name)
                 if i is not None and node_infos[i] is ni:
                     self._set(i, ni)
-        self.node_list, self.seen = node_infos, JOURNAL.last
+        self.node_list, self.seen = node_infos, journal.last
         return self
 
     def _build(self, node_infos: Sequence[NodeInfo]) -> None:

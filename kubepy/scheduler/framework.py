@@ -694,11 +694,11 @@ class ScheduleResult:
     feasible: int = 0
     # (plugin, weight, normalized scores over the feasible nodes as an int64 array, in scored's order):
     # why this node
-    contributions: list[tuple[str, int, Any]] = field(default_factory=list)
+    contributions: list[tuple[str, int, Any]] = field(default_factory=list, compare=False)
     # The scored nodes, their weighted totals and the chosen one's index: ``scores`` on demand, since a
     # dict of 500 names per pod was a measurable share of scheduling one at 5,000 nodes.
     scored: Sequence[NodeInfo] = ()
-    totals: Any = None  # numpy int64 array, in scored's order
+    totals: Any = field(default=None, compare=False)  # numpy int64 array, in scored's order
     pick: int = 0
 
     @property
@@ -793,7 +793,7 @@ def schedule_one(
     if not node_infos:
         return result
     start %= len(node_infos)
-    enough = max_feasible or len(node_infos)
+    enough = max(1, max_feasible or len(node_infos))
 
     active = []
     for plugin in filters:

@@ -141,3 +141,28 @@ def test_column_figures_match_the_per_node_functions():
     assert balanced(cpu_used, cpu_cap, mem_used, mem_cap).tolist() == want
     # Beyond 2**53 a float64 conversion is not exact: the columns decline and the node is scored per node.
     assert balanced(np.array([2**53]), np.array([2**54]), np.array([1]), np.array([1])) is None
+
+
+def test_a_list_grown_in_place_or_made_of_clones_is_not_judged_from_stale_columns():
+    rng = random.Random(11)
+    nodes = [NodeInfo.from_node(_node(rng, i)) for i in range(3)]
+    cols = CountingColumns()
+    _compare(_pod(rng, 0), nodes, cols, 1)
+    nodes.append(NodeInfo.from_node(_node(rng, 3)))  # grown in place: the same list object
+    _compare(_pod(rng, 1), nodes, cols, 2)
+    assert cols.size == 4
+    # Copies made to simulate on are not journaled: a pod added to one must still count.
+    clones = [ni.clone() for ni in nodes]
+    decided = cols.decided
+    for i in range(5):
+        pod = _pod(rng, 10 + i)
+        _compare(pod, clones, cols, 3 + i)
+        clones[0].add_pod(pod | {"spec": pod["spec"] | {"nodeName": clones[0].name}})
+    assert cols.decided == decided, "the columns declined the clones"
+
+
+def test_a_max_feasible_below_one_means_one():
+    rng = random.Random(5)
+    nodes = [NodeInfo.from_node(_node(rng, i)) for i in range(30)]
+    for max_feasible in (0, -1):
+        _compare(_pod(rng, max_feasible), nodes, NodeColumns(), 9, max_feasible=max_feasible)
