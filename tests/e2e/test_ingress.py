@@ -113,14 +113,21 @@ def node_ip(lab: Lab, i: int) -> str:
     return lab.in_node(i, "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3].split("/")[0]
 
 
-def get(ip: str, host: str, uri: str, timeout: float = 3, headers: dict[str, str] | None = None) -> tuple[int, str]:
+def exchange(ip: str, host: str, uri: str, timeout: float = 3,
+             headers: dict[str, str] | None = None) -> tuple[int, str, http.client.HTTPMessage]:
+    """One GET on port 80: the status, the body, and the response's headers."""
     conn = http.client.HTTPConnection(ip, 80, timeout=timeout)
     try:
         conn.request("GET", uri, headers={"Host": host, **(headers or {})})
         resp = conn.getresponse()
-        return resp.status, resp.read().decode(errors="replace").strip()
+        return resp.status, resp.read().decode(errors="replace").strip(), resp.headers
     finally:
         conn.close()
+
+
+def get(ip: str, host: str, uri: str, timeout: float = 3, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    status, body, _ = exchange(ip, host, uri, timeout, headers)
+    return status, body
 
 
 def try_get(ip: str, host: str, uri: str) -> tuple[int, str] | None:
@@ -347,15 +354,11 @@ def test_a_reference_grant_lets_a_route_reach_a_service_in_another_namespace(lab
     def answer() -> tuple[int, str, str | None] | None:
         # Until the node behind the address has the new server, the host falls to the fallback Ingress (200
         # green): the route's own answers carry its response header, and only the route answers 500 here.
-        conn = http.client.HTTPConnection(ip, 80, timeout=3)
         try:
-            conn.request("GET", "/api/v1", headers={"Host": "shop.kptest.local"})
-            resp = conn.getresponse()
-            return resp.status, resp.read().decode(errors="replace").strip(), resp.getheader("X-Kptest-Route")
+            status, body, headers = exchange(ip, "shop.kptest.local", "/api/v1")
         except OSError:
             return None
-        finally:
-            conn.close()
+        return status, body, headers.get("X-Kptest-Route")
 
     try:
         for obj in (*other, gw, route_):

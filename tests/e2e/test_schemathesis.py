@@ -83,12 +83,17 @@ def srv():
         yield s
 
 
-@pytest.fixture(scope="module")
-def session(srv):
+def _session(ca: str, token: str) -> requests.Session:
     s = requests.Session()
     s.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
-    s.verify = str(srv.data_dir / "ca.crt")
-    s.headers["Authorization"] = f"Bearer {srv.token()}"
+    s.verify = ca
+    s.headers["Authorization"] = f"Bearer {token}"
+    return s
+
+
+@pytest.fixture(scope="module")
+def session(srv):
+    s = _session(str(srv.data_dir / "ca.crt"), srv.token())
     for path, body in EXISTING:
         for _ in range(100):  # a custom resource's path is served once its CRD is established
             r = s.post(srv.url + path, json=body, timeout=60)
@@ -106,10 +111,7 @@ def _fuzz(doc: dict, url: str, ca: str, token: str, share: int, shares: int) -> 
     Generating bodies (hypothesis drawing a StatefulSet takes ~0.3 s) is the test's cost, not the server's,
     so the operations are shared between processes; each (operation, flavour) is derandomized on its own,
     so the split sends the same requests as one process would."""
-    session = requests.Session()
-    session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
-    session.verify = ca
-    session.headers["Authorization"] = f"Bearer {token}"
+    session = _session(ca, token)
     operations = [r.ok() for r in schemathesis.openapi.from_dict(doc).get_all_operations()][share::shares]
     faults: list[str] = []
     sent = 0
@@ -156,8 +158,8 @@ def test_no_request_is_a_server_error(srv, session):
     started = time.monotonic()
     # Two processes on two cores (forked: the test's module and its settings are already loaded).
     with ProcessPoolExecutor(SHARES, mp_context=multiprocessing.get_context("fork")) as pool:
-        results = list(pool.map(_fuzz, *zip(*[(doc, srv.url, session.verify, srv.token(), i, SHARES)
-                                              for i in range(SHARES)])))
+        shares = [pool.submit(_fuzz, doc, srv.url, session.verify, srv.token(), i, SHARES) for i in range(SHARES)]
+        results = [share.result() for share in shares]
     sent = sum(n for n, _ in results)
     faults = [f for _, fs in results for f in fs]
     elapsed = time.monotonic() - started
