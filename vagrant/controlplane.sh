@@ -145,7 +145,9 @@ log "install Gateway API CRDs and GatewayClass kubepy ($gatewayapi)"
 # --validate=false: kubepy's own manifests; kubectl's validation would fetch the OpenAPI documents,
 # which the API server rebuilds after each CRD (about a minute of CPU on an emulated VM).
 kc apply --validate=false -f "$gatewayapi/crds.yaml" >/dev/null
-kc wait --for=condition=Established --timeout=60s -f "$gatewayapi/crds.yaml" >/dev/null
+# $WAIT, not a minute: on an emulated VM whose daemons are all still starting, Established has come
+# later than 60 s (CI, 2026-12-07: the API server's loop lagged 35 s and the wait killed the provisioning).
+kc wait --for=condition=Established --timeout="${WAIT}s" -f "$gatewayapi/crds.yaml" >/dev/null
 kc apply --validate=false -f "$gatewayapi/gatewayclass.yaml" >/dev/null
 log "wait for node $NODE_NAME to register"
 wait_for "$WAIT" "node $NODE_NAME to register" kc get node "$NODE_NAME"
