@@ -109,11 +109,19 @@ stamp="$INSTALL ${fingerprint%% *}"
 # pip from Debian's wheel of it (python3-venv brings it): ensurepip would byte-compile all of pip,
 # about 75 s of a 2-vCPU emulated VM; run from its wheel, pip installs itself into the venv uncompiled.
 pip_whl=$(compgen -G '/usr/share/python-wheels/pip-*.whl' | sort -V | tail -n 1 || true)
+# Offline, the wheelhouse may hold the same wheels installed and byte-compiled on the host for this
+# VM's Python (vagrant/build-wheelhouse): unpacking them takes seconds where pip took 110 to 150 s of
+# an emulated VM, and no daemon compiles its imports on its first start.
+site_tar=""
+if [ "$INSTALL" = offline ]; then
+  site_tar=$WHEELHOUSE/site-packages-$(python3 -c 'import sys; print("cp%d%d" % sys.version_info[:2])').tar.gz
+  [ -f "$site_tar" ] || site_tar=""
+fi
 fresh=0
 if [ ! -x "$VENV/bin/python" ]; then
   log "python3 -m venv $VENV"
   mkdir -p "$(dirname "$VENV")"
-  if [ -n "$pip_whl" ]; then python3 -m venv --without-pip "$VENV"; else python3 -m venv "$VENV"; fi
+  if [ -n "$pip_whl" ] || [ -n "$site_tar" ]; then python3 -m venv --without-pip "$VENV"; else python3 -m venv "$VENV"; fi
   fresh=1
 fi
 if [ "$(cat "$VENV/.kubepy-installed" 2>/dev/null)" != "$stamp" ]; then
@@ -125,7 +133,22 @@ if [ "$(cat "$VENV/.kubepy-installed" 2>/dev/null)" != "$stamp" ]; then
     pip=("$VENV/bin/python" "$pip_whl/pip" install -q --disable-pip-version-check --no-compile "$pip_whl")
   fi
   # A fresh venv has no kubepy to replace; otherwise the same version number may hold other code.
-  if [ "$INSTALL" = offline ]; then
+  if [ -n "$site_tar" ]; then
+    log "unpack kubepy and its dependencies from $site_tar (installed on the host)"
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+    # Replaced whole, not merged: what an earlier install had and this one has not must go.
+    unpacked=$(mktemp -d "$VENV/.site-packages.XXXXXX")
+    tar -xzf "$site_tar" -C "$unpacked"
+    # Console scripts name the host's interpreter on their #! line: this venv's instead.
+    for f in "$unpacked"/bin/*; do
+      [ -f "$f" ] || continue
+      if [ "$(head -c 2 "$f")" = '#!' ]; then sed -i "1s|^#!.*python.*\$|#!$VENV/bin/python|" "$f"; fi
+      mv -f "$f" "$VENV/bin/"
+    done
+    rm -rf "${unpacked:?}/bin" "${site:?}"
+    mv "$unpacked" "$site"
+    chmod 0755 "$site"
+  elif [ "$INSTALL" = offline ]; then
     log "pip install kubepy from $WHEELHOUSE (no index)"
     "${pip[@]}" --no-index --find-links "$WHEELHOUSE" kubepy
     [ "$fresh" = 1 ] || "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile --no-index \
