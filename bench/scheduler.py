@@ -20,6 +20,7 @@ fresh scheduler binds them: pods/s is from its first to its last binding.
 
     .venv/bin/python bench/scheduler.py [--cases 1000x100,5000x500] [--deployment]
     .venv/bin/python bench/scheduler.py --cases none --shapes 500,5000
+    .venv/bin/python bench/scheduler.py --cases none --core 500,5000   # schedule_one alone, columns vs per node
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -113,8 +115,7 @@ async def scheduler_case(pods: int, nodes: int) -> None:
         times: list[float] = []
         waiter = asyncio.create_task(wait_bound(client, pods, rv, times))
         started = time.monotonic()
-        sched = subprocess.Popen([sys.executable, "-m", "kubepy", "--log-level", "warning", "scheduler",
-                                  "--kubeconfig", str(srv.kubeconfig)])
+        sched = _start_scheduler(srv.kubeconfig)
         await asyncio.wait_for(waiter, 900)
         wall = time.monotonic() - started
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
@@ -124,8 +125,7 @@ async def scheduler_case(pods: int, nodes: int) -> None:
         await client.close()
     finally:
         if sched:
-            sched.terminate()
-            sched.wait(10)
+            _stop(sched)
         stop_apiserver(srv)
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -165,15 +165,61 @@ THRESHOLDS = {("SchedulingBasic", 5000): "680 pods/s (5000Nodes_10000Pods)",
               ("TopologySpreading", 5000): "460 pods/s (5000Nodes_5000Pods)"}
 
 
+def core_case(nodes: int, pods: int) -> None:
+    """schedule_one alone, in process: the default plugins over *nodes* NodeInfos with
+    percentageOfNodesToScore, each pod assumed onto its node; with the node columns and with
+    the per-node loop, from the same random state (the decisions are the same)."""
+    import random
+
+    from kubepy.scheduler.columns import NodeColumns
+    from kubepy.scheduler.framework import (NodeInfo, PodInfo, default_filters, default_scorers,
+                                            num_feasible_nodes_to_find, schedule_one)
+
+    rates = {}
+    for label, columns in (("per node", None), ("columns", NodeColumns())):
+        infos = [NodeInfo.from_node({
+            "metadata": {"name": f"n{i:05d}", "labels": {"kubernetes.io/hostname": f"n{i:05d}"}}, "spec": {},
+            "status": {"allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}}) for i in range(nodes)]
+        by_name = {ni.name: ni for ni in infos}
+        filters, scorers, rng = default_filters(), default_scorers(), random.Random(1)
+        start, chosen = 0, []
+        t0 = time.perf_counter()
+        for i in range(pods):
+            p = pod(f"p{i}")
+            p["metadata"].update(namespace="default", uid=f"u{i}")
+            result = schedule_one(PodInfo(p), infos, filters=filters, scorers=scorers, rng=rng, start=start,
+                                  max_feasible=num_feasible_nodes_to_find(nodes), columns=columns)
+            result.why()
+            start = result.next_start
+            chosen.append(result.node)
+            by_name[result.node].add_pod({**p, "spec": {**p["spec"], "nodeName": result.node}})
+        rates[label] = pods / (time.perf_counter() - t0)
+        if label == "per node":
+            first = chosen
+        elif chosen != first:
+            print("  the two paths chose different nodes: a bug in the columns")
+    print(f"schedule_one alone, {pods} pods on {nodes} nodes: per node {rates['per node']:.0f} pods/s, "
+          f"columns {rates['columns']:.0f} pods/s ({rates['columns'] / rates['per node']:.1f}x)", flush=True)
+
+
+PROFILE: str = ""  # --profile: py-spy's collapsed stacks of the scheduler, written here
+
+
 def _start_scheduler(kubeconfig: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "kubepy", "--log-level", "warning", "scheduler",
-                             "--kubeconfig", str(kubeconfig)])
+    cmd = [sys.executable, "-m", "kubepy", "--log-level", "warning", "scheduler", "--kubeconfig", str(kubeconfig)]
+    if PROFILE:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        cmd = [py_spy, "record", "--format", "raw", "--rate", "200", "--output", PROFILE, "--", *cmd]
+    return subprocess.Popen(cmd)
+
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    # py-spy writes its profile when interrupted, and stops the scheduler with it.
+    proc.send_signal(signal.SIGINT if PROFILE else signal.SIGTERM)
     try:
-        proc.wait(10)
+        proc.wait(30 if PROFILE else 10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -252,7 +298,15 @@ def main() -> int:
                     help="run scheduler_perf's SchedulingBasic, SchedulingPodAntiAffinity, TopologySpreading and "
                          "PreemptionBasic at these node counts")
     ap.add_argument("--only", default="", help="with --shapes: only these workloads (comma-separated)")
+    ap.add_argument("--profile", default="", metavar="FILE",
+                    help="run the scheduler under py-spy and write its collapsed stacks to FILE (the last one started)")
+    ap.add_argument("--core", default="", metavar="500,5000",
+                    help="also time schedule_one alone (in process) at these node counts, with and without columns")
     args = ap.parse_args()
+    global PROFILE
+    PROFILE = args.profile
+    for nodes in [int(n) for n in args.core.split(",") if n]:
+        core_case(nodes, 2000)
     for case in args.cases.split(","):
         if case in ("", "none"):
             continue

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from kubepy.meta.images import normalize_image_ref
 from kubepy.meta.selectors import Requirement, validate_label_key, validate_label_value
 from kubepy.scheduler.framework import (
@@ -28,6 +30,7 @@ from kubepy.scheduler.framework import (
     Taint,
     tolerates,
 )
+from kubepy.scheduler.columns import NodeColumns, balanced, least_requested
 
 __all__ = [
     "TAINT_UNSCHEDULABLE",
@@ -98,6 +101,9 @@ class NodeUnschedulable:
             return OK
         return self._REJECT
 
+    def filter_columns(self, pod: PodInfo, cols: NodeColumns) -> np.ndarray:
+        return cols.schedulable
+
 
 class NodeName:
     """A pod naming its node (``spec.nodeName``) fits only there (upstream's
@@ -139,6 +145,9 @@ class NodeReady:
             return OK
         return self._REJECT[key]
 
+    def filter_columns(self, pod: PodInfo, cols: NodeColumns) -> np.ndarray:
+        return cols.ready
+
 
 class TaintToleration:
     """Filter: every NoSchedule/NoExecute taint must be tolerated; the first
@@ -153,6 +162,9 @@ class TaintToleration:
                 return Status(UNSCHEDULABLE_AND_UNRESOLVABLE, (untolerated_taint_reason(taint.key, taint.value),))
         return OK
 
+    def filter_columns(self, pod: PodInfo, cols: NodeColumns) -> np.ndarray:
+        return cols.untainted
+
     @staticmethod
     def _soft_tolerations(pod: PodInfo) -> tuple[Any, ...]:
         return tuple(t for t in pod.tolerations if t.effect in ("", "PreferNoSchedule"))
@@ -162,6 +174,13 @@ class TaintToleration:
             return 0
         soft = pod.cached("TaintToleration/soft", self._soft_tolerations)
         return sum(1 for t in node_info.taints if t.effect == "PreferNoSchedule" and not tolerates(soft, t))
+
+    def score_columns(self, pod: PodInfo, cols: NodeColumns, idx: np.ndarray, feasible: Sequence[NodeInfo],
+                      ctx: SchedulingContext) -> np.ndarray:
+        out = np.zeros(len(idx), dtype=np.int64)
+        for j in np.flatnonzero(cols.tainted[idx]).tolist():  # only tainted nodes can score above 0
+            out[j] = self.score(pod, feasible[j], ctx)
+        return out
 
     def normalize(self, scores: list[int]) -> list[int]:
         return default_normalize(scores, reverse=True)
@@ -346,6 +365,17 @@ class NodeResourcesFit:
             return Status(UNSCHEDULABLE, tuple(reasons))
         return OK
 
+    def filter_columns(self, pod: PodInfo, cols: NodeColumns) -> np.ndarray | None:
+        want = pod.requests
+        if want.scalars or not cols.exact(cols.arange[:0], want.milli_cpu, want.memory):
+            return None
+        fits = (cols.pods < cols.allowed) & ~cols.big  # a node too big for int64 is judged per node
+        if want.milli_cpu > 0:
+            fits &= want.milli_cpu <= cols.alloc_cpu - cols.req_cpu
+        if want.memory > 0:
+            fits &= want.memory <= cols.alloc_mem - cols.req_mem
+        return fits
+
 
 def _least_requested(requested: int, capacity: int) -> int:
     if capacity == 0 or requested > capacity:
@@ -367,6 +397,18 @@ class NodeResourcesLeastAllocated:
             _least_requested(node_info.non_zero_milli_cpu + cpu, alloc.milli_cpu)
             + _least_requested(node_info.non_zero_memory + memory, alloc.memory)
         ) // 2
+
+    def score_columns(self, pod: PodInfo, cols: NodeColumns, idx: np.ndarray, feasible: Sequence[NodeInfo],
+                      ctx: SchedulingContext) -> np.ndarray | None:
+        return _least_allocated_columns(pod, cols, idx)
+
+
+def _least_allocated_columns(pod: PodInfo, cols: NodeColumns, idx: np.ndarray) -> np.ndarray | None:
+    cpu, memory = pod.non_zero_requests
+    if not cols.exact(idx, cpu, memory):
+        return None
+    return (least_requested(cols.nz_cpu[idx] + cpu, cols.alloc_cpu[idx])
+            + least_requested(cols.nz_mem[idx] + memory, cols.alloc_mem[idx])) // 2
 
 
 class NodeResourcesAllocated:
@@ -414,6 +456,10 @@ class NodeResourcesAllocated:
             total += self._fraction_score(req, cap) * weight
         return total // self.weight_sum
 
+    def score_columns(self, pod: PodInfo, cols: NodeColumns, idx: np.ndarray, feasible: Sequence[NodeInfo],
+                      ctx: SchedulingContext) -> np.ndarray | None:
+        return _least_allocated_columns(pod, cols, idx) if self._default else None
+
 
 def _broken_linear(shape: Sequence[tuple[int, int]], x: int) -> int:
     """Upstream's BuildBrokenLinearFunction: interpolate between the points."""
@@ -445,6 +491,14 @@ class NodeResourcesBalancedAllocation:
         memory = min(1.0, (node_info.requested_memory + want.memory) / alloc.memory)
         # With two resources the standard deviation is half their distance.
         return int((1 - abs(cpu - memory) / 2) * MAX_NODE_SCORE)
+
+    def score_columns(self, pod: PodInfo, cols: NodeColumns, idx: np.ndarray, feasible: Sequence[NodeInfo],
+                      ctx: SchedulingContext) -> np.ndarray | None:
+        want = pod.requests
+        if not cols.exact(idx, want.milli_cpu, want.memory):
+            return None
+        return balanced(cols.req_cpu[idx] + want.milli_cpu, cols.alloc_cpu[idx],
+                        cols.req_mem[idx] + want.memory, cols.alloc_mem[idx])
 
 
 # ImageLocality's bounds (upstream): below 23 MiB an image is not worth moving for;

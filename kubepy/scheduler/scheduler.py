@@ -39,6 +39,7 @@ from kubepy.meta.volumes import ANN_SELECTED_NODE, LOCAL_PATH_PROVISIONER
 from kubepy.scheduler.listers import Listers
 from kubepy.scheduler.metrics import SchedulerMetrics
 from kubepy.scheduler import preemption
+from kubepy.scheduler.columns import NodeColumns
 from kubepy.scheduler.config import SchedulerConfig, build_plugins, default_config
 from kubepy.scheduler.framework import (
     NodeInfo,
@@ -130,6 +131,7 @@ class Scheduler:
         self.pods = Informer(client, "pods")
         self.node_infos: dict[str, NodeInfo] = {}
         self._node_list: list[NodeInfo] | None = None  # the order schedule_one walks, rebuilt on change
+        self._columns = NodeColumns()  # the plain filters' and scorers' figures of _node_list, as arrays
         self._waiting_for_node: dict[str, dict[str, dict[str, Any]]] = {}  # node -> pod key -> pod
         self.pdbs = Informer(client, "poddisruptionbudgets")
         self.queue = PriorityQueue(self._priority_of, base_delay=config.pod_initial_backoff_seconds,
@@ -357,7 +359,8 @@ class Scheduler:
         nodes = self._with_nominated(info, self._nodes_in_order())
         max_feasible = num_feasible_nodes_to_find(len(nodes), prof.percentage) if nodes else None
         result = schedule_one(info, nodes, filters=prof.filters, scorers=prof.scorers, rng=self.rng,
-                              max_feasible=max_feasible, start=self._next_start)
+                              max_feasible=max_feasible, start=self._next_start,
+                              columns=self._columns if nodes is self._node_list else None)
         self._next_start = result.next_start
         if result.node is None:
             self._unschedulable(key, pod, self._preempt(key, info, nodes, result, prof), prof)
