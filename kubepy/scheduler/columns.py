@@ -148,6 +148,25 @@ class NodeColumns:
             return False
         return True
 
+    # The array operations framework and plugins need, here so that only this module imports numpy.
+    @staticmethod
+    def zeros(n: int) -> NDArray[np.int64]:
+        return np.zeros(n, dtype=np.int64)
+
+    @staticmethod
+    def ints(values: Sequence[int]) -> NDArray[np.int64]:
+        return np.asarray(values, dtype=np.int64)
+
+    @staticmethod
+    def where(mask: NDArray[np.bool_]) -> list[int]:
+        """The positions where *mask* is true."""
+        return np.flatnonzero(mask).tolist()
+
+    @staticmethod
+    def argmaxes(values: NDArray[np.int64]) -> list[int]:
+        """The positions of the greatest value, in order."""
+        return np.flatnonzero(values == values.max()).tolist()
+
 
 def least_requested(requested: NDArray[np.int64], capacity: NDArray[np.int64]) -> NDArray[np.int64]:
     """plugins._least_requested over arrays: (capacity - requested) × 100 // capacity, 0 when it does not fit."""
@@ -168,3 +187,8 @@ def balanced(cpu_used: NDArray[np.int64], cpu_cap: NDArray[np.int64],
     mem = np.minimum(1.0, mem_used / np.where(zero, 1, mem_cap))
     score = ((1 - np.abs(cpu - mem) / 2) * MAX_NODE_SCORE).astype(np.int64)
     return np.where(zero, MAX_NODE_SCORE, score)
+
+
+# The plugins reach these through the columns they are given, never importing this module themselves.
+NodeColumns.least_requested = staticmethod(least_requested)  # type: ignore[attr-defined]
+NodeColumns.balanced = staticmethod(balanced)  # type: ignore[attr-defined]

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-import numpy as np
 from kubepy.meta.quantity import bytes_value, cpu_millis
 
 __all__ = [
@@ -692,21 +691,25 @@ class ScheduleResult:
     pre_filter_message: str = ""  # set when a PreFilter rejected the pod for every node
     examined: int = 0  # nodes filtered (percentageOfNodesToScore may stop early)
     feasible: int = 0
-    # (plugin, weight, normalized scores over the feasible nodes as an int64 array, in scored's order):
-    # why this node
+    # (plugin, weight, normalized scores over the feasible nodes, in scored's order): why this node.
+    # The scores and totals are int64 arrays when node columns judged the nodes, lists otherwise.
     contributions: list[tuple[str, int, Any]] = field(default_factory=list, compare=False)
     # The scored nodes, their weighted totals and the chosen one's index: ``scores`` on demand, since a
     # dict of 500 names per pod was a measurable share of scheduling one at 5,000 nodes.
     scored: Sequence[NodeInfo] = ()
-    totals: Any = field(default=None, compare=False)  # numpy int64 array, in scored's order
+    totals: Any = field(default=None, compare=False)  # in scored's order
     pick: int = 0
+
+    def _totals(self) -> list[int]:
+        totals = self.totals
+        return totals.tolist() if hasattr(totals, "tolist") else list(totals)
 
     @property
     def scores(self) -> dict[str, int]:
         """Weighted totals per feasible node; empty when a single node was feasible."""
         if not self.scored:
             return {}
-        return {ni.name: total for ni, total in zip(self.scored, self.totals.tolist())}
+        return {ni.name: total for ni, total in zip(self.scored, self._totals())}
 
     def why(self) -> str:
         """Why the chosen node: its total and each plugin's weighted share, the
@@ -718,13 +721,11 @@ class ScheduleResult:
         if not self.scored:
             return f"the only feasible node, {looked}"
         i = self.pick
-        parts = " ".join(f"{name}={weight * scores[i]}" for name, weight, scores in self.contributions)
-        others = self.totals.copy()
-        others[i] = others.min() - 1
-        j = int(others.argmax())  # of several with that total, the first examined
-        runner, total = self.scored[j].name, int(others[j])
-        return (f"score {int(self.totals[i])} of {self.feasible} feasible, {looked}: {parts}; "
-                f"runner-up {runner} {total}")
+        parts = " ".join(f"{name}={weight * int(scores[i])}" for name, weight, scores in self.contributions)
+        totals = self._totals()
+        runner = max((k for k in range(len(totals)) if k != i), key=totals.__getitem__)  # the first of equals
+        return (f"score {totals[i]} of {self.feasible} feasible, {looked}: {parts}; "
+                f"runner-up {self.scored[runner].name} {totals[runner]}")
 
     @property
     def filter_reasons(self) -> dict[str, list[str]]:
@@ -843,7 +844,9 @@ def schedule_one(
         return result
 
     ctx = SchedulingContext(node_infos, feasible)
-    totals = np.zeros(len(feasible), dtype=np.int64)
+    # With columns the totals are an int64 array (kubepy.scheduler.columns holds numpy); without, a list:
+    # numpy is then never imported, since on some CPUs it cannot be (see scheduler.node_columns).
+    totals: Any = cols.zeros(len(feasible)) if cols is not None else [0] * len(feasible)
     for plugin, weight in scorers:
         pre_score = getattr(plugin, "pre_score", None)
         if pre_score is not None and not pre_score(info, ctx):
@@ -861,11 +864,19 @@ def schedule_one(
                 raw = [score(info, node_info, ctx) for node_info in feasible]
             if normalize is not None:
                 raw = normalize(raw)
-            raw = np.asarray(raw, dtype=np.int64)
+            if cols is not None:
+                raw = cols.ints(raw)
         result.contributions.append((plugin.name, weight, raw))
-        totals += raw * weight
+        if cols is not None:
+            totals += raw * weight
+        else:
+            totals = [t + s * weight for t, s in zip(totals, raw)]
 
-    ties = np.flatnonzero(totals == totals.max()).tolist()
+    if cols is not None:
+        ties = cols.argmaxes(totals)
+    else:
+        best = max(totals)
+        ties = [i for i, total in enumerate(totals) if total == best]
     pick = ties[0] if len(ties) == 1 else ties[(rng or random).randrange(len(ties))]
     result.node = feasible[pick].name
     result.scored, result.totals, result.pick = feasible, totals, pick

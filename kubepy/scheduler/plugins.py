@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from kubepy.meta.images import normalize_image_ref
 from kubepy.meta.selectors import Requirement, validate_label_key, validate_label_value
@@ -30,7 +28,11 @@ from kubepy.scheduler.framework import (
     Taint,
     tolerates,
 )
-from kubepy.scheduler.columns import NodeColumns, balanced, least_requested
+
+if TYPE_CHECKING:   # numpy (through columns) loads only where it can: see scheduler.node_columns
+    import numpy as np
+
+    from kubepy.scheduler.columns import NodeColumns
 
 __all__ = [
     "TAINT_UNSCHEDULABLE",
@@ -177,8 +179,8 @@ class TaintToleration:
 
     def score_columns(self, pod: PodInfo, cols: NodeColumns, idx: np.ndarray, feasible: Sequence[NodeInfo],
                       ctx: SchedulingContext) -> np.ndarray:
-        out = np.zeros(len(idx), dtype=np.int64)
-        for j in np.flatnonzero(cols.tainted[idx]).tolist():  # only tainted nodes can score above 0
+        out = cols.zeros(len(idx))
+        for j in cols.where(cols.tainted[idx]):  # only tainted nodes can score above 0
             out[j] = self.score(pod, feasible[j], ctx)
         return out
 
@@ -407,8 +409,8 @@ def _least_allocated_columns(pod: PodInfo, cols: NodeColumns, idx: np.ndarray) -
     cpu, memory = pod.non_zero_requests
     if not cols.exact(idx, cpu, memory):
         return None
-    return (least_requested(cols.nz_cpu[idx] + cpu, cols.alloc_cpu[idx])
-            + least_requested(cols.nz_mem[idx] + memory, cols.alloc_mem[idx])) // 2
+    return (cols.least_requested(cols.nz_cpu[idx] + cpu, cols.alloc_cpu[idx])
+            + cols.least_requested(cols.nz_mem[idx] + memory, cols.alloc_mem[idx])) // 2
 
 
 class NodeResourcesAllocated:
@@ -497,7 +499,7 @@ class NodeResourcesBalancedAllocation:
         want = pod.requests
         if not cols.exact(idx, want.milli_cpu, want.memory):
             return None
-        return balanced(cols.req_cpu[idx] + want.milli_cpu, cols.alloc_cpu[idx],
+        return cols.balanced(cols.req_cpu[idx] + want.milli_cpu, cols.alloc_cpu[idx],
                         cols.req_mem[idx] + want.memory, cols.alloc_mem[idx])
 
 

@@ -19,7 +19,10 @@ import asyncio
 import heapq
 import itertools
 import logging
+import functools
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Container
 from dataclasses import dataclass
@@ -39,7 +42,6 @@ from kubepy.meta.volumes import ANN_SELECTED_NODE, LOCAL_PATH_PROVISIONER
 from kubepy.scheduler.listers import Listers
 from kubepy.scheduler.metrics import SchedulerMetrics
 from kubepy.scheduler import preemption
-from kubepy.scheduler.columns import NodeColumns
 from kubepy.scheduler.config import SchedulerConfig, build_plugins, default_config
 from kubepy.scheduler.framework import (
     NodeInfo,
@@ -56,6 +58,40 @@ DEFAULT_SCHEDULER = "default-scheduler"
 UNSCHEDULABLE_FLUSH = 60.0
 MAX_BINDS_IN_FLIGHT = 32
 BIND_TIMEOUT = 600.0  # upstream VolumeBindingArgs.bindTimeoutSeconds
+
+
+# numpy is tried in a child first: a numpy built for a newer CPU than this one dies of SIGILL on import
+# (numpy 2 needs x86-64-v2; QEMU's default CPU, qemu64, as in emulated VMs, lacks it), which no except
+# in this process could catch.
+NUMPY_PROBE = (sys.executable, "-c", "import numpy")
+
+
+@functools.lru_cache(maxsize=None)
+def node_columns_available(probe: tuple[str, ...] = NUMPY_PROBE) -> tuple[bool, str]:
+    """Whether the node columns (kubepy.scheduler.columns, on numpy) can load here, and if not, why."""
+    try:
+        done = subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"probe failed: {e}"
+    if done.returncode == 0:
+        return True, ""
+    if done.returncode < 0:
+        return False, f"importing numpy was killed by signal {-done.returncode}"
+    said = done.stderr.decode(errors="replace").strip().splitlines()
+    return False, f"importing numpy failed: {said[-1] if said else f'exit {done.returncode}'}"
+
+
+def node_columns(probe: tuple[str, ...] = NUMPY_PROBE) -> Any:
+    """A NodeColumns where numpy loads, else None: every node is then judged by the plugins in Python,
+    with the same results, more slowly."""
+    ok, why = node_columns_available(probe)
+    if not ok:
+        log.warning("node columns off reason=%r", why)
+        return None
+    from kubepy.scheduler.columns import NodeColumns
+
+    log.info("node columns on")
+    return NodeColumns()
 
 
 def _now() -> str:
@@ -131,7 +167,7 @@ class Scheduler:
         self.pods = Informer(client, "pods")
         self.node_infos: dict[str, NodeInfo] = {}
         self._node_list: list[NodeInfo] | None = None  # the order schedule_one walks, rebuilt on change
-        self._columns = NodeColumns()  # the plain filters' and scorers' figures of _node_list, as arrays
+        self._columns = node_columns()  # the plain filters' and scorers' figures of _node_list, as arrays
         self._waiting_for_node: dict[str, dict[str, dict[str, Any]]] = {}  # node -> pod key -> pod
         self.pdbs = Informer(client, "poddisruptionbudgets")
         self.queue = PriorityQueue(self._priority_of, base_delay=config.pod_initial_backoff_seconds,

@@ -12,7 +12,9 @@ plugin's contribution, examined/feasible and where the next attempt starts.
 
 from __future__ import annotations
 
+import logging
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -81,8 +83,10 @@ def _compare(pod: dict, nodes: list[NodeInfo], cols: NodeColumns, seed: int, **k
         (plain.node, plain.examined, plain.feasible, plain.next_start)
     assert fast.statuses == plain.statuses
     assert fast.scores == plain.scores
-    assert [(n, w, r.tolist()) for n, w, r in fast.contributions] == \
-        [(n, w, r.tolist()) for n, w, r in plain.contributions]
+    # int64 arrays where the columns judged, lists where the per-node path did
+    assert [(n, w, list(map(int, r))) for n, w, r in fast.contributions] == \
+        [(n, w, list(r)) for n, w, r in plain.contributions]
+    assert all(type(r) is list for _, _, r in plain.contributions)
     assert fast.why() == plain.why()
     assert fast.message() == plain.message()
 
@@ -166,3 +170,22 @@ def test_a_max_feasible_below_one_means_one():
     nodes = [NodeInfo.from_node(_node(rng, i)) for i in range(30)]
     for max_feasible in (0, -1):
         _compare(_pod(rng, max_feasible), nodes, NodeColumns(), 9, max_feasible=max_feasible)
+
+
+def test_a_numpy_that_cannot_load_turns_the_columns_off_and_says_why(caplog):
+    """numpy 2 on a CPU without x86-64-v2 (QEMU's qemu64) dies of SIGILL on import: the scheduler
+    probes in a child, and runs without columns instead of dying."""
+    from kubepy.scheduler.scheduler import node_columns, node_columns_available
+
+    assert node_columns_available() == (True, "")
+    assert node_columns() is not None
+    sigill = ("sh", "-c", "kill -ILL $$")
+    assert node_columns_available(sigill) == (False, "importing numpy was killed by signal 4")
+    failing = (sys.executable, "-c", "raise ImportError('numpy: no such luck')")
+    ok, why = node_columns_available(failing)
+    assert not ok and why == "importing numpy failed: ImportError: numpy: no such luck"
+    assert node_columns_available(("/nonexistent/python",))[0] is False
+    with caplog.at_level(logging.WARNING, logger="kubepy.scheduler.scheduler"):
+        assert node_columns(sigill) is None
+    assert "node columns off reason='importing numpy was killed by signal 4'" in caplog.text
+

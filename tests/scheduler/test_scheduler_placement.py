@@ -10,6 +10,9 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import pytest
+
+from kubepy.scheduler import scheduler as scheduler_module
 from kubepy.scheduler.scheduler import Scheduler
 from kubepy.testing.fakeapi import FakeAPI
 
@@ -45,7 +48,11 @@ async def wait_for(check, timeout: float = 10.0):
         await asyncio.sleep(0.05)
 
 
-async def test_spreading_anti_affinity_and_affinity_through_the_loop() -> None:
+# "off": where numpy cannot load (scheduler.node_columns), every node is judged in Python: same placements.
+@pytest.mark.parametrize("columns", ["on", "off"])
+async def test_spreading_anti_affinity_and_affinity_through_the_loop(columns: str, monkeypatch) -> None:
+    if columns == "off":
+        monkeypatch.setattr(scheduler_module, "node_columns", lambda: None)
     api = FakeAPI(seed=1)
     for i in range(60):
         api.seed("nodes", node(i))
@@ -64,6 +71,7 @@ async def test_spreading_anti_affinity_and_affinity_through_the_loop() -> None:
     api.seed("pods", pod("follower", {"app": "f"}, affinity=follower))
 
     scheduler = Scheduler(api)
+    assert (scheduler._columns is not None) == (columns == "on")
     task = asyncio.create_task(scheduler.run())
     try:
         def bound(prefix: str) -> list[dict]:
