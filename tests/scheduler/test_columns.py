@@ -13,8 +13,11 @@ plugin's contribution, examined/feasible and where the next attempt starts.
 from __future__ import annotations
 
 import logging
+import platform
 import random
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,4 +191,33 @@ def test_a_numpy_that_cannot_load_turns_the_columns_off_and_says_why(caplog):
     with caplog.at_level(logging.WARNING, logger="kubepy.scheduler.scheduler"):
         assert node_columns(sigill) is None
     assert "node columns off reason='importing numpy was killed by signal 4'" in caplog.text
+
+
+QEMU64_SCRIPT = """
+import sys
+from kubepy.scheduler import scheduler
+from kubepy.scheduler.framework import NodeInfo, PodInfo, default_filters, default_scorers, schedule_one
+cols = scheduler.node_columns(tuple(sys.argv[1:]))
+nodes = [NodeInfo.from_node({"metadata": {"name": f"n{i}"}, "status": {
+    "allocatable": {"cpu": str(4 + 4 * i), "memory": f"{8 + 8 * i}Gi", "pods": "110"},  # n2 has most room
+    "conditions": [{"type": "Ready", "status": "True"}]}}) for i in range(3)]
+pod = PodInfo({"metadata": {"name": "p", "namespace": "d"}, "spec": {"containers": [{"name": "c", "image": "x"}]}})
+result = schedule_one(pod, nodes, filters=default_filters(), scorers=default_scorers(), columns=cols)
+print(cols is None, result.node, "numpy" in sys.modules)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="emulates an x86-64 CPU older than x86-64-v2")
+def test_on_a_qemu64_cpu_the_scheduler_runs_without_columns():
+    """The VM test's case for real: Python on QEMU's qemu64 CPU (qemu-user), where importing numpy 2 dies
+    of SIGILL. The scheduler's modules load, the probe turns the columns off, a pod is placed, and
+    numpy was never imported."""
+    qemu = ["qemu-x86_64", "-cpu", "qemu64"]
+    probe = [*qemu, sys.executable, "-c", "import numpy"]
+    done = subprocess.run([*qemu, sys.executable, "-c", QEMU64_SCRIPT, *probe], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "n2", "False"], done.stdout
+    assert "node columns off reason='importing numpy was killed by signal 4'" in done.stderr
 
