@@ -270,7 +270,8 @@ def test_service_by_dns_name_from_another_nodes_pod(cluster: Cluster):
         return out if re.fullmatch(r"hello from web v1 on web-\S+, visits: \d+", out) else None
 
     # The client runs on the control plane, where no web pod runs: every request crosses nodes.
-    replies = [wait_for(visit, 120, "an answer from web through its Service name") for _ in range(6)]
+    # Three visits (each a `kubectl exec` into an emulated VM, about a minute when CI's host is busy).
+    replies = [wait_for(visit, 120, "an answer from web through its Service name") for _ in range(3)]
     counts = [int(r.rsplit("visits: ", 1)[1]) for r in replies]
     assert counts == sorted(counts) and len(set(counts)) == len(counts), "each visit reaches the one Redis"
     FIGURES["DNS + ClusterIP checks (s)"] = round(time.monotonic() - start, 1)
@@ -310,11 +311,19 @@ def test_dashboard_on_the_control_planes_private_address(cluster: Cluster):
 
 
 def test_logs_and_exec(cluster: Cluster):
+    # Asked again while the API server cannot reach the kubelet: on CI's busy host an emulated worker has
+    # once answered its port 10250 too late ("error dialing the kubelet ... Connection timeout").
     start = time.monotonic()
-    assert "the first 20 primes: 2 3 5 7 11" in cluster.kubectl("logs", "job/primes").stdout
+    logs = wait_for(lambda: cluster.kubectl("logs", "job/primes").stdout, 300, "the primes Job's log")
+    assert "the first 20 primes: 2 3 5 7 11" in logs
     web = cluster.ready_pods("app=web")[0]["metadata"]["name"]
-    assert cluster.kubectl("exec", web, "--", "hostname").stdout.strip() == web
-    failed = cluster.kubectl("exec", web, "--", "sh", "-c", "exit 3", check=False)
+    assert wait_for(lambda: cluster.kubectl("exec", web, "--", "hostname").stdout.strip(), 300,
+                    f"hostname from {web}") == web
+
+    def exit_3():
+        done = cluster.kubectl("exec", web, "--", "sh", "-c", "exit 3", check=False)
+        return None if "error dialing the kubelet" in done.stderr else done
+    failed = wait_for(exit_3, 300, f"exit 3 from {web}")
     assert failed.returncode == 3, (failed.returncode, failed.stderr)
     FIGURES["logs/exec checks (s)"] = round(time.monotonic() - start, 1)
 
@@ -355,6 +364,7 @@ def _main_pids(cluster: Cluster, machine: str, units: list[str]) -> dict[str, st
     return dict(zip(units, out.split(), strict=True))
 
 
+@pytest.mark.vagrant_long
 def test_kubelet_restart_keeps_the_pods_running(cluster: Cluster):
     """KillMode=process: systemd restarts the kubelet alone; the new kubelet adopts the running pods."""
     pods = {p["metadata"]["name"]: p for p in cluster.ready_pods("app=web") if p["spec"]["nodeName"] == "kubepy-worker1"}
