@@ -41,6 +41,27 @@ EXACT_INT = 2**62 // MAX_NODE_SCORE
 EXACT_FLOAT = 2**53
 
 
+def least_requested(requested: NDArray[np.int64], capacity: NDArray[np.int64]) -> NDArray[np.int64]:
+    """plugins._least_requested over arrays: (capacity - requested) × 100 // capacity, 0 when it does not fit."""
+    out = np.zeros(len(requested), dtype=np.int64)
+    fits = (capacity != 0) & (requested <= capacity)
+    np.floor_divide((capacity - requested) * MAX_NODE_SCORE, capacity, out=out, where=fits)
+    return out
+
+
+def balanced(cpu_used: NDArray[np.int64], cpu_cap: NDArray[np.int64],
+             mem_used: NDArray[np.int64], mem_cap: NDArray[np.int64]) -> NDArray[np.int64] | None:
+    """BalancedAllocation over arrays, as the per-node score computes it in float64; None when a
+    figure is too large to convert exactly (the per-node division is exact over integers)."""
+    if max(int(np.abs(a).max(initial=0)) for a in (cpu_used, cpu_cap, mem_used, mem_cap)) >= EXACT_FLOAT:
+        return None
+    zero = (cpu_cap == 0) | (mem_cap == 0)
+    cpu = np.minimum(1.0, cpu_used / np.where(zero, 1, cpu_cap))
+    mem = np.minimum(1.0, mem_used / np.where(zero, 1, mem_cap))
+    score = ((1 - np.abs(cpu - mem) / 2) * MAX_NODE_SCORE).astype(np.int64)
+    return np.where(zero, MAX_NODE_SCORE, score)
+
+
 class NodeColumns:
     """Arrays over one node list, kept current from JOURNAL (see the module docstring)."""
 
@@ -167,28 +188,6 @@ class NodeColumns:
         """The positions of the greatest value, in order."""
         return np.flatnonzero(values == values.max()).tolist()
 
-
-def least_requested(requested: NDArray[np.int64], capacity: NDArray[np.int64]) -> NDArray[np.int64]:
-    """plugins._least_requested over arrays: (capacity - requested) × 100 // capacity, 0 when it does not fit."""
-    out = np.zeros(len(requested), dtype=np.int64)
-    fits = (capacity != 0) & (requested <= capacity)
-    np.floor_divide((capacity - requested) * MAX_NODE_SCORE, capacity, out=out, where=fits)
-    return out
-
-
-def balanced(cpu_used: NDArray[np.int64], cpu_cap: NDArray[np.int64],
-             mem_used: NDArray[np.int64], mem_cap: NDArray[np.int64]) -> NDArray[np.int64] | None:
-    """BalancedAllocation over arrays, as the per-node score computes it in float64; None when a
-    figure is too large to convert exactly (the per-node division is exact over integers)."""
-    if max(int(np.abs(a).max(initial=0)) for a in (cpu_used, cpu_cap, mem_used, mem_cap)) >= EXACT_FLOAT:
-        return None
-    zero = (cpu_cap == 0) | (mem_cap == 0)
-    cpu = np.minimum(1.0, cpu_used / np.where(zero, 1, cpu_cap))
-    mem = np.minimum(1.0, mem_used / np.where(zero, 1, mem_cap))
-    score = ((1 - np.abs(cpu - mem) / 2) * MAX_NODE_SCORE).astype(np.int64)
-    return np.where(zero, MAX_NODE_SCORE, score)
-
-
-# The plugins reach these through the columns they are given, never importing this module themselves.
-NodeColumns.least_requested = staticmethod(least_requested)  # type: ignore[attr-defined]
-NodeColumns.balanced = staticmethod(balanced)  # type: ignore[attr-defined]
+    # The plugins' scores over arrays, reached through the columns they are given.
+    least_requested = staticmethod(least_requested)
+    balanced = staticmethod(balanced)
