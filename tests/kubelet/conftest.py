@@ -127,6 +127,7 @@ class KubeletNode:
     args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    host_if: str = ""
 
     @property
     def netns_path(self) -> str:
@@ -207,6 +208,8 @@ def _cleanup(node: KubeletNode) -> None:
             await cd.stop()
 
     asyncio.run(containers())
+    if node.host_if:   # gone with the netns, unless something still holds the netns open
+        subprocess.run(["ip", "link", "delete", node.host_if], capture_output=True, check=False)
     for name in os.listdir("/var/run/netns") if os.path.isdir("/var/run/netns") else []:
         if name.startswith(f"kp-{node.test_ns}-") or name == node.netns:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
@@ -215,12 +218,25 @@ def _cleanup(node: KubeletNode) -> None:
     shutil.rmtree(node.tmp, ignore_errors=True)
 
 
+def _free_octet(seed: int) -> int:
+    """An octet X for 10.250.X.0/24 that no route on the host uses yet: the modules of this
+    directory each make a node, and a node that a previous module left behind (its netns held
+    open by a process) must not make the next one's `ip route add` fail with "File exists"."""
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True,
+                            check=True).stdout
+    for i in range(200):
+        octet = (seed + i) % 200 + 20
+        if f"10.250.{octet}." not in routes:
+            return octet
+    raise AssertionError("every 10.250.X.0/24 test range is in use on this host")
+
+
 @pytest.fixture(scope="module")
 def kubelet_node(busybox_archive: Path) -> Iterator[KubeletNode]:  # noqa: F811
     tmp = Path(tempfile.mkdtemp(prefix="kpk-", dir="/tmp"))   # short: socket paths ≤ 108 bytes
     rand = secrets.token_hex(3)
     name = f"kptest-node-{rand}"
-    octet = int(rand[:2], 16) % 200 + 20
+    octet = _free_octet(int(rand[:2], 16))
     srv = start_apiserver(tmp / "api")
     node = KubeletNode(name=name, netns=name, node_ip=f"10.250.{octet}.1", pod_cidr=f"10.244.{octet}.0/24",
                        tmp=tmp, apiserver=srv, test_ns=f"kptest-{rand}")
@@ -233,6 +249,7 @@ def kubelet_node(busybox_archive: Path) -> Iterator[KubeletNode]:  # noqa: F811
         # A link from the host so the API server can relay logs/exec to the kubelet at the
         # node IP (the lab cluster's bridge does this for real nodes). It goes with the netns.
         host_if, host_ip = f"kpth{rand}", f"10.250.{octet}.254"
+        node.host_if = host_if
         subprocess.run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", name],
                        check=True)
         subprocess.run(["ip", "addr", "add", f"{host_ip}/32", "dev", host_if], check=True)
