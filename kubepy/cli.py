@@ -423,7 +423,7 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
                      "--tls-private-key-file", str(data_dir / "dashboard-serving.key")]
     return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port, metrics_argv=metrics,
                             advertise_address=args.advertise_address, metrics_port=args.metrics_server_port,
-                            dashboard_argv=dashboard, tls_sans=args.tls_san)
+                            dashboard_argv=dashboard, tls_sans=args.tls_san, startup_grace=args.startup_grace)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
@@ -881,6 +881,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard-port", type=int, default=8443,
                    help="the web dashboard's HTTPS port on --advertise-address (0: no dashboard; without "
                         "--advertise-address there is none either)")
+    p.add_argument("--startup-grace", type=_duration, default=240.0,
+                   help="how long a child may take to become healthy (the API server: ready) before it is "
+                        "killed, as a startup probe's failureThreshold x periodSeconds (default 240s, kubeadm's)")
     add_leader_election_flags(p)
     p.set_defaults(func=cmd_controlplane)
 

@@ -202,12 +202,13 @@ def probe(url: str, *, cafile: Path | None = None, timeout: float = PROBE_TIMEOU
         return False, f"{type(e).__name__}: {e}"
 
 
-def health_verdict(child: Child, ok: bool, now: float) -> str:
-    """What one probe result means: "healthy", "failing" (count it) or "kill"."""
+def health_verdict(child: Child, ok: bool, now: float, grace: float = STARTUP_GRACE) -> str:
+    """What one probe result means: "healthy", "failing" (count it) or "kill"; a child never healthy yet
+    has ``grace`` seconds from its start."""
     if ok:
         return "healthy"
     if not child.healthy_once:
-        return "kill" if now - child.started > STARTUP_GRACE else "starting"
+        return "kill" if now - child.started > grace else "starting"
     threshold = APISERVER_FAILURE_THRESHOLD if child.name == "apiserver" else FAILURE_THRESHOLD
     return "kill" if child.failures + 1 >= threshold else "failing"
 
@@ -215,8 +216,10 @@ def health_verdict(child: Child, ok: bool, now: float) -> str:
 class Supervisor:
     def __init__(self, children: list[Child], *, data_dir: Path, port: int,
                  before_children: Callable[[], list[str]] | None = None,
-                 periodic: tuple[float, Callable[[], object]] | None = None) -> None:
+                 periodic: tuple[float, Callable[[], object]] | None = None,
+                 startup_grace: float = STARTUP_GRACE) -> None:
         self.children = children
+        self.startup_grace = startup_grace
         # (every seconds, job): run on a thread of its own once the children run, never two at once.
         self.periodic = periodic
         self._periodic_thread: threading.Thread | None = None
@@ -238,7 +241,7 @@ class Supervisor:
         api, *rest = self.children
         if not api.adopt(self.run_dir):
             api.start(self.run_dir)
-        deadline = time.monotonic() + STARTUP_GRACE
+        deadline = time.monotonic() + self.startup_grace
         while not apiserver_ready(self.data_dir, self.port):
             if self.stopping:
                 return self._shutdown()
@@ -246,7 +249,7 @@ class Supervisor:
                 log.error("apiserver exited during start-up code=%s", api.exit_code())
                 return 1
             if time.monotonic() > deadline:
-                log.error("apiserver not ready after %.0fs", STARTUP_GRACE)
+                log.error("apiserver not ready after %.0fs", self.startup_grace)
                 self._shutdown()
                 return 1
             time.sleep(0.1)
@@ -300,7 +303,7 @@ class Supervisor:
             return
         ok, said = probe(child.health_url, cafile=self.data_dir / "ca.crt",
                          timeout=APISERVER_PROBE_TIMEOUT if child.name == "apiserver" else PROBE_TIMEOUT)
-        verdict = health_verdict(child, ok, time.monotonic())
+        verdict = health_verdict(child, ok, time.monotonic(), self.startup_grace)
         if verdict == "healthy":
             if child.failures:
                 log.info("child healthy again child=%s pid=%d", child.name, child.pid)
@@ -391,7 +394,8 @@ def issue_dashboard_cert(data_dir: Path, *, address: str, sans: list[str] | tupl
 def run_controlplane(apiserver_argv: list[str], scheduler_argv: list[str], cm_argv: list[str], *,
                      data_dir: Path, port: int, metrics_argv: list[str] | None = None,
                      advertise_address: str | None = None, metrics_port: int = 0,
-                     dashboard_argv: list[str] | None = None, tls_sans: list[str] | tuple[str, ...] = ()) -> int:
+                     dashboard_argv: list[str] | None = None, tls_sans: list[str] | tuple[str, ...] = (),
+                     startup_grace: float = STARTUP_GRACE) -> int:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     children = [Child("apiserver", apiserver_argv),
                 Child("scheduler", scheduler_argv, health_flag="--healthz-bind-address"),
@@ -411,7 +415,7 @@ def run_controlplane(apiserver_argv: list[str], scheduler_argv: list[str], cm_ar
             skipped.append("dashboard")
         return skipped
     supervisor = Supervisor(children, data_dir=data_dir, port=port,
-                            before_children=before if metrics or dashboard else None)
+                            before_children=before if metrics or dashboard else None, startup_grace=startup_grace)
     if metrics:
         # Every control plane re-registers its metrics server (unless it was not started): the live ones
         # drop an address nothing answers on, one that comes back adds itself again.

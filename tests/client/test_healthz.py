@@ -48,6 +48,9 @@ def test_health_verdicts():
     assert health_verdict(c, True, 101.0) == "healthy"
     assert health_verdict(c, False, 101.0) == "starting"  # not yet healthy once: grace
     assert health_verdict(c, False, 100.0 + STARTUP_GRACE + 1) == "kill"
+    # kubepy controlplane --startup-grace: a longer start-up (an emulated VM) before the kill.
+    assert health_verdict(c, False, 100.0 + STARTUP_GRACE + 1, grace=600.0) == "starting"
+    assert health_verdict(c, False, 100.0 + 601, grace=600.0) == "kill"
     c.healthy_once = True
     for failures in range(FAILURE_THRESHOLD - 1):
         c.failures = failures
