@@ -282,10 +282,12 @@ def test_addons_run_on_their_own_identities():
         text = "\n".join(_values(_unit(unit), "Service", "ExecStart") + _values(_unit(unit), "Service", "ExecStartPre"))
         assert "admin.kubeconfig" not in text, unit
         assert "--kubeconfig /var/lib/kubepy/kubelet/kubelet.kubeconfig" not in text, unit
-    # The control plane installs its own copies before it starts its node's daemons and publishes them for the
-    # workers (through the synced folder and the Vagrantfile's copy); a worker installs them when it joins.
+    # The control plane installs the copies it publishes (with several control planes, naming the virtual
+    # address and every API server) before it starts its node's daemons, and publishes them for the workers
+    # (through the synced folder and the Vagrantfile's copy); a worker installs them when it joins.
     cp = (VAGRANT_DIR / "controlplane.sh").read_text()
-    assert cp.index('install_addon_kubeconfigs "$CP_DIR"') < cp.index("ensure_service kubepy-proxy")
+    assert cp.index('write_file "$PUBLISH_DIR/$name.kubeconfig"') < cp.index('install_addon_kubeconfigs "$PUBLISH_DIR"')
+    assert cp.index('install_addon_kubeconfigs "$PUBLISH_DIR"') < cp.index("ensure_service kubepy-proxy")
     assert re.search(r'for f in "\$\{addon_files\[@\]\}" admin.kubeconfig bootstrap-token ca.crt', cp)
     worker = (VAGRANT_DIR / "worker.sh").read_text()
     assert worker.index('install_addon_kubeconfigs "$SHARED_DIR"') < worker.index("ensure_service kubepy-proxy")
@@ -358,7 +360,7 @@ def test_extra_args_in_scripts_exist_in_the_cli():
     for var, sub in (("extra_kubelet", "kubelet"), ("extra_proxy", "proxy"), ("extra_netpol", "netpol"),
                      ("extra_dns", "dns"),
                      ("extra_controlplane", "controlplane")):
-        for m in re.finditer(rf'{var}="([^"]*)"', text):
+        for m in re.finditer(rf'{var}\+?="([^"]*)"', text):
             known = set(re.findall(r"--[a-z0-9-]+", _help(sub)))
             for flag in re.findall(r"--[a-z0-9-]+", m.group(1)):
                 assert flag in known, f"kubepy {sub} has no {flag}"
@@ -619,3 +621,83 @@ def test_vagrant_validate(tmp_path, env):
     """Vagrant's own checks, the libvirt provider's settings included."""
     cp = _vagrant(tmp_path, "validate", VAGRANT_DEFAULT_PROVIDER="libvirt", **env)
     assert cp.returncode == 0 and "validated successfully" in cp.stdout, cp.stdout + cp.stderr
+
+
+# -- several control planes (KUBEPY_CONTROLPLANES) ---------------------------------------------
+
+def test_vagrantfile_three_control_planes(tmp_path):
+    code, log, err = _evaluate_vagrantfile(tmp_path, KUBEPY_CONTROLPLANES="3", KUBEPY_WORKERS="2")
+    assert code == 0, err
+    machines = _machines(log)
+    assert list(machines) == ["controlplane", "controlplane2", "controlplane3", "worker1", "worker2"]
+    ips = {name: m["network"][0]["opts"]["ip"] for name, m in machines.items()}
+    assert ips == {"controlplane": "192.168.56.10", "controlplane2": "192.168.56.11", "controlplane3": "192.168.56.12",
+                   "worker1": "192.168.56.13", "worker2": "192.168.56.14"}
+    for name, m in machines.items():
+        role = "worker" if name.startswith("worker") else "controlplane"
+        assert [p["opts"]["path"] for p in m["provision"]] == ["vagrant/common.sh", f"vagrant/{role}.sh"]
+        env = m["provision"][0]["opts"]["env"]
+        assert env["KUBEPY_CONTROLPLANE_IP"] == "192.168.56.10"
+        assert env["KUBEPY_CONTROLPLANE_IPS"] == "192.168.56.10,192.168.56.11,192.168.56.12"
+        assert env["KUBEPY_API_VIP"] == "192.168.56.100"
+        assert m["hostname"] == f"kubepy-{name}"
+    # Only the first control plane publishes to the host (and its destruction removes what it published).
+    assert [t["args"] for t in machines["controlplane"]["triggers"]] == [["up", "provision", "reload"], ["destroy"]]
+    assert not machines["controlplane2"]["triggers"] and not machines["worker1"]["triggers"]
+    # One control plane (the default): no virtual address, the same addresses as ever.
+    code, log, err = _evaluate_vagrantfile(tmp_path)
+    env = _machines(log)["worker1"]["provision"][0]["opts"]["env"]
+    assert env["KUBEPY_CONTROLPLANE_IPS"] == "192.168.56.10" and env["KUBEPY_API_VIP"] == ""
+
+
+@pytest.mark.parametrize("env", [{"KUBEPY_CONTROLPLANES": "2"}, {"KUBEPY_CONTROLPLANES": "9"},
+                                 {"KUBEPY_CONTROLPLANES": "3", "KUBEPY_API_VIP": "11"},
+                                 {"KUBEPY_CONTROLPLANES": "3", "KUBEPY_API_VIP": "205"},
+                                 {"KUBEPY_CONTROLPLANES": "3", "KUBEPY_API_VIP": "x"}])
+def test_vagrantfile_rejects_bad_control_plane_settings(tmp_path, env):
+    code, _, err = _evaluate_vagrantfile(tmp_path, **env)
+    assert code != 0 and list(env)[-1] in err, err
+
+
+def test_etcd_unit_and_join_files():
+    from kubepy.lab.controlplanes import SHARED_FILES
+
+    lib = (VAGRANT_DIR / "lib.sh").read_text()
+    join = re.search(r"^JOIN_FILES=\(([^)]*)\)", lib, re.MULTILINE).group(1).split()
+    assert tuple(join) == SHARED_FILES, "a joining VM copies what a joining lab control plane copies"
+    unit = _unit("kubepy-etcd")
+    assert _values(unit, "Service", "ExecStart") == ["/usr/bin/etcd"]
+    assert _values(unit, "Service", "EnvironmentFile") == [_common_sh_vars()["ETCD_ENV"].replace("$ETC", "/etc/kubepy")]
+    # The settings controlplane.sh writes are etcd's own environment variables (etcd --help names each flag).
+    script = (VAGRANT_DIR / "controlplane.sh").read_text()
+    written = set(re.findall(r"^ETCD_([A-Z_]+)=", script, re.MULTILINE))
+    assert {"NAME", "DATA_DIR", "INITIAL_CLUSTER", "INITIAL_CLUSTER_STATE", "CLIENT_CERT_AUTH"} <= written
+    if shutil.which("etcd"):
+        flags = set(re.findall(r"--([a-z-]+)", subprocess.run(["etcd", "--help"], capture_output=True,
+                                                             text=True).stdout + ""))
+        for name in written:
+            assert name.lower().replace("_", "-") in flags, f"etcd has no --{name.lower().replace('_', '-')}"
+
+
+def test_etcd_unit_verifies(tmp_path):
+    cp = _verify([UNIT_DIR / "kubepy-etcd.service"])
+    assert cp.returncode == 0 and not cp.stderr.strip() and not cp.stdout.strip(), cp.stdout + cp.stderr
+
+
+def test_common_sh_lists_every_api_server_own_first():
+    """The kubelet's --server (API_SERVER): every control plane's, this node's own first if it has one."""
+    text = (VAGRANT_DIR / "common.sh").read_text()
+    start = text.index('api_servers=""')
+    end = text.index("\ndone\n", start) + len("\ndone\n")
+
+    def servers(role: str, node_ip: str, ips: str) -> str:
+        code = f'IFS=, read -r -a cp_ips <<<"{ips}"\n' + text[start:end] + 'printf %s "$api_servers"'
+        return subprocess.run(["bash", "-euc", code], check=True, capture_output=True, text=True,
+                              env={"ROLE": role, "NODE_IP": node_ip, "API_PORT": "6443"}).stdout
+
+    assert servers("controlplane", "10.0.0.10", "10.0.0.10") == "https://10.0.0.10:6443"
+    assert servers("worker", "10.0.0.11", "10.0.0.10") == "https://10.0.0.10:6443"
+    assert servers("controlplane", "10.0.0.12", "10.0.0.10,10.0.0.11,10.0.0.12") == \
+        "https://10.0.0.12:6443,https://10.0.0.10:6443,https://10.0.0.11:6443"
+    assert servers("worker", "10.0.0.13", "10.0.0.10,10.0.0.11,10.0.0.12") == \
+        "https://10.0.0.10:6443,https://10.0.0.11:6443,https://10.0.0.12:6443"

@@ -89,6 +89,7 @@ class VagrantVMs:
     workdir: Path
     prefix: str = field(default_factory=lambda: f"kptest-vg-{secrets.token_hex(3)}")
     workers: int = 2
+    controlplanes: int = 1
     cpus: int = 2
     memory: int = 2048
     subnet: str = "192.168.56"
@@ -115,8 +116,15 @@ class VagrantVMs:
         return self.project / ".kube" / "admin.kubeconfig"
 
     def addresses(self) -> dict[str, str]:
-        names = ["controlplane"] + [f"worker{i}" for i in range(1, self.workers + 1)]
+        """Every machine's private address, as the Vagrantfile gives them (control planes first)."""
+        names = (["controlplane"] + [f"controlplane{j}" for j in range(2, self.controlplanes + 1)]
+                 + [f"worker{i}" for i in range(1, self.workers + 1)])
         return {name: f"{self.subnet}.{10 + i}" for i, name in enumerate(names)}
+
+    @property
+    def api_vip(self) -> str:
+        """The API's virtual address with several control planes (the Vagrantfile's default)."""
+        return f"{self.subnet}.100"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -127,6 +135,7 @@ class VagrantVMs:
             "VAGRANT_NO_COLOR": "1",
             "KUBEPY_BOX": BOX_NAME,
             "KUBEPY_WORKERS": str(self.workers),
+            "KUBEPY_CONTROLPLANES": str(self.controlplanes),
             "KUBEPY_CPUS": str(self.cpus),
             "KUBEPY_MEMORY": str(self.memory),
             "KUBEPY_SUBNET": self.subnet,

@@ -9,7 +9,9 @@
 #   KUBEPY_ROLE             controlplane | worker
 #   KUBEPY_NODE_NAME        node name (default: the host name)
 #   KUBEPY_NODE_IP          the address the Vagrantfile gave this VM, checked against what is found
-#   KUBEPY_CONTROLPLANE_IP  the control plane's private address (default A.B.C.10)
+#   KUBEPY_CONTROLPLANE_IP  the (first) control plane's private address (default A.B.C.10)
+#   KUBEPY_CONTROLPLANE_IPS every control plane's, comma-separated (default: the first's alone)
+#   KUBEPY_API_VIP          with several control planes: the API's virtual address (keepalived)
 #   KUBEPY_API_PORT         default 6443
 #   KUBEPY_NODES            name=ip,... of every VM (for /etc/hosts)
 #   KUBEPY_INSTALL          auto (default) | online | offline
@@ -37,6 +39,13 @@ NAME=${KUBEPY_NODE_NAME:-$(hostname -s)}
 NAME=${NAME,,}
 [[ $NAME =~ ^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$ ]] || die "node name $NAME is not a DNS-1123 subdomain"
 CONTROLPLANE_IP=${KUBEPY_CONTROLPLANE_IP:-$SUBNET.10}
+CONTROLPLANE_IPS=${KUBEPY_CONTROLPLANE_IPS:-$CONTROLPLANE_IP}
+API_VIP=${KUBEPY_API_VIP:-}
+IFS=, read -r -a cp_ips <<<"$CONTROLPLANE_IPS"
+[ "${cp_ips[0]}" = "$CONTROLPLANE_IP" ] || die "KUBEPY_CONTROLPLANE_IPS ($CONTROLPLANE_IPS) must start with KUBEPY_CONTROLPLANE_IP ($CONTROLPLANE_IP)"
+if [ "${#cp_ips[@]}" -gt 1 ] && [ -z "$API_VIP" ]; then
+  die "several control planes ($CONTROLPLANE_IPS) need KUBEPY_API_VIP, the address kubectl uses"
+fi
 API_PORT=${KUBEPY_API_PORT:-6443}
 WHEELHOUSE=${KUBEPY_WHEELHOUSE:-$KUBEPY_SRC/vagrant/wheelhouse}
 INSTALL=${KUBEPY_INSTALL:-auto}
@@ -58,6 +67,12 @@ done
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)   # the pause image's /bin/busybox
 dpkg -s ca-certificates >/dev/null 2>&1 || need+=(ca-certificates)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+if [ "$ROLE" = controlplane ] && [ "${#cp_ips[@]}" -gt 1 ]; then
+  # An etcd member (and etcdctl to join it) and the API's virtual address on every control plane.
+  for pair in etcd:etcd-server etcdctl:etcd-client keepalived:keepalived openssl:openssl; do
+    command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+  done
+fi
 if [ ${#need[@]} -gt 0 ]; then
   mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   if [ "$INSTALL" = offline ]; then
@@ -71,6 +86,11 @@ fi
 if systemctl is-enabled nginx.service >/dev/null 2>&1; then
   log "disable nginx.service (kubepy-ingress runs nginx itself)"
   systemctl disable --now nginx.service >/dev/null 2>&1 || true
+fi
+# Nor the etcd package's own member (plain HTTP on 127.0.0.1:2379): kubepy-etcd.service is the cluster's.
+if systemctl is-enabled etcd.service >/dev/null 2>&1 || systemctl is-active --quiet etcd.service 2>/dev/null; then
+  log "disable etcd.service (kubepy-etcd runs the cluster's member)"
+  systemctl disable --now etcd.service >/dev/null 2>&1 || true
 fi
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "kubepy needs Python >= 3.11 (Debian 12 or newer)"
 
@@ -201,6 +221,29 @@ topology=""
 extra_kubelet="${topology:+--node-labels $topology}"
 LB_RANGE=${KUBEPY_LB_RANGE:-$SUBNET.200-$SUBNET.219}
 [[ $LB_RANGE =~ ^[0-9.]+-[0-9.]+$ ]] || die "KUBEPY_LB_RANGE must look like $SUBNET.200-$SUBNET.219, not $LB_RANGE"
+extra_controlplane="--load-balancer-ip-range $LB_RANGE"
+# Every API server, this node's own first when it has one: the kubelet fails over along the list.
+api_servers=""
+for ip in "$NODE_IP" "${cp_ips[@]}"; do
+  [[ $ip == "$NODE_IP" && $ROLE != controlplane ]] && continue
+  [[ ,$api_servers, == *",https://$ip:$API_PORT,"* ]] && continue
+  api_servers+="${api_servers:+,}https://$ip:$API_PORT"
+done
+if [ "${#cp_ips[@]}" -gt 1 ] && [ "$ROLE" = controlplane ]; then
+  # On this node's etcd member first; leader-elected scheduler and controller manager; the virtual
+  # address in the serving certificate.
+  etcd_endpoints=""
+  for ip in "$NODE_IP" "${cp_ips[@]}"; do
+    [[ ,$etcd_endpoints, == *",$ip:$ETCD_CLIENT_PORT,"* ]] || etcd_endpoints+="${etcd_endpoints:+,}$ip:$ETCD_CLIENT_PORT"
+  done
+  extra_controlplane+=" --store etcd://$etcd_endpoints --etcd-cafile $ETCD_PKI/ca.crt"
+  extra_controlplane+=" --etcd-certfile $ETCD_PKI/apiserver-etcd-client.crt --etcd-keyfile $ETCD_PKI/apiserver-etcd-client.key"
+  extra_controlplane+=" --tls-san $API_VIP --leader-elect"
+  # A joining control plane's first start (its etcd member catching up, beside the other VMs' work) has
+  # taken more than the default 240 s to become ready on an emulated VM; the supervisor restarting it
+  # from scratch then only made it later.
+  extra_controlplane+=" --startup-grace 900s"
+fi
 if write_file "$ENV_FILE" 0644 <<EOF; then touch "$RESTART_MARK"; fi
 # Written by kubepy's vagrant/common.sh; read by the kubepy-* systemd units.
 # Every daemon uses the private-network address, never eth0's.
@@ -208,10 +251,13 @@ if write_file "$ENV_FILE" 0644 <<EOF; then touch "$RESTART_MARK"; fi
 NODE_NAME="$NAME"
 NODE_IP="$NODE_IP"
 NODE_ROLE="$ROLE"
+NODE_IF="$NODE_IF"
 CONTROLPLANE_IP="$CONTROLPLANE_IP"
+CONTROLPLANE_IPS="$CONTROLPLANE_IPS"
+API_VIP="$API_VIP"
 API_PORT="$API_PORT"
-API_SERVER="https://$CONTROLPLANE_IP:$API_PORT"
-CONTROLPLANE_EXTRA_ARGS="--load-balancer-ip-range $LB_RANGE"
+API_SERVER="$api_servers"
+CONTROLPLANE_EXTRA_ARGS="$extra_controlplane"
 KUBELET_EXTRA_ARGS="$extra_kubelet"
 PROXY_EXTRA_ARGS=""
 NETPOL_EXTRA_ARGS=""

@@ -30,6 +30,19 @@
 #      address) are also how the API server reaches pod IPs: admission webhooks
 #      running as pods are called from the private (advertised) address;
 #   4. the kube-dns Service and Endpoints (every registered node's DNS server).
+#
+# With several control planes (CONTROLPLANE_IPS lists more than one), first:
+#   0. an etcd member (kubepy-etcd.service; certificates from the cluster CA by
+#      `kubepy etcd certs`): the first control plane starts a one-member cluster,
+#      each other one joins it (`etcdctl member add`, then the member starts with
+#      ETCD_INITIAL_CLUSTER_STATE=existing) after copying the first one's CA,
+#      service-account key and tokens from controlplane-join.tar.base64, which the
+#      first publishes beside the bootstrap token; and keepalived's configuration for
+#      API_VIP (the address the host's admin.kubeconfig and the add-ons use), held by
+#      a control plane whose API server answers /readyz.
+# Then the same steps, on every etcd member, with a leader-elected scheduler and
+# controller manager (common.sh's CONTROLPLANE_EXTRA_ARGS); only the first publishes
+# and runs the ingress controller.
 # Safe to run again.
 set -euo pipefail
 # shellcheck source=vagrant/lib.sh
@@ -37,9 +50,160 @@ set -euo pipefail
 require_root
 load_env_file
 [ "${NODE_ROLE:-}" = controlplane ] || die "$ENV_FILE says NODE_ROLE=${NODE_ROLE:-?}, not controlplane"
-[ "$CONTROLPLANE_IP" = "$NODE_IP" ] || die "this VM's private address $NODE_IP is not the control plane's ($CONTROLPLANE_IP)"
+IFS=, read -r -a cp_ips <<<"${CONTROLPLANE_IPS:-$CONTROLPLANE_IP}"
+[[ " ${cp_ips[*]} " == *" $NODE_IP "* ]] || die "this VM's private address $NODE_IP is not a control plane's (${cp_ips[*]})"
+first=false
+[ "$CONTROLPLANE_IP" != "$NODE_IP" ] || first=true
+ha=false
+[ "${#cp_ips[@]}" -eq 1 ] || ha=true
 ADMIN=$CP_DIR/admin.kubeconfig
 kc() { "$KUBECTL" --kubeconfig "$ADMIN" "$@"; }
+
+# -- 0. several control planes: the etcd member, the API's virtual address --------------------
+if $ha; then
+  mkdir -p "$CP_DIR"
+  chmod 0700 "$CP_DIR"
+  if $first; then
+    # The cluster CA now: the etcd member's certificates come before the API server that would make it.
+    "$VENV/bin/python" -c 'import sys; from pathlib import Path; from kubepy.api.certs import ensure_ca
+ensure_ca(Path(sys.argv[1]))' "$CP_DIR"
+  elif [ ! -s "$CP_DIR/ca.key" ]; then
+    bundle=$SHARED_DIR/$JOIN_BUNDLE
+    [ -s "$bundle" ] || die "no $bundle: bring the first control plane up first (vagrant up controlplane), then this one"
+    log "join the control plane: ${JOIN_FILES[*]} from $bundle"
+    base64 -d <"$bundle" | tar -x -C "$CP_DIR" --no-same-owner --skip-old-files
+    for f in ca.crt ca.key sa.key tokens.csv; do [ -s "$CP_DIR/$f" ] || die "$bundle has no $f"; done
+  fi
+  if [ ! -s "$ETCD_PKI/server.crt" ]; then
+    log "etcd member certificates in $ETCD_PKI (signed by the cluster CA)"
+    "$KUBEPY" etcd certs --data-dir "$CP_DIR" --name "$NODE_NAME" --ip "$NODE_IP" --out "$ETCD_PKI" >/dev/null
+  fi
+  chmod 0700 "$ETCD_DIR" "$ETCD_PKI"
+  etcdctl_on() {   # etcdctl_on ENDPOINTS ARGS...: as the API server's etcd client
+    local endpoints=$1
+    shift
+    ETCDCTL_API=3 etcdctl --cacert "$ETCD_PKI/ca.crt" --cert "$ETCD_PKI/apiserver-etcd-client.crt" \
+      --key "$ETCD_PKI/apiserver-etcd-client.key" --endpoints "$endpoints" --dial-timeout 10s --command-timeout 30s "$@"
+  }
+  peer_url="https://$NODE_IP:$ETCD_PEER_PORT"
+  if [ ! -d "$ETCD_DIR/data/member" ]; then
+    if $first; then
+      initial="$NODE_NAME=$peer_url"
+      state=new
+    else
+      others=""
+      for ip in "${cp_ips[@]}"; do [ "$ip" = "$NODE_IP" ] || others+="${others:+,}https://$ip:$ETCD_CLIENT_PORT"; done
+      # One member joins at a time (etcd refuses to add one while another added one has not started):
+      # control planes brought up side by side (`vagrant up` in parallel) take turns here.
+      deadline=$((SECONDS + WAIT))
+      while :; do
+        [ "$SECONDS" -lt "$deadline" ] || die "could not add this etcd member at $others in ${WAIT}s"
+        if ! members=$(etcdctl_on "$others" member list); then
+          warn "cannot list the etcd members at $others; again in 5 s"
+        elif grep -qF ", $peer_url," <<<"$members"; then
+          break
+        elif grep -q ', unstarted,' <<<"$members"; then
+          log "another etcd member is joining; wait for it to start"
+        elif etcdctl_on "$others" member add "$NODE_NAME" --peer-urls="$peer_url" >/dev/null; then
+          log "etcdctl member add $NODE_NAME --peer-urls=$peer_url"
+        else
+          warn "etcdctl member add $NODE_NAME failed; again in 5 s"
+        fi
+        sleep 5
+      done
+      # id, status, name, peer URLs, client URLs, is learner: the members that have started, and this one.
+      initial=""
+      while IFS=',' read -r _ status name peers _; do
+        status=${status// /} name=${name// /} peers=${peers// /}
+        if [ "$peers" = "$peer_url" ]; then
+          initial+="${initial:+,}$NODE_NAME=$peers"
+        elif [ -n "$peers" ] && [ "$status" = started ]; then
+          initial+="${initial:+,}$name=$peers"
+        fi
+      done <<<"$members"
+      state=existing
+    fi
+    write_file "$ETCD_ENV" 0600 <<EOF || true
+# Written by vagrant/controlplane.sh: this node's etcd member (kubepy-etcd.service). The
+# INITIAL_* settings only matter until the member has data in ETCD_DATA_DIR.
+ETCD_NAME=$NODE_NAME
+ETCD_DATA_DIR=$ETCD_DIR/data
+ETCD_LISTEN_CLIENT_URLS=https://$NODE_IP:$ETCD_CLIENT_PORT,https://127.0.0.1:$ETCD_CLIENT_PORT
+ETCD_ADVERTISE_CLIENT_URLS=https://$NODE_IP:$ETCD_CLIENT_PORT
+ETCD_LISTEN_PEER_URLS=$peer_url
+ETCD_INITIAL_ADVERTISE_PEER_URLS=$peer_url
+ETCD_INITIAL_CLUSTER=$initial
+ETCD_INITIAL_CLUSTER_STATE=$state
+ETCD_INITIAL_CLUSTER_TOKEN=kubepy
+ETCD_CERT_FILE=$ETCD_PKI/server.crt
+ETCD_KEY_FILE=$ETCD_PKI/server.key
+ETCD_TRUSTED_CA_FILE=$ETCD_PKI/ca.crt
+ETCD_CLIENT_CERT_AUTH=true
+ETCD_PEER_CERT_FILE=$ETCD_PKI/peer.crt
+ETCD_PEER_KEY_FILE=$ETCD_PKI/peer.key
+ETCD_PEER_TRUSTED_CA_FILE=$ETCD_PKI/ca.crt
+ETCD_PEER_CLIENT_CERT_AUTH=true
+# Emulated VMs stall for seconds: with etcd's 100/1000 ms they would hold elections all the time (at
+# 250 ms, members three VMs shared two cores with logged "failed to send out heartbeat on time" every second).
+ETCD_HEARTBEAT_INTERVAL=500
+ETCD_ELECTION_TIMEOUT=5000
+EOF
+  fi
+  if write_file "/etc/systemd/system/$ETCD_UNIT.service" 0644 <"$KUBEPY_SRC/systemd/$ETCD_UNIT.service"; then
+    systemctl daemon-reload
+  fi
+  systemctl is-enabled --quiet "$ETCD_UNIT" 2>/dev/null || systemctl enable --quiet "$ETCD_UNIT"
+  systemctl is-active --quiet "$ETCD_UNIT" || systemctl start "$ETCD_UNIT"
+  log "wait for the etcd member at https://$NODE_IP:$ETCD_CLIENT_PORT"
+  wait_for "$WAIT" "etcd (journalctl -u $ETCD_UNIT)" etcdctl_on "https://127.0.0.1:$ETCD_CLIENT_PORT" endpoint health
+
+  # keepalived: API_VIP on one control plane whose API server is ready (VRRP, unicast to the others).
+  write_file /etc/keepalived/kubepy-apiserver-ready 0755 <<EOF || true
+#!/bin/sh
+# keepalived's check (vagrant/controlplane.sh): this node's API server answers /readyz with 200.
+printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' |
+  timeout 5 openssl s_client -quiet -connect 127.0.0.1:$API_PORT 2>/dev/null | head -n 1 | grep -q ' 200 '
+EOF
+  priority=150
+  peers=""
+  for i in "${!cp_ips[@]}"; do
+    if [ "${cp_ips[$i]}" = "$NODE_IP" ]; then priority=$((150 - i)); else peers+="    ${cp_ips[$i]}"$'\n'; fi
+  done
+  keepalived_changed=false
+  if write_file "$KEEPALIVED_CONF" 0644 <<EOF; then keepalived_changed=true; fi
+# Written by vagrant/controlplane.sh: the API's virtual address $API_VIP, held by one control plane
+# whose API server is ready; another takes it over within seconds when that one stops.
+global_defs {
+  router_id $NODE_NAME
+  script_user root
+  enable_script_security
+}
+vrrp_script kubepy_apiserver {
+  script "/etc/keepalived/kubepy-apiserver-ready"
+  interval 5
+  timeout 10
+  fall 3
+  rise 1
+}
+vrrp_instance kubepy_api {
+  state BACKUP
+  nopreempt
+  interface $NODE_IF
+  virtual_router_id ${API_VIP##*.}
+  priority $priority
+  advert_int 1
+  unicast_src_ip $NODE_IP
+  unicast_peer {
+$peers  }
+  virtual_ipaddress {
+    $API_VIP/24 dev $NODE_IF
+  }
+  track_script {
+    kubepy_apiserver
+  }
+}
+EOF
+fi
 
 # -- 1. the control plane ---------------------------------------------------------------
 ensure_service kubepy-controlplane
@@ -64,6 +228,18 @@ EOF
   warn "could not read the serving certificate's addresses"
 elif ! grep -qwF -- "$NODE_IP" <<<"$cert_ips"; then
   die "the API server's certificate does not name $NODE_IP (it has: $cert_ips)"
+elif $ha && ! grep -qwF -- "$API_VIP" <<<"$cert_ips"; then
+  die "the API server's certificate does not name the virtual address $API_VIP (it has: $cert_ips)"
+fi
+if $ha; then
+  systemctl is-enabled --quiet keepalived 2>/dev/null || systemctl enable --quiet keepalived
+  if $keepalived_changed && systemctl is-active --quiet keepalived; then
+    log "restart keepalived ($KEEPALIVED_CONF changed)"
+    systemctl restart keepalived
+  elif ! systemctl is-active --quiet keepalived; then
+    log "start keepalived ($API_VIP)"
+    systemctl start keepalived
+  fi
 fi
 
 # -- 2. what the host and the workers need ---------------------------------------------------
@@ -93,17 +269,31 @@ for attempt in 1 2 3; do
     sleep 5
   fi
 done
+# With several control planes, what leaves this VM names the virtual address (and, for kubepy's own
+# clients, every API server after it: the kubepy.io/servers extension they fail over along).
 server="https://$NODE_IP:$API_PORT"
-admin_for_host=$("$VENV/bin/python" - "$ADMIN" "$server" <<'EOF'
+servers=""
+if $ha; then
+  server="https://$API_VIP:$API_PORT"
+  servers=$server
+  for ip in "${cp_ips[@]}"; do servers+=",https://$ip:$API_PORT"; done
+fi
+# kubeconfig_for FILE SERVER [SERVERS]: FILE's YAML with every cluster's server replaced.
+kubeconfig_for() {
+  "$VENV/bin/python" - "$@" <<'EOF'
 import sys
 import yaml
-path, server = sys.argv[1:]
+from kubepy.client.config import servers_extension
+path, server, servers = (sys.argv[1:] + [""])[:3]
 config = yaml.safe_load(open(path))
 for cluster in config.get("clusters") or []:
     cluster["cluster"]["server"] = server
+    if servers:
+        cluster["cluster"]["extensions"] = servers_extension(servers.split(","))
 print(yaml.safe_dump(config, default_flow_style=False), end="")
 EOF
-)
+}
+admin_for_host=$(kubeconfig_for "$ADMIN" "$server")
 write_file "$ETC/ca.crt" 0644 <"$CP_DIR/ca.crt" && touch "$RESTART_MARK"
 write_bootstrap_token "$token"
 mkdir -p "$PUBLISH_DIR"
@@ -113,10 +303,25 @@ write_file "$PUBLISH_DIR/bootstrap-token" 0600 <<<"$token" || true
 write_file "$PUBLISH_DIR/ca.crt" 0644 <"$CP_DIR/ca.crt" || true
 addon_files=()
 for name in "${ADDON_KUBECONFIGS[@]}"; do
-  write_file "$PUBLISH_DIR/$name.kubeconfig" 0600 <"$CP_DIR/$name.kubeconfig" || true
+  if $ha; then
+    doc=$(kubeconfig_for "$CP_DIR/$name.kubeconfig" "$server" "$servers")
+    write_file "$PUBLISH_DIR/$name.kubeconfig" 0600 <<<"$doc" || true
+  else
+    write_file "$PUBLISH_DIR/$name.kubeconfig" 0600 <"$CP_DIR/$name.kubeconfig" || true
+  fi
   addon_files+=("$name.kubeconfig")
 done
-if mkdir -p "$SHARED_DIR" 2>/dev/null && [ -w "$SHARED_DIR" ]; then
+if $ha && $first; then
+  # What the other control planes join with (kubeadm's shared certificates), for their provisioning only.
+  join_files=()
+  for f in "${JOIN_FILES[@]}"; do [ ! -e "$CP_DIR/$f" ] || join_files+=("$f"); done
+  bundle=$(tar -c -C "$CP_DIR" --owner=0 --group=0 --mtime=@0 --sort=name -- "${join_files[@]}" | base64 -w 0)
+  write_file "$PUBLISH_DIR/$JOIN_BUNDLE" 0600 <<<"$bundle" || true
+  addon_files=("$JOIN_BUNDLE" "${addon_files[@]}")
+fi
+if ! $first; then
+  log "the first control plane publishes for the host and the workers; this one does not"
+elif mkdir -p "$SHARED_DIR" 2>/dev/null && [ -w "$SHARED_DIR" ]; then
   # The add-ons' kubeconfigs before the bootstrap token: a worker that sees the token finds them too.
   for f in "${addon_files[@]}" admin.kubeconfig bootstrap-token ca.crt; do
     # Synced folders may not keep modes (vboxsf, 9p): the copies' modes are best effort.
@@ -131,12 +336,14 @@ else
 fi
 
 # -- 3. this VM as a node too: kubelet, proxy, DNS; the control-plane taint ----------------------------
-install_addon_kubeconfigs "$CP_DIR"
+install_addon_kubeconfigs "$PUBLISH_DIR"
 ensure_service kubepy-kubelet
 wait_kubelet_joined
 ensure_service kubepy-proxy
 ensure_service kubepy-netpol
 ensure_service kubepy-dns
+# The ingress controller and Gateway API: on the first control plane (its address is in Ingresses' status).
+if $first; then
 ensure_service kubepy-ingress
 # Gateway API on the ingress controller's nginx, as `kubepy up` installs it: the CRDs, then (once they are
 # served) the GatewayClass kubepy (controller kubepy.io/gateway). Both ship inside the kubepy package.
@@ -144,11 +351,14 @@ gatewayapi=$("$VENV/bin/python" -c 'import pathlib, kubepy.ingress; print(pathli
 log "install Gateway API CRDs and GatewayClass kubepy ($gatewayapi)"
 # --validate=false: kubepy's own manifests; kubectl's validation would fetch the OpenAPI documents,
 # which the API server rebuilds after each CRD (about a minute of CPU on an emulated VM).
-kc apply --validate=false -f "$gatewayapi/crds.yaml" >/dev/null
+# Retried: on an emulated VM whose every daemon is starting, kubectl's discovery has timed out in TLS
+# handshakes ("no matches for kind CustomResourceDefinition"), and the apply failed with it.
+retry 5 15 kc apply --validate=false -f "$gatewayapi/crds.yaml" >/dev/null
 # $WAIT, not a minute: on an emulated VM whose daemons are all still starting, Established has come
 # later than 60 s (CI, 2026-12-07: the API server's loop lagged 35 s and the wait killed the provisioning).
 kc wait --for=condition=Established --timeout="${WAIT}s" -f "$gatewayapi/crds.yaml" >/dev/null
-kc apply --validate=false -f "$gatewayapi/gatewayclass.yaml" >/dev/null
+retry 5 15 kc apply --validate=false -f "$gatewayapi/gatewayclass.yaml" >/dev/null
+fi
 log "wait for node $NODE_NAME to register"
 wait_for "$WAIT" "node $NODE_NAME to register" kc get node "$NODE_NAME"
 taints=$(kc get node "$NODE_NAME" -o 'jsonpath={range .spec.taints[*]}{.key}:{.effect}{"\n"}{end}')

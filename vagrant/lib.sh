@@ -22,6 +22,17 @@ SHARED_DIR=$KUBEPY_SRC/.kube                       # the same, in the synced fol
 # Node add-ons on identities of their own (system:kube-proxy, system:kubepy-netpol, system:kubepy-dns):
 # the API server writes $CP_DIR/<name>.kubeconfig; every node runs them on its copy $ETC/<name>.kubeconfig.
 ADDON_KUBECONFIGS=(proxy netpol dns)
+# Several control planes: an etcd member on each (kubepy-etcd.service), TLS from the cluster CA.
+ETCD_DIR=/var/lib/kubepy/etcd                      # the member's data (data/) and certificates (pki/, 0700)
+ETCD_PKI=$ETCD_DIR/pki                             # kubepy etcd certs --out: server, peer, apiserver-etcd-client
+ETCD_ENV=$ETC/etcd.env                             # the member's ETCD_* settings (kubepy-etcd.service reads it)
+ETCD_CLIENT_PORT=2379
+ETCD_PEER_PORT=2380
+ETCD_UNIT=kubepy-etcd
+KEEPALIVED_CONF=/etc/keepalived/keepalived.conf    # the API's virtual address (the distribution's keepalived.service)
+# What a joining control plane copies from the first (kubepy.lab.controlplanes.SHARED_FILES).
+JOIN_FILES=(ca.crt ca.key sa.key tokens.csv front-proxy-ca.crt front-proxy-ca.key)
+JOIN_BUNDLE=controlplane-join.tar.base64           # those files, published by the first control plane
 CONTAINERD_SOCKET=/run/containerd/containerd.sock
 CONTAINERD_NAMESPACE=kubepy
 PAUSE_IMAGE=kubepy.local/pause:1                   # = kubepy.lab.cluster.PAUSE_IMAGE
@@ -63,6 +74,19 @@ wait_for() {
       die "timed out after ${seconds}s waiting for $what"
     fi
     sleep 2
+  done
+}
+
+# retry TRIES DELAY COMMAND...: COMMAND until it succeeds, at most TRIES times, DELAY seconds apart. For
+# kubectl calls that fail outright when a starved emulated VM's API server misses a TLS handshake.
+retry() {
+  local tries=$1 delay=$2 attempt
+  shift 2
+  for ((attempt = 1; ; attempt++)); do
+    "$@" && return 0
+    [ "$attempt" -lt "$tries" ] || return 1
+    warn "$1 failed (try $attempt of $tries); again in ${delay}s"
+    sleep "$delay"
   done
 }
 

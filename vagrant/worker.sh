@@ -48,11 +48,18 @@ for name in "${ADDON_KUBECONFIGS[@]}"; do
 done
 
 # /readyz answers without credentials; this checks the address, the port and the CA at once.
+# API_SERVER lists every API server (several control planes): one ready is enough to join.
 api_ready() {
   "$VENV/bin/python" -c 'import ssl, sys, urllib.request
 ctx = ssl.create_default_context(cafile=sys.argv[2])
-with urllib.request.urlopen(sys.argv[1] + "/readyz", context=ctx, timeout=5) as r:
-    sys.exit(r.status != 200)' "$API_SERVER" "$ETC/ca.crt"
+for server in sys.argv[1].split(","):
+    try:
+        with urllib.request.urlopen(server + "/readyz", context=ctx, timeout=5) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+sys.exit(1)' "$API_SERVER" "$ETC/ca.crt"
 }
 log "wait for the API server at $API_SERVER"
 wait_for "$WAIT" "the API server at $API_SERVER (with $ETC/ca.crt)" api_ready
