@@ -364,14 +364,16 @@ wait_for "$WAIT" "node $NODE_NAME to register" kc get node "$NODE_NAME"
 taints=$(kc get node "$NODE_NAME" -o 'jsonpath={range .spec.taints[*]}{.key}:{.effect}{"\n"}{end}')
 if ! grep -qxF "$CONTROLPLANE_TAINT" <<<"$taints"; then
   log "taint $NODE_NAME $CONTROLPLANE_TAINT"
-  kc taint node "$NODE_NAME" "$CONTROLPLANE_TAINT" --overwrite
+  retry 5 15 kc taint node "$NODE_NAME" "$CONTROLPLANE_TAINT" --overwrite
 fi
 # The admin labels it, as kubeadm does: NodeRestriction keeps a kubelet from giving itself node-role labels.
-kc label node "$NODE_NAME" "$CONTROLPLANE_LABEL" --overwrite >/dev/null
+# Retried, as the CRD apply above: a joining control plane's API server, starved, has missed kubectl's
+# TLS handshakes here (run 3 of tests/e2e/test_vagrant_ha.py).
+retry 5 15 kc label node "$NODE_NAME" "$CONTROLPLANE_LABEL" --overwrite >/dev/null
 
 # -- 4. cluster DNS -----------------------------------------------------------------------------
 log "publish kube-dns (10.96.0.10)"
-publish_kube_dns "$ADMIN"
+retry 5 15 publish_kube_dns "$ADMIN"
 
 rm -f "$RESTART_MARK"
 log "control plane ready: KUBECONFIG=.kube/admin.kubeconfig kubectl get nodes -o wide (on the host)"
