@@ -278,39 +278,47 @@ if $ha; then
   servers=$server
   for ip in "${cp_ips[@]}"; do servers+=",https://$ip:$API_PORT"; done
 fi
-# kubeconfig_for FILE SERVER [SERVERS]: FILE's YAML with every cluster's server replaced.
-kubeconfig_for() {
+# rewrite_kubeconfigs SERVER SERVERS DIR SRC:NAME...: each SRC's YAML with every cluster's server
+# replaced (and, if SERVERS, the kubepy.io/servers extension) written to DIR/NAME. One Python for all
+# of them: on an emulated VM each interpreter start costs half a minute.
+rewrite_kubeconfigs() {
   "$VENV/bin/python" - "$@" <<'EOF'
+import os
 import sys
 import yaml
 from kubepy.client.config import servers_extension
-path, server, servers = (sys.argv[1:] + [""])[:3]
-config = yaml.safe_load(open(path))
-for cluster in config.get("clusters") or []:
-    cluster["cluster"]["server"] = server
-    if servers:
-        cluster["cluster"]["extensions"] = servers_extension(servers.split(","))
-print(yaml.safe_dump(config, default_flow_style=False), end="")
+server, servers, out = sys.argv[1:4]
+for pair in sys.argv[4:]:
+    src, name = pair.rsplit(":", 1)
+    config = yaml.safe_load(open(src))
+    for cluster in config.get("clusters") or []:
+        cluster["cluster"]["server"] = server
+        if servers and name != "admin.kubeconfig":
+            cluster["cluster"]["extensions"] = servers_extension(servers.split(","))
+    with open(os.path.join(out, name), "w") as f:
+        f.write(yaml.safe_dump(config, default_flow_style=False))
 EOF
 }
-admin_for_host=$(kubeconfig_for "$ADMIN" "$server")
+staged=$(mktemp -d)
+rewrites=("$ADMIN:admin.kubeconfig")
+for name in "${ADDON_KUBECONFIGS[@]}"; do
+  if $ha; then rewrites+=("$CP_DIR/$name.kubeconfig:$name.kubeconfig"); else cp "$CP_DIR/$name.kubeconfig" "$staged/"; fi
+done
+# The admin kubeconfig names only SERVER; the add-ons' also every API server (kubepy.io/servers).
+rewrite_kubeconfigs "$server" "$servers" "$staged" "${rewrites[@]}"
 write_file "$ETC/ca.crt" 0644 <"$CP_DIR/ca.crt" && touch "$RESTART_MARK"
 write_bootstrap_token "$token"
 mkdir -p "$PUBLISH_DIR"
 chmod 0700 "$PUBLISH_DIR"
-write_file "$PUBLISH_DIR/admin.kubeconfig" 0600 <<<"$admin_for_host" || true
+write_file "$PUBLISH_DIR/admin.kubeconfig" 0600 <"$staged/admin.kubeconfig" || true
 write_file "$PUBLISH_DIR/bootstrap-token" 0600 <<<"$token" || true
 write_file "$PUBLISH_DIR/ca.crt" 0644 <"$CP_DIR/ca.crt" || true
 addon_files=()
 for name in "${ADDON_KUBECONFIGS[@]}"; do
-  if $ha; then
-    doc=$(kubeconfig_for "$CP_DIR/$name.kubeconfig" "$server" "$servers")
-    write_file "$PUBLISH_DIR/$name.kubeconfig" 0600 <<<"$doc" || true
-  else
-    write_file "$PUBLISH_DIR/$name.kubeconfig" 0600 <"$CP_DIR/$name.kubeconfig" || true
-  fi
+  write_file "$PUBLISH_DIR/$name.kubeconfig" 0600 <"$staged/$name.kubeconfig" || true
   addon_files+=("$name.kubeconfig")
 done
+rm -rf "$staged"
 if $ha && $first; then
   # What the other control planes join with (kubeadm's shared certificates), for their provisioning only.
   join_files=()
