@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,6 +286,131 @@ class VagrantVMs:
     def _list(self, *args: str) -> list[str]:
         proc = self.virsh(*args, check=False)
         return [line.strip() for line in proc.stdout.splitlines() if line.strip()] if proc.returncode == 0 else []
+
+
+# -- what the VM test modules share ------------------------------------------------------------------
+PYTHON = sys.executable
+KUBECTL = shutil.which("kubectl", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+
+
+def wait_for(cond, timeout: float, what: str, interval: float = 3.0):
+    """``cond()``'s first truthy result within ``timeout`` s; a kubectl or ssh error is retried."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = cond()
+            if result:
+                return result
+        except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+            last_error = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last error: {last_error}")
+
+
+class Cluster:
+    """kubectl (with the published admin kubeconfig) and node/pod views of a VM cluster."""
+
+    def __init__(self, vms: VagrantVMs):
+        self.vms = vms
+
+    def kubectl(self, *args: str, check: bool = True, timeout: float = 120,
+                input: str | None = None) -> subprocess.CompletedProcess:
+        return self.vms.run(KUBECTL, "--kubeconfig", str(self.vms.kubeconfig), "--request-timeout=60s", *args,
+                            check=check, timeout=timeout, input=input)
+
+    def json(self, *args: str):
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def http_get(self, url: str) -> str:
+        """From the host side of the VMs' private network (the test's namespace)."""
+        code = ("import sys, urllib.request\n"
+                "print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode().strip())")
+        return self.vms.run(PYTHON, "-c", code, url, timeout=30).stdout.strip()
+
+    def nodes_ready(self) -> dict[str, bool]:
+        out = {}
+        for node in self.json("nodes")["items"]:
+            conds = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
+            out[node["metadata"]["name"]] = conds.get("Ready") == "True"
+        return out
+
+    def all_ready(self, count: int) -> bool:
+        ready = self.nodes_ready()
+        return len(ready) == count and all(ready.values())
+
+    def pods(self, selector: str) -> list[dict]:
+        return self.json("pods", "-l", selector)["items"]
+
+    def ready_pods(self, selector: str) -> list[dict]:
+        return [p for p in self.pods(selector)
+                if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+                and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+
+
+def save_logs(vms: VagrantVMs, *, units: tuple[str, ...] = ()) -> None:
+    """Print the nodes, and on every VM its units' states and the daemons' last journal lines
+    (``units``: more units whose journals to print, e.g. kubepy-etcd)."""
+    try:
+        nodes = vms.run(KUBECTL, "--kubeconfig", str(vms.kubeconfig), "--request-timeout=30s", "get", "nodes",
+                        "-o", "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=='Ready')].reason,"
+                        "MESSAGE:.status.conditions[?(@.type=='Ready')].message", check=False, timeout=60)
+        print(f"--- nodes ---\n{nodes.stdout}{nodes.stderr}")
+    except subprocess.TimeoutExpired:
+        print("--- nodes: kubectl timed out ---")
+    for machine in vms.addresses():
+        # The units' states first, then the node daemons' journals apart from the API server's request lines.
+        states = vms.ssh(machine, "systemctl --no-pager --all list-units 'kubepy-*' containerd.service; "
+                                  "sudo dmesg | grep -iE 'oom|killed process' | tail -5", timeout=120, check=False)
+        print(f"--- units of {machine} ---\n{states[-3000:]}")
+        for unit in ("kubepy-kubelet", "kubepy-proxy", *units):
+            journal = vms.ssh(machine, f"sudo journalctl -u {unit} --no-pager -n 40 -o short-monotonic",
+                              timeout=120, check=False)
+            print(f"--- journal of {unit} on {machine} ---\n{journal[-4000:]}")
+        journal = vms.ssh(machine, "sudo journalctl -u 'kubepy-*' --no-pager -n 60 -o short-monotonic "
+                                   "| grep -v ' request method='", timeout=120, check=False)
+        print(f"--- journal of {machine} ---\n{journal[-6000:]}")
+
+
+@contextlib.contextmanager
+def prepared_vms(request, figures: dict[str, object], *, log_units: tuple[str, ...] = (), **shape):
+    """A VM test module's set-up and tear-down around its own bring-up order.
+
+    Yields (VagrantVMs(workdir, **shape), done) once libvirtd runs with the box added, the project
+    copied, its wheelhouse and example images built; the module brings the VMs up and calls
+    ``done()`` when its cluster is ready. Afterwards, also on failure: the journals if the set-up
+    did not finish or a test failed, every VM and libvirt object removed, ``figures`` printed."""
+    if os.geteuid() != 0:
+        raise RuntimeError("the VM tests need root (network namespaces, libvirtd)")
+    missing = missing_commands()
+    assert not missing, f"missing commands (bash .ci/install installs them): {', '.join(missing)}"
+    workdir = Path(tempfile.mkdtemp(prefix="kptest-vg-", dir="/var/tmp"))
+    vms = VagrantVMs(workdir, **shape)
+    state = {"up": False}
+    try:
+        box, built = cached_box()
+        figures["box build (s)"] = round(built, 1) if built is not None else "cached"
+        vms.copy_project()
+        start = time.monotonic()
+        subprocess.run([str(vms.project / "vagrant" / "build-wheelhouse"), "--python", PYTHON], check=True,
+                       stdout=sys.stderr, stderr=sys.stderr, timeout=900)
+        figures["wheelhouse (s)"] = round(time.monotonic() - start, 1)
+        start = time.monotonic()
+        subprocess.run([PYTHON, "-m", "kubepy.images", "--examples", str(vms.project / "vagrant" / "images")],
+                       check=True, stdout=sys.stderr, stderr=sys.stderr, timeout=600)
+        figures["example images (s)"] = round(time.monotonic() - start, 1)
+        vms.start()
+        vms.add_box(box)
+        yield vms, lambda: state.update(up=True)
+    finally:
+        start = time.monotonic()
+        # The journals only help when something failed (pytest shows captured output then).
+        if vms.started and (not state["up"] or request.session.testsfailed):
+            save_logs(vms, units=log_units)
+        vms.stop()
+        figures["destroy and stop (s)"] = round(time.monotonic() - start, 1)
+        print("\nVM cluster figures:\n" + "\n".join(f"  {k}: {v}" for k, v in figures.items()), file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def sweep_stale(keep: Path | None = None) -> None:

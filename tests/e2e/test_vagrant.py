@@ -24,75 +24,16 @@ with ``-s`` to see them.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import KUBECTL
-from tests.vagrant_vms import VagrantVMs, cached_box, missing_commands
+from tests.vagrant_vms import PYTHON, Cluster, prepared_vms, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.vagrant]
-PYTHON = sys.executable
 FIGURES: dict[str, object] = {}
-
-
-def wait_for(cond, timeout: float, what: str, interval: float = 3.0):
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            result = cond()
-            if result:
-                return result
-        except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
-            last_error = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last error: {last_error}")
-
-
-class Cluster:
-    def __init__(self, vms: VagrantVMs):
-        self.vms = vms
-
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 120,
-                input: str | None = None) -> subprocess.CompletedProcess:
-        return self.vms.run(KUBECTL, "--kubeconfig", str(self.vms.kubeconfig), "--request-timeout=60s", *args,
-                            check=check, timeout=timeout, input=input)
-
-    def json(self, *args: str):
-        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
-
-    def http_get(self, url: str) -> str:
-        """From the host side of the VMs' private network (the test's namespace)."""
-        code = ("import sys, urllib.request\n"
-                "print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode().strip())")
-        return self.vms.run(PYTHON, "-c", code, url, timeout=30).stdout.strip()
-
-    def nodes_ready(self) -> dict[str, bool]:
-        out = {}
-        for node in self.json("nodes")["items"]:
-            conds = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
-            out[node["metadata"]["name"]] = conds.get("Ready") == "True"
-        return out
-
-    def all_ready(self, count: int) -> bool:
-        ready = self.nodes_ready()
-        return len(ready) == count and all(ready.values())
-
-    def pods(self, selector: str) -> list[dict]:
-        return self.json("pods", "-l", selector)["items"]
-
-    def ready_pods(self, selector: str) -> list[dict]:
-        return [p for p in self.pods(selector)
-                if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-                and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
 
 
 CLIENT_POD = """
@@ -137,27 +78,7 @@ spec:
 
 @pytest.fixture(scope="module")
 def cluster(request):
-    if os.geteuid() != 0:
-        pytest.fail("the VM tests need root (network namespaces, libvirtd)")
-    missing = missing_commands()
-    assert not missing, f"missing commands (bash .ci/install installs them): {', '.join(missing)}"
-    workdir = Path(tempfile.mkdtemp(prefix="kptest-vg-", dir="/var/tmp"))
-    vms = VagrantVMs(workdir, workers=1)
-    up = False
-    try:
-        box, built = cached_box()
-        FIGURES["box build (s)"] = round(built, 1) if built is not None else "cached"
-        vms.copy_project()
-        start = time.monotonic()
-        subprocess.run([str(vms.project / "vagrant" / "build-wheelhouse"), "--python", PYTHON], check=True,
-                       stdout=sys.stderr, stderr=sys.stderr, timeout=900)
-        FIGURES["wheelhouse (s)"] = round(time.monotonic() - start, 1)
-        start = time.monotonic()
-        subprocess.run([PYTHON, "-m", "kubepy.images", "--examples", str(vms.project / "vagrant" / "images")],
-                       check=True, stdout=sys.stderr, stderr=sys.stderr, timeout=600)
-        FIGURES["example images (s)"] = round(time.monotonic() - start, 1)
-        vms.start()
-        vms.add_box(box)
+    with prepared_vms(request, FIGURES, workers=1) as (vms, done):
         start = time.monotonic()
         # The control plane; beside it, once its domain exists, the workers boot and run the common
         # provisioning (nothing of it needs the control plane). Then the workers' own provisioning, with
@@ -181,40 +102,8 @@ def cluster(request):
         c = Cluster(vms)
         wait_for(lambda: c.all_ready(1 + vms.workers), 900, "every node Ready")
         FIGURES["vagrant up to all nodes Ready (s)"] = round(time.monotonic() - start, 1)
-        up = True
+        done()
         yield c
-    finally:
-        start = time.monotonic()
-        # The journals only help when something failed (pytest shows captured output then).
-        if vms.started and (not up or request.session.testsfailed):
-            _save_logs(vms)
-        vms.stop()
-        FIGURES["destroy and stop (s)"] = round(time.monotonic() - start, 1)
-        print("\nVM cluster figures:\n" + "\n".join(f"  {k}: {v}" for k, v in FIGURES.items()), file=sys.stderr)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _save_logs(vms: VagrantVMs) -> None:
-    """Print the daemons' last journal lines on every VM."""
-    try:
-        nodes = vms.run(KUBECTL, "--kubeconfig", str(vms.kubeconfig), "--request-timeout=30s", "get", "nodes",
-                        "-o", "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=='Ready')].reason,"
-                        "MESSAGE:.status.conditions[?(@.type=='Ready')].message", check=False, timeout=60)
-        print(f"--- nodes ---\n{nodes.stdout}{nodes.stderr}")
-    except subprocess.TimeoutExpired:
-        print("--- nodes: kubectl timed out ---")
-    for machine in vms.addresses():
-        # The units' states first, then the node daemons' journals apart from the API server's request lines.
-        states = vms.ssh(machine, "systemctl --no-pager --all list-units 'kubepy-*' containerd.service; "
-                                  "sudo dmesg | grep -iE 'oom|killed process' | tail -5", timeout=120, check=False)
-        print(f"--- units of {machine} ---\n{states[-3000:]}")
-        for unit in ("kubepy-kubelet", "kubepy-proxy"):
-            journal = vms.ssh(machine, f"sudo journalctl -u {unit} --no-pager -n 40 -o short-monotonic",
-                              timeout=120, check=False)
-            print(f"--- journal of {unit} on {machine} ---\n{journal[-4000:]}")
-        journal = vms.ssh(machine, "sudo journalctl -u 'kubepy-*' --no-pager -n 60 -o short-monotonic "
-                                   "| grep -v ' request method='", timeout=120, check=False)
-        print(f"--- journal of {machine} ---\n{journal[-6000:]}")
 
 
 def test_nodes_ready_on_private_addresses(cluster: Cluster):

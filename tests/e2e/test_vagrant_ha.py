@@ -17,19 +17,13 @@ the figures (bring-up, API unavailability, leader handover, rejoin).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_vagrant import PYTHON, Cluster, _save_logs, wait_for
-from tests.vagrant_vms import VagrantVMs, cached_box, missing_commands
+from tests.vagrant_vms import Cluster, prepared_vms, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.vagrant_ha]
 FIGURES: dict[str, object] = {}
@@ -82,23 +76,8 @@ class HACluster(Cluster):
 
 @pytest.fixture(scope="module")
 def ha(request):
-    if os.geteuid() != 0:
-        pytest.fail("the VM tests need root (network namespaces, libvirtd)")
-    missing = missing_commands()
-    assert not missing, f"missing commands (bash .ci/install installs them): {', '.join(missing)}"
-    workdir = Path(tempfile.mkdtemp(prefix="kptest-vg-", dir="/var/tmp"))
-    vms = VagrantVMs(workdir, workers=0, controlplanes=3)
-    up = False
-    try:
-        box, built = cached_box()
-        FIGURES["box build (s)"] = round(built, 1) if built is not None else "cached"
-        vms.copy_project()
-        subprocess.run([str(vms.project / "vagrant" / "build-wheelhouse"), "--python", PYTHON], check=True,
-                       stdout=sys.stderr, stderr=sys.stderr, timeout=900)
-        subprocess.run([PYTHON, "-m", "kubepy.images", "--examples", str(vms.project / "vagrant" / "images")],
-                       check=True, stdout=sys.stderr, stderr=sys.stderr, timeout=600)
-        vms.start()
-        vms.add_box(box)
+    with prepared_vms(request, FIGURES, log_units=("kubepy-etcd", "keepalived"), workers=0,
+                      controlplanes=3) as (vms, done):
         start = time.monotonic()
         # The first control plane, beside it the second one's boot and common provisioning (as
         # test_vagrant.py does with its worker). Then the others join one after another (an etcd member
@@ -123,18 +102,8 @@ def ha(request):
         c = HACluster(vms)
         wait_for(lambda: c.all_ready(3), 900, "every node Ready")
         FIGURES["vagrant up to all nodes Ready (s)"] = round(time.monotonic() - start, 1)
-        up = True
+        done()
         yield c
-    finally:
-        if vms.started and (not up or request.session.testsfailed):
-            _save_logs(vms)
-            for machine in CONTROLPLANES:
-                journal = vms.ssh(machine, "sudo journalctl -u kubepy-etcd -u keepalived --no-pager -n 40",
-                                  timeout=120, check=False)
-                print(f"--- etcd and keepalived on {machine} ---\n{journal[-4000:]}")
-        vms.stop()
-        print("\nVM HA cluster figures:\n" + "\n".join(f"  {k}: {v}" for k, v in FIGURES.items()), file=sys.stderr)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_three_etcd_members_three_api_servers_one_address(ha: HACluster):
