@@ -685,16 +685,19 @@ def test_etcd_unit_verifies(tmp_path):
 
 
 def test_common_sh_lists_every_api_server_own_first():
-    """The kubelet's --server (API_SERVER): every control plane's, this node's own first if it has one."""
+    """The kubelet's --server (API_SERVER) and the control plane's etcd endpoints: every control
+    plane's, this node's own first if it has one (common.sh's own_first)."""
     text = (VAGRANT_DIR / "common.sh").read_text()
-    start = text.index('api_servers=""')
-    end = text.index("\ndone\n", start) + len("\ndone\n")
+    start = text.index("own_first() {")
+    end = text.index("\n}\n", start) + len("\n}\n")
 
-    def servers(role: str, node_ip: str, ips: str) -> str:
-        code = f'IFS=, read -r -a cp_ips <<<"{ips}"\n' + text[start:end] + 'printf %s "$api_servers"'
+    def servers(role: str, node_ip: str, ips: str, fmt: str = "https://%s:6443") -> str:
+        code = f'IFS=, read -r -a cp_ips <<<"{ips}"\n' + text[start:end] + f'own_first "{fmt}"'
         return subprocess.run(["bash", "-euc", code], check=True, capture_output=True, text=True,
-                              env={"ROLE": role, "NODE_IP": node_ip, "API_PORT": "6443"}).stdout
+                              env={"ROLE": role, "NODE_IP": node_ip}).stdout
 
+    assert servers("controlplane", "10.0.0.11", "10.0.0.10,10.0.0.11,10.0.0.12", "%s:2379") == \
+        "10.0.0.11:2379,10.0.0.10:2379,10.0.0.12:2379"
     assert servers("controlplane", "10.0.0.10", "10.0.0.10") == "https://10.0.0.10:6443"
     assert servers("worker", "10.0.0.11", "10.0.0.10") == "https://10.0.0.10:6443"
     assert servers("controlplane", "10.0.0.12", "10.0.0.10,10.0.0.11,10.0.0.12") == \

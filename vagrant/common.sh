@@ -222,21 +222,24 @@ extra_kubelet="${topology:+--node-labels $topology}"
 LB_RANGE=${KUBEPY_LB_RANGE:-$SUBNET.200-$SUBNET.219}
 [[ $LB_RANGE =~ ^[0-9.]+-[0-9.]+$ ]] || die "KUBEPY_LB_RANGE must look like $SUBNET.200-$SUBNET.219, not $LB_RANGE"
 extra_controlplane="--load-balancer-ip-range $LB_RANGE"
+# own_first FORMAT: every control plane's address through printf FORMAT, comma-separated, this
+# node's first when it is one of them.
+own_first() {
+  local ip item list=""
+  for ip in "$NODE_IP" "${cp_ips[@]}"; do
+    [[ $ip == "$NODE_IP" && $ROLE != controlplane ]] && continue
+    # shellcheck disable=SC2059
+    item=$(printf "$1" "$ip")
+    [[ ,$list, == *",$item,"* ]] || list+="${list:+,}$item"
+  done
+  printf '%s' "$list"
+}
 # Every API server, this node's own first when it has one: the kubelet fails over along the list.
-api_servers=""
-for ip in "$NODE_IP" "${cp_ips[@]}"; do
-  [[ $ip == "$NODE_IP" && $ROLE != controlplane ]] && continue
-  [[ ,$api_servers, == *",https://$ip:$API_PORT,"* ]] && continue
-  api_servers+="${api_servers:+,}https://$ip:$API_PORT"
-done
+api_servers=$(own_first "https://%s:$API_PORT")
 if [ "${#cp_ips[@]}" -gt 1 ] && [ "$ROLE" = controlplane ]; then
   # On this node's etcd member first; leader-elected scheduler and controller manager; the virtual
   # address in the serving certificate.
-  etcd_endpoints=""
-  for ip in "$NODE_IP" "${cp_ips[@]}"; do
-    [[ ,$etcd_endpoints, == *",$ip:$ETCD_CLIENT_PORT,"* ]] || etcd_endpoints+="${etcd_endpoints:+,}$ip:$ETCD_CLIENT_PORT"
-  done
-  extra_controlplane+=" --store etcd://$etcd_endpoints --etcd-cafile $ETCD_PKI/ca.crt"
+  extra_controlplane+=" --store etcd://$(own_first "%s:$ETCD_CLIENT_PORT") --etcd-cafile $ETCD_PKI/ca.crt"
   extra_controlplane+=" --etcd-certfile $ETCD_PKI/apiserver-etcd-client.crt --etcd-keyfile $ETCD_PKI/apiserver-etcd-client.key"
   extra_controlplane+=" --tls-san $API_VIP --leader-elect"
   # A joining control plane's first start (its etcd member catching up, beside the other VMs' work) has

@@ -152,8 +152,9 @@ EOF
   if write_file "/etc/systemd/system/$ETCD_UNIT.service" 0644 <"$KUBEPY_SRC/systemd/$ETCD_UNIT.service"; then
     systemctl daemon-reload
   fi
-  systemctl is-enabled --quiet "$ETCD_UNIT" 2>/dev/null || systemctl enable --quiet "$ETCD_UNIT"
-  systemctl is-active --quiet "$ETCD_UNIT" || systemctl start "$ETCD_UNIT"
+  # Never restarted by provisioning: a member's settings only matter until it has data, and a
+  # restart would cost the cluster a member for nothing.
+  ensure_service "$ETCD_UNIT" false
   log "wait for the etcd member at https://$NODE_IP:$ETCD_CLIENT_PORT"
   wait_for "$WAIT" "etcd (journalctl -u $ETCD_UNIT)" etcdctl_on "https://127.0.0.1:$ETCD_CLIENT_PORT" endpoint health
 
@@ -232,14 +233,7 @@ elif $ha && ! grep -qwF -- "$API_VIP" <<<"$cert_ips"; then
   die "the API server's certificate does not name the virtual address $API_VIP (it has: $cert_ips)"
 fi
 if $ha; then
-  systemctl is-enabled --quiet keepalived 2>/dev/null || systemctl enable --quiet keepalived
-  if $keepalived_changed && systemctl is-active --quiet keepalived; then
-    log "restart keepalived ($KEEPALIVED_CONF changed)"
-    systemctl restart keepalived
-  elif ! systemctl is-active --quiet keepalived; then
-    log "start keepalived ($API_VIP)"
-    systemctl start keepalived
-  fi
+  ensure_service keepalived "$keepalived_changed"
 fi
 
 # -- 2. what the host and the workers need ---------------------------------------------------

@@ -95,11 +95,16 @@ journal_tail() {
   journalctl -u "$1" -n "${2:-30}" --no-pager 2>/dev/null || true
 }
 
-# ensure_service UNIT: enabled, and running; restarted when common.sh changed what it reads.
+# ensure_service UNIT [CHANGED]: enabled, and running; restarted if CHANGED (true|false; by default:
+# whether common.sh changed what the kubepy units read, the restart mark).
 ensure_service() {
-  local unit=$1
+  local unit=$1 changed=${2:-}
+  if [ -z "$changed" ]; then
+    changed=false
+    [ ! -e "$RESTART_MARK" ] || changed=true
+  fi
   systemctl is-enabled --quiet "$unit" 2>/dev/null || systemctl enable --quiet "$unit"
-  if [ -e "$RESTART_MARK" ] && systemctl is-active --quiet "$unit"; then
+  if $changed && systemctl is-active --quiet "$unit"; then
     log "restart $unit (its configuration or kubepy changed)"
     systemctl restart "$unit"
   elif ! systemctl is-active --quiet "$unit"; then
