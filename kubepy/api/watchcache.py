@@ -4,7 +4,8 @@ The cache keeps the last ``capacity`` events of its resource so that a
 client resuming from a recent resourceVersion is served from memory. A
 client asking for something older gets a direct store watch (which the
 store may refuse as compacted: the API answers 410 Gone). Events are
-decoded once here and shared read-only by all subscribers.
+shared read-only by all subscribers, each decoded at most once and only when
+a subscriber (or its selector) first reads it.
 
 What must stay true: a subscriber sees every event with revision greater
 than the one it asked for, exactly once, in revision order.
@@ -14,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from kubepy.api.objects import decode_bytes
+from kubepy.api.objects import decode_bytes, with_resource_version
 from kubepy.store import CompactedError, Event, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -29,33 +28,59 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 20_000
 
 
-class EncodedObject:
-    """An event's object as JSON bytes, encoded at most once however many
-    watchers send it (100 watchers must not mean 100 encodes)."""
+class _Decoded:
+    """One stored version of an object, shared by every event that carries it: decoded to a dict
+    and turned into API bytes each at most once, and only if someone asks. Most events of a busy
+    resource reach no subscriber (nobody watches it, or no selector matches), and then cost
+    neither a JSON decode nor an encode; 100 watchers still mean one of each."""
 
-    __slots__ = ("obj", "_bytes")
+    __slots__ = ("value", "revision", "_obj", "_bytes")
 
-    def __init__(self, obj: dict[str, Any]) -> None:
-        self.obj = obj
+    def __init__(self, value: bytes, revision: int) -> None:
+        self.value = value
+        self.revision = revision
+        self._obj: dict[str, Any] | None = None
         self._bytes: bytes | None = None
+
+    def obj(self) -> dict[str, Any]:
+        if self._obj is None:
+            self._obj = decode(self.value, self.revision)
+        return self._obj
 
     def bytes(self) -> bytes:
         if self._bytes is None:
-            self._bytes = json.dumps(self.obj, separators=(",", ":")).encode()
+            # The stored bytes with metadata.resourceVersion spliced in (what a list sends): no
+            # decode and encode of the object.
+            self._bytes = with_resource_version(self.value, self.revision)
         return self._bytes
 
 
-@dataclass(frozen=True, slots=True)
 class WatchEvent:
-    type: str  # ADDED | MODIFIED | DELETED
-    obj: dict[str, Any]
-    prev: dict[str, Any] | None
-    revision: int
-    encoded: EncodedObject | None = None
+    """``type`` (ADDED | MODIFIED | DELETED) of the object at ``revision``; ``obj`` and ``prev``
+    (the version before, or None) are decoded when first read. Shared read-only."""
+
+    __slots__ = ("type", "revision", "_cur", "_prev")
+
+    def __init__(self, type: str, cur: _Decoded, prev: _Decoded | None, revision: int) -> None:
+        self.type = type
+        self.revision = revision
+        self._cur = cur
+        self._prev = prev
+
+    @property
+    def obj(self) -> dict[str, Any]:
+        return self._cur.obj()
+
+    @property
+    def prev(self) -> dict[str, Any] | None:
+        return self._prev.obj() if self._prev is not None else None
+
+    def retyped(self, type: str) -> WatchEvent:
+        """The same object as another event type (a selector watch's ADDED or DELETED)."""
+        return WatchEvent(type, self._cur, self._prev, self.revision)
 
     def json_line(self) -> bytes:
-        enc = self.encoded or EncodedObject(self.obj)
-        return b'{"type":"%s","object":%s}\n' % (self.type.encode(), enc.bytes())
+        return b'{"type":"%s","object":%s}\n' % (self.type.encode(), self._cur.bytes())
 
 
 def decode(value: bytes, revision: int) -> dict[str, Any]:
@@ -63,13 +88,12 @@ def decode(value: bytes, revision: int) -> dict[str, Any]:
 
 
 def to_watch_event(ev: Event) -> WatchEvent:
-    prev = decode(ev.prev.value, ev.prev.mod_revision) if ev.prev else None
-    obj = decode(ev.kv.value, ev.kv.mod_revision)
+    prev = _Decoded(ev.prev.value, ev.prev.mod_revision) if ev.prev else None
     if ev.type == "DELETE":
         kind = "DELETED"
     else:
         kind = "ADDED" if ev.prev is None else "MODIFIED"
-    return WatchEvent(kind, obj, prev, ev.kv.mod_revision, EncodedObject(obj))
+    return WatchEvent(kind, _Decoded(ev.kv.value, ev.kv.mod_revision), prev, ev.kv.mod_revision)
 
 
 # matches(obj) -> bool; decides what one subscriber sees.
@@ -93,15 +117,16 @@ class Subscription:
         if self.closed or ev.revision <= self.after:
             return
         now = self.matches(ev.obj)
-        before = ev.prev is not None and self.matches(ev.prev)
+        prev = ev.prev
+        before = prev is not None and self.matches(prev)
         if ev.type == "DELETED":
             out = ev if now else None
         elif now and before:
             out = ev
         elif now:
-            out = WatchEvent("ADDED", ev.obj, ev.prev, ev.revision, ev.encoded)
+            out = ev.retyped("ADDED")
         elif before:
-            out = WatchEvent("DELETED", ev.obj, ev.prev, ev.revision, ev.encoded)
+            out = ev.retyped("DELETED")
         else:
             out = None
         if out is None:
