@@ -322,6 +322,7 @@ class APIServer:
         self._tasks.append(asyncio.create_task(self._compactor()))
         self._tasks.append(asyncio.create_task(self._event_reaper()))
         self._tasks.append(asyncio.create_task(self._observe_services()))
+        self._tasks.append(asyncio.create_task(self._follow_open_namespaces()))
         self._tasks.append(asyncio.create_task(self._repair_allocations()))
         if self.endpoints is not None:
             self._tasks.append(asyncio.create_task(self.endpoints.run()))
@@ -592,6 +593,34 @@ class APIServer:
                 self.storage.allocator.observe(key, None if ev.type == "DELETED" else ev.obj)
         finally:
             sub.close()
+
+    async def _follow_open_namespaces(self) -> None:
+        """Keeps ``storage.open_namespaces`` from a list and the namespaces watch, so a create checks
+        its namespace in memory instead of reading it from the store each time."""
+        ns, cache = by_plural("namespaces"), self.caches["namespaces"]
+        while True:
+            try:
+                items, revision, _ = await self.storage.list(ns, None)
+            except errors.APIError as e:
+                log.warning("namespace list failed err=%s", e.message)
+                await asyncio.sleep(1.0)
+                continue
+            sub = cache.subscribe(after=revision, matches=lambda o: True)
+            if sub is None:   # the cache no longer holds the events after the list: list again
+                await asyncio.sleep(0.1)
+                continue
+            known = {o["metadata"]["name"] for o in items if not o["metadata"].get("deletionTimestamp")}
+            self.storage.open_namespaces = known
+            try:
+                while (ev := await sub.queue.get()) is not None:
+                    m = ev.obj["metadata"]
+                    if ev.type == "DELETED" or m.get("deletionTimestamp"):
+                        known.discard(m["name"])
+                    else:
+                        known.add(m["name"])
+            finally:
+                sub.close()
+                self.storage.open_namespaces = None
 
     # -- aiohttp wiring ---------------------------------------------------
     def app(self) -> web.Application:

@@ -103,6 +103,11 @@ class Storage:
         self._alloc_lock = asyncio.Lock()
         # Admission plugins (kubepy.api.admission); the API server adds its own.
         self.admission = admission.Chain()
+        # Namespaces known to exist and not to be terminating, kept from the namespaces watch by the
+        # API server (None: unknown, every create reads its namespace from the store). Only a hit is
+        # trusted, as upstream's NamespaceLifecycle admission trusts its informer; a namespace this
+        # server updates or deletes leaves the set until the watch shows it open again.
+        self.open_namespaces: set[str] | None = None
 
     async def load_allocations(self) -> None:
         services, = self.allocations
@@ -251,9 +256,17 @@ class Storage:
         except StoreError as e:
             raise store_error(e) from e
 
+    def _forget_namespace(self, res: Kind, name: str) -> None:
+        """Before this server writes a namespace: creates in it read the store until the watch
+        shows it open again (a deletion must be seen by the next create, not the watch's later one)."""
+        if res.plural == "namespaces" and not res.group and self.open_namespaces is not None:
+            self.open_namespaces.discard(name)
+
     async def _check_namespace_open(self, namespace: str) -> None:
         if not namespace:
             raise errors.BadRequest("the namespace of the object must be set")
+        if self.open_namespaces is not None and namespace in self.open_namespaces:
+            return
         ns_res = by_plural("namespaces")
         try:
             kv = await self.store.get(ns_res.key(None, namespace))
@@ -343,6 +356,16 @@ class Storage:
     async def update(self, res: Kind, namespace: str | None, name: str, mutate: Mutator, *,
                      precondition_rv: str | None = None, subresource: str | None = None,
                      dry_run: bool = False, managed: ManagedFields | None = None) -> dict[str, Any]:
+        self._forget_namespace(res, name)
+        try:
+            return await self._update(res, namespace, name, mutate, precondition_rv=precondition_rv,
+                                      subresource=subresource, dry_run=dry_run, managed=managed)
+        finally:
+            self._forget_namespace(res, name)   # also a stale event's re-adding during the write
+
+    async def _update(self, res: Kind, namespace: str | None, name: str, mutate: Mutator, *,
+                      precondition_rv: str | None, subresource: str | None, dry_run: bool,
+                      managed: ManagedFields | None) -> dict[str, Any]:
         """Read, ``mutate(copy)``, write if unchanged since the read, retry.
 
         With ``precondition_rv`` (a resourceVersion the client sent) a
@@ -470,6 +493,14 @@ class Storage:
     # -- delete -----------------------------------------------------------
     async def delete(self, res: Kind, namespace: str | None, name: str,
                      opts: DeleteOptions) -> dict[str, Any]:
+        self._forget_namespace(res, name)
+        try:
+            return await self._delete(res, namespace, name, opts)
+        finally:
+            self._forget_namespace(res, name)
+
+    async def _delete(self, res: Kind, namespace: str | None, name: str,
+                      opts: DeleteOptions) -> dict[str, Any]:
         key = res.key(namespace, name)
         admitted = False
         for _ in range(_UPDATE_RETRIES):

@@ -351,3 +351,27 @@ async def test_a_kind_registered_at_runtime_is_served(api: TestClient):
     finally:
         kinds.unregister(w)
     await call(api, "GET", widgets, status=404)
+
+
+async def test_creates_follow_the_namespace_lifecycle_at_once(api: TestClient) -> None:
+    """A create checks its namespace from memory (kept from the namespaces watch), yet sees this
+    server's own namespace writes at once: a namespace just made takes objects, one just deleted
+    (terminating: the kubernetes finalizer holds it) refuses them with upstream's 403, a missing one 404."""
+    for i in range(5):
+        ns = f"life-{i}"
+        await call(api, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": ns}}, status=201)
+        await call(api, "POST", f"/api/v1/namespaces/{ns}/configmaps", configmap("a"), status=201)
+        await call(api, "DELETE", f"/api/v1/namespaces/{ns}")
+        refused = await call(api, "POST", f"/api/v1/namespaces/{ns}/configmaps", configmap("b"), status=403)
+        assert f"unable to create new content in namespace {ns} because it is being terminated" in \
+            refused["message"], refused
+        assert refused["reason"] == "Forbidden"
+    missing = await call(api, "POST", "/api/v1/namespaces/never-made/configmaps", configmap("c"), status=404)
+    assert missing["reason"] == "NotFound" and missing["details"] == {"name": "never-made", "kind": "namespaces"}
+    # An update that leaves a namespace open keeps it usable.
+    await call(api, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                   "metadata": {"name": "life-open"}}, status=201)
+    await call(api, "PATCH", "/api/v1/namespaces/life-open", {"metadata": {"labels": {"a": "b"}}},
+               content_type="application/merge-patch+json")
+    await call(api, "POST", "/api/v1/namespaces/life-open/configmaps", configmap("d"), status=201)
