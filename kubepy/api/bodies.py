@@ -36,6 +36,7 @@ import json
 import math
 from typing import Any
 
+import orjson
 import yaml
 
 from kubepy.api import errors, protobuf
@@ -123,13 +124,22 @@ def _finite_float(text: str) -> float:
 
 def decode_json(raw: bytes) -> Any:
     try:
-        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
+        # orjson reads what is plain JSON, fast; it refuses NaN, Infinity and numbers past a double
+        # as the slow path below does, and leaves what it cannot read to it (for its error message).
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = _decode_json_slowly(raw)
+    check_value(value, "the body")
+    return value
+
+
+def _decode_json_slowly(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise _too_deep("the body") from None
     except (ValueError, UnicodeDecodeError) as e:  # _NotJSON and JSONDecodeError are ValueErrors
         raise errors.BadRequest(f"the body is not valid JSON: {e}") from e
-    check_value(value, "the body")
-    return value
 
 
 # -- YAML -------------------------------------------------------------------

@@ -7,12 +7,12 @@ the resourceVersion *is* the store revision, added when an object is read.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import string
 import uuid
 from typing import Any
 
+from kubepy import jsonbytes
 from kubepy.store import KeyValue
 
 _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' alphabet: no vowels, no lookalikes
@@ -52,7 +52,7 @@ def encode(obj: dict[str, Any]) -> bytes:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "resourceVersion"}
     ordered = {"apiVersion": obj.get("apiVersion", ""), "kind": obj.get("kind", ""), "metadata": meta}
     ordered.update((k, v) for k, v in obj.items() if k not in ordered)
-    return json.dumps(ordered, separators=(",", ":")).encode()
+    return jsonbytes.dumps(ordered)
 
 
 def with_resource_version(value: bytes, revision: int) -> bytes:
@@ -63,14 +63,14 @@ def with_resource_version(value: bytes, revision: int) -> bytes:
     prefix_end = value.find(_META_OPEN)
     head = value[:prefix_end]
     if prefix_end < 0 or not head.startswith(b'{"apiVersion":"') or head.count(b'"') != 8:
-        return json.dumps(decode_bytes(value, revision), separators=(",", ":")).encode()
+        return jsonbytes.dumps(decode_bytes(value, revision))
     at = prefix_end + len(_META_OPEN)
     sep = b"" if value[at:at + 1] == b"}" else b","
     return b"%s\"resourceVersion\":\"%d\"%s%s" % (value[:at], revision, sep, value[at:])
 
 
 def decode_bytes(value: bytes, revision: int) -> dict[str, Any]:
-    obj = json.loads(value)
+    obj = jsonbytes.loads(value)
     obj.setdefault("metadata", {})["resourceVersion"] = str(revision)
     return obj
 

@@ -23,7 +23,7 @@ import multidict
 from aiohttp import web
 from cryptography import x509
 
-from kubepy import bootstraptoken, tlsclientauth
+from kubepy import bootstraptoken, jsonbytes, tlsclientauth
 from kubepy.api import (
     admission,
     aggregator,
@@ -217,7 +217,7 @@ def is_dry_run(request: web.Request) -> bool:
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     # The API server's JSON serializer is Go's json.Encoder, which ends every document with a
     # newline; clients show bodies verbatim (the Python client's FailToCreateError does), so ours do too.
-    return web.Response(body=json.dumps(body, separators=(",", ":")).encode() + b"\n", status=status,
+    return web.Response(body=jsonbytes.dumps(body) + b"\n", status=status,
                         content_type="application/json", headers=headers)
 
 
