@@ -218,16 +218,18 @@ class Storage:
             m["generation"] = 1
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
         res.strategy.prepare_create(obj)
-        # Kubernetes' order: defaults, mutating admission, validation, validating admission.
+        # Kubernetes' order: defaults, managed fields, mutating admission, validation, validating
+        # admission. What admission adds (a service account's token volume, default tolerations)
+        # is nobody's field, as upstream, whose handler updates managedFields before admitting.
         validation.default_object(res, obj, old=None)
-        attrs = admission.Attributes(res, namespace, obj, None, admission.CREATE, dry_run=dry_run)
-        await self.admission.admit(attrs)
-        _validate(res, obj, None)
-        await self.admission.validate(attrs)
         if managed is not None:
             if requested is not None:
                 obj["metadata"]["managedFields"] = requested
             managed(None, obj)
+        attrs = admission.Attributes(res, namespace, obj, None, admission.CREATE, dry_run=dry_run)
+        await self.admission.admit(attrs)
+        _validate(res, obj, None)
+        await self.admission.validate(attrs)
         key = res.key(namespace, m["name"])
         if res in self.allocations:
             async with self._alloc_lock:

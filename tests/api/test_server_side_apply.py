@@ -475,3 +475,24 @@ async def test_cluster_scoped_kinds_apply(api):
     other = {**role, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}
     err = await apply(api, path, other, "two", status=409)  # rules are an atomic list
     assert err["details"]["causes"][0]["field"] == ".rules"
+
+
+async def test_what_admission_adds_to_a_created_pod_is_nobodys_field(api):
+    """Upstream's create handler records managedFields before admission: the writer owns what it
+    sent and its defaults (dnsPolicy...), not the token volume and its mounts that ServiceAccount
+    admission added. (kubepy still applies that plugin's serviceAccountName and
+    DefaultTolerationSeconds' tolerations with the defaults, so the writer owns those two.)"""
+    await call(api, "POST", "/api/v1/namespaces/default/serviceaccounts",
+               {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}},
+               status=201)   # what the service-account controller would have made
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "run", "labels": {"run": "run"}},
+           "spec": {"containers": [{"name": "run", "image": "busybox:1.36"}]}}
+    created = await call(api, "POST", PODS, pod, status=201, fieldManager="kubectl-run")
+    spec = created["spec"]
+    assert any(v["name"].startswith("kube-api-access-") for v in spec["volumes"]), spec
+    assert spec["serviceAccountName"] == "default" and spec["tolerations"], spec
+    owned = fields(created, "kubectl-run")["f:spec"]
+    assert "f:dnsPolicy" in owned and "f:restartPolicy" in owned and 'k:{"name":"run"}' in owned["f:containers"]
+    assert "f:volumes" not in owned, owned
+    mount_owned = owned["f:containers"]['k:{"name":"run"}']
+    assert "f:volumeMounts" not in mount_owned, mount_owned
