@@ -10,10 +10,10 @@ one watch delivery; a plugin that must be exact reads the object itself
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
+from kubepy import jsonbytes
 from kubepy.store.base import CompactedError, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class Mirror:
         while True:
             page = await self.store.range(self.prefix, start=start, limit=500)
             for kv in page.kvs:
-                self._objects[kv.key] = json.loads(kv.value)
+                self._objects[kv.key] = jsonbytes.loads(kv.value)
             if not page.more or not page.kvs:
                 return page.revision
             start = page.kvs[-1].key + "\x00"
@@ -47,7 +47,7 @@ class Mirror:
                     if ev.type == "DELETE":
                         self._objects.pop(ev.kv.key, None)
                     else:
-                        self._objects[ev.kv.key] = json.loads(ev.kv.value)
+                        self._objects[ev.kv.key] = jsonbytes.loads(ev.kv.value)
                     backoff = 0.1
             except asyncio.CancelledError:
                 raise

@@ -25,6 +25,7 @@ import logging
 import random
 
 from kubepy.api.admission import CREATE, Attributes
+from kubepy.api.mirror import Mirror
 from kubepy.kinds import by_plural
 from kubepy.store.base import Store, StoreError
 
@@ -54,13 +55,23 @@ class ServiceAccountAdmission:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.res = by_plural("serviceaccounts")
+        # Upstream's plugin reads a lister and, on a miss, the API: an account made a moment ago
+        # is found even before the watch delivers it.
+        self.accounts = Mirror(store, self.res.prefix)
 
     async def _account(self, namespace: str, name: str) -> dict | None:
+        key = self.res.key(namespace, name)
+        found = await self.accounts.get(key)
+        if found is not None:
+            return found
         try:
-            kv = await self.store.get(self.res.key(namespace, name))
+            kv = await self.store.get(key)
         except StoreError:
             return None
         return json.loads(kv.value) if kv is not None else None
+
+    async def stop(self) -> None:
+        await self.accounts.stop()
 
     async def admit(self, a: Attributes) -> None:
         if a.res.group or a.res.plural != "pods" or a.operation != CREATE or a.subresource:
