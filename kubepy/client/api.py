@@ -19,6 +19,7 @@ from typing import Any, Self
 
 import aiohttp
 
+from kubepy import jsonbytes
 from kubepy.client.config import ClientConfig
 from kubepy.client.errors import TransportError, error_from_status
 from kubepy.kinds import Kind, by_plural
@@ -235,7 +236,7 @@ class Client:
 
     async def _request(self, method: str, path: str, *, params: dict[str, str] | None = None,
                        body: Any = None, content_type: str = "application/json") -> Any:
-        data = None if body is None else json.dumps(body).encode()
+        data = None if body is None else jsonbytes.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else {}
         headers.update(self._auth_headers())
         # Two failures are worth a second try. A pooled keep-alive connection the
@@ -255,11 +256,11 @@ class Client:
                                                        headers=headers, timeout=timeout or REQUEST_TIMEOUT) as resp:
                     if resp.status >= 400:
                         raise await _error(resp)
-                    text = await resp.text()
-                    if not text:
+                    raw = await resp.read()
+                    if not raw:
                         return None
                     # Only a few subresources (pods/log) answer with plain text.
-                    return json.loads(text) if "json" in resp.content_type else text
+                    return jsonbytes.loads(raw) if "json" in resp.content_type else await resp.text()
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
                 if not last and not isinstance(e, aiohttp.ClientSSLError):
                     if self._fail_over(url.removesuffix(path), e):
@@ -323,7 +324,7 @@ async def _error(resp: aiohttp.ClientResponse) -> Exception:
 
 def _event(line: bytes) -> dict[str, Any]:
     try:
-        event: dict[str, Any] = json.loads(line)
+        event: dict[str, Any] = jsonbytes.loads(line)
     except ValueError as e:
         raise TransportError(f"malformed watch event: {line[:200]!r}") from e
     if event.get("type") == "ERROR":
