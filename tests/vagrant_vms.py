@@ -361,8 +361,9 @@ def save_logs(vms: VagrantVMs, *, units: tuple[str, ...] = ()) -> None:
     for machine in vms.addresses():
         # The units' states first, then the node daemons' journals apart from the API server's request lines.
         states = vms.ssh(machine, "systemctl --no-pager --all list-units 'kubepy-*' containerd.service; "
-                                  "sudo dmesg | grep -iE 'oom|killed process' | tail -5", timeout=120, check=False)
-        print(f"--- units of {machine} ---\n{states[-3000:]}")
+                                  "sudo dmesg | grep -iE 'oom|killed process' | tail -5; "
+                                  "top -b -n 1 -w 160 | head -20", timeout=120, check=False)
+        print(f"--- units and busiest processes of {machine} ---\n{states[-5000:]}")
         for unit in ("kubepy-kubelet", "kubepy-proxy", *units):
             journal = vms.ssh(machine, f"sudo journalctl -u {unit} --no-pager -n 40 -o short-monotonic",
                               timeout=120, check=False)

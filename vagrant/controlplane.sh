@@ -163,7 +163,7 @@ EOF
 #!/bin/sh
 # keepalived's check (vagrant/controlplane.sh): this node's API server answers /readyz with 200.
 printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' |
-  timeout 5 openssl s_client -quiet -connect 127.0.0.1:$API_PORT 2>/dev/null | head -n 1 | grep -q ' 200 '
+  timeout 10 openssl s_client -quiet -connect 127.0.0.1:$API_PORT 2>/dev/null | head -n 1 | grep -q ' 200 '
 EOF
   priority=150
   peers=""
@@ -172,8 +172,12 @@ EOF
   done
   keepalived_changed=false
   if write_file "$KEEPALIVED_CONF" 0644 <<EOF; then keepalived_changed=true; fi
-# Written by vagrant/controlplane.sh: the API's virtual address $API_VIP, held by one control plane
-# whose API server is ready; another takes it over within seconds when that one stops.
+# Written by vagrant/controlplane.sh: the API's virtual address $API_VIP, held by the control plane
+# of highest priority; another takes it over within seconds when that one stops. A failing check
+# lowers a node's priority below every healthy peer's (kubeadm's HA guide: weight, not a fault
+# state), so the address moves to a ready API server when there is one, and stays somewhere when
+# every check fails at once (three emulated control planes on two cores all timed out together, and
+# as faults they left the address nowhere).
 global_defs {
   router_id $NODE_NAME
   script_user root
@@ -182,13 +186,13 @@ global_defs {
 vrrp_script kubepy_apiserver {
   script "/etc/keepalived/kubepy-apiserver-ready"
   interval 5
-  timeout 10
+  timeout 15
   fall 3
-  rise 1
+  rise 2
+  weight -50
 }
 vrrp_instance kubepy_api {
   state BACKUP
-  nopreempt
   interface $NODE_IF
   virtual_router_id ${API_VIP##*.}
   priority $priority

@@ -76,8 +76,10 @@ class HACluster(Cluster):
 
 @pytest.fixture(scope="module")
 def ha(request):
+    # One virtual CPU each: three VMs' six emulated CPUs on two cores spent their time contending
+    # (every API server took over 30 s to answer); three fit the two cores better.
     with prepared_vms(request, FIGURES, log_units=("kubepy-etcd", "keepalived"), workers=0,
-                      controlplanes=3) as (vms, done):
+                      controlplanes=3, cpus=1) as (vms, done):
         start = time.monotonic()
         # The first control plane, beside it the second one's boot and common provisioning (as
         # test_vagrant.py does with its worker). Then the others join one after another (an etcd member
