@@ -190,6 +190,9 @@ vrrp_script kubepy_apiserver {
   fall 3
   rise 2
   weight -50
+  # A control plane that starts (or comes back) counts as failing until two checks pass: it must
+  # not take the address back before its API server is ready.
+  init_fail
 }
 vrrp_instance kubepy_api {
   state BACKUP
