@@ -283,8 +283,11 @@ class NodeAgent:
                 pass
 
     async def wait_pod_cidr(self, poll: float = 0.5) -> str:
-        """Until the node IPAM controller (or an admin) sets ``spec.podCIDR``."""
+        """Until the node IPAM controller (or an admin) sets ``spec.podCIDR``. An API server that
+        cannot answer (unreachable, or 5xx while its store catches up) is asked again, as
+        ``register`` does: the kubelet must not exit over it."""
         logged = False
+        delay = REGISTER_FIRST_DELAY
         while True:
             try:
                 node = await self.client.get("nodes", self.config.node_name)
@@ -294,6 +297,12 @@ class NodeAgent:
                     return str(cidr)
             except NotFoundError:
                 await self.register()
+            except (TransportError, ServerError) as e:
+                log.warning("node pod cidr read failed node=%s retry_in=%.1fs err=%s", self.config.node_name,
+                            delay, e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REGISTER_MAX_DELAY)
+                continue
             if not logged:
                 log.info("waiting for spec.podCIDR node=%s", self.config.node_name)
                 logged = True

@@ -217,3 +217,30 @@ async def test_registration_outlives_an_api_server_that_is_away(tmp_path, monkey
     refused.react("create", "nodes", refuse)
     with pytest.raises(ForbiddenError):
         await asyncio.wait_for(NodeAgent(refused, config, runtime_version="x").register(), 5)
+
+
+async def test_waiting_for_the_pod_cidr_outlives_an_api_server_that_is_away(tmp_path, monkeypatch, caplog):
+    """Run 5 of the three-control-plane VM test: a joining control plane's kubelet got a 503
+    (its etcd member still catching up) while waiting for spec.podCIDR, exited, and systemd's
+    restarts kept its node NotReady for 20 minutes. The wait asks again instead, backing off."""
+    from kubepy.client import ServerError, TransportError
+    from kubepy.kubelet import node as node_mod
+
+    monkeypatch.setattr(node_mod, "REGISTER_FIRST_DELAY", 0.01)
+    monkeypatch.setattr(node_mod, "REGISTER_MAX_DELAY", 0.02)
+    client = FakeAPI()
+    config = SimpleNamespace(node_name="n1", root_dir=tmp_path, node_ip="10.0.0.1", port=10250, max_pods=110,
+                             node_labels={})
+    agent = NodeAgent(client, config, runtime_version="x")
+    await agent.register()
+    failures = [ServerError(503, "ServiceUnavailable", "storage is unavailable: etcd unreachable"),
+                TransportError("GET /api/v1/nodes/n1: connection reset")]
+
+    def flaky(_action):
+        if failures:
+            raise failures.pop(0)
+        return {**client.objects("nodes")[0], "spec": {"podCIDR": "10.244.3.0/24"}}   # IPAM has set it
+    client.react("get", "nodes", flaky)
+    caplog.set_level(logging.WARNING, logger="kubepy.kubelet.node")
+    assert await asyncio.wait_for(agent.wait_pod_cidr(poll=0.01), 5) == "10.244.3.0/24"
+    assert caplog.text.count("node pod cidr read failed node=n1 retry_in=") == 2
