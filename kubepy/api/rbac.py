@@ -257,7 +257,7 @@ async def follow(kind: Kind, cache: Any, lister: Lister,
         try:
             items, revision = await lister(kind)
         except errors.APIError as e:
-            log.warning("policy list failed resource=%s err=%s", kind.plural, e.message)
+            log.warning("list to follow failed resource=%s err=%s", kind.plural, e.message)
             await asyncio.sleep(1.0)
             continue
         on_reset()

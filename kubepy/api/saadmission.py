@@ -20,10 +20,10 @@ On a pod's create:
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 
+from kubepy import jsonbytes
 from kubepy.api.admission import CREATE, Attributes
 from kubepy.api.mirror import Mirror
 from kubepy.kinds import by_plural
@@ -68,7 +68,7 @@ class ServiceAccountAdmission:
             kv = await self.store.get(key)
         except StoreError:
             return None
-        return json.loads(kv.value) if kv is not None else None
+        return jsonbytes.loads(kv.value) if kv is not None else None
 
     async def stop(self) -> None:
         await self.accounts.stop()

@@ -433,25 +433,26 @@ class APIServer:
                                           lambda o: {**o, "data": want["data"]})
                 log.info("updated configmap=kube-system/%s reason=bootstrap", frontproxy.AUTH_CONFIGMAP)
 
+    async def _list_kind(self, kind: Kind) -> tuple[list[dict[str, Any]], int]:
+        """Every object of ``kind`` and the revision read at (what ``rbac.follow`` starts from)."""
+        items, revision, _ = await self.storage.list(kind, None)
+        return items, revision
+
     async def _start_authorization(self) -> None:
         """RBAC index and node graph from the watch caches, then the default roles (reconciled)."""
-        async def lister(kind: Kind) -> tuple[list[dict[str, Any]], int]:
-            items, revision, _ = await self.storage.list(kind, None)
-            return items, revision
-
         waits = []
         for kind in rbac.policy_kinds():
             ready = asyncio.Event()
             waits.append(ready.wait())
             self._tasks.append(asyncio.create_task(rbac.follow(
-                kind, await self._cache(kind), lister,
+                kind, await self._cache(kind), self._list_kind,
                 lambda obj, deleted, p=kind.plural: self.policy.apply(p, obj, deleted),
                 lambda p=kind.plural: self.policy.reset(p), ready)))
         pods = by_plural("pods")
         ready = asyncio.Event()
         waits.append(ready.wait())
         self._tasks.append(asyncio.create_task(rbac.follow(
-            pods, await self._cache(pods), lister, self.node_graph.apply, self.node_graph.reset, ready)))
+            pods, await self._cache(pods), self._list_kind, self.node_graph.apply, self.node_graph.reset, ready)))
         await asyncio.gather(*waits)
         await bootstrappolicy.ensure(self.storage)
 
@@ -595,32 +596,20 @@ class APIServer:
             sub.close()
 
     async def _follow_open_namespaces(self) -> None:
-        """Keeps ``storage.open_namespaces`` from a list and the namespaces watch, so a create checks
-        its namespace in memory instead of reading it from the store each time."""
-        ns, cache = by_plural("namespaces"), self.caches["namespaces"]
-        while True:
-            try:
-                items, revision, _ = await self.storage.list(ns, None)
-            except errors.APIError as e:
-                log.warning("namespace list failed err=%s", e.message)
-                await asyncio.sleep(1.0)
-                continue
-            sub = cache.subscribe(after=revision, matches=lambda o: True)
-            if sub is None:   # the cache no longer holds the events after the list: list again
-                await asyncio.sleep(0.1)
-                continue
-            known = {o["metadata"]["name"] for o in items if not o["metadata"].get("deletionTimestamp")}
-            self.storage.open_namespaces = known
-            try:
-                while (ev := await sub.queue.get()) is not None:
-                    m = ev.obj["metadata"]
-                    if ev.type == "DELETED" or m.get("deletionTimestamp"):
-                        known.discard(m["name"])
-                    else:
-                        known.add(m["name"])
-            finally:
-                sub.close()
-                self.storage.open_namespaces = None
+        """Keeps ``storage.open_namespaces`` from a list and the namespaces watch (``rbac.follow``,
+        as the RBAC index is kept), so a create checks its namespace in memory instead of reading
+        it from the store each time."""
+        known: set[str] = set()
+
+        def apply(obj: dict[str, Any], deleted: bool) -> None:
+            m = obj["metadata"]
+            if deleted or m.get("deletionTimestamp"):
+                known.discard(m["name"])
+            else:
+                known.add(m["name"])
+
+        self.storage.open_namespaces = known
+        await rbac.follow(by_plural("namespaces"), self.caches["namespaces"], self._list_kind, apply, known.clear)
 
     # -- aiohttp wiring ---------------------------------------------------
     def app(self) -> web.Application:
