@@ -449,7 +449,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
                          service_cidr=args.service_cluster_ip_range, bridge=args.bridge,
                          masquerade_pod_egress=not args.no_masquerade_pod_egress,
                          healthz_port=int(port) if port else args.healthz_port, healthz_bind=bind.strip("[]"),
-                         proxy_mode=args.proxy_mode)
+                         proxy_mode=args.proxy_mode, sync_period=args.sync_period)
     try:
         metrics_bind = _host_port(args.metrics_bind_address, "--metrics-bind-address")
     except ValueError as e:
@@ -498,7 +498,7 @@ def cmd_netpol(args: argparse.Namespace) -> int:
 
     config = AgentConfig(kubeconfig=str(args.kubeconfig),
                          hostname_override=args.hostname_override or socket.gethostname(),
-                         pod_cidr=args.pod_cidr, min_sync_period=args.min_sync_period)
+                         pod_cidr=args.pod_cidr, min_sync_period=args.min_sync_period, sync_period=args.sync_period)
     try:
         metrics_bind = _host_port(args.metrics_bind_address, "--metrics-bind-address")
     except ValueError as e:
@@ -778,6 +778,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-bind-address", default="127.0.0.1:10249", metavar="HOST:PORT",
                    help="where /metrics, /healthz, /livez and /readyz are served over plain HTTP "
                         "(default 127.0.0.1:10249, as upstream; '' for none)")
+    p.add_argument("--sync-period", "--iptables-sync-period", "--nftables-sync-period", type=_duration, default=30.0,
+                   help="how often the rules are rewritten in full even without a change (default 30s, as upstream)")
     p.add_argument("--proxy-mode", choices=("iptables", "nftables"), default="iptables",
                    help="iptables: kube-proxy's iptables layout (iptables-restore); nftables: its nftables layout, "
                         "table ip kube-proxy with verdict maps (nft -f). Starting in one mode removes the other's rules")
@@ -794,6 +796,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-bind-address", default="127.0.0.1:10262", metavar="HOST:PORT",
                    help="where /metrics, /healthz, /livez and /readyz are served over plain HTTP "
                         "(default 127.0.0.1:10262; '' for none)")
+    p.add_argument("--sync-period", type=_duration, default=30.0,
+                   help="how often the rules are rewritten in full even without a change (default 30s)")
     p.add_argument("--cleanup", action="store_true", help="remove every rule the agent made, then exit")
     p.set_defaults(func=cmd_netpol)
 

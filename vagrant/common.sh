@@ -219,6 +219,17 @@ topology=""
 [ -z "${KUBEPY_ZONE:-}" ] || topology="topology.kubernetes.io/zone=$KUBEPY_ZONE"
 [ -z "${KUBEPY_REGION:-}" ] || topology="${topology:+$topology,}topology.kubernetes.io/region=$KUBEPY_REGION"
 extra_kubelet="${topology:+--node-labels $topology}"
+# A software-emulated CPU (libvirt's qemu driver: systemd-detect-virt says qemu, not kvm) makes every
+# process start cost about ten times more, and the periodic work is mostly process starts (`ctr` for
+# the kubelet's resync and runtime check, iptables-save/-restore for the proxy's and network-policy
+# agent's full syncs). There it runs at upstream's own defaults or slower: three 1-vCPU control planes
+# spent their time forking (load average 11-17, a third of it system time) and timed each other out.
+extra_proxy="" extra_netpol=""
+if [ "$(systemd-detect-virt --vm 2>/dev/null || true)" = qemu ]; then
+  extra_kubelet+="${extra_kubelet:+ }--sync-frequency 1m --runtime-health-interval 15s --runtime-down-threshold 2m"
+  extra_proxy="--sync-period 2m"
+  extra_netpol="--sync-period 2m"
+fi
 LB_RANGE=${KUBEPY_LB_RANGE:-$SUBNET.200-$SUBNET.219}
 [[ $LB_RANGE =~ ^[0-9.]+-[0-9.]+$ ]] || die "KUBEPY_LB_RANGE must look like $SUBNET.200-$SUBNET.219, not $LB_RANGE"
 extra_controlplane="--load-balancer-ip-range $LB_RANGE"
@@ -262,8 +273,8 @@ API_PORT="$API_PORT"
 API_SERVER="$api_servers"
 CONTROLPLANE_EXTRA_ARGS="$extra_controlplane"
 KUBELET_EXTRA_ARGS="$extra_kubelet"
-PROXY_EXTRA_ARGS=""
-NETPOL_EXTRA_ARGS=""
+PROXY_EXTRA_ARGS="$extra_proxy"
+NETPOL_EXTRA_ARGS="$extra_netpol"
 INGRESS_EXTRA_ARGS=""
 DNS_EXTRA_ARGS=""
 EOF

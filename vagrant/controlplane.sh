@@ -163,7 +163,7 @@ EOF
 #!/bin/sh
 # keepalived's check (vagrant/controlplane.sh): this node's API server answers /readyz with 200.
 printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' |
-  timeout 10 openssl s_client -quiet -connect 127.0.0.1:$API_PORT 2>/dev/null | head -n 1 | grep -q ' 200 '
+  timeout 8 openssl s_client -quiet -connect 127.0.0.1:$API_PORT 2>/dev/null | head -n 1 | grep -q ' 200 '
 EOF
   priority=150
   peers=""
@@ -185,9 +185,12 @@ global_defs {
 }
 vrrp_script kubepy_apiserver {
   script "/etc/keepalived/kubepy-apiserver-ready"
-  interval 5
-  timeout 15
-  fall 3
+  # Every 10 s, never two at once (the script gives up after 8): a TLS handshake is a process and
+  # a second of CPU on an emulated VM. A dead API server loses the address within about 20 s; a
+  # halted VM's within three missed adverts (3 s), which needs no check.
+  interval 10
+  timeout 10
+  fall 2
   rise 2
   weight -50
   # A control plane that starts (or comes back) counts as failing until two checks pass: it must

@@ -178,7 +178,10 @@ class NodeAddresses:
 
 
 class PeerProbe:
-    """Which other nodes' kube-proxies answer ``/healthz``; probes all of them every ``interval``."""
+    """Which other nodes' kube-proxies answer ``/healthz``; probes all of them every ``interval``
+    while ``want(True)`` (some Service has a load-balancer address), and not at all otherwise: four
+    requests a second per node for nothing cost an emulated VM a few percent of its CPU. ``rounds``
+    counts the rounds since probing last started, so nobody is known live until one is done."""
 
     def __init__(self, *, interval: float = PROBE_INTERVAL, timeout: float = PEER_TIMEOUT,
                  port: int = HEALTHZ_PORT) -> None:
@@ -187,6 +190,15 @@ class PeerProbe:
         self.rounds = 0  # completed probe rounds of known peers: until one is done nobody is known live
         self._last_ok: dict[str, float] = {}
         self._known = asyncio.Event()
+        self._wanted = asyncio.Event()
+
+    def want(self, wanted: bool) -> None:
+        """Probe (``wanted``) or idle; answers older than ``timeout`` count for nothing either way."""
+        if wanted and not self._wanted.is_set():
+            self.rounds = 0
+            self._wanted.set()
+        elif not wanted:
+            self._wanted.clear()
 
     def set_peers(self, peers: dict[str, str]) -> None:
         self.peers = dict(peers)
@@ -203,6 +215,10 @@ class PeerProbe:
             before: set[str] = set()
             await self._known.wait()
             while True:
+                if not self._wanted.is_set():
+                    log.info("proxy peers not probed: no load-balancer address")
+                    await self._wanted.wait()
+                    log.info("proxy peers probed: a load-balancer address")
                 await asyncio.gather(*(self._probe(session, n, ip) for n, ip in list(self.peers.items())))
                 self.rounds += 1
                 now = self.answering()

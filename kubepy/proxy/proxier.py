@@ -341,6 +341,7 @@ class Proxier:
             await self.health.sync_services(local_endpoint_counts(ports))
         if self.addresses is None or self.probe is None:
             return
+        self.probe.want(any(sp.load_balancer_ips for sp in ports.values()) or bool(self.announced))
         nodes = self.nodes.cache.list()
         self.probe.set_peers({n["metadata"]["name"]: ip for n in nodes
                               if n["metadata"]["name"] != self.node_name and (ip := internal_ip(n))})

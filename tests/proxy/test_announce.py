@@ -14,6 +14,7 @@ import pytest
 
 from kubepy.proxy.announce import (
     NodeAddresses,
+    PeerProbe,
     _arp_frame,
     announcing_node,
     desired_addresses,
@@ -187,3 +188,52 @@ async def test_a_taken_healthz_port_is_logged_not_fatal(caplog):
             assert (await asyncio.to_thread(_get, hc))[0] == 200
         finally:
             await srv.stop()
+
+
+async def test_peers_are_probed_only_while_a_load_balancer_address_exists():
+    import asyncio
+
+    from aiohttp import web
+
+    hits: list[float] = []
+
+    async def healthz(_req: web.Request) -> web.Response:
+        hits.append(asyncio.get_running_loop().time())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    probe = PeerProbe(interval=0.05, port=port)
+    changes: list[int] = []
+    task = asyncio.create_task(probe.run(lambda: changes.append(probe.rounds)))
+    try:
+        probe.set_peers({"peer": "127.0.0.1"})
+        await asyncio.sleep(0.3)
+        assert hits == [] and probe.rounds == 0 and probe.answering() == set()
+        probe.want(True)
+        for _ in range(100):
+            if probe.rounds >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert probe.answering() == {"peer"} and changes[0] == 1   # the first round is reported
+        probe.want(False)
+        await asyncio.sleep(0.1)   # a round under way finishes
+        idle_from = len(hits)
+        await asyncio.sleep(0.3)
+        assert len(hits) == idle_from
+        probe.want(True)   # starting again: nobody counts as known until a new round is done
+        assert probe.rounds == 0
+        for _ in range(100):
+            if probe.rounds >= 1:
+                break
+            await asyncio.sleep(0.02)
+        assert len(hits) > idle_from and probe.answering() == {"peer"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await runner.cleanup()

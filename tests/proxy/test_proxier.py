@@ -364,6 +364,10 @@ class FakeRecorder:
 class FakeProbe:
     def __init__(self) -> None:
         self.rounds, self.peers, self.live = 1, {}, set()
+        self.wanted = False
+
+    def want(self, wanted: bool) -> None:
+        self.wanted = wanted
 
     def set_peers(self, peers: dict[str, str]) -> None:
         self.peers = dict(peers)
@@ -403,6 +407,7 @@ async def test_the_announcing_node_holds_the_address_and_gives_it_up_when_a_peer
     try:
         await h.start()
         assert probe.peers == {other: "192.168.77.2"} and addresses.held == set()
+        assert probe.wanted   # a Service has a load-balancer address: the peers are probed
         # The peer stops answering: n1 takes the address, but the call fails after the kernel took it
         # (a link that is down: the address is added, the gratuitous ARP is not sent).
         addresses.fail = True
@@ -432,5 +437,9 @@ async def test_the_announcing_node_holds_the_address_and_gives_it_up_when_a_peer
         count = len(addresses.announced)
         await asyncio.sleep(1.3)
         assert len(addresses.announced) == count
+        # No load-balancer address left: the probing stops.
+        await h.client.patch("services", "web", {"status": {"loadBalancer": {"ingress": None}}},
+                             namespace=svc["metadata"].get("namespace"), subresource="status")
+        await wait_until(lambda: not probe.wanted)
     finally:
         await h.stop()

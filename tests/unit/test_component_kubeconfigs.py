@@ -49,3 +49,27 @@ def test_controlplane_runs_the_metrics_server_on_its_own_identity(tmp_path: Path
     args = cli.build_parser().parse_args(["controlplane", "--data-dir", str(tmp_path), "--advertise-address",
                                           "10.0.0.1", "--metrics-server-port", "0"])
     assert args.func(args) == 0 and seen["metrics_argv"] is None
+
+
+@pytest.mark.parametrize("argv, module, runner", [
+    (["proxy", "--kubeconfig", "k", "--iptables-sync-period", "2m"], "kubepy.proxy.proxier", "run_proxy"),
+    (["proxy", "--kubeconfig", "k", "--sync-period", "2m"], "kubepy.proxy.proxier", "run_proxy"),
+    (["netpol", "--kubeconfig", "k", "--sync-period", "2m"], "kubepy.netpol.agent", "run_agent"),
+])
+def test_node_daemons_take_their_full_sync_period(argv: list[str], module: str, runner: str,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    import importlib
+
+    seen: dict = {}
+
+    async def fake_run(config) -> None:
+        seen["sync_period"] = config.sync_period
+
+    monkeypatch.setattr(importlib.import_module(module), runner, fake_run)
+    monkeypatch.setattr(cli, "_with_metrics", lambda coro, bind, registry: coro)
+    args = cli.build_parser().parse_args(argv)
+    assert args.func(args) == 0
+    assert seen["sync_period"] == 120.0
+    bad = argv[:-1] + ["soon"]
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(bad)
