@@ -75,6 +75,11 @@ def decode_bytes(value: bytes, revision: int) -> dict[str, Any]:
     return obj
 
 
+def decode_api_bytes(value: bytes) -> dict[str, Any]:
+    """API bytes (``with_resource_version``'s, resourceVersion in them) → a fresh dict."""
+    return jsonbytes.loads(value)
+
+
 def decode(kv: KeyValue) -> dict[str, Any]:
     return decode_bytes(kv.value, kv.mod_revision)
 

@@ -108,6 +108,9 @@ class Storage:
         # trusted, as upstream's NamespaceLifecycle admission trusts its informer; a namespace this
         # server updates or deletes leaves the set until the watch shows it open again.
         self.open_namespaces: set[str] | None = None
+        # The API server's watch cache of a kind (list_cache(kind)), or None: lists it can answer
+        # consistently are served from its memory (WatchCache.snapshot).
+        self.list_cache: Callable[[Kind], Any] | None = None
 
     async def load_allocations(self) -> None:
         services, = self.allocations
@@ -154,6 +157,10 @@ class Storage:
         list of 10,000 pods then costs no per-item decode or encode unless
         a selector has to look inside."""
         prefix = res.list_prefix(namespace)
+        if not continue_token and not revision:
+            cached = await self.list_cached(res, namespace, matches=matches, limit=limit, raw=raw)
+            if cached is not None:
+                return cached
         start: str | None = None
         if continue_token:
             revision, start = _decode_continue(continue_token, prefix)
@@ -190,6 +197,39 @@ class Storage:
             if not page.more or not page.kvs:
                 return items, read_rev, None
             start = page.kvs[-1].key + "\x00"
+
+    async def list_cached(self, res: Kind, namespace: str | None, *, matches: Matcher | None = None, limit: int = 0,
+                          raw: bool = True) -> tuple[list[Any], int, str | None] | None:
+        """``list`` from the watch cache's memory, at a revision no older than the store's newest
+        write under ``prefix`` (so a client reads its own writes, as upstream's consistent lists
+        from cache); None when the cache or the store can't promise that. A continue token pins
+        the revision: the next pages are read from the store, at that revision."""
+        cache = self.list_cache(res) if self.list_cache is not None else None
+        if cache is None:
+            return None
+        prefix = res.list_prefix(namespace)
+        if not prefix.startswith(cache.prefix):
+            return None
+        try:
+            newest = await self.store.latest_revision(prefix)
+        except StoreError:
+            return None
+        if newest is None:
+            return None
+        snap = await cache.snapshot(prefix, newest)
+        if snap is None:
+            return None
+        entries, at = snap
+        items: list[Any] = []
+        for i, (key, value) in enumerate(entries):
+            obj = objects.decode_api_bytes(value) if matches is not None or not raw else None
+            if matches is not None and not matches(obj):
+                continue
+            items.append(value if raw else obj)
+            if limit and len(items) >= limit:
+                more = i + 1 < len(entries)
+                return items, at, _encode_continue(at, key + "\x00") if more else None
+        return items, at, None
 
     # -- create -----------------------------------------------------------
     async def create(self, res: Kind, namespace: str | None, obj: dict[str, Any], *,

@@ -9,11 +9,20 @@ a subscriber (or its selector) first reads it.
 
 What must stay true: a subscriber sees every event with revision greater
 than the one it asked for, exactly once, in revision order.
+
+Once a kind is first listed, its cache also keeps every object's current
+API bytes (``snapshot``), as upstream's watch cache does: the state is read
+from the store once, at a revision the event buffer still continues, and
+kept by the same events afterwards. A list is then served from memory,
+consistent as upstream's consistent lists from cache are: the store says
+the newest revision under the prefix, and the cache answers only once it
+has applied that revision (see ``Storage.list``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import logging
 from typing import Any, Callable
@@ -26,6 +35,12 @@ log = logging.getLogger(__name__)
 # A subscriber whose queue grows past this is too slow to keep: it is ended
 # (the client re-watches) rather than letting the server's memory grow.
 MAX_PENDING = 20_000
+_STATE_PAGE = 1000   # keys per store read while reading a cache's state
+
+
+def prefix_end(prefix: str) -> str:
+    """The first key after every key that starts with ``prefix``."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else "\U0010ffff"
 
 
 class _Decoded:
@@ -56,14 +71,16 @@ class _Decoded:
 
 
 class WatchEvent:
-    """``type`` (ADDED | MODIFIED | DELETED) of the object at ``revision``; ``obj`` and ``prev``
-    (the version before, or None) are decoded when first read. Shared read-only."""
+    """``type`` (ADDED | MODIFIED | DELETED) of the object stored at ``key`` at ``revision``;
+    ``obj`` and ``prev`` (the version before, or None) are decoded when first read. Shared
+    read-only."""
 
-    __slots__ = ("type", "revision", "_cur", "_prev")
+    __slots__ = ("type", "revision", "key", "_cur", "_prev")
 
-    def __init__(self, type: str, cur: _Decoded, prev: _Decoded | None, revision: int) -> None:
+    def __init__(self, type: str, cur: _Decoded, prev: _Decoded | None, revision: int, key: str = "") -> None:
         self.type = type
         self.revision = revision
+        self.key = key
         self._cur = cur
         self._prev = prev
 
@@ -77,7 +94,7 @@ class WatchEvent:
 
     def retyped(self, type: str) -> WatchEvent:
         """The same object as another event type (a selector watch's ADDED or DELETED)."""
-        return WatchEvent(type, self._cur, self._prev, self.revision)
+        return WatchEvent(type, self._cur, self._prev, self.revision, self.key)
 
     def json_line(self) -> bytes:
         return b'{"type":"%s","object":%s}\n' % (self.type.encode(), self._cur.bytes())
@@ -93,7 +110,7 @@ def to_watch_event(ev: Event) -> WatchEvent:
         kind = "DELETED"
     else:
         kind = "ADDED" if ev.prev is None else "MODIFIED"
-    return WatchEvent(kind, _Decoded(ev.kv.value, ev.kv.mod_revision), prev, ev.kv.mod_revision)
+    return WatchEvent(kind, _Decoded(ev.kv.value, ev.kv.mod_revision), prev, ev.kv.mod_revision, ev.kv.key)
 
 
 # matches(obj) -> bool; decides what one subscriber sees.
@@ -161,6 +178,13 @@ class WatchCache:
         self.subscribers: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        self.watching = False   # the store watch is open (not failed and waiting to retry)
+        # The objects' current API bytes by key, and the keys sorted: None until first listed.
+        self._state: dict[str, bytes] | None = None
+        self._keys: list[str] = []
+        self._state_at = 0   # the revision the state was read at: older events are in it already
+        self._building: asyncio.Future[bool] | None = None
+        self._applied = asyncio.Event()   # set at every dispatched event: snapshot waiters look again
 
     async def start(self) -> None:
         rev = await self.store.current_revision()
@@ -184,10 +208,12 @@ class WatchCache:
             try:
                 stream = self.store.watch(self.prefix, start_revision=self.last_revision + 1)
                 self.ready.set()
+                self.watching = True
                 async for ev in stream:
                     self._dispatch(to_watch_event(ev))
                     backoff = 0.1
             except asyncio.CancelledError:
+                self.watching = False
                 raise
             except CompactedError as e:
                 # We fell behind compaction: history is gone, so every
@@ -198,6 +224,8 @@ class WatchCache:
                 log.warning("watch cache store error prefix=%s err=%s backoff=%.1fs", self.prefix, e, backoff)
             except Exception:
                 log.exception("watch cache failed prefix=%s", self.prefix)
+            # Events may be missed until the watch is open again: no list is served from memory.
+            self.watching = False
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
@@ -211,6 +239,7 @@ class WatchCache:
         self.buffer.clear()
         self.last_revision = revision
         self.complete_from = revision + 1
+        self._state, self._keys = None, []   # events were missed: read again at the next list
         for sub in list(self.subscribers):
             sub.end()
         self.subscribers.clear()
@@ -223,8 +252,95 @@ class WatchCache:
             self.complete_from = old.revision + 1
         self.buffer.append(ev)
         self.last_revision = ev.revision
+        if self._state is not None and ev.revision > self._state_at:
+            self._apply(ev)
+        self._applied.set()
         for sub in list(self.subscribers):
             sub.offer(ev)
+
+    def _apply(self, ev: WatchEvent) -> None:
+        assert self._state is not None
+        if ev.type == "DELETED":
+            if self._state.pop(ev.key, None) is not None:
+                i = bisect.bisect_left(self._keys, ev.key)
+                if i < len(self._keys) and self._keys[i] == ev.key:
+                    del self._keys[i]
+            return
+        if ev.key not in self._state:
+            bisect.insort(self._keys, ev.key)
+        self._state[ev.key] = ev._cur.bytes()
+
+    async def snapshot(self, prefix: str, revision: int, *,
+                       timeout: float = 1.0) -> tuple[list[tuple[str, bytes]], int] | None:
+        """([(key, API bytes)] under ``prefix`` in key order, the revision they are at) once this
+        cache has applied ``revision`` (the store's newest under the prefix); None when it can't
+        say within ``timeout`` (not watching, fell behind, or the state could not be read), and
+        the caller reads the store."""
+        if not self.watching:
+            return None
+        if self._state is None and not await self._build():
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while max(self.last_revision, self._state_at) < revision:
+            self._applied.clear()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._applied.wait()
+            except TimeoutError:
+                log.warning("watch cache behind prefix=%s at=%d want=%d", self.prefix, self.last_revision, revision)
+                return None
+        if self._state is None or not self.watching:
+            return None   # reset while waiting
+        lo = bisect.bisect_left(self._keys, prefix)
+        hi = bisect.bisect_left(self._keys, prefix_end(prefix), lo)
+        state = self._state
+        return [(k, state[k]) for k in self._keys[lo:hi]], max(self.last_revision, self._state_at)
+
+    async def _build(self) -> bool:
+        """Read the state once (callers that arrive meanwhile share the reading)."""
+        if self._building is None:
+            self._building = asyncio.get_running_loop().create_future()
+            try:
+                ok = await self._read_state()
+            except asyncio.CancelledError:
+                self._building.cancel()
+                self._building = None
+                raise
+            self._building.set_result(ok)
+            self._building = None
+            return ok
+        return await asyncio.shield(self._building)
+
+    async def _read_state(self) -> bool:
+        """Every key under the prefix at one revision, then the buffered events after it."""
+        kvs: list[Any] = []
+        start: str | None = None
+        at = 0
+        try:
+            while True:
+                page = await self.store.range(self.prefix, start=start, limit=_STATE_PAGE, revision=at)
+                at = page.revision
+                kvs.extend(page.kvs)
+                if not page.more or not page.kvs:
+                    break
+                start = page.kvs[-1].key + "\x00"
+        except (StoreError, CompactedError) as e:
+            log.warning("watch cache state not read prefix=%s err=%s", self.prefix, e)
+            return False
+        # Every event after the read must still be in the buffer (or not have happened yet).
+        if self.complete_from > at + 1 and self.last_revision > at:
+            log.warning("watch cache state read too late prefix=%s at=%d buffered_from=%d",
+                        self.prefix, at, self.complete_from)
+            return False
+        self._keys = [kv.key for kv in kvs]   # the store's key order
+        self._state = {kv.key: with_resource_version(kv.value, kv.mod_revision) for kv in kvs}
+        self._state_at = at
+        for ev in self.buffer:
+            if ev.revision > at:
+                self._apply(ev)
+        log.info("watch cache state read prefix=%s objects=%d revision=%d", self.prefix, len(kvs), at)
+        return True
 
     def compacted(self, revision: int) -> None:
         """The store forgot history at or below ``revision``; so do we, so a

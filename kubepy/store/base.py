@@ -109,6 +109,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def current_revision(self) -> int: ...
 
+    async def latest_revision(self, prefix: str) -> int | None:
+        """A revision at or after the newest write (delete included) of any key under ``prefix``
+        (a prefix ending in "/"), or None when this store can't say cheaply. A watch cache that has
+        applied it holds what a read of the prefix would return (``WatchCache.snapshot``)."""
+        return None
+
     @abc.abstractmethod
     async def compact(self, revision: int) -> None:
         """Forget history older than ``revision`` (current values stay)."""

@@ -162,6 +162,11 @@ class SQLiteStore(Store):
         self._conn = _connect(path)
         self._conn.executescript(_SCHEMA)
         self._revision = self._load_revision(self._conn)  # for logs; reads ask the database
+        # The newest revision written under each "/"-ending prefix of a key since the store was
+        # opened (latest_revision); a prefix not written since has nothing newer than the opening.
+        self._opened_at = self._revision
+        self._newest: dict[str, int] = {}
+        self._newest_lock = threading.Lock()
         self._watchers: set[_Watcher] = set()
         self._watchers_lock = threading.Lock()
         self._writes: queue.Queue = queue.Queue()
@@ -284,9 +289,28 @@ class SQLiteStore(Store):
             events = []
         if events:
             self._revision = events[-1].kv.mod_revision
+            self._note_newest(events)   # before any writer hears back: a read after it sees the write
             self._broadcast(events)
         for w, result, err in outcomes:
             _resolve(w, result, err)
+
+    def _note_newest(self, events: list[Event]) -> None:
+        with self._newest_lock:
+            newest = self._newest
+            for e in events:
+                key, rev = e.kv.key, e.kv.mod_revision
+                i = key.find("/")
+                while i >= 0:
+                    prefix = key[:i + 1]
+                    if newest.get(prefix, 0) < rev:
+                        newest[prefix] = rev
+                    i = key.find("/", i + 1)
+
+    async def latest_revision(self, prefix: str) -> int | None:
+        if not prefix.endswith("/"):
+            return None
+        with self._newest_lock:
+            return self._newest.get(prefix, self._opened_at)
 
     def _broadcast(self, events: list[Event]) -> None:
         with self._watchers_lock:
