@@ -1151,7 +1151,7 @@ class APIServer:
             await resp.prepare(request)
             await resp.write(self._list_head(t, {"resourceVersion": str(read_rev)}) + b",".join(pages[0]))
             for page in pages[1:]:
-                await resp.write(b"," + b",".join(page))
+                await resp.write(b",".join([b"", *page]))   # the leading comma without a second copy
             await resp.write(b"]}\n")
             await resp.write_eof()
             return resp

@@ -220,6 +220,8 @@ class Storage:
         if snap is None:
             return None
         entries, at = snap
+        if matches is None and not limit and raw:
+            return [value for _, value in entries], at, None
         items: list[Any] = []
         for i, (key, value) in enumerate(entries):
             obj = objects.decode_api_bytes(value) if matches is not None or not raw else None
