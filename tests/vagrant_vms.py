@@ -356,6 +356,13 @@ def save_logs(vms: VagrantVMs, *, units: tuple[str, ...] = ()) -> None:
                         "-o", "custom-columns=NAME:.metadata.name,READY:.status.conditions[?(@.type=='Ready')].reason,"
                         "MESSAGE:.status.conditions[?(@.type=='Ready')].message", check=False, timeout=60)
         print(f"--- nodes ---\n{nodes.stdout}{nodes.stderr}")
+        # Who leads, and which nodes have no pod CIDR yet (a kubelet waits for one before it is Ready).
+        more = vms.run(KUBECTL, "--kubeconfig", str(vms.kubeconfig), "--request-timeout=30s", "get", "nodes",
+                       "-o", "custom-columns=NAME:.metadata.name,PODCIDR:.spec.podCIDR", check=False, timeout=60)
+        leases = vms.run(KUBECTL, "--kubeconfig", str(vms.kubeconfig), "--request-timeout=30s", "get", "leases",
+                         "-n", "kube-system", "-o", "custom-columns=NAME:.metadata.name,HOLDER:.spec.holderIdentity,"
+                         "RENEWED:.spec.renewTime,TRANSITIONS:.spec.leaseTransitions", check=False, timeout=60)
+        print(f"--- pod CIDRs ---\n{more.stdout}{more.stderr}--- leases ---\n{leases.stdout}{leases.stderr}")
     except subprocess.TimeoutExpired:
         print("--- nodes: kubectl timed out ---")
     for machine in vms.addresses():
@@ -371,6 +378,13 @@ def save_logs(vms: VagrantVMs, *, units: tuple[str, ...] = ()) -> None:
         journal = vms.ssh(machine, "sudo journalctl -u 'kubepy-*' --no-pager -n 60 -o short-monotonic "
                                    "| grep -v ' request method='", timeout=120, check=False)
         print(f"--- journal of {machine} ---\n{journal[-6000:]}")
+        # The control plane's decisions (leadership, controllers, the supervisor), without etcd's and the
+        # API server's request noise.
+        journal = vms.ssh(machine, "sudo journalctl -u kubepy-controlplane --no-pager -o short-monotonic 2>/dev/null "
+                                   "| grep -E 'kubepy\\.(controllers|scheduler|controlplane|client\\.leaderelection)' "
+                                   "| tail -n 60", timeout=120, check=False)
+        if journal.strip():
+            print(f"--- control-plane decisions on {machine} ---\n{journal[-8000:]}")
 
 
 @contextlib.contextmanager
