@@ -423,7 +423,8 @@ def cmd_controlplane(args: argparse.Namespace) -> int:
                      "--tls-private-key-file", str(data_dir / "dashboard-serving.key")]
     return run_controlplane(api, sched, cm, data_dir=data_dir, port=args.port, metrics_argv=metrics,
                             advertise_address=args.advertise_address, metrics_port=args.metrics_server_port,
-                            dashboard_argv=dashboard, tls_sans=args.tls_san, startup_grace=args.startup_grace)
+                            dashboard_argv=dashboard, tls_sans=args.tls_san, startup_grace=args.startup_grace,
+                            ready_file=args.ready_file)
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:
@@ -888,6 +889,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--startup-grace", type=_duration, default=240.0,
                    help="how long a child may take to become healthy (the API server: ready) before it is "
                         "killed, as a startup probe's failureThreshold x periodSeconds (default 240s, kubeadm's)")
+    p.add_argument("--ready-file", type=Path, default=None,
+                   help="keep 0 in this file while the API server answers /readyz, 1 otherwise (for keepalived's "
+                        "track_file: the virtual address follows a ready API server)")
     add_leader_election_flags(p)
     p.set_defaults(func=cmd_controlplane)
 

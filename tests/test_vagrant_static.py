@@ -704,3 +704,17 @@ def test_common_sh_lists_every_api_server_own_first():
         "https://10.0.0.12:6443,https://10.0.0.10:6443,https://10.0.0.11:6443"
     assert servers("worker", "10.0.0.13", "10.0.0.10,10.0.0.11,10.0.0.12") == \
         "https://10.0.0.10:6443,https://10.0.0.11:6443,https://10.0.0.12:6443"
+
+
+def test_keepalived_follows_the_supervisor_s_ready_file():
+    """The control plane's supervisor writes READY_FILE (--ready-file, common.sh), keepalived tracks it
+    (controlplane.sh), and the unit marks it not ready however the supervisor ends (ExecStopPost)."""
+    lib = (VAGRANT_DIR / "lib.sh").read_text()
+    path = re.search(r"^READY_FILE=(\S+)", lib, re.M).group(1)
+    assert "--ready-file $READY_FILE" in (VAGRANT_DIR / "common.sh").read_text()
+    conf = (VAGRANT_DIR / "controlplane.sh").read_text()
+    assert re.search(r"track_file kubepy_apiserver \{\n  file \$READY_FILE\n  weight -50\n", conf)
+    assert "vrrp_script" not in conf and "track_script" not in conf
+    unit = (VAGRANT_DIR.parent / "systemd" / "kubepy-controlplane.service").read_text()
+    stop = re.search(r"^ExecStopPost=(.*)$", unit, re.M).group(1)
+    assert f"f={path};" in stop and "echo 1 >" in stop and "$$f" in stop   # $$: systemd must not expand it

@@ -252,7 +252,7 @@ if [ "${#cp_ips[@]}" -gt 1 ] && [ "$ROLE" = controlplane ]; then
   # address in the serving certificate.
   extra_controlplane+=" --store etcd://$(own_first "%s:$ETCD_CLIENT_PORT") --etcd-cafile $ETCD_PKI/ca.crt"
   extra_controlplane+=" --etcd-certfile $ETCD_PKI/apiserver-etcd-client.crt --etcd-keyfile $ETCD_PKI/apiserver-etcd-client.key"
-  extra_controlplane+=" --tls-san $API_VIP --leader-elect"
+  extra_controlplane+=" --tls-san $API_VIP --leader-elect --ready-file $READY_FILE"
   # A joining control plane's first start (its etcd member catching up, beside the other VMs' work) has
   # taken more than the default 240 s to become ready on an emulated VM; the supervisor restarting it
   # from scratch then only made it later.

@@ -159,12 +159,8 @@ EOF
   wait_for "$WAIT" "etcd (journalctl -u $ETCD_UNIT)" etcdctl_on "https://127.0.0.1:$ETCD_CLIENT_PORT" endpoint health
 
   # keepalived: API_VIP on one control plane whose API server is ready (VRRP, unicast to the others).
-  write_file /etc/keepalived/kubepy-apiserver-ready 0755 <<EOF || true
-#!/bin/sh
-# keepalived's check (vagrant/controlplane.sh): this node's API server answers /readyz with 200.
-printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' |
-  timeout 8 openssl s_client -quiet -connect 127.0.0.1:$API_PORT 2>/dev/null | head -n 1 | grep -q ' 200 '
-EOF
+  # Readiness is the supervisor's file (kubepy controlplane --ready-file, common.sh), not a check script.
+  rm -f /etc/keepalived/kubepy-apiserver-ready
   priority=150
   peers=""
   for i in "${!cp_ips[@]}"; do
@@ -173,29 +169,24 @@ EOF
   keepalived_changed=false
   if write_file "$KEEPALIVED_CONF" 0644 <<EOF; then keepalived_changed=true; fi
 # Written by vagrant/controlplane.sh: the API's virtual address $API_VIP, held by the control plane
-# of highest priority; another takes it over within seconds when that one stops. A failing check
-# lowers a node's priority below every healthy peer's (kubeadm's HA guide: weight, not a fault
-# state), so the address moves to a ready API server when there is one, and stays somewhere when
-# every check fails at once (three emulated control planes on two cores all timed out together, and
-# as faults they left the address nowhere).
+# of highest priority; another takes it over within seconds when that one stops. An API server that
+# is not ready lowers its node's priority below every ready peer's (kubeadm's HA guide: weight, not a
+# fault state), so the address moves to a ready API server when there is one, and stays somewhere
+# when none is (three emulated control planes on two cores all timed out together, and as faults
+# they left the address nowhere).
 global_defs {
   router_id $NODE_NAME
-  script_user root
-  enable_script_security
 }
-vrrp_script kubepy_apiserver {
-  script "/etc/keepalived/kubepy-apiserver-ready"
-  # Every 10 s, never two at once (the script gives up after 8): a TLS handshake is a process and
-  # a second of CPU on an emulated VM. A dead API server loses the address within about 20 s; a
-  # halted VM's within three missed adverts (3 s), which needs no check.
-  interval 10
-  timeout 10
-  fall 2
-  rise 2
+# The API server's readiness comes from its supervisor (kubepy controlplane --ready-file): 0 while it
+# answers /readyz, 1 otherwise, from the start, and when the unit stops (ExecStopPost). It is probed
+# in-process over one kept-alive connection: an openssl s_client check every few seconds took up to a
+# fifth of an emulated control plane's CPU. keepalived follows the file's renames (inotify).
+track_file kubepy_apiserver {
+  file $READY_FILE
   weight -50
-  # A control plane that starts (or comes back) counts as failing until two checks pass: it must
-  # not take the address back before its API server is ready.
-  init_fail
+  # Missing (this boot's supervisor not started yet): not ready, so a node that comes back does not
+  # take the address before its API server is ready.
+  init_file 1
 }
 vrrp_instance kubepy_api {
   state BACKUP
@@ -209,7 +200,7 @@ $peers  }
   virtual_ipaddress {
     $API_VIP/24 dev $NODE_IF
   }
-  track_script {
+  track_file {
     kubepy_apiserver
   }
 }

@@ -30,6 +30,7 @@ ETCD_CLIENT_PORT=2379
 ETCD_PEER_PORT=2380
 ETCD_UNIT=kubepy-etcd
 KEEPALIVED_CONF=/etc/keepalived/keepalived.conf    # the API's virtual address (the distribution's keepalived.service)
+READY_FILE=/run/kubepy/apiserver-ready             # 0 while this API server is ready (kubepy controlplane --ready-file)
 # What a joining control plane copies from the first (kubepy.lab.controlplanes.SHARED_FILES).
 JOIN_FILES=(ca.crt ca.key sa.key tokens.csv front-proxy-ca.crt front-proxy-ca.key)
 JOIN_BUNDLE=controlplane-join.tar.base64           # those files, published by the first control plane
