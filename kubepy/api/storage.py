@@ -202,7 +202,7 @@ class Storage:
                           raw: bool = True) -> tuple[list[Any], int, str | None] | None:
         """``list`` from the watch cache's memory, at a revision no older than the store's newest
         write under ``prefix`` (so a client reads its own writes, as upstream's consistent lists
-        from cache); None when the cache or the store can't promise that. A continue token pins
+        from cache), and at the store's revision when it is newer than the cache's; None when the cache or the store can't promise that. A continue token pins
         the revision: the next pages are read from the store, at that revision."""
         cache = self.list_cache(res) if self.list_cache is not None else None
         if cache is None:
@@ -211,12 +211,13 @@ class Storage:
         if not prefix.startswith(cache.prefix):
             return None
         try:
-            newest = await self.store.latest_revision(prefix)
+            revisions = await self.store.prefix_revisions(prefix)
         except StoreError:
             return None
-        if newest is None:
+        if revisions is None:
             return None
-        snap = await cache.snapshot(prefix, newest)
+        newest, current = revisions
+        snap = await cache.snapshot(prefix, newest, current=current)
         if snap is None:
             return None
         entries, at = snap

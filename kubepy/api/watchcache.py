@@ -270,12 +270,16 @@ class WatchCache:
             bisect.insort(self._keys, ev.key)
         self._state[ev.key] = ev._cur.bytes()
 
-    async def snapshot(self, prefix: str, revision: int, *,
+    async def snapshot(self, prefix: str, revision: int, *, current: int = 0,
                        timeout: float = 1.0) -> tuple[list[tuple[str, bytes]], int] | None:
         """([(key, API bytes)] under ``prefix`` in key order, the revision they are at) once this
         cache has applied ``revision`` (the store's newest under the prefix); None when it can't
         say within ``timeout`` (not watching, fell behind, or the state could not be read), and
-        the caller reads the store."""
+        the caller reads the store. ``current``: the store's revision when ``revision`` was
+        read; nothing under the prefix changed between the two, so the items are also the
+        store's at ``current``, which is the revision returned if the cache has applied less (a
+        kind idle for an hour must not list at an hour-old revision that compaction has since
+        made too old to watch from)."""
         if not self.watching:
             return None
         if self._state is None and not await self._build():
@@ -295,7 +299,7 @@ class WatchCache:
         lo = bisect.bisect_left(self._keys, prefix)
         hi = bisect.bisect_left(self._keys, prefix_end(prefix), lo)
         state = self._state
-        return [(k, state[k]) for k in self._keys[lo:hi]], max(self.last_revision, self._state_at)
+        return [(k, state[k]) for k in self._keys[lo:hi]], max(self.last_revision, self._state_at, current)
 
     async def _build(self) -> bool:
         """Read the state once (callers that arrive meanwhile share the reading)."""

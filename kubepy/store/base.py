@@ -109,10 +109,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def current_revision(self) -> int: ...
 
-    async def latest_revision(self, prefix: str) -> int | None:
-        """A revision at or after the newest write (delete included) of any key under ``prefix``
-        (a prefix ending in "/"), or None when this store can't say cheaply. A watch cache that has
-        applied it holds what a read of the prefix would return (``WatchCache.snapshot``)."""
+    async def prefix_revisions(self, prefix: str) -> tuple[int, int] | None:
+        """(a revision at or after the newest write, delete included, of any key under ``prefix``,
+        the store's revision), both as of one instant; None when this store can't say cheaply.
+        ``prefix`` ends in "/". A watch cache that has applied the first holds what a read of the
+        prefix returns at any revision from there to the second (``WatchCache.snapshot``)."""
         return None
 
     @abc.abstractmethod

@@ -163,9 +163,10 @@ class SQLiteStore(Store):
         self._conn.executescript(_SCHEMA)
         self._revision = self._load_revision(self._conn)  # for logs; reads ask the database
         # The newest revision written under each "/"-ending prefix of a key since the store was
-        # opened (latest_revision); a prefix not written since has nothing newer than the opening.
+        # opened (prefix_revisions); a prefix not written since has nothing newer than the opening.
         self._opened_at = self._revision
         self._newest: dict[str, int] = {}
+        self._noted = self._revision   # the revision of the last write noted in _newest
         self._newest_lock = threading.Lock()
         self._watchers: set[_Watcher] = set()
         self._watchers_lock = threading.Lock()
@@ -305,12 +306,13 @@ class SQLiteStore(Store):
                     if newest.get(prefix, 0) < rev:
                         newest[prefix] = rev
                     i = key.find("/", i + 1)
+                self._noted = max(self._noted, rev)
 
-    async def latest_revision(self, prefix: str) -> int | None:
+    async def prefix_revisions(self, prefix: str) -> tuple[int, int] | None:
         if not prefix.endswith("/"):
             return None
         with self._newest_lock:
-            return self._newest.get(prefix, self._opened_at)
+            return self._newest.get(prefix, self._opened_at), self._noted
 
     def _broadcast(self, events: list[Event]) -> None:
         with self._watchers_lock:

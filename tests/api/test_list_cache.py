@@ -2,7 +2,7 @@
 
 A kind's watch cache reads its state from the store at its first list and keeps it by its events
 (``WatchCache.snapshot``); ``Storage.list`` serves from it once it has applied the newest revision
-the store wrote under the listed prefix (``Store.latest_revision``), so a client always reads its
+the store wrote under the listed prefix (``Store.prefix_revisions``), so a client always reads its
 own writes, and falls back to the store whenever the cache can't promise that.
 """
 
@@ -31,6 +31,13 @@ def pod(name: str, ns: str = "ns1", **labels: str) -> dict:
 def put(store: SQLiteStore, obj: dict):
     m = obj["metadata"]
     return store.create(f"{PODS.prefix}{m['namespace']}/{m['name']}", objects.encode(obj))
+
+
+async def newest(store: SQLiteStore, prefix: str) -> tuple[int]:
+    """(the newest revision under ``prefix``,) for ``snapshot``'s positional argument."""
+    revisions = await store.prefix_revisions(prefix)
+    assert revisions is not None
+    return (revisions[0],)
 
 
 async def from_store(store: SQLiteStore, prefix: str) -> list[tuple[str, bytes]]:
@@ -69,19 +76,19 @@ async def test_sqlite_knows_the_newest_write_under_each_prefix(tmp_path: Path):
         a = await put(store, pod("a"))
         b = await put(store, pod("b"))
         other = await put(store, pod("c", "ns2"))
-        assert await store.latest_revision(f"{PODS.prefix}ns1/") == b.mod_revision
-        assert await store.latest_revision(f"{PODS.prefix}ns2/") == other.mod_revision
-        assert await store.latest_revision(PODS.prefix) == other.mod_revision
+        assert await store.prefix_revisions(f"{PODS.prefix}ns1/") == (b.mod_revision, other.mod_revision)
+        assert await store.prefix_revisions(f"{PODS.prefix}ns2/") == (other.mod_revision, other.mod_revision)
+        assert await store.prefix_revisions(PODS.prefix) == (other.mod_revision, other.mod_revision)
         gone = await store.delete(a.key)   # a delete is a write under the prefix too
-        assert await store.latest_revision(f"{PODS.prefix}ns1/") == gone.mod_revision > other.mod_revision
-        assert await store.latest_revision(f"{PODS.prefix}ns2/") == other.mod_revision
-        assert await store.latest_revision(f"{PODS.prefix}ns") is None   # not a "/"-ending prefix
+        assert await store.prefix_revisions(f"{PODS.prefix}ns1/") == (gone.mod_revision, gone.mod_revision)
+        assert await store.prefix_revisions(f"{PODS.prefix}ns2/") == (other.mod_revision, gone.mod_revision)
+        assert await store.prefix_revisions(f"{PODS.prefix}ns") is None   # not a "/"-ending prefix
         current = await store.current_revision()
     finally:
         await store.close()
     reopened = SQLiteStore(path)
     try:   # nothing written since opening: the revision it opened at
-        assert await reopened.latest_revision(f"{PODS.prefix}ns2/") == current
+        assert await reopened.prefix_revisions(f"{PODS.prefix}ns2/") == (current, current)
     finally:
         await reopened.close()
 
@@ -89,21 +96,21 @@ async def test_sqlite_knows_the_newest_write_under_each_prefix(tmp_path: Path):
 async def test_a_snapshot_is_the_store_s_state_and_reads_every_write_it_follows(store, cache):
     first = [await put(store, pod(n)) for n in ("b", "a")] + [await put(store, pod("z", "ns2"))]
     ns1 = f"{PODS.prefix}ns1/"
-    items, at = await cache.snapshot(ns1, await store.latest_revision(ns1))
+    items, at = await cache.snapshot(ns1, *await newest(store, ns1))
     assert items == await from_store(store, ns1) and [k.rsplit("/", 1)[1] for k, _ in items] == ["a", "b"]
     assert at >= first[1].mod_revision
     assert json.loads(items[0][1])["metadata"]["resourceVersion"] == str(first[1].mod_revision)
     # Each write is in the very next snapshot: no waiting on the client's side.
     kv = await put(store, pod("c"))
-    items, _ = await cache.snapshot(ns1, await store.latest_revision(ns1))
+    items, _ = await cache.snapshot(ns1, *await newest(store, ns1))
     assert [k for k, _ in items] == [f"{ns1}a", f"{ns1}b", f"{ns1}c"]
     updated = await store.update(kv.key, objects.encode(pod("c", app="web")), revision=kv.mod_revision)
-    items, at = await cache.snapshot(ns1, await store.latest_revision(ns1))
+    items, at = await cache.snapshot(ns1, *await newest(store, ns1))
     assert json.loads(dict(items)[kv.key])["metadata"]["labels"] == {"app": "web"} and at == updated.mod_revision
     await store.delete(first[1].key)
-    items, _ = await cache.snapshot(ns1, await store.latest_revision(ns1))
+    items, _ = await cache.snapshot(ns1, *await newest(store, ns1))
     assert items == await from_store(store, ns1) and [k for k, _ in items] == [f"{ns1}b", f"{ns1}c"]
-    everything, _ = await cache.snapshot(PODS.prefix, await store.latest_revision(PODS.prefix))
+    everything, _ = await cache.snapshot(PODS.prefix, *await newest(store, PODS.prefix))
     assert everything == await from_store(store, PODS.prefix)
 
 
@@ -122,11 +129,11 @@ async def test_the_state_read_while_writes_go_on_ends_up_exactly_the_store_s(sto
     task = asyncio.create_task(writer())
     snaps = []
     while not task.done():
-        snaps.append(await cache.snapshot(PODS.prefix, await store.latest_revision(PODS.prefix)))
+        snaps.append(await cache.snapshot(PODS.prefix, *await newest(store, PODS.prefix)))
         await asyncio.sleep(0.002)   # a fresh snapshot never suspends: let the writer on
     await task
     assert all(s is not None for s in snaps) and len(snaps) > 1
-    items, at = await cache.snapshot(PODS.prefix, await store.latest_revision(PODS.prefix))
+    items, at = await cache.snapshot(PODS.prefix, *await newest(store, PODS.prefix))
     assert at == await store.current_revision()
     assert items == await from_store(store, PODS.prefix)
     # A snapshot taken mid-way was the store's state at its revision.
@@ -137,13 +144,13 @@ async def test_the_state_read_while_writes_go_on_ends_up_exactly_the_store_s(sto
 
 async def test_a_cache_that_cannot_promise_fresh_answers_defers_to_the_store(store, cache):
     await put(store, pod("a"))
-    newest = await store.latest_revision(PODS.prefix)
-    assert await cache.snapshot(PODS.prefix, newest + 5, timeout=0.1) is None   # not applied within the wait
-    assert await cache.snapshot(PODS.prefix, newest) is not None
+    (latest,) = await newest(store, PODS.prefix)
+    assert await cache.snapshot(PODS.prefix, latest + 5, timeout=0.1) is None   # not applied within the wait
+    assert await cache.snapshot(PODS.prefix, latest) is not None
     cache._reset(await store.current_revision())   # fell behind compaction: the state is read again
     assert cache._state is None
     await put(store, pod("b"))
-    items, _ = await cache.snapshot(PODS.prefix, await store.latest_revision(PODS.prefix))
+    items, _ = await cache.snapshot(PODS.prefix, *await newest(store, PODS.prefix))
     assert items == await from_store(store, PODS.prefix) and len(items) == 2
     idle = WatchCache(store, PODS.prefix)   # never started: not watching
     assert await idle.snapshot(PODS.prefix, 0) is None
@@ -209,3 +216,26 @@ async def test_events_the_state_read_already_holds_are_not_applied_again(store):
     cache._dispatch(to_watch_event(Event("PUT", later, None)))   # newer than the read: applied
     items, at = await cache.snapshot(PODS.prefix, later.mod_revision)
     assert [k for k, _ in items] == [later.key] and at == later.mod_revision
+
+
+async def test_a_list_of_an_idle_kind_is_at_the_store_s_revision_and_can_be_watched_from(store, cache, tmp_path):
+    """Writes to other kinds move the store on: the list's resourceVersion must follow, or after a
+    compaction a watch from it would be 410 Gone for ever (an informer relisting in a loop)."""
+    await put(store, pod("a"))
+    storage = Storage(store)
+    storage.list_cache = lambda res: cache if res is PODS else None
+    _, first, _ = await storage.list(PODS, "ns1")
+    for i in range(5):   # another kind's writes
+        await store.create(f"/registry/configmaps/ns1/c{i}", objects.encode(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{i}", "namespace": "ns1"}}))
+    current = await store.current_revision()
+    items, at, _ = await storage.list(PODS, "ns1")
+    assert at == current > first and [o["metadata"]["name"] for o in items] == ["a"]
+    await store.compact(current)
+    cache.compacted(current)
+    sub = cache.subscribe(after=at, matches=lambda o: True)   # a watch from the list's revision works
+    assert sub is not None
+    later = await put(store, pod("b"))
+    ev = await asyncio.wait_for(sub.queue.get(), 5)
+    assert ev is not None and ev.type == "ADDED" and ev.revision == later.mod_revision
+    sub.close()
