@@ -215,7 +215,17 @@ def _cleanup(node: KubeletNode) -> None:
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
     with contextlib.suppress(Exception):
         PodCgroups("kubepy", node=node.name).remove_parent()
+    unmount_under(node.tmp)   # a SIGKILLed kubelet leaves its pods' /dev/shm tmpfs mounted
     shutil.rmtree(node.tmp, ignore_errors=True)
+
+
+def unmount_under(root: Path) -> None:
+    """Lazily unmount every mount point below ``root``, deepest first."""
+    prefix = str(root).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def _free_octet(seed: int) -> int:
