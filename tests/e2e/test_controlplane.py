@@ -368,8 +368,28 @@ def test_a_killed_supervisor_is_replaced_by_one_that_adopts_the_children(cp):
     cp.proc.kill()
     cp.proc.wait(10)
     assert {name: proc.pid for name, proc in cp.children().items()} == before, "children outlive the supervisor"
+    log_path = cp.dir / "controlplane.log"
+    offset = log_path.stat().st_size
     cp.proc = subprocess.Popen(cp.argv, stdout=cp.log, stderr=subprocess.STDOUT)
-    wait_for(lambda: cp.tail(50).count("adopted child=") >= 3, timeout=60, what="children adopted", cp=cp)
+
+    def since_restart() -> list[str]:
+        """The new supervisor's lines (the API server's request lines, four a second, would push them
+        out of any tail)."""
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        return [line for line in text.splitlines() if "kubepy.controlplane" in line or "Traceback" in line
+                or line.startswith(("  ", "kubepy.", "Error", "Exception"))]
+
+    def adopted() -> bool:
+        assert cp.proc.poll() is None, f"the new supervisor exited {cp.proc.returncode}:\n" + \
+            "\n".join(since_restart()[-40:])
+        return sum("adopted child=" in line for line in since_restart()) >= 3
+
+    try:
+        wait_for(adopted, timeout=60, what="children adopted", cp=cp)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n--- the new supervisor's lines ---\n" + "\n".join(since_restart()[-40:])) from None
     time.sleep(3)  # a few probe rounds: adopted children are healthy, nothing is started twice
     assert {name: proc.pid for name, proc in cp.children().items()} == before
     assert cp.proc.poll() is None
